@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny models, real photos, an offline torch hub cache."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees an empty torch hub cache, so nothing depends on this machine's downloads."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+
+
+class TinyCNN(nn.Module):
+    """A small image classifier with in-place ReLUs, batch norm and dropout (eval/train differ)."""
+
+    def __init__(self, classes: int = 5, channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+class Tiny3D(nn.Module):
+    """A small clip classifier on (N, C, T, H, W)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1, stride=(2, 2, 2)), nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean(dim=(2, 3, 4)))
+
+
+class Untraceable(TinyCNN):
+    """Data-dependent control flow defeats torch.fx; explain must fall back and say so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        if float(h.detach().mean()) > -1e9:
+            h = h * 1.0
+        return self.fc(self.drop(torch.flatten(self.pool(h), 1)))
+
+
+@pytest.fixture
+def tiny() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def image_input() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(1, 3, 32, 32, generator=g)
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Real photos from scikit-image, written as files."""
+    from PIL import Image
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("photos")
+    for name in ("chelsea", "coffee", "rocket"):
+        Image.fromarray(np.asarray(getattr(data, name)())).save(os.path.join(d, f"{name}.jpg"), quality=92)
+    return str(d)

@@ -1,0 +1,215 @@
+"""Per-neuron feature statistics: a batched Welford estimator and the :class:`Statistics` it yields."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+#: Below this many samples the estimate is noisy (the reference uses 10 000 by default).
+FEW_SAMPLES = 1000
+DEFAULT_MIN_STD = 0.01
+#: A neuron is active if it is non-zero in more than this fraction of the samples.
+ACTIVE_FRACTION = 0.01
+_FORMAT = "video-iba-statistics/1"
+
+
+def _pool_to_samples(x: torch.Tensor, pool: Sequence[int]) -> torch.Tensor:
+    """Fold the pooled feature axes of ``x`` ``(N, C, *S)`` into the sample axis.
+
+    ``pool`` indexes axes of one sample ``(C, *S)``: ``(1,)`` pools over time for ``(C, T, H, W)``.
+    Returns ``(N * prod(pooled sizes), *kept sizes)``.
+    """
+    if not pool:
+        return x
+    feat_axes = list(range(1, x.dim()))
+    pooled = [a + 1 for a in pool]
+    kept = [a for a in feat_axes if a not in pooled]
+    moved = x.permute(0, *pooled, *kept)
+    return moved.reshape(-1, *[x.shape[a] for a in kept])
+
+
+def _unpool_shape(t: torch.Tensor, pool: Sequence[int]) -> torch.Tensor:
+    """Insert size-1 axes at the pooled positions so ``t`` broadcasts against ``(C, *S)``."""
+    for a in sorted(pool):
+        t = t.unsqueeze(a)
+    return t
+
+
+class WelfordEstimator:
+    """Running per-neuron mean, variance and activity over batches of feature maps.
+
+    Batches are merged with the parallel form of Welford's algorithm (Chan et al.), so each
+    update is a few vectorised reductions over the batch, accumulated in float64.
+
+    Args:
+        pool: Axes of one sample ``(C, *S)`` over which neurons share statistics, e.g. ``(1,)``
+            to pool a ``(C, T, H, W)`` map over time. Empty: one estimate per element.
+    """
+
+    def __init__(self, pool: Sequence[int] = ()) -> None:
+        if any(a < 1 for a in pool):
+            raise ValueError("the channel axis (0) cannot be pooled")
+        self.pool = tuple(sorted(set(pool)))
+        self.n = 0
+        self.samples = 0
+        self._mean: torch.Tensor | None = None
+        self._m2: torch.Tensor | None = None
+        self._nonzero: torch.Tensor | None = None
+        self.feature_shape: tuple[int, ...] | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add a batch ``(N, C, *S)`` of feature maps."""
+        if x.dim() < 2:
+            raise ValueError(f"expected a batch of feature maps (N, C, ...), got shape {tuple(x.shape)}")
+        shape = tuple(x.shape[1:])
+        if self.feature_shape is None:
+            self.feature_shape = shape
+        elif shape != self.feature_shape:
+            raise ValueError(f"feature shape changed from {self.feature_shape} to {shape}")
+        flat = _pool_to_samples(x.detach(), self.pool).to(torch.float64)
+        b = flat.shape[0]
+        mean_b = flat.mean(0)
+        m2_b = ((flat - mean_b) ** 2).sum(0)
+        nz_b = (flat != 0).sum(0).to(torch.float64)
+        if self._mean is None:
+            self._mean, self._m2, self._nonzero = mean_b, m2_b, nz_b
+        else:
+            assert self._m2 is not None and self._nonzero is not None
+            n = self.n
+            total = n + b
+            delta = mean_b - self._mean
+            self._mean = self._mean + delta * (b / total)
+            self._m2 = self._m2 + m2_b + delta**2 * (n * b / total)
+            self._nonzero = self._nonzero + nz_b
+        self.n += b
+        self.samples += x.shape[0]
+
+    def finalize(self, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None, source: str = "dataset") -> "Statistics":
+        """Return the statistics (unbiased std, clamped below at ``min_std``)."""
+        if self._mean is None or self.n < 2:
+            raise UserInputError("need at least 2 feature samples to estimate statistics; give more inputs")
+        assert self._m2 is not None and self._nonzero is not None
+        std = torch.sqrt(self._m2 / (self.n - 1)).clamp(min=min_std)
+        active = (self._nonzero / self.n > ACTIVE_FRACTION).to(torch.float32)
+        if source == "dataset" and self.samples < FEW_SAMPLES:
+            log.warning("statistics estimated from only %d samples (%d recommended)", self.samples, 10 * FEW_SAMPLES)
+        return Statistics(
+            mean=_unpool_shape(self._mean.to(torch.float32), self.pool),
+            std=_unpool_shape(std.to(torch.float32), self.pool),
+            active=_unpool_shape(active, self.pool),
+            samples=self.samples,
+            source=source,
+            meta={**(meta or {}), "pool": list(self.pool), "feature_shape": list(self.feature_shape or ()), "min_std": min_std},
+        )
+
+
+@dataclass
+class Statistics:
+    """Per-neuron mean, std and activity of a layer's output.
+
+    Attributes:
+        mean, std, active: Tensors broadcastable to one sample ``(C, *S)``; pooled axes have size 1.
+        samples: Number of inputs the estimate saw.
+        source: ``"dataset"`` (estimated over inputs) or ``"input"`` (pooled over the explained
+            input's own positions, see :meth:`from_input`).
+        meta: Provenance: ``model``, ``layer``, ``input_shape``, ``feature_shape``, ``pool``, ...
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    active: torch.Tensor
+    samples: int
+    source: str = "dataset"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_input(cls, r: torch.Tensor, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None) -> "Statistics":
+        """Statistics of one input's own feature map, pooled over all its positions.
+
+        Each channel gets the mean and std of its values over the ``*S`` positions of ``r``
+        ``(1, C, *S)``; a channel is active if non-zero at more than 1 % of them. This lets a
+        single input be explained without a dataset; the noise then matches the input's own
+        per-channel distribution rather than the data set's per-neuron one.
+        """
+        est = WelfordEstimator(pool=tuple(range(1, r.dim() - 1)))
+        est.update(r)
+        return est.finalize(min_std=min_std, meta=meta, source="input")
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "Statistics":
+        return Statistics(self.mean.to(device, dtype), self.std.to(device, dtype), self.active.to(device, dtype),
+                          self.samples, self.source, dict(self.meta))
+
+    def check(self, feature_shape: Sequence[int] | None, layer: str | None = None, model: str | None = None,
+              input_shape: Sequence[int] | None = None) -> None:
+        """Raise :class:`UserInputError` unless these statistics fit the given layer output.
+
+        Args:
+            feature_shape: One sample of the layer output, ``(C, *S)`` (``None``: not checked).
+            layer, model, input_shape: Checked against the recorded provenance when both are known.
+        """
+        where = self.meta.get("path", "the statistics")
+        rec_model = self.meta.get("model")
+        if model is not None and rec_model is not None and rec_model != model:
+            raise UserInputError(f"{where} were estimated for model '{rec_model}', not '{model}'; "
+                                 f"run `video-iba estimate` for {model} or drop --stats")
+        rec_layer = self.meta.get("layer")
+        if layer is not None and rec_layer is not None and rec_layer != layer:
+            raise UserInputError(f"{where} were estimated at layer '{rec_layer}', not '{layer}'; "
+                                 f"use --layer {rec_layer} or estimate statistics for {layer}")
+        rec_input = self.meta.get("input_shape")
+        if input_shape is not None and rec_input is not None and list(rec_input) != list(input_shape):
+            raise UserInputError(f"{where} were estimated for inputs of shape {tuple(rec_input)}, "
+                                 f"not {tuple(input_shape)}; estimate them at this input size")
+        if feature_shape is None:
+            return
+        shape = tuple(feature_shape)
+        if self.mean.dim() != len(shape) or any(m not in (1, s) for m, s in zip(self.mean.shape, shape)) \
+                or self.mean.shape[0] != shape[0]:
+            raise UserInputError(f"{where} have shape {tuple(self.mean.shape)}, which does not fit the layer "
+                                 f"output {shape}; estimate them for this model, layer and input size")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the statistics to ``path`` atomically (a ``torch.save`` file)."""
+        from ..io.atomic import atomic_write
+
+        payload = {"format": _FORMAT, "mean": self.mean, "std": self.std, "active": self.active,
+                   "samples": int(self.samples), "source": self.source,
+                   "meta": {k: v for k, v in self.meta.items() if k != "path"}}
+        with atomic_write(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Statistics":
+        """Read statistics written by :meth:`save` (loaded with ``weights_only=True``)."""
+        p = os.fspath(path)
+        if not os.path.isfile(p):
+            raise UserInputError(f"statistics file '{p}' does not exist; create it with `video-iba estimate`")
+        try:
+            payload = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for foreign or truncated files
+            raise UserInputError(f"'{p}' is not a readable statistics file ({type(exc).__name__}); "
+                                 f"create one with `video-iba estimate`") from exc
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise UserInputError(f"'{p}' is not a video-iba statistics file; create one with `video-iba estimate`")
+        meta = dict(payload.get("meta", {}))
+        meta["path"] = p
+        return cls(payload["mean"], payload["std"], payload["active"], int(payload["samples"]),
+                   str(payload.get("source", "dataset")), meta)
+
+    def describe(self) -> str:
+        """One line for metadata: where the statistics came from."""
+        if self.source == "input":
+            return "input (per-channel, pooled over the explained input's own positions)"
+        where = self.meta.get("path")
+        return f"dataset ({self.samples} samples{', ' + os.path.basename(where) if where else ''})"
+
+
+__all__ = ["WelfordEstimator", "Statistics", "FEW_SAMPLES", "DEFAULT_MIN_STD"]

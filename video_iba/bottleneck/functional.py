@@ -1,0 +1,126 @@
+"""Pure tensor functions of the information bottleneck.
+
+Every function here is rank-generic: feature maps are ``(N, C, *S)`` where ``S`` is the spatial
+``(H, W)`` of image networks or the spatiotemporal ``(T, H, W)`` of video networks. Statistics
+(``mean``, ``std``, ``active``) broadcast against one sample ``(C, *S)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+#: Largest mask value used inside the logarithm of the capacity. ``sigmoid`` saturates to exactly
+#: 1.0 in float32 for ``alpha > ~17``, where ``log((1 - lambda)^2)`` would be ``-inf``.
+LAMBDA_MAX = 1.0 - 1e-6
+
+
+def capacity(r_norm: torch.Tensor, lam: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Information passed by each feature element, in nats.
+
+    The closed form of ``KL(N(lam * r, (1 - lam)^2) || N(0, 1))`` with ``r = (R - mu) / sigma``::
+
+        -1/2 * (1 + log((1 - lam)^2) - (lam * r)^2 - (1 - lam)^2)
+
+    Args:
+        r_norm: Standardised feature map ``(R - mu) / sigma``, shape ``(..., C, *S)``.
+        lam: Mask in ``[0, 1]`` broadcastable to ``r_norm``.
+        active: Optional 0/1 mask of active neurons; inactive ones carry no information.
+
+    Returns:
+        Tensor of the broadcast shape, non-negative, in nats.
+    """
+    lam = lam.clamp(max=LAMBDA_MAX)
+    var_z = (1.0 - lam) ** 2
+    mu_z = lam * r_norm
+    kl = -0.5 * (1.0 + torch.log(var_z) - mu_z**2 - var_z)
+    if active is not None:
+        kl = kl * active
+    return kl
+
+
+def restrict(
+    r: torch.Tensor,
+    lam: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    noise: torch.Tensor,
+    active: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Replace part of the signal by noise: ``Z = lam * R + (1 - lam) * eps``, ``eps ~ N(mu, sigma^2)``.
+
+    Args:
+        r: Feature map ``(1, C, *S)`` or ``(N, C, *S)``.
+        lam: Mask broadcastable to ``r``.
+        mean, std: Per-neuron statistics broadcastable to ``(C, *S)``.
+        noise: Standard normal samples ``(N, C, *S)``; one row per noisy replica.
+        active: Optional 0/1 mask; inactive neurons output 0.
+
+    Returns:
+        ``(N, C, *S)`` restricted feature map.
+    """
+    eps = noise * std + mean
+    z = lam * r + (1.0 - lam) * eps
+    if active is not None:
+        z = z * active
+    return z
+
+
+def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """Normalised 1-D Gaussian of size ``2 * round(2 * sigma) + 1`` (5 taps for ``sigma = 1``)."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    half = int(round(2.0 * sigma))
+    x = torch.arange(-half, half + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).to(dtype=dtype, device=device)
+
+
+def _smooth_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """Convolve ``x`` along ``dim`` with a normalised 1-D kernel.
+
+    Reflection padding where the axis is long enough (as in the reference implementation);
+    on shorter axes (e.g. a feature map of 1-2 frames) the kernel is truncated to the cells
+    that exist and renormalised, so the result is still a weighted mean of real values.
+    """
+    half = kernel.numel() // 2
+    n = x.shape[dim]
+    if half == 0 or n == 1:
+        return x
+    moved = x.movedim(dim, -1)
+    flat = moved.reshape(-1, 1, n)
+    w = kernel.to(dtype=x.dtype, device=x.device).view(1, 1, -1)
+    if n > half:
+        out = F.conv1d(F.pad(flat, (half, half), mode="reflect"), w)
+    else:
+        padded = F.pad(flat, (half, half))
+        ones = F.pad(torch.ones_like(flat[:1]), (half, half))
+        out = F.conv1d(padded, w) / F.conv1d(ones, w)
+    return out.reshape(moved.shape).movedim(-1, dim)
+
+
+def smooth(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian blur over the trailing axes, each channel on its own.
+
+    Args:
+        x: ``(..., *S)`` tensor; the last ``len(sigmas)`` axes are smoothed.
+        sigmas: One standard deviation per trailing axis, in feature cells; 0 leaves an axis as is.
+
+    Returns:
+        Tensor of the same shape.
+    """
+    nd = len(sigmas)
+    if nd > x.dim():
+        raise ValueError(f"cannot smooth {nd} axes of a {x.dim()}-D tensor")
+    for i, s in enumerate(sigmas):
+        if s > 0:
+            x = _smooth_axis(x, gaussian_kernel1d(s, dtype=x.dtype, device=x.device), x.dim() - nd + i)
+    return x
+
+
+def nats_to_bits(x: torch.Tensor) -> torch.Tensor:
+    """Convert nats to bits."""
+    return x / math.log(2.0)

@@ -1,0 +1,165 @@
+"""Placing a bottleneck in a user's model without leaving a trace on it.
+
+* :func:`frozen` puts the model in eval mode with ``requires_grad=False`` for the duration and
+  restores every module's own ``training`` flag and every parameter's ``requires_grad`` afterwards,
+  also when an exception is raised.
+* :func:`capture` runs the model once and keeps a *copy* of a layer's output (a later in-place
+  op such as VGG's ``ReLU(inplace=True)`` would otherwise overwrite it).
+* Runners evaluate "the network from the layer onwards" for a batch of restricted feature maps:
+  :class:`~video_iba.bottleneck.split.CachedSuffix` (prefix computed once) or :class:`HookedForward`
+  (the whole network each time, with a forward hook that substitutes the layer's output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch import nn
+
+from ..errors import UserInputError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """Maps a batch of restricted feature maps ``(N, C, *S)`` to logits ``(N, K)``."""
+
+    cached: bool
+    note: str
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def get_module(model: nn.Module, name: str, hint: str = "") -> nn.Module:
+    """Return the submodule at dotted path ``name``, or raise a :class:`UserInputError` with close matches."""
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    names = [n for n in modules if n]
+    suggestion = did_you_mean(name, names)
+    raise UserInputError(f"layer '{name}' not found in {type(model).__name__}{suggestion}; "
+                         f"{hint or 'list the layers with model.named_modules()'}")
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no weight gradients for the duration; the model's own state is restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    grads = [p.requires_grad for p in params]
+    try:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+        for p, g in zip(params, grads):
+            p.requires_grad_(g)
+
+
+@contextlib.contextmanager
+def forward_hook(module: nn.Module, hook: Callable[..., Any]) -> Iterator[None]:
+    """Register ``hook`` on ``module`` for the duration; always removed afterwards."""
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        raise UserInputError(f"layer '{layer}' returns {type(out).__name__}, not a tensor; choose a layer that "
+                             f"outputs a feature map (N, C, H, W) or (N, C, T, H, W)")
+    if out.dim() < 3:
+        raise UserInputError(f"layer '{layer}' outputs shape {tuple(out.shape)}, not a feature map; choose a "
+                             f"convolutional layer with output (N, C, H, W) or (N, C, T, H, W)")
+    return out
+
+
+def capture(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model(x)`` once without gradients; return its logits and a copy of ``layer``'s output."""
+    seen: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        seen.append(_as_tensor_output(out, layer).detach().clone())
+
+    with forward_hook(module, hook), torch.no_grad():
+        logits = model(x)
+    if not seen:
+        raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
+    if len(seen) > 1:
+        raise UserInputError(f"layer '{layer}' runs {len(seen)} times in one forward pass; choose a layer that runs once")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UserInputError(f"the model returns {shape}; explain needs a classifier returning logits (N, classes)")
+    return logits.detach(), seen[0]
+
+
+class _Stop(Exception):
+    """Raised inside a hook to end a forward pass once the layer has run."""
+
+
+def layer_output(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Output of ``layer`` for ``x`` without running the rest of the network (no gradients)."""
+    box: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+        box.append(_as_tensor_output(out, layer).detach().clone())
+        raise _Stop
+
+    with forward_hook(module, hook), torch.no_grad():
+        try:
+            model(x)
+        except _Stop:
+            pass
+    if not box:
+        raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
+    return box[0]
+
+
+class HookedForward:
+    """Runner that evaluates the whole network with the layer's output replaced.
+
+    The network before the layer is recomputed on every call; use it where the model cannot be
+    split at the layer. A context manager: the hook exists only inside ``with``.
+    """
+
+    cached = False
+
+    def __init__(self, model: nn.Module, module: nn.Module, x: torch.Tensor, note: str = "") -> None:
+        self.model, self.module, self.x, self.note = model, module, x, note
+        self._z: torch.Tensor | None = None
+        self._ctx: contextlib.ExitStack | None = None
+
+    def _hook(self, _m: nn.Module, _inp: Any, out: Any) -> torch.Tensor:
+        z = self._z
+        if z is None:
+            return out
+        if not isinstance(out, torch.Tensor) or out.shape != z.shape:
+            raise RuntimeError(f"layer output {getattr(out, 'shape', None)} does not match the bottleneck {tuple(z.shape)}")
+        return z
+
+    def __enter__(self) -> "HookedForward":
+        self._ctx = contextlib.ExitStack()
+        self._ctx.enter_context(forward_hook(self.module, self._hook))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._ctx is not None
+        self._ctx.close()
+        self._ctx = None
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self._ctx is None:
+            raise RuntimeError("HookedForward must be used inside a `with` block")
+        self._z = z
+        try:
+            return self.model(self.x.expand(z.shape[0], *self.x.shape[1:]))
+        finally:
+            self._z = None

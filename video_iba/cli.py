@@ -1,0 +1,214 @@
+"""The ``video-iba`` command: argument parsing and printing only; the work is in :mod:`video_iba.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Callable, Sequence
+
+from ._version import __version__
+from .errors import UserInputError
+
+log = logging.getLogger("video_iba")
+
+DEFAULT_MODEL = "efficientnet_lite0"
+DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got '{text}'") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name (default: {DEFAULT_MODEL}; see `video-iba models`)")
+    p.add_argument("--layer", help="bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`)")
+    p.add_argument("--weights", default="default",
+                   help="'default' (pretrained via the torch hub cache, or the offline package for efficientnet_lite0), "
+                        "'random', a checkpoint path, or a torchvision weights name such as IMAGENET1K_V2")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="video-iba", description="Information Bottleneck Attribution for image and video classifiers, in bits.")
+    parser.add_argument("--version", action="version", version=f"video-iba {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log informational messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ex = sub.add_parser("explain", help="explain a photo: writes OUT/<stem>.png (overlay) and OUT/<stem>.npz (bits)")
+    ex.add_argument("input", help="image file (JPEG, PNG, ...)")
+    _add_model_args(ex)
+    ex.add_argument("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    ex.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
+    ex.add_argument("--steps", type=_positive_int, help="optimisation steps (default 10)")
+    ex.add_argument("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
+    ex.add_argument("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    ex.add_argument("--config", help="YAML file of bottleneck settings (see configs/paper.yaml); flags override it")
+    ex.add_argument("--stats", help="statistics file from `video-iba estimate` (default: the input's own, pooled)")
+    ex.add_argument("--vmax", type=_positive_float, help="top of the colour scale in bits/pixel (default: the map's maximum)")
+    ex.add_argument("--out", default="out", help="output folder (default: out)")
+
+    es = sub.add_parser("estimate", help="estimate per-neuron feature statistics over a folder of images")
+    es.add_argument("folder", help="folder of images (searched recursively)")
+    _add_model_args(es)
+    es.add_argument("--out", required=True, help="statistics file to write (e.g. stats.pt)")
+    es.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
+    es.add_argument("--max-samples", type=_positive_int, help="stop after this many images")
+
+    sub.add_parser("models", help="list the models and their default layers")
+
+    ly = sub.add_parser("layers", help="list a model's layers with output shapes")
+    ly.add_argument("--model", default=DEFAULT_MODEL, help="registry name")
+
+    de = sub.add_parser("demo", help="explain a real photo with the offline EfficientNet-Lite0 (no download)")
+    de.add_argument("--photo", default="chelsea", choices=DEMO_PHOTOS, help="scikit-image photo (default chelsea)")
+    de.add_argument("--out", default="out", help="output folder (default: out)")
+    return parser
+
+
+def _progress(total: int, desc: str) -> tuple[Callable[..., None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, disable=None)
+    return (lambda *_: bar.update(1)), bar.close
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from .config import IBAConfig
+    from .pipeline import explain_image_file
+
+    cfg = IBAConfig.from_yaml(args.config) if args.config else IBAConfig()
+    cfg = cfg.replace(beta=args.beta, steps=args.steps, samples=args.samples, micro_batch=args.micro_batch)
+    _run_explain(args.input, args, cfg)
+
+
+def _run_explain(path: str, args: argparse.Namespace, cfg: object) -> None:
+    from .pipeline import explain_image_file
+
+    step, close = _progress(cfg.steps, "explaining")  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    try:
+        res = explain_image_file(path, model_name=args.model, out_dir=args.out, layer=args.layer, target=args.target,
+                                 config=cfg, seed=args.seed, stats_path=args.stats, weights=args.weights,
+                                 vmax=args.vmax, device=args.device, on_step=step)  # type: ignore[arg-type]
+    finally:
+        close()
+    m = res.attribution.meta
+    print("predicted: " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
+    print(f"explained: #{res.attribution.target} {res.label} · {res.attribution.total_bits:.1f} bits · "
+          f"{m['model']} layer {m['layer']} · statistics: {m['stats']}")
+    if not m["prefix_cached"]:
+        print(f"note: {m['prefix_note']}")
+    print(f"wrote {res.png}\nwrote {res.npz}\n({time.perf_counter() - t0:.1f} s)")
+
+
+def _cmd_estimate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .pipeline import estimate_folder, find_images
+
+    n = len(find_images(args.folder))
+    total = min(n, args.max_samples) if args.max_samples else n
+    bar = tqdm(total=total, desc="estimating", unit="img", disable=None)
+    try:
+        stats, skipped = estimate_folder(args.folder, model_name=args.model, out=args.out, layer=args.layer,
+                                         weights=args.weights, batch_size=args.batch_size, max_samples=args.max_samples,
+                                         device=args.device, on_batch=bar.update)
+    finally:
+        bar.close()
+    print(f"estimated statistics of {stats.meta['model']} layer {stats.meta['layer']} over {stats.samples} images"
+          + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+    print(f"wrote {args.out}")
+
+
+def _cmd_models(_args: argparse.Namespace) -> None:
+    from .models import get_spec, list_models
+
+    print(f"{'model':<22} {'default layer':<28} {'input':<9} weights")
+    for name in list_models():
+        try:
+            spec = get_spec(name)
+            layer = spec.default_layer or "-"
+        except UserInputError:
+            spec, layer = None, "(none: pass --layer)"
+        from .models.registry import _base_spec
+
+        base = spec or _base_spec(name)
+        print(f"{name:<22} {layer:<28} {base.input_size:<9} {base.weights_source}")
+
+
+def _cmd_layers(args: argparse.Namespace) -> None:
+    from .models import layers
+
+    print(f"{'layer':<40} {'type':<26} output shape")
+    for li in layers(args.model):
+        shape = "x".join(map(str, li.shape)) if li.shape is not None else "(not a tensor)"
+        print(f"{li.name:<40} {li.kind:<26} {shape}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    from .config import IBAConfig
+
+    rgb = np.asarray(getattr(data, args.photo)())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{args.photo}.png")
+        Image.fromarray(rgb).save(path)
+        ns = argparse.Namespace(model=DEFAULT_MODEL, out=args.out, layer=None, target="top1", seed=0, stats=None,
+                                weights="default", vmax=None, device="cpu")
+        print(f"explaining scikit-image's '{args.photo}' photo with the ImageNet EfficientNet-Lite0 (paper settings)")
+        _run_explain(path, ns, IBAConfig())
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "explain": _cmd_explain, "estimate": _cmd_estimate, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="video-iba: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        _COMMANDS[args.command](args)
+    except UserInputError as exc:
+        print(f"video-iba: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("video-iba: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

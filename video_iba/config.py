@@ -1,0 +1,96 @@
+"""Settings shared by the Python API and the command line, loadable from plain YAML files."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .errors import UserInputError, did_you_mean
+
+
+@dataclass(frozen=True)
+class IBAConfig:
+    """Per-sample bottleneck settings. The defaults are those of Schulz et al. (ICLR 2020).
+
+    Attributes:
+        beta: Weight of the information term; the loss is ``CE + beta * mean(capacity)``, the
+            mean running over all feature elements (the paper's ``beta / k``).
+        steps: Adam updates of the mask parameters.
+        samples: Noisy replicas of the input per step (the paper's batch size).
+        lr: Adam learning rate.
+        alpha_init: Initial mask parameter (``sigmoid(5) = 0.993``: almost everything passes).
+        sigma: Gaussian smoothing of the mask over space, in feature cells (0: none).
+        temporal_sigma: Gaussian smoothing over time for spatiotemporal maps, in feature frames.
+        min_std: Lower bound of the per-neuron standard deviation.
+        micro_batch: Replicas per forward pass (``None``: all at once); lowers peak memory,
+            same result.
+    """
+
+    beta: float = 10.0
+    steps: int = 10
+    samples: int = 10
+    lr: float = 1.0
+    alpha_init: float = 5.0
+    sigma: float = 1.0
+    temporal_sigma: float = 1.0
+    min_std: float = 0.01
+    micro_batch: int | None = None
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> UserInputError:
+            return UserInputError(f"{name} must be {rule}, got {getattr(self, name)!r}; pass a valid --{name.replace('_', '-')}")
+
+        for name in ("beta", "lr"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                raise bad(name, "a finite number > 0")
+        for name in ("steps", "samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise bad(name, "an integer > 0")
+        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch <= 0):
+            raise bad("micro_batch", "an integer > 0")
+        for name in ("sigma", "temporal_sigma", "min_std", "alpha_init"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad(name, "a finite number")
+        for name in ("sigma", "temporal_sigma"):
+            if getattr(self, name) < 0:
+                raise bad(name, ">= 0")
+        if self.min_std <= 0:
+            raise bad("min_std", "> 0")
+
+    def replace(self, **changes: Any) -> "IBAConfig":
+        """Copy with the given fields changed; ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "config") -> "IBAConfig":
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise UserInputError(f"{where}: unknown setting '{key}'{did_you_mean(str(key), names)}; "
+                                     f"known: {', '.join(names)}")
+        return cls(**dict(data))
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> "IBAConfig":
+        """Read settings from a YAML mapping; missing keys keep their defaults."""
+        import yaml
+
+        p = os.fspath(path)
+        try:
+            with open(p, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except FileNotFoundError as exc:
+            raise UserInputError(f"config file '{p}' does not exist; check the path") from exc
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserInputError(f"cannot read config file '{p}' ({exc.__class__.__name__}); fix its YAML") from exc
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise UserInputError(f"config file '{p}' must hold a mapping of settings, not {type(data).__name__}")
+        return cls.from_mapping(data, where=p)

@@ -1,0 +1,49 @@
+"""Atomic file output: write to a temporary file beside the target, then rename it into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator, Sequence
+
+from ..errors import UserInputError
+
+
+def _temp_beside(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    except OSError as exc:
+        raise UserInputError(f"cannot write to '{folder}' ({exc.strerror or exc}); choose a writable output folder") from exc
+    os.close(fd)
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]]:
+    """Yield one temporary path per target; on success all are renamed into place, else all removed.
+
+    A reader never sees a half-written target, and a failure leaves every target as it was.
+    """
+    targets = [os.fspath(p) for p in paths]
+    temps: list[str] = []
+    try:
+        for t in targets:
+            temps.append(_temp_beside(t))
+        yield list(temps)
+        for tmp, target in zip(temps, targets):
+            os.replace(tmp, target)
+        temps = []
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Single-file form of :func:`atomic_writes`."""
+    with atomic_writes([path]) as (tmp,):
+        yield tmp

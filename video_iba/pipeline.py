@@ -1,0 +1,195 @@
+"""File-level workflows behind the command line: explain an image file, estimate over a folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .api import estimate, explain
+from .attribution import Attribution
+from .bottleneck.estimator import Statistics
+from .config import IBAConfig
+from .errors import UserInputError, did_you_mean
+from .io.atomic import atomic_writes
+from .io.image import read_image
+from .models import get_spec, labels_for, load_model, preprocess_image
+from .models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; an unavailable CUDA device is an error, never a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UserInputError(f"unknown device '{name}'; use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device '{name}' requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
+    """``None``/``"top1"`` -> None (explain the prediction); an index; or a class name (case-insensitive)."""
+    if text is None or (isinstance(text, str) and text.lower() == "top1"):
+        return None
+    if isinstance(text, int) or text.strip().lstrip("-").isdigit():
+        idx = int(text)
+        if not 0 <= idx < len(labels):
+            raise UserInputError(f"target {idx} is out of range; the model has {len(labels)} classes (0..{len(labels) - 1})")
+        return idx
+    wanted = text.strip().lower()
+    hits = [i for i, name in enumerate(labels) if name.lower() == wanted]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise UserInputError(f"class name '{text}' is ambiguous (indices {', '.join(map(str, hits))}); pass --target INDEX")
+    raise UserInputError(f"unknown class name '{text}'{did_you_mean(text, labels)}; pass a class index or an exact name")
+
+
+@dataclass
+class ImageResult:
+    attribution: Attribution
+    png: str
+    npz: str
+    top: list[tuple[str, float]]
+    label: str
+
+
+def explain_image_file(
+    path: str,
+    *,
+    model_name: str,
+    out_dir: str,
+    layer: str | None = None,
+    target: str | None = None,
+    config: IBAConfig | None = None,
+    seed: int | None = 0,
+    stats_path: str | None = None,
+    weights: str = "default",
+    vmax: float | None = None,
+    device: str = "cpu",
+    on_step: Callable[[int, float, float], None] | None = None,
+) -> ImageResult:
+    """Explain one image file and write ``<out_dir>/<stem>.png`` and ``.npz`` atomically."""
+    from .render import Caption, image_figure
+
+    cfg = config or IBAConfig()
+    if vmax is not None and not vmax > 0:
+        raise UserInputError(f"--vmax must be > 0 bits, got {vmax}")
+    dev = resolve_device(device)
+    rgb = read_image(path)
+    spec = get_spec(model_name)
+    x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
+    stats = _load_stats(stats_path, spec, layer or spec.default_layer, tuple(x.shape))
+    model = load_model(model_name, weights=weights, device=dev)
+    labels = labels_for(spec)
+    tgt = resolve_target(target, labels)
+    attr = explain(model, x.to(dev), tgt, layer=layer, stats=stats.to(dev) if stats is not None else None,
+                   config=cfg, seed=seed, on_step=on_step)
+    assert attr.logits is not None
+    if attr.logits.numel() != len(labels):
+        raise UserInputError(f"the model outputs {attr.logits.numel()} classes but {spec.name} has {len(labels)} labels; "
+                             f"give weights of the {len(labels)}-class model")
+    probs = torch.softmax(attr.logits.double(), 0)
+    top = [(labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:5].tolist()]
+    label = labels[attr.target]
+    attr.meta.update({
+        "model": spec.name, "weights": weights, "input": os.path.abspath(path), "target_label": label,
+        "target_probability": float(probs[attr.target]), "predicted": top[0][0], "top5": top,
+        "bits_unit": f"bits per pixel of the {spec.input_size}x{spec.input_size} model input",
+    })
+    attr.arrays.update({
+        "crop_box": np.asarray(geo.box, dtype=np.float64), "scale": np.asarray(geo.scale, dtype=np.float64),
+        "image_size": np.asarray(geo.image_size, dtype=np.int64),
+    })
+    stem = Path(path).stem
+    png, npz = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")
+    details = (f"{spec.name} · layer {attr.meta['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} samples"
+               f" · seed {attr.meta['seed']} · statistics: {stats.describe() if stats else 'input (pooled over its positions)'}")
+    caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
+                      explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
+                      total_bits=attr.total_bits, details=details, input_side=spec.input_size)
+    with atomic_writes([png, npz]) as (tmp_png, tmp_npz):
+        used_vmax = image_figure(rgb, attr.bits.numpy(), geo.box, caption, tmp_png, vmax=vmax)
+        attr.meta["vmax"] = used_vmax
+        with open(tmp_npz, "wb") as fh:
+            np.savez_compressed(fh, **attr._payload())
+    return ImageResult(attr, png, npz, top, label)
+
+
+def _load_stats(path: str | None, spec: ModelSpec, layer: str | None, input_shape: tuple[int, ...]) -> Statistics | None:
+    if path is None:
+        return None
+    stats = Statistics.load(path)
+    stats.check(None, layer=layer, model=spec.name, input_shape=input_shape)
+    return stats
+
+
+def find_images(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursive, sorted)."""
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise UserInputError(f"'{folder}' is a file; give a folder of images")
+        raise UserInputError(f"folder '{folder}' does not exist; check the path")
+    files = sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) found in '{folder}'; give a folder of images")
+    return files
+
+
+def _image_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device: torch.device,
+                   skipped: list[str]) -> Iterator[torch.Tensor]:
+    batch: list[torch.Tensor] = []
+    for f in files:
+        try:
+            x, _ = preprocess_image(read_image(f), spec, name=f"'{f}'")
+        except UserInputError as exc:
+            skipped.append(f)
+            log.warning("skipping %s", exc)
+            continue
+        batch.append(x)
+        if len(batch) == batch_size:
+            yield torch.cat(batch).to(device)
+            batch = []
+    if batch:
+        yield torch.cat(batch).to(device)
+
+
+def estimate_folder(
+    folder: str,
+    *,
+    model_name: str,
+    out: str,
+    layer: str | None = None,
+    weights: str = "default",
+    batch_size: int = 16,
+    max_samples: int | None = None,
+    device: str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Statistics, list[str]]:
+    """Estimate statistics over a folder of images and save them to ``out``; returns them and the skipped files."""
+    if batch_size <= 0:
+        raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
+    if max_samples is not None and max_samples < 2:
+        raise UserInputError(f"--max-samples must be >= 2, got {max_samples}")
+    files = find_images(folder)
+    dev = resolve_device(device)
+    spec = get_spec(model_name)
+    model = load_model(model_name, weights=weights, device=dev)
+    skipped: list[str] = []
+    stats = estimate(model, _image_batches(files, spec, batch_size, dev, skipped), layer=layer,
+                     max_samples=max_samples, on_batch=on_batch,
+                     meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder)})
+    stats.save(out)
+    return stats, skipped

@@ -1,0 +1,62 @@
+"""Colour mapping and overlays of bits maps on images (NumPy, vectorised)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Colormap for bits (sequential, perceptually uniform, readable on projectors).
+CMAP = "inferno"
+#: Opacity of the heatmap over the photo inside the covered region.
+ALPHA = 0.6
+
+
+def colormap(values: np.ndarray, vmax: float, cmap: str = CMAP) -> np.ndarray:
+    """Map ``values`` in ``[0, vmax]`` (clipped) to RGB floats in ``[0, 1]``, shape ``values.shape + (3,)``."""
+    from matplotlib import colormaps
+
+    scale = float(vmax) if vmax > 0 else 1.0
+    v = np.clip(np.nan_to_num(values, nan=0.0) / scale, 0.0, 1.0)
+    return colormaps[cmap](v)[..., :3]
+
+
+def bits_on_image(bits: np.ndarray, box: tuple[float, float, float, float], image_size: tuple[int, int]) -> np.ndarray:
+    """Place a bits map ``(h, w)`` at the crop ``box`` of an image of ``image_size`` ``(H, W)``.
+
+    The map keeps its unit (bits per model-input pixel); it is only resized (bilinear). Pixels
+    outside the box are NaN: not covered by the model input, which is different from zero bits.
+    """
+    import cv2
+
+    hh, ww = image_size
+    x0, y0, x1, y1 = box
+    out = np.full((hh, ww), np.nan, dtype=np.float32)
+    ix0, iy0 = max(0, int(round(x0))), max(0, int(round(y0)))
+    ix1, iy1 = min(ww, int(round(x1))), min(hh, int(round(y1)))
+    if ix1 <= ix0 or iy1 <= iy0:
+        return out
+    full_w, full_h = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
+    resized = cv2.resize(bits.astype(np.float32), (full_w, full_h), interpolation=cv2.INTER_LINEAR)
+    ox, oy = ix0 - int(round(x0)), iy0 - int(round(y0))
+    out[iy0:iy1, ix0:ix1] = resized[oy:oy + (iy1 - iy0), ox:ox + (ix1 - ix0)]
+    return out
+
+
+def overlay(rgb: np.ndarray, values: np.ndarray, vmax: float, alpha: float = ALPHA, cmap: str = CMAP) -> np.ndarray:
+    """Blend a heatmap over an ``(H, W, 3)`` uint8 image; NaN cells are drawn as not covered.
+
+    Not covered: the photo in grey, darkened, with diagonal hatching, so it cannot be read as
+    "zero bits".
+
+    Returns:
+        ``(H, W, 3)`` uint8.
+    """
+    img = rgb.astype(np.float32) / 255.0
+    covered = ~np.isnan(values)
+    heat = colormap(values, vmax, cmap)
+    out = (1.0 - alpha) * img + alpha * heat
+    grey = img.mean(axis=2, keepdims=True) * 0.45 + 0.25
+    yy, xx = np.indices(values.shape)
+    hatch = ((xx + yy) // 2) % 6 == 0
+    uncovered = np.where(hatch[..., None], 0.7, np.repeat(grey, 3, axis=2))
+    out = np.where(covered[..., None], out, uncovered)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
