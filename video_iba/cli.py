@@ -13,8 +13,6 @@ from typing import Callable, Sequence
 from ._version import __version__
 from .errors import UserInputError
 
-log = logging.getLogger("video_iba")
-
 DEFAULT_MODEL = "efficientnet_lite0"
 DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
 
@@ -147,19 +145,11 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
-    from .models import get_spec, list_models
+    from .models import describe_models
 
     print(f"{'model':<22} {'default layer':<28} {'input':<9} weights")
-    for name in list_models():
-        try:
-            spec = get_spec(name)
-            layer = spec.default_layer or "-"
-        except UserInputError:
-            spec, layer = None, "(none: pass --layer)"
-        from .models.registry import _base_spec
-
-        base = spec or _base_spec(name)
-        print(f"{name:<22} {layer:<28} {base.input_size:<9} {base.weights_source}")
+    for spec, layer in describe_models():
+        print(f"{spec.name:<22} {layer:<28} {spec.input_size:<9} {spec.weights_source}")
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:
@@ -196,9 +186,17 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="video-iba: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (exit code 2)
+        return exc.code if isinstance(exc.code, int) else 0
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("video-iba: %(levelname)s: %(message)s"))
+    pkg_log = logging.getLogger("video_iba")
+    old_level, old_propagate = pkg_log.level, pkg_log.propagate
+    pkg_log.addHandler(handler)
+    pkg_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    pkg_log.propagate = False
     try:
         _COMMANDS[args.command](args)
     except UserInputError as exc:
@@ -207,6 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("video-iba: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        pkg_log.removeHandler(handler)
+        pkg_log.setLevel(old_level)
+        pkg_log.propagate = old_propagate
     return 0
 
 

@@ -22,7 +22,7 @@ class FitResult:
         capacity: Information per feature element in nats ``(C, *S)``, from the last step's forward
             pass (as in the reference implementation: the mask after ``steps - 1`` updates).
         lam: The smoothed mask of that pass ``(C, *S)``.
-        ce: Cross-entropy per step. info: Mean capacity (nats) per step.
+        ce: Cross-entropy per network pass. info: Mean capacity (nats) per step.
     """
 
     capacity: torch.Tensor
@@ -52,6 +52,7 @@ def fit_per_sample(
     cfg: IBAConfig,
     generator: torch.Generator,
     on_step: Callable[[int, float, float], None] | None = None,
+    skip_last_pass: bool = True,
 ) -> FitResult:
     """Fit the mask of one input.
 
@@ -67,6 +68,9 @@ def fit_per_sample(
         cfg: Settings (beta, steps, samples, lr, alpha_init, smoothing, micro_batch).
         generator: Source of the noise (seeded by the caller for reproducible maps).
         on_step: Called after each update with ``(step, ce, info)``.
+        skip_last_pass: The result is the capacity of the last step, which depends only on the
+            mask and ``R``; that step's network pass and update change nothing in it and are
+            skipped (its ``ce`` is then not recorded). ``False`` runs them, as the reference does.
 
     Returns:
         :class:`FitResult` with the capacity in nats.
@@ -84,6 +88,12 @@ def fit_per_sample(
         lam = smooth(torch.sigmoid(alpha), sigmas)
         cap = capacity(r_norm, lam, active)
         info = cap.mean()
+        result.capacity, result.lam = cap.detach(), lam.detach()
+        if skip_last_pass and step == cfg.steps - 1:
+            result.info.append(float(info.detach()))
+            if on_step is not None:
+                on_step(step, float("nan"), result.info[-1])
+            break
         ce_total = 0.0
         for i, m in enumerate(chunks):
             noise = torch.randn((m, *shape), generator=generator, device=r.device, dtype=r.dtype)
@@ -99,7 +109,6 @@ def fit_per_sample(
         opt.step()
         result.ce.append(ce_total)
         result.info.append(float(info.detach()))
-        result.capacity, result.lam = cap.detach(), lam.detach()
         if on_step is not None:
             on_step(step, ce_total, result.info[-1])
     return result

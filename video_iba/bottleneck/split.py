@@ -39,6 +39,27 @@ def _copy_value(v: Any) -> Any:
     return v
 
 
+def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
+    """A private copy of ``gm`` with eval-mode batch norms folded into the preceding convolutions.
+
+    Returns ``None`` where there is nothing to fold. The copy's parameters do not require
+    gradients; the user's modules are untouched.
+    """
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    if not any(isinstance(m, norms) for m in gm.modules()):
+        return None
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        folded = fuse(gm, inplace=False)
+    except Exception as exc:  # an unusual graph: keep the unfolded suffix
+        log.info("batch norm folding skipped (%s)", exc)
+        return None
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
+
+
 class CachedSuffix:
     """Runner evaluating only the part of ``model`` after ``layer``.
 
@@ -111,6 +132,15 @@ class CachedSuffix:
         self.layer = layer
         self.n_frontier = len(frontier)
         self._check(r, logits)
+        self.note = CachedSuffix.note
+        folded = _fold_batchnorm(self._suffix)
+        if folded is not None:
+            unfolded, self._suffix = self._suffix, folded
+            try:
+                self._check(r, logits)
+                self.note += "; batch norm folded into the convolutions"
+            except SplitError:
+                self._suffix = unfolded
 
     def _frontier(self, n: int) -> tuple[Any, ...]:
         if self.n_frontier == 0:

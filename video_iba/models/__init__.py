@@ -2,9 +2,9 @@
 
 from .layers import LayerInfo, auto_layer, layer_table
 from .preprocess import Geometry, preprocess_image
-from .registry import ModelSpec, get_spec, imagenet_labels, labels_for, layers, list_models, load_model
+from .registry import ModelSpec, describe_models, get_spec, imagenet_labels, labels_for, layers, list_models, load_model
 
 __all__ = [
-    "LayerInfo", "auto_layer", "layer_table", "Geometry", "preprocess_image", "ModelSpec", "get_spec",
+    "LayerInfo", "auto_layer", "layer_table", "Geometry", "preprocess_image", "ModelSpec", "describe_models", "get_spec",
     "imagenet_labels", "labels_for", "layers", "list_models", "load_model",
 ]

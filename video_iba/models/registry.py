@@ -111,31 +111,59 @@ def _base_spec(name: str) -> ModelSpec:
     return spec
 
 
+def _resolve_layer(spec: ModelSpec, allow_cpu: bool = True) -> ModelSpec:
+    if spec.default_layer is not None:
+        return spec
+    if spec.name.startswith("vgg"):
+        layer, note = vgg_conv4_1(build(spec, "random", device="meta")), "conv4_1, as the paper's VGG-16"
+    else:
+        table = _layer_table_any(spec, allow_cpu)
+        layer = auto_layer(table, spec.input_size, spec.name)
+        note = "shallowest module at stride 8 (the paper's ResNet-50 choice, generalised)"
+    return dataclasses.replace(spec, default_layer=layer, note=note)
+
+
 @lru_cache(maxsize=None)
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model, with its default layer resolved.
 
     Raises:
-        UserInputError: unknown name (close matches suggested).
+        UserInputError: unknown name (close matches suggested), or no default layer found.
     """
-    spec = _base_spec(name)
-    if spec.default_layer is None:
-        if name.startswith("vgg"):
-            layer, note = vgg_conv4_1(build(spec, "random", device="meta")), "conv4_1, as the paper's VGG-16"
-        else:
-            table = _layer_table_any(spec)
-            layer, note = auto_layer(table, spec.input_size, name), "shallowest module at stride 8 (the paper's ResNet-50 choice, generalised)"
-        spec = dataclasses.replace(spec, default_layer=layer, note=note)
-    return spec
+    return _resolve_layer(_base_spec(name))
 
 
-def _layer_table_any(spec: ModelSpec) -> list[Any]:
+def describe_models() -> list[tuple[ModelSpec, str]]:
+    """Every registered model with its default layer, quickly (layers found on the meta device only)."""
+    rows = []
+    for name in list_models():
+        base = _base_spec(name)
+        try:
+            layer = str(_resolve_layer(base, allow_cpu=False).default_layer)
+        except UserInputError:
+            layer = "(none: pass --layer)"
+        except _MetaUnsupported:
+            layer = "(found when loaded)"
+        rows.append((base, layer))
+    return rows
+
+
+class _MetaUnsupported(Exception):
+    pass
+
+
+def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[Any]:
     shape = (1, 3, spec.input_size, spec.input_size)
     try:
         return layer_table(build(spec, "random", device="meta"), shape, device="meta")
-    except (NotImplementedError, RuntimeError):
-        # a few models cannot be built or run on the meta device; use a real random-initialised copy
-        return layer_table(build(spec, "random", device="cpu"), shape, device="cpu")
+    except Exception as meta_exc:  # some builders or forwards cannot run on the meta device
+        if not allow_cpu:
+            raise _MetaUnsupported(str(meta_exc)) from meta_exc
+        try:
+            return layer_table(build(spec, "random", device="cpu"), shape, device="cpu")
+        except Exception as exc:
+            raise UserInputError(f"cannot run {spec.name} on a {spec.input_size}x{spec.input_size} input to find its "
+                                 f"layers ({type(exc).__name__}: {exc}); pass --layer") from exc
 
 
 def layers(name: str) -> list[Any]:

@@ -1,0 +1,196 @@
+"""The command line on real photos with the offline ImageNet EfficientNet-Lite0, and every bad input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import video_iba
+from video_iba.cli import main
+
+FAST = ["--steps", "2", "--samples", "2"]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_explain_real_photo_end_to_end(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    code, stdout, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "predicted: Egyptian cat" in stdout and "bits" in stdout
+    assert sorted(os.listdir(out)) == ["chelsea.npz", "chelsea.png"]
+    png = Image.open(out / "chelsea.png")
+    assert png.format == "PNG" and png.size[0] > 600
+    attr = video_iba.Attribution.load(out / "chelsea.npz")
+    m = attr.meta
+    assert attr.bits.shape == (224, 224) and attr.bits.dtype == torch.float32
+    assert m["model"] == "efficientnet_lite0" and m["layer"] == "_blocks.4" and m["target_label"] == "Egyptian cat"
+    assert (m["beta"], m["steps"], m["samples"], m["seed"]) == (10.0, 10, 10, 0)
+    assert m["stats_source"] == "input" and m["prefix_cached"] is True and m["version"] == video_iba.__version__
+    assert m["total_bits"] == pytest.approx(attr.total_bits, rel=1e-5)
+    assert attr.capacity is not None and attr.capacity.shape == (40, 28, 28)
+    box = attr.arrays["crop_box"]
+    assert box.shape == (4,) and 0 < box[0] < box[2] <= 451 and attr.arrays["image_size"].tolist() == [300, 451]
+    # the map is not flat: the most informative tenth of pixels holds far more than a tenth of the bits
+    flat = np.sort(attr.bits.numpy().ravel())[::-1]
+    assert flat[: flat.size // 10].sum() > 0.25 * flat.sum()
+
+
+def test_target_by_name_and_vmax(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, stdout, err = _run(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), "--target", "cup",
+                              "--vmax", "0.5", *FAST], capsys)
+    assert code == 0, err
+    attr = video_iba.Attribution.load(tmp_path / "coffee.npz")
+    assert attr.meta["target_label"] == "cup" and attr.meta["vmax"] == 0.5 and attr.meta["predicted"] == "espresso"
+
+
+def test_config_file_and_flags(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("beta: 100\nsteps: 3\nsamples: 2\n")
+    code, _, err = _run(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), "--config", str(cfg),
+                         "--steps", "2"], capsys)
+    assert code == 0, err
+    m = video_iba.Attribution.load(tmp_path / "rocket.npz").meta
+    assert (m["beta"], m["steps"], m["samples"]) == (100.0, 2, 2)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("betta: 3\n")
+    code, _, err = _run(["explain", os.path.join(photo_dir, "rocket.jpg"), "--config", str(bad)], capsys)
+    assert code == 2 and "unknown setting 'betta' (did you mean 'beta'?)" in err
+
+
+def test_paper_config_equals_the_defaults() -> None:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert video_iba.IBAConfig.from_yaml(os.path.join(here, "configs", "paper.yaml")) == video_iba.IBAConfig()
+
+
+def test_estimate_then_explain_with_statistics(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "imgs"
+    shutil.copytree(photo_dir, folder)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"broken")
+    stats = tmp_path / "stats.pt"
+    code, stdout, err = _run(["estimate", str(folder), "--out", str(stats), "--batch-size", "2"], capsys)
+    assert code == 0, err
+    assert "over 3 images (1 unreadable skipped)" in stdout and "broken.jpg" in err
+    s = video_iba.Statistics.load(stats)
+    assert s.samples == 3 and s.meta["model"] == "efficientnet_lite0" and s.meta["layer"] == "_blocks.4"
+    assert s.meta["input_shape"] == [1, 3, 224, 224]
+    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(tmp_path / "o"),
+                         "--stats", str(stats), *FAST], capsys)
+    assert code == 0, err
+    assert video_iba.Attribution.load(tmp_path / "o" / "chelsea.npz").meta["stats_source"] == "dataset"
+    # statistics of another layer or model are refused
+    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--layer", "_blocks.5"], capsys)
+    assert code == 2 and "layer '_blocks.4'" in err
+    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--model", "resnet50",
+                         "--weights", "random"], capsys)
+    assert code == 2 and "model 'efficientnet_lite0'" in err
+
+
+def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, _ = _run(["layers", "--model", "efficientnet_lite0"], capsys)
+    assert code == 0 and "_blocks.4" in out and "1x40x28x28" in out
+    code, out, _ = _run(["models"], capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"] and "(none: pass --layer)" in rows["vit_b_16"]
+
+
+def _write(path: str, array: np.ndarray, mode: str | None = None) -> str:
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from skimage import data
+
+    rgb = np.asarray(data.chelsea())
+    gray = _write(str(tmp_path / "gray.png"), rgb.mean(2).astype(np.uint8), "L")
+    rgba = _write(str(tmp_path / "rgba.png"), np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
+    g16 = _write(str(tmp_path / "g16.png"), (rgb.mean(2) * 257).astype(np.uint16))
+    for path in (gray, rgba, g16):
+        code, _, err = _run(["explain", path, "--out", str(tmp_path / "o"), *FAST], capsys)
+        assert code == 0, err
+    assert len(os.listdir(tmp_path / "o")) == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "{missing}"], "does not exist"),
+    (["explain", "{text}"], "not an image file"),
+    (["explain", "{small}"], "needs at least 56 pixels"),
+    (["explain", "{photo}", "--model", "resnet_50"], "did you mean 'resnet50'"),
+    (["explain", "{photo}", "--layer", "_blocks.44"], "did you mean '_blocks.4'"),
+    (["explain", "{photo}", "--target", "1000"], "out of range"),
+    (["explain", "{photo}", "--target", "espreso"], "did you mean 'espresso'"),
+    (["explain", "{photo}", "--target", "Cardigan"], "ambiguous"),
+    (["explain", "{photo}", "--beta", "0"], "--beta"),
+    (["explain", "{photo}", "--beta", "-3"], "--beta"),
+    (["explain", "{photo}", "--steps", "0"], "--steps"),
+    (["explain", "{photo}", "--samples", "-1"], "--samples"),
+    (["explain", "{photo}", "--vmax", "0"], "--vmax"),
+    (["explain", "{photo}", "--device", "cuda:0"], "CUDA is not available"),
+    (["explain", "{photo}", "--weights", "{missing}"], "does not exist"),
+    (["explain", "{photo}", "--stats", "{text}"], "not a readable statistics file"),
+    (["explain", "{photo}", "--out", "{blocked}"], "cannot write"),
+    (["estimate", "{empty}", "--out", "{out}/s.pt"], "no images"),
+    (["estimate", "{missing}", "--out", "{out}/s.pt"], "does not exist"),
+    (["layers", "--model", "nope"], "unknown model"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    if "--device" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    (tmp_path / "text.jpg").write_text("plain text")
+    _write(str(tmp_path / "small.png"), np.zeros((30, 30, 3), np.uint8))
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    subst = {"missing": str(tmp_path / "missing.jpg"), "text": str(tmp_path / "text.jpg"),
+             "small": str(tmp_path / "small.png"), "photo": os.path.join(photo_dir, "coffee.jpg"),
+             "blocked": str(tmp_path / "blocked" / "sub"), "empty": str(tmp_path / "empty"), "out": str(out)}
+    args = [a.format(**subst) for a in argv]
+    if args[0] == "explain" and "--out" not in args:
+        args += ["--out", str(out)]
+    if args[0] == "explain":
+        args = [args[0], *FAST, *args[1:]]  # the bad flag comes last and wins
+    code, stdout, err = _run(args, capsys)
+    assert code == 2
+    assert message in err, err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert not out.exists() or os.listdir(out) == []
+
+
+def test_console_script_exit_code_without_traceback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    exe = os.path.join(os.path.dirname(sys.executable), "video-iba")
+    res = subprocess.run([exe, "explain", str(tmp_path / "nope.jpg")], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"video-iba: error: input file '{tmp_path / 'nope.jpg'}' does not exist; check the path"
+    res = subprocess.run([exe, "explain"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "video_iba", "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and video_iba.__version__ in res.stdout
+
+
+def test_failure_mid_run_leaves_no_partial_output(photo_dir, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.render.figure as fig
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fig, "image_figure", broken)
+    monkeypatch.setattr("video_iba.render.image_figure", broken)
+    with pytest.raises(OSError):
+        main(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), *FAST])
+    assert os.listdir(tmp_path) == []
