@@ -10,10 +10,17 @@ import torch
 from torch import nn
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test sees an empty torch hub cache, so nothing depends on this machine's downloads."""
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, _cache_home: str) -> None:
+    """Every test sees an empty torch hub cache, so nothing depends on this machine's downloads;
+    the package's own cache lives in a folder of the test session."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("XDG_CACHE_HOME", _cache_home)
 
 
 class TinyCNN(nn.Module):

@@ -202,3 +202,26 @@ def test_attribution_save_load(tiny: TinyCNN, image_input: torch.Tensor, tmp_pat
     assert torch.equal(back.bits, attr.bits) and back.target == attr.target and back.meta == attr.meta
     assert back.capacity is not None and back.capacity.shape == (16, 16, 16)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+def test_layers_without_a_feature_map_are_refused(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    with pytest.raises(UserInputError, match="not a feature map"):
+        video_iba.explain(tiny, image_input, layer="fc")
+
+
+def test_input_requiring_grad_gets_no_gradient(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    x = image_input.clone().requires_grad_(True)
+    for split in ("auto", "hook"):
+        video_iba.explain(tiny, x, layer="features.4", split=split, steps=2)
+    assert x.grad is None
+
+
+def test_batch_norm_after_the_layer_is_folded_in_a_private_copy(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    a = video_iba.explain(tiny, image_input, layer="features.0", seed=4)
+    assert "batch norm folded" in a.meta["prefix_note"]
+    b = video_iba.explain(tiny, image_input, layer="features.0", seed=4, split="hook")
+    torch.testing.assert_close(a.bits, b.bits, rtol=1e-3, atol=1e-5)
+    for k, v in tiny.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(p.grad is None for p in tiny.parameters())

@@ -45,7 +45,7 @@ def _check_input(model: nn.Module, x: Any) -> torch.Tensor:
     p = next(iter(model.parameters()), None)
     if p is not None and p.device != x.device:
         raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
-    return x
+    return x.detach()
 
 
 def _check_target(target: int | None, logits: torch.Tensor) -> int:

@@ -115,3 +115,15 @@ def test_bits_map_for_clips_and_per_frame_bits() -> None:
 def test_kernel_rejects_non_positive_sigma(sigma: float) -> None:
     with pytest.raises(ValueError):
         gaussian_kernel1d(sigma)
+
+
+def test_one_pass_blur_equals_the_axis_by_axis_blur() -> None:
+    from video_iba.bottleneck.functional import _smooth_axis
+
+    x = torch.rand(3, 4, 6, 7, dtype=torch.float64)
+    for sigmas in [(1.0, 1.0, 1.0), (0.5, 1.0, 2.0), (0.0, 1.0, 1.0)]:
+        want = x
+        for i, s in enumerate(sigmas):
+            if s > 0:
+                want = _smooth_axis(want, gaussian_kernel1d(s, dtype=torch.float64), x.dim() - 3 + i)
+        torch.testing.assert_close(smooth(x, sigmas), want)

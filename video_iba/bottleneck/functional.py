@@ -52,6 +52,10 @@ def restrict(
 ) -> torch.Tensor:
     """Replace part of the signal by noise: ``Z = lam * R + (1 - lam) * eps``, ``eps ~ N(mu, sigma^2)``.
 
+    Computed as ``Z = (lam * R + (1 - lam) * mu) + ((1 - lam) * sigma) * noise``: the two
+    per-element terms are formed once at the size of one sample, and the batch of replicas costs
+    a single fused multiply-add.
+
     Args:
         r: Feature map ``(1, C, *S)`` or ``(N, C, *S)``.
         lam: Mask broadcastable to ``r``.
@@ -62,11 +66,12 @@ def restrict(
     Returns:
         ``(N, C, *S)`` restricted feature map.
     """
-    eps = noise * std + mean
-    z = lam * r + (1.0 - lam) * eps
+    keep = 1.0 - lam
+    base = lam * r + keep * mean
+    scale = keep * std
     if active is not None:
-        z = z * active
-    return z
+        base, scale = base * active, scale * active
+    return torch.addcmul(base, scale, noise)
 
 
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
@@ -103,7 +108,12 @@ def _smooth_axis(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tenso
 
 
 def smooth(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
-    """Separable Gaussian blur over the trailing axes, each channel on its own.
+    """Gaussian blur over the trailing axes, each channel on its own.
+
+    Equal to a separable blur with one normalised 1-D Gaussian per axis and reflection padding.
+    Where every blurred axis is long enough to reflect (the usual case), the blur runs as one
+    depthwise 2-D or 3-D convolution; otherwise axis by axis, short axes with a truncated,
+    renormalised kernel.
 
     Args:
         x: ``(..., *S)`` tensor; the last ``len(sigmas)`` axes are smoothed.
@@ -115,10 +125,37 @@ def smooth(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     nd = len(sigmas)
     if nd > x.dim():
         raise ValueError(f"cannot smooth {nd} axes of a {x.dim()}-D tensor")
-    for i, s in enumerate(sigmas):
-        if s > 0:
-            x = _smooth_axis(x, gaussian_kernel1d(s, dtype=x.dtype, device=x.device), x.dim() - nd + i)
+    if all(s <= 0 for s in sigmas):
+        return x
+    kernels = [gaussian_kernel1d(s, dtype=x.dtype, device=x.device) if s > 0 else None for s in sigmas]
+    sizes = x.shape[x.dim() - nd:]
+    if nd in (2, 3) and all(k is None or n > k.numel() // 2 for k, n in zip(kernels, sizes)):
+        return _smooth_nd(x, kernels)
+    for i, k in enumerate(kernels):
+        if k is not None:
+            x = _smooth_axis(x, k, x.dim() - nd + i)
     return x
+
+
+def _smooth_nd(x: torch.Tensor, kernels: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """Depthwise convolution with the outer product of ``kernels`` (``None``: no blur on that axis)."""
+    nd = len(kernels)
+    ones = torch.ones(1, dtype=x.dtype, device=x.device)
+    ks = [k if k is not None else ones for k in kernels]
+    weight = ks[0]
+    for k in ks[1:]:
+        weight = torch.tensordot(weight, k, dims=0)
+    spatial = x.shape[x.dim() - nd:]
+    flat = x.reshape(1, -1, *spatial)
+    pads: list[int] = []
+    for k in reversed(ks):
+        half = k.numel() // 2
+        pads += [half, half]
+    padded = F.pad(flat, pads, mode="reflect") if any(pads) else flat
+    conv = F.conv2d if nd == 2 else F.conv3d
+    channels = flat.shape[1]
+    out = conv(padded, weight.expand(channels, 1, *weight.shape), groups=channels)
+    return out.reshape(x.shape)
 
 
 def nats_to_bits(x: torch.Tensor) -> torch.Tensor:

@@ -76,7 +76,7 @@ def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise UserInputError(f"layer '{layer}' returns {type(out).__name__}, not a tensor; choose a layer that "
                              f"outputs a feature map (N, C, H, W) or (N, C, T, H, W)")
-    if out.dim() < 3:
+    if out.dim() not in (4, 5):
         raise UserInputError(f"layer '{layer}' outputs shape {tuple(out.shape)}, not a feature map; choose a "
                              f"convolutional layer with output (N, C, H, W) or (N, C, T, H, W)")
     return out

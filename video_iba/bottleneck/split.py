@@ -39,24 +39,45 @@ def _copy_value(v: Any) -> Any:
     return v
 
 
+_CONV_BN = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
+
+
 def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
-    """A private copy of ``gm`` with eval-mode batch norms folded into the preceding convolutions.
+    """A copy of ``gm`` in which each eval-mode batch norm that alone reads a convolution is folded into it.
 
-    Returns ``None`` where there is nothing to fold. The copy's parameters do not require
-    gradients; the user's modules are untouched.
+    The folded convolutions are private copies whose parameters do not require gradients; every
+    other module is shared with ``gm`` (and so with the user's model), which is not changed.
+    Returns ``None`` where there is nothing to fold.
     """
-    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    if not any(isinstance(m, norms) for m in gm.modules()):
-        return None
-    from torch.fx.experimental.optimization import fuse
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    try:
-        folded = fuse(gm, inplace=False)
-    except Exception as exc:  # an unusual graph: keep the unfolded suffix
-        log.info("batch norm folding skipped (%s)", exc)
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    folded = fx.GraphModule(gm, graph)
+    modules = dict(gm.named_modules())
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_module" or len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
+            continue
+        prev = node.args[0]
+        bn, conv = modules.get(node.target), modules.get(prev.target) if prev.op == "call_module" else None
+        if conv is None or len(prev.users) != 1 or not any(
+                type(conv) is c and type(bn) is b for c, b in _CONV_BN):
+            continue
+        if bn.training or conv.training or not bn.track_running_stats or bn.running_mean is None:
+            continue
+        fused = fuse_conv_bn_eval(conv, bn)
+        for p in fused.parameters():
+            p.requires_grad_(False)
+        name = f"_folded_{count}"
+        folded.add_submodule(name, fused)
+        prev.target = name
+        node.replace_all_uses_with(prev)
+        graph.erase_node(node)
+        count += 1
+    if count == 0:
         return None
-    for p in folded.parameters():
-        p.requires_grad_(False)
+    folded.recompile()
     return folded
 
 
@@ -131,7 +152,6 @@ class CachedSuffix:
         self._cache: dict[int, tuple[Any, ...]] = {}
         self.layer = layer
         self.n_frontier = len(frontier)
-        self._check(r, logits)
         self.note = CachedSuffix.note
         folded = _fold_batchnorm(self._suffix)
         if folded is not None:
@@ -139,8 +159,11 @@ class CachedSuffix:
             try:
                 self._check(r, logits)
                 self.note += "; batch norm folded into the convolutions"
-            except SplitError:
+                return
+            except SplitError as exc:
+                log.info("batch norm folding changed the logits (%s); using the unfolded network", exc)
                 self._suffix = unfolded
+        self._check(r, logits)
 
     def _frontier(self, n: int) -> tuple[Any, ...]:
         if self.n_frontier == 0:

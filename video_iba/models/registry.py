@@ -133,18 +133,50 @@ def get_spec(name: str) -> ModelSpec:
     return _resolve_layer(_base_spec(name))
 
 
+def _listing_cache() -> str:
+    import torchvision
+
+    from .._version import __version__
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "video-iba", f"default-layers-{__version__}-tv{torchvision.__version__}.json")
+
+
 def describe_models() -> list[tuple[ModelSpec, str]]:
-    """Every registered model with its default layer, quickly (layers found on the meta device only)."""
-    rows = []
+    """Every registered model with its default layer.
+
+    Layers are found on the meta device only (no weights, no compute); the answers are kept in
+    a small JSON file under ``$XDG_CACHE_HOME/video-iba`` (per package and torchvision version),
+    since building all ~80 torchvision models takes a while.
+    """
+    import json
+
+    path = _listing_cache()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cached: dict[str, str] = json.load(fh)
+    except (OSError, ValueError):
+        cached = {}
+    rows, changed = [], False
     for name in list_models():
         base = _base_spec(name)
+        if name not in cached:
+            try:
+                cached[name] = str(_resolve_layer(base, allow_cpu=False).default_layer)
+            except UserInputError:
+                cached[name] = "(none: pass --layer)"
+            except _MetaUnsupported:
+                cached[name] = "(found when loaded)"
+            changed = True
+        rows.append((base, cached[name]))
+    if changed:
+        from ..io.atomic import atomic_write
+
         try:
-            layer = str(_resolve_layer(base, allow_cpu=False).default_layer)
-        except UserInputError:
-            layer = "(none: pass --layer)"
-        except _MetaUnsupported:
-            layer = "(found when loaded)"
-        rows.append((base, layer))
+            with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(cached, fh, indent=0, sort_keys=True)
+        except (OSError, UserInputError) as exc:  # a read-only home only costs speed next time
+            log.info("cannot cache the model listing at %s (%s)", path, exc)
     return rows
 
 
