@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -55,7 +55,11 @@ class Attribution:
         from .io.atomic import atomic_write
 
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **self._payload())
+            self.write_npz(fh)
+
+    def write_npz(self, fh: BinaryIO) -> None:
+        """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
+        np.savez_compressed(fh, **self._payload())
 
     def _payload(self) -> dict[str, np.ndarray]:
         payload: dict[str, np.ndarray] = {

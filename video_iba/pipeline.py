@@ -16,7 +16,7 @@ from .attribution import Attribution
 from .bottleneck.estimator import Statistics
 from .config import IBAConfig
 from .errors import UserInputError, did_you_mean
-from .io.atomic import atomic_writes
+from .io.atomic import atomic_writes, ensure_writable_dir
 from .io.image import read_image
 from .models import get_spec, labels_for, load_model, preprocess_image
 from .models.registry import ModelSpec
@@ -89,6 +89,7 @@ def explain_image_file(
         raise UserInputError(f"--vmax must be > 0 bits, got {vmax}")
     dev = resolve_device(device)
     rgb = read_image(path)
+    ensure_writable_dir(out_dir)
     spec = get_spec(model_name)
     x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
     stats = _load_stats(stats_path, spec, layer or spec.default_layer, tuple(x.shape))
@@ -124,7 +125,7 @@ def explain_image_file(
         used_vmax = image_figure(rgb, attr.bits.numpy(), geo.box, caption, tmp_png, vmax=vmax)
         attr.meta["vmax"] = used_vmax
         with open(tmp_npz, "wb") as fh:
-            np.savez_compressed(fh, **attr._payload())
+            attr.write_npz(fh)
     return ImageResult(attr, png, npz, top, label)
 
 

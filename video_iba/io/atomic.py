@@ -21,6 +21,11 @@ def _temp_beside(path: str) -> str:
     return tmp
 
 
+def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed and check that files can be written there, before any long computation."""
+    os.unlink(_temp_beside(os.path.join(os.fspath(folder), "probe")))
+
+
 @contextlib.contextmanager
 def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]]:
     """Yield one temporary path per target; on success all are renamed into place, else all removed.
