@@ -70,7 +70,10 @@ def image_figure(
             ax.set_axis_off()
         sm = ScalarMappable(norm=Normalize(0.0, top), cmap=CMAP)
         extend = "max" if np.nanmax(bits) > top else "neither"
-        cbar = fig.colorbar(sm, ax=axes[1], fraction=0.046, pad=0.02, extend=extend)
+        from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+        cax = make_axes_locatable(axes[1]).append_axes("right", size="3.5%", pad=0.08)
+        cbar = fig.colorbar(sm, cax=cax, extend=extend)
         cbar.set_label(f"bits / pixel (of the {caption.input_side}x{caption.input_side} model input)", fontsize=8)
         if np.isnan(on_image).any():
             patch = mpatches.Patch(facecolor="#8c8c8c", hatch="////", edgecolor="#d9d9d9", label="not covered by the model input")
