@@ -116,3 +116,17 @@ def test_preprocessing_geometry_maps_the_crop_back() -> None:
 def test_too_small_images_are_refused() -> None:
     with pytest.raises(UserInputError, match="at least 56 pixels"):
         preprocess_image(np.zeros((40, 300, 3), dtype=np.uint8), get_spec("resnet50"), name="tiny.png")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "mobilenet_v3_small", "googlenet", "densenet121",
+                                  "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_lite0"])
+def test_torchvision_cnns_split_at_their_default_layer(name: str) -> None:
+    torch.manual_seed(0)
+    model = video_iba.load_model(name, weights="random")
+    side = model.video_iba_spec.input_size
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    fast = video_iba.explain(model, x, seed=0, steps=3, samples=2)
+    full = video_iba.explain(model, x, seed=0, steps=3, samples=2, split="hook")
+    assert fast.meta["prefix_cached"] is True and fast.meta["layer"] == model.video_iba_spec.default_layer
+    r = np.corrcoef(fast.bits.numpy().ravel(), full.bits.numpy().ravel())[0, 1]
+    assert r > 0.999 and fast.total_bits == pytest.approx(full.total_bits, rel=1e-3)

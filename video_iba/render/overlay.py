@@ -28,12 +28,14 @@ def bits_on_image(bits: np.ndarray, box: tuple[float, float, float, float], imag
     import cv2
 
     hh, ww = image_size
-    x0, y0, x1, y1 = box
+    rx0, ry0, rx1, ry1 = (int(round(v)) for v in box)
     out = np.full((hh, ww), np.nan, dtype=np.float32)
-    ix0, iy0 = max(0, int(round(x0))), max(0, int(round(y0)))
-    ix1, iy1 = min(ww, int(round(x1))), min(hh, int(round(y1)))
+    ix0, iy0, ix1, iy1 = max(0, rx0), max(0, ry0), min(ww, rx1), min(hh, ry1)
     if ix1 <= ix0 or iy1 <= iy0:
         return out
+    resized = cv2.resize(bits.astype(np.float32), (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_LINEAR)
+    out[iy0:iy1, ix0:ix1] = resized[iy0 - ry0:iy1 - ry0, ix0 - rx0:ix1 - rx0]
+    return out
     full_w, full_h = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
     resized = cv2.resize(bits.astype(np.float32), (full_w, full_h), interpolation=cv2.INTER_LINEAR)
     ox, oy = ix0 - int(round(x0)), iy0 - int(round(y0))
