@@ -10,7 +10,6 @@ from torch import nn
 
 import video_iba
 from video_iba import IBAConfig, UserInputError
-from video_iba.bottleneck.estimator import WelfordEstimator
 
 from .conftest import Tiny3D, TinyCNN, Untraceable
 

@@ -59,7 +59,7 @@ class Attribution:
 
     def write_npz(self, fh: BinaryIO) -> None:
         """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
-        np.savez_compressed(fh, **self._payload())
+        np.savez_compressed(fh, **self._payload())  # type: ignore[arg-type]
 
     def _payload(self) -> dict[str, np.ndarray]:
         payload: dict[str, np.ndarray] = {

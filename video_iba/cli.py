@@ -8,17 +8,20 @@ import os
 import sys
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from ._version import __version__
 from .errors import UserInputError
+
+if TYPE_CHECKING:
+    from .config import IBAConfig
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2
         self.exit(2, f"{self.prog}: error: {message}; see --help\n")
 
 
@@ -98,22 +101,21 @@ def _progress(total: int, desc: str) -> tuple[Callable[..., None], Callable[[], 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
     from .config import IBAConfig
-    from .pipeline import explain_image_file
 
     cfg = IBAConfig.from_yaml(args.config) if args.config else IBAConfig()
     cfg = cfg.replace(beta=args.beta, steps=args.steps, samples=args.samples, micro_batch=args.micro_batch)
     _run_explain(args.input, args, cfg)
 
 
-def _run_explain(path: str, args: argparse.Namespace, cfg: object) -> None:
+def _run_explain(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
     from .pipeline import explain_image_file
 
-    step, close = _progress(cfg.steps, "explaining")  # type: ignore[attr-defined]
+    step, close = _progress(cfg.steps, "explaining")
     t0 = time.perf_counter()
     try:
         res = explain_image_file(path, model_name=args.model, out_dir=args.out, layer=args.layer, target=args.target,
                                  config=cfg, seed=args.seed, stats_path=args.stats, weights=args.weights,
-                                 vmax=args.vmax, device=args.device, on_step=step)  # type: ignore[arg-type]
+                                 vmax=args.vmax, device=args.device, on_step=step)
     finally:
         close()
     m = res.attribution.meta

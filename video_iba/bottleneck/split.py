@@ -61,7 +61,7 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
             continue
         prev = node.args[0]
         bn, conv = modules.get(node.target), modules.get(prev.target) if prev.op == "call_module" else None
-        if conv is None or len(prev.users) != 1 or not any(
+        if conv is None or bn is None or len(prev.users) != 1 or not any(
                 type(conv) is c and type(bn) is b for c, b in _CONV_BN):
             continue
         if bn.training or conv.training or not bn.track_running_stats or bn.running_mean is None:

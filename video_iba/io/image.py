@@ -31,8 +31,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with Image.open(p) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb8(im, p)
+            return _to_rgb8(ImageOps.exif_transpose(im), p)
     except UnidentifiedImageError as exc:
         raise UserInputError(f"'{p}' is not an image file PIL can read; give a JPEG, PNG, BMP, TIFF or WebP image") from exc
     except PermissionError as exc:

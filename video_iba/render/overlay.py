@@ -36,11 +36,6 @@ def bits_on_image(bits: np.ndarray, box: tuple[float, float, float, float], imag
     resized = cv2.resize(bits.astype(np.float32), (rx1 - rx0, ry1 - ry0), interpolation=cv2.INTER_LINEAR)
     out[iy0:iy1, ix0:ix1] = resized[iy0 - ry0:iy1 - ry0, ix0 - rx0:ix1 - rx0]
     return out
-    full_w, full_h = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
-    resized = cv2.resize(bits.astype(np.float32), (full_w, full_h), interpolation=cv2.INTER_LINEAR)
-    ox, oy = ix0 - int(round(x0)), iy0 - int(round(y0))
-    out[iy0:iy1, ix0:ix1] = resized[oy:oy + (iy1 - iy0), ox:ox + (ix1 - ix0)]
-    return out
 
 
 def overlay(rgb: np.ndarray, values: np.ndarray, vmax: float, alpha: float = ALPHA, cmap: str = CMAP) -> np.ndarray:
