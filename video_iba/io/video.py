@@ -1,0 +1,180 @@
+"""Video decoding with PyAV: probing, and streaming frames with bounded memory.
+
+Frames are decoded one at a time and, when ``max_side`` is given, resized right after decoding,
+so a 4K video never holds more than one full-size frame in memory. A file whose container
+promises more frames than can be decoded is reported as truncated instead of yielding a
+silently shorter clip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+#: A decoded count this far below the container's frame count means the file is truncated.
+TRUNCATION_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream.
+
+    Attributes:
+        path: The file.
+        width, height: Frame size in pixels.
+        fps: Average frame rate (frames per second).
+        frames: Frame count from the container, or ``None`` when the container does not record it.
+        duration: Duration in seconds, or ``None`` when unknown.
+        codec: Codec name (e.g. ``"h264"``).
+        has_audio: Whether the file also holds an audio stream.
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    frames: int | None
+    duration: float | None
+    codec: str
+    has_audio: bool
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its index in decoding order, its time in seconds, and ``(H, W, 3)`` uint8 RGB pixels."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+
+
+def _open(path: str):  # type: ignore[no-untyped-def]
+    import av
+
+    if not os.path.exists(path):
+        raise UserInputError(f"input file '{path}' does not exist; check the path")
+    if os.path.isdir(path):
+        raise UserInputError(f"'{path}' is a folder, not a video file; give a video (MP4, MKV, AVI, ...)")
+    if os.path.getsize(path) == 0:
+        raise UserInputError(f"'{path}' is empty (0 bytes); give a video file")
+    try:
+        return av.open(path)
+    except PermissionError as exc:
+        raise UserInputError(f"cannot read '{path}': permission denied; check the file's permissions") from exc
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot open '{path}' as a video ({type(exc).__name__}): it is not a video, or it is "
+                             f"truncated or corrupt; give a complete MP4, MKV, AVI or WebM file") from exc
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's stream metadata without decoding frames.
+
+    Raises:
+        UserInputError: missing, empty, unreadable or non-video files, files without a video
+            stream (audio only), and videos the container says have zero frames.
+    """
+    p = os.fspath(path)
+    with _open(p) as container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["no"]
+            raise UserInputError(f"'{p}' has {' and '.join(kinds)} streams but no video stream; give a video file")
+        s = container.streams.video[0]
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        fps = float(rate) if rate else 0.0
+        duration = None
+        if s.duration is not None and s.time_base is not None:
+            duration = float(s.duration * s.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1_000_000
+        frames = int(s.frames) if s.frames else None
+        if frames is None and duration is not None and fps > 0:
+            log.info("%s: the container records no frame count; estimated from duration and frame rate", p)
+        if frames == 0 or (duration is not None and duration <= 0 and not frames):
+            raise UserInputError(f"'{p}' has a video stream with no frames; give a video with content")
+        if fps <= 0:
+            raise UserInputError(f"'{p}' has no usable frame rate; re-encode it (e.g. ffmpeg -i in -r 30 out.mp4)")
+        return VideoInfo(p, int(s.codec_context.width), int(s.codec_context.height), fps, frames, duration,
+                         str(s.codec_context.name), bool(container.streams.audio))
+
+
+def _resized(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    if max_side is None or max(rgb.shape[:2]) <= max_side:
+        return rgb
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = max_side / max(h, w)
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    max_side: int | None = None,
+) -> Iterator[Frame]:
+    """Decode frames one at a time, in presentation order, from ``start`` to ``end`` seconds.
+
+    Args:
+        path: The video file.
+        start, end: Time range in seconds (``end=None``: to the end of the stream).
+        max_side: Resize each frame on decode so its longer side is at most this (area
+            interpolation); ``None`` keeps the size.
+
+    Yields:
+        :class:`Frame` objects; ``index`` counts frames from the start of the stream.
+
+    Raises:
+        UserInputError: unreadable files, an empty range, a stream that ends well before the
+            container's frame count (a truncated file), or corrupt data.
+    """
+    import av
+
+    info = probe_video(path)
+    if start < 0 or (end is not None and end <= start):
+        raise UserInputError(f"the time range {start}..{end} s is empty; give 0 <= start < end")
+    if info.duration is not None and start >= info.duration:
+        raise UserInputError(f"start {start:g} s is past the end of '{info.path}' ({info.duration:.2f} s)")
+    decoded = 0
+    last_index = -1
+    with _open(info.path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 1)
+        first_pts: int | None = None
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    t = decoded / info.fps
+                else:
+                    if first_pts is None:
+                        first_pts = frame.pts
+                    t = float((frame.pts - first_pts) * time_base)
+                index = decoded
+                decoded += 1
+                if t + 1e-6 < start:
+                    continue
+                if end is not None and t >= end:
+                    break
+                last_index = index
+                yield Frame(index, t, _resized(frame.to_ndarray(format="rgb24"), max_side))
+        except av.FFmpegError as exc:
+            raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
+                                 f"the file may be corrupt; re-encode it") from exc
+    if last_index < 0:
+        raise UserInputError(f"no frames in {start:g}..{end if end is not None else 'end'} s of '{info.path}'")
+    reached_end = end is None or (info.duration is not None and end >= info.duration)
+    if reached_end and info.frames and decoded < info.frames * (1 - TRUNCATION_TOLERANCE):
+        raise UserInputError(f"'{info.path}' is truncated: the container announces {info.frames} frames but only "
+                             f"{decoded} could be decoded; re-download or re-encode the file")
