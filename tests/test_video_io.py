@@ -110,3 +110,39 @@ def test_bad_video_files(kind: str, match: str, tmp_path) -> None:  # type: igno
     with pytest.raises(UserInputError, match=match):
         probe_video(str(path))
     assert os.path.exists(path) or kind == "missing"
+
+
+def test_writer_roundtrip_odd_sizes_and_fractional_fps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.io.video import VideoWriter
+
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, fps=30000 / 1001) as w:
+        for i in range(45):
+            img = np.zeros((71, 101, 3), dtype=np.uint8)
+            img[:, 2 * i] = 255
+            w.write(img)
+    info = probe_video(path)
+    assert (info.width, info.height, info.frames) == (102, 72, 45)
+    assert info.fps == pytest.approx(30000 / 1001, rel=1e-4)
+    frames = list(iter_frames(path))
+    assert len(frames) == 45 and int(np.argmax(frames[10].rgb[30, :, 0])) == 20
+    assert os.listdir(tmp_path) == ["out.mp4"]
+
+
+def test_writer_leaves_nothing_behind_on_failure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.io.video import VideoWriter
+
+    (tmp_path / "keep.mp4").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "keep.mp4", fps=25) as w:
+            w.write(np.zeros((64, 64, 3), dtype=np.uint8))
+            raise RuntimeError("render failed")
+    assert os.listdir(tmp_path) == ["keep.mp4"] and (tmp_path / "keep.mp4").read_bytes() == b"old"
+    with pytest.raises(ValueError, match="no frames"):
+        with VideoWriter(tmp_path / "none.mp4", fps=25):
+            pass
+    with pytest.raises(ValueError, match="differs"):
+        with VideoWriter(tmp_path / "mixed.mp4", fps=25) as w:
+            w.write(np.zeros((64, 64, 3), dtype=np.uint8))
+            w.write(np.zeros((32, 64, 3), dtype=np.uint8))
+    assert sorted(os.listdir(tmp_path)) == ["keep.mp4"]

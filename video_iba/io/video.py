@@ -8,15 +8,18 @@ silently shorter clip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import UserInputError
+from .atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +181,77 @@ def iter_frames(
     if reached_end and info.frames and decoded < info.frames * (1 - TRUNCATION_TOLERANCE):
         raise UserInputError(f"'{info.path}' is truncated: the container announces {info.frames} frames but only "
                              f"{decoded} could be decoded; re-download or re-encode the file")
+
+
+class VideoWriter:
+    """Write RGB frames to an H.264 MP4, atomically.
+
+    Frames go to a temporary file beside the target, which replaces the target only when the
+    ``with`` block ends without an exception; otherwise it is removed, so no partial MP4 remains.
+    Odd frame sizes are padded by one pixel (H.264 in yuv420p needs even dimensions).
+
+    Args:
+        path: The ``.mp4`` to write.
+        fps: Frame rate (a float such as 29.97 is kept as an exact fraction).
+        crf: x264 quality (lower is better; 18 is visually lossless for overlays).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 18) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = os.fspath(path)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.crf = crf
+        self.frames = 0
+        self._ctx: contextlib.ExitStack | None = None
+        self._container: Any = None
+        self._stream: Any = None
+
+    def __enter__(self) -> "VideoWriter":
+        import av
+
+        self._ctx = contextlib.ExitStack()
+        tmp = self._ctx.enter_context(atomic_write(self.path))
+        self._container = self._ctx.enter_context(av.open(tmp, "w", format="mp4", options={"movflags": "faststart"}))
+        return self
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one ``(H, W, 3)`` uint8 frame; every frame must have the first frame's size."""
+        import av
+
+        if self._container is None:
+            raise RuntimeError("VideoWriter.write must be called inside a `with` block")
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 frame, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        if self._stream is None:
+            self._stream = self._container.add_stream("libx264", rate=self.fps)
+            self._stream.width, self._stream.height = w + w % 2, h + h % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(self.crf)}
+        if (w + w % 2, h + h % 2) != (self._stream.width, self._stream.height):
+            raise ValueError(f"frame size {w}x{h} differs from the first frame's")
+        if w % 2 or h % 2:
+            rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            return
+        try:
+            if exc_type is None:
+                if self._stream is None:
+                    raise ValueError("no frames were written")
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+        except BaseException:
+            ctx.__exit__(*sys.exc_info())  # closes the container, removes the temporary file
+            raise
+        else:
+            ctx.__exit__(exc_type, exc, tb)  # renames into place only when exc_type is None
+        finally:
+            self._container = self._stream = None

@@ -1,0 +1,108 @@
+"""Choosing which source frames feed a video model: sampling by time, and sliding windows.
+
+Video models are trained on clips of ``T`` frames taken every ``rate`` frames of a 30 fps video,
+so one clip spans ``T * rate / 30`` seconds whatever the source frame rate. Frames are chosen by
+time: the model frame at time ``t`` is the source frame nearest to ``t``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+#: The frame rate at which model sampling rates are expressed (Kinetics clips).
+REFERENCE_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model clip.
+
+    Attributes:
+        start: Time of its first frame in seconds.
+        times: Time of each of its ``T`` frames in seconds (before looping).
+        indices: Source frame index of each model frame ``(T,)``.
+        looped: Whether the video was too short and frames repeat from its start.
+    """
+
+    start: float
+    times: np.ndarray
+    indices: np.ndarray
+    looped: bool
+
+
+def clip_seconds(frames: int, rate: int) -> float:
+    """Duration one model clip spans: ``frames`` frames every ``rate`` frames at 30 fps."""
+    return frames * rate / REFERENCE_FPS
+
+
+def window_at(start: float, frames: int, rate: int, source_fps: float, source_frames: int) -> Window:
+    """The model clip starting at ``start`` seconds of a video of ``source_frames`` frames at ``source_fps``.
+
+    A clip running past the end of the video continues from its start (looped), so short videos
+    still fill the model's input.
+    """
+    if frames <= 0 or rate <= 0:
+        raise ValueError("frames and rate must be > 0")
+    if source_fps <= 0 or source_frames <= 0:
+        raise UserInputError("the video has no frames or no frame rate; give a video with content")
+    step = rate / REFERENCE_FPS
+    times = start + step * np.arange(frames)
+    idx = np.rint(times * source_fps).astype(np.int64)
+    looped = bool(idx.max() >= source_frames)
+    return Window(float(start), times, idx % source_frames, looped)
+
+
+def plan_windows(
+    source_frames: int,
+    source_fps: float,
+    frames: int,
+    rate: int,
+    *,
+    start: float = 0.0,
+    end: float | None = None,
+    stride: float | None = None,
+) -> list[Window]:
+    """Sliding windows covering ``[start, end)`` seconds of a video.
+
+    Args:
+        source_frames, source_fps: The video's frame count and frame rate.
+        frames, rate: The model's clip length ``T`` and sampling rate (frames at 30 fps).
+        start, end: The time range to explain (``end=None``: the whole video).
+        stride: Seconds between window starts; ``None``: one clip length (no overlap). The last
+            window is aligned to the end of the range so the tail is covered too.
+
+    Returns:
+        Windows in time order; a range shorter than one clip gives one looped window (and a
+        warning).
+    """
+    duration = source_frames / source_fps if source_fps > 0 else 0.0
+    stop = duration if end is None else min(end, duration)
+    if start < 0 or stop <= start:
+        raise UserInputError(f"the time range {start:g}..{stop:g} s is empty; the video lasts {duration:.2f} s")
+    span = clip_seconds(frames, rate)
+    if stride is not None and not stride > 0:
+        raise UserInputError(f"--stride must be > 0 seconds, got {stride}")
+    step = span if stride is None else stride
+    if stop - start <= span:
+        w = window_at(start, frames, rate, source_fps, source_frames)
+        if w.looped or stop - start < span:
+            log.warning("the range %.2f..%.2f s is shorter than one clip (%.2f s): frames repeat from the start",
+                        start, stop, span)
+            last = int(math.floor(stop * source_fps - 1e-9))
+            first = int(math.ceil(start * source_fps - 1e-9))
+            n = max(1, last - first + 1)
+            idx = first + (np.rint((w.times - start) * source_fps).astype(np.int64) % n)
+            w = Window(w.start, w.times, idx, True)
+        return [w]
+    starts = list(np.arange(start, stop - span + 1e-9, step))
+    if starts[-1] + span < stop - 1e-9:
+        starts.append(stop - span)
+    return [window_at(float(s), frames, rate, source_fps, source_frames) for s in starts]
