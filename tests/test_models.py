@@ -130,3 +130,17 @@ def test_torchvision_cnns_split_at_their_default_layer(name: str) -> None:
     assert fast.meta["prefix_cached"] is True and fast.meta["layer"] == model.video_iba_spec.default_layer
     r = np.corrcoef(fast.bits.numpy().ravel(), full.bits.numpy().ravel())[0, 1]
     assert r > 0.999 and fast.total_bits == pytest.approx(full.total_bits, rel=1e-3)
+
+
+def test_clip_preprocessing_matches_the_image_path_frame_by_frame() -> None:
+    from video_iba.models import preprocess_clip
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(5, 120, 160, 3), dtype=np.uint8)
+    spec = get_spec("resnet50")
+    clip, geo = preprocess_clip(frames, resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
+    assert clip.shape == (1, 3, 5, 224, 224)
+    for t in (0, 4):
+        x, g = preprocess_image(frames[t], spec)
+        torch.testing.assert_close(clip[0, :, t], x[0])
+        assert g == geo

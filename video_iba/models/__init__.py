@@ -1,10 +1,10 @@
 """Model registry: specs, builders, weights and preprocessing."""
 
 from .layers import LayerInfo, auto_layer, layer_table
-from .preprocess import Geometry, preprocess_image
+from .preprocess import Geometry, preprocess_clip, preprocess_image, resize_crop_normalize
 from .registry import ModelSpec, describe_models, get_spec, imagenet_labels, labels_for, layers, list_models, load_model
 
 __all__ = [
-    "LayerInfo", "auto_layer", "layer_table", "Geometry", "preprocess_image", "ModelSpec", "describe_models", "get_spec",
+    "LayerInfo", "auto_layer", "layer_table", "Geometry", "preprocess_clip", "preprocess_image", "resize_crop_normalize", "ModelSpec", "describe_models", "get_spec",
     "imagenet_labels", "labels_for", "layers", "list_models", "load_model",
 ]

@@ -26,6 +26,43 @@ class Geometry:
     scale: tuple[float, float]
 
 
+def resize_crop_normalize(
+    frames: np.ndarray,
+    *,
+    resize: int,
+    crop: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> tuple[torch.Tensor, Geometry]:
+    """Resize the shorter side to ``resize`` (bilinear, antialiased), centre-crop ``crop`` square, normalise.
+
+    Args:
+        frames: ``(N, H, W, 3)`` uint8 RGB, one or more frames of the same size.
+        resize, crop: Shorter side after resizing; side of the square crop.
+        mean, std: Per-channel normalisation of values in ``[0, 1]``.
+
+    Returns:
+        ``(N, 3, crop, crop)`` float tensor and the crop's :class:`Geometry` in the frames' pixels.
+    """
+    import torchvision.transforms.v2.functional as TF
+
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    t = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2)
+    if h <= w:
+        nh, nw = resize, int(resize * w / h)
+    else:
+        nh, nw = int(resize * h / w), resize
+    t = TF.resize(t, [nh, nw], antialias=True)
+    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    t = t[:, :, top:top + crop, left:left + crop]
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    sd = torch.tensor(std).view(1, 3, 1, 1)
+    x = (t.float().div(255.0) - m) / sd
+    sx, sy = nw / w, nh / h
+    box = (left / sx, top / sy, (left + crop) / sx, (top + crop) / sy)
+    return x, Geometry((h, w), box, (sx, sy))
+
+
 def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:
     """Turn an ``(H, W, 3)`` uint8 RGB array into the model input ``(1, 3, S, S)``.
 
@@ -35,26 +72,22 @@ def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> t
     Raises:
         UserInputError: images whose shorter side is below ``spec.min_side``.
     """
-    import torchvision.transforms.v2.functional as TF
-
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
     if min(h, w) < spec.min_side:
         raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
                              f"shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
                              f"use a larger image")
-    t = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-    if h <= w:
-        nh, nw = spec.resize, int(spec.resize * w / h)
-    else:
-        nh, nw = int(spec.resize * h / w), spec.resize
-    t = TF.resize(t, [nh, nw], antialias=True)
-    s = spec.input_size
-    top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
-    t = t[:, top:top + s, left:left + s]
-    x = t.float().div(255.0)
-    mean = torch.tensor(spec.mean).view(3, 1, 1)
-    std = torch.tensor(spec.std).view(3, 1, 1)
-    x = ((x - mean) / std)[None]
-    sx, sy = nw / w, nh / h
-    box = (left / sx, top / sy, (left + s) / sx, (top + s) / sy)
-    return x, Geometry((h, w), box, (sx, sy))
+    return resize_crop_normalize(rgb[None], resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
+
+
+def preprocess_clip(
+    frames: np.ndarray,
+    *,
+    resize: int,
+    crop: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> tuple[torch.Tensor, Geometry]:
+    """Turn ``(T, H, W, 3)`` uint8 RGB frames into a clip ``(1, 3, T, crop, crop)``, as for images frame by frame."""
+    x, geo = resize_crop_normalize(frames, resize=resize, crop=crop, mean=mean, std=std)
+    return x.permute(1, 0, 2, 3)[None].contiguous(), geo
