@@ -59,12 +59,12 @@ def worker(name: str, variant: str, out: str) -> None:
     else:
         layer = spec.default_layer
         module = get_module(model, layer)
-        _, r = capture(model, module, layer, x)
+        _, (r,) = capture(model, [module], [layer], x)
         stats = Statistics.from_input(r)
         gen = torch.Generator().manual_seed(0)
-        with HookedForward(model, module, x) as run:
-            fit = fit_per_sample(run, r, stats, target, video_iba.IBAConfig(), gen, skip_last_pass=False)
-        bits = video_iba.heatmap.capacity_to_bits(fit.capacity, tuple(x.shape[2:]))
+        with HookedForward(model, [module], x) as run:
+            fit = fit_per_sample(run, [r], [stats], target, video_iba.IBAConfig(), gen, skip_last_pass=False)
+        bits = video_iba.heatmap.capacity_to_bits(fit.capacities[0], tuple(x.shape[2:]))
     seconds = time.perf_counter() - t0
     np.save(out, bits.numpy())
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -86,3 +86,27 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     for name in ("chelsea", "coffee", "rocket"):
         Image.fromarray(np.asarray(getattr(data, name)())).save(os.path.join(d, f"{name}.jpg"), quality=92)
     return str(d)
+
+
+class TwoPath(nn.Module):
+    """Slow and fast pathways; like pytorchvideo's multipathway blocks, it overwrites the list it gets."""
+
+    def __init__(self, classes: int = 5, overwrite: bool = True) -> None:
+        super().__init__()
+        self.overwrite = overwrite
+        self.slow = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
+        self.fast = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU())
+        self.slow2 = nn.Conv3d(8, 8, 3, padding=1)
+        self.fast2 = nn.Conv3d(4, 4, 3, padding=1)
+        self.head = nn.Linear(12, classes)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        if self.overwrite:  # defeats torch.fx: explain falls back to the full forward pass
+            x[0] = self.slow(x[0])
+            x[1] = self.fast(x[1])
+            h = x
+        else:
+            h = [self.slow(x[0]), self.fast(x[1])]
+        s = self.slow2(h[0]).mean(dim=(2, 3, 4))
+        f = self.fast2(h[1]).mean(dim=(2, 3, 4))
+        return self.head(torch.cat([s, f], 1))

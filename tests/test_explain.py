@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import video_iba
-from video_iba import IBAConfig, UserInputError
+from video_iba import IBAConfig, Statistics, UserInputError
 
 from .conftest import Tiny3D, TinyCNN, Untraceable
 
@@ -224,3 +224,41 @@ def test_batch_norm_after_the_layer_is_folded_in_a_private_copy(tiny: TinyCNN, i
     for k, v in tiny.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert all(p.grad is None for p in tiny.parameters())
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_one_bottleneck_per_pathway_optimised_jointly(overwrite: bool) -> None:
+    from .conftest import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath(overwrite=overwrite).eval()
+    g = torch.Generator().manual_seed(0)
+    slow, fast = torch.randn(1, 3, 2, 16, 16, generator=g), torch.randn(1, 3, 8, 16, 16, generator=g)
+    x = [slow, fast]
+    attr = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=4)
+    assert x[0] is slow and x[1] is fast  # the caller's list is never handed to the model
+    assert attr.bits.shape == (8, 16, 16)  # on the fast pathway's time axis
+    assert isinstance(attr.capacity, list) and [tuple(c.shape) for c in attr.capacity] == [(8, 2, 16, 16), (4, 8, 16, 16)]
+    per_layer = attr.meta["bits_per_layer"]
+    assert len(per_layer) == 2 and min(per_layer) > 0
+    assert math.isclose(attr.total_bits, sum(per_layer), rel_tol=1e-5)
+    assert attr.meta["prefix_cached"] is not overwrite
+    full = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=4, split="hook")
+    torch.testing.assert_close(attr.bits, full.bits, rtol=1e-4, atol=1e-7)
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    with pytest.raises(UserInputError, match="one per layer"):
+        video_iba.explain(model, x, layer=["slow", "fast"], stats=Statistics.from_input(torch.randn(1, 8, 2, 16, 16)))
+    with pytest.raises(UserInputError, match="distinct"):
+        video_iba.explain(model, x, layer=["slow", "slow"])
+
+
+def test_multi_layer_attribution_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from .conftest import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    x = [torch.randn(1, 3, 2, 16, 16), torch.randn(1, 3, 8, 16, 16)]
+    attr = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=2)
+    attr.save(tmp_path / "two.npz")
+    back = video_iba.Attribution.load(tmp_path / "two.npz")
+    assert isinstance(back.capacity, list) and len(back.capacity) == 2 and back.meta["layer"] == ["slow", "fast"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from torch import nn
 from ._version import __version__
 from .attribution import Attribution
 from .bottleneck.estimator import DEFAULT_MIN_STD, Statistics, WelfordEstimator
-from .bottleneck.insertion import HookedForward, capture, frozen, get_module, layer_output
+from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module, layer_output
 from .bottleneck.per_sample import fit_per_sample, smoothing_sigmas
 from .bottleneck.split import CachedSuffix, SplitError
 from .config import IBAConfig
@@ -25,27 +26,46 @@ log = logging.getLogger(__name__)
 _LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
 
-def _default_layer(model: nn.Module, layer: str | None) -> str:
-    if layer is not None:
-        return layer
-    spec = getattr(model, "video_iba_spec", None)
-    if spec is not None and spec.default_layer:
-        return str(spec.default_layer)
-    raise UserInputError("no layer given; pass layer='name' (a dotted module path of the model)")
+def _layers(model: nn.Module, layer: str | Sequence[str] | None) -> list[str]:
+    if layer is None:
+        spec = getattr(model, "video_iba_spec", None)
+        layer = spec.default_layer if spec is not None else None
+        if not layer:
+            raise UserInputError("no layer given; pass layer='name' (a dotted module path of the model)")
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names or len(set(names)) != len(names):
+        raise UserInputError(f"layers must be distinct module paths, got {names}")
+    return names
 
 
-def _check_input(model: nn.Module, x: Any) -> torch.Tensor:
+def _check_tensor(model_device: torch.device | None, x: Any, what: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise UserInputError(f"x must be a preprocessed tensor (1, C, H, W) or (1, C, T, H, W), not {type(x).__name__}")
+        raise UserInputError(f"{what} must be a preprocessed tensor (1, C, H, W) or (1, C, T, H, W), not {type(x).__name__}")
     if x.dim() not in (4, 5) or x.shape[0] != 1:
-        raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; "
+        raise UserInputError(f"{what} must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; "
                              f"explain one input at a time (add a batch axis with x[None])")
     if not x.is_floating_point():
-        raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
-    p = next(iter(model.parameters()), None)
-    if p is not None and p.device != x.device:
-        raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
+        raise UserInputError(f"{what} must be a float tensor (normalised input), got {x.dtype}")
+    if model_device is not None and model_device != x.device:
+        raise UserInputError(f"{what} is on {x.device} but the model is on {model_device}; move one of them")
     return x.detach()
+
+
+def _check_input(model: nn.Module, x: Any) -> Inputs:
+    p = next(iter(model.parameters()), None)
+    dev = p.device if p is not None else None
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise UserInputError("x is an empty list; give one tensor per pathway")
+        return [_check_tensor(dev, t, f"x[{i}]") for i, t in enumerate(x)]
+    return _check_tensor(dev, x, "x")
+
+
+def _map_size(x: Inputs) -> tuple[int, ...]:
+    """The resolution maps are given at: the input's, or for pathway lists the largest pathway's (SlowFast: fast)."""
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape[2:])
+    return tuple(max(x, key=lambda t: t[0, 0].numel()).shape[2:])
 
 
 def _check_target(target: int | None, logits: torch.Tensor) -> int:
@@ -61,11 +81,11 @@ def _check_target(target: int | None, logits: torch.Tensor) -> int:
 
 def explain(
     model: nn.Module,
-    x: torch.Tensor,
+    x: Inputs,
     target: int | None = None,
     *,
-    layer: str | None = None,
-    stats: Statistics | None = None,
+    layer: str | Sequence[str] | None = None,
+    stats: Statistics | Sequence[Statistics | None] | None = None,
     steps: int | None = None,
     samples: int | None = None,
     beta: float | None = None,
@@ -81,71 +101,93 @@ def explain(
 
     Args:
         model: Any classifier ``nn.Module`` returning logits ``(N, K)``.
-        x: One preprocessed input, ``(1, C, H, W)`` or ``(1, C, T, H, W)``.
+        x: One preprocessed input, ``(1, C, H, W)`` or ``(1, C, T, H, W)``, or a list of such
+            tensors for multi-pathway models (SlowFast: ``[slow, fast]``); lists are passed to
+            the model as a new list on every call.
         target: Class to explain; ``None`` explains the top-1 prediction.
-        layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``); defaults to the
+        layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``), or several (one
+            bottleneck each, e.g. one per SlowFast pathway, optimised jointly); defaults to the
             model's registry default if it came from :func:`video_iba.load_model`.
-        stats: Per-neuron statistics from :func:`estimate`; ``None`` uses the input's own
-            feature map pooled over its positions (recorded in ``meta["stats"]``).
+        stats: Per-neuron statistics from :func:`estimate` (one per layer for several layers);
+            ``None`` uses each layer's own feature map pooled over its positions (recorded in
+            ``meta["stats"]``).
         steps, samples, beta: Override ``config`` (paper defaults: 10, 10, 10).
         seed: Seeds the noise; ``None`` draws one (recorded in ``meta["seed"]``).
         config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`.
-        split: ``"auto"`` computes the network before the layer once (falls back to the full
+        split: ``"auto"`` computes the network before the layers once (falls back to the full
             forward pass, with a warning and ``meta["prefix_cached"] = False``, where the model
             cannot be split); ``"hook"`` always runs the full network.
         on_step: Called after each optimisation step with ``(step, ce, info_nats)``.
 
     Returns:
-        :class:`~video_iba.attribution.Attribution` in bits per input cell, total preserved.
+        :class:`~video_iba.attribution.Attribution` in bits per input cell, total preserved. With
+        several layers, each layer's map is resized to the largest input (SlowFast: the fast
+        pathway's ``(T, H, W)``) and the maps are summed; ``capacity`` is then a list.
     """
     cfg = (config or IBAConfig()).replace(steps=steps, samples=samples, beta=beta)
     if split not in ("auto", "hook"):
         raise UserInputError(f"split must be 'auto' or 'hook', got {split!r}")
     x = _check_input(model, x)
-    layer = _default_layer(model, layer)
-    module = get_module(model, layer, _LAYER_HINT)
+    layers = _layers(model, layer)
+    modules = [get_module(model, name, _LAYER_HINT) for name in layers]
+    if isinstance(stats, Statistics) and len(layers) > 1:
+        raise UserInputError(f"{len(layers)} layers need {len(layers)} statistics (a list), one per layer")
+    given = [stats] * len(layers) if stats is None or isinstance(stats, Statistics) else list(stats)
+    if len(given) != len(layers):
+        raise UserInputError(f"got {len(given)} statistics for {len(layers)} layers; give one per layer")
     if seed is None:
         seed = secrets.randbits(31)
     t0 = time.perf_counter()
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
-        logits, r = capture(model, module, layer, x)
+        logits, rs = capture(model, modules, layers, x)
         target = _check_target(target, logits)
-        if stats is None:
-            used = Statistics.from_input(r, min_std=cfg.min_std)
-        else:
-            stats.check(r.shape[1:], layer=layer)
-            used = stats
-        used = used.to(r.device, r.dtype)
+        used = []
+        for name, r, st in zip(layers, rs, given):
+            if st is None:
+                st = Statistics.from_input(r, min_std=cfg.min_std)
+            else:
+                st.check(r.shape[1:], layer=name)
+            used.append(st.to(r.device, r.dtype))
 
         note = "full forward pass per step (split='hook')"
         runner: Any = None
         if split == "auto":
             try:
-                runner = CachedSuffix(model, layer, x, r, logits)
+                runner = CachedSuffix(model, layers, x, rs, logits)
             except SplitError as exc:
                 note = f"full forward pass per step: {exc}"
-                log.warning("cannot run only the network after '%s' (%s); running the whole network at every step", layer, exc)
-        generator = torch.Generator(device=r.device)
+                log.warning("cannot run only the network after %s (%s); running the whole network at every step",
+                            ", ".join(f"'{n}'" for n in layers), exc)
+        generator = torch.Generator(device=rs[0].device)
         generator.manual_seed(int(seed))
         if runner is not None:
-            fit = fit_per_sample(runner, r, used, target, cfg, generator, on_step)
+            fit = fit_per_sample(runner, rs, used, target, cfg, generator, on_step)
             note = runner.note
         else:
-            with HookedForward(model, module, x, note) as hooked:
-                fit = fit_per_sample(hooked, r, used, target, cfg, generator, on_step)
-    bits = capacity_to_bits(fit.capacity, tuple(x.shape[2:]))
+            with HookedForward(model, modules, x, note) as hooked:
+                fit = fit_per_sample(hooked, rs, used, target, cfg, generator, on_step)
+    size = _map_size(x)
+    bits = capacity_to_bits(fit.capacities[0], size)
+    for cap in fit.capacities[1:]:
+        bits = bits + capacity_to_bits(cap, size)
+    single = len(layers) == 1
     meta = {
         "method": "iba_per_sample",
-        "layer": layer,
+        "layer": layers[0] if single else layers,
         "target": target,
         "beta": cfg.beta, "steps": cfg.steps, "samples": cfg.samples, "lr": cfg.lr,
-        "alpha_init": cfg.alpha_init, "smoothing_sigmas": list(smoothing_sigmas(r.dim() - 2, cfg)),
+        "alpha_init": cfg.alpha_init,
+        "smoothing_sigmas": list(smoothing_sigmas(rs[0].dim() - 2, cfg)),
         "min_std": cfg.min_std, "micro_batch": cfg.micro_batch,
         "seed": int(seed),
-        "stats": used.describe(), "stats_source": used.source, "stats_samples": used.samples,
+        "stats": used[0].describe() if single else [u.describe() for u in used],
+        "stats_source": used[0].source if single else [u.source for u in used],
+        "stats_samples": used[0].samples if single else [u.samples for u in used],
         "prefix_cached": runner is not None, "prefix_note": note,
-        "feature_shape": list(r.shape[1:]), "input_shape": list(x.shape),
+        "feature_shape": list(rs[0].shape[1:]) if single else [list(r.shape[1:]) for r in rs],
+        "input_shape": list(x.shape) if isinstance(x, torch.Tensor) else [list(t.shape) for t in x],
         "total_bits": float(bits.double().sum()),
+        "bits_per_layer": [float(c.double().sum()) / math.log(2) for c in fit.capacities],
         "ce_per_step": fit.ce, "info_nats_per_step": fit.info,
         "seconds": round(time.perf_counter() - t0, 3),
         "version": __version__,
@@ -153,13 +195,14 @@ def explain(
     spec = getattr(model, "video_iba_spec", None)
     if spec is not None:
         meta["model"] = spec.name
-    return Attribution(values=bits.cpu(), unit="bits", target=target, capacity=fit.capacity.float().cpu(),
+    caps = [c.float().cpu() for c in fit.capacities]
+    return Attribution(values=bits.cpu(), unit="bits", target=target, capacity=caps[0] if single else caps,
                        logits=logits[0].float().cpu(), meta=meta)
 
 
 def estimate(
     model: nn.Module,
-    batches: Iterable[torch.Tensor],
+    batches: Iterable[Inputs],
     *,
     layer: str | None = None,
     pool: tuple[int, ...] | None = None,
@@ -186,24 +229,28 @@ def estimate(
     Returns:
         :class:`~video_iba.bottleneck.estimator.Statistics`, savable with ``.save(path)``.
     """
-    layer = _default_layer(model, layer)
+    names = _layers(model, layer)
+    if len(names) != 1:
+        raise UserInputError(f"estimate statistics for one layer at a time, got {names}")
+    layer = names[0]
     module = get_module(model, layer, _LAYER_HINT)
     est: WelfordEstimator | None = None
-    input_shape: list[int] | None = None
+    input_shape: list[Any] | None = None
     with frozen(model):
         for xb in batches:
             if max_samples is not None and est is not None and est.samples >= max_samples:
                 break
             if max_samples is not None and est is not None:
-                xb = xb[: max_samples - est.samples]
+                keep = max_samples - est.samples
+                xb = xb[:keep] if isinstance(xb, torch.Tensor) else [t[:keep] for t in xb]
             if input_shape is None:
-                input_shape = [1, *xb.shape[1:]]
+                input_shape = [1, *xb.shape[1:]] if isinstance(xb, torch.Tensor) else [[1, *t.shape[1:]] for t in xb]
             feats = layer_output(model, module, layer, xb)
             if est is None:
                 est = WelfordEstimator(pool=pool if pool is not None else ((1,) if feats.dim() == 5 else ()))
             est.update(feats)
             if on_batch is not None:
-                on_batch(int(xb.shape[0]))
+                on_batch(int(feats.shape[0]))
     if est is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
     spec = getattr(model, "video_iba_spec", None)

@@ -24,7 +24,8 @@ class Attribution:
             preprocessed input (after resize and crop).
         unit: ``"bits"`` for the information bottleneck (bits per input pixel or voxel).
         target: Explained class index.
-        capacity: Information per feature element in nats ``(C, *S)`` (bottleneck methods).
+        capacity: Information per feature element in nats ``(C, *S)`` (bottleneck methods); a list
+            of such tensors when several layers carry a bottleneck.
         logits: The model's logits for the unrestricted input ``(K,)``.
         meta: JSON-serialisable provenance (model, layer, settings, statistics source, ...).
         arrays: Further named arrays saved alongside (e.g. the crop box).
@@ -33,7 +34,7 @@ class Attribution:
     values: torch.Tensor
     unit: str
     target: int
-    capacity: torch.Tensor | None = None
+    capacity: torch.Tensor | list[torch.Tensor] | None = None
     logits: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -71,8 +72,11 @@ class Attribution:
         }
         if self.unit == "bits":
             payload["bits"] = payload["values"]
-        if self.capacity is not None:
+        if isinstance(self.capacity, torch.Tensor):
             payload["capacity"] = self.capacity.detach().cpu().numpy().astype(np.float32)
+        elif self.capacity is not None:
+            for i, c in enumerate(self.capacity):
+                payload[f"capacity_{i}"] = c.detach().cpu().numpy().astype(np.float32)
         if self.logits is not None:
             payload["logits"] = self.logits.detach().cpu().numpy().astype(np.float32)
         for k, v in self.arrays.items():
@@ -90,12 +94,18 @@ class Attribution:
             raise UserInputError(f"cannot read attribution file '{p}' ({exc}); give an .npz written by video-iba") from exc
         if str(d.get("format", "")) != _FORMAT:
             raise UserInputError(f"'{p}' is not a video-iba attribution file")
-        known = {"format", "values", "bits", "unit", "target", "meta", "capacity", "logits"}
+        per_layer = sorted((k for k in d if k.startswith("capacity_")), key=lambda k: int(k.split("_")[1]))
+        known = {"format", "values", "bits", "unit", "target", "meta", "capacity", "logits", *per_layer}
+        capacity: torch.Tensor | list[torch.Tensor] | None = None
+        if "capacity" in d:
+            capacity = torch.from_numpy(d["capacity"])
+        elif per_layer:
+            capacity = [torch.from_numpy(d[k]) for k in per_layer]
         return cls(
             values=torch.from_numpy(d["values"]),
             unit=str(d["unit"]),
             target=int(d["target"]),
-            capacity=torch.from_numpy(d["capacity"]) if "capacity" in d else None,
+            capacity=capacity,
             logits=torch.from_numpy(d["logits"]) if "logits" in d else None,
             meta=json.loads(str(d["meta"])),
             arrays={k: v for k, v in d.items() if k not in known},

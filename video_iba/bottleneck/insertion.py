@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 import torch
 from torch import nn
@@ -24,13 +24,29 @@ from ..errors import UserInputError, did_you_mean
 log = logging.getLogger(__name__)
 
 
+#: A model input: one tensor, or a list of tensors (one per pathway, e.g. SlowFast's slow and fast clips).
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
 class Runner(Protocol):
-    """Maps a batch of restricted feature maps ``(N, C, *S)`` to logits ``(N, K)``."""
+    """Maps restricted feature maps, one ``(N, C, *S)`` batch per bottleneck, to logits ``(N, K)``."""
 
     cached: bool
     note: str
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+
+def fresh(x: Inputs) -> Inputs:
+    """A new list for list inputs: some models (pytorchvideo's multipathway blocks) overwrite the list they get."""
+    return x if isinstance(x, torch.Tensor) else list(x)
+
+
+def expand_batch(x: Inputs, n: int) -> Inputs:
+    """Repeat a batch-1 input ``n`` times along the batch axis (as a view)."""
+    if isinstance(x, torch.Tensor):
+        return x.expand(n, *x.shape[1:])
+    return [t.expand(n, *t.shape[1:]) for t in x]
 
 
 def get_module(model: nn.Module, name: str, hint: str = "") -> nn.Module:
@@ -82,30 +98,36 @@ def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
     return out
 
 
-def capture(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model(x)`` once without gradients; return its logits and a copy of ``layer``'s output."""
-    seen: list[torch.Tensor] = []
+def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str],
+            x: Inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``model(x)`` once without gradients; return its logits and a copy of each layer's output."""
+    seen: list[list[torch.Tensor]] = [[] for _ in layers]
 
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        seen.append(_as_tensor_output(out, layer).detach().clone())
+    def make_hook(i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            seen[i].append(_as_tensor_output(out, layers[i]).detach().clone())
+        return hook
 
-    with forward_hook(module, hook), torch.no_grad():
-        logits = model(x)
-    if not seen:
-        raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
-    if len(seen) > 1:
-        raise UserInputError(f"layer '{layer}' runs {len(seen)} times in one forward pass; choose a layer that runs once")
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for i, module in enumerate(modules):
+            stack.enter_context(forward_hook(module, make_hook(i)))
+        logits = model(fresh(x))
+    for layer, outs in zip(layers, seen):
+        if not outs:
+            raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
+        if len(outs) > 1:
+            raise UserInputError(f"layer '{layer}' runs {len(outs)} times in one forward pass; choose a layer that runs once")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise UserInputError(f"the model returns {shape}; explain needs a classifier returning logits (N, classes)")
-    return logits.detach(), seen[0]
+    return logits.detach(), [outs[0] for outs in seen]
 
 
 class _Stop(Exception):
     """Raised inside a hook to end a forward pass once the layer has run."""
 
 
-def layer_output(model: nn.Module, module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+def layer_output(model: nn.Module, module: nn.Module, layer: str, x: Inputs) -> torch.Tensor:
     """Output of ``layer`` for ``x`` without running the rest of the network (no gradients)."""
     box: list[torch.Tensor] = []
 
@@ -115,7 +137,7 @@ def layer_output(model: nn.Module, module: nn.Module, layer: str, x: torch.Tenso
 
     with forward_hook(module, hook), torch.no_grad():
         try:
-            model(x)
+            model(fresh(x))
         except _Stop:
             pass
     if not box:
@@ -124,30 +146,33 @@ def layer_output(model: nn.Module, module: nn.Module, layer: str, x: torch.Tenso
 
 
 class HookedForward:
-    """Runner that evaluates the whole network with the layer's output replaced.
+    """Runner that evaluates the whole network with each layer's output replaced.
 
-    The network before the layer is recomputed on every call; use it where the model cannot be
-    split at the layer. A context manager: the hook exists only inside ``with``.
+    The network before the layers is recomputed on every call; use it where the model cannot be
+    split at the layers. A context manager: the hooks exist only inside ``with``.
     """
 
     cached = False
 
-    def __init__(self, model: nn.Module, module: nn.Module, x: torch.Tensor, note: str = "") -> None:
-        self.model, self.module, self.x, self.note = model, module, x, note
-        self._z: torch.Tensor | None = None
+    def __init__(self, model: nn.Module, modules: Sequence[nn.Module], x: Inputs, note: str = "") -> None:
+        self.model, self.modules, self.x, self.note = model, list(modules), x, note
+        self._zs: Sequence[torch.Tensor] | None = None
         self._ctx: contextlib.ExitStack | None = None
 
-    def _hook(self, _m: nn.Module, _inp: Any, out: Any) -> torch.Tensor:
-        z = self._z
-        if z is None:
-            return out
-        if not isinstance(out, torch.Tensor) or out.shape != z.shape:
-            raise RuntimeError(f"layer output {getattr(out, 'shape', None)} does not match the bottleneck {tuple(z.shape)}")
-        return z
+    def _hook(self, i: int) -> Callable[..., torch.Tensor]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> torch.Tensor:
+            if self._zs is None:
+                return out
+            z = self._zs[i]
+            if not isinstance(out, torch.Tensor) or out.shape != z.shape:
+                raise RuntimeError(f"layer output {getattr(out, 'shape', None)} does not match the bottleneck {tuple(z.shape)}")
+            return z
+        return hook
 
     def __enter__(self) -> "HookedForward":
         self._ctx = contextlib.ExitStack()
-        self._ctx.enter_context(forward_hook(self.module, self._hook))
+        for i, module in enumerate(self.modules):
+            self._ctx.enter_context(forward_hook(module, self._hook(i)))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -155,11 +180,11 @@ class HookedForward:
         self._ctx.close()
         self._ctx = None
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
         if self._ctx is None:
             raise RuntimeError("HookedForward must be used inside a `with` block")
-        self._z = z
+        self._zs = zs
         try:
-            return self.model(self.x.expand(z.shape[0], *self.x.shape[1:]))
+            return self.model(fresh(expand_batch(self.x, zs[0].shape[0])))
         finally:
-            self._z = None
+            self._zs = None

@@ -10,10 +10,12 @@ the full model's logits before it is used.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import fx, nn
+
+from .insertion import Inputs, expand_batch, fresh
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +25,12 @@ class SplitError(RuntimeError):
 
 
 class _LeafTracer(fx.Tracer):
-    def __init__(self, leaf: str) -> None:
+    def __init__(self, leaves: Sequence[str]) -> None:
         super().__init__()
-        self._leaf = leaf
+        self._leaves = set(leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name == self._leaf or super().is_leaf_module(m, module_qualified_name)
+        return module_qualified_name in self._leaves or super().is_leaf_module(m, module_qualified_name)
 
 
 def _copy_value(v: Any) -> Any:
@@ -82,41 +84,49 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
 
 
 class CachedSuffix:
-    """Runner evaluating only the part of ``model`` after ``layer``.
+    """Runner evaluating only the part of ``model`` after the bottleneck layers.
 
     Args:
         model: The network (not modified; the suffix shares its submodules).
-        layer: Dotted module path of the bottleneck layer.
-        x: The input ``(1, ...)``; the prefix is evaluated on it (expanded to each batch size used).
-        r: The layer's output for ``x`` ``(1, C, *S)``, as captured by a hook.
+        layers: Dotted module paths of the bottleneck layers (one per pathway for SlowFast).
+        x: The input (a tensor or a list of pathway tensors, batch 1); values the suffix reads
+            from before the layers are computed from it once per batch size.
+        rs: Each layer's output for ``x`` ``(1, C, *S)``, as captured by hooks.
         logits: ``model(x)``, used to check the split.
 
     Raises:
-        SplitError: if the model cannot be traced, the layer is not called exactly once, or the
-            suffix does not reproduce ``logits``.
+        SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
+            lies after another, or the suffix does not reproduce ``logits``.
     """
 
     cached = True
     note = "prefix computed once; suffix only per step"
 
-    def __init__(self, model: nn.Module, layer: str, x: torch.Tensor, r: torch.Tensor, logits: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
+                 logits: torch.Tensor) -> None:
         try:
-            graph = _LeafTracer(layer).trace(model)
+            graph = _LeafTracer(layers).trace(model)
         except Exception as exc:  # tracing fails in many ways on dynamic Python code
-            raise SplitError(f"torch.fx could not trace the model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
-        if len(calls) != 1:
-            raise SplitError(f"layer '{layer}' appears {len(calls)} times in the traced graph")
-        b = calls[0]
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise SplitError(f"torch.fx could not trace the model ({type(exc).__name__}: {first})") from exc
         order = list(graph.nodes)
-        depends = {b}
-        for n in order[order.index(b) + 1:]:
-            if any(a in depends for a in n.all_input_nodes):
+        bs: list[fx.Node] = []
+        for layer in layers:
+            calls = [n for n in order if n.op == "call_module" and n.target == layer]
+            if len(calls) != 1:
+                raise SplitError(f"layer '{layer}' appears {len(calls)} times in the traced graph")
+            bs.append(calls[0])
+        depends = set(bs)
+        for n in order[min(order.index(b) for b in bs):]:
+            if n not in depends and any(a in depends for a in n.all_input_nodes):
                 depends.add(n)
+        for b, layer in zip(bs, layers):
+            if any(a in depends for a in _ancestors(b)):
+                raise SplitError(f"layer '{layer}' lies after another bottleneck layer")
         out_node = next(n for n in order if n.op == "output")
         if out_node not in depends:
-            raise SplitError(f"the model output does not depend on layer '{layer}'")
-        suffix = [n for n in order if n in depends and n is not b]
+            raise SplitError("the model output does not depend on the bottleneck layers")
+        suffix = [n for n in order if n in depends and n not in bs]
         consts: list[fx.Node] = []
         frontier: list[fx.Node] = []
         for n in suffix:
@@ -126,7 +136,7 @@ class CachedSuffix:
                 (consts if a.op == "get_attr" else frontier).append(a)
 
         sg = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {b: sg.placeholder("bottleneck")}
+        env: dict[fx.Node, fx.Node] = {b: sg.placeholder(f"bottleneck_{i}") for i, b in enumerate(bs)}
         for i, f in enumerate(frontier):
             env[f] = sg.placeholder(f"frontier_{i}")
         for n in consts + suffix:
@@ -134,50 +144,46 @@ class CachedSuffix:
         self._suffix = fx.GraphModule(model, sg)
 
         needed: set[fx.Node] = set()
-        stack = [b, *frontier]
-        while stack:
-            n = stack.pop()
-            if n not in needed:
-                needed.add(n)
-                stack.extend(n.all_input_nodes)
+        for f in frontier:
+            needed |= _ancestors(f) | {f}
         pg = fx.Graph()
         penv: dict[fx.Node, fx.Node] = {}
         for n in order:
             if n in needed:
                 penv[n] = pg.node_copy(n, lambda a: penv[a])
-        pg.output((penv[b], *[penv[f] for f in frontier]))
+        pg.output(tuple(penv[f] for f in frontier))
         self._prefix = fx.GraphModule(model, pg)
 
         self._x = x
         self._cache: dict[int, tuple[Any, ...]] = {}
-        self.layer = layer
+        self.layers = list(layers)
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
         folded = _fold_batchnorm(self._suffix)
         if folded is not None:
             unfolded, self._suffix = self._suffix, folded
             try:
-                self._check(r, logits)
+                self._check(rs, logits)
                 self.note += "; batch norm folded into the convolutions"
                 return
             except SplitError as exc:
                 log.info("batch norm folding changed the logits (%s); using the unfolded network", exc)
                 self._suffix = unfolded
-        self._check(r, logits)
+        self._check(rs, logits)
 
     def _frontier(self, n: int) -> tuple[Any, ...]:
         if self.n_frontier == 0:
             return ()
         if n not in self._cache:
             with torch.no_grad():
-                out = self._prefix(self._x.expand(n, *self._x.shape[1:]))
-            self._cache[n] = tuple(_copy_value(v) for v in out[1:])
+                out = self._prefix(fresh(expand_batch(self._x, n)))
+            self._cache[n] = tuple(_copy_value(v) for v in out)
         return self._cache[n]
 
-    def _check(self, r: torch.Tensor, logits: torch.Tensor) -> None:
+    def _check(self, rs: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
         with torch.no_grad():
             try:
-                out = self(r.expand(2, *r.shape[1:]).clone())
+                out = self([r.expand(2, *r.shape[1:]).clone() for r in rs])
             except Exception as exc:
                 raise SplitError(f"the split network failed at batch size 2 ({type(exc).__name__}: {exc})") from exc
         ref = logits.expand(2, -1)
@@ -188,6 +194,17 @@ class CachedSuffix:
         if err > tol:
             raise SplitError(f"the split network's logits differ from the model's by {err:.3g}")
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        frontier = tuple(_copy_value(v) for v in self._frontier(z.shape[0]))
-        return self._suffix(z, *frontier)
+    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+        frontier = tuple(_copy_value(v) for v in self._frontier(zs[0].shape[0]))
+        return self._suffix(*zs, *frontier)
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(node.all_input_nodes)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
