@@ -16,7 +16,7 @@ from .attribution import Attribution
 from .bottleneck.estimator import DEFAULT_MIN_STD, Statistics, WelfordEstimator
 from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module, layer_output
 from .bottleneck.per_sample import fit_per_sample, smoothing_sigmas
-from .bottleneck.split import CachedSuffix, SplitError
+from .bottleneck.split import SplitError, split_runner
 from .config import IBAConfig
 from .errors import UserInputError
 from .heatmap import capacity_to_bits
@@ -153,7 +153,7 @@ def explain(
         runner: Any = None
         if split == "auto":
             try:
-                runner = CachedSuffix(model, layers, x, rs, logits)
+                runner = split_runner(model, layers, x, rs, logits)
             except SplitError as exc:
                 note = f"full forward pass per step: {exc}"
                 log.warning("cannot run only the network after %s (%s); running the whole network at every step",

@@ -4,10 +4,10 @@ from .estimator import Statistics, WelfordEstimator
 from .functional import capacity, gaussian_kernel1d, nats_to_bits, restrict, smooth
 from .insertion import HookedForward, capture, frozen, get_module, layer_output
 from .per_sample import FitResult, fit_per_sample
-from .split import CachedSuffix, SplitError
+from .split import BlocksSuffix, CachedSuffix, SplitError, split_runner
 
 __all__ = [
     "Statistics", "WelfordEstimator", "capacity", "gaussian_kernel1d", "nats_to_bits", "restrict", "smooth",
     "HookedForward", "capture", "frozen", "get_module", "layer_output", "FitResult", "fit_per_sample",
-    "CachedSuffix", "SplitError",
+    "BlocksSuffix", "CachedSuffix", "SplitError", "split_runner",
 ]

@@ -208,3 +208,87 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
             seen.add(n)
             stack.extend(n.all_input_nodes)
     return seen
+
+
+class BlocksSuffix:
+    """Runner for networks that apply ``model.blocks`` one after another (pytorchvideo's ``Net``).
+
+    Such models cannot be traced by torch.fx (their multipathway blocks take and overwrite Python
+    lists), but their structure is explicit: with bottlenecks on ``blocks.k`` or on every pathway
+    ``blocks.k.multipathway_blocks.i`` of a multipathway block, the rest of the network is that
+    block's fusion (if any) followed by ``blocks[k+1:]``. The split is checked against the
+    model's logits like :class:`CachedSuffix`.
+    """
+
+    cached = True
+    note = "prefix computed once; suffix only per step (sequential blocks)"
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], rs: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
+        blocks = getattr(model, "blocks", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise SplitError("the model has no `blocks` list to run in order")
+        parsed = [_block_path(name) for name in layers]
+        if any(p is None for p in parsed) or len({p[0] for p in parsed if p is not None}) != 1:
+            raise SplitError("the layers are not blocks.K or the pathways blocks.K.multipathway_blocks.I of one block")
+        k = parsed[0][0]  # type: ignore[index]
+        pathways = [p[1] for p in parsed if p is not None]
+        block = blocks[k]
+        if pathways == [None]:
+            self._fusion: nn.Module | None = None
+            self._order: list[int] | None = None
+        else:
+            branches = getattr(block, "multipathway_blocks", None)
+            if None in pathways or not isinstance(branches, nn.ModuleList) \
+                    or sorted(pathways) != list(range(len(branches))):  # type: ignore[type-var]
+                raise SplitError(f"bottlenecks must sit on every pathway of blocks.{k} (0..{len(branches or []) - 1})")
+            self._fusion = getattr(block, "multipathway_fusion", None)
+            self._order = [pathways.index(i) for i in range(len(pathways))]
+        self._rest = list(blocks)[k + 1:]
+        self.layers = list(layers)
+        with torch.no_grad():
+            try:
+                out = self([r.expand(2, *r.shape[1:]).clone() for r in rs])
+            except Exception as exc:
+                raise SplitError(f"running the blocks after blocks.{k} failed ({type(exc).__name__}: {exc})") from exc
+        ref = logits.expand(2, -1)
+        if not isinstance(out, torch.Tensor) or out.shape != ref.shape or \
+                float((out.float() - ref.float()).abs().max()) > 1e-4 * (1.0 + float(ref.abs().max())):
+            raise SplitError(f"running blocks.{k + 1}.. does not reproduce the model's logits")
+
+    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+        h: Any
+        if self._order is None:
+            h = zs[0]
+        else:
+            h = [zs[j] for j in self._order]  # a new list: the blocks may overwrite it
+            if self._fusion is not None:
+                h = self._fusion(h)
+        for block in self._rest:
+            h = block(h)
+        return h
+
+
+def _block_path(name: str) -> tuple[int, int | None] | None:
+    parts = name.split(".")
+    if len(parts) == 2 and parts[0] == "blocks" and parts[1].isdigit():
+        return int(parts[1]), None
+    if len(parts) == 4 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] == "multipathway_blocks" \
+            and parts[3].isdigit():
+        return int(parts[1]), int(parts[3])
+    return None
+
+
+def split_runner(model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
+                 logits: torch.Tensor) -> CachedSuffix | BlocksSuffix:
+    """The cheapest runner that reproduces the model: a torch.fx split, else sequential blocks.
+
+    Raises:
+        SplitError: naming why neither applies.
+    """
+    try:
+        return CachedSuffix(model, layers, x, rs, logits)
+    except SplitError as fx_error:
+        try:
+            return BlocksSuffix(model, layers, rs, logits)
+        except SplitError as blocks_error:
+            raise SplitError(f"{fx_error}; {blocks_error}") from blocks_error
