@@ -10,7 +10,7 @@ the full model's logits before it is used.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import fx, nn
@@ -181,22 +181,31 @@ class CachedSuffix:
         return self._cache[n]
 
     def _check(self, rs: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
-        with torch.no_grad():
-            try:
-                out = self([r.expand(2, *r.shape[1:]).clone() for r in rs])
-            except Exception as exc:
-                raise SplitError(f"the split network failed at batch size 2 ({type(exc).__name__}: {exc})") from exc
-        ref = logits.expand(2, -1)
-        if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
-            raise SplitError("the split network's output has another shape than the model's")
-        tol = 1e-4 * (1.0 + float(ref.abs().max()))
-        err = float((out.float() - ref.float()).abs().max())
-        if err > tol:
-            raise SplitError(f"the split network's logits differ from the model's by {err:.3g}")
+        _check_split(self, rs, logits, "the split network")
 
     def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
         frontier = tuple(_copy_value(v) for v in self._frontier(zs[0].shape[0]))
         return self._suffix(*zs, *frontier)
+
+
+def _check_split(run: Callable[[Sequence[torch.Tensor]], Any], rs: Sequence[torch.Tensor], logits: torch.Tensor,
+                 what: str) -> None:
+    """Raise :class:`SplitError` unless ``run`` maps the captured layer outputs back to ``logits``.
+
+    Run at batch size 2, so that a batch size cached from the batch-1 input is caught too.
+    """
+    with torch.no_grad():
+        try:
+            out = run([r.expand(2, *r.shape[1:]).clone() for r in rs])
+        except Exception as exc:
+            raise SplitError(f"{what} failed at batch size 2 ({type(exc).__name__}: {exc})") from exc
+    ref = logits.expand(2, -1)
+    if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
+        raise SplitError(f"{what} gives another output shape than the model")
+    tol = 1e-4 * (1.0 + float(ref.abs().max()))
+    err = float((out.float() - ref.float()).abs().max())
+    if err > tol:
+        raise SplitError(f"{what} gives logits that differ from the model's by {err:.3g}")
 
 
 def _ancestors(node: fx.Node) -> set[fx.Node]:
@@ -245,15 +254,7 @@ class BlocksSuffix:
             self._order = [pathways.index(i) for i in range(len(pathways))]
         self._rest = list(blocks)[k + 1:]
         self.layers = list(layers)
-        with torch.no_grad():
-            try:
-                out = self([r.expand(2, *r.shape[1:]).clone() for r in rs])
-            except Exception as exc:
-                raise SplitError(f"running the blocks after blocks.{k} failed ({type(exc).__name__}: {exc})") from exc
-        ref = logits.expand(2, -1)
-        if not isinstance(out, torch.Tensor) or out.shape != ref.shape or \
-                float((out.float() - ref.float()).abs().max()) > 1e-4 * (1.0 + float(ref.abs().max())):
-            raise SplitError(f"running blocks.{k + 1}.. does not reproduce the model's logits")
+        _check_split(self, rs, logits, f"the blocks after blocks.{k}")
 
     def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
         h: Any
