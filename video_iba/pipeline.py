@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -167,30 +167,111 @@ def _image_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, devic
         yield torch.cat(batch).to(device)
 
 
+def find_videos(folder: str) -> list[str]:
+    """Video files under ``folder`` (recursive, sorted, by suffix)."""
+    from .video_pipeline import VIDEO_SUFFIXES
+
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+def estimate_inputs(folder: str, model_name: str | None) -> tuple[str, list[str]]:
+    """The model to use and the files to read from ``folder``: videos for a video model, images for an
+    image model; without a model, videos (with the default video model) when the folder holds no images."""
+    from .cli import DEFAULT_MODEL, DEFAULT_VIDEO_MODEL
+
+    if not os.path.isdir(folder):
+        find_images(folder)  # raises the right message
+    videos = find_videos(folder)
+    if model_name is None:
+        has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(folder).rglob("*"))
+        model_name = DEFAULT_VIDEO_MODEL if videos and not has_images else DEFAULT_MODEL
+    if get_spec(model_name).is_video:
+        if not videos:
+            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {model_name} is a video model")
+        return model_name, videos
+    return model_name, find_images(folder)
+
+
+def _clip_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device: torch.device,
+                  skipped: list[str]) -> Iterator[Any]:
+    """Centre-crop clips of every video, one per clip length, batched (pathway lists for SlowFast)."""
+    from .io.sampling import plan_windows
+    from .io.video import frame_times, probe_video
+    from .video_pipeline import _clip_input, iter_window_frames, plan_crops
+
+    batch: list[Any] = []
+
+    def flush() -> Any:
+        if isinstance(batch[0], torch.Tensor):
+            return torch.cat(batch).to(device)
+        return [torch.cat([b[i] for b in batch]).to(device) for i in range(len(batch[0]))]
+
+    for f in files:
+        try:
+            info = probe_video(f)
+            times = frame_times(f)
+            n = len(times) if times is not None else int(info.frames or round((info.duration or 0) * info.fps))
+            windows = plan_windows(n, info.fps, spec.frames, spec.sampling_rate, times=times)
+            plan = plan_crops(info.height, info.width, spec, "center")
+            clips = [_clip_input(fr, spec, plan, plan.tiles[0], (info.height, info.width), torch.device("cpu"))
+                     for _wi, fr in iter_window_frames(f, windows, plan.size)]
+        except UserInputError as exc:
+            skipped.append(f)
+            log.warning("skipping %s", exc)
+            continue
+        for c in clips:
+            batch.append(c)
+            if len(batch) == batch_size:
+                yield flush()
+                batch = []
+    if batch:
+        yield flush()
+
+
+def stats_paths_for(out: str, layers: Sequence[str]) -> list[str]:
+    """Where ``estimate`` writes: ``out`` for one layer; ``<stem>.<layer><suffix>`` beside it for several."""
+    if len(layers) == 1:
+        return [out]
+    root, ext = os.path.splitext(out)
+    return [f"{root}.{layer}{ext or '.pt'}" for layer in layers]
+
+
 def estimate_folder(
     folder: str,
     *,
-    model_name: str,
+    model_name: str | None,
     out: str,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     weights: str = "default",
     batch_size: int = 16,
     max_samples: int | None = None,
+    per_frame: bool = False,
     device: str = "cpu",
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[Statistics, list[str]]:
-    """Estimate statistics over a folder of images and save them to ``out``; returns them and the skipped files."""
+) -> tuple[list[Statistics], list[str], list[str]]:
+    """Estimate statistics over a folder of images or videos and save them.
+
+    Videos give one centre-crop clip per clip length; statistics are pooled over time unless
+    ``per_frame``. Returns the statistics (one per layer), the files written and the skipped inputs.
+    """
     if batch_size <= 0:
         raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
     if max_samples is not None and max_samples < 2:
         raise UserInputError(f"--max-samples must be >= 2, got {max_samples}")
-    files = find_images(folder)
+    model_name, files = estimate_inputs(folder, model_name)
     dev = resolve_device(device)
     spec = get_spec(model_name)
+    layers = [layer] if isinstance(layer, str) else list(layer) if layer else list(spec.layers)
+    targets = stats_paths_for(out, layers)
+    for t in targets:
+        ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
     model = load_model(model_name, weights=weights, device=dev)
     skipped: list[str] = []
-    stats = estimate(model, _image_batches(files, spec, batch_size, dev, skipped), layer=layer,
-                     max_samples=max_samples, on_batch=on_batch,
-                     meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder)})
-    stats.save(out)
-    return stats, skipped
+    batches = (_clip_batches(files, spec, batch_size, dev, skipped) if spec.is_video
+               else _image_batches(files, spec, batch_size, dev, skipped))
+    result = estimate(model, batches, layer=layers, max_samples=max_samples, on_batch=on_batch,
+                      pool=() if per_frame else None,
+                      meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder)})
+    for st, t in zip(result, targets):
+        st.save(t)
+    return result, targets, skipped

@@ -129,20 +129,32 @@ class _Stop(Exception):
 
 def layer_output(model: nn.Module, module: nn.Module, layer: str, x: Inputs) -> torch.Tensor:
     """Output of ``layer`` for ``x`` without running the rest of the network (no gradients)."""
-    box: list[torch.Tensor] = []
+    return layer_outputs(model, [module], [layer], x)[0]
 
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-        box.append(_as_tensor_output(out, layer).detach().clone())
-        raise _Stop
 
-    with forward_hook(module, hook), torch.no_grad():
+def layer_outputs(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs) -> list[torch.Tensor]:
+    """Outputs of several layers for ``x``; the forward pass stops once all of them have run."""
+    box: dict[int, torch.Tensor] = {}
+
+    def make_hook(i: int) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
+            if i not in box:
+                box[i] = _as_tensor_output(out, layers[i]).detach().clone()
+            if len(box) == len(modules):
+                raise _Stop
+        return hook
+
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for i, m in enumerate(modules):
+            stack.enter_context(forward_hook(m, make_hook(i)))
         try:
             model(fresh(x))
         except _Stop:
             pass
-    if not box:
-        raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
-    return box[0]
+    missing = [layers[i] for i in range(len(modules)) if i not in box]
+    if missing:
+        raise UserInputError(f"layer '{missing[0]}' did not run in the forward pass; choose a layer the model uses")
+    return [box[i] for i in range(len(modules))]
 
 
 class HookedForward:

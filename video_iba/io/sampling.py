@@ -43,21 +43,37 @@ def clip_seconds(frames: int, rate: int) -> float:
     return frames * rate / REFERENCE_FPS
 
 
-def window_at(start: float, frames: int, rate: int, source_fps: float, source_frames: int) -> Window:
+def nearest_frames(times: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Index of the frame (sorted presentation ``times``) nearest to each time in ``t``."""
+    i = np.clip(np.searchsorted(times, t), 1, max(1, len(times) - 1))
+    if len(times) == 1:
+        return np.zeros(len(t), dtype=np.int64)
+    left, right = times[i - 1], times[i]
+    return np.where(t - left <= right - t, i - 1, i).astype(np.int64)
+
+
+def window_at(start: float, frames: int, rate: int, source_fps: float, source_frames: int,
+              times: np.ndarray | None = None) -> Window:
     """The model clip starting at ``start`` seconds of a video of ``source_frames`` frames at ``source_fps``.
 
-    A clip running past the end of the video continues from its start (looped), so short videos
-    still fill the model's input.
+    With ``times`` (each frame's presentation time, e.g. of a variable frame rate video) the
+    nearest frame in time is taken; otherwise a constant ``source_fps`` is assumed. A clip
+    running past the end of the video continues from its start (looped), so short videos still
+    fill the model's input.
     """
     if frames <= 0 or rate <= 0:
         raise ValueError("frames and rate must be > 0")
     if source_fps <= 0 or source_frames <= 0:
         raise UserInputError("the video has no frames or no frame rate; give a video with content")
     step = rate / REFERENCE_FPS
-    times = start + step * np.arange(frames)
-    idx = np.rint(times * source_fps).astype(np.int64)
-    looped = bool(idx.max() >= source_frames)
-    return Window(float(start), times, idx % source_frames, looped)
+    model_times = start + step * np.arange(frames)
+    if times is None:
+        idx = np.rint(model_times * source_fps).astype(np.int64)
+        looped = bool(idx.max() >= source_frames)
+        return Window(float(start), model_times, idx % source_frames, looped)
+    end = float(times[-1]) + 1.0 / source_fps
+    looped = bool(model_times.max() >= end - 0.5 / source_fps)
+    return Window(float(start), model_times, nearest_frames(times, np.mod(model_times, end)), looped)
 
 
 def plan_windows(
@@ -69,6 +85,7 @@ def plan_windows(
     start: float = 0.0,
     end: float | None = None,
     stride: float | None = None,
+    times: np.ndarray | None = None,
 ) -> list[Window]:
     """Sliding windows covering ``[start, end)`` seconds of a video.
 
@@ -78,12 +95,16 @@ def plan_windows(
         start, end: The time range to explain (``end=None``: the whole video).
         stride: Seconds between window starts; ``None``: one clip length (no overlap). The last
             window is aligned to the end of the range so the tail is covered too.
+        times: Each frame's presentation time in seconds (variable frame rate videos); ``None``
+            assumes a constant ``source_fps``.
 
     Returns:
         Windows in time order; a range shorter than one clip gives one looped window (and a
         warning).
     """
     duration = source_frames / source_fps if source_fps > 0 else 0.0
+    if times is not None and len(times):
+        duration = float(times[-1]) + 1.0 / source_fps
     stop = duration if end is None else min(end, duration)
     if start < 0 or stop <= start:
         raise UserInputError(f"the time range {start:g}..{stop:g} s is empty; the video lasts {duration:.2f} s")
@@ -92,17 +113,23 @@ def plan_windows(
         raise UserInputError(f"--stride must be > 0 seconds, got {stride}")
     step = span if stride is None else stride
     if stop - start <= span:
-        w = window_at(start, frames, rate, source_fps, source_frames)
+        w = window_at(start, frames, rate, source_fps, source_frames, times)
         if w.looped or stop - start < span:
             log.warning("the range %.2f..%.2f s is shorter than one clip (%.2f s): frames repeat from the start",
                         start, stop, span)
             last = int(math.floor(stop * source_fps - 1e-9))
             first = int(math.ceil(start * source_fps - 1e-9))
             n = max(1, last - first + 1)
-            idx = first + (np.rint((w.times - start) * source_fps).astype(np.int64) % n)
+            if times is None:
+                idx = first + (np.rint((w.times - start) * source_fps).astype(np.int64) % n)
+            else:
+                first, last = nearest_frames(times, np.array([start, stop - 1e-9]))
+                n = max(1, int(last - first + 1))
+                length = float(times[last] - times[first]) + 1.0 / source_fps
+                idx = nearest_frames(times, times[first] + np.mod(w.times - start, length))
             w = Window(w.start, w.times, idx, True)
         return [w]
     starts = list(np.arange(start, stop - span + 1e-9, step))
     if starts[-1] + span < stop - 1e-9:
         starts.append(stop - span)
-    return [window_at(float(s), frames, rate, source_fps, source_frames) for s in starts]
+    return [window_at(float(s), frames, rate, source_fps, source_frames, times) for s in starts]

@@ -109,15 +109,51 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                          str(s.codec_context.name), bool(container.streams.audio))
 
 
-def _resized(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
-    if max_side is None or max(rgb.shape[:2]) <= max_side:
-        return rgb
+def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """Presentation time in seconds of every frame, from the container's packets (no decoding).
+
+    Returns the sorted times relative to the first frame, so variable frame rate videos are
+    sampled at the right moments; ``None`` where packets carry no timestamps.
+    """
+    info = probe_video(path)
+    with _open(info.path) as container:
+        stream = container.streams.video[0]
+        time_base = stream.time_base
+        pts: list[int] = []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                if packet.pts is None or time_base is None:
+                    return None
+                pts.append(int(packet.pts))
+        except Exception as exc:  # demuxing errors of damaged files
+            raise UserInputError(f"cannot read the packets of '{info.path}' ({type(exc).__name__}); the file may be "
+                                 f"corrupt; re-encode it") from exc
+    if not pts:
+        raise UserInputError(f"'{info.path}' has a video stream with no frames; give a video with content")
+    t = np.sort(np.asarray(pts, dtype=np.float64)) * float(time_base)
+    return t - t[0]
+
+
+def _resized(rgb: np.ndarray, max_side: int | None, size: tuple[int, int] | None = None) -> np.ndarray:
     import cv2
 
     h, w = rgb.shape[:2]
+    if size is not None:
+        if (w, h) == size:
+            return rgb
+        shrink = size[0] < w
+        return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if max_side is None or max(h, w) <= max_side:
+        return rgb
     scale = max_side / max(h, w)
-    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, (max(1, int(round(w * scale))), max(1, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
+
+
+def _rgb(frame: Any) -> np.ndarray:
+    """A decoded frame as ``(H, W, 3)`` uint8 RGB, whatever its pixel format (grayscale included)."""
+    return frame.to_ndarray(format="rgb24")
 
 
 def iter_frames(
@@ -126,6 +162,7 @@ def iter_frames(
     start: float = 0.0,
     end: float | None = None,
     max_side: int | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Iterator[Frame]:
     """Decode frames one at a time, in presentation order, from ``start`` to ``end`` seconds.
 
@@ -134,6 +171,7 @@ def iter_frames(
         start, end: Time range in seconds (``end=None``: to the end of the stream).
         max_side: Resize each frame on decode so its longer side is at most this (area
             interpolation); ``None`` keeps the size.
+        size: Resize each frame on decode to exactly ``(width, height)`` instead.
 
     Yields:
         :class:`Frame` objects; ``index`` counts frames from the start of the stream.
@@ -171,7 +209,7 @@ def iter_frames(
                 if end is not None and t >= end:
                     break
                 last_index = index
-                yield Frame(index, t, _resized(frame.to_ndarray(format="rgb24"), max_side))
+                yield Frame(index, t, _resized(_rgb(frame), max_side, size))
         except av.FFmpegError as exc:
             raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
                                  f"the file may be corrupt; re-encode it") from exc

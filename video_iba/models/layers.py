@@ -22,11 +22,13 @@ class LayerInfo:
     depth: int
 
 
-def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None) -> list[LayerInfo]:
+def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None,
+                prefix: str = "") -> list[LayerInfo]:
     """Run one input of ``input_shape`` and record each module's output, in the order the calls end.
 
     Works on models built on the ``meta`` device (no memory, no compute). A module called
-    several times is listed once, with its first output.
+    several times is listed once, with its first output. Only modules under ``prefix`` are
+    listed, with the prefix removed (for wrappers).
     """
     if device is None:
         p = next(iter(model.parameters()), None)
@@ -43,8 +45,8 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
 
     try:
         for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make_hook(name, module)))
+            if name.startswith(prefix) and len(name) > len(prefix):
+                handles.append(module.register_forward_hook(make_hook(name[len(prefix):], module)))
         flags = [(m, m.training) for m in model.modules()]
         model.eval()
         try:

@@ -33,6 +33,8 @@ def resize_crop_normalize(
     crop: int,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    offset: tuple[int, int] | None = None,
+    source_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, Geometry]:
     """Resize the shorter side to ``resize`` (bilinear, antialiased), centre-crop ``crop`` square, normalise.
 
@@ -40,6 +42,9 @@ def resize_crop_normalize(
         frames: ``(N, H, W, 3)`` uint8 RGB, one or more frames of the same size.
         resize, crop: Shorter side after resizing; side of the square crop.
         mean, std: Per-channel normalisation of values in ``[0, 1]``.
+        offset: ``(top, left)`` of the crop in the resized frame instead of the centre.
+        source_size: ``(height, width)`` of the original frames when ``frames`` were already
+            resized on decoding; the geometry is then given in the original's pixels.
 
     Returns:
         ``(N, 3, crop, crop)`` float tensor and the crop's :class:`Geometry` in the frames' pixels.
@@ -48,19 +53,26 @@ def resize_crop_normalize(
 
     h, w = int(frames.shape[1]), int(frames.shape[2])
     t = torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2)
-    if h <= w:
-        nh, nw = resize, int(resize * w / h)
-    else:
-        nh, nw = int(resize * h / w), resize
-    t = TF.resize(t, [nh, nw], antialias=True)
-    top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+    nh, nw = resized_size(h, w, resize)
+    if (nh, nw) != (h, w):
+        t = TF.resize(t, [nh, nw], antialias=True)
+    top, left = offset if offset is not None else (int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0)))
+    if not (0 <= top <= nh - crop and 0 <= left <= nw - crop):
+        raise ValueError(f"crop offset {(top, left)} outside the {nw}x{nh} resized frame")
     t = t[:, :, top:top + crop, left:left + crop]
     m = torch.tensor(mean).view(1, 3, 1, 1)
     sd = torch.tensor(std).view(1, 3, 1, 1)
     x = (t.float().div(255.0) - m) / sd
+    if source_size is not None:
+        h, w = source_size
     sx, sy = nw / w, nh / h
     box = (left / sx, top / sy, (left + crop) / sx, (top + crop) / sy)
     return x, Geometry((h, w), box, (sx, sy))
+
+
+def resized_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """``(height, width)`` after resizing the shorter side of an ``h x w`` frame to ``short``."""
+    return (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
 
 
 def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:

