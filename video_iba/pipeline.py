@@ -71,11 +71,11 @@ def explain_image_file(
     *,
     model_name: str,
     out_dir: str,
-    layer: str | None = None,
+    layer: str | Sequence[str] | None = None,
     target: str | None = None,
     config: IBAConfig | None = None,
     seed: int | None = 0,
-    stats_path: str | None = None,
+    stats_path: str | Sequence[str] | None = None,
     weights: str = "default",
     vmax: float | None = None,
     device: str = "cpu",
@@ -92,11 +92,18 @@ def explain_image_file(
     ensure_writable_dir(out_dir)
     spec = get_spec(model_name)
     x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
-    stats = _load_stats(stats_path, spec, layer or spec.default_layer, tuple(x.shape))
+    layer_names = [layer] if isinstance(layer, str) else list(layer) if layer else list(spec.layers)
+    paths = [stats_path] if isinstance(stats_path, str) else list(stats_path or [])
+    if paths and len(paths) != len(layer_names):
+        raise UserInputError(f"got {len(paths)} --stats files for {len(layer_names)} layers; give one per layer")
+    loaded = [_load_stats(p, spec, name, tuple(x.shape)) for p, name in zip(paths, layer_names)]
+    stats: Any = None
+    if loaded:
+        stats = loaded[0].to(dev) if len(loaded) == 1 else [s.to(dev) for s in loaded]  # type: ignore[union-attr]
     model = load_model(model_name, weights=weights, device=dev)
     labels = labels_for(spec)
     tgt = resolve_target(target, labels)
-    attr = explain(model, x.to(dev), tgt, layer=layer, stats=stats.to(dev) if stats is not None else None,
+    attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names, stats=stats,
                    config=cfg, seed=seed, on_step=on_step)
     assert attr.logits is not None
     if attr.logits.numel() != len(labels):
@@ -117,7 +124,7 @@ def explain_image_file(
     stem = Path(path).stem
     png, npz = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")
     details = (f"{spec.name} · layer {attr.meta['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} samples"
-               f" · seed {attr.meta['seed']} · statistics: {stats.describe() if stats else 'input (pooled over its positions)'}")
+               f" · seed {attr.meta['seed']} · statistics: {attr.meta['stats'] if isinstance(attr.meta['stats'], str) else '; '.join(attr.meta['stats'])}")
     caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
                       explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
                       total_bits=attr.total_bits, details=details, input_side=spec.input_size)
@@ -129,9 +136,7 @@ def explain_image_file(
     return ImageResult(attr, png, npz, top, label)
 
 
-def _load_stats(path: str | None, spec: ModelSpec, layer: str | None, input_shape: tuple[int, ...]) -> Statistics | None:
-    if path is None:
-        return None
+def _load_stats(path: str, spec: ModelSpec, layer: str | None, input_shape: tuple[int, ...]) -> Statistics:
     stats = Statistics.load(path)
     stats.check(None, layer=layer, model=spec.name, input_shape=input_shape)
     return stats
