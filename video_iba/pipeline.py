@@ -202,7 +202,7 @@ def _clip_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device
     """Centre-crop clips of every video, one per clip length, batched (pathway lists for SlowFast)."""
     from .io.sampling import plan_windows
     from .io.video import frame_times, probe_video
-    from .video_pipeline import _clip_input, iter_window_frames, plan_crops
+    from .video_pipeline import _clip_input, clip_decoder, iter_window_frames, plan_crops
 
     batch: list[Any] = []
 
@@ -219,7 +219,7 @@ def _clip_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device
             windows = plan_windows(n, info.fps, spec.frames, spec.sampling_rate, times=times)
             plan = plan_crops(info.height, info.width, spec, "center")
             clips = [_clip_input(fr, spec, plan, plan.tiles[0], (info.height, info.width), torch.device("cpu"))
-                     for _wi, fr in iter_window_frames(f, windows, plan.size)]
+                     for _wi, fr in iter_window_frames(f, windows, plan.size, clip_decoder())]
         except UserInputError as exc:
             skipped.append(f)
             log.warning("skipping %s", exc)

@@ -90,13 +90,40 @@ def plan_crops(height: int, width: int, spec: ModelSpec, coverage: str) -> CropP
     return CropPlan((nh, nw), crop, tiles)
 
 
-def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(window index, (T, h, w, 3) frames)`` in window order, decoding the video once.
+#: Environment variable choosing the decoder of model clips: ``auto`` (decord when installed,
+#: else PyAV), ``pyav`` or ``decord``.
+DECODER_ENV = "VIDEO_IBA_DECODER"
 
-    Only the frames the remaining windows need are kept, so memory is bounded by the frames
-    spanned by one window.
+
+def clip_decoder() -> str:
+    """The decoder used for model clips: ``"decord"`` (optional, random access) or ``"pyav"``."""
+    choice = os.environ.get(DECODER_ENV, "auto").strip().lower()
+    if choice not in ("auto", "pyav", "decord"):
+        raise UserInputError(f"{DECODER_ENV}={choice!r} is not a decoder; use auto, pyav or decord")
+    if choice == "pyav":
+        return "pyav"
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        if choice == "decord":
+            raise UserInputError(f"{DECODER_ENV}=decord but decord is not installed; pip install decord, "
+                                 f"or unset {DECODER_ENV}") from None
+        return "pyav"
+    return "decord"
+
+
+def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, int],
+                       decoder: str = "pyav") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(window index, (T, h, w, 3) frames)`` in window order, frames resized to ``size``.
+
+    PyAV decodes the video once as a stream and keeps only the frames the remaining windows
+    need, so memory is bounded by the frames spanned by one window. decord (``decoder="decord"``)
+    reads each window's frames by index instead, which skips decoding unused frames' pixels.
     """
     if not windows:
+        return
+    if decoder == "decord":
+        yield from _decord_windows(path, windows, size)
         return
     needed = np.unique(np.concatenate([w.indices for w in windows]))
     lo, hi = int(needed.min()), int(needed.max())
@@ -120,6 +147,32 @@ def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, in
     if nxt < len(windows):
         raise UserInputError(f"'{path}' ended before frame {int(windows[nxt].indices.max())}; the file may be truncated; "
                              f"re-encode it")
+
+
+def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    import decord
+
+    info = probe_video(path)
+    h, w = size
+    try:
+        vr = decord.VideoReader(path, width=w, height=h, num_threads=1)
+    except Exception as exc:  # decord raises its own error types
+        raise UserInputError(f"decord cannot open '{path}' ({type(exc).__name__}): the file may be truncated or corrupt; "
+                             f"re-encode it (or set {DECODER_ENV}=pyav for PyAV's diagnosis)") from exc
+    if info.frames and len(vr) < info.frames * 0.98:
+        raise UserInputError(f"'{path}' is truncated: the container announces {info.frames} frames but only "
+                             f"{len(vr)} can be read; re-download or re-encode the file")
+    for wi, win in enumerate(windows):
+        if int(win.indices.max()) >= len(vr):
+            raise UserInputError(f"'{path}' has {len(vr)} frames, fewer than frame {int(win.indices.max())}; the file may "
+                                 f"be truncated; re-encode it")
+        try:
+            frames = vr.get_batch([int(i) for i in win.indices]).asnumpy()
+        except Exception as exc:
+            raise UserInputError(f"decord cannot decode '{path}' ({type(exc).__name__}); the file may be truncated or "
+                                 f"corrupt; "
+                                 f"set {DECODER_ENV}=pyav or re-encode it") from exc
+        yield wi, frames
 
 
 @dataclass
@@ -242,6 +295,7 @@ def explain_video_file(
     windows = plan_windows(n_src, info.fps, spec.frames, spec.sampling_rate, start=start, end=end, stride=stride,
                            times=times)
     plan = plan_crops(info.height, info.width, spec, coverage)
+    decoder = clip_decoder()
     layer_names = list(layers) if layers else list(spec.layers)
     if spec.slowfast_alpha and len(layer_names) != 2:
         raise UserInputError(f"{spec.name} has two pathways: pass --layer twice (slow, then fast), e.g. "
@@ -259,7 +313,7 @@ def explain_video_file(
         acc = np.zeros(len(labels), dtype=np.float64)
         try:
             with frozen(model), torch.no_grad():
-                for _wi, frames in iter_window_frames(path, windows, plan.size):
+                for _wi, frames in iter_window_frames(path, windows, plan.size, decoder):
                     for tile in plan.tiles:
                         logits = model(_clip_input(frames, spec, plan, tile, source, dev))
                         _check_classes(logits, labels, spec)
@@ -275,7 +329,7 @@ def explain_video_file(
     meta_fit: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
-        for _wi, frames in iter_window_frames(path, windows, plan.size):
+        for _wi, frames in iter_window_frames(path, windows, plan.size, decoder):
             wr = WindowResult()
             t1 = time.perf_counter()
             for tile in plan.tiles:
@@ -322,7 +376,7 @@ def explain_video_file(
                      "slowfast_alpha": spec.slowfast_alpha, "source_fps": info.fps, "source_frames": n_src,
                      "start": start, "end": end, "stride": stride, "clip_seconds": spec.frames * spec.sampling_rate / REFERENCE_FPS,
                      "variable_frame_rate_timestamps": times is not None},
-        "coverage": coverage, "crop": plan.crop, "resized": list(plan.size), "windows": len(windows),
+        "decoder": decoder, "coverage": coverage, "crop": plan.crop, "resized": list(plan.size), "windows": len(windows),
         "tiles": len(plan.tiles), "vmax": used_vmax, "layout": layout,
         "bits_unit": f"bits per voxel of the {spec.frames}x{plan.crop}x{plan.crop} model clip",
         "seconds_explaining": round(time.perf_counter() - t0, 3), "version": __version__,

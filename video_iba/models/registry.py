@@ -39,6 +39,9 @@ class ModelSpec:
         sampling_rate: A clip takes every ``sampling_rate``-th frame of a 30 fps video.
         slowfast_alpha: SlowFast's speed ratio (the slow pathway sees every alpha-th frame of
             the clip); 0 for single-pathway models.
+        weights_url: Where the default weights are downloaded from.
+        micro_batch: Noisy replicas per forward pass unless the configuration says otherwise
+            (bounds peak memory of the large video networks; the result is the same).
         mean, std: Per-channel normalisation of RGB values in ``[0, 1]``.
         default_layer: Bottleneck layer, or one layer per pathway (SlowFast); ``None`` until
             resolved by :func:`get_spec`.
@@ -64,6 +67,7 @@ class ModelSpec:
     sampling_rate: int = 1
     slowfast_alpha: int = 0
     weights_url: str = ""
+    micro_batch: int | None = None
 
     @property
     def is_video(self) -> bool:
@@ -113,11 +117,12 @@ _STAGE3 = "res3, the second residual stage (stride 8), as the paper's ResNet-50 
 
 
 def _ptv(name: str, frames: int, rate: int, side: int, crop: int, layer: str | tuple[str, ...], file: str,
-         alpha: int = 0, note: str = _STAGE3) -> ModelSpec:
+         alpha: int = 0, note: str = _STAGE3, micro_batch: int | None = None) -> ModelSpec:
     return ModelSpec(name, "pytorchvideo", input_size=crop, resize=side, mean=_PTV_MEAN, std=_PTV_STD,
                      default_layer=layer, labels="kinetics400", default_weights="kinetics400",
                      weights_source=f"torch hub cache, {_PTV_ZOO}{file}", note=note, modality="video",
-                     frames=frames, sampling_rate=rate, slowfast_alpha=alpha, weights_url=_PTV_ZOO + file)
+                     frames=frames, sampling_rate=rate, slowfast_alpha=alpha, weights_url=_PTV_ZOO + file,
+                     micro_batch=micro_batch)
 
 
 def _tvv(name: str, frames: int, layer: str, note: str) -> ModelSpec:
@@ -133,7 +138,7 @@ _VIDEO: dict[str, ModelSpec] = {
         note="the 2-D model's layer (40 channels at stride 8); ImageNet classes, not actions"),
     "slowfast_r50": _ptv("slowfast_r50", 32, 2, 256, 256,
                          ("blocks.2.multipathway_blocks.0", "blocks.2.multipathway_blocks.1"), "SLOWFAST_8x8_R50.pyth",
-                         alpha=4, note="res3 of both pathways, before the lateral fusion"),
+                         alpha=4, note="res3 of both pathways, before the lateral fusion", micro_batch=2),
     "slow_r50": _ptv("slow_r50", 8, 8, 256, 256, "blocks.2", "SLOW_8x8_R50.pyth"),
     "i3d_r50": _ptv("i3d_r50", 8, 8, 256, 256, "blocks.3", "I3D_8x8_R50.pyth",
                     note="res3 (blocks.2 is the temporal max-pool), stride 8"),

@@ -1,0 +1,104 @@
+"""The video models of the registry: specs, weights, the inflated ImageNet network, short maps."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+import video_iba
+from video_iba import UserInputError
+from video_iba.models import get_spec, kinetics400_labels, layers, pathways
+from video_iba.models.registry import _VIDEO
+
+from .conftest import Tiny3D
+from .test_explain import _snapshot
+
+
+def test_every_video_model_has_a_full_spec_and_its_layers_exist() -> None:
+    for name in _VIDEO:
+        spec = get_spec(name)
+        assert spec.is_video and spec.frames > 0 and spec.sampling_rate > 0 and spec.input_size <= spec.resize
+        assert len(spec.mean) == len(spec.std) == 3 and spec.weights_source
+        table = {li.name: li.shape for li in layers(name)}
+        for layer in spec.layers:
+            assert layer in table and table[layer] is not None and len(table[layer]) == 5, (name, layer)
+    sf = get_spec("slowfast_r50")
+    assert sf.slowfast_alpha == 4 and len(sf.layers) == 2 and (sf.frames, sf.sampling_rate, sf.input_size) == (32, 2, 256)
+    assert get_spec("r3d_18").mean == pytest.approx((0.43216, 0.394666, 0.37645))
+    labels = kinetics400_labels()
+    assert len(labels) == 400 and labels[0] == "abseiling" and labels[290] == "sharpening knives"
+
+
+def test_slowfast_pathways_take_every_alpha_th_frame() -> None:
+    clip = torch.arange(32.0).view(1, 1, 32, 1, 1).expand(1, 3, 32, 2, 2)
+    slow, fast = pathways(get_spec("slowfast_r50"), clip)  # type: ignore[misc]
+    assert fast is clip and slow.shape == (1, 3, 8, 2, 2)
+    assert slow[0, 0, :, 0, 0].tolist() == [0, 4, 8, 13, 17, 22, 26, 31]  # evenly spaced over the clip
+    assert pathways(get_spec("x3d_s"), clip) is clip
+
+
+def test_pytorchvideo_weights_offline_error_and_hub_cache() -> None:
+    with pytest.raises(UserInputError) as err:
+        video_iba.load_model("x3d_xs")
+    expected = os.path.join(torch.hub.get_dir(), "checkpoints", "X3D_XS.pyth")
+    msg = str(err.value)
+    assert expected in msg and "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_XS.pyth" in msg
+    assert "--weights random" in msg and not os.path.exists(expected)  # no partial download left
+    torch.manual_seed(3)
+    ref = video_iba.load_model("x3d_xs", weights="random")
+    os.makedirs(os.path.dirname(expected), exist_ok=True)
+    torch.save({"model_state": ref.state_dict(), "epoch": 300}, expected)  # pytorchvideo's checkpoint layout
+    loaded = video_iba.load_model("x3d_xs")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_inflated_efficientnet_equals_the_2d_network_on_a_still_clip() -> None:
+    net2d = video_iba.load_model("efficientnet_lite0")
+    net3d = video_iba.load_model("efficientnet_lite0_i3d")
+    torch.manual_seed(0)
+    img = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        still = net3d(img[:, :, None].expand(1, 3, 8, 224, 224).contiguous())
+        ref = net2d(img)
+        moving = net3d(torch.stack([torch.roll(img, 12 * k, dims=3) for k in range(8)], dim=2))
+    assert torch.allclose(still, ref, atol=1e-4)
+    # on a moving clip, every block mixes neighbouring frames: not the mean of per-frame logits
+    with torch.no_grad():
+        per_frame = torch.stack([net2d(torch.roll(img, 12 * k, dims=3)) for k in range(8)]).mean(0)
+    assert not torch.allclose(moving, per_frame, atol=1e-2)
+
+
+def test_feature_maps_of_two_frames() -> None:
+    model = video_iba.load_model("r3d_18", weights="random")
+    torch.manual_seed(0)
+    clip = torch.randn(1, 3, 16, 112, 112)
+    attr = video_iba.explain(model, clip, layer="layer4", seed=0, steps=2, samples=2)
+    assert attr.capacity is not None and attr.capacity.shape == (512, 2, 7, 7)  # type: ignore[union-attr]
+    assert attr.bits.shape == (16, 112, 112) and torch.isfinite(attr.bits).all()
+    assert math.isclose(attr.total_bits, float(attr.capacity.double().sum()) / math.log(2), rel_tol=1e-5)  # type: ignore[union-attr]
+    per_frame = video_iba.heatmap.bits_per_frame(attr.bits)
+    assert per_frame.shape == (16,) and math.isclose(float(per_frame.double().sum()), attr.total_bits, rel_tol=1e-5)
+
+
+def test_5d_model_left_as_it_was_and_per_frame_statistics() -> None:
+    torch.manual_seed(0)
+    model = Tiny3D()
+    model.train()
+    model.stem[0].training = False
+    model.head.weight.requires_grad_(False)
+    before = _snapshot(model)
+    clip = torch.randn(1, 3, 8, 16, 16)
+    video_iba.explain(model, clip, layer="block", seed=0, steps=2)
+    after = _snapshot(model)
+    assert after["training"] == before["training"] and after["requires_grad"] == before["requires_grad"]
+    assert after["hooks"] == 0 and all(g is None for g in after["grads"].values())  # type: ignore[union-attr]
+    per_frame = video_iba.estimate(model, [torch.randn(2, 3, 8, 16, 16) for _ in range(2)], layer="block", pool=())
+    assert per_frame.mean.shape == (8, 4, 8, 8)
+    attr = video_iba.explain(model, clip, layer="block", stats=per_frame, seed=0, steps=2)
+    assert attr.meta["stats_source"] == "dataset"
+    with pytest.raises(UserInputError, match="does not fit"):
+        video_iba.explain(model, torch.randn(1, 3, 16, 16, 16), layer="block", stats=per_frame, steps=1)
