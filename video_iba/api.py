@@ -125,9 +125,9 @@ def explain(
         pathway's ``(T, H, W)``) and the maps are summed; ``capacity`` is then a list.
     """
     cfg = (config or IBAConfig()).replace(steps=steps, samples=samples, beta=beta)
-    spec = getattr(model, "video_iba_spec", None)
-    if cfg.micro_batch is None and getattr(spec, "micro_batch", None):
-        cfg = cfg.replace(micro_batch=spec.micro_batch)  # registry models too large for all replicas at once
+    spec_mb = getattr(getattr(model, "video_iba_spec", None), "micro_batch", None)
+    if cfg.micro_batch is None and spec_mb:
+        cfg = cfg.replace(micro_batch=spec_mb)  # registry models too large for all replicas at once
     if split not in ("auto", "hook"):
         raise UserInputError(f"split must be 'auto' or 'hook', got {split!r}")
     x = _check_input(model, x)
