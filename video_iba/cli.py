@@ -229,9 +229,9 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
 def _cmd_models(_args: argparse.Namespace) -> None:
     from .models import describe_models
 
-    print(f"{'model':<22} {'default layer':<28} {'input':<9} weights")
+    print(f"{'model':<24} {'default layer(s)':<62} {'input':<16} weights")
     for spec, layer in describe_models():
-        print(f"{spec.name:<22} {layer:<28} {spec.input_size:<9} {spec.weights_source}")
+        print(f"{spec.name:<24} {layer:<62} {spec.describe_input():<16} {spec.weights_source}")
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:

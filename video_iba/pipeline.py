@@ -91,6 +91,9 @@ def explain_image_file(
     rgb = read_image(path)
     ensure_writable_dir(out_dir)
     spec = get_spec(model_name)
+    if spec.is_video:
+        raise UserInputError(f"{spec.name} is a video model and '{path}' is read as an image; give a video file "
+                             f"(.mp4, .mkv, .avi, ...) or an image model such as --model {'efficientnet_lite0'}")
     x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
     layer_names = [layer] if isinstance(layer, str) else list(layer) if layer else list(spec.layers)
     paths = [stats_path] if isinstance(stats_path, str) else list(stats_path or [])

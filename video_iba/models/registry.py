@@ -247,7 +247,7 @@ def describe_models() -> list[tuple[ModelSpec, str]]:
         base = _base_spec(name)
         if name not in cached:
             try:
-                cached[name] = str(_resolve_layer(base, allow_cpu=False).default_layer)
+                cached[name] = ", ".join(_resolve_layer(base, allow_cpu=False).layers)
             except UserInputError:
                 cached[name] = "(none: pass --layer)"
             except _MetaUnsupported:
