@@ -82,6 +82,7 @@ def test_feature_maps_of_two_frames() -> None:
     assert math.isclose(attr.total_bits, float(attr.capacity.double().sum()) / math.log(2), rel_tol=1e-5)  # type: ignore[union-attr]
     per_frame = video_iba.heatmap.bits_per_frame(attr.bits)
     assert per_frame.shape == (16,) and math.isclose(float(per_frame.double().sum()), attr.total_bits, rel_tol=1e-5)
+    assert torch.allclose(attr.bits_per_frame, per_frame.double())
 
 
 def test_5d_model_left_as_it_was_and_per_frame_statistics() -> None:
@@ -102,3 +103,24 @@ def test_5d_model_left_as_it_was_and_per_frame_statistics() -> None:
     assert attr.meta["stats_source"] == "dataset"
     with pytest.raises(UserInputError, match="does not fit"):
         video_iba.explain(model, torch.randn(1, 3, 16, 16, 16), layer="block", stats=per_frame, steps=1)
+
+
+def test_torchvision_video_entries_match_their_weights_transforms() -> None:
+    import torchvision.models as tvm
+
+    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d"):
+        spec = get_spec(name)
+        t = tvm.get_model_weights(name).KINETICS400_V1.transforms()
+        assert spec.input_size == t.crop_size[0] and spec.resize == t.resize_size[0], name
+        assert spec.mean == pytest.approx(tuple(t.mean)) and spec.std == pytest.approx(tuple(t.std)), name
+
+
+def test_video_spec_file_rejects_unknown_keys() -> None:
+    from video_iba.models.registry import load_video_specs
+
+    good = "m:\n  family: pytorchvideo\n  frames: 8\n  rate: 8\n  side: 256\n  crop: 256\n  mean: [0.4, 0.4, 0.4]\n" \
+           "  std: [0.2, 0.2, 0.2]\n  layers: [blocks.2]\n  labels: kinetics400\n"
+    spec = load_video_specs(good)["m"]
+    assert (spec.frames, spec.sampling_rate, spec.default_layer, spec.slowfast_alpha) == (8, 8, "blocks.2", 0)
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_video_specs(good + "  framez: 3\n")

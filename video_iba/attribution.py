@@ -47,6 +47,13 @@ class Attribution:
         return self.values
 
     @property
+    def bits_per_frame(self) -> torch.Tensor:
+        """Bits in each frame of a clip map ``(T, H, W)``: which moments carry the information."""
+        if self.values.dim() != 3:
+            raise ValueError(f"bits per frame need a clip map (T, H, W), this one is {tuple(self.values.shape)}")
+        return self.bits.double().sum(dim=(1, 2))
+
+    @property
     def total_bits(self) -> float:
         """Total information through the bottleneck, in bits."""
         return float(self.bits.double().sum())

