@@ -105,6 +105,13 @@ def test_tiles_cover_a_wide_frame(tmp_path, capsys) -> None:  # type: ignore[no-
     assert plan.size == (112, 298) and len(plan.tiles) == 3
     assert plan.tiles[0].box[0] == 0 and plan.tiles[-1].box[2] == pytest.approx(320)
     assert all(t.box[1] == 0 and t.box[3] == pytest.approx(120) for t in plan.tiles)
+    from video_iba.render.video import tile_weights
+
+    cover = np.zeros(plan.size)
+    for t, w in zip(plan.tiles, tile_weights(plan)):
+        assert w.shape == (112, 112) and np.all(w > 0)
+        cover[t.top:t.top + 112, t.left:t.left + 112] += w
+    np.testing.assert_allclose(cover, 1.0)  # every cell counted once, blended where crops overlap
     center = plan_crops(120, 320, spec, "center")
     assert len(center.tiles) == 1 and center.size == (128, 341)
     clip = encode(str(tmp_path / "wide.mp4"), frames=20, size=(320, 120), fps=30, content=moving_square)

@@ -83,19 +83,41 @@ def _interp(window_bits: np.ndarray, wi: int, tile: int, k0: int, k1: int, a: fl
     return m if a == 0.0 or k0 == k1 else (1.0 - a) * m + a * window_bits[wi, tile, k1]
 
 
-def tile_weights(plan: "CropPlan") -> list[np.ndarray]:
-    """Per tile, ``(S, S)`` weights 1/(number of tiles covering each cell): overlaps count once."""
+def _feather(plan: "CropPlan") -> list[np.ndarray]:
+    """Per tile, ``(S, S)`` blending weights in the resized frame, before normalisation: 1 inside,
+    falling linearly towards each tile edge that lies inside the frame (an edge on the frame's
+    border keeps weight 1), so overlapping crops fade into each other without a seam."""
     nh, nw = plan.size
-    count = np.zeros((nh, nw), dtype=np.float64)
+    c = plan.crop
+    out = []
+    ramp = np.minimum(np.arange(c) + 0.5, c - np.arange(c) - 0.5) / (c / 4.0)
     for t in plan.tiles:
-        count[t.top:t.top + plan.crop, t.left:t.left + plan.crop] += 1
-    return [1.0 / count[t.top:t.top + plan.crop, t.left:t.left + plan.crop] for t in plan.tiles]
+        wy = np.ones(c)
+        wx = np.ones(c)
+        if len(plan.tiles) > 1:
+            y_in = np.clip(ramp, 0.02, 1.0)
+            wy = np.where(np.arange(c) < c / 2, 1.0 if t.top == 0 else y_in, 1.0 if t.top + c >= nh else y_in)
+            wx = np.where(np.arange(c) < c / 2, 1.0 if t.left == 0 else y_in, 1.0 if t.left + c >= nw else y_in)
+        out.append(np.outer(wy, wx))
+    return out
+
+
+def tile_weights(plan: "CropPlan") -> list[np.ndarray]:
+    """Per tile, ``(S, S)`` weights of its cells in the merged map; at every cell of the resized
+    frame they sum to 1 over the tiles covering it (feathered where tiles overlap)."""
+    nh, nw = plan.size
+    total = np.zeros((nh, nw), dtype=np.float64)
+    feathers = _feather(plan)
+    for t, f in zip(plan.tiles, feathers):
+        total[t.top:t.top + plan.crop, t.left:t.left + plan.crop] += f
+    return [f / total[t.top:t.top + plan.crop, t.left:t.left + plan.crop] for t, f in zip(plan.tiles, feathers)]
 
 
 def bits_per_frame(sources: Sequence[FrameSource], window_bits: np.ndarray, plan: "CropPlan") -> np.ndarray:
-    """Bits in each source frame, in the model's units: the merged map summed over the frame, each
-    cell counted once where crops overlap, averaged over the windows covering the frame. For a
-    centre crop this is the bits of the model frame at that time (interpolated)."""
+    """Bits in each source frame, in the model's units: the merged map summed over the frame (each
+    cell once, overlapping crops blended by :func:`tile_weights`), averaged over the windows
+    covering the frame. For a centre crop this is the bits of the model frame at that time
+    (interpolated)."""
     weights = tile_weights(plan)
     sums = np.einsum("wnthk,nhk->wnt", window_bits.astype(np.float64), np.stack(weights))  # (win, tile, T)
     out = np.empty(len(sources))
@@ -106,18 +128,21 @@ def bits_per_frame(sources: Sequence[FrameSource], window_bits: np.ndarray, plan
 
 
 def merged_map(src: FrameSource, window_bits: np.ndarray, plan: "CropPlan", boxes: Sequence[tuple[float, ...]],
-               size: tuple[int, int]) -> np.ndarray:
-    """The bits map of one source frame at display ``size`` (NaN where no crop reaches)."""
+               size: tuple[int, int], weights: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """The bits map of one source frame at display ``size`` (NaN where no crop reaches): windows
+    covering the frame averaged, crops blended with ``weights`` (default :func:`tile_weights`)."""
+    ws = list(weights) if weights is not None else tile_weights(plan)
+    placed_w = [np.nan_to_num(bits_on_image(w, box, size), nan=0.0) for w, box in zip(ws, boxes)]  # type: ignore[arg-type]
     acc = np.zeros(size, dtype=np.float32)
-    cnt = np.zeros(size, dtype=np.float32)
+    wsum = np.zeros(size, dtype=np.float32)
     for wi, k0, k1, a in src.parts:
         for ti, box in enumerate(boxes):
             placed = bits_on_image(_interp(window_bits, wi, ti, k0, k1, a), box, size)  # type: ignore[arg-type]
             ok = ~np.isnan(placed)
-            acc[ok] += placed[ok]
-            cnt[ok] += 1
+            acc[ok] += placed_w[ti][ok] * placed[ok]
+            wsum[ok] += placed_w[ti][ok]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, acc / np.maximum(cnt, 1), np.nan).astype(np.float32)
+        return np.where(wsum > 0, acc / np.maximum(wsum, 1e-12), np.nan).astype(np.float32)
 
 
 @lru_cache(maxsize=8)
@@ -208,6 +233,7 @@ def render_video(
     t_of = (lambda i: float(times[i])) if times is not None else (lambda i: i / info.fps)
     sources = [frame_sources(t_of(int(i)), windows) for i in indices]
     per_frame = bits_per_frame(sources, window_bits, plan)
+    blend = tile_weights(plan)
 
     bar_w = min(max(220, width // 3), width // 2)
     header = np.concatenate([
@@ -216,6 +242,7 @@ def render_video(
     strip = _strip(per_frame, width, strip_h, max(10, font - 3))
     text_cache: dict[tuple[int, ...], np.ndarray] = {}
     rest_h = info_h - header.shape[0]
+    counter_w = min(width // 2, max(200, 15 * font))
 
     def class_lines(src: FrameSource, bits_now: float) -> np.ndarray:
         key = tuple(sorted({wi for wi, *_ in src.parts}))
@@ -225,7 +252,7 @@ def render_video(
             top = "  ".join(f"{labels[i]} {probs[i]:.2f}" for i in order)
             text_cache[key] = _text_image([(f"top-{top_k}: {top}", DIM),
                                            (f"explained: {labels[target]} (p={probs[target]:.2f})", TEXT)],
-                                          width - 180, rest_h, font)
+                                          width - counter_w, rest_h, font)
         return text_cache[key]
 
     update, close = progress("rendering", len(indices), "frame")
@@ -239,7 +266,7 @@ def render_video(
                     break
                 pos = frame.index - first
                 src = sources[pos]
-                bits = merged_map(src, window_bits, plan, boxes, (ph, pw))
+                bits = merged_map(src, window_bits, plan, boxes, (ph, pw), blend)
                 canvas = np.empty((ph + info_h + strip_h, width, 3), dtype=np.uint8)
                 canvas[:] = BACKGROUND
                 over = overlay(frame.rgb, bits, vmax)
