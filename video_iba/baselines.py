@@ -227,6 +227,8 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
     if key.startswith("occlusion"):
         w = int(key[len("occlusion"):])
         c = x.shape[1]
+        window: tuple[int, ...]
+        stride: tuple[int, ...]
         if x.dim() == 5:
             t = max(1, min(tube_frames, x.shape[2]))
             window, stride = (c, t, w, w), (c, t, w, w)
