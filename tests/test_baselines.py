@@ -117,3 +117,35 @@ def test_packed_pathways_occlude_both_at_once() -> None:
     # the slow pathway sees frames 0 and 4: a tube of frames 0-3 removes frame 0 from it
     assert a.values.shape == (8, 16, 16) and float(a.values[0, 0, 0]) == pytest.approx(3 * 3 * 64)
     assert PackedModel(TwoPaths(), pack)(x)[0, 0] == 3 * 2 * 256
+
+
+def test_cli_method_for_photos_and_clips(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    import numpy as np
+
+    from video_iba.cli import main
+
+    from .videos import encode
+
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    out = tmp_path / "o"
+    assert main(["explain", photo, "--method", "gradcam", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "gradcam (grad-cam)" in stdout
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    assert (out / f"{stem}.png").exists()
+    a = video_iba.Attribution.load(str(out / f"{stem}.npz"))
+    assert a.unit == "grad-cam" and a.values.shape == (224, 224) and a.meta["cam_layer"]
+    clip = encode(str(tmp_path / "c.mp4"), frames=30, size=(128, 96))
+    assert main(["explain", clip, "--model", "r3d_18", "--weights", "random", "--method", "saliency",
+                 "--out", str(out)]) == 0
+    with np.load(out / "c.npz") as d:
+        assert d["window_values"].shape == (1, 1, 16, 112, 112) and "window_bits" not in d.files
+        assert json.loads(str(d["meta"]))["unit"] == "|gradient|"
+    capsys.readouterr()
+    assert main(["explain", photo, "--method", "lrp", "--out", str(out)]) == 2
+    assert "unknown method 'lrp'" in capsys.readouterr().err
+    assert main(["explain", photo, "--method", "gradient", "--stats", "x.pt", "--out", str(out)]) == 2
+    assert "--method iba only" in capsys.readouterr().err

@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("input", help="image file (JPEG, PNG, ...) or video file (MP4, MKV, AVI, WebM, MOV, ...)")
     _add_model_args(ex)
     ex.add_argument("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    ex.add_argument("--method", default="iba",
+                    help="iba (default: the per-sample information bottleneck, in bits) or a baseline: random, "
+                         "gradient, saliency, smoothgrad, integrated_gradients, guided_backprop, gradcam, "
+                         "guided_gradcam, occlusion8, occlusion14")
     ex.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
     ex.add_argument("--steps", type=_positive_int, help="optimisation steps (default 10)")
     ex.add_argument("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
@@ -160,14 +164,18 @@ def _run_explain_video(path: str, args: argparse.Namespace, cfg: IBAConfig) -> N
                              target=args.target, config=cfg, seed=args.seed, stats_paths=args.stats,
                              weights=args.weights, stride=args.stride, start=args.start, end=args.end,
                              coverage=args.coverage, layout=args.layout, vmax=args.vmax, device=args.device,
-                             progress=_bar)
+                             progress=_bar, method=getattr(args, "method", "iba"))
     m = res.meta
     print("predicted (mean over windows): " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
-    print(f"explained: #{res.target} {res.label} · {res.windows} window(s) × {res.tiles} crop(s) · "
-          f"{res.total_bits:.1f} bits per window on average · {m['model']} layer {', '.join(m['layers'])} · "
-          f"statistics: {m['stats'] if isinstance(m['stats'], str) else '; '.join(m['stats'])}")
-    if not m["prefix_cached"]:
-        print(f"note: {m['prefix_note']}")
+    if m["unit"] == "bits":
+        print(f"explained: #{res.target} {res.label} · {res.windows} window(s) × {res.tiles} crop(s) · "
+              f"{res.total_bits:.1f} bits per window on average · {m['model']} layer {', '.join(m['layers'])} · "
+              f"statistics: {m['stats'] if isinstance(m['stats'], str) else '; '.join(m['stats'])}")
+        if not m["prefix_cached"]:
+            print(f"note: {m['prefix_note']}")
+    else:
+        print(f"explained: #{res.target} {res.label} · {res.windows} window(s) × {res.tiles} crop(s) · "
+              f"{m['method']} ({m['unit']}) · {m['model']}")
     print(f"wrote {res.mp4} ({m['output_frames']} frames)\nwrote {res.npz}\n({time.perf_counter() - t0:.1f} s)")
 
 
@@ -182,15 +190,18 @@ def _run_explain(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
         res = explain_image_file(path, model_name=args.model or DEFAULT_MODEL, out_dir=args.out,
                                  layer=_one_or_many(args.layer), target=args.target,
                                  config=cfg, seed=args.seed, stats_path=_one_or_many(args.stats), weights=args.weights,
-                                 vmax=args.vmax, device=args.device, on_step=step)
+                                 vmax=args.vmax, device=args.device, on_step=step, method=getattr(args, "method", "iba"))
     finally:
         close()
     m = res.attribution.meta
     print("predicted: " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
-    print(f"explained: #{res.attribution.target} {res.label} · {res.attribution.total_bits:.1f} bits · "
-          f"{m['model']} layer {m['layer']} · statistics: {m['stats']}")
-    if not m["prefix_cached"]:
-        print(f"note: {m['prefix_note']}")
+    if res.attribution.unit == "bits":
+        print(f"explained: #{res.attribution.target} {res.label} · {res.attribution.total_bits:.1f} bits · "
+              f"{m['model']} layer {m['layer']} · statistics: {m['stats']}")
+        if not m["prefix_cached"]:
+            print(f"note: {m['prefix_note']}")
+    else:
+        print(f"explained: #{res.attribution.target} {res.label} · {m['method']} ({res.attribution.unit}) · {m['model']}")
     print(f"wrote {res.png}\nwrote {res.npz}\n({time.perf_counter() - t0:.1f} s)")
 
 

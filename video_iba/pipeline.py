@@ -80,10 +80,18 @@ def explain_image_file(
     vmax: float | None = None,
     device: str = "cpu",
     on_step: Callable[[int, float, float], None] | None = None,
+    method: str = "iba",
 ) -> ImageResult:
-    """Explain one image file and write ``<out_dir>/<stem>.png`` and ``.npz`` atomically."""
+    """Explain one image file and write ``<out_dir>/<stem>.png`` and ``.npz`` atomically.
+
+    ``method``: ``"iba"`` or a baseline of :mod:`video_iba.baselines` (drawn by magnitude).
+    """
+    from .baselines import attribute, check_method
     from .render import Caption, image_figure
 
+    method = check_method(method)
+    if method != "iba" and stats_path:
+        raise UserInputError("--stats applies to --method iba only; drop it for baselines")
     cfg = config or IBAConfig()
     if vmax is not None and not vmax > 0:
         raise UserInputError(f"--vmax must be > 0 bits, got {vmax}")
@@ -106,8 +114,11 @@ def explain_image_file(
     model = load_model(model_name, weights=weights, device=dev)
     labels = labels_for(spec)
     tgt = resolve_target(target, labels)
-    attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names, stats=stats,
-                   config=cfg, seed=seed, on_step=on_step)
+    if method != "iba":
+        attr = attribute(method, model, x.to(dev), tgt, seed=seed or 0)
+    else:
+        attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names,
+                       stats=stats, config=cfg, seed=seed, on_step=on_step)
     assert attr.logits is not None
     if attr.logits.numel() != len(labels):
         raise UserInputError(f"the model outputs {attr.logits.numel()} classes but {spec.name} has {len(labels)} labels; "
@@ -118,7 +129,7 @@ def explain_image_file(
     attr.meta.update({
         "model": spec.name, "weights": weights, "input": os.path.abspath(path), "target_label": label,
         "target_probability": float(probs[attr.target]), "predicted": top[0][0], "top5": top,
-        "bits_unit": f"bits per pixel of the {spec.input_size}x{spec.input_size} model input",
+        "bits_unit": f"{attr.unit} per pixel of the {spec.input_size}x{spec.input_size} model input",
     })
     attr.arrays.update({
         "crop_box": np.asarray(geo.box, dtype=np.float64), "scale": np.asarray(geo.scale, dtype=np.float64),
@@ -126,13 +137,20 @@ def explain_image_file(
     })
     stem = Path(path).stem
     png, npz = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")
-    details = (f"{spec.name} · layer {attr.meta['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} samples"
-               f" · seed {attr.meta['seed']} · statistics: {attr.meta['stats'] if isinstance(attr.meta['stats'], str) else '; '.join(attr.meta['stats'])}")
+    if method == "iba":
+        stats_text = attr.meta['stats'] if isinstance(attr.meta['stats'], str) else '; '.join(attr.meta['stats'])
+        details = (f"{spec.name} · layer {attr.meta['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} "
+                   f"samples · seed {attr.meta['seed']} · statistics: {stats_text}")
+    else:
+        extra = f" · layer {attr.meta['cam_layer']}" if "cam_layer" in attr.meta else ""
+        details = f"{spec.name} · {method}{extra} · colours show the magnitude of the {attr.unit} map"
     caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
                       explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
-                      total_bits=attr.total_bits, details=details, input_side=spec.input_size)
+                      total_bits=attr.total_bits if attr.unit == "bits" else None, details=details,
+                      input_side=spec.input_size, unit=attr.unit)
+    shown = attr.values.numpy() if attr.unit == "bits" else np.abs(attr.values.numpy())
     with atomic_writes([png, npz]) as (tmp_png, tmp_npz):
-        used_vmax = image_figure(rgb, attr.bits.numpy(), geo.box, caption, tmp_png, vmax=vmax)
+        used_vmax = image_figure(rgb, shown, geo.box, caption, tmp_png, vmax=vmax)
         attr.meta["vmax"] = used_vmax
         with open(tmp_npz, "wb") as fh:
             attr.write_npz(fh)

@@ -241,6 +241,7 @@ def explain_video_file(
     vmax: float | None = None,
     device: str = "cpu",
     progress: ProgressFactory | None = None,
+    method: str = "iba",
 ) -> VideoResult:
     """Explain a video and write ``<out_dir>/<stem>.mp4`` (overlay) and ``<stem>.npz`` (bits) atomically.
 
@@ -261,11 +262,18 @@ def explain_video_file(
         vmax: Top of the colour scale in bits per voxel (default: the largest value over the video).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         progress: Progress reporting (see :data:`ProgressFactory`).
+        method: ``"iba"`` or a baseline of :mod:`video_iba.baselines`; baselines' maps are stored as
+            ``window_values`` in their own unit and drawn by magnitude.
     """
     from .render.video import render_video
 
+    from .baselines import attribute, check_method
+
+    method = check_method(method)
     cfg = config or IBAConfig()
     prog = progress or _no_progress
+    if method != "iba" and stats_paths:
+        raise UserInputError("--stats applies to --method iba only; drop it for baselines")
     if vmax is not None and not vmax > 0:
         raise UserInputError(f"--vmax must be > 0 bits, got {vmax}")
     if layout not in LAYOUTS:
@@ -325,7 +333,9 @@ def explain_video_file(
         tgt = int(mean_probs.argmax())
 
     results: list[WindowResult] = []
-    update, close = prog("explaining", n_units * cfg.steps, "step")
+    per_unit = cfg.steps if method == "iba" else 1
+    update, close = prog("explaining", n_units * per_unit, "step" if method == "iba" else "clip")
+    unit = "bits"
     meta_fit: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
@@ -334,6 +344,19 @@ def explain_video_file(
             t1 = time.perf_counter()
             for tile in plan.tiles:
                 x = _clip_input(frames, spec, plan, tile, source, dev)
+                if method != "iba":
+                    clip = x[-1] if isinstance(x, list) else x
+                    pack = (lambda c: pathways(spec, c)) if spec.slowfast_alpha else None  # noqa: E731
+                    attr = attribute(method, model, clip, tgt, pack=pack, seed=seed or 0)  # type: ignore[arg-type]
+                    update(1)
+                    unit = attr.unit
+                    assert attr.logits is not None
+                    _check_classes(attr.logits[None], labels, spec)
+                    wr.bits.append(attr.values.numpy().astype(np.float32))
+                    wr.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
+                    if not meta_fit:
+                        meta_fit = {k: v for k, v in attr.meta.items() if k not in ("target", "seconds", "version")}
+                    continue
                 attr = explain(model, x, tgt, layer=layer_names if len(layer_names) > 1 else layer_names[0],
                                stats=[s.to(dev) for s in stats] if stats and len(stats) > 1 else
                                (stats[0].to(dev) if stats else None),
@@ -358,13 +381,14 @@ def explain_video_file(
     if mean_probs is None:
         mean_probs = np.mean([p for r in results for p in r.probs], axis=0)
     window_bits = np.stack([np.stack(r.bits) for r in results])  # (n_win, n_tiles, T, S, S)
-    used_vmax = float(vmax) if vmax is not None else float(max(window_bits.max(), 1e-12))
+    shown = window_bits if unit == "bits" else np.abs(window_bits)  # baselines are drawn by magnitude
+    used_vmax = float(vmax) if vmax is not None else float(max(shown.max(), 1e-12))
     top = [(labels[i], float(mean_probs[i])) for i in np.argsort(-mean_probs)[:5]]
     label = labels[tgt]
 
     first, last = _source_range(times, n_src, info.fps, start, end)
     meta: dict[str, Any] = {
-        "method": "iba_per_sample", "model": spec.name, "weights": weights, "input": os.path.abspath(path),
+        "method": "iba_per_sample" if method == "iba" else method, "unit": unit, "model": spec.name, "weights": weights, "input": os.path.abspath(path),
         "target": tgt, "target_label": label, "target_rule": "given" if target not in (None, "top1") else
         "top-1 of the mean softmax over windows and crops",
         "target_probability": float(mean_probs[tgt]), "predicted": top[0][0], "top5": top,
@@ -378,36 +402,37 @@ def explain_video_file(
                      "variable_frame_rate_timestamps": times is not None},
         "decoder": decoder, "coverage": coverage, "crop": plan.crop, "resized": list(plan.size), "windows": len(windows),
         "tiles": len(plan.tiles), "vmax": used_vmax, "layout": layout,
-        "bits_unit": f"bits per voxel of the {spec.frames}x{plan.crop}x{plan.crop} model clip",
+        "bits_unit": f"{unit} per voxel of the {spec.frames}x{plan.crop}x{plan.crop} model clip",
         "seconds_explaining": round(time.perf_counter() - t0, 3), "version": __version__,
     }
     stem = Path(path).stem
     mp4, npz = os.path.join(out_dir, f"{stem}.mp4"), os.path.join(out_dir, f"{stem}.npz")
     with atomic_writes([mp4, npz]) as (tmp_mp4, tmp_npz):
         rendered = render_video(
-            path, tmp_mp4, info=info, windows=windows, plan=plan, window_bits=window_bits,
+            path, tmp_mp4, info=info, windows=windows, plan=plan, window_bits=shown, unit=unit,
             window_probs=[np.mean(r.probs, axis=0) for r in results], labels=labels, target=tgt,
             vmax=used_vmax, layout=layout, first=first, last=last, times=times,
-            title=f"{spec.name} · {label} (#{tgt}) · β={cfg.beta:g}", progress=prog)
+            title=f"{spec.name} · {label} (#{tgt}) · " + (f"β={cfg.beta:g}" if method == "iba" else method),
+            progress=prog)
         meta["output_frames"] = int(len(rendered.frame_indices))
         total = float(window_bits.astype(np.float64).sum(axis=(2, 3, 4)).mean())
         meta["mean_window_bits"] = total
         payload: dict[str, np.ndarray] = {
             "format": np.array("video-iba-video-attribution-1"),
-            "window_bits": window_bits,
+            ("window_bits" if unit == "bits" else "window_values"): window_bits,
             "window_starts": np.array([w.start for w in windows]),
             "window_frame_indices": np.stack([w.indices for w in windows]).astype(np.int64),
             "window_looped": np.array([w.looped for w in windows]),
             "window_probs": np.stack([np.stack(r.probs) for r in results]),
-            "window_total_bits": window_bits.astype(np.float64).sum(axis=(2, 3, 4)),
+            ("window_total_bits" if unit == "bits" else "window_totals"): window_bits.astype(np.float64).sum(axis=(2, 3, 4)),
             "window_seconds": np.array([r.seconds for r in results]),
             "crop_boxes": np.array([t.box for t in plan.tiles], dtype=np.float64),
             "source_frame_indices": rendered.frame_indices,
-            "bits_per_source_frame": rendered.bits_per_frame,
+            ("bits_per_source_frame" if unit == "bits" else "magnitude_per_source_frame"): rendered.bits_per_frame,
             "target": np.array(tgt, dtype=np.int64),
             "meta": np.array(json.dumps(meta, sort_keys=True)),
         }
-        for i in range(len(results[0].feature_bits[0])):
+        for i in range(len(results[0].feature_bits[0]) if results[0].feature_bits else 0):
             payload[f"feature_bits_{i}"] = np.stack([np.stack([fb[i] for fb in r.feature_bits]) for r in results])
         with open(tmp_npz, "wb") as fh:
             np.savez(fh, **payload)  # type: ignore[arg-type]

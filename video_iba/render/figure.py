@@ -16,9 +16,10 @@ class Caption:
 
     predicted: str
     explained: str
-    total_bits: float
+    total_bits: float | None
     details: str
     input_side: int
+    unit: str = "bits"
 
 
 def image_figure(
@@ -65,7 +66,8 @@ def image_figure(
         axes[0].add_patch(mpatches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", lw=1.2, ls="--"))
         axes[0].set_title(f"input (dashed: the {caption.input_side}x{caption.input_side} model input)", fontsize=9)
         axes[1].imshow(blended)
-        axes[1].set_title(f"explained: {caption.explained}  ·  {caption.total_bits:.1f} bits in total", fontsize=9)
+        total = f"  ·  {caption.total_bits:.1f} bits in total" if caption.total_bits is not None else ""
+        axes[1].set_title(f"explained: {caption.explained}{total}", fontsize=9)
         for ax in axes:
             ax.set_axis_off()
         sm = ScalarMappable(norm=Normalize(0.0, top), cmap=CMAP)
@@ -74,7 +76,8 @@ def image_figure(
 
         cax = make_axes_locatable(axes[1]).append_axes("right", size="3.5%", pad=0.08)
         cbar = fig.colorbar(sm, cax=cax, extend=extend)
-        cbar.set_label(f"bits / pixel (of the {caption.input_side}x{caption.input_side} model input)", fontsize=8)
+        what = "bits" if caption.unit == "bits" else f"|{caption.unit}|"
+        cbar.set_label(f"{what} / pixel (of the {caption.input_side}x{caption.input_side} model input)", fontsize=8)
         if np.isnan(on_image).any():
             patch = mpatches.Patch(facecolor="#8c8c8c", hatch="////", edgecolor="#d9d9d9", label="not covered by the model input")
             axes[1].legend(handles=[patch], loc="lower right", fontsize=7, framealpha=0.8)

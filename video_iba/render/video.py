@@ -165,7 +165,7 @@ def _text_image(lines: Sequence[tuple[str, tuple[int, int, int]]], width: int, h
     return np.asarray(img)
 
 
-def _colorbar(width: int, height: int, vmax: float, size: int) -> np.ndarray:
+def _colorbar(width: int, height: int, vmax: float, size: int, unit: str = "bits") -> np.ndarray:
     from PIL import Image, ImageDraw
 
     bar_w = max(60, width - 16)
@@ -175,13 +175,13 @@ def _colorbar(width: int, height: int, vmax: float, size: int) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     y = 6 + max(6, height // 4)
     draw.text((8, y), "0", fill=TEXT, font=_font(size))
-    label = f"{vmax:.3g} bits/voxel"
+    label = f"{vmax:.3g} bits/voxel" if unit == "bits" else f"{vmax:.3g} |{unit}|/voxel"
     tw = draw.textlength(label, font=_font(size))
     draw.text((8 + bar_w - tw, y), label, fill=TEXT, font=_font(size))
     return np.asarray(img)
 
 
-def _strip(values: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
+def _strip(values: np.ndarray, width: int, height: int, size: int, unit: str = "bits") -> np.ndarray:
     """A filled curve of bits per frame over the whole range, with its peak labelled."""
     from PIL import Image, ImageDraw
 
@@ -196,7 +196,7 @@ def _strip(values: np.ndarray, width: int, height: int, size: int) -> np.ndarray
     fill = (rows <= bottom) & (rows > bottom - h[None, :])
     img[fill] = (240, 140, 40)
     pil = Image.fromarray(img)
-    ImageDraw.Draw(pil).text((8, 2), f"bits per frame (peak {_fmt(peak)})", fill=DIM, font=_font(size))
+    ImageDraw.Draw(pil).text((8, 2), f"{'bits' if unit == 'bits' else '|' + unit + '|'} per frame (peak {_fmt(peak)})", fill=DIM, font=_font(size))
     return np.asarray(pil).copy()
 
 
@@ -219,6 +219,7 @@ def render_video(
     title: str,
     progress: Callable[[str, int, str], tuple[Callable[[int], None], Callable[[], None]]],
     top_k: int = 3,
+    unit: str = "bits",
 ) -> RenderResult:
     """Write the overlay MP4 of source frames ``first..last`` (one output frame each) at the source fps."""
     ph, pw, scale = display_size(info.height, info.width)
@@ -238,8 +239,8 @@ def render_video(
     bar_w = min(max(220, width // 3), width // 2)
     header = np.concatenate([
         _text_image([(title, TEXT)], width - bar_w, int(font * 1.35) + 8, font),
-        _colorbar(bar_w, int(font * 1.35) + 8, vmax, max(10, font - 3))[:, :bar_w]], axis=1)
-    strip = _strip(per_frame, width, strip_h, max(10, font - 3))
+        _colorbar(bar_w, int(font * 1.35) + 8, vmax, max(10, font - 3), unit)[:, :bar_w]], axis=1)
+    strip = _strip(per_frame, width, strip_h, max(10, font - 3), unit)
     text_cache: dict[tuple[int, ...], np.ndarray] = {}
     rest_h = info_h - header.shape[0]
     counter_w = min(width // 2, max(200, 15 * font))
@@ -278,7 +279,7 @@ def render_video(
                 canvas[ph:ph + header.shape[0]] = header
                 lines = class_lines(src, per_frame[pos])
                 canvas[ph + header.shape[0]:ph + info_h, :lines.shape[1]] = lines
-                counter = _text_image([(f"{_fmt(per_frame[pos])} bits in this frame", TEXT), (f"{t_of(frame.index):.2f} s", DIM)],
+                counter = _text_image([(f"{_fmt(per_frame[pos])} {'bits' if unit == 'bits' else '|' + unit + '|'} in frame", TEXT), (f"{t_of(frame.index):.2f} s", DIM)],
                                       width - lines.shape[1], rest_h, font)
                 canvas[ph + header.shape[0]:ph + info_h, lines.shape[1]:] = counter
                 canvas[ph + info_h:] = strip
