@@ -53,8 +53,8 @@ def tile_labels(shape: Sequence[int], tile: int, t_tile: int | None = None) -> n
         t, h, w = shape
         tt = t_tile or t
         ny, nx = math.ceil(h / tile), math.ceil(w / tile)
-        ti, yy, xx = np.meshgrid(np.arange(t) // tt, np.arange(h) // tile, np.arange(w) // tile, indexing="ij")
-        return ((ti * ny + yy) * nx + xx).astype(np.int64)
+        ti, y3, x3 = np.meshgrid(np.arange(t) // tt, np.arange(h) // tile, np.arange(w) // tile, indexing="ij")
+        return ((ti * ny + y3) * nx + x3).astype(np.int64)
     raise UserInputError(f"maps must be (H, W) or (T, H, W), got shape {tuple(shape)}")
 
 
@@ -137,8 +137,8 @@ def degradation(
         span = 1e-12 if span >= 0 else -1e-12
     morf_n, lerf_n = (morf - end) / span, (lerf - end) / span
     fractions = counts / n_tiles
-    score = float(np.trapezoid(lerf_n - morf_n, fractions)) if hasattr(np, "trapezoid") else \
-        float(np.trapz(lerf_n - morf_n, fractions))
+    trapezoid = getattr(np, "trapezoid", None) or getattr(np, "trapz")  # numpy 2 renamed it
+    score = float(trapezoid(lerf_n - morf_n, fractions))
     return DegradationResult(fractions, morf_n, lerf_n, score, n_tiles, start, end)
 
 
