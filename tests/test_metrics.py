@@ -103,3 +103,29 @@ def test_bootstrap_interval() -> None:
     assert bootstrap_ci([1.0, float("nan"), 3.0]).n == 2
     with pytest.raises(UserInputError):
         bootstrap_ci([])
+
+
+def test_parameter_randomisation_cascades_on_a_copy() -> None:
+    from video_iba.baselines import attribute
+    from video_iba.metrics import map_ssim, parameter_randomisation, randomisation_stages
+
+    from .conftest import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[list[str]] = []
+
+    def grad_map(m: nn.Module, randomised: list[str]) -> torch.Tensor:
+        seen.append(randomised)
+        return attribute("saliency", m, x, target=0).values
+
+    assert randomisation_stages(model) == ["fc", "features"]
+    res = parameter_randomisation(model, grad_map, seed=0)
+    assert res.stages == ["fc", "features"] and seen == [[], ["fc"], ["fc", "features"]]
+    assert res.ssim.shape == (2,) and np.all(res.ssim < 0.9) and np.all(res.ssim > -1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the user's model untouched
+    m = torch.rand(8, 16, 16)
+    assert map_ssim(m, 3 * m) == pytest.approx(1.0)  # compared after |map| / max
+    assert map_ssim(torch.rand(16, 16), torch.rand(16, 16)) < 0.5
