@@ -311,10 +311,10 @@ def parameter_randomisation(
         except AttributeError as exc:
             raise UserInputError(f"no module '{name}' to randomise") from exc
         for sub in stage.modules():
-            if hasattr(sub, "reset_parameters"):
-                sub.reset_parameters()
-            if hasattr(sub, "reset_running_stats"):
-                sub.reset_running_stats()
+            for method in ("reset_parameters", "reset_running_stats"):
+                fn = getattr(sub, method, None)
+                if callable(fn):
+                    fn()
         done.append(name)
         out.append(map_ssim(base, attribute_fn(m, list(done))))
     return RandomisationResult(done, np.asarray(out))
