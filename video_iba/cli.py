@@ -117,6 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--per-frame", action="store_true",
                     help="videos: one estimate per (c, t, h, w) instead of pooling over time")
 
+    ev = sub.add_parser("evaluate", help="score attribution methods with the paper's metrics on a dataset "
+                                         "(resumable; writes tables and plots)",
+                        description="Datasets: 'synthetic' (the ground-truth video benchmark and its trained model) "
+                                    "or a folder of images with optional --annotations, a JSON object mapping file "
+                                    "names to {\"box\": [x0, y0, x1, y1]} in image pixels (and optionally "
+                                    "\"target\": class index).")
+    ev.add_argument("dataset", help="'synthetic' or a folder of images")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help=f"image model for folders (default {DEFAULT_MODEL})")
+    ev.add_argument("--weights", default="default", help="weights of the image model (as for explain)")
+    ev.add_argument("--methods", default="iba,random,saliency,gradcam",
+                    help="comma-separated methods (default iba,random,saliency,gradcam; see explain --method)")
+    ev.add_argument("--metrics", help="comma-separated metrics: degradation8, degradation14, hit_ratio, "
+                                      "temporal_share, sensitivity_n (default: degradation8,hit_ratio,temporal_share "
+                                      "for synthetic; degradation8,degradation14,hit_ratio for images)")
+    ev.add_argument("--clips", type=_positive_int, default=20, help="synthetic clips to score (default 20)")
+    ev.add_argument("--annotations", help="JSON file of boxes for an image folder")
+    ev.add_argument("--beta", type=_positive_float, help="IBA's beta (default 10)")
+    ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
+
     sub.add_parser("models", help="list the models and their default layers")
 
     ly = sub.add_parser("layers", help="list a model's layers with output shapes")
@@ -292,7 +311,53 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         _run_explain(path, ns, IBAConfig())
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from . import evaluate as ev
+    from .config import IBAConfig
+
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    cfg = IBAConfig().replace(beta=args.beta)
+    if args.dataset == "synthetic":
+        metrics = (args.metrics or "degradation8,hit_ratio,temporal_share").split(",")
+        ev.check_metrics(metrics)
+        model = ev.load_tubenet()
+        items = list(ev.synthetic_items(args.clips))
+        stats = None
+        if "iba" in methods:
+            from .api import estimate
+            from .synthetic import make_batch
+
+            seeds = list(ev.SYNTHETIC_STATS_SEEDS)
+            stats = estimate(model, (make_batch(seeds[i:i + 50])[0] for i in range(0, len(seeds), 50)),
+                             layer=ev.SYNTHETIC_LAYER)
+
+        def kwargs(method: str) -> dict[str, Any]:
+            if method == "iba":
+                return {"layer": ev.SYNTHETIC_LAYER, "stats": stats, "config": cfg}
+            return {"tube_frames": ev.TUBE_FRAMES}
+    else:
+        from .models import load_model
+
+        metrics = (args.metrics or "degradation8,degradation14,hit_ratio").split(",")
+        ev.check_metrics(metrics)
+        items = ev.image_items(args.dataset, args.model, args.annotations)
+        model = load_model(args.model, weights=args.weights)
+
+        def kwargs(method: str) -> dict[str, Any]:
+            return {"config": cfg} if method == "iba" else {}
+    bar = tqdm(total=len(items) * len(methods), desc="evaluating", unit="map", disable=None)
+    try:
+        summary = ev.evaluate(model, items, methods, metrics, args.out, method_kwargs=kwargs, progress=bar.update)
+    finally:
+        bar.close()
+    print(summary["markdown"])
+    print(f"wrote {os.path.join(args.out, 'results.md')} (and .csv, .json, scores.jsonl, plots)")
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "evaluate": _cmd_evaluate,
     "explain": _cmd_explain, "estimate": _cmd_estimate, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,
 }
 
