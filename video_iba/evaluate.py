@@ -219,8 +219,8 @@ def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, targ
     if metric == "temporal_share":
         assert item.interval is not None
         return temporal_share(values, item.interval), {}
-    r = sensitivity_n(model, item.x, values, target, tile=8, t_tile=t_tile, masks=masks)
-    return float(np.nanmean(r.pearson)), {"n": r.n.tolist(), "pearson": r.pearson.round(5).tolist()}
+    sn = sensitivity_n(model, item.x, values, target, tile=8, t_tile=t_tile, masks=masks)
+    return float(np.nanmean(sn.pearson)), {"n": sn.n.tolist(), "pearson": sn.pearson.round(5).tolist()}
 
 
 def summarise(out_dir: str) -> dict[str, Any]:
@@ -236,7 +236,7 @@ def summarise(out_dir: str) -> dict[str, Any]:
             rows.setdefault((r["method"], r["metric"]), []).append(float(r["value"]))
             if "morf" in r:
                 curves.setdefault((r["method"], r["metric"]), []).append((r["fractions"], r["morf"], r["lerf"]))
-    table = []
+    table: list[dict[str, Any]] = []
     for (method, metric), vals in sorted(rows.items()):
         est = bootstrap_ci(vals)
         table.append({"method": method, "metric": metric, "mean": est.mean, "ci_low": est.low, "ci_high": est.high,
@@ -247,8 +247,8 @@ def summarise(out_dir: str) -> dict[str, Any]:
         fh.write("method,metric,mean,ci_low,ci_high,n\n")
         for t in table:
             fh.write(f"{t['method']},{t['metric']},{t['mean']:.6f},{t['ci_low']:.6f},{t['ci_high']:.6f},{t['n']}\n")
-    metrics = sorted({t["metric"] for t in table})
-    methods = sorted({t["method"] for t in table})
+    metrics: list[str] = sorted({str(t["metric"]) for t in table})
+    methods: list[str] = sorted({str(t["method"]) for t in table})
     lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for m in methods:
         cells = []
