@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beta", type=_positive_float, help="IBA's beta (default 10)")
     ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
+    co = sub.add_parser("compare", help="one PNG (photo) or MP4 (first clip of a video) with a panel per method")
+    co.add_argument("input", help="image or video file")
+    _add_model_args(co)
+    co.add_argument("--methods", default="iba,saliency,gradcam,occlusion8",
+                    help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
+    co.add_argument("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    co.add_argument("--start", type=_non_negative_float, default=0.0, help="videos: start of the clip, seconds")
+    co.add_argument("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
+
     sub.add_parser("models", help="list the models and their default layers")
 
     ly = sub.add_parser("layers", help="list a model's layers with output shapes")
@@ -356,7 +365,65 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {os.path.join(args.out, 'results.md')} (and .csv, .json, scores.jsonl, plots)")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .compare import compare, output_path
+    from .models import get_spec, labels_for, load_model, pathways
+    from .pipeline import resolve_device, resolve_target
+    from .video_pipeline import is_video_file
+
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    video = is_video_file(args.input)
+    name = args.model or (DEFAULT_VIDEO_MODEL if video else DEFAULT_MODEL)
+    spec = get_spec(name)
+    if spec.is_video != video:
+        raise UserInputError(f"{name} is {'a video' if spec.is_video else 'an image'} model but '{args.input}' is "
+                             f"{'a video' if video else 'an image'}; choose a matching --model")
+    dev = resolve_device(args.device)
+    if video:
+        from .io.sampling import plan_windows
+        from .io.video import frame_times, probe_video
+        from .video_pipeline import _clip_input, clip_decoder, iter_window_frames, plan_crops
+
+        info = probe_video(args.input)
+        times = frame_times(args.input)
+        n = len(times) if times is not None else int(info.frames or 0)
+        window = plan_windows(n, info.fps, spec.frames, spec.sampling_rate, start=args.start, times=times)[0]
+        plan = plan_crops(info.height, info.width, spec, "center")
+        _, frames = next(iter_window_frames(args.input, [window], plan.size, clip_decoder()))
+        inputs = _clip_input(frames, spec, plan, plan.tiles[0], (info.height, info.width), dev)
+        x = inputs[-1] if isinstance(inputs, list) else inputs
+    else:
+        from .io.image import read_image
+        from .models import preprocess_image
+
+        x, _ = preprocess_image(read_image(args.input), spec, name=f"'{args.input}'")
+        x = x.to(dev)
+    ensure = output_path(args.input, args.out, video)
+    model = load_model(name, weights=args.weights, device=dev)
+    labels = labels_for(spec)
+    target = resolve_target(args.target, labels)
+    pack = (lambda c: pathways(spec, c)) if spec.slowfast_alpha else None  # noqa: E731
+
+    def kwargs(method: str) -> dict[str, Any]:
+        kw: dict[str, Any] = {"pack": pack} if pack is not None else {}
+        if method == "iba" and args.layer:
+            kw["layer"] = args.layer if len(args.layer) > 1 else args.layer[0]
+        return kw
+
+    bar = tqdm(total=len(methods), desc="comparing", unit="method", disable=None)
+    try:
+        panels = compare(model, x, methods, ensure, target=target, labels=labels, mean=spec.mean, std=spec.std,
+                         fps=30.0 / spec.sampling_rate, method_kwargs=kwargs, progress=bar.update)
+    finally:
+        bar.close()
+    print(f"explained: #{panels[0][2]} {labels[panels[0][2]]} · " + ", ".join(f"{m} ({u})" for m, u, _ in panels))
+    print(f"wrote {ensure}")
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "compare": _cmd_compare,
     "evaluate": _cmd_evaluate,
     "explain": _cmd_explain, "estimate": _cmd_estimate, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,
 }
