@@ -99,3 +99,18 @@ def test_unwritable_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UserInputError, match="cannot write"):
         with atomic_writes([blocker / "out.png"]):
             pass
+
+
+def test_atomic_outputs_get_the_usual_permissions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import stat
+
+    from video_iba.io.atomic import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(str(tmp_path / "a.txt")) as tmp, open(tmp, "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644

@@ -21,6 +21,13 @@ def _temp_beside(path: str) -> str:
     return tmp
 
 
+def _default_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
     """Create ``folder`` if needed and check that files can be written there, before any long computation."""
     os.unlink(_temp_beside(os.path.join(os.fspath(folder), "probe")))
@@ -38,7 +45,10 @@ def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]
         for t in targets:
             temps.append(_temp_beside(t))
         yield list(temps)
+        mode = _default_mode()
         for tmp, target in zip(temps, targets):
+            with contextlib.suppress(OSError):  # temporary files are private (0600); outputs are not
+                os.chmod(tmp, mode)
             os.replace(tmp, target)
         temps = []
     finally:
