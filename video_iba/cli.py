@@ -382,17 +382,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
                              f"{'a video' if video else 'an image'}; choose a matching --model")
     dev = resolve_device(args.device)
     if video:
-        from .io.sampling import plan_windows
-        from .io.video import frame_times, probe_video
-        from .video_pipeline import _clip_input, clip_decoder, iter_window_frames, plan_crops
+        from .video_pipeline import clip_at
 
-        info = probe_video(args.input)
-        times = frame_times(args.input)
-        n = len(times) if times is not None else int(info.frames or 0)
-        window = plan_windows(n, info.fps, spec.frames, spec.sampling_rate, start=args.start, times=times)[0]
-        plan = plan_crops(info.height, info.width, spec, "center")
-        _, frames = next(iter_window_frames(args.input, [window], plan.size, clip_decoder()))
-        inputs = _clip_input(frames, spec, plan, plan.tiles[0], (info.height, info.width), dev)
+        inputs = clip_at(args.input, spec, args.start, dev)
         x = inputs[-1] if isinstance(inputs, list) else inputs
     else:
         from .io.image import read_image

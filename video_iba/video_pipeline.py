@@ -208,6 +208,18 @@ def _clip_input(frames: np.ndarray, spec: ModelSpec, plan: CropPlan, tile: Tile,
     return pathways(spec, clip)
 
 
+def clip_at(path: str, spec: ModelSpec, start: float = 0.0, device: torch.device | str = "cpu") -> Any:
+    """The model input for the centre crop of the model clip starting at ``start`` seconds of a
+    video (a pathway list for SlowFast)."""
+    info = probe_video(path)
+    times = frame_times(path)
+    n = len(times) if times is not None else int(info.frames or round((info.duration or 0) * info.fps))
+    window = plan_windows(n, info.fps, spec.frames, spec.sampling_rate, start=start, times=times)[0]
+    plan = plan_crops(info.height, info.width, spec, "center")
+    _, frames = next(iter_window_frames(path, [window], plan.size, clip_decoder()))
+    return _clip_input(frames, spec, plan, plan.tiles[0], (info.height, info.width), torch.device(device))
+
+
 def _load_stats(paths: Sequence[str] | None, spec: ModelSpec, layers: Sequence[str]) -> list[Statistics] | None:
     if not paths:
         return None

@@ -312,14 +312,16 @@ def labels_for(spec: ModelSpec) -> list[str]:
     raise ValueError(f"unknown label set '{spec.labels}'")
 
 
+def _slow_and_fast(clip: torch.Tensor, alpha: int) -> list[torch.Tensor]:
+    t = clip.shape[2]
+    idx = torch.linspace(0, t - 1, max(1, t // alpha), device=clip.device).long()
+    return [clip.index_select(2, idx), clip]
+
+
 def pathways(spec: ModelSpec, clip: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
     """The model input for a preprocessed clip ``(N, 3, T, S, S)``: the clip itself, or for
     SlowFast ``[slow, fast]`` with the slow pathway taking ``T / alpha`` evenly spaced frames."""
-    if not spec.slowfast_alpha:
-        return clip
-    t = clip.shape[2]
-    idx = torch.linspace(0, t - 1, max(1, t // spec.slowfast_alpha), device=clip.device).long()
-    return [clip.index_select(2, idx), clip]
+    return _slow_and_fast(clip, spec.slowfast_alpha) if spec.slowfast_alpha else clip
 
 
 class _PathwayInput(nn.Module):
@@ -330,9 +332,7 @@ class _PathwayInput(nn.Module):
         self.model, self.alpha = model, alpha
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        t = clip.shape[2]
-        idx = torch.linspace(0, t - 1, max(1, t // self.alpha), device=clip.device).long()
-        return self.model([clip.index_select(2, idx), clip])
+        return self.model(_slow_and_fast(clip, self.alpha))
 
 
 # ---------------------------------------------------------------- building and weights
