@@ -105,9 +105,7 @@ def explain_image_file(
     x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
     layer_names = [layer] if isinstance(layer, str) else list(layer) if layer else list(spec.layers)
     paths = [stats_path] if isinstance(stats_path, str) else list(stats_path or [])
-    if paths and len(paths) != len(layer_names):
-        raise UserInputError(f"got {len(paths)} --stats files for {len(layer_names)} layers; give one per layer")
-    loaded = [_load_stats(p, spec, name, tuple(x.shape)) for p, name in zip(paths, layer_names)]
+    loaded = load_stats_files(paths, spec, layer_names, tuple(x.shape))
     stats: Any = None
     if loaded:
         stats = loaded[0].to(dev) if len(loaded) == 1 else [s.to(dev) for s in loaded]  # type: ignore[union-attr]
@@ -120,9 +118,7 @@ def explain_image_file(
         attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names,
                        stats=stats, config=cfg, seed=seed, on_step=on_step)
     assert attr.logits is not None
-    if attr.logits.numel() != len(labels):
-        raise UserInputError(f"the model outputs {attr.logits.numel()} classes but {spec.name} has {len(labels)} labels; "
-                             f"give weights of the {len(labels)}-class model")
+    check_classes(attr.logits, labels, spec)
     probs = torch.softmax(attr.logits.double(), 0)
     top = [(labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:5].tolist()]
     label = labels[attr.target]
@@ -157,10 +153,26 @@ def explain_image_file(
     return ImageResult(attr, png, npz, top, label)
 
 
-def _load_stats(path: str, spec: ModelSpec, layer: str | None, input_shape: tuple[int, ...]) -> Statistics:
-    stats = Statistics.load(path)
-    stats.check(None, layer=layer, model=spec.name, input_shape=input_shape)
-    return stats
+def load_stats_files(paths: Sequence[str], spec: ModelSpec, layers: Sequence[str],
+                     input_shape: tuple[int, ...] | None = None) -> list[Statistics]:
+    """Statistics files from ``video-iba estimate``, one per layer in order, checked against the
+    model, layer and (when given) input shape; an empty list when none are given."""
+    if paths and len(paths) != len(layers):
+        raise UserInputError(f"got {len(paths)} --stats files for {len(layers)} layers ({', '.join(layers)}); "
+                             f"give one per layer, in the same order")
+    out = []
+    for p, layer in zip(paths, layers):
+        st = Statistics.load(p)
+        st.check(None, layer=layer, model=spec.name, input_shape=input_shape)
+        out.append(st)
+    return out
+
+
+def check_classes(logits: torch.Tensor, labels: Sequence[str], spec: ModelSpec) -> None:
+    """Refuse weights whose number of outputs differs from the label set of ``spec``."""
+    if logits.shape[-1] != len(labels):
+        raise UserInputError(f"the model outputs {logits.shape[-1]} classes but {spec.name} has {len(labels)} labels; "
+                             f"give weights of the {len(labels)}-class model")
 
 
 def find_images(folder: str) -> list[str]:

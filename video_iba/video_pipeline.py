@@ -22,7 +22,6 @@ import torch
 
 from ._version import __version__
 from .api import explain
-from .bottleneck.estimator import Statistics
 from .bottleneck.insertion import frozen
 from .config import IBAConfig
 from .errors import UserInputError
@@ -32,7 +31,7 @@ from .io.video import VideoInfo, frame_times, iter_frames, probe_video
 from .models import get_spec, labels_for, load_model, pathways, resize_crop_normalize
 from .models.preprocess import resized_size
 from .models.registry import ModelSpec
-from .pipeline import resolve_device, resolve_target
+from .pipeline import check_classes, load_stats_files, resolve_device, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -220,20 +219,6 @@ def clip_at(path: str, spec: ModelSpec, start: float = 0.0, device: torch.device
     return _clip_input(frames, spec, plan, plan.tiles[0], (info.height, info.width), torch.device(device))
 
 
-def _load_stats(paths: Sequence[str] | None, spec: ModelSpec, layers: Sequence[str]) -> list[Statistics] | None:
-    if not paths:
-        return None
-    if len(paths) != len(layers):
-        raise UserInputError(f"got {len(paths)} --stats files for {len(layers)} layers ({', '.join(layers)}); "
-                             f"give one per layer, in the same order")
-    out = []
-    for p, layer in zip(paths, layers):
-        st = Statistics.load(p)
-        st.check(None, layer=layer, model=spec.name)
-        out.append(st)
-    return out
-
-
 def explain_video_file(
     path: str,
     *,
@@ -320,7 +305,7 @@ def explain_video_file(
     if spec.slowfast_alpha and len(layer_names) != 2:
         raise UserInputError(f"{spec.name} has two pathways: pass --layer twice (slow, then fast), e.g. "
                              f"--layer {spec.layers[0]} --layer {spec.layers[1]}")
-    stats = _load_stats(stats_paths, spec, layer_names)
+    stats = load_stats_files(list(stats_paths or []), spec, layer_names) or None
     model = load_model(model_name, weights=weights, device=dev)
     labels = labels_for(spec)
     source = (info.height, info.width)
@@ -336,7 +321,7 @@ def explain_video_file(
                 for _wi, frames in iter_window_frames(path, windows, plan.size, decoder):
                     for tile in plan.tiles:
                         logits = model(_clip_input(frames, spec, plan, tile, source, dev))
-                        _check_classes(logits, labels, spec)
+                        check_classes(logits, labels, spec)
                         acc += torch.softmax(logits[0].double(), 0).cpu().numpy()
                         update(1)
         finally:
@@ -363,7 +348,7 @@ def explain_video_file(
                     update(1)
                     unit = attr.unit
                     assert attr.logits is not None
-                    _check_classes(attr.logits[None], labels, spec)
+                    check_classes(attr.logits[None], labels, spec)
                     wr.bits.append(attr.values.numpy().astype(np.float32))
                     wr.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
                     if not meta_fit:
@@ -374,7 +359,7 @@ def explain_video_file(
                                (stats[0].to(dev) if stats else None),
                                config=cfg, seed=seed, on_step=lambda *_: update(1))
                 assert attr.logits is not None
-                _check_classes(attr.logits[None], labels, spec)
+                check_classes(attr.logits[None], labels, spec)
                 wr.bits.append(attr.values.numpy().astype(np.float32))
                 caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
                 wr.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])  # type: ignore[union-attr]
@@ -463,12 +448,6 @@ def _source_range(times: np.ndarray | None, n_src: int, fps: float, start: float
         last = min(n_src, int(math.ceil(stop * fps - 1e-6))) - 1
     first = min(max(first, 0), n_src - 1)
     return first, min(max(last, first), n_src - 1)
-
-
-def _check_classes(logits: torch.Tensor, labels: Sequence[str], spec: ModelSpec) -> None:
-    if logits.shape[-1] != len(labels):
-        raise UserInputError(f"the model outputs {logits.shape[-1]} classes but {spec.name} has {len(labels)} labels; "
-                             f"give weights of the {len(labels)}-class model")
 
 
 def is_video_file(path: str) -> bool:
