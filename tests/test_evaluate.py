@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from video_iba.cli import main
@@ -80,3 +81,58 @@ def test_bad_annotations_and_empty_folders(photo_dir, tmp_path, capsys) -> None:
     empty.mkdir()
     code, _, err = _run(["evaluate", str(empty), "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "no images" in err
+
+
+def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba import evaluate as ev
+
+    monkeypatch.setattr(ev, "SYNTHETIC_STATS_SEEDS", range(50_000, 50_050))  # a smaller dataset, same code path
+    out = str(tmp_path / "ev")
+    code, stdout, err = _run(["evaluate", "synthetic", "--clips", "1", "--methods", "iba,saliency", "--metrics",
+                              "randomisation,sensitivity_n", "--masks", "5", "--out", out], capsys)
+    assert code == 0, err
+    for name in ("randomisation.png", "sensitivity_n.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 1000, name
+    rows = {(r["method"], r["metric"]): r for r in _lines(os.path.join(out, "scores.jsonl"))}
+    iba, sal = rows[("iba", "randomisation")], rows[("saliency", "randomisation")]
+    assert iba["stages"] == ["fc", "block3", "block2", "block1"] and len(iba["ssim"]) == 4
+    assert iba["reestimated"] == ["block1", "block2"] and sal["reestimated"] == []  # IBA sits at block2
+    assert all(-1 <= v <= 1 for v in iba["ssim"] + sal["ssim"])
+    sn = rows[("iba", "sensitivity_n")]
+    assert sn["n"][0] == 1 and sn["n"] == sorted(sn["n"]) and len(sn["pearson"]) == len(sn["n"])
+    assert "| iba |" in stdout and "randomisation" in stdout
+
+
+def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluate import folder_items
+    from video_iba.models import get_spec
+    from video_iba.video_pipeline import plan_crops
+
+    from .test_video_explain import moving_square
+    from .videos import encode
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    encode(str(folder / "a.mp4"), frames=40, size=(160, 120), fps=20, content=moving_square)
+    encode(str(folder / "b.mp4"), frames=40, size=(160, 120), fps=20, content=moving_square)
+    ann = tmp_path / "boxes.json"
+    ann.write_text(json.dumps({"a.mp4": {"box": [0, 0, 80, 120], "target": 3}}))
+    items = folder_items(str(folder), "r3d_18", str(ann))
+    spec = get_spec("r3d_18")
+    bx0, _, bx1, _ = plan_crops(120, 160, spec, "center").tiles[0].box
+    a, b = items
+    assert a.name == "a.mp4" and a.target == 3 and tuple(a.x.shape) == (1, 3, 16, 112, 112)
+    assert a.boxes is not None and a.boxes.shape == (16, 4) and b.boxes is None and b.target is None
+    np.testing.assert_allclose(a.boxes[5], [0, 0, (80 - bx0) * 112 / (bx1 - bx0), 112], atol=1e-6)
+    out = str(tmp_path / "ev")
+    code, stdout, err = _run(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods",
+                              "random,saliency", "--metrics", "hit_ratio", "--annotations", str(ann), "--out", out],
+                             capsys)
+    assert code == 0, err
+    scores = _lines(os.path.join(out, "scores.jsonl"))
+    assert {(r["item"], r["method"]) for r in scores} == {("a.mp4", "random"), ("a.mp4", "saliency")}
+    # a video model on a folder of photos, and a synthetic run given a model: clear errors
+    code, _, err = _run(["evaluate", str(tmp_path / "ev"), "--model", "r3d_18", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "no videos" in err
+    code, _, err = _run(["evaluate", "synthetic", "--model", "r3d_18", "--out", str(tmp_path / "y")], capsys)
+    assert code == 2 and "has its own model" in err

@@ -121,11 +121,42 @@ def test_parameter_randomisation_cascades_on_a_copy() -> None:
         seen.append(randomised)
         return attribute("saliency", m, x, target=0).values
 
-    assert randomisation_stages(model) == ["fc", "features"]
-    res = parameter_randomisation(model, grad_map, seed=0)
+    # two parameterised children: the Sequential is cascaded layer by layer (VGG's features/classifier)
+    assert randomisation_stages(model) == ["fc", "features.5", "features.3", "features.2", "features.0"]
+    res = parameter_randomisation(model, grad_map, stages=["fc", "features"], seed=0)
     assert res.stages == ["fc", "features"] and seen == [[], ["fc"], ["fc", "features"]]
     assert res.ssim.shape == (2,) and np.all(res.ssim < 0.9) and np.all(res.ssim > -1)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the user's model untouched
     m = torch.rand(8, 16, 16)
     assert map_ssim(m, 3 * m) == pytest.approx(1.0)  # compared after |map| / max
     assert map_ssim(torch.rand(16, 16), torch.rand(16, 16)) < 0.5
+
+
+def test_randomisation_stages_and_the_stages_before_a_bottleneck() -> None:
+    from video_iba.metrics import randomisation_stages, stages_reaching
+    from video_iba.synthetic import TubeNet
+
+    from .conftest import Tiny3D
+
+    net = TubeNet().eval()
+    assert randomisation_stages(net) == ["fc", "block3", "block2", "block1"]  # blocks stay whole
+    x = torch.randn(1, 3, 4, 16, 16)
+    stages = randomisation_stages(net)
+    assert stages_reaching(net, x, ["block2"], stages) == {"block1", "block2"}
+    assert stages_reaching(net, x, ["block3.2"], stages) == {"block1", "block2", "block3"}  # a layer inside a stage
+    assert stages_reaching(net, x, ["block1"], ["fc", "block3"]) == set()
+
+    class Blocks(nn.Module):  # pytorchvideo's layout: one ModuleList
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList([Tiny3D().stem, Tiny3D().block, nn.Identity()])
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            for b in self.blocks:
+                v = b(v)
+            return v.mean()
+
+    assert randomisation_stages(Blocks()) == ["blocks.1", "blocks.0"]
+    net.spare = nn.Conv3d(3, 3, 1)  # a module the forward pass never calls
+    with pytest.raises(UserInputError, match="did not run"):
+        stages_reaching(net, x, ["spare"], stages)

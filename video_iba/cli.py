@@ -16,6 +16,8 @@ from .errors import UserInputError
 if TYPE_CHECKING:
     from .config import IBAConfig
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_VIDEO_MODEL = "efficientnet_lite0_i3d"
 DEMO_PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
@@ -120,20 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score attribution methods with the paper's metrics on a dataset "
                                          "(resumable; writes tables and plots)",
                         description="Datasets: 'synthetic' (the ground-truth video benchmark and its trained model) "
-                                    "or a folder of images with optional --annotations, a JSON object mapping file "
-                                    "names to {\"box\": [x0, y0, x1, y1]} in image pixels (and optionally "
-                                    "\"target\": class index).")
-    ev.add_argument("dataset", help="'synthetic' or a folder of images")
-    ev.add_argument("--model", default=DEFAULT_MODEL, help=f"image model for folders (default {DEFAULT_MODEL})")
-    ev.add_argument("--weights", default="default", help="weights of the image model (as for explain)")
+                                    "or a folder of images (image model) or videos (video model: one centre clip per "
+                                    "video) with optional --annotations, a JSON object mapping file names to "
+                                    "{\"box\": [x0, y0, x1, y1]} in source pixels (and optionally \"target\": class "
+                                    "index). 'Set to 0' and 'mean' are in the model's normalised input space.")
+    ev.add_argument("dataset", help="'synthetic' or a folder of images or videos")
+    _add_model_args(ev)
+    ev.add_argument("--stats", action="append",
+                    help="folders: IBA statistics from `video-iba estimate` (one per --layer); without them IBA "
+                         "uses each input's own feature statistics")
     ev.add_argument("--methods", default="iba,random,saliency,gradcam",
                     help="comma-separated methods (default iba,random,saliency,gradcam; see explain --method)")
     ev.add_argument("--metrics", help="comma-separated metrics: degradation8, degradation14, hit_ratio, "
-                                      "temporal_share, sensitivity_n (default: degradation8,hit_ratio,temporal_share "
-                                      "for synthetic; degradation8,degradation14,hit_ratio for images)")
+                                      "temporal_share, sensitivity_n, randomisation (default: "
+                                      "degradation8,hit_ratio,temporal_share for synthetic; "
+                                      "degradation8,degradation14,hit_ratio for folders)")
     ev.add_argument("--clips", type=_positive_int, default=20, help="synthetic clips to score (default 20)")
-    ev.add_argument("--annotations", help="JSON file of boxes for an image folder")
+    ev.add_argument("--annotations", help="JSON file of boxes for the folder's inputs")
     ev.add_argument("--beta", type=_positive_float, help="IBA's beta (default 10)")
+    ev.add_argument("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
     co = sub.add_parser("compare", help="one PNG (photo) or MP4 (first clip of a video) with a panel per method")
@@ -324,41 +331,65 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from . import evaluate as ev
+    from .api import estimate
     from .config import IBAConfig
+    from .pipeline import resolve_device
 
     methods = [m for m in args.methods.split(",") if m.strip()]
     cfg = IBAConfig().replace(beta=args.beta)
+    dev = resolve_device(args.device)
+    pack = None
+    restats: Callable[[Any], Any] | None = None
     if args.dataset == "synthetic":
-        metrics = (args.metrics or "degradation8,hit_ratio,temporal_share").split(",")
-        ev.check_metrics(metrics)
-        model = ev.load_tubenet()
-        items = list(ev.synthetic_items(args.clips))
+        if args.model or args.stats or args.annotations or args.weights != "default":
+            raise UserInputError("the synthetic benchmark has its own model, statistics and ground truth; drop "
+                                 "--model, --weights, --stats and --annotations (or give a folder)")
+        metrics = ev.check_metrics((args.metrics or "degradation8,hit_ratio,temporal_share").split(","))
+        model = ev.load_tubenet().to(dev)
+        items = [ev.Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in ev.synthetic_items(args.clips)]
+        layers = args.layer or [ev.SYNTHETIC_LAYER]
         stats = None
         if "iba" in methods:
-            from .api import estimate
             from .synthetic import make_batch
 
             seeds = list(ev.SYNTHETIC_STATS_SEEDS)
-            stats = estimate(model, (make_batch(seeds[i:i + 50])[0] for i in range(0, len(seeds), 50)),
-                             layer=ev.SYNTHETIC_LAYER)
 
-        def kwargs(method: str) -> dict[str, Any]:
-            if method == "iba":
-                return {"layer": ev.SYNTHETIC_LAYER, "stats": stats, "config": cfg}
-            return {"tube_frames": ev.TUBE_FRAMES}
+            def restats(m: Any) -> Any:
+                return estimate(m, (make_batch(seeds[i:i + 50])[0].to(dev) for i in range(0, len(seeds), 50)),
+                                layer=layers if len(layers) > 1 else layers[0])
+
+            stats = restats(model)
+        tube: dict[str, Any] = {"tube_frames": ev.TUBE_FRAMES}
     else:
-        from .models import load_model
+        from .models import get_spec, load_model, pathways
+        from .pipeline import estimate_inputs, load_stats_files
 
-        metrics = (args.metrics or "degradation8,degradation14,hit_ratio").split(",")
-        ev.check_metrics(metrics)
-        items = ev.image_items(args.dataset, args.model, args.annotations)
-        model = load_model(args.model, weights=args.weights)
+        name, _ = estimate_inputs(args.dataset, args.model)
+        spec = get_spec(name)
+        metrics = ev.check_metrics((args.metrics or "degradation8,degradation14,hit_ratio").split(","))
+        layers = args.layer or spec.layers
+        loaded = load_stats_files(args.stats or [], spec, layers)
+        items = ev.folder_items(args.dataset, name, args.annotations, dev)
+        model = load_model(name, weights=args.weights, device=dev)
+        if spec.slowfast_alpha:
+            pack = lambda c: pathways(spec, c)  # noqa: E731
+        stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
+        if stats is not None:
+            def restats(m: Any) -> Any:
+                log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
+                return estimate(m, ((pack(i.x) if pack else i.x) for i in items),
+                                layer=layers if len(layers) > 1 else layers[0])
+        tube = {"tube_frames": ev.TUBE_FRAMES} if spec.is_video else {}
 
-        def kwargs(method: str) -> dict[str, Any]:
-            return {"config": cfg} if method == "iba" else {}
+    def kwargs(method: str) -> dict[str, Any]:
+        if method == "iba":
+            return {"layer": layers if len(layers) > 1 else layers[0], "stats": stats, "config": cfg}
+        return dict(tube)
+
     bar = tqdm(total=len(items) * len(methods), desc="evaluating", unit="map", disable=None)
     try:
-        summary = ev.evaluate(model, items, methods, metrics, args.out, method_kwargs=kwargs, progress=bar.update)
+        summary = ev.evaluate(model, items, methods, metrics, args.out, method_kwargs=kwargs, pack=pack,
+                              restats=restats, stats_layers=layers, masks=args.masks, progress=bar.update)
     finally:
         bar.close()
     print(summary["markdown"])

@@ -2,14 +2,16 @@
 
 Datasets: ``synthetic`` (the ground-truth video benchmark of :mod:`video_iba.synthetic`, its
 trained ``TubeNet``, targets = true classes, boxes and intervals known) or a folder of images
-with optional box annotations (JSON, see :func:`read_annotations`), explained for the model's
-top-1 class unless the annotation names a class.
+or videos with optional box annotations (JSON, see :func:`read_annotations`), explained for the
+model's top-1 class unless the annotation names a class. A video contributes one model clip,
+the centre crop of the clip in the middle of the video; its box holds in every frame.
 
 Every score goes to ``OUT/scores.jsonl`` as soon as it is computed (one JSON object per line:
 item, method, metric, value, and curves where the metric has them); a rerun skips what is there,
 so an interrupted run loses at most the score in progress. The summary (``OUT/results.md``,
 ``.csv``, ``.json``: mean, 95 % bootstrap interval and number of samples per method and metric)
-and the plots (``OUT/degradation*.png``) are rewritten atomically from all scores at the end.
+and the plots (``OUT/degradation*.png``, ``OUT/sensitivity_n.png``, ``OUT/randomisation.png``) are
+rewritten atomically from all scores at the end.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from torch import nn
 from .baselines import attribute, check_method
 from .errors import UserInputError, did_you_mean
 from .io.atomic import atomic_write, ensure_writable_dir
-from .metrics import bootstrap_ci, box_mask, degradation, hit_ratio, sensitivity_n, temporal_share
+from .metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, parameter_randomisation, randomisation_stages,
+                      sensitivity_n, stages_reaching, temporal_share)
 
 log = logging.getLogger(__name__)
 
-METRICS = ("degradation8", "degradation14", "hit_ratio", "temporal_share", "sensitivity_n")
+METRICS = ("degradation8", "degradation14", "hit_ratio", "temporal_share", "sensitivity_n", "randomisation")
 #: Tube length (frames) of the degradation and sensitivity-n tubes on clips.
 TUBE_FRAMES = 4
 SYNTHETIC_LAYER = "block2"
@@ -85,8 +88,9 @@ def synthetic_items(n: int) -> Iterator[Item]:
 
 
 def read_annotations(path: str, files: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Box annotations: a JSON object mapping each image's file name to ``{"box": [x0, y0, x1, y1]}``
-    in the original image's pixels (optionally ``"target": index``). Every name must be an input."""
+    """Box annotations: a JSON object mapping each input's file name to ``{"box": [x0, y0, x1, y1]}``
+    in the original image's (video's) pixels, optionally with ``"target": index``. Every name must
+    be an input."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -104,38 +108,77 @@ def read_annotations(path: str, files: Sequence[str]) -> dict[str, dict[str, Any
         box = entry.get("box") if isinstance(entry, dict) else None
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
             raise UserInputError(f"annotation of '{name}' needs \"box\": [x0, y0, x1, y1]")
+        target = entry.get("target")
+        if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
+            raise UserInputError(f"annotation of '{name}': \"target\" must be a class index >= 0, got {target!r}")
     return data
 
 
-def image_items(folder: str, model_name: str, annotations: str | None) -> list[Item]:
-    from .io.image import read_image
-    from .models import get_spec, preprocess_image
-    from .pipeline import find_images
+def _box_in_crop(entry: dict[str, Any] | None, name: str, image_size: tuple[int, int],
+                 crop_box: tuple[float, float, float, float], size: int) -> np.ndarray | None:
+    """An annotated box (source pixels) in the model input's cells; ``None`` when the crop misses it."""
+    if entry is None:
+        return None
+    x0, y0, x1, y1 = (float(v) for v in entry["box"])
+    h, w = image_size
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise UserInputError(f"the box {entry['box']} of '{name}' lies outside its {w}x{h} pixels or is empty; "
+                             f"give [x0, y0, x1, y1] with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
+    bx0, by0, bx1, by1 = crop_box
+    sx, sy = size / (bx1 - bx0), size / (by1 - by0)
+    cx0, cy0 = max(0.0, (x0 - bx0) * sx), max(0.0, (y0 - by0) * sy)
+    cx1, cy1 = min(float(size), (x1 - bx0) * sx), min(float(size), (y1 - by0) * sy)
+    if cx1 <= cx0 or cy1 <= cy0:
+        log.warning("the box of '%s' lies outside the model's crop; no box metric for it", name)
+        return None
+    return np.array([cx0, cy0, cx1, cy1])
 
-    files = find_images(folder)
+
+def folder_items(folder: str, model_name: str, annotations: str | None,
+                 device: torch.device | str = "cpu") -> list[Item]:
+    """The inputs of an image model (images) or of a video model (one centre clip per video)."""
+    from .models import get_spec
+    from .pipeline import find_images, find_videos
+
     spec = get_spec(model_name)
+    files = find_videos(folder) if spec.is_video else find_images(folder)
+    if not files:
+        kind = "videos" if spec.is_video else "images"
+        raise UserInputError(f"no {kind} in '{folder}'; {model_name} is {'a video' if spec.is_video else 'an image'} "
+                             f"model, so give a folder of {kind} (or choose another --model)")
     ann = read_annotations(annotations, files) if annotations else {}
     items = []
     for f in files:
-        rgb = read_image(f)
-        x, geo = preprocess_image(rgb, spec, name=f"'{f}'")
-        entry = ann.get(os.path.basename(f))
-        boxes = None
-        if entry is not None:
-            x0, y0, x1, y1 = (float(v) for v in entry["box"])
-            h, w = geo.image_size
-            if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-                raise UserInputError(f"the box {entry['box']} of '{os.path.basename(f)}' lies outside its {w}x{h} "
-                                     f"pixels or is empty")
-            bx0, by0, bx1, by1 = geo.box
-            sx, sy = spec.input_size / (bx1 - bx0), spec.input_size / (by1 - by0)
-            cx0, cy0 = max(0.0, (x0 - bx0) * sx), max(0.0, (y0 - by0) * sy)
-            cx1, cy1 = min(spec.input_size, (x1 - bx0) * sx), min(spec.input_size, (y1 - by0) * sy)
-            if cx1 > cx0 and cy1 > cy0:
-                boxes = np.array([cx0, cy0, cx1, cy1])
+        name = os.path.basename(f)
+        entry = ann.get(name)
         target = entry.get("target") if entry else None
-        items.append(Item(os.path.basename(f), x, int(target) if target is not None else None, boxes))
+        if spec.is_video:
+            x, size, crop_box = _centre_clip(f, spec, device)
+            box = _box_in_crop(entry, name, size, crop_box, spec.input_size)
+            boxes = None if box is None else np.repeat(box[None], x.shape[2], axis=0)
+        else:
+            from .io.image import read_image
+            from .models import preprocess_image
+
+            x, geo = preprocess_image(read_image(f), spec, name=f"'{f}'")
+            boxes = _box_in_crop(entry, name, geo.image_size, geo.box, spec.input_size)
+            x = x.to(device)
+        items.append(Item(name, x, target, boxes))
     return items
+
+
+def _centre_clip(path: str, spec: Any, device: torch.device | str) -> tuple[torch.Tensor, tuple[int, int],
+                                                                           tuple[float, float, float, float]]:
+    """The raw (fast-pathway) clip in the middle of a video, its frame size and the crop in source pixels."""
+    from .video_pipeline import clip_at, plan_crops, probe_video
+
+    info = probe_video(path)
+    span = spec.frames * spec.sampling_rate / info.fps
+    start = max(0.0, ((info.duration or 0.0) - span) / 2)
+    inputs = clip_at(path, spec, start, device)
+    x = inputs[-1] if isinstance(inputs, list) else inputs
+    plan = plan_crops(info.height, info.width, spec, "center")
+    return x, (info.height, info.width), plan.tiles[0].box
 
 
 def _done(path: str) -> set[tuple[str, str, str]]:
@@ -167,11 +210,23 @@ def evaluate(
     out_dir: str,
     *,
     method_kwargs: Callable[[str], dict[str, Any]] | None = None,
+    pack: Callable[[torch.Tensor], Any] | None = None,
+    restats: Callable[[nn.Module], Any] | None = None,
+    stats_layers: Sequence[str] = (),
     points: int = 100,
     masks: int = 100,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score every method on every item with every applicable metric; returns the summary."""
+    """Score every method on every item with every applicable metric; returns the summary.
+
+    Args:
+        method_kwargs: Extra arguments of :func:`video_iba.baselines.attribute` per method (IBA's
+            layer, statistics and config, tube length ...).
+        pack: Builds a multi-pathway model's input from the raw clip (SlowFast).
+        restats: For the randomisation metric: estimates IBA's statistics again on a partly
+            randomised copy of the model; called (and its result passed as ``stats``) whenever a
+            randomised stage runs before one of ``stats_layers`` has produced its output.
+    """
     methods = [check_method(m) for m in methods]
     metrics = check_metrics(metrics)
     if not items:
@@ -184,10 +239,16 @@ def evaluate(
             for method in methods:
                 todo = [m for m in metrics if (item.name, method, m) not in done and _applies(m, item)]
                 if todo:
-                    kw = method_kwargs(method) if method_kwargs else {}
+                    kw = dict(method_kwargs(method)) if method_kwargs else {}
+                    if pack is not None:
+                        kw["pack"] = pack
                     a = attribute(method, model, item.x, item.target, **kw)
                     for metric in todo:
-                        value, extra = _score(metric, model, item, a.values, a.target, points, masks)
+                        if metric == "randomisation":
+                            value, extra = _randomisation(model, item, method, kw, a.target, pack, restats,
+                                                          stats_layers)
+                        else:
+                            value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
                         out.write(json.dumps({"item": item.name, "method": method, "metric": metric,
                                               "value": value, **extra}) + "\n")
                         out.flush()
@@ -205,11 +266,11 @@ def _applies(metric: str, item: Item) -> bool:
 
 
 def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, target: int, points: int,
-           masks: int) -> tuple[float, dict[str, Any]]:
+           masks: int, pack: Callable[[torch.Tensor], Any] | None) -> tuple[float, dict[str, Any]]:
     t_tile = TUBE_FRAMES if item.x.dim() == 5 else None
     if metric.startswith("degradation"):
         r = degradation(model, item.x, values, target, tile=int(metric[len("degradation"):]), t_tile=t_tile,
-                        points=points)
+                        points=points, pack=pack)
         return r.score, {"fractions": r.fractions.round(5).tolist(), "morf": r.morf.round(5).tolist(),
                          "lerf": r.lerf.round(5).tolist()}
     if metric == "hit_ratio":
@@ -219,14 +280,38 @@ def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, targ
     if metric == "temporal_share":
         assert item.interval is not None
         return temporal_share(values, item.interval), {}
-    sn = sensitivity_n(model, item.x, values, target, tile=8, t_tile=t_tile, masks=masks)
+    sn = sensitivity_n(model, item.x, values, target, tile=8, t_tile=t_tile, masks=masks, pack=pack)
     return float(np.nanmean(sn.pearson)), {"n": sn.n.tolist(), "pearson": sn.pearson.round(5).tolist()}
+
+
+def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any], target: int,
+                   pack: Callable[[torch.Tensor], Any] | None, restats: Callable[[nn.Module], Any] | None,
+                   stats_layers: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """SSIM of the map to the maps of cascadingly randomised copies; the value is the mean over stages
+    (lower: the map depends more on the learned parameters)."""
+    stages = randomisation_stages(model)
+    reaching: set[str] = set()
+    if method == "iba" and restats is not None and stats_layers:
+        reaching = stages_reaching(model, pack(item.x) if pack is not None else item.x, stats_layers, stages)
+
+    def attribute_fn(m: nn.Module, randomised: list[str]) -> torch.Tensor:
+        args = dict(kw)
+        if randomised and reaching.intersection(randomised):
+            assert restats is not None
+            args["stats"] = restats(m)
+        return attribute(method, m, item.x, target, **args).values
+
+    r = parameter_randomisation(model, attribute_fn, stages=stages)
+    return float(np.mean(r.ssim)), {"stages": r.stages, "ssim": r.ssim.round(5).tolist(),
+                                    "reestimated": sorted(reaching)}
 
 
 def summarise(out_dir: str) -> dict[str, Any]:
     """Tables (Markdown, CSV, JSON) and degradation plots from ``scores.jsonl``, written atomically."""
     rows: dict[tuple[str, str], list[float]] = {}
     curves: dict[tuple[str, str], list[tuple[list[float], list[float], list[float]]]] = {}
+    sens: dict[str, list[tuple[list[float], list[float]]]] = {}
+    rand: dict[str, list[tuple[list[str], list[float]]]] = {}
     with open(os.path.join(out_dir, "scores.jsonl"), encoding="utf-8") as fh:
         for line in fh:
             try:
@@ -236,6 +321,10 @@ def summarise(out_dir: str) -> dict[str, Any]:
             rows.setdefault((r["method"], r["metric"]), []).append(float(r["value"]))
             if "morf" in r:
                 curves.setdefault((r["method"], r["metric"]), []).append((r["fractions"], r["morf"], r["lerf"]))
+            if "pearson" in r:
+                sens.setdefault(r["method"], []).append((r["n"], r["pearson"]))
+            if "ssim" in r:
+                rand.setdefault(r["method"], []).append((r["stages"], r["ssim"]))
     table: list[dict[str, Any]] = []
     for (method, metric), vals in sorted(rows.items()):
         est = bootstrap_ci(vals)
@@ -261,6 +350,10 @@ def summarise(out_dir: str) -> dict[str, Any]:
         fh.write("\n".join(lines) + "\n")
     for metric in sorted({k[1] for k in curves}):
         _plot_curves(out_dir, metric, {m: c for (m, k), c in curves.items() if k == metric})
+    if sens:
+        _plot_sensitivity(out_dir, sens)
+    if rand:
+        _plot_randomisation(out_dir, rand)
     return {"table": table, "markdown": "\n".join(lines)}
 
 
@@ -289,5 +382,69 @@ def _plot_curves(out_dir: str, metric: str, per_method: dict[str, list[tuple[lis
         plt.close(fig)
 
 
-__all__ = ["METRICS", "Item", "evaluate", "summarise", "synthetic_items", "image_items", "read_annotations",
-           "load_tubenet", "check_metrics"]
+def _figure(width: float = 7, height: float = 4.5) -> tuple[Any, Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height))
+    return plt, fig, ax
+
+
+def _save(plt: Any, fig: Any, path: str) -> None:
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _plot_sensitivity(out_dir: str, per_method: dict[str, list[tuple[list[float], list[float]]]]) -> None:
+    """Mean Pearson correlation per n (inputs with the same tile grid share the n values)."""
+    plt, fig, ax = _figure()
+    try:
+        for i, (method, rows) in enumerate(sorted(per_method.items())):
+            by_n: dict[float, list[float]] = {}
+            for ns, ps in rows:
+                for n, p in zip(ns, ps):
+                    if p is not None and np.isfinite(p):
+                        by_n.setdefault(float(n), []).append(float(p))
+            xs = sorted(by_n)
+            ax.plot(xs, [np.mean(by_n[n]) for n in xs], marker="o", ms=3, color=plt.get_cmap("tab10")(i % 10),
+                    label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("n (tiles or tubes set to 0)")
+        ax.set_ylabel("Pearson: attribution sum vs target-logit drop")
+        ax.set_title(f"sensitivity-n: mean over {max(len(v) for v in per_method.values())} inputs")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.legend(fontsize=7)
+    except Exception:
+        plt.close(fig)
+        raise
+    _save(plt, fig, os.path.join(out_dir, "sensitivity_n.png"))
+
+
+def _plot_randomisation(out_dir: str, per_method: dict[str, list[tuple[list[str], list[float]]]]) -> None:
+    """Mean SSIM to the original map after each cascade of randomised stages."""
+    plt, fig, ax = _figure()
+    try:
+        stages: list[str] = []
+        for i, (method, rows) in enumerate(sorted(per_method.items())):
+            stages = rows[0][0]
+            ssim = np.mean([r for _, r in rows if len(r) == len(stages)], axis=0)
+            ax.plot(range(len(stages)), ssim, marker="o", ms=3, color=plt.get_cmap("tab10")(i % 10), label=method)
+        ax.set_xticks(range(len(stages)), [f"+{s}" for s in stages], rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("stages randomised, cascading from the output")
+        ax.set_ylabel("SSIM to the original map (|map| / max)")
+        ax.set_title(f"model-parameter randomisation: mean over {max(len(v) for v in per_method.values())} inputs")
+        ax.legend(fontsize=7)
+    except Exception:
+        plt.close(fig)
+        raise
+    _save(plt, fig, os.path.join(out_dir, "randomisation.png"))
+
+
+__all__ = ["METRICS", "Item", "evaluate", "summarise", "synthetic_items", "read_annotations",
+           "load_tubenet", "check_metrics", "folder_items"]

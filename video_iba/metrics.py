@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -269,8 +269,45 @@ def map_ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> floa
 
 
 def randomisation_stages(model: nn.Module) -> list[str]:
-    """The model's top-level children that hold parameters, from the output back to the input."""
-    return [name for name, child in model.named_children() if any(True for _ in child.parameters())][::-1]
+    """The stages of the cascade, from the output back to the input: the model's top-level children
+    that hold parameters; when there are fewer than three of them (pytorchvideo's single ``blocks``,
+    VGG's ``features`` and ``classifier``), each ``Sequential``/``ModuleList`` among them is
+    replaced by its own parameterised children."""
+    def has_params(m: nn.Module) -> bool:
+        return any(True for _ in m.parameters())
+
+    top = [(n, c) for n, c in model.named_children() if has_params(c)]
+    out = []
+    for name, child in top:
+        if len(top) < 3 and isinstance(child, (nn.Sequential, nn.ModuleList)):
+            out += [f"{name}.{n}" for n, c in child.named_children() if has_params(c)]
+        else:
+            out.append(name)
+    return out[::-1]
+
+
+def stages_reaching(model: nn.Module, inputs: Any, layers: Sequence[str], stages: Sequence[str]) -> set[str]:
+    """The ``stages`` whose computation starts before one of ``layers`` has produced its output in a
+    forward pass on ``inputs`` (a stage containing a layer counts): randomising them changes
+    what the layers output, so statistics estimated there must be estimated again."""
+    order: list[tuple[str, str]] = []
+    handles = []
+    try:
+        for name in stages:
+            handles.append(model.get_submodule(name).register_forward_pre_hook(
+                lambda *_a, n=name: order.append(("start", n))))
+        for name in layers:
+            handles.append(model.get_submodule(name).register_forward_hook(
+                lambda *_a, n=name: order.append(("end", n))))
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    last_end = max((i for i, (kind, _) in enumerate(order) if kind == "end"), default=-1)
+    if last_end < 0:
+        raise UserInputError(f"the layers {', '.join(layers)} did not run in the forward pass")
+    return {n for i, (kind, n) in enumerate(order) if kind == "start" and i < last_end}
 
 
 @dataclass
@@ -348,4 +385,4 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float
 
 __all__ = ["tile_labels", "tile_means", "degradation", "DegradationResult", "box_mask", "hit_ratio", "temporal_share",
            "sensitivity_n", "SensitivityResult", "bootstrap_ci", "Estimate", "normalise_map", "map_ssim",
-           "randomisation_stages", "parameter_randomisation", "RandomisationResult"]
+           "randomisation_stages", "stages_reaching", "parameter_randomisation", "RandomisationResult"]
