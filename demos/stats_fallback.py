@@ -21,46 +21,15 @@ import argparse
 import logging
 
 import numpy as np
-import torch
 
 import video_iba
+from _photos import crops as _crops
+from _photos import photo as _photo
 from video_iba.models import preprocess_image
 
 EXPLAINED = ("chelsea", "coffee", "rocket", "astronaut")
 OTHERS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "camera", "brick", "grass",
           "gravel", "coins", "moon", "clock", "cell", "page", "text")
-
-
-def _photo(name: str) -> np.ndarray:
-    from skimage import data
-
-    a = np.asarray(getattr(data, name)())
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    return a[..., :3].astype(np.uint8)
-
-
-def _crops(photos: list[np.ndarray], n: int, spec, rng: np.random.Generator):  # type: ignore[no-untyped-def]
-    """Batches of 16 random resized crops, preprocessed like the model's inputs."""
-    batch = []
-    for _ in range(n):
-        img = photos[rng.integers(len(photos))]
-        h, w = img.shape[:2]
-        area = h * w * rng.uniform(0.25, 1.0)
-        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        ch = int(min(h, round(np.sqrt(area / aspect))))
-        cw = int(min(w, round(np.sqrt(area * aspect))))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = img[y:y + ch, x:x + cw]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        t, _ = preprocess_image(np.ascontiguousarray(crop), spec)
-        batch.append(t)
-        if len(batch) == 16:
-            yield torch.cat(batch)
-            batch = []
-    if batch:
-        yield torch.cat(batch)
 
 
 def main() -> None:

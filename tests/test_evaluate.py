@@ -34,7 +34,10 @@ def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys) -> Non
     table = json.load(open(os.path.join(out, "results.json")))
     rnd = [t for t in table if t["method"] == "random" and t["metric"] == "hit_ratio"][0]
     assert rnd["n"] == 2 and rnd["ci_low"] <= rnd["mean"] <= rnd["ci_high"] and rnd["mean"] < 0.05
-    assert "| saliency |" in stdout
+    assert "| saliency |" in stdout and "Seconds per input" in stdout
+    cost = {c["method"]: c for c in json.load(open(os.path.join(out, "cost.json")))}
+    assert cost["saliency"]["inputs"] == 2 and cost["saliency"]["attribution_s"] > 0
+    assert set(cost["random"]["metric_s"]) == {"degradation8", "hit_ratio", "temporal_share"}
     # an interrupted run: the last line half written; the rerun keeps the finished scores and adds one clip
     with open(os.path.join(out, "scores.jsonl"), "a", encoding="utf-8") as fh:
         fh.write('{"item": "clip100001", "meth')
@@ -89,7 +92,7 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
     monkeypatch.setattr(ev, "SYNTHETIC_STATS_SEEDS", range(50_000, 50_050))  # a smaller dataset, same code path
     out = str(tmp_path / "ev")
     code, stdout, err = _run(["evaluate", "synthetic", "--clips", "1", "--methods", "iba,saliency", "--metrics",
-                              "randomisation,sensitivity_n", "--masks", "5", "--out", out], capsys)
+                              "randomisation,sensitivity_n", "--masks", "5", "--layer", "block2", "--out", out], capsys)
     assert code == 0, err
     for name in ("randomisation.png", "sensitivity_n.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000, name

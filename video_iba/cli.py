@@ -39,6 +39,13 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _float_list(text: str) -> list[float]:
+    out = [_positive_float(t) for t in text.split(",") if t.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected numbers > 0, got '{text}'")
+    return out
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -139,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "degradation8,degradation14,hit_ratio for folders)")
     ev.add_argument("--clips", type=_positive_int, default=20, help="synthetic clips to score (default 20)")
     ev.add_argument("--annotations", help="JSON file of boxes for the folder's inputs")
-    ev.add_argument("--beta", type=_positive_float, help="IBA's beta (default 10)")
+    ev.add_argument("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
+                                                     "'iba[beta=B]' each); default 10")
     ev.add_argument("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
@@ -335,8 +343,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .config import IBAConfig
     from .pipeline import resolve_device
 
-    methods = [m for m in args.methods.split(",") if m.strip()]
-    cfg = IBAConfig().replace(beta=args.beta)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    betas = args.beta or [IBAConfig().beta]
+    if len(betas) > 1:
+        methods = [lab for m in methods for lab in ([ev.iba_label(b) for b in betas] if m.lower() == "iba" else [m])]
+    configs = {ev.iba_label(b): IBAConfig().replace(beta=b) for b in betas}
     dev = resolve_device(args.device)
     pack = None
     restats: Callable[[Any], Any] | None = None
@@ -349,7 +360,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         items = [ev.Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in ev.synthetic_items(args.clips)]
         layers = args.layer or [ev.SYNTHETIC_LAYER]
         stats = None
-        if "iba" in methods:
+        if any(ev.base_method(m.lower()) == "iba" for m in methods):
             from .synthetic import make_batch
 
             seeds = list(ev.SYNTHETIC_STATS_SEEDS)
@@ -382,7 +393,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         tube = {"tube_frames": ev.TUBE_FRAMES} if spec.is_video else {}
 
     def kwargs(method: str) -> dict[str, Any]:
-        if method == "iba":
+        if ev.base_method(method) == "iba":
+            cfg = configs.get(method, configs[ev.iba_label(betas[0])])
             return {"layer": layers if len(layers) > 1 else layers[0], "stats": stats, "config": cfg}
         return dict(tube)
 

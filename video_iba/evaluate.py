@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 METRICS = ("degradation8", "degradation14", "hit_ratio", "temporal_share", "sensitivity_n", "randomisation")
 #: Tube length (frames) of the degradation and sensitivity-n tubes on clips.
 TUBE_FRAMES = 4
-SYNTHETIC_LAYER = "block2"
+SYNTHETIC_LAYER = "block1"
 SYNTHETIC_STATS_SEEDS = range(50_000, 50_400)
 
 
@@ -51,6 +52,21 @@ class Item:
     target: int | None
     boxes: np.ndarray | None = None
     interval: tuple[int, int] | None = None
+
+
+def iba_label(beta: float) -> str:
+    """The method label of IBA at a given beta when several betas are compared: ``iba[beta=10]``."""
+    return f"iba[beta={beta:g}]"
+
+
+def base_method(label: str) -> str:
+    """The method of a label (``iba[beta=10]`` -> ``iba``)."""
+    return label.split("[", 1)[0]
+
+
+def check_label(label: str) -> str:
+    base = check_method(base_method(label))
+    return base + label[len(base_method(label)):]
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:
@@ -227,7 +243,7 @@ def evaluate(
             randomised copy of the model; called (and its result passed as ``stats``) whenever a
             randomised stage runs before one of ``stats_layers`` has produced its output.
     """
-    methods = [check_method(m) for m in methods]
+    methods = [check_label(m) for m in methods]
     metrics = check_metrics(metrics)
     if not items:
         raise UserInputError("the dataset is empty; give at least one input")
@@ -242,19 +258,30 @@ def evaluate(
                     kw = dict(method_kwargs(method)) if method_kwargs else {}
                     if pack is not None:
                         kw["pack"] = pack
-                    a = attribute(method, model, item.x, item.target, **kw)
+                    t0 = _clock(item.x)
+                    a = attribute(base_method(method), model, item.x, item.target, **kw)
+                    seconds = _clock(item.x) - t0
                     for metric in todo:
+                        t1 = _clock(item.x)
                         if metric == "randomisation":
                             value, extra = _randomisation(model, item, method, kw, a.target, pack, restats,
                                                           stats_layers)
                         else:
                             value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
                         out.write(json.dumps({"item": item.name, "method": method, "metric": metric,
-                                              "value": value, **extra}) + "\n")
+                                              "value": value, "attribution_s": round(seconds, 4),
+                                              "metric_s": round(_clock(item.x) - t1, 4), **extra}) + "\n")
                         out.flush()
                 if progress is not None:
                     progress(1)
     return summarise(out_dir)
+
+
+def _clock(x: torch.Tensor) -> float:
+    """Wall-clock seconds, after the device of ``x`` has finished its queued work."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
 
 
 def _applies(metric: str, item: Item) -> bool:
@@ -291,7 +318,7 @@ def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any]
     (lower: the map depends more on the learned parameters)."""
     stages = randomisation_stages(model)
     reaching: set[str] = set()
-    if method == "iba" and restats is not None and stats_layers:
+    if base_method(method) == "iba" and restats is not None and stats_layers:
         reaching = stages_reaching(model, pack(item.x) if pack is not None else item.x, stats_layers, stages)
 
     def attribute_fn(m: nn.Module, randomised: list[str]) -> torch.Tensor:
@@ -299,7 +326,7 @@ def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any]
         if randomised and reaching.intersection(randomised):
             assert restats is not None
             args["stats"] = restats(m)
-        return attribute(method, m, item.x, target, **args).values
+        return attribute(base_method(method), m, item.x, target, **args).values
 
     r = parameter_randomisation(model, attribute_fn, stages=stages)
     return float(np.mean(r.ssim)), {"stages": r.stages, "ssim": r.ssim.round(5).tolist(),
@@ -312,6 +339,8 @@ def summarise(out_dir: str) -> dict[str, Any]:
     curves: dict[tuple[str, str], list[tuple[list[float], list[float], list[float]]]] = {}
     sens: dict[str, list[tuple[list[float], list[float]]]] = {}
     rand: dict[str, list[tuple[list[str], list[float]]]] = {}
+    attribution_s: dict[tuple[str, str], float] = {}
+    metric_s: dict[tuple[str, str], list[float]] = {}
     with open(os.path.join(out_dir, "scores.jsonl"), encoding="utf-8") as fh:
         for line in fh:
             try:
@@ -321,6 +350,9 @@ def summarise(out_dir: str) -> dict[str, Any]:
             rows.setdefault((r["method"], r["metric"]), []).append(float(r["value"]))
             if "morf" in r:
                 curves.setdefault((r["method"], r["metric"]), []).append((r["fractions"], r["morf"], r["lerf"]))
+            if "attribution_s" in r:
+                attribution_s[(r["method"], r["item"])] = float(r["attribution_s"])
+                metric_s.setdefault((r["method"], r["metric"]), []).append(float(r["metric_s"]))
             if "pearson" in r:
                 sens.setdefault(r["method"], []).append((r["n"], r["pearson"]))
             if "ssim" in r:
@@ -346,6 +378,19 @@ def summarise(out_dir: str) -> dict[str, Any]:
             cells.append(f"{hit[0]['mean']:.3f} [{hit[0]['ci_low']:.3f}, {hit[0]['ci_high']:.3f}] (n={hit[0]['n']})"
                          if hit else "")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if attribution_s:
+        lines += ["", "Seconds per input (mean): the attribution, and each metric on top of it", "",
+                  "| method | attribution | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+        cost = []
+        for m in methods:
+            att = [v for (mm, _), v in attribution_s.items() if mm == m]
+            per = {k: float(np.mean(metric_s[(m, k)])) for k in metrics if (m, k) in metric_s}
+            cost.append({"method": m, "attribution_s": float(np.mean(att)) if att else None, "metric_s": per,
+                         "inputs": len(att)})
+            lines.append(f"| {m} | " + (f"{np.mean(att):.2f}" if att else "") + " | "
+                         + " | ".join(f"{per[k]:.2f}" if k in per else "" for k in metrics) + " |")
+        with atomic_write(os.path.join(out_dir, "cost.json")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(cost, fh, indent=1)
     with atomic_write(os.path.join(out_dir, "results.md")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     for metric in sorted({k[1] for k in curves}):
