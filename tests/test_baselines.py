@@ -26,7 +26,7 @@ class Linear2D(nn.Module):
         return torch.einsum("nchw,kchw->nk", x, self.w)
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "iba"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("iba", "lrp")])
 def test_every_method_on_images_and_clips_leaves_the_model_intact(method: str) -> None:
     torch.manual_seed(0)
     model = TinyCNN()
@@ -149,3 +149,34 @@ def test_cli_method_for_photos_and_clips(photo_dir: str, tmp_path, capsys) -> No
     assert "unknown method 'lrp'" in capsys.readouterr().err
     assert main(["explain", photo, "--method", "gradient", "--stats", "x.pt", "--out", str(out)]) == 2
     assert "--method iba only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
+def test_lrp_on_torchvision_resnets_and_vggs_leaves_the_model_intact(arch: str) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(num_classes=7)
+    for m in model.modules():  # batch-norm statistics that differ from the identity, so merging them matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    before = _snapshot(model)
+    size = 64 if arch == "resnet18" else 32
+    x = torch.randn(1, 3, size, size)
+    a = attribute("lrp", model, x, target=3)
+    assert a.values.shape == (size, size) and torch.isfinite(a.values).all() and a.unit == "relevance"
+    assert float(a.values.abs().sum()) > 0
+    after = _snapshot(model)
+    assert after["hooks"] == 0 and after["requires_grad"] == before["requires_grad"]
+    assert all(torch.equal(after["state"][k], v) for k, v in before["state"].items())  # batch norm unmerged
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+    assert torch.allclose(model(x), torch.from_numpy(a.logits.numpy())[None], atol=1e-5)
+
+
+def test_lrp_refuses_other_networks_and_clips() -> None:
+    with pytest.raises(UserInputError, match="torchvision VGG and ResNet"):
+        attribute("lrp", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
+    with pytest.raises(UserInputError, match="images only"):
+        attribute("lrp", Tiny3D().eval(), torch.randn(1, 3, 4, 16, 16))

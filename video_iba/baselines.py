@@ -22,6 +22,11 @@ Choices Captum leaves open, fixed here:
   default stride is 1), over ``t x w x w`` tubes for clips; occluded cells are set to 0 in the
   normalised input space (the dataset mean colour); the map is the target-logit drop.
 * Random: uniform noise, seeded.
+* LRP (torchvision VGG and ResNet networks only, through zennit, which handles ResNet's skip
+  connections): the EpsilonPlusFlat composite (flat rule in the first layer, z+ in the other
+  convolutions, epsilon in the dense layers; Kohlbrenner et al. 2020), batch norm merged into
+  the preceding convolution by zennit's canonizers for the duration; relevance starts at the
+  target logit.
 
 Multi-pathway models (SlowFast) take a list of tensors, which Captum rejects: they are explained
 on the raw clip through :class:`PackedModel`, whose forward builds the pathways, so a removed
@@ -48,7 +53,7 @@ from .errors import UserInputError, did_you_mean
 log = logging.getLogger(__name__)
 
 METHODS = ("iba", "random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop",
-           "gradcam", "guided_gradcam", "occlusion8", "occlusion14")
+           "gradcam", "guided_gradcam", "occlusion8", "occlusion14", "lrp")
 SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15
 IG_STEPS = 50
@@ -224,6 +229,11 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         return _guided(net, model, x, target) * up, "guided grad-cam"
     if key == "guided_backprop":
         return _guided(net, model, x, target), "guided gradient"
+    if key == "lrp":
+        if packed or x.dim() != 4:
+            raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
+                                 "another method for clips")
+        return _lrp(model, x, target), "relevance"
     if key.startswith("occlusion"):
         w = int(key[len("occlusion"):])
         c = x.shape[1]
@@ -254,6 +264,34 @@ def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> t
                                  + "; it would return the plain gradient: choose another method")
         a = ca.GuidedBackprop(net).attribute(x, target=target)
     return _reduce(a)
+
+
+def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    import torchvision
+
+    try:
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonPlusFlat
+        from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+    except ImportError as exc:  # pragma: no cover - zennit is a dependency
+        raise UserInputError("LRP needs the zennit package: pip install zennit") from exc
+    if isinstance(model, torchvision.models.ResNet):
+        canonizer: Any = ResNetCanonizer()
+    elif isinstance(model, torchvision.models.VGG):
+        canonizer = VGGCanonizer()
+    else:
+        raise UserInputError(f"LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules "
+                             f"and canonizers cover; this model is {type(model).__name__}: choose another method")
+    composite = EpsilonPlusFlat(canonizers=[canonizer])
+
+    def start(logits: torch.Tensor) -> torch.Tensor:
+        onehot = torch.zeros_like(logits)
+        onehot[:, target] = 1.0
+        return logits * onehot
+
+    with _out_of_place_relus(model), Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(x.clone().requires_grad_(True), start)
+    return _reduce(relevance.detach())
 
 
 __all__ = ["METHODS", "PackedModel", "attribute", "cam_layer_of", "check_method"]

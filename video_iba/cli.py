@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", default="iba",
                     help="iba (default: the per-sample information bottleneck, in bits) or a baseline: random, "
                          "gradient, saliency, smoothgrad, integrated_gradients, guided_backprop, gradcam, "
-                         "guided_gradcam, occlusion8, occlusion14")
+                         "guided_gradcam, occlusion8, occlusion14, lrp (VGG and ResNet photos)")
     ex.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
     ex.add_argument("--steps", type=_positive_int, help="optimisation steps (default 10)")
     ex.add_argument("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
