@@ -139,3 +139,17 @@ def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  
     assert code == 2 and "no videos" in err
     code, _, err = _run(["evaluate", "synthetic", "--model", "r3d_18", "--out", str(tmp_path / "y")], capsys)
     assert code == 2 and "has its own model" in err
+
+
+def test_bad_input_on_a_rerun_keeps_the_earlier_scores(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ev")
+    code, _, err = _run(["evaluate", "synthetic", "--clips", "1", "--methods", "random", "--out", out], capsys)
+    assert code == 0, err
+    path = os.path.join(out, "scores.jsonl")
+    before = open(path, encoding="utf-8").read()
+    for extra, message in ((["--metrics", "hit_ratio,auroc"], "unknown metric 'auroc'"),
+                           (["--methods", "random,gradcamm"], "unknown method 'gradcamm'"),
+                           (["--beta", "-1"], "expected a finite number > 0")):
+        code, _, err = _run(["evaluate", "synthetic", "--clips", "1", "--out", out, *extra], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (extra, err)
+    assert open(path, encoding="utf-8").read() == before

@@ -343,7 +343,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from .config import IBAConfig
     from .pipeline import resolve_device
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [ev.check_label(m) for m in args.methods.split(",") if m.strip()]
     betas = args.beta or [IBAConfig().beta]
     if len(betas) > 1:
         methods = [lab for m in methods for lab in ([ev.iba_label(b) for b in betas] if m.lower() == "iba" else [m])]

@@ -121,10 +121,12 @@ def _time_strip(per_frame: np.ndarray, t: int, width: int, names: Sequence[str])
     n = per_frame.shape[1]
     xs = np.linspace(8, width - 8, n).astype(int)
     colours = [(240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200)]
+    x_text = 8
     for i, row in enumerate(per_frame):
         pts = np.stack([xs, (h - 8 - row * (h - 24)).astype(int)], axis=1).reshape(-1, 1, 2)
         cv2.polylines(img, [pts.astype(np.int32)], False, colours[i % len(colours)], 2)
-        cv2.putText(img, names[i], (8 + 110 * i, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colours[i % len(colours)], 1)
+        cv2.putText(img, names[i], (x_text, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colours[i % len(colours)], 1)
+        x_text += cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] + 16
     img[:, max(0, xs[t] - 1):xs[t] + 1] = 255
     cv2.putText(img, "per-frame magnitude / its maximum (0 at the bottom)", (width - 330, h - 4),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.35, (160, 160, 170), 1)
