@@ -145,8 +145,10 @@ def test_cli_method_for_photos_and_clips(photo_dir: str, tmp_path, capsys) -> No
         assert d["window_values"].shape == (1, 1, 16, 112, 112) and "window_bits" not in d.files
         assert json.loads(str(d["meta"]))["unit"] == "|gradient|"
     capsys.readouterr()
-    assert main(["explain", photo, "--method", "lrp", "--out", str(out)]) == 2
-    assert "unknown method 'lrp'" in capsys.readouterr().err
+    assert main(["explain", photo, "--method", "lrp", "--out", str(out)]) == 2  # EfficientNet: no LRP rules
+    assert "LRP is available for torchvision VGG and ResNet" in capsys.readouterr().err
+    assert main(["explain", photo, "--method", "lime", "--out", str(out)]) == 2
+    assert "unknown method 'lime'" in capsys.readouterr().err
     assert main(["explain", photo, "--method", "gradient", "--stats", "x.pt", "--out", str(out)]) == 2
     assert "--method iba only" in capsys.readouterr().err
 
