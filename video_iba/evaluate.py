@@ -403,24 +403,30 @@ def summarise(out_dir: str) -> dict[str, Any]:
 
 
 def _plot_curves(out_dir: str, metric: str, per_method: dict[str, list[tuple[list[float], list[float], list[float]]]]) -> None:
+    """Mean MoRF (left) and LeRF (right) curves, one colour per method."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     try:
         grid = np.linspace(0, 1, 101)
+        cmap = plt.get_cmap("tab20" if len(per_method) > 10 else "tab10")
         for i, (method, cs) in enumerate(sorted(per_method.items())):
             morf = np.mean([np.interp(grid, f, m) for f, m, _ in cs], axis=0)
             lerf = np.mean([np.interp(grid, f, lr) for f, _, lr in cs], axis=0)
-            colour = plt.get_cmap("tab10")(i % 10)
-            ax.plot(grid, morf, color=colour, ls="-", label=f"{method} MoRF")
-            ax.plot(grid, lerf, color=colour, ls="--", label=f"{method} LeRF")
-        ax.set_xlabel("fraction of tiles replaced")
-        ax.set_ylabel("target probability (normalised)")
-        ax.set_title(f"{metric}: mean curves over {len(next(iter(per_method.values())))} inputs")
-        ax.legend(fontsize=7, ncol=2)
+            ax_m.plot(grid, morf, color=cmap(i % cmap.N), label=method)
+            ax_l.plot(grid, lerf, color=cmap(i % cmap.N), label=method)
+        for ax, name in ((ax_m, "MoRF: most relevant removed first (lower is better)"),
+                         (ax_l, "LeRF: least relevant removed first (higher is better)")):
+            ax.set_xlabel("fraction of tiles replaced")
+            ax.set_title(name, fontsize=9)
+            ax.axhline(0, color="0.7", lw=0.6)
+        ax_m.set_ylabel("target probability (normalised: 1 intact, 0 all replaced)")
+        ax_l.legend(fontsize=7, loc="lower left")
+        fig.suptitle(f"{metric}: mean curves over {max(len(c) for c in per_method.values())} inputs; score = area "
+                     f"between LeRF and MoRF", fontsize=10)
         with atomic_write(os.path.join(out_dir, f"{metric}.png")) as tmp:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
