@@ -216,7 +216,10 @@ def estimate(
 ) -> Any:
     """Estimate per-neuron mean and std of a layer's output over a data set.
 
-    Only the network up to the layer(s) runs. The model is left as it was.
+    Only the network up to the layer(s) runs. The model is left as it was. Inside a
+    torch.distributed process group (``torchrun``), every rank passes its own shard of the data
+    and all ranks return the statistics of the union (the ranks' running sums are combined in
+    rank order); every rank must call it.
 
     Args:
         model: The network.
@@ -256,6 +259,21 @@ def estimate(
                 est.update(f)
             if on_batch is not None:
                 on_batch(int(feats[0].shape[0]))
+    from . import distributed
+
+    if distributed.world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
+        states = distributed.gather(None if ests is None else [e.state() for e in ests])
+        merged: list[WelfordEstimator] | None = None
+        for st in states:
+            if st is None:
+                continue
+            if merged is None:
+                merged = [WelfordEstimator(pool=tuple(s["pool"])) for s in st]
+            for est, s in zip(merged, st):
+                est.merge(s)
+        ests = merged
+        shapes = [s for s in distributed.gather(input_shape) if s is not None]
+        input_shape = shapes[0] if shapes else None
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
     spec = getattr(model, "video_iba_spec", None)

@@ -53,7 +53,7 @@ from .errors import UserInputError, did_you_mean
 log = logging.getLogger(__name__)
 
 METHODS = ("iba", "random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop",
-           "gradcam", "guided_gradcam", "occlusion8", "occlusion14", "lrp")
+           "gradcam", "guided_gradcam", "occlusion8", "occlusion14", "lrp", "readout")
 SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15
 IG_STEPS = 50
@@ -147,7 +147,8 @@ def attribute(
         tube_frames: Occlusion tube length in frames for clips.
         seed: Seed of the random map (and of IBA's noise).
         batch: Inputs per forward pass for occlusion and integrated gradients.
-        iba_kwargs: Passed to :func:`video_iba.explain` for ``method="iba"``.
+        iba_kwargs: Passed to :func:`video_iba.explain` for ``method="iba"``; ``readout=`` (a trained
+            :class:`~video_iba.readout.Readout`) for ``method="readout"``.
     """
     key = check_method(method)
     if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5) or x.shape[0] != 1:
@@ -158,6 +159,14 @@ def attribute(
 
         inputs: Any = pack(x) if pack is not None else x
         return explain(model, inputs, target, seed=seed, **iba_kwargs)
+    if key == "readout":
+        from .readout import Readout, explain_readout
+
+        readout = iba_kwargs.get("readout")
+        if not isinstance(readout, Readout):
+            raise UserInputError("--method readout needs a trained readout: --readout CHECKPOINT (from "
+                                 "`video-iba train-readout`)")
+        return explain_readout(model, readout, pack(x) if pack is not None else x, target)
     net: nn.Module = PackedModel(model, pack) if pack is not None else model
     x = x.detach()
     t0 = time.perf_counter()

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", default="iba",
                     help="iba (default: the per-sample information bottleneck, in bits) or a baseline: random, "
                          "gradient, saliency, smoothgrad, integrated_gradients, guided_backprop, gradcam, "
-                         "guided_gradcam, occlusion8, occlusion14, lrp (VGG and ResNet photos)")
+                         "guided_gradcam, occlusion8, occlusion14, lrp (VGG and ResNet photos); or readout (a "
+                         "trained readout bottleneck, --readout CKPT: one forward pass)")
+    ex.add_argument("--readout", help="for --method readout: a checkpoint of `video-iba train-readout`")
     ex.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
     ex.add_argument("--steps", type=_positive_int, help="optimisation steps (default 10)")
     ex.add_argument("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
@@ -160,6 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--start", type=_non_negative_float, default=0.0, help="videos: start of the clip, seconds")
     co.add_argument("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
 
+    tr = sub.add_parser("train-readout", help="train a readout bottleneck (one-pass explanations) on a dataset; "
+                                              "resumable; runs under torchrun with DistributedDataParallel",
+                        description="Writes OUT/checkpoint.pt after every epoch (rerun to resume), OUT/readout.pt at "
+                                    "the end (explain --method readout --readout OUT/readout.pt) and OUT/loss.jsonl.")
+    tr.add_argument("dataset", help="'synthetic' (the benchmark's training clips and labels) or a folder of images "
+                                    "or videos (targets: the model's top-1 classes)")
+    _add_model_args(tr)
+    tr.add_argument("--readout-layer", action="append", help="a layer read by the readout network (repeatable; "
+                                                             "default: the bottleneck layers and the last feature map)")
+    tr.add_argument("--stats", action="append", help="statistics of the bottleneck layers (default: estimated on "
+                                                     "the training data)")
+    tr.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
+    tr.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per step and process (default 32)")
+    tr.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    tr.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
+    tr.add_argument("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the noise (default 0)")
+    tr.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
+
     sub.add_parser("models", help="list the models and their default layers")
 
     ly = sub.add_parser("layers", help="list a model's layers with output shapes")
@@ -207,10 +228,10 @@ def _run_explain_video(path: str, args: argparse.Namespace, cfg: IBAConfig) -> N
                              target=args.target, config=cfg, seed=args.seed, stats_paths=args.stats,
                              weights=args.weights, stride=args.stride, start=args.start, end=args.end,
                              coverage=args.coverage, layout=args.layout, vmax=args.vmax, device=args.device,
-                             progress=_bar, method=getattr(args, "method", "iba"))
+                             progress=_bar, method=getattr(args, "method", "iba"), readout=getattr(args, "readout", None))
     m = res.meta
     print("predicted (mean over windows): " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
-    if m["unit"] == "bits":
+    if m["unit"] == "bits" and m.get("method") == "iba_per_sample":
         print(f"explained: #{res.target} {res.label} · {res.windows} window(s) × {res.tiles} crop(s) · "
               f"{res.total_bits:.1f} bits per window on average · {m['model']} layer {', '.join(m['layers'])} · "
               f"statistics: {m['stats'] if isinstance(m['stats'], str) else '; '.join(m['stats'])}")
@@ -233,12 +254,16 @@ def _run_explain(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
         res = explain_image_file(path, model_name=args.model or DEFAULT_MODEL, out_dir=args.out,
                                  layer=_one_or_many(args.layer), target=args.target,
                                  config=cfg, seed=args.seed, stats_path=_one_or_many(args.stats), weights=args.weights,
-                                 vmax=args.vmax, device=args.device, on_step=step, method=getattr(args, "method", "iba"))
+                                 vmax=args.vmax, device=args.device, on_step=step, method=getattr(args, "method", "iba"),
+                                 readout=getattr(args, "readout", None))
     finally:
         close()
     m = res.attribution.meta
     print("predicted: " + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
-    if res.attribution.unit == "bits":
+    if m.get("method") == "iba_readout":
+        print(f"explained: #{res.attribution.target} {res.label} · {res.attribution.total_bits:.1f} bits · "
+              f"{m['model']} readout bottleneck at {m['layer']} · {m['seconds']:.3f} s")
+    elif res.attribution.unit == "bits":
         print(f"explained: #{res.attribution.target} {res.label} · {res.attribution.total_bits:.1f} bits · "
               f"{m['model']} layer {m['layer']} · statistics: {m['stats']}")
         if not m["prefix_cached"]:
@@ -264,14 +289,24 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
 
     video = get_spec(model).is_video
     total = None if video else (min(len(files), args.max_samples) if args.max_samples else len(files))
-    bar = tqdm(total=total, desc="estimating", unit="clip" if video else "img", disable=None)
+    from . import distributed
+    from .pipeline import resolve_device
+
+    device = distributed.setup(str(resolve_device(args.device)))
+    lead = distributed.rank() == 0
+    if distributed.world_size() > 1 and total is not None:
+        total = len(distributed.shard(files)) if not args.max_samples else None
+    bar = tqdm(total=total, desc="estimating", unit="clip" if video else "img", disable=None if lead else True)
     try:
         stats, written, skipped = estimate_folder(
             args.folder, model_name=model, out=args.out, layer=args.layer, weights=args.weights,
             batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
-            device=args.device, on_batch=bar.update)
+            device=device, on_batch=bar.update)
     finally:
         bar.close()
+        distributed.teardown()
+    if not lead:
+        return
     what = "clips" if video else "images"
     layers = ", ".join(st.meta["layer"] for st in stats)
     print(f"estimated statistics of {stats[0].meta['model']} layer {layers} over {stats[0].samples} {what}"
@@ -457,7 +492,68 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {ensure}")
 
 
+def _cmd_train_readout(args: argparse.Namespace) -> None:
+    from . import distributed
+    from .config import IBAConfig
+    from .pipeline import resolve_device
+    from .train_readout import folder_data, synthetic_data, train
+
+    dev = str(resolve_device(args.device))
+    dev = distributed.setup(dev)
+    try:
+        cfg = IBAConfig().replace(beta=args.beta)
+        if args.dataset == "synthetic":
+            from . import evaluate as ev
+
+            if args.model or args.weights != "default":
+                raise UserInputError("the synthetic benchmark has its own model; drop --model and --weights")
+            model, name = ev.load_tubenet().to(dev), "tubenet"
+            layers = args.layer or [ev.SYNTHETIC_LAYER]
+            data = synthetic_data(args.clips)
+            stats = None
+            if args.stats:
+                from .bottleneck.estimator import Statistics
+
+                stats = [Statistics.load(p) for p in args.stats]
+        else:
+            from .models import get_spec, load_model
+            from .pipeline import estimate_inputs, load_stats_files
+
+            name, _ = estimate_inputs(args.dataset, args.model)
+            spec = get_spec(name)
+            layers = args.layer or list(spec.layers)
+            stats = load_stats_files(args.stats or [], spec, layers) or None
+            data = folder_data(args.dataset, name)
+            model = load_model(name, weights=args.weights, device=dev)
+        if stats is not None and len(stats) != len(layers):
+            raise UserInputError(f"give one --stats file per bottleneck layer ({len(layers)})")
+        lead = distributed.rank() == 0
+
+        def progress(epoch: int, total: int) -> Callable[[int], None]:
+            update, close = _bar(f"epoch {epoch + 1}/{args.epochs}", total, "step") if lead else (lambda _n: None,
+                                                                                                 lambda: None)
+            state = {"left": total}
+
+            def tick(n: int) -> None:
+                update(n)
+                state["left"] -= n
+                if state["left"] <= 0:
+                    close()
+            return tick
+
+        readout = train(model, data, args.out, layers=layers, readouts=args.readout_layer, stats=stats, config=cfg,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=dev,
+                        model_name=name, progress=progress)
+        if lead:
+            print(f"readout at {', '.join(readout.spec.layers)} reading {', '.join(readout.spec.readouts)} + logits; "
+                  f"{len(data.items)} inputs, {args.epochs} epochs on {distributed.world_size()} process(es)")
+            print(f"wrote {os.path.join(args.out, 'readout.pt')} (and checkpoint.pt, loss.jsonl)")
+    finally:
+        distributed.teardown()
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "train-readout": _cmd_train_readout,
     "compare": _cmd_compare,
     "evaluate": _cmd_evaluate,
     "explain": _cmd_explain, "estimate": _cmd_estimate, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,

@@ -81,10 +81,12 @@ def explain_image_file(
     device: str = "cpu",
     on_step: Callable[[int, float, float], None] | None = None,
     method: str = "iba",
+    readout: str | None = None,
 ) -> ImageResult:
     """Explain one image file and write ``<out_dir>/<stem>.png`` and ``.npz`` atomically.
 
-    ``method``: ``"iba"`` or a baseline of :mod:`video_iba.baselines` (drawn by magnitude).
+    ``method``: ``"iba"``, ``"readout"`` (with ``readout``, a checkpoint of ``video-iba
+    train-readout``) or a baseline of :mod:`video_iba.baselines` (drawn by magnitude).
     """
     from .baselines import attribute, check_method
     from .render import Caption, image_figure
@@ -112,8 +114,15 @@ def explain_image_file(
     model = load_model(model_name, weights=weights, device=dev)
     labels = labels_for(spec)
     tgt = resolve_target(target, labels)
+    if readout and method != "readout":
+        raise UserInputError("--readout applies to --method readout only")
     if method != "iba":
-        attr = attribute(method, model, x.to(dev), tgt, seed=seed or 0)
+        extra_kw: dict[str, Any] = {}
+        if method == "readout":
+            from .readout import load_for_model
+
+            extra_kw["readout"] = load_for_model(readout, spec.name, dev)
+        attr = attribute(method, model, x.to(dev), tgt, seed=seed or 0, **extra_kw)
     else:
         attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names,
                        stats=stats, config=cfg, seed=seed, on_step=on_step)
@@ -133,7 +142,10 @@ def explain_image_file(
     })
     stem = Path(path).stem
     png, npz = os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")
-    if method == "iba":
+    if method == "readout":
+        details = (f"{spec.name} · readout bottleneck at {attr.meta['layer']} ({os.path.basename(str(readout))}, "
+                   f"beta {attr.meta['beta']:g}) · one forward pass")
+    elif method == "iba":
         stats_text = attr.meta['stats'] if isinstance(attr.meta['stats'], str) else '; '.join(attr.meta['stats'])
         details = (f"{spec.name} · layer {attr.meta['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} "
                    f"samples · seed {attr.meta['seed']} · statistics: {stats_text}")
@@ -291,6 +303,8 @@ def estimate_folder(
 
     Videos give one centre-crop clip per clip length; statistics are pooled over time unless
     ``per_frame``. Returns the statistics (one per layer), the files written and the skipped inputs.
+    Under torchrun every rank reads its own share of the files (``--max-samples`` is shared out
+    too), the ranks' estimates are combined, and rank 0 writes the files.
     """
     if batch_size <= 0:
         raise UserInputError(f"--batch-size must be > 0, got {batch_size}")
@@ -304,12 +318,24 @@ def estimate_folder(
     for t in targets:
         ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
     model = load_model(model_name, weights=weights, device=dev)
+    from . import distributed
+
+    world, rank = distributed.world_size(), distributed.rank()
+    files = distributed.shard(files)  # under torchrun: every file on exactly one rank, no padding
+    if max_samples is not None and world > 1:
+        max_samples = max_samples // world + (1 if rank < max_samples % world else 0)
     skipped: list[str] = []
     batches = (_clip_batches(files, spec, batch_size, dev, skipped) if spec.is_video
                else _image_batches(files, spec, batch_size, dev, skipped))
+    if max_samples == 0:
+        batches = iter(())
     result = estimate(model, batches, layer=layers, max_samples=max_samples, on_batch=on_batch,
                       pool=() if per_frame else None,
-                      meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder)})
-    for st, t in zip(result, targets):
-        st.save(t)
+                      meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder),
+                            "processes": world})
+    skipped = [f for part in distributed.gather(skipped) for f in part]
+    if rank == 0:
+        for st, t in zip(result, targets):
+            st.save(t)
+    distributed.barrier()
     return result, targets, skipped

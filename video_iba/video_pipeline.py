@@ -239,6 +239,7 @@ def explain_video_file(
     device: str = "cpu",
     progress: ProgressFactory | None = None,
     method: str = "iba",
+    readout: str | None = None,
 ) -> VideoResult:
     """Explain a video and write ``<out_dir>/<stem>.mp4`` (overlay) and ``<stem>.npz`` (bits) atomically.
 
@@ -259,8 +260,9 @@ def explain_video_file(
         vmax: Top of the colour scale in bits per voxel (default: the largest value over the video).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         progress: Progress reporting (see :data:`ProgressFactory`).
-        method: ``"iba"`` or a baseline of :mod:`video_iba.baselines`; baselines' maps are stored as
-            ``window_values`` in their own unit and drawn by magnitude.
+        method: ``"iba"``, ``"readout"`` or a baseline of :mod:`video_iba.baselines`; baselines' maps
+            are stored as ``window_values`` in their own unit and drawn by magnitude.
+        readout: For ``method="readout"``: a checkpoint of ``video-iba train-readout``.
     """
     from .render.video import render_video
 
@@ -307,6 +309,11 @@ def explain_video_file(
                              f"--layer {spec.layers[0]} --layer {spec.layers[1]}")
     stats = load_stats_files(list(stats_paths or []), spec, layer_names) or None
     model = load_model(model_name, weights=weights, device=dev)
+    extra_kw: dict[str, Any] = {}
+    if method == "readout":
+        from .readout import load_for_model
+
+        extra_kw["readout"] = load_for_model(readout, spec.name, dev)
     labels = labels_for(spec)
     source = (info.height, info.width)
     n_units = len(windows) * len(plan.tiles)
@@ -344,7 +351,8 @@ def explain_video_file(
                 if method != "iba":
                     clip = x[-1] if isinstance(x, list) else x
                     pack = (lambda c: pathways(spec, c)) if spec.slowfast_alpha else None  # noqa: E731
-                    attr = attribute(method, model, clip, tgt, pack=pack, seed=seed or 0)  # type: ignore[arg-type]
+                    attr = attribute(method, model, clip, tgt, pack=pack, seed=seed or 0,  # type: ignore[arg-type]
+                                     **extra_kw)
                     update(1)
                     unit = attr.unit
                     assert attr.logits is not None

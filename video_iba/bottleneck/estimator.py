@@ -92,6 +92,39 @@ class WelfordEstimator:
         self.n += b
         self.samples += x.shape[0]
 
+    def state(self) -> dict[str, Any]:
+        """The running sums, for sending to other processes (CPU tensors)."""
+        return {"pool": self.pool, "n": self.n, "samples": self.samples, "feature_shape": self.feature_shape,
+                "mean": None if self._mean is None else self._mean.cpu(),
+                "m2": None if self._m2 is None else self._m2.cpu(),
+                "nonzero": None if self._nonzero is None else self._nonzero.cpu()}
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Add another estimator's :meth:`state` (the parallel combination of Chan et al.): the result
+        equals one estimator that saw both inputs, up to floating-point rounding."""
+        if state["n"] == 0 or state["mean"] is None:
+            return
+        if tuple(state["pool"]) != self.pool:
+            raise ValueError(f"cannot merge estimators pooled over {state['pool']} and {self.pool}")
+        if self.feature_shape is not None and tuple(state["feature_shape"]) != self.feature_shape:
+            raise ValueError(f"feature shape {state['feature_shape']} differs from {self.feature_shape}")
+        mean_b, m2_b, nz_b = (state[k].to(torch.float64) for k in ("mean", "m2", "nonzero"))
+        if self._mean is None:
+            dev = mean_b.device
+            self._mean, self._m2, self._nonzero = mean_b.to(dev), m2_b.to(dev), nz_b.to(dev)
+            self.feature_shape = tuple(state["feature_shape"])
+        else:
+            assert self._m2 is not None and self._nonzero is not None
+            mean_b, m2_b, nz_b = (t.to(self._mean.device) for t in (mean_b, m2_b, nz_b))
+            n, b = self.n, int(state["n"])
+            total = n + b
+            delta = mean_b - self._mean
+            self._mean = self._mean + delta * (b / total)
+            self._m2 = self._m2 + m2_b + delta**2 * (n * b / total)
+            self._nonzero = self._nonzero + nz_b
+        self.n += int(state["n"])
+        self.samples += int(state["samples"])
+
     def finalize(self, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None, source: str = "dataset") -> "Statistics":
         """Return the statistics (unbiased std, clamped below at ``min_std``)."""
         if self._mean is None or self.n < 2:

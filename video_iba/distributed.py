@@ -1,0 +1,78 @@
+"""torch.distributed glue: process group set-up under ``torchrun``, sharding, gathering.
+
+Every command runs unchanged as a single process. Started by ``torchrun --nproc-per-node N``
+(which sets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``), it joins the process group: NCCL when
+the device is CUDA (each rank on the GPU of its ``LOCAL_RANK``), gloo otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or another launcher) as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: str) -> str:
+    """Join the process group when launched as one of several processes; returns the device to use
+    (``cuda`` becomes ``cuda:LOCAL_RANK``)."""
+    if not launched():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(items: Sequence[T], pad: bool = False) -> list[T]:
+    """This rank's items: every ``world``-th one from ``rank``, so ranks share nothing. With ``pad``
+    (training only), shorter shards repeat their first items so every rank has as many."""
+    w, r = world_size(), rank()
+    out = list(items[r::w])
+    if pad and w > 1 and out:
+        own = len(out)
+        longest = (len(items) + w - 1) // w
+        out += [out[k % own] for k in range(longest - own)]
+    return out
+
+
+def gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (a list of one object when single)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+__all__ = ["setup", "teardown", "shard", "gather", "barrier", "rank", "world_size", "launched"]

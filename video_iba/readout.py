@@ -1,0 +1,313 @@
+"""The readout bottleneck (Schulz et al., ICLR 2020, Sec. 3.3): one network predicts the mask.
+
+Per-sample IBA optimises a mask for every input (100 network passes). The readout bottleneck
+learns, on a dataset, to predict the mask parameters ``alpha`` from what the network itself
+computes for an input: feature maps of several depths ("readouts") and the logits, each
+normalised, resized to the bottleneck's grid and concatenated, then mapped by 1x1 (images) or
+1x1x1 (clips) convolutions ``F -> F/2 -> ReLU -> 2C -> ReLU -> C``. Explaining an input then
+costs one forward pass of the network (it yields readouts, logits and the bottleneck's input at
+once) and of this small network.
+
+Choices fixed here:
+
+* Readouts are normalised per channel with means and standard deviations estimated over the
+  training data (pooled over positions); the logits are standardised per input over the classes
+  (their ranking, which names the explained class, is kept), and enter as constant maps.
+* The last convolution starts at zero weights with a bias giving ``alpha = 5`` (``lambda =
+  0.993``: almost everything passes, as per-sample IBA starts) for every input. ``alpha`` is
+  bounded softly, ``alpha = B * tanh(z / B)`` with ``B = 6``, so it stays within about
+  [-6, 6] (``lambda`` in [0.0025, 0.9975]) while the gradient at the start is
+  ``1 - (5/6)^2 = 0.31`` of the unbounded one: a hard clamp at the initial value would pass no
+  gradient at all.
+* SlowFast (several bottlenecks): one head per bottleneck, each fed with all readouts resized to
+  its own grid; the information term is the mean over the elements of all bottlenecks.
+* The mask is smoothed like the per-sample one (sigma 1 cell, temporal sigma 1 frame); the map
+  is the capacity in bits, channel-summed and resized with its total preserved.
+* Training loss per input: ``CE(target) + beta * mean(capacity)`` with the bottleneck's noise
+  drawn from dataset statistics; the target of each input is its label where the dataset has
+  labels, else the model's top-1 class, gathered per input.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._version import __version__
+from .attribution import Attribution
+from .bottleneck.estimator import Statistics
+from .bottleneck.functional import capacity, restrict, smooth
+from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module
+from .config import IBAConfig
+from .errors import UserInputError
+from .heatmap import capacity_to_bits
+
+ALPHA_BOUND = 6.0
+CHECKPOINT_FORMAT = "video-iba-readout-1"
+
+
+class ReadoutHead(nn.Module):
+    """``F -> F/2 -> ReLU -> 2C -> ReLU -> C`` pointwise convolutions, output ``alpha`` bounded softly."""
+
+    def __init__(self, features: int, channels: int, dims: int, alpha_init: float = 5.0,
+                 bound: float = ALPHA_BOUND) -> None:
+        super().__init__()
+        if not abs(alpha_init) < bound:
+            raise UserInputError(f"alpha_init must lie inside (-{bound}, {bound}), got {alpha_init}")
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        hidden = max(1, features // 2)
+        self.net = nn.Sequential(conv(features, hidden, 1), nn.ReLU(), conv(hidden, 2 * channels, 1), nn.ReLU(),
+                                 conv(2 * channels, channels, 1))
+        self.bound = float(bound)
+        last = self.net[-1]
+        assert isinstance(last, (nn.Conv2d, nn.Conv3d)) and last.bias is not None
+        nn.init.zeros_(last.weight)
+        nn.init.constant_(last.bias, bound * math.atanh(alpha_init / bound))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.bound * torch.tanh(self.net(feats) / self.bound)
+
+
+@dataclass
+class ReadoutSpec:
+    """Where the readout bottleneck sits and what it reads.
+
+    Attributes:
+        layers: Bottleneck layers (SlowFast: one per pathway).
+        readouts: Layers whose outputs feed the readout network (the logits are always added).
+        channels: Channels of each bottleneck layer's output.
+        readout_channels: Channels of each readout's output.
+        classes: Number of logits.
+        dims: 2 (images) or 3 (clips).
+    """
+
+    layers: list[str]
+    readouts: list[str]
+    channels: list[int]
+    readout_channels: list[int]
+    classes: int
+    dims: int
+
+
+class Readout(nn.Module):
+    """The trained readout: heads, readout normalisation and the bottleneck's statistics."""
+
+    def __init__(self, spec: ReadoutSpec, stats: Sequence[Statistics], norms: Sequence[Statistics],
+                 config: IBAConfig | None = None) -> None:
+        super().__init__()
+        if len(stats) != len(spec.layers) or len(norms) != len(spec.readouts):
+            raise ValueError("need one statistics object per bottleneck and one normalisation per readout")
+        self.spec = spec
+        self.config = config or IBAConfig()
+        features = sum(spec.readout_channels) + spec.classes
+        self.heads = nn.ModuleList([ReadoutHead(features, c, spec.dims, self.config.alpha_init) for c in spec.channels])
+        self.stats = [s.to("cpu") for s in stats]
+        self.norms = [n.to("cpu") for n in norms]
+
+    def to_device(self, device: torch.device | str) -> "Readout":
+        self.to(device)
+        self.stats = [s.to(device) for s in self.stats]
+        self.norms = [n.to(device) for n in self.norms]
+        return self
+
+    def forward(self, feats: Sequence[torch.Tensor], logits: torch.Tensor,
+                grids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        return self.alphas(feats, logits, grids)
+
+    def alphas(self, feats: Sequence[torch.Tensor], logits: torch.Tensor,
+               grids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """``alpha`` per bottleneck, ``(N, C_i, *grid_i)``, from readouts ``(N, C_j, *S_j)`` and logits ``(N, K)``."""
+        z = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
+        normed = [(f - n.mean.reshape(1, -1, *[1] * (f.dim() - 2))) / n.std.reshape(1, -1, *[1] * (f.dim() - 2))
+                  for f, n in zip(feats, self.norms)]
+        out = []
+        for head, grid in zip(self.heads, grids):
+            grid = tuple(int(g) for g in grid)
+            parts = [f if tuple(f.shape[2:]) == grid else
+                     F.interpolate(f, size=grid, mode="bilinear" if len(grid) == 2 else "trilinear", align_corners=False)
+                     for f in normed]
+            parts.append(z[(..., *([None] * len(grid)))].expand(-1, -1, *grid))
+            out.append(head(torch.cat(parts, dim=1)))
+        return out
+
+    def masks(self, alphas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        from .bottleneck.per_sample import smoothing_sigmas
+
+        return [smooth(torch.sigmoid(a), smoothing_sigmas(a.dim() - 2, self.config)) for a in alphas]
+
+    def capacities(self, rs: Sequence[torch.Tensor], lams: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [capacity((r - st.mean) / st.std, lam, st.active) for r, lam, st in zip(rs, lams, self.stats)]
+
+
+def default_readouts(model: nn.Module, layers: Sequence[str], x: Inputs) -> list[str]:
+    """The bottleneck layers themselves and the last spatial feature map (Grad-CAM's layer)."""
+    from .baselines import cam_layer_of
+
+    clip = x if isinstance(x, torch.Tensor) else x[-1]
+    try:
+        last = cam_layer_of(model, clip) if isinstance(x, torch.Tensor) else None
+    except UserInputError:
+        last = None
+    out = list(layers)
+    if last and last not in out:
+        out.append(last)
+    return out
+
+
+def _names_and_modules(model: nn.Module, readout: Readout) -> tuple[list[str], list[nn.Module]]:
+    names = list(dict.fromkeys([*readout.spec.layers, *readout.spec.readouts]))
+    return names, [get_module(model, n) for n in names]
+
+
+def readout_forward(model: nn.Module, readout: Readout, x: Inputs) -> tuple[torch.Tensor, list[torch.Tensor],
+                                                                          list[torch.Tensor]]:
+    """One forward pass of ``model`` (no gradients): logits, bottleneck inputs, readouts."""
+    names, modules = _names_and_modules(model, readout)
+    logits, outs = capture(model, modules, names, x)
+    by_name = dict(zip(names, outs))
+    return logits, [by_name[n] for n in readout.spec.layers], [by_name[n] for n in readout.spec.readouts]
+
+
+def readout_loss(model: nn.Module, readout: Readout, x: Inputs, labels: torch.Tensor | None,
+                 generator: torch.Generator | None = None, net: nn.Module | None = None) -> tuple[torch.Tensor, float, float]:
+    """The training loss of a batch: ``CE + beta * mean(capacity)``; returns (loss, ce, info in nats).
+
+    ``net`` computes the alphas (the readout wrapped in DistributedDataParallel when distributed);
+    default: ``readout`` itself. The target of each input is its label, else the model's top-1.
+    """
+    logits, rs, feats = readout_forward(model, readout, x)
+    target = labels.to(logits.device) if labels is not None else logits.argmax(1)
+    if target.shape != (logits.shape[0],):
+        raise UserInputError(f"need one label per input, got {tuple(target.shape)} for {logits.shape[0]} inputs")
+    alphas = (net or readout)(feats, logits, [r.shape[2:] for r in rs])
+    lams = readout.masks(alphas)
+    caps = readout.capacities(rs, lams)
+    info = torch.stack([c.flatten(1).sum(1) for c in caps]).sum(0) / sum(c[0].numel() for c in caps)
+    zs = []
+    for r, lam, st in zip(rs, lams, readout.stats):
+        noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
+        zs.append(restrict(r, lam, st.mean, st.std, noise, st.active))
+    modules = [get_module(model, n) for n in readout.spec.layers]
+    with HookedForward(model, modules, x) as hooked:
+        noisy = hooked(zs)
+    ce = F.cross_entropy(noisy.float(), target, reduction="none")
+    loss = (ce + readout.config.beta * info).mean()
+    return loss, float(ce.mean().detach()), float(info.mean().detach())
+
+
+def explain_readout(model: nn.Module, readout: Readout, x: Inputs, target: int | None = None) -> Attribution:
+    """Explain one input with a trained readout: one forward pass of the model and of the readout.
+
+    The readout reads the logits, so its mask is the one for what the model predicts; a
+    ``target`` other than the top-1 class is recorded (``meta["target_is_top1"] = False``) with a
+    warning, and the map is the same.
+    """
+    import logging
+    from .api import _check_input, _check_target, _map_size
+
+    x = _check_input(model, x)
+    t0 = time.perf_counter()
+    with frozen(model), frozen(readout), torch.no_grad():
+        logits, rs, feats = readout_forward(model, readout, x)
+        top = int(logits[0].argmax())
+        explained = _check_target(target, logits)
+        if explained != top:
+            logging.getLogger(__name__).warning(
+                "the readout predicts its mask from the logits, i.e. for the top-1 class %d, not for class %d; "
+                "use --method iba for a map of another class", top, explained)
+        if [tuple(r.shape[1:]) for r in rs] != [tuple(s) for s in _feature_shapes(readout)]:
+            raise UserInputError(f"the readout was trained for feature maps {_feature_shapes(readout)}, this input "
+                                 f"gives {[tuple(r.shape[1:]) for r in rs]}; use inputs of the training size")
+        lams = readout.masks(readout.alphas(feats, logits, [r.shape[2:] for r in rs]))
+        caps = [c[0] for c in readout.capacities(rs, lams)]
+    size = _map_size(x)
+    bits = capacity_to_bits(caps[0], size)
+    for c in caps[1:]:
+        bits = bits + capacity_to_bits(c, size)
+    single = len(caps) == 1
+    meta = {"method": "iba_readout", "layer": readout.spec.layers[0] if single else readout.spec.layers,
+            "readouts": readout.spec.readouts, "target": explained, "target_is_top1": explained == top,
+            "beta": readout.config.beta,
+            "total_bits": float(bits.double().sum()), "seconds": round(time.perf_counter() - t0, 4),
+            "version": __version__}
+    return Attribution(values=bits.cpu(), unit="bits", target=explained,
+                       capacity=caps[0].cpu() if single else [c.cpu() for c in caps],
+                       logits=logits[0].float().cpu(), meta=meta)
+
+
+def _feature_shapes(readout: Readout) -> list[tuple[int, ...]]:
+    return [tuple(int(v) for v in s.meta["feature_shape"]) for s in readout.stats]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: str, readout: Readout, *, model_name: str | None, epoch: int,
+                    optimizer: torch.optim.Optimizer | None = None, log: Sequence[dict[str, Any]] = (),
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write the readout (and the training state, to resume) atomically."""
+    from .io.atomic import atomic_write
+
+    def st(s: Statistics) -> dict[str, Any]:
+        return {"mean": s.mean.cpu(), "std": s.std.cpu(), "active": s.active.cpu(), "samples": int(s.samples),
+                "meta": {k: v for k, v in s.meta.items() if k != "path"}}
+
+    spec = readout.spec
+    payload = {
+        "format": CHECKPOINT_FORMAT, "version": __version__, "model": model_name, "epoch": int(epoch),
+        "spec": {"layers": spec.layers, "readouts": spec.readouts, "channels": spec.channels,
+                 "readout_channels": spec.readout_channels, "classes": spec.classes, "dims": spec.dims},
+        "config": {"beta": readout.config.beta, "sigma": readout.config.sigma,
+                   "temporal_sigma": readout.config.temporal_sigma, "alpha_init": readout.config.alpha_init,
+                   "min_std": readout.config.min_std},
+        "heads": {k: v.cpu() for k, v in readout.heads.state_dict().items()},
+        "stats": [st(s) for s in readout.stats], "norms": [st(n) for n in readout.norms],
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "log": list(log), "extra": dict(extra or {}),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Readout, dict[str, Any]]:
+    """Read a checkpoint of :func:`save_checkpoint`; returns the readout and the raw payload."""
+    import os
+
+    if not os.path.isfile(path):
+        raise UserInputError(f"readout checkpoint '{path}' does not exist; train one with `video-iba train-readout`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign or truncated files
+        raise UserInputError(f"'{path}' is not a readable readout checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserInputError(f"'{path}' is not a video-iba readout checkpoint; train one with `video-iba train-readout`")
+    spec = ReadoutSpec(**payload["spec"])
+
+    def st(d: dict[str, Any]) -> Statistics:
+        return Statistics(d["mean"], d["std"], d["active"], int(d["samples"]), "dataset", dict(d["meta"]))
+
+    readout = Readout(spec, [st(d) for d in payload["stats"]], [st(d) for d in payload["norms"]],
+                      IBAConfig().replace(**payload["config"]))
+    readout.heads.load_state_dict(payload["heads"])
+    return readout.to_device(device), payload
+
+
+def load_for_model(path: str | None, model_name: str, device: torch.device | str = "cpu") -> Readout:
+    """The readout of ``path`` for a registry model, refused when it was trained for another model."""
+    if not path:
+        raise UserInputError("--method readout needs --readout CHECKPOINT (from `video-iba train-readout`)")
+    readout, payload = load_checkpoint(path, device)
+    if payload.get("model") not in (None, model_name):
+        raise UserInputError(f"the readout '{path}' was trained for {payload.get('model')}, not {model_name}; "
+                             f"choose --model {payload.get('model')} or train a readout for {model_name}")
+    readout.meta_path = path  # type: ignore[attr-defined]
+    return readout
+
+
+__all__ = ["load_for_model", "Readout", "ReadoutHead", "ReadoutSpec", "readout_loss", "explain_readout", "default_readouts",
+           "save_checkpoint", "load_checkpoint", "ALPHA_BOUND"]
