@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("explain", help="explain a photo or a video: writes OUT/<stem>.png or .mp4 (overlay) and "
                                         "OUT/<stem>.npz (bits)")
-    ex.add_argument("input", help="image file (JPEG, PNG, ...) or video file (MP4, MKV, AVI, WebM, MOV, ...)")
+    ex.add_argument("input", help="image file (JPEG, PNG, ...) or video file (MP4, MKV, AVI, WebM, MOV, ...); or a "
+                                  "folder or a .txt list of them: one output each and OUT/manifest.jsonl, resumable, "
+                                  "sharded over ranks under torchrun")
     _add_model_args(ex)
     ex.add_argument("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
     ex.add_argument("--method", default="iba",
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                      "'iba[beta=B]' each); default 10")
     ev.add_argument("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
+    ev.add_argument("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout`")
     ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
     co = sub.add_parser("compare", help="one PNG (photo) or MP4 (first clip of a video) with a panel per method")
@@ -212,12 +215,66 @@ def _cmd_explain(args: argparse.Namespace) -> None:
 
     cfg = IBAConfig.from_yaml(args.config) if args.config else IBAConfig()
     cfg = cfg.replace(beta=args.beta, steps=args.steps, samples=args.samples, micro_batch=args.micro_batch)
+    from .batch import is_batch_input
     from .video_pipeline import is_video_file
 
-    if is_video_file(args.input):
+    if is_batch_input(args.input):
+        _run_explain_batch(args, cfg)
+    elif is_video_file(args.input):
         _run_explain_video(args.input, args, cfg)
     else:
         _run_explain(args.input, args, cfg)
+
+
+def _run_explain_batch(args: argparse.Namespace, cfg: IBAConfig) -> None:
+    from . import distributed
+    from .batch import MANIFEST, batch_inputs, run_batch
+    from .pipeline import explain_image_file, resolve_device
+    from .video_pipeline import explain_video_file, is_video_file
+
+    inputs, base = batch_inputs(args.input)
+    device = distributed.setup(str(resolve_device(args.device)))
+    lead = distributed.rank() == 0
+    method = getattr(args, "method", "iba")
+    readout = getattr(args, "readout", None)
+
+    def one(path: str, out_dir: str) -> dict[str, Any]:
+        if is_video_file(path):
+            v = explain_video_file(path, model_name=args.model or DEFAULT_VIDEO_MODEL, out_dir=out_dir,
+                                   layers=args.layer, target=args.target, config=cfg, seed=args.seed,
+                                   stats_paths=args.stats, weights=args.weights, stride=args.stride, start=args.start,
+                                   end=args.end, coverage=args.coverage, layout=args.layout, vmax=args.vmax,
+                                   device=device, method=method, readout=readout)
+            return {"output": [v.mp4, v.npz], "target": v.target, "label": v.label,
+                    "total_bits": v.total_bits if v.meta["unit"] == "bits" else None}
+        r = explain_image_file(path, model_name=args.model or DEFAULT_MODEL, out_dir=out_dir,
+                               layer=_one_or_many(args.layer), target=args.target, config=cfg, seed=args.seed,
+                               stats_path=_one_or_many(args.stats), weights=args.weights, vmax=args.vmax,
+                               device=device, method=method, readout=readout)
+        a = r.attribution
+        return {"output": [r.png, r.npz], "target": a.target, "label": r.label,
+                "total_bits": a.total_bits if a.unit == "bits" else None}
+
+    def progress(total: int) -> Callable[[int], None]:
+        update, close = _bar("explaining", total, "input") if lead else (lambda _n: None, lambda: None)
+        left = {"n": total}
+
+        def tick(n: int) -> None:
+            update(n)
+            left["n"] -= n
+            if left["n"] <= 0:
+                close()
+        return tick
+
+    try:
+        counts = run_batch(inputs, base, args.out, one, progress)
+        totals = {k: sum(c[k] for c in distributed.gather(counts)) for k in counts}
+    finally:
+        distributed.teardown()
+    if lead:
+        print(f"{len(inputs)} inputs: {totals['done']} explained, {totals['skipped']} done before, "
+              f"{totals['failed']} failed (see the manifest)")
+        print(f"wrote {os.path.join(args.out, MANIFEST)}")
 
 
 def _run_explain_video(path: str, args: argparse.Namespace, cfg: IBAConfig) -> None:
@@ -427,7 +484,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                                 layer=layers if len(layers) > 1 else layers[0])
         tube = {"tube_frames": ev.TUBE_FRAMES} if spec.is_video else {}
 
+    readout = None
+    if any(ev.base_method(m) == "readout" for m in methods):
+        from .readout import load_for_model
+
+        readout = load_for_model(args.readout, "tubenet" if args.dataset == "synthetic" else name, dev)
+    elif args.readout:
+        raise UserInputError("--readout applies to the method 'readout' only; add it to --methods")
+
     def kwargs(method: str) -> dict[str, Any]:
+        if method == "readout":
+            return {"readout": readout}
         if ev.base_method(method) == "iba":
             cfg = configs.get(method, configs[ev.iba_label(betas[0])])
             return {"layer": layers if len(layers) > 1 else layers[0], "stats": stats, "config": cfg}

@@ -205,20 +205,21 @@ def train(
             sums += vals
             if distributed.rank() == 0:
                 with open(log_path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"epoch": epoch + 1, "step": step + 1, "loss": round(vals[0], 6),
-                                         "ce": round(vals[1], 6), "info_nats": round(vals[2], 6),
+                    fh.write(json.dumps({"epoch": epoch + 1, "step": step + 1, "loss": round(float(vals[0]), 6),
+                                         "ce": round(float(vals[1]), 6), "info_nats": round(float(vals[2]), 6),
                                          "seconds": round(time.perf_counter() - t0, 3)}) + "\n")
             if tick is not None:
                 tick(1)
         readout.eval()
         n = max(1, len(chunks))
-        history.append({"epoch": epoch + 1, "loss": sums[0] / n, "ce": sums[1] / n, "info_nats": sums[2] / n,
-                        "seconds": round(time.perf_counter() - t0, 2)})
+        history.append({"epoch": epoch + 1, "loss": float(sums[0] / n), "ce": float(sums[1] / n),
+                        "info_nats": float(sums[2] / n), "seconds": round(time.perf_counter() - t0, 2)})
         if distributed.rank() == 0:
             save_checkpoint(ckpt_path, readout, model_name=model_name, epoch=epoch + 1, optimizer=opt, log=history,
                             extra={"data": data.name, "batch_size": batch_size, "lr": lr, "world_size":
                                    distributed.world_size()})
-            log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, *history[-1].values())
+            h = history[-1]
+            log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
         distributed.barrier()
     if distributed.rank() == 0:
         final = os.path.join(out_dir, "readout.pt")

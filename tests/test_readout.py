@@ -1,0 +1,123 @@
+"""The readout bottleneck: initialisation, training (resumable, 2 gloo processes), one-pass explanations."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from video_iba.cli import main
+from video_iba.readout import ALPHA_BOUND, ReadoutHead
+
+from .test_distributed import torchrun
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _lines(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:
+    head = ReadoutHead(features=12, channels=3, dims=3)
+    x = torch.randn(2, 12, 4, 5, 5)
+    alpha = head(x)
+    assert alpha.shape == (2, 3, 4, 5, 5)
+    torch.testing.assert_close(alpha, torch.full_like(alpha, 5.0))
+    torch.sigmoid(alpha).sum().backward()
+    last = head.net[-1]
+    assert last.bias.grad is not None and float(last.bias.grad.abs().min()) > 0  # not frozen by the bound
+    assert last.weight.grad is not None and float(last.weight.grad.abs().sum()) > 0
+    assert float(ReadoutHead(12, 3, 3)(x * 1e6).detach().abs().max()) <= ALPHA_BOUND
+    with pytest.raises(Exception, match="alpha_init"):
+        ReadoutHead(12, 3, 3, alpha_init=7.0)
+    assert math.isclose(1 - (5 / ALPHA_BOUND) ** 2, 0.3056, abs_tol=1e-3)
+
+
+def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ro")
+    base = ["train-readout", "synthetic", "--clips", "32", "--batch-size", "16", "--out", out]
+    code, stdout, err = _run([*base, "--epochs", "1"], capsys)
+    assert code == 0, err
+    assert "reading block1, block3 + logits" in stdout
+    for name in ("checkpoint.pt", "readout.pt", "loss.jsonl"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert [(r["epoch"], r["step"]) for r in _lines(os.path.join(out, "loss.jsonl"))] == [(1, 1), (1, 2)]
+    # an epoch cut short: its log lines go, the finished epoch stays, training resumes after it
+    with open(os.path.join(out, "loss.jsonl"), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"epoch": 2, "step": 1, "loss": 0.0}) + "\n")
+    code, _, err = _run([*base, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert "resuming after epoch 1 of 2" in err
+    log = _lines(os.path.join(out, "loss.jsonl"))
+    assert [(r["epoch"], r["step"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["info_nats"] > 0 and r["ce"] >= 0 for r in log)
+    ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "tubenet" and len(ckpt["log"]) == 2
+
+    from video_iba.evaluate import load_tubenet
+    from video_iba.readout import explain_readout, load_checkpoint
+    from video_iba.synthetic import make_clip
+
+    readout, _ = load_checkpoint(os.path.join(out, "readout.pt"))
+    model = load_tubenet()
+    clip = make_clip(100_000)
+    calls = {"n": 0}
+    handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        a = explain_readout(model, readout, torch.from_numpy(clip.x)[None])
+    finally:
+        handle.remove()
+    assert calls["n"] == 1  # one forward pass of the network
+    assert a.unit == "bits" and a.values.shape == (16, 64, 64) and a.meta["method"] == "iba_readout"
+    assert float(a.values.min()) >= 0 and a.total_bits > 0
+    # the same readout through evaluate
+    code, stdout, err = _run(["evaluate", "synthetic", "--clips", "2", "--methods", "readout,random", "--metrics",
+                              "hit_ratio", "--readout", os.path.join(out, "readout.pt"), "--out",
+                              str(tmp_path / "ev")], capsys)
+    assert code == 0, err
+    assert "| readout |" in stdout
+
+
+def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ro")
+    code, _, err = _run(["train-readout", photo_dir, "--epochs", "1", "--batch-size", "2", "--out", out], capsys)
+    assert code == 0, err
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    code, stdout, err = _run(["explain", photo, "--method", "readout", "--readout", os.path.join(out, "readout.pt"),
+                              "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "readout bottleneck at _blocks.4" in stdout
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    assert os.path.exists(tmp_path / "o" / f"{stem}.png") and os.path.exists(tmp_path / "o" / f"{stem}.npz")
+    # a readout of another model, a file that is not a checkpoint, --readout without the method
+    code, _, err = _run(["explain", photo, "--model", "resnet18", "--weights", "random", "--method", "readout",
+                         "--readout", os.path.join(out, "readout.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "trained for efficientnet_lite0, not resnet18" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    code, _, err = _run(["explain", photo, "--method", "readout", "--readout", str(junk), "--out",
+                         str(tmp_path / "o")], capsys)
+    assert code == 2 and "not a readable readout checkpoint" in err
+    code, _, err = _run(["explain", photo, "--readout", str(junk), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--readout applies to --method readout only" in err
+
+
+def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ro2")
+    run = torchrun(["train-readout", "synthetic", "--clips", "40", "--batch-size", "8", "--epochs", "1",
+                    "--out", out])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("wrote") == 1  # rank 0 writes and reports
+    log = _lines(os.path.join(out, "loss.jsonl"))
+    assert [r["step"] for r in log] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
+    ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert ckpt["extra"]["world_size"] == 2 and ckpt["epoch"] == 1
