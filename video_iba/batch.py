@@ -96,6 +96,7 @@ def run_batch(
     counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0}
     tick = progress(len(todo)) if progress is not None else None
     part = os.path.join(out_dir, f"manifest.rank{rank}.jsonl")
+    _drop_cut_line(part)
     with open(part, "a", encoding="utf-8") as manifest:
         for path in todo:
             rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(base))
@@ -120,6 +121,16 @@ def run_batch(
         _merge_manifests(out_dir)
     distributed.barrier()
     return counts
+
+
+def _drop_cut_line(path: str) -> None:
+    """Remove a last line that a killed run left unfinished, so new lines start on their own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _merge_manifests(out_dir: str) -> None:
