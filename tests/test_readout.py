@@ -121,3 +121,19 @@ def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: igno
     assert [r["step"] for r in log] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
     ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
     assert ckpt["extra"]["world_size"] == 2 and ckpt["epoch"] == 1
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_head_on_parts_equals_the_head_on_the_concatenation(dims: int) -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    head = ReadoutHead(features=5 + 3 + 4, channels=2, dims=dims)
+    torch.nn.init.normal_(head.net[-1].weight, std=0.5)  # an input-dependent output
+    grid = (8, 8) if dims == 2 else (4, 8, 8)
+    small = (4, 4) if dims == 2 else (2, 4, 4)
+    p1, p2, z = torch.randn(3, 5, *grid), torch.randn(3, 3, *small), torch.randn(3, 4)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    full = torch.cat([p1, F.interpolate(p2, size=grid, mode=mode, align_corners=False),
+                      z.reshape(3, 4, *[1] * dims).expand(-1, -1, *grid)], dim=1)
+    torch.testing.assert_close(head.forward_parts([p1, p2], z, grid), head(full), rtol=1e-4, atol=1e-5)

@@ -71,7 +71,33 @@ class ReadoutHead(nn.Module):
         nn.init.constant_(last.bias, bound * math.atanh(alpha_init / bound))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """``alpha`` from the concatenated inputs ``(N, F, *grid)``."""
         return self.bound * torch.tanh(self.net(feats) / self.bound)
+
+    def forward_parts(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """The same as :meth:`forward` on ``cat([resize(p, grid) for p in parts] + [z as constant maps])``,
+        computed without forming that tensor: the first pointwise convolution is linear, so it is
+        applied to each part at its own resolution before resizing (resizing is linear and per
+        channel, so the two commute), and to the logits once per input."""
+        first = self.net[0]
+        assert isinstance(first, (nn.Conv2d, nn.Conv3d)) and first.bias is not None
+        w = first.weight.flatten(1)  # (hidden, F)
+        conv = F.conv2d if len(grid) == 2 else F.conv3d
+        acc: torch.Tensor | None = None
+        offset = 0
+        for p in parts:
+            c = p.shape[1]
+            y = conv(p, w[:, offset:offset + c].reshape(w.shape[0], c, *[1] * len(grid)))
+            if tuple(y.shape[2:]) != tuple(grid):
+                y = F.interpolate(y, size=tuple(grid), mode="bilinear" if len(grid) == 2 else "trilinear",
+                                  align_corners=False)
+            acc = y if acc is None else acc + y
+            offset += c
+        const = z @ w[:, offset:].T + first.bias  # (N, hidden): the logits' share, the same at every position
+        const = const.reshape(*const.shape, *[1] * len(grid))
+        h = const.expand(-1, -1, *grid) if acc is None else acc + const
+        out = self.net[1:](h)
+        return self.bound * torch.tanh(out / self.bound)
 
 
 @dataclass
@@ -126,15 +152,7 @@ class Readout(nn.Module):
         z = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
         normed = [(f - n.mean.reshape(1, -1, *[1] * (f.dim() - 2))) / n.std.reshape(1, -1, *[1] * (f.dim() - 2))
                   for f, n in zip(feats, self.norms)]
-        out = []
-        for head, grid in zip(self.heads, grids):
-            grid = tuple(int(g) for g in grid)
-            parts = [f if tuple(f.shape[2:]) == grid else
-                     F.interpolate(f, size=grid, mode="bilinear" if len(grid) == 2 else "trilinear", align_corners=False)
-                     for f in normed]
-            parts.append(z[(..., *([None] * len(grid)))].expand(-1, -1, *grid))
-            out.append(head(torch.cat(parts, dim=1)))
-        return out
+        return [head.forward_parts(normed, z, tuple(int(g) for g in grid)) for head, grid in zip(self.heads, grids)]
 
     def masks(self, alphas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         from .bottleneck.per_sample import smoothing_sigmas
