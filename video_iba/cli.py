@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                      "'iba[beta=B]' each); default 10")
     ev.add_argument("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
-    ev.add_argument("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout`")
+    ev.add_argument("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` "
+                                      "(synthetic: default the readout shipped for the benchmark)")
     ev.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
     co = sub.add_parser("compare", help="one PNG (photo) or MP4 (first clip of a video) with a panel per method")
@@ -488,7 +489,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if any(ev.base_method(m) == "readout" for m in methods):
         from .readout import load_for_model
 
-        readout = load_for_model(args.readout, "tubenet" if args.dataset == "synthetic" else name, dev)
+        if args.dataset == "synthetic" and not args.readout:
+            readout = ev.load_tubenet_readout().to_device(dev)  # the one shipped for the benchmark
+        else:
+            readout = load_for_model(args.readout, "tubenet" if args.dataset == "synthetic" else name, dev)
     elif args.readout:
         raise UserInputError("--readout applies to the method 'readout' only; add it to --methods")
 

@@ -93,6 +93,18 @@ def load_tubenet() -> nn.Module:
     return model.eval()
 
 
+def load_tubenet_readout() -> Any:
+    """The readout bottleneck trained for the benchmark's TubeNet at ``block1`` (shipped with the
+    package; made by ``video-iba train-readout synthetic --clips 320 --batch-size 16 --epochs 15
+    --lr 1e-2``)."""
+    from importlib import resources
+
+    from .readout import load_checkpoint
+
+    path = resources.files("video_iba").joinpath("weights", "tubenet_readout.pt")
+    return load_checkpoint(str(path))[0]
+
+
 def synthetic_items(n: int) -> Iterator[Item]:
     from .synthetic import TEST_SEEDS, make_clip
 
@@ -498,4 +510,4 @@ def _plot_randomisation(out_dir: str, per_method: dict[str, list[tuple[list[str]
 
 
 __all__ = ["METRICS", "Item", "evaluate", "summarise", "synthetic_items", "read_annotations",
-           "load_tubenet", "check_metrics", "folder_items"]
+           "load_tubenet", "load_tubenet_readout", "check_metrics", "folder_items"]

@@ -19,6 +19,14 @@ Choices fixed here:
   [-6, 6] (``lambda`` in [0.0025, 0.9975]) while the gradient at the start is
   ``1 - (5/6)^2 = 0.31`` of the unbounded one: a hard clamp at the initial value would pass no
   gradient at all.
+* The last convolution sees its inputs centred over the positions of each input, so the mask's
+  level is set by the bias alone and its pattern by the features. Without this, the information
+  term (the same sign at every position) drove all weights of the last layer, whose inputs are
+  non-negative after the ReLU, towards closing the mask everywhere at once: on the synthetic
+  benchmark every run (Adam, learning rates 3e-4 to 1e-2) fell within two epochs into the trivial
+  optimum of a closed mask and chance-level cross-entropy, and stayed there as ``alpha`` reached
+  the bound. Centred, the information dropped from 5 to 0.75 nats per element in 4 epochs with
+  the cross-entropy below 0.1.
 * SlowFast (several bottlenecks): one head per bottleneck, each fed with all readouts resized to
   its own grid; the information term is the mean over the elements of all bottlenecks.
 * The mask is smoothed like the per-sample one (sigma 1 cell, temporal sigma 1 frame); the map
@@ -72,7 +80,7 @@ class ReadoutHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``alpha`` from the concatenated inputs ``(N, F, *grid)``."""
-        return self.bound * torch.tanh(self.net(feats) / self.bound)
+        return self._tail(self.net[0](feats))
 
     def forward_parts(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """The same as :meth:`forward` on ``cat([resize(p, grid) for p in parts] + [z as constant maps])``,
@@ -96,7 +104,15 @@ class ReadoutHead(nn.Module):
         const = z @ w[:, offset:].T + first.bias  # (N, hidden): the logits' share, the same at every position
         const = const.reshape(*const.shape, *[1] * len(grid))
         h = const.expand(-1, -1, *grid) if acc is None else acc + const
-        out = self.net[1:](h)
+        return self._tail(h)
+
+    def _tail(self, h: torch.Tensor) -> torch.Tensor:
+        """ReLU, the middle convolution, ReLU, then the last convolution on inputs centred over the
+        positions of each input: the mask's pattern comes from the features, its level from the bias
+        alone (see the module text)."""
+        h = self.net[3](self.net[2](self.net[1](h)))
+        h = h - h.mean(dim=tuple(range(2, h.dim())), keepdim=True)
+        out = self.net[4](h)
         return self.bound * torch.tanh(out / self.bound)
 
 
@@ -152,7 +168,8 @@ class Readout(nn.Module):
         z = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
         normed = [(f - n.mean.reshape(1, -1, *[1] * (f.dim() - 2))) / n.std.reshape(1, -1, *[1] * (f.dim() - 2))
                   for f, n in zip(feats, self.norms)]
-        return [head.forward_parts(normed, z, tuple(int(g) for g in grid)) for head, grid in zip(self.heads, grids)]
+        heads: list[ReadoutHead] = list(self.heads)  # type: ignore[arg-type]
+        return [head.forward_parts(normed, z, tuple(int(g) for g in grid)) for head, grid in zip(heads, grids)]
 
     def masks(self, alphas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         from .bottleneck.per_sample import smoothing_sigmas
@@ -323,7 +340,6 @@ def load_for_model(path: str | None, model_name: str, device: torch.device | str
     if payload.get("model") not in (None, model_name):
         raise UserInputError(f"the readout '{path}' was trained for {payload.get('model')}, not {model_name}; "
                              f"choose --model {payload.get('model')} or train a readout for {model_name}")
-    readout.meta_path = path  # type: ignore[attr-defined]
     return readout
 
 
