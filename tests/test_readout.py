@@ -156,3 +156,22 @@ def test_shipped_benchmark_readout_beats_random_on_the_tube() -> None:
         ro.append(hit_ratio(attribute("readout", model, x, clip.label, readout=readout).values, mask))
         rnd.append(hit_ratio(attribute("random", model, x, clip.label).values, mask))
     assert np.mean(ro) > 0.2 and np.mean(ro) > 10 * np.mean(rnd)  # random: about 216 / 65536 of n
+
+
+def test_two_pathway_readout_trains_and_explains(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.readout import explain_readout
+    from video_iba.train_readout import TrainingData, train
+
+    from .conftest import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    slow, fast = torch.randn(12, 3, 2, 8, 8), torch.randn(12, 3, 8, 8, 8)
+    data = TrainingData("toy", list(range(12)), lambda i: ([slow[list(i)], fast[list(i)]], None))
+    readout = train(model, data, str(tmp_path / "ro"), layers=["slow", "fast"], readouts=["slow2", "fast2"],
+                    epochs=2, batch_size=4, lr=1e-2)
+    assert len(readout.heads) == 2 and readout.spec.channels == [8, 4]
+    a = explain_readout(model, readout, [slow[:1], fast[:1]])
+    assert a.values.shape == (8, 8, 8) and isinstance(a.capacity, list) and len(a.capacity) == 2
+    assert tuple(a.capacity[0].shape) == (8, 2, 8, 8) and tuple(a.capacity[1].shape) == (4, 8, 8, 8)
+    assert a.total_bits > 0
