@@ -95,7 +95,7 @@ def load_tubenet() -> nn.Module:
 
 def load_tubenet_readout() -> Any:
     """The readout bottleneck trained for the benchmark's TubeNet at ``block1`` (shipped with the
-    package; made by ``video-iba train-readout synthetic --clips 320 --batch-size 16 --epochs 15
+    package; made by ``video-iba train-readout synthetic --clips 320 --batch-size 16 --epochs 3
     --lr 1e-2``)."""
     from importlib import resources
 
