@@ -9,21 +9,10 @@ import os
 import pytest
 import torch
 
-from video_iba.cli import main
 from video_iba.readout import ALPHA_BOUND, ReadoutHead
 
 from .test_distributed import torchrun
-
-
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _lines(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
+from .test_evaluate import _lines, _run
 
 
 def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:

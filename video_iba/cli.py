@@ -211,6 +211,21 @@ def _bar(desc: str, total: int, unit: str) -> tuple[Callable[[int], None], Calla
     return bar.update, bar.close
 
 
+def _closing_bar(desc: str, total: int, unit: str, shown: bool) -> Callable[[int], None]:
+    """A progress bar that closes itself after ``total`` units (a no-op where not ``shown``: other ranks)."""
+    if not shown:
+        return lambda _n: None
+    update, close = _bar(desc, total, unit)
+    left = {"n": total}
+
+    def tick(n: int) -> None:
+        update(n)
+        left["n"] -= n
+        if left["n"] <= 0:
+            close()
+    return tick
+
+
 def _cmd_explain(args: argparse.Namespace) -> None:
     from .config import IBAConfig
 
@@ -257,15 +272,7 @@ def _run_explain_batch(args: argparse.Namespace, cfg: IBAConfig) -> None:
                 "total_bits": a.total_bits if a.unit == "bits" else None}
 
     def progress(total: int) -> Callable[[int], None]:
-        update, close = _bar("explaining", total, "input") if lead else (lambda _n: None, lambda: None)
-        left = {"n": total}
-
-        def tick(n: int) -> None:
-            update(n)
-            left["n"] -= n
-            if left["n"] <= 0:
-                close()
-        return tick
+        return _closing_bar("explaining", total, "input", lead)
 
     try:
         counts = run_batch(inputs, base, args.out, one, progress)
@@ -601,16 +608,7 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
         lead = distributed.rank() == 0
 
         def progress(epoch: int, total: int) -> Callable[[int], None]:
-            update, close = _bar(f"epoch {epoch + 1}/{args.epochs}", total, "step") if lead else (lambda _n: None,
-                                                                                                 lambda: None)
-            state = {"left": total}
-
-            def tick(n: int) -> None:
-                update(n)
-                state["left"] -= n
-                if state["left"] <= 0:
-                    close()
-            return tick
+            return _closing_bar(f"epoch {epoch + 1}/{args.epochs}", total, "step", lead)
 
         readout = train(model, data, args.out, layers=layers, readouts=args.readout_layer, stats=stats, config=cfg,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=dev,
