@@ -192,7 +192,8 @@ def _empty(tmp_path) -> str:  # type: ignore[no-untyped-def]
 
 def _corrupt(tmp_path) -> str:  # type: ignore[no-untyped-def]
     p = tmp_path / "corrupt.mp4"
-    p.write_bytes(os.urandom(5000))
+    # fixed bytes: some random byte strings happen to probe as another format (e.g. subtitles)
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     return str(p)
 
 
