@@ -43,9 +43,10 @@ def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> Non
     # an epoch cut short: its log lines go, the finished epoch stays, training resumes after it
     with open(os.path.join(out, "loss.jsonl"), "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"epoch": 2, "step": 1, "loss": 0.0}) + "\n")
-    code, _, err = _run([*base, "--epochs", "2"], capsys)
+    code, _, err = _run([*base, "--epochs", "2", "--keep-epochs"], capsys)
     assert code == 0, err
     assert "resuming after epoch 1 of 2" in err
+    assert os.path.exists(os.path.join(out, "epoch2.pt")) and not os.path.exists(os.path.join(out, "epoch1.pt"))
     log = _lines(os.path.join(out, "loss.jsonl"))
     assert [(r["epoch"], r["step"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert all(r["info_nats"] > 0 and r["ce"] >= 0 for r in log)

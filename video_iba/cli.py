@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
     tr.add_argument("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the noise (default 0)")
+    tr.add_argument("--keep-epochs", action="store_true",
+                    help="also keep OUT/epoch<N>.pt after every epoch, to pick the epoch on validation data")
     tr.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
     sub.add_parser("models", help="list the models and their default layers")
@@ -612,7 +614,7 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
 
         readout = train(model, data, args.out, layers=layers, readouts=args.readout_layer, stats=stats, config=cfg,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=dev,
-                        model_name=name, progress=progress)
+                        model_name=name, progress=progress, keep_epochs=args.keep_epochs)
         if lead:
             print(f"readout at {', '.join(readout.spec.layers)} reading {', '.join(readout.spec.readouts)} + logits; "
                   f"{len(data.items)} inputs, {args.epochs} epochs on {distributed.world_size()} process(es)")

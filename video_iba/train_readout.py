@@ -155,8 +155,12 @@ def train(
     device: torch.device | str = "cpu",
     model_name: str | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
+    keep_epochs: bool = False,
 ) -> Readout:
-    """Train (or resume training) a readout; returns it. Call it on every rank under torchrun."""
+    """Train (or resume training) a readout; returns it. Call it on every rank under torchrun.
+
+    ``keep_epochs`` also keeps ``OUT/epoch<N>.pt`` after every epoch, to choose the epoch on
+    validation data (the readout's maps can worsen while its loss still falls)."""
     cfg = config or IBAConfig()
     if epochs <= 0 or batch_size <= 0 or not lr > 0:
         raise UserInputError("epochs, batch size and learning rate must be > 0")
@@ -225,6 +229,9 @@ def train(
             save_checkpoint(ckpt_path, readout, model_name=model_name, epoch=epoch + 1, optimizer=opt, log=history,
                             extra={"data": data.name, "batch_size": batch_size, "lr": lr, "world_size":
                                    distributed.world_size()})
+            if keep_epochs:
+                save_checkpoint(os.path.join(out_dir, f"epoch{epoch + 1}.pt"), readout, model_name=model_name,
+                                epoch=epoch + 1, log=history, extra={"data": data.name, "lr": lr})
             h = history[-1]
             log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
         distributed.barrier()
