@@ -276,11 +276,13 @@ def _run_explain_batch(args: argparse.Namespace, cfg: IBAConfig) -> None:
     def progress(total: int) -> Callable[[int], None]:
         return _closing_bar("explaining", total, "input", lead)
 
+    ok = False
     try:
         counts = run_batch(inputs, base, args.out, one, progress)
         totals = {k: sum(c[k] for c in distributed.gather(counts)) for k in counts}
+        ok = True
     finally:
-        distributed.teardown()
+        distributed.teardown(sync=ok)
     if lead:
         print(f"{len(inputs)} inputs: {totals['done']} explained, {totals['skipped']} done before, "
               f"{totals['failed']} failed (see the manifest)")
@@ -364,14 +366,16 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
     if distributed.world_size() > 1 and total is not None:
         total = len(distributed.shard(files)) if not args.max_samples else None
     bar = tqdm(total=total, desc="estimating", unit="clip" if video else "img", disable=None if lead else True)
+    ok = False
     try:
         stats, written, skipped = estimate_folder(
             args.folder, model_name=model, out=args.out, layer=args.layer, weights=args.weights,
             batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
             device=device, on_batch=bar.update)
+        ok = True
     finally:
         bar.close()
-        distributed.teardown()
+        distributed.teardown(sync=ok)
     if not lead:
         return
     what = "clips" if video else "images"
@@ -580,6 +584,7 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
 
     dev = str(resolve_device(args.device))
     dev = distributed.setup(dev)
+    ok = False
     try:
         cfg = IBAConfig().replace(beta=args.beta)
         if args.dataset == "synthetic":
@@ -619,8 +624,9 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
             print(f"readout at {', '.join(readout.spec.layers)} reading {', '.join(readout.spec.readouts)} + logits; "
                   f"{len(data.items)} inputs, {args.epochs} epochs on {distributed.world_size()} process(es)")
             print(f"wrote {os.path.join(args.out, 'readout.pt')} (and checkpoint.pt, loss.jsonl)")
+        ok = True
     finally:
-        distributed.teardown()
+        distributed.teardown(sync=ok)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {

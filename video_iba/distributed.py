@@ -44,8 +44,13 @@ def setup(device: str) -> str:
     return device
 
 
-def teardown() -> None:
+def teardown(sync: bool = True) -> None:
+    """Leave the process group. With ``sync`` (the normal end of a command) the ranks first wait
+    for each other: a rank that destroys its group while a peer still completes the last
+    collective can abort that peer (gloo). After an error no rank waits for the others."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
