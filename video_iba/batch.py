@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 from . import distributed
 from .errors import UserInputError
-from .io.atomic import atomic_write, ensure_writable_dir
+from .io.atomic import atomic_write, drop_unfinished_line, ensure_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def run_batch(
     counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0}
     tick = progress(len(todo)) if progress is not None else None
     part = os.path.join(out_dir, f"manifest.rank{rank}.jsonl")
-    _drop_cut_line(part)
+    drop_unfinished_line(part)  # a line cut by a kill: new lines start on their own
     with open(part, "a", encoding="utf-8") as manifest:
         for path in todo:
             rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(base))
@@ -121,16 +121,6 @@ def run_batch(
         _merge_manifests(out_dir)
     distributed.barrier()
     return counts
-
-
-def _drop_cut_line(path: str) -> None:
-    """Remove a last line that a killed run left unfinished, so new lines start on their own."""
-    if not os.path.exists(path):
-        return
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def _merge_manifests(out_dir: str) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .baselines import attribute, check_method
 from .errors import UserInputError, did_you_mean
-from .io.atomic import atomic_write, ensure_writable_dir
+from .io.atomic import atomic_write, drop_unfinished_line, ensure_writable_dir
 from .metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, parameter_randomisation, randomisation_stages,
                       sensitivity_n, stages_reaching, temporal_share)
 
@@ -214,12 +214,8 @@ def _done(path: str) -> set[tuple[str, str, str]]:
     done: set[tuple[str, str, str]] = set()
     if not os.path.exists(path):
         return done
-    with open(path, "rb+") as fb:
-        data = fb.read()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            log.warning("dropping an unfinished last score in %s (an interrupted run)", path)
-            fb.truncate(keep)
+    if drop_unfinished_line(path):
+        log.warning("dropped an unfinished last score in %s (an interrupted run)", path)
     with open(path, encoding="utf-8") as fh:
         for line in fh:
             try:

@@ -288,10 +288,6 @@ def save_checkpoint(path: str, readout: Readout, *, model_name: str | None, epoc
     """Write the readout (and the training state, to resume) atomically."""
     from .io.atomic import atomic_write
 
-    def st(s: Statistics) -> dict[str, Any]:
-        return {"mean": s.mean.cpu(), "std": s.std.cpu(), "active": s.active.cpu(), "samples": int(s.samples),
-                "meta": {k: v for k, v in s.meta.items() if k != "path"}}
-
     spec = readout.spec
     payload = {
         "format": CHECKPOINT_FORMAT, "version": __version__, "model": model_name, "epoch": int(epoch),
@@ -301,7 +297,7 @@ def save_checkpoint(path: str, readout: Readout, *, model_name: str | None, epoc
                    "temporal_sigma": readout.config.temporal_sigma, "alpha_init": readout.config.alpha_init,
                    "min_std": readout.config.min_std},
         "heads": {k: v.cpu() for k, v in readout.heads.state_dict().items()},
-        "stats": [st(s) for s in readout.stats], "norms": [st(n) for n in readout.norms],
+        "stats": [s.to_dict() for s in readout.stats], "norms": [n.to_dict() for n in readout.norms],
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "log": list(log), "extra": dict(extra or {}),
     }
@@ -323,10 +319,8 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
         raise UserInputError(f"'{path}' is not a video-iba readout checkpoint; train one with `video-iba train-readout`")
     spec = ReadoutSpec(**payload["spec"])
 
-    def st(d: dict[str, Any]) -> Statistics:
-        return Statistics(d["mean"], d["std"], d["active"], int(d["samples"]), "dataset", dict(d["meta"]))
-
-    readout = Readout(spec, [st(d) for d in payload["stats"]], [st(d) for d in payload["norms"]],
+    readout = Readout(spec, [Statistics.from_dict(d) for d in payload["stats"]],
+                      [Statistics.from_dict(d) for d in payload["norms"]],
                       IBAConfig().replace(**payload["config"]))
     readout.heads.load_state_dict(payload["heads"])
     return readout.to_device(device), payload

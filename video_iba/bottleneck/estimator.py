@@ -213,9 +213,7 @@ class Statistics:
         """Write the statistics to ``path`` atomically (a ``torch.save`` file)."""
         from ..io.atomic import atomic_write
 
-        payload = {"format": _FORMAT, "mean": self.mean, "std": self.std, "active": self.active,
-                   "samples": int(self.samples), "source": self.source,
-                   "meta": {k: v for k, v in self.meta.items() if k != "path"}}
+        payload = {"format": _FORMAT, **self.to_dict()}
         with atomic_write(path) as tmp:
             torch.save(payload, tmp)
 
@@ -232,10 +230,21 @@ class Statistics:
                                  f"create one with `video-iba estimate`") from exc
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise UserInputError(f"'{p}' is not a video-iba statistics file; create one with `video-iba estimate`")
-        meta = dict(payload.get("meta", {}))
-        meta["path"] = p
-        return cls(payload["mean"], payload["std"], payload["active"], int(payload["samples"]),
-                   str(payload.get("source", "dataset")), meta)
+        st = cls.from_dict(payload)
+        st.meta["path"] = p
+        return st
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors and values (CPU), loadable with ``torch.load(weights_only=True)``."""
+        return {"mean": self.mean.cpu(), "std": self.std.cpu(), "active": self.active.cpu(),
+                "samples": int(self.samples), "source": self.source,
+                "meta": {k: v for k, v in self.meta.items() if k != "path"}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Statistics":
+        """The inverse of :meth:`to_dict`."""
+        return cls(d["mean"], d["std"], d["active"], int(d["samples"]), str(d.get("source", "dataset")),
+                   dict(d.get("meta", {})))
 
     def describe(self) -> str:
         """One line for metadata: where the statistics came from."""

@@ -62,3 +62,17 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[str]:
     """Single-file form of :func:`atomic_writes`."""
     with atomic_writes([path]) as (tmp,):
         yield tmp
+
+
+def drop_unfinished_line(path: str | os.PathLike[str]) -> bool:
+    """Cut an append-only line file (JSONL) back to its last complete line, where an interrupted
+    writer left a line without its newline; returns whether something was cut."""
+    if not os.path.exists(path):
+        return False
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+            return True
+    return False
+
