@@ -16,6 +16,7 @@ rewritten atomically from all scores at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -410,15 +411,27 @@ def summarise(out_dir: str) -> dict[str, Any]:
     return {"table": table, "markdown": "\n".join(lines)}
 
 
-def _plot_curves(out_dir: str, metric: str, per_method: dict[str, list[tuple[list[float], list[float], list[float]]]]) -> None:
-    """Mean MoRF (left) and LeRF (right) curves, one colour per method."""
+@contextlib.contextmanager
+def _figure(path: str, width: float = 7, height: float = 4.5, ncols: int = 1, **kw: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """``(pyplot, figure, axes)`` to draw on; written to ``path`` atomically as PNG when the block
+    ends without an error, and closed in every case."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, (ax_m, ax_l) = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), **kw)
     try:
+        yield plt, fig, axes
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _plot_curves(out_dir: str, metric: str, per_method: dict[str, list[tuple[list[float], list[float], list[float]]]]) -> None:
+    """Mean MoRF (left) and LeRF (right) curves, one colour per method."""
+    with _figure(os.path.join(out_dir, f"{metric}.png"), 10, 4.2, ncols=2, sharey=True) as (plt, fig, (ax_m, ax_l)):
         grid = np.linspace(0, 1, 101)
         cmap = plt.get_cmap("tab20" if len(per_method) > 10 else "tab10")
         for i, (method, cs) in enumerate(sorted(per_method.items())):
@@ -435,34 +448,11 @@ def _plot_curves(out_dir: str, metric: str, per_method: dict[str, list[tuple[lis
         ax_l.legend(fontsize=7, loc="lower left")
         fig.suptitle(f"{metric}: mean curves over {max(len(c) for c in per_method.values())} inputs; score = area "
                      f"between LeRF and MoRF", fontsize=10)
-        with atomic_write(os.path.join(out_dir, f"{metric}.png")) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-
-
-def _figure(width: float = 7, height: float = 4.5) -> tuple[Any, Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(width, height))
-    return plt, fig, ax
-
-
-def _save(plt: Any, fig: Any, path: str) -> None:
-    try:
-        with atomic_write(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
 
 
 def _plot_sensitivity(out_dir: str, per_method: dict[str, list[tuple[list[float], list[float]]]]) -> None:
     """Mean Pearson correlation per n (inputs with the same tile grid share the n values)."""
-    plt, fig, ax = _figure()
-    try:
+    with _figure(os.path.join(out_dir, "sensitivity_n.png")) as (plt, _fig, ax):
         for i, (method, rows) in enumerate(sorted(per_method.items())):
             by_n: dict[float, list[float]] = {}
             for ns, ps in rows:
@@ -478,16 +468,11 @@ def _plot_sensitivity(out_dir: str, per_method: dict[str, list[tuple[list[float]
         ax.set_title(f"sensitivity-n: mean over {max(len(v) for v in per_method.values())} inputs")
         ax.axhline(0, color="0.6", lw=0.8)
         ax.legend(fontsize=7)
-    except Exception:
-        plt.close(fig)
-        raise
-    _save(plt, fig, os.path.join(out_dir, "sensitivity_n.png"))
 
 
 def _plot_randomisation(out_dir: str, per_method: dict[str, list[tuple[list[str], list[float]]]]) -> None:
     """Mean SSIM to the original map after each cascade of randomised stages."""
-    plt, fig, ax = _figure()
-    try:
+    with _figure(os.path.join(out_dir, "randomisation.png")) as (plt, _fig, ax):
         stages: list[str] = []
         for i, (method, rows) in enumerate(sorted(per_method.items())):
             stages = rows[0][0]
@@ -499,10 +484,6 @@ def _plot_randomisation(out_dir: str, per_method: dict[str, list[tuple[list[str]
         ax.set_ylabel("SSIM to the original map (|map| / max)")
         ax.set_title(f"model-parameter randomisation: mean over {max(len(v) for v in per_method.values())} inputs")
         ax.legend(fontsize=7)
-    except Exception:
-        plt.close(fig)
-        raise
-    _save(plt, fig, os.path.join(out_dir, "randomisation.png"))
 
 
 __all__ = ["METRICS", "Item", "evaluate", "summarise", "synthetic_items", "read_annotations",
