@@ -182,7 +182,7 @@ def folder_items(folder: str, model_name: str, annotations: str | None,
         entry = ann.get(name)
         target = entry.get("target") if entry else None
         if spec.is_video:
-            x, size, crop_box = _centre_clip(f, spec, device)
+            x, size, crop_box = centre_clip(f, spec, device)
             box = _box_in_crop(entry, name, size, crop_box, spec.input_size)
             boxes = None if box is None else np.repeat(box[None], x.shape[2], axis=0)
         else:
@@ -196,7 +196,7 @@ def folder_items(folder: str, model_name: str, annotations: str | None,
     return items
 
 
-def _centre_clip(path: str, spec: Any, device: torch.device | str) -> tuple[torch.Tensor, tuple[int, int],
+def centre_clip(path: str, spec: Any, device: torch.device | str) -> tuple[torch.Tensor, tuple[int, int],
                                                                            tuple[float, float, float, float]]:
     """The raw (fast-pathway) clip in the middle of a video, its frame size and the crop in source pixels."""
     from .video_pipeline import clip_at, plan_crops, probe_video

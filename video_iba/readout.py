@@ -181,14 +181,16 @@ class Readout(nn.Module):
 
 
 def default_readouts(model: nn.Module, layers: Sequence[str], x: Inputs) -> list[str]:
-    """The bottleneck layers themselves and the last spatial feature map (Grad-CAM's layer)."""
+    """The bottleneck layers themselves and, for single-input models, the last spatial feature map
+    (Grad-CAM's layer); multi-pathway models read their bottleneck layers unless told more."""
     from .baselines import cam_layer_of
 
-    clip = x if isinstance(x, torch.Tensor) else x[-1]
-    try:
-        last = cam_layer_of(model, clip) if isinstance(x, torch.Tensor) else None
-    except UserInputError:
-        last = None
+    last = None
+    if isinstance(x, torch.Tensor):
+        try:
+            last = cam_layer_of(model, x)
+        except UserInputError:
+            pass
     out = list(layers)
     if last and last not in out:
         out.append(last)

@@ -80,9 +80,9 @@ def folder_data(folder: str, model_name: str) -> TrainingData:
         for p in paths:
             try:
                 if spec.is_video:
-                    from .evaluate import _centre_clip
+                    from .evaluate import centre_clip
 
-                    xs.append(_centre_clip(p, spec, "cpu")[0])
+                    xs.append(centre_clip(p, spec, "cpu")[0])
                 else:
                     from .io.image import read_image
                     from .models import preprocess_image
