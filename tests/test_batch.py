@@ -34,11 +34,24 @@ def batch_dir(photo_dir, tmp_path):  # type: ignore[no-untyped-def]
     return d
 
 
-def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    import video_iba.pipeline as pipeline
+
+    loads = []
+    real_load = pipeline.load_model
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     out = str(tmp_path / "out")
     code, stdout, err = _run(["explain", str(batch_dir), "--method", "saliency", "--out", out], capsys)
     assert code == 0, err
     assert "4 inputs: 3 explained, 0 done before, 1 failed" in stdout
+    assert len(loads) == 1  # one model for the whole batch
+    # the shared model gives the last input the map it gets on its own
+    alone = str(tmp_path / "alone")
+    assert _run(["explain", str(batch_dir / "sub" / "rocket.jpg"), "--method", "saliency", "--out", alone], capsys)[0] == 0
+    with np.load(os.path.join(out, "sub", "rocket.npz")) as a, np.load(os.path.join(alone, "rocket.npz")) as b:
+        assert np.array_equal(a["values"], b["values"])
     rows = {os.path.basename(r["input"]): r for r in _manifest(out)}
     assert set(rows) == {"broken.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"}
     assert rows["broken.jpg"]["status"].startswith("error: ") and "broken.jpg" in rows["broken.jpg"]["status"]

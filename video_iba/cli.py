@@ -247,10 +247,11 @@ def _cmd_explain(args: argparse.Namespace) -> None:
 def _run_explain_batch(args: argparse.Namespace, cfg: IBAConfig) -> None:
     from . import distributed
     from .batch import MANIFEST, batch_inputs, run_batch
-    from .pipeline import explain_image_file, resolve_device
+    from .pipeline import Loaded, explain_image_file, resolve_device
     from .video_pipeline import explain_video_file, is_video_file
 
     inputs, base = batch_inputs(args.input)
+    loaded = Loaded()  # one model (and readout) for all inputs of this process
     device = distributed.setup(str(resolve_device(args.device)))
     lead = distributed.rank() == 0
     method = getattr(args, "method", "iba")
@@ -262,13 +263,13 @@ def _run_explain_batch(args: argparse.Namespace, cfg: IBAConfig) -> None:
                                    layers=args.layer, target=args.target, config=cfg, seed=args.seed,
                                    stats_paths=args.stats, weights=args.weights, stride=args.stride, start=args.start,
                                    end=args.end, coverage=args.coverage, layout=args.layout, vmax=args.vmax,
-                                   device=device, method=method, readout=readout)
+                                   device=device, method=method, readout=readout, loaded=loaded)
             return {"output": [v.mp4, v.npz], "target": v.target, "label": v.label,
                     "total_bits": v.total_bits if v.meta["unit"] == "bits" else None}
         r = explain_image_file(path, model_name=args.model or DEFAULT_MODEL, out_dir=out_dir,
                                layer=_one_or_many(args.layer), target=args.target, config=cfg, seed=args.seed,
                                stats_path=_one_or_many(args.stats), weights=args.weights, vmax=args.vmax,
-                               device=device, method=method, readout=readout)
+                               device=device, method=method, readout=readout, loaded=loaded)
         a = r.attribution
         return {"output": [r.png, r.npz], "target": a.target, "label": r.label,
                 "total_bits": a.total_bits if a.unit == "bits" else None}

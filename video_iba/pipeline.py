@@ -57,6 +57,30 @@ def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
     raise UserInputError(f"unknown class name '{text}'{did_you_mean(text, labels)}; pass a class index or an exact name")
 
 
+class Loaded:
+    """Models and readouts loaded once and shared by the explanations of many inputs
+    (``video-iba explain FOLDER``). Sharing a model is safe: every explanation leaves it as it found
+    it (hooks removed, flags and ``requires_grad`` restored)."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[Any, ...], Any] = {}
+        self.loads = 0
+
+    def model(self, name: str, weights: str, device: torch.device) -> torch.nn.Module:
+        return self._get(("model", name, weights, str(device)), lambda: load_model(name, weights=weights, device=device))
+
+    def readout(self, path: str | None, model_name: str, device: torch.device) -> Any:
+        from .readout import load_for_model
+
+        return self._get(("readout", path, model_name, str(device)), lambda: load_for_model(path, model_name, device))
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._items:
+            self._items[key] = make()
+            self.loads += 1
+        return self._items[key]
+
+
 @dataclass
 class ImageResult:
     attribution: Attribution
@@ -82,11 +106,13 @@ def explain_image_file(
     on_step: Callable[[int, float, float], None] | None = None,
     method: str = "iba",
     readout: str | None = None,
+    loaded: Loaded | None = None,
 ) -> ImageResult:
     """Explain one image file and write ``<out_dir>/<stem>.png`` and ``.npz`` atomically.
 
     ``method``: ``"iba"``, ``"readout"`` (with ``readout``, a checkpoint of ``video-iba
     train-readout``) or a baseline of :mod:`video_iba.baselines` (drawn by magnitude).
+    ``loaded``: models and readouts kept from earlier calls (many inputs, one model load).
     """
     from .baselines import attribute, check_method
     from .render import Caption, image_figure
@@ -107,11 +133,12 @@ def explain_image_file(
     x, geo = preprocess_image(rgb, spec, name=f"'{path}'")
     layer_names = [layer] if isinstance(layer, str) else list(layer) if layer else list(spec.layers)
     paths = [stats_path] if isinstance(stats_path, str) else list(stats_path or [])
-    loaded = load_stats_files(paths, spec, layer_names, tuple(x.shape))
+    files = load_stats_files(paths, spec, layer_names, tuple(x.shape))
     stats: Any = None
-    if loaded:
-        stats = loaded[0].to(dev) if len(loaded) == 1 else [s.to(dev) for s in loaded]  # type: ignore[union-attr]
-    model = load_model(model_name, weights=weights, device=dev)
+    if files:
+        stats = files[0].to(dev) if len(files) == 1 else [s.to(dev) for s in files]  # type: ignore[union-attr]
+    loaded = loaded or Loaded()
+    model = loaded.model(model_name, weights, dev)
     labels = labels_for(spec)
     tgt = resolve_target(target, labels)
     if readout and method != "readout":
@@ -119,9 +146,7 @@ def explain_image_file(
     if method != "iba":
         extra_kw: dict[str, Any] = {}
         if method == "readout":
-            from .readout import load_for_model
-
-            extra_kw["readout"] = load_for_model(readout, spec.name, dev)
+            extra_kw["readout"] = loaded.readout(readout, spec.name, dev)
         attr = attribute(method, model, x.to(dev), tgt, seed=seed or 0, **extra_kw)
     else:
         attr = explain(model, x.to(dev), tgt, layer=layer_names[0] if len(layer_names) == 1 else layer_names,

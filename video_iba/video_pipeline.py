@@ -28,10 +28,10 @@ from .errors import UserInputError
 from .io.atomic import atomic_writes, ensure_writable_dir
 from .io.sampling import REFERENCE_FPS, Window, plan_windows
 from .io.video import VideoInfo, frame_times, iter_frames, probe_video
-from .models import get_spec, labels_for, load_model, pathways, resize_crop_normalize
+from .models import get_spec, labels_for, pathways, resize_crop_normalize
 from .models.preprocess import resized_size
 from .models.registry import ModelSpec
-from .pipeline import check_classes, load_stats_files, resolve_device, resolve_target
+from .pipeline import Loaded, check_classes, load_stats_files, resolve_device, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,7 @@ def explain_video_file(
     progress: ProgressFactory | None = None,
     method: str = "iba",
     readout: str | None = None,
+    loaded: Loaded | None = None,
 ) -> VideoResult:
     """Explain a video and write ``<out_dir>/<stem>.mp4`` (overlay) and ``<stem>.npz`` (bits) atomically.
 
@@ -263,6 +264,7 @@ def explain_video_file(
         method: ``"iba"``, ``"readout"`` or a baseline of :mod:`video_iba.baselines`; baselines' maps
             are stored as ``window_values`` in their own unit and drawn by magnitude.
         readout: For ``method="readout"``: a checkpoint of ``video-iba train-readout``.
+        loaded: Models and readouts kept from earlier calls (many inputs, one model load).
     """
     from .render.video import render_video
 
@@ -308,12 +310,11 @@ def explain_video_file(
         raise UserInputError(f"{spec.name} has two pathways: pass --layer twice (slow, then fast), e.g. "
                              f"--layer {spec.layers[0]} --layer {spec.layers[1]}")
     stats = load_stats_files(list(stats_paths or []), spec, layer_names) or None
-    model = load_model(model_name, weights=weights, device=dev)
+    loaded = loaded or Loaded()
+    model = loaded.model(model_name, weights, dev)
     extra_kw: dict[str, Any] = {}
     if method == "readout":
-        from .readout import load_for_model
-
-        extra_kw["readout"] = load_for_model(readout, spec.name, dev)
+        extra_kw["readout"] = loaded.readout(readout, spec.name, dev)
     labels = labels_for(spec)
     source = (info.height, info.width)
     n_units = len(windows) * len(plan.tiles)
