@@ -11,7 +11,8 @@ label, total bits (IBA and readout), seconds, status (``ok`` or ``error: ...``) 
 torchrun each rank takes every ``world``-th input and appends to its own
 ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` at the end. A rerun skips
 every input with an ``ok`` line in any manifest, so a killed run loses nothing already written,
-and a failing input is recorded and does not stop the others.
+and a failing input is recorded and does not stop the others. The model (and readout) is loaded once
+per process and shared by all inputs.
 """
 
 from __future__ import annotations
