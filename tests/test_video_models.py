@@ -124,3 +124,29 @@ def test_video_spec_file_rejects_unknown_keys() -> None:
     assert (spec.frames, spec.sampling_rate, spec.default_layer, spec.slowfast_alpha) == (8, 8, "blocks.2", 0)
     with pytest.raises(ValueError, match="unknown keys"):
         load_video_specs(good + "  framez: 3\n")
+
+
+def test_estimate_with_a_pool_per_layer_is_one_pass() -> None:
+    torch.manual_seed(0)
+    model = Tiny3D().eval()
+    data = [torch.randn(2, 3, 8, 16, 16) for _ in range(3)]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        both = video_iba.estimate(model, iter(data), layer=["block", "block", "stem"],
+                                  pools=[None, (1, 2, 3), (1, 2, 3)])
+    finally:
+        handle.remove()
+    assert len(calls) == 3  # one forward pass per batch for all three estimates
+    alone = [video_iba.estimate(model, data, layer="block"),
+             video_iba.estimate(model, data, layer="block", pool=(1, 2, 3)),
+             video_iba.estimate(model, data, layer="stem", pool=(1, 2, 3))]
+    for a, b in zip(both, alone):
+        assert a.mean.shape == b.mean.shape and torch.allclose(a.mean, b.mean) and torch.allclose(a.std, b.std)
+    assert both[1].mean.shape == (8, 1, 1, 1)
+    with pytest.raises(UserInputError, match="distinct"):
+        video_iba.estimate(model, data, layer=["block", "block"], pools=[None, None])
+    with pytest.raises(UserInputError, match="one pool per layer"):
+        video_iba.estimate(model, data, layer=["block"], pools=[None, None])
+    with pytest.raises(UserInputError, match="distinct"):
+        video_iba.estimate(model, data, layer=["block", "block"])

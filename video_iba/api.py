@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 _LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
 
-def _layers(model: nn.Module, layer: str | Sequence[str] | None) -> list[str]:
+def _layers(model: nn.Module, layer: str | Sequence[str] | None, distinct: bool = True) -> list[str]:
     if layer is None:
         spec = getattr(model, "video_iba_spec", None)
         layer = spec.default_layer if spec is not None else None
         if not layer:
             raise UserInputError("no layer given; pass layer='name' (a dotted module path of the model)")
     names = [layer] if isinstance(layer, str) else list(layer)
-    if not names or len(set(names)) != len(names):
+    if not names or (distinct and len(set(names)) != len(names)):
         raise UserInputError(f"layers must be distinct module paths, got {names}")
     return names
 
@@ -209,6 +209,7 @@ def estimate(
     *,
     layer: str | Sequence[str] | None = None,
     pool: tuple[int, ...] | None = None,
+    pools: Sequence[tuple[int, ...] | None] | None = None,
     min_std: float = DEFAULT_MIN_STD,
     max_samples: int | None = None,
     meta: dict[str, Any] | None = None,
@@ -230,6 +231,8 @@ def estimate(
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
             images, time ``(1,)`` for ``(C, T, H, W)`` maps (clips of any length can then use
             them); ``()`` keeps one estimate per ``(c, t, h, w)``.
+        pools: Instead of ``pool``, one per layer (``None``: that layer's default). A layer may
+            then be listed more than once with different pools (one forward pass for all).
         min_std: Lower bound of the std.
         max_samples: Stop after this many inputs.
         meta: Provenance to record (model name, input shape, ...).
@@ -239,8 +242,18 @@ def estimate(
         :class:`~video_iba.bottleneck.estimator.Statistics` (savable with ``.save(path)``) for one
         layer, or a list of them, in the order of ``layer``, for several.
     """
-    names = _layers(model, layer)
-    modules = [get_module(model, name, _LAYER_HINT) for name in names]
+    names = _layers(model, layer, distinct=pools is None)
+    if pools is not None:
+        if pool is not None:
+            raise UserInputError("give pool or pools, not both")
+        if len(pools) != len(names):
+            raise UserInputError(f"give one pool per layer: {len(pools)} pools for {len(names)} layers")
+        keys = [(n, None if p is None else tuple(p)) for n, p in zip(names, pools)]
+        if len(set(keys)) != len(keys):
+            raise UserInputError(f"each (layer, pool) pair must be distinct, got {keys}")
+    per_layer = list(pools) if pools is not None else [pool] * len(names)
+    unique = list(dict.fromkeys(names))
+    modules = [get_module(model, name, _LAYER_HINT) for name in unique]
     ests: list[WelfordEstimator] | None = None
     input_shape: list[Any] | None = None
     with frozen(model):
@@ -252,9 +265,11 @@ def estimate(
                 xb = xb[:keep] if isinstance(xb, torch.Tensor) else [t[:keep] for t in xb]
             if input_shape is None:
                 input_shape = [1, *xb.shape[1:]] if isinstance(xb, torch.Tensor) else [[1, *t.shape[1:]] for t in xb]
-            feats = layer_outputs(model, modules, names, xb)
+            outs = dict(zip(unique, layer_outputs(model, modules, unique, xb)))
+            feats = [outs[n] for n in names]
             if ests is None:
-                ests = [WelfordEstimator(pool=pool if pool is not None else ((1,) if f.dim() == 5 else ())) for f in feats]
+                ests = [WelfordEstimator(pool=p if p is not None else ((1,) if f.dim() == 5 else ()))
+                        for p, f in zip(per_layer, feats)]
             for est, f in zip(ests, feats):
                 est.update(f)
             if on_batch is not None:

@@ -130,10 +130,12 @@ def prepare(model: nn.Module, data: TrainingData, layers: Sequence[str], readout
         for chunk in _batches(TrainingData(data.name, subset, data.load), range(len(subset)), batch_size):
             yield _to(data.load(chunk)[0], device)
 
-    if stats is None:
-        st = estimate(model, batches(), layer=list(layers))
-        stats = list(st)
-    norms = list(estimate(model, batches(), layer=reads, pool=tuple(range(1, dims + 1))))
+    spatial = tuple(range(1, dims + 1))  # readouts: one mean and std per channel
+    if stats is None:  # bottleneck statistics and readout normalisation from one pass over the data
+        both = estimate(model, batches(), layer=[*layers, *reads], pools=[None] * len(layers) + [spatial] * len(reads))
+        stats, norms = list(both[:len(layers)]), list(both[len(layers):])
+    else:
+        norms = list(estimate(model, batches(), layer=reads, pool=spatial))
     spec = ReadoutSpec(list(layers), reads, [int(by_name[n].shape[1]) for n in layers],
                        [int(by_name[n].shape[1]) for n in reads], int(logits.shape[1]), dims)
     return Readout(spec, stats, norms, config).to_device(device)
