@@ -33,7 +33,7 @@ def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:
 
 def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "ro")
-    base = ["train-readout", "synthetic", "--clips", "32", "--batch-size", "16", "--out", out]
+    base = ["train-readout", "synthetic", "--clips", "32", "--batch-size", "16", "--validation", "none", "--out", out]
     code, stdout, err = _run([*base, "--epochs", "1"], capsys)
     assert code == 0, err
     assert "reading block1, block3 + logits" in stdout
@@ -111,6 +111,10 @@ def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: igno
     assert [r["step"] for r in log] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
     ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
     assert ckpt["extra"]["world_size"] == 2 and ckpt["epoch"] == 1
+    # the benchmark's 100 validation clips, shared by the ranks, scored after the epoch
+    val = ckpt["log"][0]
+    assert val["val_loss"] > val["val_ce"] > 0 and 0 <= val["val_kept"] <= 1 and val["val_info_nats"] > 0
+    assert os.path.exists(os.path.join(out, "best.pt")) and "target kept" in run.stdout
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -165,3 +169,67 @@ def test_two_pathway_readout_trains_and_explains(tmp_path) -> None:  # type: ign
     assert a.values.shape == (8, 8, 8) and isinstance(a.capacity, list) and len(a.capacity) == 2
     assert tuple(a.capacity[0].shape) == (8, 2, 8, 8) and tuple(a.capacity[1].shape) == (4, 8, 8, 8)
     assert a.total_bits > 0
+
+
+def _toy_data(n: int, seed: int):  # type: ignore[no-untyped-def]
+    from video_iba.train_readout import TrainingData
+
+    g = torch.Generator().manual_seed(seed)
+    slow, fast = torch.randn(n, 3, 2, 8, 8, generator=g), torch.randn(n, 3, 8, 8, 8, generator=g)
+    return TrainingData(f"toy{seed}", list(range(n)), lambda i: ([slow[list(i)], fast[list(i)]], None))
+
+
+def test_validation_is_repeatable_and_bounded() -> None:
+    from video_iba.train_readout import prepare, validate
+    from video_iba.config import IBAConfig
+
+    from .conftest import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    readout = prepare(model, _toy_data(8, 0), ["slow", "fast"], ["slow2"], None, IBAConfig(), 4, "cpu")
+    val = _toy_data(6, 1)
+    a, b = validate(model, readout, val, 4, "cpu"), validate(model, readout, val, 4, "cpu")
+    assert a == b  # the same noise every epoch: epochs are compared on equal terms
+    assert a["val_loss"] == pytest.approx(a["val_ce"] + 10 * a["val_info_nats"])
+    assert 0 <= a["val_kept"] <= 1 and 4 < a["val_info_nats"] < 6  # alpha starts at 5: about 5 nats
+
+
+def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.train_readout as tr
+
+    from .conftest import TwoPath
+
+    scores = iter([(5.0, 0.1), (3.0, 0.1), (4.0, 0.5), (4.5, 0.6), (1.0, 0.7)])
+
+    def fake_validate(*_a, **_k):  # type: ignore[no-untyped-def]
+        loss, ce = next(scores)
+        return {"val_loss": loss, "val_ce": ce, "val_info_nats": 0.1, "val_kept": 1.0}
+
+    monkeypatch.setattr(tr, "validate", fake_validate)
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    out = str(tmp_path / "ro")
+    kw = dict(layers=["slow", "fast"], readouts=["slow2"], batch_size=4, lr=1e-2, validation=_toy_data(4, 1),
+              patience=2, keep_epochs=True)
+    readout = tr.train(model, _toy_data(8, 0), out, epochs=5, **kw)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert ckpt["epoch"] == 4  # epochs 3 and 4 did not beat epoch 2: stopped before epoch 5
+    chosen = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert chosen["epoch"] == 2 and torch.load(os.path.join(out, "best.pt"), weights_only=True)["epoch"] == 2
+    epoch2 = torch.load(os.path.join(out, "epoch2.pt"), weights_only=True)
+    assert all(torch.equal(v, epoch2["heads"][k]) for k, v in readout.heads.state_dict().items())
+    # rerunning with more epochs does not train past the spent patience
+    readout = tr.train(model, _toy_data(8, 0), out, epochs=6, **kw)
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["epoch"] == 4
+    assert next(scores) == (1.0, 0.7)  # validate was not called again
+    # a chosen epoch whose cross-entropy rose far above the lowest one gets a warning
+    history = [{"epoch": 1, "val_loss": 9.0, "val_ce": 0.06, "val_kept": 1.0},
+               {"epoch": 2, "val_loss": 3.0, "val_ce": 0.39, "val_kept": 0.85}]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tr._warn_if_prediction_given_up(history)
+        tr._warn_if_prediction_given_up(history[:1])
+    assert len(caplog.records) == 1 and "smaller --beta" in caplog.records[0].getMessage()
+    with pytest.raises(tr.UserInputError, match="needs --validation"):
+        tr.train(model, _toy_data(8, 0), out, epochs=1, layers=["slow", "fast"], patience=1)

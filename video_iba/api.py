@@ -13,7 +13,7 @@ from torch import nn
 
 from ._version import __version__
 from .attribution import Attribution
-from .bottleneck.estimator import DEFAULT_MIN_STD, Statistics, WelfordEstimator
+from .bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
 from .bottleneck.insertion import HookedForward, Inputs, capture, frozen, get_module, layer_outputs
 from .bottleneck.per_sample import fit_per_sample, smoothing_sigmas
 from .bottleneck.split import SplitError, split_runner
@@ -297,4 +297,6 @@ def estimate(
         info = {"layer": name, "input_shape": input_shape, **({"model": spec.name} if spec is not None else {}),
                 **(meta or {})}
         out.append(est.finalize(min_std=min_std, meta=info))
+    if ests[0].samples < FEW_SAMPLES:  # once per call, however many layers
+        log.warning("statistics estimated from only %d samples (%d recommended)", ests[0].samples, 10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, str) or (layer is None and len(names) == 1) else out

@@ -183,8 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
     tr.add_argument("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the noise (default 0)")
-    tr.add_argument("--keep-epochs", action="store_true",
-                    help="also keep OUT/epoch<N>.pt after every epoch, to pick the epoch on validation data")
+    tr.add_argument("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")
+    tr.add_argument("--validation", help="held-out inputs scored after every epoch (a folder like the dataset; "
+                                         "synthetic: its validation clips unless 'none'); readout.pt is then the "
+                                         "epoch of the lowest validation loss (also OUT/best.pt)")
+    tr.add_argument("--patience", type=_positive_int, help="stop after this many epochs without a lower validation "
+                                                           "loss (needs validation data)")
     tr.add_argument("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
     sub.add_parser("models", help="list the models and their default layers")
@@ -581,7 +585,7 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
     from . import distributed
     from .config import IBAConfig
     from .pipeline import resolve_device
-    from .train_readout import folder_data, synthetic_data, train
+    from .train_readout import folder_data, synthetic_data, synthetic_validation_data, train
 
     dev = str(resolve_device(args.device))
     dev = distributed.setup(dev)
@@ -596,6 +600,10 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
             model, name = ev.load_tubenet().to(dev), "tubenet"
             layers = args.layer or [ev.SYNTHETIC_LAYER]
             data = synthetic_data(args.clips)
+            validation = None if args.validation == "none" else synthetic_validation_data()
+            if args.validation not in (None, "none"):
+                raise UserInputError("the synthetic benchmark validates on its own validation clips; drop "
+                                     "--validation or pass --validation none")
             stats = None
             if args.stats:
                 from .bottleneck.estimator import Statistics
@@ -610,6 +618,11 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
             layers = args.layer or list(spec.layers)
             stats = load_stats_files(args.stats or [], spec, layers) or None
             data = folder_data(args.dataset, name)
+            validation = None
+            if args.validation not in (None, "none"):
+                if os.path.abspath(args.validation) == os.path.abspath(args.dataset):
+                    raise UserInputError("--validation must be other inputs than the training folder")
+                validation = folder_data(args.validation, name)
             model = load_model(name, weights=args.weights, device=dev)
         if stats is not None and len(stats) != len(layers):
             raise UserInputError(f"give one --stats file per bottleneck layer ({len(layers)})")
@@ -620,11 +633,23 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
 
         readout = train(model, data, args.out, layers=layers, readouts=args.readout_layer, stats=stats, config=cfg,
                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=dev,
-                        model_name=name, progress=progress, keep_epochs=args.keep_epochs)
+                        model_name=name, progress=progress, keep_epochs=args.keep_epochs, validation=validation,
+                        patience=args.patience)
         if lead:
+            from .readout import load_checkpoint
+
+            epoch = load_checkpoint(os.path.join(args.out, "readout.pt"))[1]["epoch"]
+            hist = load_checkpoint(os.path.join(args.out, "checkpoint.pt"))[1]
             print(f"readout at {', '.join(readout.spec.layers)} reading {', '.join(readout.spec.readouts)} + logits; "
-                  f"{len(data.items)} inputs, {args.epochs} epochs on {distributed.world_size()} process(es)")
-            print(f"wrote {os.path.join(args.out, 'readout.pt')} (and checkpoint.pt, loss.jsonl)")
+                  f"{len(data.items)} inputs on {distributed.world_size()} process(es)")
+            for h in hist["log"]:
+                line = f"epoch {h['epoch']}: loss {h['loss']:.4f} (ce {h['ce']:.4f}, information {h['info_nats']:.4f} nats)"
+                if "val_loss" in h:
+                    line += (f" · validation: loss {h['val_loss']:.4f} (ce {h['val_ce']:.4f}, information "
+                             f"{h['val_info_nats']:.4f} nats, target kept {h['val_kept']:.0%})")
+                print(line)
+            print(f"wrote {os.path.join(args.out, 'readout.pt')} (epoch {epoch}; and checkpoint.pt"
+                  f"{', best.pt' if validation is not None else ''}, loss.jsonl)")
         ok = True
     finally:
         distributed.teardown(sync=ok)

@@ -211,13 +211,11 @@ def readout_forward(model: nn.Module, readout: Readout, x: Inputs) -> tuple[torc
     return logits, [by_name[n] for n in readout.spec.layers], [by_name[n] for n in readout.spec.readouts]
 
 
-def readout_loss(model: nn.Module, readout: Readout, x: Inputs, labels: torch.Tensor | None,
-                 generator: torch.Generator | None = None, net: nn.Module | None = None) -> tuple[torch.Tensor, float, float]:
-    """The training loss of a batch: ``CE + beta * mean(capacity)``; returns (loss, ce, info in nats).
-
-    ``net`` computes the alphas (the readout wrapped in DistributedDataParallel when distributed);
-    default: ``readout`` itself. The target of each input is its label, else the model's top-1.
-    """
+def readout_terms(model: nn.Module, readout: Readout, x: Inputs, labels: torch.Tensor | None,
+                  generator: torch.Generator | None = None,
+                  net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per input: cross-entropy of the noisy pass, information (mean capacity, nats per element),
+    the noisy logits and the target (the label, else the model's top-1)."""
     logits, rs, feats = readout_forward(model, readout, x)
     target = labels.to(logits.device) if labels is not None else logits.argmax(1)
     if target.shape != (logits.shape[0],):
@@ -234,6 +232,17 @@ def readout_loss(model: nn.Module, readout: Readout, x: Inputs, labels: torch.Te
     with HookedForward(model, modules, x) as hooked:
         noisy = hooked(zs)
     ce = F.cross_entropy(noisy.float(), target, reduction="none")
+    return ce, info, noisy, target
+
+
+def readout_loss(model: nn.Module, readout: Readout, x: Inputs, labels: torch.Tensor | None,
+                 generator: torch.Generator | None = None, net: nn.Module | None = None) -> tuple[torch.Tensor, float, float]:
+    """The training loss of a batch: ``CE + beta * mean(capacity)``; returns (loss, ce, info in nats).
+
+    ``net`` computes the alphas (the readout wrapped in DistributedDataParallel when distributed);
+    default: ``readout`` itself. The target of each input is its label, else the model's top-1.
+    """
+    ce, info, _, _ = readout_terms(model, readout, x, labels, generator, net)
     loss = (ce + readout.config.beta * info).mean()
     return loss, float(ce.mean().detach()), float(info.mean().detach())
 
@@ -339,5 +348,5 @@ def load_for_model(path: str | None, model_name: str, device: torch.device | str
     return readout
 
 
-__all__ = ["load_for_model", "Readout", "ReadoutHead", "ReadoutSpec", "readout_loss", "explain_readout", "default_readouts",
+__all__ = ["load_for_model", "Readout", "ReadoutHead", "ReadoutSpec", "readout_loss", "readout_terms", "explain_readout", "default_readouts",
            "save_checkpoint", "load_checkpoint", "ALPHA_BOUND"]

@@ -6,6 +6,13 @@ CPU, NCCL on GPU). Files in ``OUT``: ``checkpoint.pt`` after every epoch (the re
 optimiser and the epoch: a rerun of the same command resumes after the last finished epoch),
 ``readout.pt`` when training ends (for ``explain --method readout --readout``), ``loss.jsonl``
 (one line per step: epoch, step, loss, cross-entropy, information in nats, averaged over ranks).
+
+With validation data, every epoch is also scored on it (the same loss with the same noise every
+epoch, its cross-entropy and information, and ``kept``: the share of inputs whose noisy
+prediction is still the target); ``best.pt`` is the epoch of the lowest validation loss and
+becomes ``readout.pt``; ``patience`` stops after that many epochs without a lower one. A
+validation cross-entropy that rises far above its lowest value means the mask is giving up the
+prediction to save information: a warning says so and suggests a smaller beta.
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ from .bottleneck.insertion import Inputs, capture, frozen, get_module
 from .config import IBAConfig
 from .errors import UserInputError
 from .io.atomic import ensure_writable_dir
-from .readout import Readout, ReadoutSpec, default_readouts, load_checkpoint, readout_loss, save_checkpoint
+from .readout import (Readout, ReadoutSpec, default_readouts, load_checkpoint, readout_loss, readout_terms,
+                      save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +57,34 @@ class TrainingData:
 def synthetic_data(clips: int) -> TrainingData:
     """The first ``clips`` training clips of the synthetic benchmark, with their labels (kept in
     memory once generated: 0.8 MB per clip)."""
-    from .synthetic import TRAIN_SEEDS, make_batch
+    from .synthetic import TRAIN_SEEDS
 
     if not 1 <= clips <= len(TRAIN_SEEDS):
         raise UserInputError(f"--clips must be between 1 and {len(TRAIN_SEEDS)}, got {clips}")
+    return _seeded("synthetic", list(TRAIN_SEEDS)[:clips])
+
+
+def synthetic_validation_data() -> TrainingData:
+    """The synthetic benchmark's validation clips (never scored by ``evaluate``), with their labels."""
+    from .synthetic import VALIDATION_SEEDS
+
+    return _seeded("synthetic validation", list(VALIDATION_SEEDS))
+
+
+def _seeded(name: str, seeds: list[int]) -> TrainingData:
+    from .synthetic import make_batch
 
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # generating a clip costs more than a training step
 
-    def load(seeds: Sequence[Any]) -> tuple[Inputs, torch.Tensor | None]:
-        missing = [s for s in seeds if s not in cache]
+    def load(batch: Sequence[Any]) -> tuple[Inputs, torch.Tensor | None]:
+        missing = [s for s in batch if s not in cache]
         if missing:
             x, y = make_batch(missing)
             for s, xi, yi in zip(missing, x, y):
                 cache[s] = (xi, yi)
-        return torch.stack([cache[s][0] for s in seeds]), torch.stack([cache[s][1] for s in seeds])
+        return torch.stack([cache[s][0] for s in batch]), torch.stack([cache[s][1] for s in batch])
 
-    return TrainingData("synthetic", list(TRAIN_SEEDS)[:clips], load)
+    return TrainingData(name, seeds, load)
 
 
 def folder_data(folder: str, model_name: str) -> TrainingData:
@@ -158,16 +178,24 @@ def train(
     model_name: str | None = None,
     progress: Callable[[int, int], Callable[[int], None]] | None = None,
     keep_epochs: bool = False,
+    validation: TrainingData | None = None,
+    patience: int | None = None,
 ) -> Readout:
-    """Train (or resume training) a readout; returns it. Call it on every rank under torchrun.
+    """Train (or resume training) a readout; returns it (with validation data: the best epoch's).
+    Call it on every rank under torchrun.
 
-    ``keep_epochs`` also keeps ``OUT/epoch<N>.pt`` after every epoch, to choose the epoch on
-    validation data (the readout's maps can worsen while its loss still falls)."""
+    ``keep_epochs`` also keeps ``OUT/epoch<N>.pt`` after every epoch. ``validation``: inputs
+    scored after every epoch (see the module's description); ``patience``: stop after this many
+    epochs without a lower validation loss."""
     cfg = config or IBAConfig()
     if epochs <= 0 or batch_size <= 0 or not lr > 0:
         raise UserInputError("epochs, batch size and learning rate must be > 0")
     if not data.items:
         raise UserInputError(f"no training inputs in {data.name}")
+    if patience is not None and (validation is None or patience <= 0):
+        raise UserInputError("--patience needs --validation data and must be > 0")
+    if validation is not None and not validation.items:
+        raise UserInputError(f"no validation inputs in {validation.name}")
     ensure_writable_dir(out_dir)
     ckpt_path = os.path.join(out_dir, "checkpoint.pt")
     log_path = os.path.join(out_dir, "loss.jsonl")
@@ -198,7 +226,10 @@ def train(
     if distributed.rank() == 0:
         _trim_log(log_path, start)
     generator = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + distributed.rank())
+    best_path = os.path.join(out_dir, "best.pt")
     for epoch in range(start, epochs):
+        if _patience_spent(history, patience):
+            break
         order = np.random.default_rng(seed + epoch).permutation(len(data.items)).tolist()
         mine = distributed.shard(order, pad=True)
         chunks = _batches(data, mine, batch_size)
@@ -227,6 +258,8 @@ def train(
         n = max(1, len(chunks))
         history.append({"epoch": epoch + 1, "loss": float(sums[0] / n), "ce": float(sums[1] / n),
                         "info_nats": float(sums[2] / n), "seconds": round(time.perf_counter() - t0, 2)})
+        if validation is not None:
+            history[-1].update(validate(model, readout, validation, batch_size, device, seed))
         if distributed.rank() == 0:
             save_checkpoint(ckpt_path, readout, model_name=model_name, epoch=epoch + 1, optimizer=opt, log=history,
                             extra={"data": data.name, "batch_size": batch_size, "lr": lr, "world_size":
@@ -236,14 +269,83 @@ def train(
                                 epoch=epoch + 1, log=history, extra={"data": data.name, "lr": lr})
             h = history[-1]
             log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
+            if validation is not None:
+                log.info("epoch %d validation: loss %.4f, ce %.4f, info %.4f nats, kept %.3f", epoch + 1,
+                         h["val_loss"], h["val_ce"], h["val_info_nats"], h["val_kept"])
+                if _best_epoch(history) == epoch + 1:
+                    _copy(ckpt_path, best_path)
         distributed.barrier()
+    chosen = ckpt_path
+    if validation is not None and history and "val_loss" in history[-1]:
+        chosen = best_path
+        if distributed.rank() == 0:
+            _warn_if_prediction_given_up(history)
     if distributed.rank() == 0:
-        final = os.path.join(out_dir, "readout.pt")
-        tmp = final + ".part"
-        shutil.copyfile(ckpt_path, tmp)
-        os.replace(tmp, final)
+        _copy(chosen, os.path.join(out_dir, "readout.pt"))
     distributed.barrier()
+    if chosen != ckpt_path:
+        readout = load_checkpoint(chosen, device)[0]
     return readout
+
+
+def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size: int, device: torch.device | str,
+             seed: int = 0) -> dict[str, float]:
+    """The readout's loss terms on ``data`` (the same noise on every call; ranks share the inputs,
+    none repeated): ``val_loss``, ``val_ce``, ``val_info_nats``, ``val_kept``, means over inputs."""
+    items = distributed.shard(list(data.items))
+    generator = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + 999 + distributed.rank())
+    sums = torch.zeros(4, dtype=torch.float64)
+    was_training = readout.training
+    readout.eval()
+    try:
+        for chunk in _batches(TrainingData(data.name, items, data.load), range(len(items)), batch_size):
+            x, y = data.load(chunk)
+            with frozen(model), torch.no_grad():
+                ce, info, noisy, target = readout_terms(model, readout, _to(x, device), y, generator)
+            sums += torch.tensor([float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()),
+                                  float(ce.numel())], dtype=torch.float64)
+    finally:
+        readout.train(was_training)
+    if distributed.world_size() > 1:
+        import torch.distributed as dist
+
+        t = sums.to(device)
+        dist.all_reduce(t)
+        sums = t.cpu()
+    ce_sum, info_sum, kept, n = (float(v) for v in sums)
+    if n == 0:
+        raise UserInputError(f"none of the validation inputs of {data.name} could be read")
+    beta = readout.config.beta
+    return {"val_loss": (ce_sum + beta * info_sum) / n, "val_ce": ce_sum / n, "val_info_nats": info_sum / n,
+            "val_kept": kept / n}
+
+
+def _best_epoch(history: Sequence[dict[str, Any]]) -> int | None:
+    scored = [h for h in history if "val_loss" in h]
+    return int(min(scored, key=lambda h: h["val_loss"])["epoch"]) if scored else None
+
+
+def _patience_spent(history: Sequence[dict[str, Any]], patience: int | None) -> bool:
+    best = _best_epoch(history)
+    return patience is not None and best is not None and int(history[-1]["epoch"]) - best >= patience
+
+
+def _warn_if_prediction_given_up(history: Sequence[dict[str, Any]]) -> None:
+    best = _best_epoch(history)
+    chosen = next(h for h in history if h["epoch"] == best)
+    low = min(history, key=lambda h: h["val_ce"])
+    if chosen["val_ce"] > 2 * low["val_ce"] + 0.05:
+        log.warning("validation cross-entropy of the chosen epoch %d is %.3f, against %.3f after epoch %d (inputs "
+                    "still predicted as their target: %.0f%% against %.0f%%): the mask gives up the prediction to "
+                    "save information; train with a smaller --beta, or keep epochs (--keep-epochs) and compare "
+                    "them", chosen["epoch"], chosen["val_ce"], low["val_ce"], low["epoch"],
+                    100 * chosen["val_kept"], 100 * low["val_kept"])
+
+
+def _copy(src: str, dst: str) -> None:
+    tmp = dst + ".part"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _mean_over_ranks(values: list[float], device: torch.device | str) -> np.ndarray:
@@ -272,4 +374,5 @@ def _trim_log(path: str, epochs_done: int) -> None:
         fh.writelines(keep)
 
 
-__all__ = ["TrainingData", "synthetic_data", "folder_data", "prepare", "train"]
+__all__ = ["TrainingData", "synthetic_data", "synthetic_validation_data", "folder_data", "prepare", "train",
+           "validate"]

@@ -132,8 +132,6 @@ class WelfordEstimator:
         assert self._m2 is not None and self._nonzero is not None
         std = torch.sqrt(self._m2 / (self.n - 1)).clamp(min=min_std)
         active = (self._nonzero / self.n > ACTIVE_FRACTION).to(torch.float32)
-        if source == "dataset" and self.samples < FEW_SAMPLES:
-            log.warning("statistics estimated from only %d samples (%d recommended)", self.samples, 10 * FEW_SAMPLES)
         return Statistics(
             mean=_unpool_shape(self._mean.to(torch.float32), self.pool),
             std=_unpool_shape(std.to(torch.float32), self.pool),
