@@ -24,17 +24,10 @@ import logging
 import os
 import sys
 
-import numpy as np
-from PIL import Image
-
-import video_iba
-from _photos import clip_frame, crops, photo
+from _photos import benchmark_stats, write_benchmark_photos
 from video_iba.cli import main as cli
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PHOTOS = ("chelsea", "coffee", "rocket", "camera", "motorcycle_left")
-STATS_PHOTOS = ("immunohistochemistry", "hubble_deep_field", "retina", "colorwheel", "brick", "grass", "gravel",
-                "coins", "moon", "clock", "cell", "page", "text")
 METHODS = "iba,random,gradient,saliency,smoothgrad,integrated_gradients,gradcam,occlusion8,occlusion14"
 
 
@@ -47,18 +40,9 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     folder = os.path.join(args.out, "photos")
-    os.makedirs(folder, exist_ok=True)
-    for name in PHOTOS:
-        Image.fromarray(photo(name)).save(os.path.join(folder, f"{name}.png"))
-    Image.fromarray(clip_frame("carphone_pristine", 0)).save(os.path.join(folder, "carphone_frame0.png"))
+    write_benchmark_photos(folder)
     stats_path = os.path.join(args.out, "stats.pt")
-    if not os.path.exists(stats_path):
-        model = video_iba.load_model("efficientnet_lite0")
-        spec = model.video_iba_spec
-        others = [photo(n) for n in STATS_PHOTOS]
-        stats = video_iba.estimate(model, crops(others, args.crops, spec, np.random.default_rng(0)),
-                                   layer=spec.default_layer)
-        stats.save(stats_path)
+    benchmark_stats(stats_path, args.crops)
     return cli(["evaluate", folder, "--model", "efficientnet_lite0", "--stats", stats_path, "--annotations",
                 os.path.join(HERE, "photo_boxes.json"), "--methods", args.methods, "--beta", args.beta,
                 "--metrics", "degradation8,degradation14,hit_ratio", "--out", args.out])

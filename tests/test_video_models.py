@@ -126,7 +126,7 @@ def test_video_spec_file_rejects_unknown_keys() -> None:
         load_video_specs(good + "  framez: 3\n")
 
 
-def test_estimate_with_a_pool_per_layer_is_one_pass() -> None:
+def test_estimate_with_a_pool_per_layer_is_one_pass(caplog) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = Tiny3D().eval()
     data = [torch.randn(2, 3, 8, 16, 16) for _ in range(3)]
@@ -144,6 +144,12 @@ def test_estimate_with_a_pool_per_layer_is_one_pass() -> None:
     for a, b in zip(both, alone):
         assert a.mean.shape == b.mean.shape and torch.allclose(a.mean, b.mean) and torch.allclose(a.std, b.std)
     assert both[1].mean.shape == (8, 1, 1, 1)
+    # the few-samples warning: once per call, and not for statistics per channel
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        video_iba.estimate(model, data, layer=["block", "stem"])
+        video_iba.estimate(model, data, layer=["block", "stem"], pool=(1, 2, 3))
+    assert [r.getMessage() for r in caplog.records] == ["statistics estimated from only 6 samples (10000 recommended)"]
     with pytest.raises(UserInputError, match="distinct"):
         video_iba.estimate(model, data, layer=["block", "block"], pools=[None, None])
     with pytest.raises(UserInputError, match="one pool per layer"):
