@@ -230,6 +230,9 @@ def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypa
     with caplog.at_level("WARNING"):
         tr._warn_if_prediction_given_up(history)
         tr._warn_if_prediction_given_up(history[:1])
-    assert len(caplog.records) == 1 and "smaller --beta" in caplog.records[0].getMessage()
+        tr._warn_if_prediction_given_up([{"epoch": 1, "val_loss": 9.0, "val_ce": 6.9, "val_kept": 0.02}])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("smaller --beta" in m for m in messages)
+    assert "rose" not in messages[1] and "only 2% of the validation inputs" in messages[1]
     with pytest.raises(tr.UserInputError, match="needs --validation"):
         tr.train(model, _toy_data(8, 0), out, epochs=1, layers=["slow", "fast"], patience=1)

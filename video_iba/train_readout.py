@@ -12,7 +12,9 @@ epoch, its cross-entropy and information, and ``kept``: the share of inputs whos
 prediction is still the target); ``best.pt`` is the epoch of the lowest validation loss and
 becomes ``readout.pt``; ``patience`` stops after that many epochs without a lower one. A
 validation cross-entropy that rises far above its lowest value means the mask is giving up the
-prediction to save information: a warning says so and suggests a smaller beta.
+prediction to save information, and a chosen epoch that keeps the target for fewer than half of
+the validation inputs means it destroys the prediction: a warning says so and suggests a smaller
+beta.
 """
 
 from __future__ import annotations
@@ -334,7 +336,11 @@ def _warn_if_prediction_given_up(history: Sequence[dict[str, Any]]) -> None:
     best = _best_epoch(history)
     chosen = next(h for h in history if h["epoch"] == best)
     low = min(history, key=lambda h: h["val_ce"])
-    if chosen["val_ce"] > 2 * low["val_ce"] + 0.05:
+    if chosen["val_kept"] < 0.5:
+        log.warning("with the chosen epoch %d's mask only %.0f%% of the validation inputs are still predicted as "
+                    "their target (cross-entropy %.3f): the mask destroys the prediction; train with a smaller "
+                    "--beta", chosen["epoch"], 100 * chosen["val_kept"], chosen["val_ce"])
+    elif chosen["val_ce"] > 2 * low["val_ce"] + 0.05:
         log.warning("validation cross-entropy of the chosen epoch %d is %.3f, against %.3f after epoch %d (inputs "
                     "still predicted as their target: %.0f%% against %.0f%%): the mask gives up the prediction to "
                     "save information; train with a smaller --beta, or keep epochs (--keep-epochs) and compare "
