@@ -9,7 +9,7 @@ evaluated photo (the carphone clip, whose first frame is evaluated, is not used)
 network's own top-1 classes (no labels offline). The bottleneck statistics are those of
 ``demos/photo_benchmark.py`` (the same file, so both methods restrict the same distribution).
 
-    python demos/photo_readout.py [--out eval-photo-readout] [--train 480] [--epochs 6] [--beta 10]
+    python demos/photo_readout.py [--out eval-photo-readout] [--train 480] [--epochs 6] [--beta 1]
 
 Writes ``OUT/train``, ``OUT/validation`` (the crops), ``OUT/readout`` (train-readout's files) and
 what ``video-iba evaluate`` writes (results.md, scores.jsonl, ...) into OUT.
@@ -53,7 +53,8 @@ def main() -> int:
     p.add_argument("--validation", type=int, default=96, help="validation crops")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", default="1e-3")
-    p.add_argument("--beta", default="10", help="beta of the readout's training")
+    p.add_argument("--beta", default="1", help="beta of the readout's training (default 1; 10 destroys the "
+                                               "prediction here, see the README)")
     p.add_argument("--crops", type=int, default=1200, help="crops of the statistics photos for the statistics")
     p.add_argument("--stats", help="statistics file (default: OUT/stats.pt, made as by photo_benchmark.py)")
     args = p.parse_args()
