@@ -78,9 +78,18 @@ def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> Non
 
 
 def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
     out = str(tmp_path / "ro")
-    code, _, err = _run(["train-readout", photo_dir, "--epochs", "1", "--batch-size", "2", "--out", out], capsys)
+    code, _, err = _run(["train-readout", photo_dir, "--validation", photo_dir, "--out", out], capsys)
+    assert code == 2 and "--validation must be other inputs than the training folder" in err
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[-1]), val)
+    code, stdout, err = _run(["train-readout", photo_dir, "--validation", str(val), "--patience", "1", "--epochs",
+                              "1", "--batch-size", "2", "--out", out], capsys)
     assert code == 0, err
+    assert "target kept" in stdout and os.path.exists(os.path.join(out, "best.pt"))
     photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
     code, stdout, err = _run(["explain", photo, "--method", "readout", "--readout", os.path.join(out, "readout.pt"),
                               "--out", str(tmp_path / "o")], capsys)
