@@ -52,6 +52,7 @@ def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> Non
     assert all(r["info_nats"] > 0 and r["ce"] >= 0 for r in log)
     ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["model"] == "tubenet" and len(ckpt["log"]) == 2
+    assert ckpt["config"]["beta"] == 1.0  # the readout's default, not the per-sample 10
 
     from video_iba.evaluate import load_tubenet
     from video_iba.readout import explain_readout, load_checkpoint

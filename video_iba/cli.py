@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
     tr.add_argument("--batch-size", type=_positive_int, default=32, help="inputs per step and process (default 32)")
     tr.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    tr.add_argument("--beta", type=_positive_float, help="weight of the information term (default 10)")
+    tr.add_argument("--beta", type=_positive_float, help="weight of the information term (default 1, not the 10 of "
+                                                         "the per-sample bottleneck: see the README)")
     tr.add_argument("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the shuffling and the noise (default 0)")
     tr.add_argument("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")
@@ -585,13 +586,13 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
     from . import distributed
     from .config import IBAConfig
     from .pipeline import resolve_device
-    from .train_readout import folder_data, synthetic_data, synthetic_validation_data, train
+    from .train_readout import READOUT_BETA, folder_data, synthetic_data, synthetic_validation_data, train
 
     dev = str(resolve_device(args.device))
     dev = distributed.setup(dev)
     ok = False
     try:
-        cfg = IBAConfig().replace(beta=args.beta)
+        cfg = IBAConfig().replace(beta=args.beta if args.beta is not None else READOUT_BETA)
         if args.dataset == "synthetic":
             from . import evaluate as ev
 

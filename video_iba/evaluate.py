@@ -97,7 +97,7 @@ def load_tubenet() -> nn.Module:
 def load_tubenet_readout() -> Any:
     """The readout bottleneck trained for the benchmark's TubeNet at ``block1`` (shipped with the
     package; made by ``video-iba train-readout synthetic --clips 1600 --batch-size 16 --epochs 6
-    --lr 1e-2 --beta 1``: the epoch of the lowest loss on the validation clips, the 6th)."""
+    --lr 1e-2`` (beta 1): the epoch of the lowest loss on the validation clips, the 6th)."""
     from importlib import resources
 
     from .readout import load_checkpoint
