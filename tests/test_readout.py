@@ -230,7 +230,9 @@ def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypa
     epoch2 = torch.load(os.path.join(out, "epoch2.pt"), weights_only=True)
     assert all(torch.equal(v, epoch2["heads"][k]) for k, v in readout.heads.state_dict().items())
     # rerunning with more epochs does not train past the spent patience
+    os.remove(os.path.join(out, "readout.pt"))
     readout = tr.train(model, _toy_data(8, 0), out, epochs=6, **kw)
+    assert torch.load(os.path.join(out, "readout.pt"), weights_only=True)["epoch"] == 2
     assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["epoch"] == 4
     assert next(scores) == (1.0, 0.7)  # validate was not called again
     # a chosen epoch whose cross-entropy rose far above the lowest one gets a warning
@@ -246,3 +248,21 @@ def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypa
     assert "rose" not in messages[1] and "only 2% of the validation inputs" in messages[1]
     with pytest.raises(tr.UserInputError, match="needs --validation"):
         tr.train(model, _toy_data(8, 0), out, epochs=1, layers=["slow", "fast"], patience=1)
+
+
+def test_a_stop_before_best_pt_was_written_is_repaired_on_resume(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.train_readout as tr
+
+    from .conftest import TwoPath
+
+    scores = iter([5.0, 3.0])
+    monkeypatch.setattr(tr, "validate", lambda *_a, **_k: {"val_loss": next(scores), "val_ce": 0.1,
+                                                             "val_info_nats": 0.1, "val_kept": 1.0})
+    torch.manual_seed(0)
+    model, out = TwoPath().eval(), str(tmp_path / "ro")
+    kw = dict(layers=["slow", "fast"], readouts=["slow2"], batch_size=4, validation=_toy_data(4, 1), epochs=2)
+    tr.train(model, _toy_data(8, 0), out, **kw)
+    for name in ("best.pt", "readout.pt"):  # as if stopped right after the last checkpoint
+        os.remove(os.path.join(out, name))
+    tr.train(model, _toy_data(8, 0), out, **kw)
+    assert torch.load(os.path.join(out, "readout.pt"), weights_only=True)["epoch"] == 2

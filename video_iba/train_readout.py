@@ -219,6 +219,8 @@ def train(
         history = list(payload.get("log", []))
         if distributed.rank() == 0:
             log.warning("resuming after epoch %d of %d from %s", start, epochs, ckpt_path)
+            if _best_epoch(history) == start:  # a stop between writing the checkpoint and best.pt
+                _copy(ckpt_path, os.path.join(out_dir, "best.pt"))
     else:
         with frozen(model):
             readout = prepare(model, data, layers, readouts, stats, cfg, batch_size, device)
