@@ -299,5 +299,6 @@ def estimate(
         out.append(est.finalize(min_std=min_std, meta=info))
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
     if per_position and per_position[0].samples < FEW_SAMPLES:  # once per call; per-channel statistics have plenty
-        log.warning("statistics estimated from only %d samples (%d recommended)", ests[0].samples, 10 * FEW_SAMPLES)
+        log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
+                    10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, str) or (layer is None and len(names) == 1) else out

@@ -64,7 +64,6 @@ class Loaded:
 
     def __init__(self) -> None:
         self._items: dict[tuple[Any, ...], Any] = {}
-        self.loads = 0
 
     def model(self, name: str, weights: str, device: torch.device) -> torch.nn.Module:
         return self._get(("model", name, weights, str(device)), lambda: load_model(name, weights=weights, device=device))
@@ -77,7 +76,6 @@ class Loaded:
     def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         if key not in self._items:
             self._items[key] = make()
-            self.loads += 1
         return self._items[key]
 
 
