@@ -36,7 +36,7 @@ from .bottleneck.estimator import Statistics
 from .bottleneck.insertion import Inputs, capture, frozen, get_module
 from .config import IBAConfig
 from .errors import UserInputError
-from .io.atomic import ensure_writable_dir
+from .io.atomic import atomic_write, ensure_writable_dir
 from .readout import (Readout, ReadoutSpec, default_readouts, load_checkpoint, readout_loss, readout_terms,
                       save_checkpoint)
 
@@ -304,7 +304,7 @@ def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size:
     none repeated): ``val_loss``, ``val_ce``, ``val_info_nats``, ``val_kept``, means over inputs."""
     items = distributed.shard(list(data.items))
     generator = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + 999 + distributed.rank())
-    sums = torch.zeros(4, dtype=torch.float64)
+    sums = np.zeros(4)
     was_training = readout.training
     readout.eval()
     try:
@@ -312,17 +312,10 @@ def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size:
             x, y = data.load(chunk)
             with frozen(model), torch.no_grad():
                 ce, info, noisy, target = readout_terms(model, readout, _to(x, device), y, generator)
-            sums += torch.tensor([float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()),
-                                  float(ce.numel())], dtype=torch.float64)
+            sums += [float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()), ce.numel()]
     finally:
         readout.train(was_training)
-    if distributed.world_size() > 1:
-        import torch.distributed as dist
-
-        t = sums.to(device)
-        dist.all_reduce(t)
-        sums = t.cpu()
-    ce_sum, info_sum, kept, n = (float(v) for v in sums)
+    ce_sum, info_sum, kept, n = (float(v) for v in _sum_over_ranks(sums.tolist(), device))
     if n == 0:
         raise UserInputError(f"none of the validation inputs of {data.name} could be read")
     beta = readout.config.beta
@@ -341,9 +334,10 @@ def _patience_spent(history: Sequence[dict[str, Any]], patience: int | None) -> 
 
 
 def _warn_if_prediction_given_up(history: Sequence[dict[str, Any]]) -> None:
-    best = _best_epoch(history)
-    chosen = next(h for h in history if h["epoch"] == best)
-    low = min(history, key=lambda h: h["val_ce"])
+    scored = [h for h in history if "val_loss" in h]  # a run may have been validated from a resume on
+    best = _best_epoch(scored)
+    chosen = next(h for h in scored if h["epoch"] == best)
+    low = min(scored, key=lambda h: h["val_ce"])
     if chosen["val_kept"] < 0.5:
         log.warning("with the chosen epoch %d's mask only %.0f%% of the validation inputs are still predicted as "
                     "their target (cross-entropy %.3f): the mask destroys the prediction; train with a smaller "
@@ -357,19 +351,22 @@ def _warn_if_prediction_given_up(history: Sequence[dict[str, Any]]) -> None:
 
 
 def _copy(src: str, dst: str) -> None:
-    tmp = dst + ".part"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_write(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
-def _mean_over_ranks(values: list[float], device: torch.device | str) -> np.ndarray:
+def _sum_over_ranks(values: list[float], device: torch.device | str) -> np.ndarray:
     if distributed.world_size() == 1:
-        return np.asarray(values)
+        return np.asarray(values, dtype=np.float64)
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return (t / distributed.world_size()).cpu().numpy()
+    return t.cpu().numpy()
+
+
+def _mean_over_ranks(values: list[float], device: torch.device | str) -> np.ndarray:
+    return _sum_over_ranks(values, device) / distributed.world_size()
 
 
 def _trim_log(path: str, epochs_done: int) -> None:
