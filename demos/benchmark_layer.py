@@ -20,10 +20,9 @@ import numpy as np
 import torch
 
 import video_iba
-from video_iba import evaluate as ev
 from video_iba.config import IBAConfig
-from video_iba.metrics import box_mask, degradation, hit_ratio, temporal_share
-from video_iba.synthetic import VALIDATION_SEEDS, make_batch, make_clip
+from video_iba.evaluation import (TUBE_FRAMES, VALIDATION_SEEDS, box_mask, degradation, hit_ratio, load_tubenet,
+                                  make_clip, statistics_batches, temporal_share)
 
 
 def main() -> None:
@@ -33,14 +32,12 @@ def main() -> None:
     p.add_argument("--sigmas", default="1,0.5,0")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    model = ev.load_tubenet()
-    seeds = list(ev.SYNTHETIC_STATS_SEEDS)
+    model = load_tubenet()
     clips = [make_clip(s) for s in list(VALIDATION_SEEDS)[: args.clips]]
     print("| layer | sigma (cells) | tube hit ratio | temporal share | degradation 8x8x4 | s per clip |")
     print("|---|---|---|---|---|---|")
     for layer in args.layers.split(","):
-        stats = video_iba.estimate(model, (make_batch(seeds[i:i + 50])[0] for i in range(0, len(seeds), 50)),
-                                   layer=layer)
+        stats = video_iba.estimate(model, statistics_batches(), layer=layer)
         for sigma in (float(s) for s in args.sigmas.split(",")):
             cfg = IBAConfig(sigma=sigma)
             hits, shares, degs = [], [], []
@@ -50,7 +47,7 @@ def main() -> None:
                 a = video_iba.explain(model, x, c.label, layer=layer, stats=stats, seed=0, config=cfg)
                 hits.append(hit_ratio(a.values, box_mask(tuple(a.values.shape), c.boxes)))
                 shares.append(temporal_share(a.values, c.interval))
-                degs.append(degradation(model, x, a.values, c.label, tile=8, t_tile=ev.TUBE_FRAMES).score)
+                degs.append(degradation(model, x, a.values, c.label, tile=8, t_tile=TUBE_FRAMES).score)
             per_clip = (time.perf_counter() - t0) / len(clips)
             print(f"| {layer} | {sigma:g} | {np.mean(hits):.3f} | {np.mean(shares):.3f} | {np.mean(degs):.3f} | "
                   f"{per_clip:.1f} |", flush=True)

@@ -31,7 +31,12 @@ import numpy as np
 import torch
 
 from _photos import photo
+
+import video_iba
+from video_iba import attribute
 from video_iba.cli import main as cli
+from video_iba.evaluation.synthetic import CLASSES, SYNTHETIC_LAYER, load_tubenet, make_clip, statistics_batches
+from video_iba.workflows import demo_clip
 
 ALL = "iba,random,gradient,saliency,smoothgrad,integrated_gradients,guided_backprop,gradcam,guided_gradcam,occlusion8," \
       "occlusion14"
@@ -62,17 +67,7 @@ def synthetic_methods_figure(path: str, methods: list[str]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from video_iba.baselines import attribute
-    from video_iba.evaluate import SYNTHETIC_LAYER, SYNTHETIC_STATS_SEEDS, load_tubenet
-    from video_iba.synthetic import CLASSES, make_batch, make_clip
-
-    import video_iba
-
-    model = load_tubenet()
-    seeds = list(SYNTHETIC_STATS_SEEDS)
-    stats = video_iba.estimate(model, (make_batch(seeds[i:i + 50])[0] for i in range(0, len(seeds), 50)),
-                               layer=SYNTHETIC_LAYER)
-    c = make_clip(SYNTHETIC_SEED)
+    model, stats, c = _synthetic()
     x = torch.from_numpy(c.x)[None]
     t0, t1 = c.interval
     frames = [max(0, t0 - 2)] + list(np.linspace(t0, t1 - 1, 4).astype(int)) + [min(c.x.shape[1] - 1, t1 + 1)]
@@ -104,21 +99,37 @@ def synthetic_methods_figure(path: str, methods: list[str]) -> None:
     plt.close(fig)
 
 
-def synthetic_compare_clip(path: str, methods: str) -> None:
-    from video_iba.compare import compare
-    from video_iba.evaluate import SYNTHETIC_LAYER, SYNTHETIC_STATS_SEEDS, load_tubenet
-    from video_iba.synthetic import CLASSES, make_batch, make_clip
-
-    import video_iba
-
+def _synthetic():  # type: ignore[no-untyped-def]
+    """The benchmark's model, its statistics at the benchmark layer, and the clip shown."""
     model = load_tubenet()
-    seeds = list(SYNTHETIC_STATS_SEEDS)
-    stats = video_iba.estimate(model, (make_batch(seeds[i:i + 50])[0] for i in range(0, len(seeds), 50)),
-                               layer=SYNTHETIC_LAYER)
-    c = make_clip(SYNTHETIC_SEED)
-    compare(model, torch.from_numpy(c.x)[None], methods.split(","), path, target=c.label, labels=list(CLASSES),
-            mean=(0.5,) * 3, std=(0.25,) * 3, fps=4.0,
-            method_kwargs=lambda m: {"layer": SYNTHETIC_LAYER, "stats": stats} if m == "iba" else {})
+    stats = video_iba.estimate(model, statistics_batches(), layer=SYNTHETIC_LAYER)
+    return model, stats, make_clip(SYNTHETIC_SEED)
+
+
+def synthetic_compare_clip(path: str, methods: str) -> None:
+    """An MP4 of the synthetic clip, frame by frame: the input, one overlay per method (|map|, own
+    scale), and each method's per-frame total under a cursor."""
+    from video_iba.io import VideoWriter
+    from video_iba.render import normalised_to_rgb, overlay
+    from video_iba.render.compare import time_strip
+    from video_iba.render.text import labelled
+
+    model, stats, c = _synthetic()
+    x = torch.from_numpy(c.x)[None]
+    names = methods.split(",")
+    maps = []
+    for m in names:
+        a = attribute(m, model, x, c.label, **({"layer": SYNTHETIC_LAYER, "stats": stats} if m == "iba" else {}))
+        maps.append((a.unit.magnitude(a.values.numpy()), a.unit.shown))
+    totals = np.stack([v.sum(axis=(1, 2)) / max(float(v.sum(axis=(1, 2)).max()), 1e-12) for v, _ in maps])
+    with VideoWriter(path, 4.0) as w:
+        for t in range(c.x.shape[1]):
+            rgb = normalised_to_rgb(c.x[:, t], (0.5,) * 3, (0.25,) * 3).repeat(4, 0).repeat(4, 1)
+            tiles = [labelled(rgb, ["input", f"explained: {CLASSES[c.label]}"])]
+            for (v, unit), m in zip(maps, names):
+                tiles.append(labelled(overlay(rgb, v[t].repeat(4, 0).repeat(4, 1), float(v.max()) or 1.0), [m, unit]))
+            row = np.concatenate(tiles, axis=1)
+            w.write(np.concatenate([row, time_strip(totals, t, row.shape[1], names)], axis=0))
 
 
 def main() -> None:
@@ -142,8 +153,6 @@ def main() -> None:
     Image.fromarray(photo("coffee")).save(coffee)
     _run(["compare", coffee, "--methods", "iba,saliency,integrated_gradients,gradcam,occlusion8", "--out", args.out])
     shutil.copyfile(os.path.join(args.out, "coffee-compare.png"), os.path.join(args.docs, "compare-coffee.png"))
-    from video_iba.cli import demo_clip
-
     _run(["compare", demo_clip("carphone_pristine"), "--methods", "iba,saliency,gradcam,occlusion14", "--out", args.out])
     synthetic_compare_clip(os.path.join(args.out, "synthetic-compare.mp4"), "iba,integrated_gradients,gradcam,guided_gradcam")
     synthetic_methods_figure(os.path.join(args.docs, "synthetic-methods.png"), FEW.split(","))

@@ -48,17 +48,18 @@ def _input(name: str):  # type: ignore[no-untyped-def]
 
         x, _ = preprocess_image(np.asarray(data.chelsea()), spec)
         return x
-    from video_iba.cli import demo_clip
-    from video_iba.video_pipeline import clip_at
+    from video_iba import read_clip
+    from video_iba.workflows import demo_clip
 
-    return clip_at(demo_clip("carphone_pristine"), spec)
+    return read_clip(demo_clip("carphone_pristine"), spec)[0]
 
 
 def worker(name: str, variant: str, out: str, steps: str) -> None:
     import torch
 
     import video_iba
-    from video_iba.bottleneck import HookedForward, Statistics, capture, fit_per_sample, get_module
+    from video_iba.bottleneck import HookedForward, Statistics, capacity_to_bits, capture, fit_per_sample, get_module
+    from video_iba.models import input_packer, packed
 
     torch.manual_seed(0)
     model = video_iba.load_model(name, weights="random")
@@ -66,9 +67,9 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     x = _input(name)
     n_steps = int(steps)
     cfg = video_iba.IBAConfig(steps=n_steps)
+    inputs = packed(x, input_packer(model))  # the network's input (SlowFast: its pathways)
     with torch.no_grad():
-        fresh = list(x) if isinstance(x, list) else x
-        target = int(model(fresh).argmax())  # warm-up pass, not timed
+        target = int(model(packed(x, input_packer(model))).argmax())  # warm-up pass, not timed
     marks: list[float] = []
     t0 = time.perf_counter()
     if variant == "fit":
@@ -76,14 +77,14 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     else:
         layers = list(spec.layers)
         modules = [get_module(model, name) for name in layers]
-        _, rs = capture(model, modules, layers, x)
+        _, rs = capture(model, modules, layers, inputs)
         stats = [Statistics.from_input(r) for r in rs]
         gen = torch.Generator().manual_seed(0)
-        with HookedForward(model, modules, x) as run:
+        with HookedForward(model, modules, inputs) as run:
             fit = fit_per_sample(run, rs, stats, target, cfg, gen, skip_last_pass=False,
                                  on_step=lambda *_: marks.append(time.perf_counter()))
-        size = tuple((x[-1] if isinstance(x, list) else x).shape[2:])
-        bits = sum(video_iba.heatmap.capacity_to_bits(c, size) for c in fit.capacities)
+        size = tuple(x.shape[2:])
+        bits = sum(capacity_to_bits(c, size) for c in fit.capacities)
     seconds = time.perf_counter() - t0
     if n_steps < FULL_STEPS:
         # the fit skips the last step's network pass (its result is not used): steps 2..N-1 are

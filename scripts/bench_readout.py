@@ -22,43 +22,33 @@ import torch
 
 
 def _setup(name: str, device: str):  # type: ignore[no-untyped-def]
-    from video_iba.config import IBAConfig
-    from video_iba.train_readout import TrainingData, prepare
+    from video_iba.methods.readout import new_readout
 
     if name == "tubenet":
-        from video_iba.evaluate import SYNTHETIC_LAYER, load_tubenet
-        from video_iba.synthetic import TRAIN_SEEDS, make_batch
+        from video_iba.evaluation.synthetic import SYNTHETIC_LAYER, TRAIN_SEEDS, load_tubenet, make_batch
 
         model = load_tubenet().to(device)
-        data = TrainingData("synthetic", list(TRAIN_SEEDS)[:8], lambda s: (make_batch(list(s))[0], None))
+        x = make_batch(list(TRAIN_SEEDS)[:8])[0]
         layers = [SYNTHETIC_LAYER]
     else:
         import numpy as np
 
-        from video_iba.models import get_spec, load_model, pathways, preprocess_image
+        from video_iba import load_model, preprocess_image, read_clip
+        from video_iba.workflows import demo_clip
 
-        spec = get_spec(name)
         model = load_model(name, weights="random", device=device)
+        spec = model.video_iba_spec
         if spec.is_video:
-            from video_iba.cli import demo_clip
-            from video_iba.video_pipeline import clip_at
-
-            inputs = clip_at(demo_clip("carphone_pristine"), spec)
-            clip = inputs[-1] if isinstance(inputs, list) else inputs
-            x = torch.cat([clip, clip.flip(-1)])
-            data = TrainingData(name, [0, 1], lambda i: ((pathways(spec, x[list(i)]) if spec.slowfast_alpha
-                                                          else x[list(i)]), None))
+            one, _ = read_clip(demo_clip("carphone_pristine"), spec)
         else:
             from skimage import data as skdata
 
-            img, _ = preprocess_image(np.asarray(skdata.chelsea()), spec)
-            x = torch.cat([img, img.flip(-1)])
-            data = TrainingData(name, [0, 1], lambda i: (x[list(i)], None))
+            one, _ = preprocess_image(np.asarray(skdata.chelsea()), spec)
+        x = torch.cat([one, one.flip(-1)])
         layers = list(spec.layers)
-    readout = prepare(model, data, layers, None, None, IBAConfig(), 2, device)
-    x1, _ = data.load(data.items[:1])
-    x1 = x1.to(device) if isinstance(x1, torch.Tensor) else [t.to(device) for t in x1]
-    return model, readout, x1
+    x = x.to(device)
+    readout = new_readout(model, x[:1], lambda: iter([x[i:i + 2] for i in range(0, len(x), 2)]), layers=layers)
+    return model, readout, x[:1]
 
 
 def _median_time(fn, repeats: int, device: str) -> float:  # type: ignore[no-untyped-def]
@@ -81,7 +71,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    from video_iba.readout import explain_readout
+    from video_iba import explain_readout
+    from video_iba.models import input_packer, packed
 
     if not args.json:
         print("| model | forward (s) | readout explanation (s) | ratio |")
@@ -91,7 +82,7 @@ def main() -> None:
 
         def forward(model=model, x=x) -> None:  # type: ignore[no-untyped-def]
             with torch.no_grad():
-                model(x if isinstance(x, torch.Tensor) else list(x))
+                model(packed(x, input_packer(model)))
 
         for _ in range(2):  # warm-up
             forward()

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from video_iba.synthetic import CLASSES, TEST_SEEDS, TRAIN_SEEDS, TubeNet, make_batch
+from video_iba.evaluation.synthetic import CLASSES, TEST_SEEDS, TRAIN_SEEDS, TubeNet, make_batch
 
 
 def main() -> None:

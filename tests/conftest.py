@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from torch import nn
+
+from .nets import TinyCNN
 
 
 @pytest.fixture(scope="session")
@@ -21,47 +22,6 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     the package's own cache lives in a folder of the test session."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
     monkeypatch.setenv("XDG_CACHE_HOME", _cache_home)
-
-
-class TinyCNN(nn.Module):
-    """A small image classifier with in-place ReLUs, batch norm and dropout (eval/train differ)."""
-
-    def __init__(self, classes: int = 5, channels: int = 3) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(0.5)
-        self.fc = nn.Linear(16, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
-
-
-class Tiny3D(nn.Module):
-    """A small clip classifier on (N, C, T, H, W)."""
-
-    def __init__(self, classes: int = 4) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1, stride=(2, 2, 2)), nn.ReLU())
-        self.head = nn.Linear(8, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.block(self.stem(x)).mean(dim=(2, 3, 4)))
-
-
-class Untraceable(TinyCNN):
-    """Data-dependent control flow defeats torch.fx; explain must fall back and say so."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
-        if float(h.detach().mean()) > -1e9:
-            h = h * 1.0
-        return self.fc(self.drop(torch.flatten(self.pool(h), 1)))
 
 
 @pytest.fixture
@@ -88,25 +48,3 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(d)
 
 
-class TwoPath(nn.Module):
-    """Slow and fast pathways; like pytorchvideo's multipathway blocks, it overwrites the list it gets."""
-
-    def __init__(self, classes: int = 5, overwrite: bool = True) -> None:
-        super().__init__()
-        self.overwrite = overwrite
-        self.slow = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
-        self.fast = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU())
-        self.slow2 = nn.Conv3d(8, 8, 3, padding=1)
-        self.fast2 = nn.Conv3d(4, 4, 3, padding=1)
-        self.head = nn.Linear(12, classes)
-
-    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
-        if self.overwrite:  # defeats torch.fx: explain falls back to the full forward pass
-            x[0] = self.slow(x[0])
-            x[1] = self.fast(x[1])
-            h = x
-        else:
-            h = [self.slow(x[0]), self.fast(x[1])]
-        s = self.slow2(h[0]).mean(dim=(2, 3, 4))
-        f = self.fast2(h[1]).mean(dim=(2, 3, 4))
-        return self.head(torch.cat([s, f], 1))

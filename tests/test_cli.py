@@ -14,20 +14,17 @@ from PIL import Image
 
 import video_iba
 from video_iba.cli import main
+from .helpers import run_cli
 
 FAST = ["--steps", "2", "--samples", "2"]
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.slow
 def test_explain_real_photo_end_to_end(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
-    code, stdout, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(out)], capsys)
+    code, stdout, err = run_cli(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(out)], capsys)
     assert code == 0, err
     assert "predicted: Egyptian cat" in stdout and "bits" in stdout
     assert sorted(os.listdir(out)) == ["chelsea.npz", "chelsea.png"]
@@ -49,7 +46,7 @@ def test_explain_real_photo_end_to_end(photo_dir: str, tmp_path, capsys) -> None
 
 
 def test_target_by_name_and_vmax(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    code, stdout, err = _run(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), "--target", "cup",
+    code, stdout, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), "--target", "cup",
                               "--vmax", "0.5", *FAST], capsys)
     assert code == 0, err
     attr = video_iba.Attribution.load(tmp_path / "coffee.npz")
@@ -59,14 +56,14 @@ def test_target_by_name_and_vmax(photo_dir: str, tmp_path, capsys) -> None:  # t
 def test_config_file_and_flags(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "c.yaml"
     cfg.write_text("beta: 100\nsteps: 3\nsamples: 2\n")
-    code, _, err = _run(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), "--config", str(cfg),
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), "--config", str(cfg),
                          "--steps", "2"], capsys)
     assert code == 0, err
     m = video_iba.Attribution.load(tmp_path / "rocket.npz").meta
     assert (m["beta"], m["steps"], m["samples"]) == (100.0, 2, 2)
     bad = tmp_path / "bad.yaml"
     bad.write_text("betta: 3\n")
-    code, _, err = _run(["explain", os.path.join(photo_dir, "rocket.jpg"), "--config", str(bad)], capsys)
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--config", str(bad)], capsys)
     assert code == 2 and "unknown setting 'betta' (did you mean 'beta'?)" in err
 
 
@@ -81,28 +78,28 @@ def test_estimate_then_explain_with_statistics(photo_dir: str, tmp_path, capsys)
     (folder / "notes.txt").write_text("not an image")
     (folder / "broken.jpg").write_bytes(b"broken")
     stats = tmp_path / "stats.pt"
-    code, stdout, err = _run(["estimate", str(folder), "--out", str(stats), "--batch-size", "2"], capsys)
+    code, stdout, err = run_cli(["estimate", str(folder), "--out", str(stats), "--batch-size", "2"], capsys)
     assert code == 0, err
     assert "over 3 images (1 unreadable skipped)" in stdout and "broken.jpg" in err
     s = video_iba.Statistics.load(stats)
     assert s.samples == 3 and s.meta["model"] == "efficientnet_lite0" and s.meta["layer"] == "_blocks.4"
     assert s.meta["input_shape"] == [1, 3, 224, 224]
-    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(tmp_path / "o"),
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--out", str(tmp_path / "o"),
                          "--stats", str(stats), *FAST], capsys)
     assert code == 0, err
     assert video_iba.Attribution.load(tmp_path / "o" / "chelsea.npz").meta["stats_source"] == "dataset"
     # statistics of another layer or model are refused
-    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--layer", "_blocks.5"], capsys)
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--layer", "_blocks.5"], capsys)
     assert code == 2 and "layer '_blocks.4'" in err
-    code, _, err = _run(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--model", "resnet50",
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--stats", str(stats), "--model", "resnet50",
                          "--weights", "random"], capsys)
     assert code == 2 and "model 'efficientnet_lite0'" in err
 
 
 def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = _run(["layers", "--model", "efficientnet_lite0"], capsys)
+    code, out, _ = run_cli(["layers", "--model", "efficientnet_lite0"], capsys)
     assert code == 0 and "_blocks.4" in out and "1x40x28x28" in out
-    code, out, _ = _run(["models"], capsys)
+    code, out, _ = run_cli(["models"], capsys)
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"] and "(none: pass --layer)" in rows["vit_b_16"]
@@ -121,7 +118,7 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     rgba = _write(str(tmp_path / "rgba.png"), np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
     g16 = _write(str(tmp_path / "g16.png"), (rgb.mean(2) * 257).astype(np.uint16))
     for path in (gray, rgba, g16):
-        code, _, err = _run(["explain", path, "--out", str(tmp_path / "o"), *FAST], capsys)
+        code, _, err = run_cli(["explain", path, "--out", str(tmp_path / "o"), *FAST], capsys)
         assert code == 0, err
     assert len(os.listdir(tmp_path / "o")) == 6
 
@@ -164,7 +161,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tm
         args += ["--out", str(out)]
     if args[0] == "explain":
         args = [args[0], *FAST, *args[1:]]  # the bad flag comes last and wins
-    code, stdout, err = _run(args, capsys)
+    code, stdout, err = run_cli(args, capsys)
     assert code == 2
     assert message in err, err
     lines = [ln for ln in err.strip().splitlines() if ln]
@@ -184,13 +181,10 @@ def test_console_script_exit_code_without_traceback(tmp_path) -> None:  # type: 
 
 
 def test_failure_mid_run_leaves_no_partial_output(photo_dir, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
-    import video_iba.render.figure as fig
-
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("disk full")
 
-    monkeypatch.setattr(fig, "image_figure", broken)
-    monkeypatch.setattr("video_iba.render.image_figure", broken)
+    monkeypatch.setattr("video_iba.workflows.explain.image_figure", broken)
     with pytest.raises(OSError):
         main(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), *FAST])
     assert os.listdir(tmp_path) == []

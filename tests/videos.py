@@ -48,3 +48,12 @@ def encode(path: str, frames: int = 60, size: tuple[int, int] = (96, 64), fps: i
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+def moving_square(i: int, size: tuple[int, int]) -> np.ndarray:
+    """Frame ``i``: grey with a yellow 16-pixel square moving right by 3 pixels a frame."""
+    w, h = size
+    img = np.full((h, w, 3), 40, dtype=np.uint8)
+    x = (3 * i) % max(1, w - 16)
+    img[h // 3:h // 3 + 16, x:x + 16] = (250, 200, 30)
+    return img

@@ -1,14 +1,46 @@
-"""video-iba: Information Bottleneck Attribution for image and video classifiers, in bits."""
+"""video-iba: Information Bottleneck Attribution for image and video classifiers, in bits.
+
+The public API: everything a notebook needs is importable from here.
+
+* models and inputs: :func:`load_model`, :func:`list_models`, :func:`get_spec`, :func:`read_image`,
+  :func:`read_clip`, :func:`preprocess_image`, :func:`preprocess_clip`;
+* methods: :func:`explain` (per-sample IBA), :func:`estimate` (its statistics),
+  :func:`explain_readout` and :func:`load_readout` (a trained readout), :func:`attribute` (any
+  method of :data:`METHODS`, baselines included);
+* results: :class:`Attribution` (a photo or one model input), :class:`ClipAttribution` (a video),
+  :class:`Unit`, :func:`load` (any ``.npz`` the command line writes);
+* metrics: :func:`degradation`, :func:`hit_ratio`, :func:`box_mask`, :func:`temporal_share`,
+  :func:`sensitivity_n`, :func:`parameter_randomisation`, :func:`bootstrap_ci`;
+* files: :func:`explain_file` (a photo or video file explained and rendered as ``explain`` does),
+  with :class:`Session` and :class:`Settings`.
+
+Multi-pathway networks (SlowFast) take the clip ``(1, 3, T, S, S)`` like every other video model;
+registry models build their pathways themselves, a network of your own gets ``pack=``.
+"""
 
 from ._version import __version__
-from .api import estimate, explain
-from .attribution import Attribution
 from .bottleneck.estimator import Statistics
 from .config import IBAConfig
 from .errors import UserInputError
-from .models import get_spec, list_models, load_model
+from .evaluation.metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, parameter_randomisation,
+                                 sensitivity_n, temporal_share)
+from .io.clips import read_clip
+from .io.image import read_image
+from .methods.attribute import METHODS, attribute
+from .methods.iba import estimate, explain
+from .methods.readout import Readout, explain_readout, load_checkpoint, load_readout
+from .models.pathways import pathways
+from .models.preprocess import Geometry, preprocess_clip, preprocess_image
+from .models.registry import ModelSpec, get_spec, list_models, load_model
+from .results import Attribution, ClipAttribution, Unit, load
+from .workflows.explain import Explained, Options, explain_file
+from .workflows.inputs import Range
+from .workflows.session import Session, Settings
 
 __all__ = [
-    "__version__", "explain", "estimate", "Attribution", "Statistics", "IBAConfig", "UserInputError",
-    "load_model", "list_models", "get_spec",
+    "__version__", "explain", "estimate", "attribute", "METHODS", "explain_readout", "load_readout", "load_checkpoint",
+    "Readout", "Attribution", "ClipAttribution", "Unit", "load", "Statistics", "IBAConfig", "UserInputError",
+    "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "read_image", "read_clip", "preprocess_image",
+    "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
+    "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
 ]

@@ -48,7 +48,8 @@ class IBAConfig:
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> UserInputError:
-            return UserInputError(f"{name} must be {rule}, got {getattr(self, name)!r}; pass a valid --{name.replace('_', '-')}")
+            return UserInputError(f"{{{name}}} must be {rule}, got {_shown(getattr(self, name))}; give a valid value",
+                                  options=[name])
 
         for name in ("beta", "lr"):
             v = getattr(self, name)
@@ -58,11 +59,12 @@ class IBAConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "an integer > 0")
-        if self.micro_batch is not None and (not isinstance(self.micro_batch, int) or self.micro_batch <= 0):
+        mb = self.micro_batch
+        if mb is not None and (not isinstance(mb, int) or isinstance(mb, bool) or mb <= 0):
             raise bad("micro_batch", "an integer > 0")
         for name in ("sigma", "temporal_sigma", "min_std", "alpha_init"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise bad(name, "a finite number")
         for name in ("sigma", "temporal_sigma"):
             if getattr(self, name) < 0:
@@ -76,12 +78,16 @@ class IBAConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "config") -> "IBAConfig":
+        """Settings from a mapping (missing keys keep their defaults); errors name ``where``."""
         names = [f.name for f in dataclasses.fields(cls)]
         for key in data:
             if key not in names:
-                raise UserInputError(f"{where}: unknown setting '{key}'{did_you_mean(str(key), names)}; "
+                raise UserInputError(f"{where}: unknown setting '{str(key)[:60]}'{did_you_mean(str(key), names)}; "
                                      f"known: {', '.join(names)}")
-        return cls(**dict(data))
+        try:
+            return cls(**dict(data))
+        except UserInputError as exc:
+            raise UserInputError(f"{where}: {exc.template}", options=exc.options) from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> "IBAConfig":
@@ -94,10 +100,18 @@ class IBAConfig:
                 data = yaml.safe_load(fh)
         except FileNotFoundError as exc:
             raise UserInputError(f"config file '{p}' does not exist; check the path") from exc
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserInputError(f"cannot read config file '{p}' ({exc.__class__.__name__}); fix its YAML") from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UserInputError(f"cannot read config file '{p}' ({exc.__class__.__name__}); give UTF-8 YAML") from exc
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise UserInputError(f"config file '{p}' must hold a mapping of settings, not {type(data).__name__}")
         return cls.from_mapping(data, where=p)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a value for a message: never a huge or deeply nested repr."""
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
+    return f"a {type(value).__name__}"

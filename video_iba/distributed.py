@@ -7,8 +7,9 @@ the device is CUDA (each rank on the GPU of its ``LOCAL_RANK``), gloo otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -54,6 +55,19 @@ def teardown(sync: bool = True) -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[str]:
+    """:func:`setup` for the duration of a command, then :func:`teardown` (waiting for the other
+    ranks only when the command ended normally); yields the device to use."""
+    device = setup(device)
+    ok = False
+    try:
+        yield device
+        ok = True
+    finally:
+        teardown(sync=ok)
+
+
 def shard(items: Sequence[T], pad: bool = False) -> list[T]:
     """This rank's items: every ``world``-th one from ``rank``, so ranks share nothing. With ``pad``
     (training only), shorter shards repeat their first items so every rank has as many."""
@@ -75,9 +89,19 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
+def sum_over_ranks(values: Sequence[float], device: torch.device | str) -> list[float]:
+    """The element-wise sum of ``values`` over all ranks (float64), on every rank."""
+    if world_size() == 1:
+        return [float(v) for v in values]
+    t = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return [float(v) for v in t.cpu().tolist()]
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
 
 
-__all__ = ["setup", "teardown", "shard", "gather", "barrier", "rank", "world_size", "launched"]
+__all__ = ["setup", "teardown", "process_group", "shard", "gather", "barrier", "rank", "world_size", "launched",
+           "sum_over_ranks"]

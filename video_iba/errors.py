@@ -2,16 +2,44 @@
 
 Every :class:`UserInputError` carries a one-line message naming the problem and the fix; the
 command-line interface prints it and exits with status 2.
+
+A message that tells the user to change an option names it by a placeholder, ``{beta}``, listed
+in ``options``. Library users read it spelled as the Python keyword (``beta=``); the command
+line spells it as its flag (``--beta``), or as the key of the ``--config`` file for settings
+that have no flag. The placeholder is replaced literally (no ``str.format``), so values quoted
+in a message may contain braces.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
+
+
+def python_keyword(option: str) -> str:
+    """How a library user passes ``option``: ``beta=``."""
+    return f"{option}="
 
 
 class UserInputError(ValueError):
-    """Input that cannot be used as given (bad file, unknown name, out-of-range value)."""
+    """Input that cannot be used as given (bad file, unknown name, out-of-range value).
+
+    Args:
+        message: The one-line message; ``{name}`` stands for the option ``name`` (see the module).
+        options: The option names used as placeholders in ``message``.
+    """
+
+    def __init__(self, message: str, *, options: Sequence[str] = ()) -> None:
+        self.template = message
+        self.options = tuple(options)
+        super().__init__(self.worded(python_keyword))
+
+    def worded(self, spell: Callable[[str], str]) -> str:
+        """The message with every option placeholder spelled by ``spell`` (the CLI: its flags)."""
+        text = self.template
+        for name in self.options:
+            text = text.replace("{" + name + "}", spell(name))
+        return text
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:

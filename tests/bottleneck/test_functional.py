@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from video_iba.bottleneck.functional import capacity, gaussian_kernel1d, nats_to_bits, restrict, smooth
-from video_iba.heatmap import bits_per_frame, capacity_to_bits
+from video_iba.bottleneck.heatmap import bits_per_frame, capacity_to_bits
 
 
 def _kl_numpy(mu_q: np.ndarray, var_q: np.ndarray) -> np.ndarray:

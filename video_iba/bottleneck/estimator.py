@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import UserInputError
+from ..files import load_payload, save_payload
 
 log = logging.getLogger(__name__)
 
@@ -209,26 +210,18 @@ class Statistics:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the statistics to ``path`` atomically (a ``torch.save`` file)."""
-        from ..io.atomic import atomic_write
-
-        payload = {"format": _FORMAT, **self.to_dict()}
-        with atomic_write(path) as tmp:
-            torch.save(payload, tmp)
+        save_payload(path, {"format": _FORMAT, **self.to_dict()})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Statistics":
         """Read statistics written by :meth:`save` (loaded with ``weights_only=True``)."""
         p = os.fspath(path)
-        if not os.path.isfile(p):
-            raise UserInputError(f"statistics file '{p}' does not exist; create it with `video-iba estimate`")
+        payload = load_payload(p, _FORMAT, "statistics file", "create one with `video-iba estimate`")
         try:
-            payload = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for foreign or truncated files
-            raise UserInputError(f"'{p}' is not a readable statistics file ({type(exc).__name__}); "
-                                 f"create one with `video-iba estimate`") from exc
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise UserInputError(f"'{p}' is not a video-iba statistics file; create one with `video-iba estimate`")
-        st = cls.from_dict(payload)
+            st = cls.from_dict(payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserInputError(f"'{p}' is a damaged statistics file ({type(exc).__name__}: {exc}); "
+                                 f"create it again with `video-iba estimate`") from exc
         st.meta["path"] = p
         return st
 
@@ -240,9 +233,24 @@ class Statistics:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Statistics":
-        """The inverse of :meth:`to_dict`."""
-        return cls(d["mean"], d["std"], d["active"], int(d["samples"]), str(d.get("source", "dataset")),
-                   dict(d.get("meta", {})))
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: entries of the wrong type, shapes that differ, a non-finite mean or a
+                standard deviation that is not positive.
+        """
+        mean, std, active = d["mean"], d["std"], d["active"]
+        if not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (mean, std, active)):
+            raise ValueError("mean, std and active must be float tensors")
+        if not mean.shape == std.shape == active.shape:
+            raise ValueError(f"mean, std and active differ in shape: {tuple(mean.shape)}, {tuple(std.shape)}, "
+                             f"{tuple(active.shape)}")
+        if not bool(torch.isfinite(mean).all()) or not bool((std > 0).all()) or not bool(torch.isfinite(std).all()):
+            raise ValueError("the mean must be finite and the std finite and > 0")
+        meta = d.get("meta", {})
+        if not isinstance(d["samples"], int) or not isinstance(meta, dict):
+            raise ValueError("samples must be an integer and meta a mapping")
+        return cls(mean, std, active, d["samples"], str(d.get("source", "dataset")), dict(meta))
 
     def describe(self) -> str:
         """One line for metadata: where the statistics came from."""

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import UserInputError
+from ..models.preprocess import CropPlan, tile_weights
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def plan_windows(
         raise UserInputError(f"the time range {start:g}..{stop:g} s is empty; the video lasts {duration:.2f} s")
     span = clip_seconds(frames, rate)
     if stride is not None and not stride > 0:
-        raise UserInputError(f"--stride must be > 0 seconds, got {stride}")
+        raise UserInputError(f"{{stride}} must be > 0 seconds, got {stride}", options=["stride"])
     step = span if stride is None else stride
     if stop - start <= span:
         w = window_at(start, frames, rate, source_fps, source_frames, times)
@@ -133,3 +135,55 @@ def plan_windows(
     if starts[-1] + span < stop - 1e-9:
         starts.append(stop - span)
     return [window_at(float(s), frames, rate, source_fps, source_frames, times) for s in starts]
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """The windows contributing to one source frame: ``(window, k0, k1, weight of k1)``, the frame's
+    time falling between model frames ``k0`` and ``k1`` of the window."""
+
+    parts: tuple[tuple[int, int, int, float], ...]
+
+
+def frame_sources(t: float, windows: Sequence[Window]) -> FrameSource:
+    """Which windows cover time ``t`` (seconds) and where it falls between their model frames."""
+    parts = []
+    best, best_d = 0, math.inf
+    for wi, w in enumerate(windows):
+        step = float(w.times[1] - w.times[0]) if len(w.times) > 1 else 1.0 / REFERENCE_FPS
+        n = len(w.times)
+        u = (t - w.start) / step
+        centre = (n - 1) / 2.0
+        if abs(u - centre) < best_d:
+            best, best_d = wi, abs(u - centre)
+        if -0.5 <= u <= n - 0.5:
+            uc = min(max(u, 0.0), n - 1.0)
+            k0 = int(math.floor(uc))
+            k1 = min(k0 + 1, n - 1)
+            parts.append((wi, k0, k1, uc - k0))
+    if not parts:  # outside every window (rounding at the range's ends): the nearest window's nearest frame
+        w = windows[best]
+        n = len(w.times)
+        step = float(w.times[1] - w.times[0]) if n > 1 else 1.0 / REFERENCE_FPS
+        k = int(min(max(round((t - w.start) / step), 0), n - 1))
+        parts.append((best, k, k, 0.0))
+    return FrameSource(tuple(parts))
+
+
+def source_frame_totals(sources: Sequence[FrameSource], window_values: np.ndarray, plan: CropPlan) -> np.ndarray:
+    """A map's total in each source frame, in the map's units: the crops' maps merged (each cell of
+    the frame once, overlapping crops blended by :func:`~video_iba.models.preprocess.tile_weights`)
+    and summed over the frame, averaged over the windows covering it.
+
+    Args:
+        sources: One :class:`FrameSource` per source frame.
+        window_values: ``(windows, crops, T, S, S)``.
+        plan: The crops.
+    """
+    weights = tile_weights(plan)
+    sums = np.einsum("wnthk,nhk->wnt", window_values.astype(np.float64), np.stack(weights))  # (win, tile, T)
+    out = np.empty(len(sources))
+    for i, src in enumerate(sources):
+        vals = [((1 - a) * sums[wi, :, k0] + a * sums[wi, :, k1]).sum() for wi, k0, k1, a in src.parts]
+        out[i] = float(np.mean(vals))
+    return out

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import UserInputError
-from .atomic import atomic_write
+from ..files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,17 @@
-"""Model registry: specs, builders, weights and preprocessing."""
+"""Models: the registry (specs, builders, weights, labels), layers, preprocessing and pathways."""
 
-from .layers import LayerInfo, auto_layer, layer_table
-from .preprocess import Geometry, preprocess_clip, preprocess_image, resize_crop_normalize
+from .layers import LayerInfo, auto_layer, cam_layer_of, layer_table
+from .pathways import Pack, PackedModel, input_packer, one_input, packed, pathways, slow_and_fast
+from .preprocess import (COVERAGES, CropPlan, Geometry, Tile, crop_input, plan_crops, preprocess_clip,
+                         preprocess_image, resize_crop_normalize, resized_size, tile_weights)
 from .registry import (ModelSpec, describe_models, get_spec, imagenet_labels, kinetics400_labels, labels_for, layers,
-                       list_models, load_model, pathways)
+                       list_models, load_model)
 
 __all__ = [
-    "LayerInfo", "auto_layer", "layer_table", "Geometry", "preprocess_clip", "preprocess_image", "resize_crop_normalize", "ModelSpec", "describe_models", "get_spec",
-    "imagenet_labels", "kinetics400_labels", "labels_for", "pathways", "layers", "list_models", "load_model",
+    "LayerInfo", "auto_layer", "cam_layer_of", "layer_table",
+    "Pack", "PackedModel", "input_packer", "one_input", "packed", "pathways", "slow_and_fast",
+    "COVERAGES", "CropPlan", "Geometry", "Tile", "crop_input", "plan_crops", "preprocess_clip", "preprocess_image",
+    "resize_crop_normalize", "resized_size", "tile_weights",
+    "ModelSpec", "describe_models", "get_spec", "imagenet_labels", "kinetics400_labels", "labels_for", "layers",
+    "list_models", "load_model",
 ]

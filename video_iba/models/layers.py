@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
+from .pathways import PackedModel
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def auto_layer(table: list[LayerInfo], side: int, model_name: str = "the model")
     sizes = {li.shape[-1] for li in maps if li.shape is not None and abs(math.log(li.shape[-1] / target)) <= math.log(1.5)}
     if not sizes:
         raise UserInputError(f"{model_name} has no convolutional feature map near stride 8 to place a bottleneck on "
-                             f"by default; pass --layer (see `video-iba layers`)")
+                             f"by default; name a layer with {{layer}} (see `video-iba layers`)", options=["layer"])
     best = min(sizes, key=lambda h: abs(math.log(h / target)))
     cands = [li for li in maps if li.shape is not None and li.shape[-1] == best]
     depth = min(li.depth for li in cands)
@@ -88,4 +89,22 @@ def vgg_conv4_1(model: nn.Module) -> str:
             pools += 1
         elif isinstance(m, nn.Conv2d) and pools == 3:
             return f"features.{name}"
-    raise UserInputError("this VGG has no conv4_1; pass --layer")
+    raise UserInputError("this VGG has no conv4_1; name a layer with {layer}", options=["layer"])
+
+
+def cam_layer_of(model: nn.Module, x: torch.Tensor) -> str:
+    """The last module (in call order) whose output is a spatial feature map ``(1, C, [T,] h, w)``
+    with ``h, w > 1``, among the shallowest such modules (e.g. ResNet ``layer4``): Grad-CAM's layer.
+
+    ``model`` may be a :class:`~video_iba.models.pathways.PackedModel`; names are then those of the
+    wrapped network.
+    """
+    prefix = "model." if isinstance(model, PackedModel) else ""
+    table = layer_table(model, tuple(x.shape), device=x.device, prefix=prefix)
+    maps = [li for li in table if li.shape is not None and len(li.shape) == x.dim() and li.shape[-1] > 1
+            and li.shape[-2] > 1]
+    if not maps:
+        raise UserInputError("the model has no spatial feature map for Grad-CAM; name one with {cam_layer}",
+                             options=["cam_layer"])
+    depth = min(li.depth for li in maps)
+    return [li for li in maps if li.depth == depth][-1].name

@@ -1,7 +1,14 @@
-"""Image preprocessing: resize the shorter side, centre-crop, normalise; and where the crop lies."""
+"""Preprocessing: resize the shorter side, crop, normalise; and where the crops lie.
+
+A photo and a video frame go through the same steps. :class:`CropPlan` says how frames of a
+given size become model inputs: the size they are resized to and the square crops taken from
+it (the centre crop the model was evaluated with, or overlapping tiles covering the frame), each
+with its box in the source's pixels.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +16,8 @@ import torch
 
 from ..errors import UserInputError
 from .registry import ModelSpec
+
+COVERAGES = ("center", "tiles")
 
 
 @dataclass(frozen=True)
@@ -92,14 +101,106 @@ def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> t
     return resize_crop_normalize(rgb[None], resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
 
 
-def preprocess_clip(
-    frames: np.ndarray,
-    *,
-    resize: int,
-    crop: int,
-    mean: tuple[float, float, float],
-    std: tuple[float, float, float],
-) -> tuple[torch.Tensor, Geometry]:
-    """Turn ``(T, H, W, 3)`` uint8 RGB frames into a clip ``(1, 3, T, crop, crop)``, as for images frame by frame."""
-    x, geo = resize_crop_normalize(frames, resize=resize, crop=crop, mean=mean, std=std)
+def preprocess_clip(frames: np.ndarray, spec: ModelSpec, name: str = "clip") -> tuple[torch.Tensor, Geometry]:
+    """Turn ``(T, H, W, 3)`` uint8 RGB frames into the clip ``(1, 3, T, S, S)`` of a video model,
+    each frame as :func:`preprocess_image` treats an image (``T`` is not checked against
+    ``spec.frames``: sample the frames at the model's rate, see :func:`video_iba.read_clip`)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}")
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    if min(h, w) < spec.min_side:
+        raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
+                             f"shorter side; use larger frames")
+    x, geo = resize_crop_normalize(frames, resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
     return x.permute(1, 0, 2, 3)[None].contiguous(), geo
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One square crop of the resized frame: ``(top, left)`` there, and its box in source pixels."""
+
+    top: int
+    left: int
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """How frames become model inputs: the size ``(height, width)`` they are resized to and the crops
+    taken from it."""
+
+    size: tuple[int, int]
+    crop: int
+    tiles: tuple[Tile, ...]
+
+
+def plan_crops(height: int, width: int, spec: ModelSpec, coverage: str = "center") -> CropPlan:
+    """The crops of a ``height x width`` frame for ``coverage``.
+
+    ``center``: the shorter side is resized to the model's resize side and the centre square is
+    cropped, as the model was evaluated. ``tiles``: the shorter side is resized to the crop side
+    and ``ceil(long / crop)`` evenly spaced, overlapping squares cover the whole frame.
+    """
+    if coverage not in COVERAGES:
+        raise UserInputError(f"unknown coverage '{coverage}'; give {{coverage}} one of {', '.join(COVERAGES)}",
+                             options=["coverage"])
+    crop = spec.input_size
+    short = spec.resize if coverage == "center" else crop
+    nh, nw = resized_size(height, width, short)
+    if coverage == "center":
+        offsets = [(int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0)))]
+    else:
+        long_side = max(nh, nw)
+        n = max(1, math.ceil(long_side / crop - 1e-9))
+        starts = ([int(round(v)) for v in np.linspace(0, long_side - crop, n)] if n > 1
+                  else [int(round((long_side - crop) / 2))])
+        offsets = [(0, s) if nw >= nh else (s, 0) for s in starts]
+    sx, sy = nw / width, nh / height
+    tiles = tuple(Tile(t, left, (left / sx, t / sy, (left + crop) / sx, (t + crop) / sy)) for t, left in offsets)
+    return CropPlan((nh, nw), crop, tiles)
+
+
+def crop_input(frames: np.ndarray, spec: ModelSpec, plan: CropPlan, tile: Tile,
+               source: tuple[int, int]) -> torch.Tensor:
+    """The model input of one crop: ``(1, 3, S, S)`` for an image model, the clip ``(1, 3, T, S, S)``
+    for a video model.
+
+    Args:
+        frames: ``(T, h, w, 3)`` uint8 RGB, at the source size or already at ``plan.size``
+            (videos are resized on decoding).
+        spec, plan, tile: The model, the crop plan and the crop to take.
+        source: The source's ``(height, width)``.
+    """
+    x, _ = resize_crop_normalize(frames, resize=min(plan.size), crop=plan.crop, mean=spec.mean, std=spec.std,
+                                 offset=(tile.top, tile.left), source_size=source)
+    return x.permute(1, 0, 2, 3)[None].contiguous() if spec.is_video else x
+
+
+def _feather(plan: CropPlan) -> list[np.ndarray]:
+    """Per tile, ``(S, S)`` blending weights in the resized frame, before normalisation: 1 inside,
+    falling linearly towards each tile edge that lies inside the frame (an edge on the frame's
+    border keeps weight 1), so overlapping crops fade into each other without a seam."""
+    nh, nw = plan.size
+    c = plan.crop
+    out = []
+    ramp = np.minimum(np.arange(c) + 0.5, c - np.arange(c) - 0.5) / (c / 4.0)
+    for t in plan.tiles:
+        wy = np.ones(c)
+        wx = np.ones(c)
+        if len(plan.tiles) > 1:
+            y_in = np.clip(ramp, 0.02, 1.0)
+            wy = np.where(np.arange(c) < c / 2, 1.0 if t.top == 0 else y_in, 1.0 if t.top + c >= nh else y_in)
+            wx = np.where(np.arange(c) < c / 2, 1.0 if t.left == 0 else y_in, 1.0 if t.left + c >= nw else y_in)
+        out.append(np.outer(wy, wx))
+    return out
+
+
+def tile_weights(plan: CropPlan) -> list[np.ndarray]:
+    """Per tile, ``(S, S)`` weights of its cells in the merged map; at every cell of the resized
+    frame they sum to 1 over the tiles covering it (feathered where tiles overlap)."""
+    nh, nw = plan.size
+    total = np.zeros((nh, nw), dtype=np.float64)
+    feathers = _feather(plan)
+    for t, f in zip(plan.tiles, feathers):
+        total[t.top:t.top + plan.crop, t.left:t.left + plan.crop] += f
+    return [f / total[t.top:t.top + plan.crop, t.left:t.left + plan.crop] for t, f in zip(plan.tiles, feathers)]

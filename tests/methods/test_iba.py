@@ -1,0 +1,256 @@
+"""The per-sample explanation: results, and the user's model left exactly as it was."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import video_iba
+from video_iba import IBAConfig, Statistics, UserInputError
+
+from ..nets import Tiny3D, TinyCNN, Untraceable, mixed_state, snapshot
+
+
+def test_model_is_left_exactly_as_it_was(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    mixed_state(tiny)
+    before = snapshot(tiny)
+    tiny.eval()
+    logits_before = tiny(image_input).detach()
+    mixed_state(tiny)
+    attr = video_iba.explain(tiny, image_input, layer="features.4", seed=0)
+    after = snapshot(tiny)
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert all(g is None for g in after["grads"].values())  # type: ignore[union-attr]
+    assert after["hooks"] == 0
+    for k, v in before["state"].items():  # type: ignore[union-attr]
+        assert torch.equal(after["state"][k], v), k  # type: ignore[index]
+    tiny.eval()
+    assert torch.equal(tiny(image_input), logits_before)
+    assert attr.meta["prefix_cached"] is True
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def test_model_restored_when_the_fit_raises(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    mixed_state(tiny)
+    before = snapshot(tiny)
+
+    def explode(step: int, ce: float, info: float) -> None:
+        raise _Boom
+
+    for split in ("auto", "hook"):
+        with pytest.raises(_Boom):
+            video_iba.explain(tiny, image_input, layer="features.4", on_step=explode, split=split)
+        after = snapshot(tiny)
+        assert after["training"] == before["training"] and after["requires_grad"] == before["requires_grad"]
+        assert after["hooks"] == 0 and all(g is None for g in after["grads"].values())  # type: ignore[union-attr]
+
+
+def test_model_restored_when_the_model_raises(image_input: torch.Tensor) -> None:
+    class Fails(TinyCNN):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Fails.calls += 1
+            if Fails.calls > 1:
+                raise _Boom
+            return super().forward(x)
+
+    model = Fails()
+    model.train()
+    with pytest.raises(_Boom):
+        video_iba.explain(model, image_input, layer="features.4", split="hook")
+    assert model.training and all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+
+
+def test_bad_target_and_layer_leave_no_trace(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    tiny.train()
+    with pytest.raises(UserInputError, match="out of range"):
+        video_iba.explain(tiny, image_input, 7, layer="features.4")
+    with pytest.raises(UserInputError, match="did you mean 'features.4'"):
+        video_iba.explain(tiny, image_input, layer="features.44")
+    assert tiny.training and all(p.requires_grad for p in tiny.parameters())
+    assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
+
+
+def test_total_bits_equal_the_bottleneck_information(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    attr = video_iba.explain(tiny, image_input, layer="features.4", seed=3)
+    assert attr.bits.shape == (32, 32) and attr.capacity is not None and attr.capacity.shape == (16, 16, 16)
+    assert math.isclose(attr.total_bits, float(attr.capacity.double().sum()) / math.log(2), rel_tol=1e-5)
+    assert attr.bits.min() >= 0 and attr.unit == "bits"
+    assert attr.meta["stats_source"] == "input" and attr.meta["seed"] == 3
+
+
+def test_seeded_determinism_and_seed_sensitivity(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    a = video_iba.explain(tiny, image_input, layer="features.4", seed=11)
+    b = video_iba.explain(tiny, image_input, layer="features.4", seed=11)
+    c = video_iba.explain(tiny, image_input, layer="features.4", seed=12)
+    assert torch.equal(a.bits, b.bits)
+    assert not torch.equal(a.bits, c.bits)
+    unseeded = video_iba.explain(tiny, image_input, layer="features.4")
+    assert isinstance(unseeded.meta["seed"], int)
+
+
+def test_cached_prefix_matches_the_full_forward(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    # features.3 is followed by an in-place ReLU: the cached copy must not be overwritten
+    for layer in ("features.3", "features.2", "features"):
+        a = video_iba.explain(tiny, image_input, layer=layer, seed=5)
+        b = video_iba.explain(tiny, image_input, layer=layer, seed=5, split="hook")
+        assert a.meta["prefix_cached"] and not b.meta["prefix_cached"]
+        torch.testing.assert_close(a.bits, b.bits, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_give_the_same_map(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    a = video_iba.explain(tiny, image_input, layer="features.4", seed=2)
+    b = video_iba.explain(tiny, image_input, layer="features.4", seed=2, config=IBAConfig(micro_batch=3))
+    torch.testing.assert_close(a.bits, b.bits, rtol=1e-4, atol=1e-6)
+
+
+def test_untraceable_model_falls_back_and_says_so(image_input: torch.Tensor, caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = Untraceable().eval()
+    with caplog.at_level("WARNING"):
+        attr = video_iba.explain(model, image_input, layer="features.4", seed=0)
+    assert attr.meta["prefix_cached"] is False
+    assert "full forward pass" in attr.meta["prefix_note"]
+    assert any("whole network" in r.message for r in caplog.records)
+    ref = video_iba.explain(model, image_input, layer="features.4", seed=0, split="hook")
+    torch.testing.assert_close(attr.bits, ref.bits)
+
+
+def test_huge_beta_squeezes_the_information_out(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    normal = video_iba.explain(tiny, image_input, layer="features.4", seed=0)
+    squeezed = video_iba.explain(tiny, image_input, layer="features.4", seed=0, beta=1e6, steps=30)
+    assert squeezed.total_bits < 0.01 * normal.total_bits
+    assert normal.meta["info_nats_per_step"][-1] < normal.meta["info_nats_per_step"][0]
+
+
+def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
+    data = [torch.randn(8, 3, 32, 32) for _ in range(3)]
+    stats = video_iba.estimate(tiny, data, layer="features.4")
+    assert stats.samples == 24 and stats.mean.shape == (16, 16, 16)
+    attr = video_iba.explain(tiny, data[0][:1], layer="features.4", stats=stats, seed=0)
+    assert attr.meta["stats_source"] == "dataset" and attr.meta["stats_samples"] == 24
+    with pytest.raises(UserInputError, match="layer"):
+        video_iba.explain(tiny, data[0][:1], layer="features.2", stats=stats)
+    capped = video_iba.estimate(tiny, data, layer="features.4", max_samples=10)
+    assert capped.samples == 10
+
+
+def test_spatiotemporal_maps() -> None:
+    torch.manual_seed(0)
+    model = Tiny3D().eval()
+    clip = torch.randn(1, 3, 8, 16, 16)
+    attr = video_iba.explain(model, clip, layer="block", seed=0, steps=3)
+    assert attr.bits.shape == (8, 16, 16) and attr.capacity is not None and attr.capacity.shape == (8, 4, 8, 8)
+    assert math.isclose(attr.total_bits, float(attr.capacity.double().sum()) / math.log(2), rel_tol=1e-5)
+    assert attr.meta["smoothing_sigmas"] == [1.0, 1.0, 1.0]
+    clips = [torch.randn(2, 3, 8, 16, 16) for _ in range(2)]
+    stats = video_iba.estimate(model, clips, layer="block")
+    assert stats.mean.shape == (8, 1, 8, 8)  # pooled over time by default
+    again = video_iba.explain(model, clip, layer="block", stats=stats, seed=0, steps=2)
+    assert again.meta["stats_source"] == "dataset"
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.randn(3, 32, 32), "shape"),
+    (torch.randn(2, 3, 32, 32), "one input at a time"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float"),
+])
+def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        video_iba.explain(tiny, bad, layer="features.4")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"beta": 0.0}, "beta"), ({"beta": -1.0}, "beta"), ({"steps": 0}, "steps"), ({"samples": 0}, "samples"),
+])
+def test_bad_settings(tiny: TinyCNN, image_input: torch.Tensor, kwargs: dict, match: str) -> None:
+    with pytest.raises(UserInputError, match=match):
+        video_iba.explain(tiny, image_input, layer="features.4", **kwargs)
+
+
+def test_attribution_save_load(tiny: TinyCNN, image_input: torch.Tensor, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    attr = video_iba.explain(tiny, image_input, layer="features.4", seed=0)
+    attr.save(tmp_path / "a.npz")
+    back = video_iba.Attribution.load(tmp_path / "a.npz")
+    assert torch.equal(back.bits, attr.bits) and back.target == attr.target and back.meta == attr.meta
+    assert back.capacity is not None and back.capacity.shape == (16, 16, 16)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+def test_layers_without_a_feature_map_are_refused(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    with pytest.raises(UserInputError, match="not a feature map"):
+        video_iba.explain(tiny, image_input, layer="fc")
+
+
+def test_input_requiring_grad_gets_no_gradient(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    x = image_input.clone().requires_grad_(True)
+    for split in ("auto", "hook"):
+        video_iba.explain(tiny, x, layer="features.4", split=split, steps=2)
+    assert x.grad is None
+
+
+def test_batch_norm_after_the_layer_is_folded_in_a_private_copy(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    a = video_iba.explain(tiny, image_input, layer="features.0", seed=4)
+    assert "batch norm folded" in a.meta["prefix_note"]
+    b = video_iba.explain(tiny, image_input, layer="features.0", seed=4, split="hook")
+    torch.testing.assert_close(a.bits, b.bits, rtol=1e-3, atol=1e-5)
+    for k, v in tiny.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(p.grad is None for p in tiny.parameters())
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_one_bottleneck_per_pathway_optimised_jointly(overwrite: bool) -> None:
+    from ..nets import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath(overwrite=overwrite).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 8, 16, 16, generator=g)
+    before = x.clone()
+    packs: list[list[torch.Tensor]] = []
+
+    def pack(clip: torch.Tensor) -> list[torch.Tensor]:  # slow: every 4th frame, fast: all
+        packs.append([clip[:, :, ::4], clip])
+        return packs[-1]
+
+    attr = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=4, pack=pack)
+    assert torch.equal(x, before) and packs  # the model overwrites the pathway lists it gets, never the clip
+    assert attr.bits.shape == (8, 16, 16)  # at the clip's (the fast pathway's) resolution
+    assert isinstance(attr.capacity, list) and [tuple(c.shape) for c in attr.capacity] == [(8, 2, 16, 16), (4, 8, 16, 16)]
+    per_layer = attr.meta["bits_per_layer"]
+    assert len(per_layer) == 2 and min(per_layer) > 0
+    assert math.isclose(attr.total_bits, sum(per_layer), rel_tol=1e-5)
+    assert attr.meta["prefix_cached"] is not overwrite
+    full = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=4, split="hook", pack=pack)
+    torch.testing.assert_close(attr.bits, full.bits, rtol=1e-4, atol=1e-7)
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    with pytest.raises(UserInputError, match="one per layer"):
+        video_iba.explain(model, x, layer=["slow", "fast"], stats=Statistics.from_input(torch.randn(1, 8, 2, 16, 16)),
+                          pack=pack)
+    with pytest.raises(UserInputError, match="distinct"):
+        video_iba.explain(model, x, layer=["slow", "slow"], pack=pack)
+    with pytest.raises(UserInputError, match="x is a list; give the clip"):  # one convention: the clip and pack=
+        video_iba.explain(model, pack(x), layer=["slow", "fast"])
+
+
+def test_multi_layer_attribution_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from ..nets import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    x = torch.randn(1, 3, 8, 16, 16)
+    attr = video_iba.explain(model, x, layer=["slow", "fast"], seed=0, steps=2, pack=lambda c: [c[:, :, ::4], c])
+    attr.save(tmp_path / "two.npz")
+    back = video_iba.Attribution.load(tmp_path / "two.npz")
+    assert isinstance(back.capacity, list) and len(back.capacity) == 2 and back.meta["layer"] == ["slow", "fast"]

@@ -1,0 +1,277 @@
+"""The readout bottleneck: initialisation, training (resumable, 2 gloo processes), one-pass explanations."""
+
+from __future__ import annotations
+
+import json
+import math
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from video_iba.methods.readout import ALPHA_BOUND, ReadoutHead
+from ..helpers import run_cli, read_jsonl, torchrun
+
+
+
+def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:
+    head = ReadoutHead(features=12, channels=3, dims=3)
+    x = torch.randn(2, 12, 4, 5, 5)
+    alpha = head(x)
+    assert alpha.shape == (2, 3, 4, 5, 5)
+    torch.testing.assert_close(alpha, torch.full_like(alpha, 5.0))
+    (torch.sigmoid(alpha) * torch.randn_like(alpha) + torch.sigmoid(alpha)).sum().backward()
+    last = head.net[-1]
+    assert last.bias.grad is not None and float(last.bias.grad.abs().min()) > 1e-4  # not frozen by the bound
+    assert last.weight.grad is not None and float(last.weight.grad.abs().sum()) > 1e-3
+    assert float(ReadoutHead(12, 3, 3)(x * 1e6).detach().abs().max()) <= ALPHA_BOUND
+    with pytest.raises(Exception, match="alpha_init"):
+        ReadoutHead(12, 3, 3, alpha_init=7.0)
+    assert math.isclose(1 - (5 / ALPHA_BOUND) ** 2, 0.3056, abs_tol=1e-3)
+
+
+def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ro")
+    base = ["train-readout", "synthetic", "--clips", "32", "--batch-size", "16", "--validation", "none", "--out", out]
+    code, stdout, err = run_cli([*base, "--epochs", "1"], capsys)
+    assert code == 0, err
+    assert "reading block1, block3 + logits" in stdout
+    for name in ("checkpoint.pt", "readout.pt", "loss.jsonl"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert [(r["epoch"], r["step"]) for r in read_jsonl(os.path.join(out, "loss.jsonl"))] == [(1, 1), (1, 2)]
+    # an epoch cut short: its log lines go, the finished epoch stays, training resumes after it
+    with open(os.path.join(out, "loss.jsonl"), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"epoch": 2, "step": 1, "loss": 0.0}) + "\n")
+    code, _, err = run_cli([*base, "--epochs", "2", "--keep-epochs"], capsys)
+    assert code == 0, err
+    assert "resuming after epoch 1 of 2" in err
+    assert os.path.exists(os.path.join(out, "epoch2.pt")) and not os.path.exists(os.path.join(out, "epoch1.pt"))
+    log = read_jsonl(os.path.join(out, "loss.jsonl"))
+    assert [(r["epoch"], r["step"]) for r in log] == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(r["info_nats"] > 0 and r["ce"] >= 0 for r in log)
+    ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["model"] == "tubenet" and len(ckpt["log"]) == 2
+    assert ckpt["config"]["beta"] == 1.0  # the readout's default, not the per-sample 10
+
+    from video_iba.evaluation.synthetic import load_tubenet
+    from video_iba.methods.readout import explain_readout, load_checkpoint
+    from video_iba.evaluation.synthetic import make_clip
+
+    readout, _ = load_checkpoint(os.path.join(out, "readout.pt"))
+    model = load_tubenet()
+    clip = make_clip(100_000)
+    calls = {"n": 0}
+    handle = model.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        a = explain_readout(model, readout, torch.from_numpy(clip.x)[None])
+    finally:
+        handle.remove()
+    assert calls["n"] == 1  # one forward pass of the network
+    assert a.unit == "bits" and a.values.shape == (16, 64, 64) and a.meta["method"] == "iba_readout"
+    assert float(a.values.min()) >= 0 and a.total_bits > 0
+    # the same readout through evaluate
+    code, stdout, err = run_cli(["evaluate", "synthetic", "--clips", "2", "--methods", "readout,random", "--metrics",
+                              "hit_ratio", "--readout", os.path.join(out, "readout.pt"), "--out",
+                              str(tmp_path / "ev")], capsys)
+    assert code == 0, err
+    assert "| readout |" in stdout
+
+
+def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    out = str(tmp_path / "ro")
+    code, _, err = run_cli(["train-readout", photo_dir, "--validation", photo_dir, "--out", out], capsys)
+    assert code == 2 and "--validation must be other inputs than the training folder" in err
+    val = tmp_path / "val"
+    val.mkdir()
+    shutil.copy(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[-1]), val)
+    code, stdout, err = run_cli(["train-readout", photo_dir, "--validation", str(val), "--patience", "1", "--epochs",
+                              "1", "--batch-size", "2", "--out", out], capsys)
+    assert code == 0, err
+    assert "target kept" in stdout and os.path.exists(os.path.join(out, "best.pt"))
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    code, stdout, err = run_cli(["explain", photo, "--method", "readout", "--readout", os.path.join(out, "readout.pt"),
+                              "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "readout bottleneck at _blocks.4" in stdout
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    assert os.path.exists(tmp_path / "o" / f"{stem}.png") and os.path.exists(tmp_path / "o" / f"{stem}.npz")
+    # a readout of another model, a file that is not a checkpoint, --readout without the method
+    code, _, err = run_cli(["explain", photo, "--model", "resnet18", "--weights", "random", "--method", "readout",
+                         "--readout", os.path.join(out, "readout.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "trained for efficientnet_lite0, not resnet18" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    code, _, err = run_cli(["explain", photo, "--method", "readout", "--readout", str(junk), "--out",
+                         str(tmp_path / "o")], capsys)
+    assert code == 2 and "not a readable readout checkpoint" in err
+    code, _, err = run_cli(["explain", photo, "--readout", str(junk), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--readout applies to the method readout only" in err
+
+
+def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ro2")
+    run = torchrun(["train-readout", "synthetic", "--clips", "40", "--batch-size", "8", "--epochs", "1",
+                    "--out", out])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("wrote") == 1  # rank 0 writes and reports
+    log = read_jsonl(os.path.join(out, "loss.jsonl"))
+    assert [r["step"] for r in log] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
+    ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert ckpt["extra"]["world_size"] == 2 and ckpt["epoch"] == 1
+    # the benchmark's 100 validation clips, shared by the ranks, scored after the epoch
+    val = ckpt["log"][0]
+    assert val["val_loss"] > val["val_ce"] > 0 and 0 <= val["val_kept"] <= 1 and val["val_info_nats"] > 0
+    assert os.path.exists(os.path.join(out, "best.pt")) and "target kept" in run.stdout
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_head_on_parts_equals_the_head_on_the_concatenation(dims: int) -> None:
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    head = ReadoutHead(features=5 + 3 + 4, channels=2, dims=dims)
+    torch.nn.init.normal_(head.net[-1].weight, std=0.5)  # an input-dependent output
+    grid = (8, 8) if dims == 2 else (4, 8, 8)
+    small = (4, 4) if dims == 2 else (2, 4, 4)
+    p1, p2, z = torch.randn(3, 5, *grid), torch.randn(3, 3, *small), torch.randn(3, 4)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    full = torch.cat([p1, F.interpolate(p2, size=grid, mode=mode, align_corners=False),
+                      z.reshape(3, 4, *[1] * dims).expand(-1, -1, *grid)], dim=1)
+    torch.testing.assert_close(head.forward_parts([p1, p2], z, grid), head(full), rtol=1e-4, atol=1e-5)
+
+
+def test_shipped_benchmark_readout_beats_random_on_the_tube() -> None:
+    import numpy as np
+
+    from video_iba.methods import attribute
+    from video_iba.evaluation.synthetic import load_tubenet, load_tubenet_readout
+    from video_iba.evaluation.metrics import box_mask, hit_ratio
+    from video_iba.evaluation.synthetic import TEST_SEEDS, make_clip
+
+    model, readout = load_tubenet(), load_tubenet_readout()
+    ro, rnd = [], []
+    for seed in list(TEST_SEEDS)[:4]:
+        clip = make_clip(seed)
+        x = torch.from_numpy(clip.x)[None]
+        mask = box_mask((16, 64, 64), clip.boxes)
+        ro.append(hit_ratio(attribute("readout", model, x, clip.label, readout=readout).values, mask))
+        rnd.append(hit_ratio(attribute("random", model, x, clip.label).values, mask))
+    assert np.mean(ro) > 0.2 and np.mean(ro) > 10 * np.mean(rnd)  # random: about 216 / 65536 of n
+
+
+def test_two_pathway_readout_trains_and_explains(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.methods.readout import explain_readout
+    from video_iba.workflows.train_readout import Schedule, TrainingData, train
+
+    from ..nets import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    clips = torch.randn(12, 3, 8, 8, 8)
+    data = TrainingData("toy", list(range(12)), lambda i: (clips[list(i)], None))
+    readout = train(model, data, str(tmp_path / "ro"), layers=["slow", "fast"], readouts=["slow2", "fast2"],
+                    schedule=Schedule(epochs=2, batch_size=4, lr=1e-2), pack=_pack)
+    assert len(readout.heads) == 2 and readout.spec.channels == [8, 4]
+    a = explain_readout(model, readout, clips[:1], pack=_pack)
+    assert a.values.shape == (8, 8, 8) and isinstance(a.capacity, list) and len(a.capacity) == 2
+    assert tuple(a.capacity[0].shape) == (8, 2, 8, 8) and tuple(a.capacity[1].shape) == (4, 8, 8, 8)
+    assert a.total_bits > 0
+
+
+def _pack(clip: torch.Tensor) -> list[torch.Tensor]:
+    """TwoPath's pathways: every 4th frame (slow) and all frames (fast)."""
+    return [clip[:, :, ::4], clip]
+
+
+def _toy_data(n: int, seed: int):  # type: ignore[no-untyped-def]
+    from video_iba.workflows.train_readout import TrainingData
+
+    g = torch.Generator().manual_seed(seed)
+    clips = torch.randn(n, 3, 8, 8, 8, generator=g)
+    return TrainingData(f"toy{seed}", list(range(n)), lambda i: (clips[list(i)], None))
+
+
+def test_validation_is_repeatable_and_bounded() -> None:
+    from video_iba.methods.readout import new_readout
+    from video_iba.workflows.train_readout import validate
+
+    from ..nets import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    data = _toy_data(8, 0)
+    readout = new_readout(model, data.load([0])[0], lambda: data.inputs(data.items, 4, "cpu"), layers=["slow", "fast"],
+                          readouts=["slow2"], pack=_pack)
+    val = _toy_data(6, 1)
+    a, b = validate(model, readout, val, 4, "cpu", pack=_pack), validate(model, readout, val, 4, "cpu", pack=_pack)
+    assert a == b  # the same noise every epoch: epochs are compared on equal terms
+    assert a["val_loss"] == pytest.approx(a["val_ce"] + 10 * a["val_info_nats"])
+    assert 0 <= a["val_kept"] <= 1 and 4 < a["val_info_nats"] < 6  # alpha starts at 5: about 5 nats
+
+
+def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.workflows.train_readout as tr
+
+    from ..nets import TwoPath
+
+    scores = iter([(5.0, 0.1), (3.0, 0.1), (4.0, 0.5), (4.5, 0.6), (1.0, 0.7)])
+
+    def fake_validate(*_a, **_k):  # type: ignore[no-untyped-def]
+        loss, ce = next(scores)
+        return {"val_loss": loss, "val_ce": ce, "val_info_nats": 0.1, "val_kept": 1.0}
+
+    monkeypatch.setattr(tr, "validate", fake_validate)
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    out = str(tmp_path / "ro")
+    kw = dict(layers=["slow", "fast"], readouts=["slow2"], validation=_toy_data(4, 1), pack=_pack)
+    schedule = tr.Schedule(epochs=5, batch_size=4, lr=1e-2, patience=2, keep_epochs=True)
+    readout = tr.train(model, _toy_data(8, 0), out, schedule=schedule, **kw)
+    ckpt = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)
+    assert ckpt["epoch"] == 4  # epochs 3 and 4 did not beat epoch 2: stopped before epoch 5
+    chosen = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
+    assert chosen["epoch"] == 2 and torch.load(os.path.join(out, "best.pt"), weights_only=True)["epoch"] == 2
+    epoch2 = torch.load(os.path.join(out, "epoch2.pt"), weights_only=True)
+    assert all(torch.equal(v, epoch2["heads"][k]) for k, v in readout.heads.state_dict().items())
+    # rerunning with more epochs does not train past the spent patience
+    os.remove(os.path.join(out, "readout.pt"))
+    readout = tr.train(model, _toy_data(8, 0), out, schedule=dataclasses.replace(schedule, epochs=6), **kw)
+    assert torch.load(os.path.join(out, "readout.pt"), weights_only=True)["epoch"] == 2
+    assert torch.load(os.path.join(out, "checkpoint.pt"), weights_only=True)["epoch"] == 4
+    assert next(scores) == (1.0, 0.7)  # validate was not called again
+    # a chosen epoch whose cross-entropy rose far above the lowest one gets a warning
+    history = [{"epoch": 1, "val_loss": 9.0, "val_ce": 0.06, "val_kept": 1.0},
+               {"epoch": 2, "val_loss": 3.0, "val_ce": 0.39, "val_kept": 0.85}]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tr._warn_if_prediction_given_up(history)
+        tr._warn_if_prediction_given_up(history[:1])
+        tr._warn_if_prediction_given_up([{"epoch": 1, "val_loss": 9.0, "val_ce": 6.9, "val_kept": 0.02}])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("smaller beta" in m for m in messages)
+    assert "rose" not in messages[1] and "only 2% of the validation inputs" in messages[1]
+    with pytest.raises(tr.UserInputError, match="needs validation= data"):
+        tr.train(model, _toy_data(8, 0), out, layers=["slow", "fast"], schedule=tr.Schedule(epochs=1, patience=1),
+                 pack=_pack)
+
+
+def test_a_stop_before_best_pt_was_written_is_repaired_on_resume(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.workflows.train_readout as tr
+
+    from ..nets import TwoPath
+
+    scores = iter([5.0, 3.0])
+    monkeypatch.setattr(tr, "validate", lambda *_a, **_k: {"val_loss": next(scores), "val_ce": 0.1,
+                                                             "val_info_nats": 0.1, "val_kept": 1.0})
+    torch.manual_seed(0)
+    model, out = TwoPath().eval(), str(tmp_path / "ro")
+    kw = dict(layers=["slow", "fast"], readouts=["slow2"], validation=_toy_data(4, 1), pack=_pack,
+              schedule=tr.Schedule(epochs=2, batch_size=4))
+    tr.train(model, _toy_data(8, 0), out, **kw)
+    for name in ("best.pt", "readout.pt"):  # as if stopped right after the last checkpoint
+        os.remove(os.path.join(out, name))
+    tr.train(model, _toy_data(8, 0), out, **kw)
+    assert torch.load(os.path.join(out, "readout.pt"), weights_only=True)["epoch"] == 2

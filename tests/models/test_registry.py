@@ -1,0 +1,147 @@
+"""Registry, weights loading (checkpoint files, the hub cache, offline errors) and preprocessing."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import video_iba
+from video_iba import UserInputError
+from video_iba.models import get_spec, layers, list_models, preprocess_image
+
+
+def test_paper_defaults_and_generic_torchvision_layers() -> None:
+    assert get_spec("resnet50").default_layer == "layer2"
+    assert get_spec("resnet50").default_weights == "IMAGENET1K_V1"
+    assert get_spec("vgg16").default_layer == "features.17"
+    assert get_spec("vgg16_bn").default_layer == "features.24"  # conv4_1 after the batch norms
+    assert get_spec("efficientnet_lite0").default_layer == "_blocks.4"
+    assert get_spec("densenet121").default_layer == "features.denseblock2"
+    inception = get_spec("inception_v3")
+    assert (inception.input_size, inception.resize) == (299, 342)
+    names = list_models()
+    assert names[:3] == ["resnet50", "vgg16", "efficientnet_lite0"] and "mobilenet_v3_small" in names
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(UserInputError, match="did you mean 'resnet50'"):
+        get_spec("resnet_50")
+
+
+def test_transformers_without_feature_maps_ask_for_a_layer() -> None:
+    with pytest.raises(UserInputError, match="name a layer with layer="):
+        get_spec("vit_b_16")
+
+
+def test_layer_listing_needs_no_weights() -> None:
+    table = {li.name: li.shape for li in layers("resnet50")}
+    assert table["layer2"] == (1, 512, 28, 28) and table["fc"] == (1, 1000)
+
+
+def test_offline_error_names_the_cache_file_and_the_fix() -> None:
+    with pytest.raises(UserInputError) as err:
+        video_iba.load_model("mobilenet_v3_small")
+    msg = str(err.value)
+    expected = os.path.join(torch.hub.get_dir(), "checkpoints", "mobilenet_v3_small-047dcff4.pth")
+    assert expected in msg and "give weights= a file path or 'random'" in msg and "https://download.pytorch.org" in msg
+    assert "give --weights a file path" in err.value.worded(lambda o: f"--{o}")  # the command line's spelling
+
+
+def test_weights_from_the_hub_cache() -> None:
+    torch.manual_seed(1)
+    ref = video_iba.load_model("mobilenet_v3_small", weights="random")
+    ckpt = os.path.join(torch.hub.get_dir(), "checkpoints", "mobilenet_v3_small-047dcff4.pth")
+    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+    torch.save(ref.state_dict(), ckpt)
+    loaded = video_iba.load_model("mobilenet_v3_small")
+    for k, v in ref.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    assert not loaded.training and loaded.video_iba_spec.name == "mobilenet_v3_small"
+
+
+def test_weights_from_a_checkpoint_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(2)
+    ref = video_iba.load_model("mobilenet_v3_small", weights="random")
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model_state": {f"module.{k}": v for k, v in ref.state_dict().items()}, "epoch": 3}, path)
+    loaded = video_iba.load_model("mobilenet_v3_small", weights=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), ref(x))
+
+
+def test_bad_checkpoints_are_refused_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserInputError, match="does not exist"):
+        video_iba.load_model("mobilenet_v3_small", weights=str(tmp_path / "nope.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save(video_iba.load_model("squeezenet1_1", weights="random").state_dict(), wrong)
+    with pytest.raises(UserInputError, match="do not fit mobilenet_v3_small"):
+        video_iba.load_model("mobilenet_v3_small", weights=str(wrong))
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"obj": object()}, pickled)
+    with pytest.raises(UserInputError, match="not a readable weights file"):
+        video_iba.load_model("mobilenet_v3_small", weights=str(pickled))
+    with pytest.raises(UserInputError, match="unknown weights 'IMAGENET1K_V9'.*IMAGENET1K_V1"):
+        video_iba.load_model("mobilenet_v3_small", weights="IMAGENET1K_V9")
+
+
+def test_offline_efficientnet_lite0_is_a_real_imagenet_model() -> None:
+    from skimage import data
+
+    model = video_iba.load_model("efficientnet_lite0")
+    labels = video_iba.models.imagenet_labels()
+    x, _ = preprocess_image(np.asarray(data.coffee()), model.video_iba_spec)
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    assert labels[int(probs.argmax())] == "espresso" and probs.max() > 0.5
+
+
+def test_preprocessing_geometry_maps_the_crop_back() -> None:
+    spec = get_spec("resnet50")
+    rgb = np.zeros((300, 600, 3), dtype=np.uint8)
+    rgb[:, 300:] = 255  # right half white
+    x, geo = preprocess_image(rgb, spec)
+    assert x.shape == (1, 3, 224, 224)
+    assert geo.image_size == (300, 600)
+    x0, y0, x1, y1 = geo.box
+    # shorter side 300 -> 256 (scale 0.853), crop 224 centred: 262.5 px of the original
+    assert y0 == pytest.approx(18.75, abs=0.2) and y1 == pytest.approx(281.25, abs=0.2)
+    assert (x0 + x1) / 2 == pytest.approx(300, abs=1) and x1 - x0 == pytest.approx(262.5, abs=0.5)
+    # left half of the crop is black, right half white (after normalisation)
+    assert x[0, 0, :, :100].mean() < 0 < x[0, 0, :, 124:].mean()
+
+
+def test_too_small_images_are_refused() -> None:
+    with pytest.raises(UserInputError, match="at least 56 pixels"):
+        preprocess_image(np.zeros((40, 300, 3), dtype=np.uint8), get_spec("resnet50"), name="tiny.png")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11", "mobilenet_v3_small", "googlenet", "densenet121",
+                                  "shufflenet_v2_x0_5", "squeezenet1_1", "efficientnet_lite0"])
+def test_torchvision_cnns_split_at_their_default_layer(name: str) -> None:
+    torch.manual_seed(0)
+    model = video_iba.load_model(name, weights="random")
+    side = model.video_iba_spec.input_size
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    fast = video_iba.explain(model, x, seed=0, steps=3, samples=2)
+    full = video_iba.explain(model, x, seed=0, steps=3, samples=2, split="hook")
+    assert fast.meta["prefix_cached"] is True and fast.meta["layer"] == model.video_iba_spec.default_layer
+    r = np.corrcoef(fast.bits.numpy().ravel(), full.bits.numpy().ravel())[0, 1]
+    assert r > 0.999 and fast.total_bits == pytest.approx(full.total_bits, rel=1e-3)
+
+
+def test_clip_preprocessing_matches_the_image_path_frame_by_frame() -> None:
+    from video_iba.models import preprocess_clip
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(5, 120, 160, 3), dtype=np.uint8)
+    spec = get_spec("resnet50")
+    clip, geo = preprocess_clip(frames, spec)
+    assert clip.shape == (1, 3, 5, 224, 224)
+    for t in (0, 4):
+        x, g = preprocess_image(frames[t], spec)
+        torch.testing.assert_close(clip[0, :, t], x[0])
+        assert g == geo

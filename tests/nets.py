@@ -1,0 +1,87 @@
+"""Tiny networks for the tests, and a record of a model's state (to check that nothing changed it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """A small image classifier with in-place ReLUs, batch norm and dropout (eval/train differ)."""
+
+    def __init__(self, classes: int = 5, channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, padding=1, stride=2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+class Tiny3D(nn.Module):
+    """A small clip classifier on (N, C, T, H, W)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv3d(8, 8, 3, padding=1, stride=(2, 2, 2)), nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean(dim=(2, 3, 4)))
+
+
+class Untraceable(TinyCNN):
+    """Data-dependent control flow defeats torch.fx; explain must fall back and say so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        if float(h.detach().mean()) > -1e9:
+            h = h * 1.0
+        return self.fc(self.drop(torch.flatten(self.pool(h), 1)))
+
+
+class TwoPath(nn.Module):
+    """Slow and fast pathways; like pytorchvideo's multipathway blocks, it overwrites the list it gets."""
+
+    def __init__(self, classes: int = 5, overwrite: bool = True) -> None:
+        super().__init__()
+        self.overwrite = overwrite
+        self.slow = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU())
+        self.fast = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU())
+        self.slow2 = nn.Conv3d(8, 8, 3, padding=1)
+        self.fast2 = nn.Conv3d(4, 4, 3, padding=1)
+        self.head = nn.Linear(12, classes)
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        if self.overwrite:  # defeats torch.fx: explain falls back to the full forward pass
+            x[0] = self.slow(x[0])
+            x[1] = self.fast(x[1])
+            h = x
+        else:
+            h = [self.slow(x[0]), self.fast(x[1])]
+        s = self.slow2(h[0]).mean(dim=(2, 3, 4))
+        f = self.fast2(h[1]).mean(dim=(2, 3, 4))
+        return self.head(torch.cat([s, f], 1))
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "training": {n: m.training for n, m in model.named_modules()},
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "grads": {n: p.grad for n, p in model.named_parameters()},
+        "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+    }
+
+
+def mixed_state(model: nn.Module) -> None:
+    model.train()
+    model.features[0].training = False  # a module with its own flag
+    model.fc.weight.requires_grad_(False)

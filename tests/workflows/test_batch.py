@@ -1,0 +1,94 @@
+"""Batch explanation: folders and list files, the manifest, resuming, failures, 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from ..helpers import run_cli, torchrun
+
+
+
+
+
+def _manifest(out: str) -> list[dict]:
+    with open(os.path.join(out, "manifest.jsonl"), encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+@pytest.fixture
+def batch_dir(photo_dir, tmp_path):  # type: ignore[no-untyped-def]
+    d = tmp_path / "inputs"
+    shutil.copytree(photo_dir, d)
+    (d / "sub").mkdir()
+    shutil.move(str(d / "rocket.jpg"), str(d / "sub" / "rocket.jpg"))
+    (d / "broken.jpg").write_bytes(b"not a jpeg")
+    return d
+
+
+def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    import video_iba.workflows.session as session
+
+    loads = []
+    real_load = session.load_model
+    monkeypatch.setattr(session, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    out = str(tmp_path / "out")
+    code, stdout, err = run_cli(["explain", str(batch_dir), "--method", "saliency", "--out", out], capsys)
+    assert code == 0, err
+    assert "4 inputs: 3 explained, 0 done before, 1 failed" in stdout
+    assert len(loads) == 1  # one model for the whole batch
+    # the shared model gives the last input the map it gets on its own
+    alone = str(tmp_path / "alone")
+    assert run_cli(["explain", str(batch_dir / "sub" / "rocket.jpg"), "--method", "saliency", "--out", alone], capsys)[0] == 0
+    with np.load(os.path.join(out, "sub", "rocket.npz")) as a, np.load(os.path.join(alone, "rocket.npz")) as b:
+        assert np.array_equal(a["values"], b["values"])
+    rows = {os.path.basename(r["input"]): r for r in _manifest(out)}
+    assert set(rows) == {"broken.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"}
+    assert rows["broken.jpg"]["status"].startswith("error: ") and "broken.jpg" in rows["broken.jpg"]["status"]
+    ok = rows["rocket.jpg"]
+    assert ok["status"] == "ok" and ok["output"][0] == os.path.join(out, "sub", "rocket.png")  # mirrors the folder
+    assert all(os.path.exists(p) for r in rows.values() if r["status"] == "ok" for p in r["output"])
+    assert ok["seconds"] > 0 and isinstance(ok["target"], int) and ok["label"] and ok["total_bits"] is None
+    before = os.path.getmtime(os.path.join(out, "chelsea.png"))
+    # a rerun skips what is done and tries the failure again
+    code, stdout, err = run_cli(["explain", str(batch_dir), "--method", "saliency", "--out", out], capsys)
+    assert code == 0, err
+    assert "4 inputs: 0 explained, 3 done before, 1 failed" in stdout
+    assert os.path.getmtime(os.path.join(out, "chelsea.png")) == before
+    assert len(_manifest(out)) == 4 and not [n for n in os.listdir(out) if n.startswith("manifest.rank")]
+
+
+def test_list_file_and_a_killed_run(batch_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two photos and a missing file\n{batch_dir / 'chelsea.jpg'}\ninputs/coffee.jpg\n\n"
+                       "inputs/missing.jpg\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    # what a killed run leaves: one finished line and one cut in the middle
+    (out / "manifest.rank0.jsonl").write_text(json.dumps({"input": str(batch_dir / "chelsea.jpg"), "status": "ok"})
+                                              + "\n" + '{"input": "x", "sta')
+    code, stdout, err = run_cli(["explain", str(listing), "--method", "gradcam", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "3 inputs: 1 explained, 1 done before, 1 failed" in stdout
+    rows = {os.path.basename(r["input"]): r["status"] for r in _manifest(str(out))}
+    assert rows["chelsea.jpg"] == "ok" and rows["coffee.jpg"] == "ok" and "does not exist" in rows["missing.jpg"]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    code, _, err = run_cli(["explain", str(empty), "--out", str(out)], capsys)
+    assert code == 2 and "names no inputs" in err
+
+
+def test_batch_on_two_gloo_processes(batch_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "out")
+    run = torchrun(["explain", str(batch_dir), "--method", "saliency", "--out", out])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "4 inputs: 3 explained, 0 done before, 1 failed" in run.stdout
+    rows = _manifest(out)
+    assert sorted(os.path.basename(r["input"]) for r in rows) == ["broken.jpg", "chelsea.jpg", "coffee.jpg",
+                                                                   "rocket.jpg"]
+    assert {r["rank"] for r in rows} == {0, 1}  # shared out, each input once

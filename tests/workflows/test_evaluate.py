@@ -1,0 +1,147 @@
+"""`video-iba evaluate`: tables, resuming, annotations and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ..helpers import run_cli, read_jsonl
+
+
+
+
+
+
+def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ev")
+    argv = ["evaluate", "synthetic", "--clips", "2", "--methods", "random,saliency", "--out", out]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    for name in ("results.md", "results.csv", "results.json", "scores.jsonl", "degradation8.png"):
+        assert os.path.exists(os.path.join(out, name)), name
+    scores = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert len(scores) == 2 * 2 * 3  # clips x methods x (degradation8, hit_ratio, temporal_share)
+    table = json.load(open(os.path.join(out, "results.json")))
+    rnd = [t for t in table if t["method"] == "random" and t["metric"] == "hit_ratio"][0]
+    assert rnd["n"] == 2 and rnd["ci_low"] <= rnd["mean"] <= rnd["ci_high"] and rnd["mean"] < 0.05
+    assert "| saliency |" in stdout and "Seconds per input" in stdout
+    cost = {c["method"]: c for c in json.load(open(os.path.join(out, "cost.json")))}
+    assert cost["saliency"]["inputs"] == 2 and cost["saliency"]["attribution_s"] > 0
+    assert set(cost["random"]["metric_s"]) == {"degradation8", "hit_ratio", "temporal_share"}
+    # an interrupted run: the last line half written; the rerun keeps the finished scores and adds one clip
+    with open(os.path.join(out, "scores.jsonl"), "a", encoding="utf-8") as fh:
+        fh.write('{"item": "clip100001", "meth')
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "3", "--methods", "random,saliency", "--out", out], capsys)
+    assert code == 0, err
+    assert "unfinished last score" in err
+    items = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert len(items) == 3 * 2 * 3 and len({(r["item"], r["method"], r["metric"]) for r in items}) == 18
+
+
+def test_image_folder_with_annotations(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    files = sorted(os.listdir(photo_dir))
+    ann = tmp_path / "boxes.json"
+    ann.write_text(json.dumps({files[0]: {"box": [10, 10, 120, 90]}}))
+    out = str(tmp_path / "ev")
+    code, stdout, err = run_cli(["evaluate", photo_dir, "--methods", "random,gradcam", "--metrics", "hit_ratio",
+                              "--annotations", str(ann), "--out", out], capsys)
+    assert code == 0, err
+    scores = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert {r["item"] for r in scores} == {files[0]} and len(scores) == 2  # only the annotated photo has a box
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--metrics", "auc"], "unknown metric 'auc'"),
+    (["--methods", "lime"], "unknown method 'lime'"),
+    (["--clips", "0"], "expected an integer > 0"),
+])
+def test_bad_evaluation_arguments(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run_cli(["evaluate", "synthetic", "--out", str(tmp_path / "ev"), *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bad_annotations_and_empty_folders(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    files = sorted(os.listdir(photo_dir))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"nothere.jpg": {"box": [0, 0, 5, 5]}}))
+    code, _, err = run_cli(["evaluate", photo_dir, "--annotations", str(wrong), "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "not inputs: nothere.jpg" in err
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({files[0]: {"box": [0, 0, 99999, 5]}}))
+    code, _, err = run_cli(["evaluate", photo_dir, "--annotations", str(outside), "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "lies outside" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(["evaluate", str(empty), "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "no images" in err
+
+
+def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation import synthetic
+
+    monkeypatch.setattr(synthetic, "SYNTHETIC_STATS_SEEDS", range(50_000, 50_050))  # a smaller dataset, same code path
+    out = str(tmp_path / "ev")
+    code, stdout, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "iba,saliency", "--metrics",
+                              "randomisation,sensitivity_n", "--masks", "5", "--layer", "block2", "--out", out], capsys)
+    assert code == 0, err
+    for name in ("randomisation.png", "sensitivity_n.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 1000, name
+    rows = {(r["method"], r["metric"]): r for r in read_jsonl(os.path.join(out, "scores.jsonl"))}
+    iba, sal = rows[("iba", "randomisation")], rows[("saliency", "randomisation")]
+    assert iba["stages"] == ["fc", "block3", "block2", "block1"] and len(iba["ssim"]) == 4
+    assert iba["reestimated"] == ["block1", "block2"] and sal["reestimated"] == []  # IBA sits at block2
+    assert all(-1 <= v <= 1 for v in iba["ssim"] + sal["ssim"])
+    sn = rows[("iba", "sensitivity_n")]
+    assert sn["n"][0] == 1 and sn["n"] == sorted(sn["n"]) and len(sn["pearson"]) == len(sn["n"])
+    assert "| iba |" in stdout and "randomisation" in stdout
+
+
+def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import folder_items
+    from video_iba.models import get_spec
+    from video_iba.models import plan_crops
+
+    from ..videos import encode, moving_square
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    encode(str(folder / "a.mp4"), frames=40, size=(160, 120), fps=20, content=moving_square)
+    encode(str(folder / "b.mp4"), frames=40, size=(160, 120), fps=20, content=moving_square)
+    ann = tmp_path / "boxes.json"
+    ann.write_text(json.dumps({"a.mp4": {"box": [0, 0, 80, 120], "target": 3}}))
+    items = folder_items(str(folder), "r3d_18", str(ann))
+    spec = get_spec("r3d_18")
+    bx0, _, bx1, _ = plan_crops(120, 160, spec, "center").tiles[0].box
+    a, b = items
+    assert a.name == "a.mp4" and a.target == 3 and tuple(a.x.shape) == (1, 3, 16, 112, 112)
+    assert a.boxes is not None and a.boxes.shape == (16, 4) and b.boxes is None and b.target is None
+    np.testing.assert_allclose(a.boxes[5], [0, 0, (80 - bx0) * 112 / (bx1 - bx0), 112], atol=1e-6)
+    out = str(tmp_path / "ev")
+    code, stdout, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods",
+                              "random,saliency", "--metrics", "hit_ratio", "--annotations", str(ann), "--out", out],
+                             capsys)
+    assert code == 0, err
+    scores = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert {(r["item"], r["method"]) for r in scores} == {("a.mp4", "random"), ("a.mp4", "saliency")}
+    # a video model on a folder of photos, and a synthetic run given a model: clear errors
+    code, _, err = run_cli(["evaluate", str(tmp_path / "ev"), "--model", "r3d_18", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "no videos" in err
+    code, _, err = run_cli(["evaluate", "synthetic", "--model", "r3d_18", "--out", str(tmp_path / "y")], capsys)
+    assert code == 2 and "has its own model" in err
+
+
+def test_bad_input_on_a_rerun_keeps_the_earlier_scores(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ev")
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "random", "--out", out], capsys)
+    assert code == 0, err
+    path = os.path.join(out, "scores.jsonl")
+    before = open(path, encoding="utf-8").read()
+    for extra, message in ((["--metrics", "hit_ratio,auroc"], "unknown metric 'auroc'"),
+                           (["--methods", "random,gradcamm"], "unknown method 'gradcamm'"),
+                           (["--beta", "-1"], "expected a finite number > 0")):
+        code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--out", out, *extra], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (extra, err)
+    assert open(path, encoding="utf-8").read() == before

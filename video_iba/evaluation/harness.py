@@ -1,0 +1,283 @@
+"""``video-iba evaluate``: methods x metrics over a dataset, resumable, with tables and plots.
+
+Datasets: ``synthetic`` (the ground-truth video benchmark of :mod:`video_iba.synthetic`, its
+trained ``TubeNet``, targets = true classes, boxes and intervals known) or a folder of images
+or videos with optional box annotations (JSON, see :func:`read_annotations`), explained for the
+model's top-1 class unless the annotation names a class. A video contributes one model clip,
+the centre crop of the clip in the middle of the video; its box holds in every frame.
+
+Every score goes to ``OUT/scores.jsonl`` as soon as it is computed (one JSON object per line:
+item, method, metric, value, and curves where the metric has them); a rerun skips what is there,
+so an interrupted run loses at most the score in progress. The summary (``OUT/results.md``,
+``.csv``, ``.json``: mean, 95 % bootstrap interval and number of samples per method and metric)
+and the plots (``OUT/degradation*.png``, ``OUT/sensitivity_n.png``, ``OUT/randomisation.png``) are
+rewritten atomically from all scores at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserInputError, did_you_mean
+from ..files import atomic_write, ensure_writable_dir
+from ..io.ledger import Ledger, drop_unfinished_line, read_records
+from ..methods.attribute import attribute, check_method
+from ..models.pathways import Pack
+from .datasets import Item
+from .metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, parameter_randomisation, randomisation_stages,
+                      sensitivity_n, stages_reaching, temporal_share)
+from .plots import plot_curves, plot_randomisation, plot_sensitivity
+
+log = logging.getLogger(__name__)
+
+METRICS = ("degradation8", "degradation14", "hit_ratio", "temporal_share", "sensitivity_n", "randomisation")
+#: Tube length (frames) of the degradation and sensitivity-n tubes on clips.
+TUBE_FRAMES = 4
+
+
+def iba_label(beta: float) -> str:
+    """The method label of IBA at a given beta when several betas are compared: ``iba[beta=10]``."""
+    return f"iba[beta={beta:g}]"
+
+
+def base_method(label: str) -> str:
+    """The method of a label (``iba[beta=10]`` -> ``iba``)."""
+    return label.split("[", 1)[0]
+
+
+def check_label(label: str) -> str:
+    """A method label (``iba`` or ``iba[beta=10]``) with its method's canonical name."""
+    base = check_method(base_method(label)).name
+    return base + label[len(base_method(label)):]
+
+
+def check_metrics(names: Sequence[str]) -> list[str]:
+    """The metric names, checked against :data:`METRICS`."""
+    out = []
+    for n in names:
+        key = n.strip().lower()
+        if key not in METRICS:
+            raise UserInputError(f"unknown metric '{n}'{did_you_mean(key, METRICS)}; choose from {', '.join(METRICS)}")
+        out.append(key)
+    if not out:
+        raise UserInputError(f"no metrics given; choose from {', '.join(METRICS)}")
+    return out
+
+
+def _done(path: str) -> set[tuple[str, str, str]]:
+    """The scores already in ``path``; a last line cut short by an interruption is removed."""
+    if drop_unfinished_line(path):
+        log.warning("dropped an unfinished last score in %s (an interrupted run)", path)
+    try:
+        return {(r["item"], r["method"], r["metric"]) for r in read_records(path, strict=True)}
+    except (ValueError, KeyError) as exc:
+        raise UserInputError(f"{path} has a line that is not a score ({type(exc).__name__}: {exc}); remove it or "
+                             f"write to another output folder") from exc
+
+
+def evaluate(
+    model: nn.Module,
+    items: Sequence[Item],
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    out_dir: str,
+    *,
+    method_kwargs: Callable[[str], dict[str, Any]] | None = None,
+    pack: Pack | None = None,
+    restats: Callable[[nn.Module], Any] | None = None,
+    stats_layers: Sequence[str] = (),
+    points: int = 100,
+    masks: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Score every method on every item with every applicable metric; returns the summary.
+
+    Args:
+        method_kwargs: Extra arguments of :func:`~video_iba.methods.attribute.attribute` per method
+            (IBA's layer, statistics and config; a baseline's tube length; the readout ...).
+        pack: Builds a multi-pathway network's input from the clip (registry models: automatic).
+        restats: For the randomisation metric: estimates IBA's statistics again on a partly
+            randomised copy of the model; called (and its result passed as ``stats``) whenever a
+            randomised stage runs before one of ``stats_layers`` has produced its output.
+    """
+    methods = [check_label(m) for m in methods]
+    metrics = check_metrics(metrics)
+    if not items:
+        raise UserInputError("the dataset is empty; give at least one input")
+    ensure_writable_dir(out_dir)
+    scores_path = os.path.join(out_dir, "scores.jsonl")
+    done = _done(scores_path)
+    with Ledger(scores_path) as scores:
+        for item in items:
+            for method in methods:
+                todo = [m for m in metrics if (item.name, method, m) not in done and _applies(m, item)]
+                if todo:
+                    kw = dict(method_kwargs(method)) if method_kwargs else {}
+                    t0 = _clock(item.x)
+                    a = attribute(base_method(method), model, item.x, item.target, pack=pack, **kw)
+                    seconds = _clock(item.x) - t0
+                    for metric in todo:
+                        t1 = _clock(item.x)
+                        if metric == "randomisation":
+                            value, extra = _randomisation(model, item, method, kw, a.target, pack, restats,
+                                                          stats_layers)
+                        else:
+                            value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
+                        scores.append({"item": item.name, "method": method, "metric": metric, "value": value,
+                                       "attribution_s": round(seconds, 4), "metric_s": round(_clock(item.x) - t1, 4),
+                                       **extra})
+                if progress is not None:
+                    progress(1)
+    return summarise(out_dir)
+
+
+def _clock(x: torch.Tensor) -> float:
+    """Wall-clock seconds, after the device of ``x`` has finished its queued work."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return time.perf_counter()
+
+
+def _applies(metric: str, item: Item) -> bool:
+    if metric == "hit_ratio":
+        return item.boxes is not None
+    if metric == "temporal_share":
+        return item.interval is not None and item.x.dim() == 5
+    return True
+
+
+def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, target: int, points: int,
+           masks: int, pack: Pack | None) -> tuple[float, dict[str, Any]]:
+    t_tile = TUBE_FRAMES if item.x.dim() == 5 else None
+    if metric.startswith("degradation"):
+        r = degradation(model, item.x, values, target, tile=int(metric[len("degradation"):]), t_tile=t_tile,
+                        points=points, pack=pack)
+        return r.score, {"fractions": r.fractions.round(5).tolist(), "morf": r.morf.round(5).tolist(),
+                         "lerf": r.lerf.round(5).tolist()}
+    if metric == "hit_ratio":
+        assert item.boxes is not None
+        mask = box_mask(tuple(values.shape), item.boxes)
+        return hit_ratio(values, mask), {}
+    if metric == "temporal_share":
+        assert item.interval is not None
+        return temporal_share(values, item.interval), {}
+    sn = sensitivity_n(model, item.x, values, target, tile=8, t_tile=t_tile, masks=masks, pack=pack)
+    return float(np.nanmean(sn.pearson)), {"n": sn.n.tolist(), "pearson": sn.pearson.round(5).tolist()}
+
+
+def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any], target: int,
+                   pack: Pack | None, restats: Callable[[nn.Module], Any] | None,
+                   stats_layers: Sequence[str]) -> tuple[float, dict[str, Any]]:
+    """SSIM of the map to the maps of cascadingly randomised copies; the value is the mean over stages
+    (lower: the map depends more on the learned parameters)."""
+    stages = randomisation_stages(model)
+    reaching: set[str] = set()
+    if check_method(base_method(method)).uses_statistics and restats is not None and stats_layers:
+        reaching = stages_reaching(model, item.x, stats_layers, stages, pack)
+
+    def attribute_fn(m: nn.Module, randomised: list[str]) -> torch.Tensor:
+        args = dict(kw)
+        if randomised and reaching.intersection(randomised):
+            assert restats is not None
+            args["stats"] = restats(m)
+        return attribute(base_method(method), m, item.x, target, pack=pack, **args).values
+
+    r = parameter_randomisation(model, attribute_fn, stages=stages)
+    return float(np.mean(r.ssim)), {"stages": r.stages, "ssim": r.ssim.round(5).tolist(),
+                                    "reestimated": sorted(reaching)}
+
+
+@dataclass
+class _Scores:
+    """The content of ``scores.jsonl``, grouped for the tables and plots."""
+
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    curves: dict[tuple[str, str], list[tuple[list[float], list[float], list[float]]]] = field(default_factory=dict)
+    sensitivity: dict[str, list[tuple[list[float], list[float]]]] = field(default_factory=dict)
+    randomisation: dict[str, list[tuple[list[str], list[float]]]] = field(default_factory=dict)
+    attribution_s: dict[tuple[str, str], float] = field(default_factory=dict)
+    metric_s: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: str) -> "_Scores":
+        out = cls()
+        for r in read_records(path):
+            key = (r["method"], r["metric"])
+            out.values.setdefault(key, []).append(float(r["value"]))
+            if "morf" in r:
+                out.curves.setdefault(key, []).append((r["fractions"], r["morf"], r["lerf"]))
+            if "attribution_s" in r:
+                out.attribution_s[(r["method"], r["item"])] = float(r["attribution_s"])
+                out.metric_s.setdefault(key, []).append(float(r["metric_s"]))
+            if "pearson" in r:
+                out.sensitivity.setdefault(r["method"], []).append((r["n"], r["pearson"]))
+            if "ssim" in r:
+                out.randomisation.setdefault(r["method"], []).append((r["stages"], r["ssim"]))
+        return out
+
+
+def summarise(out_dir: str) -> dict[str, Any]:
+    """Tables (Markdown, CSV, JSON), costs and plots from ``scores.jsonl``, written atomically."""
+    scores = _Scores.read(os.path.join(out_dir, "scores.jsonl"))
+    table: list[dict[str, Any]] = []
+    for (method, metric), vals in sorted(scores.values.items()):
+        est = bootstrap_ci(vals)
+        table.append({"method": method, "metric": metric, "mean": est.mean, "ci_low": est.low, "ci_high": est.high,
+                      "n": est.n})
+    _write_text(os.path.join(out_dir, "results.json"), json.dumps(table, indent=1))
+    _write_text(os.path.join(out_dir, "results.csv"), "method,metric,mean,ci_low,ci_high,n\n" + "".join(
+        f"{t['method']},{t['metric']},{t['mean']:.6f},{t['ci_low']:.6f},{t['ci_high']:.6f},{t['n']}\n" for t in table))
+    metrics: list[str] = sorted({str(t["metric"]) for t in table})
+    methods: list[str] = sorted({str(t["method"]) for t in table})
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for m in methods:
+        cells = []
+        for k in metrics:
+            hit = [t for t in table if t["method"] == m and t["metric"] == k]
+            cells.append(f"{hit[0]['mean']:.3f} [{hit[0]['ci_low']:.3f}, {hit[0]['ci_high']:.3f}] (n={hit[0]['n']})"
+                         if hit else "")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if scores.attribution_s:
+        lines += _cost_table(out_dir, scores, methods, metrics)
+    _write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
+    for metric in sorted({k[1] for k in scores.curves}):
+        plot_curves(out_dir, metric, {m: c for (m, k), c in scores.curves.items() if k == metric})
+    if scores.sensitivity:
+        plot_sensitivity(out_dir, scores.sensitivity)
+    if scores.randomisation:
+        plot_randomisation(out_dir, scores.randomisation)
+    return {"table": table, "markdown": "\n".join(lines)}
+
+
+def _cost_table(out_dir: str, scores: _Scores, methods: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    """Markdown lines of the seconds per input (and ``cost.json``)."""
+    lines = ["", "Seconds per input (mean): the attribution, and each metric on top of it", "",
+             "| method | attribution | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    cost = []
+    for m in methods:
+        att = [v for (mm, _), v in scores.attribution_s.items() if mm == m]
+        per = {k: float(np.mean(scores.metric_s[(m, k)])) for k in metrics if (m, k) in scores.metric_s}
+        cost.append({"method": m, "attribution_s": float(np.mean(att)) if att else None, "metric_s": per,
+                     "inputs": len(att)})
+        lines.append(f"| {m} | " + (f"{np.mean(att):.2f}" if att else "") + " | "
+                     + " | ".join(f"{per[k]:.2f}" if k in per else "" for k in metrics) + " |")
+    _write_text(os.path.join(out_dir, "cost.json"), json.dumps(cost, indent=1))
+    return lines
+
+
+def _write_text(path: str, text: str) -> None:
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+__all__ = ["METRICS", "TUBE_FRAMES", "evaluate", "summarise", "check_metrics", "check_label", "iba_label",
+           "base_method"]

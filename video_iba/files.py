@@ -1,0 +1,117 @@
+"""Files written atomically and read back safely.
+
+Every output of the package is written to a temporary file beside its target and renamed into
+place, so a reader never sees a half-written file and a failure leaves the target as it was.
+Files saved with ``torch.save`` (statistics, readout checkpoints, model weights) are read with
+``weights_only=True`` and a recorded format string, so a foreign or truncated file is refused
+with one clear message instead of unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from .errors import UserInputError
+
+
+def _temp_beside(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    except OSError as exc:
+        raise UserInputError(f"cannot write to '{folder}' ({exc.strerror or exc}); choose a writable output folder") from exc
+    os.close(fd)
+    return tmp
+
+
+def _default_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give: 0666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
+    """Create ``folder`` if needed and check that files can be written there, before any long computation."""
+    os.unlink(_temp_beside(os.path.join(os.fspath(folder), "probe")))
+
+
+@contextlib.contextmanager
+def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]]:
+    """Yield one temporary path per target; on success all are renamed into place, else all removed.
+
+    A reader never sees a half-written target, and a failure leaves every target as it was.
+    """
+    targets = [os.fspath(p) for p in paths]
+    temps: list[str] = []
+    try:
+        for t in targets:
+            temps.append(_temp_beside(t))
+        yield list(temps)
+        mode = _default_mode()
+        for tmp, target in zip(temps, targets):
+            with contextlib.suppress(OSError):  # temporary files are private (0600); outputs are not
+                os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        temps = []
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[str]:
+    """Single-file form of :func:`atomic_writes`."""
+    with atomic_writes([path]) as (tmp,):
+        yield tmp
+
+
+def save_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """``torch.save`` a mapping of plain values and tensors to ``path``, atomically."""
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
+    """``path`` as a string, when it names an existing regular file (a folder, a named pipe or a
+    device is refused: reading them fails or blocks); ``what`` and ``fix`` word the error."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise UserInputError(f"{what} '{p}' does not exist; {fix}")
+    if not os.path.isfile(p):
+        raise UserInputError(f"'{p}' is not a regular file; give a {what} ({fix})")
+    return p
+
+
+def read_torch_file(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU.
+
+    Args:
+        path: The file.
+        what: What the file should be, for messages (``"statistics file"``).
+        fix: How to get a good one (``"create one with `video-iba estimate`"``).
+
+    Raises:
+        UserInputError: a missing path, anything that is not a regular file, or a file torch
+            cannot read without unpickling arbitrary objects (foreign, truncated or corrupt).
+    """
+    p = regular_file(path, what, fix)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for foreign, truncated or pickled files
+        raise UserInputError(f"'{p}' is not a readable {what} ({type(exc).__name__}); {fix}") from exc
+
+
+def load_payload(path: str | os.PathLike[str], fmt: str, what: str, fix: str) -> dict[str, Any]:
+    """A mapping written by :func:`save_payload` whose ``"format"`` entry is ``fmt``."""
+    payload = read_torch_file(path, what, fix)
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise UserInputError(f"'{os.fspath(path)}' is not a video-iba {what}; {fix}")
+    return payload

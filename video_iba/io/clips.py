@@ -1,0 +1,188 @@
+"""From a video file to model clips: its timeline, windows of frames, and one clip as a tensor.
+
+PyAV decodes a video once as a stream and keeps only the frames the remaining windows need, so
+memory is bounded by the frames one window spans; the optional decord reads each window's frames
+by index instead, which skips decoding unused frames' pixels (``VIDEO_IBA_DECODER``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import UserInputError
+from ..models.preprocess import Geometry, crop_input, plan_crops
+from ..models.registry import ModelSpec
+from .sampling import Window, plan_windows
+from .video import VideoInfo, frame_times, iter_frames, probe_video
+
+#: Environment variable choosing the decoder of model clips: ``auto`` (decord when installed,
+#: else PyAV), ``pyav`` or ``decord``.
+DECODER_ENV = "VIDEO_IBA_DECODER"
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """When a video's frames are shown.
+
+    Attributes:
+        info: The container's metadata.
+        times: Presentation time of every frame in seconds from the first (``None`` where the
+            packets carry no timestamps: a constant ``info.fps`` is assumed).
+        frames: Number of source frames.
+    """
+
+    info: VideoInfo
+    times: np.ndarray | None
+    frames: int
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether frame intervals differ (more than 1.5 times the median somewhere)."""
+        if self.times is None or len(self.times) <= 2:
+            return False
+        gaps = np.diff(self.times)
+        return bool(gaps.max() > 1.5 * np.median(gaps))
+
+    def time_of(self, index: int) -> float:
+        """Presentation time of source frame ``index`` in seconds."""
+        return float(self.times[index]) if self.times is not None else index / self.info.fps
+
+    def windows(self, spec: ModelSpec, *, start: float = 0.0, end: float | None = None,
+                stride: float | None = None) -> list[Window]:
+        """The model clips covering ``[start, end)`` (see :func:`~video_iba.io.sampling.plan_windows`)."""
+        return plan_windows(self.frames, self.info.fps, spec.frames, spec.sampling_rate, start=start, end=end,
+                            stride=stride, times=self.times)
+
+    def frame_range(self, start: float, end: float | None) -> tuple[int, int]:
+        """First and last source frame whose presentation time lies in ``[start, end)``."""
+        n, fps = self.frames, self.info.fps
+        if self.times is not None:
+            stop = float(self.times[-1]) + 1.0 / fps if end is None else end
+            first = int(np.searchsorted(self.times, start - 1e-6))
+            last = int(np.searchsorted(self.times, stop - 1e-6)) - 1
+        else:
+            stop = n / fps if end is None else min(end, n / fps)
+            first = int(math.ceil(start * fps - 1e-6))
+            last = min(n, int(math.ceil(stop * fps - 1e-6))) - 1
+        first = min(max(first, 0), n - 1)
+        return first, min(max(last, first), n - 1)
+
+
+def timeline(path: str) -> Timeline:
+    """Probe ``path`` and read its frames' presentation times (no decoding)."""
+    info = probe_video(path)
+    times = frame_times(path)
+    n = len(times) if times is not None else int(info.frames or round((info.duration or 0) * info.fps))
+    return Timeline(info, times, n)
+
+
+def clip_decoder() -> str:
+    """The decoder used for model clips: ``"decord"`` (optional, random access) or ``"pyav"``."""
+    choice = os.environ.get(DECODER_ENV, "auto").strip().lower()
+    if choice not in ("auto", "pyav", "decord"):
+        raise UserInputError(f"{DECODER_ENV}={choice!r} is not a decoder; use auto, pyav or decord")
+    if choice == "pyav":
+        return "pyav"
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        if choice == "decord":
+            raise UserInputError(f"{DECODER_ENV}=decord but decord is not installed; pip install decord, "
+                                 f"or unset {DECODER_ENV}") from None
+        return "pyav"
+    return "decord"
+
+
+def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, int],
+                       decoder: str = "pyav") -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(window index, (T, h, w, 3) frames)`` in window order, frames resized to ``size``
+    ``(height, width)``."""
+    if not windows:
+        return
+    if decoder == "decord":
+        yield from _decord_windows(path, windows, size)
+        return
+    needed = np.unique(np.concatenate([w.indices for w in windows]))
+    lo, hi = int(needed.min()), int(needed.max())
+    wanted = set(needed.tolist())
+    buffer: dict[int, np.ndarray] = {}
+    nxt = 0
+    h, w = size
+    for frame in iter_frames(path, size=(w, h)):
+        if frame.index < lo:
+            continue
+        if frame.index in wanted:
+            buffer[frame.index] = frame.rgb
+        while nxt < len(windows) and int(windows[nxt].indices.max()) <= frame.index:
+            yield nxt, np.stack([buffer[int(i)] for i in windows[nxt].indices])
+            nxt += 1
+            keep_from = int(min(wi.indices.min() for wi in windows[nxt:])) if nxt < len(windows) else hi + 1
+            for k in [k for k in buffer if k < keep_from]:
+                del buffer[k]
+        if nxt == len(windows) or frame.index >= hi:
+            break
+    if nxt < len(windows):
+        raise UserInputError(f"'{path}' ended before frame {int(windows[nxt].indices.max())}; the file may be truncated; "
+                             f"re-encode it")
+
+
+def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    import decord
+
+    info = probe_video(path)
+    h, w = size
+    try:
+        vr = decord.VideoReader(path, width=w, height=h, num_threads=1)
+    except Exception as exc:  # decord raises its own error types
+        raise UserInputError(f"decord cannot open '{path}' ({type(exc).__name__}): the file may be truncated or corrupt; "
+                             f"re-encode it (or set {DECODER_ENV}=pyav for PyAV's diagnosis)") from exc
+    if info.frames and len(vr) < info.frames * 0.98:
+        raise UserInputError(f"'{path}' is truncated: the container announces {info.frames} frames but only "
+                             f"{len(vr)} can be read; re-download or re-encode the file")
+    for wi, win in enumerate(windows):
+        if int(win.indices.max()) >= len(vr):
+            raise UserInputError(f"'{path}' has {len(vr)} frames, fewer than frame {int(win.indices.max())}; the file may "
+                                 f"be truncated; re-encode it")
+        try:
+            frames = vr.get_batch([int(i) for i in win.indices]).asnumpy()
+        except Exception as exc:
+            raise UserInputError(f"decord cannot decode '{path}' ({type(exc).__name__}); the file may be truncated or "
+                                 f"corrupt; set {DECODER_ENV}=pyav or re-encode it") from exc
+        yield wi, frames
+
+
+def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[torch.Tensor, Geometry]:
+    """The centre-crop model clip of a video model starting at ``start`` seconds of a video.
+
+    Frames are taken at the model's sampling rate by time (a clip spans ``T * rate / 30``
+    seconds whatever the source's frame rate); a video shorter than one clip is looped.
+
+    Args:
+        path: The video file.
+        spec: The video model's spec (``model.video_iba_spec`` of :func:`video_iba.load_model`).
+        start: Seconds; ``None`` takes the clip in the middle of the video.
+
+    Returns:
+        The clip ``(1, 3, T, S, S)`` (for SlowFast: the fast pathway's frames; every method builds
+        the pathways from it) and where its crop lies in the source frames.
+    """
+    if not spec.is_video:
+        raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
+    line = timeline(path)
+    info = line.info
+    if start is None:
+        span = spec.frames * spec.sampling_rate / info.fps
+        start = max(0.0, ((info.duration or 0.0) - span) / 2)
+    window = line.windows(spec, start=start)[0]
+    plan = plan_crops(info.height, info.width, spec, "center")
+    _, frames = next(iter_window_frames(path, [window], plan.size, clip_decoder()))
+    tile = plan.tiles[0]
+    x = crop_input(frames, spec, plan, tile, (info.height, info.width))
+    nh, nw = plan.size
+    return x, Geometry((info.height, info.width), tile.box, (nw / info.width, nh / info.height))

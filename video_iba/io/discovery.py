@@ -1,0 +1,81 @@
+"""Which files are inputs: photos and videos by suffix, in folders and list files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import UserInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
+
+
+def is_video_file(path: str) -> bool:
+    """Whether ``path`` is treated as a video (by suffix; other files are read as images)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def is_image_file(path: str) -> bool:
+    """Whether ``path`` has an image suffix."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_batch_input(path: str) -> bool:
+    """A folder or a ``.txt`` list of inputs (explained one by one) rather than one input file."""
+    return os.path.isdir(path) or path.lower().endswith(".txt")
+
+
+def _files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def _check_folder(folder: str, what: str) -> None:
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise UserInputError(f"'{folder}' is a file; give a folder of {what}")
+        raise UserInputError(f"folder '{folder}' does not exist; check the path")
+
+
+def find_images(folder: str) -> list[str]:
+    """Image files under ``folder`` (recursive, sorted); at least one."""
+    _check_folder(folder, "images")
+    files = _files(folder, IMAGE_SUFFIXES)
+    if not files:
+        raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) found in '{folder}'; give a folder of "
+                             f"images")
+    return files
+
+
+def find_videos(folder: str) -> list[str]:
+    """Video files under ``folder`` (recursive, sorted, by suffix); possibly none."""
+    _check_folder(folder, "videos")
+    return _files(folder, VIDEO_SUFFIXES)
+
+
+def has_images(folder: str) -> bool:
+    """Whether ``folder`` holds any image file (recursive)."""
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(folder).rglob("*"))
+
+
+def batch_inputs(path: str) -> tuple[list[str], str]:
+    """The inputs of a folder (every photo and video under it) or of a list file (one path per line,
+    relative paths taken from the list file's folder, ``#`` comments and blank lines ignored), and
+    the folder their output paths are relative to."""
+    if os.path.isdir(path):
+        files = _files(path, (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
+        if not files:
+            raise UserInputError(f"no images or videos found in '{path}'; give a folder of inputs or a list file")
+        return files, path
+    if not os.path.isfile(path):
+        raise UserInputError(f"list file '{path}' does not exist; give a folder or a .txt file of paths")
+    base = os.path.dirname(os.path.abspath(path))
+    files = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                files.append(line if os.path.isabs(line) else os.path.join(base, line))
+    if not files:
+        raise UserInputError(f"list file '{path}' names no inputs; give one path per line")
+    return files, base

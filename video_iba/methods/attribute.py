@@ -1,0 +1,99 @@
+"""Every attribution method behind one name: :data:`METHODS` and :func:`attribute`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserInputError, did_you_mean
+from ..models.pathways import Pack
+from ..results import Attribution
+from .baselines import BASELINES, baseline
+from .iba import explain
+from .readout import Readout, explain_readout
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a caller needs to know about a method.
+
+    Attributes:
+        name: Its name (``explain --method NAME``).
+        information: Its maps are information in bits (the two bottlenecks).
+        fitted: It optimises a mask per input in ``steps`` steps (progress is counted in steps).
+        uses_statistics: It takes per-neuron statistics (``--stats``).
+        uses_readout: It needs a trained readout (``--readout``).
+    """
+
+    name: str
+    information: bool = False
+    fitted: bool = False
+    uses_statistics: bool = False
+    uses_readout: bool = False
+
+
+METHODS: dict[str, Method] = {
+    "iba": Method("iba", information=True, fitted=True, uses_statistics=True),
+    **{name: Method(name) for name in BASELINES},
+    "readout": Method("readout", information=True, uses_readout=True),
+}
+
+
+def check_method(name: str) -> Method:
+    """The method called ``name`` (case and ``-``/``_`` insensitive), or a clear error."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in METHODS:
+        raise UserInputError(f"unknown method '{name}'{did_you_mean(key, METHODS)}; choose one of "
+                             f"{', '.join(METHODS)}")
+    return METHODS[key]
+
+
+def attribute(
+    method: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None = None,
+    *,
+    pack: Pack | None = None,
+    seed: int = 0,
+    readout: Readout | None = None,
+    **options: Any,
+) -> Attribution:
+    """Attribute ``model``'s decision for ``x`` with any method of :data:`METHODS`.
+
+    Args:
+        method: ``"iba"`` (per-sample information bottleneck, :func:`~video_iba.methods.iba.explain`),
+            ``"readout"`` (a trained readout bottleneck, one forward pass) or a baseline.
+        model: The classifier; left exactly as it was.
+        x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
+        target: Class to explain; ``None``: the top-1 prediction.
+        pack: For a multi-pathway network: builds its pathway list from the clip (registry models
+            such as SlowFast: automatic).
+        seed: Seed of the method's randomness (IBA's noise, SmoothGrad's noise, the random map).
+        readout: The trained readout, for ``method="readout"``.
+        options: Further keywords of the method: IBA's ``layer``, ``stats``, ``config``, ...;
+            a baseline's ``cam_layer``, ``tube_frames``, ``batch``.
+
+    Returns:
+        An :class:`~video_iba.results.Attribution` at ``x``'s resolution, in the method's unit.
+    """
+    m = check_method(method)
+    if m.uses_readout:
+        if not isinstance(readout, Readout):
+            raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
+                                 "`video-iba train-readout`", options=["readout"])
+        _no_options(m, options)
+        return explain_readout(model, readout, x, target, pack=pack)
+    if readout is not None:
+        raise UserInputError(f"{{readout}} applies to the readout method only, not to {m.name}", options=["readout"])
+    if m.name == "iba":
+        return explain(model, x, target, pack=pack, seed=seed, **options)
+    return baseline(m.name, model, x, target, pack=pack, seed=seed, **options)
+
+
+def _no_options(m: Method, options: dict[str, Any]) -> None:
+    if options:
+        raise UserInputError(f"{', '.join(sorted(options))} do not apply to the {m.name} method")

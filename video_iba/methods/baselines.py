@@ -1,0 +1,252 @@
+"""The paper's baseline attribution methods, as thin wrappers over Captum, for images and clips.
+
+Every method returns an :class:`~video_iba.results.Attribution` at the model input's
+resolution, ``(H, W)`` or ``(T, H, W)``, with ``unit`` naming what the values are (only the
+information methods are in bits). Colour channels are reduced by one rule for every method:
+**the sum over channels** (linear, so a map's sum over a region stays the sum of the method's
+per-input-cell attributions, which sensitivity-n relies on).
+
+Choices Captum leaves open, fixed here:
+
+* Gradient: the raw input gradient of the target logit (signed); Saliency: its absolute value
+  (Simonyan et al.); SmoothGrad: the gradient averaged over 50 noisy copies with noise std
+  0.15 x (max - min) of the input (Smilkov et al.'s recommended 10-20 %); Integrated Gradients:
+  50 steps from a zero baseline (the dataset mean colour, since inputs are normalised).
+* Guided Backprop rewrites only ``nn.ReLU`` modules: a model without any (ReLU6, functional
+  ReLUs) is refused instead of silently giving the plain gradient. In-place ReLUs are switched
+  to out-of-place for the duration and restored.
+* Grad-CAM at the last module whose output is still a spatial feature map (or ``cam_layer``),
+  with ReLU, upsampled bilinearly (images) or trilinearly (clips); Guided Grad-CAM is Guided
+  Backprop times that upsampled map.
+* Occlusion with ``w x w`` windows (``w`` = 8 or 14) and strides equal to the window (Captum's
+  default stride is 1), over ``t x w x w`` tubes for clips; occluded cells are set to 0 in the
+  normalised input space (the dataset mean colour); the map is the target-logit drop.
+* Random: uniform noise, seeded.
+* LRP (torchvision VGG and ResNet networks only, through zennit, which handles ResNet's skip
+  connections): the EpsilonPlusFlat composite (flat rule in the first layer, z+ in the other
+  convolutions, epsilon in the dense layers; Kohlbrenner et al. 2020), batch norm merged into
+  the preceding convolution by zennit's canonizers for the duration; relevance starts at the
+  target logit.
+
+Multi-pathway models (SlowFast) take a list of tensors, which Captum rejects: they are explained
+on the clip through :class:`~video_iba.models.pathways.PackedModel`, whose forward builds the pathways, so a removed
+tube disappears from both pathways at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._version import __version__
+from ..bottleneck.insertion import frozen, get_module
+from ..errors import UserInputError
+from ..models.layers import cam_layer_of
+from ..models.pathways import Pack, input_packer, one_input
+from ..results import Attribution, Unit
+from .common import check_target, model_name
+
+log = logging.getLogger(__name__)
+
+#: The baselines, in the order the paper's Table 1 lists them (LRP last, images only).
+BASELINES = ("random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
+             "guided_gradcam", "occlusion8", "occlusion14", "lrp")
+SMOOTHGRAD_SAMPLES = 50
+SMOOTHGRAD_NOISE = 0.15
+IG_STEPS = 50
+OCCLUSION_TUBE_FRAMES = 4
+
+
+@contextlib.contextmanager
+def _out_of_place_relus(model: nn.Module) -> Iterator[list[nn.ReLU]]:
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    flags = [m.inplace for m in relus]
+    try:
+        for m in relus:
+            m.inplace = False
+        yield relus
+    finally:
+        for m, f in zip(relus, flags):
+            m.inplace = f
+
+
+def _upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if cam.numel() == 0:
+        raise RuntimeError("Grad-CAM returned an empty tensor; the chosen layer gave no map")
+    mode = "trilinear" if cam.dim() == 5 else "bilinear"
+    return F.interpolate(cam, size=tuple(size), mode=mode, align_corners=False)
+
+
+def _reduce(attr: torch.Tensor) -> torch.Tensor:
+    """``(1, C, *S)`` to ``*S``: the sum over colour channels."""
+    return attr.detach().sum(dim=1)[0]
+
+
+def baseline(
+    method: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None = None,
+    *,
+    pack: Pack | None = None,
+    cam_layer: str | None = None,
+    tube_frames: int = OCCLUSION_TUBE_FRAMES,
+    seed: int = 0,
+    batch: int = 16,
+) -> Attribution:
+    """Attribute ``model``'s decision for ``x`` with the baseline ``method`` (one of :data:`BASELINES`).
+
+    Args:
+        method: The baseline.
+        model: The classifier; left exactly as it was.
+        x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
+        target: Class to explain; ``None``: the top-1 prediction.
+        pack: For a multi-pathway network: builds its pathway list from the clip (registry models:
+            automatic); the network is then explained on the clip, so a removed tube disappears
+            from every pathway at once.
+        cam_layer: Grad-CAM layer (default: :func:`~video_iba.models.layers.cam_layer_of`).
+        tube_frames: Occlusion tube length in frames for clips.
+        seed: Seed of the random map and of SmoothGrad's noise.
+        batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients.
+    """
+    if method not in BASELINES:
+        raise UserInputError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
+    pk = input_packer(model, pack)
+    net = one_input(model, pk)
+    x = x.detach()
+    t0 = time.perf_counter()
+    meta: dict[str, Any] = {"method": method, "channel_reduction": "sum over colour channels"}
+    with frozen(model), torch.inference_mode(False), torch.enable_grad():
+        with torch.no_grad():
+            logits = net(x)
+        if logits.dim() != 2 or logits.shape[0] != 1:
+            raise UserInputError(f"the model must return logits (1, K), got {tuple(logits.shape)}")
+        target = check_target(target, logits)
+        with warnings.catch_warnings():
+            # Captum's notices that it set requires_grad on the input and hooks on ReLUs (both undone)
+            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU.*")
+            values, unit = _run(method, net, model, x, target, cam_layer, tube_frames, seed, batch, meta,
+                                pk is not None)
+    if not torch.isfinite(values).all():
+        raise RuntimeError(f"{method} produced non-finite values")
+    meta.update({"target": target, "seconds": round(time.perf_counter() - t0, 3), "version": __version__,
+                 "input_shape": list(x.shape), **model_name(model)})
+    return Attribution(values=values.float().cpu(), unit=unit, target=target, capacity=None,
+                       logits=logits[0].detach().float().cpu(), meta=meta)
+
+
+def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: int, cam_layer: str | None,
+         tube_frames: int, seed: int, batch: int, meta: dict[str, Any], packed: bool) -> tuple[torch.Tensor, Unit]:
+    from captum import attr as ca
+
+    size = tuple(x.shape[2:])
+    if key == "random":
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        meta["seed"] = seed
+        return torch.rand(size, generator=g), Unit.RANDOM
+    if key in ("gradient", "saliency"):
+        a = ca.Saliency(net).attribute(x, target=target, abs=key == "saliency")
+        return _reduce(a), Unit.GRADIENT if key == "gradient" else Unit.ABS_GRADIENT
+    if key == "smoothgrad":
+        std = SMOOTHGRAD_NOISE * float(x.max() - x.min())
+        torch.manual_seed(seed)
+        a = ca.NoiseTunnel(ca.Saliency(net)).attribute(x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
+                                                        nt_samples_batch_size=batch, stdevs=std, target=target,
+                                                        abs=False)
+        meta.update({"samples": SMOOTHGRAD_SAMPLES, "noise_std": std, "seed": seed})
+        return _reduce(a), Unit.GRADIENT
+    if key == "integrated_gradients":
+        a = ca.IntegratedGradients(net).attribute(x, baselines=0.0, target=target, n_steps=IG_STEPS,
+                                                  internal_batch_size=batch)
+        meta.update({"steps": IG_STEPS, "baseline": "zero (normalised input: the mean colour)"})
+        return _reduce(a), Unit.LOGIT
+    if key in ("gradcam", "guided_gradcam"):
+        name = cam_layer or cam_layer_of(net, x)
+        meta["cam_layer"] = name
+        layer = get_module(model, name, "list the layers with `video-iba layers`")
+        cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+        if isinstance(cam, tuple):
+            cam = cam[0]
+        if cam.dim() != x.dim():
+            raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(cam.shape)}, not a feature map of the "
+                                 f"input's rank; choose a convolutional layer")
+        up = _upsample(cam.detach(), size)[0, 0]
+        if key == "gradcam":
+            return up, Unit.GRAD_CAM
+        return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM
+    if key == "guided_backprop":
+        return _guided(net, model, x, target), Unit.GUIDED_GRADIENT
+    if key == "lrp":
+        if packed or x.dim() != 4:
+            raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
+                                 "another method for clips")
+        return _lrp(model, x, target), Unit.RELEVANCE
+    if key.startswith("occlusion"):
+        w = int(key[len("occlusion"):])
+        c = x.shape[1]
+        window: tuple[int, ...]
+        stride: tuple[int, ...]
+        if x.dim() == 5:
+            t = max(1, min(tube_frames, x.shape[2]))
+            window, stride = (c, t, w, w), (c, t, w, w)
+        else:
+            window, stride = (c, w, w), (c, w, w)
+        a = ca.Occlusion(net).attribute(x, sliding_window_shapes=window, strides=stride, baselines=0.0, target=target,
+                                        perturbations_per_eval=batch)
+        meta.update({"window": list(window[1:]), "stride": list(stride[1:]), "baseline": "zero (normalised input)"})
+        # Captum gives every cell of a window the window's logit drop (averaged over the windows
+        # covering the cell: one here, strides equal windows); the channel sum makes it C x the drop
+        return _reduce(a), Unit.LOGIT_DROP
+    raise AssertionError(key)
+
+
+def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    from captum import attr as ca
+
+    with _out_of_place_relus(model) as relus:
+        if not relus:
+            kinds = sorted({type(m).__name__ for m in model.modules() if "relu" in type(m).__name__.lower()})
+            raise UserInputError("Guided Backprop rewrites nn.ReLU modules and this model has none"
+                                 + (f" (it uses {', '.join(kinds)})" if kinds else "")
+                                 + "; it would return the plain gradient: choose another method")
+        a = ca.GuidedBackprop(net).attribute(x, target=target)
+    return _reduce(a)
+
+
+def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    import torchvision
+
+    try:
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonPlusFlat
+        from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+    except ImportError as exc:  # pragma: no cover - zennit is a dependency
+        raise UserInputError("LRP needs the zennit package: pip install zennit") from exc
+    if isinstance(model, torchvision.models.ResNet):
+        canonizer: Any = ResNetCanonizer()
+    elif isinstance(model, torchvision.models.VGG):
+        canonizer = VGGCanonizer()
+    else:
+        raise UserInputError(f"LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules "
+                             f"and canonizers cover; this model is {type(model).__name__}: choose another method")
+    composite = EpsilonPlusFlat(canonizers=[canonizer])
+
+    def start(logits: torch.Tensor) -> torch.Tensor:
+        onehot = torch.zeros_like(logits)
+        onehot[:, target] = 1.0
+        return logits * onehot
+
+    with _out_of_place_relus(model), Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(x.clone().requires_grad_(True), start)
+    return _reduce(relevance.detach())
+
+
+__all__ = ["BASELINES", "baseline"]

@@ -1,0 +1,88 @@
+"""What every method checks and shares: the input, the target, the layers, bits maps."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..bottleneck.heatmap import capacity_to_bits
+from ..errors import UserInputError
+from ..models.pathways import Pack, input_packer, packed
+
+LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
+
+
+def check_input(model: nn.Module, x: Any, pack: Pack | None = None) -> tuple[torch.Tensor, Pack | None, Any]:
+    """The input, the model's pack and the network input built from it.
+
+    Args:
+        model: The classifier (its parameters' device must be the input's).
+        x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
+        pack: Builds a multi-pathway network's input list from the clip (default: the
+            registry spec's, see :func:`~video_iba.models.pathways.input_packer`).
+
+    Returns:
+        ``(x, pack, network input)``.
+    """
+    if isinstance(x, (list, tuple)):
+        raise UserInputError("x is a list; give the clip (1, C, T, H, W) itself: a multi-pathway model builds its "
+                             "pathways from it with {pack} (automatic for registry models such as slowfast_r50)",
+                             options=["pack"])
+    if not isinstance(x, torch.Tensor):
+        raise UserInputError(f"x must be a preprocessed tensor (1, C, H, W) or (1, C, T, H, W), not {type(x).__name__}")
+    if x.dim() not in (4, 5) or x.shape[0] != 1:
+        raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; "
+                             f"explain one input at a time (add a batch axis with x[None])")
+    if not x.is_floating_point():
+        raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
+    p = next(iter(model.parameters()), None)
+    if p is not None and p.device != x.device:
+        raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
+    if p is not None and p.dtype != x.dtype:
+        raise UserInputError(f"x is {x.dtype} but the model's parameters are {p.dtype}; convert x with x.to({p.dtype})")
+    x = x.detach()
+    pk = input_packer(model, pack)
+    return x, pk, packed(x, pk)
+
+
+def check_target(target: Any, logits: torch.Tensor) -> int:
+    """The class to explain: ``target``, or the top-1 class of ``logits`` ``(1, K)`` when ``None``."""
+    k = logits.shape[1]
+    if target is None:
+        return int(logits[0].argmax())
+    if isinstance(target, bool) or not isinstance(target, int):
+        raise UserInputError(f"target must be a class index (int), got {target!r}")
+    if not 0 <= target < k:
+        raise UserInputError(f"target {target} is out of range; the model has {k} classes (0..{k - 1})")
+    return target
+
+
+def layer_names(model: nn.Module, layer: str | Sequence[str] | None, distinct: bool = True) -> list[str]:
+    """The bottleneck layers: ``layer`` (one name or several), else the registry model's default."""
+    if layer is None:
+        spec = getattr(model, "video_iba_spec", None)
+        layer = spec.default_layer if spec is not None else None
+        if not layer:
+            raise UserInputError("no layer given; name it with {layer} (a dotted module path of the model)",
+                                 options=["layer"])
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names or (distinct and len(set(names)) != len(names)):
+        raise UserInputError(f"layers must be distinct module paths, got {names}")
+    return names
+
+
+def bits_map(capacities: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+    """The map of one or several bottlenecks in bits per input cell: each capacity ``(C, *S)`` in nats
+    resized to ``size`` with its total preserved, summed over the bottlenecks."""
+    bits = capacity_to_bits(capacities[0], size)
+    for cap in capacities[1:]:
+        bits = bits + capacity_to_bits(cap, size)
+    return bits
+
+
+def model_name(model: nn.Module) -> dict[str, str]:
+    """``{"model": name}`` for registry models (metadata), else nothing."""
+    spec = getattr(model, "video_iba_spec", None)
+    return {"model": spec.name} if spec is not None else {}

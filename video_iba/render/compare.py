@@ -1,0 +1,142 @@
+"""Comparison figures: one labelled panel per method, for a photo (PNG) or a whole video range (MP4).
+
+Every method's map is drawn with its own colour scale (the methods' units differ; non-bits maps
+by magnitude). A video's MP4 shows every source frame of the explained range, as the overlay
+MP4 of ``explain`` does: the frame, then one overlay per method (windows and crops merged the
+same way), and below them a strip with every method's per-frame total, each normalised to its
+maximum, with a cursor at the current frame.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import UserInputError
+from ..files import atomic_write
+from ..io.clips import Timeline
+from ..io.sampling import Window
+from ..io.video import VideoWriter
+from ..models.preprocess import CropPlan
+from ..results import ClipAttribution, Unit
+from .overlay import overlay
+from .text import labelled
+from .video import Placement, range_frames
+
+#: Side of a photo panel, pixels.
+PANEL = 224
+#: A video panel's height, pixels (less where the row would be wider than :data:`MAX_ROW_WIDTH`).
+CLIP_PANEL_HEIGHT = 240
+MAX_ROW_WIDTH = 1920
+STRIP_HEIGHT = 90
+COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200))
+
+
+def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A normalised model input ``(3, H, W)`` back to ``(H, W, 3)`` uint8 RGB."""
+    rgb = x.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _heads(explained: str, names: Sequence[str], units: Sequence[Unit]) -> list[list[str]]:
+    return [["input", f"explained: {explained}"]] + [[m, u.shown] for m, u in zip(names, units)]
+
+
+def _vmax(values: np.ndarray) -> float:
+    top = float(np.nanmax(values)) if values.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str,
+                  out_path: str) -> None:
+    """Write a PNG: the model input ``rgb`` ``(S, S, 3)`` and one overlay per ``(method, map (S, S), unit)``."""
+    import cv2
+    from PIL import Image
+
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps])
+
+    def panel(values: np.ndarray | None, vmax: float) -> np.ndarray:
+        img = rgb if values is None else overlay(rgb, values, vmax)
+        return cv2.resize(img, (PANEL, PANEL), interpolation=cv2.INTER_LINEAR)
+
+    tiles = [labelled(panel(None, 1.0), heads[0])]
+    for (_, values, unit), head in zip(maps, heads[1:]):
+        shown = unit.magnitude(values)
+        tiles.append(labelled(panel(shown, _vmax(shown)), head))
+    with atomic_write(out_path) as tmp:
+        Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp, format="PNG")
+
+
+def clip_panel_size(height: int, width: int, panels: int) -> tuple[int, int, float]:
+    """``(height, width, scale)`` of one panel of a video comparison (even sizes)."""
+    s = CLIP_PANEL_HEIGHT / height
+    if panels * width * s > MAX_ROW_WIDTH:
+        s = MAX_ROW_WIDTH / (panels * width)
+    return max(2, int(round(height * s / 2)) * 2), max(2, int(round(width * s / 2)) * 2), s
+
+
+def time_strip(per_frame: np.ndarray, t: int, width: int, names: Sequence[str], height: int = STRIP_HEIGHT) -> np.ndarray:
+    """Each method's per-frame total (rows of ``per_frame``, each normalised to its maximum) as a line
+    over the shared time axis, with a cursor at frame ``t``."""
+    import cv2
+
+    img = np.full((height, width, 3), 18, dtype=np.uint8)
+    n = per_frame.shape[1]
+    xs = np.linspace(8, width - 8, n).astype(int) if n > 1 else np.full(1, width // 2)
+    x_text = 8
+    for i, row in enumerate(per_frame):
+        colour = COLOURS[i % len(COLOURS)]
+        pts = np.stack([xs, (height - 8 - row * (height - 24)).astype(int)], axis=1).reshape(-1, 1, 2)
+        cv2.polylines(img, [pts.astype(np.int32)], False, colour, 2)
+        cv2.putText(img, names[i], (x_text, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+        x_text += cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] + 16
+    img[:, max(0, xs[t] - 1):xs[t] + 1] = 255
+    cv2.putText(img, "per-frame total / its maximum (0 at the bottom)", (max(8, width - 310), height - 4),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.35, (160, 160, 170), 1)
+    return img
+
+
+def compare_clip(
+    results: Sequence[tuple[str, ClipAttribution]],
+    path: str,
+    out_path: str,
+    *,
+    timeline: Timeline,
+    windows: Sequence[Window],
+    plan: CropPlan,
+    explained: str,
+    on_frame: Callable[[int], None] | None = None,
+) -> int:
+    """Write the comparison MP4 of ``results`` (one per method, all over the same windows, crops and
+    source frames) at the source's frame rate; returns the number of frames written."""
+    if not results:
+        raise UserInputError("no methods to compare")
+    info = timeline.info
+    names = [m for m, _ in results]
+    heads = _heads(explained, names, [r.unit for _, r in results])
+    ph, pw, scale = clip_panel_size(info.height, info.width, len(results) + 1)
+    place = Placement(plan, scale, (ph, pw))
+    shown = [r.unit.magnitude(r.values) for _, r in results]
+    vmaxes = [_vmax(v) for v in shown]
+    totals = np.stack([r.per_source_frame / max(float(np.max(r.per_source_frame)), 1e-12) for _, r in results])
+    with VideoWriter(out_path, info.fps) as writer:
+        for pos, frame, src in range_frames(path, results[0][1].source_frame_indices, (pw, ph), timeline, windows):
+            tiles = [labelled(frame.rgb, heads[0])]
+            for values, vmax, head in zip(shown, vmaxes, heads[1:]):
+                tiles.append(labelled(overlay(frame.rgb, place.merged(src, values), vmax), head))
+            row = np.concatenate(tiles, axis=1)
+            writer.write(np.concatenate([row, time_strip(totals, pos, row.shape[1], names)], axis=0))
+            if on_frame is not None:
+                on_frame(1)
+    return writer.frames
+
+
+def compare_path(input_path: str, out_dir: str, video: bool) -> str:
+    """Where ``compare`` writes: ``OUT/<stem>-compare.png`` or ``.mp4``."""
+    stem = os.path.splitext(os.path.basename(input_path))[0]
+    return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
+
+
+__all__ = ["compare_image", "compare_clip", "compare_path", "normalised_to_rgb", "time_strip"]

@@ -1,0 +1,370 @@
+"""The result types: a photo's :class:`Attribution`, a video's :class:`ClipAttribution`, and what
+their maps mean (:class:`Unit`).
+
+Both are saved as ``.npz`` files (NumPy arrays, no pickles) with a ``format`` entry naming the
+type and its version; :func:`load` reads either and refuses anything else with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from .errors import UserInputError
+from .files import atomic_write, regular_file
+
+ATTRIBUTION_FORMAT = "video-iba-attribution/1"
+CLIP_FORMAT = "video-iba-video-attribution-1"
+
+
+class Unit(str, Enum):
+    """What the values of a map are. Only the information methods' maps are in bits; every other
+    method has its own unit and is drawn by magnitude."""
+
+    BITS = "bits"
+    RANDOM = "random"
+    GRADIENT = "gradient"
+    ABS_GRADIENT = "|gradient|"
+    LOGIT = "logit"
+    GRAD_CAM = "grad-cam"
+    GUIDED_GRAD_CAM = "guided grad-cam"
+    GUIDED_GRADIENT = "guided gradient"
+    RELEVANCE = "relevance"
+    LOGIT_DROP = "logit drop"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def information(self) -> bool:
+        """Whether the map is information in bits (per-sample IBA, the readout)."""
+        return self is Unit.BITS
+
+    @property
+    def shown(self) -> str:
+        """The quantity a figure shows: bits themselves, else the magnitude ``|unit|``."""
+        if self.information or self.value.startswith("|"):
+            return self.value
+        return f"|{self.value}|"
+
+    def magnitude(self, values: np.ndarray) -> np.ndarray:
+        """The values a figure draws: bits as they are (never negative), other units by magnitude."""
+        return values if self.information else np.abs(values)
+
+
+def _unit(value: Any, where: str) -> Unit:
+    try:
+        return Unit(str(value))
+    except ValueError:
+        raise UserInputError(f"{where} has an unknown unit '{value}'; it was written by another version of "
+                             f"video-iba") from None
+
+
+def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles), or one clear error for anything else."""
+    p = regular_file(path, "result file", "give an .npz written by `video-iba explain`")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an archive")
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserInputError(f"cannot read '{p}': it is not an .npz written by video-iba, or it is truncated "
+                             f"({type(exc).__name__}); give a file written by `video-iba explain`") from exc
+
+
+def _check_format(d: dict[str, np.ndarray], p: str, expected: str) -> None:
+    fmt = str(d["format"]) if "format" in d else ""
+    if fmt == expected:
+        return
+    if fmt.startswith("video-iba"):
+        raise UserInputError(f"'{p}' holds '{fmt}', not '{expected}'; read it with video_iba.load, or with a "
+                             f"video-iba version that writes '{fmt}'")
+    raise UserInputError(f"'{p}' is not a video-iba result file (no format entry); give a file written by "
+                         f"`video-iba explain`")
+
+
+def _meta(d: dict[str, np.ndarray], p: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(str(d["meta"]))
+    except (KeyError, ValueError) as exc:
+        raise UserInputError(f"'{p}' has no readable metadata; it is damaged") from exc
+    if not isinstance(meta, dict):
+        raise UserInputError(f"'{p}' has no readable metadata; it is damaged")
+    return meta
+
+
+@dataclass
+class Attribution:
+    """An attribution map at the model input's resolution.
+
+    Attributes:
+        values: ``(H, W)`` for images or ``(T, H, W)`` for clips, at the resolution of the
+            preprocessed input (after resize and crop).
+        unit: What the values are; :attr:`Unit.BITS` for the information bottleneck (bits per
+            input pixel or voxel). A string is converted.
+        target: Explained class index.
+        capacity: Information per feature element in nats ``(C, *S)`` (bottleneck methods); a list
+            of such tensors when several layers carry a bottleneck.
+        logits: The model's logits for the unrestricted input ``(K,)``.
+        meta: JSON-serialisable provenance (model, layer, settings, statistics source, ...).
+        arrays: Further named arrays saved alongside (e.g. the crop box).
+    """
+
+    values: torch.Tensor
+    unit: Unit
+    target: int
+    capacity: torch.Tensor | list[torch.Tensor] | None = None
+    logits: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.unit = Unit(self.unit)
+
+    @property
+    def bits(self) -> torch.Tensor:
+        """The map in bits per input cell (only for information methods)."""
+        if not self.unit.information:
+            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+        return self.values
+
+    @property
+    def bits_per_frame(self) -> torch.Tensor:
+        """Bits in each frame of a clip map ``(T, H, W)``: which moments carry the information."""
+        if self.values.dim() != 3:
+            raise ValueError(f"bits per frame need a clip map (T, H, W), this one is {tuple(self.values.shape)}")
+        return self.bits.double().sum(dim=(1, 2))
+
+    @property
+    def total_bits(self) -> float:
+        """Total information through the bottleneck, in bits."""
+        return float(self.bits.double().sum())
+
+    @property
+    def total(self) -> float | None:
+        """:attr:`total_bits` for information maps, ``None`` for other units."""
+        return self.total_bits if self.unit.information else None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an ``.npz`` file atomically: float32 ``values``, ``capacity``, ``logits``, ``meta`` (JSON)."""
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            self.write_npz(fh)
+
+    def write_npz(self, fh: BinaryIO) -> None:
+        """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
+        np.savez_compressed(fh, **self._payload())  # type: ignore[arg-type]
+
+    def _payload(self) -> dict[str, np.ndarray]:
+        payload: dict[str, np.ndarray] = {
+            "format": np.array(ATTRIBUTION_FORMAT),
+            "values": self.values.detach().cpu().numpy().astype(np.float32),
+            "unit": np.array(self.unit.value),
+            "target": np.array(self.target, dtype=np.int64),
+            "meta": np.array(json.dumps(self.meta, sort_keys=True)),
+        }
+        if self.unit.information:
+            payload["bits"] = payload["values"]
+        if isinstance(self.capacity, torch.Tensor):
+            payload["capacity"] = self.capacity.detach().cpu().numpy().astype(np.float32)
+        elif self.capacity is not None:
+            for i, c in enumerate(self.capacity):
+                payload[f"capacity_{i}"] = c.detach().cpu().numpy().astype(np.float32)
+        if self.logits is not None:
+            payload["logits"] = self.logits.detach().cpu().numpy().astype(np.float32)
+        for k, v in self.arrays.items():
+            payload[k] = np.asarray(v)
+        return payload
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Attribution":
+        """Read a file written by :meth:`save` (a photo's ``.npz`` from ``video-iba explain``)."""
+        p = os.fspath(path)
+        d = _read_npz(p)
+        _check_format(d, p, ATTRIBUTION_FORMAT)
+        return cls._from_arrays(d, p)
+
+    @classmethod
+    def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "Attribution":
+        per_layer = sorted((k for k in d if k.startswith("capacity_")), key=lambda k: int(k.split("_")[1]))
+        known = {"format", "values", "bits", "unit", "target", "meta", "capacity", "logits", *per_layer}
+        capacity: torch.Tensor | list[torch.Tensor] | None = None
+        if "capacity" in d:
+            capacity = torch.from_numpy(d["capacity"])
+        elif per_layer:
+            capacity = [torch.from_numpy(d[k]) for k in per_layer]
+        if "values" not in d or "target" not in d or "unit" not in d:
+            raise UserInputError(f"'{p}' lacks its values, unit or target; it is damaged")
+        return cls(
+            values=torch.from_numpy(d["values"]),
+            unit=_unit(d["unit"], p),
+            target=int(d["target"]),
+            capacity=capacity,
+            logits=torch.from_numpy(d["logits"]) if "logits" in d else None,
+            meta=_meta(d, p),
+            arrays={k: v for k, v in d.items() if k not in known},
+        )
+
+
+@dataclass
+class ClipAttribution:
+    """The explanation of a video: one map per model clip ("window") and crop, at the model clip's
+    resolution, and the map's total in every source frame of the explained range.
+
+    Attributes:
+        values: ``(windows, crops, T, S, S)`` float32; bits per voxel for information methods.
+        unit: What the values are (see :class:`Unit`).
+        target: Explained class index (one for the whole video).
+        window_starts: ``(windows,)`` start of each model clip in seconds.
+        window_frame_indices: ``(windows, T)`` the source frame of every model frame.
+        window_looped: ``(windows,)`` whether the video was too short and frames repeat.
+        window_probs: ``(windows, crops, K)`` the model's softmax for each clip.
+        window_seconds: ``(windows,)`` time spent explaining each window.
+        crop_boxes: ``(crops, 4)`` each crop's box ``(x0, y0, x1, y1)`` in source pixels.
+        source_frame_indices: ``(F,)`` the source frames of the explained range.
+        per_source_frame: ``(F,)`` the map's total in each of them (bits for information methods,
+            the magnitude's total otherwise).
+        feature_bits: Information methods: per bottleneck layer, bits per feature cell
+            ``(windows, crops, *S')`` (the capacity summed over channels).
+        meta: Provenance (model, layers, settings, sampling, statistics, rendering, ...).
+    """
+
+    values: np.ndarray
+    unit: Unit
+    target: int
+    window_starts: np.ndarray
+    window_frame_indices: np.ndarray
+    window_looped: np.ndarray
+    window_probs: np.ndarray
+    window_seconds: np.ndarray
+    crop_boxes: np.ndarray
+    source_frame_indices: np.ndarray
+    per_source_frame: np.ndarray
+    feature_bits: list[np.ndarray] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.unit = Unit(self.unit)
+
+    @property
+    def bits(self) -> np.ndarray:
+        """The maps in bits per voxel ``(windows, crops, T, S, S)`` (only for information methods)."""
+        if not self.unit.information:
+            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+        return self.values
+
+    @property
+    def window_totals(self) -> np.ndarray:
+        """``(windows, crops)``: each map summed over its voxels (float64)."""
+        return self.values.astype(np.float64).sum(axis=(2, 3, 4))
+
+    @property
+    def total_bits(self) -> float:
+        """Bits per window, averaged over the windows (summed over crops)."""
+        if not self.unit.information:
+            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+        return float(self.window_totals.mean())
+
+    @property
+    def total(self) -> float | None:
+        """:attr:`total_bits` for information maps, ``None`` for other units."""
+        return self.total_bits if self.unit.information else None
+
+    @property
+    def bits_per_frame(self) -> np.ndarray:
+        """Bits in each source frame of the explained range ``(F,)``: which moments carry the information."""
+        if not self.unit.information:
+            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+        return self.per_source_frame
+
+    @property
+    def mean_probs(self) -> np.ndarray:
+        """``(K,)`` the softmax averaged over windows and crops."""
+        return self.window_probs.astype(np.float64).mean(axis=(0, 1))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ``.npz`` atomically."""
+        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+            self.write_npz(fh)
+
+    def write_npz(self, fh: BinaryIO) -> None:
+        """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
+        np.savez(fh, **self._payload())  # type: ignore[arg-type]
+
+    def _payload(self) -> dict[str, np.ndarray]:
+        info = self.unit.information
+        payload: dict[str, np.ndarray] = {
+            "format": np.array(CLIP_FORMAT),
+            "unit": np.array(self.unit.value),
+            ("window_bits" if info else "window_values"): self.values.astype(np.float32),
+            "window_starts": np.asarray(self.window_starts, dtype=np.float64),
+            "window_frame_indices": np.asarray(self.window_frame_indices, dtype=np.int64),
+            "window_looped": np.asarray(self.window_looped, dtype=bool),
+            "window_probs": np.asarray(self.window_probs, dtype=np.float32),
+            ("window_total_bits" if info else "window_totals"): self.window_totals,
+            "window_seconds": np.asarray(self.window_seconds, dtype=np.float64),
+            "crop_boxes": np.asarray(self.crop_boxes, dtype=np.float64),
+            "source_frame_indices": np.asarray(self.source_frame_indices, dtype=np.int64),
+            ("bits_per_source_frame" if info else "magnitude_per_source_frame"):
+                np.asarray(self.per_source_frame, dtype=np.float64),
+            "target": np.array(self.target, dtype=np.int64),
+            "meta": np.array(json.dumps(self.meta, sort_keys=True)),
+        }
+        for i, fb in enumerate(self.feature_bits):
+            payload[f"feature_bits_{i}"] = np.asarray(fb, dtype=np.float32)
+        return payload
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "ClipAttribution":
+        """Read a file written by :meth:`save` (a video's ``.npz`` from ``video-iba explain``)."""
+        p = os.fspath(path)
+        d = _read_npz(p)
+        _check_format(d, p, CLIP_FORMAT)
+        return cls._from_arrays(d, p)
+
+    @classmethod
+    def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "ClipAttribution":
+        meta = _meta(d, p)
+        unit = _unit(d["unit"] if "unit" in d else meta.get("unit", "bits"), p)
+        info = unit.information
+        names = [("window_bits" if info else "window_values"), "window_starts", "window_frame_indices",
+                 "window_looped", "window_probs", "window_seconds", "crop_boxes", "source_frame_indices",
+                 ("bits_per_source_frame" if info else "magnitude_per_source_frame"), "target"]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise UserInputError(f"'{p}' lacks {', '.join(missing)}; it is damaged")
+        layers = sorted((k for k in d if k.startswith("feature_bits_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+        return cls(values=d[names[0]], unit=unit, target=int(d["target"]), window_starts=d["window_starts"],
+                   window_frame_indices=d["window_frame_indices"], window_looped=d["window_looped"],
+                   window_probs=d["window_probs"], window_seconds=d["window_seconds"], crop_boxes=d["crop_boxes"],
+                   source_frame_indices=d["source_frame_indices"], per_source_frame=d[names[8]],
+                   feature_bits=[d[k] for k in layers], meta=meta)
+
+
+def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution:
+    """Read any ``.npz`` that ``video-iba explain`` writes: an :class:`Attribution` (photo) or a
+    :class:`ClipAttribution` (video).
+
+    Raises:
+        UserInputError: a missing, damaged or truncated file, or one that is not a result of this
+            package (or of a version whose format this one does not read).
+    """
+    p = os.fspath(path)
+    d = _read_npz(p)
+    fmt = str(d["format"]) if "format" in d else ""
+    if fmt == ATTRIBUTION_FORMAT:
+        return Attribution._from_arrays(d, p)
+    if fmt == CLIP_FORMAT:
+        return ClipAttribution._from_arrays(d, p)
+    if fmt.startswith("video-iba"):
+        raise UserInputError(f"'{p}' is a video-iba file of format '{fmt}', which this version cannot read (it "
+                             f"reads '{ATTRIBUTION_FORMAT}' and '{CLIP_FORMAT}'); use the version that wrote it")
+    raise UserInputError(f"'{p}' is not a video-iba result file (no format entry); give an .npz written by "
+                         f"`video-iba explain`")

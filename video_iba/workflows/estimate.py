@@ -1,0 +1,142 @@
+"""``video-iba estimate``: per-neuron statistics of the bottleneck layers over a folder of photos or videos.
+
+Photos give their centre crop; videos give the centre crop of every model clip (windows one
+clip length apart). Statistics of clips are pooled over time unless ``per_frame``. Under torchrun
+every rank reads its own share of the files (and of ``max_samples``), the ranks' estimates are
+combined, and rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..bottleneck.estimator import Statistics
+from ..distributed import barrier, gather, process_group, rank, shard, world_size
+from ..errors import UserInputError
+from ..files import ensure_writable_dir
+from ..io.discovery import find_images, find_videos, has_images
+from ..methods.iba import estimate
+from ..models.registry import ModelSpec, get_spec, load_model
+from .inputs import plan_input
+from .session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Progress, no_progress, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def estimate_inputs(folder: str, model_name: str | None) -> tuple[str, list[str]]:
+    """The model to use and the files to read from ``folder``: videos for a video model, images for an
+    image model; without a model, videos (with the default video model) when the folder holds no images."""
+    videos = find_videos(folder)
+    if model_name is None:
+        model_name = DEFAULT_VIDEO_MODEL if videos and not has_images(folder) else DEFAULT_IMAGE_MODEL
+    if get_spec(model_name).is_video:
+        if not videos:
+            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {model_name} is a video model")
+        return model_name, videos
+    return model_name, find_images(folder)
+
+
+def input_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device: torch.device | str,
+                  skipped: list[str]) -> Iterator[torch.Tensor]:
+    """Batches of model inputs of ``files``: photos' centre crops, or the centre crop of every model
+    clip of every video; unreadable files are added to ``skipped`` (with a warning)."""
+    batch: list[torch.Tensor] = []
+    for f in files:
+        try:
+            inputs = [x for _wi, xs in plan_input(f, spec).units() for x in xs]
+        except UserInputError as exc:
+            skipped.append(f)
+            log.warning("skipping %s", exc)
+            continue
+        for x in inputs:
+            batch.append(x)
+            if len(batch) == batch_size:
+                yield torch.cat(batch).to(device)
+                batch = []
+    if batch:
+        yield torch.cat(batch).to(device)
+
+
+def stats_paths_for(out: str, layers: Sequence[str]) -> list[str]:
+    """Where ``estimate`` writes: ``out`` for one layer; ``<stem>.<layer><suffix>`` beside it for several."""
+    if len(layers) == 1:
+        return [out]
+    root, ext = os.path.splitext(out)
+    return [f"{root}.{layer}{ext or '.pt'}" for layer in layers]
+
+
+@dataclass
+class Estimated:
+    """What :func:`estimate_folder` computed and wrote; ``lead``: this process is rank 0 (it wrote the files)."""
+
+    statistics: list[Statistics]
+    written: list[str]
+    skipped: list[str]
+    model: str
+    inputs: str
+    lead: bool = True
+
+
+def estimate_folder(
+    folder: str,
+    *,
+    model_name: str | None,
+    out: str,
+    layers: Sequence[str] | None = None,
+    weights: str = "default",
+    batch_size: int = 16,
+    max_samples: int | None = None,
+    per_frame: bool = False,
+    device: str = "cpu",
+    progress: Progress = no_progress,
+) -> Estimated:
+    """Estimate statistics over a folder of images or videos and save them, one file per layer
+    (see :func:`stats_paths_for`); call it on every rank under torchrun."""
+    if batch_size <= 0:
+        raise UserInputError(f"{{batch_size}} must be > 0, got {batch_size}", options=["batch_size"])
+    if max_samples is not None and max_samples < 2:
+        raise UserInputError(f"{{max_samples}} must be >= 2, got {max_samples}", options=["max_samples"])
+    model_name, files = estimate_inputs(folder, model_name)
+    spec = get_spec(model_name)
+    names = list(layers) if layers else list(spec.layers)
+    targets = stats_paths_for(out, names)
+    for t in targets:
+        if os.path.isdir(t):
+            raise UserInputError(f"'{t}' is a folder; give {{out}} a file name such as stats.pt", options=["out"])
+        ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
+    what = "clip" if spec.is_video else "img"
+    with process_group(str(resolve_device(device))) as dev:
+        model = load_model(model_name, weights=weights, device=dev)
+        world = world_size()
+        mine = shard(files)  # every file on exactly one rank, no padding
+        share = max_samples
+        if max_samples is not None and world > 1:
+            share = max_samples // world + (1 if rank() < max_samples % world else 0)
+        total = None if spec.is_video else (min(len(mine), share) if share is not None else len(mine))
+        skipped: list[str] = []
+        batches: Iterator[torch.Tensor] = input_batches(mine, spec, batch_size, dev, skipped)
+        if share == 0:
+            batches = iter(())
+        bar = progress("estimating", total, what)
+        try:
+            result = estimate(model, batches, layer=names, max_samples=share, on_batch=bar.update,
+                              pool=() if per_frame else None,
+                              meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder),
+                                    "processes": world})
+        finally:
+            bar.close()
+        skipped = [f for part in gather(skipped) for f in part]
+        lead = rank() == 0
+        if lead:
+            for st, t in zip(result, targets):
+                st.save(t)
+        barrier()
+    return Estimated(result, targets, skipped, model_name, "clips" if spec.is_video else "images", lead)
+
+
+__all__ = ["Estimated", "estimate_folder", "estimate_inputs", "input_batches", "stats_paths_for"]

@@ -1,0 +1,157 @@
+"""``video-iba evaluate``: a dataset, a model and its statistics set up for the evaluation harness.
+
+Datasets: ``synthetic`` (the ground-truth video benchmark, its trained TubeNet, its statistics
+and, for the readout method, its shipped readout) or a folder of photos (image model) or videos
+(video model: one centre clip per video) with optional box annotations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from ..config import IBAConfig
+from ..errors import UserInputError
+from ..evaluation.datasets import Item, folder_items, synthetic_items
+from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
+from ..evaluation.synthetic import SYNTHETIC_LAYER, load_tubenet, load_tubenet_readout, statistics_batches
+from ..methods.attribute import check_method
+from ..methods.iba import estimate
+from ..methods.readout import Readout, load_readout
+from ..models.registry import get_spec, load_model
+from .estimate import estimate_inputs
+from .session import Progress, load_stats_files, no_progress, resolve_device
+
+log = logging.getLogger(__name__)
+
+#: Metrics when none are named.
+SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
+FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What to evaluate.
+
+    Attributes:
+        dataset: ``"synthetic"`` or a folder of photos or videos.
+        methods: Method names; ``iba`` becomes one row per beta when several ``betas`` are given.
+        metrics: Metric names (default: :data:`SYNTHETIC_METRICS` or :data:`FOLDER_METRICS`).
+        model, weights, layers, stats: A folder's model, its weights, IBA's layers and statistics
+            files (the synthetic benchmark has its own model and statistics).
+        clips: Synthetic test clips to score.
+        annotations: A folder's box annotations (JSON).
+        betas: IBA's beta(s).
+        masks: Sensitivity-n's random masks per n.
+        readout: A readout checkpoint (synthetic: default the shipped one).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+    """
+
+    dataset: str
+    methods: Sequence[str] = ("iba", "random", "saliency", "gradcam")
+    metrics: Sequence[str] | None = None
+    model: str | None = None
+    weights: str = "default"
+    layers: Sequence[str] | None = None
+    stats: Sequence[str] = ()
+    clips: int = 20
+    annotations: str | None = None
+    betas: Sequence[float] = field(default_factory=lambda: [IBAConfig().beta])
+    masks: int = 100
+    readout: str | None = None
+    device: str = "cpu"
+
+
+def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress) -> dict[str, Any]:
+    """Score the methods on the dataset (resumable in ``out_dir``); returns the harness's summary."""
+    labels = [check_label(m) for m in ev.methods if m.strip()]
+    if len(ev.betas) > 1:
+        labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
+    configs = {iba_label(b): IBAConfig().replace(beta=b) for b in ev.betas}
+    dev = resolve_device(ev.device)
+    if ev.dataset == "synthetic":
+        setup = _synthetic(ev, labels, dev)
+    else:
+        setup = _folder(ev, dev)
+    readout = _readout(ev, labels, setup.model_name, dev)
+
+    def kwargs(method: str) -> dict[str, Any]:
+        if check_method(base_method(method)).uses_readout:
+            return {"readout": readout}
+        if base_method(method) == "iba":
+            cfg = configs.get(method, configs[iba_label(ev.betas[0])])
+            return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
+                    "config": cfg}
+        return dict(setup.tube)
+
+    bar = progress("evaluating", len(setup.items) * len(labels), "map")
+    try:
+        return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
+                        restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update)
+    finally:
+        bar.close()
+
+
+@dataclass
+class _Setup:
+    model: nn.Module
+    model_name: str
+    items: list[Any]
+    metrics: list[str]
+    layers: list[str]
+    stats: Any
+    restats: Callable[[nn.Module], Any] | None
+    tube: dict[str, Any]
+
+
+def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
+    if ev.model or ev.stats or ev.annotations or ev.weights != "default":
+        raise UserInputError("the synthetic benchmark has its own model, statistics and ground truth; drop "
+                             "{model}, {weights}, {stats} and {annotations} (or give a folder)",
+                             options=["model", "weights", "stats", "annotations"])
+    metrics = check_metrics(list(ev.metrics or SYNTHETIC_METRICS))
+    model = load_tubenet().to(dev)
+    items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in synthetic_items(ev.clips)]
+    layers = list(ev.layers or [SYNTHETIC_LAYER])
+    stats = restats = None
+    if any(base_method(m) == "iba" for m in labels):
+        def restats(m: nn.Module) -> Any:
+            return estimate(m, statistics_batches(device=dev), layer=layers if len(layers) > 1 else layers[0])
+
+        stats = restats(model)
+    return _Setup(model, "tubenet", items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES})
+
+
+def _folder(ev: Evaluation, dev: Any) -> _Setup:
+    name, _ = estimate_inputs(ev.dataset, ev.model)
+    spec = get_spec(name)
+    metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
+    layers = list(ev.layers or spec.layers)
+    loaded = load_stats_files(list(ev.stats), spec, layers)
+    items = folder_items(ev.dataset, name, ev.annotations, dev)
+    model = load_model(name, weights=ev.weights, device=dev)
+    stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
+    restats = None
+    if stats is not None:
+        def restats(m: nn.Module) -> Any:
+            log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
+            return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
+    return _Setup(model, name, items, metrics, layers, stats, restats,
+                  {"tube_frames": TUBE_FRAMES} if spec.is_video else {})
+
+
+def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -> Readout | None:
+    if not any(check_method(base_method(m)).uses_readout for m in labels):
+        if ev.readout:
+            raise UserInputError("{readout} applies to the method 'readout' only; add it to {methods}",
+                                 options=["readout", "methods"])
+        return None
+    if ev.dataset == "synthetic" and not ev.readout:
+        return load_tubenet_readout().to_device(dev)  # the one shipped for the benchmark
+    return load_readout(ev.readout, model_name, dev)
+
+
+__all__ = ["Evaluation", "evaluate_dataset", "SYNTHETIC_METRICS", "FOLDER_METRICS"]

@@ -1,0 +1,336 @@
+"""Explaining a file, photo or video, in the same stages.
+
+1. **plan** the model inputs (:func:`~video_iba.workflows.inputs.plan_input`): a photo is one
+   window of one frame, a video the windows covering the range, each at one or more crops;
+2. **predict and choose the target**: the given class, or the top-1 class of the softmax averaged
+   over every window and crop (a pass of the model over the video; with a single input the
+   method's own top-1);
+3. **attribute** every window and crop with the session's method;
+4. **assemble** the result: an :class:`~video_iba.results.Attribution` for a photo, a
+   :class:`~video_iba.results.ClipAttribution` for a video, with the metadata;
+5. **render** the figure (PNG) or the overlay MP4, and **save** it with the ``.npz``, both
+   atomically (a failure leaves neither).
+
+A video is read as a stream, never whole: once to choose the target (skipped when a target is
+given), once to explain every window, once to render. Maps are kept per window at the model
+clip's resolution with the crop boxes and source-frame indices; only rendering maps them onto
+every source frame.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..errors import UserInputError
+from ..files import atomic_writes, ensure_writable_dir
+from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
+from ..models.registry import get_spec
+from ..render.figure import Caption, image_figure
+from ..render.video import LAYOUTS, render_clip
+from ..results import Attribution, ClipAttribution, Unit
+from .inputs import InputPlan, Range, plan_input
+from .session import Progress, Session, Settings, no_progress, resolve_target
+
+#: The fit's settings copied into a video's metadata from its first window.
+FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_sigmas", "min_std", "stats",
+            "stats_source", "prefix_cached", "prefix_note", "feature_shape", "input_shape", "seed")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How one input is explained and drawn (the session holds the model and method).
+
+    Attributes:
+        target: ``None``/``"top1"`` (the top-1 class; for a video of the softmax averaged over
+            windows and crops), a class index or an exact class name; one target per input.
+        span: A video's range, window stride and crop coverage.
+        layout: A video's ``"side-by-side"`` (original | overlay) or ``"overlay"`` only.
+        vmax: Top of the colour scale in the map's unit per pixel or voxel (default: the map's
+            largest value).
+    """
+
+    target: str | int | None = None
+    span: Range = field(default_factory=Range)
+    layout: str = "side-by-side"
+    vmax: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.vmax is not None and not (isinstance(self.vmax, (int, float)) and math.isfinite(self.vmax)
+                                          and self.vmax > 0):
+            raise UserInputError(f"{{vmax}} must be a finite number > 0, got {self.vmax}", options=["vmax"])
+        if self.layout not in LAYOUTS:
+            raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
+                                 options=["layout"])
+
+
+@dataclass
+class Explained:
+    """What :func:`explain_file` wrote.
+
+    Attributes:
+        result: The photo's :class:`Attribution` or the video's :class:`ClipAttribution`.
+        outputs: The figure (``.png``) or overlay (``.mp4``), then the ``.npz``.
+        label: The explained class's name.
+        top: The five most probable classes ``(name, probability)`` (a video: of the mean softmax).
+        windows, crops: Model inputs explained (a photo: 1 and 1).
+        frames: Frames of the overlay MP4 (a photo: 1).
+    """
+
+    result: Attribution | ClipAttribution
+    outputs: list[str]
+    label: str
+    top: list[tuple[str, float]]
+    windows: int = 1
+    crops: int = 1
+    frames: int = 1
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The fields a batch manifest records."""
+        return {"output": list(self.outputs), "target": self.result.target, "label": self.label,
+                "total_bits": self.result.total}
+
+
+@dataclass
+class Window:
+    """A window's explanation: per crop, the map ``(T, S, S)`` in ``unit``, per bottleneck layer the
+    bits per feature cell, the softmax, and the seconds it took."""
+
+    unit: Unit = Unit.BITS
+    values: list[np.ndarray] = field(default_factory=list)
+    feature_bits: list[list[np.ndarray]] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def explain_path(path: str, settings: Settings, out_dir: str, options: Options = Options(),
+                 progress: Progress = no_progress) -> Explained:
+    """Explain one photo or video file with a new session (see :func:`explain_file`)."""
+    ensure_writable_dir(out_dir)  # before any work
+    plan = plan_input(path, get_spec(settings.model_for(path)), options.span)
+    return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
+
+
+def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options: Options = Options(),
+                 progress: Progress = no_progress) -> Explained:
+    """Explain a photo or a video and write ``OUT/<stem>.png`` or ``.mp4`` and ``OUT/<stem>.npz``.
+
+    Args:
+        session: The model, method and settings.
+        plan: The planned input, or the file's path.
+        out_dir: Output folder (created if missing).
+        options: Target, a video's range and coverage, drawing.
+        progress: Progress reporting (the command line passes tqdm bars).
+    """
+    if isinstance(plan, str):
+        plan = plan_input(plan, session.spec, options.span)
+    stem = Path(plan.path).stem
+    outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
+               os.path.join(out_dir, f"{stem}.npz")]
+    ensure_writable_dir(out_dir)
+    t0 = time.perf_counter()
+    target = resolve_target(options.target, session.labels)
+    mean_probs = None
+    if target is None and plan.count > 1:
+        mean_probs = predict(session, plan, progress)
+        target = int(mean_probs.argmax())
+    if not plan.is_video:
+        return _photo(session, plan, target, options, outputs, progress)
+    first_meta: dict[str, Any] = {}
+    windows = attribute_windows(session, plan, target, progress, first_meta)
+    if target is None:
+        target = int(first_meta["target"])
+    if mean_probs is None:
+        mean_probs = np.mean([p for w in windows for p in w.probs], axis=0)
+    result = assemble_clip(session, plan, windows, target, options, mean_probs, first_meta,
+                           time.perf_counter() - t0)
+    return _render_clip(session, plan, result, options, outputs, progress)
+
+
+def predict(session: Session, plan: InputPlan, progress: Progress = no_progress) -> np.ndarray:
+    """The softmax averaged over every window and crop of ``plan``, ``(K,)`` float64."""
+    acc = np.zeros(len(session.labels), dtype=np.float64)
+    bar = progress("predicting", plan.count, "clip")
+    try:
+        for _wi, inputs in plan.units():
+            for x in inputs:
+                acc += session.predict(x)
+                bar.update(1)
+    finally:
+        bar.close()
+    return acc / plan.count
+
+
+def attribute_windows(session: Session, plan: InputPlan, target: int | None, progress: Progress = no_progress,
+                      first_meta: dict[str, Any] | None = None) -> list[Window]:
+    """Explain every window and crop of ``plan`` for ``target``; ``first_meta`` receives the first
+    explanation's metadata (the fit's settings)."""
+    fitted = session.method.fitted
+    bar = progress("explaining", plan.count * (session.settings.config.steps if fitted else 1),
+                   "step" if fitted else "clip")
+    on_step = (lambda *_: bar.update(1)) if fitted else None
+    out: list[Window] = []
+    try:
+        for _wi, inputs in plan.units():
+            window = Window()
+            t1 = time.perf_counter()
+            for x in inputs:
+                attr = session.attribute(x, target, on_step)
+                if not fitted:
+                    bar.update(1)
+                if first_meta is not None and not first_meta:
+                    first_meta.update(attr.meta)
+                window.unit = attr.unit
+                window.values.append(attr.values.numpy().astype(np.float32))
+                caps = attr.capacity if isinstance(attr.capacity, list) else [] if attr.capacity is None else [attr.capacity]
+                window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
+                assert attr.logits is not None
+                window.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
+            window.seconds = time.perf_counter() - t1
+            out.append(window)
+    finally:
+        bar.close()
+    if len(out) != len(plan.windows):
+        raise UserInputError(f"only {len(out)} of {len(plan.windows)} windows of '{plan.path}' could be read; "
+                             f"re-encode the file")
+    return out
+
+
+def _fit_meta(session: Session, first: dict[str, Any]) -> dict[str, Any]:
+    if session.method.name == "iba":
+        return {k: first[k] for k in FIT_META}
+    return {k: v for k, v in first.items() if k not in ("target", "seconds", "version")}
+
+
+def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[Window], target: int, options: Options,
+                  mean_probs: np.ndarray, first_meta: dict[str, Any], seconds: float) -> ClipAttribution:
+    """A video's :class:`ClipAttribution`: the windows' maps, their totals per source frame, the metadata."""
+    assert plan.line is not None
+    spec, cfg, info = session.spec, session.settings.config, plan.line.info
+    unit = windows[0].unit
+    values = np.stack([np.stack(w.values) for w in windows])  # (windows, crops, T, S, S)
+    first, last = plan.frame_range()
+    indices = np.arange(first, last + 1)
+    shown = unit.magnitude(values)
+    per_frame = source_frame_totals([frame_sources(plan.line.time_of(int(i)), plan.windows) for i in indices],
+                                    shown, plan.crops)
+    top = session.top(mean_probs)
+    span = plan.span
+    meta: dict[str, Any] = {
+        "method": "iba_per_sample" if session.method.name == "iba" else session.method.name, "unit": unit,
+        "model": spec.name, "weights": session.settings.weights, "input": os.path.abspath(plan.path),
+        "target": target, "target_label": session.labels[target],
+        "target_rule": "given" if options.target not in (None, "top1") else
+        "top-1 of the mean softmax over windows and crops",
+        "target_probability": float(mean_probs[target]), "predicted": top[0][0], "top5": top,
+        "layers": session.layers, **_fit_meta(session, first_meta),
+        "config": {"beta": cfg.beta, "steps": cfg.steps, "samples": cfg.samples, "lr": cfg.lr,
+                   "alpha_init": cfg.alpha_init, "sigma": cfg.sigma, "temporal_sigma": cfg.temporal_sigma,
+                   "min_std": cfg.min_std},
+        "sampling": {"frames": spec.frames, "rate": spec.sampling_rate, "reference_fps": REFERENCE_FPS,
+                     "slowfast_alpha": spec.slowfast_alpha, "source_fps": info.fps, "source_frames": plan.line.frames,
+                     "start": span.start, "end": span.end, "stride": span.stride,
+                     "clip_seconds": spec.frames * spec.sampling_rate / REFERENCE_FPS,
+                     "variable_frame_rate_timestamps": plan.line.times is not None},
+        "decoder": plan.decoder, "coverage": span.coverage, "crop": plan.crops.crop, "resized": list(plan.crops.size),
+        "windows": len(windows), "tiles": len(plan.crops.tiles),
+        "vmax": float(options.vmax) if options.vmax is not None else float(max(shown.max(), 1e-12)),
+        "layout": options.layout,
+        "bits_unit": f"{unit} per voxel of the {spec.frames}x{plan.crops.crop}x{plan.crops.crop} model clip",
+        "seconds_explaining": round(seconds, 3), "version": __version__,
+    }
+    layers = len(windows[0].feature_bits[0]) if windows[0].feature_bits else 0
+    return ClipAttribution(
+        values=values, unit=unit, target=target,
+        window_starts=np.array([w.start for w in plan.windows]),
+        window_frame_indices=np.stack([w.indices for w in plan.windows]).astype(np.int64),
+        window_looped=np.array([w.looped for w in plan.windows]),
+        window_probs=np.stack([np.stack(w.probs) for w in windows]),
+        window_seconds=np.array([w.seconds for w in windows]),
+        crop_boxes=np.array([t.box for t in plan.crops.tiles], dtype=np.float64),
+        source_frame_indices=indices.astype(np.int64), per_source_frame=per_frame,
+        feature_bits=[np.stack([np.stack([fb[i] for fb in w.feature_bits]) for w in windows]) for i in range(layers)],
+        meta=meta)
+
+
+def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, options: Options, outputs: list[str],
+                 progress: Progress) -> Explained:
+    assert plan.line is not None
+    label = session.labels[result.target]
+    method = session.method.name
+    title = f"{session.spec.name} · {label} (#{result.target}) · " + (
+        f"β={session.settings.config.beta:g}" if method == "iba" else method)
+    bar = progress("rendering", len(result.source_frame_indices), "frame")
+    try:
+        with atomic_writes(outputs) as (tmp_mp4, tmp_npz):
+            written = render_clip(result, plan.path, tmp_mp4, timeline=plan.line, windows=plan.windows,
+                                  plan=plan.crops, labels=session.labels, vmax=result.meta["vmax"],
+                                  layout=options.layout, title=title, on_frame=bar.update)
+            result.meta["output_frames"] = int(written)
+            result.meta["mean_window_bits"] = float(result.window_totals.mean())
+            with open(tmp_npz, "wb") as fh:
+                result.write_npz(fh)
+    finally:
+        bar.close()
+    return Explained(result, outputs, label, result.meta["top5"], len(plan.windows), len(plan.crops.tiles), written)
+
+
+def _photo(session: Session, plan: InputPlan, target: int | None, options: Options, outputs: list[str],
+           progress: Progress) -> Explained:
+    """Stages 3-5 of a photo: its one explanation, the figure and the ``.npz``."""
+    spec = session.spec
+    fitted = session.method.fitted
+    bar = progress("explaining", session.settings.config.steps if fitted else 1, "step" if fitted else "photo")
+    try:
+        _wi, (x,) = next(plan.units())
+        attr = session.attribute(x, target, (lambda *_: bar.update(1)) if fitted else None)
+    finally:
+        bar.close()
+    assert attr.logits is not None and plan.image is not None
+    probs = torch.softmax(attr.logits.double(), 0)
+    top = [(session.labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:5].tolist()]
+    label = session.labels[attr.target]
+    geo = plan.geometry()
+    attr.meta.update({
+        "model": spec.name, "weights": session.settings.weights, "input": os.path.abspath(plan.path),
+        "target_label": label, "target_probability": float(probs[attr.target]), "predicted": top[0][0], "top5": top,
+        "bits_unit": f"{attr.unit} per pixel of the {spec.input_size}x{spec.input_size} model input",
+    })
+    attr.arrays.update({
+        "crop_box": np.asarray(geo.box, dtype=np.float64), "scale": np.asarray(geo.scale, dtype=np.float64),
+        "image_size": np.asarray(geo.image_size, dtype=np.int64),
+    })
+    caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
+                      explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
+                      total_bits=attr.total, details=_details(session, attr), input_side=spec.input_size,
+                      unit=attr.unit)
+    with atomic_writes(outputs) as (tmp_png, tmp_npz):
+        attr.meta["vmax"] = image_figure(plan.image, attr.unit.magnitude(attr.values.numpy()), geo.box, caption,
+                                         tmp_png, vmax=options.vmax)
+        with open(tmp_npz, "wb") as fh:
+            attr.write_npz(fh)
+    return Explained(attr, outputs, label, top)
+
+
+def _details(session: Session, attr: Attribution) -> str:
+    """The figure's line of settings."""
+    spec, cfg, m = session.spec, session.settings.config, attr.meta
+    if session.method.uses_readout:
+        return (f"{spec.name} · readout bottleneck at {m['layer']} "
+                f"({os.path.basename(str(session.settings.readout))}, beta {m['beta']:g}) · one forward pass")
+    if session.method.name == "iba":
+        stats = m["stats"] if isinstance(m["stats"], str) else "; ".join(m["stats"])
+        return (f"{spec.name} · layer {m['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} samples · "
+                f"seed {m['seed']} · statistics: {stats}")
+    extra = f" · layer {m['cam_layer']}" if "cam_layer" in m else ""
+    return f"{spec.name} · {session.method.name}{extra} · colours show the magnitude of the {attr.unit} map"
+

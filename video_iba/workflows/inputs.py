@@ -1,0 +1,154 @@
+"""Planning an input file: what the model sees of a photo or a video.
+
+A photo is the one-frame, one-window case of a video: both become an :class:`InputPlan` with a
+crop plan (the centre crop, or tiles covering a video frame) and, for a video, the windows (model
+clips) covering the range to explain. :meth:`InputPlan.units` yields the model inputs of every
+window and crop in order, reading a video as a stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import UserInputError
+from ..io.clips import Timeline, clip_decoder, iter_window_frames, timeline
+from ..io.discovery import is_video_file
+from ..io.image import read_image
+from ..io.sampling import Window
+from ..models.preprocess import CropPlan, Geometry, crop_input, plan_crops
+from ..models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+#: Videos smaller than this on either side are refused.
+MIN_VIDEO_SIDE = 16
+
+
+@dataclass(frozen=True)
+class Range:
+    """The part of a video to explain and how windows step through it.
+
+    Attributes:
+        start, end: Seconds (``end=None``: to the end of the video).
+        stride: Seconds between window starts (``None``: one clip length, no overlap).
+        coverage: ``"center"`` crop or overlapping ``"tiles"`` covering the whole frame.
+    """
+
+    start: float = 0.0
+    end: float | None = None
+    stride: float | None = None
+    coverage: str = "center"
+
+    def __post_init__(self) -> None:
+        if not self.start >= 0:
+            raise UserInputError(f"{{start}} must be >= 0 seconds, got {self.start}", options=["start"])
+        if self.end is not None and not self.end > self.start:
+            raise UserInputError(f"{{end}} ({self.end} s) must be after {{start}} ({self.start} s)",
+                                 options=["end", "start"])
+
+
+@dataclass
+class InputPlan:
+    """One input file planned for one model.
+
+    Attributes:
+        path: The file.
+        spec: The model.
+        crops: How frames become model inputs.
+        source: The source's ``(height, width)``.
+        image: A photo's RGB pixels ``(H, W, 3)``; ``None`` for a video.
+        line: A video's timeline; ``None`` for a photo.
+        windows: A video's model clips, in time order; empty for a photo.
+        span: A video's explained range ``[start, end)``.
+        decoder: The video decoder of model clips.
+    """
+
+    path: str
+    spec: ModelSpec
+    crops: CropPlan
+    source: tuple[int, int]
+    image: np.ndarray | None = None
+    line: Timeline | None = None
+    windows: list[Window] = field(default_factory=list)
+    span: Range = field(default_factory=Range)
+    decoder: str = "pyav"
+
+    @property
+    def is_video(self) -> bool:
+        return self.line is not None
+
+    @property
+    def count(self) -> int:
+        """Model inputs to explain: windows x crops (a photo: 1)."""
+        return max(1, len(self.windows)) * len(self.crops.tiles)
+
+    def geometry(self) -> Geometry:
+        """Where the first crop lies in the source."""
+        nh, nw = self.crops.size
+        h, w = self.source
+        return Geometry((h, w), self.crops.tiles[0].box, (nw / w, nh / h))
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(window index, (T, h, w, 3) frames)``: a photo's one frame at its own size, a video's
+        windows resized on decoding to the crop plan's size."""
+        if self.image is not None:
+            yield 0, self.image[None]
+            return
+        yield from iter_window_frames(self.path, self.windows, self.crops.size, self.decoder)
+
+    def units(self) -> Iterator[tuple[int, list[torch.Tensor]]]:
+        """``(window index, one model input per crop)`` for every window, in order."""
+        for wi, frames in self.frames():
+            yield wi, [crop_input(frames, self.spec, self.crops, tile, self.source) for tile in self.crops.tiles]
+
+    def frame_range(self) -> tuple[int, int]:
+        """A video's first and last source frame in the explained range."""
+        assert self.line is not None
+        return self.line.frame_range(self.span.start, self.span.end)
+
+
+def plan_input(path: str, spec: ModelSpec, span: Range = Range()) -> InputPlan:
+    """Read (a photo) or probe (a video) ``path`` and plan its model inputs for ``spec``.
+
+    Raises:
+        UserInputError: a photo for a video model or a video for an image model, unreadable
+            files, inputs too small for the model, or an empty range.
+    """
+    if is_video_file(path):
+        return _plan_video(path, spec, span)
+    if spec.is_video:
+        raise UserInputError(f"{spec.name} is a video model and '{path}' is read as an image; give a video file "
+                             f"(.mp4, .mkv, .avi, ...) or an image model with {{model}}, such as efficientnet_lite0",
+                             options=["model"])
+    rgb = read_image(path)
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
+    name = f"'{path}'"
+    if min(h, w) < spec.min_side:
+        raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
+                             f"shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
+                             f"use a larger image")
+    return InputPlan(os.fspath(path), spec, plan_crops(h, w, spec, "center"), (h, w), image=rgb)
+
+
+def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
+    if not spec.is_video:
+        raise UserInputError(f"{spec.name} is an image model; explain a video with a video model given to {{model}} "
+                             f"(e.g. efficientnet_lite0_i3d or slowfast_r50; `video-iba models` lists them)",
+                             options=["model"])
+    line = timeline(path)
+    info = line.info
+    if min(info.width, info.height) < MIN_VIDEO_SIDE:
+        raise UserInputError(f"'{path}' is {info.width}x{info.height} pixels; give a video at least {MIN_VIDEO_SIDE} "
+                             f"pixels high and wide")
+    if line.variable_rate:
+        log.info("%s has a variable frame rate; frames are sampled by their timestamps", path)
+    windows = line.windows(spec, start=span.start, end=span.end, stride=span.stride)
+    crops = plan_crops(info.height, info.width, spec, span.coverage)
+    return InputPlan(os.fspath(path), spec, crops, (info.height, info.width), line=line, windows=windows, span=span,
+                     decoder=clip_decoder())

@@ -1,0 +1,260 @@
+"""One session: a model with everything an explanation needs, loaded once for many inputs.
+
+A :class:`Session` holds the model, its spec and labels, the device, the method and its
+statistics, readout, layers and settings. Sharing a model between explanations is safe: every
+explanation leaves it as it found it (hooks removed, flags and ``requires_grad`` restored).
+:class:`Sessions` opens one session per model and keeps it, so a folder of photos and videos
+loads each model once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bottleneck.estimator import Statistics
+from ..bottleneck.insertion import frozen
+from ..config import IBAConfig
+from ..errors import UserInputError, did_you_mean
+from ..io.discovery import is_video_file
+from ..methods.attribute import METHODS, Method, check_method
+from ..methods.baselines import baseline
+from ..methods.iba import explain
+from ..methods.readout import Readout, explain_readout, load_readout
+from ..models.pathways import input_packer, packed
+from ..models.registry import ModelSpec, get_spec, labels_for, load_model
+from ..results import Attribution
+
+log = logging.getLogger(__name__)
+
+#: The model for photos and for videos when none is named (both offline, ImageNet classes).
+DEFAULT_IMAGE_MODEL = "efficientnet_lite0"
+DEFAULT_VIDEO_MODEL = "efficientnet_lite0_i3d"
+
+
+class Bar(Protocol):
+    """A progress bar: ``update(n)`` after ``n`` units of work, ``close()`` at the end (tqdm has both)."""
+
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+#: ``(description, total units or None, unit name) -> Bar``: how workflows report progress.
+Progress = Callable[[str, "int | None", str], Bar]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def no_progress(_desc: str, _total: int | None, _unit: str) -> Bar:
+    """A :data:`Progress` that reports nothing."""
+    return _NoBar()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; an unavailable CUDA device is an error, never a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise UserInputError(f"unknown device '{name}'; give {{device}} cpu, cuda, cuda:N or auto",
+                             options=["device"]) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device '{name}' requested but CUDA is not available here; give {{device}} cpu",
+                             options=["device"])
+    if dev.type not in ("cpu", "cuda"):
+        raise UserInputError(f"device '{name}' is not supported; give {{device}} cpu, cuda, cuda:N or auto",
+                             options=["device"])
+    return dev
+
+
+def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
+    """``None``/``"top1"`` -> None (explain the prediction); an index; or a class name (case-insensitive)."""
+    if text is None or (isinstance(text, str) and text.lower() == "top1"):
+        return None
+    if isinstance(text, int) or text.strip().lstrip("-").isdigit():
+        idx = int(text)
+        if not 0 <= idx < len(labels):
+            raise UserInputError(f"target {idx} is out of range; the model has {len(labels)} classes "
+                                 f"(0..{len(labels) - 1}); give {{target}} a valid index", options=["target"])
+        return idx
+    wanted = text.strip().lower()
+    hits = [i for i, name in enumerate(labels) if name.lower() == wanted]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise UserInputError(f"class name '{text}' is ambiguous (indices {', '.join(map(str, hits))}); give "
+                             f"{{target}} an index", options=["target"])
+    raise UserInputError(f"unknown class name '{text}'{did_you_mean(text, labels)}; give {{target}} a class index "
+                         f"or an exact name", options=["target"])
+
+
+def load_stats_files(paths: Sequence[str], spec: ModelSpec, layers: Sequence[str],
+                     input_shape: tuple[int, ...] | None = None) -> list[Statistics]:
+    """Statistics files from ``video-iba estimate``, one per layer in order, checked against the
+    model, layer and (when given) input shape; an empty list when none are given."""
+    if paths and len(paths) != len(layers):
+        raise UserInputError(f"got {len(paths)} statistics files for {len(layers)} layers ({', '.join(layers)}); "
+                             f"give {{stats}} one per layer, in the same order", options=["stats"])
+    out = []
+    for p, layer in zip(paths, layers):
+        st = Statistics.load(p)
+        st.check(None, layer=layer, model=spec.name, input_shape=input_shape)
+        out.append(st)
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a session is opened with (the command line's model options).
+
+    Attributes:
+        model: Registry name; ``None`` picks :data:`DEFAULT_IMAGE_MODEL` or :data:`DEFAULT_VIDEO_MODEL`
+            by the kind of input.
+        weights: As for :func:`video_iba.load_model`.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        method: A name of :data:`~video_iba.methods.attribute.METHODS`.
+        layers: Bottleneck layers (default: the model's; SlowFast: one per pathway).
+        stats: Statistics files, one per layer (the per-sample bottleneck only).
+        readout: A readout checkpoint (the readout method only).
+        config: Bottleneck settings.
+        seed: Seed of the methods' randomness (``None``: IBA draws one and records it).
+    """
+
+    model: str | None = None
+    weights: str = "default"
+    device: str = "cpu"
+    method: str = "iba"
+    layers: tuple[str, ...] | None = None
+    stats: tuple[str, ...] | None = None
+    readout: str | None = None
+    config: IBAConfig = dataclasses.field(default_factory=IBAConfig)
+    seed: int | None = 0
+
+    def model_for(self, path: str) -> str:
+        """The model explaining the file ``path``."""
+        if self.model:
+            return self.model
+        return DEFAULT_VIDEO_MODEL if is_video_file(path) else DEFAULT_IMAGE_MODEL
+
+
+@dataclass
+class Session:
+    """A loaded model with its method and settings; :meth:`attribute` explains one model input."""
+
+    spec: ModelSpec
+    model: nn.Module
+    labels: list[str]
+    device: torch.device
+    settings: Settings
+    method: Method
+    layers: list[str]
+    stats: list[Statistics] | None = None
+    readout: Readout | None = None
+
+    @classmethod
+    def open(cls, settings: Settings, model_name: str | None = None, *, model: nn.Module | None = None,
+             readout: Readout | None = None) -> "Session":
+        """Check the settings, then load the model (and statistics, readout) of ``model_name``
+        (default: ``settings.model``); ``model`` and ``readout`` reuse objects already loaded."""
+        name = model_name or settings.model
+        if not name:
+            raise UserInputError("no model given; name one with {model} (`video-iba models` lists them)",
+                                 options=["model"])
+        method = check_method(settings.method)
+        if settings.stats and not method.uses_statistics:
+            raise UserInputError(f"{{stats}} applies to the method iba only, not to {method.name}; drop it",
+                                 options=["stats"])
+        if settings.readout and not method.uses_readout:
+            raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
+                                 options=["readout"])
+        spec = get_spec(name)
+        layers = list(settings.layers) if settings.layers else list(spec.layers)
+        if spec.slowfast_alpha and len(layers) != 2:
+            raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
+                                 f"{spec.layers[0]} and {spec.layers[1]}", options=["layer"])
+        device = resolve_device(settings.device)
+        input_shape = None if spec.is_video else spec.input_shape
+        stats = [s.to(device) for s in load_stats_files(list(settings.stats or ()), spec, layers, input_shape)] or None
+        if method.uses_readout and readout is None:
+            readout = load_readout(settings.readout, spec.name, device)
+        if model is None:
+            model = load_model(name, weights=settings.weights, device=device)
+        return cls(spec, model, labels_for(spec), device, settings, method, layers, stats,
+                   readout if method.uses_readout else None)
+
+    def with_method(self, name: str) -> "Session":
+        """The same model and settings with another method (comparisons)."""
+        method = check_method(name)
+        if method.uses_readout and self.readout is None:
+            raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
+                                 "`video-iba train-readout`", options=["readout"])
+        return dataclasses.replace(self, method=method)
+
+    def attribute(self, x: torch.Tensor, target: int | None,
+                  on_step: Callable[[int, float, float], None] | None = None) -> Attribution:
+        """Explain one model input (an image ``(1, 3, S, S)`` or a clip ``(1, 3, T, S, S)``) with the
+        session's method; ``target`` ``None`` explains the top-1 class."""
+        x = x.to(self.device)
+        if self.method.name == "iba":
+            attr = explain(self.model, x, target, layer=self.layers[0] if len(self.layers) == 1 else self.layers,
+                           stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
+                           config=self.settings.config, seed=self.settings.seed, on_step=on_step)
+        elif self.method.uses_readout:
+            assert self.readout is not None
+            attr = explain_readout(self.model, self.readout, x, target)
+        else:
+            attr = baseline(self.method.name, self.model, x, target, seed=self.settings.seed or 0)
+        assert attr.logits is not None
+        self.check_classes(attr.logits)
+        return attr
+
+    def predict(self, x: torch.Tensor) -> np.ndarray:
+        """The softmax of one model input, ``(K,)`` float64 (no gradients, the model left as it was)."""
+        with frozen(self.model), torch.no_grad():
+            logits = self.model(packed(x.to(self.device), input_packer(self.model)))
+        self.check_classes(logits[0])
+        return torch.softmax(logits[0].double(), 0).cpu().numpy()
+
+    def check_classes(self, logits: torch.Tensor) -> None:
+        """Refuse weights whose number of outputs differs from the model's label set."""
+        if logits.shape[-1] != len(self.labels):
+            raise UserInputError(f"the model outputs {logits.shape[-1]} classes but {self.spec.name} has "
+                                 f"{len(self.labels)} labels; give {{weights}} of the {len(self.labels)}-class model",
+                                 options=["weights"])
+
+    def top(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes ``(name, probability)``."""
+        return [(self.labels[i], float(probs[i])) for i in np.argsort(-probs, kind="stable")[:k]]
+
+
+class Sessions:
+    """Sessions opened on demand, one per model, each loaded once (batches mixing photos and videos)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._open: dict[str, Session] = {}
+
+    def for_input(self, path: str) -> Session:
+        """The session explaining the file ``path``."""
+        name = self.settings.model_for(path)
+        if name not in self._open:
+            self._open[name] = Session.open(self.settings, name)
+        return self._open[name]
+
+
+__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "Bar", "Progress", "no_progress", "Session",
+           "Sessions", "Settings", "load_stats_files", "resolve_device", "resolve_target"]

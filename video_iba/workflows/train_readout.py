@@ -1,0 +1,468 @@
+"""``video-iba train-readout``: fit a readout bottleneck on a dataset, resumable, on one or many processes.
+
+Single process by default; under ``torchrun --nproc-per-node N`` every rank trains on its own
+shard of each epoch's shuffled inputs and DistributedDataParallel averages the gradients (gloo on
+CPU, NCCL on GPU). Files in ``OUT``: ``checkpoint.pt`` after every epoch (the readout, the
+optimiser and the epoch: a rerun of the same command resumes after the last finished epoch),
+``readout.pt`` when training ends (for ``explain --method readout --readout``), ``loss.jsonl``
+(one line per step: epoch, step, loss, cross-entropy, information in nats, averaged over ranks).
+
+With validation data, every epoch is also scored on it (the same loss with the same noise every
+epoch, its cross-entropy and information, and ``kept``: the share of inputs whose noisy
+prediction is still the target); ``best.pt`` is the epoch of the lowest validation loss and
+becomes ``readout.pt``; ``patience`` stops after that many epochs without a lower one. A
+validation cross-entropy that rises far above its lowest value means the mask is giving up the
+prediction to save information, and a chosen epoch that keeps the target for fewer than half of
+the validation inputs means it destroys the prediction: a warning says so and suggests a smaller
+beta.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..bottleneck.estimator import Statistics
+from ..bottleneck.insertion import frozen
+from ..config import IBAConfig
+from ..distributed import barrier, process_group, rank, shard, sum_over_ranks, world_size
+from ..errors import UserInputError
+from ..evaluation.synthetic import (SYNTHETIC_LAYER, TRAIN_SEEDS, VALIDATION_SEEDS, load_tubenet, make_batch)
+from ..files import atomic_write, ensure_writable_dir
+from ..io.clips import read_clip
+from ..io.image import read_image
+from ..io.ledger import Ledger, keep_records
+from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
+from ..models.pathways import Pack
+from ..models.preprocess import preprocess_image
+from ..models.registry import get_spec, load_model
+from .estimate import estimate_inputs
+from .session import Progress, load_stats_files, no_progress, resolve_device
+
+log = logging.getLogger(__name__)
+
+READOUT_BETA = 1.0
+"""Default beta of readout training: 1, not the per-sample bottleneck's 10. Trained to convergence,
+the readout at beta 10 closed the target's evidence on the synthetic benchmark and destroyed the
+prediction of the real EfficientNet-Lite0, where beta 1 was stable (docs/readout.md)."""
+
+#: Inputs the readout's statistics and normalisation are estimated on (at most).
+MAX_ESTIMATE = 2000
+
+
+@dataclass
+class TrainingData:
+    """Inputs of a readout training: ``items`` (seeds, file paths ...) and how a batch of them is loaded.
+
+    ``load(items)`` returns the inputs of the batch (images ``(N, 3, S, S)`` or clips
+    ``(N, 3, T, S, S)``) and the labels (``None``: targets are the model's top-1 classes); items
+    that cannot be read are skipped by ``load`` (with a warning).
+    """
+
+    name: str
+    items: list[Any]
+    load: Callable[[Sequence[Any]], tuple[torch.Tensor, torch.Tensor | None]]
+
+    def batches(self, order: Sequence[int], batch_size: int) -> list[list[Any]]:
+        """The items in ``order``, in chunks of ``batch_size``."""
+        items = [self.items[i] for i in order]
+        return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+    def inputs(self, items: Sequence[Any], batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:
+        """The inputs of ``items`` in batches, on ``device``."""
+        sub = TrainingData(self.name, list(items), self.load)
+        for chunk in sub.batches(range(len(items)), batch_size):
+            yield self.load(chunk)[0].to(device)
+
+
+def synthetic_data(clips: int) -> TrainingData:
+    """The first ``clips`` training clips of the synthetic benchmark, with their labels (kept in
+    memory once generated: 0.8 MB per clip)."""
+    if not 1 <= clips <= len(TRAIN_SEEDS):
+        raise UserInputError(f"{{clips}} must be between 1 and {len(TRAIN_SEEDS)}, got {clips}", options=["clips"])
+    return _seeded("synthetic", list(TRAIN_SEEDS)[:clips])
+
+
+def synthetic_validation_data() -> TrainingData:
+    """The synthetic benchmark's validation clips (never scored by ``evaluate``), with their labels."""
+    return _seeded("synthetic validation", list(VALIDATION_SEEDS))
+
+
+def _seeded(name: str, seeds: list[int]) -> TrainingData:
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # generating a clip costs more than a training step
+
+    def load(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        missing = [s for s in batch if s not in cache]
+        if missing:
+            x, y = make_batch(missing)
+            for s, xi, yi in zip(missing, x, y):
+                cache[s] = (xi, yi)
+        return torch.stack([cache[s][0] for s in batch]), torch.stack([cache[s][1] for s in batch])
+
+    return TrainingData(name, seeds, load)
+
+
+def folder_data(folder: str, model_name: str) -> TrainingData:
+    """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels."""
+    _, files = estimate_inputs(folder, model_name)
+    spec = get_spec(model_name)
+
+    def load(paths: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        xs = []
+        for p in paths:
+            try:
+                xs.append(read_clip(p, spec, start=None)[0] if spec.is_video
+                          else preprocess_image(read_image(p), spec, name=f"'{p}'")[0])
+            except UserInputError as exc:
+                log.warning("skipping %s", exc)
+        if not xs:
+            raise UserInputError(f"none of {len(paths)} inputs could be read; check the folder")
+        return torch.cat(xs), None
+
+    return TrainingData(folder, files, load)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a readout is trained.
+
+    Attributes:
+        epochs, batch_size, lr: Adam's epochs, inputs per step and process, learning rate.
+        seed: Seed of the shuffling and the noise.
+        keep_epochs: Also keep ``OUT/epoch<N>.pt`` after every epoch.
+        patience: Stop after this many epochs without a lower validation loss (needs validation data).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    keep_epochs: bool = False
+    patience: int | None = None
+
+
+class _Training:
+    """One training run in ``out_dir``: resume or start, train epochs, keep checkpoints, choose the readout."""
+
+    def __init__(self, model: nn.Module, data: TrainingData, out_dir: str, schedule: Schedule,
+                 validation: TrainingData | None, device: torch.device | str, model_name: str | None,
+                 pack: Pack | None) -> None:
+        self.model, self.data, self.out, self.schedule = model, data, out_dir, schedule
+        self.validation, self.device, self.model_name, self.pack = validation, device, model_name, pack
+        self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
+        self.best = os.path.join(out_dir, "best.pt")
+        self.log_path = os.path.join(out_dir, "loss.jsonl")
+        self.history: list[dict[str, Any]] = []
+        self.start = 0
+
+    def resume_or_prepare(self, layers: Sequence[str], readouts: Sequence[str] | None,
+                          stats: Sequence[Statistics] | None, config: IBAConfig) -> tuple[Readout, dict[str, Any] | None]:
+        """The readout of the last finished epoch (and its checkpoint), or a new one."""
+        if not os.path.exists(self.checkpoint):
+            return self._new(layers, readouts, stats, config), None
+        readout, payload = load_checkpoint(self.checkpoint, self.device)
+        if payload.get("model") != self.model_name or readout.spec.layers != list(layers):
+            raise UserInputError(f"{self.checkpoint} belongs to another training (model {payload.get('model')}, "
+                                 f"layers {readout.spec.layers}); write to another output folder with {{out}}",
+                                 options=["out"])
+        self.start = int(payload["epoch"])
+        self.history = list(payload.get("log", []))
+        if rank() == 0:
+            log.warning("resuming after epoch %d of %d from %s", self.start, self.schedule.epochs, self.checkpoint)
+            if _best_epoch(self.history) == self.start:  # a stop between writing the checkpoint and best.pt
+                _copy(self.checkpoint, self.best)
+        return readout, payload
+
+    def _new(self, layers: Sequence[str], readouts: Sequence[str] | None, stats: Sequence[Statistics] | None,
+             config: IBAConfig) -> Readout:
+        probe = self.data.load(self.data.items[:1])[0].to(self.device)
+        subset = shard(self.data.items[:MAX_ESTIMATE])
+        return new_readout(self.model, probe, lambda: self.data.inputs(subset, self.schedule.batch_size, self.device),
+                           layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack)
+
+    def epoch(self, epoch: int, readout: Readout, net: nn.Module, opt: torch.optim.Optimizer,
+              generator: torch.Generator, progress: Progress) -> None:
+        """Train one epoch (every rank on its shard of the shuffled inputs) and log every step."""
+        s = self.schedule
+        order = np.random.default_rng(s.seed + epoch).permutation(len(self.data.items)).tolist()
+        chunks = self.data.batches(shard(order, pad=True), s.batch_size)
+        bar = progress(f"epoch {epoch + 1}/{s.epochs}", len(chunks), "step") if rank() == 0 else None
+        t0 = time.perf_counter()
+        sums = np.zeros(3)
+        try:
+            with Ledger(self.log_path) if rank() == 0 else _NoLedger() as steps:
+                for step, chunk in enumerate(chunks):
+                    x, y = self.data.load(chunk)
+                    with frozen(self.model), torch.inference_mode(False), torch.enable_grad():
+                        readout.train()
+                        loss, ce, info = readout_loss(self.model, readout, x.to(self.device), y, generator, net=net,
+                                                      pack=self.pack)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                    vals = np.asarray(sum_over_ranks([float(loss.detach()), ce, info], self.device)) / world_size()
+                    sums += vals
+                    steps.append({"epoch": epoch + 1, "step": step + 1, "loss": round(float(vals[0]), 6),
+                                  "ce": round(float(vals[1]), 6), "info_nats": round(float(vals[2]), 6),
+                                  "seconds": round(time.perf_counter() - t0, 3)})
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        readout.eval()
+        n = max(1, len(chunks))
+        self.history.append({"epoch": epoch + 1, "loss": float(sums[0] / n), "ce": float(sums[1] / n),
+                             "info_nats": float(sums[2] / n), "seconds": round(time.perf_counter() - t0, 2)})
+
+    def record(self, epoch: int, readout: Readout, opt: torch.optim.Optimizer) -> None:
+        """After an epoch: validate, write the checkpoint (and ``epoch<N>.pt``, ``best.pt``)."""
+        s = self.schedule
+        if self.validation is not None:
+            self.history[-1].update(validate(self.model, readout, self.validation, s.batch_size, self.device, s.seed,
+                                             self.pack))
+        if rank() == 0:
+            extra = {"data": self.data.name, "batch_size": s.batch_size, "lr": s.lr, "world_size": world_size()}
+            save_checkpoint(self.checkpoint, readout, model_name=self.model_name, epoch=epoch + 1, optimizer=opt,
+                            log=self.history, extra=extra)
+            if s.keep_epochs:
+                save_checkpoint(os.path.join(self.out, f"epoch{epoch + 1}.pt"), readout, model_name=self.model_name,
+                                epoch=epoch + 1, log=self.history, extra={"data": self.data.name, "lr": s.lr})
+            h = self.history[-1]
+            log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
+            if self.validation is not None:
+                log.info("epoch %d validation: loss %.4f, ce %.4f, info %.4f nats, kept %.3f", epoch + 1,
+                         h["val_loss"], h["val_ce"], h["val_info_nats"], h["val_kept"])
+                if _best_epoch(self.history) == epoch + 1:
+                    _copy(self.checkpoint, self.best)
+        barrier()
+
+    def finish(self, readout: Readout) -> Readout:
+        """``readout.pt``: the best validated epoch's readout, else the last epoch's."""
+        chosen = self.checkpoint
+        if self.validation is not None and self.history and "val_loss" in self.history[-1]:
+            chosen = self.best
+            if rank() == 0:
+                _warn_if_prediction_given_up(self.history)
+        if rank() == 0:
+            _copy(chosen, os.path.join(self.out, "readout.pt"))
+        barrier()
+        return load_checkpoint(chosen, self.device)[0] if chosen != self.checkpoint else readout
+
+
+class _NoLedger:
+    """Ranks other than 0 log nothing."""
+
+    def __enter__(self) -> "_NoLedger":
+        return self
+
+    def append(self, _record: dict[str, Any]) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def train(
+    model: nn.Module,
+    data: TrainingData,
+    out_dir: str,
+    *,
+    layers: Sequence[str],
+    readouts: Sequence[str] | None = None,
+    stats: Sequence[Statistics] | None = None,
+    config: IBAConfig | None = None,
+    schedule: Schedule = Schedule(),
+    device: torch.device | str = "cpu",
+    model_name: str | None = None,
+    validation: TrainingData | None = None,
+    pack: Pack | None = None,
+    progress: Progress = no_progress,
+) -> Readout:
+    """Train (or resume training) a readout; returns it (with validation data: the best epoch's).
+    Call it on every rank under torchrun.
+
+    ``config``: the bottleneck settings (default: beta :data:`READOUT_BETA`). ``validation``:
+    inputs scored after every epoch (see the module's description). ``pack``: for a multi-pathway
+    network, builds its pathways from each clip batch (registry models: automatic).
+    """
+    cfg = config or IBAConfig().replace(beta=READOUT_BETA)
+    s = schedule
+    if s.epochs <= 0 or s.batch_size <= 0 or not s.lr > 0:
+        raise UserInputError("{epochs}, {batch_size} and {lr} must be > 0", options=["epochs", "batch_size", "lr"])
+    if not data.items:
+        raise UserInputError(f"no training inputs in {data.name}")
+    if s.patience is not None and (validation is None or s.patience <= 0):
+        raise UserInputError("{patience} needs {validation} data and must be > 0", options=["patience", "validation"])
+    if validation is not None and not validation.items:
+        raise UserInputError(f"no validation inputs in {validation.name}")
+    ensure_writable_dir(out_dir)
+    run = _Training(model, data, out_dir, s, validation, device, model_name, pack)
+    with frozen(model):
+        readout, payload = run.resume_or_prepare(layers, readouts, stats, cfg)
+    net: nn.Module = readout
+    if world_size() > 1:
+        dev = torch.device(device)
+        net = torch.nn.parallel.DistributedDataParallel(readout, device_ids=[dev.index] if dev.type == "cuda" else None)
+    opt = torch.optim.Adam(readout.heads.parameters(), lr=s.lr)
+    if payload is not None and payload.get("optimizer") is not None:
+        opt.load_state_dict(payload["optimizer"])
+    if rank() == 0:
+        keep_records(run.log_path, lambda r: r.get("epoch", s.epochs + 1) <= run.start)
+    generator = torch.Generator(device=torch.device(device)).manual_seed(s.seed * 1000 + rank())
+    for epoch in range(run.start, s.epochs):
+        if _patience_spent(run.history, s.patience):
+            break
+        run.epoch(epoch, readout, net, opt, generator, progress)
+        run.record(epoch, readout, opt)
+    return run.finish(readout)
+
+
+def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size: int, device: torch.device | str,
+             seed: int = 0, pack: Pack | None = None) -> dict[str, float]:
+    """The readout's loss terms on ``data`` (the same noise on every call; ranks share the inputs,
+    none repeated): ``val_loss``, ``val_ce``, ``val_info_nats``, ``val_kept``, means over inputs."""
+    items = shard(list(data.items))
+    generator = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + 999 + rank())
+    sums = np.zeros(4)
+    was_training = readout.training
+    readout.eval()
+    try:
+        for chunk in TrainingData(data.name, items, data.load).batches(range(len(items)), batch_size):
+            x, y = data.load(chunk)
+            with frozen(model), torch.no_grad():
+                ce, info, noisy, target = readout_terms(model, readout, x.to(device), y, generator, pack=pack)
+            sums += [float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()), ce.numel()]
+    finally:
+        readout.train(was_training)
+    ce_sum, info_sum, kept, n = sum_over_ranks(sums.tolist(), device)
+    if n == 0:
+        raise UserInputError(f"none of the validation inputs of {data.name} could be read")
+    beta = readout.config.beta
+    return {"val_loss": (ce_sum + beta * info_sum) / n, "val_ce": ce_sum / n, "val_info_nats": info_sum / n,
+            "val_kept": kept / n}
+
+
+def _best_epoch(history: Sequence[dict[str, Any]]) -> int | None:
+    scored = [h for h in history if "val_loss" in h]
+    return int(min(scored, key=lambda h: h["val_loss"])["epoch"]) if scored else None
+
+
+def _patience_spent(history: Sequence[dict[str, Any]], patience: int | None) -> bool:
+    best = _best_epoch(history)
+    return patience is not None and best is not None and int(history[-1]["epoch"]) - best >= patience
+
+
+def _warn_if_prediction_given_up(history: Sequence[dict[str, Any]]) -> None:
+    scored = [h for h in history if "val_loss" in h]  # a run may have been validated from a resume on
+    best = _best_epoch(scored)
+    chosen = next(h for h in scored if h["epoch"] == best)
+    low = min(scored, key=lambda h: h["val_ce"])
+    if chosen["val_kept"] < 0.5:
+        log.warning("with the chosen epoch %d's mask only %.0f%% of the validation inputs are still predicted as "
+                    "their target (cross-entropy %.3f): the mask destroys the prediction; train with a smaller "
+                    "beta", chosen["epoch"], 100 * chosen["val_kept"], chosen["val_ce"])
+    elif chosen["val_ce"] > 2 * low["val_ce"] + 0.05:
+        log.warning("validation cross-entropy of the chosen epoch %d is %.3f, against %.3f after epoch %d (inputs "
+                    "still predicted as their target: %.0f%% against %.0f%%): the mask gives up the prediction to "
+                    "save information; train with a smaller beta, or keep every epoch's checkpoint and compare "
+                    "them", chosen["epoch"], chosen["val_ce"], low["val_ce"], low["epoch"],
+                    100 * chosen["val_kept"], 100 * low["val_kept"])
+
+
+def _copy(src: str, dst: str) -> None:
+    with atomic_write(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A ``train-readout`` command: the dataset and model, and where to write."""
+
+    dataset: str
+    out_dir: str
+    model: str | None = None
+    weights: str = "default"
+    layers: Sequence[str] | None = None
+    readouts: Sequence[str] | None = None
+    stats: Sequence[str] = ()
+    beta: float | None = None
+    clips: int = 1600
+    validation: str | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class Trained:
+    """What :func:`train_dataset` did: the readout, its data, its epochs' history (``lead``: this
+    process is rank 0, which wrote the files; other ranks get no epoch and history)."""
+
+    readout: Readout
+    inputs: int
+    processes: int
+    epoch: int
+    history: list[dict[str, Any]]
+    validated: bool
+    lead: bool = True
+
+
+def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: Progress = no_progress) -> Trained:
+    """Set up the data and model of ``run`` (``synthetic`` or a folder) and train a readout on every rank."""
+    with process_group(str(resolve_device(run.device))) as dev:
+        cfg = IBAConfig().replace(beta=run.beta if run.beta is not None else READOUT_BETA)
+        if run.dataset == "synthetic":
+            model, name, layers, stats, data, validation = _synthetic_run(run, dev)
+        else:
+            model, name, layers, stats, data, validation = _folder_run(run, dev)
+        if stats is not None and len(stats) != len(layers):
+            raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(layers)})", options=["stats"])
+        readout = train(model, data, run.out_dir, layers=layers, readouts=run.readouts, stats=stats, config=cfg,
+                        schedule=schedule, device=dev, model_name=name, validation=validation, progress=progress)
+        processes = world_size()
+        lead = rank() == 0
+    if not lead:
+        return Trained(readout, len(data.items), processes, 0, [], validation is not None, lead=False)
+    epoch = int(load_checkpoint(os.path.join(run.out_dir, "readout.pt"))[1]["epoch"])
+    history = list(load_checkpoint(os.path.join(run.out_dir, "checkpoint.pt"))[1]["log"])
+    return Trained(readout, len(data.items), processes, epoch, history, validation is not None)
+
+
+def _synthetic_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
+                                                        TrainingData, TrainingData | None]:
+    if run.model or run.weights != "default":
+        raise UserInputError("the synthetic benchmark has its own model; drop {model} and {weights}",
+                             options=["model", "weights"])
+    if run.validation not in (None, "none"):
+        raise UserInputError("the synthetic benchmark validates on its own validation clips; drop {validation} or "
+                             "give it 'none'", options=["validation"])
+    stats = [Statistics.load(p) for p in run.stats] if run.stats else None
+    validation = None if run.validation == "none" else synthetic_validation_data()
+    return (load_tubenet().to(dev), "tubenet", list(run.layers or [SYNTHETIC_LAYER]), stats,
+            synthetic_data(run.clips), validation)
+
+
+def _folder_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
+                                                     TrainingData, TrainingData | None]:
+    name, _ = estimate_inputs(run.dataset, run.model)
+    spec = get_spec(name)
+    layers = list(run.layers or spec.layers)
+    stats = load_stats_files(list(run.stats), spec, layers) or None
+    data = folder_data(run.dataset, name)
+    validation = None
+    if run.validation not in (None, "none"):
+        if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
+            raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
+        validation = folder_data(run.validation, name)
+    return load_model(name, weights=run.weights, device=dev), name, layers, stats, data, validation
+
+
+__all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
+           "synthetic_validation_data", "folder_data", "train", "train_dataset", "validate"]
