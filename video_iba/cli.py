@@ -204,7 +204,7 @@ def _train_parser(sub: Any) -> None:
     tr.option("--batch-size", type=_positive_int, default=32, help="inputs per step and process (default 32)")
     tr.option("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.option("--beta", type=_positive_float, help="weight of the information term (default 1, not the 10 of the "
-                                                   "per-sample bottleneck: see docs/readout.md)")
+                                                   "per-sample bottleneck: see docs/readout-and-scale-out.md)")
     tr.option("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
     tr.option("--seed", type=_seed, default=0, help="seed of the shuffling and the noise (default 0)")
     tr.option("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")

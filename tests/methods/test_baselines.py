@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import video_iba
@@ -136,7 +137,8 @@ def test_cli_method_for_photos_and_clips(photo_dir: str, tmp_path, capsys) -> No
     stdout = capsys.readouterr().out
     assert "gradcam (grad-cam)" in stdout
     stem = os.path.splitext(os.path.basename(photo))[0]
-    assert (out / f"{stem}.png").exists()
+    with Image.open(out / f"{stem}.png") as fig:  # photo | overlay with its colorbar
+        assert fig.size[0] > 2 * fig.size[1] * 0.8
     a = video_iba.Attribution.load(str(out / f"{stem}.npz"))
     assert a.unit == "grad-cam" and a.values.shape == (224, 224) and a.meta["cam_layer"]
     clip = encode(str(tmp_path / "c.mp4"), frames=30, size=(128, 96))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import dataclasses
 import os
 
 import pytest
 import torch
+from PIL import Image
 
-from video_iba.methods.readout import ALPHA_BOUND, ReadoutHead
-from ..helpers import run_cli, read_jsonl, torchrun
+import video_iba
+from video_iba.methods.readout import ALPHA_BOUND, ReadoutHead, load_checkpoint
 
+from ..helpers import read_jsonl, run_cli, torchrun
 
 
 def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:
@@ -90,14 +92,20 @@ def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, caps
     code, stdout, err = run_cli(["train-readout", photo_dir, "--validation", str(val), "--patience", "1", "--epochs",
                               "1", "--batch-size", "2", "--out", out], capsys)
     assert code == 0, err
-    assert "target kept" in stdout and os.path.exists(os.path.join(out, "best.pt"))
+    best = load_checkpoint(os.path.join(out, "best.pt"))[1]
+    assert "target kept" in stdout and best["epoch"] == 1 and "val_kept" in best["log"][0]
     photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
     code, stdout, err = run_cli(["explain", photo, "--method", "readout", "--readout", os.path.join(out, "readout.pt"),
                               "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
     assert "readout bottleneck at _blocks.4" in stdout
     stem = os.path.splitext(os.path.basename(photo))[0]
-    assert os.path.exists(tmp_path / "o" / f"{stem}.png") and os.path.exists(tmp_path / "o" / f"{stem}.npz")
+    explained = video_iba.load(tmp_path / "o" / f"{stem}.npz")
+    assert explained.unit == "bits" and explained.meta["method"] == "iba_readout" and explained.total_bits > 0
+    assert explained.meta["readouts"][0] == "_blocks.4" and len(explained.meta["readouts"]) == 2  # + the last map
+    assert explained.values.shape == (224, 224)
+    with Image.open(tmp_path / "o" / f"{stem}.png") as fig:
+        assert fig.size[0] > 600
     # a readout of another model, a file that is not a checkpoint, --readout without the method
     code, _, err = run_cli(["explain", photo, "--model", "resnet18", "--weights", "random", "--method", "readout",
                          "--readout", os.path.join(out, "readout.pt"), "--out", str(tmp_path / "o")], capsys)
@@ -124,7 +132,7 @@ def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: igno
     # the benchmark's 100 validation clips, shared by the ranks, scored after the epoch
     val = ckpt["log"][0]
     assert val["val_loss"] > val["val_ce"] > 0 and 0 <= val["val_kept"] <= 1 and val["val_info_nats"] > 0
-    assert os.path.exists(os.path.join(out, "best.pt")) and "target kept" in run.stdout
+    assert load_checkpoint(os.path.join(out, "best.pt"))[1]["epoch"] == 1 and "target kept" in run.stdout
 
 
 @pytest.mark.parametrize("dims", [2, 3])

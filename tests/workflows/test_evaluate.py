@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ..helpers import run_cli, read_jsonl
 
@@ -20,8 +21,13 @@ def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys) -> Non
     argv = ["evaluate", "synthetic", "--clips", "2", "--methods", "random,saliency", "--out", out]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
-    for name in ("results.md", "results.csv", "results.json", "scores.jsonl", "degradation8.png"):
-        assert os.path.exists(os.path.join(out, name)), name
+    with Image.open(os.path.join(out, "degradation8.png")) as plot:  # MoRF | LeRF side by side
+        assert plot.size[0] > plot.size[1] > 200
+    with open(os.path.join(out, "results.csv"), encoding="utf-8") as fh:
+        rows = fh.read().splitlines()
+    assert rows[0] == "method,metric,mean,ci_low,ci_high,n" and len(rows) == 1 + 2 * 3
+    with open(os.path.join(out, "results.md"), encoding="utf-8") as fh:
+        assert "| random |" in fh.read()
     scores = read_jsonl(os.path.join(out, "scores.jsonl"))
     assert len(scores) == 2 * 2 * 3  # clips x methods x (degradation8, hit_ratio, temporal_share)
     table = json.load(open(os.path.join(out, "results.json")))

@@ -191,11 +191,11 @@ class Statistics:
         rec_model = self.meta.get("model")
         if model is not None and rec_model is not None and rec_model != model:
             raise UserInputError(f"{where} were estimated for model '{rec_model}', not '{model}'; "
-                                 f"run `video-iba estimate` for {model} or drop --stats")
+                                 f"run `video-iba estimate` for {model} or drop {{stats}}", options=["stats"])
         rec_layer = self.meta.get("layer")
         if layer is not None and rec_layer is not None and rec_layer != layer:
             raise UserInputError(f"{where} were estimated at layer '{rec_layer}', not '{layer}'; "
-                                 f"use --layer {rec_layer} or estimate statistics for {layer}")
+                                 f"give {{layer}} {rec_layer} or estimate statistics for {layer}", options=["layer"])
         rec_input = self.meta.get("input_shape")
         if input_shape is not None and rec_input is not None and list(rec_input) != list(input_shape):
             raise UserInputError(f"{where} were estimated for inputs of shape {tuple(rec_input)}, "

@@ -20,13 +20,11 @@ Choices fixed here:
   ``1 - (5/6)^2 = 0.31`` of the unbounded one: a hard clamp at the initial value would pass no
   gradient at all.
 * The last convolution sees its inputs centred over the positions of each input, so the mask's
-  level is set by the bias alone and its pattern by the features. Without this, the information
-  term (the same sign at every position) drove all weights of the last layer, whose inputs are
-  non-negative after the ReLU, towards closing the mask everywhere at once: on the synthetic
-  benchmark every run (Adam, learning rates 3e-4 to 1e-2) fell within two epochs into the trivial
-  optimum of a closed mask and chance-level cross-entropy, and stayed there as ``alpha`` reached
-  the bound. Centred, the information dropped from 5 to 0.75 nats per element in 4 epochs with
-  the cross-entropy below 0.1.
+  level is set by the bias alone and its pattern by the features. The information term pushes
+  every position the same way; with the last layer's inputs non-negative after the ReLU, it
+  would otherwise drive all of that layer's weights towards closing the mask everywhere at once,
+  a trivial optimum with chance-level cross-entropy that training does not leave (the runs that
+  showed it are in docs/readout-and-scale-out.md).
 * SlowFast (several bottlenecks): one head per bottleneck, each fed with all readouts resized to
   its own grid; the information term is the mean over the elements of all bottlenecks.
 * The mask is smoothed like the per-sample one (sigma 1 cell, temporal sigma 1 frame); the map

@@ -21,9 +21,8 @@ from ..evaluation.synthetic import SYNTHETIC_LAYER, load_tubenet, load_tubenet_r
 from ..methods.attribute import check_method
 from ..methods.iba import estimate
 from ..methods.readout import Readout, load_readout
-from ..models.registry import get_spec, load_model
 from .estimate import estimate_inputs
-from .session import Progress, load_stats_files, no_progress, resolve_device
+from .session import Progress, Session, Settings, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +126,19 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
 
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
     name, _ = estimate_inputs(ev.dataset, ev.model)
-    spec = get_spec(name)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
-    layers = list(ev.layers or spec.layers)
-    loaded = load_stats_files(list(ev.stats), spec, layers)
     items = folder_items(ev.dataset, name, ev.annotations, dev)
-    model = load_model(name, weights=ev.weights, device=dev)
+    session = Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
+                                    layers=tuple(ev.layers) if ev.layers else None, stats=tuple(ev.stats) or None))
+    layers, loaded = session.layers, session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
     restats = None
     if stats is not None:
         def restats(m: nn.Module) -> Any:
             log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
             return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
-    return _Setup(model, name, items, metrics, layers, stats, restats,
-                  {"tube_frames": TUBE_FRAMES} if spec.is_video else {})
+    return _Setup(session.model, name, items, metrics, layers, stats, restats,
+                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {})
 
 
 def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -> Readout | None:

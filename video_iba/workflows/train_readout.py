@@ -43,16 +43,15 @@ from ..io.ledger import Ledger, keep_records
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
-from ..models.registry import get_spec, load_model
+from ..models.registry import get_spec
 from .estimate import estimate_inputs
-from .session import Progress, load_stats_files, no_progress, resolve_device
+from .session import Progress, Session, Settings, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
 
 READOUT_BETA = 1.0
-"""Default beta of readout training: 1, not the per-sample bottleneck's 10. Trained to convergence,
-the readout at beta 10 closed the target's evidence on the synthetic benchmark and destroyed the
-prediction of the real EfficientNet-Lite0, where beta 1 was stable (docs/readout.md)."""
+"""Default beta of readout training: 1, not the per-sample bottleneck's 10, which gave up the
+prediction when trained to convergence (docs/readout-and-scale-out.md has the measurements)."""
 
 #: Inputs the readout's statistics and normalisation are estimated on (at most).
 MAX_ESTIMATE = 2000
@@ -452,16 +451,15 @@ def _synthetic_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str
 def _folder_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
                                                      TrainingData, TrainingData | None]:
     name, _ = estimate_inputs(run.dataset, run.model)
-    spec = get_spec(name)
-    layers = list(run.layers or spec.layers)
-    stats = load_stats_files(list(run.stats), spec, layers) or None
+    session = Session.open(Settings(model=name, weights=run.weights, device=dev,
+                                    layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
     data = folder_data(run.dataset, name)
     validation = None
     if run.validation not in (None, "none"):
         if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
             raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
         validation = folder_data(run.validation, name)
-    return load_model(name, weights=run.weights, device=dev), name, layers, stats, data, validation
+    return session.model, name, session.layers, session.stats, data, validation
 
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
