@@ -98,8 +98,10 @@ def _model_options(p: _Parser) -> None:
 
 
 def _range_options(p: _Parser, group: Any) -> None:
-    p.option("--start", type=_seconds, default=0.0, group=group, help="start of the range to explain, seconds (default 0)")
-    p.option("--end", type=_positive_float, group=group, help="end of the range, seconds (default: the end of the video)")
+    p.option("--start", type=_seconds, default=0.0, group=group,
+             help="start of the range to explain, seconds (default 0)")
+    p.option("--end", type=_positive_float, group=group,
+             help="end of the range, seconds (default: the end of the video)")
     p.option("--stride", type=_positive_float, group=group,
              help="seconds between the starts of successive model clips (default: one clip length, no overlap)")
 

@@ -101,7 +101,7 @@ class Explained:
 
 
 @dataclass
-class Window:
+class WindowMaps:
     """A window's explanation: per crop, the map ``(T, S, S)`` in ``unit``, per bottleneck layer the
     bits per feature cell, the softmax, and the seconds it took."""
 
@@ -137,12 +137,12 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
                os.path.join(out_dir, f"{stem}.npz")]
     ensure_writable_dir(out_dir)
-    t0 = time.perf_counter()
     target = resolve_target(options.target, session.labels)
     mean_probs = None
     if target is None and plan.count > 1:
         mean_probs = predict(session, plan, progress)
         target = int(mean_probs.argmax())
+    t0 = time.perf_counter()
     if not plan.is_video:
         return _photo(session, plan, target, options, outputs, progress)
     first_meta: dict[str, Any] = {}
@@ -171,17 +171,17 @@ def predict(session: Session, plan: InputPlan, progress: Progress = no_progress)
 
 
 def attribute_windows(session: Session, plan: InputPlan, target: int | None, progress: Progress = no_progress,
-                      first_meta: dict[str, Any] | None = None) -> list[Window]:
+                      first_meta: dict[str, Any] | None = None) -> list[WindowMaps]:
     """Explain every window and crop of ``plan`` for ``target``; ``first_meta`` receives the first
     explanation's metadata (the fit's settings)."""
     fitted = session.method.fitted
     bar = progress("explaining", plan.count * (session.settings.config.steps if fitted else 1),
                    "step" if fitted else "clip")
     on_step = (lambda *_: bar.update(1)) if fitted else None
-    out: list[Window] = []
+    out: list[WindowMaps] = []
     try:
         for _wi, inputs in plan.units():
-            window = Window()
+            window = WindowMaps()
             t1 = time.perf_counter()
             for x in inputs:
                 attr = session.attribute(x, target, on_step)
@@ -211,7 +211,7 @@ def _fit_meta(session: Session, first: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in first.items() if k not in ("target", "seconds", "version")}
 
 
-def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[Window], target: int, options: Options,
+def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMaps], target: int, options: Options,
                   mean_probs: np.ndarray, first_meta: dict[str, Any], seconds: float) -> ClipAttribution:
     """A video's :class:`ClipAttribution`: the windows' maps, their totals per source frame, the metadata."""
     assert plan.line is not None
