@@ -23,7 +23,8 @@ class Method:
     Attributes:
         name: Its name (``explain --method NAME``).
         information: Its maps are information in bits (the two bottlenecks).
-        fitted: It optimises a mask per input in ``steps`` steps (progress is counted in steps).
+        fitted: It optimises a mask per input in ``steps`` steps (the per-sample bottleneck;
+            progress is counted in steps).
         uses_statistics: It takes per-neuron statistics (``--stats``).
         uses_readout: It needs a trained readout (``--readout``).
     """
@@ -89,7 +90,7 @@ def attribute(
         return explain_readout(model, readout, x, target, pack=pack)
     if readout is not None:
         raise UserInputError(f"{{readout}} applies to the readout method only, not to {m.name}", options=["readout"])
-    if m.name == "iba":
+    if m.fitted:
         return explain(model, x, target, pack=pack, seed=seed, **options)
     return baseline(m.name, model, x, target, pack=pack, seed=seed, **options)
 

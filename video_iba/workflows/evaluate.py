@@ -80,7 +80,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     def kwargs(method: str) -> dict[str, Any]:
         if check_method(base_method(method)).uses_readout:
             return {"readout": readout}
-        if base_method(method) == "iba":
+        if check_method(base_method(method)).uses_statistics:
             cfg = configs.get(method, configs[iba_label(ev.betas[0])])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
                     "config": cfg}
@@ -116,7 +116,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in synthetic_items(ev.clips)]
     layers = list(ev.layers or [SYNTHETIC_LAYER])
     stats = restats = None
-    if any(base_method(m) == "iba" for m in labels):
+    if any(check_method(base_method(m)).uses_statistics for m in labels):
         def restats(m: nn.Module) -> Any:
             return estimate(m, statistics_batches(device=dev), layer=layers if len(layers) > 1 else layers[0])
 

@@ -206,7 +206,7 @@ def attribute_windows(session: Session, plan: InputPlan, target: int | None, pro
 
 
 def _fit_meta(session: Session, first: dict[str, Any]) -> dict[str, Any]:
-    if session.method.name == "iba":
+    if session.method.fitted:
         return {k: first[k] for k in FIT_META}
     return {k: v for k, v in first.items() if k not in ("target", "seconds", "version")}
 
@@ -226,7 +226,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
     top = session.top(mean_probs)
     span = plan.span
     meta: dict[str, Any] = {
-        "method": "iba_per_sample" if session.method.name == "iba" else session.method.name, "unit": unit,
+        "method": "iba_per_sample" if session.method.fitted else session.method.name, "unit": unit,
         "model": spec.name, "weights": session.settings.weights, "input": os.path.abspath(plan.path),
         "target": target, "target_label": session.labels[target],
         "target_rule": "given" if options.target not in (None, "top1") else
@@ -266,9 +266,9 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
                  progress: Progress) -> Explained:
     assert plan.line is not None
     label = session.labels[result.target]
-    method = session.method.name
+    method = session.method
     title = f"{session.spec.name} · {label} (#{result.target}) · " + (
-        f"β={session.settings.config.beta:g}" if method == "iba" else method)
+        f"β={session.settings.config.beta:g}" if method.fitted else method.name)
     bar = progress("rendering", len(result.source_frame_indices), "frame")
     try:
         with atomic_writes(outputs) as (tmp_mp4, tmp_npz):
@@ -327,7 +327,7 @@ def _details(session: Session, attr: Attribution) -> str:
     if session.method.uses_readout:
         return (f"{spec.name} · readout bottleneck at {m['layer']} "
                 f"({os.path.basename(str(session.settings.readout))}, beta {m['beta']:g}) · one forward pass")
-    if session.method.name == "iba":
+    if session.method.fitted:
         stats = m["stats"] if isinstance(m["stats"], str) else "; ".join(m["stats"])
         return (f"{spec.name} · layer {m['layer']} · beta {cfg.beta:g} · {cfg.steps} steps × {cfg.samples} samples · "
                 f"seed {m['seed']} · statistics: {stats}")

@@ -209,7 +209,7 @@ class Session:
         """Explain one model input (an image ``(1, 3, S, S)`` or a clip ``(1, 3, T, S, S)``) with the
         session's method; ``target`` ``None`` explains the top-1 class."""
         x = x.to(self.device)
-        if self.method.name == "iba":
+        if self.method.fitted:
             attr = explain(self.model, x, target, layer=self.layers[0] if len(self.layers) == 1 else self.layers,
                            stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
                            config=self.settings.config, seed=self.settings.seed, on_step=on_step)
