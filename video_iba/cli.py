@@ -33,6 +33,8 @@ from .workflows.train_readout import Schedule, TrainingRun, train_dataset
 log = logging.getLogger(__name__)
 
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(IBAConfig))
+#: Seconds between progress lines where stderr is not a terminal.
+PROGRESS_EVERY = 30.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +51,8 @@ class _Parser(argparse.ArgumentParser):
     def option(self, *names: str, group: Any = None, **kwargs: Any) -> argparse.Action:
         action = (group or self).add_argument(*names, **kwargs)
         self.flags[action.dest] = names[0]
+        if action.dest == "out":  # the workflows' name for the output folder
+            self.flags["out_dir"] = names[0]
         return action
 
     def spell(self, option: str) -> str:
@@ -149,6 +153,7 @@ def _estimate_parser(sub: Any) -> None:
     es.option("--batch-size", type=_positive_int, default=16, help="images or clips per forward pass (default 16)")
     es.option("--max-samples", type=_positive_int, help="stop after this many images or clips")
     es.option("--per-frame", action="store_true", help="videos: one estimate per (c, t, h, w) instead of pooling over time")
+    es.option("--seed", type=_seed, default=0, help="seed of random weights (--weights random; default 0)")
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -241,9 +246,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LineBar:
+    """Progress where stderr is not a terminal (a log file, a batch system): a line at most every
+    :data:`PROGRESS_EVERY` seconds, the first after that long, and a last one if any was written."""
+
+    def __init__(self, desc: str, total: int | None, unit: str) -> None:
+        self.desc, self.total, self.unit, self.every = desc, total, unit, PROGRESS_EVERY
+        self.n = 0
+        self.t0 = self.last = time.monotonic()
+        self.wrote = False
+
+    def _line(self) -> None:
+        of = f"/{self.total}" if self.total else ""
+        print(f"video-iba: {self.desc}: {self.n}{of} {self.unit}(s), {time.monotonic() - self.t0:.0f} s",
+              file=sys.stderr, flush=True)
+        self.wrote, self.last = True, time.monotonic()
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def close(self) -> None:
+        if self.wrote:
+            self._line()
+
+
 def _bar(desc: str, total: int | None, unit: str) -> Bar:
-    """A tqdm bar on the first rank (nothing on the others)."""
-    return tqdm(total=total, desc=desc, unit=unit, leave=False, disable=None if rank() == 0 else True)
+    """Progress on the first rank (nothing on the others): a tqdm bar on a terminal, else lines."""
+    if rank() != 0:
+        return tqdm(disable=True)
+    if not sys.stderr.isatty():
+        return _LineBar(desc, total, unit)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 def _settings(args: argparse.Namespace, method: str = "iba", config: IBAConfig | None = None) -> Settings:
@@ -263,8 +298,10 @@ def _cmd_explain(args: argparse.Namespace) -> None:
     if is_batch_input(args.input):
         counts = explain_batch(args.input, settings, args.out, options, _bar)
         if counts.lead:
-            print(f"{counts.inputs} inputs: {counts.done} explained, {counts.skipped} done before, "
-                  f"{counts.failed} failed (see the manifest)")
+            again = [f"{n} {why}" for n, why in ((counts.changed, "again as the settings changed"),
+                                                (counts.missing, "again as their outputs were missing")) if n]
+            print(f"{counts.inputs} inputs: {counts.done} explained" + (f" ({', '.join(again)})" if again else "")
+                  + f", {counts.skipped} done before, {counts.failed} failed (see the manifest)")
             print(f"wrote {os.path.join(args.out, MANIFEST)}")
         return
     t0 = time.perf_counter()
@@ -302,7 +339,7 @@ def _print_explained(res: Explained, t0: float) -> None:
 def _cmd_estimate(args: argparse.Namespace) -> None:
     est = estimate_folder(args.folder, model_name=args.model, out=args.out, layers=args.layer, weights=args.weights,
                           batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
-                          device=args.device, progress=_bar)
+                          device=args.device, seed=args.seed, progress=_bar)
     if not est.lead:
         return
     stats = est.statistics

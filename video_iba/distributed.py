@@ -14,6 +14,8 @@ from typing import Any, Iterator, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from .errors import UserInputError
+
 T = TypeVar("T")
 
 
@@ -98,10 +100,18 @@ def sum_over_ranks(values: Sequence[float], device: torch.device | str) -> list[
     return [float(v) for v in t.cpu().tolist()]
 
 
+def same_on_every_rank(value: Any, what: str) -> None:
+    """Refuse to go on when ``value`` differs between ranks (every rank must call it)."""
+    values = gather(value)
+    if any(v != values[0] for v in values):
+        raise UserInputError(f"{what} differ between ranks ({', '.join(map(str, values))}); every process must use "
+                             f"the same files and settings")
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
 
 
 __all__ = ["setup", "teardown", "process_group", "shard", "gather", "barrier", "rank", "world_size", "launched",
-           "sum_over_ranks"]
+           "sum_over_ranks", "same_on_every_rank"]

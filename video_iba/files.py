@@ -10,6 +10,7 @@ with one clear message instead of unpickled.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from typing import Any, Iterator, Sequence
@@ -37,6 +38,22 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def check_names(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse output names longer than the file system allows, before any work is done."""
+    for p in paths:
+        name = os.path.basename(os.fspath(p))
+        folder = os.path.dirname(os.path.abspath(p))
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            limit = 255
+        if len(os.fsencode(name)) > limit:
+            raise UserInputError(f"the output name '{name[:40]}...' is {len(os.fsencode(name))} bytes, more than the "
+                                 f"{limit} the file system allows; rename the input or shorten the output name")
+
+
 def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
     """Create ``folder`` if needed and check that files can be written there, before any long computation."""
     os.unlink(_temp_beside(os.path.join(os.fspath(folder), "probe")))
@@ -49,16 +66,23 @@ def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]
     A reader never sees a half-written target, and a failure leaves every target as it was.
     """
     targets = [os.fspath(p) for p in paths]
+    check_names(targets)
     temps: list[str] = []
     try:
         for t in targets:
             temps.append(_temp_beside(t))
-        yield list(temps)
-        mode = _default_mode()
-        for tmp, target in zip(temps, targets):
-            with contextlib.suppress(OSError):  # temporary files are private (0600); outputs are not
-                os.chmod(tmp, mode)
-            os.replace(tmp, target)
+        try:
+            yield list(temps)
+            mode = _default_mode()
+            for tmp, target in zip(temps, targets):
+                with contextlib.suppress(OSError):  # temporary files are private (0600); outputs are not
+                    os.chmod(tmp, mode)
+                os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise UserInputError(f"no space left writing '{targets[0]}' ({exc.strerror}); free some space or write to "
+                                 f"another output folder") from exc
         temps = []
     finally:
         for tmp in temps:
@@ -86,7 +110,7 @@ def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
     if not os.path.exists(p):
         raise UserInputError(f"{what} '{p}' does not exist; {fix}")
     if not os.path.isfile(p):
-        raise UserInputError(f"'{p}' is not a regular file; give a {what} ({fix})")
+        raise UserInputError(f"'{p}' is not a regular file (a folder, pipe or device); {fix}")
     return p
 
 

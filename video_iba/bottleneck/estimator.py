@@ -180,14 +180,21 @@ class Statistics:
                           self.samples, self.source, dict(self.meta))
 
     def check(self, feature_shape: Sequence[int] | None, layer: str | None = None, model: str | None = None,
-              input_shape: Sequence[int] | None = None) -> None:
+              input_shape: Sequence[int] | None = None, weights: str | None = None) -> None:
         """Raise :class:`UserInputError` unless these statistics fit the given layer output.
 
         Args:
             feature_shape: One sample of the layer output, ``(C, *S)`` (``None``: not checked).
             layer, model, input_shape: Checked against the recorded provenance when both are known.
+            weights: The model's weights digest (:func:`video_iba.models.weights_digest`), checked
+                against the one recorded when the statistics were estimated.
         """
         where = self.meta.get("path", "the statistics")
+        rec_weights = self.meta.get("weights_digest")
+        if weights is not None and rec_weights is not None and rec_weights != weights:
+            raise UserInputError(f"{where} were estimated with other weights ({self.meta.get('weights', '?')}) than "
+                                 f"the model's; give {{weights}} the weights they were made with, or estimate "
+                                 f"statistics for these weights", options=["weights"])
         rec_model = self.meta.get("model")
         if model is not None and rec_model is not None and rec_model != model:
             raise UserInputError(f"{where} were estimated for model '{rec_model}', not '{model}'; "

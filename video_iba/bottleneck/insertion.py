@@ -92,10 +92,29 @@ def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise UserInputError(f"layer '{layer}' returns {type(out).__name__}, not a tensor; choose a layer that "
                              f"outputs a feature map (N, C, H, W) or (N, C, T, H, W)")
+    if out.dim() == 3:
+        raise UserInputError(f"layer '{layer}' outputs tokens {tuple(out.shape)} (batch, tokens, channels), which need "
+                             f"a token layout to become a map; choose a layer with a feature map (N, C, H, W) or "
+                             f"(N, C, T, H, W)")
     if out.dim() not in (4, 5):
         raise UserInputError(f"layer '{layer}' outputs shape {tuple(out.shape)}, not a feature map; choose a "
                              f"convolutional layer with output (N, C, H, W) or (N, C, T, H, W)")
+    if all(d == 1 for d in out.shape[2:]):
+        raise UserInputError(f"layer '{layer}' outputs a map of one cell {tuple(out.shape)}: a bottleneck there has "
+                             f"nothing to localise; choose an earlier layer (`video-iba layers` lists their shapes)")
     return out
+
+
+def first_forward(model: nn.Module, x: Inputs) -> Any:
+    """``model(x)``; a model that cannot run on ``x`` at all (a clip given to an image network, a
+    wrong number of channels) is reported as bad input with the network's own reason."""
+    try:
+        return model(fresh(x))
+    except RuntimeError as exc:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else [tuple(t.shape) for t in x]
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"the model cannot run on an input of shape {shape} ({reason[:200]}); give an input of "
+                             f"the shape and kind it was built for") from exc
 
 
 def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str],
@@ -111,7 +130,7 @@ def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str
     with contextlib.ExitStack() as stack, torch.no_grad():
         for i, module in enumerate(modules):
             stack.enter_context(forward_hook(module, make_hook(i)))
-        logits = model(fresh(x))
+        logits = first_forward(model, x)
     for layer, outs in zip(layers, seen):
         if not outs:
             raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")

@@ -105,7 +105,7 @@ def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, in
     ``(height, width)``."""
     if not windows:
         return
-    if decoder == "decord":
+    if decoder == "decord" and not probe_video(path).rotation:  # decord does not turn rotated videos
         yield from _decord_windows(path, windows, size)
         return
     needed = np.unique(np.concatenate([w.indices for w in windows]))

@@ -71,7 +71,7 @@ def batch_inputs(path: str) -> tuple[list[str], str]:
         raise UserInputError(f"list file '{path}' does not exist; give a folder or a .txt file of paths")
     base = os.path.dirname(os.path.abspath(path))
     files = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first path
         for line in fh:
             line = line.strip()
             if line and not line.startswith("#"):

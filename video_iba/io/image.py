@@ -8,8 +8,13 @@ import os
 import numpy as np
 
 from ..errors import UserInputError
+from ..files import regular_file
 
 log = logging.getLogger(__name__)
+
+
+#: EXIF orientations that swap width and height.
+_TRANSPOSED = (5, 6, 7, 8)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -19,19 +24,45 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     composited over white; the EXIF orientation is applied.
 
     Raises:
-        UserInputError: missing, unreadable, truncated or non-image files.
+        UserInputError: missing, unreadable, truncated or non-image files, and images larger than
+            PIL's guard against decompression bombs.
+    """
+    return load_image(path)[0]
+
+
+def load_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_image`, and the image's full ``(height, width)`` (after the EXIF orientation).
+
+    With ``reduce_to``, an image whose shorter side exceeds ``4 * reduce_to`` pixels is decoded at a
+    reduced size whose shorter side is still at least ``2 * reduce_to``: a JPEG by scaling while
+    decoding (PIL's ``draft``), other formats by a box-filter reduction right after. A model input
+    resized to ``reduce_to`` loses nothing, and an 8000-pixel photo no longer costs gigabytes.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise UserInputError(f"input file '{p}' does not exist; check the path")
     if os.path.isdir(p):
         raise UserInputError(f"'{p}' is a folder, not an image file; give an image (JPEG, PNG, ...)")
+    regular_file(p, "input file", "check the path")
     try:
         with Image.open(p) as im:
+            w, h = im.size
+            big = reduce_to is not None and min(w, h) > 4 * reduce_to
+            if big:
+                assert reduce_to is not None
+                keep = 2 * reduce_to / min(w, h)
+                im.draft("RGB", (max(1, int(w * keep)), max(1, int(h * keep))))
             im.load()
-            return _to_rgb8(ImageOps.exif_transpose(im), p)
+            if big:
+                assert reduce_to is not None
+                factor = min(im.size) // (2 * reduce_to)
+                if factor >= 2:
+                    im = im.reduce(factor)
+                log.info("%s: %dx%d pixels, decoded at %dx%d", p, w, h, *im.size)
+            transposed = im.getexif().get(0x0112) in _TRANSPOSED
+            return _to_rgb8(ImageOps.exif_transpose(im), p), ((w, h) if transposed else (h, w))
+    except Image.DecompressionBombError as exc:
+        raise UserInputError(f"'{p}' is larger than PIL decodes safely ({exc}); downscale it first") from exc
     except UnidentifiedImageError as exc:
         raise UserInputError(f"'{p}' is not an image file PIL can read; give a JPEG, PNG, BMP, TIFF or WebP image") from exc
     except PermissionError as exc:

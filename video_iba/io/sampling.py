@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 #: The frame rate at which model sampling rates are expressed (Kinetics clips).
 REFERENCE_FPS = 30.0
+#: Windows a range may be cut into at most (each keeps its map until the video is rendered).
+MAX_WINDOWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ def plan_windows(
     if stride is not None and not stride > 0:
         raise UserInputError(f"{{stride}} must be > 0 seconds, got {stride}", options=["stride"])
     step = span if stride is None else stride
+    count = int((stop - start - span) // step) + 2 if stop - start > span else 1
+    if count > MAX_WINDOWS:
+        raise UserInputError(f"{{stride}} {step:g} s gives {count} windows over {stop - start:.1f} s, more than "
+                             f"{MAX_WINDOWS}; give a larger stride or a shorter range", options=["stride"])
     if stop - start <= span:
         w = window_at(start, frames, rate, source_fps, source_frames, times)
         if w.looped or stop - start < span:

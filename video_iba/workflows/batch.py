@@ -17,19 +17,23 @@ and a failing input is recorded and does not stop the others.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..distributed import barrier, gather, process_group, rank, shard
+from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError
 from ..files import ensure_writable_dir
 from ..io.discovery import batch_inputs
 from ..io.ledger import Ledger, read_records, rewrite_records
+from ..models.registry import weights_digest
 from .explain import Options, explain_file
 from .inputs import plan_input
+from .outputs import batch_inputs_outside, folder_lock, output_stems
 from .session import Progress, Sessions, Settings, no_progress
 
 log = logging.getLogger(__name__)
@@ -39,14 +43,27 @@ MANIFEST = "manifest.jsonl"
 
 @dataclass
 class BatchCounts:
-    """Inputs of a batch run: explained now, done in an earlier run, failed (summed over ranks);
-    ``lead``: this process is rank 0."""
+    """Inputs of a batch run (summed over ranks): explained now, done in an earlier run with the same
+    settings, failed, and of those explained now, how many again because the settings changed or
+    their outputs were missing; ``lead``: this process is rank 0."""
 
     inputs: int
     done: int
     skipped: int
     failed: int
+    changed: int = 0
+    missing: int = 0
     lead: bool = True
+
+
+def fingerprint(settings: Settings, options: Options) -> str:
+    """What decides a batch's outputs, as a short digest (the device does not)."""
+    s = dataclasses.asdict(settings)
+    s.pop("device")
+    s["stats"] = [os.path.abspath(p) for p in settings.stats or ()]
+    s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
+    text = json.dumps({"settings": s, "options": dataclasses.asdict(options)}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def explain_batch(path: str, settings: Settings, out_dir: str, options: Options = Options(),
@@ -54,26 +71,45 @@ def explain_batch(path: str, settings: Settings, out_dir: str, options: Options 
     """Explain every input of a folder or list file into ``out_dir`` (see the module text); call it
     on every rank under torchrun."""
     inputs, base = batch_inputs(path)
-    with process_group(settings.device) as device:
+    inputs = batch_inputs_outside(inputs, base, out_dir, os.path.isdir(path))
+    stems = output_stems(inputs)
+    ensure_writable_dir(out_dir)
+    with process_group(settings.device) as device, folder_lock(out_dir):
         sessions = Sessions(dataclasses.replace(settings, device=device))
+        for name in sorted({settings.model_for(p) for p in inputs}):  # every rank loads every model once, in order
+            same_on_every_rank(weights_digest(sessions.open(name).model), f"the weights of {name}")
 
         def one(p: str, out_sub: str) -> dict[str, Any]:
             session = sessions.for_input(p)
-            return explain_file(session, plan_input(p, session.spec, options.span), out_sub, options).manifest
+            plan = plan_input(p, session.spec, options.span)
+            return explain_file(session, plan, out_sub, options, stem=stems[p]).manifest
 
-        counts = run_batch(inputs, base, out_dir, one, progress)
+        counts = run_batch(inputs, base, out_dir, one, progress, fingerprint(settings, options))
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0
-    return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], lead)
+    return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], totals["changed"],
+                       totals["missing"], lead)
 
 
 def _manifests(out_dir: str) -> list[str]:
     return [MANIFEST] + sorted(n for n in os.listdir(out_dir) if n.startswith("manifest.rank") and n.endswith(".jsonl"))
 
 
-def _done(out_dir: str) -> set[str]:
-    return {os.path.abspath(r["input"]) for name in _manifests(out_dir)
-            for r in read_records(os.path.join(out_dir, name)) if r.get("status") == "ok"}
+def _finished(out_dir: str) -> dict[str, dict[str, Any]]:
+    """The last ``ok`` record of every input in the manifests."""
+    return {os.path.abspath(r["input"]): r for name in _manifests(out_dir)
+            for r in read_records(os.path.join(out_dir, name)) if r.get("status") == "ok" and "input" in r}
+
+
+def _reason_to_redo(record: dict[str, Any] | None, settings: str | None) -> str | None:
+    """Why an input is explained (again): ``"new"``, ``"changed"``, ``"missing"``, or ``None`` (done)."""
+    if record is None:
+        return "new"
+    if settings is not None and record.get("settings", settings) != settings:  # lines of older versions: unknown
+        return "changed"
+    if not all(os.path.exists(p) for p in record.get("output", [])):
+        return "missing"
+    return None
 
 
 def run_batch(
@@ -82,18 +118,23 @@ def run_batch(
     out_dir: str,
     explain_one: Callable[[str, str], dict[str, Any]],
     progress: Progress = no_progress,
+    settings: str | None = None,
 ) -> dict[str, int]:
     """Explain every input not yet done; ``explain_one(path, out_subdir)`` returns the manifest fields.
 
-    Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier), ``failed``.
+    An input counts as done when a manifest records it ``ok`` with the same ``settings`` digest and
+    its outputs still exist. Any exception of one input is recorded and the batch goes on. Returns
+    this rank's counts: ``done`` (this run), ``skipped`` (finished earlier), ``failed``, ``changed``
+    and ``missing`` (done again for those reasons).
     """
     ensure_writable_dir(out_dir)
-    finished = _done(out_dir)
+    finished = _finished(out_dir)
     barrier()  # every rank has read the manifests before any writes
     me = rank()
     mine = shard(list(inputs))
-    todo = [p for p in mine if os.path.abspath(p) not in finished]
-    counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0}
+    reasons = {p: _reason_to_redo(finished.get(os.path.abspath(p)), settings) for p in mine}
+    todo = [p for p in mine if reasons[p] is not None]
+    counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0, "changed": 0, "missing": 0}
     bar = progress("explaining", len(todo), "input")
     try:
         with Ledger(os.path.join(out_dir, f"manifest.rank{me}.jsonl")) as manifest:
@@ -106,11 +147,15 @@ def run_batch(
                     entry.update(explain_one(path, sub))
                     entry["status"] = "ok"
                     counts["done"] += 1
-                except (UserInputError, RuntimeError, OSError, ValueError) as exc:
-                    entry["status"] = f"error: {exc}"
+                    if reasons[path] in ("changed", "missing"):
+                        counts[str(reasons[path])] += 1
+                except Exception as exc:  # one input's failure, whatever it is, is recorded; the batch goes on
+                    why = str(exc) if isinstance(exc, UserInputError) else f"{type(exc).__name__}: {exc}"
+                    entry["status"] = f"error: {why}"
                     counts["failed"] += 1
-                    log.warning("%s failed: %s", path, exc)
-                entry.update({"seconds": round(time.perf_counter() - t0, 3), "rank": me})
+                    log.warning("%s failed: %s", path, why)
+                entry.update({"seconds": round(time.perf_counter() - t0, 3), "rank": me,
+                              **({"settings": settings} if settings is not None else {})})
                 manifest.append(entry)
                 bar.update(1)
     finally:

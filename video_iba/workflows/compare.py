@@ -13,12 +13,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import atomic_writes, ensure_writable_dir
-from ..models.registry import get_spec
+from ..files import atomic_writes, check_names, ensure_writable_dir
+from ..models.registry import model_spec
 from ..render.compare import compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
 from .explain import Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input
+from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
 
 
@@ -40,10 +41,12 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
     ensure_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, get_spec(settings.model_for(path)), options.span)
+    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers)), options.span)
     session = Session.open(settings, plan.spec.name)
     sessions = [session.with_method(m) for m in names]
     out = compare_path(path, out_dir, plan.is_video)
+    check_names([out])
+    refuse_overwriting_inputs([out], [path])
     target = resolve_target(options.target, session.labels)
     if target is None:
         probs = predict(session, plan, progress)

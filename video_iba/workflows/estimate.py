@@ -16,13 +16,14 @@ from typing import Iterator, Sequence
 import torch
 
 from ..bottleneck.estimator import Statistics
-from ..distributed import barrier, gather, process_group, rank, shard, world_size
+from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard, world_size
 from ..errors import UserInputError
-from ..files import ensure_writable_dir
+from ..files import check_names, ensure_writable_dir
 from ..io.discovery import find_images, find_videos, has_images
 from ..methods.iba import estimate
-from ..models.registry import ModelSpec, get_spec, load_model
+from ..models.registry import ModelSpec, get_spec, load_model, weights_digest
 from .inputs import plan_input
+from .outputs import refuse_overwriting_inputs
 from .session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Progress, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def estimate_inputs(folder: str, model_name: str | None) -> tuple[str, list[str]
         model_name = DEFAULT_VIDEO_MODEL if videos and not has_images(folder) else DEFAULT_IMAGE_MODEL
     if get_spec(model_name).is_video:
         if not videos:
-            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {model_name} is a video model")
+            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {model_name} is a video "
+                                 f"model")
         return model_name, videos
     return model_name, find_images(folder)
 
@@ -93,25 +95,32 @@ def estimate_folder(
     max_samples: int | None = None,
     per_frame: bool = False,
     device: str = "cpu",
+    seed: int = 0,
     progress: Progress = no_progress,
 ) -> Estimated:
     """Estimate statistics over a folder of images or videos and save them, one file per layer
-    (see :func:`stats_paths_for`); call it on every rank under torchrun."""
+    (see :func:`stats_paths_for`); call it on every rank under torchrun. ``seed`` seeds random
+    weights; the statistics record the weights' digest, which explanations check."""
     if batch_size <= 0:
         raise UserInputError(f"{{batch_size}} must be > 0, got {batch_size}", options=["batch_size"])
     if max_samples is not None and max_samples < 2:
         raise UserInputError(f"{{max_samples}} must be >= 2, got {max_samples}", options=["max_samples"])
     model_name, files = estimate_inputs(folder, model_name)
+    refuse_overwriting_inputs(stats_paths_for(out, list(layers) if layers else list(get_spec(model_name).layers)),
+                              files)
     spec = get_spec(model_name)
     names = list(layers) if layers else list(spec.layers)
     targets = stats_paths_for(out, names)
+    check_names(targets)
     for t in targets:
         if os.path.isdir(t):
             raise UserInputError(f"'{t}' is a folder; give {{out}} a file name such as stats.pt", options=["out"])
         ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
     what = "clip" if spec.is_video else "img"
     with process_group(str(resolve_device(device))) as dev:
-        model = load_model(model_name, weights=weights, device=dev)
+        model = load_model(model_name, weights=weights, device=dev, seed=seed, layer_given=bool(layers))
+        digest = weights_digest(model)
+        same_on_every_rank(digest, "the model's weights")
         world = world_size()
         mine = shard(files)  # every file on exactly one rank, no padding
         share = max_samples
@@ -126,8 +135,9 @@ def estimate_folder(
         try:
             result = estimate(model, batches, layer=names, max_samples=share, on_batch=bar.update,
                               pool=() if per_frame else None,
-                              meta={"model": spec.name, "weights": weights, "folder": os.path.abspath(folder),
-                                    "processes": world})
+                              meta={"model": spec.name, "weights": weights, "weights_digest": digest,
+                                    **({"weights_seed": seed} if weights == "random" else {}),
+                                    "folder": os.path.abspath(folder), "processes": world})
         finally:
             bar.close()
         skipped = [f for part in gather(skipped) for f in part]

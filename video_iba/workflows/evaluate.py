@@ -18,10 +18,12 @@ from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
 from ..evaluation.synthetic import SYNTHETIC_LAYER, load_tubenet, load_tubenet_readout, statistics_batches
+from ..files import ensure_writable_dir
 from ..methods.attribute import check_method
 from ..methods.iba import estimate
 from ..methods.readout import Readout, load_readout
 from .estimate import estimate_inputs
+from .outputs import folder_lock
 from .session import Progress, Session, Settings, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
@@ -86,10 +88,12 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
                     "config": cfg}
         return dict(setup.tube)
 
+    ensure_writable_dir(out_dir)
     bar = progress("evaluating", len(setup.items) * len(labels), "map")
     try:
-        return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
-                        restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update)
+        with folder_lock(out_dir):
+            return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
+                            restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update)
     finally:
         bar.close()
 

@@ -31,13 +31,14 @@ import torch
 
 from .._version import __version__
 from ..errors import UserInputError
-from ..files import atomic_writes, ensure_writable_dir
+from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
-from ..models.registry import get_spec
+from ..models.registry import model_spec
 from ..render.figure import Caption, image_figure
 from ..render.video import LAYOUTS, render_clip
 from ..results import Attribution, ClipAttribution, Unit
 from .inputs import InputPlan, Range, plan_input
+from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
 
 #: The fit's settings copied into a video's metadata from its first window.
@@ -96,8 +97,8 @@ class Explained:
     @property
     def manifest(self) -> dict[str, Any]:
         """The fields a batch manifest records."""
-        return {"output": list(self.outputs), "target": self.result.target, "label": self.label,
-                "total_bits": self.result.total}
+        return {"output": [os.path.abspath(p) for p in self.outputs], "target": self.result.target,
+                "label": self.label, "total_bits": self.result.total}
 
 
 @dataclass
@@ -116,12 +117,12 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
                  progress: Progress = no_progress) -> Explained:
     """Explain one photo or video file with a new session (see :func:`explain_file`)."""
     ensure_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, get_spec(settings.model_for(path)), options.span)
+    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers)), options.span)
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 
 def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options: Options = Options(),
-                 progress: Progress = no_progress) -> Explained:
+                 progress: Progress = no_progress, stem: str | None = None) -> Explained:
     """Explain a photo or a video and write ``OUT/<stem>.png`` or ``.mp4`` and ``OUT/<stem>.npz``.
 
     Args:
@@ -130,12 +131,15 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
         out_dir: Output folder (created if missing).
         options: Target, a video's range and coverage, drawing.
         progress: Progress reporting (the command line passes tqdm bars).
+        stem: The outputs' name without suffix (default: the input's stem).
     """
     if isinstance(plan, str):
         plan = plan_input(plan, session.spec, options.span)
-    stem = Path(plan.path).stem
+    stem = stem or Path(plan.path).stem
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
                os.path.join(out_dir, f"{stem}.npz")]
+    check_names(outputs)
+    refuse_overwriting_inputs(outputs, [plan.path])
     ensure_writable_dir(out_dir)
     target = resolve_target(options.target, session.labels)
     mean_probs = None
@@ -191,7 +195,8 @@ def attribute_windows(session: Session, plan: InputPlan, target: int | None, pro
                     first_meta.update(attr.meta)
                 window.unit = attr.unit
                 window.values.append(attr.values.numpy().astype(np.float32))
-                caps = attr.capacity if isinstance(attr.capacity, list) else [] if attr.capacity is None else [attr.capacity]
+                caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
+                caps = [c for c in caps if c is not None]
                 window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
                 assert attr.logits is not None
                 window.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
@@ -227,7 +232,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
     span = plan.span
     meta: dict[str, Any] = {
         "method": "iba_per_sample" if session.method.fitted else session.method.name, "unit": unit,
-        "model": spec.name, "weights": session.settings.weights, "input": os.path.abspath(plan.path),
+        "model": spec.name, **session.weights_meta, "input": os.path.abspath(plan.path),
         "target": target, "target_label": session.labels[target],
         "target_rule": "given" if options.target not in (None, "top1") else
         "top-1 of the mean softmax over windows and crops",
@@ -301,7 +306,7 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
     label = session.labels[attr.target]
     geo = plan.geometry()
     attr.meta.update({
-        "model": spec.name, "weights": session.settings.weights, "input": os.path.abspath(plan.path),
+        "model": spec.name, **session.weights_meta, "input": os.path.abspath(plan.path),
         "target_label": label, "target_probability": float(probs[attr.target]), "predicted": top[0][0], "top5": top,
         "bits_unit": f"{attr.unit} per pixel of the {spec.input_size}x{spec.input_size} model input",
     })
@@ -314,8 +319,8 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
                       total_bits=attr.total, details=_details(session, attr), input_side=spec.input_size,
                       unit=attr.unit)
     with atomic_writes(outputs) as (tmp_png, tmp_npz):
-        attr.meta["vmax"] = image_figure(plan.image, attr.unit.magnitude(attr.values.numpy()), geo.box, caption,
-                                         tmp_png, vmax=options.vmax)
+        attr.meta["vmax"] = image_figure(plan.image, attr.unit.magnitude(attr.values.numpy()),
+                                         plan.geometry(decoded=True).box, caption, tmp_png, vmax=options.vmax)
         with open(tmp_npz, "wb") as fh:
             attr.write_npz(fh)
     return Explained(attr, outputs, label, top)

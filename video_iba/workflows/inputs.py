@@ -19,7 +19,7 @@ import torch
 from ..errors import UserInputError
 from ..io.clips import Timeline, clip_decoder, iter_window_frames, timeline
 from ..io.discovery import is_video_file
-from ..io.image import read_image
+from ..io.image import load_image
 from ..io.sampling import Window
 from ..models.preprocess import CropPlan, Geometry, crop_input, plan_crops
 from ..models.registry import ModelSpec
@@ -62,7 +62,9 @@ class InputPlan:
         spec: The model.
         crops: How frames become model inputs.
         source: The source's ``(height, width)``.
-        image: A photo's RGB pixels ``(H, W, 3)``; ``None`` for a video.
+        image: A photo's RGB pixels ``(H, W, 3)``, possibly decoded at a reduced size; ``None`` for
+            a video.
+        full: A photo's ``(height, width)`` in the file where it was decoded at a reduced size.
         line: A video's timeline; ``None`` for a photo.
         windows: A video's model clips, in time order; empty for a photo.
         span: A video's explained range ``[start, end)``.
@@ -74,6 +76,7 @@ class InputPlan:
     crops: CropPlan
     source: tuple[int, int]
     image: np.ndarray | None = None
+    full: tuple[int, int] | None = None
     line: Timeline | None = None
     windows: list[Window] = field(default_factory=list)
     span: Range = field(default_factory=Range)
@@ -88,11 +91,13 @@ class InputPlan:
         """Model inputs to explain: windows x crops (a photo: 1)."""
         return max(1, len(self.windows)) * len(self.crops.tiles)
 
-    def geometry(self) -> Geometry:
-        """Where the first crop lies in the source."""
+    def geometry(self, decoded: bool = False) -> Geometry:
+        """Where the first crop lies in the source file's pixels (``decoded``: in the decoded pixels)."""
+        h, w = self.source if decoded or self.full is None else self.full
+        fy, fx = h / self.source[0], w / self.source[1]
+        x0, y0, x1, y1 = self.crops.tiles[0].box
         nh, nw = self.crops.size
-        h, w = self.source
-        return Geometry((h, w), self.crops.tiles[0].box, (nw / w, nh / h))
+        return Geometry((h, w), (x0 * fx, y0 * fy, x1 * fx, y1 * fy), (nw / w, nh / h))
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(window index, (T, h, w, 3) frames)``: a photo's one frame at its own size, a video's
@@ -126,14 +131,34 @@ def plan_input(path: str, spec: ModelSpec, span: Range = Range()) -> InputPlan:
         raise UserInputError(f"{spec.name} is a video model and '{path}' is read as an image; give a video file "
                              f"(.mp4, .mkv, .avi, ...) or an image model with {{model}}, such as efficientnet_lite0",
                              options=["model"])
-    rgb = read_image(path)
+    rgb, (full_h, full_w) = load_image(path, reduce_to=spec.resize)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
-    name = f"'{path}'"
-    if min(h, w) < spec.min_side:
-        raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
-                             f"shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
+    if min(full_h, full_w) < spec.min_side:
+        raise UserInputError(f"'{path}' is {full_w}x{full_h} pixels; {spec.name} needs at least {spec.min_side} pixels "
+                             f"on the shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
                              f"use a larger image")
-    return InputPlan(os.fspath(path), spec, plan_crops(h, w, spec, "center"), (h, w), image=rgb)
+    return InputPlan(os.fspath(path), spec, plan_crops(h, w, spec, "center"), (h, w), image=rgb,
+                     full=(full_h, full_w) if (full_h, full_w) != (h, w) else None)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(units: int, spec: ModelSpec, path: str) -> None:
+    """The maps of every window and crop are kept until the video is rendered: refuse what cannot
+    fit in half the machine's memory, warn from 2 GiB on."""
+    need = units * spec.frames * spec.input_size ** 2 * 4
+    text = f"{units} windows x crops of '{path}' keep {need / 2 ** 30:.1f} GiB of maps"
+    memory = _physical_memory()
+    if memory is not None and need > memory / 2:
+        raise UserInputError(f"{text}, more than half of this machine's {memory / 2 ** 30:.0f} GiB; give a larger "
+                             f"{{stride}} or a shorter range ({{start}}, {{end}})", options=["stride", "start", "end"])
+    if need > 2 ** 31:
+        log.warning("%s until the video is rendered", text)
 
 
 def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
@@ -148,7 +173,11 @@ def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
                              f"pixels high and wide")
     if line.variable_rate:
         log.info("%s has a variable frame rate; frames are sampled by their timestamps", path)
+    duration = line.time_of(line.frames - 1) + 1.0 / info.fps
+    if span.end is not None and span.end > duration + 1e-6:
+        log.warning("the range ends at %g s but '%s' lasts %.2f s; explaining up to its end", span.end, path, duration)
     windows = line.windows(spec, start=span.start, end=span.end, stride=span.stride)
     crops = plan_crops(info.height, info.width, spec, span.coverage)
+    _check_memory(len(windows) * len(crops.tiles), spec, path)
     return InputPlan(os.fspath(path), spec, crops, (info.height, info.width), line=line, windows=windows, span=span,
                      decoder=clip_decoder())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
@@ -28,7 +29,7 @@ from ..methods.baselines import baseline
 from ..methods.iba import explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.pathways import input_packer, packed
-from ..models.registry import ModelSpec, get_spec, labels_for, load_model
+from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest
 from ..results import Attribution
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
     """``None``/``"top1"`` -> None (explain the prediction); an index; or a class name (case-insensitive)."""
     if text is None or (isinstance(text, str) and text.lower() == "top1"):
         return None
-    if isinstance(text, int) or text.strip().lstrip("-").isdigit():
+    if isinstance(text, int) or re.fullmatch(r"-?[0-9]+", text.strip()):  # ASCII digits only
         idx = int(text)
         if not 0 <= idx < len(labels):
             raise UserInputError(f"target {idx} is out of range; the model has {len(labels)} classes "
@@ -105,13 +106,17 @@ def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
 def load_stats_files(paths: Sequence[str], spec: ModelSpec, layers: Sequence[str],
                      input_shape: tuple[int, ...] | None = None) -> list[Statistics]:
     """Statistics files from ``video-iba estimate``, one per layer in order, checked against the
-    model, layer and (when given) input shape; an empty list when none are given."""
+    model, layer and (when given) input shape; an empty list when none are given. A file that does
+    not record its model and layer is refused: nothing could be checked."""
     if paths and len(paths) != len(layers):
         raise UserInputError(f"got {len(paths)} statistics files for {len(layers)} layers ({', '.join(layers)}); "
                              f"give {{stats}} one per layer, in the same order", options=["stats"])
     out = []
     for p, layer in zip(paths, layers):
         st = Statistics.load(p)
+        if not st.meta.get("model") or not st.meta.get("layer"):
+            raise UserInputError(f"'{p}' does not record the model and layer it was estimated for; create it with "
+                                 f"`video-iba estimate`")
         st.check(None, layer=layer, model=spec.name, input_shape=input_shape)
         out.append(st)
     return out
@@ -181,20 +186,31 @@ class Session:
         if settings.readout and not method.uses_readout:
             raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
                                  options=["readout"])
-        spec = get_spec(name)
+        spec = model_spec(name, bool(settings.layers))
         layers = list(settings.layers) if settings.layers else list(spec.layers)
         if spec.slowfast_alpha and len(layers) != 2:
             raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
                                  f"{spec.layers[0]} and {spec.layers[1]}", options=["layer"])
         device = resolve_device(settings.device)
         input_shape = None if spec.is_video else spec.input_shape
-        stats = [s.to(device) for s in load_stats_files(list(settings.stats or ()), spec, layers, input_shape)] or None
+        stats = load_stats_files(list(settings.stats or ()), spec, layers, input_shape)
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         if model is None:
-            model = load_model(name, weights=settings.weights, device=device)
-        return cls(spec, model, labels_for(spec), device, settings, method, layers, stats,
-                   readout if method.uses_readout else None)
+            model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
+                               layer_given=bool(settings.layers))
+        if stats:
+            digest = weights_digest(model)
+            for st in stats:
+                st.check(None, weights=digest)
+        return cls(spec, model, labels_for(spec), device, settings, method, layers,
+                   [s.to(device) for s in stats] or None, readout if method.uses_readout else None)
+
+    @property
+    def weights_meta(self) -> dict[str, Any]:
+        """The weights as recorded in results: their name and, for random ones, the seed they were drawn with."""
+        w = self.settings.weights
+        return {"weights": w, **({"weights_seed": self.settings.seed or 0} if w == "random" else {})}
 
     def with_method(self, name: str) -> "Session":
         """The same model and settings with another method (comparisons)."""
@@ -250,7 +266,10 @@ class Sessions:
 
     def for_input(self, path: str) -> Session:
         """The session explaining the file ``path``."""
-        name = self.settings.model_for(path)
+        return self.open(self.settings.model_for(path))
+
+    def open(self, name: str) -> Session:
+        """The session of the model ``name``, opened on first use."""
         if name not in self._open:
             self._open[name] = Session.open(self.settings, name)
         return self._open[name]

@@ -33,7 +33,7 @@ from torch import nn
 from ..bottleneck.estimator import Statistics
 from ..bottleneck.insertion import frozen
 from ..config import IBAConfig
-from ..distributed import barrier, process_group, rank, shard, sum_over_ranks, world_size
+from ..distributed import barrier, process_group, rank, same_on_every_rank, shard, sum_over_ranks, world_size
 from ..errors import UserInputError
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, TRAIN_SEEDS, VALIDATION_SEEDS, load_tubenet, make_batch)
 from ..files import atomic_write, ensure_writable_dir
@@ -43,8 +43,9 @@ from ..io.ledger import Ledger, keep_records
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
-from ..models.registry import get_spec
+from ..models.registry import get_spec, weights_digest
 from .estimate import estimate_inputs
+from .outputs import folder_lock
 from .session import Progress, Session, Settings, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ class _Training:
         self.start = 0
 
     def resume_or_prepare(self, layers: Sequence[str], readouts: Sequence[str] | None,
-                          stats: Sequence[Statistics] | None, config: IBAConfig) -> tuple[Readout, dict[str, Any] | None]:
+                          stats: Sequence[Statistics] | None,
+                          config: IBAConfig) -> tuple[Readout, dict[str, Any] | None]:
         """The readout of the last finished epoch (and its checkpoint), or a new one."""
         if not os.path.exists(self.checkpoint):
             return self._new(layers, readouts, stats, config), None
@@ -420,11 +422,15 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
         if run.dataset == "synthetic":
             model, name, layers, stats, data, validation = _synthetic_run(run, dev)
         else:
-            model, name, layers, stats, data, validation = _folder_run(run, dev)
+            model, name, layers, stats, data, validation = _folder_run(run, dev, schedule.seed)
         if stats is not None and len(stats) != len(layers):
             raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(layers)})", options=["stats"])
-        readout = train(model, data, run.out_dir, layers=layers, readouts=run.readouts, stats=stats, config=cfg,
-                        schedule=schedule, device=dev, model_name=name, validation=validation, progress=progress)
+        same_on_every_rank(weights_digest(model), "the model's weights")
+        ensure_writable_dir(run.out_dir)
+        with folder_lock(run.out_dir):
+            readout = train(model, data, run.out_dir, layers=layers, readouts=run.readouts, stats=stats, config=cfg,
+                            schedule=schedule, device=dev, model_name=name, validation=validation,
+                            progress=progress)
         processes = world_size()
         lead = rank() == 0
     if not lead:
@@ -448,10 +454,10 @@ def _synthetic_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str
             synthetic_data(run.clips), validation)
 
 
-def _folder_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
+def _folder_run(run: TrainingRun, dev: str, seed: int) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
                                                      TrainingData, TrainingData | None]:
     name, _ = estimate_inputs(run.dataset, run.model)
-    session = Session.open(Settings(model=name, weights=run.weights, device=dev,
+    session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
     data = folder_data(run.dataset, name)
     validation = None

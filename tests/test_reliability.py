@@ -1,0 +1,364 @@
+"""What a careless or hostile user does: outputs never replace inputs, batches never lose work, the same
+command computes the same thing, nothing hangs or eats the memory, every refusal is one line."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import video_iba
+import video_iba.cli
+from video_iba import UserInputError
+from video_iba.workflows import Settings, explain_path
+
+from .helpers import read_frames, read_jsonl, run_cli
+from .videos import encode
+
+FAST = ["--steps", "2", "--samples", "2"]
+
+
+def _digest(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+# ---------------------------------------------------------------- data loss
+
+def test_an_output_never_replaces_an_input(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    same = tmp_path / "same"
+    same.mkdir()
+    Image.open(os.path.join(photo_dir, "coffee.jpg")).save(same / "coffee.png")
+    clip = encode(str(same / "short.mp4"), frames=10)
+    before = {p: _digest(str(same / p)) for p in ("coffee.png", "short.mp4")}
+    for path in (str(same / "coffee.png"), clip):
+        code, _, err = run_cli(["explain", path, "--out", str(same), "--method", "random"], capsys)
+        assert code == 2 and "would replace the input" in err and "--out" in err
+    assert {p: _digest(str(same / p)) for p in before} == before
+    shutil.copy(os.path.join(photo_dir, "chelsea.jpg"), same / "chelsea.jpg")
+    code, _, err = run_cli(["estimate", str(same), "--out", str(same / "chelsea.jpg")], capsys)
+    assert code == 2 and "would replace the input" in err and os.path.getsize(same / "chelsea.jpg") > 10_000
+
+
+def test_same_stems_get_their_own_outputs(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(os.path.join(photo_dir, "coffee.jpg"), folder / "cat.jpg")
+    Image.open(os.path.join(photo_dir, "chelsea.jpg")).save(folder / "cat.png")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["explain", str(folder), "--method", "saliency", "--out", str(out)], capsys)
+    assert code == 0 and "2 explained" in stdout, err
+    rows = {os.path.basename(r["input"]): r for r in read_jsonl(str(out / "manifest.jsonl"))}
+    assert rows["cat.jpg"]["output"] == [str(out / "cat.jpg.png"), str(out / "cat.jpg.npz")]  # absolute paths
+    assert video_iba.load(out / "cat.jpg.npz").meta["predicted"] == "espresso"
+    assert video_iba.load(out / "cat.png.npz").meta["predicted"] == "Egyptian cat"
+
+
+def test_a_batch_never_explains_its_own_outputs(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "in"
+    shutil.copytree(photo_dir, folder)
+    code, _, err = run_cli(["explain", str(folder), "--method", "random", "--out", str(folder)], capsys)
+    assert code == 2 and "is the input folder" in err
+    for _ in range(2):  # the default layout: results inside the folder explained
+        code, stdout, err = run_cli(["explain", str(folder), "--method", "random", "--out", str(folder / "out")],
+                                    capsys)
+        assert code == 0, err
+    assert "3 inputs: 0 explained, 3 done before" in stdout
+    assert not (folder / "out" / "out").exists()
+
+
+def test_one_run_per_output_folder(photo_dir, tmp_path, capsys, caplog) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / ".video-iba.lock"
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))  # a live holder
+    code, _, err = run_cli(["explain", photo_dir, "--method", "random", "--out", str(out)], capsys)
+    assert code == 2 and f"another run (process {os.getpid()}" in err and not (out / "manifest.jsonl").exists()
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": 2 ** 22 + 12345}))  # a holder that is gone
+    with caplog.at_level("WARNING"):
+        code, _, err = run_cli(["explain", photo_dir, "--method", "random", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "taking over" in err and not lock.exists() and len(read_jsonl(str(out / "manifest.jsonl"))) == 3
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "random", "--metrics", "hit_ratio",
+                            "--out", str(out)], capsys)
+    assert code == 0 and not lock.exists(), err  # evaluate holds the same lock and releases it
+
+
+def test_a_rerun_redoes_what_changed_or_went_missing(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    base = ["explain", photo_dir, "--method", "random", "--out", str(out)]
+    assert run_cli(base, capsys)[0] == 0
+    os.remove(out / "coffee.png")
+    code, stdout, _ = run_cli(base, capsys)
+    assert "1 explained (1 again as their outputs were missing), 2 done before" in stdout and (out / "coffee.png").exists()
+    code, stdout, _ = run_cli([*base, "--seed", "7"], capsys)
+    assert "3 explained (3 again as the settings changed), 0 done before" in stdout
+    assert {r["settings"] for r in read_jsonl(str(out / "manifest.jsonl"))} != set()
+
+
+# ---------------------------------------------------------------- a batch that stops
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the lowered limit, for the other photos
+def test_every_failure_is_recorded_and_the_batch_goes_on(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "in"
+    shutil.copytree(photo_dir, folder)
+    Image.new("RGB", (1000, 1000)).save(folder / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)  # 1000 x 1000 is more than twice that: a "bomb"
+    import video_iba.workflows.explain as wx
+
+    real_photo = wx._photo
+
+    def broken(session, plan, *a, **k):  # type: ignore[no-untyped-def]
+        if plan.path.endswith("rocket.jpg"):
+            raise ZeroDivisionError("a bug in one input")
+        return real_photo(session, plan, *a, **k)
+
+    monkeypatch.setattr(wx, "_photo", broken)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["explain", str(folder), "--method", "random", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "4 inputs: 2 explained, 0 done before, 2 failed" in stdout
+    rows = {os.path.basename(r["input"]): r["status"] for r in read_jsonl(str(out / "manifest.jsonl"))}
+    assert "larger than PIL decodes safely" in rows["huge.png"] and rows["rocket.jpg"].startswith(
+        "error: ZeroDivisionError: a bug in one input")
+
+
+# ---------------------------------------------------------------- the same command computes the same thing
+
+def test_random_weights_are_seeded_and_recorded(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    maps = []
+    for run in ("a", "b"):
+        code, _, err = run_cli(["explain", photo, "--model", "resnet18", "--weights", "random", "--out",
+                                str(tmp_path / run), *FAST], capsys)
+        assert code == 0, err
+        maps.append(video_iba.load(tmp_path / run / "coffee.npz"))
+    assert maps[0].target == maps[1].target and torch.equal(maps[0].values, maps[1].values)
+    assert maps[0].meta["weights"] == "random" and maps[0].meta["weights_seed"] == 0
+    a = video_iba.load_model("resnet18", weights="random", seed=1)
+    b = video_iba.load_model("resnet18", weights="random", seed=1)
+    c = video_iba.load_model("resnet18", weights="random", seed=2)
+    assert torch.equal(a.fc.weight, b.fc.weight) and not torch.equal(a.fc.weight, c.fc.weight)
+    g = torch.get_rng_state()
+    video_iba.load_model("resnet18", weights="random")
+    assert torch.equal(g, torch.get_rng_state())  # the caller's generator is left alone
+
+
+def test_ranks_with_different_weights_are_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.distributed as dist
+
+    monkeypatch.setattr(dist, "gather", lambda obj: [obj, "another"])
+    with pytest.raises(UserInputError, match="the model's weights differ between ranks"):
+        dist.same_on_every_rank("abc", "the model's weights")
+
+
+def test_unknown_weights_names_are_refused() -> None:
+    for name in ("efficientnet_lite0", "efficientnet_lite0_i3d"):
+        for weights in ("IMAGENET1K_V2", "bogus_weights_name"):
+            with pytest.raises(UserInputError, match=f"unknown weights '{weights}' for {name}"):
+                video_iba.load_model(name, weights=weights)
+
+
+def test_a_rotated_phone_video_is_explained_upright(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    def marker(i: int, size: tuple[int, int]) -> np.ndarray:
+        img = np.full((size[1], size[0], 3), 30, dtype=np.uint8)
+        img[:12, :12] = 250  # top left as stored
+        return img
+
+    clip = encode(str(tmp_path / "phone.mp4"), frames=20, size=(96, 64), content=marker, rotation=90)
+    info = video_iba.io.probe_video(clip)
+    assert (info.width, info.height, info.rotation) == (64, 96, 90)
+    first = read_frames(clip)[0]
+    assert first.shape[:2] == (96, 64) and first[-6:, :6].mean() > 200 and first[:6, :6].mean() < 60
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--layout", "overlay",
+                            "--out", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 0, err
+    out = read_frames(str(tmp_path / "o" / "phone.mp4"))[0]
+    assert out.shape[0] > out.shape[1] * 1.2  # a portrait panel above the text rows
+
+
+def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.pt"
+    assert run_cli(["estimate", photo_dir, "--out", str(good), "--max-samples", "2", "--batch-size", "2"], capsys)[0] == 0
+    payload = torch.load(good, weights_only=True)
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    for name, change, message in (
+            ("nan", lambda p: p["mean"].view(-1).__setitem__(0, float("nan")), "damaged statistics file"),
+            ("negative", lambda p: p["std"].view(-1).__setitem__(0, -1.0), "damaged statistics file"),
+            ("types", lambda p: p.__setitem__("samples", "many"), "damaged statistics file"),
+            ("nometa", lambda p: p.__setitem__("meta", {}), "does not record the model and layer")):
+        bad = {k: (v.clone() if isinstance(v, torch.Tensor) else json.loads(json.dumps(v)) if k == "meta" else v)
+               for k, v in payload.items()}
+        change(bad)
+        torch.save(bad, tmp_path / f"{name}.pt")
+        code, _, err = run_cli(["explain", photo, "--stats", str(tmp_path / f"{name}.pt"), "--out", str(tmp_path / "o")],
+                               capsys)
+        assert code == 2 and message in err, (name, err)
+    other = tmp_path / "random.pt"
+    assert run_cli(["estimate", photo_dir, "--weights", "random", "--out", str(other), "--max-samples", "2"],
+                   capsys)[0] == 0
+    code, _, err = run_cli(["explain", photo, "--stats", str(other), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "estimated with other weights (random)" in err and "--weights" in err
+
+
+# ---------------------------------------------------------------- hangs and memory
+
+def test_too_many_windows_are_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=60)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "1e-9"], capsys)
+    assert code == 2 and "windows over 2.0 s, more than 100000" in err and "--stride" in err
+    import video_iba.workflows.inputs as inputs
+
+    monkeypatch.setattr(inputs, "_physical_memory", lambda: 2 ** 20)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--out", str(tmp_path / "o")],
+                           capsys)
+    assert code == 2 and "more than half of this machine's" in err and not (tmp_path / "o" / "c.mp4").exists()
+
+
+def test_a_huge_photo_is_decoded_reduced(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    big = tmp_path / "big.jpg"
+    Image.open(os.path.join(photo_dir, "coffee.jpg")).resize((4800, 3200)).save(big, quality=90)
+    rgb, full = video_iba.io.image.load_image(big, reduce_to=256)
+    assert full == (3200, 4800) and 512 <= min(rgb.shape[:2]) < 1600  # decoded at a reduced scale
+    res = explain_path(str(big), Settings(method="saliency"), str(tmp_path / "o"))
+    arrays = res.result.arrays
+    assert arrays["image_size"].tolist() == [3200, 4800]  # the geometry is in the file's pixels
+    np.testing.assert_allclose(arrays["crop_box"], [1000, 200, 3800, 3000], atol=10)
+    assert res.top[0][0] == "espresso"
+
+
+def test_a_yaml_bomb_is_refused_without_expanding_it(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    bomb = tmp_path / "bomb.yaml"
+    level = "&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    names = "abcdefgh"
+    for prev, name in zip(names, names[1:]):
+        level += f", &{name} [" + ", ".join([f"*{prev}"] * 9) + "]"
+    bomb.write_text(f"beta: [{level}]\n")  # 9^8 leaves once expanded
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--config", str(bomb)], capsys)
+    assert code == 2 and len(err) < 300 and "--beta must be a finite number > 0, got a list" in err
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".mp4", ".npz"])
+def test_a_named_pipe_is_refused_at_once(tmp_path, capsys, suffix: str) -> None:  # type: ignore[no-untyped-def]
+    pipe = tmp_path / f"pipe{suffix}"
+    os.mkfifo(pipe)
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        if suffix == ".npz":
+            try:
+                video_iba.load(pipe)
+            except UserInputError as exc:
+                result["err"] = str(exc)
+        else:
+            result["code"] = video_iba.cli.main(["explain", str(pipe), "--out", str(tmp_path / "o")])
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=60)
+    assert not t.is_alive(), "blocked on a named pipe"
+    assert result.get("code") == 2 or "not a regular file" in str(result.get("err"))
+
+
+# ---------------------------------------------------------------- one line instead of a traceback
+
+def test_bad_values_and_files_give_one_line(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, wrong)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("beta: 3 # é\n".encode("latin-1"))
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("micro_batch: true\n")
+    sigma = tmp_path / "sigma.yaml"
+    sigma.write_text("sigma: -1\n")
+    cases = [
+        (["--model", "resnet18", "--weights", str(wrong)], "size mismatch for fc.weight"),
+        (["--seed", str(2 ** 64)], "expected an integer in 0 .. 2**63-1"),
+        (["--device", "meta"], "device 'meta' is not supported"),
+        (["--device", "mps"], "device 'mps' is not supported"),
+        (["--config", str(latin)], "give UTF-8 YAML"),
+        (["--config", str(typed)], "--micro-batch must be an integer > 0, got True"),
+        (["--config", str(sigma)], "the setting 'sigma' of the --config file must be >= 0"),
+        (["--samples", "1000000000", "--steps", "2"], "out of memory with 1000000000 noisy replicas"),
+        (["--target", "\u0663"], "unknown class name"),  # an Arabic-Indic three is not the index 3
+        (["--layer", "_avg_pooling"], "outputs a map of one cell"),
+    ]
+    for extra, message in cases:
+        code, out, err = run_cli(["explain", photo, "--out", str(tmp_path / "o"), *extra], capsys)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (extra, err)
+    assert not (tmp_path / "o" / "coffee.png").exists()
+
+
+def test_library_misuse_gives_one_line() -> None:
+    model = video_iba.load_model("resnet18", weights="random")
+    with pytest.raises(UserInputError, match=r"cannot run on an input of shape \(1, 3, 4, 64, 64\)"):
+        video_iba.explain(model, torch.randn(1, 3, 4, 64, 64))
+    with pytest.raises(UserInputError, match="x is torch.float64 but the model's parameters are torch.float32"):
+        video_iba.explain(model, torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(UserInputError, match="cannot run on an input"):
+        video_iba.attribute("saliency", model, torch.randn(1, 3, 4, 64, 64))
+
+
+def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    long = tmp_path / ("x" * 249 + ".jpg")
+    shutil.copy(os.path.join(photo_dir, "coffee.jpg"), long)
+    code, _, err = run_cli(["compare", str(long), "--methods", "random", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "more than the 255 the file system allows" in err
+    import video_iba.files as files
+
+    def full(_src, _dst):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "replace", full)
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--method", "random", "--out",
+                            str(tmp_path / "o")], capsys)
+    assert code == 2 and "no space left writing" in err and os.listdir(tmp_path / "o") == []
+
+
+# ---------------------------------------------------------------- unclear before
+
+def test_transformer_layers_are_honoured_and_explained(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    code, _, err = run_cli(["explain", photo, "--model", "vit_b_16", "--weights", "random", "--layer",
+                            "encoder.layers.encoder_layer_5", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "outputs tokens (1, 197, 768)" in err and "token layout" in err
+    code, _, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--layer", "features.3",
+                            "--out", str(tmp_path)], capsys)
+    assert code == 2 and "channels-last map" in err
+
+
+def test_an_image_named_like_a_video_says_so(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    fake = tmp_path / "photo.mp4"
+    shutil.copy(os.path.join(photo_dir, "coffee.jpg"), fake)
+    code, _, err = run_cli(["explain", str(fake), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "is an image (JPEG), not a video" in err
+
+
+def test_list_files_with_a_byte_order_mark(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    listing = tmp_path / "list.txt"
+    listing.write_text(os.path.join(photo_dir, "coffee.jpg") + "\n", encoding="utf-8-sig")
+    code, stdout, err = run_cli(["explain", str(listing), "--method", "random", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "1 inputs: 1 explained" in stdout, err
+
+
+def test_a_range_past_the_end_is_said(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=45)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--method", "random",
+                            "--end", "60", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and "the range ends at 60 s but" in err and "lasts 1.50 s" in err
+
+
+def test_progress_lines_where_stderr_is_not_a_terminal(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(video_iba.cli, "PROGRESS_EVERY", 0.0)
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), *FAST], capsys)
+    assert code == 0
+    lines = [line for line in err.splitlines() if line.startswith("video-iba: explaining:")]
+    assert lines and lines[-1].startswith("video-iba: explaining: 2/2 step(s)")
