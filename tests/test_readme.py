@@ -26,6 +26,17 @@ def test_the_readme_fits_on_a_screen_and_its_links_resolve() -> None:
             assert (page.parent / link).exists(), f"{page.name}: {link}"
 
 
+def test_every_test_the_reliability_page_names_exists() -> None:
+    page = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    refs = re.findall(r"`([\w/]+(?:\.py)?)::(\w+)`", page)
+    assert len(refs) > 20
+    for where, name in refs:
+        path = ROOT / "tests" / ("test_reliability.py" if where == "reliability" else where)
+        assert f"def {name}(" in path.read_text(encoding="utf-8"), f"{where}::{name}"
+    for where in re.findall(r"`([\w/]+\.py)`", page):  # whole files named
+        assert (ROOT / where).exists() or (ROOT / "tests" / where).exists(), where
+
+
 @pytest.mark.slow
 def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     code = re.search(r"```python\n(.*?)```", README, re.S)
