@@ -20,7 +20,7 @@ from video_iba import UserInputError
 from video_iba.workflows import Settings, explain_path
 
 from .helpers import read_frames, read_jsonl, run_cli
-from .videos import encode
+from .videos import encode, moving_square
 
 FAST = ["--steps", "2", "--samples", "2"]
 
@@ -210,16 +210,28 @@ def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys
 
 # ---------------------------------------------------------------- hangs and memory
 
-def test_too_many_windows_are_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    clip = encode(str(tmp_path / "c.mp4"), frames=60)
+def test_many_windows_go_to_disk_or_are_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=60, content=moving_square)
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "1e-9"], capsys)
     assert code == 2 and "windows over 2.0 s, more than 100000" in err and "--stride" in err
-    import video_iba.workflows.inputs as inputs
+    import video_iba.workflows.explain as wx
 
-    monkeypatch.setattr(inputs, "_physical_memory", lambda: 2 ** 20)
-    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--out", str(tmp_path / "o")],
-                           capsys)
-    assert code == 2 and "more than half of this machine's" in err and not (tmp_path / "o" / "c.mp4").exists()
+    argv = ["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "0.25", *FAST]
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "memory")], capsys)
+    assert code == 0, err
+    monkeypatch.setattr(wx, "SPILL_BYTES", 2 ** 20)  # 5 windows of 0.8 MB: kept in a file beside the outputs
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "disk")], capsys)
+    assert code == 0 and "in a temporary file" in err, err
+    assert sorted(os.listdir(tmp_path / "disk")) == ["c.mp4", "c.npz"]  # the temporary file is gone
+    a, b = video_iba.load(tmp_path / "memory" / "c.npz"), video_iba.load(tmp_path / "disk" / "c.npz")
+    assert np.array_equal(a.values, b.values) and np.array_equal(a.per_source_frame, b.per_source_frame)
+
+    class Full:
+        free = 2 ** 20
+
+    monkeypatch.setattr(wx.shutil, "disk_usage", lambda _folder: Full())
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "full")], capsys)
+    assert code == 2 and "more than the 0.0 GiB free" in err and not (tmp_path / "full" / "c.mp4").exists()
 
 
 def test_a_huge_photo_is_decoded_reduced(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]

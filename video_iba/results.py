@@ -262,8 +262,13 @@ class ClipAttribution:
 
     @property
     def window_totals(self) -> np.ndarray:
-        """``(windows, crops)``: each map summed over its voxels (float64)."""
-        return self.values.astype(np.float64).sum(axis=(2, 3, 4))
+        """``(windows, crops)``: each map summed over its voxels (float64; one window at a time, the
+        maps may be on disk)."""
+        return np.stack([w.astype(np.float64).sum(axis=(1, 2, 3)) for w in self.values])
+
+    def peak(self) -> float:
+        """The largest value a figure draws (the magnitude for units other than bits), window by window."""
+        return float(max((self.unit.magnitude(w).max() for w in self.values), default=0.0))
 
     @property
     def total_bits(self) -> float:
@@ -303,7 +308,7 @@ class ClipAttribution:
         payload: dict[str, np.ndarray] = {
             "format": np.array(CLIP_FORMAT),
             "unit": np.array(self.unit.value),
-            ("window_bits" if info else "window_values"): self.values.astype(np.float32),
+            ("window_bits" if info else "window_values"): np.asarray(self.values, dtype=np.float32),
             "window_starts": np.asarray(self.window_starts, dtype=np.float64),
             "window_frame_indices": np.asarray(self.window_frame_indices, dtype=np.int64),
             "window_looped": np.asarray(self.window_looped, dtype=bool),

@@ -176,18 +176,21 @@ def frame_sources(t: float, windows: Sequence[Window]) -> FrameSource:
     return FrameSource(tuple(parts))
 
 
-def source_frame_totals(sources: Sequence[FrameSource], window_values: np.ndarray, plan: CropPlan) -> np.ndarray:
+def source_frame_totals(sources: Sequence[FrameSource], window_values: np.ndarray, plan: CropPlan,
+                        magnitude: bool = False) -> np.ndarray:
     """A map's total in each source frame, in the map's units: the crops' maps merged (each cell of
     the frame once, overlapping crops blended by :func:`~video_iba.models.preprocess.tile_weights`)
     and summed over the frame, averaged over the windows covering it.
 
     Args:
         sources: One :class:`FrameSource` per source frame.
-        window_values: ``(windows, crops, T, S, S)``.
+        window_values: ``(windows, crops, T, S, S)`` (read one window at a time; it may be on disk).
         plan: The crops.
+        magnitude: Sum the values' magnitude (maps in units other than bits).
     """
-    weights = tile_weights(plan)
-    sums = np.einsum("wnthk,nhk->wnt", window_values.astype(np.float64), np.stack(weights))  # (win, tile, T)
+    weights = np.stack(tile_weights(plan))
+    sums = np.stack([np.einsum("nthk,nhk->nt", (np.abs(w) if magnitude else w).astype(np.float64), weights)
+                     for w in window_values])  # (win, tile, T)
     out = np.empty(len(sources))
     for i, src in enumerate(sources):
         vals = [((1 - a) * sums[wi, :, k0] + a * sums[wi, :, k1]).sum() for wi, k0, k1, a in src.parts]

@@ -118,14 +118,13 @@ def compare_clip(
     heads = _heads(explained, names, [r.unit for _, r in results])
     ph, pw, scale = clip_panel_size(info.height, info.width, len(results) + 1)
     place = Placement(plan, scale, (ph, pw))
-    shown = [r.unit.magnitude(r.values) for _, r in results]
-    vmaxes = [_vmax(v) for v in shown]
+    vmaxes = [r.peak() or 1.0 for _, r in results]
     totals = np.stack([r.per_source_frame / max(float(np.max(r.per_source_frame)), 1e-12) for _, r in results])
     with VideoWriter(out_path, info.fps) as writer:
         for pos, frame, src in range_frames(path, results[0][1].source_frame_indices, (pw, ph), timeline, windows):
             tiles = [labelled(frame.rgb, heads[0])]
-            for values, vmax, head in zip(shown, vmaxes, heads[1:]):
-                tiles.append(labelled(overlay(frame.rgb, place.merged(src, values), vmax), head))
+            for (_, r), vmax, head in zip(results, vmaxes, heads[1:]):
+                tiles.append(labelled(overlay(frame.rgb, place.merged(src, r.values, r.unit), vmax), head))
             row = np.concatenate(tiles, axis=1)
             writer.write(np.concatenate([row, time_strip(totals, pos, row.shape[1], names)], axis=0))
             if on_frame is not None:

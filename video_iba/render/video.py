@@ -36,22 +36,24 @@ def display_size(height: int, width: int) -> tuple[int, int, float]:
     return max(h, 2), max(w, 2), s
 
 
-def _interp(window_bits: np.ndarray, wi: int, tile: int, k0: int, k1: int, a: float) -> np.ndarray:
-    m = window_bits[wi, tile, k0]
-    return m if a == 0.0 or k0 == k1 else (1.0 - a) * m + a * window_bits[wi, tile, k1]
+def _interp(window_bits: np.ndarray, wi: int, tile: int, k0: int, k1: int, a: float, unit: Unit) -> np.ndarray:
+    m = unit.magnitude(window_bits[wi, tile, k0])
+    return m if a == 0.0 or k0 == k1 else (1.0 - a) * m + a * unit.magnitude(window_bits[wi, tile, k1])
 
 
 def merged_map(src: FrameSource, window_bits: np.ndarray, plan: CropPlan, boxes: Sequence[tuple[float, ...]],
-               size: tuple[int, int], weights: Sequence[np.ndarray] | None = None) -> np.ndarray:
-    """The bits map of one source frame at display ``size`` (NaN where no crop reaches): windows
-    covering the frame averaged, crops blended with ``weights`` (default :func:`tile_weights`)."""
+               size: tuple[int, int], weights: Sequence[np.ndarray] | None = None,
+               unit: Unit = Unit.BITS) -> np.ndarray:
+    """The map of one source frame at display ``size`` (NaN where no crop reaches), in ``unit``'s
+    magnitude: windows covering the frame averaged, crops blended with ``weights`` (default
+    :func:`tile_weights`). Only the model frames needed are read (the maps may be on disk)."""
     ws = list(weights) if weights is not None else tile_weights(plan)
     placed_w = [np.nan_to_num(bits_on_image(w, box, size), nan=0.0) for w, box in zip(ws, boxes)]  # type: ignore[arg-type]
     acc = np.zeros(size, dtype=np.float32)
     wsum = np.zeros(size, dtype=np.float32)
     for wi, k0, k1, a in src.parts:
         for ti, box in enumerate(boxes):
-            placed = bits_on_image(_interp(window_bits, wi, ti, k0, k1, a), box, size)  # type: ignore[arg-type]
+            placed = bits_on_image(_interp(window_bits, wi, ti, k0, k1, a, unit), box, size)  # type: ignore[arg-type]
             ok = ~np.isnan(placed)
             acc[ok] += placed_w[ti][ok] * placed[ok]
             wsum[ok] += placed_w[ti][ok]
@@ -158,9 +160,9 @@ class Placement:
         self.boxes = [tuple(v * scale for v in t.box) for t in plan.tiles]
         self.blend = tile_weights(plan)
 
-    def merged(self, src: FrameSource, values: np.ndarray) -> np.ndarray:
+    def merged(self, src: FrameSource, values: np.ndarray, unit: Unit) -> np.ndarray:
         """The map of one source frame at the drawn size (see :func:`merged_map`)."""
-        return merged_map(src, values, self.plan, self.boxes, self.size, self.blend)
+        return merged_map(src, values, self.plan, self.boxes, self.size, self.blend, unit)
 
 
 def range_frames(path: str, indices: np.ndarray, size: tuple[int, int], timeline: Timeline,
@@ -212,14 +214,13 @@ def render_clip(
         on_frame: Called with 1 after every written frame (progress).
     """
     info = timeline.info
-    shown = result.unit.magnitude(result.values)
     ph, pw, scale = display_size(info.height, info.width)
     side_by_side = layout == "side-by-side"
     canvas = _Canvas(result, pw * (2 if side_by_side else 1), (ph, pw), labels, vmax, title, top_k)
     place = Placement(plan, scale, (ph, pw))
     with VideoWriter(out_path, info.fps) as writer:
         for pos, frame, src in range_frames(path, result.source_frame_indices, (pw, ph), timeline, windows):
-            over = overlay(frame.rgb, place.merged(src, shown), vmax)
+            over = overlay(frame.rgb, place.merged(src, result.values, result.unit), vmax)
             panels = [frame.rgb, over] if side_by_side else [over]
             writer.write(canvas.compose(panels, src, pos, timeline.time_of(frame.index)))
             if on_frame is not None:

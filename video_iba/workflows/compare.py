@@ -7,6 +7,7 @@ MP4 lasts as long as the range it explains.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..models.registry import model_spec
 from ..render.compare import compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
-from .explain import Options, assemble_clip, attribute_windows, predict
+from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input
 from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
@@ -80,18 +81,24 @@ def _clip(sessions: Sequence[Session], plan: InputPlan, target: int, options: Op
           progress: Progress) -> list[tuple[str, Unit]]:
     assert plan.line is not None
     results = []
-    for s in sessions:
-        first: dict[str, Any] = {}
-        windows = attribute_windows(s, plan, target, progress, first)
-        probs = np.mean([p for w in windows for p in w.probs], axis=0)
-        results.append((s.method.name, assemble_clip(s, plan, windows, target, options, probs, first, 0.0)))
-    bar = progress("rendering", len(results[0][1].source_frame_indices), "frame")
+    stores = [MapStore(plan, os.path.dirname(os.path.abspath(out))) for _ in sessions]
     try:
-        with atomic_writes([out]) as (tmp,):
-            compare_clip(results, plan.path, tmp, timeline=plan.line, windows=plan.windows, plan=plan.crops,
-                         explained=sessions[0].labels[target], on_frame=bar.update)
+        for s, store in zip(sessions, stores):
+            first: dict[str, Any] = {}
+            windows = attribute_windows(s, plan, target, progress, first, store)
+            probs = np.mean([p for w in windows for p in w.probs], axis=0)
+            results.append((s.method.name, assemble_clip(s, plan, windows, store.values, target, options, probs,
+                                                         first, 0.0)))
+        bar = progress("rendering", len(results[0][1].source_frame_indices), "frame")
+        try:
+            with atomic_writes([out]) as (tmp,):
+                compare_clip(results, plan.path, tmp, timeline=plan.line, windows=plan.windows, plan=plan.crops,
+                             explained=sessions[0].labels[target], on_frame=bar.update)
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        for store in stores:
+            store.close()
     return [(m, r.unit) for m, r in results]
 
 

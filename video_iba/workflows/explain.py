@@ -19,8 +19,12 @@ every source frame.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +45,10 @@ from .inputs import InputPlan, Range, plan_input
 from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
 
+log = logging.getLogger(__name__)
+
+#: A video's maps larger than this are kept in a temporary file until they are saved.
+SPILL_BYTES = 2 ** 30
 #: The fit's settings copied into a video's metadata from its first window.
 FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_sigmas", "min_std", "stats",
             "stats_source", "prefix_cached", "prefix_note", "feature_shape", "input_shape", "seed")
@@ -103,14 +111,45 @@ class Explained:
 
 @dataclass
 class WindowMaps:
-    """A window's explanation: per crop, the map ``(T, S, S)`` in ``unit``, per bottleneck layer the
-    bits per feature cell, the softmax, and the seconds it took."""
+    """A window's explanation besides its maps (which go to a :class:`MapStore`): per crop and
+    bottleneck layer the bits per feature cell, per crop the softmax, the unit, the seconds it took."""
 
     unit: Unit = Unit.BITS
-    values: list[np.ndarray] = field(default_factory=list)
     feature_bits: list[list[np.ndarray]] = field(default_factory=list)
     probs: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class MapStore:
+    """The maps of every window and crop of a video, ``(windows, crops, T, S, S)`` float32: in memory,
+    or above :data:`SPILL_BYTES` in a temporary file in the output folder, removed by :meth:`close`
+    (the array stays readable until it is dropped). A range whose maps do not fit on that disk is
+    refused before any work."""
+
+    def __init__(self, plan: InputPlan, folder: str) -> None:
+        shape = (len(plan.windows), len(plan.crops.tiles), plan.spec.frames, plan.crops.crop, plan.crops.crop)
+        need = int(np.prod(shape)) * 4
+        self.path: str | None = None
+        if need <= SPILL_BYTES:
+            self.values: np.ndarray = np.empty(shape, dtype=np.float32)
+            return
+        free = shutil.disk_usage(folder).free
+        if need > 0.9 * free:
+            raise UserInputError(f"the {shape[0]} windows x {shape[1]} crops of '{plan.path}' need {need / 2 ** 30:.1f} "
+                                 f"GiB of maps, more than the {free / 2 ** 30:.1f} GiB free in '{folder}'; give a "
+                                 f"larger {{stride}} or a shorter range ({{start}}, {{end}})",
+                                 options=["stride", "start", "end"])
+        log.warning("keeping the %.1f GiB of maps of %d windows in a temporary file in %s", need / 2 ** 30, shape[0],
+                    folder)
+        fd, self.path = tempfile.mkstemp(prefix=".maps-", suffix=".f32", dir=folder)
+        os.close(fd)
+        self.values = np.memmap(self.path, dtype=np.float32, mode="w+", shape=shape)
+
+    def close(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path)
+            self.path = None
 
 
 def explain_path(path: str, settings: Settings, out_dir: str, options: Options = Options(),
@@ -149,15 +188,19 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
     t0 = time.perf_counter()
     if not plan.is_video:
         return _photo(session, plan, target, options, outputs, progress)
-    first_meta: dict[str, Any] = {}
-    windows = attribute_windows(session, plan, target, progress, first_meta)
-    if target is None:
-        target = int(first_meta["target"])
-    if mean_probs is None:
-        mean_probs = np.mean([p for w in windows for p in w.probs], axis=0)
-    result = assemble_clip(session, plan, windows, target, options, mean_probs, first_meta,
-                           time.perf_counter() - t0)
-    return _render_clip(session, plan, result, options, outputs, progress)
+    store = MapStore(plan, out_dir)
+    try:
+        first_meta: dict[str, Any] = {}
+        windows = attribute_windows(session, plan, target, progress, first_meta, store)
+        if target is None:
+            target = int(first_meta["target"])
+        if mean_probs is None:
+            mean_probs = np.mean([p for w in windows for p in w.probs], axis=0)
+        result = assemble_clip(session, plan, windows, store.values, target, options, mean_probs, first_meta,
+                               time.perf_counter() - t0)
+        return _render_clip(session, plan, result, options, outputs, progress)
+    finally:
+        store.close()
 
 
 def predict(session: Session, plan: InputPlan, progress: Progress = no_progress) -> np.ndarray:
@@ -174,27 +217,27 @@ def predict(session: Session, plan: InputPlan, progress: Progress = no_progress)
     return acc / plan.count
 
 
-def attribute_windows(session: Session, plan: InputPlan, target: int | None, progress: Progress = no_progress,
-                      first_meta: dict[str, Any] | None = None) -> list[WindowMaps]:
-    """Explain every window and crop of ``plan`` for ``target``; ``first_meta`` receives the first
-    explanation's metadata (the fit's settings)."""
+def attribute_windows(session: Session, plan: InputPlan, target: int | None, progress: Progress,
+                      first_meta: dict[str, Any], store: MapStore) -> list[WindowMaps]:
+    """Explain every window and crop of ``plan`` for ``target``, the maps into ``store``;
+    ``first_meta`` receives the first explanation's metadata (the fit's settings)."""
     fitted = session.method.fitted
     bar = progress("explaining", plan.count * (session.settings.config.steps if fitted else 1),
                    "step" if fitted else "clip")
     on_step = (lambda *_: bar.update(1)) if fitted else None
     out: list[WindowMaps] = []
     try:
-        for _wi, inputs in plan.units():
+        for wi, inputs in plan.units():
             window = WindowMaps()
             t1 = time.perf_counter()
-            for x in inputs:
+            for ci, x in enumerate(inputs):
                 attr = session.attribute(x, target, on_step)
                 if not fitted:
                     bar.update(1)
-                if first_meta is not None and not first_meta:
+                if not first_meta:
                     first_meta.update(attr.meta)
                 window.unit = attr.unit
-                window.values.append(attr.values.numpy().astype(np.float32))
+                store.values[wi, ci] = attr.values.numpy()
                 caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
                 caps = [c for c in caps if c is not None]
                 window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
@@ -216,18 +259,18 @@ def _fit_meta(session: Session, first: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in first.items() if k not in ("target", "seconds", "version")}
 
 
-def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMaps], target: int, options: Options,
-                  mean_probs: np.ndarray, first_meta: dict[str, Any], seconds: float) -> ClipAttribution:
-    """A video's :class:`ClipAttribution`: the windows' maps, their totals per source frame, the metadata."""
+def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMaps], values: np.ndarray,
+                  target: int, options: Options, mean_probs: np.ndarray, first_meta: dict[str, Any],
+                  seconds: float) -> ClipAttribution:
+    """A video's :class:`ClipAttribution`: the windows' maps ``values`` ``(windows, crops, T, S, S)``,
+    their totals per source frame, the metadata."""
     assert plan.line is not None
     spec, cfg, info = session.spec, session.settings.config, plan.line.info
     unit = windows[0].unit
-    values = np.stack([np.stack(w.values) for w in windows])  # (windows, crops, T, S, S)
     first, last = plan.frame_range()
     indices = np.arange(first, last + 1)
-    shown = unit.magnitude(values)
     per_frame = source_frame_totals([frame_sources(plan.line.time_of(int(i)), plan.windows) for i in indices],
-                                    shown, plan.crops)
+                                    values, plan.crops, magnitude=not unit.information)
     top = session.top(mean_probs)
     span = plan.span
     meta: dict[str, Any] = {
@@ -248,13 +291,13 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
                      "variable_frame_rate_timestamps": plan.line.times is not None},
         "decoder": plan.decoder, "coverage": span.coverage, "crop": plan.crops.crop, "resized": list(plan.crops.size),
         "windows": len(windows), "tiles": len(plan.crops.tiles),
-        "vmax": float(options.vmax) if options.vmax is not None else float(max(shown.max(), 1e-12)),
+        "vmax": float(options.vmax) if options.vmax is not None else None,
         "layout": options.layout,
         "bits_unit": f"{unit} per voxel of the {spec.frames}x{plan.crops.crop}x{plan.crops.crop} model clip",
         "seconds_explaining": round(seconds, 3), "version": __version__,
     }
     layers = len(windows[0].feature_bits[0]) if windows[0].feature_bits else 0
-    return ClipAttribution(
+    result = ClipAttribution(
         values=values, unit=unit, target=target,
         window_starts=np.array([w.start for w in plan.windows]),
         window_frame_indices=np.stack([w.indices for w in plan.windows]).astype(np.int64),
@@ -265,6 +308,9 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
         source_frame_indices=indices.astype(np.int64), per_source_frame=per_frame,
         feature_bits=[np.stack([np.stack([fb[i] for fb in w.feature_bits]) for w in windows]) for i in range(layers)],
         meta=meta)
+    if options.vmax is None:
+        result.meta["vmax"] = float(max(result.peak(), 1e-12))
+    return result
 
 
 def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, options: Options, outputs: list[str],

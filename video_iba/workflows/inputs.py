@@ -141,26 +141,6 @@ def plan_input(path: str, spec: ModelSpec, span: Range = Range()) -> InputPlan:
                      full=(full_h, full_w) if (full_h, full_w) != (h, w) else None)
 
 
-def _physical_memory() -> int | None:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _check_memory(units: int, spec: ModelSpec, path: str) -> None:
-    """The maps of every window and crop are kept until the video is rendered: refuse what cannot
-    fit in half the machine's memory, warn from 2 GiB on."""
-    need = units * spec.frames * spec.input_size ** 2 * 4
-    text = f"{units} windows x crops of '{path}' keep {need / 2 ** 30:.1f} GiB of maps"
-    memory = _physical_memory()
-    if memory is not None and need > memory / 2:
-        raise UserInputError(f"{text}, more than half of this machine's {memory / 2 ** 30:.0f} GiB; give a larger "
-                             f"{{stride}} or a shorter range ({{start}}, {{end}})", options=["stride", "start", "end"])
-    if need > 2 ** 31:
-        log.warning("%s until the video is rendered", text)
-
-
 def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; explain a video with a video model given to {{model}} "
@@ -178,6 +158,5 @@ def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
         log.warning("the range ends at %g s but '%s' lasts %.2f s; explaining up to its end", span.end, path, duration)
     windows = line.windows(spec, start=span.start, end=span.end, stride=span.stride)
     crops = plan_crops(info.height, info.width, spec, span.coverage)
-    _check_memory(len(windows) * len(crops.tiles), spec, path)
     return InputPlan(os.fspath(path), spec, crops, (info.height, info.width), line=line, windows=windows, span=span,
                      decoder=clip_decoder())
