@@ -374,3 +374,22 @@ def test_progress_lines_where_stderr_is_not_a_terminal(photo_dir, tmp_path, caps
     assert code == 0
     lines = [line for line in err.splitlines() if line.startswith("video-iba: explaining:")]
     assert lines and lines[-1].startswith("video-iba: explaining: 2/2 step(s)")
+
+
+def test_the_same_command_writes_the_same_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import subprocess
+    import sys
+
+    clip = encode(str(tmp_path / "c.mp4"), frames=45, size=(128, 96), content=moving_square)
+    digests = []
+    for run in ("a", "b"):  # separate processes, as two users would run it
+        cmd = [sys.executable, "-m", "video_iba", "explain", clip, "--model", "r3d_18", "--weights", "random",
+               "--stride", "0.5", "--out", str(tmp_path / run), *FAST]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        digests.append(hashlib.sha256((tmp_path / run / "c.mp4").read_bytes()).hexdigest())
+        assert video_iba.load(tmp_path / run / "c.npz").meta["weights_seed"] == 0
+    assert digests[0] == digests[1]
+    a, b = video_iba.load(tmp_path / "a" / "c.npz"), video_iba.load(tmp_path / "b" / "c.npz")
+    assert np.array_equal(a.values, b.values) and a.target == b.target

@@ -247,6 +247,28 @@ def iter_frames(
                              f"{decoded} could be decoded; re-download or re-encode the file")
 
 
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB (even sizes) to planar YUV 4:2:0, BT.601 limited range, as the
+    ``(H * 3 / 2, W)`` array PyAV takes.
+
+    Done here rather than by FFmpeg's scaler, whose result depended on what it had converted before
+    in the process (the first conversion differed from later ones), so that the same frames always
+    reach the encoder as the same planes.
+    """
+    f = rgb.astype(np.float32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+    h, w = y.shape
+
+    def half(c: np.ndarray) -> np.ndarray:
+        return c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    cb = 128.0 + (-37.797 * half(r) - 74.203 * half(g) + 112.0 * half(b)) / 255.0
+    cr = 128.0 + (112.0 * half(r) - 93.786 * half(g) - 18.214 * half(b)) / 255.0
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1) for p in (y, cb, cr)]
+    return np.concatenate(planes).reshape(h * 3 // 2, w)
+
+
 class VideoWriter:
     """Write RGB frames to an H.264 MP4, atomically.
 
@@ -292,12 +314,15 @@ class VideoWriter:
             self._stream = self._container.add_stream("libx264", rate=self.fps)
             self._stream.width, self._stream.height = w + w % 2, h + h % 2
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(self.crf)}
+            # x264's macroblock-tree rate control gave different bitstreams for the same frames in
+            # different runs; without it the same frames always give the same file
+            self._stream.options = {"crf": str(self.crf), "x264-params": "mbtree=0"}
         if (w + w % 2, h + h % 2) != (self._stream.width, self._stream.height):
             raise ValueError(f"frame size {w}x{h} differs from the first frame's")
         if w % 2 or h % 2:
             rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(rgb), format="yuv420p")
+        frame.pts, frame.time_base = self.frames, 1 / self.fps  # explicit times: the encoder never guesses them
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
