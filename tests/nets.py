@@ -85,3 +85,32 @@ def mixed_state(model: nn.Module) -> None:
     model.train()
     model.features[0].training = False  # a module with its own flag
     model.fc.weight.requires_grad_(False)
+
+
+class TinyViViT(nn.Module):
+    """A small video transformer: a tubelet embedding (a strided 3-D convolution), a class token,
+    learned positions, ``blocks`` encoder layers, the class token's head. Tokens are time-major
+    ``(t h w)``; with ``space_major`` they are ordered ``(h w t)`` as TimeSformer's."""
+
+    def __init__(self, classes: int = 4, dim: int = 16, frames: int = 8, size: int = 32,
+                 tubelet: tuple[int, int, int] = (2, 8, 8), blocks: int = 2, space_major: bool = False) -> None:
+        super().__init__()
+        self.grid = (frames // tubelet[0], size // tubelet[1], size // tubelet[2])
+        self.space_major = space_major
+        self.embed = nn.Conv3d(3, dim, tubelet, stride=tubelet)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 1 + self.grid[0] * self.grid[1] * self.grid[2], dim) * 0.1)
+        self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)
+                                     for _ in range(blocks)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.embed(x)  # (N, C, T, H, W)
+        if self.space_major:
+            t = t.permute(0, 1, 3, 4, 2)  # (N, C, H, W, T)
+        tokens = t.flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.head(self.norm(tokens[:, 0]))

@@ -103,6 +103,10 @@ def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"] and "(none: pass --layer)" in rows["vit_b_16"]
+    assert "conv_proj" in rows["mvit_v2_s"] and "16x4 224²" in rows["mvit_v2_s"] and "+1 cls" in rows["mvit_v2_s"]
+    code, out, _ = run_cli(["layers", "--model", "mvit_v2_s"], capsys)
+    block = next(line for line in out.splitlines() if line.startswith("blocks.3 "))
+    assert code == 0 and "MultiscaleBlock" in block and "grid 8x14x14 (t h w) + 1 prefix" in block
 
 
 def _write(path: str, array: np.ndarray, mode: str | None = None) -> str:

@@ -29,6 +29,7 @@ from .io.image import read_image
 from .methods.attribute import METHODS, attribute
 from .methods.iba import estimate, explain
 from .methods.readout import Readout, explain_readout, load_checkpoint, load_readout
+from .models.layouts import TokenLayout
 from .models.pathways import pathways
 from .models.preprocess import Geometry, preprocess_clip, preprocess_image
 from .models.registry import ModelSpec, get_spec, list_models, load_model
@@ -40,7 +41,7 @@ from .workflows.session import Session, Settings
 __all__ = [
     "__version__", "explain", "estimate", "attribute", "METHODS", "explain_readout", "load_readout", "load_checkpoint",
     "Readout", "Attribution", "ClipAttribution", "Unit", "load", "Statistics", "IBAConfig", "UserInputError",
-    "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "read_image", "read_clip", "preprocess_image",
+    "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
 ]

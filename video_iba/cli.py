@@ -351,16 +351,17 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
 
 
 def _cmd_models(_args: argparse.Namespace) -> None:
-    print(f"{'model':<24} {'default layer(s)':<62} {'input':<16} weights")
+    print(f"{'model':<24} {'default layer(s)':<62} {'input':<16} {'layout':<22} weights")
     for spec, layer in describe_models():
-        print(f"{spec.name:<24} {layer:<62} {spec.describe_input():<16} {spec.weights_source}")
+        print(f"{spec.name:<24} {layer:<62} {spec.describe_input():<16} {spec.describe_tokens() or 'maps':<22} "
+              f"{spec.weights_source}")
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:
-    print(f"{'layer':<40} {'type':<26} output shape")
+    print(f"{'layer':<40} {'type':<26} {'output shape':<20} tokens")
     for li in layers(args.model):
         shape = "x".join(map(str, li.shape)) if li.shape is not None else "(not a tensor)"
-        print(f"{li.name:<40} {li.kind:<26} {shape}")
+        print(f"{li.name:<40} {li.kind:<26} {shape:<20} {li.describe_tokens()}".rstrip())
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:

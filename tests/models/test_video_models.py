@@ -108,7 +108,7 @@ def test_5d_model_left_as_it_was_and_per_frame_statistics() -> None:
 def test_torchvision_video_entries_match_their_weights_transforms() -> None:
     import torchvision.models as tvm
 
-    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d"):
+    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "s3d", "mvit_v1_b", "mvit_v2_s", "swin3d_t", "swin3d_s", "swin3d_b"):
         spec = get_spec(name)
         t = tvm.get_model_weights(name).KINETICS400_V1.transforms()
         assert spec.input_size == t.crop_size[0] and spec.resize == t.resize_size[0], name

@@ -153,6 +153,8 @@ class Statistics:
         source: ``"dataset"`` (estimated over inputs) or ``"input"`` (pooled over the explained
             input's own positions, see :meth:`from_input`).
         meta: Provenance: ``model``, ``layer``, ``input_shape``, ``feature_shape``, ``pool``, ...
+        prefix: A transformer layer's class tokens' statistics ``(C, P)`` (``None``: the layer has
+            none, or they follow the grid's per-channel statistics).
     """
 
     mean: torch.Tensor
@@ -161,6 +163,7 @@ class Statistics:
     samples: int
     source: str = "dataset"
     meta: dict[str, Any] = field(default_factory=dict)
+    prefix: "Statistics | None" = None
 
     @classmethod
     def from_input(cls, r: torch.Tensor, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None) -> "Statistics":
@@ -177,6 +180,16 @@ class Statistics:
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "Statistics":
         return Statistics(self.mean.to(device, dtype), self.std.to(device, dtype), self.active.to(device, dtype),
+                          self.samples, self.source, dict(self.meta),
+                          self.prefix.to(device, dtype) if self.prefix is not None else None)
+
+    def per_channel(self, dims: int) -> "Statistics":
+        """Each channel's statistics (pooled over everything else), shaped for ``dims`` trailing axes
+        (the statistics of a layer's class tokens ``(C, P)`` when only the grid's are known)."""
+        def pooled(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(t.shape[0], -1).mean(1).reshape(t.shape[0], *[1] * dims)
+
+        return Statistics(pooled(self.mean), pooled(self.std), (pooled(self.active) > 0).to(self.active.dtype),
                           self.samples, self.source, dict(self.meta))
 
     def check(self, feature_shape: Sequence[int] | None, layer: str | None = None, model: str | None = None,
@@ -236,7 +249,8 @@ class Statistics:
         """Plain tensors and values (CPU), loadable with ``torch.load(weights_only=True)``."""
         return {"mean": self.mean.cpu(), "std": self.std.cpu(), "active": self.active.cpu(),
                 "samples": int(self.samples), "source": self.source,
-                "meta": {k: v for k, v in self.meta.items() if k != "path"}}
+                "meta": {k: v for k, v in self.meta.items() if k != "path"},
+                **({"prefix": self.prefix.to_dict()} if self.prefix is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Statistics":
@@ -257,7 +271,8 @@ class Statistics:
         meta = d.get("meta", {})
         if not isinstance(d["samples"], int) or not isinstance(meta, dict):
             raise ValueError("samples must be an integer and meta a mapping")
-        return cls(mean, std, active, d["samples"], str(d.get("source", "dataset")), dict(meta))
+        prefix = cls.from_dict(d["prefix"]) if d.get("prefix") is not None else None
+        return cls(mean, std, active, d["samples"], str(d.get("source", "dataset")), dict(meta), prefix)
 
     def describe(self) -> str:
         """One line for metadata: where the statistics came from."""

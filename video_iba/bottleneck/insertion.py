@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, Union
 
 import torch
@@ -117,14 +118,73 @@ def first_forward(model: nn.Module, x: Inputs) -> Any:
                              f"the shape and kind it was built for") from exc
 
 
-def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str],
-            x: Inputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Run ``model(x)`` once without gradients; return its logits and a copy of each layer's output."""
-    seen: list[list[torch.Tensor]] = [[] for _ in layers]
+class Adapter(Protocol):
+    """How a layer's output becomes the tensors a bottleneck restricts ("parts") and back.
+
+    Part 0 is the layer's channels-first map ``(N, C, *S)`` (smoothed and drawn); further parts are
+    token sets ``(N, C, P)`` (a transformer's class tokens: restricted, not smoothed, not drawn).
+    ``join(split(out))`` rebuilds ``out``, at any batch size.
+    """
+
+    def split(self, out: Any, layer: str) -> tuple[list[torch.Tensor], Any]: ...
+
+    def join(self, parts: Sequence[torch.Tensor], context: Any) -> Any: ...
+
+
+class FeatureMap:
+    """The adapter of a layer that outputs a feature map ``(N, C, H, W)`` or ``(N, C, T, H, W)``."""
+
+    def split(self, out: Any, layer: str) -> tuple[list[torch.Tensor], Any]:
+        return [_as_tensor_output(out, layer)], None
+
+    def join(self, parts: Sequence[torch.Tensor], context: Any) -> Any:
+        return parts[0]
+
+
+@dataclass
+class Taps:
+    """The bottleneck tensors of one input and how to put them back into the layers' outputs.
+
+    Attributes:
+        parts: Every layer's parts, in layer order (``(1, C, *S)`` maps, ``(1, C, P)`` token sets).
+        layers, adapters, contexts: Per layer.
+        counts: Parts per layer.
+    """
+
+    parts: list[torch.Tensor]
+    layers: list[str]
+    adapters: list[Adapter]
+    contexts: list[Any]
+    counts: list[int]
+
+    def grouped(self, items: Sequence[Any]) -> list[list[Any]]:
+        """A flat list of per-part items grouped per layer."""
+        out, i = [], 0
+        for n in self.counts:
+            out.append(list(items[i:i + n]))
+            i += n
+        return out
+
+    def outputs(self, parts: Sequence[torch.Tensor]) -> list[Any]:
+        """Each layer's output with its parts replaced by ``parts``."""
+        return [a.join(g, c) for a, g, c in zip(self.adapters, self.grouped(parts), self.contexts)]
+
+    @property
+    def is_map(self) -> list[bool]:
+        """Per part: whether it is a layer's map (smoothed, drawn) rather than a token set."""
+        return [i == 0 for n in self.counts for i in range(n)]
+
+
+def capture_taps(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs,
+                 adapters: Sequence[Adapter | None] | None = None) -> tuple[torch.Tensor, Taps]:
+    """Run ``model(x)`` once without gradients; return its logits and a copy of each layer's parts."""
+    ads: list[Adapter] = [a or FeatureMap() for a in (adapters or [None] * len(layers))]
+    seen: list[list[tuple[list[torch.Tensor], Any]]] = [[] for _ in layers]
 
     def make_hook(i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-            seen[i].append(_as_tensor_output(out, layers[i]).detach().clone())
+            parts, context = ads[i].split(out, layers[i])
+            seen[i].append(([p.detach().clone() for p in parts], context))
         return hook
 
     with contextlib.ExitStack() as stack, torch.no_grad():
@@ -135,11 +195,21 @@ def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str
         if not outs:
             raise UserInputError(f"layer '{layer}' did not run in the forward pass; choose a layer the model uses")
         if len(outs) > 1:
-            raise UserInputError(f"layer '{layer}' runs {len(outs)} times in one forward pass; choose a layer that runs once")
+            raise UserInputError(f"layer '{layer}' runs {len(outs)} times in one forward pass; choose a layer that "
+                                 f"runs once")
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise UserInputError(f"the model returns {shape}; explain needs a classifier returning logits (N, classes)")
-    return logits.detach(), [outs[0] for outs in seen]
+    taps = Taps([p for outs in seen for p in outs[0][0]], list(layers), ads, [outs[0][1] for outs in seen],
+                [len(outs[0][0]) for outs in seen])
+    return logits.detach(), taps
+
+
+def capture(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs,
+            adapters: Sequence[Adapter | None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run ``model(x)`` once without gradients; return its logits and a copy of each layer's map."""
+    logits, taps = capture_taps(model, modules, layers, x, adapters)
+    return logits, [g[0] for g in taps.grouped(taps.parts)]
 
 
 class _Stop(Exception):
@@ -152,13 +222,20 @@ def layer_output(model: nn.Module, module: nn.Module, layer: str, x: Inputs) -> 
 
 
 def layer_outputs(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs) -> list[torch.Tensor]:
-    """Outputs of several layers for ``x``; the forward pass stops once all of them have run."""
-    box: dict[int, torch.Tensor] = {}
+    """Maps of several layers for ``x``; the forward pass stops once all of them have run."""
+    return [parts[0] for parts in layer_parts(model, modules, layers, x)]
+
+
+def layer_parts(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs,
+                adapters: Sequence[Adapter | None] | None = None) -> list[list[torch.Tensor]]:
+    """Every layer's parts for ``x`` (see :class:`Adapter`); the forward pass stops once all layers ran."""
+    ads: list[Adapter] = [a or FeatureMap() for a in (adapters or [None] * len(layers))]
+    box: dict[int, list[torch.Tensor]] = {}
 
     def make_hook(i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             if i not in box:
-                box[i] = _as_tensor_output(out, layers[i]).detach().clone()
+                box[i] = [p.detach().clone() for p in ads[i].split(out, layers[i])[0]]
             if len(box) == len(modules):
                 raise _Stop
         return hook
@@ -180,23 +257,26 @@ class HookedForward:
     """Runner that evaluates the whole network with each layer's output replaced.
 
     The network before the layers is recomputed on every call; use it where the model cannot be
-    split at the layers. A context manager: the hooks exist only inside ``with``.
+    split at the layers. A context manager: the hooks exist only inside ``with``. With ``taps``,
+    ``zs`` are the layers' parts, put back into each output by its adapter (tokens, tuples).
     """
 
     cached = False
 
-    def __init__(self, model: nn.Module, modules: Sequence[nn.Module], x: Inputs, note: str = "") -> None:
-        self.model, self.modules, self.x, self.note = model, list(modules), x, note
-        self._zs: Sequence[torch.Tensor] | None = None
+    def __init__(self, model: nn.Module, modules: Sequence[nn.Module], x: Inputs, note: str = "",
+                 taps: Taps | None = None) -> None:
+        self.model, self.modules, self.x, self.note, self.taps = model, list(modules), x, note, taps
+        self._outs: Sequence[Any] | None = None
         self._ctx: contextlib.ExitStack | None = None
 
-    def _hook(self, i: int) -> Callable[..., torch.Tensor]:
-        def hook(_m: nn.Module, _inp: Any, out: Any) -> torch.Tensor:
-            if self._zs is None:
+    def _hook(self, i: int) -> Callable[..., Any]:
+        def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
+            if self._outs is None:
                 return out
-            z = self._zs[i]
-            if not isinstance(out, torch.Tensor) or out.shape != z.shape:
-                raise RuntimeError(f"layer output {getattr(out, 'shape', None)} does not match the bottleneck {tuple(z.shape)}")
+            z = self._outs[i]
+            if isinstance(z, torch.Tensor) and (not isinstance(out, torch.Tensor) or out.shape[1:] != z.shape[1:]):
+                raise RuntimeError(f"layer output {getattr(out, 'shape', None)} does not match the bottleneck "
+                                   f"{tuple(z.shape)}")
             return z
         return hook
 
@@ -214,8 +294,8 @@ class HookedForward:
     def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
         if self._ctx is None:
             raise RuntimeError("HookedForward must be used inside a `with` block")
-        self._zs = zs
+        self._outs = self.taps.outputs(zs) if self.taps is not None else zs
         try:
             return self.model(fresh(expand_batch(self.x, zs[0].shape[0])))
         finally:
-            self._zs = None
+            self._outs = None

@@ -53,6 +53,7 @@ def fit_per_sample(
     generator: torch.Generator,
     on_step: Callable[[int, float, float], None] | None = None,
     skip_last_pass: bool = True,
+    smoothed: Sequence[bool] | None = None,
 ) -> FitResult:
     """Fit the masks of one input, one per bottleneck.
 
@@ -72,6 +73,8 @@ def fit_per_sample(
         skip_last_pass: The result is the capacity of the last step, which depends only on the
             masks and ``R``; that step's network pass and update change nothing in it and are
             skipped (its ``ce`` is then not recorded). ``False`` runs them, as the reference does.
+        smoothed: Per bottleneck tensor, whether its mask is smoothed (maps: yes; a transformer's
+            class tokens ``(1, C, P)``: no). Default: all.
 
     Returns:
         :class:`FitResult` with the capacities in nats.
@@ -79,7 +82,8 @@ def fit_per_sample(
     if len(rs) != len(stats) or not rs:
         raise ValueError("need one statistics object per bottleneck")
     shapes = [tuple(r.shape[1:]) for r in rs]
-    sigmas = [smoothing_sigmas(len(sh) - 1, cfg) for sh in shapes]
+    sigmas = [smoothing_sigmas(len(sh) - 1, cfg) if smooth_it else (0.0,) * (len(sh) - 1)
+              for sh, smooth_it in zip(shapes, smoothed if smoothed is not None else [True] * len(shapes))]
     r_norms = [((r[0] - st.mean) / st.std).detach() for r, st in zip(rs, stats)]
     alphas = [torch.full(sh, float(cfg.alpha_init), device=r.device, dtype=r.dtype, requires_grad=True)
               for sh, r in zip(shapes, rs)]

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
-from .insertion import Inputs, expand_batch, fresh
+from .insertion import Inputs, Taps, expand_batch, fresh
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,11 @@ class CachedSuffix:
         layers: Dotted module paths of the bottleneck layers (one per pathway for SlowFast).
         x: The input (a tensor or a list of pathway tensors, batch 1); values the suffix reads
             from before the layers are computed from it once per batch size.
-        rs: Each layer's output for ``x`` ``(1, C, *S)``, as captured by hooks.
+        rs: Each layer's output for ``x`` ``(1, C, *S)``, as captured by hooks (with ``taps``: the
+            layers' parts).
         logits: ``model(x)``, used to check the split.
+        taps: How parts go back into the layers' outputs (token layouts, tuples); ``None``: the
+            layers output the maps themselves.
 
     Raises:
         SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
@@ -103,7 +106,8 @@ class CachedSuffix:
     note = "prefix computed once; suffix only per step"
 
     def __init__(self, model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
-                 logits: torch.Tensor) -> None:
+                 logits: torch.Tensor, taps: Taps | None = None) -> None:
+        self._taps = taps
         try:
             graph = _LeafTracer(layers).trace(model)
         except Exception as exc:  # tracing fails in many ways on dynamic Python code
@@ -185,7 +189,8 @@ class CachedSuffix:
 
     def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
         frontier = tuple(_copy_value(v) for v in self._frontier(zs[0].shape[0]))
-        return self._suffix(*zs, *frontier)
+        outs = self._taps.outputs(zs) if self._taps is not None else zs
+        return self._suffix(*outs, *frontier)
 
 
 def _check_split(run: Callable[[Sequence[torch.Tensor]], Any], rs: Sequence[torch.Tensor], logits: torch.Tensor,
@@ -232,7 +237,9 @@ class BlocksSuffix:
     cached = True
     note = "prefix computed once; suffix only per step (sequential blocks)"
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], rs: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], rs: Sequence[torch.Tensor], logits: torch.Tensor,
+                 taps: Taps | None = None) -> None:
+        self._taps = taps
         blocks = getattr(model, "blocks", None)
         if not isinstance(blocks, nn.ModuleList):
             raise SplitError("the model has no `blocks` list to run in order")
@@ -257,11 +264,12 @@ class BlocksSuffix:
         _check_split(self, rs, logits, f"the blocks after blocks.{k}")
 
     def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+        outs = self._taps.outputs(zs) if self._taps is not None else zs
         h: Any
         if self._order is None:
-            h = zs[0]
+            h = outs[0]
         else:
-            h = [zs[j] for j in self._order]  # a new list: the blocks may overwrite it
+            h = [outs[j] for j in self._order]  # a new list: the blocks may overwrite it
             if self._fusion is not None:
                 h = self._fusion(h)
         for block in self._rest:
@@ -280,16 +288,16 @@ def _block_path(name: str) -> tuple[int, int | None] | None:
 
 
 def split_runner(model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
-                 logits: torch.Tensor) -> CachedSuffix | BlocksSuffix:
+                 logits: torch.Tensor, taps: Taps | None = None) -> CachedSuffix | BlocksSuffix:
     """The cheapest runner that reproduces the model: a torch.fx split, else sequential blocks.
 
     Raises:
         SplitError: naming why neither applies.
     """
     try:
-        return CachedSuffix(model, layers, x, rs, logits)
+        return CachedSuffix(model, layers, x, rs, logits, taps)
     except SplitError as fx_error:
         try:
-            return BlocksSuffix(model, layers, rs, logits)
+            return BlocksSuffix(model, layers, rs, logits, taps)
         except SplitError as blocks_error:
             raise SplitError(f"{fx_error}; {blocks_error}") from blocks_error

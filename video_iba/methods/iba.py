@@ -15,12 +15,13 @@ from torch import nn
 
 from .._version import __version__
 from ..bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
-from ..bottleneck.insertion import HookedForward, capture, frozen, get_module, layer_outputs
+from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts
 from ..bottleneck.per_sample import fit_per_sample, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
 from ..config import IBAConfig
 from ..distributed import gather, world_size
 from ..errors import UserInputError
+from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
 from .common import LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_name
@@ -41,6 +42,7 @@ def explain(
     seed: int | None = None,
     config: IBAConfig | None = None,
     pack: Pack | None = None,
+    tokens: TokenLayout | Sequence[TokenLayout | None] | None = None,
     split: str = "auto",
     on_step: Callable[[int, float, float], None] | None = None,
 ) -> Attribution:
@@ -64,6 +66,10 @@ def explain(
         config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`.
         pack: For a multi-pathway network: builds its pathway list from the clip ``x``
             (registry models such as SlowFast: automatic).
+        tokens: How a transformer layer's output maps onto a ``(T', H', W')`` grid (one layout for
+            every layer, or one per layer; registry models know theirs). Its class tokens are
+            restricted too, with their own unsmoothed mask, and reported as
+            ``meta["prefix_bits"]`` and ``arrays["prefix_bits"]``, never drawn.
         split: ``"auto"`` computes the network before the layers once (falls back to the full
             forward pass, with a warning and ``meta["prefix_cached"] = False``, where the model
             cannot be split); ``"hook"`` always runs the full network.
@@ -87,23 +93,31 @@ def explain(
     if seed is None:
         seed = secrets.randbits(31)
     t0 = time.perf_counter()
+    layouts = layouts_for(model, layers, tokens)
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
-        logits, rs = capture(model, modules, layers, inputs)
-        check_channels_first(rs, x, layers)
+        logits, taps = capture_taps(model, modules, layers, inputs, layouts)
+        groups = taps.grouped(taps.parts)
+        rs = [g[0] for g in groups]
+        check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
+                             [n for n, lay in zip(layers, layouts) if lay is None])
         target = check_target(target, logits)
-        used = [(Statistics.from_input(r, min_std=cfg.min_std) if st is None else _checked(st, r, name))
-                .to(r.device, r.dtype) for name, r, st in zip(layers, rs, given)]
-        runner, note = _runner(model, layers, inputs, rs, logits, split)
+        used = _part_statistics(layers, groups, given, cfg.min_std)
+        runner, note = _runner(model, layers, inputs, taps.parts, logits, split, taps)
         generator = torch.Generator(device=rs[0].device)
         generator.manual_seed(int(seed))
         with _memory_errors(cfg):
             if runner is not None:
-                fit = fit_per_sample(runner, rs, used, target, cfg, generator, on_step)
+                fit = fit_per_sample(runner, taps.parts, used, target, cfg, generator, on_step, smoothed=taps.is_map)
                 note = runner.note
             else:
-                with HookedForward(model, modules, inputs, note) as hooked:
-                    fit = fit_per_sample(hooked, rs, used, target, cfg, generator, on_step)
-    bits = bits_map(fit.capacities, tuple(x.shape[2:]))
+                with HookedForward(model, modules, inputs, note, taps) as hooked:
+                    fit = fit_per_sample(hooked, taps.parts, used, target, cfg, generator, on_step,
+                                         smoothed=taps.is_map)
+    cap_groups = taps.grouped(fit.capacities)
+    map_caps = [g[0] for g in cap_groups]
+    bits = bits_map(map_caps, tuple(x.shape[2:]))
+    prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in cap_groups for c in g[1:]]
+    used = [g[0] for g in taps.grouped(used)]  # each layer's map statistics, for the metadata
     single = len(layers) == 1
 
     def per_layer(values: list[Any]) -> Any:
@@ -120,13 +134,32 @@ def explain(
         "feature_shape": per_layer([list(r.shape[1:]) for r in rs]),
         "input_shape": list(inputs.shape) if isinstance(inputs, torch.Tensor) else [list(t.shape) for t in inputs],
         "total_bits": float(bits.double().sum()),
-        "bits_per_layer": [float(c.double().sum()) / math.log(2) for c in fit.capacities],
+        "bits_per_layer": [float(c.double().sum()) / math.log(2) for c in map_caps],
+        **({"token_layouts": per_layer([None if lay is None else repr(lay) for lay in layouts])}
+           if any(lay is not None for lay in layouts) else {}),
+        **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
         "ce_per_step": fit.ce, "info_nats_per_step": fit.info,
         "seconds": round(time.perf_counter() - t0, 3), "version": __version__, **model_name(model),
     }
-    caps = [c.float().cpu() for c in fit.capacities]
+    caps = [c.float().cpu() for c in map_caps]
+    arrays = {"prefix_bits": torch.cat(prefix_bits).numpy()} if prefix_bits else {}
     return Attribution(values=bits.cpu(), unit=Unit.BITS, target=target, capacity=per_layer(caps),
-                       logits=logits[0].float().cpu(), meta=meta)
+                       logits=logits[0].float().cpu(), meta=meta, arrays=arrays)
+
+
+def _part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
+                     given: Sequence[Statistics | None], min_std: float) -> list[Statistics]:
+    """The statistics of every bottleneck tensor: a layer's map (given, or its own positions pooled)
+    and its class tokens (given with the map's, or the map's per-channel statistics)."""
+    out = []
+    for name, group, st in zip(layers, groups, given):
+        r = group[0]
+        grid = Statistics.from_input(r, min_std=min_std) if st is None else _checked(st, r, name)
+        out.append(grid.to(r.device, r.dtype))
+        for tokens in group[1:]:
+            prefix = st.prefix if st is not None and st.prefix is not None else grid.per_channel(tokens.dim() - 2)
+            out.append(prefix.to(tokens.device, tokens.dtype))
+    return out
 
 
 @contextlib.contextmanager
@@ -148,13 +181,13 @@ def _checked(st: Statistics, r: torch.Tensor, layer: str) -> Statistics:
 
 
 def _runner(model: nn.Module, layers: Sequence[str], inputs: Any, rs: Sequence[torch.Tensor], logits: torch.Tensor,
-            split: str) -> tuple[Any, str]:
+            split: str, taps: Taps | None = None) -> tuple[Any, str]:
     """The network after the layers with its prefix cached (``split="auto"``, where the model can be
     split), or ``None`` and why the whole network runs at every step."""
     if split != "auto":
         return None, "full forward pass per step (split='hook')"
     try:
-        return split_runner(model, layers, inputs, rs, logits), ""
+        return split_runner(model, layers, inputs, rs, logits, taps), ""
     except SplitError as exc:
         log.warning("cannot run only the network after %s (%s); running the whole network at every step",
                     ", ".join(f"'{n}'" for n in layers), exc)
@@ -184,6 +217,7 @@ def estimate(
     max_samples: int | None = None,
     meta: dict[str, Any] | None = None,
     pack: Pack | None = None,
+    tokens: TokenLayout | Sequence[TokenLayout | None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> Any:
     """Estimate per-neuron mean and std of a layer's output over a data set.
@@ -199,8 +233,8 @@ def estimate(
         layer: Dotted module path (registry default if omitted for a registry model), or a list
             of paths (one estimate each, from the same forward passes).
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
-            images, time ``(1,)`` for ``(C, T, H, W)`` maps (clips of any length can then use
-            them); ``()`` keeps one estimate per ``(c, t, h, w)``.
+            images and token grids (learned positions), time ``(1,)`` for ``(C, T, H, W)`` maps
+            (clips of any length can then use them); ``()`` keeps one estimate per ``(c, t, h, w)``.
         pools: Instead of ``pool``, one per layer (``None``: that layer's default). A layer may
             then be listed more than once with different pools (one forward pass for all).
         min_std: Lower bound of the std.
@@ -208,6 +242,8 @@ def estimate(
         meta: Provenance to record (model name, input shape, ...).
         pack: For a multi-pathway network: builds its pathway list from each clip batch
             (registry models such as SlowFast: automatic).
+        tokens: Token layouts of transformer layers, as for :func:`explain`; class tokens get their
+            own per-token statistics (``Statistics.prefix``).
         on_batch: Called with the batch size after each batch (progress bars).
 
     Returns:
@@ -226,8 +262,10 @@ def estimate(
     per_layer = list(pools) if pools is not None else [pool] * len(names)
     unique = list(dict.fromkeys(names))
     modules = [get_module(model, name, LAYER_HINT) for name in unique]
+    layouts = dict(zip(names, layouts_for(model, names, tokens)))
     pk = input_packer(model, pack)
     ests: list[WelfordEstimator] | None = None
+    owners: list[tuple[int, int]] = []  # (entry of ``names``, part) of every estimator
     input_shape: list[int] | None = None
     with frozen(model):
         for xb in batches:
@@ -241,28 +279,42 @@ def estimate(
                 xb = xb[:max_samples - ests[0].samples]
             if input_shape is None:
                 input_shape = [1, *xb.shape[1:]]
-            outs = dict(zip(unique, layer_outputs(model, modules, unique, packed(xb, pk))))
-            feats = [outs[n] for n in names]
+            outs = dict(zip(unique, layer_parts(model, modules, unique, packed(xb, pk),
+                                                [layouts[n] for n in unique])))
+            feats = [(i, j, part) for i, n in enumerate(names) for j, part in enumerate(outs[n])]
             if ests is None:
-                ests = [WelfordEstimator(pool=p if p is not None else ((1,) if f.dim() == 5 else ()))
-                        for p, f in zip(per_layer, feats)]
-            for est, f in zip(ests, feats):
+                ests = [WelfordEstimator(pool=_default_pool(per_layer[i], f, layouts[names[i]]) if j == 0 else ())
+                        for i, j, f in feats]
+                owners = [(i, j) for i, j, _ in feats]
+            for est, (_, _, f) in zip(ests, feats):
                 est.update(f)
             if on_batch is not None:
-                on_batch(int(feats[0].shape[0]))
+                on_batch(int(feats[0][2].shape[0]))
     if world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
         ests, input_shape = _merge_ranks(ests, input_shape)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
-    out = []
-    for name, est in zip(names, ests):
-        info = {"layer": name, "input_shape": input_shape, **model_name(model), **(meta or {})}
-        out.append(est.finalize(min_std=min_std, meta=info))
+    out: list[Statistics] = []
+    for est, (i, j) in zip(ests, owners):
+        info = {"layer": names[i], "input_shape": input_shape, **model_name(model), **(meta or {})}
+        st = est.finalize(min_std=min_std, meta=info)
+        if j == 0:
+            out.append(st)
+        else:
+            out[-1].prefix = st
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
     if per_position and per_position[0].samples < FEW_SAMPLES:  # once per call; per-channel statistics have plenty
         log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
                     10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, str) or (layer is None and len(names) == 1) else out
+
+
+def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: TokenLayout | None) -> tuple[int, ...]:
+    """Pooled axes of a map: as given; else time for a convolution's clip map, nothing for images
+    and token grids (each grid position has its own learned embedding)."""
+    if pool is not None:
+        return tuple(pool)
+    return (1,) if feature.dim() == 5 and layout is None else ()
 
 
 def _merge_ranks(ests: list[WelfordEstimator] | None,

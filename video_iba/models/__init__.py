@@ -1,6 +1,7 @@
 """Models: the registry (specs, builders, weights, labels), layers, preprocessing and pathways."""
 
 from .layers import LayerInfo, auto_layer, cam_layer_of, layer_table
+from .layouts import TokenLayout, layouts_for
 from .pathways import Pack, PackedModel, input_packer, one_input, packed, pathways, slow_and_fast
 from .preprocess import (COVERAGES, CropPlan, Geometry, Tile, crop_input, plan_crops, preprocess_clip,
                          preprocess_image, resize_crop_normalize, resized_size, tile_weights)
@@ -8,7 +9,7 @@ from .registry import (ModelSpec, describe_models, get_spec, imagenet_labels, ki
                        list_models, load_model, model_spec, weights_digest)
 
 __all__ = [
-    "LayerInfo", "auto_layer", "cam_layer_of", "layer_table",
+    "LayerInfo", "auto_layer", "cam_layer_of", "layer_table", "TokenLayout", "layouts_for",
     "Pack", "PackedModel", "input_packer", "one_input", "packed", "pathways", "slow_and_fast",
     "COVERAGES", "CropPlan", "Geometry", "Tile", "crop_input", "plan_crops", "preprocess_clip", "preprocess_image",
     "resize_crop_normalize", "resized_size", "tile_weights",

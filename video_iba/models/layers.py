@@ -4,32 +4,56 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from ..errors import UserInputError
+from .layouts import TokenLayout
 from .pathways import PackedModel
 
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One module call: dotted name, class name, output shape (``None`` if not a tensor), nesting depth."""
+    """One module call: dotted name, class name, output shape (of the first tensor of a tuple output;
+    ``None`` if there is none), nesting depth, and for token layers the grid ``(T', H', W')`` and
+    the number of prefix tokens their layout gives."""
 
     name: str
     kind: str
     shape: tuple[int, ...] | None
     depth: int
+    grid: tuple[int, ...] | None = None
+    prefix: int = 0
+    layout: TokenLayout | None = None
+
+    def describe_tokens(self) -> str:
+        """``"grid 8x56x56 (t h w) + 1 prefix"``, ``"grid 16x56x56 (channels last)"`` or ``""`` (a map)."""
+        if self.layout is None or self.grid is None:
+            return ""
+        grid = "x".join(map(str, self.grid))
+        if self.layout.channels_last:
+            return f"grid {grid} (channels last)"
+        return f"grid {grid} ({self.layout.order})" + (f" + {self.prefix} prefix" if self.prefix else "")
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((v for v in out if isinstance(v, torch.Tensor)), None)
+    return None
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str | None = None,
-                prefix: str = "") -> list[LayerInfo]:
+                prefix: str = "", layout: Callable[[str], TokenLayout | None] | None = None) -> list[LayerInfo]:
     """Run one input of ``input_shape`` and record each module's output, in the order the calls end.
 
     Works on models built on the ``meta`` device (no memory, no compute). A module called
     several times is listed once, with its first output. Only modules under ``prefix`` are
-    listed, with the prefix removed (for wrappers).
+    listed, with the prefix removed (for wrappers). ``layout`` gives a layer's token layout, whose
+    grid is then read from the output (a layout that does not fit the output is reported as none).
     """
     if device is None:
         p = next(iter(model.parameters()), None)
@@ -40,8 +64,19 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
     def make_hook(name: str, module: nn.Module) -> Any:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
             if name not in seen:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-                seen[name] = LayerInfo(name, type(module).__name__, shape, name.count(".") )
+                first = _first_tensor(out)
+                shape = tuple(first.shape) if first is not None else None
+                info = LayerInfo(name, type(module).__name__, shape, name.count("."))
+                lay = layout(name) if layout is not None else None
+                if lay is not None:
+                    try:
+                        parts, _ = lay.split(out, name)
+                    except UserInputError:
+                        parts = []
+                    if parts:
+                        info = LayerInfo(name, info.kind, shape, info.depth, tuple(parts[0].shape[2:]),
+                                         parts[1].shape[2] if len(parts) > 1 else 0, lay)
+                seen[name] = info
         return hook
 
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import logging
 import os
@@ -21,6 +22,7 @@ from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
+from .layouts import TokenLayout
 from .pathways import PackedModel, slow_and_fast
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,8 @@ class ModelSpec:
         default_weights: Name of the pretrained weights used by default.
         weights_source: Where the default weights come from (for listings and errors).
         note: Why this default layer.
+        layouts: Token layouts of the model's layers, as ``(pattern, layout)`` pairs matched with
+            ``fnmatch`` against a layer's name (transformers); layers that match none output maps.
     """
 
     name: str
@@ -73,6 +77,11 @@ class ModelSpec:
     slowfast_alpha: int = 0
     weights_url: str = ""
     micro_batch: int | None = None
+    layouts: tuple[tuple[str, TokenLayout], ...] = ()
+
+    def layout(self, layer: str) -> TokenLayout | None:
+        """The token layout of ``layer`` (``None``: the layer outputs a feature map)."""
+        return next((lay for pattern, lay in self.layouts if fnmatch.fnmatchcase(layer, pattern)), None)
 
     @property
     def is_video(self) -> bool:
@@ -98,6 +107,16 @@ class ModelSpec:
         base = f"{self.frames}x{self.sampling_rate} {self.input_size}²"
         return base + (f" a{self.slowfast_alpha}" if self.slowfast_alpha else "")
 
+    def describe_tokens(self) -> str:
+        """How the model's token layers are laid out (``""`` for a CNN), for listings."""
+        lays = [lay for _, lay in self.layouts]
+        if not lays:
+            return ""
+        if all(lay.channels_last for lay in lays):
+            return "maps (N,T,H,W,C)"
+        prefix = max(lay.prefix for lay in lays)
+        return f"tokens ({lays[-1].order})" + (f" +{prefix} cls" if prefix else "")
+
     @property
     def min_side(self) -> int:
         """Smallest accepted shorter image side: a quarter of the model input."""
@@ -118,7 +137,20 @@ _EXPLICIT: dict[str, ModelSpec] = {
 
 VIDEO_MODELS_FILE = "video_models.yaml"
 _VIDEO_KEYS = {"family", "frames", "rate", "side", "crop", "mean", "std", "alpha", "layers", "weights", "labels",
-               "micro_batch", "note", "source", "default_weights"}
+               "micro_batch", "note", "source", "default_weights", "tokens"}
+_LAYOUT_KEYS = {"grid", "prefix", "order", "channels_last", "index", "grid_index"}
+
+
+def _layouts(name: str, raw: Any) -> tuple[tuple[str, TokenLayout], ...]:
+    out = []
+    for pattern, fields in (raw or {}).items():
+        unknown = set(fields) - _LAYOUT_KEYS
+        if unknown:
+            raise ValueError(f"{VIDEO_MODELS_FILE}: unknown token layout keys {sorted(unknown)} for {name} {pattern}")
+        if "grid" in fields:
+            fields = {**fields, "grid": tuple(int(v) for v in fields["grid"])}
+        out.append((str(pattern), TokenLayout(**fields)))
+    return tuple(out)
 
 
 def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
@@ -145,7 +177,8 @@ def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
             weights_source=str(e.get("source", f"torch hub cache, {url}" if url else "")),
             note=str(e.get("note", "")), modality="video", frames=int(e["frames"]), sampling_rate=int(e["rate"]),
             slowfast_alpha=int(e.get("alpha", 0)), weights_url=url,
-            micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None)
+            micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None,
+            layouts=_layouts(name, e.get("tokens")))
     return specs
 
 
@@ -269,7 +302,7 @@ def _layer_table_on(spec: ModelSpec, device: str) -> list[LayerInfo]:
         alpha = spec.slowfast_alpha
         wrapped = PackedModel(model, lambda clip: slow_and_fast(clip, alpha))
         return layer_table(wrapped, spec.input_shape, device=device, prefix="model.")
-    return layer_table(model, spec.input_shape, device=device)
+    return layer_table(model, spec.input_shape, device=device, layout=spec.layout)
 
 
 def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[LayerInfo]:
