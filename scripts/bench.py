@@ -19,6 +19,7 @@ takes minutes on a CPU); the JSON then says ``"extrapolated_from_steps": N``.
     python scripts/bench.py --json               # one JSON object per model per line
     python scripts/bench.py --models resnet50 --repeats 5
     python scripts/bench.py --models r3d_18,x3d_s,slowfast_r50 --steps 3 --repeats 3 --json
+    python scripts/bench.py --models mvit_v2_s,swin3d_t --steps 3 --repeats 1 --json
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     import torch
 
     import video_iba
-    from video_iba.bottleneck import HookedForward, Statistics, capacity_to_bits, capture, fit_per_sample, get_module
-    from video_iba.models import input_packer, packed
+    from video_iba.bottleneck import HookedForward, Statistics, capacity_to_bits, fit_per_sample, get_module
+    from video_iba.bottleneck.insertion import capture_taps
+    from video_iba.models import input_packer, layouts_for, packed
 
     torch.manual_seed(0)
     model = video_iba.load_model(name, weights="random")
@@ -77,14 +79,14 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     else:
         layers = list(spec.layers)
         modules = [get_module(model, name) for name in layers]
-        _, rs = capture(model, modules, layers, inputs)
-        stats = [Statistics.from_input(r) for r in rs]
+        _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))  # tokens: grid + prefix
+        stats = [Statistics.from_input(r) for r in taps.parts]
         gen = torch.Generator().manual_seed(0)
-        with HookedForward(model, modules, inputs) as run:
-            fit = fit_per_sample(run, rs, stats, target, cfg, gen, skip_last_pass=False,
-                                 on_step=lambda *_: marks.append(time.perf_counter()))
+        with HookedForward(model, modules, inputs, taps=taps) as run:
+            fit = fit_per_sample(run, taps.parts, stats, target, cfg, gen, skip_last_pass=False,
+                                 on_step=lambda *_: marks.append(time.perf_counter()), smoothed=taps.is_map)
         size = tuple(x.shape[2:])
-        bits = sum(capacity_to_bits(c, size) for c in fit.capacities)
+        bits = sum(capacity_to_bits(c, size) for c, is_map in zip(fit.capacities, taps.is_map) if is_map)
     seconds = time.perf_counter() - t0
     if n_steps < FULL_STEPS:
         # the fit skips the last step's network pass (its result is not used): steps 2..N-1 are

@@ -321,6 +321,8 @@ def _print_explained(res: Explained, t0: float) -> None:
     layer = ", ".join(m["layers"]) if video else m.get("layer")
     if m.get("method") == "iba_per_sample":
         total = f"{res.result.total:.1f} bits per window on average" if video else f"{res.result.total:.1f} bits"
+        if res.result.prefix_total is not None:
+            total += f" (+{res.result.prefix_total:.1f} in class tokens)"
         print(f"{head}{where}{total} · {m['model']} layer {layer} · statistics: {stats_text}")
         if not m["prefix_cached"]:
             print(f"note: {m['prefix_note']}")

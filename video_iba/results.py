@@ -153,6 +153,12 @@ class Attribution:
         """:attr:`total_bits` for information maps, ``None`` for other units."""
         return self.total_bits if self.unit.information else None
 
+    @property
+    def prefix_total(self) -> float | None:
+        """Bits in the class (prefix) tokens of token layers, not part of the map; ``None`` without any."""
+        value = self.meta.get("prefix_bits")
+        return float(value) if value is not None else None
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz`` file atomically: float32 ``values``, ``capacity``, ``logits``, ``meta`` (JSON)."""
         with atomic_write(path) as tmp, open(tmp, "wb") as fh:
@@ -233,6 +239,8 @@ class ClipAttribution:
             the magnitude's total otherwise).
         feature_bits: Information methods: per bottleneck layer, bits per feature cell
             ``(windows, crops, *S')`` (the capacity summed over channels).
+        prefix_bits: Token layers with class tokens: their bits ``(windows, crops, P)`` (counted
+            in the information term, not drawn on the grid); ``None`` otherwise.
         meta: Provenance (model, layers, settings, sampling, statistics, rendering, ...).
     """
 
@@ -249,6 +257,7 @@ class ClipAttribution:
     per_source_frame: np.ndarray
     feature_bits: list[np.ndarray] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    prefix_bits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.unit = Unit(self.unit)
@@ -281,6 +290,14 @@ class ClipAttribution:
     def total(self) -> float | None:
         """:attr:`total_bits` for information maps, ``None`` for other units."""
         return self.total_bits if self.unit.information else None
+
+    @property
+    def prefix_total(self) -> float | None:
+        """Bits in the class (prefix) tokens per window on average (summed over crops), not part of
+        the maps; ``None`` without any."""
+        if self.prefix_bits is None:
+            return None
+        return float(np.asarray(self.prefix_bits, dtype=np.float64).sum(axis=(1, 2)).mean())
 
     @property
     def bits_per_frame(self) -> np.ndarray:
@@ -324,6 +341,8 @@ class ClipAttribution:
         }
         for i, fb in enumerate(self.feature_bits):
             payload[f"feature_bits_{i}"] = np.asarray(fb, dtype=np.float32)
+        if self.prefix_bits is not None:
+            payload["window_prefix_bits"] = np.asarray(self.prefix_bits, dtype=np.float32)
         return payload
 
     @classmethod
@@ -350,7 +369,7 @@ class ClipAttribution:
                    window_frame_indices=d["window_frame_indices"], window_looped=d["window_looped"],
                    window_probs=d["window_probs"], window_seconds=d["window_seconds"], crop_boxes=d["crop_boxes"],
                    source_frame_indices=d["source_frame_indices"], per_source_frame=d[names[8]],
-                   feature_bits=[d[k] for k in layers], meta=meta)
+                   feature_bits=[d[k] for k in layers], meta=meta, prefix_bits=d.get("window_prefix_bits"))
 
 
 def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution:

@@ -45,3 +45,13 @@ def test_a_registry_transformer_explains_a_clip_at_a_token_block(name: str) -> N
     after = snapshot(model)
     assert after["hooks"] == 0 and after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]
+
+
+@pytest.mark.parametrize("name", ["mvit_v2_s", "swin3d_t"])
+def test_gradcam_on_a_registry_transformer_uses_its_last_reachable_token_grid(name: str) -> None:
+    model = video_iba.load_model(name, weights="random")
+    frames = 16 if name.startswith("mvit") else 4
+    clip = torch.randn(1, 3, frames, 224, 224, generator=torch.Generator().manual_seed(0))
+    a = video_iba.attribute("gradcam", model, clip)
+    assert a.meta["cam_layer"] == get_spec(name).cam_layer and a.values.shape == (frames, 224, 224)
+    assert float(a.values.max()) > 0 and snapshot(model)["hooks"] == 0

@@ -277,6 +277,29 @@ class BlocksSuffix:
         return h
 
 
+class ModelSuffix:
+    """Runner for models that run their own network after a layer: ``model.video_iba_suffix(layer)``
+    returns ``f(input, layer output) -> logits`` (or ``None`` for layers it cannot start from), as
+    the Hugging Face wrappers do, whose encoders torch.fx cannot trace. Checked against the model's
+    logits like :class:`CachedSuffix`."""
+
+    cached = True
+    note = "prefix computed once; suffix only per step (the model's own suffix)"
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
+                 logits: torch.Tensor, taps: Taps | None = None) -> None:
+        make = getattr(model, "video_iba_suffix", None)
+        rest = make(layers[0]) if callable(make) and len(layers) == 1 else None
+        if rest is None:
+            raise SplitError("the model does not run its network from these layers (video_iba_suffix)")
+        self._rest, self._x, self._taps, self.layers = rest, x, taps, list(layers)
+        _check_split(self, rs, logits, f"the model's own suffix after {layers[0]}")
+
+    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+        outs = self._taps.outputs(zs) if self._taps is not None else zs
+        return self._rest(fresh(expand_batch(self._x, zs[0].shape[0])), outs[0])  # type: ignore[no-any-return]
+
+
 def _block_path(name: str) -> tuple[int, int | None] | None:
     parts = name.split(".")
     if len(parts) == 2 and parts[0] == "blocks" and parts[1].isdigit():
@@ -288,12 +311,18 @@ def _block_path(name: str) -> tuple[int, int | None] | None:
 
 
 def split_runner(model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
-                 logits: torch.Tensor, taps: Taps | None = None) -> CachedSuffix | BlocksSuffix:
-    """The cheapest runner that reproduces the model: a torch.fx split, else sequential blocks.
+                 logits: torch.Tensor, taps: Taps | None = None) -> CachedSuffix | BlocksSuffix | ModelSuffix:
+    """The cheapest runner that reproduces the model: the model's own suffix where it has one, a
+    torch.fx split, else sequential blocks.
 
     Raises:
-        SplitError: naming why neither applies.
+        SplitError: naming why none applies.
     """
+    if callable(getattr(model, "video_iba_suffix", None)):
+        try:
+            return ModelSuffix(model, layers, x, rs, logits, taps)
+        except SplitError as own_error:
+            log.info("%s; trying torch.fx", own_error)
     try:
         return CachedSuffix(model, layers, x, rs, logits, taps)
     except SplitError as fx_error:

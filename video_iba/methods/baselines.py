@@ -46,9 +46,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..bottleneck.insertion import first_forward, frozen, get_module
+from ..bottleneck.insertion import HookedForward, capture_taps, first_forward, frozen, get_module
 from ..errors import UserInputError
 from ..models.layers import cam_layer_of
+from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, one_input
 from ..results import Attribution, Unit
 from .common import check_target, model_name
@@ -97,6 +98,7 @@ def baseline(
     *,
     pack: Pack | None = None,
     cam_layer: str | None = None,
+    tokens: TokenLayout | None = None,
     tube_frames: int = OCCLUSION_TUBE_FRAMES,
     seed: int = 0,
     batch: int = 16,
@@ -111,7 +113,11 @@ def baseline(
         pack: For a multi-pathway network: builds its pathway list from the clip (registry models:
             automatic); the network is then explained on the clip, so a removed tube disappears
             from every pathway at once.
-        cam_layer: Grad-CAM layer (default: :func:`~video_iba.models.layers.cam_layer_of`).
+        cam_layer: Grad-CAM layer (default: the registry spec's, else
+            :func:`~video_iba.models.layers.cam_layer_of`).
+        tokens: The token layout of ``cam_layer`` (default: the registry spec's; none: a feature
+            map). Grad-CAM then weighs the grid tokens' channels by their mean gradient, with the
+            prefix tokens left out, and places the map on the grid.
         tube_frames: Occlusion tube length in frames for clips.
         seed: Seed of the random map and of SmoothGrad's noise.
         batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients.
@@ -133,7 +139,7 @@ def baseline(
             # Captum's notices that it set requires_grad on the input and hooks on ReLUs (both undone)
             warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU.*")
-            values, unit = _run(method, net, model, x, target, cam_layer, tube_frames, seed, batch, meta,
+            values, unit = _run(method, net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta,
                                 pk is not None)
     if not torch.isfinite(values).all():
         raise RuntimeError(f"{method} produced non-finite values")
@@ -143,8 +149,9 @@ def baseline(
                        logits=logits[0].detach().float().cpu(), meta=meta)
 
 
-def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: int, cam_layer: str | None,
-         tube_frames: int, seed: int, batch: int, meta: dict[str, Any], packed: bool) -> tuple[torch.Tensor, Unit]:
+def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: int,
+         cam: tuple[str | None, TokenLayout | None], tube_frames: int, seed: int, batch: int, meta: dict[str, Any],
+         packed: bool) -> tuple[torch.Tensor, Unit]:
     from captum import attr as ca
 
     size = tuple(x.shape[2:])
@@ -169,16 +176,23 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         meta.update({"steps": IG_STEPS, "baseline": "zero (normalised input: the mean colour)"})
         return _reduce(a), Unit.LOGIT
     if key in ("gradcam", "guided_gradcam"):
-        name = cam_layer or cam_layer_of(net, x)
+        spec = getattr(model, "video_iba_spec", None)
+        name = cam[0] or (spec.cam_layer if spec is not None and spec.cam_layer else None) or cam_layer_of(net, x)
         meta["cam_layer"] = name
         layer = get_module(model, name, "list the layers with `video-iba layers`")
-        cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
-        if isinstance(cam, tuple):
-            cam = cam[0]
-        if cam.dim() != x.dim():
-            raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(cam.shape)}, not a feature map of the "
-                                 f"input's rank; choose a convolutional layer")
-        up = _upsample(cam.detach(), size)[0, 0]
+        layout = layouts_for(model, [name], cam[1])[0]
+        if layout is not None:
+            meta["cam_tokens"] = repr(layout)
+            grid_cam = _token_gradcam(net, layer, name, layout, x, target)
+        else:
+            grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+        if isinstance(grid_cam, tuple):
+            grid_cam = grid_cam[0]
+        if grid_cam.dim() != x.dim():
+            raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(grid_cam.shape)}, not a feature map of the "
+                                 f"input's rank; choose a convolutional layer, or give a token layer its layout with "
+                                 f"{{tokens}}", options=["tokens"])
+        up = _upsample(grid_cam.detach(), size)[0, 0]
         if key == "gradcam":
             return up, Unit.GRAD_CAM
         return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM
@@ -206,6 +220,23 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         # covering the cell: one here, strides equal windows); the channel sum makes it C x the drop
         return _reduce(a), Unit.LOGIT_DROP
     raise AssertionError(key)
+
+
+def _token_gradcam(net: nn.Module, module: nn.Module, name: str, layout: TokenLayout, x: torch.Tensor,
+                   target: int) -> torch.Tensor:
+    """Grad-CAM on a token layer's grid ``(1, 1, T', H', W')``: the grid tokens' channels weighted by
+    their gradients' mean over the grid, summed, rectified (the prefix tokens take no part)."""
+    _, taps = capture_taps(net, [module], [name], x, [layout])
+    parts = [p.requires_grad_(True) for p in taps.parts]  # detached copies: gradients stop here
+    with HookedForward(net, [module], x, taps=taps) as hooked:
+        logits = hooked(parts)
+    (grad,) = torch.autograd.grad(logits[0, target], parts[0])
+    if not bool(grad.abs().sum() > 0):
+        raise UserInputError(f"Grad-CAM at '{name}' gets no gradient on the grid tokens (after this layer the head "
+                             f"reads only the class token); name an earlier block with {{cam_layer}}",
+                             options=["cam_layer"])
+    weights = grad.mean(dim=tuple(range(2, grad.dim())), keepdim=True)
+    return F.relu((weights * parts[0]).sum(dim=1, keepdim=True)).detach()
 
 
 def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:

@@ -115,6 +115,9 @@ def explain(
                                          smoothed=taps.is_map)
     cap_groups = taps.grouped(fit.capacities)
     map_caps = [g[0] for g in cap_groups]
+    if x.dim() == 4:  # an image's token grid (1, H', W'): its map is 2-D
+        map_caps = [c[:, 0] if lay is not None and c.dim() == 4 and c.shape[1] == 1 else c
+                    for c, lay in zip(map_caps, layouts)]
     bits = bits_map(map_caps, tuple(x.shape[2:]))
     prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in cap_groups for c in g[1:]]
     used = [g[0] for g in taps.grouped(used)]  # each layer's map statistics, for the metadata

@@ -20,6 +20,7 @@ from torch import nn
 from .._version import __version__
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
+from .hf import SHIPPED, build_hf, is_hf, spec_fields
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -37,8 +38,9 @@ class ModelSpec:
 
     Attributes:
         name: Registry name (``video-iba explain --model NAME``).
-        family: How it is built: ``"torchvision"``, ``"efficientnet_lite"``, ``"pytorchvideo"`` or
-            ``"inflated"`` (EfficientNet-Lite0 inflated to 3-D, see :mod:`.inflated`).
+        family: How it is built: ``"torchvision"``, ``"efficientnet_lite"``, ``"pytorchvideo"``,
+            ``"inflated"`` (EfficientNet-Lite0 inflated to 3-D, see :mod:`.inflated`) or ``"hf"``
+            (a Hugging Face checkpoint ``hf:ORG/NAME``, see :mod:`.hf`).
         input_size: Side of the square model input after the centre crop, in pixels.
         resize: The shorter image side is resized to this before cropping.
         modality: ``"image"`` (input ``(1, 3, S, S)``) or ``"video"`` (``(1, 3, T, S, S)``).
@@ -58,6 +60,9 @@ class ModelSpec:
         note: Why this default layer.
         layouts: Token layouts of the model's layers, as ``(pattern, layout)`` pairs matched with
             ``fnmatch`` against a layer's name (transformers); layers that match none output maps.
+        cam_layer: Grad-CAM's layer where the generic choice does not fit (transformers: the last
+            layer whose grid tokens still reach the logits).
+        label_names: The class names when ``labels`` is ``"hf"`` (a checkpoint's ``id2label``).
     """
 
     name: str
@@ -78,6 +83,8 @@ class ModelSpec:
     weights_url: str = ""
     micro_batch: int | None = None
     layouts: tuple[tuple[str, TokenLayout], ...] = ()
+    cam_layer: str | None = None
+    label_names: tuple[str, ...] = ()
 
     def layout(self, layer: str) -> TokenLayout | None:
         """The token layout of ``layer`` (``None``: the layer outputs a feature map)."""
@@ -137,7 +144,7 @@ _EXPLICIT: dict[str, ModelSpec] = {
 
 VIDEO_MODELS_FILE = "video_models.yaml"
 _VIDEO_KEYS = {"family", "frames", "rate", "side", "crop", "mean", "std", "alpha", "layers", "weights", "labels",
-               "micro_batch", "note", "source", "default_weights", "tokens"}
+               "micro_batch", "note", "source", "default_weights", "tokens", "cam_layer"}
 _LAYOUT_KEYS = {"grid", "prefix", "order", "channels_last", "index", "grid_index"}
 
 
@@ -178,7 +185,7 @@ def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
             note=str(e.get("note", "")), modality="video", frames=int(e["frames"]), sampling_rate=int(e["rate"]),
             slowfast_alpha=int(e.get("alpha", 0)), weights_url=url,
             micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None,
-            layouts=_layouts(name, e.get("tokens")))
+            layouts=_layouts(name, e.get("tokens")), cam_layer=str(e["cam_layer"]) if e.get("cam_layer") else None)
     return specs
 
 
@@ -193,9 +200,11 @@ def _torchvision_names() -> list[str]:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`load_model`: the explicit entries, then every torchvision classifier."""
+    """Names accepted by :func:`load_model`: the explicit entries, the Hugging Face checkpoints whose
+    configuration ships with the package (any other ``hf:ORG/NAME`` in the cache works too), then
+    every torchvision classifier."""
     rest = [n for n in _torchvision_names() if n not in _EXPLICIT]
-    return list(_EXPLICIT) + rest
+    return list(_EXPLICIT) + [f"hf:{mid}" for mid in SHIPPED] + rest
 
 
 def _unknown(name: str) -> UserInputError:
@@ -210,6 +219,8 @@ def _torchvision_weights(name: str) -> Any:
 
 
 def _base_spec(name: str) -> ModelSpec:
+    if is_hf(name):
+        return ModelSpec(**spec_fields(name))
     if name in _EXPLICIT:
         spec = _EXPLICIT[name]
     elif name in _torchvision_names():
@@ -346,6 +357,8 @@ def labels_for(spec: ModelSpec) -> list[str]:
         return list(imagenet_labels())
     if spec.labels == "kinetics400":
         return list(kinetics400_labels())
+    if spec.labels == "hf":
+        return list(spec.label_names)
     raise ValueError(f"unknown label set '{spec.labels}'")
 
 
@@ -489,6 +502,7 @@ _BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
     "efficientnet_lite": _build_efficientnet_lite,
     "inflated": _build_inflated,
     "pytorchvideo": _build_pytorchvideo,
+    "hf": lambda spec, weights: build_hf(spec.name, weights),
 }
 
 
@@ -502,7 +516,9 @@ def build(spec: ModelSpec, weights: str = "default", device: torch.device | str 
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on random init
             return _BUILDERS[spec.family](spec, "random")
-    if is_path and not os.path.isfile(weights):
+    if spec.family == "hf" and os.path.isdir(weights):  # a save_pretrained folder
+        is_path = False
+    elif is_path and not os.path.isfile(weights):
         raise UserInputError(f"weights file '{weights}' does not exist; give a checkpoint path, 'default' or 'random'")
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore", FutureWarning)

@@ -21,6 +21,7 @@ class Caption:
     details: str
     input_side: int
     unit: Unit = Unit.BITS
+    prefix_bits: float | None = None  # bits of class tokens: in the total's text, not on the map
 
 
 def image_figure(
@@ -69,6 +70,8 @@ def image_figure(
         axes[0].set_title(f"input (dashed: the {caption.input_side}x{caption.input_side} model input)", fontsize=9)
         axes[1].imshow(blended)
         total = f"  ·  {caption.total_bits:.1f} bits in total" if caption.total_bits is not None else ""
+        if caption.prefix_bits is not None:
+            total += f" (+{caption.prefix_bits:.1f} in class tokens, not drawn)"
         axes[1].set_title(f"explained: {caption.explained}{total}", fontsize=9)
         for ax in axes:
             ax.set_axis_off()

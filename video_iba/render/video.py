@@ -117,6 +117,8 @@ class _Canvas:
         self.rest_h = self.info_h - self.header.shape[0]
         self.counter_w = min(width // 2, max(200, 15 * self.size))
         self.window_probs = result.window_probs.astype(np.float64).mean(axis=1)
+        self.window_prefix = (None if result.prefix_bits is None
+                              else result.prefix_bits.astype(np.float64).sum(axis=2).mean(axis=1))
         self._lines: dict[tuple[int, ...], np.ndarray] = {}
 
     def class_lines(self, src: FrameSource) -> np.ndarray:
@@ -143,8 +145,12 @@ class _Canvas:
         lines = self.class_lines(src)
         canvas[top:ph + self.info_h, :lines.shape[1]] = lines
         unit = self.result.unit
+        when = f"{seconds:.2f} s"
+        if self.window_prefix is not None:  # class tokens: not on the grid, so in words
+            windows = sorted({wi for wi, *_ in src.parts})
+            when += f" · +{fmt(float(np.mean(self.window_prefix[windows])))} bits in class tokens"
         counter = text_image([(f"{fmt(self.result.per_source_frame[pos])} {unit.shown} in frame", TEXT),
-                              (f"{seconds:.2f} s", DIM)], self.width - lines.shape[1], self.rest_h, self.size)
+                              (when, DIM)], self.width - lines.shape[1], self.rest_h, self.size)
         canvas[top:ph + self.info_h, lines.shape[1]:] = counter
         canvas[ph + self.info_h:] = self.strip
         x = int(round(pos / max(1, len(self.result.source_frame_indices) - 1) * (self.width - 1)))

@@ -116,6 +116,7 @@ class WindowMaps:
 
     unit: Unit = Unit.BITS
     feature_bits: list[list[np.ndarray]] = field(default_factory=list)
+    prefix_bits: list[np.ndarray] = field(default_factory=list)
     probs: list[np.ndarray] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -241,6 +242,8 @@ def attribute_windows(session: Session, plan: InputPlan, target: int | None, pro
                 caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
                 caps = [c for c in caps if c is not None]
                 window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
+                if "prefix_bits" in attr.arrays:
+                    window.prefix_bits.append(np.asarray(attr.arrays["prefix_bits"], dtype=np.float32))
                 assert attr.logits is not None
                 window.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
             window.seconds = time.perf_counter() - t1
@@ -307,7 +310,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
         crop_boxes=np.array([t.box for t in plan.crops.tiles], dtype=np.float64),
         source_frame_indices=indices.astype(np.int64), per_source_frame=per_frame,
         feature_bits=[np.stack([np.stack([fb[i] for fb in w.feature_bits]) for w in windows]) for i in range(layers)],
-        meta=meta)
+        meta=meta, prefix_bits=np.stack([np.stack(w.prefix_bits) for w in windows]) if windows[0].prefix_bits else None)
     if options.vmax is None:
         result.meta["vmax"] = float(max(result.peak(), 1e-12))
     return result
@@ -363,7 +366,7 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
     caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
                       explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
                       total_bits=attr.total, details=_details(session, attr), input_side=spec.input_size,
-                      unit=attr.unit)
+                      unit=attr.unit, prefix_bits=attr.meta.get("prefix_bits"))
     with atomic_writes(outputs) as (tmp_png, tmp_npz):
         attr.meta["vmax"] = image_figure(plan.image, attr.unit.magnitude(attr.values.numpy()),
                                          plan.geometry(decoded=True).box, caption, tmp_png, vmax=options.vmax)

@@ -1,0 +1,144 @@
+"""Hugging Face video classifiers (VideoMAE, TimeSformer, ViViT) through ``hf:ORG/NAME``: the cache,
+the offline errors, the wrapper, the token layouts and the suffix-only runner, on small random
+configurations written by the tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import video_iba
+from video_iba import UserInputError
+from video_iba.bottleneck.insertion import capture_taps, get_module
+from video_iba.models import get_spec, labels_for, layers
+from video_iba.models.hf import blocks_path
+
+from ..helpers import read_frames, run_cli
+from ..nets import snapshot
+from ..videos import encode
+
+transformers = pytest.importorskip("transformers")
+
+LABELS = {"0": "left", "1": "right", "2": "still"}
+TINY = dict(image_size=32, patch_size=8, num_channels=3, num_frames=4, hidden_size=16, num_hidden_layers=2,
+            num_attention_heads=2, intermediate_size=32, id2label=LABELS, label2id={v: int(k) for k, v in LABELS.items()})
+
+
+def _config(kind: str) -> transformers.PretrainedConfig:
+    if kind == "videomae":
+        return transformers.VideoMAEConfig(tubelet_size=2, use_mean_pooling=True, **TINY)
+    if kind == "timesformer":
+        return transformers.TimesformerConfig(attention_type="divided_space_time", **TINY)
+    return transformers.VivitConfig(**{**TINY, "tubelet_size": [2, 8, 8]})
+
+
+def _cache(tmp_path, monkeypatch, kind: str, org: str = "test-org") -> tuple[str, torch.nn.Module]:  # type: ignore[no-untyped-def]
+    """A checkpoint ``test-org/tiny-KIND`` in a Hugging Face cache of the test's own (the hub's layout)."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    mid = f"{org}/tiny-{kind}-{tmp_path.name}"
+    root = cache / ("models--" + mid.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("abc123")
+    torch.manual_seed(0)
+    net = transformers.AutoModelForVideoClassification.from_config(_config(kind)).eval()
+    net.save_pretrained(root / "snapshots" / "abc123")
+    return f"hf:{mid}", net
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer", "vivit"])
+def test_a_cached_checkpoint_is_wrapped_and_explained_from_a_token_layer(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+    name, net = _cache(tmp_path, monkeypatch, kind)
+    model = video_iba.load_model(name)
+    for k, v in net.state_dict().items():  # the cached weights, not a fresh initialisation
+        assert torch.equal(model.state_dict()[f"hf.{k}"], v), k
+    spec = get_spec(name)
+    assert labels_for(spec) == ["left", "right", "still"] and spec.frames == 4 and spec.input_size == 32
+    clip = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    pixel_values = clip.permute(0, 2, 1, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), net(pixel_values=pixel_values).logits)
+    grid = {"videomae": (2, 4, 4), "timesformer": (4, 4, 4), "vivit": (2, 4, 4)}[kind]
+    table = {li.name: li for li in layers(name)}
+    blocks = f"hf.{kind}.{blocks_path(kind)}."
+    assert table[spec.layers[0]].grid == grid and table[blocks + "1"].grid == grid
+    before = snapshot(model)
+    for layer in (spec.layers[0], blocks + "0"):
+        a = video_iba.explain(model, clip, layer=layer, steps=2, samples=2, seed=0)
+        assert a.bits.shape == (4, 32, 32) and a.total_bits > 0
+        assert a.meta["prefix_cached"] is True and "own suffix" in a.meta["prefix_note"]
+        assert ("prefix_bits" in a.meta) == (kind != "videomae")
+        hooked = video_iba.explain(model, clip, layer=layer, steps=2, samples=2, seed=0, split="hook")
+        torch.testing.assert_close(a.bits, hooked.bits, rtol=1e-3, atol=1e-6)
+    cam = video_iba.attribute("gradcam", model, clip)
+    assert cam.meta["cam_layer"] == spec.cam_layer and float(cam.values.max()) > 0
+    after = snapshot(model)
+    assert after["hooks"] == 0 and after["requires_grad"] == before["requires_grad"]
+    assert len(model.hf.base_model.get_submodule(blocks_path(kind))) == 2  # the block list is back after the suffix
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer"])
+def test_each_frame_lands_on_its_own_grid_frame(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """TimeSformer orders tokens (h w t), VideoMAE (t h w) with 2-frame tubelets: a change in one
+    frame must show in that frame's grid cells only, whatever the order."""
+    name, _ = _cache(tmp_path, monkeypatch, kind)
+    model = video_iba.load_model(name)
+    spec = get_spec(name)
+    layer = spec.layers[0]
+    module = get_module(model, layer)
+    clip = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    changed = clip.clone()
+    changed[:, :, 3] += 1.0  # the last frame only
+    maps = []
+    for x in (clip, changed):
+        _, taps = capture_taps(model, [module], [layer], x, [spec.layout(layer)])
+        maps.append(taps.parts[0])
+    moved = (maps[1] - maps[0]).abs().sum(dim=(0, 1, 3, 4))  # per grid frame
+    last = moved.shape[0] - 1
+    assert moved[last] > 0 and torch.all(moved[:last] == 0)
+
+
+def test_missing_checkpoints_name_the_cache_and_the_fix(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(UserInputError) as err:
+        video_iba.load_model("hf:nobody/no-such-video-model")
+    msg = str(err.value)
+    assert str(tmp_path / "empty") in msg and "huggingface-cli download nobody/no-such-video-model" in msg
+    with pytest.raises(UserInputError) as err:  # a shipped configuration: random weights are offered
+        video_iba.load_model("hf:MCG-NJU/videomae-base-finetuned-kinetics")
+    assert "or 'random'" in str(err.value) and str(tmp_path / "empty") in str(err.value)
+    with pytest.raises(UserInputError, match="write hf:ORG/NAME"):
+        video_iba.load_model("hf:just-a-name")
+
+
+def test_unsupported_architectures_and_a_checkpoint_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name, net = _cache(tmp_path, monkeypatch, "vivit")
+    folder = tmp_path / "finetuned"
+    torch.manual_seed(5)
+    other = transformers.AutoModelForVideoClassification.from_config(_config("vivit"))
+    other.save_pretrained(folder)
+    model = video_iba.load_model(name, weights=str(folder))
+    assert torch.equal(model.state_dict()["hf.classifier.weight"], other.state_dict()["classifier.weight"])
+    torch.save(net.state_dict(), tmp_path / "plain.pt")  # the network's own state dict, without the wrapper
+    model = video_iba.load_model(name, weights=str(tmp_path / "plain.pt"))
+    assert torch.equal(model.state_dict()["hf.classifier.weight"], net.state_dict()["classifier.weight"])
+    root = tmp_path / "hub" / "models--x--bert"
+    (root / "snapshots" / "r").mkdir(parents=True)
+    (root / "snapshots" / "r" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(UserInputError, match="a 'bert' model; video-iba explains Hugging Face videomae"):
+        video_iba.load_model("hf:x/bert")
+
+
+def test_the_command_line_explains_a_clip_with_a_cached_checkpoint(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "timesformer")
+    clip = encode(str(tmp_path / "clip.mp4"), frames=40, size=(48, 40))
+    code, out, err = run_cli(["explain", clip, "--model", name, "--steps", "2", "--samples", "2", "--out",
+                              str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    result = video_iba.load(tmp_path / "out" / "clip.npz")
+    assert isinstance(result, video_iba.ClipAttribution) and result.bits.shape[2:] == (4, 32, 32)
+    assert result.prefix_bits is not None and result.prefix_bits.shape == (*result.bits.shape[:2], 1)
+    assert float(result.prefix_bits.min()) > 0 and result.meta["model"] == name
+    assert f"#{result.target} {result.meta['target_label']}" in out and "in class tokens)" in out
+    assert result.meta["target_label"] == LABELS[str(result.target)]
+    assert len(read_frames(str(tmp_path / "out" / "clip.mp4"))) == 40

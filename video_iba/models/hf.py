@@ -1,0 +1,264 @@
+"""Hugging Face video classifiers as registry models: ``hf:ORG/NAME`` (VideoMAE, TimeSformer, ViViT).
+
+A checkpoint is read from the Hugging Face cache only (``$HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; the layout ``models--ORG--NAME/snapshots/REV``
+that ``huggingface-cli download`` writes): nothing is downloaded, so a missing checkpoint is one
+clear error naming the cache and the id. The configurations of two checkpoints ship with the
+package (``configs/hf``), so ``weights="random"`` builds them anywhere.
+
+The network is wrapped (:class:`HFVideoClassifier`) to take clips ``(N, C, T, H, W)`` and return
+logits; its layers are named under ``hf.`` (``hf.videomae.encoder.layer.3``). The spec carries
+each family's token layout, its clip sampling and normalisation (from the checkpoints'
+preprocessing configurations), and the labels of the configuration's ``id2label``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import metadata
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..bottleneck.insertion import forward_hook
+from ..errors import UserInputError
+from .layouts import TokenLayout
+
+HF_PREFIX = "hf:"
+#: Checkpoints whose configuration ships with the package (random weights work offline).
+SHIPPED = {
+    "MCG-NJU/videomae-base-finetuned-kinetics": "MCG-NJU--videomae-base-finetuned-kinetics.json",
+    "facebook/timesformer-base-finetuned-k400": "facebook--timesformer-base-finetuned-k400.json",
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the supported architectures.
+
+    Attributes:
+        base: Attribute of the classification model holding the encoder (``videomae``).
+        prefix: Class tokens before the grid tokens.
+        order: Order of the grid tokens (TimeSformer: space-major).
+        rate: A clip takes every ``rate``-th frame of a 30 fps video.
+        side, crop, mean, std: Resize, centre crop and normalisation of the checkpoints'
+            preprocessing configurations.
+    """
+
+    base: str
+    prefix: int
+    order: str
+    rate: int
+    side: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def tubelet(self, config: dict[str, Any]) -> tuple[int, int, int]:
+        """Frames and pixels one grid token covers."""
+        if self.base == "vivit":
+            t, h, w = (int(v) for v in config["tubelet_size"])
+            return t, h, w
+        p = int(config["patch_size"])
+        return (int(config.get("tubelet_size", 1)) if self.base == "videomae" else 1), p, p
+
+
+FAMILIES = {
+    "videomae": Family("videomae", 0, "t h w", 4, 224, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "timesformer": Family("timesformer", 1, "h w t", 32, 224, 224, (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "vivit": Family("vivit", 1, "t h w", 2, 256, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+def blocks_path(base: str) -> str:
+    """Where the encoder's block list sits in the ``base`` model (transformers 5 moved ViViT's)."""
+    try:
+        major = int(metadata.version("transformers").split(".")[0])
+    except (metadata.PackageNotFoundError, ValueError):
+        major = 5
+    return "layers" if base == "vivit" and major >= 5 else "encoder.layer"
+
+
+def is_hf(name: str) -> bool:
+    return name.startswith(HF_PREFIX)
+
+
+def hf_cache() -> str:
+    """The Hugging Face hub cache folder, as the hub library finds it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "hub")
+
+
+def model_id(name: str) -> str:
+    """``ORG/NAME`` of ``hf:ORG/NAME``, checked."""
+    mid = name[len(HF_PREFIX):]
+    if mid.count("/") != 1 or not all(mid.split("/")):
+        raise UserInputError(f"'{name}' is not a Hugging Face model id; write hf:ORG/NAME, e.g. "
+                             f"hf:MCG-NJU/videomae-base-finetuned-kinetics")
+    return mid
+
+
+def _snapshot(mid: str) -> str | None:
+    """The cached snapshot folder of ``mid`` (the revision ``refs/main`` names, else the only one)."""
+    root = os.path.join(hf_cache(), "models--" + mid.replace("/", "--"))
+    try:
+        with open(os.path.join(root, "refs", "main"), encoding="utf-8") as fh:
+            rev = fh.read().strip()
+    except OSError:
+        revs = sorted(os.listdir(os.path.join(root, "snapshots"))) if os.path.isdir(os.path.join(root, "snapshots")) \
+            else []
+        rev = revs[0] if len(revs) == 1 else ""
+    path = os.path.join(root, "snapshots", rev)
+    return path if rev and os.path.isfile(os.path.join(path, "config.json")) else None
+
+
+def _missing(mid: str, what: str) -> UserInputError:
+    return UserInputError(f"no Hugging Face {what} for {mid} in the cache ({hf_cache()}) and the hub is not "
+                          f"contacted; run `huggingface-cli download {mid}` where the hub is reachable and copy the "
+                          f"cache here (or set HF_HUB_CACHE), or give {{weights}} a checkpoint folder"
+                          + (" or 'random'" if mid in SHIPPED else ""), options=["weights"])
+
+
+def hf_config(mid: str) -> tuple[dict[str, Any], str]:
+    """The configuration of ``mid`` as a dict, and where it came from (the cache, else the package)."""
+    snap = _snapshot(mid)
+    if snap is not None:
+        with open(os.path.join(snap, "config.json"), encoding="utf-8") as fh:
+            return json.load(fh), f"Hugging Face cache, {mid}"
+    if mid in SHIPPED:
+        text = resources.files("video_iba").joinpath("configs", "hf", SHIPPED[mid]).read_text(encoding="utf-8")
+        return json.loads(text), f"Hugging Face hub {mid} (configuration shipped; weights from the cache)"
+    raise _missing(mid, "configuration")
+
+
+def family_of(config: dict[str, Any], mid: str) -> Family:
+    kind = str(config.get("model_type", ""))
+    if kind not in FAMILIES:
+        raise UserInputError(f"{mid} is a '{kind}' model; video-iba explains Hugging Face {', '.join(FAMILIES)} "
+                             f"video classifiers")
+    if kind == "timesformer" and config.get("attention_type", "divided_space_time") != "divided_space_time":
+        raise UserInputError(f"{mid} uses TimeSformer attention '{config['attention_type']}'; only divided "
+                             f"space-time attention lays its tokens out on one (t, h, w) grid")
+    return FAMILIES[kind]
+
+
+def spec_fields(name: str) -> dict[str, Any]:
+    """The registry spec of ``hf:ORG/NAME`` as keyword arguments of ``ModelSpec``."""
+    mid = model_id(name)
+    config, source = hf_config(mid)
+    fam = family_of(config, mid)
+    frames, size = int(config["num_frames"]), int(config["image_size"])
+    tt, th, tw = fam.tubelet(config)
+    grid = (frames // tt, size // th, size // tw)
+    layout = TokenLayout(grid=grid, prefix=fam.prefix, order=fam.order)
+    blocks = f"hf.{fam.base}.{blocks_path(fam.base)}."
+    depth = int(config["num_hidden_layers"])
+    id2label = config.get("id2label") or {}
+    labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
+    return dict(
+        name=name, family="hf", input_size=size, resize=int(round(size * fam.side / fam.crop)), mean=fam.mean, std=fam.std,
+        default_layer=f"hf.{fam.base}.embeddings", labels="hf", label_names=labels, default_weights="default",
+        weights_source=source, modality="video", frames=frames, sampling_rate=fam.rate,
+        note=f"the {tt}x{th}x{tw} tubelet embedding ({'x'.join(map(str, grid))} tokens"
+             + (", with the class token" if fam.prefix else "") + "), before any attention",
+        layouts=((f"hf.{fam.base}.embeddings", layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout)),
+        cam_layer=blocks + str(depth - 1 - (1 if fam.prefix else 0)),  # class-token heads: the last block's input
+    )
+
+
+class HFVideoClassifier(nn.Module):
+    """A Hugging Face video classifier that takes clips ``(N, C, T, H, W)`` and returns logits.
+
+    The network is ``self.hf``; :meth:`video_iba_suffix` runs it from a token layer on, so the
+    bottleneck's steps skip the embedding and the blocks before the layer.
+    """
+
+    def __init__(self, hf: nn.Module, base: str) -> None:
+        super().__init__()
+        self.hf = hf
+        self.base = base
+        self.blocks = blocks_path(base)
+        found = getattr(hf, base).get_submodule(self.blocks)
+        if not isinstance(found, nn.ModuleList):
+            raise RuntimeError(f"{type(hf).__name__} has no block list at {base}.{self.blocks}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise UserInputError(f"a Hugging Face video model takes clips (N, C, T, H, W), got {tuple(x.shape)}")
+        return self.hf(pixel_values=x.permute(0, 2, 1, 3, 4), return_dict=True).logits
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Accepts the wrapped network's own state dict (keys without ``hf.``) too."""
+        if state_dict and not any(str(k).startswith("hf.") for k in state_dict):
+            state_dict = {f"hf.{k}": v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
+        """The network after ``layer`` (the embedding or a block) as ``f(clip, layer output) -> logits``.
+
+        The embedding's output is replaced by the given tokens and the encoder runs only the
+        later blocks (its block list is swapped for the call and restored, also on errors), so
+        the model's own pooling and head apply unchanged.
+        """
+        owner = getattr(self.hf, self.base)
+        blocks = f"hf.{self.base}.{self.blocks}."
+        if layer == f"hf.{self.base}.embeddings":
+            start = 0
+        elif layer.startswith(blocks) and layer[len(blocks):].isdigit():
+            start = int(layer[len(blocks):]) + 1
+        else:
+            return None
+
+        def rest(x: torch.Tensor, out: Any) -> torch.Tensor:
+            tokens = out[0] if isinstance(out, (tuple, list)) else out
+            parent_path, _, attr = self.blocks.rpartition(".")
+            parent = owner.get_submodule(parent_path) if parent_path else owner
+            kept = getattr(parent, attr)
+            with forward_hook(owner.embeddings, lambda _m, _i, _o: tokens):
+                setattr(parent, attr, nn.ModuleList(list(kept)[start:]))
+                try:
+                    return self(x)
+                finally:
+                    setattr(parent, attr, kept)
+        return rest
+
+
+def build_hf(name: str, weights: str) -> nn.Module:
+    """The wrapped network of ``hf:ORG/NAME``: cached weights (``default``), ``random`` (initialised
+    from the configuration), or a checkpoint folder written by ``save_pretrained``."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise UserInputError("Hugging Face models need the optional package transformers; "
+                             "pip install 'video-iba[hf]'") from exc
+    mid = model_id(name)
+    config, _ = hf_config(mid)
+    fam = family_of(config, mid)
+    auto = transformers.AutoModelForVideoClassification
+    if weights == "random":
+        kind = config["model_type"]
+        cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
+        return HFVideoClassifier(auto.from_config(cfg), fam.base)
+    if os.path.isdir(weights):
+        source = weights
+    elif weights in ("default", "kinetics400"):
+        snap = _snapshot(mid)
+        if snap is None:
+            raise _missing(mid, "checkpoint")
+        source = snap
+    else:
+        raise UserInputError(f"unknown weights '{weights}' for {name}; give default (the Hugging Face cache), random, "
+                             f"a checkpoint folder or a state dict file")
+    try:
+        net = auto.from_pretrained(source, local_files_only=True)
+    except OSError as exc:
+        raise _missing(mid, "checkpoint") if source != weights else UserInputError(
+            f"cannot load a Hugging Face checkpoint from '{weights}' ({exc}); give a folder written by "
+            f"save_pretrained") from exc
+    return HFVideoClassifier(net, fam.base)
