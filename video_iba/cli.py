@@ -159,7 +159,8 @@ def _estimate_parser(sub: Any) -> None:
 def _evaluate_parser(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="score attribution methods with the paper's metrics on a dataset "
                                          "(resumable; writes tables and plots)",
-                        description="Datasets: 'synthetic' (the ground-truth video benchmark and its trained model) "
+                        description="Datasets: 'synthetic' (the ground-truth video benchmark and its trained 3-D CNN, "
+                                    "or with --model tubevit its trained video transformer) "
                                     "or a folder of images (image model) or videos (video model: one centre clip per "
                                     "video) with optional --annotations, a JSON object mapping file names to "
                                     "{\"box\": [x0, y0, x1, y1]} in source pixels (and optionally \"target\": class "

@@ -196,3 +196,42 @@ def test_a_trained_video_transformer_puts_its_bits_in_the_tube_and_its_frames() 
     # tube 0.12, decoy 0.03, frames 0.34, hit ratio about 0.9.
     assert np.mean(hits) > 0.6 and np.mean(shares) > 0.3, (hits, shares)
     assert np.mean(tube_mass) > 4 / 64 and np.mean(tube_mass) > 2 * np.mean(decoy_mass), (tube_mass, decoy_mass)
+
+
+def test_a_readout_restricts_grid_and_class_tokens_and_reads_token_grids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.methods.readout import (explain_readout, load_checkpoint, new_readout, readout_loss,
+                                           readout_terms, save_checkpoint)
+
+    torch.manual_seed(0)
+    model = TinyViViT(space_major=True).eval()
+    layout = TokenLayout(grid=model.grid, prefix=1, order="h w t")
+    before = snapshot(model)
+    batches = [torch.randn(4, 3, 8, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    readout = new_readout(model, batches[0], lambda: iter(batches), layers=["blocks.0"], readouts=["embed", "blocks.1"],
+                          tokens={"blocks.0": layout, "blocks.1": layout})
+    assert readout.spec.prefixes == [1] and set(readout.spec.tokens) == {"blocks.0", "blocks.1"}
+    assert readout.stats[0].prefix is not None and readout.is_map == [True, False]
+    # at the start every mask, class token included, is open (alpha 5): the noisy logits are the model's
+    ce, info, noisy, target = readout_terms(model, readout, batches[0], None, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noisy, model(batches[0]), rtol=0.05, atol=0.05)
+    opt = torch.optim.Adam(readout.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _, _ = readout_loss(model, readout, batches[1], None, torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    offset = readout.heads[0].prefix_offset
+    assert offset is not None and offset.shape == (16, 1) and float(offset.detach().abs().sum()) > 0  # the class token's mask learns
+    a = explain_readout(model, readout, _clip())
+    assert a.bits.shape == (8, 32, 32) and tuple(a.capacity.shape) == (16, 4, 4, 4)  # type: ignore[union-attr]
+    assert a.arrays["prefix_bits"].shape == (1,) and a.meta["prefix_bits"] > 0
+    assert math.isclose(a.total_bits, float(a.capacity.double().sum()) / math.log(2), rel_tol=1e-4)  # type: ignore[union-attr]
+    save_checkpoint(str(tmp_path / "ro.pt"), readout, model_name=None, epoch=1)
+    back, _ = load_checkpoint(str(tmp_path / "ro.pt"))
+    again = explain_readout(model, back, _clip())
+    torch.testing.assert_close(again.bits, a.bits)
+    np.testing.assert_allclose(again.arrays["prefix_bits"], a.arrays["prefix_bits"], rtol=1e-6)
+    after = snapshot(model)
+    assert after["hooks"] == 0 and after["requires_grad"] == before["requires_grad"]
+    with pytest.raises(UserInputError, match="token layouts for \\['blocks.3'\\]"):
+        new_readout(model, batches[0], lambda: iter(batches), layers=["blocks.0"], tokens={"blocks.3": layout})

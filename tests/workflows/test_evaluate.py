@@ -136,7 +136,21 @@ def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  
     code, _, err = run_cli(["evaluate", str(tmp_path / "ev"), "--model", "r3d_18", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "no videos" in err
     code, _, err = run_cli(["evaluate", "synthetic", "--model", "r3d_18", "--out", str(tmp_path / "y")], capsys)
-    assert code == 2 and "has its own model" in err
+    assert code == 2 and "models are tubenet, tubevit, not 'r3d_18'" in err
+
+
+def test_the_synthetic_benchmark_scores_its_video_transformer(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ev")
+    code, stdout, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods",
+                                 "iba,gradcam", "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
+    assert code == 0, err
+    scores = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam")
+                                                            for k in ("hit_ratio", "temporal_share")}
+    assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 8
+    code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--methods", "readout", "--out",
+                            str(tmp_path / "r")], capsys)
+    assert code == 2 and "no readout ships for tubevit" in err
 
 
 def test_bad_input_on_a_rerun_keeps_the_earlier_scores(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

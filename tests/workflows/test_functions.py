@@ -44,7 +44,9 @@ def test_evaluate_dataset_returns_the_summary(tmp_path) -> None:  # type: ignore
                                str(tmp_path / "ev"))
     (row,) = summary["table"]
     assert (row["method"], row["metric"], row["n"]) == ("random", "hit_ratio", 1) and 0 <= row["mean"] < 0.05
-    with pytest.raises(UserInputError, match="drop model=, weights=, stats= and annotations="):
+    with pytest.raises(UserInputError, match="drop weights=, stats= and annotations="):
+        evaluate_dataset(Evaluation("synthetic", weights="random"), str(tmp_path / "x"))
+    with pytest.raises(UserInputError, match="models are tubenet, tubevit, not 'resnet18'; give one of them to model="):
         evaluate_dataset(Evaluation("synthetic", model="resnet18"), str(tmp_path / "x"))
 
 

@@ -191,6 +191,10 @@ TEST_SEEDS = range(100_000, 100_400)
 VALIDATION_SEEDS = range(200_000, 200_100)
 #: The benchmark's bottleneck layer (see :class:`TubeNet`).
 SYNTHETIC_LAYER = "block1"
+#: TubeViT's bottleneck layer (its tubelet embedding; measured in docs/transformers.md) and Grad-CAM's
+#: layer (the last block whose grid tokens reach the class token the head reads).
+TUBEVIT_LAYER = "embed"
+TUBEVIT_CAM_LAYER = "blocks.2"
 #: Clips the benchmark's IBA statistics are estimated on (training clips, never scored).
 SYNTHETIC_STATS_SEEDS = range(50_000, 50_400)
 

@@ -101,7 +101,7 @@ def explain(
         check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
                              [n for n, lay in zip(layers, layouts) if lay is None])
         target = check_target(target, logits)
-        used = _part_statistics(layers, groups, given, cfg.min_std)
+        used = part_statistics(layers, groups, given, cfg.min_std)
         runner, note = _runner(model, layers, inputs, taps.parts, logits, split, taps)
         generator = torch.Generator(device=rs[0].device)
         generator.manual_seed(int(seed))
@@ -150,7 +150,7 @@ def explain(
                        logits=logits[0].float().cpu(), meta=meta, arrays=arrays)
 
 
-def _part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
+def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
                      given: Sequence[Statistics | None], min_std: float) -> list[Statistics]:
     """The statistics of every bottleneck tensor: a layer's map (given, or its own positions pooled)
     and its class tokens (given with the map's, or the map's per-channel statistics)."""

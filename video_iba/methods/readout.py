@@ -39,8 +39,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +49,17 @@ from torch import nn
 from .._version import __version__
 from ..bottleneck.estimator import Statistics
 from ..bottleneck.functional import capacity, restrict, smooth
-from ..bottleneck.insertion import HookedForward, capture, frozen, get_module
+from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module
 from ..bottleneck.per_sample import smoothing_sigmas
 from ..config import IBAConfig
 from ..errors import UserInputError
 from ..files import load_payload, save_payload
 from ..models.layers import cam_layer_of
+from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
 from .common import bits_map, check_input, check_target
-from .iba import estimate
+from .iba import estimate, part_statistics
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,17 @@ CHECKPOINT_FORMAT = "video-iba-readout-1"
 
 
 class ReadoutHead(nn.Module):
-    """``F -> F/2 -> ReLU -> 2C -> ReLU -> C`` pointwise convolutions, output ``alpha`` bounded softly."""
+    """``F -> F/2 -> ReLU -> 2C -> ReLU -> C`` pointwise convolutions, output ``alpha`` bounded softly.
+
+    With ``prefix`` class tokens (a transformer layer), their ``alpha`` ``(N, C, P)`` is the grid's
+    level (its unbounded output averaged over the grid, i.e. the last convolution's bias, as that
+    convolution sees centred inputs) plus a learned offset per (channel, token), bounded the same
+    way: a learned constant, like the grid's level; the pattern, which the class tokens do not
+    have, is where inputs differ.
+    """
 
     def __init__(self, features: int, channels: int, dims: int, alpha_init: float = 5.0,
-                 bound: float = ALPHA_BOUND) -> None:
+                 bound: float = ALPHA_BOUND, prefix: int = 0) -> None:
         super().__init__()
         if not abs(alpha_init) < bound:
             raise UserInputError(f"alpha_init must lie inside (-{bound}, {bound}), got {alpha_init}")
@@ -83,16 +91,29 @@ class ReadoutHead(nn.Module):
         assert isinstance(last, (nn.Conv2d, nn.Conv3d)) and last.bias is not None
         nn.init.zeros_(last.weight)
         nn.init.constant_(last.bias, bound * math.atanh(alpha_init / bound))
+        self.prefix_offset = nn.Parameter(torch.zeros(channels, prefix)) if prefix else None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """``alpha`` from the concatenated inputs ``(N, F, *grid)``."""
-        return self._tail(self.net[0](feats))
+        return self._bounded(self._tail(self.net[0](feats)))
+
+    def alphas(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> list[torch.Tensor]:
+        """``[grid alpha (N, C, *grid)]``, then the class tokens' ``(N, C, P)`` where the layer has any."""
+        out = self._tail(self._first(parts, z, grid))
+        alphas = [self._bounded(out)]
+        if self.prefix_offset is not None:
+            pooled = out.mean(dim=tuple(range(2, out.dim())))
+            alphas.append(self._bounded(pooled[:, :, None] + self.prefix_offset))
+        return alphas
 
     def forward_parts(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """The same as :meth:`forward` on ``cat([resize(p, grid) for p in parts] + [z as constant maps])``,
         computed without forming that tensor: the first pointwise convolution is linear, so it is
         applied to each part at its own resolution before resizing (resizing is linear and per
         channel, so the two commute), and to the logits once per input."""
+        return self._bounded(self._tail(self._first(parts, z, grid)))
+
+    def _first(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         first = self.net[0]
         assert isinstance(first, (nn.Conv2d, nn.Conv3d)) and first.bias is not None
         w = first.weight.flatten(1)  # (hidden, F)
@@ -109,8 +130,10 @@ class ReadoutHead(nn.Module):
             offset += c
         const = z @ w[:, offset:].T + first.bias  # (N, hidden): the logits' share, the same at every position
         const = const.reshape(*const.shape, *[1] * len(grid))
-        h = const.expand(-1, -1, *grid) if acc is None else acc + const
-        return self._tail(h)
+        return const.expand(-1, -1, *grid) if acc is None else acc + const
+
+    def _bounded(self, out: torch.Tensor) -> torch.Tensor:
+        return self.bound * torch.tanh(out / self.bound)
 
     def _tail(self, h: torch.Tensor) -> torch.Tensor:
         """ReLU, the middle convolution, ReLU, then the last convolution on inputs centred over the
@@ -118,8 +141,7 @@ class ReadoutHead(nn.Module):
         alone (see the module text)."""
         h = self.net[3](self.net[2](self.net[1](h)))
         h = h - h.mean(dim=tuple(range(2, h.dim())), keepdim=True)
-        out = self.net[4](h)
-        return self.bound * torch.tanh(out / self.bound)
+        return self.net[4](h)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -132,7 +154,10 @@ class ReadoutSpec:
         channels: Channels of each bottleneck layer's output.
         readout_channels: Channels of each readout's output.
         classes: Number of logits.
-        dims: 2 (images) or 3 (clips).
+        dims: 2 (images) or 3 (clips and token grids).
+        tokens: Token layout (as :meth:`TokenLayout.to_dict`) of each bottleneck or readout layer
+            that has one; the others are feature maps.
+        prefixes: Class tokens of each bottleneck layer (empty: none).
     """
 
     layers: list[str]
@@ -141,6 +166,14 @@ class ReadoutSpec:
     readout_channels: list[int]
     classes: int
     dims: int
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prefixes: list[int] = field(default_factory=list)
+
+    def layouts(self, names: Sequence[str]) -> list[TokenLayout | None]:
+        return [TokenLayout.from_dict(self.tokens[n]) if n in self.tokens else None for n in names]
+
+    def prefix_of(self, i: int) -> int:
+        return self.prefixes[i] if self.prefixes else 0
 
 
 class Readout(nn.Module):
@@ -154,7 +187,10 @@ class Readout(nn.Module):
         self.spec = spec
         self.config = config or IBAConfig()
         features = sum(spec.readout_channels) + spec.classes
-        self.heads = nn.ModuleList([ReadoutHead(features, c, spec.dims, self.config.alpha_init) for c in spec.channels])
+        self.heads = nn.ModuleList([ReadoutHead(features, c, spec.dims, self.config.alpha_init, prefix=spec.prefix_of(i))
+                                    for i, c in enumerate(spec.channels)])
+        #: Per bottleneck tensor (a layer's map, then its class tokens): whether it is a map.
+        self.is_map = [j == 0 for i in range(len(spec.layers)) for j in range(1 + (spec.prefix_of(i) > 0))]
         self.stats = [s.to("cpu") for s in stats]
         self.norms = [n.to("cpu") for n in norms]
 
@@ -170,29 +206,43 @@ class Readout(nn.Module):
 
     def alphas(self, feats: Sequence[torch.Tensor], logits: torch.Tensor,
                grids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """``alpha`` per bottleneck, ``(N, C_i, *grid_i)``, from readouts ``(N, C_j, *S_j)`` and logits ``(N, K)``."""
+        """``alpha`` per bottleneck tensor, ``(N, C_i, *grid_i)`` (and ``(N, C_i, P_i)`` after a
+        layer with class tokens), from readouts ``(N, C_j, *S_j)`` and logits ``(N, K)``."""
         z = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
         normed = [(f - n.mean.reshape(1, -1, *[1] * (f.dim() - 2))) / n.std.reshape(1, -1, *[1] * (f.dim() - 2))
                   for f, n in zip(feats, self.norms)]
         heads: list[ReadoutHead] = list(self.heads)  # type: ignore[arg-type]
-        return [head.forward_parts(normed, z, tuple(int(g) for g in grid)) for head, grid in zip(heads, grids)]
+        return [a for head, grid in zip(heads, grids) for a in head.alphas(normed, z, tuple(int(g) for g in grid))]
 
     def masks(self, alphas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """The smoothed masks ``lambda`` of the predicted ``alpha``, as the per-sample bottleneck smooths its own."""
-        return [smooth(torch.sigmoid(a), smoothing_sigmas(a.dim() - 2, self.config)) for a in alphas]
+        """The masks ``lambda`` of the predicted ``alpha``; maps smoothed as the per-sample bottleneck
+        smooths its own, class tokens not."""
+        return [smooth(torch.sigmoid(a), smoothing_sigmas(a.dim() - 2, self.config)) if is_map else torch.sigmoid(a)
+                for a, is_map in zip(alphas, self.is_map)]
+
+    def part_stats(self, parts: Sequence[torch.Tensor]) -> list[Statistics]:
+        """The statistics of every bottleneck tensor (class tokens: their own, else the map's per channel)."""
+        groups, i = [], 0
+        for k in range(len(self.spec.layers)):
+            n = 1 + (self.spec.prefix_of(k) > 0)
+            groups.append(list(parts[i:i + n]))
+            i += n
+        return part_statistics(self.spec.layers, groups, self.stats, self.config.min_std)
 
     def capacities(self, rs: Sequence[torch.Tensor], lams: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Information per element (nats) of each bottleneck's input ``rs`` under the masks ``lams``."""
-        return [capacity((r - st.mean) / st.std, lam, st.active) for r, lam, st in zip(rs, lams, self.stats)]
+        """Information per element (nats) of each bottleneck tensor ``rs`` under the masks ``lams``."""
+        return [capacity((r - st.mean) / st.std, lam, st.active) for r, lam, st in zip(rs, lams, self.part_stats(rs))]
 
 
 def default_readouts(model: nn.Module, layers: Sequence[str], x: torch.Tensor, pack: Pack | None = None) -> list[str]:
-    """The bottleneck layers themselves and, for single-input models, the last spatial feature map
-    (Grad-CAM's layer); multi-pathway models read their bottleneck layers unless told more."""
+    """The bottleneck layers themselves and, for single-input models, Grad-CAM's layer (the
+    registry's for transformers, else the last spatial feature map); multi-pathway models read
+    their bottleneck layers unless told more."""
     out = list(layers)
     if input_packer(model, pack) is None:
+        last = getattr(getattr(model, "video_iba_spec", None), "cam_layer", None)
         try:
-            last = cam_layer_of(model, x)
+            last = last or cam_layer_of(model, x)
         except UserInputError:
             last = None
         if last and last not in out:
@@ -203,7 +253,7 @@ def default_readouts(model: nn.Module, layers: Sequence[str], x: torch.Tensor, p
 def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Iterable[torch.Tensor]], *,
                 layers: Sequence[str], readouts: Sequence[str] | None = None,
                 stats: Sequence[Statistics] | None = None, config: IBAConfig | None = None,
-                pack: Pack | None = None) -> Readout:
+                pack: Pack | None = None, tokens: TokenLayout | Mapping[str, TokenLayout] | None = None) -> Readout:
     """An untrained readout for ``model``: the bottleneck's statistics (given, or estimated on the
     data) and the readouts' per-channel normalisation (estimated on the data, in the same pass).
 
@@ -217,26 +267,48 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
         stats: The bottleneck layers' statistics, one per layer; ``None`` estimates them.
         config: Bottleneck settings (beta, smoothing, ``alpha_init``).
         pack: For a multi-pathway network (registry models: automatic).
+        tokens: Token layouts of transformer layers: one for every layer, or one per layer name
+            (registry models: their own). A readout reads a token layer's grid; a bottleneck
+            restricts its class tokens too (see :class:`ReadoutHead`).
     """
     reads = list(readouts) if readouts else default_readouts(model, layers, probe, pack)
     names = list(dict.fromkeys([*layers, *reads]))
+    if len(names) < len(layers) + len(set(reads) - set(layers)):
+        raise UserInputError(f"the bottleneck layers must be distinct, got {list(layers)}")
+    lays = _layouts(model, names, tokens)
     with frozen(model):
-        logits, outs = capture(model, [get_module(model, n) for n in names], names,
-                               packed(probe, input_packer(model, pack)))
-    by_name = dict(zip(names, outs))
-    dims = outs[0].dim() - 2
-    if any(o.dim() - 2 != dims for o in outs):
-        raise UserInputError("the bottleneck and readout layers must all be image maps or all clip maps")
+        logits, taps = capture_taps(model, [get_module(model, n) for n in names], names,
+                                    packed(probe, input_packer(model, pack)), lays)
+    by_name = {n: g[0] for n, g in zip(names, taps.grouped(taps.parts))}
+    dims = by_name[names[0]].dim() - 2
+    if any(o.dim() - 2 != dims for o in by_name.values()):
+        raise UserInputError("the bottleneck and readout layers must all be image maps or all clip maps (token "
+                             "grids count as clip maps)")
     spatial = tuple(range(1, dims + 1))  # readouts: one mean and std per channel
+    lay_of = dict(zip(names, lays))
     if stats is None:  # bottleneck statistics and readout normalisation from one pass over the data
         both = estimate(model, batches(), layer=[*layers, *reads], pools=[None] * len(layers) + [spatial] * len(reads),
-                        pack=pack)
+                        pack=pack, tokens=[lay_of[n] for n in [*layers, *reads]])
         stats, norms = list(both[:len(layers)]), list(both[len(layers):])
     else:
-        norms = list(estimate(model, batches(), layer=reads, pool=spatial, pack=pack))
+        norms = list(estimate(model, batches(), layer=reads, pool=spatial, pack=pack, tokens=[lay_of[n] for n in reads]))
+    prefixes = [lay_of[n].prefix if lay_of[n] is not None else 0 for n in layers]  # type: ignore[union-attr]
     spec = ReadoutSpec(list(layers), reads, [int(by_name[n].shape[1]) for n in layers],
-                       [int(by_name[n].shape[1]) for n in reads], int(logits.shape[1]), dims)
+                       [int(by_name[n].shape[1]) for n in reads], int(logits.shape[1]), dims,
+                       {n: lay.to_dict() for n, lay in lay_of.items() if lay is not None},
+                       prefixes if any(prefixes) else [])
     return Readout(spec, stats, norms, config).to_device(probe.device)
+
+
+def _layouts(model: nn.Module, names: Sequence[str],
+             tokens: TokenLayout | Mapping[str, TokenLayout] | None) -> list[TokenLayout | None]:
+    if isinstance(tokens, Mapping):
+        unknown = sorted(set(tokens) - set(names))
+        if unknown:
+            raise UserInputError(f"token layouts for {unknown}, which the readout neither restricts nor reads; "
+                                 f"give layouts for {list(names)}")
+        return [tokens.get(n) for n in names]
+    return layouts_for(model, names, tokens)
 
 
 def _names_and_modules(model: nn.Module, readout: Readout) -> tuple[list[str], list[nn.Module]]:
@@ -244,13 +316,17 @@ def _names_and_modules(model: nn.Module, readout: Readout) -> tuple[list[str], l
     return names, [get_module(model, n) for n in names]
 
 
-def readout_forward(model: nn.Module, readout: Readout, inputs: Any) -> tuple[torch.Tensor, list[torch.Tensor],
-                                                                              list[torch.Tensor]]:
-    """One forward pass of ``model`` on its network input (no gradients): logits, bottleneck inputs, readouts."""
+def readout_forward(model: nn.Module, readout: Readout, inputs: Any) -> tuple[torch.Tensor, Taps, list[torch.Tensor]]:
+    """One forward pass of ``model`` on its network input (no gradients): logits, the bottleneck
+    layers' tensors (maps and class tokens, with what puts them back) and the readouts' maps."""
     names, modules = _names_and_modules(model, readout)
-    logits, outs = capture(model, modules, names, inputs)
-    by_name = dict(zip(names, outs))
-    return logits, [by_name[n] for n in readout.spec.layers], [by_name[n] for n in readout.spec.readouts]
+    logits, taps = capture_taps(model, modules, names, inputs, readout.spec.layouts(names))
+    groups = taps.grouped(taps.parts)
+    k = len(readout.spec.layers)
+    bottleneck = Taps([p for g in groups[:k] for p in g], names[:k], taps.adapters[:k], taps.contexts[:k],
+                      taps.counts[:k])
+    by_name = {n: g[0] for n, g in zip(names, groups)}
+    return logits, bottleneck, [by_name[n] for n in readout.spec.readouts]
 
 
 def readout_terms(model: nn.Module, readout: Readout, x: torch.Tensor, labels: torch.Tensor | None,
@@ -259,20 +335,21 @@ def readout_terms(model: nn.Module, readout: Readout, x: torch.Tensor, labels: t
     """Per input of the batch ``x``: cross-entropy of the noisy pass, information (mean capacity, nats
     per element), the noisy logits and the target (the label, else the model's top-1)."""
     inputs = packed(x, input_packer(model, pack))
-    logits, rs, feats = readout_forward(model, readout, inputs)
+    logits, taps, feats = readout_forward(model, readout, inputs)
     target = labels.to(logits.device) if labels is not None else logits.argmax(1)
     if target.shape != (logits.shape[0],):
         raise UserInputError(f"need one label per input, got {tuple(target.shape)} for {logits.shape[0]} inputs")
-    alphas = (net or readout)(feats, logits, [r.shape[2:] for r in rs])
+    rs = taps.parts
+    alphas = (net or readout)(feats, logits, [g[0].shape[2:] for g in taps.grouped(rs)])
     lams = readout.masks(alphas)
     caps = readout.capacities(rs, lams)
     info = torch.stack([c.flatten(1).sum(1) for c in caps]).sum(0) / sum(c[0].numel() for c in caps)
     zs = []
-    for r, lam, st in zip(rs, lams, readout.stats):
+    for r, lam, st in zip(rs, lams, readout.part_stats(rs)):
         noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
         zs.append(restrict(r, lam, st.mean, st.std, noise, st.active))
     modules = [get_module(model, n) for n in readout.spec.layers]
-    with HookedForward(model, modules, inputs) as hooked:
+    with HookedForward(model, modules, inputs, taps=taps) as hooked:
         noisy = hooked(zs)
     ce = F.cross_entropy(noisy.float(), target, reduction="none")
     return ce, info, noisy, target
@@ -303,7 +380,8 @@ def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target:
     x, _, inputs = check_input(model, x, pack)
     t0 = time.perf_counter()
     with frozen(model), frozen(readout), torch.no_grad():
-        logits, rs, feats = readout_forward(model, readout, inputs)
+        logits, taps, feats = readout_forward(model, readout, inputs)
+        rs = [g[0] for g in taps.grouped(taps.parts)]
         top = int(logits[0].argmax())
         explained = check_target(target, logits)
         if explained != top:
@@ -313,17 +391,22 @@ def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target:
             raise UserInputError(f"the readout was trained for feature maps {_feature_shapes(readout)}, this input "
                                  f"gives {[tuple(r.shape[1:]) for r in rs]}; use inputs of the training size")
         lams = readout.masks(readout.alphas(feats, logits, [r.shape[2:] for r in rs]))
-        caps = [c[0] for c in readout.capacities(rs, lams)]
+        cap_groups = taps.grouped([c[0] for c in readout.capacities(taps.parts, lams)])
+    caps = [g[0][:, 0] if x.dim() == 4 and g[0].dim() == 4 and g[0].shape[1] == 1 else g[0]  # a photo's token grid
+            for g in cap_groups]
+    prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in cap_groups for c in g[1:]]
     bits = bits_map(caps, tuple(x.shape[2:]))
     single = len(caps) == 1
     meta = {"method": "iba_readout", "layer": readout.spec.layers[0] if single else readout.spec.layers,
             "readouts": readout.spec.readouts, "target": explained, "target_is_top1": explained == top,
             "beta": readout.config.beta,
             "total_bits": float(bits.double().sum()), "seconds": round(time.perf_counter() - t0, 4),
+            **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
             "version": __version__}
     return Attribution(values=bits.cpu(), unit=Unit.BITS, target=explained,
                        capacity=caps[0].cpu() if single else [c.cpu() for c in caps],
-                       logits=logits[0].float().cpu(), meta=meta)
+                       logits=logits[0].float().cpu(), meta=meta,
+                       arrays={"prefix_bits": torch.cat(prefix_bits).numpy()} if prefix_bits else {})
 
 
 def _feature_shapes(readout: Readout) -> list[tuple[int, ...]]:
@@ -340,7 +423,8 @@ def save_checkpoint(path: str, readout: Readout, *, model_name: str | None, epoc
     save_payload(path, {
         "format": CHECKPOINT_FORMAT, "version": __version__, "model": model_name, "epoch": int(epoch),
         "spec": {"layers": spec.layers, "readouts": spec.readouts, "channels": spec.channels,
-                 "readout_channels": spec.readout_channels, "classes": spec.classes, "dims": spec.dims},
+                 "readout_channels": spec.readout_channels, "classes": spec.classes, "dims": spec.dims,
+                 "tokens": spec.tokens, "prefixes": spec.prefixes},
         "config": {"beta": readout.config.beta, "sigma": readout.config.sigma,
                    "temporal_sigma": readout.config.temporal_sigma, "alpha_init": readout.config.alpha_init,
                    "min_std": readout.config.min_std},

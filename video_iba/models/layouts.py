@@ -52,6 +52,19 @@ class TokenLayout:
         if self.channels_last and self.prefix:
             raise UserInputError("a channels-last map has no prefix tokens")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The layout as plain values (for checkpoints); :meth:`from_dict` reads it back."""
+        return {"grid": None if self.grid is None else list(self.grid), "prefix": self.prefix, "order": self.order,
+                "channels_last": self.channels_last, "index": self.index, "grid_index": self.grid_index}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TokenLayout":
+        grid = d.get("grid")
+        return cls(grid=None if grid is None else tuple(int(v) for v in grid),  # type: ignore[arg-type]
+                   prefix=int(d.get("prefix", 0)), order=str(d.get("order", "t h w")),
+                   channels_last=bool(d.get("channels_last", False)), index=int(d.get("index", 0)),
+                   grid_index=None if d.get("grid_index") is None else int(d["grid_index"]))
+
     def split(self, out: Any, layer: str) -> tuple[list[torch.Tensor], Any]:
         """``([grid (N, C, T, H, W), prefix (N, C, P) if any], context)`` of a layer output."""
         tensor = out[self.index] if isinstance(out, (tuple, list)) else out

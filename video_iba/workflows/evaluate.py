@@ -1,7 +1,8 @@
 """``video-iba evaluate``: a dataset, a model and its statistics set up for the evaluation harness.
 
-Datasets: ``synthetic`` (the ground-truth video benchmark, its trained TubeNet, its statistics
-and, for the readout method, its shipped readout) or a folder of photos (image model) or videos
+Datasets: ``synthetic`` (the ground-truth video benchmark, its trained TubeNet, or with
+``model="tubevit"`` its trained video transformer, its statistics and, for the readout method on
+TubeNet, its shipped readout) or a folder of photos (image model) or videos
 (video model: one centre clip per video) with optional box annotations.
 """
 
@@ -17,7 +18,8 @@ from ..config import IBAConfig
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
-from ..evaluation.synthetic import SYNTHETIC_LAYER, load_tubenet, load_tubenet_readout, statistics_batches
+from ..evaluation.synthetic import (SYNTHETIC_LAYER, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER, TUBEVIT_LAYOUT, load_tubenet,
+                                   load_tubenet_readout, load_tubevit, statistics_batches)
 from ..files import ensure_writable_dir
 from ..methods.attribute import check_method
 from ..methods.iba import estimate
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+#: The synthetic benchmark's trained networks: a 3-D CNN (the default) and a video transformer.
+SYNTHETIC_MODELS = ("tubenet", "tubevit")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         if check_method(base_method(method)).uses_statistics:
             cfg = configs.get(method, configs[iba_label(ev.betas[0])])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
-                    "config": cfg}
+                    "config": cfg, **({"tokens": setup.tokens} if setup.tokens else {})}
         return dict(setup.tube)
 
     ensure_writable_dir(out_dir)
@@ -108,24 +112,33 @@ class _Setup:
     stats: Any
     restats: Callable[[nn.Module], Any] | None
     tube: dict[str, Any]
+    tokens: list[Any] | None = None
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
-    if ev.model or ev.stats or ev.annotations or ev.weights != "default":
-        raise UserInputError("the synthetic benchmark has its own model, statistics and ground truth; drop "
-                             "{model}, {weights}, {stats} and {annotations} (or give a folder)",
-                             options=["model", "weights", "stats", "annotations"])
+    if ev.stats or ev.annotations or ev.weights != "default":
+        raise UserInputError("the synthetic benchmark has its own models, statistics and ground truth; drop "
+                             "{weights}, {stats} and {annotations} (or give a folder)",
+                             options=["weights", "stats", "annotations"])
+    if ev.model not in (None, *SYNTHETIC_MODELS):
+        raise UserInputError(f"the synthetic benchmark's models are {', '.join(SYNTHETIC_MODELS)}, not '{ev.model}'; "
+                             f"give one of them to {{model}}, or a folder of photos or videos", options=["model"])
+    name = ev.model or SYNTHETIC_MODELS[0]
+    vit = name == "tubevit"
     metrics = check_metrics(list(ev.metrics or SYNTHETIC_METRICS))
-    model = load_tubenet().to(dev)
+    model = (load_tubevit() if vit else load_tubenet()).to(dev)
     items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in synthetic_items(ev.clips)]
-    layers = list(ev.layers or [SYNTHETIC_LAYER])
+    layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
+    tokens = [TUBEVIT_LAYOUT if vit and n.startswith("blocks.") else None for n in layers]
     stats = restats = None
     if any(check_method(base_method(m)).uses_statistics for m in labels):
         def restats(m: nn.Module) -> Any:
-            return estimate(m, statistics_batches(device=dev), layer=layers if len(layers) > 1 else layers[0])
+            return estimate(m, statistics_batches(device=dev), layer=layers if len(layers) > 1 else layers[0],
+                            tokens=tokens)
 
         stats = restats(model)
-    return _Setup(model, "tubenet", items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES})
+    tube = {"tube_frames": TUBE_FRAMES, **({"cam_layer": TUBEVIT_CAM_LAYER, "tokens": TUBEVIT_LAYOUT} if vit else {})}
+    return _Setup(model, name, items, metrics, layers, stats, restats, tube, tokens if any(tokens) else None)
 
 
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
@@ -152,6 +165,9 @@ def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -
                                  options=["readout", "methods"])
         return None
     if ev.dataset == "synthetic" and not ev.readout:
+        if model_name != "tubenet":
+            raise UserInputError(f"no readout ships for {model_name}; train one with `video-iba train-readout` and give "
+                                 f"it to {{readout}}", options=["readout"])
         return load_tubenet_readout().to_device(dev)  # the one shipped for the benchmark
     return load_readout(ev.readout, model_name, dev)
 
