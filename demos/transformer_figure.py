@@ -3,8 +3,8 @@
 
 Both networks are the synthetic benchmark's, trained offline on the same clips (TubeNet, the 3-D
 CNN; TubeViT, the transformer with a class token); the clip is a test clip. Rows: the input,
-IBA on TubeNet (its benchmark layer ``block1``), IBA on TubeViT (its tubelet embedding, the
-default depth for transformers), Grad-CAM on TubeViT's token grid (``blocks.2``, the class token
+IBA on TubeNet (its benchmark layer ``block1``, the paper's settings), IBA on TubeViT (its
+tubelet embedding, the default depth for transformers, with the transformers' default settings), Grad-CAM on TubeViT's token grid (``blocks.2``, the class token
 left out); columns: frames around the discriminative interval (*); the last column is the bits
 per frame of the two IBA maps over the whole clip, the interval shaded.
 
@@ -43,7 +43,8 @@ def main() -> None:
     a = video_iba.explain(cnn, x, c.label, layer=SYNTHETIC_LAYER, stats=st, seed=0)
     rows.append((f"IBA, 3-D CNN\n{a.total_bits:.0f} bits", a.bits.numpy(), True))
     st = video_iba.estimate(vit, statistics_batches(), layer="embed")
-    a = video_iba.explain(vit, x, c.label, layer="embed", stats=st, seed=0)
+    a = video_iba.explain(vit, x, c.label, layer="embed", stats=st, seed=0,
+                          config=video_iba.IBAConfig.for_transformers())
     rows.append((f"IBA, transformer\n{a.total_bits:.0f} bits", a.bits.numpy(), True))
     g = video_iba.attribute("gradcam", vit, x, c.label, cam_layer="blocks.2", tokens=TUBEVIT_LAYOUT)
     rows.append(("Grad-CAM, transformer\n(token grid)", g.values.numpy(), False))

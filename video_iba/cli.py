@@ -13,7 +13,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from tqdm import tqdm
 
 from ._version import __version__
-from .config import IBAConfig
+from .config import IBAConfig, read_settings
 from .distributed import rank
 from .errors import UserInputError
 from .io.discovery import is_batch_input
@@ -123,12 +123,13 @@ def _explain_parser(sub: Any) -> None:
                    "bottleneck, --readout CKPT: one forward pass) or a baseline: " + ", ".join(BASELINES)
                    + " (lrp: VGG and ResNet photos)")
     ex.option("--readout", help="for --method readout: a checkpoint of `video-iba train-readout`")
-    ex.option("--beta", type=_positive_float, help="weight of the information term (default 10)")
+    ex.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
     ex.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
     ex.option("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
     ex.option("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
     ex.option("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
-    ex.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml); flags override it")
+    ex.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml) over the model's "
+                                "defaults; flags override it")
     ex.option("--stats", action="append",
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     ex.option("--vmax", type=_positive_float,
@@ -178,7 +179,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--clips", type=_positive_int, default=20, help="synthetic clips to score (default 20)")
     ev.option("--annotations", help="JSON file of boxes for the folder's inputs")
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
-                                               "'iba[beta=B]' each); default 10")
+                                               "'iba[beta=B]' each); default the model's: 10, transformers 1")
     ev.option("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
                                 "default the readout shipped for the benchmark)")
@@ -282,18 +283,20 @@ def _bar(desc: str, total: int | None, unit: str) -> Bar:
     return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
-def _settings(args: argparse.Namespace, method: str = "iba", config: IBAConfig | None = None) -> Settings:
+def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, Any] | None = None) -> Settings:
     return Settings(model=args.model, weights=args.weights, device=args.device, method=method,
                     layers=tuple(args.layer) if args.layer else None,
                     stats=tuple(args.stats) if getattr(args, "stats", None) else None,
-                    readout=getattr(args, "readout", None), config=config or IBAConfig(),
+                    readout=getattr(args, "readout", None), changes=changes or {},
                     seed=getattr(args, "seed", 0))
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
-    cfg = IBAConfig.from_yaml(args.config) if args.config else IBAConfig()
-    cfg = cfg.replace(beta=args.beta, steps=args.steps, samples=args.samples, micro_batch=args.micro_batch)
-    settings = _settings(args, args.method, cfg)
+    # the model's default settings, changed by the --config file's and then by the flags
+    changes = read_settings(args.config) if args.config else {}
+    flags = {"beta": args.beta, "steps": args.steps, "samples": args.samples, "micro_batch": args.micro_batch}
+    changes.update({k: v for k, v in flags.items() if v is not None})
+    settings = _settings(args, args.method, changes)
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride, args.coverage),
                       layout=args.layout, vmax=args.vmax)
     if is_batch_input(args.input):
@@ -382,7 +385,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or [IBAConfig().beta], masks=args.masks, readout=args.readout, device=args.device)
+                    betas=args.beta or None, masks=args.masks, readout=args.readout, device=args.device)
     summary = evaluate_dataset(ev, args.out, _bar)
     print(summary["markdown"])
     print(f"wrote {os.path.join(args.out, 'results.md')} (and .csv, .json, scores.jsonl, plots)")

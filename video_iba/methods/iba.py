@@ -63,7 +63,9 @@ def explain(
             ``meta["stats"]``).
         steps, samples, beta: Override ``config`` (paper defaults: 10, 10, 10).
         seed: Seeds the noise; ``None`` draws one (recorded in ``meta["seed"]``).
-        config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`.
+        config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`; ``None``: the
+            paper's, or a registry model's own defaults (transformers:
+            :meth:`~video_iba.config.IBAConfig.for_transformers`).
         pack: For a multi-pathway network: builds its pathway list from the clip ``x``
             (registry models such as SlowFast: automatic).
         tokens: How a transformer layer's output maps onto a ``(T', H', W')`` grid (one layout for
@@ -80,8 +82,10 @@ def explain(
         several layers, each layer's map is resized to ``x``'s cells and the maps are summed;
         ``capacity`` is then a list and ``meta["bits_per_layer"]`` keeps each layer's share.
     """
-    cfg = (config or IBAConfig()).replace(steps=steps, samples=samples, beta=beta)
-    spec_mb = getattr(getattr(model, "video_iba_spec", None), "micro_batch", None)
+    spec = getattr(model, "video_iba_spec", None)
+    cfg = (config or (spec.config() if spec is not None else IBAConfig())).replace(steps=steps, samples=samples,
+                                                                                    beta=beta)
+    spec_mb = getattr(spec, "micro_batch", None)
     if cfg.micro_batch is None and spec_mb:
         cfg = cfg.replace(micro_batch=spec_mb)  # registry models too large for all replicas at once
     if split not in ("auto", "hook"):

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..bottleneck.insertion import forward_hook
+from ..config import TRANSFORMER_SETTINGS
 from ..errors import UserInputError
 from .layouts import TokenLayout
 
@@ -169,6 +170,7 @@ def spec_fields(name: str) -> dict[str, Any]:
              + (", with the class token" if fam.prefix else "") + "), before any attention",
         layouts=((f"hf.{fam.base}.embeddings", layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout)),
         cam_layer=blocks + str(depth - 1 - (1 if fam.prefix else 0)),  # class-token heads: the last block's input
+        iba=tuple(TRANSFORMER_SETTINGS.items()),
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..config import TRANSFORMER_SETTINGS, IBAConfig
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from .hf import SHIPPED, build_hf, is_hf, spec_fields
@@ -63,6 +64,8 @@ class ModelSpec:
         cam_layer: Grad-CAM's layer where the generic choice does not fit (transformers: the last
             layer whose grid tokens still reach the logits).
         label_names: The class names when ``labels`` is ``"hf"`` (a checkpoint's ``id2label``).
+        iba: Bottleneck settings that differ from the paper's for this model, as ``(name, value)``
+            pairs (transformers: :data:`~video_iba.config.TRANSFORMER_SETTINGS`); see :meth:`config`.
     """
 
     name: str
@@ -85,6 +88,11 @@ class ModelSpec:
     layouts: tuple[tuple[str, TokenLayout], ...] = ()
     cam_layer: str | None = None
     label_names: tuple[str, ...] = ()
+    iba: tuple[tuple[str, Any], ...] = ()
+
+    def config(self) -> IBAConfig:
+        """The model's default bottleneck settings: the paper's, with :attr:`iba` applied."""
+        return IBAConfig().replace(**dict(self.iba))
 
     def layout(self, layer: str) -> TokenLayout | None:
         """The token layout of ``layer`` (``None``: the layer outputs a feature map)."""
@@ -144,8 +152,23 @@ _EXPLICIT: dict[str, ModelSpec] = {
 
 VIDEO_MODELS_FILE = "video_models.yaml"
 _VIDEO_KEYS = {"family", "frames", "rate", "side", "crop", "mean", "std", "alpha", "layers", "weights", "labels",
-               "micro_batch", "note", "source", "default_weights", "tokens", "cam_layer"}
+               "micro_batch", "note", "source", "default_weights", "tokens", "cam_layer", "iba"}
 _LAYOUT_KEYS = {"grid", "prefix", "order", "channels_last", "index", "grid_index"}
+
+
+#: Named sets of bottleneck settings that the models file can give as ``iba: NAME``.
+IBA_PRESETS = {"transformer": TRANSFORMER_SETTINGS}
+
+
+def _iba(name: str, raw: Any) -> tuple[tuple[str, Any], ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        if raw not in IBA_PRESETS:
+            raise ValueError(f"{VIDEO_MODELS_FILE}: unknown iba preset {raw!r} for {name}; known: {sorted(IBA_PRESETS)}")
+        raw = IBA_PRESETS[raw]
+    IBAConfig.from_mapping(raw, where=f"{VIDEO_MODELS_FILE} {name} iba")  # checks names and values
+    return tuple((str(k), v) for k, v in raw.items())
 
 
 def _layouts(name: str, raw: Any) -> tuple[tuple[str, TokenLayout], ...]:
@@ -185,7 +208,8 @@ def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
             note=str(e.get("note", "")), modality="video", frames=int(e["frames"]), sampling_rate=int(e["rate"]),
             slowfast_alpha=int(e.get("alpha", 0)), weights_url=url,
             micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None,
-            layouts=_layouts(name, e.get("tokens")), cam_layer=str(e["cam_layer"]) if e.get("cam_layer") else None)
+            layouts=_layouts(name, e.get("tokens")), cam_layer=str(e["cam_layer"]) if e.get("cam_layer") else None,
+            iba=_iba(name, e.get("iba")))
     return specs
 
 

@@ -9,7 +9,7 @@ TubeNet, its shipped readout) or a folder of photos (image model) or videos
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from torch import nn
@@ -49,7 +49,7 @@ class Evaluation:
             files (the synthetic benchmark has its own model and statistics).
         clips: Synthetic test clips to score.
         annotations: A folder's box annotations (JSON).
-        betas: IBA's beta(s).
+        betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
         masks: Sensitivity-n's random masks per n.
         readout: A readout checkpoint (synthetic: default the shipped one).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
@@ -64,7 +64,7 @@ class Evaluation:
     stats: Sequence[str] = ()
     clips: int = 20
     annotations: str | None = None
-    betas: Sequence[float] = field(default_factory=lambda: [IBAConfig().beta])
+    betas: Sequence[float] | None = None
     masks: int = 100
     readout: str | None = None
     device: str = "cpu"
@@ -73,21 +73,22 @@ class Evaluation:
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress) -> dict[str, Any]:
     """Score the methods on the dataset (resumable in ``out_dir``); returns the harness's summary."""
     labels = [check_label(m) for m in ev.methods if m.strip()]
-    if len(ev.betas) > 1:
+    if ev.betas is not None and len(ev.betas) > 1:
         labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
-    configs = {iba_label(b): IBAConfig().replace(beta=b) for b in ev.betas}
     dev = resolve_device(ev.device)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
     else:
         setup = _folder(ev, dev)
+    betas = list(ev.betas) if ev.betas is not None else [setup.config.beta]
+    configs = {iba_label(b): setup.config.replace(beta=b) for b in betas}
     readout = _readout(ev, labels, setup.model_name, dev)
 
     def kwargs(method: str) -> dict[str, Any]:
         if check_method(base_method(method)).uses_readout:
             return {"readout": readout}
         if check_method(base_method(method)).uses_statistics:
-            cfg = configs.get(method, configs[iba_label(ev.betas[0])])
+            cfg = configs.get(method, configs[iba_label(betas[0])])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
                     "config": cfg, **({"tokens": setup.tokens} if setup.tokens else {})}
         return dict(setup.tube)
@@ -112,6 +113,7 @@ class _Setup:
     stats: Any
     restats: Callable[[nn.Module], Any] | None
     tube: dict[str, Any]
+    config: IBAConfig
     tokens: list[Any] | None = None
 
 
@@ -138,7 +140,8 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
 
         stats = restats(model)
     tube = {"tube_frames": TUBE_FRAMES, **({"cam_layer": TUBEVIT_CAM_LAYER, "tokens": TUBEVIT_LAYOUT} if vit else {})}
-    return _Setup(model, name, items, metrics, layers, stats, restats, tube, tokens if any(tokens) else None)
+    config = IBAConfig.for_transformers() if vit else IBAConfig()
+    return _Setup(model, name, items, metrics, layers, stats, restats, tube, config, tokens if any(tokens) else None)
 
 
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
@@ -155,7 +158,7 @@ def _folder(ev: Evaluation, dev: Any) -> _Setup:
             log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
             return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
-                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {})
+                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config)
 
 
 def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -> Readout | None:

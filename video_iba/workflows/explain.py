@@ -223,7 +223,7 @@ def attribute_windows(session: Session, plan: InputPlan, target: int | None, pro
     """Explain every window and crop of ``plan`` for ``target``, the maps into ``store``;
     ``first_meta`` receives the first explanation's metadata (the fit's settings)."""
     fitted = session.method.fitted
-    bar = progress("explaining", plan.count * (session.settings.config.steps if fitted else 1),
+    bar = progress("explaining", plan.count * (session.config.steps if fitted else 1),
                    "step" if fitted else "clip")
     on_step = (lambda *_: bar.update(1)) if fitted else None
     out: list[WindowMaps] = []
@@ -268,7 +268,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
     """A video's :class:`ClipAttribution`: the windows' maps ``values`` ``(windows, crops, T, S, S)``,
     their totals per source frame, the metadata."""
     assert plan.line is not None
-    spec, cfg, info = session.spec, session.settings.config, plan.line.info
+    spec, cfg, info = session.spec, session.config, plan.line.info
     unit = windows[0].unit
     first, last = plan.frame_range()
     indices = np.arange(first, last + 1)
@@ -322,7 +322,7 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
     label = session.labels[result.target]
     method = session.method
     title = f"{session.spec.name} · {label} (#{result.target}) · " + (
-        f"β={session.settings.config.beta:g}" if method.fitted else method.name)
+        f"β={session.config.beta:g}" if method.fitted else method.name)
     bar = progress("rendering", len(result.source_frame_indices), "frame")
     try:
         with atomic_writes(outputs) as (tmp_mp4, tmp_npz):
@@ -343,7 +343,7 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
     """Stages 3-5 of a photo: its one explanation, the figure and the ``.npz``."""
     spec = session.spec
     fitted = session.method.fitted
-    bar = progress("explaining", session.settings.config.steps if fitted else 1, "step" if fitted else "photo")
+    bar = progress("explaining", session.config.steps if fitted else 1, "step" if fitted else "photo")
     try:
         _wi, (x,) = next(plan.units())
         attr = session.attribute(x, target, (lambda *_: bar.update(1)) if fitted else None)
@@ -377,7 +377,7 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
 
 def _details(session: Session, attr: Attribution) -> str:
     """The figure's line of settings."""
-    spec, cfg, m = session.spec, session.settings.config, attr.meta
+    spec, cfg, m = session.spec, session.config, attr.meta
     if session.method.uses_readout:
         return (f"{spec.name} · readout bottleneck at {m['layer']} "
                 f"({os.path.basename(str(session.settings.readout))}, beta {m['beta']:g}) · one forward pass")

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -135,7 +135,10 @@ class Settings:
         layers: Bottleneck layers (default: the model's; SlowFast: one per pathway).
         stats: Statistics files, one per layer (the per-sample bottleneck only).
         readout: A readout checkpoint (the readout method only).
-        config: Bottleneck settings.
+        config: Bottleneck settings; ``None``: the model's defaults (the paper's; registry
+            transformers: :meth:`IBAConfig.for_transformers`).
+        changes: Settings changed on top of ``config`` or the model's defaults, e.g.
+            ``{"steps": 30}`` (the command line's ``--config`` file and flags).
         seed: Seed of the methods' randomness (``None``: IBA draws one and records it).
     """
 
@@ -146,8 +149,16 @@ class Settings:
     layers: tuple[str, ...] | None = None
     stats: tuple[str, ...] | None = None
     readout: str | None = None
-    config: IBAConfig = dataclasses.field(default_factory=IBAConfig)
+    config: IBAConfig | None = None
+    changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seed: int | None = 0
+
+    def config_for(self, spec: ModelSpec) -> IBAConfig:
+        """The bottleneck settings used with the model ``spec``."""
+        base = self.config or spec.config()
+        if not self.changes:
+            return base
+        return IBAConfig.from_mapping({**dataclasses.asdict(base), **self.changes}, where="settings")
 
     def model_for(self, path: str) -> str:
         """The model explaining the file ``path``."""
@@ -187,6 +198,7 @@ class Session:
             raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
                                  options=["readout"])
         spec = model_spec(name, bool(settings.layers))
+        settings.config_for(spec)  # bad settings fail here, before the model is loaded
         layers = list(settings.layers) if settings.layers else list(spec.layers)
         if spec.slowfast_alpha and len(layers) != 2:
             raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
@@ -205,6 +217,11 @@ class Session:
                 st.check(None, weights=digest)
         return cls(spec, model, labels_for(spec), device, settings, method, layers,
                    [s.to(device) for s in stats] or None, readout if method.uses_readout else None)
+
+    @property
+    def config(self) -> IBAConfig:
+        """The bottleneck settings of this session's model (see :meth:`Settings.config_for`)."""
+        return self.settings.config_for(self.spec)
 
     @property
     def weights_meta(self) -> dict[str, Any]:
@@ -228,7 +245,7 @@ class Session:
         if self.method.fitted:
             attr = explain(self.model, x, target, layer=self.layers[0] if len(self.layers) == 1 else self.layers,
                            stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
-                           config=self.settings.config, seed=self.settings.seed, on_step=on_step)
+                           config=self.config, seed=self.settings.seed, on_step=on_step)
         elif self.method.uses_readout:
             assert self.readout is not None
             attr = explain_readout(self.model, self.readout, x, target)
