@@ -19,6 +19,7 @@ registry models build their pathways themselves, a network of your own gets ``pa
 """
 
 from ._version import __version__
+from .allocator import keep_freed_memory
 from .bottleneck.estimator import Statistics
 from .config import IBAConfig
 from .errors import UserInputError
@@ -44,4 +45,5 @@ __all__ = [
     "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
+    "keep_freed_memory",
 ]

@@ -13,6 +13,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from tqdm import tqdm
 
 from ._version import __version__
+from .allocator import keep_freed_memory
 from .config import IBAConfig, read_settings
 from .distributed import rank
 from .errors import UserInputError
@@ -433,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (exit code 2)
         return exc.code if isinstance(exc.code, int) else 0
+    keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("video-iba: %(levelname)s: %(message)s"))
     pkg_log = logging.getLogger("video_iba")
