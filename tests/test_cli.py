@@ -192,3 +192,19 @@ def test_failure_mid_run_leaves_no_partial_output(photo_dir, tmp_path, monkeypat
     with pytest.raises(OSError):
         main(["explain", os.path.join(photo_dir, "coffee.jpg"), "--out", str(tmp_path), *FAST])
     assert os.listdir(tmp_path) == []
+
+
+def test_the_device_defaults_to_auto_and_the_choice_is_printed(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.distributed import auto_device, setup
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto_device() == expected and setup("auto") == expected  # one process: no group joined
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), *FAST], capsys)
+    assert code == 0, err
+    if expected == "cpu":
+        assert "video-iba: ran on cpu (--device auto: no CUDA device found)" in err
+    else:
+        assert "video-iba: ran on cuda (" in err
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), "--device",
+                            "cpu", *FAST], capsys)
+    assert code == 0 and "ran on" not in err  # a device the user named is not announced

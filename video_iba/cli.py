@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ._version import __version__
 from .allocator import keep_freed_memory
 from .config import IBAConfig, read_settings
-from .distributed import rank
+from .distributed import auto_device, describe_device, rank
 from .errors import UserInputError
 from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
@@ -99,7 +99,8 @@ def _model_options(p: _Parser) -> None:
     p.option("--weights", default="default",
              help="'default' (pretrained via the torch hub cache, or the offline package for efficientnet_lite0), "
                   "'random', a checkpoint path, or a torchvision weights name such as IMAGENET1K_V2")
-    p.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.option("--device", default="auto",
+             help="cpu, cuda, cuda:N or auto (default: auto, a CUDA device when one is present, else the CPU)")
 
 
 def _range_options(p: _Parser, group: Any) -> None:
@@ -435,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (exit code 2)
         return exc.code if isinstance(exc.code, int) else 0
     keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
+    chosen = getattr(args, "device", None) == "auto"
+    if chosen:
+        args.device = auto_device()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("video-iba: %(levelname)s: %(message)s"))
     pkg_log = logging.getLogger("video_iba")
@@ -444,6 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pkg_log.propagate = False
     try:
         args.handler(args)
+        if chosen and os.environ.get("RANK", "0") == "0":  # said once under torchrun; errors stay one line
+            print(f"video-iba: ran on {describe_device(args.device)} (--device auto"
+                  + (": no CUDA device found)" if args.device == "cpu" else ")"), file=sys.stderr)
     except UserInputError as exc:
         print(f"video-iba: error: {exc.worded(args.command_parser.spell)}", file=sys.stderr)
         return 2

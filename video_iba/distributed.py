@@ -32,9 +32,23 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def auto_device() -> str:
+    """What ``--device auto`` means here: ``cuda`` when a CUDA device is present, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def describe_device(device: str) -> str:
+    """The device for a message: ``cuda:0 (NVIDIA H200)``, ``cpu``."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device
+
+
 def setup(device: str) -> str:
     """Join the process group when launched as one of several processes; returns the device to use
-    (``cuda`` becomes ``cuda:LOCAL_RANK``)."""
+    (``auto`` is resolved by :func:`auto_device`; ``cuda`` becomes ``cuda:LOCAL_RANK``)."""
+    if device == "auto":
+        device = auto_device()
     if not launched():
         return device
     local = int(os.environ.get("LOCAL_RANK", "0"))
