@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -101,16 +102,10 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
         seconds = setup + (FULL_STEPS - 1) * per_step + last
     np.save(out, bits.numpy())
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb, "micro_batch": spec.micro_batch}))
 
 
-def _micro_batch(name: str) -> int | None:
-    from video_iba.models import get_spec
-
-    return get_spec(name).micro_batch
-
-
-def _run(name: str, variant: str, out: str, steps: int) -> dict[str, float]:
+def _run(name: str, variant: str, out: str, steps: int) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, variant, out, str(steps)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -119,7 +114,7 @@ def _run(name: str, variant: str, out: str, steps: int) -> dict[str, float]:
 
 
 def bench(name: str, repeats: int, steps: int = FULL_STEPS) -> dict[str, object]:
-    runs: dict[str, list[dict[str, float]]] = {"fit": [], "naive": []}
+    runs: dict[str, list[dict[str, Any]]] = {"fit": [], "naive": []}
     with tempfile.TemporaryDirectory() as tmp:
         maps = {v: os.path.join(tmp, f"{v}.npy") for v in runs}
         for _ in range(repeats):
@@ -139,7 +134,7 @@ def bench(name: str, repeats: int, steps: int = FULL_STEPS) -> dict[str, object]
         "naive_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["naive"]), 1),
         "repeats": repeats,
         **({"extrapolated_from_steps": steps} if steps < FULL_STEPS else {}),
-        "micro_batch": _micro_batch(name),
+        "micro_batch": runs["fit"][0]["micro_batch"],
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
     }
 

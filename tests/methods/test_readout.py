@@ -148,7 +148,7 @@ def test_head_on_parts_equals_the_head_on_the_concatenation(dims: int) -> None:
     mode = "bilinear" if dims == 2 else "trilinear"
     full = torch.cat([p1, F.interpolate(p2, size=grid, mode=mode, align_corners=False),
                       z.reshape(3, 4, *[1] * dims).expand(-1, -1, *grid)], dim=1)
-    torch.testing.assert_close(head.forward_parts([p1, p2], z, grid), head(full), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(head.alphas([p1, p2], z, grid)[0], head(full), rtol=1e-4, atol=1e-5)
 
 
 def test_shipped_benchmark_readout_beats_random_on_the_tube() -> None:

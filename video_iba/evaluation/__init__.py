@@ -6,8 +6,8 @@ from .metrics import (DegradationResult, Estimate, RandomisationResult, Sensitiv
                       degradation, hit_ratio, map_ssim, parameter_randomisation, randomisation_stages, sensitivity_n,
                       stages_reaching, temporal_share, tile_labels)
 from .synthetic import (SYNTHETIC_LAYER, SYNTHETIC_STATS_SEEDS, TEST_SEEDS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER,
-                        TUBEVIT_LAYER, TUBEVIT_LAYOUT, VALIDATION_SEEDS, TubeNet, TubeViT, load_tubenet, load_tubenet_readout, load_tubevit, make_batch, make_clip,
-                        statistics_batches)
+                        TUBEVIT_LAYER, TUBEVIT_LAYOUT, VALIDATION_SEEDS, TubeNet, TubeViT, load_tubenet,
+                        load_tubenet_readout, load_tubevit, make_batch, make_clip, statistics_batches)
 
 __all__ = [
     "Item", "folder_items", "read_annotations", "synthetic_items",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -93,6 +94,17 @@ def bits_map(capacities: Sequence[torch.Tensor], size: Sequence[int]) -> torch.T
     for cap in capacities[1:]:
         bits = bits + capacity_to_bits(cap, size)
     return bits
+
+
+def split_capacities(groups: Sequence[Sequence[torch.Tensor]], photo: bool,
+                     layouts: Sequence[Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer, the capacity ``(C, *grid)`` of its map and, for a token layer with class tokens,
+    their bits per token ``(P,)``: ``groups`` holds each layer's capacities (map first, then the
+    class tokens' ``(C, P)``). A photo's token grid ``(C, 1, H', W')`` becomes a 2-D map."""
+    maps = [g[0][:, 0] if photo and lay is not None and g[0].dim() == 4 and g[0].shape[1] == 1 else g[0]
+            for g, lay in zip(groups, layouts)]
+    prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in groups for c in g[1:]]
+    return maps, prefix_bits
 
 
 def model_name(model: nn.Module) -> dict[str, str]:

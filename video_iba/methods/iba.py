@@ -24,7 +24,8 @@ from ..errors import UserInputError
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
-from .common import LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_name
+from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_name,
+                     split_capacities)
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,8 @@ def explain(
                     fit = fit_per_sample(hooked, taps.parts, used, target, cfg, generator, on_step,
                                          smoothed=taps.is_map)
     cap_groups = taps.grouped(fit.capacities)
-    map_caps = [g[0] for g in cap_groups]
-    if x.dim() == 4:  # an image's token grid (1, H', W'): its map is 2-D
-        map_caps = [c[:, 0] if lay is not None and c.dim() == 4 and c.shape[1] == 1 else c
-                    for c, lay in zip(map_caps, layouts)]
+    map_caps, prefix_bits = split_capacities(cap_groups, x.dim() == 4, layouts)
     bits = bits_map(map_caps, tuple(x.shape[2:]))
-    prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in cap_groups for c in g[1:]]
     used = [g[0] for g in taps.grouped(used)]  # each layer's map statistics, for the metadata
     single = len(layers) == 1
 

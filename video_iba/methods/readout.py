@@ -58,7 +58,7 @@ from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
-from .common import bits_map, check_input, check_target
+from .common import bits_map, check_input, check_target, layer_names, split_capacities
 from .iba import estimate, part_statistics
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,11 @@ class ReadoutHead(nn.Module):
             alphas.append(self._bounded(pooled[:, :, None] + self.prefix_offset))
         return alphas
 
-    def forward_parts(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-        """The same as :meth:`forward` on ``cat([resize(p, grid) for p in parts] + [z as constant maps])``,
-        computed without forming that tensor: the first pointwise convolution is linear, so it is
-        applied to each part at its own resolution before resizing (resizing is linear and per
-        channel, so the two commute), and to the logits once per input."""
-        return self._bounded(self._tail(self._first(parts, z, grid)))
-
     def _first(self, parts: Sequence[torch.Tensor], z: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """The first pointwise convolution of :meth:`forward` on ``cat([resize(p, grid) for p in parts] +
+        [z as constant maps])``, computed without forming that tensor: the convolution is linear, so
+        it is applied to each part at its own resolution before resizing (resizing is linear and per
+        channel, so the two commute), and to the logits once per input."""
         first = self.net[0]
         assert isinstance(first, (nn.Conv2d, nn.Conv3d)) and first.bias is not None
         w = first.weight.flatten(1)  # (hidden, F)
@@ -271,10 +268,9 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
             (registry models: their own). A readout reads a token layer's grid; a bottleneck
             restricts its class tokens too (see :class:`ReadoutHead`).
     """
+    layers = layer_names(model, layers)  # distinct
     reads = list(readouts) if readouts else default_readouts(model, layers, probe, pack)
     names = list(dict.fromkeys([*layers, *reads]))
-    if len(names) < len(layers) + len(set(reads) - set(layers)):
-        raise UserInputError(f"the bottleneck layers must be distinct, got {list(layers)}")
     lays = _layouts(model, names, tokens)
     with frozen(model):
         logits, taps = capture_taps(model, [get_module(model, n) for n in names], names,
@@ -392,9 +388,7 @@ def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target:
                                  f"gives {[tuple(r.shape[1:]) for r in rs]}; use inputs of the training size")
         lams = readout.masks(readout.alphas(feats, logits, [r.shape[2:] for r in rs]))
         cap_groups = taps.grouped([c[0] for c in readout.capacities(taps.parts, lams)])
-    caps = [g[0][:, 0] if x.dim() == 4 and g[0].dim() == 4 and g[0].shape[1] == 1 else g[0]  # a photo's token grid
-            for g in cap_groups]
-    prefix_bits = [(c.double().sum(0) / math.log(2)).float().cpu() for g in cap_groups for c in g[1:]]
+    caps, prefix_bits = split_capacities(cap_groups, x.dim() == 4, readout.spec.layouts(readout.spec.layers))
     bits = bits_map(caps, tuple(x.shape[2:]))
     single = len(caps) == 1
     meta = {"method": "iba_readout", "layer": readout.spec.layers[0] if single else readout.spec.layers,

@@ -22,6 +22,7 @@ from torch import nn
 from ..bottleneck.estimator import Statistics
 from ..bottleneck.insertion import frozen
 from ..config import IBAConfig
+from ..distributed import auto_device
 from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
 from ..methods.attribute import METHODS, Method, check_method
@@ -67,7 +68,7 @@ def no_progress(_desc: str, _total: int | None, _unit: str) -> Bar:
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` picks CUDA when available; an unavailable CUDA device is an error, never a silent CPU run."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(auto_device())
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
