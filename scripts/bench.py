@@ -20,6 +20,17 @@ takes minutes on a CPU); the JSON then says ``"extrapolated_from_steps": N``.
     python scripts/bench.py --models resnet50 --repeats 5
     python scripts/bench.py --models r3d_18,x3d_s,slowfast_r50 --steps 3 --repeats 3 --json
     python scripts/bench.py --models mvit_v2_s,swin3d_t --steps 3 --repeats 1 --json
+
+``--throughput``: inputs per second with K inputs fitted together (one JSON line per model,
+precision and K: ``model``, ``device``, ``precision``, ``k``, ``inputs_per_second``,
+``peak_memory_mb`` (RSS on a CPU, ``max_memory_allocated`` on CUDA), ``flop_fraction`` (the dense
+FLOPs of the fit, counted with ``torch.utils.flop_counter``, per second over the device's dense
+peak), and the ratio of per-input speed to the first K and, for bf16/fp16, the map's agreement to
+fp32). Paper defaults, random weights (``tubenet``: the benchmark's trained network on its clips).
+
+    python scripts/bench.py --throughput --json
+    python scripts/bench.py --throughput --models r3d_18 --k 1,4 --steps 4
+    python scripts/bench.py --throughput --device cuda --precision fp32,bf16 --k 1,4,16,32
 """
 
 from __future__ import annotations
@@ -139,9 +150,177 @@ def bench(name: str, repeats: int, steps: int = FULL_STEPS) -> dict[str, object]
     }
 
 
+# ----------------------------------------------------------------------------- throughput
+
+THROUGHPUT_MODELS = ("tubenet", "r3d_18", "x3d_s", "slowfast_r50", "resnet50")
+
+
+def _throughput_setup(name: str, k: int, device: str):  # type: ignore[no-untyped-def]
+    """The model, K inputs and explain's keywords: random registry weights and the real photo or
+    clip with a little seeded noise per input; ``tubenet``: the benchmark's trained network on K
+    of its validation clips."""
+    import torch
+
+    import video_iba
+
+    torch.manual_seed(0)
+    if name == "tubenet":
+        from video_iba.evaluation import synthetic as syn
+
+        x, _ = syn.make_batch(list(syn.VALIDATION_SEEDS)[:k])
+        return syn.load_tubenet().to(device), x.to(device), {"layer": syn.SYNTHETIC_LAYER}
+    model = video_iba.load_model(name, weights="random", device=device)
+    x = _input(name)
+    g = torch.Generator().manual_seed(1)
+    xs = x + 0.05 * torch.randn((k, *x.shape[1:]), generator=g)
+    return model, xs.to(device), {}
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def throughput_worker(name: str, k: str, device: str, precision: str, steps: str, out: str) -> None:
+    """One configuration in its own process: seconds for K inputs in one fit (after a warm-up fit
+    of 2 steps), extrapolated from ``steps`` to 10 as in the per-explanation benchmark."""
+    import torch
+
+    import video_iba
+    import video_iba.methods.iba as iba
+
+    if device == "cpu" and precision == "bf16":
+        iba.check_precision = lambda *_: None  # measured here whether or not the CPU has native bf16
+    video_iba.keep_freed_memory()  # as the command line does: without it, larger K pays in page faults on a CPU
+    n, n_steps = int(k), int(steps)
+    model, xs, kw = _throughput_setup(name, n, device)
+    targets = [0] * n
+    video_iba.explain(model, xs, targets, seed=0, steps=2, precision=precision, **kw)  # warm-up: allocator, kernels
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    marks: list[float] = []
+
+    def mark(*_: object) -> None:
+        _sync(device)
+        marks.append(time.perf_counter())
+
+    _sync(device)
+    t0 = time.perf_counter()
+    out_maps = video_iba.explain(model, xs, targets, seed=0, steps=n_steps, precision=precision, on_step=mark, **kw)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    if n_steps < FULL_STEPS:
+        diffs = np.diff(marks)
+        per_step = float(statistics.median(diffs[:-1]))
+        seconds = (marks[0] - t0 - per_step) + (FULL_STEPS - 1) * per_step + float(diffs[-1])
+    np.save(out, out_maps[0].values.float().numpy())
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"seconds": seconds, "peak_memory_mb": peak, "micro_batch": out_maps[0].meta["micro_batch"],
+                      "samples": out_maps[0].meta["samples"]}))
+
+
+def flops_worker(name: str, device: str) -> None:
+    """Dense FLOPs (torch.utils.flop_counter) of one input's fit at the paper's 10 steps: counted at
+    2 and 3 steps; the fit's cost is linear in the steps and in the inputs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import video_iba
+
+    model, xs, kw = _throughput_setup(name, 1, device)
+    counts = []
+    for steps in (2, 3):
+        with FlopCounterMode(display=False) as fc:
+            video_iba.explain(model, xs, [0], seed=0, steps=steps, **kw)
+        counts.append(fc.get_total_flops())
+    per_step = counts[1] - counts[0]
+    print(json.dumps({"flops_per_input": counts[0] + (FULL_STEPS - 2) * per_step}))
+
+
+def peak_flops(device: str, precision: str) -> tuple[float | None, str]:
+    """The device's dense peak FLOP/s for the precision, and what it rests on."""
+    import torch
+
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+        # dense tensor-core peaks from the vendors' data sheets (SXM parts); fp32 convolutions run as TF32
+        # on tensor cores by default (torch.backends.cudnn.allow_tf32)
+        table = {"H200": (494.7e12, 989.4e12), "H100": (494.7e12, 989.4e12), "A100": (156e12, 312e12)}
+        for key, (tf32, half) in table.items():
+            if key in name:
+                peak = half if precision in ("bf16", "fp16") else tf32
+                basis = f"{name}: dense {'TF32' if precision == 'fp32' else precision} tensor-core peak"
+                return peak, basis
+        return None, f"{name}: peak unknown to this script"
+    threads = torch.get_num_threads()
+    ghz = 0.0
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("cpu MHz"):
+                ghz = max(ghz, float(line.split(":")[1]) / 1000.0)
+    per_cycle = 32.0 * (2.0 if precision == "bf16" else 1.0)  # two 256-bit FMA pipes; bf16 dot products: twice that
+    return threads * ghz * 1e9 * per_cycle, (f"estimated: {threads} threads x {ghz:.2f} GHz x {per_cycle:.0f} "
+                                             f"FLOP/cycle ({precision})")
+
+
+def _sub(args: list[str]) -> dict[str, Any]:
+    res = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        tail = "\n".join(res.stderr.strip().splitlines()[-5:])
+        return {"error": tail or f"exit code {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def throughput(models: list[str], ks: list[int], device: str, precisions: list[str], steps: int) -> None:
+    """One JSON line per (model, precision, K)."""
+    for name in models:
+        flops = _sub(["--flops-worker", name, device]).get("flops_per_input")
+        with tempfile.TemporaryDirectory() as tmp:
+            for precision in precisions:
+                first: float | None = None
+                for k in ks:
+                    out = os.path.join(tmp, f"{precision}-{k}.npy")
+                    r = _sub(["--throughput-worker", name, str(k), device, precision, str(steps), out])
+                    line: dict[str, Any] = {"model": name, "device": device, "precision": precision, "k": k}
+                    if "error" in r:
+                        print(json.dumps({**line, "error": r["error"]}), flush=True)
+                        continue
+                    ips = k / r["seconds"]
+                    peak, basis = peak_flops(device, precision)
+                    line.update({
+                        "inputs_per_second": round(ips, 4),
+                        "peak_memory_mb": round(r["peak_memory_mb"], 1),
+                        "flop_fraction": round(flops * ips / peak, 5) if flops and peak else None,
+                        "seconds": round(r["seconds"], 3), "flops_per_input": flops, "peak_flops": peak,
+                        "peak_basis": basis, "samples": r["samples"], "micro_batch": r["micro_batch"],
+                        **({"extrapolated_from_steps": steps} if steps < FULL_STEPS else {}),
+                    })
+                    if first is None and k == ks[0]:
+                        first = ips
+                    elif first:
+                        line[f"per_input_speed_vs_k{ks[0]}"] = round(ips / first, 3)
+                    ref = os.path.join(tmp, f"fp32-{k}.npy")
+                    if precision != "fp32" and os.path.exists(ref):
+                        a, b = np.load(ref).ravel(), np.load(out).ravel()
+                        line["pearson_vs_fp32"] = round(float(np.corrcoef(a, b)[0, 1]), 7)
+                        line["total_bits_vs_fp32"] = round(float(b.sum() / a.sum()), 5)
+                    print(json.dumps(line), flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(*sys.argv[2:6])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--throughput-worker":
+        throughput_worker(*sys.argv[2:8])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--flops-worker":
+        flops_worker(*sys.argv[2:4])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated registry names")
@@ -149,7 +328,19 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per model per line")
     p.add_argument("--steps", type=int, default=FULL_STEPS,
                    help=f"steps actually run; fewer than {FULL_STEPS} are extrapolated to {FULL_STEPS} (see above)")
+    p.add_argument("--throughput", action="store_true",
+                   help="inputs per second with K inputs per fit (see --k, --device, --precision)")
+    p.add_argument("--k", default="1,4,16", help="throughput: inputs per fit, comma-separated (default 1,4,16)")
+    p.add_argument("--device", default="cpu", help="throughput: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--precision", default="fp32",
+                   help="throughput: comma-separated precisions; a map's agreement to fp32 is reported where "
+                        "fp32 runs first (e.g. fp32,bf16)")
     args = p.parse_args()
+    if args.throughput:
+        models = [m.strip() for m in args.models.split(",") if m.strip()] if "--models" in sys.argv[1:] \
+            else list(THROUGHPUT_MODELS)
+        throughput(models, [int(k) for k in args.k.split(",")], args.device, args.precision.split(","), args.steps)
+        return
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if not 3 <= args.steps <= FULL_STEPS:

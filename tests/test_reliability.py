@@ -113,14 +113,14 @@ def test_every_failure_is_recorded_and_the_batch_goes_on(photo_dir, tmp_path, ca
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)  # 1000 x 1000 is more than twice that: a "bomb"
     import video_iba.workflows.explain as wx
 
-    real_photo = wx._photo
+    real_photo = wx._finish_photo
 
     def broken(session, plan, *a, **k):  # type: ignore[no-untyped-def]
         if plan.path.endswith("rocket.jpg"):
             raise ZeroDivisionError("a bug in one input")
         return real_photo(session, plan, *a, **k)
 
-    monkeypatch.setattr(wx, "_photo", broken)
+    monkeypatch.setattr(wx, "_finish_photo", broken)
     out = tmp_path / "out"
     code, stdout, err = run_cli(["explain", str(folder), "--method", "random", "--out", str(out)], capsys)
     assert code == 0, err

@@ -14,11 +14,13 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .allocator import keep_freed_memory
+from .bottleneck.per_sample import PRECISIONS
 from .config import IBAConfig, read_settings
 from .distributed import auto_device, describe_device, rank
 from .errors import UserInputError
 from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
+from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
 from .render.video import LAYOUTS
 from .workflows.batch import MANIFEST, explain_batch
@@ -103,6 +105,24 @@ def _model_options(p: _Parser) -> None:
              help="cpu, cuda, cuda:N or auto (default: auto, a CUDA device when one is present, else the CPU)")
 
 
+def _batch_size(text: str) -> int | None:
+    try:
+        return check_batch_size(text)
+    except UserInputError as exc:
+        raise argparse.ArgumentTypeError(f"expected a whole number of inputs per fit (1 .. {MAX_BATCH}) or auto, "
+                                         f"got '{text}'") from exc
+
+
+def _fit_options(p: _Parser) -> None:
+    p.option("--batch-size", type=_batch_size, default=None,
+             help="model inputs fitted together by iba (photos of a folder, windows and crops of a video): a "
+                  f"number or auto (default: {AUTO_CUDA} on a GPU, halved when memory runs out; 1 on a CPU); "
+                  "each map is the one it gets alone")
+    p.option("--precision", choices=tuple(PRECISIONS), default="fp32",
+             help="type of iba's network passes: fp32 (default), bf16 or fp16 (autocast; masks and optimiser stay "
+                  "fp32) on a GPU; bf16 also on CPUs with native bf16")
+
+
 def _range_options(p: _Parser, group: Any) -> None:
     p.option("--start", type=_seconds, default=0.0, group=group,
              help="start of the range to explain, seconds (default 0)")
@@ -134,6 +154,7 @@ def _explain_parser(sub: Any) -> None:
                                 "defaults; flags override it")
     ex.option("--stats", action="append",
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
+    _fit_options(ex)
     ex.option("--vmax", type=_positive_float,
               help="top of the colour scale in bits/pixel or bits/voxel (default: the largest value)")
     ex.option("--out", default="out", help="output folder (default: out)")
@@ -185,6 +206,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
                                 "default the readout shipped for the benchmark)")
+    _fit_options(ev)
     ev.option("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
 
@@ -195,6 +217,7 @@ def _compare_parser(sub: Any) -> None:
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    _fit_options(co)
     _range_options(co, co.add_argument_group("videos"))
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
 
@@ -290,7 +313,7 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
                     layers=tuple(args.layer) if args.layer else None,
                     stats=tuple(args.stats) if getattr(args, "stats", None) else None,
                     readout=getattr(args, "readout", None), changes=changes or {},
-                    seed=getattr(args, "seed", 0))
+                    seed=getattr(args, "seed", 0), batch_size=args.batch_size, precision=args.precision)
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
@@ -387,7 +410,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, masks=args.masks, readout=args.readout, device=args.device)
+                    betas=args.beta or None, masks=args.masks, readout=args.readout, device=args.device,
+                    batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
     print(summary["markdown"])
     print(f"wrote {os.path.join(args.out, 'results.md')} (and .csv, .json, scores.jsonl, plots)")

@@ -42,6 +42,11 @@ class UserInputError(ValueError):
         return text
 
 
+class OutOfMemory(UserInputError):
+    """The device ran out of memory for the work asked of it (too many replicas or inputs at once):
+    workflows that choose the batch size themselves retry with fewer inputs."""
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" (did you mean 'a' or 'b'?)"`` for close matches of ``word``, else ``""``."""
     matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

@@ -161,7 +161,7 @@ def test_spatiotemporal_maps() -> None:
 
 @pytest.mark.parametrize("bad, match", [
     (torch.randn(3, 32, 32), "shape"),
-    (torch.randn(2, 3, 32, 32), "one input at a time"),
+    (torch.randn(0, 3, 32, 32), "K >= 1 inputs"),
     (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float"),
 ])
 def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str) -> None:

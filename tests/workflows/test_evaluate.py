@@ -165,3 +165,21 @@ def test_bad_input_on_a_rerun_keeps_the_earlier_scores(tmp_path, capsys) -> None
         code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--out", out, *extra], capsys)
         assert code == 2 and message in err and "Traceback" not in err, (extra, err)
     assert open(path, encoding="utf-8").read() == before
+
+
+def test_iba_scores_do_not_depend_on_the_items_fitted_together(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    values = {}
+    for k in ("1", "3"):
+        out = str(tmp_path / f"k{k}")
+        code, _, err = run_cli(["evaluate", "synthetic", "--clips", "3", "--methods", "iba", "--metrics",
+                                "hit_ratio,temporal_share", "--batch-size", k, "--device", "cpu", "--out", out], capsys)
+        assert code == 0, err
+        rows = read_jsonl(os.path.join(out, "scores.jsonl"))
+        assert len(rows) == 6 and all(r["attribution_s"] > 0 for r in rows)
+        values[k] = {(r["item"], r["metric"]): r["value"] for r in rows}
+    assert values["1"].keys() == values["3"].keys()
+    for key, v in values["1"].items():
+        assert abs(values["3"][key] - v) < 0.02, key
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "iba", "--precision", "fp16",
+                            "--device", "cpu", "--out", str(tmp_path / "h")], capsys)
+    assert code == 2 and "--precision fp16 is slower than fp32 on cpu" in err and "Traceback" not in err

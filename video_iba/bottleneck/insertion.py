@@ -44,10 +44,20 @@ def fresh(x: Inputs) -> Inputs:
 
 
 def expand_batch(x: Inputs, n: int) -> Inputs:
-    """Repeat a batch-1 input ``n`` times along the batch axis (as a view)."""
+    """``n`` rows of replicas of the input's rows, in order: a batch-1 input repeated ``n`` times
+    (as a view); a batch of K inputs with each row repeated ``n / K`` times (row ``k * n / K + j``
+    is input ``k``), the layout of the replicas of several inputs fitted together."""
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        k = t.shape[0]
+        if k == 1:
+            return t.expand(n, *t.shape[1:])
+        if n % k:
+            raise ValueError(f"cannot spread {n} replicas evenly over {k} inputs")
+        return t.repeat_interleave(n // k, dim=0)
+
     if isinstance(x, torch.Tensor):
-        return x.expand(n, *x.shape[1:])
-    return [t.expand(n, *t.shape[1:]) for t in x]
+        return rows(x)
+    return [rows(t) for t in x]
 
 
 def get_module(model: nn.Module, name: str, hint: str = "") -> nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -12,6 +14,18 @@ from ..config import IBAConfig
 from .estimator import Statistics
 from .functional import capacity, restrict, smooth
 from .insertion import Runner
+
+
+#: The network pass's floating-point types (``torch.autocast``).
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: fp16 gradients of the noisy replicas are this many times too small to be represented: the
+#: cross-entropy is scaled up before the network's backward pass and the masks' gradients down after.
+FP16_LOSS_SCALE = 2.0**14
+
+
+class PrecisionError(ArithmeticError):
+    """A reduced-precision network pass produced gradients that are not finite."""
 
 
 @dataclass
@@ -55,7 +69,7 @@ def fit_per_sample(
     skip_last_pass: bool = True,
     smoothed: Sequence[bool] | None = None,
 ) -> FitResult:
-    """Fit the masks of one input, one per bottleneck.
+    """Fit the masks of one input, one per bottleneck: :func:`fit_inputs` with one input.
 
     Minimises ``CE(runner(Z_1..Z_k), target) + beta * mean(capacity)`` over the ``alpha`` of every
     bottleneck with Adam, where ``Z_i = lam_i * R_i + (1 - lam_i) * eps_i`` for ``cfg.samples``
@@ -79,46 +93,151 @@ def fit_per_sample(
     Returns:
         :class:`FitResult` with the capacities in nats.
     """
-    if len(rs) != len(stats) or not rs:
+    if any(r.shape[0] != 1 for r in rs):
+        raise ValueError("fit_per_sample fits one input: each layer output must have batch size 1")
+    return fit_inputs(runner, rs, [stats], [target], cfg, [generator], on_step, skip_last_pass, smoothed)[0]
+
+
+@dataclass
+class _Noise:
+    """One bottleneck's statistics for K inputs: shared (a data set's) or stacked per input ``(K, ...)``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    active: torch.Tensor
+    stacked: bool
+
+    @classmethod
+    def of(cls, per_input: Sequence[Statistics], dims: int) -> "_Noise":
+        first = per_input[0]
+        if all(st is first for st in per_input):
+            return cls(first.mean, first.std, first.active, False)
+
+        def stack(ts: list[torch.Tensor]) -> torch.Tensor:  # each broadcastable to (C, *S): pad to `dims` axes
+            return torch.stack([t.reshape((1,) * (dims - t.dim()) + tuple(t.shape)) for t in ts])
+
+        return cls(stack([st.mean for st in per_input]), stack([st.std for st in per_input]),
+                   stack([st.active for st in per_input]), True)
+
+    def per_replica(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Broadcastable to ``(K, m, C, *S)``: the replicas of input k in row k."""
+        if not self.stacked:
+            return self.mean, self.std, self.active
+        return self.mean.unsqueeze(1), self.std.unsqueeze(1), self.active.unsqueeze(1)
+
+
+def fit_inputs(
+    runner: Runner,
+    rs: Sequence[torch.Tensor],
+    stats: Sequence[Sequence[Statistics]],
+    targets: Sequence[int],
+    cfg: IBAConfig,
+    generators: Sequence[torch.Generator],
+    on_step: Callable[[int, float, float], None] | None = None,
+    skip_last_pass: bool = True,
+    smoothed: Sequence[bool] | None = None,
+    precision: str = "fp32",
+) -> list[FitResult]:
+    """Fit the masks of K inputs in one optimisation, each as if it were fitted alone.
+
+    Every input has its own masks, its own Adam state (Adam works element by element, so one
+    optimiser over ``(K, ...)`` masks is K independent ones) and its own noise, drawn from its own
+    generator in the order one input alone draws it. The objective is the sum of the inputs' own
+    objectives, so each mask gets the gradient it would get alone. Each network pass runs the
+    replicas of all inputs together: ``K * m`` rows, input by input, where ``m`` is the micro-batch
+    (``cfg.micro_batch``, else ``cfg.samples``).
+
+    Args:
+        runner: Evaluates the network from the layers on; it must map row ``k * m + j`` to input
+            ``k`` (see :func:`~video_iba.bottleneck.insertion.expand_batch`).
+        rs: Each bottleneck tensor for the K inputs, ``(K, C_i, *S_i)``.
+        stats: Per input, the statistics of each bottleneck tensor (the same objects for every
+            input when they come from a data set).
+        targets: Per input, the class to explain.
+        cfg, on_step, skip_last_pass, smoothed: As for :func:`fit_per_sample`; ``on_step`` gets the
+            inputs' mean ``ce`` and ``info``.
+        generators: Per input, the source of its noise.
+        precision: ``"fp32"``, or ``"bf16"`` / ``"fp16"``: the network passes run under autocast
+            in that type; masks, capacities and the optimiser stay in the masks' type. fp16
+            scales the network's loss by :data:`FP16_LOSS_SCALE` against underflow and raises
+            :class:`PrecisionError` where a gradient overflows.
+
+    Returns:
+        One :class:`FitResult` per input.
+    """
+    k = len(targets)
+    if not rs or k == 0 or len(stats) != k or len(generators) != k:
+        raise ValueError("need targets, generators and statistics for every input")
+    if any(len(st) != len(rs) for st in stats):
         raise ValueError("need one statistics object per bottleneck")
+    if any(r.shape[0] != k for r in rs):
+        raise ValueError(f"every bottleneck tensor needs {k} rows, one per input")
     shapes = [tuple(r.shape[1:]) for r in rs]
     sigmas = [smoothing_sigmas(len(sh) - 1, cfg) if smooth_it else (0.0,) * (len(sh) - 1)
               for sh, smooth_it in zip(shapes, smoothed if smoothed is not None else [True] * len(shapes))]
-    r_norms = [((r[0] - st.mean) / st.std).detach() for r, st in zip(rs, stats)]
-    alphas = [torch.full(sh, float(cfg.alpha_init), device=r.device, dtype=r.dtype, requires_grad=True)
+    noises = [_Noise.of([st[b] for st in stats], len(sh)) for b, sh in enumerate(shapes)]
+    r_norms = [((r - n.mean) / n.std).detach() for r, n in zip(rs, noises)]
+    alphas = [torch.full((k, *sh), float(cfg.alpha_init), device=r.device, dtype=r.dtype, requires_grad=True)
               for sh, r in zip(shapes, rs)]
-    total = float(sum(r.numel() for r in r_norms))
+    total = float(sum(math.prod(sh) for sh in shapes))
     opt = torch.optim.Adam(alphas, lr=cfg.lr)
     chunks = _chunks(cfg.samples, cfg.micro_batch or cfg.samples)
-    result = FitResult(capacities=[], lams=[])
+    device = rs[0].device
+    target_rows = torch.tensor(list(targets), device=device, dtype=torch.long)
+    results = [FitResult(capacities=[], lams=[]) for _ in range(k)]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    autocast = (torch.autocast(device_type=device.type, dtype=PRECISIONS[precision]) if precision != "fp32"
+                else contextlib.nullcontext())
+    loss_scale = FP16_LOSS_SCALE if precision == "fp16" else 1.0
     for step in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
         lams = [smooth(torch.sigmoid(a), sg) for a, sg in zip(alphas, sigmas)]
-        caps = [capacity(rn, lam, st.active) for rn, lam, st in zip(r_norms, lams, stats)]
-        info = torch.stack([c.sum() for c in caps]).sum() / total
-        result.capacities, result.lams = [c.detach() for c in caps], [lam.detach() for lam in lams]
+        caps = [capacity(rn, lam, n.active) for rn, lam, n in zip(r_norms, lams, noises)]
+        info = torch.stack([c.reshape(k, -1).sum(1) for c in caps]).sum(0) / total  # (K,): each input's mean
+        infos = info.detach().tolist()
+        for i, res in enumerate(results):
+            res.capacities = [c[i].detach() for c in caps]
+            res.lams = [lam[i].detach() for lam in lams]
         if skip_last_pass and step == cfg.steps - 1:
-            result.info.append(float(info.detach()))
+            for res, value in zip(results, infos):
+                res.info.append(float(value))
             if on_step is not None:
-                on_step(step, float("nan"), result.info[-1])
+                on_step(step, float("nan"), sum(infos) / k)
             break
-        ce_total = 0.0
-        for i, m in enumerate(chunks):
+        # each network pass is differentiated with respect to the masks alone and its graph freed at
+        # once; the masks' own graph (sigmoid, smoothing, capacity) is differentiated once at the end
+        ce_rows = torch.zeros(k, dtype=torch.float64, device=device)
+        lam_grads = [torch.zeros_like(lam) for lam in lams]
+        for m in chunks:
+            leaves = [lam.detach().requires_grad_(True) for lam in lams]
             zs = []
-            for r, lam, st, sh in zip(rs, lams, stats, shapes):
-                noise = torch.randn((m, *sh), generator=generator, device=r.device, dtype=r.dtype)
-                zs.append(restrict(r, lam, st.mean, st.std, noise, st.active))
-            logits = runner(zs)
-            targets = torch.full((m,), target, device=logits.device, dtype=torch.long)
-            ce = F.cross_entropy(logits.float(), targets, reduction="sum") / cfg.samples
-            ce_total += float(ce.detach())
-            if i == len(chunks) - 1:
-                (ce + cfg.beta * info).backward()
-            else:
-                ce.backward(retain_graph=True)
+            for r, lam, n, sh in zip(rs, leaves, noises, shapes):
+                noise = torch.stack([torch.randn((m, *sh), generator=g, device=r.device, dtype=r.dtype)
+                                     for g in generators])
+                mean, std, active = n.per_replica()
+                z = restrict(r.unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
+                zs.append(z.reshape(k * m, *sh))
+            with autocast:
+                logits = runner(zs)
+            per_row = F.cross_entropy(logits.float(), target_rows.repeat_interleave(m), reduction="none")
+            ce = per_row.reshape(k, m).sum(1) / cfg.samples
+            ce_rows += ce.detach().double()
+            grads = torch.autograd.grad(ce.sum() * loss_scale, leaves, allow_unused=True)
+            for acc, g in zip(lam_grads, grads):
+                if g is not None:  # None: a bottleneck the logits do not depend on
+                    acc += g
+        if loss_scale != 1.0:
+            for g in lam_grads:
+                g /= loss_scale
+            if not all(bool(torch.isfinite(g).all()) for g in lam_grads):
+                raise PrecisionError(f"the network's gradients overflowed in {precision} at step {step}")
+        surrogate = cfg.beta * info.sum() + sum((lam * g).sum() for lam, g in zip(lams, lam_grads))
+        surrogate.backward()
         opt.step()
-        result.ce.append(ce_total)
-        result.info.append(float(info.detach()))
+        for res, ce_i, value in zip(results, ce_rows.tolist(), infos):
+            res.ce.append(float(ce_i))
+            res.info.append(float(value))
         if on_step is not None:
-            on_step(step, ce_total, result.info[-1])
-    return result
+            on_step(step, float(ce_rows.mean()), sum(infos) / k)
+    return results

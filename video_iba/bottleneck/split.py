@@ -89,9 +89,9 @@ class CachedSuffix:
     Args:
         model: The network (not modified; the suffix shares its submodules).
         layers: Dotted module paths of the bottleneck layers (one per pathway for SlowFast).
-        x: The input (a tensor or a list of pathway tensors, batch 1); values the suffix reads
-            from before the layers are computed from it once per batch size.
-        rs: Each layer's output for ``x`` ``(1, C, *S)``, as captured by hooks (with ``taps``: the
+        x: The input (a tensor or a list of pathway tensors; batch 1, or K inputs fitted together);
+            values the suffix reads from before the layers are computed from it once per batch size.
+        rs: Each layer's output for ``x`` ``(1, C, *S)`` (or ``(K, ...)``), as captured by hooks (with ``taps``: the
             layers' parts).
         logits: ``model(x)``, used to check the split.
         taps: How parts go back into the layers' outputs (token layouts, tuples); ``None``: the
@@ -197,14 +197,17 @@ def _check_split(run: Callable[[Sequence[torch.Tensor]], Any], rs: Sequence[torc
                  what: str) -> None:
     """Raise :class:`SplitError` unless ``run`` maps the captured layer outputs back to ``logits``.
 
-    Run at batch size 2, so that a batch size cached from the batch-1 input is caught too.
+    Run with every input's row twice, so that a batch size cached from the input is caught too.
     """
     with torch.no_grad():
         try:
-            out = run([r.expand(2, *r.shape[1:]).clone() for r in rs])
+            out = run([r.repeat_interleave(2, dim=0) for r in rs])
+        except (MemoryError, torch.OutOfMemoryError):
+            raise  # not a reason to run the whole network: it needs more memory still
         except Exception as exc:
-            raise SplitError(f"{what} failed at batch size 2 ({type(exc).__name__}: {exc})") from exc
-    ref = logits.expand(2, -1)
+            raise SplitError(f"{what} failed at batch size {2 * rs[0].shape[0]} ({type(exc).__name__}: {exc})") \
+                from exc
+    ref = logits.repeat_interleave(2, dim=0)
     if not isinstance(out, torch.Tensor) or out.shape != ref.shape:
         raise SplitError(f"{what} gives another output shape than the model")
     tol = 1e-4 * (1.0 + float(ref.abs().max()))

@@ -30,8 +30,10 @@ from torch import nn
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, ensure_writable_dir
 from ..io.ledger import Ledger, drop_unfinished_line, read_records
-from ..methods.attribute import attribute, check_method
+from ..methods.attribute import attribute, attribute_many, check_method
+from ..methods.batching import FitBatches
 from ..models.pathways import Pack
+from ..results import Attribution
 from .datasets import Item
 from .metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, parameter_randomisation, randomisation_stages,
                       sensitivity_n, stages_reaching, temporal_share)
@@ -98,6 +100,7 @@ def evaluate(
     points: int = 100,
     masks: int = 100,
     progress: Callable[[int], None] | None = None,
+    batches: FitBatches | None = None,
 ) -> dict[str, Any]:
     """Score every method on every item with every applicable metric; returns the summary.
 
@@ -108,6 +111,8 @@ def evaluate(
         restats: For the randomisation metric: estimates IBA's statistics again on a partly
             randomised copy of the model; called (and its result passed as ``stats``) whenever a
             randomised stage runs before one of ``stats_layers`` has produced its output.
+        batches: How many items the per-sample bottleneck fits at once (default: one); each
+            item's seconds are then its share of its fit's.
     """
     methods = [check_label(m) for m in methods]
     metrics = check_metrics(metrics)
@@ -116,15 +121,33 @@ def evaluate(
     ensure_writable_dir(out_dir)
     scores_path = os.path.join(out_dir, "scores.jsonl")
     done = _done(scores_path)
+    fits = batches or FitBatches(1)
+
+    def todo_of(item: Item, method: str) -> list[str]:
+        return [m for m in metrics if (item.name, method, m) not in done and _applies(m, item)]
+
+    def kwargs_of(method: str) -> dict[str, Any]:
+        return dict(method_kwargs(method)) if method_kwargs else {}
+
     with Ledger(scores_path) as scores:
-        for item in items:
-            for method in methods:
-                todo = [m for m in metrics if (item.name, method, m) not in done and _applies(m, item)]
-                if todo:
-                    kw = dict(method_kwargs(method)) if method_kwargs else {}
-                    t0 = _clock(item.x)
-                    a = attribute(base_method(method), model, item.x, item.target, pack=pack, **kw)
-                    seconds = _clock(item.x) - t0
+        start = 0
+        while start < len(items):
+            block = list(items[start:start + fits.size])
+            start += len(block)
+            fitted = _fit_together(model, block, [m for m in methods if check_method(base_method(m)).fitted],
+                                   todo_of, kwargs_of, fits, pack)
+            for item in block:
+                for method in methods:
+                    todo = todo_of(item, method)
+                    if not todo:
+                        continue
+                    kw = kwargs_of(method)
+                    if (item.name, method) in fitted:
+                        a, seconds = fitted[(item.name, method)]
+                    else:
+                        t0 = _clock(item.x)
+                        a = attribute(base_method(method), model, item.x, item.target, pack=pack, **kw)
+                        seconds = _clock(item.x) - t0
                     for metric in todo:
                         t1 = _clock(item.x)
                         if metric == "randomisation":
@@ -138,6 +161,35 @@ def evaluate(
                 if progress is not None:
                     progress(1)
     return summarise(out_dir)
+
+
+def _fit_together(model: nn.Module, block: Sequence[Item], methods: Sequence[str],
+                  todo_of: Callable[[Item, str], list[str]], kwargs_of: Callable[[str], dict[str, Any]],
+                  fits: FitBatches, pack: Pack | None) -> dict[tuple[str, str], tuple[Attribution, float]]:
+    """The per-sample bottleneck's attributions of the block's items still to score, fitted
+    together where there are several, with each item's share of its fit's seconds."""
+    out: dict[tuple[str, str], tuple[Attribution, float]] = {}
+    for method in methods:
+        need = [it for it in block if todo_of(it, method)]
+        if len(need) < 2:
+            continue
+        kw = kwargs_of(method)
+        shares: dict[str, float] = {}
+
+        def fit(group: Sequence[Item], method: str = method, kw: dict[str, Any] = kw,
+                shares: dict[str, float] = shares) -> list[Attribution]:
+            t0 = _clock(group[0].x)
+            res = attribute_many(base_method(method), model, [i.x for i in group], [i.target for i in group],
+                                 pack=pack, **kw)
+            seconds = (_clock(group[0].x) - t0) / len(group)
+            shares.update({i.name: seconds for i in group})
+            return res
+
+        for item, res in fits.map(need, fit):
+            if isinstance(res, Exception):
+                raise res
+            out[(item.name, method)] = (res, shares[item.name])
+    return out
 
 
 def _clock(x: torch.Tensor) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -93,6 +93,35 @@ def attribute(
     if m.fitted:
         return explain(model, x, target, pack=pack, seed=seed, **options)
     return baseline(m.name, model, x, target, pack=pack, seed=seed, **options)
+
+
+def attribute_many(
+    method: str,
+    model: nn.Module,
+    xs: Sequence[torch.Tensor],
+    targets: Sequence[int | None],
+    *,
+    pack: Pack | None = None,
+    seed: int = 0,
+    readout: Readout | None = None,
+    **options: Any,
+) -> list[Attribution]:
+    """:func:`attribute` for several inputs ``(1, C, ...)`` and their targets: the per-sample
+    bottleneck fits them together in one optimisation (each result as alone at the same seed);
+    other methods explain them one by one."""
+    if len(xs) != len(targets) or not xs:
+        raise UserInputError(f"give one target per input: {len(xs)} inputs, {len(targets)} targets")
+    if check_method(method).fitted and len(xs) > 1:
+        if readout is not None:
+            raise UserInputError(f"{{readout}} applies to the readout method only, not to {method}",
+                                 options=["readout"])
+        shapes = {tuple(x.shape) for x in xs}
+        if len(shapes) > 1:
+            raise UserInputError(f"inputs fitted together must have one shape, got {sorted(shapes)}")
+        out = explain(model, torch.cat(list(xs)), list(targets), pack=pack, seed=seed, **options)
+        return list(out)
+    return [attribute(method, model, x, t, pack=pack, seed=seed, readout=readout, **options)
+            for x, t in zip(xs, targets)]
 
 
 def _no_options(m: Method, options: dict[str, Any]) -> None:

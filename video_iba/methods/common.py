@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import operator
 from typing import Any, Sequence
 
 import torch
@@ -15,7 +17,8 @@ from ..models.pathways import Pack, input_packer, packed
 LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
 
-def check_input(model: nn.Module, x: Any, pack: Pack | None = None) -> tuple[torch.Tensor, Pack | None, Any]:
+def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
+                many: bool = False) -> tuple[torch.Tensor, Pack | None, Any]:
     """The input, the model's pack and the network input built from it.
 
     Args:
@@ -23,6 +26,7 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None) -> tuple[tor
         x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
         pack: Builds a multi-pathway network's input list from the clip (default: the
             registry spec's, see :func:`~video_iba.models.pathways.input_packer`).
+        many: Accept K inputs ``(K, C, ...)``.
 
     Returns:
         ``(x, pack, network input)``.
@@ -33,7 +37,10 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None) -> tuple[tor
                              options=["pack"])
     if not isinstance(x, torch.Tensor):
         raise UserInputError(f"x must be a preprocessed tensor (1, C, H, W) or (1, C, T, H, W), not {type(x).__name__}")
-    if x.dim() not in (4, 5) or x.shape[0] != 1:
+    if many and (x.dim() not in (4, 5) or x.shape[0] < 1):
+        raise UserInputError(f"x must have shape (K, C, H, W) or (K, C, T, H, W) with K >= 1 inputs, got "
+                             f"{tuple(x.shape)}; add a batch axis to one input with x[None]")
+    if not many and (x.dim() not in (4, 5) or x.shape[0] != 1):
         raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; "
                              f"explain one input at a time (add a batch axis with x[None])")
     if not x.is_floating_point():
@@ -53,6 +60,9 @@ def check_target(target: Any, logits: torch.Tensor) -> int:
     k = logits.shape[1]
     if target is None:
         return int(logits[0].argmax())
+    if not isinstance(target, (bool, int)):
+        with contextlib.suppress(TypeError):
+            target = operator.index(target)  # a numpy or torch integer scalar
     if isinstance(target, bool) or not isinstance(target, int):
         raise UserInputError(f"target must be a class index (int), got {target!r}")
     if not 0 <= target < k:

@@ -16,11 +16,11 @@ from torch import nn
 from .._version import __version__
 from ..bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
 from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts
-from ..bottleneck.per_sample import fit_per_sample, smoothing_sigmas
+from ..bottleneck.per_sample import PRECISIONS, PrecisionError, fit_inputs, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
 from ..config import IBAConfig
 from ..distributed import gather, world_size
-from ..errors import UserInputError
+from ..errors import OutOfMemory, UserInputError
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
@@ -33,20 +33,21 @@ log = logging.getLogger(__name__)
 def explain(
     model: nn.Module,
     x: torch.Tensor,
-    target: int | None = None,
+    target: int | Sequence[int | None] | None = None,
     *,
     layer: str | Sequence[str] | None = None,
     stats: Statistics | Sequence[Statistics | None] | None = None,
     steps: int | None = None,
     samples: int | None = None,
     beta: float | None = None,
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     config: IBAConfig | None = None,
     pack: Pack | None = None,
     tokens: TokenLayout | Sequence[TokenLayout | None] | None = None,
     split: str = "auto",
+    precision: str = "fp32",
     on_step: Callable[[int, float, float], None] | None = None,
-) -> Attribution:
+) -> Any:
     """Explain ``model``'s decision for ``x`` with a per-sample information bottleneck.
 
     The model is left exactly as it was: eval mode is used only for the duration, no hook
@@ -54,19 +55,26 @@ def explain(
 
     Args:
         model: Any classifier ``nn.Module`` returning logits ``(N, K)``.
-        x: One preprocessed input, ``(1, C, H, W)`` or a clip ``(1, C, T, H, W)``.
-        target: Class to explain; ``None`` explains the top-1 prediction.
+        x: One preprocessed input, ``(1, C, H, W)`` or a clip ``(1, C, T, H, W)``; or K inputs
+            ``(K, C, ...)``, fitted together in one optimisation (each network pass runs all their
+            noisy replicas at once), each with its own masks, optimiser state and noise: every
+            result equals the input's result alone at the same seed, up to floating-point rounding.
+        target: Class to explain; ``None`` explains the top-1 prediction. For K inputs, one class
+            for all or a list of K (entries may be ``None``).
         layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``), or several (one
             bottleneck each, e.g. one per SlowFast pathway, optimised jointly); defaults to the
             model's registry default if it came from :func:`video_iba.load_model`.
         stats: Per-neuron statistics from :func:`estimate` (one per layer for several layers);
             ``None`` uses each layer's own feature map pooled over its positions (recorded in
-            ``meta["stats"]``).
+            ``meta["stats"]``), for each input its own.
         steps, samples, beta: Override ``config`` (paper defaults: 10, 10, 10).
-        seed: Seeds the noise; ``None`` draws one (recorded in ``meta["seed"]``).
+        seed: Seeds the noise; ``None`` draws one per input (recorded in ``meta["seed"]``). For K
+            inputs, one seed for all (each input's noise then comes from its own generator seeded
+            with it, as when it is explained alone) or a list of K.
         config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`; ``None``: the
             paper's, or a registry model's own defaults (transformers:
-            :meth:`~video_iba.config.IBAConfig.for_transformers`).
+            :meth:`~video_iba.config.IBAConfig.for_transformers`). ``micro_batch`` counts the
+            replicas of one input per network pass: a pass runs K times as many.
         pack: For a multi-pathway network: builds its pathway list from the clip ``x``
             (registry models such as SlowFast: automatic).
         tokens: How a transformer layer's output maps onto a ``(T', H', W')`` grid (one layout for
@@ -76,12 +84,17 @@ def explain(
         split: ``"auto"`` computes the network before the layers once (falls back to the full
             forward pass, with a warning and ``meta["prefix_cached"] = False``, where the model
             cannot be split); ``"hook"`` always runs the full network.
-        on_step: Called after each optimisation step with ``(step, ce, info_nats)``.
+        precision: ``"fp32"``; or ``"bf16"`` / ``"fp16"``: the network passes of the fit run under
+            autocast in that type, the masks, information terms and optimiser in fp32 (see
+            :func:`check_precision` for where each is allowed).
+        on_step: Called after each optimisation step with ``(step, ce, info_nats)`` (for K inputs,
+            their means).
 
     Returns:
-        :class:`~video_iba.results.Attribution` in bits per cell of ``x``, total preserved. With
-        several layers, each layer's map is resized to ``x``'s cells and the maps are summed;
-        ``capacity`` is then a list and ``meta["bits_per_layer"]`` keeps each layer's share.
+        :class:`~video_iba.results.Attribution` in bits per cell of ``x``, total preserved; a list
+        of K of them when ``x`` holds several inputs or ``target`` is a list. With several layers,
+        each layer's map is resized to ``x``'s cells and the maps are summed; ``capacity`` is then a
+        list and ``meta["bits_per_layer"]`` keeps each layer's share.
     """
     spec = getattr(model, "video_iba_spec", None)
     cfg = (config or (spec.config() if spec is not None else IBAConfig())).replace(steps=steps, samples=samples,
@@ -91,64 +104,123 @@ def explain(
         cfg = cfg.replace(micro_batch=spec_mb)  # registry models too large for all replicas at once
     if split not in ("auto", "hook"):
         raise UserInputError(f"split must be 'auto' or 'hook', got {split!r}")
-    x, _, inputs = check_input(model, x, pack)
+    x, _, inputs = check_input(model, x, pack, many=True)
+    check_precision(precision, x.device)
+    k = x.shape[0]
+    many = k > 1 or isinstance(target, (list, tuple))
+    wanted = _per_input(target, k, "target")
+    seeds = [secrets.randbits(31) if sd is None else int(sd) for sd in _per_input(seed, k, "seed")]
     layers = layer_names(model, layer)
     modules = [get_module(model, name, LAYER_HINT) for name in layers]
     given = _per_layer_stats(stats, layers)
-    if seed is None:
-        seed = secrets.randbits(31)
     t0 = time.perf_counter()
     layouts = layouts_for(model, layers, tokens)
-    with frozen(model), torch.inference_mode(False), torch.enable_grad():
+    with _memory_errors(cfg, k), frozen(model), torch.inference_mode(False), torch.enable_grad():
         logits, taps = capture_taps(model, modules, layers, inputs, layouts)
         groups = taps.grouped(taps.parts)
         rs = [g[0] for g in groups]
         check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
                              [n for n, lay in zip(layers, layouts) if lay is None])
-        target = check_target(target, logits)
-        used = part_statistics(layers, groups, given, cfg.min_std)
+        targets = [check_target(t, logits[i:i + 1]) for i, t in enumerate(wanted)]
+        if all(st is not None for st in given):  # a data set's statistics: the same for every input
+            used = [part_statistics(layers, groups, given, cfg.min_std)] * k
+        else:
+            used = [part_statistics(layers, [[p[i:i + 1] for p in g] for g in groups], given, cfg.min_std)
+                    for i in range(k)]
         runner, note = _runner(model, layers, inputs, taps.parts, logits, split, taps)
-        generator = torch.Generator(device=rs[0].device)
-        generator.manual_seed(int(seed))
-        with _memory_errors(cfg):
+        generators = [torch.Generator(device=rs[0].device).manual_seed(sd) for sd in seeds]
+        with _precision_errors(precision):
             if runner is not None:
-                fit = fit_per_sample(runner, taps.parts, used, target, cfg, generator, on_step, smoothed=taps.is_map)
+                fits = fit_inputs(runner, taps.parts, used, targets, cfg, generators, on_step, smoothed=taps.is_map,
+                                  precision=precision)
                 note = runner.note
             else:
                 with HookedForward(model, modules, inputs, note, taps) as hooked:
-                    fit = fit_per_sample(hooked, taps.parts, used, target, cfg, generator, on_step,
-                                         smoothed=taps.is_map)
-    cap_groups = taps.grouped(fit.capacities)
-    map_caps, prefix_bits = split_capacities(cap_groups, x.dim() == 4, layouts)
-    bits = bits_map(map_caps, tuple(x.shape[2:]))
-    used = [g[0] for g in taps.grouped(used)]  # each layer's map statistics, for the metadata
+                    fits = fit_inputs(hooked, taps.parts, used, targets, cfg, generators, on_step,
+                                      smoothed=taps.is_map, precision=precision)
+    seconds = (time.perf_counter() - t0) / k
     single = len(layers) == 1
 
     def per_layer(values: list[Any]) -> Any:
         return values[0] if single else values
 
-    meta = {
-        "method": "iba_per_sample", "layer": per_layer(layers), "target": target,
-        "beta": cfg.beta, "steps": cfg.steps, "samples": cfg.samples, "lr": cfg.lr, "alpha_init": cfg.alpha_init,
-        "smoothing_sigmas": list(smoothing_sigmas(rs[0].dim() - 2, cfg)),
-        "min_std": cfg.min_std, "micro_batch": cfg.micro_batch, "seed": int(seed),
-        "stats": per_layer([u.describe() for u in used]), "stats_source": per_layer([u.source for u in used]),
-        "stats_samples": per_layer([u.samples for u in used]),
-        "prefix_cached": runner is not None, "prefix_note": note,
-        "feature_shape": per_layer([list(r.shape[1:]) for r in rs]),
-        "input_shape": list(inputs.shape) if isinstance(inputs, torch.Tensor) else [list(t.shape) for t in inputs],
-        "total_bits": float(bits.double().sum()),
-        "bits_per_layer": [float(c.double().sum()) / math.log(2) for c in map_caps],
-        **({"token_layouts": per_layer([None if lay is None else repr(lay) for lay in layouts])}
-           if any(lay is not None for lay in layouts) else {}),
-        **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
-        "ce_per_step": fit.ce, "info_nats_per_step": fit.info,
-        "seconds": round(time.perf_counter() - t0, 3), "version": __version__, **model_name(model),
-    }
-    caps = [c.float().cpu() for c in map_caps]
-    arrays = {"prefix_bits": torch.cat(prefix_bits).numpy()} if prefix_bits else {}
-    return Attribution(values=bits.cpu(), unit=Unit.BITS, target=target, capacity=per_layer(caps),
-                       logits=logits[0].float().cpu(), meta=meta, arrays=arrays)
+    def attribution(i: int) -> Attribution:
+        fit = fits[i]
+        cap_groups = taps.grouped(fit.capacities)
+        map_caps, prefix_bits = split_capacities(cap_groups, x.dim() == 4, layouts)
+        bits = bits_map(map_caps, tuple(x.shape[2:]))
+        own = [g[0] for g in taps.grouped(used[i])]  # each layer's map statistics, for the metadata
+        input_shape = (list(inputs[i:i + 1].shape) if isinstance(inputs, torch.Tensor)
+                       else [list(t[i:i + 1].shape) for t in inputs])
+        meta = {
+            "method": "iba_per_sample", "layer": per_layer(layers), "target": targets[i],
+            "beta": cfg.beta, "steps": cfg.steps, "samples": cfg.samples, "lr": cfg.lr, "alpha_init": cfg.alpha_init,
+            "smoothing_sigmas": list(smoothing_sigmas(rs[0].dim() - 2, cfg)),
+            "min_std": cfg.min_std, "micro_batch": cfg.micro_batch, "seed": seeds[i], "precision": precision,
+            "stats": per_layer([u.describe() for u in own]), "stats_source": per_layer([u.source for u in own]),
+            "stats_samples": per_layer([u.samples for u in own]),
+            "prefix_cached": runner is not None, "prefix_note": note,
+            "feature_shape": per_layer([list(r.shape[1:]) for r in rs]),
+            "input_shape": input_shape,
+            "total_bits": float(bits.double().sum()),
+            "bits_per_layer": [float(c.double().sum()) / math.log(2) for c in map_caps],
+            **({"token_layouts": per_layer([None if lay is None else repr(lay) for lay in layouts])}
+               if any(lay is not None for lay in layouts) else {}),
+            **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
+            "ce_per_step": fit.ce, "info_nats_per_step": fit.info,
+            "inputs_per_fit": k, "seconds": round(seconds, 3), "version": __version__, **model_name(model),
+        }
+        caps = [c.float().cpu() for c in map_caps]
+        arrays = {"prefix_bits": torch.cat(prefix_bits).numpy()} if prefix_bits else {}
+        return Attribution(values=bits.cpu(), unit=Unit.BITS, target=targets[i], capacity=per_layer(caps),
+                           logits=logits[i].float().cpu(), meta=meta, arrays=arrays)
+
+    results = [attribution(i) for i in range(k)]
+    return results if many else results[0]
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision where it does not pay: fp16 and bf16 run on CUDA devices; on a CPU only
+    bf16, and only with native bf16 instructions (AVX-512 BF16 or AMX), where it was measured 1.6-2.8x
+    faster than fp32 (fp16 there was 18x slower; see docs/performance.md)."""
+    if precision not in PRECISIONS:
+        raise UserInputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}",
+                             options=["precision"])
+    if precision == "fp32" or device.type == "cuda":
+        return
+    if device.type != "cpu" or precision == "fp16":
+        raise UserInputError(f"{{precision}} {precision} is slower than fp32 on {device.type}; use fp32 there, or "
+                             f"bf16 on a CPU with native bf16 or any precision on a CUDA device", options=["precision"])
+    if not native_cpu_bf16():
+        raise UserInputError("{precision} bf16 on this CPU would be emulated (no AVX-512 BF16 or AMX), slower than "
+                             "fp32; use fp32", options=["precision"])
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (oneDNN's check)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def _precision_errors(precision: str) -> Iterator[None]:
+    try:
+        yield
+    except PrecisionError as exc:
+        raise UserInputError(f"{exc}; use {{precision}} bf16 (fp32's range) or fp32",
+                             options=["precision"]) from exc
+
+
+def _per_input(value: Any, k: int, name: str) -> list[Any]:
+    """One value per input: a list of K as given, or the single value K times."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != k:
+            raise UserInputError(f"{{{name}}} lists {len(value)} entries for {k} inputs; give one per input or a "
+                                 f"single value for all", options=[name])
+        return list(value)
+    return [value] * k
 
 
 def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
@@ -167,7 +239,7 @@ def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tenso
 
 
 @contextlib.contextmanager
-def _memory_errors(cfg: IBAConfig) -> Iterator[None]:
+def _memory_errors(cfg: IBAConfig, k: int = 1) -> Iterator[None]:
     """Running out of memory for the noisy replicas is reported with the settings that decide it."""
     try:
         yield
@@ -175,8 +247,12 @@ def _memory_errors(cfg: IBAConfig) -> Iterator[None]:
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
         per_pass = cfg.micro_batch or cfg.samples
-        raise UserInputError(f"out of memory with {per_pass} noisy replicas per network pass ({cfg.samples} samples); "
-                             f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
+        if k > 1:
+            raise OutOfMemory(f"out of memory with {k * per_pass} noisy replicas per network pass ({k} inputs x "
+                              f"{per_pass}); explain fewer inputs at once or set {{micro_batch}}",
+                              options=["micro_batch"]) from exc
+        raise OutOfMemory(f"out of memory with {per_pass} noisy replicas per network pass ({cfg.samples} samples); "
+                          f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
 
 
 def _checked(st: Statistics, r: torch.Tensor, layer: str) -> Statistics:

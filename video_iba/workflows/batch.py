@@ -28,13 +28,13 @@ from typing import Any, Callable, Sequence
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError
 from ..files import ensure_writable_dir
-from ..io.discovery import batch_inputs
+from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
-from .explain import Options, explain_file
+from .explain import Options, explain_file, explain_photos
 from .inputs import plan_input
 from .outputs import batch_inputs_outside, folder_lock, output_stems
-from .session import Progress, Sessions, Settings, no_progress
+from .session import Progress, Session, Sessions, Settings, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ class BatchCounts:
 
 
 def fingerprint(settings: Settings, options: Options) -> str:
-    """What decides a batch's outputs, as a short digest (the device does not)."""
+    """What decides a batch's outputs, as a short digest (the device and the batch size do not)."""
     s = dataclasses.asdict(settings)
     s.pop("device")
+    s.pop("batch_size")
     s["stats"] = [os.path.abspath(p) for p in settings.stats or ()]
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
     text = json.dumps({"settings": s, "options": dataclasses.asdict(options)}, sort_keys=True, default=str)
@@ -79,16 +80,37 @@ def explain_batch(path: str, settings: Settings, out_dir: str, options: Options 
         for name in sorted({settings.model_for(p) for p in inputs}):  # every rank loads every model once, in order
             same_on_every_rank(weights_digest(sessions.open(name).model), f"the weights of {name}")
 
-        def one(p: str, out_sub: str) -> dict[str, Any]:
-            session = sessions.for_input(p)
-            plan = plan_input(p, session.spec, options.span)
-            return explain_file(session, plan, out_sub, options, stem=stems[p]).manifest
+        def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception]:
+            session = sessions.for_input(paths[0])
+            if len(paths) > 1 or not is_video_file(paths[0]):
+                return [r if isinstance(r, Exception) else r.manifest
+                        for r in explain_photos(session, paths, subs, options, [stems[p] for p in paths])]
+            plan = plan_input(paths[0], session.spec, options.span)
+            return [explain_file(session, plan, subs[0], options, stem=stems[paths[0]]).manifest]
 
-        counts = run_batch(inputs, base, out_dir, one, progress, fingerprint(settings, options))
+        def groups(todo: Sequence[str]) -> list[list[str]]:
+            """Runs of photos explained by one model, as many as the model's fits take; videos alone
+            (a video's windows and crops are fitted together)."""
+            out: list[list[str]] = []
+            for p in todo:
+                name = None if is_video_file(p) else settings.model_for(p)
+                last = out[-1] if out else None
+                if name is not None and last and not is_video_file(last[0]) \
+                        and settings.model_for(last[0]) == name and len(last) < _fit_size(sessions.open(name)):
+                    last.append(p)
+                else:
+                    out.append([p])
+            return out
+
+        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(settings, options), groups)
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0
     return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], totals["changed"],
                        totals["missing"], lead)
+
+
+def _fit_size(session: Session) -> int:
+    return session.batches.size if session.batches is not None and session.method.fitted else 1
 
 
 def _manifests(out_dir: str) -> list[str]:
@@ -116,16 +138,19 @@ def run_batch(
     inputs: Sequence[str],
     base: str,
     out_dir: str,
-    explain_one: Callable[[str, str], dict[str, Any]],
+    explain_group: Callable[[Sequence[str], Sequence[str]], Sequence[dict[str, Any] | Exception]],
     progress: Progress = no_progress,
     settings: str | None = None,
+    groups: Callable[[Sequence[str]], Sequence[Sequence[str]]] | None = None,
 ) -> dict[str, int]:
-    """Explain every input not yet done; ``explain_one(path, out_subdir)`` returns the manifest fields.
+    """Explain every input not yet done; ``explain_group(paths, out_subdirs)`` returns each input's
+    manifest fields, or the exception it failed with.
 
+    ``groups`` splits the inputs to do into the groups passed together (default: one input each).
     An input counts as done when a manifest records it ``ok`` with the same ``settings`` digest and
-    its outputs still exist. Any exception of one input is recorded and the batch goes on. Returns
-    this rank's counts: ``done`` (this run), ``skipped`` (finished earlier), ``failed``, ``changed``
-    and ``missing`` (done again for those reasons).
+    its outputs still exist. Any exception of one input, or of its group, is recorded and the batch
+    goes on. Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier),
+    ``failed``, ``changed`` and ``missing`` (done again for those reasons).
     """
     ensure_writable_dir(out_dir)
     finished = _finished(out_dir)
@@ -138,26 +163,31 @@ def run_batch(
     bar = progress("explaining", len(todo), "input")
     try:
         with Ledger(os.path.join(out_dir, f"manifest.rank{me}.jsonl")) as manifest:
-            for path in todo:
-                rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(base))
-                sub = os.path.normpath(os.path.join(out_dir, rel)) if not rel.startswith("..") else out_dir
+            for group in (groups(todo) if groups is not None else [[p] for p in todo]):
+                subs = [_out_sub(out_dir, base, p) for p in group]
                 t0 = time.perf_counter()
-                entry: dict[str, Any] = {"input": os.path.abspath(path)}
                 try:
-                    entry.update(explain_one(path, sub))
-                    entry["status"] = "ok"
-                    counts["done"] += 1
-                    if reasons[path] in ("changed", "missing"):
-                        counts[str(reasons[path])] += 1
-                except Exception as exc:  # one input's failure, whatever it is, is recorded; the batch goes on
-                    why = str(exc) if isinstance(exc, UserInputError) else f"{type(exc).__name__}: {exc}"
-                    entry["status"] = f"error: {why}"
-                    counts["failed"] += 1
-                    log.warning("%s failed: %s", path, why)
-                entry.update({"seconds": round(time.perf_counter() - t0, 3), "rank": me,
-                              **({"settings": settings} if settings is not None else {})})
-                manifest.append(entry)
-                bar.update(1)
+                    results: Sequence[dict[str, Any] | Exception] = explain_group(group, subs)
+                except Exception as exc:  # the group's failure is each input's
+                    results = [exc] * len(group)
+                seconds = (time.perf_counter() - t0) / len(group)
+                for path, res in zip(group, results):
+                    entry: dict[str, Any] = {"input": os.path.abspath(path)}
+                    if isinstance(res, Exception):
+                        why = str(res) if isinstance(res, UserInputError) else f"{type(res).__name__}: {res}"
+                        entry["status"] = f"error: {why}"
+                        counts["failed"] += 1
+                        log.warning("%s failed: %s", path, why)
+                    else:
+                        entry.update(res)
+                        entry["status"] = "ok"
+                        counts["done"] += 1
+                        if reasons[path] in ("changed", "missing"):
+                            counts[str(reasons[path])] += 1
+                    entry.update({"seconds": round(seconds, 3), "rank": me,
+                                  **({"settings": settings} if settings is not None else {})})
+                    manifest.append(entry)
+                    bar.update(1)
     finally:
         bar.close()
     barrier()
@@ -165,6 +195,12 @@ def run_batch(
         _merge_manifests(out_dir)
     barrier()
     return counts
+
+
+def _out_sub(out_dir: str, base: str, path: str) -> str:
+    """The output folder of ``path``: its folder relative to ``base``, under ``out_dir``."""
+    rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.abspath(base))
+    return os.path.normpath(os.path.join(out_dir, rel)) if not rel.startswith("..") else out_dir
 
 
 def _merge_manifests(out_dir: str) -> None:

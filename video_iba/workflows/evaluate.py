@@ -22,7 +22,8 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, TUBEVIT_CAM_LAYER, TUBEVIT_
                                    load_tubenet_readout, load_tubevit, statistics_batches)
 from ..files import ensure_writable_dir
 from ..methods.attribute import check_method
-from ..methods.iba import estimate
+from ..methods.batching import FitBatches, check_batch_size
+from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
 from .estimate import estimate_inputs
 from .outputs import folder_lock
@@ -53,6 +54,8 @@ class Evaluation:
         masks: Sensitivity-n's random masks per n.
         readout: A readout checkpoint (synthetic: default the shipped one).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        batch_size: Items per IBA fit (``None``: chosen from the device); scores do not depend on it.
+        precision: Type of IBA's network passes (``fp32``, ``bf16``, ``fp16``).
     """
 
     dataset: str
@@ -68,6 +71,8 @@ class Evaluation:
     masks: int = 100
     readout: str | None = None
     device: str = "cpu"
+    batch_size: int | None = None
+    precision: str = "fp32"
 
 
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress) -> dict[str, Any]:
@@ -76,6 +81,11 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     if ev.betas is not None and len(ev.betas) > 1:
         labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
     dev = resolve_device(ev.device)
+    batches = FitBatches(check_batch_size(ev.batch_size), dev)
+    if ev.precision != "fp32" and not any(check_method(base_method(m)).fitted for m in labels):
+        raise UserInputError("{precision} applies to the method iba only; add it to {methods} or drop {precision}",
+                             options=["precision", "methods"])
+    check_precision(ev.precision, dev)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
     else:
@@ -90,7 +100,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         if check_method(base_method(method)).uses_statistics:
             cfg = configs.get(method, configs[iba_label(betas[0])])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
-                    "config": cfg, **({"tokens": setup.tokens} if setup.tokens else {})}
+                    "config": cfg, "precision": ev.precision, **({"tokens": setup.tokens} if setup.tokens else {})}
         return dict(setup.tube)
 
     ensure_writable_dir(out_dir)
@@ -98,7 +108,8 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     try:
         with folder_lock(out_dir):
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
-                            restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update)
+                            restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update,
+                            batches=batches)
     finally:
         bar.close()
 

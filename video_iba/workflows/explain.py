@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 SPILL_BYTES = 2 ** 30
 #: The fit's settings copied into a video's metadata from its first window.
 FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_sigmas", "min_std", "stats",
-            "stats_source", "prefix_cached", "prefix_note", "feature_shape", "input_shape", "seed")
+            "stats_source", "prefix_cached", "prefix_note", "feature_shape", "input_shape", "seed", "precision",
+            "inputs_per_fit")
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,10 @@ class Explained:
     @property
     def manifest(self) -> dict[str, Any]:
         """The fields a batch manifest records."""
+        fitted = self.result.meta.get("inputs_per_fit")
         return {"output": [os.path.abspath(p) for p in self.outputs], "target": self.result.target,
-                "label": self.label, "total_bits": self.result.total}
+                "label": self.label, "total_bits": self.result.total,
+                **({"inputs_per_fit": fitted} if fitted is not None else {})}
 
 
 @dataclass
@@ -221,33 +224,34 @@ def predict(session: Session, plan: InputPlan, progress: Progress = no_progress)
 def attribute_windows(session: Session, plan: InputPlan, target: int | None, progress: Progress,
                       first_meta: dict[str, Any], store: MapStore) -> list[WindowMaps]:
     """Explain every window and crop of ``plan`` for ``target``, the maps into ``store``;
-    ``first_meta`` receives the first explanation's metadata (the fit's settings)."""
+    ``first_meta`` receives the first explanation's metadata (the fit's settings). The per-sample
+    bottleneck fits the session's batch size of windows and crops at once (a window's seconds are
+    then its crops' shares of their fits)."""
     fitted = session.method.fitted
     bar = progress("explaining", plan.count * (session.config.steps if fitted else 1),
                    "step" if fitted else "clip")
-    on_step = (lambda *_: bar.update(1)) if fitted else None
     out: list[WindowMaps] = []
+    units = ((wi, ci, x) for wi, inputs in plan.units() for ci, x in enumerate(inputs))
     try:
-        for wi, inputs in plan.units():
-            window = WindowMaps()
-            t1 = time.perf_counter()
-            for ci, x in enumerate(inputs):
-                attr = session.attribute(x, target, on_step)
-                if not fitted:
-                    bar.update(1)
-                if not first_meta:
-                    first_meta.update(attr.meta)
-                window.unit = attr.unit
-                store.values[wi, ci] = attr.values.numpy()
-                caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
-                caps = [c for c in caps if c is not None]
-                window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
-                if "prefix_bits" in attr.arrays:
-                    window.prefix_bits.append(np.asarray(attr.arrays["prefix_bits"], dtype=np.float32))
-                assert attr.logits is not None
-                window.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
-            window.seconds = time.perf_counter() - t1
-            out.append(window)
+        results = session.attribute_all(units, lambda u: u[2], lambda _u: target, bar.update)
+        for (wi, ci, _x), attr, seconds in results:
+            if isinstance(attr, Exception):
+                raise attr
+            if wi == len(out):
+                out.append(WindowMaps())
+            window = out[wi]
+            if not first_meta:
+                first_meta.update(attr.meta)
+            window.unit = attr.unit
+            store.values[wi, ci] = attr.values.numpy()
+            caps = attr.capacity if isinstance(attr.capacity, list) else [attr.capacity]
+            caps = [c for c in caps if c is not None]
+            window.feature_bits.append([(c.double().sum(0) / math.log(2)).float().numpy() for c in caps])
+            if "prefix_bits" in attr.arrays:
+                window.prefix_bits.append(np.asarray(attr.arrays["prefix_bits"], dtype=np.float32))
+            assert attr.logits is not None
+            window.probs.append(torch.softmax(attr.logits.double(), 0).numpy().astype(np.float32))
+            window.seconds += seconds
     finally:
         bar.close()
     if len(out) != len(plan.windows):
@@ -341,7 +345,6 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
 def _photo(session: Session, plan: InputPlan, target: int | None, options: Options, outputs: list[str],
            progress: Progress) -> Explained:
     """Stages 3-5 of a photo: its one explanation, the figure and the ``.npz``."""
-    spec = session.spec
     fitted = session.method.fitted
     bar = progress("explaining", session.config.steps if fitted else 1, "step" if fitted else "photo")
     try:
@@ -349,6 +352,60 @@ def _photo(session: Session, plan: InputPlan, target: int | None, options: Optio
         attr = session.attribute(x, target, (lambda *_: bar.update(1)) if fitted else None)
     finally:
         bar.close()
+    return _finish_photo(session, plan, attr, options, outputs)
+
+
+@dataclass
+class _PhotoJob:
+    plan: InputPlan
+    outputs: list[str]
+    x: torch.Tensor
+
+
+def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[str], options: Options = Options(),
+                   stems: Sequence[str | None] | None = None,
+                   progress: Progress = no_progress) -> list[Explained | Exception]:
+    """Explain several photos with one model as :func:`explain_file` does one, each written on its
+    own; the per-sample bottleneck fits the session's batch size of them at once. Each photo's
+    result, or the exception it failed with (one photo's failure leaves the others alone)."""
+    results: list[Explained | Exception | None] = [None] * len(paths)
+    jobs: list[tuple[int, _PhotoJob]] = []
+    target: int | None = None
+    for i, (path, out_dir) in enumerate(zip(paths, out_dirs)):
+        try:
+            target = resolve_target(options.target, session.labels)
+            plan = plan_input(path, session.spec, options.span)
+            if plan.is_video:
+                raise UserInputError(f"'{path}' is a video; explain it with explain_file")
+            stem = (stems[i] if stems is not None else None) or Path(plan.path).stem
+            outputs = [os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")]
+            check_names(outputs)
+            refuse_overwriting_inputs(outputs, [plan.path])
+            ensure_writable_dir(out_dir)
+            _wi, (x,) = next(plan.units())
+            jobs.append((i, _PhotoJob(plan, outputs, x)))
+        except Exception as exc:
+            results[i] = exc
+    fitted = session.method.fitted
+    bar = progress("explaining", len(jobs) * (session.config.steps if fitted else 1), "step" if fitted else "photo")
+    try:
+        for (i, job), attr, _s in session.attribute_all(jobs, lambda j: j[1].x, lambda _j: target, bar.update):
+            if isinstance(attr, Exception):
+                results[i] = attr
+                continue
+            try:
+                results[i] = _finish_photo(session, job.plan, attr, options, job.outputs)
+            except Exception as exc:
+                results[i] = exc
+    finally:
+        bar.close()
+    return [r if r is not None else RuntimeError("not explained") for r in results]
+
+
+def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options: Options,
+                  outputs: list[str]) -> Explained:
+    """Stages 4-5 of a photo: the metadata, the figure and the ``.npz``."""
+    spec = session.spec
     assert attr.logits is not None and plan.image is not None
     probs = torch.softmax(attr.logits.double(), 0)
     top = [(session.labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:5].tolist()]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -27,13 +28,16 @@ from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
 from ..methods.attribute import METHODS, Method, check_method
 from ..methods.baselines import baseline
-from ..methods.iba import explain
+from ..methods.batching import FitBatches, check_batch_size
+from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.pathways import input_packer, packed
 from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest
 from ..results import Attribution
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The model for photos and for videos when none is named (both offline, ImageNet classes).
 DEFAULT_IMAGE_MODEL = "efficientnet_lite0"
@@ -141,6 +145,9 @@ class Settings:
         changes: Settings changed on top of ``config`` or the model's defaults, e.g.
             ``{"steps": 30}`` (the command line's ``--config`` file and flags).
         seed: Seed of the methods' randomness (``None``: IBA draws one and records it).
+        batch_size: Model inputs per IBA fit (``None``: chosen from the device, see
+            :class:`~video_iba.methods.batching.FitBatches`); results do not depend on it.
+        precision: ``fp32``, ``bf16`` or ``fp16``: the type of IBA's network passes.
     """
 
     model: str | None = None
@@ -153,6 +160,8 @@ class Settings:
     config: IBAConfig | None = None
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seed: int | None = 0
+    batch_size: int | None = None
+    precision: str = "fp32"
 
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
@@ -181,6 +190,7 @@ class Session:
     layers: list[str]
     stats: list[Statistics] | None = None
     readout: Readout | None = None
+    batches: FitBatches | None = None
 
     @classmethod
     def open(cls, settings: Settings, model_name: str | None = None, *, model: nn.Module | None = None,
@@ -205,6 +215,12 @@ class Session:
             raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
                                  f"{spec.layers[0]} and {spec.layers[1]}", options=["layer"])
         device = resolve_device(settings.device)
+        check_batch_size(settings.batch_size)
+        if method.fitted:
+            check_precision(settings.precision, device)
+        elif settings.precision != "fp32":
+            raise UserInputError(f"{{precision}} applies to the method iba only, not to {method.name}; drop it",
+                                 options=["precision"])
         input_shape = None if spec.is_video else spec.input_shape
         stats = load_stats_files(list(settings.stats or ()), spec, layers, input_shape)
         if method.uses_readout and readout is None:
@@ -217,7 +233,8 @@ class Session:
             for st in stats:
                 st.check(None, weights=digest)
         return cls(spec, model, labels_for(spec), device, settings, method, layers,
-                   [s.to(device) for s in stats] or None, readout if method.uses_readout else None)
+                   [s.to(device) for s in stats] or None, readout if method.uses_readout else None,
+                   FitBatches(settings.batch_size, device))
 
     @property
     def config(self) -> IBAConfig:
@@ -244,9 +261,7 @@ class Session:
         session's method; ``target`` ``None`` explains the top-1 class."""
         x = x.to(self.device)
         if self.method.fitted:
-            attr = explain(self.model, x, target, layer=self.layers[0] if len(self.layers) == 1 else self.layers,
-                           stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
-                           config=self.config, seed=self.settings.seed, on_step=on_step)
+            attr = self.fit([x], [target], on_step)[0]
         elif self.method.uses_readout:
             assert self.readout is not None
             attr = explain_readout(self.model, self.readout, x, target)
@@ -255,6 +270,51 @@ class Session:
         assert attr.logits is not None
         self.check_classes(attr.logits)
         return attr
+
+    def fit(self, xs: Sequence[torch.Tensor], targets: Sequence[int | None],
+            on_step: Callable[[int, float, float], None] | None = None) -> list[Attribution]:
+        """The per-sample bottleneck for several model inputs of one shape in one fit (each result as
+        alone); ``on_step`` is called once per step of the fit."""
+        x = torch.cat([t.to(self.device) for t in xs])
+        out = explain(self.model, x, list(targets), layer=self.layers[0] if len(self.layers) == 1 else self.layers,
+                      stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
+                      config=self.config, seed=self.settings.seed, precision=self.settings.precision,
+                      on_step=on_step)
+        for attr in out:
+            assert attr.logits is not None
+            self.check_classes(attr.logits)
+        return list(out)
+
+    def attribute_all(self, items: Iterable[T], x_of: Callable[[T], torch.Tensor],
+                      target_of: Callable[[T], int | None], on_step: Callable[[int], None] | None = None,
+                      ) -> Iterator[tuple[T, Attribution | Exception, float]]:
+        """Every item's attribution, in order, or the exception it failed with, and its seconds (its
+        share of its fit's): the per-sample bottleneck fits :attr:`batches`' number of inputs at once
+        (``on_step`` gets the number of inputs each step advanced); other methods explain one by one
+        (``on_step`` gets 1 per input)."""
+        if not self.method.fitted:
+            for item in items:
+                t0 = time.perf_counter()
+                try:
+                    res: Attribution | Exception = self.attribute(x_of(item), target_of(item))
+                except Exception as exc:
+                    res = exc
+                yield item, res, time.perf_counter() - t0
+                if on_step is not None:
+                    on_step(1)
+            return
+        assert self.batches is not None
+        shares: dict[int, float] = {}
+
+        def fit(group: Sequence[T]) -> list[Attribution]:
+            t0 = time.perf_counter()
+            out = self.fit([x_of(i) for i in group], [target_of(i) for i in group],
+                           None if on_step is None else (lambda *_: on_step(len(group))))
+            shares.update({id(i): (time.perf_counter() - t0) / len(group) for i in group})
+            return out
+
+        for item, res in self.batches.map(items, fit):
+            yield item, res, shares.pop(id(item), 0.0)
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """The softmax of one model input, ``(K,)`` float64 (no gradients, the model left as it was)."""

