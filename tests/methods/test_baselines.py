@@ -185,3 +185,26 @@ def test_lrp_refuses_other_networks_and_clips() -> None:
         attribute("lrp", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
     with pytest.raises(UserInputError, match="images only"):
         attribute("lrp", Tiny3D().eval(), torch.randn(1, 3, 4, 16, 16))
+
+
+@pytest.mark.parametrize("method, shape", [
+    ("occlusion8", (1, 3, 32, 32)), ("occlusion14", (1, 3, 32, 32)), ("occlusion8", (1, 3, 8, 16, 16)),
+    ("smoothgrad", (1, 3, 32, 32)), ("integrated_gradients", (1, 3, 8, 16, 16)), ("saliency", (1, 3, 32, 32)),
+])
+def test_long_baselines_report_every_network_input(method: str, shape: tuple[int, ...]) -> None:
+    from video_iba.methods.baselines import baseline, network_inputs
+
+    from ..nets import Tiny3D, TinyCNN
+
+    torch.manual_seed(0)
+    model = (TinyCNN() if len(shape) == 4 else Tiny3D()).eval()
+    x = torch.randn(shape)
+    seen: list[int] = []
+    plain = baseline(method, model, x, 1, seed=0)
+    counted = baseline(method, model, x, 1, seed=0, on_progress=seen.append, batch=5)
+    torch.testing.assert_close(counted.values, plain.values, rtol=1e-4, atol=1e-6)  # batching changes nothing
+    if network_inputs(method, shape) == 1:
+        assert seen == []  # one pass: nothing to count
+    else:
+        assert sum(seen) == network_inputs(method, shape) and max(seen) <= 5
+    assert plain.meta["batch"] == 16 and counted.meta["batch"] == 5  # on a CPU: 16 unless given

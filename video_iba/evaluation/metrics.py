@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from ..errors import UserInputError
-from ..models.pathways import Pack, input_packer, packed
+from ..methods.baselines import perturbation_batch
+from ..models.pathways import Pack, input_packer, one_input, packed
 
 
 def tile_labels(shape: Sequence[int], tile: int, t_tile: int | None = None) -> np.ndarray:
@@ -77,6 +78,19 @@ def _check_map(values: np.ndarray | torch.Tensor, x: torch.Tensor) -> np.ndarray
     return v.astype(np.float64)
 
 
+#: Perturbed inputs per network pass of the metrics on a CPU.
+CPU_METRIC_BATCH = 32
+
+
+def metric_batch(model: nn.Module, x: torch.Tensor, pack: Pack | None) -> int:
+    """Perturbed inputs per network pass: on a CUDA device as many as fit in the memory budget of
+    :func:`~video_iba.methods.baselines.perturbation_batch`, on a CPU :data:`CPU_METRIC_BATCH`."""
+    if not x.is_cuda:
+        return CPU_METRIC_BATCH
+    with torch.no_grad():
+        return perturbation_batch(one_input(model, pack), x, gradients=False)
+
+
 def _forward(model: nn.Module, batch: torch.Tensor, pack: Pack | None) -> torch.Tensor:
     with torch.no_grad():
         return model(packed(batch, pack))
@@ -104,13 +118,15 @@ def degradation(
     tile: int = 8,
     t_tile: int | None = None,
     points: int = 100,
-    batch: int = 32,
+    batch: int | None = None,
     pack: Pack | None = None,
 ) -> DegradationResult:
     """MoRF/LeRF degradation of ``x`` guided by the map ``values`` (see the module text); ``pack``
-    builds a multi-pathway network's input from the clip (registry models: automatic)."""
+    builds a multi-pathway network's input from the clip (registry models: automatic); ``batch``
+    degraded inputs per network pass (default: :func:`metric_batch`)."""
     v = _check_map(values, x)
     pack = input_packer(model, pack)
+    batch = batch or metric_batch(model, x, pack)
     labels = tile_labels(v.shape, tile, t_tile)
     n_tiles = int(labels.max()) + 1
     counts = np.unique(np.rint(np.linspace(0, n_tiles, min(points, n_tiles + 1))).astype(int))
@@ -217,13 +233,14 @@ def sensitivity_n(
     ns: Sequence[int] | None = None,
     masks: int = 100,
     seed: int = 0,
-    batch: int = 32,
+    batch: int | None = None,
     pack: Pack | None = None,
 ) -> SensitivityResult:
     """Sensitivity-n with tiles (clips: tubes) set to 0; ``ns`` default: 10 values log-spaced in
-    ``[1, 0.8 * tiles]``; ``pack`` as for :func:`degradation`."""
+    ``[1, 0.8 * tiles]``; ``pack`` and ``batch`` as for :func:`degradation`."""
     v = _check_map(values, x)
     pack = input_packer(model, pack)
+    batch = batch or metric_batch(model, x, pack)
     labels = tile_labels(v.shape, tile, t_tile)
     n_tiles = int(labels.max()) + 1
     sums = np.bincount(labels.ravel(), weights=v.ravel(), minlength=n_tiles)

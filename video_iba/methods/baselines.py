@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import warnings
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +102,8 @@ def baseline(
     tokens: TokenLayout | None = None,
     tube_frames: int = OCCLUSION_TUBE_FRAMES,
     seed: int = 0,
-    batch: int = 16,
+    batch: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Attribution:
     """Attribute ``model``'s decision for ``x`` with the baseline ``method`` (one of :data:`BASELINES`).
 
@@ -120,7 +122,10 @@ def baseline(
             prefix tokens left out, and places the map on the grid.
         tube_frames: Occlusion tube length in frames for clips.
         seed: Seed of the random map and of SmoothGrad's noise.
-        batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients.
+        batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients (default:
+            :func:`perturbation_batch`, from the device's memory).
+        on_progress: Called with the number of inputs of each network pass of the methods that
+            run many (occlusion, SmoothGrad, integrated gradients; see :func:`network_inputs`).
     """
     if method not in BASELINES:
         raise UserInputError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
@@ -139,7 +144,13 @@ def baseline(
             # Captum's notices that it set requires_grad on the input and hooks on ReLUs (both undone)
             warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU.*")
-            values, unit = _run(method, net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta,
+            many = method in MANY_INPUTS or method.startswith("occlusion")
+            if batch is None:
+                batch = perturbation_batch(net, x, gradients=method != "random" and not method.startswith("occlusion")) \
+                    if many else DEFAULT_BATCH
+            meta["batch"] = batch
+            run_net = _Counted(net, on_progress) if many and on_progress is not None else net
+            values, unit = _run(method, run_net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta,
                                 pk is not None)
     if not torch.isfinite(values).all():
         raise RuntimeError(f"{method} produced non-finite values")
@@ -147,6 +158,67 @@ def baseline(
                  "input_shape": list(x.shape), **model_name(model)})
     return Attribution(values=values.float().cpu(), unit=unit, target=target, capacity=None,
                        logits=logits[0].detach().float().cpu(), meta=meta)
+
+
+#: Baselines that evaluate the network on many inputs (besides occlusion): their count, per method.
+MANY_INPUTS = ("smoothgrad", "integrated_gradients")
+#: Inputs per network pass on a CPU (larger batches were no faster there).
+DEFAULT_BATCH = 16
+#: Share of a CUDA device's free memory that a perturbation batch may take.
+CUDA_BUDGET = 0.5
+
+
+def network_inputs(method: str, shape: Sequence[int], tube_frames: int = OCCLUSION_TUBE_FRAMES) -> int:
+    """How many inputs the baseline ``method`` runs through the network for an input of ``shape``
+    ``(1, C, [T,] H, W)`` (what its progress counts): occlusion one per window and the input
+    itself, SmoothGrad its samples, integrated gradients its steps, the others 1."""
+    if method.startswith("occlusion"):
+        w = int(method[len("occlusion"):])
+        sizes = list(shape[2:])
+        windows = [min(tube_frames, sizes[0])] + [w, w] if len(sizes) == 3 else [w, w]
+        count = 1
+        for n, k in zip(sizes, windows):  # Captum's shifts: the last window may run past the edge
+            k = max(1, min(k, n))
+            count *= math.ceil((n - k) / k) + 1
+        return count + 1
+    if method == "smoothgrad":
+        return SMOOTHGRAD_SAMPLES
+    if method == "integrated_gradients":
+        return IG_STEPS
+    return 1
+
+
+def perturbation_batch(net: nn.Module, x: torch.Tensor, gradients: bool) -> int:
+    """Inputs per network pass for a baseline that runs many: on a CUDA device as many as fit in
+    :data:`CUDA_BUDGET` of its free memory, by the memory one input took (measured, with its
+    backward pass where the method needs gradients); on a CPU :data:`DEFAULT_BATCH`."""
+    if not x.is_cuda:
+        return DEFAULT_BATCH
+    torch.cuda.synchronize(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    probe = x.detach().clone().requires_grad_(gradients)
+    with torch.set_grad_enabled(gradients):
+        out = net(probe)
+        if gradients:
+            out[:, 0].sum().backward()
+    per_input = max(torch.cuda.max_memory_allocated(x.device) - base, 1)
+    del out, probe
+    free, _total = torch.cuda.mem_get_info(x.device)
+    return int(max(1, min(256, CUDA_BUDGET * free // per_input)))
+
+
+class _Counted(nn.Module):
+    """``net``, reporting the inputs of every pass to ``on_progress``."""
+
+    def __init__(self, net: nn.Module, on_progress: Callable[[int], None]) -> None:
+        super().__init__()
+        self.net, self.on_progress = net, on_progress
+
+    def forward(self, x: torch.Tensor, *args: Any) -> Any:
+        out = self.net(x, *args)
+        self.on_progress(int(x.shape[0]))
+        return out
 
 
 def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: int,

@@ -1,10 +1,11 @@
 """Batch explanation: ``video-iba explain FOLDER`` (or a list file), resumable, sharded over torchrun ranks.
 
 Inputs: every image and video under a folder (recursive, sorted), or the lines of a ``.txt``
-file (see :func:`~video_iba.io.discovery.batch_inputs`). Each input is explained on its own (the
-same settings for all; photos and videos each with their model, loaded once per process) and
-written under ``OUT`` at its path relative to the folder (``a/b.jpg`` -> ``OUT/a/b.png`` and
-``.npz``), atomically.
+file (see :func:`~video_iba.io.discovery.batch_inputs`). Each input is explained with the same
+settings (photos and videos each with their model, loaded once per process; the per-sample
+bottleneck fits runs of photos of one model together, the session's batch size at a time, each
+as alone) and written under ``OUT`` at its path relative to the folder (``a/b.jpg`` ->
+``OUT/a/b.png`` and ``.npz``), atomically.
 
 ``OUT/manifest.jsonl`` gets one line per input as soon as it is done: input, outputs, target,
 label, total bits (information methods), seconds, status (``ok`` or ``error: ...``) and rank.

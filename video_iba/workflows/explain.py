@@ -227,9 +227,8 @@ def attribute_windows(session: Session, plan: InputPlan, target: int | None, pro
     ``first_meta`` receives the first explanation's metadata (the fit's settings). The per-sample
     bottleneck fits the session's batch size of windows and crops at once (a window's seconds are
     then its crops' shares of their fits)."""
-    fitted = session.method.fitted
-    bar = progress("explaining", plan.count * (session.config.steps if fitted else 1),
-                   "step" if fitted else "clip")
+    per_unit, unit = session.work((1, 3, plan.spec.frames, plan.crops.crop, plan.crops.crop))
+    bar = progress("explaining", plan.count * per_unit, unit)
     out: list[WindowMaps] = []
     units = ((wi, ci, x) for wi, inputs in plan.units() for ci, x in enumerate(inputs))
     try:
@@ -345,11 +344,11 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
 def _photo(session: Session, plan: InputPlan, target: int | None, options: Options, outputs: list[str],
            progress: Progress) -> Explained:
     """Stages 3-5 of a photo: its one explanation, the figure and the ``.npz``."""
-    fitted = session.method.fitted
-    bar = progress("explaining", session.config.steps if fitted else 1, "step" if fitted else "photo")
+    _wi, (x,) = next(plan.units())
+    per_unit, unit = session.work(tuple(x.shape))
+    bar = progress("explaining", per_unit, unit)
     try:
-        _wi, (x,) = next(plan.units())
-        attr = session.attribute(x, target, (lambda *_: bar.update(1)) if fitted else None)
+        attr = session.attribute(x, target, lambda *_: bar.update(1), bar.update)
     finally:
         bar.close()
     return _finish_photo(session, plan, attr, options, outputs)
@@ -386,8 +385,8 @@ def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[st
             jobs.append((i, _PhotoJob(plan, outputs, x)))
         except Exception as exc:
             results[i] = exc
-    fitted = session.method.fitted
-    bar = progress("explaining", len(jobs) * (session.config.steps if fitted else 1), "step" if fitted else "photo")
+    per_unit, unit = session.work(tuple(jobs[0][1].x.shape) if jobs else (1, 3, 1, 1))
+    bar = progress("explaining", len(jobs) * per_unit, unit)
     try:
         for (i, job), attr, _s in session.attribute_all(jobs, lambda j: j[1].x, lambda _j: target, bar.update):
             if isinstance(attr, Exception):

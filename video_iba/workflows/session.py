@@ -27,7 +27,7 @@ from ..distributed import auto_device
 from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
 from ..methods.attribute import METHODS, Method, check_method
-from ..methods.baselines import baseline
+from ..methods.baselines import baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
@@ -256,9 +256,11 @@ class Session:
         return dataclasses.replace(self, method=method)
 
     def attribute(self, x: torch.Tensor, target: int | None,
-                  on_step: Callable[[int, float, float], None] | None = None) -> Attribution:
+                  on_step: Callable[[int, float, float], None] | None = None,
+                  on_progress: Callable[[int], None] | None = None) -> Attribution:
         """Explain one model input (an image ``(1, 3, S, S)`` or a clip ``(1, 3, T, S, S)``) with the
-        session's method; ``target`` ``None`` explains the top-1 class."""
+        session's method; ``target`` ``None`` explains the top-1 class. ``on_step``: IBA's steps;
+        ``on_progress``: the inputs of each network pass of a baseline that runs many."""
         x = x.to(self.device)
         if self.method.fitted:
             attr = self.fit([x], [target], on_step)[0]
@@ -266,7 +268,8 @@ class Session:
             assert self.readout is not None
             attr = explain_readout(self.model, self.readout, x, target)
         else:
-            attr = baseline(self.method.name, self.model, x, target, seed=self.settings.seed or 0)
+            attr = baseline(self.method.name, self.model, x, target, seed=self.settings.seed or 0,
+                            on_progress=on_progress)
         assert attr.logits is not None
         self.check_classes(attr.logits)
         return attr
@@ -295,12 +298,19 @@ class Session:
         if not self.method.fitted:
             for item in items:
                 t0 = time.perf_counter()
+                counted = [0]
+
+                def tick(n: int, counted: list[int] = counted) -> None:
+                    counted[0] += n
+                    if on_step is not None:
+                        on_step(n)
+
                 try:
-                    res: Attribution | Exception = self.attribute(x_of(item), target_of(item))
+                    res: Attribution | Exception = self.attribute(x_of(item), target_of(item), on_progress=tick)
                 except Exception as exc:
                     res = exc
                 yield item, res, time.perf_counter() - t0
-                if on_step is not None:
+                if on_step is not None and counted[0] == 0:
                     on_step(1)
             return
         assert self.batches is not None
@@ -315,6 +325,14 @@ class Session:
 
         for item, res in self.batches.map(items, fit):
             yield item, res, shares.pop(id(item), 0.0)
+
+    def work(self, shape: Sequence[int]) -> tuple[int, str]:
+        """What progress counts for one model input of ``shape``: IBA's steps, a baseline's network
+        inputs where it runs many (occlusion, SmoothGrad, integrated gradients), else the input."""
+        if self.method.fitted:
+            return self.config.steps, "step"
+        n = network_inputs(self.method.name, shape) if not self.method.uses_readout else 1
+        return (n, "input") if n > 1 else (1, "clip" if len(shape) == 5 else "photo")
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """The softmax of one model input, ``(K,)`` float64 (no gradients, the model left as it was)."""
