@@ -104,6 +104,10 @@ def test_shared_statistics_and_micro_batches(tiny: TinyCNN) -> None:
 def test_a_list_of_one_target_gives_a_list(tiny: TinyCNN, image_input: torch.Tensor) -> None:
     one = video_iba.explain(tiny, image_input, [2], layer="features.4", seed=0, steps=2)
     assert isinstance(one, list) and len(one) == 1 and one[0].target == 2
+    labels = np.array([3, 1])  # class indices straight from numpy or torch
+    two = video_iba.explain(tiny, image_input.expand(2, -1, -1, -1), list(labels), layer="features.4", steps=2)
+    assert [a.target for a in two] == [3, 1] and all(isinstance(a.meta["target"], int) for a in two)
+    assert video_iba.explain(tiny, image_input, torch.tensor(4), layer="features.4", steps=2).target == 4
     assert isinstance(video_iba.explain(tiny, image_input, 2, layer="features.4", seed=0, steps=2),
                       video_iba.Attribution)
 
