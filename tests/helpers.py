@@ -22,6 +22,21 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
+def break_one_photo(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make writing the figure of the photo ``name`` raise a bug of its own (a failure after its
+    explanation), leaving every other photo alone."""
+    import video_iba.workflows.explain as wx
+
+    real = wx._finish_photo
+
+    def broken(session: Any, plan: Any, *a: Any, **k: Any) -> Any:
+        if plan.path.endswith(name):
+            raise ZeroDivisionError("a bug in one input")
+        return real(session, plan, *a, **k)
+
+    monkeypatch.setattr(wx, "_finish_photo", broken)
+
+
 def torchrun(args: list[str], nproc: int = 2, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc-per-node NPROC -m video_iba.cli ARGS`` (gloo on the CPU)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",

@@ -19,7 +19,7 @@ import video_iba.cli
 from video_iba import UserInputError
 from video_iba.workflows import Settings, explain_path
 
-from .helpers import read_frames, read_jsonl, run_cli
+from .helpers import break_one_photo, read_frames, read_jsonl, run_cli
 from .videos import encode, moving_square
 
 FAST = ["--steps", "2", "--samples", "2"]
@@ -111,16 +111,7 @@ def test_every_failure_is_recorded_and_the_batch_goes_on(photo_dir, tmp_path, ca
     shutil.copytree(photo_dir, folder)
     Image.new("RGB", (1000, 1000)).save(folder / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200_000)  # 1000 x 1000 is more than twice that: a "bomb"
-    import video_iba.workflows.explain as wx
-
-    real_photo = wx._finish_photo
-
-    def broken(session, plan, *a, **k):  # type: ignore[no-untyped-def]
-        if plan.path.endswith("rocket.jpg"):
-            raise ZeroDivisionError("a bug in one input")
-        return real_photo(session, plan, *a, **k)
-
-    monkeypatch.setattr(wx, "_finish_photo", broken)
+    break_one_photo(monkeypatch, "rocket.jpg")
     out = tmp_path / "out"
     code, stdout, err = run_cli(["explain", str(folder), "--method", "random", "--out", str(out)], capsys)
     assert code == 0, err

@@ -38,7 +38,8 @@ def test_groups_keep_the_order_and_pull_inputs_lazily() -> None:
         return [10 * i for i in g]
 
     out = list(FitBatches(3).map(items(), fit))
-    assert out == [(i, 10 * i) for i in range(7)] and groups == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [(i, r) for i, r, _ in out] == [(i, 10 * i) for i in range(7)] and groups == [[0, 1, 2], [3, 4, 5], [6]]
+    assert all(s >= 0 for *_, s in out) and out[0][2] == out[1][2] == out[2][2]  # a fit's seconds, shared
 
 
 def test_running_out_of_memory_halves_the_size_once_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -53,7 +54,7 @@ def test_running_out_of_memory_halves_the_size_once_logged(caplog: pytest.LogCap
     batches = FitBatches(8)
     with caplog.at_level(logging.INFO, logger="video_iba.methods.batching"):
         out = list(batches.map(range(9), fit))
-    assert [i for i, _ in out] == list(range(9)) and all(i == r for i, r in out)
+    assert [i for i, *_ in out] == list(range(9)) and all(i == r for i, r, _ in out)
     assert sizes[:3] == [8, 4, 2] and set(sizes[3:]) <= {1, 2} and batches.size == 2
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "continuing with 4" in warnings[0].getMessage()
@@ -65,7 +66,7 @@ def test_one_input_out_of_memory_alone_is_its_failure() -> None:
             raise OutOfMemory("out of memory")
         return list(g)
 
-    out = dict(FitBatches(4).map(range(6), fit))
+    out = {i: r for i, r, _ in FitBatches(4).map(range(6), fit)}
     assert isinstance(out[3], OutOfMemory) and [out[i] for i in (0, 1, 2, 4, 5)] == [0, 1, 2, 4, 5]
 
 
@@ -79,7 +80,7 @@ def test_a_failing_input_fails_alone_and_the_others_are_fitted() -> None:
         return [-i for i in g]
 
     out = list(FitBatches(3).map(range(5), fit))
-    assert [i for i, _ in out] == [0, 1, 2, 3, 4]
-    res = dict(out)
+    assert [i for i, *_ in out] == [0, 1, 2, 3, 4]
+    res = {i: r for i, r, _ in out}
     assert isinstance(res[2], ZeroDivisionError) and [res[i] for i in (0, 1, 3, 4)] == [0, -1, -3, -4]
     assert calls == [[0, 1, 2], [0], [1], [2], [3, 4]]

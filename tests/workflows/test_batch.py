@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from ..helpers import run_cli, torchrun
+from ..helpers import break_one_photo, run_cli, torchrun
 
 
 
@@ -66,21 +66,13 @@ def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys, monkey
 def test_photos_fitted_together_get_their_maps_alone(batch_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    import video_iba.workflows.explain as wx
-
     fast = ["--model", "resnet18", "--weights", "random", "--steps", "3", "--samples", "2"]
     alone = str(tmp_path / "alone")
     assert run_cli(["explain", str(batch_dir), *fast, "--batch-size", "1", "--out", alone], capsys)[0] == 0
-    real = wx._finish_photo
-
-    def broken(session, plan, *a, **k):  # type: ignore[no-untyped-def]
-        if plan.path.endswith("coffee.jpg"):
-            raise ZeroDivisionError("a bug in one input")
-        return real(session, plan, *a, **k)
-
-    monkeypatch.setattr(wx, "_finish_photo", broken)
     out = str(tmp_path / "out")
-    code, stdout, err = run_cli(["explain", str(batch_dir), *fast, "--batch-size", "2", "--out", out], capsys)
+    with monkeypatch.context() as patched:
+        break_one_photo(patched, "coffee.jpg")
+        code, stdout, err = run_cli(["explain", str(batch_dir), *fast, "--batch-size", "2", "--out", out], capsys)
     assert code == 0, err
     assert "4 inputs: 2 explained, 0 done before, 2 failed" in stdout  # broken.jpg, and coffee.jpg's own bug
     rows = {os.path.basename(r["input"]): r for r in _manifest(out)}
@@ -91,7 +83,6 @@ def test_photos_fitted_together_get_their_maps_alone(batch_dir, tmp_path, capsys
         with np.load(os.path.join(out, f"{name}.npz")) as a, np.load(os.path.join(alone, f"{name}.npz")) as b:
             assert np.corrcoef(a["values"].ravel(), b["values"].ravel())[0, 1] >= 0.999
             assert abs(a["values"].sum() / b["values"].sum() - 1) < 1e-3
-    monkeypatch.setattr(wx, "_finish_photo", real)
     code, stdout, err = run_cli(["explain", str(batch_dir), *fast, "--batch-size", "3", "--out", out], capsys)
     assert code == 0, err  # the batch size changes no result: what is done stays done
     assert "4 inputs: 1 explained, 2 done before, 1 failed" in stdout

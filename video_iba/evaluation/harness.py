@@ -174,21 +174,15 @@ def _fit_together(model: nn.Module, block: Sequence[Item], methods: Sequence[str
         if len(need) < 2:
             continue
         kw = kwargs_of(method)
-        shares: dict[str, float] = {}
 
-        def fit(group: Sequence[Item], method: str = method, kw: dict[str, Any] = kw,
-                shares: dict[str, float] = shares) -> list[Attribution]:
-            t0 = _clock(group[0].x)
-            res = attribute_many(base_method(method), model, [i.x for i in group], [i.target for i in group],
-                                 pack=pack, **kw)
-            seconds = (_clock(group[0].x) - t0) / len(group)
-            shares.update({i.name: seconds for i in group})
-            return res
+        def fit(group: Sequence[Item], method: str = method, kw: dict[str, Any] = kw) -> list[Attribution]:
+            return attribute_many(base_method(method), model, [i.x for i in group], [i.target for i in group],
+                                  pack=pack, **kw)
 
-        for item, res in fits.map(need, fit):
+        for item, res, seconds in fits.map(need, fit):
             if isinstance(res, Exception):
                 raise res
-            out[(item.name, method)] = (res, shares[item.name])
+            out[(item.name, method)] = (res, seconds)
     return out
 
 

@@ -146,8 +146,7 @@ def baseline(
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU.*")
             many = method in MANY_INPUTS or method.startswith("occlusion")
             if batch is None:
-                batch = perturbation_batch(net, x, gradients=method != "random" and not method.startswith("occlusion")) \
-                    if many else DEFAULT_BATCH
+                batch = perturbation_batch(net, x, gradients=method in MANY_INPUTS) if many else DEFAULT_BATCH
             meta["batch"] = batch
             run_net = _Counted(net, on_progress) if many and on_progress is not None else net
             values, unit = _run(method, run_net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta,

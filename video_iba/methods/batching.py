@@ -10,6 +10,7 @@ one by one, so that one bad input fails alone.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
@@ -59,11 +60,12 @@ class FitBatches:
         self.device = dev
         self.backed_off = False
 
-    def map(self, items: Iterable[T], fit: Callable[[Sequence[T]], Sequence[R]]) -> Iterator[tuple[T, R | Exception]]:
-        """Each item with its result, in order: ``fit(group)`` returns one result per item of the
-        group. Where the device runs out of memory the group is retried with half as many inputs;
-        where a group fails otherwise, its inputs are fitted one by one and each failure is returned
-        (not raised) with its item."""
+    def map(self, items: Iterable[T],
+            fit: Callable[[Sequence[T]], Sequence[R]]) -> Iterator[tuple[T, R | Exception, float]]:
+        """Each item with its result and its seconds (its share of its fit's), in order: ``fit(group)``
+        returns one result per item of the group. Where the device runs out of memory the group is
+        retried with half as many inputs; where a group fails otherwise, its inputs are fitted one by
+        one and each failure is returned (not raised) with its item."""
         it = iter(items)
         pending: list[T] = []
         done = False
@@ -76,6 +78,7 @@ class FitBatches:
             if not pending:
                 return
             group = pending[:self.size]
+            t0 = self._clock()
             try:
                 results = list(fit(group))
             except OutOfMemory as exc:
@@ -83,28 +86,38 @@ class FitBatches:
                     self._halve(exc)
                     continue
                 del pending[:1]
-                yield group[0], exc
+                yield group[0], exc, self._clock() - t0
                 continue
             except Exception as exc:  # one input may be at fault: fit each alone, each failure its own
                 if len(group) == 1:
                     del pending[:1]
-                    yield group[0], exc
+                    yield group[0], exc, self._clock() - t0
                     continue
                 log.info("a fit of %d inputs failed (%s); fitting them one by one", len(group), exc)
                 del pending[:len(group)]
                 for item in group:
-                    yield item, self._alone(fit, item)
+                    yield (item, *self._alone(fit, item))
                 continue
             if len(results) != len(group):
                 raise RuntimeError(f"a fit of {len(group)} inputs returned {len(results)} results")
+            share = (self._clock() - t0) / len(group)
             del pending[:len(group)]
-            yield from zip(group, results)
+            for item, res in zip(group, results):
+                yield item, res, share
 
-    def _alone(self, fit: Callable[[Sequence[T]], Sequence[R]], item: T) -> R | Exception:
+    def _alone(self, fit: Callable[[Sequence[T]], Sequence[R]], item: T) -> tuple[R | Exception, float]:
+        t0 = self._clock()
         try:
-            return list(fit([item]))[0]
+            res: R | Exception = list(fit([item]))[0]
         except Exception as exc:
-            return exc
+            res = exc
+        return res, self._clock() - t0
+
+    def _clock(self) -> float:
+        """Wall-clock seconds, after the device has finished its queued work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     def _halve(self, exc: Exception) -> None:
         if self.device.type == "cuda":

@@ -178,12 +178,7 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
     """
     if isinstance(plan, str):
         plan = plan_input(plan, session.spec, options.span)
-    stem = stem or Path(plan.path).stem
-    outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
-               os.path.join(out_dir, f"{stem}.npz")]
-    check_names(outputs)
-    refuse_overwriting_inputs(outputs, [plan.path])
-    ensure_writable_dir(out_dir)
+    outputs = _outputs(plan, out_dir, stem)
     target = resolve_target(options.target, session.labels)
     mean_probs = None
     if target is None and plan.count > 1:
@@ -205,6 +200,18 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
         return _render_clip(session, plan, result, options, outputs, progress)
     finally:
         store.close()
+
+
+def _outputs(plan: InputPlan, out_dir: str, stem: str | None) -> list[str]:
+    """The figure (``.png``) or overlay (``.mp4``) and the ``.npz`` of ``plan`` in ``out_dir``, checked:
+    valid names, no input overwritten, the folder writable (created if missing)."""
+    stem = stem or Path(plan.path).stem
+    outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
+               os.path.join(out_dir, f"{stem}.npz")]
+    check_names(outputs)
+    refuse_overwriting_inputs(outputs, [plan.path])
+    ensure_writable_dir(out_dir)
+    return outputs
 
 
 def predict(session: Session, plan: InputPlan, progress: Progress = no_progress) -> np.ndarray:
@@ -369,18 +376,13 @@ def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[st
     result, or the exception it failed with (one photo's failure leaves the others alone)."""
     results: list[Explained | Exception | None] = [None] * len(paths)
     jobs: list[tuple[int, _PhotoJob]] = []
-    target: int | None = None
+    target = resolve_target(options.target, session.labels)
     for i, (path, out_dir) in enumerate(zip(paths, out_dirs)):
         try:
-            target = resolve_target(options.target, session.labels)
             plan = plan_input(path, session.spec, options.span)
             if plan.is_video:
                 raise UserInputError(f"'{path}' is a video; explain it with explain_file")
-            stem = (stems[i] if stems is not None else None) or Path(plan.path).stem
-            outputs = [os.path.join(out_dir, f"{stem}.png"), os.path.join(out_dir, f"{stem}.npz")]
-            check_names(outputs)
-            refuse_overwriting_inputs(outputs, [plan.path])
-            ensure_writable_dir(out_dir)
+            outputs = _outputs(plan, out_dir, stems[i] if stems is not None else None)
             _wi, (x,) = next(plan.units())
             jobs.append((i, _PhotoJob(plan, outputs, x)))
         except Exception as exc:

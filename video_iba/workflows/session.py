@@ -314,17 +314,12 @@ class Session:
                     on_step(1)
             return
         assert self.batches is not None
-        shares: dict[int, float] = {}
 
         def fit(group: Sequence[T]) -> list[Attribution]:
-            t0 = time.perf_counter()
-            out = self.fit([x_of(i) for i in group], [target_of(i) for i in group],
-                           None if on_step is None else (lambda *_: on_step(len(group))))
-            shares.update({id(i): (time.perf_counter() - t0) / len(group) for i in group})
-            return out
+            return self.fit([x_of(i) for i in group], [target_of(i) for i in group],
+                            None if on_step is None else (lambda *_: on_step(len(group))))
 
-        for item, res in self.batches.map(items, fit):
-            yield item, res, shares.pop(id(item), 0.0)
+        yield from self.batches.map(items, fit)
 
     def work(self, shape: Sequence[int]) -> tuple[int, str]:
         """What progress counts for one model input of ``shape``: IBA's steps, a baseline's network
