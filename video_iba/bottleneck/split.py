@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import fx, nn
 
+from .attention import fuse_attention
 from .insertion import Inputs, Taps, expand_batch, fresh
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class CachedSuffix:
         logits: ``model(x)``, used to check the split.
         taps: How parts go back into the layers' outputs (token layouts, tuples); ``None``: the
             layers output the maps themselves.
+        fuse: Run torchvision's MViT and Swin3D attention fused (:mod:`.attention`); ``False``
+            keeps the model's own attention code (the same arithmetic, step by step).
 
     Raises:
         SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
@@ -106,7 +109,7 @@ class CachedSuffix:
     note = "prefix computed once; suffix only per step"
 
     def __init__(self, model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
-                 logits: torch.Tensor, taps: Taps | None = None) -> None:
+                 logits: torch.Tensor, taps: Taps | None = None, fuse: bool = True) -> None:
         self._taps = taps
         try:
             graph = _LeafTracer(layers).trace(model)
@@ -147,9 +150,20 @@ class CachedSuffix:
             env[n] = sg.node_copy(n, lambda a: env[a])
         self._suffix = fx.GraphModule(model, sg)
 
-        needed: set[fx.Node] = set()
+        # the prefix: the model's inputs (also where the frontier is computed from weights alone,
+        # as MViT's position embedding), the frontier's ancestors, and the in-place updates of
+        # those whose result nobody reads (``pos.add_(...)``)
+        needed: set[fx.Node] = {n for n in order if n.op == "placeholder"}
         for f in frontier:
             needed |= _ancestors(f) | {f}
+        grew = True
+        while grew:
+            grew = False
+            for n in order:
+                if n not in needed and n not in depends and not n.users and n.op in ("call_method", "call_function") \
+                        and any(a in needed for a in n.all_input_nodes):
+                    needed |= _ancestors(n) | {n}
+                    grew = True
         pg = fx.Graph()
         penv: dict[fx.Node, fx.Node] = {}
         for n in order:
@@ -163,17 +177,23 @@ class CachedSuffix:
         self.layers = list(layers)
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
-        folded = _fold_batchnorm(self._suffix)
-        if folded is not None:
-            unfolded, self._suffix = self._suffix, folded
+        checked = False  # whether self._suffix as it is now was checked
+        rewrites = [(_fold_batchnorm, "batch norm folded into the convolutions"),
+                    (fuse_attention, "attention fused")][:2 if fuse else 1]
+        for rewrite, what in rewrites:
+            rewritten = rewrite(self._suffix)
+            if rewritten is None:
+                continue
+            kept, self._suffix = self._suffix, rewritten
             try:
                 self._check(rs, logits)
-                self.note += "; batch norm folded into the convolutions"
-                return
+                self.note += "; " + what
+                checked = True
             except SplitError as exc:
-                log.info("batch norm folding changed the logits (%s); using the unfolded network", exc)
-                self._suffix = unfolded
-        self._check(rs, logits)
+                log.info("%s: the logits differ (%s); not used", what, exc)
+                self._suffix = kept
+        if not checked:
+            self._check(rs, logits)
 
     def _frontier(self, n: int) -> tuple[Any, ...]:
         if self.n_frontier == 0:
