@@ -205,7 +205,7 @@ def _evaluate_parser(sub: Any) -> None:
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
     ev.option("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
-                                "default the readout shipped for the benchmark)")
+                                "default the readout shipped for the benchmark's model)")
     _fit_options(ev)
     ev.option("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
@@ -227,8 +227,9 @@ def _train_parser(sub: Any) -> None:
                                               "resumable; runs under torchrun with DistributedDataParallel",
                         description="Writes OUT/checkpoint.pt after every epoch (rerun to resume), OUT/readout.pt at "
                                     "the end (explain --method readout --readout OUT/readout.pt) and OUT/loss.jsonl.")
-    tr.option("dataset", help="'synthetic' (the benchmark's training clips and labels) or a folder of images or "
-                              "videos (targets: the model's top-1 classes)")
+    tr.option("dataset", help="'synthetic' (the benchmark's training clips and labels, its 3-D CNN or with --model "
+                              "tubevit its video transformer) or a folder of images or videos (targets: the model's "
+                              "top-1 classes)")
     _model_options(tr)
     tr.option("--readout-layer", action="append", help="a layer read by the readout network (repeatable; default: the "
                                                        "bottleneck layers and the last feature map)")

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import video_iba
+
 from ..helpers import run_cli, read_jsonl
 
 
@@ -148,9 +150,35 @@ def test_the_synthetic_benchmark_scores_its_video_transformer(tmp_path, capsys) 
     assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam")
                                                             for k in ("hit_ratio", "temporal_share")}
     assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 8
-    code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--methods", "readout", "--out",
-                            str(tmp_path / "r")], capsys)
-    assert code == 2 and "no readout ships for tubevit" in err
+    out = str(tmp_path / "r")  # the readout shipped for TubeViT
+    code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods", "readout",
+                            "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
+    assert code == 0, err
+    rows = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert len(rows) == 4 and all(0 <= r["value"] <= 1 for r in rows)
+    assert all(r["value"] > 0.1 for r in rows if r["metric"] == "hit_ratio")  # it finds the target (random: 0.003)
+
+
+def test_a_readout_trained_on_the_video_transformer_is_scored(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    ro = str(tmp_path / "ro")
+    code, _, err = run_cli(["train-readout", "synthetic", "--model", "tubevit", "--clips", "8", "--epochs", "1",
+                            "--batch-size", "8", "--validation", "none", "--out", ro], capsys)
+    assert code == 0, err
+    readout = video_iba.load_readout(os.path.join(ro, "readout.pt"), "tubevit")
+    # the embedding's map and the token grid of the Grad-CAM block, its class token left out
+    assert readout.spec.layers == ["embed"] and readout.spec.readouts == ["embed", "blocks.2"]
+    grid = readout.spec.layouts(["embed", "blocks.2"])
+    assert grid[0] is None and grid[1] is not None and (grid[1].grid, grid[1].prefix) == ((8, 8, 8), 1)
+    out = str(tmp_path / "ev")
+    code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods", "readout",
+                            "--readout", os.path.join(ro, "readout.pt"), "--metrics", "hit_ratio,temporal_share",
+                            "--out", out], capsys)
+    assert code == 0, err
+    scores = read_jsonl(os.path.join(out, "scores.jsonl"))
+    assert len(scores) == 4 and all(0 <= r["value"] <= 1 and r["method"] == "readout" for r in scores)
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "readout", "--readout",
+                            os.path.join(ro, "readout.pt"), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "tubevit" in err and "Traceback" not in err  # a TubeViT readout on TubeNet
 
 
 def test_bad_input_on_a_rerun_keeps_the_earlier_scores(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

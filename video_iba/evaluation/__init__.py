@@ -5,9 +5,10 @@ from .harness import METRICS, TUBE_FRAMES, base_method, check_label, check_metri
 from .metrics import (DegradationResult, Estimate, RandomisationResult, SensitivityResult, bootstrap_ci, box_mask,
                       degradation, hit_ratio, map_ssim, parameter_randomisation, randomisation_stages, sensitivity_n,
                       stages_reaching, temporal_share, tile_labels)
-from .synthetic import (SYNTHETIC_LAYER, SYNTHETIC_STATS_SEEDS, TEST_SEEDS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER,
-                        TUBEVIT_LAYER, TUBEVIT_LAYOUT, VALIDATION_SEEDS, TubeNet, TubeViT, load_tubenet,
-                        load_tubenet_readout, load_tubevit, make_batch, make_clip, statistics_batches)
+from .synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, SYNTHETIC_STATS_SEEDS, TEST_SEEDS, TRAIN_SEEDS,
+                        TUBEVIT_CAM_LAYER, TUBEVIT_LAYER, TUBEVIT_LAYOUT, VALIDATION_SEEDS, TubeNet, TubeViT,
+                        load_tubenet, load_tubenet_readout, load_tubevit, load_tubevit_readout, make_batch, make_clip,
+                        statistics_batches)
 
 __all__ = [
     "Item", "folder_items", "read_annotations", "synthetic_items",
@@ -15,8 +16,8 @@ __all__ = [
     "DegradationResult", "Estimate", "RandomisationResult", "SensitivityResult", "bootstrap_ci", "box_mask",
     "degradation", "hit_ratio", "map_ssim", "parameter_randomisation", "randomisation_stages", "sensitivity_n",
     "stages_reaching", "temporal_share", "tile_labels",
-    "SYNTHETIC_LAYER", "SYNTHETIC_STATS_SEEDS", "TEST_SEEDS", "TRAIN_SEEDS", "TUBEVIT_CAM_LAYER", "TUBEVIT_LAYER",
+    "SYNTHETIC_LAYER", "SYNTHETIC_MODELS", "SYNTHETIC_STATS_SEEDS", "TEST_SEEDS", "TRAIN_SEEDS", "TUBEVIT_CAM_LAYER", "TUBEVIT_LAYER",
     "TUBEVIT_LAYOUT", "VALIDATION_SEEDS",
-    "TubeNet", "TubeViT", "load_tubenet", "load_tubenet_readout", "load_tubevit", "make_batch", "make_clip",
-    "statistics_batches",
+    "TubeNet", "TubeViT", "load_tubenet", "load_tubenet_readout", "load_tubevit", "load_tubevit_readout",
+    "make_batch", "make_clip", "statistics_batches",
 ]

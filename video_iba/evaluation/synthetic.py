@@ -194,6 +194,8 @@ SYNTHETIC_LAYER = "block1"
 #: TubeViT's bottleneck layer (its tubelet embedding; measured in docs/transformers.md) and Grad-CAM's
 #: layer (the last block whose grid tokens reach the class token the head reads).
 TUBEVIT_LAYER = "embed"
+#: The benchmark's trained networks: a 3-D CNN (the default) and a video transformer.
+SYNTHETIC_MODELS = ("tubenet", "tubevit")
 TUBEVIT_CAM_LAYER = "blocks.2"
 #: Clips the benchmark's IBA statistics are estimated on (training clips, never scored).
 SYNTHETIC_STATS_SEEDS = range(50_000, 50_400)
@@ -221,6 +223,15 @@ def load_tubenet_readout() -> Readout:
     package; made by ``video-iba train-readout synthetic --clips 1600 --batch-size 16 --epochs 6
     --lr 1e-2`` (beta 1): the epoch of the lowest loss on the validation clips, the 6th)."""
     path = resources.files("video_iba").joinpath("weights", "tubenet_readout.pt")
+    return load_checkpoint(str(path))[0]
+
+
+def load_tubevit_readout() -> Readout:
+    """The readout bottleneck trained for the benchmark's TubeViT at its tubelet embedding, reading
+    the embedding and the token grid of ``blocks.2`` (shipped with the package; made by
+    ``video-iba train-readout synthetic --model tubevit --clips 1600 --batch-size 16 --epochs 6
+    --lr 1e-2`` (beta 1): the epoch of the lowest loss on the validation clips, the 6th)."""
+    path = resources.files("video_iba").joinpath("weights", "tubevit_readout.pt")
     return load_checkpoint(str(path))[0]
 
 

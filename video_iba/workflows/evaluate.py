@@ -18,8 +18,9 @@ from ..config import IBAConfig
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
-from ..evaluation.synthetic import (SYNTHETIC_LAYER, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER, TUBEVIT_LAYOUT, load_tubenet,
-                                   load_tubenet_readout, load_tubevit, statistics_batches)
+from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
+                                   TUBEVIT_LAYOUT, load_tubenet, load_tubenet_readout, load_tubevit,
+                                   load_tubevit_readout, statistics_batches)
 from ..files import ensure_writable_dir
 from ..methods.attribute import check_method
 from ..methods.batching import FitBatches, check_batch_size
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
-#: The synthetic benchmark's trained networks: a 3-D CNN (the default) and a video transformer.
-SYNTHETIC_MODELS = ("tubenet", "tubevit")
-
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -178,11 +176,8 @@ def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -
             raise UserInputError("{readout} applies to the method 'readout' only; add it to {methods}",
                                  options=["readout", "methods"])
         return None
-    if ev.dataset == "synthetic" and not ev.readout:
-        if model_name != "tubenet":
-            raise UserInputError(f"no readout ships for {model_name}; train one with `video-iba train-readout` and give "
-                                 f"it to {{readout}}", options=["readout"])
-        return load_tubenet_readout().to_device(dev)  # the one shipped for the benchmark
+    if ev.dataset == "synthetic" and not ev.readout:  # the one shipped for the benchmark's model
+        return (load_tubevit_readout() if model_name == "tubevit" else load_tubenet_readout()).to_device(dev)
     return load_readout(ev.readout, model_name, dev)
 
 

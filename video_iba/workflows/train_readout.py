@@ -35,12 +35,14 @@ from ..bottleneck.insertion import frozen
 from ..config import IBAConfig
 from ..distributed import barrier, process_group, rank, same_on_every_rank, shard, sum_over_ranks, world_size
 from ..errors import UserInputError
-from ..evaluation.synthetic import (SYNTHETIC_LAYER, TRAIN_SEEDS, VALIDATION_SEEDS, load_tubenet, make_batch)
+from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
+                                    TUBEVIT_LAYOUT, VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch)
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
+from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
 from ..models.registry import get_spec, weights_digest
@@ -154,9 +156,10 @@ class _Training:
 
     def __init__(self, model: nn.Module, data: TrainingData, out_dir: str, schedule: Schedule,
                  validation: TrainingData | None, device: torch.device | str, model_name: str | None,
-                 pack: Pack | None) -> None:
+                 pack: Pack | None, tokens: TokenLayout | dict[str, TokenLayout] | None = None) -> None:
         self.model, self.data, self.out, self.schedule = model, data, out_dir, schedule
         self.validation, self.device, self.model_name, self.pack = validation, device, model_name, pack
+        self.tokens = tokens
         self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
         self.best = os.path.join(out_dir, "best.pt")
         self.log_path = os.path.join(out_dir, "loss.jsonl")
@@ -187,7 +190,8 @@ class _Training:
         probe = self.data.load(self.data.items[:1])[0].to(self.device)
         subset = shard(self.data.items[:MAX_ESTIMATE])
         return new_readout(self.model, probe, lambda: self.data.inputs(subset, self.schedule.batch_size, self.device),
-                           layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack)
+                           layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
+                           tokens=self.tokens)
 
     def epoch(self, epoch: int, readout: Readout, net: nn.Module, opt: torch.optim.Optimizer,
               generator: torch.Generator, progress: Progress) -> None:
@@ -287,13 +291,16 @@ def train(
     validation: TrainingData | None = None,
     pack: Pack | None = None,
     progress: Progress = no_progress,
+    tokens: TokenLayout | dict[str, TokenLayout] | None = None,
 ) -> Readout:
     """Train (or resume training) a readout; returns it (with validation data: the best epoch's).
     Call it on every rank under torchrun.
 
     ``config``: the bottleneck settings (default: beta :data:`READOUT_BETA`). ``validation``:
     inputs scored after every epoch (see the module's description). ``pack``: for a multi-pathway
-    network, builds its pathways from each clip batch (registry models: automatic).
+    network, builds its pathways from each clip batch (registry models: automatic). ``tokens``:
+    token layouts of transformer layers, as for :func:`~video_iba.methods.readout.new_readout`
+    (registry models: from their spec).
     """
     cfg = config or IBAConfig().replace(beta=READOUT_BETA)
     s = schedule
@@ -306,7 +313,7 @@ def train(
     if validation is not None and not validation.items:
         raise UserInputError(f"no validation inputs in {validation.name}")
     ensure_writable_dir(out_dir)
-    run = _Training(model, data, out_dir, s, validation, device, model_name, pack)
+    run = _Training(model, data, out_dir, s, validation, device, model_name, pack, tokens)
     with frozen(model):
         readout, payload = run.resume_or_prepare(layers, readouts, stats, cfg)
     net: nn.Module = readout
@@ -420,17 +427,20 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
     with process_group(str(resolve_device(run.device))) as dev:
         cfg = IBAConfig().replace(beta=run.beta if run.beta is not None else READOUT_BETA)
         if run.dataset == "synthetic":
-            model, name, layers, stats, data, validation = _synthetic_run(run, dev)
+            setup = _synthetic_run(run, dev)
         else:
-            model, name, layers, stats, data, validation = _folder_run(run, dev, schedule.seed)
-        if stats is not None and len(stats) != len(layers):
-            raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(layers)})", options=["stats"])
-        same_on_every_rank(weights_digest(model), "the model's weights")
+            setup = _folder_run(run, dev, schedule.seed)
+        if setup.stats is not None and len(setup.stats) != len(setup.layers):
+            raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(setup.layers)})", options=["stats"])
+        same_on_every_rank(weights_digest(setup.model), "the model's weights")
         ensure_writable_dir(run.out_dir)
         with folder_lock(run.out_dir):
-            readout = train(model, data, run.out_dir, layers=layers, readouts=run.readouts, stats=stats, config=cfg,
-                            schedule=schedule, device=dev, model_name=name, validation=validation,
-                            progress=progress)
+            readout = train(setup.model, setup.data, run.out_dir, layers=setup.layers,
+                            readouts=setup.readouts or run.readouts, stats=setup.stats, config=cfg,
+                            schedule=schedule, device=dev, model_name=setup.name, validation=setup.validation,
+                            progress=progress, tokens=setup.tokens)
+        validation = setup.validation
+        data = setup.data
         processes = world_size()
         lead = rank() == 0
     if not lead:
@@ -440,22 +450,41 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
     return Trained(readout, len(data.items), processes, epoch, history, validation is not None)
 
 
-def _synthetic_run(run: TrainingRun, dev: str) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
-                                                        TrainingData, TrainingData | None]:
-    if run.model or run.weights != "default":
-        raise UserInputError("the synthetic benchmark has its own model; drop {model} and {weights}",
-                             options=["model", "weights"])
+@dataclass
+class _Run:
+    """A training run's model, bottleneck layers, statistics, data and (synthetic TubeViT) the
+    layers its readout reads with their token layouts."""
+
+    model: nn.Module
+    name: str
+    layers: list[str]
+    stats: list[Statistics] | None
+    data: TrainingData
+    validation: TrainingData | None
+    readouts: list[str] | None = None
+    tokens: dict[str, TokenLayout] | None = None
+
+
+def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
+    if run.model not in (None, *SYNTHETIC_MODELS) or run.weights != "default":
+        raise UserInputError(f"the synthetic benchmark has its own models ({', '.join(SYNTHETIC_MODELS)}); give one of "
+                             "them to {model} or none, and drop {weights}", options=["model", "weights"])
     if run.validation not in (None, "none"):
         raise UserInputError("the synthetic benchmark validates on its own validation clips; drop {validation} or "
                              "give it 'none'", options=["validation"])
     stats = [Statistics.load(p) for p in run.stats] if run.stats else None
     validation = None if run.validation == "none" else synthetic_validation_data()
-    return (load_tubenet().to(dev), "tubenet", list(run.layers or [SYNTHETIC_LAYER]), stats,
-            synthetic_data(run.clips), validation)
+    if run.model == "tubevit":
+        # by default the embedding's map and the token grid of Grad-CAM's block (class token left out)
+        layers = list(run.layers or [TUBEVIT_LAYER])
+        reads = list(run.readouts or dict.fromkeys([*layers, TUBEVIT_CAM_LAYER]))
+        return _Run(load_tubevit().to(dev), "tubevit", layers, stats, synthetic_data(run.clips), validation,
+                    readouts=reads, tokens={n: TUBEVIT_LAYOUT for n in [*layers, *reads] if n.startswith("blocks.")})
+    return _Run(load_tubenet().to(dev), "tubenet", list(run.layers or [SYNTHETIC_LAYER]), stats,
+                synthetic_data(run.clips), validation)
 
 
-def _folder_run(run: TrainingRun, dev: str, seed: int) -> tuple[nn.Module, str, list[str], list[Statistics] | None,
-                                                     TrainingData, TrainingData | None]:
+def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
     name, _ = estimate_inputs(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
@@ -465,8 +494,7 @@ def _folder_run(run: TrainingRun, dev: str, seed: int) -> tuple[nn.Module, str, 
         if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
             raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
         validation = folder_data(run.validation, name)
-    return session.model, name, session.layers, session.stats, data, validation
-
+    return _Run(session.model, name, session.layers, session.stats, data, validation)
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
            "synthetic_validation_data", "folder_data", "train", "train_dataset", "validate"]
