@@ -20,6 +20,7 @@ takes minutes on a CPU); the JSON then says ``"extrapolated_from_steps": N``.
     python scripts/bench.py --models resnet50 --repeats 5
     python scripts/bench.py --models r3d_18,x3d_s,slowfast_r50 --steps 3 --repeats 3 --json
     python scripts/bench.py --models mvit_v2_s,swin3d_t --steps 3 --repeats 1 --json
+    python scripts/bench.py --models mvit_v2_s --steps 3 --repeats 1 --precision bf16 --json   # fit in bf16
 
 ``--throughput``: inputs per second with K inputs fitted together (one JSON line per model,
 precision and K: ``model``, ``device``, ``precision``, ``k``, ``inputs_per_second``,
@@ -67,7 +68,7 @@ def _input(name: str):  # type: ignore[no-untyped-def]
     return read_clip(demo_clip("carphone_pristine"), spec)[0]
 
 
-def worker(name: str, variant: str, out: str, steps: str) -> None:
+def worker(name: str, variant: str, out: str, steps: str, precision: str = "fp32") -> None:
     import torch
 
     import video_iba
@@ -89,7 +90,8 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     marks: list[float] = []
     t0 = time.perf_counter()
     if variant == "fit":
-        bits = video_iba.explain(model, x, target, seed=0, config=cfg, on_step=lambda *_: marks.append(time.perf_counter())).bits
+        bits = video_iba.explain(model, x, target, seed=0, config=cfg, precision=precision,
+                                 on_step=lambda *_: marks.append(time.perf_counter())).bits
     else:
         layers = list(spec.layers)
         modules = [get_module(model, name) for name in layers]
@@ -116,21 +118,22 @@ def worker(name: str, variant: str, out: str, steps: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb, "micro_batch": spec.micro_batch}))
 
 
-def _run(name: str, variant: str, out: str, steps: int) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, variant, out, str(steps)]
+def _run(name: str, variant: str, out: str, steps: int, precision: str = "fp32") -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, variant, out, str(steps), precision]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"{name} {variant} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def bench(name: str, repeats: int, steps: int = FULL_STEPS) -> dict[str, object]:
+def bench(name: str, repeats: int, steps: int = FULL_STEPS, precision: str = "fp32") -> dict[str, object]:
     runs: dict[str, list[dict[str, Any]]] = {"fit": [], "naive": []}
     with tempfile.TemporaryDirectory() as tmp:
         maps = {v: os.path.join(tmp, f"{v}.npy") for v in runs}
         for _ in range(repeats):
             for variant in runs:
-                runs[variant].append(_run(name, variant, maps[variant], steps))
+                fit_precision = precision if variant == "fit" else "fp32"  # the naive loop: the fp32 reference
+                runs[variant].append(_run(name, variant, maps[variant], steps, fit_precision))
         a, b = np.load(maps["fit"]).ravel(), np.load(maps["naive"]).ravel()
         pearson = float(np.corrcoef(a, b)[0, 1])
     fit_s = statistics.median(r["seconds"] for r in runs["fit"])
@@ -146,6 +149,7 @@ def bench(name: str, repeats: int, steps: int = FULL_STEPS) -> dict[str, object]
         "repeats": repeats,
         **({"extrapolated_from_steps": steps} if steps < FULL_STEPS else {}),
         "micro_batch": runs["fit"][0]["micro_batch"],
+        "precision": precision,
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
     }
 
@@ -332,7 +336,7 @@ def throughput(models: list[str], ks: list[int], device: str, precisions: list[s
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        worker(*sys.argv[2:6])
+        worker(*sys.argv[2:7])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--throughput-worker":
         throughput_worker(*sys.argv[2:8])
@@ -352,7 +356,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="throughput: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", default="fp32",
                    help="throughput: comma-separated precisions; a map's agreement to fp32 is reported where "
-                        "fp32 runs first (e.g. fp32,bf16)")
+                        "fp32 runs first (e.g. fp32,bf16); otherwise one precision for the fit (the naive loop "
+                        "stays fp32, the reference)")
     args = p.parse_args()
     if args.throughput:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if "--models" in sys.argv[1:] \
@@ -368,7 +373,7 @@ def main() -> None:
     if not args.json:
         print(f"{'model':<14} {'fit s':>8} {'naive s':>8} {'ratio':>6} {'pearson':>8} {'RSS MB':>8} {'naive RSS':>9}")
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-        r = bench(name, args.repeats, args.steps)
+        r = bench(name, args.repeats, args.steps, args.precision)
         if args.json:
             print(json.dumps(r), flush=True)
         else:

@@ -4,7 +4,8 @@
 1. ``efficientnet_lite0`` with its real ImageNet weights on scikit-image's photos: per photo, the
    Pearson correlation of the bf16 map with the fp32 map, the ratio of their total bits, whether
    the explained class is the same (top-1 of the fp32 run, explained in both).
-2. The synthetic benchmark's TubeNet on its test clips: each metric's mean and bootstrap interval
+2. The synthetic benchmark's TubeNet (``--model tubevit``: its video transformer, IBA at the
+   tubelet embedding with the transformers' settings) on its test clips: each metric's mean and bootstrap interval
    with fp32 and with the reduced precision (``video-iba evaluate synthetic --methods iba``), and
    the Pearson of the maps clip by clip.
 
@@ -12,6 +13,7 @@ One JSON object per line. On a CPU, bf16 needs native bf16 instructions (the scr
 
     python scripts/precision_agreement.py                          # bf16 on this machine's device
     python scripts/precision_agreement.py --device cuda --precision fp16 --clips 30
+    python scripts/precision_agreement.py --parts synthetic --model tubevit
 """
 
 from __future__ import annotations
@@ -49,27 +51,30 @@ def photos(device: str, precision: str) -> None:
                           "total_bits_ratio": round(float(b.sum() / a.sum()), 6)}), flush=True)
 
 
-def synthetic(device: str, precision: str, clips: int) -> None:
-    model = syn.load_tubenet().to(device)
+def synthetic(device: str, precision: str, clips: int, name: str = "tubenet") -> None:
+    vit = name == "tubevit"
+    model = (syn.load_tubevit() if vit else syn.load_tubenet()).to(device)
+    layer = syn.TUBEVIT_LAYER if vit else syn.SYNTHETIC_LAYER
+    config = video_iba.IBAConfig.for_transformers() if vit else video_iba.IBAConfig()  # as `evaluate` uses them
     x, y = syn.make_batch(list(syn.TEST_SEEDS)[:clips])
-    stats = video_iba.estimate(model, syn.statistics_batches(device=device), layer=syn.SYNTHETIC_LAYER)
+    stats = video_iba.estimate(model, syn.statistics_batches(device=device), layer=layer)
     maps = {}
     for p in ("fp32", precision):
-        maps[p] = video_iba.explain(model, x.to(device), [int(t) for t in y], layer=syn.SYNTHETIC_LAYER, stats=stats,
-                                    seed=0, precision=p)
+        maps[p] = video_iba.explain(model, x.to(device), [int(t) for t in y], layer=layer, stats=stats,
+                                    config=config, seed=0, precision=p)
     r = [float(np.corrcoef(a.values.double().numpy().ravel(), b.values.double().numpy().ravel())[0, 1])
          for a, b in zip(maps["fp32"], maps[precision])]
-    print(json.dumps({"part": "synthetic maps", "precision": precision, "clips": clips,
+    print(json.dumps({"part": "synthetic maps", "model": name, "precision": precision, "clips": clips,
                       "pearson_min": round(min(r), 6), "pearson_mean": round(float(np.mean(r)), 6)}), flush=True)
     for p in ("fp32", precision):
         with tempfile.TemporaryDirectory() as out:
-            ev = Evaluation("synthetic", methods=["iba"], clips=clips, device=device, precision=p,
+            ev = Evaluation("synthetic", model=name, methods=["iba"], clips=clips, device=device, precision=p,
                             metrics=["hit_ratio", "temporal_share", "degradation8"])
             evaluate_dataset(ev, out)
             with open(f"{out}/results.json", encoding="utf-8") as fh:
                 table = json.load(fh)
         for row in table:
-            print(json.dumps({"part": "synthetic scores", "precision": p, **row}), flush=True)
+            print(json.dumps({"part": "synthetic scores", "model": name, "precision": p, **row}), flush=True)
 
 
 def main() -> None:
@@ -77,11 +82,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="bf16", choices=("bf16", "fp16"))
     ap.add_argument("--clips", type=int, default=30)
+    ap.add_argument("--model", default="tubenet", choices=("tubenet", "tubevit"), help="the synthetic benchmark's model")
+    ap.add_argument("--parts", default="photos,synthetic", help="comma-separated: photos, synthetic")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     video_iba.keep_freed_memory()
     torch.manual_seed(0)
-    photos(args.device, args.precision)
-    synthetic(args.device, args.precision, args.clips)
+    if "photos" in parts:
+        photos(args.device, args.precision)
+    if "synthetic" in parts:
+        synthetic(args.device, args.precision, args.clips, args.model)
 
 
 if __name__ == "__main__":
