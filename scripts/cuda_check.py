@@ -8,7 +8,12 @@ run). Deterministic methods should agree to float32 rounding (r > 0.999); IBA, S
 Random draw their noise from per-device generators, so they agree in distribution, not in
 value: their r shows how much a map depends on the noise.
 
+Then the registry's video transformers on CUDA (random weights, one clip each): IBA with the
+fused attention in the suffix against the whole network run step by step (``split="hook"``), at
+the same seed on the same device, in fp32, bf16 and fp16 (Pearson of the maps, totals, seconds).
+
     python scripts/cuda_check.py [--clips 3]
+    python scripts/cuda_check.py --transformers-only
 """
 
 from __future__ import annotations
@@ -37,10 +42,15 @@ def _timed(fn):  # type: ignore[no-untyped-def]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=3)
+    p.add_argument("--transformers-only", action="store_true", help="only the transformers' fused attention")
     args = p.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("CUDA is not available here")
     import video_iba
+
+    if args.transformers_only:
+        transformers()
+        return
 
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     cpu = load_tubenet()
@@ -79,6 +89,31 @@ def main() -> None:
     a, t = _timed(lambda: video_iba.explain(model, x, 0))
     print(f"r3d_18 (random weights) IBA on CUDA: {t:.3f} s, {float(a.bits.sum()):.1f} bits, "
           f"peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    transformers()
+
+
+def transformers() -> None:
+    """Fused attention on CUDA: the fused suffix's map against the whole network's, same seed."""
+    import video_iba
+
+    print("| model | precision | suffix | Pearson r | total fused / whole | s fused | s whole |")
+    print("|---|---|---|---|---|---|---|")
+    for name, frames in (("mvit_v2_s", 16), ("swin3d_t", 32)):
+        model = video_iba.load_model(name, weights="random", device="cuda")
+        x = torch.randn(1, 3, frames, 224, 224, generator=torch.Generator().manual_seed(0)).cuda()
+        for precision in ("fp32", "bf16", "fp16"):
+            try:
+                video_iba.explain(model, x, 0, seed=0, steps=2, precision=precision)  # warm-up
+                a, tf = _timed(lambda: video_iba.explain(model, x, 0, seed=0, precision=precision))  # noqa: B023
+                b, tw = _timed(lambda: video_iba.explain(model, x, 0, seed=0, precision=precision,  # noqa: B023
+                                                         split="hook"))
+            except video_iba.UserInputError as exc:  # e.g. an fp16 gradient overflow, named by the error
+                print(f"| {name} | {precision} | failed: {exc} | | | | |", flush=True)
+                continue
+            va, vb = a.bits.cpu().double().numpy().ravel(), b.bits.cpu().double().numpy().ravel()
+            r = float(np.corrcoef(va, vb)[0, 1])
+            print(f"| {name} | {precision} | {a.meta['prefix_note']} | {r:.5f} | {va.sum():.4g} / {vb.sum():.4g} | "
+                  f"{tf:.3f} | {tw:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
