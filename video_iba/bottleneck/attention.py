@@ -142,6 +142,11 @@ def _key_codes(k_thw: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     return F.pad(codes, (0, 0, 1, 0)).to(device=like.device, dtype=like.dtype)
 
 
+def _width(n: int) -> int:
+    """``n`` rounded up to a multiple of :data:`_WIDTH_MULTIPLE`."""
+    return -(-n // _WIDTH_MULTIPLE) * _WIDTH_MULTIPLE
+
+
 def _padded(t: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(t, (0, width - t.shape[-1])) if t.shape[-1] < width else t
 
@@ -154,7 +159,7 @@ def mvit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
     ``(B, heads, 1 + T*H*W, d)`` (a class token first), with one fused SDPA call."""
     d = q.shape[-1]
     if rel_pos_h is None or rel_pos_w is None or rel_pos_t is None or q_thw is None or k_thw is None:
-        width = -(-d // _WIDTH_MULTIPLE) * _WIDTH_MULTIPLE
+        width = _width(d)
         out = F.scaled_dot_product_attention(_padded(q, width), _padded(k, width), _padded(v, width), scale=scale)
         return out[..., :d]
     qt, qh, qw = (int(n) for n in q_thw)
@@ -168,7 +173,7 @@ def mvit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: flo
     ]
     extra = F.pad(torch.cat(products, dim=-1).reshape(b, heads, qt * qh * qw, kt + kh + kw), (0, 0, 1, 0))
     codes = _key_codes(k_thw, k).expand(b, heads, -1, -1)
-    width = -(-(d + kt + kh + kw) // _WIDTH_MULTIPLE) * _WIDTH_MULTIPLE
+    width = _width(d + kt + kh + kw)
     qa = _padded(torch.cat([q * scale, extra.to(q.dtype)], dim=-1), width)
     ka = _padded(torch.cat([k, codes], dim=-1), width)
     out = F.scaled_dot_product_attention(qa, ka, _padded(v, width), scale=1.0)
@@ -185,10 +190,6 @@ def shortcut_added(x: torch.Tensor, shortcut: torch.Tensor, with_class_token: bo
 
 def _const(node: Any) -> bool:
     return not isinstance(node, fx.Node)
-
-
-def _single_user(node: fx.Node) -> fx.Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
 
 
 def _mvit_chain(product: fx.Node) -> tuple[list[fx.Node], dict[str, Any]] | None:

@@ -178,8 +178,10 @@ class CachedSuffix:
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
         checked = False  # whether self._suffix as it is now was checked
-        rewrites = [(_fold_batchnorm, "batch norm folded into the convolutions"),
-                    (fuse_attention, "attention fused")][:2 if fuse else 1]
+        rewrites: list[tuple[Callable[[fx.GraphModule], fx.GraphModule | None], str]] = [
+            (_fold_batchnorm, "batch norm folded into the convolutions")]
+        if fuse:
+            rewrites.append((fuse_attention, "attention fused"))
         for rewrite, what in rewrites:
             rewritten = rewrite(self._suffix)
             if rewritten is None:

@@ -8,7 +8,7 @@ from .metrics import (DegradationResult, Estimate, RandomisationResult, Sensitiv
 from .synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, SYNTHETIC_STATS_SEEDS, TEST_SEEDS, TRAIN_SEEDS,
                         TUBEVIT_CAM_LAYER, TUBEVIT_LAYER, TUBEVIT_LAYOUT, VALIDATION_SEEDS, TubeNet, TubeViT,
                         load_tubenet, load_tubenet_readout, load_tubevit, load_tubevit_readout, make_batch, make_clip,
-                        statistics_batches)
+                        statistics_batches, tubevit_layout)
 
 __all__ = [
     "Item", "folder_items", "read_annotations", "synthetic_items",
@@ -19,5 +19,5 @@ __all__ = [
     "SYNTHETIC_LAYER", "SYNTHETIC_MODELS", "SYNTHETIC_STATS_SEEDS", "TEST_SEEDS", "TRAIN_SEEDS", "TUBEVIT_CAM_LAYER", "TUBEVIT_LAYER",
     "TUBEVIT_LAYOUT", "VALIDATION_SEEDS",
     "TubeNet", "TubeViT", "load_tubenet", "load_tubenet_readout", "load_tubevit", "load_tubevit_readout",
-    "make_batch", "make_clip", "statistics_batches",
+    "make_batch", "make_clip", "statistics_batches", "tubevit_layout",
 ]

@@ -194,11 +194,17 @@ SYNTHETIC_LAYER = "block1"
 #: TubeViT's bottleneck layer (its tubelet embedding; measured in docs/transformers.md) and Grad-CAM's
 #: layer (the last block whose grid tokens reach the class token the head reads).
 TUBEVIT_LAYER = "embed"
+TUBEVIT_CAM_LAYER = "blocks.2"
 #: The benchmark's trained networks: a 3-D CNN (the default) and a video transformer.
 SYNTHETIC_MODELS = ("tubenet", "tubevit")
-TUBEVIT_CAM_LAYER = "blocks.2"
 #: Clips the benchmark's IBA statistics are estimated on (training clips, never scored).
 SYNTHETIC_STATS_SEEDS = range(50_000, 50_400)
+
+
+def tubevit_layout(layer: str) -> TokenLayout | None:
+    """The token layout of a TubeViT layer: :data:`TUBEVIT_LAYOUT` for its blocks' tokens, ``None``
+    for the embedding's map."""
+    return TUBEVIT_LAYOUT if layer.startswith("blocks.") else None
 
 
 def load_tubenet() -> nn.Module:

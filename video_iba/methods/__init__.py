@@ -8,7 +8,8 @@ from .readout import (Readout, ReadoutHead, ReadoutSpec, default_readouts, expla
                       load_readout, new_readout, readout_loss, readout_terms, save_checkpoint)
 
 __all__ = [
-    "METHODS", "Method", "attribute", "attribute_many", "check_method", "FitBatches", "check_batch_size", "BASELINES", "baseline", "estimate", "explain",
+    "METHODS", "Method", "attribute", "attribute_many", "check_method", "FitBatches", "check_batch_size",
+    "BASELINES", "baseline", "estimate", "explain",
     "Readout", "ReadoutHead", "ReadoutSpec", "default_readouts", "explain_readout", "load_checkpoint", "load_readout",
     "new_readout", "readout_loss", "readout_terms", "save_checkpoint",
 ]

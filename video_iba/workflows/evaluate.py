@@ -20,7 +20,7 @@ from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                    TUBEVIT_LAYOUT, load_tubenet, load_tubenet_readout, load_tubevit,
-                                   load_tubevit_readout, statistics_batches)
+                                   load_tubevit_readout, statistics_batches, tubevit_layout)
 from ..files import ensure_writable_dir
 from ..methods.attribute import check_method
 from ..methods.batching import FitBatches, check_batch_size
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -140,7 +141,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     model = (load_tubevit() if vit else load_tubenet()).to(dev)
     items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in synthetic_items(ev.clips)]
     layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
-    tokens = [TUBEVIT_LAYOUT if vit and n.startswith("blocks.") else None for n in layers]
+    tokens = [tubevit_layout(n) if vit else None for n in layers]
     stats = restats = None
     if any(check_method(base_method(m)).uses_statistics for m in labels):
         def restats(m: nn.Module) -> Any:

@@ -36,7 +36,7 @@ from ..config import IBAConfig
 from ..distributed import barrier, process_group, rank, same_on_every_rank, shard, sum_over_ranks, world_size
 from ..errors import UserInputError
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
-                                    TUBEVIT_LAYOUT, VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch)
+                                    VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
 from ..io.image import read_image
@@ -436,24 +436,23 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
         ensure_writable_dir(run.out_dir)
         with folder_lock(run.out_dir):
             readout = train(setup.model, setup.data, run.out_dir, layers=setup.layers,
-                            readouts=setup.readouts or run.readouts, stats=setup.stats, config=cfg,
+                            readouts=setup.readouts, stats=setup.stats, config=cfg,
                             schedule=schedule, device=dev, model_name=setup.name, validation=setup.validation,
                             progress=progress, tokens=setup.tokens)
-        validation = setup.validation
-        data = setup.data
         processes = world_size()
         lead = rank() == 0
+    validated = setup.validation is not None
     if not lead:
-        return Trained(readout, len(data.items), processes, 0, [], validation is not None, lead=False)
+        return Trained(readout, len(setup.data.items), processes, 0, [], validated, lead=False)
     epoch = int(load_checkpoint(os.path.join(run.out_dir, "readout.pt"))[1]["epoch"])
     history = list(load_checkpoint(os.path.join(run.out_dir, "checkpoint.pt"))[1]["log"])
-    return Trained(readout, len(data.items), processes, epoch, history, validation is not None)
+    return Trained(readout, len(setup.data.items), processes, epoch, history, validated)
 
 
 @dataclass
 class _Run:
-    """A training run's model, bottleneck layers, statistics, data and (synthetic TubeViT) the
-    layers its readout reads with their token layouts."""
+    """A training run's model, bottleneck layers, statistics, data, the layers its readout reads
+    (``None``: the default ones) and their token layouts (``None``: the registry spec's)."""
 
     model: nn.Module
     name: str
@@ -461,7 +460,7 @@ class _Run:
     stats: list[Statistics] | None
     data: TrainingData
     validation: TrainingData | None
-    readouts: list[str] | None = None
+    readouts: list[str] | None
     tokens: dict[str, TokenLayout] | None = None
 
 
@@ -478,10 +477,11 @@ def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
         # by default the embedding's map and the token grid of Grad-CAM's block (class token left out)
         layers = list(run.layers or [TUBEVIT_LAYER])
         reads = list(run.readouts or dict.fromkeys([*layers, TUBEVIT_CAM_LAYER]))
-        return _Run(load_tubevit().to(dev), "tubevit", layers, stats, synthetic_data(run.clips), validation,
-                    readouts=reads, tokens={n: TUBEVIT_LAYOUT for n in [*layers, *reads] if n.startswith("blocks.")})
+        tokens = {n: lay for n in [*layers, *reads] if (lay := tubevit_layout(n)) is not None}
+        return _Run(load_tubevit().to(dev), "tubevit", layers, stats, synthetic_data(run.clips), validation, reads,
+                    tokens)
     return _Run(load_tubenet().to(dev), "tubenet", list(run.layers or [SYNTHETIC_LAYER]), stats,
-                synthetic_data(run.clips), validation)
+                synthetic_data(run.clips), validation, run.readouts)
 
 
 def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
@@ -494,7 +494,8 @@ def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
         if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
             raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
         validation = folder_data(run.validation, name)
-    return _Run(session.model, name, session.layers, session.stats, data, validation)
+    return _Run(session.model, name, session.layers, session.stats, data, validation, run.readouts)
+
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
            "synthetic_validation_data", "folder_data", "train", "train_dataset", "validate"]
