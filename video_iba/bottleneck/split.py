@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 
 from .attention import fuse_attention
+from .depthwise import fast_depthwise
 from .insertion import Inputs, Taps, expand_batch, fresh
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,9 @@ class CachedSuffix:
         logits: ``model(x)``, used to check the split.
         taps: How parts go back into the layers' outputs (token layouts, tuples); ``None``: the
             layers output the maps themselves.
-        fuse: Run torchvision's MViT and Swin3D attention fused (:mod:`.attention`); ``False``
-            keeps the model's own attention code (the same arithmetic, step by step).
+        fuse: Run torchvision's MViT and Swin3D attention fused (:mod:`.attention`) and depthwise
+            3-D convolutions with a forward convolution for their input gradient
+            (:mod:`.depthwise`); ``False`` keeps the model's own code (the same arithmetic).
 
     Raises:
         SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
@@ -181,7 +183,8 @@ class CachedSuffix:
         rewrites: list[tuple[Callable[[fx.GraphModule], fx.GraphModule | None], str]] = [
             (_fold_batchnorm, "batch norm folded into the convolutions")]
         if fuse:
-            rewrites.append((fuse_attention, "attention fused"))
+            rewrites += [(fuse_attention, "attention fused"),
+                         (fast_depthwise, "depthwise input gradients as convolutions")]
         for rewrite, what in rewrites:
             rewritten = rewrite(self._suffix)
             if rewritten is None:

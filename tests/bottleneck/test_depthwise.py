@@ -1,0 +1,114 @@
+"""Depthwise 3-D convolutions in the suffix compute their input gradient as a forward convolution:
+the gradient equals autograd's for every geometry the rewrite accepts, the suffix with the rewrite
+gives the model's logits and gradients, weights that require gradients still get exact ones, and
+the user's model keeps its own modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from video_iba.bottleneck.depthwise import DepthwiseConv3d, eligible, fast_depthwise, input_gradient
+from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen
+from video_iba.bottleneck.split import CachedSuffix
+
+from ..nets import snapshot
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1), (5, 7, 6)),
+    ((3, 3, 3), (1, 2, 2), (1, 1, 1), (5, 7, 6)),   # odd and even sizes under a stride
+    ((3, 3, 3), (2, 1, 2), (0, 1, 1), (6, 5, 9)),
+    ((1, 5, 5), (1, 1, 1), (0, 2, 2), (3, 8, 8)),
+    ((3, 1, 1), (2, 1, 1), (1, 0, 0), (7, 4, 4)),
+])
+def test_the_input_gradient_of_a_depthwise_convolution_is_a_convolution(kernel, stride, padding, size) -> None:
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, 1, *kernel, generator=g)
+    x = torch.randn(2, 4, *size, generator=g, requires_grad=True)
+    y = F.conv3d(x, weight, None, stride, padding, 1, 4)
+    grad = torch.randn(y.shape, generator=g)
+    (ref,) = torch.autograd.grad(y, x, grad)
+    got = input_gradient(grad, weight, tuple(x.shape), stride, padding)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_only_depthwise_3d_convolutions_with_small_strides_are_rewritten() -> None:
+    assert eligible(nn.Conv3d(8, 8, 3, padding=1, groups=8))
+    assert eligible(nn.Conv3d(8, 8, 3, stride=(1, 2, 2), padding=1, groups=8))
+    assert not eligible(nn.Conv3d(8, 8, 3, stride=(1, 4, 4), padding=1, groups=8))  # large stride: slower
+    assert not eligible(nn.Conv3d(8, 8, 3, padding=2, dilation=2, groups=8))
+    assert not eligible(nn.Conv3d(8, 8, 3, padding=1, groups=4))
+    assert not eligible(nn.Conv3d(8, 16, 3, padding=1, groups=8))
+    assert not eligible(nn.Conv3d(8, 8, 3, padding="same", groups=8))
+    assert not eligible(nn.Conv3d(8, 8, 3, padding=1, groups=8, padding_mode="reflect"))
+    assert not eligible(nn.Conv2d(8, 8, 3, padding=1, groups=8))
+
+
+def test_weights_that_require_gradients_get_the_modules_own_gradients() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 4, 3, stride=(1, 2, 2), padding=1, groups=4)
+    x = torch.randn(1, 4, 4, 9, 9, requires_grad=True)
+    wrapped = DepthwiseConv3d(conv)
+    ref = torch.autograd.grad(conv(x).square().sum(), [x, conv.weight, conv.bias])
+    got = torch.autograd.grad(wrapped(x).square().sum(), [x, conv.weight, conv.bias])
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    conv.requires_grad_(False)
+    (frozen_grad,) = torch.autograd.grad(wrapped(x).square().sum(), [x])
+    assert torch.allclose(frozen_grad, ref[0], atol=1e-5)
+
+
+class _ChannelWise(nn.Module):
+    """X3D's pattern: pointwise, batch norm, depthwise (stride 1, then (1, 2, 2)), batch norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(3, 8, (1, 3, 3), padding=(0, 1, 1))
+        self.expand = nn.Sequential(nn.Conv3d(8, 16, 1), nn.BatchNorm3d(16), nn.ReLU())
+        self.dw1 = nn.Sequential(nn.Conv3d(16, 16, 3, padding=1, groups=16, bias=False), nn.BatchNorm3d(16), nn.ReLU())
+        self.dw2 = nn.Conv3d(16, 16, 3, stride=(1, 2, 2), padding=1, groups=16)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dw2(self.dw1(self.expand(self.stem(x)))).mean(dim=(2, 3, 4)))
+
+
+def test_the_suffix_with_depthwise_input_gradients_gives_the_models_logits_and_gradients() -> None:
+    torch.manual_seed(0)
+    model = _ChannelWise()
+    with torch.no_grad():  # batch norm statistics that change the function
+        for bn in (model.expand[1], model.dw1[1]):
+            bn.running_mean.normal_(0, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    before = snapshot(model)
+    x = torch.randn(1, 3, 4, 10, 10, generator=torch.Generator().manual_seed(1))
+    modules = [model.stem]
+    with frozen(model):
+        with torch.no_grad():
+            logits = model(x)
+        _, taps = capture_taps(model, modules, ["stem"], x, [None])
+        runner = CachedSuffix(model, ["stem"], x, taps.parts, logits, taps)
+        assert "depthwise input gradients as convolutions" in runner.note
+        zs = [(p.expand(3, *p.shape[1:]) + 0.3 * torch.randn(3, *p.shape[1:])).requires_grad_(True)
+              for p in taps.parts]
+        weights = torch.arange(1.0, 6.0)
+        out = runner(zs)
+        (grad,) = torch.autograd.grad((out * weights).sum(), zs)
+        with HookedForward(model, modules, x, taps=taps) as whole:
+            ref = whole(zs)
+            (grad_ref,) = torch.autograd.grad((ref * weights).sum(), zs)
+    assert torch.allclose(out.detach(), ref.detach(), atol=1e-5)
+    assert float((grad - grad_ref).abs().max() / grad_ref.abs().max()) < 1e-5
+    assert type(model.dw1[0]) is nn.Conv3d and type(model.dw2) is nn.Conv3d  # the user's modules stay
+    after = snapshot(model)
+    assert after["hooks"] == 0 and after["requires_grad"] == before["requires_grad"]
+
+
+def test_a_network_without_depthwise_convolutions_is_left_alone() -> None:
+    model = nn.Sequential(nn.Conv3d(3, 4, 3), nn.ReLU(), nn.Conv3d(4, 4, 3, groups=2))
+    assert fast_depthwise(torch.fx.symbolic_trace(model)) is None
