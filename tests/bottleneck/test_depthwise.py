@@ -62,6 +62,21 @@ def test_weights_that_require_gradients_get_the_modules_own_gradients() -> None:
     assert torch.allclose(frozen_grad, ref[0], atol=1e-5)
 
 
+def test_under_autocast_the_gradient_is_computed_in_the_convolutions_type() -> None:
+    """``--precision bf16`` runs the suffix under autocast: the convolution runs in bf16 and the
+    gradient comes back in the input's type, as with the module's own backward."""
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 4, 3, stride=(1, 2, 2), padding=1, groups=4).requires_grad_(False)
+    x = torch.randn(2, 4, 4, 9, 9, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, ref = DepthwiseConv3d(conv)(x), conv(x)
+    assert got.dtype == ref.dtype == torch.bfloat16 and torch.equal(got, ref)
+    (g_got,) = torch.autograd.grad(got.float().square().sum(), [x])
+    (g_ref,) = torch.autograd.grad(ref.float().square().sum(), [x])
+    assert g_got.dtype == torch.float32
+    assert float((g_got - g_ref).abs().max() / g_ref.abs().max()) < 1e-2
+
+
 class _ChannelWise(nn.Module):
     """X3D's pattern: pointwise, batch norm, depthwise (stride 1, then (1, 2, 2)), batch norm."""
 

@@ -33,17 +33,21 @@ class _DepthwiseInputGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 stride: tuple[int, int, int], padding: tuple[int, int, int]) -> torch.Tensor:
+        y = F.conv3d(x, weight, bias, stride, padding, 1, weight.shape[0])
         ctx.save_for_backward(weight)
-        ctx.geometry = (tuple(x.shape), stride, padding)
-        return F.conv3d(x, weight, bias, stride, padding, 1, weight.shape[0])
+        # under autocast the convolution ran in y's type; its gradient is computed in that type
+        # and returned in the input's
+        ctx.geometry = (tuple(x.shape), stride, padding, y.dtype, x.dtype)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         (weight,) = ctx.saved_tensors
-        shape, stride, padding = ctx.geometry
+        shape, stride, padding, compute, dtype = ctx.geometry
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        return input_gradient(grad, weight, shape, stride, padding), None, None, None, None
+        grad_x = input_gradient(grad.to(compute), weight.to(compute), shape, stride, padding)
+        return grad_x.to(dtype), None, None, None, None
 
 
 def input_gradient(grad: torch.Tensor, weight: torch.Tensor, shape: tuple[int, ...],
