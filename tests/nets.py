@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from video_iba.bottleneck import get_module
+from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen
+from video_iba.bottleneck.split import CachedSuffix
 
 
 class TinyCNN(nn.Module):
@@ -79,6 +85,28 @@ def snapshot(model: nn.Module) -> dict[str, object]:
         "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()),
         "state": {k: v.clone() for k, v in model.state_dict().items()},
     }
+
+
+def suffix_against_whole(model: nn.Module, layer: str, x: torch.Tensor, layout: Any = None,
+                         replicas: int = 3) -> dict[str, Any]:
+    """The split suffix at ``layer`` and the whole hooked network on the same noisy replicas of the
+    layer's parts: the suffix's note, both outputs and both gradients of a class-weighted sum of the
+    logits with respect to the parts (computed with the model frozen, as the fit does)."""
+    modules = [get_module(model, layer)]
+    with frozen(model):
+        with torch.no_grad():
+            logits = model(x)
+        _, taps = capture_taps(model, modules, [layer], x, [layout])
+        runner = CachedSuffix(model, [layer], x, taps.parts, logits, taps)
+        zs = [(p.expand(replicas, *p.shape[1:]) + 0.3 * torch.randn(replicas, *p.shape[1:])).requires_grad_(True)
+              for p in taps.parts]  # every part: the grid and, for a block's tokens, the class token
+        weights = torch.arange(1.0, logits.shape[1] + 1.0)
+        out = runner(zs)
+        grads = torch.autograd.grad((out * weights).sum(), zs)
+        with HookedForward(model, modules, x, taps=taps) as whole:
+            ref = whole(zs)
+            grads_ref = torch.autograd.grad((ref * weights).sum(), zs)
+    return {"note": runner.note, "out": out.detach(), "ref": ref.detach(), "grads": grads, "grads_ref": grads_ref}
 
 
 def mixed_state(model: nn.Module) -> None:

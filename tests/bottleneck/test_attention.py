@@ -14,13 +14,10 @@ from torchvision.models.video.mvit import MSBlockConfig, MViT
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 import video_iba
-from video_iba.bottleneck import get_module
 from video_iba.bottleneck.attention import fuse_attention, shift_mask
-from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen
-from video_iba.bottleneck.split import CachedSuffix
 from video_iba.models import TokenLayout
 
-from ..nets import snapshot
+from ..nets import snapshot, suffix_against_whole
 
 
 def _mvit(rel_pos: bool, with_cls: bool) -> nn.Module:
@@ -64,22 +61,9 @@ def test_the_fused_suffix_gives_the_models_logits_and_gradients(case: str) -> No
     model = make()
     before = snapshot(model)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-    modules = [get_module(model, layer)]
-    with frozen(model):
-        with torch.no_grad():
-            logits = model(x)
-        _, taps = capture_taps(model, modules, [layer], x, [layout])
-        runner = CachedSuffix(model, [layer], x, taps.parts, logits, taps)
-        assert "attention fused" in runner.note
-        zs = [(p.expand(3, *p.shape[1:]) + 0.3 * torch.randn(3, *p.shape[1:])).requires_grad_(True)
-              for p in taps.parts]  # the grid and, for a block's tokens, the class token
-        weights = torch.arange(1.0, 6.0)
-        fused = runner(zs)
-        g_fused = torch.autograd.grad((fused * weights).sum(), zs)
-        with HookedForward(model, modules, x, taps=taps) as whole:
-            ref = whole(zs)
-            g_ref = torch.autograd.grad((ref * weights).sum(), zs)
-    fused, ref = fused.detach(), ref.detach()
+    run = suffix_against_whole(model, layer, x, layout)
+    assert "attention fused" in run["note"]
+    fused, ref, g_fused, g_ref = run["out"], run["ref"], run["grads"], run["grads_ref"]
     assert torch.allclose(fused, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
     assert float((ref[0] - ref[1]).abs().max()) > 1e-3 * float(ref.abs().max())  # they depend on the input
     for a, b in zip(g_fused, g_ref):

@@ -11,10 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from video_iba.bottleneck.depthwise import DepthwiseConv3d, eligible, fast_depthwise, input_gradient
-from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen
-from video_iba.bottleneck.split import CachedSuffix
 
-from ..nets import snapshot
+from ..nets import snapshot, suffix_against_whole
 
 
 @pytest.mark.parametrize("kernel,stride,padding,size", [
@@ -102,22 +100,10 @@ def test_the_suffix_with_depthwise_input_gradients_gives_the_models_logits_and_g
     model.eval()
     before = snapshot(model)
     x = torch.randn(1, 3, 4, 10, 10, generator=torch.Generator().manual_seed(1))
-    modules = [model.stem]
-    with frozen(model):
-        with torch.no_grad():
-            logits = model(x)
-        _, taps = capture_taps(model, modules, ["stem"], x, [None])
-        runner = CachedSuffix(model, ["stem"], x, taps.parts, logits, taps)
-        assert "depthwise input gradients as convolutions" in runner.note
-        zs = [(p.expand(3, *p.shape[1:]) + 0.3 * torch.randn(3, *p.shape[1:])).requires_grad_(True)
-              for p in taps.parts]
-        weights = torch.arange(1.0, 6.0)
-        out = runner(zs)
-        (grad,) = torch.autograd.grad((out * weights).sum(), zs)
-        with HookedForward(model, modules, x, taps=taps) as whole:
-            ref = whole(zs)
-            (grad_ref,) = torch.autograd.grad((ref * weights).sum(), zs)
-    assert torch.allclose(out.detach(), ref.detach(), atol=1e-5)
+    run = suffix_against_whole(model, "stem", x)
+    assert "depthwise input gradients as convolutions" in run["note"]
+    assert torch.allclose(run["out"], run["ref"], atol=1e-5)
+    (grad,), (grad_ref,) = run["grads"], run["grads_ref"]
     assert float((grad - grad_ref).abs().max() / grad_ref.abs().max()) < 1e-5
     assert type(model.dw1[0]) is nn.Conv3d and type(model.dw2) is nn.Conv3d  # the user's modules stay
     after = snapshot(model)

@@ -68,8 +68,8 @@ def input_gradient(grad: torch.Tensor, weight: torch.Tensor, shape: tuple[int, .
 
 
 class DepthwiseConv3d(nn.Module):
-    """Runs ``conv`` (a depthwise ``nn.Conv3d``, shared, not copied) with the input gradient of
-    :func:`input_gradient` on the CPU while its parameters are frozen."""
+    """Runs ``conv`` (a depthwise ``nn.Conv3d`` on the CPU, :func:`eligible`; shared, not copied)
+    with the input gradient of :func:`input_gradient` while its parameters are frozen."""
 
     def __init__(self, conv: nn.Conv3d) -> None:
         super().__init__()
@@ -77,8 +77,7 @@ class DepthwiseConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
-        if x.device.type != "cpu" or conv.weight.requires_grad \
-                or (conv.bias is not None and conv.bias.requires_grad):
+        if conv.weight.requires_grad or (conv.bias is not None and conv.bias.requires_grad):
             return conv(x)
         return _DepthwiseInputGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
 
