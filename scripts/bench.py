@@ -32,6 +32,7 @@ fp32). Paper defaults, random weights (``tubenet``: the benchmark's trained netw
 
     python scripts/bench.py --throughput --json
     python scripts/bench.py --throughput --models r3d_18 --k 1,4 --steps 4 --repeats 3   # median of 3
+    python scripts/bench.py --throughput --models x3d_s --k 4 --steps 4 --inputs-per-pass all  # one pass for all
     python scripts/bench.py --throughput --device cuda --precision fp32,bf16 --k 1,4,16,32
 """
 
@@ -189,9 +190,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def throughput_worker(name: str, k: str, device: str, precision: str, steps: str, out: str) -> None:
+def throughput_worker(name: str, k: str, device: str, precision: str, steps: str, out: str, per_pass: str) -> None:
     """One configuration in its own process: seconds for K inputs in one fit (after a warm-up fit
-    of 2 steps), extrapolated from ``steps`` to 10 as in the per-explanation benchmark."""
+    of 2 steps), extrapolated from ``steps`` to 10 as in the per-explanation benchmark.
+    ``per_pass``: inputs per network pass ("default": explain's choice; "all": K)."""
     import torch
 
     import video_iba
@@ -202,6 +204,10 @@ def throughput_worker(name: str, k: str, device: str, precision: str, steps: str
     video_iba.keep_freed_memory()  # as the command line does: without it, larger K pays in page faults on a CPU
     n, n_steps = int(k), int(steps)
     model, xs, kw = _throughput_setup(name, n, device)
+    if per_pass != "default":
+        spec = getattr(model, "video_iba_spec", None)
+        base = spec.config() if spec is not None else video_iba.IBAConfig()
+        kw["config"] = base.replace(inputs_per_pass=n if per_pass == "all" else int(per_pass))
     targets = [0] * n
     video_iba.explain(model, xs, targets, seed=0, steps=2, precision=precision, **kw)  # warm-up: allocator, kernels
     if device.startswith("cuda"):
@@ -227,7 +233,7 @@ def throughput_worker(name: str, k: str, device: str, precision: str, steps: str
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"seconds": seconds, "peak_memory_mb": peak, "micro_batch": out_maps[0].meta["micro_batch"],
-                      "samples": out_maps[0].meta["samples"]}))
+                      "inputs_per_pass": out_maps[0].meta["inputs_per_pass"], "samples": out_maps[0].meta["samples"]}))
 
 
 def flops_worker(name: str, device: str) -> None:
@@ -294,7 +300,7 @@ def _sub(args: list[str]) -> dict[str, Any]:
 
 
 def throughput(models: list[str], ks: list[int], device: str, precisions: list[str], steps: int,
-               repeats: int = 1) -> None:
+               repeats: int = 1, per_pass: str = "default") -> None:
     """One JSON line per (model, precision, K): the median of ``repeats`` runs, each its own process."""
     for name in models:
         flops = _sub(["--flops-worker", name, device]).get("flops_per_input")
@@ -303,8 +309,8 @@ def throughput(models: list[str], ks: list[int], device: str, precisions: list[s
                 first: float | None = None
                 for k in ks:
                     out = os.path.join(tmp, f"{precision}-{k}.npy")
-                    runs = [_sub(["--throughput-worker", name, str(k), device, precision, str(steps), out])
-                            for _ in range(repeats)]
+                    runs = [_sub(["--throughput-worker", name, str(k), device, precision, str(steps), out,
+                                  per_pass]) for _ in range(repeats)]
                     line: dict[str, Any] = {"model": name, "device": device, "precision": precision, "k": k}
                     failed = [r for r in runs if "error" in r]
                     if failed:
@@ -312,7 +318,8 @@ def throughput(models: list[str], ks: list[int], device: str, precisions: list[s
                         continue
                     r = {"seconds": statistics.median(r["seconds"] for r in runs),
                          "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
-                         "samples": runs[0]["samples"], "micro_batch": runs[0]["micro_batch"]}
+                         "samples": runs[0]["samples"], "micro_batch": runs[0]["micro_batch"],
+                         "inputs_per_pass": runs[0]["inputs_per_pass"]}
                     ips = k / r["seconds"]
                     peak, basis = peak_flops(device, precision)
                     line.update({
@@ -321,6 +328,7 @@ def throughput(models: list[str], ks: list[int], device: str, precisions: list[s
                         "flop_fraction": round(flops * ips / peak, 5) if flops and peak else None,
                         "seconds": round(r["seconds"], 3), "flops_per_input": flops, "peak_flops": peak,
                         "peak_basis": basis, "samples": r["samples"], "micro_batch": r["micro_batch"],
+                        "inputs_per_pass": r["inputs_per_pass"] or k,
                         "repeats": repeats,
                         **({"extrapolated_from_steps": steps} if steps < FULL_STEPS else {}),
                     })
@@ -341,7 +349,7 @@ def main() -> None:
         worker(*sys.argv[2:7])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--throughput-worker":
-        throughput_worker(*sys.argv[2:8])
+        throughput_worker(*sys.argv[2:9])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--flops-worker":
         flops_worker(*sys.argv[2:4])
@@ -355,6 +363,9 @@ def main() -> None:
     p.add_argument("--throughput", action="store_true",
                    help="inputs per second with K inputs per fit (see --k, --device, --precision)")
     p.add_argument("--k", default="1,4,16", help="throughput: inputs per fit, comma-separated (default 1,4,16)")
+    p.add_argument("--inputs-per-pass", default="default",
+                   help="throughput: inputs per network pass, N or 'all' (default: explain's choice, the "
+                        "registry's on a CPU)")
     p.add_argument("--device", default="cpu", help="throughput: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--precision", default="fp32",
                    help="throughput: comma-separated precisions; a map's agreement to fp32 is reported where "
@@ -365,8 +376,10 @@ def main() -> None:
         models = [m.strip() for m in args.models.split(",") if m.strip()] if "--models" in sys.argv[1:] \
             else list(THROUGHPUT_MODELS)
         repeats = args.repeats if "--repeats" in sys.argv[1:] else 1
+        if args.inputs_per_pass not in ("default", "all") and not args.inputs_per_pass.isdigit():
+            p.error("--inputs-per-pass must be a number, 'all' or 'default'")
         throughput(models, [int(k) for k in args.k.split(",")], args.device, args.precision.split(","), args.steps,
-                   repeats)
+                   repeats, args.inputs_per_pass)
         return
     if args.repeats < 1:
         p.error("--repeats must be >= 1")

@@ -282,6 +282,8 @@ def test_bad_values_and_files_give_one_line(photo_dir, tmp_path, capsys) -> None
     typed.write_text("micro_batch: true\n")
     sigma = tmp_path / "sigma.yaml"
     sigma.write_text("sigma: -1\n")
+    per_pass = tmp_path / "per_pass.yaml"
+    per_pass.write_text("inputs_per_pass: 0\n")
     cases = [
         (["--model", "resnet18", "--weights", str(wrong)], "size mismatch for fc.weight"),
         (["--seed", str(2 ** 64)], "expected an integer in 0 .. 2**63-1"),
@@ -290,6 +292,7 @@ def test_bad_values_and_files_give_one_line(photo_dir, tmp_path, capsys) -> None
         (["--config", str(latin)], "give UTF-8 YAML"),
         (["--config", str(typed)], "--micro-batch must be an integer > 0, got True"),
         (["--config", str(sigma)], "the setting 'sigma' of the --config file must be >= 0"),
+        (["--config", str(per_pass)], "the setting 'inputs_per_pass' of the --config file must be an integer > 0"),
         (["--samples", "1000000000", "--steps", "2"], "out of memory with 1000000000 noisy replicas"),
         (["--target", "\u0663"], "unknown class name"),  # an Arabic-Indic three is not the index 3
         (["--layer", "_avg_pooling"], "outputs a map of one cell"),

@@ -48,15 +48,17 @@ CASES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], dict[str, Any],
 }
 
 
+@pytest.mark.parametrize("per_pass", [None, 2], ids=["one pass", "passes of 2 inputs"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_input_of_a_fit_equals_its_fit_alone(case: str) -> None:
+def test_each_input_of_a_fit_equals_its_fit_alone(case: str, per_pass: int | None) -> None:
     make, shape, kwargs, runner = CASES[case]
     torch.manual_seed(0)
     model = make().eval()
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
     seeds, targets = [11, 12, 13], [0, None, 2]
     before = snapshot(model)
-    many = video_iba.explain(model, x, targets, seed=seeds, steps=4, **kwargs)
+    many = video_iba.explain(model, x, targets, seed=seeds, steps=4, **kwargs,
+                             config=video_iba.IBAConfig(inputs_per_pass=per_pass))
     after = snapshot(model)
     assert after["hooks"] == 0 and after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"] and all(g is None for g in after["grads"].values())
@@ -66,6 +68,7 @@ def test_each_input_of_a_fit_equals_its_fit_alone(case: str) -> None:
         assert runner in got.meta["prefix_note"]
         assert got.target == alone.target and got.meta["seed"] == seeds[i]
         assert got.meta["inputs_per_fit"] == 3 and alone.meta["inputs_per_fit"] == 1
+        assert got.meta["inputs_per_pass"] == per_pass
         assert got.meta["input_shape"] == alone.meta["input_shape"]
         torch.testing.assert_close(got.logits, alone.logits, rtol=1e-4, atol=1e-5)
         assert _pearson(got.bits, alone.bits) >= 0.999, case

@@ -156,3 +156,18 @@ def test_estimate_with_a_pool_per_layer_is_one_pass(caplog) -> None:  # type: ig
         video_iba.estimate(model, data, layer=["block"], pools=[None, None])
     with pytest.raises(UserInputError, match="distinct"):
         video_iba.estimate(model, data, layer=["block", "block"])
+
+
+def test_x3d_fits_several_clips_one_clip_per_pass_on_a_cpu() -> None:
+    model = video_iba.load_model("x3d_s", weights="random")
+    spec = get_spec("x3d_s")
+    assert spec.cpu_inputs_per_pass == 1
+    clips = torch.randn(2, 3, spec.frames, spec.input_size, spec.input_size, generator=torch.Generator().manual_seed(0))
+    apart = video_iba.explain(model, clips, [0, 1], seed=[3, 4], steps=2, samples=2)
+    together = video_iba.explain(model, clips, [0, 1], seed=[3, 4], config=spec.config().replace(inputs_per_pass=2),
+                                 steps=2, samples=2)
+    for a, b in zip(apart, together):
+        assert a.meta["inputs_per_pass"] == 1 and b.meta["inputs_per_pass"] == 2
+        assert a.meta["prefix_note"] == b.meta["prefix_note"] and "depthwise" in a.meta["prefix_note"]
+        assert float(torch.corrcoef(torch.stack([a.bits.flatten(), b.bits.flatten()]))[0, 1]) >= 0.999
+        assert math.isclose(a.total_bits, b.total_bits, rel_tol=1e-3)

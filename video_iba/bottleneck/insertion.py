@@ -30,12 +30,29 @@ Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 class Runner(Protocol):
-    """Maps restricted feature maps, one ``(N, C, *S)`` batch per bottleneck, to logits ``(N, K)``."""
+    """Maps restricted feature maps, one ``(N, C, *S)`` batch per bottleneck, to logits ``(N, K)``.
+
+    With K inputs fitted together, ``inputs`` says which of them the rows belong to (rows spread
+    evenly over them, input by input); ``None``: all K.
+    """
 
     cached: bool
     note: str
 
-    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor: ...
+    def __call__(self, zs: Sequence[torch.Tensor], inputs: range | None = None) -> torch.Tensor: ...
+
+
+def select_inputs(x: Inputs, inputs: range | None) -> Inputs:
+    """The rows ``inputs`` of a batch of K inputs (all of them for ``None``; a batch-1 input as it is)."""
+    if inputs is None:
+        return x
+    if inputs.step != 1:
+        raise ValueError("inputs must be a contiguous range")
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t if t.shape[0] == 1 else t[inputs.start:inputs.stop]
+
+    return rows(x) if isinstance(x, torch.Tensor) else [rows(t) for t in x]
 
 
 def fresh(x: Inputs) -> Inputs:
@@ -301,11 +318,11 @@ class HookedForward:
         self._ctx.close()
         self._ctx = None
 
-    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, zs: Sequence[torch.Tensor], inputs: range | None = None) -> torch.Tensor:
         if self._ctx is None:
             raise RuntimeError("HookedForward must be used inside a `with` block")
         self._outs = self.taps.outputs(zs) if self.taps is not None else zs
         try:
-            return self.model(fresh(expand_batch(self.x, zs[0].shape[0])))
+            return self.model(fresh(expand_batch(select_inputs(self.x, inputs), zs[0].shape[0])))
         finally:
             self._outs = None

@@ -119,11 +119,11 @@ class _Noise:
         return cls(stack([st.mean for st in per_input]), stack([st.std for st in per_input]),
                    stack([st.active for st in per_input]), True)
 
-    def per_replica(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Broadcastable to ``(K, m, C, *S)``: the replicas of input k in row k."""
+    def per_replica(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Broadcastable to ``(k, m, C, *S)`` for the inputs ``rows``: the replicas of each input in its row."""
         if not self.stacked:
             return self.mean, self.std, self.active
-        return self.mean.unsqueeze(1), self.std.unsqueeze(1), self.active.unsqueeze(1)
+        return self.mean[rows].unsqueeze(1), self.std[rows].unsqueeze(1), self.active[rows].unsqueeze(1)
 
 
 def fit_inputs(
@@ -144,12 +144,13 @@ def fit_inputs(
     optimiser over ``(K, ...)`` masks is K independent ones) and its own noise, drawn from its own
     generator in the order one input alone draws it. The objective is the sum of the inputs' own
     objectives, so each mask gets the gradient it would get alone. Each network pass runs the
-    replicas of all inputs together: ``K * m`` rows, input by input, where ``m`` is the micro-batch
-    (``cfg.micro_batch``, else ``cfg.samples``).
+    replicas of ``g`` inputs together: ``g * m`` rows, input by input, where ``m`` is the micro-batch
+    (``cfg.micro_batch``, else ``cfg.samples``) and ``g`` is ``cfg.inputs_per_pass`` (else all K).
 
     Args:
         runner: Evaluates the network from the layers on; it must map row ``k * m + j`` to input
-            ``k`` (see :func:`~video_iba.bottleneck.insertion.expand_batch`).
+            ``k`` (see :func:`~video_iba.bottleneck.insertion.expand_batch`), and with
+            ``cfg.inputs_per_pass < K`` take the range of inputs a pass holds as second argument.
         rs: Each bottleneck tensor for the K inputs, ``(K, C_i, *S_i)``.
         stats: Per input, the statistics of each bottleneck tensor (the same objects for every
             input when they come from a data set).
@@ -182,6 +183,8 @@ def fit_inputs(
     total = float(sum(math.prod(sh) for sh in shapes))
     opt = torch.optim.Adam(alphas, lr=cfg.lr)
     chunks = _chunks(cfg.samples, cfg.micro_batch or cfg.samples)
+    per_pass = cfg.inputs_per_pass or k
+    groups = [range(a, min(a + per_pass, k)) for a in range(0, k, per_pass)]
     device = rs[0].device
     target_rows = torch.tensor(list(targets), device=device, dtype=torch.long)
     results = [FitResult(capacities=[], lams=[]) for _ in range(k)]
@@ -209,24 +212,26 @@ def fit_inputs(
         # once; the masks' own graph (sigmoid, smoothing, capacity) is differentiated once at the end
         ce_rows = torch.zeros(k, dtype=torch.float64, device=device)
         lam_grads = [torch.zeros_like(lam) for lam in lams]
-        for m in chunks:
-            leaves = [lam.detach().requires_grad_(True) for lam in lams]
-            zs = []
-            for r, lam, n, sh in zip(rs, leaves, noises, shapes):
-                noise = torch.stack([torch.randn((m, *sh), generator=g, device=r.device, dtype=r.dtype)
-                                     for g in generators])
-                mean, std, active = n.per_replica()
-                z = restrict(r.unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
-                zs.append(z.reshape(k * m, *sh))
-            with autocast:
-                logits = runner(zs)
-            per_row = F.cross_entropy(logits.float(), target_rows.repeat_interleave(m), reduction="none")
-            ce = per_row.reshape(k, m).sum(1) / cfg.samples
-            ce_rows += ce.detach().double()
-            grads = torch.autograd.grad(ce.sum() * loss_scale, leaves, allow_unused=True)
-            for acc, g in zip(lam_grads, grads):
-                if g is not None:  # None: a bottleneck the logits do not depend on
-                    acc += g
+        for group in groups:
+            rows, kg = slice(group.start, group.stop), len(group)
+            for m in chunks:
+                leaves = [lam[rows].detach().requires_grad_(True) for lam in lams]
+                zs = []
+                for r, lam, n, sh in zip(rs, leaves, noises, shapes):
+                    noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
+                                         for i in group])
+                    mean, std, active = n.per_replica(rows)
+                    z = restrict(r[rows].unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
+                    zs.append(z.reshape(kg * m, *sh))
+                with autocast:
+                    logits = runner(zs) if len(groups) == 1 else runner(zs, group)
+                per_row = F.cross_entropy(logits.float(), target_rows[rows].repeat_interleave(m), reduction="none")
+                ce = per_row.reshape(kg, m).sum(1) / cfg.samples
+                ce_rows[rows] += ce.detach().double()
+                grads = torch.autograd.grad(ce.sum() * loss_scale, leaves, allow_unused=True)
+                for acc, g in zip(lam_grads, grads):
+                    if g is not None:  # None: a bottleneck the logits do not depend on
+                        acc[rows] += g
         if loss_scale != 1.0:
             for g in lam_grads:
                 g /= loss_scale

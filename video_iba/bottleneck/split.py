@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from .attention import fuse_attention
 from .depthwise import fast_depthwise
-from .insertion import Inputs, Taps, expand_batch, fresh
+from .insertion import Inputs, Taps, expand_batch, fresh, select_inputs
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class CachedSuffix:
         self._prefix = fx.GraphModule(model, pg)
 
         self._x = x
-        self._cache: dict[int, tuple[Any, ...]] = {}
+        self._cache: dict[tuple[int, tuple[int, int] | None], tuple[Any, ...]] = {}
         self.layers = list(layers)
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
@@ -200,20 +200,21 @@ class CachedSuffix:
         if not checked:
             self._check(rs, logits)
 
-    def _frontier(self, n: int) -> tuple[Any, ...]:
+    def _frontier(self, n: int, inputs: range | None) -> tuple[Any, ...]:
         if self.n_frontier == 0:
             return ()
-        if n not in self._cache:
+        key = (n, None if inputs is None else (inputs.start, inputs.stop))
+        if key not in self._cache:
             with torch.no_grad():
-                out = self._prefix(fresh(expand_batch(self._x, n)))
-            self._cache[n] = tuple(_copy_value(v) for v in out)
-        return self._cache[n]
+                out = self._prefix(fresh(expand_batch(select_inputs(self._x, inputs), n)))
+            self._cache[key] = tuple(_copy_value(v) for v in out)
+        return self._cache[key]
 
     def _check(self, rs: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
         _check_split(self, rs, logits, "the split network")
 
-    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
-        frontier = tuple(_copy_value(v) for v in self._frontier(zs[0].shape[0]))
+    def __call__(self, zs: Sequence[torch.Tensor], inputs: range | None = None) -> torch.Tensor:
+        frontier = tuple(_copy_value(v) for v in self._frontier(zs[0].shape[0], inputs))
         outs = self._taps.outputs(zs) if self._taps is not None else zs
         return self._suffix(*outs, *frontier)
 
@@ -291,8 +292,8 @@ class BlocksSuffix:
         self.layers = list(layers)
         _check_split(self, rs, logits, f"the blocks after blocks.{k}")
 
-    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
-        outs = self._taps.outputs(zs) if self._taps is not None else zs
+    def __call__(self, zs: Sequence[torch.Tensor], inputs: range | None = None) -> torch.Tensor:
+        outs = self._taps.outputs(zs) if self._taps is not None else zs  # nothing but the layers' outputs is read
         h: Any
         if self._order is None:
             h = outs[0]
@@ -323,9 +324,9 @@ class ModelSuffix:
         self._rest, self._x, self._taps, self.layers = rest, x, taps, list(layers)
         _check_split(self, rs, logits, f"the model's own suffix after {layers[0]}")
 
-    def __call__(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, zs: Sequence[torch.Tensor], inputs: range | None = None) -> torch.Tensor:
         outs = self._taps.outputs(zs) if self._taps is not None else zs
-        return self._rest(fresh(expand_batch(self._x, zs[0].shape[0])), outs[0])  # type: ignore[no-any-return]
+        return self._rest(fresh(expand_batch(select_inputs(self._x, inputs), zs[0].shape[0])), outs[0])  # type: ignore[no-any-return]
 
 
 def _block_path(name: str) -> tuple[int, int | None] | None:

@@ -52,6 +52,9 @@ class ModelSpec:
         weights_url: Where the default weights are downloaded from.
         micro_batch: Noisy replicas per forward pass unless the configuration says otherwise
             (bounds peak memory of the large video networks; the result is the same).
+        cpu_inputs_per_pass: On a CPU, how many of several inputs fitted together share one
+            network pass unless the configuration says otherwise (``None``: all); for networks
+            measured slower per replica in larger passes there.
         mean, std: Per-channel normalisation of RGB values in ``[0, 1]``.
         default_layer: Bottleneck layer, or one layer per pathway (SlowFast); ``None`` until
             resolved by :func:`get_spec`.
@@ -85,6 +88,7 @@ class ModelSpec:
     slowfast_alpha: int = 0
     weights_url: str = ""
     micro_batch: int | None = None
+    cpu_inputs_per_pass: int | None = None
     layouts: tuple[tuple[str, TokenLayout], ...] = ()
     cam_layer: str | None = None
     label_names: tuple[str, ...] = ()
@@ -152,7 +156,7 @@ _EXPLICIT: dict[str, ModelSpec] = {
 
 VIDEO_MODELS_FILE = "video_models.yaml"
 _VIDEO_KEYS = {"family", "frames", "rate", "side", "crop", "mean", "std", "alpha", "layers", "weights", "labels",
-               "micro_batch", "note", "source", "default_weights", "tokens", "cam_layer", "iba"}
+               "micro_batch", "cpu_inputs_per_pass", "note", "source", "default_weights", "tokens", "cam_layer", "iba"}
 _LAYOUT_KEYS = {"grid", "prefix", "order", "channels_last", "index", "grid_index"}
 
 
@@ -208,6 +212,7 @@ def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
             note=str(e.get("note", "")), modality="video", frames=int(e["frames"]), sampling_rate=int(e["rate"]),
             slowfast_alpha=int(e.get("alpha", 0)), weights_url=url,
             micro_batch=int(e["micro_batch"]) if e.get("micro_batch") else None,
+            cpu_inputs_per_pass=int(e["cpu_inputs_per_pass"]) if e.get("cpu_inputs_per_pass") else None,
             layouts=_layouts(name, e.get("tokens")), cam_layer=str(e["cam_layer"]) if e.get("cam_layer") else None,
             iba=_iba(name, e.get("iba")))
     return specs
