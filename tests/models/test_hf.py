@@ -77,6 +77,21 @@ def test_a_cached_checkpoint_is_wrapped_and_explained_from_a_token_layer(tmp_pat
     assert len(model.hf.base_model.get_submodule(blocks_path(kind))) == 2  # the block list is back after the suffix
 
 
+def test_clips_fitted_together_through_the_models_own_suffix_get_their_maps_alone(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "timesformer")
+    model = video_iba.load_model(name)
+    spec = get_spec(name)
+    clips = torch.randn(3, 3, 4, 32, 32, generator=torch.Generator().manual_seed(4))
+    layer = f"hf.timesformer.{blocks_path('timesformer')}.0"
+    together = video_iba.explain(model, clips, [0, 1, 2], layer=layer, seed=[5, 6, 7], steps=3, samples=3,
+                                 config=spec.config().replace(inputs_per_pass=2))  # passes of inputs 0-1, then 2
+    for i, got in enumerate(together):
+        alone = video_iba.explain(model, clips[i:i + 1], i, layer=layer, seed=5 + i, steps=3, samples=3)
+        assert "own suffix" in got.meta["prefix_note"] and got.meta["inputs_per_pass"] == 2
+        torch.testing.assert_close(got.bits, alone.bits, rtol=1e-3, atol=1e-6)
+        assert got.meta["prefix_bits"] == pytest.approx(alone.meta["prefix_bits"], rel=1e-3)
+
+
 @pytest.mark.parametrize("kind", ["videomae", "timesformer"])
 def test_each_frame_lands_on_its_own_grid_frame(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
     """TimeSformer orders tokens (h w t), VideoMAE (t h w) with 2-frame tubelets: a change in one
