@@ -10,10 +10,12 @@ correlated with each filter flipped in every dimension. :func:`fast_depthwise` r
 of the traced suffix so that each depthwise ``nn.Conv3d`` computes its input gradient that way.
 
 The rewrite is used only where it was measured to help: on the CPU (on other devices the
-module's own convolution runs: not measured there), for strides of at most 2 in every dimension
-and 4 in all (the zero-filled gradient grows with the stride's product), with frozen weights
-(where a weight requires a gradient, the module's own convolution runs, so weight gradients stay
-exact).
+module's own convolution runs: not measured there), with frozen weights (where a weight requires
+a gradient, the module's own convolution runs, so weight gradients stay exact), and in fp32 for
+strides of at most 2 in every dimension and 4 in all (the zero-filled gradient grows with the
+stride's product; MViT's key and value pooling with strides (1, 4, 4) and (1, 8, 8) took 1.1-2.8x
+longer that way than with the module's own backward). Under bf16 autocast every stride is
+rewritten: there the CPU's own backward was slower still (those poolings: 2-13x the rewrite's).
 """
 
 from __future__ import annotations
@@ -69,26 +71,37 @@ def input_gradient(grad: torch.Tensor, weight: torch.Tensor, shape: tuple[int, .
 
 class DepthwiseConv3d(nn.Module):
     """Runs ``conv`` (a depthwise ``nn.Conv3d`` on the CPU, :func:`eligible`; shared, not copied)
-    with the input gradient of :func:`input_gradient` while its parameters are frozen."""
+    with the input gradient of :func:`input_gradient` while its parameters are frozen, where
+    that was measured faster (module doc): for its stride, or because it runs in bf16."""
 
     def __init__(self, conv: nn.Conv3d) -> None:
         super().__init__()
         self.conv = conv
+        self.small_stride = max(conv.stride) <= 2 and math.prod(conv.stride) <= _MAX_STRIDE_PRODUCT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         if conv.weight.requires_grad or (conv.bias is not None and conv.bias.requires_grad):
             return conv(x)
+        if not self.small_stride and not _in_bf16(x):
+            return conv(x)
         return _DepthwiseInputGrad.apply(x, conv.weight, conv.bias, conv.stride, conv.padding)
 
 
+def _in_bf16(x: torch.Tensor) -> bool:
+    """Whether a convolution of ``x`` on the CPU computes in bf16 (its type, or autocast's)."""
+    if x.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 def eligible(conv: nn.Module) -> bool:
-    """Whether ``conv`` is a depthwise 3-D convolution the rewrite handles (module doc)."""
+    """Whether ``conv`` is a depthwise 3-D convolution the rewrite handles (module doc): any
+    stride; :class:`DepthwiseConv3d` decides at run time whether its stride takes the rewrite."""
     if type(conv) is not nn.Conv3d or conv.weight.device.type != "cpu":
         return False
     return (conv.groups == conv.in_channels == conv.out_channels and conv.padding_mode == "zeros"
             and not isinstance(conv.padding, str) and tuple(conv.dilation) == (1, 1, 1)
-            and max(conv.stride) <= 2 and math.prod(conv.stride) <= _MAX_STRIDE_PRODUCT
             and all(p < k for p, k in zip(conv.padding, conv.kernel_size)))
 
 
