@@ -127,3 +127,32 @@ def test_per_input_arguments_are_checked(tiny: TinyCNN, kwargs: dict[str, Any], 
     with pytest.raises(UserInputError, match=match):
         video_iba.explain(tiny, x, layer="features.4", steps=2, **kwargs)
     assert snapshot(tiny)["hooks"] == 0 and snapshot(tiny)["training"] == before["training"]
+
+
+class _MemoryBound(nn.Module):
+    """Runs out of memory on batches of more than ``rows`` rows, as a device would."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.net, self.rows = TinyCNN(), rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.rows:
+            raise RuntimeError(f"CPU out of memory: tried to allocate for {x.shape[0]} rows")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("per_pass, message", [
+    (None, "out of memory with 12 noisy replicas per network pass (3 inputs x 4); explain fewer inputs at once or "
+           "set inputs_per_pass= or micro_batch="),
+    (2, "out of memory with 8 noisy replicas per network pass (2 inputs x 4)"),
+    (1, "out of memory with 4 noisy replicas per network pass (4 samples); lower samples= or set micro_batch="),
+])
+def test_running_out_of_memory_names_the_rows_of_one_pass(per_pass: int | None, message: str) -> None:
+    model = _MemoryBound(rows=3).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    with pytest.raises(UserInputError) as err:
+        video_iba.explain(model, x, [0, 1, 2], layer="net.features.4", steps=2, split="hook",
+                          config=video_iba.IBAConfig(samples=4, inputs_per_pass=per_pass))
+    assert message in str(err.value)
+    assert snapshot(model)["hooks"] == 0

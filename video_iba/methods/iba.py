@@ -253,10 +253,11 @@ def _memory_errors(cfg: IBAConfig, k: int = 1) -> Iterator[None]:
         if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower():
             raise
         per_pass = cfg.micro_batch or cfg.samples
-        if k > 1:
-            raise OutOfMemory(f"out of memory with {k * per_pass} noisy replicas per network pass ({k} inputs x "
-                              f"{per_pass}); explain fewer inputs at once or set {{micro_batch}}",
-                              options=["micro_batch"]) from exc
+        inputs = min(k, cfg.inputs_per_pass or k)
+        if inputs > 1:
+            raise OutOfMemory(f"out of memory with {inputs * per_pass} noisy replicas per network pass ({inputs} "
+                              f"inputs x {per_pass}); explain fewer inputs at once or set {{inputs_per_pass}} or "
+                              f"{{micro_batch}}", options=["inputs_per_pass", "micro_batch"]) from exc
         raise OutOfMemory(f"out of memory with {per_pass} noisy replicas per network pass ({cfg.samples} samples); "
                           f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
 
