@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from video_iba.bottleneck import get_module
-from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen
+from video_iba.bottleneck.insertion import HookedForward, Taps, capture_taps, frozen
 from video_iba.bottleneck.split import CachedSuffix
 
 
@@ -87,23 +87,29 @@ def snapshot(model: nn.Module) -> dict[str, object]:
     }
 
 
+def split_suffix(model: nn.Module, layer: str, x: torch.Tensor,
+                 layout: Any = None) -> tuple[CachedSuffix, Taps, torch.Tensor]:
+    """The split network after ``layer`` for ``x``, built as the fit builds it (call it inside
+    ``frozen(model)``): the runner, the layer's taps and the model's logits."""
+    with torch.no_grad():
+        logits = model(x)
+    _, taps = capture_taps(model, [get_module(model, layer)], [layer], x, [layout])
+    return CachedSuffix(model, [layer], x, taps.parts, logits, taps), taps, logits
+
+
 def suffix_against_whole(model: nn.Module, layer: str, x: torch.Tensor, layout: Any = None,
                          replicas: int = 3) -> dict[str, Any]:
     """The split suffix at ``layer`` and the whole hooked network on the same noisy replicas of the
     layer's parts: the suffix's note, both outputs and both gradients of a class-weighted sum of the
     logits with respect to the parts (computed with the model frozen, as the fit does)."""
-    modules = [get_module(model, layer)]
     with frozen(model):
-        with torch.no_grad():
-            logits = model(x)
-        _, taps = capture_taps(model, modules, [layer], x, [layout])
-        runner = CachedSuffix(model, [layer], x, taps.parts, logits, taps)
+        runner, taps, logits = split_suffix(model, layer, x, layout)
         zs = [(p.expand(replicas, *p.shape[1:]) + 0.3 * torch.randn(replicas, *p.shape[1:])).requires_grad_(True)
               for p in taps.parts]  # every part: the grid and, for a block's tokens, the class token
         weights = torch.arange(1.0, logits.shape[1] + 1.0)
         out = runner(zs)
         grads = torch.autograd.grad((out * weights).sum(), zs)
-        with HookedForward(model, modules, x, taps=taps) as whole:
+        with HookedForward(model, [get_module(model, layer)], x, taps=taps) as whole:
             ref = whole(zs)
             grads_ref = torch.autograd.grad((ref * weights).sum(), zs)
     return {"note": runner.note, "out": out.detach(), "ref": ref.detach(), "grads": grads, "grads_ref": grads_ref}

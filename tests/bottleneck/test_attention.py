@@ -14,13 +14,11 @@ from torchvision.models.video.mvit import MSBlockConfig, MViT
 from torchvision.models.video.swin_transformer import SwinTransformer3d
 
 import video_iba
-from video_iba.bottleneck import get_module
 from video_iba.bottleneck.attention import fuse_attention, shift_mask
-from video_iba.bottleneck.insertion import capture_taps, frozen
-from video_iba.bottleneck.split import CachedSuffix
+from video_iba.bottleneck.insertion import frozen
 from video_iba.models import TokenLayout
 
-from ..nets import snapshot, suffix_against_whole
+from ..nets import snapshot, split_suffix, suffix_against_whole
 
 
 def _mvit(rel_pos: bool, with_cls: bool) -> nn.Module:
@@ -117,13 +115,10 @@ def test_under_bf16_autocast_swin_window_attention_computes_in_fp32(case: str, a
         seen.append(q.dtype)
         return real(q, *args, **kwargs)  # type: ignore[arg-type]
 
-    modules = [get_module(model, layer)]
     with frozen(model):
+        runner, taps, logits = split_suffix(model, layer, x, layout)
+        assert "attention fused" in runner.note
         with torch.no_grad():
-            logits = model(x)
-            _, taps = capture_taps(model, modules, [layer], x, [layout])
-            runner = CachedSuffix(model, [layer], x, taps.parts, logits, taps)
-            assert "attention fused" in runner.note
             monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = runner(taps.parts)
