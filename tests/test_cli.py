@@ -104,6 +104,11 @@ def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"] and "(none: pass --layer)" in rows["vit_b_16"]
     assert "conv_proj" in rows["mvit_v2_s"] and "16x4 224²" in rows["mvit_v2_s"] and "+1 cls" in rows["mvit_v2_s"]
+    # the columns line up, long Hugging Face names included
+    hf = "hf:facebook/timesformer-base-finetuned-k400"
+    start = out.splitlines()[0].index("weights")
+    assert rows[hf].index("Hugging Face hub") == start and rows["resnet50"].index("torch hub cache") == start
+    assert rows[hf].index("tokens (h w t)") == out.splitlines()[0].index("layout")
     code, out, _ = run_cli(["layers", "--model", "mvit_v2_s"], capsys)
     block = next(line for line in out.splitlines() if line.startswith("blocks.3 "))
     assert code == 0 and "MultiscaleBlock" in block and "grid 8x14x14 (t h w) + 1 prefix" in block

@@ -382,18 +382,23 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
         print(f"wrote {w}")
 
 
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart (the last one not padded)."""
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header) - 1)]
+    for r in (header, *rows):
+        print("  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip())
+
+
 def _cmd_models(_args: argparse.Namespace) -> None:
-    print(f"{'model':<24} {'default layer(s)':<62} {'input':<16} {'layout':<22} weights")
-    for spec, layer in describe_models():
-        print(f"{spec.name:<24} {layer:<62} {spec.describe_input():<16} {spec.describe_tokens() or 'maps':<22} "
-              f"{spec.weights_source}")
+    _print_table(("model", "default layer(s)", "input", "layout", "weights"),
+                 [(spec.name, layer, spec.describe_input(), spec.describe_tokens() or "maps", spec.weights_source)
+                  for spec, layer in describe_models()])
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:
-    print(f"{'layer':<40} {'type':<26} {'output shape':<20} tokens")
-    for li in layers(args.model):
-        shape = "x".join(map(str, li.shape)) if li.shape is not None else "(not a tensor)"
-        print(f"{li.name:<40} {li.kind:<26} {shape:<20} {li.describe_tokens()}".rstrip())
+    _print_table(("layer", "type", "output shape", "tokens"),
+                 [(li.name, li.kind, "x".join(map(str, li.shape)) if li.shape is not None else "(not a tensor)",
+                   li.describe_tokens()) for li in layers(args.model)])
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
