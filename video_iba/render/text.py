@@ -12,7 +12,7 @@ TEXT = (235, 235, 235)
 DIM = (160, 160, 170)
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=32)
 def font(size: int) -> Any:
     """The package's font at ``size`` pixels."""
     from matplotlib import font_manager
@@ -21,27 +21,44 @@ def font(size: int) -> Any:
     return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
+def fitted(text: str, width: float, size: int, smallest: int = 8) -> tuple[str, Any]:
+    """``(text, font)`` that fit in ``width`` pixels: the font shrunk from ``size`` down to
+    ``smallest``, then, if still too wide, the text cut short with an ellipsis."""
+    f = font(size)
+    while f.getlength(text) > width and size > smallest:
+        size -= 1
+        f = font(size)
+    if f.getlength(text) > width:
+        while text and f.getlength(text + "…") > width:
+            text = text[:-1]
+        text += "…"
+    return text, f
+
+
 def text_image(lines: Sequence[tuple[str, tuple[int, int, int]]], width: int, height: int, size: int) -> np.ndarray:
-    """``(height, width, 3)`` uint8: coloured lines of text on the background, centred vertically."""
+    """``(height, width, 3)`` uint8: coloured lines of text on the background, centred vertically; a
+    line too long for ``width`` is drawn smaller, or cut short (:func:`fitted`)."""
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(img)
     y = max(2, (height - len(lines) * int(size * 1.35)) // 2)
     for text, colour in lines:
-        draw.text((8, y), text, fill=colour, font=font(size))
+        shown, f = fitted(text, width - 16, size)
+        draw.text((8, y), shown, fill=colour, font=f)
         y += int(size * 1.35)
     return np.asarray(img)
 
 
 def labelled(img: np.ndarray, lines: Sequence[str], size: int = 13) -> np.ndarray:
-    """``img`` with a bar of text lines below it."""
+    """``img`` with a bar of text lines below it (each fitted to the width, :func:`fitted`)."""
     from PIL import Image, ImageDraw
 
     bar = Image.new("RGB", (img.shape[1], int(size * 1.4) * len(lines) + 6), BACKGROUND)
     d = ImageDraw.Draw(bar)
     for i, text in enumerate(lines):
-        d.text((4, 3 + i * int(size * 1.4)), text, fill=TEXT, font=font(size))
+        shown, f = fitted(text, img.shape[1] - 8, size)
+        d.text((4, 3 + i * int(size * 1.4)), shown, fill=TEXT, font=f)
     return np.concatenate([img, np.asarray(bar)], axis=0)
 
 

@@ -115,10 +115,15 @@ class _Canvas:
                                       _colorbar(bar_w, line_h, vmax, small, result.unit)[:, :bar_w]], axis=1)
         self.strip = _strip(result.per_source_frame, width, strip_h, small, result.unit)
         self.rest_h = self.info_h - self.header.shape[0]
-        self.counter_w = min(width // 2, max(200, 15 * self.size))
         self.window_probs = result.window_probs.astype(np.float64).mean(axis=1)
         self.window_prefix = (None if result.prefix_bits is None
                               else result.prefix_bits.astype(np.float64).sum(axis=2).mean(axis=1))
+        # the counter's column: as wide as its longest line can be (up to half the frame)
+        longest = [f"{fmt(float(np.max(result.per_source_frame, initial=0)))} {result.unit.shown} in frame"]
+        if self.window_prefix is not None:
+            longest.append(f"000.00 s · +{fmt(float(self.window_prefix.max()))} bits in class tokens")
+        need = max(font(self.size).getlength(t) for t in longest) + 24
+        self.counter_w = int(min(width // 2, max(200, 15 * self.size, need)))
         self._lines: dict[tuple[int, ...], np.ndarray] = {}
 
     def class_lines(self, src: FrameSource) -> np.ndarray:

@@ -1,0 +1,35 @@
+"""Text in frames and panels stays inside its box: long lines are drawn smaller or cut short."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from video_iba.render.text import BACKGROUND, fitted, font, labelled, text_image
+
+
+def _ink_columns(img: np.ndarray) -> np.ndarray:
+    return np.nonzero((img != np.array(BACKGROUND, dtype=np.uint8)).any(axis=(0, 2)))[0]
+
+
+def test_a_line_that_fits_is_drawn_as_given() -> None:
+    text, f = fitted("4.80 s", 300, 18)
+    assert text == "4.80 s" and f.size == 18
+
+
+def test_a_long_line_is_drawn_smaller_then_cut_short() -> None:
+    line = "4.80 s · +752 bits in class tokens"
+    width = font(18).getlength(line) * 0.8
+    text, f = fitted(line, width, 18)
+    assert text == line and f.size < 18 and f.getlength(text) <= width
+    text, f = fitted(line, 60, 18)
+    assert text.endswith("…") and len(text) < len(line) and f.size == 8 and f.getlength(text) <= 60
+
+
+def test_text_images_keep_their_text_inside_the_margin() -> None:
+    long = "top-3: " + "  ".join(["playing bagpipes 0.01"] * 6)
+    img = text_image([(long, (255, 255, 255)), ("short", (255, 255, 255))], 240, 60, 18)
+    ink = _ink_columns(img)
+    assert img.shape == (60, 240, 3) and ink.size and ink.min() >= 8 and ink.max() < 240 - 6
+    panel = labelled(np.zeros((40, 120, 3), dtype=np.uint8), [long])
+    ink = _ink_columns(panel[40:])
+    assert ink.size and ink.max() < 120 - 2
