@@ -102,7 +102,9 @@ def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-
     code, out, _ = run_cli(["models"], capsys)
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"] and "(none: pass --layer)" in rows["vit_b_16"]
+    assert "layer2" in rows["resnet50"] and "features.17" in rows["vgg16"]
+    assert "conv_proj" in rows["vit_b_16"] and "tokens (h w) +1 cls" in rows["vit_b_16"]
+    assert "features.0" in rows["swin_t"] and "maps (N,H,W,C)" in rows["swin_t"]
     assert "conv_proj" in rows["mvit_v2_s"] and "16x4 224²" in rows["mvit_v2_s"] and "+1 cls" in rows["mvit_v2_s"]
     # the columns line up, long Hugging Face names included
     hf = "hf:facebook/timesformer-base-finetuned-k400"

@@ -331,14 +331,21 @@ def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monk
 
 # ---------------------------------------------------------------- unclear before
 
-def test_transformer_layers_are_honoured_and_explained(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    photo = os.path.join(photo_dir, "coffee.jpg")
-    code, _, err = run_cli(["explain", photo, "--model", "vit_b_16", "--weights", "random", "--layer",
-                            "encoder.layers.encoder_layer_5", "--out", str(tmp_path)], capsys)
-    assert code == 2 and "outputs tokens (1, 197, 768)" in err and "token layout" in err
-    code, _, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--layer", "features.3",
-                            "--out", str(tmp_path)], capsys)
-    assert code == 2 and "channels-last map" in err
+def test_transformer_layers_without_a_layout_are_refused_with_the_fix() -> None:
+    import torchvision
+
+    import video_iba
+
+    photo = torch.randn(1, 3, 224, 224)
+    vit = torchvision.models.vit_b_16().eval()  # a user's own model: no registry layout
+    with pytest.raises(video_iba.UserInputError, match=r"outputs tokens \(1, 197, 768\).*token layout"):
+        video_iba.explain(vit, photo, 0, layer="encoder.layers.encoder_layer_5", steps=1, samples=2)
+    swin = torchvision.models.swin_t().eval()
+    with pytest.raises(video_iba.UserInputError, match=r"channels-last map.*TokenLayout\(channels_last=True\)"):
+        video_iba.explain(swin, photo, 0, layer="features.3", steps=1, samples=2)
+    a = video_iba.explain(swin, photo, 0, layer="features.3", steps=1, samples=2,
+                          tokens=video_iba.TokenLayout(channels_last=True))  # the fix the message names
+    assert tuple(a.capacity.shape) == (192, 28, 28) and a.bits.shape == (224, 224)  # type: ignore[union-attr]
 
 
 def test_an_image_named_like_a_video_says_so(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -41,6 +41,10 @@ def test_channels_last_maps_and_tuple_outputs_round_trip() -> None:
     parts, context = swin.split(out, "features.1")
     assert parts[0].shape == (1, 6, *GRID) and torch.equal(parts[0][0, :, 1, 2, 3], out[0, 1, 2, 3])
     assert torch.equal(swin.join(parts, context), out)
+    image = torch.randn(1, 5, 7, 6)  # torchvision's image Swin: (N, H, W, C)
+    parts, context = swin.split(image, "features.0")
+    assert parts[0].shape == (1, 6, 5, 7) and torch.equal(parts[0][0, :, 4, 2], image[0, 4, 2])
+    assert torch.equal(swin.join([p.expand(2, *p.shape[1:]) for p in parts], context)[1], image[0])
     mvit = TokenLayout(prefix=1, grid_index=1)  # MViT's blocks return (tokens, thw)
     tokens = torch.randn(1, 1 + 60, 4)
     parts, context = mvit.split((tokens, list(GRID)), "blocks.3")
@@ -56,5 +60,7 @@ def test_layouts_that_do_not_fit_are_refused() -> None:
         TokenLayout(grid=GRID).split(torch.randn(1, 4, 3, 4, 5), "conv")
     with pytest.raises(UserInputError, match="token order"):
         TokenLayout(order="w h t")
+    with pytest.raises(UserInputError, match=r"not a channels-last map \(N, \[T,\] H, W, C\)"):
+        TokenLayout(channels_last=True).split(torch.randn(1, 60, 4), "norm")
     with pytest.raises(UserInputError, match="gives no grid"):
         TokenLayout().split(torch.randn(1, 60, 4), "blocks.0")

@@ -31,9 +31,13 @@ def test_unknown_model_suggests_close_names() -> None:
         get_spec("resnet_50")
 
 
-def test_transformers_without_feature_maps_ask_for_a_layer() -> None:
-    with pytest.raises(UserInputError, match="name a layer with layer="):
-        get_spec("vit_b_16")
+def test_a_model_without_a_feature_map_near_stride_8_asks_for_a_layer() -> None:
+    from video_iba.models.layers import LayerInfo, auto_layer
+
+    table = [LayerInfo("embed", "Conv2d", (1, 64, 14, 14), 0), LayerInfo("blocks.0", "Block", (1, 197, 64), 1)]
+    with pytest.raises(UserInputError, match="m has no convolutional feature map near stride 8.*name a layer with"):
+        auto_layer(table, 224, "m")
+    assert auto_layer(table, 112, "m") == "embed"
 
 
 def test_layer_listing_needs_no_weights() -> None:

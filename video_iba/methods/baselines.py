@@ -259,6 +259,8 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
         if isinstance(grid_cam, tuple):
             grid_cam = grid_cam[0]
+        if grid_cam.dim() == x.dim() + 1 and grid_cam.shape[2] == 1:  # a photo's one-frame token grid
+            grid_cam = grid_cam[:, :, 0]
         if grid_cam.dim() != x.dim():
             raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(grid_cam.shape)}, not a feature map of the "
                                  f"input's rank; choose a convolutional layer, or give a token layer its layout with "
@@ -301,7 +303,12 @@ def _token_gradcam(net: nn.Module, module: nn.Module, name: str, layout: TokenLa
     parts = [p.requires_grad_(True) for p in taps.parts]  # detached copies: gradients stop here
     with HookedForward(net, [module], x, taps=taps) as hooked:
         logits = hooked(parts)
-    (grad,) = torch.autograd.grad(logits[0, target], parts[0])
+    grads = torch.autograd.grad(logits[0, target], parts, allow_unused=True)
+    grad = grads[0] if grads[0] is not None else torch.zeros_like(parts[0])
+    if not any(g is not None and bool(g.abs().sum() > 0) for g in grads):
+        raise UserInputError(f"Grad-CAM at '{name}': the logit of class {target} does not depend on this layer (zero "
+                             f"gradient on every token; a model with random weights and a zero-initialised head, "
+                             f"as torchvision's ViTs, has the same logits for every input); use trained weights")
     if not bool(grad.abs().sum() > 0):
         raise UserInputError(f"Grad-CAM at '{name}' gets no gradient on the grid tokens (after this layer the head "
                              f"reads only the class token); name an earlier block with {{cam_layer}}",

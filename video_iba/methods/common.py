@@ -94,7 +94,7 @@ def check_channels_first(rs: Sequence[torch.Tensor], x: torch.Tensor, layers: Se
         if r.shape[-1] != r.shape[-2] and r.shape[-3] == r.shape[-2]:
             raise UserInputError(f"layer '{name}' outputs {tuple(r.shape)}, a channels-last map (N, [T,] H, W, C) "
                                  f"by its shape; a bottleneck needs channels first (N, C, [T,] H, W): choose another "
-                                 f"layer (channels-last layouts come with the video-transformer support)")
+                                 f"layer, or in Python give its layout, tokens=video_iba.TokenLayout(channels_last=True)")
 
 
 def bits_map(capacities: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:

@@ -29,13 +29,18 @@ class LayerInfo:
     layout: TokenLayout | None = None
 
     def describe_tokens(self) -> str:
-        """``"grid 8x56x56 (t h w) + 1 prefix"``, ``"grid 16x56x56 (channels last)"`` or ``""`` (a map)."""
+        """``"grid 8x56x56 (t h w) + 1 prefix"``, ``"grid 16x56x56 (channels last)"``, ``"grid 14x14 +
+        1 prefix"`` (one frame: no order to tell) or ``""`` (a map)."""
         if self.layout is None or self.grid is None:
             return ""
         grid = "x".join(map(str, self.grid))
         if self.layout.channels_last:
             return f"grid {grid} (channels last)"
-        return f"grid {grid} ({self.layout.order})" + (f" + {self.prefix} prefix" if self.prefix else "")
+        if len(self.grid) == 3 and self.grid[0] == 1:
+            head = f"grid {'x'.join(map(str, self.grid[1:]))}"
+        else:
+            head = f"grid {grid} ({self.layout.order})"
+        return head + (f" + {self.prefix} prefix" if self.prefix else "")
 
 
 def _first_tensor(out: Any) -> torch.Tensor | None:

@@ -3,7 +3,8 @@
 A bottleneck works on channels-first maps ``(N, C, T', H', W')``. A transformer layer gives
 instead tokens ``(N, L, C)`` (a prefix of class or register tokens, then one token per grid
 cell, in time-major ``t h w`` order as MViT and VideoMAE, or space-major ``h w t`` as
-TimeSformer), or a channels-last map ``(N, T', H', W', C)`` (Swin3D), possibly inside a tuple
+TimeSformer), or a channels-last map ``(N, T', H', W', C)`` (Swin3D; ``(N, H', W', C)`` for
+torchvision's image Swin, which becomes ``(N, C, H', W')``), possibly inside a tuple
 (MViT's blocks return ``(tokens, thw)``; Hugging Face layers return tuples). A
 :class:`TokenLayout` turns such an output into the grid map and the prefix tokens ``(N, C, P)``,
 and back: ``join(split(out))`` is ``out``. A wrong order would scramble frames silently, so the
@@ -32,7 +33,8 @@ class TokenLayout:
             e.g. MViT's ``thw``, or from a channels-last map's shape).
         prefix: Leading class or register tokens (restricted too, never drawn on the grid).
         order: ``"t h w"`` (time-major) or ``"h w t"`` (space-major) order of the grid tokens.
-        channels_last: The output is a map ``(N, T', H', W', C)`` rather than tokens ``(N, L, C)``.
+        channels_last: The output is a map ``(N, T', H', W', C)`` or ``(N, H', W', C)`` rather than
+            tokens ``(N, L, C)``.
         index: Position of the token tensor in a tuple output.
         grid_index: Position of the run-time grid ``(T', H', W')`` in a tuple output.
     """
@@ -72,10 +74,10 @@ class TokenLayout:
             raise UserInputError(f"layer '{layer}' gives {type(tensor).__name__} at position {self.index}, not tokens; "
                                  f"give the token layout's index")
         if self.channels_last:
-            if tensor.dim() != 5:
+            if tensor.dim() not in (4, 5):
                 raise UserInputError(f"layer '{layer}' outputs {tuple(tensor.shape)}, not a channels-last map "
-                                     f"(N, T, H, W, C)")
-            return [rearrange(tensor, "n t h w c -> n c t h w")], (out, tuple(tensor.shape[1:4]))
+                                     f"(N, [T,] H, W, C)")
+            return [rearrange(tensor, "n ... c -> n c ...")], (out, tuple(tensor.shape[1:-1]))
         if tensor.dim() != 3:
             raise UserInputError(f"layer '{layer}' outputs {tuple(tensor.shape)}, not tokens (N, L, C)")
         grid = self._grid(out, tensor, layer)
@@ -90,7 +92,7 @@ class TokenLayout:
         """The layer output with its grid (and prefix) replaced by ``parts`` (any batch size)."""
         out, _ = context
         if self.channels_last:
-            tensor = rearrange(parts[0], "n c t h w -> n t h w c")
+            tensor = rearrange(parts[0], "n c ... -> n ... c")
         else:
             tokens = rearrange(parts[0], f"n c t h w -> n ({self.order}) c")
             if self.prefix:

@@ -132,9 +132,10 @@ class ModelSpec:
         if not lays:
             return ""
         if all(lay.channels_last for lay in lays):
-            return "maps (N,T,H,W,C)"
+            return "maps (N,T,H,W,C)" if self.is_video else "maps (N,H,W,C)"
         prefix = max(lay.prefix for lay in lays)
-        return f"tokens ({lays[-1].order})" + (f" +{prefix} cls" if prefix else "")
+        order = lays[-1].order if self.is_video else "h w"
+        return f"tokens ({order})" + (f" +{prefix} cls" if prefix else "")
 
     @property
     def min_side(self) -> int:
@@ -264,6 +265,37 @@ def _base_spec(name: str) -> ModelSpec:
             t = w.transforms()
             spec = dataclasses.replace(spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
                                        mean=tuple(t.mean), std=tuple(t.std))
+            spec = _image_transformer(spec)
+    return spec
+
+
+#: Encoder layers of torchvision's image ViTs by size letter (``vit_b_16``: 12).
+_VIT_DEPTH = {"b": 12, "l": 24, "h": 32}
+
+
+def _image_transformer(spec: ModelSpec) -> ModelSpec:
+    """torchvision's image ViTs and Swins with their token layouts, the patch embedding as the
+    default layer (as for the video transformers: a bottleneck there restricts each patch before
+    attention mixes them), Grad-CAM's layer and the transformer settings; other models unchanged."""
+    parts = spec.name.split("_")
+    if parts[0] == "vit" and len(parts) == 3 and parts[1] in _VIT_DEPTH and parts[2].isdigit():
+        side = spec.input_size // int(parts[2])
+        tokens = TokenLayout(grid=(1, side, side), prefix=1)
+        return dataclasses.replace(
+            spec, default_layer="conv_proj", cam_layer=f"encoder.layers.encoder_layer_{_VIT_DEPTH[parts[1]] - 2}",
+            layouts=tuple((p, tokens) for p in ("encoder", "encoder.dropout", "encoder.layers",
+                                                "encoder.layers.encoder_layer_*", "encoder.ln")),
+            iba=tuple(TRANSFORMER_SETTINGS.items()),
+            note=f"the patch embedding ({side}x{side} cells of {parts[2]}x{parts[2]} pixels), before the class token "
+                 f"and attention")
+    if parts[0] == "swin":
+        maps = TokenLayout(channels_last=True)
+        return dataclasses.replace(
+            spec, default_layer="features.0", cam_layer="norm",
+            layouts=tuple((p, maps) for p in ("features.0", "features.0.[12]", "features.[1-9]",
+                                              "features.[1-9].*", "norm")),
+            iba=tuple(TRANSFORMER_SETTINGS.items()),
+            note="the patch embedding (4x4-pixel cells, after its normalisation), before any attention")
     return spec
 
 

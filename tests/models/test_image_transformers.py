@@ -1,0 +1,82 @@
+"""torchvision's image transformers (ViT, Swin) in the registry: token layouts, the patch embedding
+as the default layer, Grad-CAM's layer, and a photo explained end to end with random weights."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import video_iba
+from video_iba.models import get_spec, layers
+
+from ..helpers import run_cli
+from ..nets import snapshot
+
+
+def _photo() -> torch.Tensor:
+    return torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+def test_vit_and_swin_specs_give_layouts_a_default_layer_and_the_transformer_settings() -> None:
+    vit, swin = get_spec("vit_b_16"), get_spec("swin_t")
+    assert vit.default_layer == "conv_proj" and vit.layout("conv_proj") is None  # a conv map, no prefix
+    lay = vit.layout("encoder.layers.encoder_layer_3")
+    assert lay is not None and (lay.grid, lay.prefix) == ((1, 14, 14), 1)
+    assert vit.cam_layer == "encoder.layers.encoder_layer_10"  # the last whose grid tokens reach the class token
+    big = get_spec("vit_h_14")
+    assert big.layout("encoder.ln").grid == (1, 37, 37) and big.cam_layer == "encoder.layers.encoder_layer_30"  # type: ignore[union-attr]
+    assert swin.default_layer == "features.0" and swin.layout("features.0").channels_last  # type: ignore[union-attr]
+    assert swin.layout("features.0.0") is None  # the patch convolution itself is channels first
+    assert swin.layout("features.3.1.attn") is not None and swin.cam_layer == "norm"
+    for spec in (vit, swin, get_spec("swin_v2_t")):
+        assert spec.config() == video_iba.IBAConfig.for_transformers(), spec.name
+    assert get_spec("resnet50").layouts == () and get_spec("maxvit_t").layouts == ()
+    listed = {li.name: li for li in layers("vit_b_16")}
+    assert listed["encoder.layers.encoder_layer_0"].describe_tokens() == "grid 14x14 + 1 prefix"
+    listed = {li.name: li for li in layers("swin_t")}
+    assert listed["features.0"].grid == (56, 56) and listed["features.0.0"].layout is None
+
+
+def test_a_vit_explains_a_photo_at_a_block_with_its_class_token_restricted() -> None:
+    model = video_iba.load_model("vit_b_16", weights="random")
+    torch.nn.init.normal_(model.heads.head.weight, std=0.02)  # torchvision zero-initialises the head
+    before = snapshot(model)
+    a = video_iba.explain(model, _photo(), layer="encoder.layers.encoder_layer_1", steps=1, samples=2, seed=0)
+    assert a.bits.shape == (224, 224) and a.total_bits > 0 and a.meta["prefix_cached"] is True
+    assert tuple(a.capacity.shape) == (768, 14, 14) and a.meta["prefix_bits"] > 0  # type: ignore[union-attr]
+    assert (a.meta["beta"], a.meta["alpha_init"]) == (1.0, 0.0)
+    cam = video_iba.attribute("gradcam", model, _photo())
+    assert cam.meta["cam_layer"] == "encoder.layers.encoder_layer_10" and cam.values.shape == (224, 224)
+    assert float(cam.values.max()) > 0
+    after = snapshot(model)
+    assert after["hooks"] == 0 and after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+
+
+def test_gradcam_names_a_logit_that_does_not_depend_on_the_layer() -> None:
+    model = video_iba.load_model("vit_b_16", weights="random")  # zero head: every logit is 0
+    with pytest.raises(video_iba.UserInputError, match="does not depend on this layer.*zero-initialised head"):
+        video_iba.attribute("gradcam", model, _photo())
+
+
+def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+    from skimage import data
+
+    photo = str(tmp_path / "astronaut.jpg")
+    Image.fromarray(data.astronaut()).save(photo)
+    code, stdout, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--steps", "1",
+                                 "--samples", "2", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    a = video_iba.Attribution.load(tmp_path / "o" / "astronaut.npz")
+    assert a.meta["layer"] == "features.0" and a.bits.shape == (224, 224) and a.total_bits > 0
+    assert tuple(a.capacity.shape) == (96, 56, 56)  # type: ignore[union-attr]
+    assert (a.meta["beta"], a.meta["alpha_init"]) == (1.0, 0.0)
+    code, _, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--method", "gradcam",
+                            "--out", str(tmp_path / "g")], capsys)
+    assert code == 0, err
+    cam = video_iba.Attribution.load(tmp_path / "g" / "astronaut.npz")
+    assert cam.meta["cam_layer"] == "norm" and float(cam.values.max()) > 0
+    assert sorted(os.listdir(tmp_path / "g")) == ["astronaut.npz", "astronaut.png"]
