@@ -40,6 +40,26 @@ def test_a_model_without_a_feature_map_near_stride_8_asks_for_a_layer() -> None:
     assert auto_layer(table, 112, "m") == "embed"
 
 
+def test_the_listing_cache_holds_only_layers_the_registry_does_not_give(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from video_iba.models import registry
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(registry, "list_models", lambda: ["vit_b_16", "densenet121", "mobilenet_v3_small"])
+    import torchvision
+
+    path = str(tmp_path / "video-iba" / f"default-layers-{video_iba.__version__}-tv{torchvision.__version__}.json")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w", encoding="utf-8") as fh:  # written before the registry gave ViTs a default layer
+        json.dump({"vit_b_16": "(none: pass --layer)", "densenet121": "features.from_the_cache"}, fh)
+    rows = {spec.name: layer for spec, layer in registry.describe_models()}
+    assert rows["vit_b_16"] == "conv_proj" and rows["densenet121"] == "features.from_the_cache"
+    assert rows["mobilenet_v3_small"] == get_spec("mobilenet_v3_small").default_layer  # found, then cached
+    with open(path, encoding="utf-8") as fh:
+        assert json.load(fh)["mobilenet_v3_small"] == rows["mobilenet_v3_small"]
+
+
 def test_layer_listing_needs_no_weights() -> None:
     table = {li.name: li.shape for li in layers("resnet50")}
     assert table["layer2"] == (1, 512, 28, 28) and table["fc"] == (1, 1000)

@@ -331,9 +331,9 @@ def _listing_cache() -> str:
 def describe_models() -> list[tuple[ModelSpec, str]]:
     """Every registered model with its default layer.
 
-    Layers are found on the meta device only (no weights, no compute); the answers are kept in
-    a small JSON file under ``$XDG_CACHE_HOME/video-iba`` (per package and torchvision version),
-    since building all ~80 torchvision models takes a while.
+    Layers the registry does not give are found on the meta device only (no weights, no compute);
+    those answers are kept in a small JSON file under ``$XDG_CACHE_HOME/video-iba`` (per package
+    and torchvision version), since building all ~80 torchvision models takes a while.
     """
     import json
 
@@ -346,6 +346,9 @@ def describe_models() -> list[tuple[ModelSpec, str]]:
     rows, changed = [], False
     for name in list_models():
         base = _base_spec(name)
+        if base.default_layer is not None:  # given by the registry: never from the cache
+            rows.append((base, ", ".join(base.layers)))
+            continue
         if name not in cached:
             try:
                 cached[name] = ", ".join(_resolve_layer(base, allow_cpu=False).layers)
