@@ -55,10 +55,13 @@ def test_a_vit_explains_a_photo_at_a_block_with_its_class_token_restricted() -> 
     assert after["requires_grad"] == before["requires_grad"]
 
 
-def test_gradcam_names_a_logit_that_does_not_depend_on_the_layer() -> None:
+def test_a_model_whose_logits_are_all_equal_is_reported(caplog: pytest.LogCaptureFixture) -> None:
     model = video_iba.load_model("vit_b_16", weights="random")  # zero head: every logit is 0
     with pytest.raises(video_iba.UserInputError, match="does not depend on this layer.*zero-initialised head"):
         video_iba.attribute("gradcam", model, _photo())
+    with caplog.at_level("WARNING"):
+        video_iba.explain(model, _photo(), steps=1, samples=2)
+    assert any("all 1000 classes the same logit" in r.getMessage() for r in caplog.records)
 
 
 def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

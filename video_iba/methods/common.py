@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import operator
 from typing import Any, Sequence
@@ -13,6 +14,8 @@ from torch import nn
 from ..bottleneck.heatmap import capacity_to_bits
 from ..errors import UserInputError
 from ..models.pathways import Pack, input_packer, packed
+
+log = logging.getLogger(__name__)
 
 LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
@@ -56,8 +59,12 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
 
 
 def check_target(target: Any, logits: torch.Tensor) -> int:
-    """The class to explain: ``target``, or the top-1 class of ``logits`` ``(1, K)`` when ``None``."""
+    """The class to explain: ``target``, or the top-1 class of ``logits`` ``(1, K)`` when ``None``.
+    Logits equal for every class are reported with a warning: nothing then depends on the input."""
     k = logits.shape[1]
+    if k > 1 and bool((logits[0] == logits[0, 0]).all()):
+        log.warning("the model gives all %d classes the same logit, so no class can be explained (random weights "
+                    "with a zero-initialised head, as torchvision's ViTs?); use trained weights", k)
     if target is None:
         return int(logits[0].argmax())
     if not isinstance(target, (bool, int)):
