@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import video_iba
+from video_iba.methods.readout import new_readout
 from video_iba.models import get_spec, layers
 
 from ..helpers import run_cli
@@ -23,10 +24,10 @@ def test_vit_and_swin_specs_give_layouts_a_default_layer_and_the_transformer_set
     vit, swin = get_spec("vit_b_16"), get_spec("swin_t")
     assert vit.default_layer == "conv_proj" and vit.layout("conv_proj") is None  # a conv map, no prefix
     lay = vit.layout("encoder.layers.encoder_layer_3")
-    assert lay is not None and (lay.grid, lay.prefix) == ((1, 14, 14), 1)
+    assert lay is not None and (lay.grid, lay.prefix) == ((14, 14), 1)
     assert vit.cam_layer == "encoder.layers.encoder_layer_10"  # the last whose grid tokens reach the class token
     big = get_spec("vit_h_14")
-    assert big.layout("encoder.ln").grid == (1, 37, 37) and big.cam_layer == "encoder.layers.encoder_layer_30"  # type: ignore[union-attr]
+    assert big.layout("encoder.ln").grid == (37, 37) and big.cam_layer == "encoder.layers.encoder_layer_30"  # type: ignore[union-attr]
     assert swin.default_layer == "features.0" and swin.layout("features.0").channels_last  # type: ignore[union-attr]
     assert swin.layout("features.0.0") is None  # the patch convolution itself is channels first
     assert swin.layout("features.3.1.attn") is not None and swin.cam_layer == "norm"
@@ -47,6 +48,12 @@ def test_a_vit_explains_a_photo_at_a_block_with_its_class_token_restricted() -> 
     assert a.bits.shape == (224, 224) and a.total_bits > 0 and a.meta["prefix_cached"] is True
     assert tuple(a.capacity.shape) == (768, 14, 14) and a.meta["prefix_bits"] > 0  # type: ignore[union-attr]
     assert (a.meta["beta"], a.meta["alpha_init"]) == (1.0, 0.0)
+    assert tuple(a.capacity.shape) == (768, 14, 14)  # type: ignore[union-attr]  # a photo's grid: a 2-D map
+    photos = [torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(i)) for i in (1, 2)]
+    readout = new_readout(model, photos[0][:1], lambda: photos, layers=["conv_proj"])  # heads read a token grid
+    assert readout.spec.readouts == ["conv_proj", "encoder.layers.encoder_layer_10"]
+    r = video_iba.explain_readout(model, readout, _photo())
+    assert r.values.shape == (224, 224) and r.total_bits > 0
     cam = video_iba.attribute("gradcam", model, _photo())
     assert cam.meta["cam_layer"] == "encoder.layers.encoder_layer_10" and cam.values.shape == (224, 224)
     assert float(cam.values.max()) > 0

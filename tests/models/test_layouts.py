@@ -35,6 +35,22 @@ def test_tokens_to_grid_and_back_is_the_identity(order: str, prefix: int) -> Non
         assert parts[1].shape == (1, 2, prefix)
 
 
+def test_a_photos_tokens_lie_on_a_two_dimensional_grid() -> None:
+    vit = TokenLayout(grid=(3, 4), prefix=1)  # (N, 1 + H*W, C), row-major as ViT's patches
+    rows = torch.arange(3).repeat_interleave(4).float()
+    tokens = torch.cat([torch.full((1,), -1.0), rows])[None, :, None].repeat(1, 1, 2) + torch.zeros(1, 13, 2)
+    noisy = tokens + torch.randn_like(tokens)
+    parts, context = vit.split(noisy, "encoder.layers.encoder_layer_1")
+    assert parts[0].shape == (1, 2, 3, 4) and parts[1].shape == (1, 2, 1)
+    assert torch.equal(vit.join(parts, context), noisy)
+    grid, _ = vit.split(tokens, "encoder.layers.encoder_layer_1")
+    assert all(torch.all(grid[0][0, 0, r] == r) for r in range(3))  # each patch row on its row
+    with pytest.raises(UserInputError, match="12 tokens after 1 prefix token.*not the 3x5 of its grid"):
+        TokenLayout(grid=(3, 5), prefix=1).split(tokens, "blocks.0")
+    with pytest.raises(UserInputError, match=r"grid \(T, H, W\) or \(H, W\)"):
+        TokenLayout(grid=(14,))
+
+
 def test_channels_last_maps_and_tuple_outputs_round_trip() -> None:
     swin = TokenLayout(channels_last=True)
     out = torch.randn(1, *GRID, 6)

@@ -30,14 +30,14 @@ class LayerInfo:
 
     def describe_tokens(self) -> str:
         """``"grid 8x56x56 (t h w) + 1 prefix"``, ``"grid 16x56x56 (channels last)"``, ``"grid 14x14 +
-        1 prefix"`` (one frame: no order to tell) or ``""`` (a map)."""
+        1 prefix"`` (a photo's grid or one frame: no order to tell) or ``""`` (a map)."""
         if self.layout is None or self.grid is None:
             return ""
         grid = "x".join(map(str, self.grid))
         if self.layout.channels_last:
             return f"grid {grid} (channels last)"
-        if len(self.grid) == 3 and self.grid[0] == 1:
-            head = f"grid {'x'.join(map(str, self.grid[1:]))}"
+        if len(self.grid) == 2 or self.grid[0] == 1:  # a photo's grid, or one frame
+            head = f"grid {'x'.join(map(str, self.grid[-2:]))}"
         else:
             head = f"grid {grid} ({self.layout.order})"
         return head + (f" + {self.prefix} prefix" if self.prefix else "")

@@ -13,6 +13,7 @@ round trip and the frame order are tested for every layout.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -29,8 +30,9 @@ class TokenLayout:
     """How one layer's output maps onto a ``(T', H', W')`` grid.
 
     Attributes:
-        grid: ``(T', H', W')``; ``None`` reads it at run time (from the tuple entry ``grid_index``,
-            e.g. MViT's ``thw``, or from a channels-last map's shape).
+        grid: ``(T', H', W')``, or ``(H', W')`` for a photo's tokens (maps ``(N, C, H', W')``, as a
+            CNN's); ``None`` reads it at run time (from the tuple entry ``grid_index``, e.g. MViT's
+            ``thw``, or from a channels-last map's shape).
         prefix: Leading class or register tokens (restricted too, never drawn on the grid).
         order: ``"t h w"`` (time-major) or ``"h w t"`` (space-major) order of the grid tokens.
         channels_last: The output is a map ``(N, T', H', W', C)`` or ``(N, H', W', C)`` rather than
@@ -39,7 +41,7 @@ class TokenLayout:
         grid_index: Position of the run-time grid ``(T', H', W')`` in a tuple output.
     """
 
-    grid: tuple[int, int, int] | None = None
+    grid: tuple[int, ...] | None = None
     prefix: int = 0
     order: str = "t h w"
     channels_last: bool = False
@@ -49,8 +51,8 @@ class TokenLayout:
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise UserInputError(f"token order '{self.order}' is not one of {', '.join(ORDERS)}")
-        if self.prefix < 0 or (self.grid is not None and (len(self.grid) != 3 or min(self.grid) < 1)):
-            raise UserInputError(f"a token layout needs prefix >= 0 and grid (T, H, W) >= 1, got {self}")
+        if self.prefix < 0 or (self.grid is not None and (len(self.grid) not in (2, 3) or min(self.grid) < 1)):
+            raise UserInputError(f"a token layout needs prefix >= 0 and grid (T, H, W) or (H, W) >= 1, got {self}")
         if self.channels_last and self.prefix:
             raise UserInputError("a channels-last map has no prefix tokens")
 
@@ -68,7 +70,8 @@ class TokenLayout:
                    grid_index=None if d.get("grid_index") is None else int(d["grid_index"]))
 
     def split(self, out: Any, layer: str) -> tuple[list[torch.Tensor], Any]:
-        """``([grid (N, C, T, H, W), prefix (N, C, P) if any], context)`` of a layer output."""
+        """``([grid (N, C, T, H, W) or (N, C, H, W), prefix (N, C, P) if any], context)`` of a layer
+        output."""
         tensor = out[self.index] if isinstance(out, (tuple, list)) else out
         if not isinstance(tensor, torch.Tensor):
             raise UserInputError(f"layer '{layer}' gives {type(tensor).__name__} at position {self.index}, not tokens; "
@@ -81,9 +84,12 @@ class TokenLayout:
         if tensor.dim() != 3:
             raise UserInputError(f"layer '{layer}' outputs {tuple(tensor.shape)}, not tokens (N, L, C)")
         grid = self._grid(out, tensor, layer)
-        t, h, w = grid
         cells = tensor[:, self.prefix:]
-        parts = [rearrange(cells, f"n ({self.order}) c -> n c t h w", t=t, h=h, w=w)]
+        if len(grid) == 2:
+            parts = [rearrange(cells, "n (h w) c -> n c h w", h=grid[0], w=grid[1])]
+        else:
+            t, h, w = grid
+            parts = [rearrange(cells, f"n ({self.order}) c -> n c t h w", t=t, h=h, w=w)]
         if self.prefix:
             parts.append(rearrange(tensor[:, :self.prefix], "n p c -> n c p"))
         return parts, (out, grid)
@@ -94,7 +100,10 @@ class TokenLayout:
         if self.channels_last:
             tensor = rearrange(parts[0], "n c ... -> n ... c")
         else:
-            tokens = rearrange(parts[0], f"n c t h w -> n ({self.order}) c")
+            if parts[0].dim() == 4:  # a photo's grid
+                tokens = rearrange(parts[0], "n c h w -> n (h w) c")
+            else:
+                tokens = rearrange(parts[0], f"n c t h w -> n ({self.order}) c")
             if self.prefix:
                 tokens = torch.cat([rearrange(parts[1], "n c p -> n p c"), tokens], dim=1)
             tensor = tokens
@@ -105,17 +114,17 @@ class TokenLayout:
         rest[self.index] = tensor
         return type(out)(rest)
 
-    def _grid(self, out: Any, tensor: torch.Tensor, layer: str) -> tuple[int, int, int]:
+    def _grid(self, out: Any, tensor: torch.Tensor, layer: str) -> tuple[int, ...]:
         grid = self.grid
         if grid is None and self.grid_index is not None and isinstance(out, (tuple, list)):
-            grid = tuple(int(v) for v in out[self.grid_index])  # type: ignore[assignment]
+            grid = tuple(int(v) for v in out[self.grid_index])
         if grid is None:
-            raise UserInputError(f"the token layout of layer '{layer}' gives no grid; give grid=(T, H, W)")
+            raise UserInputError(f"the token layout of layer '{layer}' gives no grid; give grid=(T, H, W) or (H, W)")
         cells = tensor.shape[1] - self.prefix
-        if grid[0] * grid[1] * grid[2] != cells:
+        if math.prod(grid) != cells:
             raise UserInputError(f"layer '{layer}' has {cells} tokens after {self.prefix} prefix token(s), not the "
-                                 f"{grid[0]}x{grid[1]}x{grid[2]} of its grid; give the layout's grid and prefix")
-        return grid  # type: ignore[return-value]
+                                 f"{'x'.join(map(str, grid))} of its grid; give the layout's grid and prefix")
+        return grid
 
 
 def layouts_for(model: Any, layers: Sequence[str],

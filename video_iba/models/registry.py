@@ -280,7 +280,7 @@ def _image_transformer(spec: ModelSpec) -> ModelSpec:
     parts = spec.name.split("_")
     if parts[0] == "vit" and len(parts) == 3 and parts[1] in _VIT_DEPTH and parts[2].isdigit():
         side = spec.input_size // int(parts[2])
-        tokens = TokenLayout(grid=(1, side, side), prefix=1)
+        tokens = TokenLayout(grid=(side, side), prefix=1)
         return dataclasses.replace(
             spec, default_layer="conv_proj", cam_layer=f"encoder.layers.encoder_layer_{_VIT_DEPTH[parts[1]] - 2}",
             layouts=tuple((p, tokens) for p in ("encoder", "encoder.dropout", "encoder.layers",
