@@ -36,6 +36,8 @@ def test_vit_and_swin_specs_give_layouts_a_default_layer_and_the_transformer_set
     assert get_spec("resnet50").layouts == () and get_spec("maxvit_t").layouts == ()
     listed = {li.name: li for li in layers("vit_b_16")}
     assert listed["encoder.layers.encoder_layer_0"].describe_tokens() == "grid 14x14 + 1 prefix"
+    listed = {li.name: li for li in layers("vit_h_14")}  # random weights built for its 518-pixel input
+    assert listed["conv_proj"].shape == (1, 1280, 37, 37) and listed["encoder.ln"].grid == (37, 37)
     listed = {li.name: li for li in layers("swin_t")}
     assert listed["features.0"].grid == (56, 56) and listed["features.0.0"].layout is None
 

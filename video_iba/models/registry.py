@@ -471,7 +471,9 @@ def _build_torchvision(spec: ModelSpec, weights: str) -> nn.Module:
     import torchvision.models as tvm
 
     if weights == "random":
-        return tvm.get_model(spec.name, weights=None)
+        # a ViT's position embedding fixes its input size: build it for the spec's (vit_h_14: 518)
+        size = {"image_size": spec.input_size} if spec.name.startswith("vit_") else {}
+        return tvm.get_model(spec.name, weights=None, **size)
     enum = _torchvision_weights(spec.name)
     member = spec.default_weights if weights == "default" else weights
     try:
