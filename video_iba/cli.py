@@ -100,7 +100,8 @@ def _model_options(p: _Parser) -> None:
                   "repeat it once per pathway (SlowFast: slow, then fast)")
     p.option("--weights", default="default",
              help="'default' (pretrained via the torch hub cache, or the offline package for efficientnet_lite0), "
-                  "'random', a checkpoint path, or a torchvision weights name such as IMAGENET1K_V2")
+                  "'random', a checkpoint path, or a torchvision weights name such as IMAGENET1K_V2 (photos are then "
+                  "resized, cropped and normalised as those weights expect)")
     p.option("--device", default="auto",
              help="cpu, cuda, cuda:N or auto (default: auto, a CUDA device when one is present, else the CPU)")
 

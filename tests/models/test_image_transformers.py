@@ -11,6 +11,7 @@ import torch
 import video_iba
 from video_iba.methods.readout import new_readout
 from video_iba.models import get_spec, layers
+from video_iba.models.registry import model_spec
 
 from ..helpers import run_cli
 from ..nets import snapshot
@@ -92,3 +93,31 @@ def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(tmp_path, 
     cam = video_iba.Attribution.load(tmp_path / "g" / "astronaut.npz")
     assert cam.meta["cam_layer"] == "norm" and float(cam.values.max()) > 0
     assert sorted(os.listdir(tmp_path / "g")) == ["astronaut.npz", "astronaut.png"]
+
+
+def test_named_weights_bring_their_own_preprocessing(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torchvision
+    from PIL import Image
+    from skimage import data
+
+    swag = model_spec("vit_b_16", weights="IMAGENET1K_SWAG_E2E_V1")
+    assert (swag.input_size, swag.resize, swag.layout("encoder.ln").grid) == (384, 384, (24, 24))  # type: ignore[union-attr]
+    v2 = model_spec("resnet50", weights="IMAGENET1K_V2")
+    assert (v2.input_size, v2.resize, v2.default_layer) == (224, 232, "layer2")
+    assert model_spec("resnet50", weights="random").resize == 256 == model_spec("resnet50", weights="x.pt").resize
+
+    build = torchvision.models.get_model
+
+    def offline(name, weights=None, **kwargs):  # type: ignore[no-untyped-def]  # no download here: random weights
+        size = {"image_size": weights.meta["min_size"][0]} if weights is not None else {}
+        return build(name, weights=None, **{**kwargs, **size})
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    photo = str(tmp_path / "astronaut.jpg")
+    Image.fromarray(data.astronaut()).save(photo)
+    code, _, err = run_cli(["explain", photo, "--model", "vit_b_16", "--weights", "IMAGENET1K_SWAG_E2E_V1", "--steps",
+                            "1", "--samples", "2", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    a = video_iba.Attribution.load(tmp_path / "o" / "astronaut.npz")
+    assert a.meta["input_shape"] == [1, 3, 384, 384] and tuple(a.capacity.shape) == (768, 24, 24)  # type: ignore[union-attr]
+    assert a.bits.shape == (384, 384) and a.meta["weights"] == "IMAGENET1K_SWAG_E2E_V1"

@@ -22,7 +22,7 @@ from ..io.clips import read_clip
 from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
 from ..models.preprocess import preprocess_image
-from ..models.registry import get_spec
+from ..models.registry import model_spec
 from .synthetic import TEST_SEEDS, make_clip
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,10 @@ def _box_in_crop(entry: dict[str, Any] | None, name: str, image_size: tuple[int,
 
 
 def folder_items(folder: str, model_name: str, annotations: str | None,
-                 device: torch.device | str = "cpu") -> list[Item]:
-    """The inputs of an image model (images) or of a video model (one centre clip per video)."""
-    spec = get_spec(model_name)
+                 device: torch.device | str = "cpu", weights: str = "default") -> list[Item]:
+    """The inputs of an image model (images) or of a video model (one centre clip per video),
+    prepared for the model with ``weights`` (:func:`~video_iba.models.registry.model_spec`)."""
+    spec = model_spec(model_name, weights=weights)
     files = find_videos(folder) if spec.is_video else find_images(folder)
     if not files:
         kind = "videos" if spec.is_video else "images"

@@ -608,21 +608,34 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         device: Where to put the model.
         seed: Seeds the initialisation of ``"random"`` weights (the same network in every process).
         layer_given: The caller names the bottleneck layer, so a model without a default layer
-            (a vision transformer) is built all the same.
+            is built all the same.
 
     Returns:
-        The ``nn.Module``; its spec is attached as ``model.video_iba_spec``.
+        The ``nn.Module``; its spec (:func:`model_spec`, for these weights) is attached as
+        ``model.video_iba_spec``.
     """
-    spec = model_spec(name, layer_given)
+    spec = model_spec(name, layer_given, weights)
     model = build(spec, weights, device, seed)
     model.video_iba_spec = spec  # type: ignore[assignment]
     return model
 
 
-def model_spec(name: str, layer_given: bool = False) -> ModelSpec:
+def model_spec(name: str, layer_given: bool = False, weights: str = "default") -> ModelSpec:
     """:func:`get_spec`, or with ``layer_given`` the spec without resolving a default layer (models
-    without a default layer are refused only when none is named)."""
-    return _base_spec(name) if layer_given else get_spec(name)
+    without a default layer are refused only when none is named); for a torchvision image model
+    with named weights other than its default (``"IMAGENET1K_V2"``), that weights' preprocessing:
+    resize, crop, mean and std (and so a ViT's token grid)."""
+    spec = _base_spec(name) if layer_given else get_spec(name)
+    if spec.family != "torchvision" or spec.is_video or weights in ("default", "random", spec.default_weights):
+        return spec
+    try:
+        w = _torchvision_weights(spec.name)[weights]
+    except KeyError:  # a checkpoint path, or a name the builder refuses with the choices
+        return spec
+    t = w.transforms()
+    return _image_transformer(dataclasses.replace(
+        spec, default_weights=w.name, weights_source=f"torch hub cache, {w.url}", weights_url=w.url,
+        input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean), std=tuple(t.std)))
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -42,7 +42,8 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
     ensure_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers)), options.span)
+    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
+                      options.span)
     session = Session.open(settings, plan.spec.name)
     sessions = [session.with_method(m) for m in names]
     out = compare_path(path, out_dir, plan.is_video)

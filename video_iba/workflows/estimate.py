@@ -21,7 +21,7 @@ from ..errors import UserInputError
 from ..files import check_names, ensure_writable_dir
 from ..io.discovery import find_images, find_videos, has_images
 from ..methods.iba import estimate
-from ..models.registry import ModelSpec, get_spec, load_model, weights_digest
+from ..models.registry import ModelSpec, get_spec, load_model, model_spec, weights_digest
 from .inputs import plan_input
 from .outputs import refuse_overwriting_inputs
 from .session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Progress, no_progress, resolve_device
@@ -108,7 +108,7 @@ def estimate_folder(
     model_name, files = estimate_inputs(folder, model_name)
     refuse_overwriting_inputs(stats_paths_for(out, list(layers) if layers else list(get_spec(model_name).layers)),
                               files)
-    spec = get_spec(model_name)
+    spec = model_spec(model_name, bool(layers), weights)
     names = list(layers) if layers else list(spec.layers)
     targets = stats_paths_for(out, names)
     check_names(targets)

@@ -157,7 +157,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
     name, _ = estimate_inputs(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
-    items = folder_items(ev.dataset, name, ev.annotations, dev)
+    items = folder_items(ev.dataset, name, ev.annotations, dev, ev.weights)
     session = Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
                                     layers=tuple(ev.layers) if ev.layers else None, stats=tuple(ev.stats) or None))
     layers, loaded = session.layers, session.stats or []

@@ -160,7 +160,8 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
                  progress: Progress = no_progress) -> Explained:
     """Explain one photo or video file with a new session (see :func:`explain_file`)."""
     ensure_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers)), options.span)
+    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
+                      options.span)
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 

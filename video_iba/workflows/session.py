@@ -208,7 +208,7 @@ class Session:
         if settings.readout and not method.uses_readout:
             raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
                                  options=["readout"])
-        spec = model_spec(name, bool(settings.layers))
+        spec = model_spec(name, bool(settings.layers), settings.weights)
         settings.config_for(spec)  # bad settings fail here, before the model is loaded
         layers = list(settings.layers) if settings.layers else list(spec.layers)
         if spec.slowfast_alpha and len(layers) != 2:

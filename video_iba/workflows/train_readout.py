@@ -45,7 +45,7 @@ from ..methods.readout import Readout, load_checkpoint, new_readout, readout_los
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
-from ..models.registry import get_spec, weights_digest
+from ..models.registry import model_spec, weights_digest
 from .estimate import estimate_inputs
 from .outputs import folder_lock
 from .session import Progress, Session, Settings, no_progress, resolve_device
@@ -112,10 +112,11 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
     return TrainingData(name, seeds, load)
 
 
-def folder_data(folder: str, model_name: str) -> TrainingData:
-    """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels."""
+def folder_data(folder: str, model_name: str, weights: str = "default") -> TrainingData:
+    """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels,
+    prepared for the model with ``weights`` (:func:`~video_iba.models.registry.model_spec`)."""
     _, files = estimate_inputs(folder, model_name)
-    spec = get_spec(model_name)
+    spec = model_spec(model_name, weights=weights)
 
     def load(paths: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs = []
@@ -488,12 +489,12 @@ def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
     name, _ = estimate_inputs(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
-    data = folder_data(run.dataset, name)
+    data = folder_data(run.dataset, name, run.weights)
     validation = None
     if run.validation not in (None, "none"):
         if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
             raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
-        validation = folder_data(run.validation, name)
+        validation = folder_data(run.validation, name, run.weights)
     return _Run(session.model, name, session.layers, session.stats, data, validation, run.readouts)
 
 
