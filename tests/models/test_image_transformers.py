@@ -32,6 +32,8 @@ def test_vit_and_swin_specs_give_layouts_a_default_layer_and_the_transformer_set
     assert swin.default_layer == "features.0" and swin.layout("features.0").channels_last  # type: ignore[union-attr]
     assert swin.layout("features.0.0") is None  # the patch convolution itself is channels first
     assert swin.layout("features.3.1.attn") is not None and swin.cam_layer == "norm"
+    v2 = get_spec("swin_v2_t")  # its position-bias MLP outputs a table, not the image's cells
+    assert v2.layout("features.1.0.attn.cpb_mlp.0") is None and v2.layout("features.1.0") is not None
     for spec in (vit, swin, get_spec("swin_v2_t")):
         assert spec.config() == video_iba.IBAConfig.for_transformers(), spec.name
     assert get_spec("resnet50").layouts == () and get_spec("maxvit_t").layouts == ()

@@ -63,7 +63,8 @@ class ModelSpec:
         weights_source: Where the default weights come from (for listings and errors).
         note: Why this default layer.
         layouts: Token layouts of the model's layers, as ``(pattern, layout)`` pairs matched with
-            ``fnmatch`` against a layer's name (transformers); layers that match none output maps.
+            ``fnmatch`` against a layer's name (transformers), the first match deciding; layers
+            that match none, or a pair whose layout is ``None``, output maps.
         cam_layer: Grad-CAM's layer where the generic choice does not fit (transformers: the last
             layer whose grid tokens still reach the logits).
         label_names: The class names when ``labels`` is ``"hf"`` (a checkpoint's ``id2label``).
@@ -89,7 +90,7 @@ class ModelSpec:
     weights_url: str = ""
     micro_batch: int | None = None
     cpu_inputs_per_pass: int | None = None
-    layouts: tuple[tuple[str, TokenLayout], ...] = ()
+    layouts: tuple[tuple[str, TokenLayout | None], ...] = ()
     cam_layer: str | None = None
     label_names: tuple[str, ...] = ()
     iba: tuple[tuple[str, Any], ...] = ()
@@ -128,7 +129,7 @@ class ModelSpec:
 
     def describe_tokens(self) -> str:
         """How the model's token layers are laid out (``""`` for a CNN), for listings."""
-        lays = [lay for _, lay in self.layouts]
+        lays = [lay for _, lay in self.layouts if lay is not None]
         if not lays:
             return ""
         if all(lay.channels_last for lay in lays):
@@ -292,8 +293,9 @@ def _image_transformer(spec: ModelSpec) -> ModelSpec:
         maps = TokenLayout(channels_last=True)
         return dataclasses.replace(
             spec, default_layer="features.0", cam_layer="norm",
-            layouts=tuple((p, maps) for p in ("features.0", "features.0.[12]", "features.[1-9]",
-                                              "features.[1-9].*", "norm")),
+            layouts=(("features.*.cpb_mlp*", None),  # Swin v2's position-bias table: not the image
+                     *((p, maps) for p in ("features.0", "features.0.[12]", "features.[1-9]", "features.[1-9].*",
+                                           "norm"))),
             iba=tuple(TRANSFORMER_SETTINGS.items()),
             note="the patch embedding (4x4-pixel cells, after its normalisation), before any attention")
     return spec
