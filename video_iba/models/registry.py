@@ -260,14 +260,21 @@ def _base_spec(name: str) -> ModelSpec:
         raise _unknown(name)
     if spec.family == "torchvision":
         w = _torchvision_weights(name)[spec.default_weights] if spec.default_weights != "DEFAULT" else _torchvision_weights(name).DEFAULT
-        spec = dataclasses.replace(spec, default_weights=w.name, weights_source=f"torch hub cache, {w.url}",
-                                   weights_url=w.url)
-        if not spec.is_video:  # video preprocessing comes from configs/video_models.yaml
-            t = w.transforms()
-            spec = dataclasses.replace(spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
-                                       mean=tuple(t.mean), std=tuple(t.std))
-            spec = _image_transformer(spec)
+        spec = _with_weights(spec, w)
     return spec
+
+
+def _with_weights(spec: ModelSpec, w: Any) -> ModelSpec:
+    """``spec`` for torchvision's weights ``w``: their name and source and, for an image model,
+    their preprocessing (resize, crop, mean, std) and what follows from it (a ViT's token grid);
+    a video model's preprocessing comes from configs/video_models.yaml."""
+    spec = dataclasses.replace(spec, default_weights=w.name, weights_source=f"torch hub cache, {w.url}",
+                               weights_url=w.url)
+    if spec.is_video:
+        return spec
+    t = w.transforms()
+    return _image_transformer(dataclasses.replace(spec, input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]),
+                                                  mean=tuple(t.mean), std=tuple(t.std)))
 
 
 #: Encoder layers of torchvision's image ViTs by size letter (``vit_b_16``: 12).
@@ -634,10 +641,7 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default") -
         w = _torchvision_weights(spec.name)[weights]
     except KeyError:  # a checkpoint path, or a name the builder refuses with the choices
         return spec
-    t = w.transforms()
-    return _image_transformer(dataclasses.replace(
-        spec, default_weights=w.name, weights_source=f"torch hub cache, {w.url}", weights_url=w.url,
-        input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean), std=tuple(t.std)))
+    return _with_weights(spec, w)
 
 
 def weights_digest(model: nn.Module) -> str:

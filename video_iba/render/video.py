@@ -118,13 +118,20 @@ class _Canvas:
         self.window_probs = result.window_probs.astype(np.float64).mean(axis=1)
         self.window_prefix = (None if result.prefix_bits is None
                               else result.prefix_bits.astype(np.float64).sum(axis=2).mean(axis=1))
-        # the counter's column: as wide as its longest line can be (up to half the frame)
-        longest = [f"{fmt(float(np.max(result.per_source_frame, initial=0)))} {result.unit.shown} in frame"]
-        if self.window_prefix is not None:
-            longest.append(f"000.00 s · +{fmt(float(self.window_prefix.max()))} bits in class tokens")
-        need = max(font(self.size).getlength(t) for t in longest) + 24
+        # the counter's column: as wide as its longest lines can be (up to half the frame)
+        widest = self._counter(float(np.max(result.per_source_frame, initial=0)), 999.99,
+                               None if self.window_prefix is None else float(self.window_prefix.max()))
+        need = max(font(self.size).getlength(t) for t in widest) + 24
         self.counter_w = int(min(width // 2, max(200, 15 * self.size, need)))
         self._lines: dict[tuple[int, ...], np.ndarray] = {}
+
+    def _counter(self, frame_bits: float, seconds: float, prefix_bits: float | None) -> tuple[str, str]:
+        """The counter's two lines: the frame's total, then its time (and the class tokens' bits,
+        which are not on the grid, so in words)."""
+        when = f"{seconds:.2f} s"
+        if prefix_bits is not None:
+            when += f" · +{fmt(prefix_bits)} bits in class tokens"
+        return f"{fmt(frame_bits)} {self.result.unit.shown} in frame", when
 
     def class_lines(self, src: FrameSource) -> np.ndarray:
         """Top classes and the explained class's probability, averaged over the windows of ``src``."""
@@ -149,13 +156,11 @@ class _Canvas:
         canvas[ph:top] = self.header
         lines = self.class_lines(src)
         canvas[top:ph + self.info_h, :lines.shape[1]] = lines
-        unit = self.result.unit
-        when = f"{seconds:.2f} s"
-        if self.window_prefix is not None:  # class tokens: not on the grid, so in words
-            windows = sorted({wi for wi, *_ in src.parts})
-            when += f" · +{fmt(float(np.mean(self.window_prefix[windows])))} bits in class tokens"
-        counter = text_image([(f"{fmt(self.result.per_source_frame[pos])} {unit.shown} in frame", TEXT),
-                              (when, DIM)], self.width - lines.shape[1], self.rest_h, self.size)
+        prefix = None
+        if self.window_prefix is not None:
+            prefix = float(np.mean(self.window_prefix[sorted({wi for wi, *_ in src.parts})]))
+        total, when = self._counter(float(self.result.per_source_frame[pos]), seconds, prefix)
+        counter = text_image([(total, TEXT), (when, DIM)], self.width - lines.shape[1], self.rest_h, self.size)
         canvas[top:ph + self.info_h, lines.shape[1]:] = counter
         canvas[ph + self.info_h:] = self.strip
         x = int(round(pos / max(1, len(self.result.source_frame_indices) - 1) * (self.width - 1)))
