@@ -62,6 +62,8 @@ def test_a_vit_explains_a_photo_at_a_block_with_its_class_token_restricted() -> 
     cam = video_iba.attribute("gradcam", model, _photo())
     assert cam.meta["cam_layer"] == "encoder.layers.encoder_layer_10" and cam.values.shape == (224, 224)
     assert float(cam.values.max()) > 0
+    one_frame = video_iba.attribute("gradcam", model, _photo(), tokens=video_iba.TokenLayout(grid=(1, 14, 14), prefix=1))
+    torch.testing.assert_close(one_frame.values, cam.values)  # a grid given as one frame: the same 2-D map
     after = snapshot(model)
     assert after["hooks"] == 0 and after["training"] == before["training"]
     assert after["requires_grad"] == before["requires_grad"]
@@ -76,31 +78,25 @@ def test_a_model_whose_logits_are_all_equal_is_reported(caplog: pytest.LogCaptur
     assert any("all 1000 classes the same logit" in r.getMessage() for r in caplog.records)
 
 
-def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from PIL import Image
-    from skimage import data
-
-    photo = str(tmp_path / "astronaut.jpg")
-    Image.fromarray(data.astronaut()).save(photo)
+def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, "coffee.jpg")
     code, stdout, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--steps", "1",
                                  "--samples", "2", "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
-    a = video_iba.Attribution.load(tmp_path / "o" / "astronaut.npz")
+    a = video_iba.Attribution.load(tmp_path / "o" / "coffee.npz")
     assert a.meta["layer"] == "features.0" and a.bits.shape == (224, 224) and a.total_bits > 0
     assert tuple(a.capacity.shape) == (96, 56, 56)  # type: ignore[union-attr]
     assert (a.meta["beta"], a.meta["alpha_init"]) == (1.0, 0.0)
     code, _, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--method", "gradcam",
                             "--out", str(tmp_path / "g")], capsys)
     assert code == 0, err
-    cam = video_iba.Attribution.load(tmp_path / "g" / "astronaut.npz")
+    cam = video_iba.Attribution.load(tmp_path / "g" / "coffee.npz")
     assert cam.meta["cam_layer"] == "norm" and float(cam.values.max()) > 0
-    assert sorted(os.listdir(tmp_path / "g")) == ["astronaut.npz", "astronaut.png"]
+    assert sorted(os.listdir(tmp_path / "g")) == ["coffee.npz", "coffee.png"]
 
 
-def test_named_weights_bring_their_own_preprocessing(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_named_weights_bring_their_own_preprocessing(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import torchvision
-    from PIL import Image
-    from skimage import data
 
     swag = model_spec("vit_b_16", weights="IMAGENET1K_SWAG_E2E_V1")
     assert (swag.input_size, swag.resize, swag.layout("encoder.ln").grid) == (384, 384, (24, 24))  # type: ignore[union-attr]
@@ -115,11 +111,10 @@ def test_named_weights_bring_their_own_preprocessing(tmp_path, capsys, monkeypat
         return build(name, weights=None, **{**kwargs, **size})
 
     monkeypatch.setattr(torchvision.models, "get_model", offline)
-    photo = str(tmp_path / "astronaut.jpg")
-    Image.fromarray(data.astronaut()).save(photo)
+    photo = os.path.join(photo_dir, "coffee.jpg")
     code, _, err = run_cli(["explain", photo, "--model", "vit_b_16", "--weights", "IMAGENET1K_SWAG_E2E_V1", "--steps",
                             "1", "--samples", "2", "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
-    a = video_iba.Attribution.load(tmp_path / "o" / "astronaut.npz")
+    a = video_iba.Attribution.load(tmp_path / "o" / "coffee.npz")
     assert a.meta["input_shape"] == [1, 3, 384, 384] and tuple(a.capacity.shape) == (768, 24, 24)  # type: ignore[union-attr]
     assert a.bits.shape == (384, 384) and a.meta["weights"] == "IMAGENET1K_SWAG_E2E_V1"
