@@ -195,6 +195,8 @@ def _truncated(tmp_path) -> str:  # type: ignore[no-untyped-def]
     (_corrupt, "cannot open"),
     (_truncated, "truncated"),
     (lambda t: encode(str(t / "audio.mp4"), audio_only=True), "no video stream"),
+    # as for photos: r3d_18 (112-pixel input) needs 28 pixels on the shorter side
+    (lambda t: encode(str(t / "tiny.mp4"), frames=20, size=(48, 24)), "is 48x24 pixels; r3d_18 needs at least 28"),
 ])
 @pytest.mark.parametrize("decoder", ["pyav", "auto"])
 def test_bad_videos_exit_2_and_leave_nothing(make, message, decoder, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -80,6 +80,11 @@ def test_the_wrong_kind_of_input_for_the_model_is_refused(photo_dir, tmp_path) -
     with pytest.raises(UserInputError, match="is a video model") as err:
         plan_input(os.path.join(photo_dir, "coffee.jpg"), video_iba.get_spec("r3d_18"))
     assert "model=" in str(err.value) and "--model" in err.value.worded(lambda o: f"--{o}")
+    tiny = encode(str(tmp_path / "tiny.mp4"), frames=10, size=(48, 24))
+    with pytest.raises(UserInputError, match="is 48x24 pixels; r3d_18 needs at least 28 .* use a larger video"):
+        video_iba.read_clip(tiny, video_iba.get_spec("r3d_18"))
+    with pytest.raises(UserInputError, match="needs at least 28"):
+        video_iba.preprocess_clip(np.zeros((4, 24, 48, 3), np.uint8), video_iba.get_spec("r3d_18"))
     with pytest.raises(UserInputError, match="vmax= must be a finite number > 0"):
         Options(vmax=-1.0)
     with pytest.raises(UserInputError, match="end= .* must be after start="):

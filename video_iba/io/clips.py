@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
-from ..models.preprocess import Geometry, crop_input, plan_crops
+from ..models.preprocess import Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 from .sampling import Window, plan_windows
 from .video import VideoInfo, frame_times, iter_frames, probe_video
@@ -176,6 +176,7 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
     line = timeline(path)
     info = line.info
+    check_size(f"'{path}'", info.height, info.width, spec, "video")
     if start is None:
         span = spec.frames * spec.sampling_rate / info.fps
         start = max(0.0, ((info.duration or 0.0) - span) / 2)

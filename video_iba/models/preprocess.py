@@ -84,6 +84,19 @@ def resized_size(h: int, w: int, short: int) -> tuple[int, int]:
     return (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
 
 
+def check_size(name: str, height: int, width: int, spec: ModelSpec, what: str = "image") -> None:
+    """Refuse an image or video whose shorter side is below ``spec.min_side`` (a quarter of the model
+    input: smaller inputs would be upsampled more than 4x), naming its size and the model's.
+
+    Raises:
+        UserInputError: the input is too small for ``spec``.
+    """
+    if min(height, width) < spec.min_side:
+        raise UserInputError(f"{name} is {width}x{height} pixels; {spec.name} needs at least {spec.min_side} pixels on "
+                             f"the shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
+                             f"use a larger {what}")
+
+
 def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:
     """Turn an ``(H, W, 3)`` uint8 RGB array into the model input ``(1, 3, S, S)``.
 
@@ -93,11 +106,7 @@ def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> t
     Raises:
         UserInputError: images whose shorter side is below ``spec.min_side``.
     """
-    h, w = int(rgb.shape[0]), int(rgb.shape[1])
-    if min(h, w) < spec.min_side:
-        raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
-                             f"shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
-                             f"use a larger image")
+    check_size(name, int(rgb.shape[0]), int(rgb.shape[1]), spec)
     return resize_crop_normalize(rgb[None], resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
 
 
@@ -107,10 +116,7 @@ def preprocess_clip(frames: np.ndarray, spec: ModelSpec, name: str = "clip") -> 
     ``spec.frames``: sample the frames at the model's rate, see :func:`video_iba.read_clip`)."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}")
-    h, w = int(frames.shape[1]), int(frames.shape[2])
-    if min(h, w) < spec.min_side:
-        raise UserInputError(f"{name} is {w}x{h} pixels; {spec.name} needs at least {spec.min_side} pixels on the "
-                             f"shorter side; use larger frames")
+    check_size(name, int(frames.shape[1]), int(frames.shape[2]), spec, "video")
     x, geo = resize_crop_normalize(frames, resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
     return x.permute(1, 0, 2, 3)[None].contiguous(), geo
 

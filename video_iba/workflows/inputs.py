@@ -21,13 +21,10 @@ from ..io.clips import Timeline, clip_decoder, iter_window_frames, timeline
 from ..io.discovery import is_video_file
 from ..io.image import load_image
 from ..io.sampling import Window
-from ..models.preprocess import CropPlan, Geometry, crop_input, plan_crops
+from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
-
-#: Videos smaller than this on either side are refused.
-MIN_VIDEO_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -133,10 +130,7 @@ def plan_input(path: str, spec: ModelSpec, span: Range = Range()) -> InputPlan:
                              options=["model"])
     rgb, (full_h, full_w) = load_image(path, reduce_to=spec.resize)
     h, w = int(rgb.shape[0]), int(rgb.shape[1])
-    if min(full_h, full_w) < spec.min_side:
-        raise UserInputError(f"'{path}' is {full_w}x{full_h} pixels; {spec.name} needs at least {spec.min_side} pixels "
-                             f"on the shorter side (it is resized to {spec.resize} and cropped to {spec.input_size}); "
-                             f"use a larger image")
+    check_size(f"'{path}'", full_h, full_w, spec)
     return InputPlan(os.fspath(path), spec, plan_crops(h, w, spec, "center"), (h, w), image=rgb,
                      full=(full_h, full_w) if (full_h, full_w) != (h, w) else None)
 
@@ -148,9 +142,7 @@ def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
                              options=["model"])
     line = timeline(path)
     info = line.info
-    if min(info.width, info.height) < MIN_VIDEO_SIDE:
-        raise UserInputError(f"'{path}' is {info.width}x{info.height} pixels; give a video at least {MIN_VIDEO_SIDE} "
-                             f"pixels high and wide")
+    check_size(f"'{path}'", info.height, info.width, spec, "video")
     if line.variable_rate:
         log.info("%s has a variable frame rate; frames are sampled by their timestamps", path)
     duration = line.time_of(line.frames - 1) + 1.0 / info.fps
