@@ -289,3 +289,44 @@ def test_decord_and_pyav_give_the_same_clips(monkeypatch) -> None:  # type: igno
     monkeypatch.setenv(DECODER_ENV, "ffmpeg")
     with pytest.raises(Exception, match="is not a decoder"):
         clip_decoder()
+
+
+def test_an_animated_gif_is_explained_as_a_video(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    from video_iba.io import find_images, find_videos, is_video_file
+    from video_iba.io.clips import timeline
+    from video_iba.io.video import iter_frames
+
+    monkeypatch.setenv("VIDEO_IBA_DECODER", "auto")  # decord, when installed, cannot read GIFs: PyAV decodes them
+    frames = [moving_square(i, (96, 64)) for i in range(24)]
+    gif = tmp_path / "in" / "square.gif"
+    gif.parent.mkdir()
+    delays = [100] * 12 + [200] * 12  # milliseconds: the second half plays at half the rate
+    Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
+                                    duration=delays, loop=0)
+    still = tmp_path / "in" / "still.gif"
+    Image.fromarray(frames[0]).save(still)
+    assert is_video_file(str(gif)) and not is_video_file(str(still))
+    assert find_videos(str(gif.parent)) == [str(gif)] and find_images(str(gif.parent)) == [str(still)]
+    line = timeline(str(gif))
+    assert line.frames == 24 and np.allclose(np.diff(line.times), np.array(delays[:-1]) / 1000, atol=0.011)
+    with Image.open(gif) as im:  # PyAV gives the frames PIL reads (GIF palettes are exact)
+        expected = []
+        for i in range(24):
+            im.seek(i)
+            expected.append(np.asarray(im.convert("RGB")))
+    decoded = [f.rgb for f in iter_frames(str(gif))]
+    assert len(decoded) == 24 and all(np.array_equal(a, b) for a, b in zip(decoded, expected))
+
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["explain", str(gif), "--model", "r3d_18", "--weights", "random", "--out", str(out),
+                                 *FAST], capsys)
+    assert code == 0, err
+    assert len(read_frames(str(out / "square.mp4"))) == 24
+    npz = read_npz(str(out / "square.npz"))
+    meta = json.loads(str(npz["meta"]))
+    assert meta["decoder"] == "pyav" and meta["sampling"]["source_frames"] == 24
+    code, _, err = run_cli(["explain", str(gif), "--model", "resnet18", "--weights", "random", "--out",
+                            str(tmp_path / "o2")], capsys)
+    assert code == 2 and "'square.gif' is an animated GIF, read as a video" in err.replace(str(gif.parent) + os.sep, "")

@@ -82,8 +82,15 @@ def timeline(path: str) -> Timeline:
     return Timeline(info, times, n)
 
 
-def clip_decoder() -> str:
-    """The decoder used for model clips: ``"decord"`` (optional, random access) or ``"pyav"``."""
+def decord_reads(info: VideoInfo) -> bool:
+    """Whether decord decodes this video as it is shown: not a rotated video (decord does not turn
+    its frames) and not a GIF (decord cannot read GIFs)."""
+    return not info.rotation and info.codec != "gif"
+
+
+def clip_decoder(info: VideoInfo | None = None) -> str:
+    """The decoder of model clips: ``"decord"`` (optional, random access) or ``"pyav"``, and PyAV
+    for a video ``info`` that decord cannot read as shown (:func:`decord_reads`)."""
     choice = os.environ.get(DECODER_ENV, "auto").strip().lower()
     if choice not in ("auto", "pyav", "decord"):
         raise UserInputError(f"{DECODER_ENV}={choice!r} is not a decoder; use auto, pyav or decord")
@@ -96,7 +103,7 @@ def clip_decoder() -> str:
             raise UserInputError(f"{DECODER_ENV}=decord but decord is not installed; pip install decord, "
                                  f"or unset {DECODER_ENV}") from None
         return "pyav"
-    return "decord"
+    return "decord" if info is None or decord_reads(info) else "pyav"
 
 
 def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, int],
@@ -105,7 +112,7 @@ def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, in
     ``(height, width)``."""
     if not windows:
         return
-    if decoder == "decord" and not probe_video(path).rotation:  # decord does not turn rotated videos
+    if decoder == "decord" and decord_reads(probe_video(path)):
         yield from _decord_windows(path, windows, size)
         return
     needed = np.unique(np.concatenate([w.indices for w in windows]))
@@ -182,7 +189,7 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
         start = max(0.0, ((info.duration or 0.0) - span) / 2)
     window = line.windows(spec, start=start)[0]
     plan = plan_crops(info.height, info.width, spec, "center")
-    _, frames = next(iter_window_frames(path, [window], plan.size, clip_decoder()))
+    _, frames = next(iter_window_frames(path, [window], plan.size, clip_decoder(info)))
     tile = plan.tiles[0]
     x = crop_input(frames, spec, plan, tile, (info.height, info.width))
     nh, nw = plan.size

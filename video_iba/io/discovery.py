@@ -1,9 +1,12 @@
-"""Which files are inputs: photos and videos by suffix, in folders and list files."""
+"""Which files are inputs: photos and videos by suffix (an animated GIF is a video), in folders and
+list files."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from PIL import Image
 
 from ..errors import UserInputError
 
@@ -11,14 +14,27 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
 
 
+def is_animated_gif(path: str) -> bool:
+    """Whether ``path`` is a GIF with more than one frame (an unreadable file is not: it is then
+    read as an image, whose reader says what is wrong with it)."""
+    if Path(path).suffix.lower() != ".gif":
+        return False
+    try:
+        with Image.open(path) as im:
+            return bool(getattr(im, "is_animated", False))
+    except (OSError, ValueError):
+        return False
+
+
 def is_video_file(path: str) -> bool:
-    """Whether ``path`` is treated as a video (by suffix; other files are read as images)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    """Whether ``path`` is treated as a video: a video suffix, or an animated GIF; other files are
+    read as images."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES or is_animated_gif(path)
 
 
 def is_image_file(path: str) -> bool:
-    """Whether ``path`` has an image suffix."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    """Whether ``path`` has an image suffix and is not an animated GIF."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES and not is_animated_gif(path)
 
 
 def is_batch_input(path: str) -> bool:
@@ -28,6 +44,10 @@ def is_batch_input(path: str) -> bool:
 
 def _files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
     return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def _images(folder: str) -> list[str]:
+    return [f for f in _files(folder, IMAGE_SUFFIXES) if not is_animated_gif(f)]
 
 
 def _check_folder(folder: str, what: str) -> None:
@@ -40,7 +60,7 @@ def _check_folder(folder: str, what: str) -> None:
 def find_images(folder: str) -> list[str]:
     """Image files under ``folder`` (recursive, sorted); at least one."""
     _check_folder(folder, "images")
-    files = _files(folder, IMAGE_SUFFIXES)
+    files = _images(folder)
     if not files:
         raise UserInputError(f"no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...) found in '{folder}'; give a folder of "
                              f"images")
@@ -48,14 +68,14 @@ def find_images(folder: str) -> list[str]:
 
 
 def find_videos(folder: str) -> list[str]:
-    """Video files under ``folder`` (recursive, sorted, by suffix); possibly none."""
+    """Video files under ``folder`` (recursive, sorted; by suffix, and animated GIFs); possibly none."""
     _check_folder(folder, "videos")
-    return _files(folder, VIDEO_SUFFIXES)
+    return sorted(_files(folder, VIDEO_SUFFIXES) + [f for f in _files(folder, (".gif",)) if is_animated_gif(f)])
 
 
 def has_images(folder: str) -> bool:
-    """Whether ``folder`` holds any image file (recursive)."""
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(folder).rglob("*"))
+    """Whether ``folder`` holds any image file (recursive; animated GIFs are videos)."""
+    return bool(_images(folder))
 
 
 def batch_inputs(path: str) -> tuple[list[str], str]:

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserInputError
 from ..io.clips import Timeline, clip_decoder, iter_window_frames, timeline
-from ..io.discovery import is_video_file
+from ..io.discovery import is_animated_gif, is_video_file
 from ..io.image import load_image
 from ..io.sampling import Window
 from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
@@ -137,9 +137,10 @@ def plan_input(path: str, spec: ModelSpec, span: Range = Range()) -> InputPlan:
 
 def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
     if not spec.is_video:
-        raise UserInputError(f"{spec.name} is an image model; explain a video with a video model given to {{model}} "
-                             f"(e.g. efficientnet_lite0_i3d or slowfast_r50; `video-iba models` lists them)",
-                             options=["model"])
+        what = "an animated GIF, read as a video" if is_animated_gif(path) else "a video"
+        raise UserInputError(f"{spec.name} is an image model and '{path}' is {what}; explain it with a video model "
+                             f"given to {{model}} (e.g. efficientnet_lite0_i3d or slowfast_r50; `video-iba models` "
+                             f"lists them)", options=["model"])
     line = timeline(path)
     info = line.info
     check_size(f"'{path}'", info.height, info.width, spec, "video")
@@ -151,4 +152,4 @@ def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
     windows = line.windows(spec, start=span.start, end=span.end, stride=span.stride)
     crops = plan_crops(info.height, info.width, spec, span.coverage)
     return InputPlan(os.fspath(path), spec, crops, (info.height, info.width), line=line, windows=windows, span=span,
-                     decoder=clip_decoder())
+                     decoder=clip_decoder(info))
