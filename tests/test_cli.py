@@ -19,8 +19,6 @@ from .helpers import run_cli
 FAST = ["--steps", "2", "--samples", "2"]
 
 
-
-
 @pytest.mark.slow
 def test_explain_real_photo_end_to_end(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"

@@ -11,8 +11,6 @@ from video_iba.cli import main
 from .helpers import torchrun
 
 
-
-
 def test_welford_merge_equals_one_pass() -> None:
     torch.manual_seed(0)
     data = torch.randn(23, 4, 3, 5) * 3 + 1

@@ -277,19 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _LineBar:
     """Progress where stderr is not a terminal (a log file, a batch system): a line at most every
-    :data:`PROGRESS_EVERY` seconds, the first after that long, and a last one if any was written."""
+    :data:`PROGRESS_EVERY` seconds, the first after that long, and at the end one with the final count if
+    it differs from the last line's."""
 
     def __init__(self, desc: str, total: int | None, unit: str) -> None:
         self.desc, self.total, self.unit, self.every = desc, total, unit, PROGRESS_EVERY
         self.n = 0
         self.t0 = self.last = time.monotonic()
-        self.wrote = False
+        self.written: int | None = None  # the count on the last line written
 
     def _line(self) -> None:
         of = f"/{self.total}" if self.total else ""
         print(f"video-iba: {self.desc}: {self.n}{of} {self.unit}(s), {time.monotonic() - self.t0:.0f} s",
               file=sys.stderr, flush=True)
-        self.wrote, self.last = True, time.monotonic()
+        self.written, self.last = self.n, time.monotonic()
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -297,7 +298,7 @@ class _LineBar:
             self._line()
 
     def close(self) -> None:
-        if self.wrote:
+        if self.written is not None and self.written != self.n:
             self._line()
 
 

@@ -11,9 +11,6 @@ import pytest
 from ..helpers import break_one_photo, run_cli, torchrun
 
 
-
-
-
 def _manifest(out: str) -> list[dict]:
     with open(os.path.join(out, "manifest.jsonl"), encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]

@@ -10,19 +10,22 @@ import pytest
 from PIL import Image
 
 import video_iba
+import video_iba.cli
 
 from ..helpers import run_cli, read_jsonl
 
 
+def progress_lines(err: str) -> list[str]:
+    return [line.rsplit(",", 1)[0] for line in err.splitlines() if line.startswith("video-iba: evaluating:")]
 
 
-
-
-def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(video_iba.cli, "PROGRESS_EVERY", 0.0)  # a progress line for every map
     out = str(tmp_path / "ev")
     argv = ["evaluate", "synthetic", "--clips", "2", "--methods", "random,saliency", "--out", out]
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
+    assert progress_lines(err) == [f"video-iba: evaluating: {n}/4 map(s)" for n in (1, 2, 3, 4)]
     with Image.open(os.path.join(out, "degradation8.png")) as plot:  # MoRF | LeRF side by side
         assert plot.size[0] > plot.size[1] > 200
     with open(os.path.join(out, "results.csv"), encoding="utf-8") as fh:
@@ -45,6 +48,8 @@ def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys) -> Non
     code, _, err = run_cli(["evaluate", "synthetic", "--clips", "3", "--methods", "random,saliency", "--out", out], capsys)
     assert code == 0, err
     assert "unfinished last score" in err
+    # the maps scored before count as done: the count reaches the total once
+    assert progress_lines(err) == [f"video-iba: evaluating: {n}/6 map(s)" for n in range(1, 7)]
     items = read_jsonl(os.path.join(out, "scores.jsonl"))
     assert len(items) == 3 * 2 * 3 and len({(r["item"], r["method"], r["metric"]) for r in items}) == 18
 

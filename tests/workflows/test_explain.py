@@ -19,14 +19,6 @@ from ..helpers import run_cli, read_npz, read_frames
 FAST = ["--steps", "1", "--samples", "2"]
 
 
-
-
-
-
-
-
-
-
 def test_video_explain_writes_one_output_frame_per_source_frame(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("VIDEO_IBA_DECODER", "pyav")  # the required decoder (decord, when installed, elsewhere)
     clip = encode(str(tmp_path / "clip.mp4"), frames=75, size=(160, 120), fps=25, content=moving_square)

@@ -139,7 +139,9 @@ def evaluate(
             for item in block:
                 for method in methods:
                     todo = todo_of(item, method)
-                    if not todo:
+                    if not todo:  # scored by an earlier run
+                        if progress is not None:
+                            progress(1)
                         continue
                     kw = kwargs_of(method)
                     if (item.name, method) in fitted:
@@ -158,8 +160,8 @@ def evaluate(
                         scores.append({"item": item.name, "method": method, "metric": metric, "value": value,
                                        "attribution_s": round(seconds, 4), "metric_s": round(_clock(item.x) - t1, 4),
                                        **extra})
-                if progress is not None:
-                    progress(1)
+                    if progress is not None:
+                        progress(1)
     return summarise(out_dir)
 
 
