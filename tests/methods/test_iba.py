@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -161,12 +162,25 @@ def test_spatiotemporal_maps() -> None:
 
 @pytest.mark.parametrize("bad, match", [
     (torch.randn(3, 32, 32), "shape"),
-    (torch.randn(0, 3, 32, 32), "K >= 1 inputs"),
+    (torch.randn(0, 3, 32, 32), r"got \(0, 3, 32, 32\)"),
     (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float"),
+    (torch.full((1, 3, 32, 32), float("nan")), "NaN or infinite"),  # it gave an all-zero map
+    (torch.full((1, 3, 32, 32), float("inf")), "NaN or infinite"),
 ])
-def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str) -> None:
+@pytest.mark.parametrize("method", ["iba", "saliency", "gradcam", "occlusion8"])
+def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str, method: str) -> None:
     with pytest.raises(UserInputError, match=match):
-        video_iba.explain(tiny, bad, layer="features.4")
+        video_iba.attribute(method, tiny, bad, layer="features.4") if method == "iba" else \
+            video_iba.attribute(method, tiny, bad)
+
+
+def test_a_model_giving_nan_logits_is_refused(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    broken = copy.deepcopy(tiny)
+    with torch.no_grad():
+        broken.fc.weight[0, 0] = float("nan")
+    for method in ("iba", "saliency"):
+        with pytest.raises(UserInputError, match="logits for this input contain NaN; check the model's weights"):
+            video_iba.attribute(method, broken, image_input, **({"layer": "features.4"} if method == "iba" else {}))
 
 
 @pytest.mark.parametrize("kwargs, match", [

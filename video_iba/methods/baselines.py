@@ -51,9 +51,9 @@ from ..bottleneck.insertion import HookedForward, capture_taps, first_forward, f
 from ..errors import UserInputError
 from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
-from ..models.pathways import Pack, input_packer, one_input
+from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
-from .common import check_target, model_name
+from .common import check_input, check_target, model_name
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +129,8 @@ def baseline(
     """
     if method not in BASELINES:
         raise UserInputError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
-    pk = input_packer(model, pack)
+    x, pk, _ = check_input(model, x, pack)
     net = one_input(model, pk)
-    x = x.detach()
     t0 = time.perf_counter()
     meta: dict[str, Any] = {"method": method, "channel_reduction": "sum over colour channels"}
     with frozen(model), torch.inference_mode(False), torch.enable_grad():

@@ -48,6 +48,8 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
                              f"explain one input at a time (add a batch axis with x[None])")
     if not x.is_floating_point():
         raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise UserInputError("x contains NaN or infinite values; check how the input was read and preprocessed")
     p = next(iter(model.parameters()), None)
     if p is not None and p.device != x.device:
         raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
@@ -62,6 +64,9 @@ def check_target(target: Any, logits: torch.Tensor) -> int:
     """The class to explain: ``target``, or the top-1 class of ``logits`` ``(1, K)`` when ``None``.
     Logits equal for every class are reported with a warning: nothing then depends on the input."""
     k = logits.shape[1]
+    if bool(logits.isnan().any()):
+        raise UserInputError("the model's logits for this input contain NaN; check the model's weights (and that "
+                             "the input is preprocessed as the model expects)")
     if k > 1 and bool((logits[0] == logits[0, 0]).all()):
         log.warning("the model gives all %d classes the same logit, so no class can be explained (random weights "
                     "with a zero-initialised head, as torchvision's ViTs?); use trained weights", k)
