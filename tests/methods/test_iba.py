@@ -143,6 +143,11 @@ def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
         video_iba.explain(tiny, data[0][:1], layer="features.2", stats=stats)
     capped = video_iba.estimate(tiny, data, layer="features.4", max_samples=10)
     assert capped.samples == 10
+    # batches that cannot give one layer's statistics are refused, by what is wrong with them
+    with pytest.raises(UserInputError, match=r"shape \(3, 40, 40\), the first had \(3, 32, 32\)"):
+        video_iba.estimate(tiny, [data[0], torch.randn(8, 3, 40, 40)], layer="features.4")
+    with pytest.raises(UserInputError, match="NaN or infinite"):
+        video_iba.estimate(tiny, [data[0], torch.full((2, 3, 32, 32), float("nan"))], layer="features.4")
 
 
 def test_spatiotemporal_maps() -> None:

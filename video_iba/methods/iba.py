@@ -366,6 +366,12 @@ def estimate(
                 xb = xb[:max_samples - ests[0].samples]
             if input_shape is None:
                 input_shape = [1, *xb.shape[1:]]
+            elif list(xb.shape[1:]) != input_shape[1:]:
+                raise UserInputError(f"a batch has inputs of shape {tuple(xb.shape[1:])}, the first had "
+                                     f"{tuple(input_shape[1:])}; give inputs of one size (resized and cropped alike)")
+            if not bool(torch.isfinite(xb).all()):
+                raise UserInputError("a batch contains NaN or infinite values; check how the inputs were read and "
+                                     "preprocessed")
             outs = dict(zip(unique, layer_parts(model, modules, unique, packed(xb, pk),
                                                 [layouts[n] for n in unique])))
             feats = [(i, j, part) for i, n in enumerate(names) for j, part in enumerate(outs[n])]
