@@ -216,6 +216,10 @@ def test_wrong_model_kind_range_and_unwritable_output(tmp_path, capsys) -> None:
     assert code == 2 and "must be after --start" in err
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--start", "5"], capsys)
     assert code == 2 and "is empty" in err
+    # a range past the end: the one-line error, without the warning that the range is cut at the end
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--start", "5", "--end", "6"],
+                           capsys)
+    assert code == 2 and "is empty" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_unwritable_output_folder(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
