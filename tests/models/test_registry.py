@@ -86,6 +86,27 @@ def test_weights_from_the_hub_cache() -> None:
     assert not loaded.training and loaded.video_iba_spec.name == "mobilenet_v3_small"
 
 
+def test_weights_are_downloaded_into_the_hub_cache(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    # torch.hub's download, as it runs online: the file appears in the cache and is loaded; the
+    # line it announces the download with goes to stderr (stdout was silenced with None, which
+    # made torch.hub's own sys.stdout.write fail, so no download ever succeeded)
+    torch.manual_seed(3)
+    ref = video_iba.load_model("mobilenet_v3_small", weights="random")
+    fetched: list[str] = []
+
+    def download(url: str, dst: str, *args: object, **kwargs: object) -> None:
+        fetched.append(url)
+        torch.save(ref.state_dict(), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    loaded = video_iba.load_model("mobilenet_v3_small")
+    assert fetched == ["https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"]
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in ref.state_dict().items())
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading" in err
+    assert os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", "mobilenet_v3_small-047dcff4.pth"))
+
+
 def test_weights_from_a_checkpoint_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(2)
     ref = video_iba.load_model("mobilenet_v3_small", weights="random")

