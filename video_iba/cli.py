@@ -215,6 +215,9 @@ def _compare_parser(sub: Any) -> None:
     co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method")
     co.option("input", help="image or video file")
     _model_options(co)
+    co.option("--models", help="comma-separated registry models to compare instead of --model (a panel per model "
+                               "and method, each model with its default layers and its own top-1 or --target), "
+                               "e.g. r3d_18,mvit_v2_s")
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
@@ -427,8 +430,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _cmd_compare(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride))
-    res = compare_file(args.input, args.methods.split(","), _settings(args), args.out, options, _bar)
-    print(f"explained: #{res.target} {res.label} · " + ", ".join(f"{m} ({u})" for m, u in res.units))
+    models = args.models.split(",") if args.models is not None else ()
+    res = compare_file(args.input, args.methods.split(","), _settings(args), args.out, options, _bar, models=models)
+    if models:
+        for name, unit, target, label in res.panels:
+            print(f"{name} ({unit}): explained #{target} {label}")
+    else:
+        print(f"explained: #{res.target} {res.label} · " + ", ".join(f"{m} ({u})" for m, u in res.units))
     print(f"wrote {res.output}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from video_iba import Unit
@@ -46,3 +47,70 @@ def test_compare_clip_renders_the_whole_range(tmp_path, capsys) -> None:  # type
     assert len(read_frames(res.output)) == 24  # [0.2 s, 1.0 s) at 30 fps
     code, _, err = run_cli(["compare", clip, "--model", "resnet50", "--out", str(out)], capsys)
     assert code == 2 and "is an image model" in err
+
+
+def test_compare_several_models_on_a_photo(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    import video_iba
+
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["compare", photo, "--models", "resnet18,efficientnet_lite0", "--weights", "random",
+                                 "--methods", "saliency,random", "--out", str(out)], capsys)
+    assert code == 0, err
+    img = np.asarray(Image.open(out / "coffee-compare.png"))
+    assert img.shape[1] == (1 + 2 * 2) * 224  # the input, then two methods for each model
+    res = compare_file(photo, ["saliency"], Settings(weights="random"), str(tmp_path / "py"),
+                       models=["resnet18", "efficientnet_lite0"])
+    assert [p[0] for p in res.panels] == ["resnet18 · saliency", "efficientnet_lite0 · saliency"]
+    for (name, _unit, target, label), model in zip(res.panels, ["resnet18", "efficientnet_lite0"]):
+        # each model explains its own top-1, on its own preprocessing of the photo
+        torch.manual_seed(0)  # random weights as the session builds them
+        net = video_iba.load_model(model, weights="random")
+        x, _ = video_iba.preprocess_image(video_iba.read_image(photo), net.video_iba_spec)
+        with torch.no_grad():
+            assert target == int(net(x).argmax())
+        assert f"{name} (|gradient|): explained #{target} {label}" in stdout
+
+
+def test_compare_several_video_models_places_each_by_its_own_windows_and_crops(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96), content=moving_square)
+    both = tmp_path / "both"
+    # r3d_18: 16 frames at rate 2, 112-pixel crops of frames resized to 128; the inflated
+    # EfficientNet: 8 frames at rate 4, 224-pixel crops
+    code, stdout, err = run_cli(["compare", clip, "--models", "r3d_18,efficientnet_lite0_i3d", "--weights", "random",
+                                 "--methods", "saliency", "--target", "3", "--out", str(both)], capsys)
+    assert code == 0, err
+    assert "r3d_18 · saliency (|gradient|): explained #3" in stdout
+    frames = read_frames(str(both / "c-compare.mp4"))
+    assert len(frames) == 40 and frames[0].shape[1] == 3 * 320
+    for i, model in enumerate(["r3d_18", "efficientnet_lite0_i3d"]):
+        alone = tmp_path / model
+        code, _, err = run_cli(["compare", clip, "--model", model, "--weights", "random", "--methods", "saliency",
+                                "--target", "3", "--out", str(alone)], capsys)
+        assert code == 0, err
+        single = read_frames(str(alone / "c-compare.mp4"))
+        for t in (5, 30):  # the model's overlay is the one it gets alone (up to the MP4's compression)
+            a = frames[t][:240, 320 * (i + 1):320 * (i + 2)].astype(float)
+            b = single[t][:240, 320:640].astype(float)
+            assert np.abs(a - b).mean() < 2.0, (model, t)
+    assert not np.array_equal(frames[30][:240, 320:640], frames[30][:240, 640:960])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--models", "r3d_18"], "compares two or more models"),
+    (["--models", "r3d_18,r3d_18"], "names a model twice"),
+    (["--models", "r3d_18,mc3_18", "--model", "r3d_18"], "give --model or --models, not both"),
+    (["--models", "r3d_18,mc3_18", "--layer", "layer2"], "--layer belongs to one model; drop it"),
+    (["--models", "r3d_18,mc3_18", "--weights", "IMAGENET1K_V1"], "belongs to one model"),
+    (["--models", "r3d_18,resnet18", "--weights", "default"], "resnet18 is an image model"),  # before any download
+])
+def test_compare_several_models_refuses_what_belongs_to_one(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96))  # longer than a clip: no warning
+    out = tmp_path / "o"
+    code, _, err = run_cli(["compare", clip, "--methods", "random", "--out", str(out), *extra,
+                            *([] if "--weights" in extra else ["--weights", "random"])], capsys)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())

@@ -1,7 +1,8 @@
-"""Comparison figures: one labelled panel per method, for a photo (PNG) or a whole video range (MP4).
+"""Comparison figures: one labelled panel per method (or per model and method), for a photo (PNG)
+or a whole video range (MP4).
 
-Every method's map is drawn with its own colour scale (the methods' units differ; non-bits maps
-by magnitude). A video's MP4 shows every source frame of the explained range, as the overlay
+Every map is drawn with its own colour scale (the methods' units differ; non-bits maps by
+magnitude). Maps of different models are each placed by their own model's crops and windows. A video's MP4 shows every source frame of the explained range, as the overlay
 MP4 of ``explain`` does: the frame, then one overlay per method (windows and crops merged the
 same way), and below them a strip with every method's per-frame total, each normalised to its
 maximum, with a cursor at the current frame.
@@ -10,6 +11,7 @@ maximum, with a cursor at the current frame.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,7 +19,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..files import atomic_write
 from ..io.clips import Timeline
-from ..io.sampling import Window
+from ..io.sampling import Window, frame_sources
 from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
@@ -40,8 +42,10 @@ def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _heads(explained: str, names: Sequence[str], units: Sequence[Unit]) -> list[list[str]]:
-    return [["input", f"explained: {explained}"]] + [[m, u.shown] for m, u in zip(names, units)]
+def _heads(explained: str, names: Sequence[str], units: Sequence[Unit],
+           notes: Sequence[str] | None = None) -> list[list[str]]:
+    extra = [f" · {n}" if n else "" for n in notes] if notes is not None else [""] * len(names)
+    return [["input", f"explained: {explained}"]] + [[m, u.shown + e] for m, u, e in zip(names, units, extra)]
 
 
 def _vmax(values: np.ndarray) -> float:
@@ -50,21 +54,24 @@ def _vmax(values: np.ndarray) -> float:
 
 
 def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str,
-                  out_path: str) -> None:
-    """Write a PNG: the model input ``rgb`` ``(S, S, 3)`` and one overlay per ``(method, map (S, S), unit)``."""
+                  out_path: str, *, inputs: Sequence[np.ndarray] | None = None,
+                  notes: Sequence[str] | None = None) -> None:
+    """Write a PNG: the model input ``rgb`` ``(S, S, 3)`` and one overlay per ``(name, map (S', S'), unit)``,
+    each drawn on its own model input ``inputs[i]`` (default ``rgb``), its head's second line
+    followed by ``notes[i]`` (e.g. the class a model explained)."""
     import cv2
     from PIL import Image
 
-    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps])
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes)
 
-    def panel(values: np.ndarray | None, vmax: float) -> np.ndarray:
-        img = rgb if values is None else overlay(rgb, values, vmax)
-        return cv2.resize(img, (PANEL, PANEL), interpolation=cv2.INTER_LINEAR)
+    def panel(img: np.ndarray, values: np.ndarray | None, vmax: float) -> np.ndarray:
+        shown = img if values is None else overlay(img, values, vmax)
+        return cv2.resize(shown, (PANEL, PANEL), interpolation=cv2.INTER_LINEAR)
 
-    tiles = [labelled(panel(None, 1.0), heads[0])]
-    for (_, values, unit), head in zip(maps, heads[1:]):
+    tiles = [labelled(panel(rgb, None, 1.0), heads[0])]
+    for i, ((_, values, unit), head) in enumerate(zip(maps, heads[1:])):
         shown = unit.magnitude(values)
-        tiles.append(labelled(panel(shown, _vmax(shown)), head))
+        tiles.append(labelled(panel(rgb if inputs is None else inputs[i], shown, _vmax(shown)), head))
     with atomic_write(out_path) as tmp:
         Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp, format="PNG")
 
@@ -98,33 +105,51 @@ def time_strip(per_frame: np.ndarray, t: int, width: int, names: Sequence[str], 
     return img
 
 
+@dataclass(frozen=True)
+class ClipPanel:
+    """One map of a video comparison: its name, the result, and the windows and crops its model
+    explained (maps of different models are placed by their own), with an optional note after
+    its unit (e.g. the class its model explained)."""
+
+    name: str
+    result: ClipAttribution
+    windows: Sequence[Window]
+    plan: CropPlan
+    note: str = ""
+
+
 def compare_clip(
-    results: Sequence[tuple[str, ClipAttribution]],
+    panels: Sequence[ClipPanel],
     path: str,
     out_path: str,
     *,
     timeline: Timeline,
-    windows: Sequence[Window],
-    plan: CropPlan,
     explained: str,
     on_frame: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the comparison MP4 of ``results`` (one per method, all over the same windows, crops and
-    source frames) at the source's frame rate; returns the number of frames written."""
-    if not results:
+    """Write the comparison MP4 of ``panels`` (all over the same source frames) at the source's frame
+    rate; returns the number of frames written."""
+    if not panels:
         raise UserInputError("no methods to compare")
+    indices = panels[0].result.source_frame_indices
+    if any(not np.array_equal(p.result.source_frame_indices, indices) for p in panels):
+        raise UserInputError("the maps to compare cover different source frames; explain them over one range")
     info = timeline.info
-    names = [m for m, _ in results]
-    heads = _heads(explained, names, [r.unit for _, r in results])
-    ph, pw, scale = clip_panel_size(info.height, info.width, len(results) + 1)
-    place = Placement(plan, scale, (ph, pw))
-    vmaxes = [r.peak() or 1.0 for _, r in results]
-    totals = np.stack([r.per_source_frame / max(float(np.max(r.per_source_frame)), 1e-12) for _, r in results])
+    names = [p.name for p in panels]
+    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
+    ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1)
+    places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
+    # the windows covering each frame, per panel (the first panel's come with the frames)
+    sources = [[frame_sources(timeline.time_of(int(i)), p.windows) for i in indices] for p in panels]
+    vmaxes = [p.result.peak() or 1.0 for p in panels]
+    totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
+                       for p in panels])
     with VideoWriter(out_path, info.fps) as writer:
-        for pos, frame, src in range_frames(path, results[0][1].source_frame_indices, (pw, ph), timeline, windows):
+        for pos, frame, _src in range_frames(path, indices, (pw, ph), timeline, panels[0].windows):
             tiles = [labelled(frame.rgb, heads[0])]
-            for (_, r), vmax, head in zip(results, vmaxes, heads[1:]):
-                tiles.append(labelled(overlay(frame.rgb, place.merged(src, r.values, r.unit), vmax), head))
+            for p, place, src, vmax, head in zip(panels, places, sources, vmaxes, heads[1:]):
+                tiles.append(labelled(overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit),
+                                              vmax), head))
             row = np.concatenate(tiles, axis=1)
             writer.write(np.concatenate([row, time_strip(totals, pos, row.shape[1], names)], axis=0))
             if on_frame is not None:
@@ -138,4 +163,4 @@ def compare_path(input_path: str, out_dir: str, video: bool) -> str:
     return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
 
 
-__all__ = ["compare_image", "compare_clip", "compare_path", "normalised_to_rgb", "time_strip"]
+__all__ = ["ClipPanel", "compare_image", "compare_clip", "compare_path", "normalised_to_rgb", "time_strip"]

@@ -1,12 +1,15 @@
-"""``video-iba compare``: one figure (photo) or one MP4 (video) with a labelled panel per method.
+"""``video-iba compare``: one figure (photo) or one MP4 (video) with a labelled panel per method,
+or per model and method.
 
 Every method explains the same target with the same model, through the same stages as
 ``explain``: for a video, every window of the range and every source frame, so the comparison
-MP4 lasts as long as the range it explains.
+MP4 lasts as long as the range it explains. Several models each explain the input with their own
+preprocessing, windows and target, and are drawn on the same source frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -16,7 +19,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..models.registry import model_spec
-from ..render.compare import compare_clip, compare_image, compare_path, normalised_to_rgb
+from ..render.compare import ClipPanel, compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input
@@ -26,81 +29,162 @@ from .session import Progress, Session, Settings, no_progress, resolve_target
 
 @dataclass
 class Compared:
-    """What :func:`compare_file` wrote: the figure or MP4, the explained class, each method's unit."""
+    """What :func:`compare_file` wrote: the figure or MP4, the explained class, each panel's unit.
+
+    With several models, ``target`` and ``label`` are the first model's; ``panels`` names each
+    panel (``model · method``) with its unit and the class its model explained.
+    """
 
     output: str
     target: int
     label: str
     units: list[tuple[str, Unit]]
+    panels: list[tuple[str, Unit, int, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class _Model:
+    """One model of a comparison: its sessions (one per method), input plan and target (-1: not
+    yet chosen)."""
+
+    name: str
+    sessions: list[Session]
+    plan: InputPlan
+    target: int
+
+    @property
+    def label(self) -> str:
+        return self.sessions[0].labels[self.target]
 
 
 def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir: str,
-                 options: Options = Options(), progress: Progress = no_progress) -> Compared:
+                 options: Options = Options(), progress: Progress = no_progress,
+                 models: Sequence[str] = ()) -> Compared:
     """Explain ``path`` with every method of ``methods`` (one session, one model load) and write
-    ``OUT/<stem>-compare.png`` (photo) or ``.mp4`` (video)."""
+    ``OUT/<stem>-compare.png`` (photo) or ``.mp4`` (video).
+
+    ``models``: several registry models instead of ``settings.model``, a panel per model and method
+    (``model · method``), each model with its own preprocessing, windows and target (``options.target``
+    resolved against each model's classes; by default each model's own top-1). Layers and
+    statistics are model-specific and cannot be given with several models; ``settings.weights``
+    must then be ``default`` or ``random``.
+    """
     names = [m.strip() for m in methods if m.strip()]
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
+    chosen = _check_models(models, settings)
+    several = bool(chosen)
     ensure_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
-                      options.span)
-    session = Session.open(settings, plan.spec.name)
-    sessions = [session.with_method(m) for m in names]
-    out = compare_path(path, out_dir, plan.is_video)
+    plans = [plan_input(path, model_spec(name, bool(settings.layers), settings.weights), options.span)
+             for name in (chosen or [settings.model_for(path)])]
+    compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
+    out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])
     refuse_overwriting_inputs([out], [path])
-    target = resolve_target(options.target, session.labels)
-    if target is None:
-        probs = predict(session, plan, progress)
-        target = int(probs.argmax())
-    if plan.is_video:
-        units = _clip(sessions, plan, target, options, out, progress)
+    for model in compared:
+        if model.target < 0:
+            model.target = int(predict(model.sessions[0], model.plan, progress).argmax())
+    if compared[0].plan.is_video:
+        panels = _clip(compared, options, out, progress, several)
     else:
-        units = _photo(sessions, plan, target, out, progress)
-    return Compared(out, target, session.labels[target], units)
+        panels = _photo(compared, out, progress, several)
+    first = compared[0]
+    return Compared(out, first.target, first.label, [(n, u) for n, u, _, _ in panels], panels)
 
 
-def _photo(sessions: Sequence[Session], plan: InputPlan, target: int, out: str,
-           progress: Progress) -> list[tuple[str, Unit]]:
-    _wi, (x,) = next(plan.units())
+def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
+    """The models compared (none: ``settings.model`` alone); refuses what cannot apply to each of them."""
+    names = [m.strip() for m in models if m.strip()]
+    if len(names) != len(set(names)):
+        raise UserInputError(f"{{models}} names a model twice: {','.join(names)}", options=["models"])
+    if len(names) < 2:
+        if models:
+            raise UserInputError("{models} compares two or more models; give one model with {model}",
+                                 options=["models", "model"])
+        return []
+    if settings.model is not None:
+        raise UserInputError("give {model} or {models}, not both", options=["model", "models"])
+    for given, option in ((settings.layers, "layer"), (settings.stats, "stats")):
+        if given:
+            raise UserInputError(f"{{{option}}} belongs to one model; drop it to compare several models (each uses "
+                                 f"its default layers and its input's own statistics)", options=[option])
+    if settings.weights not in ("default", "random"):
+        raise UserInputError(f"{{weights}} {settings.weights!r} belongs to one model; compare several models with "
+                             f"default or random weights", options=["weights"])
+    return names
+
+
+def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: Options) -> _Model:
+    """One model's sessions for its input plan, and its target where one is given (else -1: its
+    top-1, once the outputs are checked)."""
+    session = Session.open(settings, plan.spec.name)
+    target = resolve_target(options.target, session.labels)
+    return _Model(plan.spec.name, [session.with_method(m) for m in methods], plan, -1 if target is None else target)
+
+
+def _title(model: _Model, method: str, several: bool) -> str:
+    return f"{model.name} · {method}" if several else method
+
+
+def _explained(compared: Sequence[_Model]) -> str:
+    """The class in the input panel's head: the one every model explained, else where to read them."""
+    return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
+
+
+def _photo(compared: Sequence[_Model], out: str, progress: Progress,
+           several: bool) -> list[tuple[str, Unit, int, str]]:
     maps: list[tuple[str, np.ndarray, Unit]] = []
-    bar = progress("comparing", len(sessions), "method")
+    inputs: list[np.ndarray] = []
+    panels: list[tuple[str, Unit, int, str]] = []
+    bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
     try:
-        for s in sessions:
-            attr = s.attribute(x, target)
-            maps.append((s.method.name, attr.values.numpy(), attr.unit))
-            bar.update(1)
+        for model in compared:
+            _wi, (x,) = next(model.plan.units())
+            spec = model.plan.spec
+            rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
+            for s in model.sessions:
+                attr = s.attribute(x, model.target)
+                title = _title(model, s.method.name, several)
+                maps.append((title, attr.values.numpy(), attr.unit))
+                inputs.append(rgb)
+                panels.append((title, attr.unit, model.target, model.label))
+                bar.update(1)
     finally:
         bar.close()
-    spec = plan.spec
-    rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
-    compare_image(rgb, maps, sessions[0].labels[target], out)
-    return [(m, u) for m, _, u in maps]
+    notes = [label for _, _, _, label in panels] if several else None
+    compare_image(inputs[0], maps, _explained(compared), out, inputs=inputs, notes=notes)
+    return panels
 
 
-def _clip(sessions: Sequence[Session], plan: InputPlan, target: int, options: Options, out: str,
-          progress: Progress) -> list[tuple[str, Unit]]:
-    assert plan.line is not None
-    results = []
-    stores = [MapStore(plan, os.path.dirname(os.path.abspath(out))) for _ in sessions]
+def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
+          several: bool) -> list[tuple[str, Unit, int, str]]:
+    first_plan = compared[0].plan
+    assert first_plan.line is not None
+    shown: list[ClipPanel] = []
+    stores = [MapStore(m.plan, os.path.dirname(os.path.abspath(out))) for m in compared for _ in m.sessions]
     try:
-        for s, store in zip(sessions, stores):
-            first: dict[str, Any] = {}
-            windows = attribute_windows(s, plan, target, progress, first, store)
-            probs = np.mean([p for w in windows for p in w.probs], axis=0)
-            results.append((s.method.name, assemble_clip(s, plan, windows, store.values, target, options, probs,
-                                                         first, 0.0)))
-        bar = progress("rendering", len(results[0][1].source_frame_indices), "frame")
+        store_of = iter(stores)
+        for model in compared:
+            for s in model.sessions:
+                store = next(store_of)
+                first: dict[str, Any] = {}
+                windows = attribute_windows(s, model.plan, model.target, progress, first, store)
+                probs = np.mean([p for w in windows for p in w.probs], axis=0)
+                result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
+                shown.append(ClipPanel(_title(model, s.method.name, several), result, model.plan.windows,
+                                       model.plan.crops, model.label if several else ""))
+        bar = progress("rendering", len(shown[0].result.source_frame_indices), "frame")
         try:
             with atomic_writes([out]) as (tmp,):
-                compare_clip(results, plan.path, tmp, timeline=plan.line, windows=plan.windows, plan=plan.crops,
-                             explained=sessions[0].labels[target], on_frame=bar.update)
+                compare_clip(shown, first_plan.path, tmp, timeline=first_plan.line, explained=_explained(compared),
+                             on_frame=bar.update)
         finally:
             bar.close()
     finally:
         for store in stores:
             store.close()
-    return [(m, r.unit) for m, r in results]
+    owners = [m for m in compared for _ in m.sessions]
+    return [(p.name, p.result.unit, m.target, m.label) for p, m in zip(shown, owners)]
 
 
 __all__ = ["Compared", "compare_file"]
