@@ -502,10 +502,16 @@ def _build_torchvision(spec: ModelSpec, weights: str) -> nn.Module:
     except Exception as exc:
         if not os.path.exists(cached):
             raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
-                                 f"{w.url} failed ({type(exc).__name__}); put that file there, or give {{weights}} "
+                                 f"{w.url} failed ({_why(exc)}); put that file there, or give {{weights}} "
                                  f"a file path or 'random'", options=["weights"]) from exc
         raise UserInputError(f"cannot load the cached weights {cached} ({type(exc).__name__}: {exc}); delete the file "
                              f"to download it again, or give {{weights}} a file path", options=["weights"]) from exc
+
+
+def _why(exc: Exception) -> str:
+    """An exception as ``Type: first line`` (``Type`` alone when it says nothing), for one-line errors."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _build_efficientnet_lite(spec: ModelSpec, weights: str) -> nn.Module:
@@ -567,7 +573,7 @@ def _build_pytorchvideo(spec: ModelSpec, weights: str) -> nn.Module:
             with contextlib.suppress(OSError):
                 os.remove(cached)
             raise UserInputError(f"no weights for {spec.name} in the torch hub cache ({cached}) and downloading "
-                                 f"{spec.weights_url} failed ({type(exc).__name__}); put that file there, or give "
+                                 f"{spec.weights_url} failed ({_why(exc)}); put that file there, or give "
                                  f"{{weights}} a file path or 'random'", options=["weights"]) from exc
     try:
         load_state(model, cached, spec.name)
