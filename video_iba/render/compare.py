@@ -139,7 +139,7 @@ def compare_clip(
     heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
     ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1)
     places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
-    # the windows covering each frame, per panel (the first panel's come with the frames)
+    # the windows covering each frame, per panel: models differ in their windows
     sources = [[frame_sources(timeline.time_of(int(i)), p.windows) for i in indices] for p in panels]
     vmaxes = [p.result.peak() or 1.0 for p in panels]
     totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
