@@ -37,3 +37,23 @@ def test_uncovered_pixels_are_not_drawn_as_zero_bits() -> None:
     uncovered = out[:, :10].reshape(-1, 3)
     assert not np.isin(uncovered.view([("", np.uint8)] * 3), zero_bits.view([("", np.uint8)] * 3)).all()
     assert (out[:, :10] != out[0, 15]).any(axis=2).all()  # no uncovered pixel looks like a zero-bit pixel
+
+
+def test_the_photo_figure_has_no_empty_band_under_its_caption(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+    from skimage import data
+
+    from video_iba.render import Caption, image_figure
+
+    rgb = np.asarray(data.chelsea())  # 451 x 300: landscape, where the band was as tall as the titles
+    bits = np.random.default_rng(0).random((224, 224)).astype(np.float32)
+    cap = Caption("Egyptian cat 0.36", "Egyptian cat (#285, p=0.36)", 8106.2, "efficientnet_lite0 · layer _blocks.4", 224)
+    image_figure(rgb, bits, (113.0, 38.0, 375.0, 300.0), cap, tmp_path / "f.png")
+    img = np.asarray(Image.open(tmp_path / "f.png").convert("L"))
+    photo_rows = np.flatnonzero((img < 200).mean(axis=1) > 0.3)  # rows across the photos
+    blank = (img[: photo_rows[0]] > 250).all(axis=1)  # white rows above the photos
+    runs, run = [], 0
+    for b in blank:
+        run = run + 1 if b else 0
+        runs.append(run)
+    assert max(runs) < 15, max(runs)  # text lines are a few pixels apart; the band was ~60 rows

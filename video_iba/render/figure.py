@@ -84,7 +84,12 @@ def image_figure(
         if np.isnan(on_image).any():
             patch = mpatches.Patch(facecolor="#8c8c8c", hatch="////", edgecolor="#d9d9d9", label="not covered by the model input")
             axes[1].legend(handles=[patch], loc="lower right", fontsize=7, framealpha=0.8)
-        fig.suptitle(f"predicted: {caption.predicted}\n{caption.details}", fontsize=9)
+        # the caption just above the panels' titles (at the default height it left an empty band
+        # as tall as the titles under it); the saved figure is trimmed to its content
+        fig.canvas.draw()
+        titles_top = max(ax.title.get_window_extent().y1 for ax in axes) / fig.bbox.height
+        fig.suptitle(f"predicted: {caption.predicted}\n{caption.details}", fontsize=9, y=titles_top + 0.01,
+                     va="bottom")
         fig.savefig(os.fspath(path), format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
