@@ -133,6 +133,24 @@ def _range_options(p: _Parser, group: Any) -> None:
              help="seconds between the starts of successive model clips (default: one clip length, no overlap)")
 
 
+def _bottleneck_options(p: _Parser) -> None:
+    p.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
+    p.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
+    p.option("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
+    p.option("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
+    p.option("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
+    p.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml) over the model's "
+                              "defaults; flags override it")
+
+
+def _bottleneck_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The model's default bottleneck settings, changed by the --config file's and then by the flags."""
+    changes = read_settings(args.config) if args.config else {}
+    flags = {"beta": args.beta, "steps": args.steps, "samples": args.samples, "micro_batch": args.micro_batch}
+    changes.update({k: v for k, v in flags.items() if v is not None})
+    return changes
+
+
 def _explain_parser(sub: Any) -> None:
     ex = sub.add_parser("explain", help="explain a photo or a video: writes OUT/<stem>.png or .mp4 (overlay) and "
                                         "OUT/<stem>.npz (bits)")
@@ -146,13 +164,7 @@ def _explain_parser(sub: Any) -> None:
                    "bottleneck, --readout CKPT: one forward pass) or a baseline: " + ", ".join(BASELINES)
                    + " (lrp: VGG and ResNet photos)")
     ex.option("--readout", help="for --method readout: a checkpoint of `video-iba train-readout`")
-    ex.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
-    ex.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
-    ex.option("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
-    ex.option("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
-    ex.option("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
-    ex.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml) over the model's "
-                                "defaults; flags override it")
+    _bottleneck_options(ex)
     ex.option("--stats", action="append",
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     _fit_options(ex)
@@ -221,6 +233,7 @@ def _compare_parser(sub: Any) -> None:
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    _bottleneck_options(co)
     _fit_options(co)
     _range_options(co, co.add_argument_group("videos"))
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
@@ -323,11 +336,7 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
-    # the model's default settings, changed by the --config file's and then by the flags
-    changes = read_settings(args.config) if args.config else {}
-    flags = {"beta": args.beta, "steps": args.steps, "samples": args.samples, "micro_batch": args.micro_batch}
-    changes.update({k: v for k, v in flags.items() if v is not None})
-    settings = _settings(args, args.method, changes)
+    settings = _settings(args, args.method, _bottleneck_changes(args))
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride, args.coverage),
                       layout=args.layout, vmax=args.vmax)
     if is_batch_input(args.input):
@@ -431,7 +440,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride))
     models = args.models.split(",") if args.models is not None else ()
-    res = compare_file(args.input, args.methods.split(","), _settings(args), args.out, options, _bar, models=models)
+    res = compare_file(args.input, args.methods.split(","), _settings(args, changes=_bottleneck_changes(args)), args.out,
+                       options, _bar, models=models)
     if models:
         for name, unit, target, label in res.panels:
             print(f"{name} ({unit}): explained #{target} {label}")

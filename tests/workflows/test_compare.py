@@ -114,3 +114,29 @@ def test_compare_several_models_refuses_what_belongs_to_one(extra, message, tmp_
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_compare_takes_the_bottleneck_settings_of_explain(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.cli
+
+    seen: list[Settings] = []
+
+    def record(path, methods, settings, out_dir, options, progress, models=()):  # type: ignore[no-untyped-def]
+        seen.append(settings)
+        return compare_file(path, methods, settings, out_dir, options, progress, models=models)
+
+    monkeypatch.setattr(video_iba.cli, "compare_file", record)
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 4\nsamples: 2\n", encoding="utf-8")
+    for flags, (steps, samples) in ((["--steps", "3", "--samples", "2", "--seed", "5"], (3, 2)),
+                                    (["--config", str(config)], (4, 2)),
+                                    (["--config", str(config), "--steps", "2"], (2, 2))):  # a flag wins over the file
+        code, _, err = run_cli(["compare", photo, "--methods", "iba,random", "--out", str(tmp_path / "o"), *flags],
+                               capsys)
+        assert code == 0, err
+        cfg = seen[-1].config_for(video_iba.get_spec("efficientnet_lite0"))
+        assert (cfg.steps, cfg.samples) == (steps, samples)
+    assert seen[0].seed == 5 and seen[1].seed == 0
+    code, _, err = run_cli(["compare", photo, "--methods", "iba", "--beta", "0", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--beta" in err
