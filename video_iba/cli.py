@@ -234,6 +234,8 @@ def _compare_parser(sub: Any) -> None:
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
     _bottleneck_options(co)
+    co.option("--stats", action="append",
+              help="IBA's statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     _fit_options(co)
     _range_options(co, co.add_argument_group("videos"))
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")

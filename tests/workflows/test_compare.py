@@ -103,6 +103,7 @@ def test_compare_several_video_models_places_each_by_its_own_windows_and_crops(t
     (["--models", "r3d_18,r3d_18"], "names a model twice"),
     (["--models", "r3d_18,mc3_18", "--model", "r3d_18"], "give --model or --models, not both"),
     (["--models", "r3d_18,mc3_18", "--layer", "layer2"], "--layer belongs to one model; drop it"),
+    (["--models", "r3d_18,mc3_18", "--stats", "s.pt"], "--stats belongs to one model; drop it"),
     (["--models", "r3d_18,mc3_18", "--weights", "IMAGENET1K_V1"], "belongs to one model"),
     (["--models", "r3d_18,resnet18", "--weights", "default"], "resnet18 is an image model"),  # before any download
 ])
@@ -140,3 +141,13 @@ def test_compare_takes_the_bottleneck_settings_of_explain(photo_dir, tmp_path, c
     assert seen[0].seed == 5 and seen[1].seed == 0
     code, _, err = run_cli(["compare", photo, "--methods", "iba", "--beta", "0", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "--beta" in err
+    # dataset statistics, as for explain
+    stats = str(tmp_path / "s.pt")
+    code, _, err = run_cli(["estimate", photo_dir, "--out", stats], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["compare", photo, "--methods", "iba", "--steps", "1", "--samples", "2", "--stats", stats,
+                            "--out", str(tmp_path / "o")], capsys)
+    assert code == 0 and seen[-1].stats == (stats,), err
+    code, _, err = run_cli(["compare", photo, "--methods", "iba", "--stats", str(config), "--out", str(tmp_path / "o")],
+                           capsys)
+    assert code == 2 and "not a readable statistics file" in err
