@@ -236,6 +236,7 @@ def _compare_parser(sub: Any) -> None:
     _bottleneck_options(co)
     co.option("--stats", action="append",
               help="IBA's statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
+    co.option("--readout", help="for the method readout: a checkpoint of `video-iba train-readout`")
     _fit_options(co)
     _range_options(co, co.add_argument_group("videos"))
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")

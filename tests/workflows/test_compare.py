@@ -104,6 +104,7 @@ def test_compare_several_video_models_places_each_by_its_own_windows_and_crops(t
     (["--models", "r3d_18,mc3_18", "--model", "r3d_18"], "give --model or --models, not both"),
     (["--models", "r3d_18,mc3_18", "--layer", "layer2"], "--layer belongs to one model; drop it"),
     (["--models", "r3d_18,mc3_18", "--stats", "s.pt"], "--stats belongs to one model; drop it"),
+    (["--models", "r3d_18,mc3_18", "--readout", "r.pt"], "--readout belongs to one model; drop it"),
     (["--models", "r3d_18,mc3_18", "--weights", "IMAGENET1K_V1"], "belongs to one model"),
     (["--models", "r3d_18,resnet18", "--weights", "default"], "resnet18 is an image model"),  # before any download
 ])
@@ -151,3 +152,24 @@ def test_compare_takes_the_bottleneck_settings_of_explain(photo_dir, tmp_path, c
     code, _, err = run_cli(["compare", photo, "--methods", "iba", "--stats", str(config), "--out", str(tmp_path / "o")],
                            capsys)
     assert code == 2 and "not a readable statistics file" in err
+
+
+def test_compare_a_readout_next_to_other_methods(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    ro = tmp_path / "ro"
+    code, _, err = run_cli(["train-readout", photo_dir, "--model", "efficientnet_lite0", "--epochs", "1",
+                            "--out", str(ro)], capsys)
+    assert code == 0, err
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["compare", photo, "--methods", "readout,saliency,iba", "--steps", "1", "--samples", "2",
+                                 "--readout", str(ro / "readout.pt"), "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "readout (bits), saliency (|gradient|), iba (bits)" in stdout
+    assert np.asarray(Image.open(out / "coffee-compare.png")).shape[1] == 4 * 224
+    # settings that no listed method uses are refused, naming the fix
+    for extra, message in ((["--readout", str(ro / "readout.pt")], "--readout applies to the method readout, which is "
+                                                                  "not among --methods"),
+                           (["--stats", str(ro / "readout.pt")], "--stats applies to the method iba, which is not "
+                                                               "among --methods")):
+        code, _, err = run_cli(["compare", photo, "--methods", "saliency", "--out", str(out), *extra], capsys)
+        assert code == 2 and message in err, err

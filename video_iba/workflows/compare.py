@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
+from ..methods.attribute import check_method
 from ..models.registry import model_spec
 from ..render.compare import ClipPanel, compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
@@ -65,14 +66,15 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
 
     ``models``: several registry models instead of ``settings.model``, a panel per model and method
     (``model · method``), each model with its own preprocessing, windows and target (``options.target``
-    resolved against each model's classes; by default each model's own top-1). Layers and
-    statistics are model-specific and cannot be given with several models; ``settings.weights``
-    must then be ``default`` or ``random``.
+    resolved against each model's classes; by default each model's own top-1). Layers,
+    statistics and a readout are model-specific and cannot be given with several models;
+    ``settings.weights`` must then be ``default`` or ``random``.
     """
     names = [m.strip() for m in methods if m.strip()]
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
     chosen = _check_models(models, settings)
+    _check_method_options(names, settings)
     several = bool(chosen)
     ensure_writable_dir(out_dir)  # before any work
     plans = [plan_input(path, model_spec(name, bool(settings.layers), settings.weights), options.span)
@@ -104,7 +106,7 @@ def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
         return []
     if settings.model is not None:
         raise UserInputError("give {model} or {models}, not both", options=["model", "models"])
-    for given, option in ((settings.layers, "layer"), (settings.stats, "stats")):
+    for given, option in ((settings.layers, "layer"), (settings.stats, "stats"), (settings.readout, "readout")):
         if given:
             raise UserInputError(f"{{{option}}} belongs to one model; drop it to compare several models (each uses "
                                  f"its default layers and its input's own statistics)", options=[option])
@@ -114,12 +116,33 @@ def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
     return names
 
 
+def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
+    """Statistics and a readout need a method among ``methods`` that uses them."""
+    kinds = [check_method(m) for m in methods]
+    if settings.stats and not any(k.uses_statistics for k in kinds):
+        raise UserInputError("{stats} applies to the method iba, which is not among {methods}; drop it or add iba",
+                             options=["stats", "methods"])
+    if settings.readout and not any(k.uses_readout for k in kinds):
+        raise UserInputError("{readout} applies to the method readout, which is not among {methods}; drop it or add "
+                             "readout", options=["readout", "methods"])
+
+
 def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: Options) -> _Model:
-    """One model's sessions for its input plan, and its target where one is given (else -1: its
+    """One model's sessions for its input plan (one per method, sharing the model and readout; each
+    method gets the settings that apply to it), and its target where one is given (else -1: its
     top-1, once the outputs are checked)."""
-    session = Session.open(settings, plan.spec.name)
-    target = resolve_target(options.target, session.labels)
-    return _Model(plan.spec.name, [session.with_method(m) for m in methods], plan, -1 if target is None else target)
+    sessions: list[Session] = []
+    for name in methods:
+        kind = check_method(name)
+        own = dataclasses.replace(settings, method=name, stats=settings.stats if kind.uses_statistics else None,
+                                  readout=settings.readout if kind.uses_readout else None,
+                                  precision=settings.precision if kind.fitted else "fp32")
+        first = sessions[0] if sessions else None
+        readout = next((s.readout for s in sessions if s.readout is not None), None)
+        sessions.append(Session.open(own, plan.spec.name, model=None if first is None else first.model,
+                                     readout=readout))
+    target = resolve_target(options.target, sessions[0].labels)
+    return _Model(plan.spec.name, sessions, plan, -1 if target is None else target)
 
 
 def _title(model: _Model, method: str, several: bool) -> str:
