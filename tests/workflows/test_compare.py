@@ -170,6 +170,7 @@ def test_compare_a_readout_next_to_other_methods(photo_dir, tmp_path, capsys) ->
     for extra, message in ((["--readout", str(ro / "readout.pt")], "--readout applies to the method readout, which is "
                                                                   "not among --methods"),
                            (["--stats", str(ro / "readout.pt")], "--stats applies to the method iba, which is not "
-                                                               "among --methods")):
+                                                               "among --methods"),
+                           (["--precision", "bf16"], "--precision applies to the method iba, which is not among")):
         code, _, err = run_cli(["compare", photo, "--methods", "saliency", "--out", str(out), *extra], capsys)
         assert code == 2 and message in err, err

@@ -117,11 +117,14 @@ def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
 
 
 def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
-    """Statistics and a readout need a method among ``methods`` that uses them."""
+    """Statistics, a precision and a readout need a method among ``methods`` that uses them."""
     kinds = [check_method(m) for m in methods]
     if settings.stats and not any(k.uses_statistics for k in kinds):
         raise UserInputError("{stats} applies to the method iba, which is not among {methods}; drop it or add iba",
                              options=["stats", "methods"])
+    if settings.precision != "fp32" and not any(k.fitted for k in kinds):
+        raise UserInputError("{precision} applies to the method iba, which is not among {methods}; drop it or add iba",
+                             options=["precision", "methods"])
     if settings.readout and not any(k.uses_readout for k in kinds):
         raise UserInputError("{readout} applies to the method readout, which is not among {methods}; drop it or add "
                              "readout", options=["readout", "methods"])
