@@ -106,7 +106,9 @@ def test_compare_several_video_models_places_each_by_its_own_windows_and_crops(t
     (["--models", "r3d_18,mc3_18", "--stats", "s.pt"], "--stats belongs to one model; drop it"),
     (["--models", "r3d_18,mc3_18", "--readout", "r.pt"], "--readout belongs to one model; drop it"),
     (["--models", "r3d_18,mc3_18", "--weights", "IMAGENET1K_V1"], "belongs to one model"),
-    (["--models", "r3d_18,resnet18", "--weights", "default"], "resnet18 is an image model"),  # before any download
+    # before any download; the fix names --models
+    (["--models", "r3d_18,resnet18", "--weights", "default"], "c.mp4' is a video; explain it with a video model "
+                                                              "given to --models"),
 ])
 def test_compare_several_models_refuses_what_belongs_to_one(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96))  # longer than a clip: no warning

@@ -77,8 +77,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     _check_method_options(names, settings)
     several = bool(chosen)
     ensure_writable_dir(out_dir)  # before any work
-    plans = [plan_input(path, model_spec(name, bool(settings.layers), settings.weights), options.span)
-             for name in (chosen or [settings.model_for(path)])]
+    plans = [_plan(path, name, settings, options, several) for name in (chosen or [settings.model_for(path)])]
     compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
     out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])
@@ -114,6 +113,18 @@ def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
         raise UserInputError(f"{{weights}} {settings.weights!r} belongs to one model; compare several models with "
                              f"default or random weights", options=["weights"])
     return names
+
+
+def _plan(path: str, name: str | None, settings: Settings, options: Options, several: bool) -> InputPlan:
+    """The input plan of one model; with several models, a fix that names the model option names
+    the models option instead (the model was one of them)."""
+    try:
+        return plan_input(path, model_spec(name, bool(settings.layers), settings.weights), options.span)
+    except UserInputError as exc:
+        if not several or "model" not in exc.options:
+            raise
+        raise UserInputError(exc.template.replace("{model}", "{models}"),
+                             options=["models" if o == "model" else o for o in exc.options]) from exc
 
 
 def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
