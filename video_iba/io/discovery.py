@@ -47,7 +47,7 @@ def _files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
 
 
 def _images(folder: str) -> list[str]:
-    return [f for f in _files(folder, IMAGE_SUFFIXES) if not is_animated_gif(f)]
+    return [f for f in _files(folder, IMAGE_SUFFIXES) if is_image_file(f)]
 
 
 def _check_folder(folder: str, what: str) -> None:
@@ -70,7 +70,7 @@ def find_images(folder: str) -> list[str]:
 def find_videos(folder: str) -> list[str]:
     """Video files under ``folder`` (recursive, sorted; by suffix, and animated GIFs); possibly none."""
     _check_folder(folder, "videos")
-    return sorted(_files(folder, VIDEO_SUFFIXES) + [f for f in _files(folder, (".gif",)) if is_animated_gif(f)])
+    return [f for f in _files(folder, (*VIDEO_SUFFIXES, ".gif")) if is_video_file(f)]
 
 
 def has_images(folder: str) -> bool:
