@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..files import atomic_write
 from ..io.clips import Timeline
-from ..io.sampling import Window, frame_sources
+from ..io.sampling import FrameSource, Window, frame_sources
 from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
@@ -139,8 +139,12 @@ def compare_clip(
     heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
     ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1)
     places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
-    # the windows covering each frame, per panel: models differ in their windows
-    sources = [[frame_sources(timeline.time_of(int(i)), p.windows) for i in indices] for p in panels]
+    # the windows covering each frame, once per set of windows (one per model: its methods share it)
+    by_windows: dict[int, list[FrameSource]] = {}
+    for p in panels:
+        if id(p.windows) not in by_windows:
+            by_windows[id(p.windows)] = [frame_sources(timeline.time_of(int(i)), p.windows) for i in indices]
+    sources = [by_windows[id(p.windows)] for p in panels]
     vmaxes = [p.result.peak() or 1.0 for p in panels]
     totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
                        for p in panels])

@@ -30,17 +30,20 @@ from .session import Progress, Session, Settings, no_progress, resolve_target
 
 @dataclass
 class Compared:
-    """What :func:`compare_file` wrote: the figure or MP4, the explained class, each panel's unit.
-
-    With several models, ``target`` and ``label`` are the first model's; ``panels`` names each
-    panel (``model · method``) with its unit and the class its model explained.
+    """What :func:`compare_file` wrote: the figure or MP4, the explained class, and each panel's
+    name (the method, or with several models ``model · method``), unit, and the class (index and
+    name) its model explained. With several models, ``target`` and ``label`` are the first model's.
     """
 
     output: str
     target: int
     label: str
-    units: list[tuple[str, Unit]]
-    panels: list[tuple[str, Unit, int, str]] = dataclasses.field(default_factory=list)
+    panels: list[tuple[str, Unit, int, str]]
+
+    @property
+    def units(self) -> list[tuple[str, Unit]]:
+        """Each panel's name and unit."""
+        return [(name, unit) for name, unit, _, _ in self.panels]
 
 
 @dataclass
@@ -90,7 +93,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     else:
         panels = _photo(compared, out, progress, several)
     first = compared[0]
-    return Compared(out, first.target, first.label, [(n, u) for n, u, _, _ in panels], panels)
+    return Compared(out, first.target, first.label, panels)
 
 
 def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
@@ -198,6 +201,7 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
     first_plan = compared[0].plan
     assert first_plan.line is not None
     shown: list[ClipPanel] = []
+    panels: list[tuple[str, Unit, int, str]] = []
     stores = [MapStore(m.plan, os.path.dirname(os.path.abspath(out))) for m in compared for _ in m.sessions]
     try:
         store_of = iter(stores)
@@ -208,8 +212,10 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
                 windows = attribute_windows(s, model.plan, model.target, progress, first, store)
                 probs = np.mean([p for w in windows for p in w.probs], axis=0)
                 result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
-                shown.append(ClipPanel(_title(model, s.method.name, several), result, model.plan.windows,
-                                       model.plan.crops, model.label if several else ""))
+                title = _title(model, s.method.name, several)
+                shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
+                                       model.label if several else ""))
+                panels.append((title, result.unit, model.target, model.label))
         bar = progress("rendering", len(shown[0].result.source_frame_indices), "frame")
         try:
             with atomic_writes([out]) as (tmp,):
@@ -220,8 +226,7 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
     finally:
         for store in stores:
             store.close()
-    owners = [m for m in compared for _ in m.sessions]
-    return [(p.name, p.result.unit, m.target, m.label) for p, m in zip(shown, owners)]
+    return panels
 
 
 __all__ = ["Compared", "compare_file"]
