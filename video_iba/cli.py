@@ -96,7 +96,7 @@ def _model_options(p: _Parser) -> None:
     p.option("--model", help=f"registry name (default: {DEFAULT_IMAGE_MODEL} for images, {DEFAULT_VIDEO_MODEL} for "
                              f"videos; see `video-iba models`)")
     p.option("--layer", action="append",
-             help="bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`); "
+             help="IBA's bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`); "
                   "repeat it once per pathway (SlowFast: slow, then fast)")
     p.option("--weights", default="default",
              help="'default' (pretrained via the torch hub cache, or the offline package for efficientnet_lite0), "
@@ -133,6 +133,11 @@ def _range_options(p: _Parser, group: Any) -> None:
              help="seconds between the starts of successive model clips (default: one clip length, no overlap)")
 
 
+def _cam_option(p: _Parser) -> None:
+    p.option("--cam-layer", help="Grad-CAM's layer, a dotted module path (default: the model's last feature map; "
+                                 "transformers: a late block; see `video-iba layers`)")
+
+
 def _bottleneck_options(p: _Parser) -> None:
     p.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
     p.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
@@ -164,6 +169,7 @@ def _explain_parser(sub: Any) -> None:
                    "bottleneck, --readout CKPT: one forward pass) or a baseline: " + ", ".join(BASELINES)
                    + " (lrp: VGG and ResNet photos)")
     ex.option("--readout", help="for --method readout: a checkpoint of `video-iba train-readout`")
+    _cam_option(ex)
     _bottleneck_options(ex)
     ex.option("--stats", action="append",
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
@@ -219,6 +225,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
                                 "default the readout shipped for the benchmark's model)")
+    _cam_option(ev)
     _fit_options(ev)
     ev.option("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
@@ -237,6 +244,7 @@ def _compare_parser(sub: Any) -> None:
     co.option("--stats", action="append",
               help="IBA's statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     co.option("--readout", help="for the method readout: a checkpoint of `video-iba train-readout`")
+    _cam_option(co)
     _fit_options(co)
     _range_options(co, co.add_argument_group("videos"))
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
@@ -334,7 +342,8 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
     return Settings(model=args.model, weights=args.weights, device=args.device, method=method,
                     layers=tuple(args.layer) if args.layer else None,
                     stats=tuple(args.stats) if getattr(args, "stats", None) else None,
-                    readout=getattr(args, "readout", None), changes=changes or {},
+                    readout=getattr(args, "readout", None), cam_layer=getattr(args, "cam_layer", None),
+                    changes=changes or {},
                     seed=getattr(args, "seed", 0), batch_size=args.batch_size, precision=args.precision)
 
 
@@ -365,8 +374,8 @@ def _print_explained(res: Explained, t0: float) -> None:
     where = f"{res.windows} window(s) × {res.crops} crop(s) · " if video else ""
     stats = m.get("stats")
     stats_text = stats if isinstance(stats, str) else "; ".join(stats or [])
-    layer = ", ".join(m["layers"]) if video else m.get("layer")
     if m.get("method") == "iba_per_sample":
+        layer = ", ".join(m["layers"]) if video else m.get("layer")
         total = f"{res.result.total:.1f} bits per window on average" if video else f"{res.result.total:.1f} bits"
         if res.result.prefix_total is not None:
             total += f" (+{res.result.prefix_total:.1f} in class tokens)"
@@ -377,7 +386,8 @@ def _print_explained(res: Explained, t0: float) -> None:
         print(f"{head}{res.result.total:.1f} bits · {m['model']} readout bottleneck at {m['layer']} · "
               f"{m['seconds']:.3f} s")
     else:
-        print(f"{head}{where}{m['method']} ({unit}) · {m['model']}")
+        layer = f" · layer {m['cam_layer']}" if m.get("cam_layer") else ""
+        print(f"{head}{where}{m['method']} ({unit}) · {m['model']}{layer}")
     if video:
         print(f"wrote {res.outputs[0]} ({res.frames} frames)")
     else:
@@ -433,7 +443,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, masks=args.masks, readout=args.readout, device=args.device,
+                    betas=args.beta or None, masks=args.masks, readout=args.readout, cam_layer=args.cam_layer,
+                    device=args.device,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
     print(summary["markdown"])

@@ -156,6 +156,53 @@ def test_cli_method_for_photos_and_clips(photo_dir: str, tmp_path, capsys) -> No
     assert "--stats applies to the method iba only" in capsys.readouterr().err
 
 
+def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    import numpy as np
+
+    from video_iba.cli import main
+
+    from ..videos import encode
+
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    stem = os.path.splitext(os.path.basename(photo))[0]
+    base = ["explain", photo, "--model", "resnet18", "--weights", "random", "--method", "gradcam"]
+    maps = {}
+    for name, extra in (("default", []), ("layer3", ["--cam-layer", "layer3"])):
+        assert main([*base, *extra, "--out", str(tmp_path / name)]) == 0
+        a = video_iba.Attribution.load(str(tmp_path / name / f"{stem}.npz"))
+        maps[name] = a.values
+        assert a.meta["cam_layer"] == ("layer4" if name == "default" else "layer3")
+        assert f"· layer {a.meta['cam_layer']}" in capsys.readouterr().out
+    assert not torch.equal(maps["default"], maps["layer3"])  # the layer given is the one read
+    clip = encode(str(tmp_path / "c.mp4"), frames=20, size=(128, 96))
+    assert main(["explain", clip, "--model", "r3d_18", "--weights", "random", "--method", "gradcam", "--cam-layer",
+                 "layer3", "--out", str(tmp_path / "v")]) == 0
+    with np.load(tmp_path / "v" / "c.npz") as d:
+        meta = json.loads(str(d["meta"]))
+    assert meta["cam_layer"] == "layer3" and "layers" not in meta and "config" not in meta  # no bottleneck was fitted
+    capsys.readouterr()
+    for extra, message in (
+            (["--layer", "layer3"], "--layer is the bottleneck's layer (method iba), which gradcam does not use; "
+                                    "Grad-CAM's layer is --cam-layer"),
+            (["--method", "saliency", "--cam-layer", "layer3"], "--cam-layer applies to gradcam and guided_gradcam only"),
+            (["--method", "iba", "--cam-layer", "layer3"], "the bottleneck's layer is --layer"),
+            (["--steps", "3", "--beta", "1"], "--beta, --steps are settings of the per-sample bottleneck"),
+            (["--method", "readout", "--readout", "r.pt", "--layer", "layer3"], "reads the layers it was trained at")):
+        assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2, extra
+        assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x") or not os.listdir(tmp_path / "x")  # nothing written
+    model, x = TinyCNN(), torch.randn(1, 3, 32, 32)
+    with pytest.raises(UserInputError, match="cam_layer= applies to gradcam and guided_gradcam only, not to saliency"):
+        attribute("saliency", model, x, cam_layer="features")
+    with pytest.raises(UserInputError, match="tokens= applies to gradcam"):
+        attribute("occlusion8", model, x, tokens=video_iba.TokenLayout(grid=(1, 4, 4)))
+    with pytest.raises(UserInputError, match="layer= is the bottleneck's layer.*Grad-CAM's layer is cam_layer="):
+        attribute("gradcam", model, x, layer="features")
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
 def test_lrp_on_torchvision_resnets_and_vggs_leaves_the_model_intact(arch: str) -> None:
     import torchvision

@@ -176,3 +176,41 @@ def test_compare_a_readout_next_to_other_methods(photo_dir, tmp_path, capsys) ->
                            (["--precision", "bf16"], "--precision applies to the method iba, which is not among")):
         code, _, err = run_cli(["compare", photo, "--methods", "saliency", "--out", str(out), *extra], capsys)
         assert code == 2 and message in err, err
+
+
+def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.workflows.session as session
+
+    layers: dict[str, object] = {}
+    original_explain, original_baseline = session.explain, session.baseline
+
+    def explain(*args, **kwargs):  # type: ignore[no-untyped-def]
+        layers["iba"] = kwargs["layer"]
+        return original_explain(*args, **kwargs)
+
+    def baseline(method, *args, **kwargs):  # type: ignore[no-untyped-def]
+        layers[method] = kwargs.get("cam_layer")
+        return original_baseline(method, *args, **kwargs)
+
+    monkeypatch.setattr(session, "explain", explain)
+    monkeypatch.setattr(session, "baseline", baseline)
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    out = str(tmp_path / "o")
+    base = ["compare", photo, "--model", "resnet18", "--weights", "random", "--out", out]
+    code, _, err = run_cli([*base, "--methods", "iba,gradcam,saliency", "--layer", "layer2", "--cam-layer", "layer3",
+                            "--steps", "1", "--samples", "2"], capsys)
+    assert code == 0, err
+    assert layers == {"iba": "layer2", "gradcam": "layer3", "saliency": None}
+    for extra, message in (
+            (["--methods", "saliency,gradcam", "--steps", "3"], "--steps is a setting of the method iba, which is not "
+                                                                "among --methods"),
+            (["--methods", "saliency,gradcam", "--layer", "layer2"], "--layer is the bottleneck's layer of the method "
+                                                                     "iba, which is not among --methods; drop it or add "
+                                                                     "iba; Grad-CAM's layer is --cam-layer"),
+            (["--methods", "iba,saliency", "--cam-layer", "layer3"], "--cam-layer applies to gradcam and guided_gradcam, "
+                                                                     "neither of which is among --methods")):
+        code, _, err = run_cli([*base, *extra], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, err
+    code, _, err = run_cli(["compare", photo, "--models", "resnet18,efficientnet_lite0", "--weights", "random",
+                            "--methods", "gradcam", "--cam-layer", "layer3", "--out", out], capsys)
+    assert code == 2 and "--cam-layer belongs to one model" in err

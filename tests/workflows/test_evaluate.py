@@ -216,3 +216,55 @@ def test_iba_scores_do_not_depend_on_the_items_fitted_together(tmp_path, capsys)
     code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "iba", "--precision", "fp16",
                             "--device", "cpu", "--out", str(tmp_path / "h")], capsys)
     assert code == 2 and "--precision fp16 is slower than fp32 on cpu" in err and "Traceback" not in err
+
+
+def test_a_rerun_resumes_only_with_the_same_settings(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "ev")
+    base = ["evaluate", "synthetic", "--clips", "1", "--metrics", "hit_ratio", "--out", out]
+    code, _, err = run_cli([*base, "--methods", "random,gradcam"], capsys)
+    assert code == 0, err
+    scores = os.path.join(out, "scores.jsonl")
+    before = open(scores, encoding="utf-8").read()
+    for extra, message in ((["--methods", "random,gradcam", "--cam-layer", "block2"],
+                            "gradcam cam_layer was None, now 'block2'"),
+                           (["--methods", "random", "--model", "tubevit"], "model was 'tubenet', now 'tubevit'")):
+        code, _, err = run_cli([*base, *extra], capsys)
+        assert code == 2 and message in err and "another output folder" in err and "Traceback" not in err, err
+        assert open(scores, encoding="utf-8").read() == before  # nothing mixed in
+    code, _, err = run_cli([*base, "--methods", "random,gradcam,saliency"], capsys)  # a method added: resumes
+    assert code == 0, err
+    assert sorted(r["method"] for r in read_jsonl(scores)) == ["gradcam", "random", "saliency"]
+    record = json.load(open(os.path.join(out, "evaluation.json")))
+    assert record["model"] == "tubenet" and set(record["methods"]) == {"random", "gradcam", "saliency"}
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--metrics", "hit_ratio", "--methods", "gradcam",
+                            "--cam-layer", "block2", "--out", str(tmp_path / "b2")], capsys)
+    assert code == 0, err
+    other = read_jsonl(os.path.join(tmp_path / "b2", "scores.jsonl"))[0]["value"]
+    first = [r for r in read_jsonl(scores) if r["method"] == "gradcam"][0]["value"]
+    assert other != first  # Grad-CAM read another layer
+
+
+def test_an_iba_label_is_fitted_at_its_beta(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    values = {}
+    for name, extra in (("label", ["--methods", "iba[beta=1000]"]), ("flag", ["--methods", "iba", "--beta", "1000"]),
+                        ("default", ["--methods", "iba"])):
+        out = str(tmp_path / name)
+        code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--metrics", "hit_ratio", "--out", out,
+                                *extra], capsys)
+        assert code == 0, err
+        values[name] = read_jsonl(os.path.join(out, "scores.jsonl"))[0]["value"]
+    assert values["label"] == values["flag"] != values["default"]
+    for label in ("iba[beta=0]", "saliency[beta=3]", "iba[steps=3]"):
+        code, _, err = run_cli(["evaluate", "synthetic", "--methods", label, "--out", str(tmp_path / "x")], capsys)
+        assert code == 2 and f"'{label}' is not a method label" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "random,saliency", "--layer", "block2"], "--layer applies to the method iba only"),
+    (["--methods", "random", "--beta", "3"], "--beta applies to the method iba only"),
+    (["--methods", "iba,saliency", "--cam-layer", "block2"], "--cam-layer applies to gradcam and guided_gradcam"),
+])
+def test_settings_no_listed_method_uses_are_refused(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--out", str(tmp_path / "ev"), *extra], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "ev" / "scores.jsonl")

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -57,9 +59,27 @@ def base_method(label: str) -> str:
 
 
 def check_label(label: str) -> str:
-    """A method label (``iba`` or ``iba[beta=10]``) with its method's canonical name."""
-    base = check_method(base_method(label)).name
-    return base + label[len(base_method(label)):]
+    """A method label (``iba`` or ``iba[beta=10]``) with its method's canonical name; a suffix
+    other than a positive ``[beta=B]`` on the per-sample bottleneck is refused."""
+    method = check_method(base_method(label))
+    suffix = label[len(base_method(label)):]
+    if suffix and (not method.fitted or label_beta(label) is None):
+        raise UserInputError(f"'{label}' is not a method label; give a method name, or iba[beta=B] (B > 0) for IBA at "
+                             f"another beta")
+    beta = label_beta(label)
+    return method.name if beta is None else iba_label(beta)
+
+
+def label_beta(label: str) -> float | None:
+    """The beta a label names (``iba[beta=10]`` -> 10.0), else ``None``."""
+    m = re.fullmatch(r"[^\[]+\[beta=([^\]]+)\]", label.strip())
+    if m is None:
+        return None
+    try:
+        beta = float(m.group(1))
+    except ValueError:
+        return None
+    return beta if math.isfinite(beta) and beta > 0 else None
 
 
 def check_metrics(names: Sequence[str]) -> list[str]:
@@ -328,4 +348,4 @@ def _write_text(path: str, text: str) -> None:
 
 
 __all__ = ["METRICS", "TUBE_FRAMES", "evaluate", "summarise", "check_metrics", "check_label", "iba_label",
-           "base_method"]
+           "label_beta", "base_method"]

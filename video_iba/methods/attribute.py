@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import UserInputError, did_you_mean
 from ..models.pathways import Pack
 from ..results import Attribution
-from .baselines import BASELINES, baseline
+from .baselines import BASELINES, CAM_METHODS, baseline
 from .iba import explain
 from .readout import Readout, explain_readout
 
@@ -27,6 +27,7 @@ class Method:
             progress is counted in steps).
         uses_statistics: It takes per-neuron statistics (``--stats``).
         uses_readout: It needs a trained readout (``--readout``).
+        uses_cam_layer: It reads a layer's activations and gradients (Grad-CAM: ``--cam-layer``).
     """
 
     name: str
@@ -34,11 +35,12 @@ class Method:
     fitted: bool = False
     uses_statistics: bool = False
     uses_readout: bool = False
+    uses_cam_layer: bool = False
 
 
 METHODS: dict[str, Method] = {
     "iba": Method("iba", information=True, fitted=True, uses_statistics=True),
-    **{name: Method(name) for name in BASELINES},
+    **{name: Method(name, uses_cam_layer=name in CAM_METHODS) for name in BASELINES},
     "readout": Method("readout", information=True, uses_readout=True),
 }
 
@@ -76,7 +78,7 @@ def attribute(
         seed: Seed of the method's randomness (IBA's noise, SmoothGrad's noise, the random map).
         readout: The trained readout, for ``method="readout"``.
         options: Further keywords of the method: IBA's ``layer``, ``stats``, ``config``, ...;
-            a baseline's ``cam_layer``, ``tube_frames``, ``batch``.
+            a baseline's ``tube_frames``, ``batch``; Grad-CAM's ``cam_layer`` and ``tokens``.
 
     Returns:
         An :class:`~video_iba.results.Attribution` at ``x``'s resolution, in the method's unit.
@@ -92,6 +94,10 @@ def attribute(
         raise UserInputError(f"{{readout}} applies to the readout method only, not to {m.name}", options=["readout"])
     if m.fitted:
         return explain(model, x, target, pack=pack, seed=seed, **options)
+    if "layer" in options:
+        fix = "; Grad-CAM's layer is {cam_layer}" if m.uses_cam_layer else ""
+        raise UserInputError(f"{{layer}} is the bottleneck's layer (method iba), which {m.name} does not use{fix}",
+                             options=["layer", "cam_layer"])
     return baseline(m.name, model, x, target, pack=pack, seed=seed, **options)
 
 

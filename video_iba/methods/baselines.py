@@ -64,6 +64,8 @@ SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15
 IG_STEPS = 50
 OCCLUSION_TUBE_FRAMES = 4
+#: The baselines that read a layer (``cam_layer``, ``tokens``).
+CAM_METHODS = ("gradcam", "guided_gradcam")
 
 
 @contextlib.contextmanager
@@ -77,6 +79,18 @@ def _out_of_place_relus(model: nn.Module) -> Iterator[list[nn.ReLU]]:
     finally:
         for m, f in zip(relus, flags):
             m.inplace = f
+
+
+def _check_cam_options(method: str, cam_layer: Any, tokens: Any) -> None:
+    """A Grad-CAM layer is one module name, and only the Grad-CAM methods take one."""
+    given = [name for name, v in (("cam_layer", cam_layer), ("tokens", tokens)) if v is not None]
+    if given and method not in CAM_METHODS:
+        raise UserInputError(f"{' and '.join('{' + g + '}' for g in given)} appl{'y' if len(given) > 1 else 'ies'} to "
+                             f"{' and '.join(CAM_METHODS)} only, not to {method}; drop "
+                             f"{'them' if len(given) > 1 else 'it'}", options=given)
+    if cam_layer is not None and not isinstance(cam_layer, str):
+        raise UserInputError(f"Grad-CAM reads one layer, got {cam_layer!r}; give {{cam_layer}} one module name",
+                             options=["cam_layer"])
 
 
 def _upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -129,6 +143,7 @@ def baseline(
     """
     if method not in BASELINES:
         raise UserInputError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
+    _check_cam_options(method, cam_layer, tokens)
     x, pk, _ = check_input(model, x, pack)
     net = one_input(model, pk)
     t0 = time.perf_counter()
@@ -357,4 +372,4 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return _reduce(relevance.detach())
 
 
-__all__ = ["BASELINES", "baseline"]
+__all__ = ["BASELINES", "CAM_METHODS", "baseline"]

@@ -64,6 +64,8 @@ def fingerprint(settings: Settings, options: Options) -> str:
     s.pop("batch_size")
     s["stats"] = [os.path.abspath(p) for p in settings.stats or ()]
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
+    if s["cam_layer"] is None:
+        s.pop("cam_layer")  # folders explained before Grad-CAM's layer could be chosen resume
     text = json.dumps({"settings": s, "options": dataclasses.asdict(options)}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

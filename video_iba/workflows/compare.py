@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..methods.attribute import check_method
+from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
 from ..render.compare import ClipPanel, compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
@@ -108,7 +109,8 @@ def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
         return []
     if settings.model is not None:
         raise UserInputError("give {model} or {models}, not both", options=["model", "models"])
-    for given, option in ((settings.layers, "layer"), (settings.stats, "stats"), (settings.readout, "readout")):
+    for given, option in ((settings.layers, "layer"), (settings.cam_layer, "cam_layer"), (settings.stats, "stats"),
+                          (settings.readout, "readout")):
         if given:
             raise UserInputError(f"{{{option}}} belongs to one model; drop it to compare several models (each uses "
                                  f"its default layers and its input's own statistics)", options=[option])
@@ -131,8 +133,22 @@ def _plan(path: str, name: str | None, settings: Settings, options: Options, sev
 
 
 def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
-    """Statistics, a precision and a readout need a method among ``methods`` that uses them."""
+    """Statistics, a precision, a readout, layers, a Grad-CAM layer and bottleneck settings need a
+    method among ``methods`` that uses them."""
     kinds = [check_method(m) for m in methods]
+    changed = sorted(settings.changes)
+    if (changed or settings.config is not None) and not any(k.fitted for k in kinds):
+        named = ", ".join("{" + k + "}" for k in changed) or "a bottleneck configuration"
+        raise UserInputError(f"{named} {'are settings' if len(changed) > 1 else 'is a setting'} of the method iba, "
+                             f"which is not among {{methods}}; drop {'them' if len(changed) > 1 else 'it'} or add iba",
+                             options=[*changed, "methods"])
+    if settings.layers and not any(k.fitted for k in kinds):
+        raise UserInputError("{layer} is the bottleneck's layer of the method iba, which is not among {methods}; drop "
+                             "it or add iba" + ("; Grad-CAM's layer is {cam_layer}" if any(k.uses_cam_layer for k in kinds)
+                                                else ""), options=["layer", "methods", "cam_layer"])
+    if settings.cam_layer and not any(k.uses_cam_layer for k in kinds):
+        raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)}, neither of which is among "
+                             f"{{methods}}; drop it or add one", options=["cam_layer", "methods"])
     if settings.stats and not any(k.uses_statistics for k in kinds):
         raise UserInputError("{stats} applies to the method iba, which is not among {methods}; drop it or add iba",
                              options=["stats", "methods"])
@@ -153,7 +169,11 @@ def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: 
         kind = check_method(name)
         own = dataclasses.replace(settings, method=name, stats=settings.stats if kind.uses_statistics else None,
                                   readout=settings.readout if kind.uses_readout else None,
-                                  precision=settings.precision if kind.fitted else "fp32")
+                                  precision=settings.precision if kind.fitted else "fp32",
+                                  layers=settings.layers if kind.fitted else None,
+                                  cam_layer=settings.cam_layer if kind.uses_cam_layer else None,
+                                  changes=settings.changes if kind.fitted else {},
+                                  config=settings.config if kind.fitted else None)
         first = sessions[0] if sessions else None
         readout = next((s.readout for s in sessions if s.readout is not None), None)
         sessions.append(Session.open(own, plan.spec.name, model=None if first is None else first.model,

@@ -8,7 +8,10 @@ TubeNet, its shipped readout) or a folder of photos (image model) or videos
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -17,12 +20,14 @@ from torch import nn
 from ..config import IBAConfig
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
-from ..evaluation.harness import TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label
+from ..evaluation.harness import (TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label,
+                                  label_beta)
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
-                                   TUBEVIT_LAYOUT, load_tubenet, load_tubenet_readout, load_tubevit,
+                                   load_tubenet, load_tubenet_readout, load_tubevit,
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
-from ..files import ensure_writable_dir
+from ..files import atomic_write, ensure_writable_dir
 from ..methods.attribute import check_method
+from ..methods.baselines import CAM_METHODS
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+#: What the scores of an output folder were computed with.
+RUN_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class Evaluation:
         betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
         masks: Sensitivity-n's random masks per n.
         readout: A readout checkpoint (synthetic: default the shipped one).
+        cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         batch_size: Items per IBA fit (``None``: chosen from the device); scores do not depend on it.
         precision: Type of IBA's network passes (``fp32``, ``bf16``, ``fp16``).
@@ -69,6 +77,7 @@ class Evaluation:
     betas: Sequence[float] | None = None
     masks: int = 100
     readout: str | None = None
+    cam_layer: str | None = None
     device: str = "cpu"
     batch_size: int | None = None
     precision: str = "fp32"
@@ -81,31 +90,44 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
     dev = resolve_device(ev.device)
     batches = FitBatches(check_batch_size(ev.batch_size), dev)
-    if ev.precision != "fp32" and not any(check_method(base_method(m)).fitted for m in labels):
-        raise UserInputError("{precision} applies to the method iba only; add it to {methods} or drop {precision}",
-                             options=["precision", "methods"])
+    _check_method_options(ev, labels)
     check_precision(ev.precision, dev)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
     else:
         setup = _folder(ev, dev)
     betas = list(ev.betas) if ev.betas is not None else [setup.config.beta]
-    configs = {iba_label(b): setup.config.replace(beta=b) for b in betas}
     readout = _readout(ev, labels, setup.model_name, dev)
 
     def kwargs(method: str) -> dict[str, Any]:
         if check_method(base_method(method)).uses_readout:
             return {"readout": readout}
         if check_method(base_method(method)).uses_statistics:
-            cfg = configs.get(method, configs[iba_label(betas[0])])
+            cfg = setup.config.replace(beta=label_beta(method) or betas[0])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
                     "config": cfg, "precision": ev.precision, **({"tokens": setup.tokens} if setup.tokens else {})}
+        if check_method(base_method(method)).uses_cam_layer:
+            return {**setup.tube, **setup.cam, **({"cam_layer": ev.cam_layer} if ev.cam_layer else {})}
         return dict(setup.tube)
 
+    def settings_of(method: str) -> dict[str, Any]:
+        kind = check_method(base_method(method))
+        if kind.uses_readout:
+            return {"readout": os.path.abspath(ev.readout) if ev.readout else "shipped"}
+        if kind.fitted:
+            return {"layers": list(setup.layers), "stats": [os.path.abspath(p) for p in ev.stats],
+                    "beta": label_beta(method) or betas[0], "precision": ev.precision}
+        return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
+
+    record = {"dataset": ev.dataset if ev.dataset == "synthetic" else os.path.abspath(ev.dataset),
+              "model": setup.model_name, "weights": ev.weights, "masks": ev.masks,
+              "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
+              "methods": {m: settings_of(m) for m in labels}}
     ensure_writable_dir(out_dir)
     bar = progress("evaluating", len(setup.items) * len(labels), "map")
     try:
         with folder_lock(out_dir):
+            _record_run(out_dir, record)
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
                             restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update,
                             batches=batches)
@@ -125,6 +147,7 @@ class _Setup:
     tube: dict[str, Any]
     config: IBAConfig
     tokens: list[Any] | None = None
+    cam: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
@@ -149,9 +172,11 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
                             tokens=tokens)
 
         stats = restats(model)
-    tube = {"tube_frames": TUBE_FRAMES, **({"cam_layer": TUBEVIT_CAM_LAYER, "tokens": TUBEVIT_LAYOUT} if vit else {})}
+    cam_layer = ev.cam_layer or (TUBEVIT_CAM_LAYER if vit else None)
+    cam = {"cam_layer": cam_layer, "tokens": tubevit_layout(cam_layer)} if vit and cam_layer else {}
     config = IBAConfig.for_transformers() if vit else IBAConfig()
-    return _Setup(model, name, items, metrics, layers, stats, restats, tube, config, tokens if any(tokens) else None)
+    return _Setup(model, name, items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES}, config,
+                  tokens if any(tokens) else None, cam)
 
 
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
@@ -169,6 +194,49 @@ def _folder(ev: Evaluation, dev: Any) -> _Setup:
             return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
                   {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config)
+
+
+def _record_run(out_dir: str, record: dict[str, Any]) -> None:
+    """Keep what the scores in ``out_dir`` were computed with in ``OUT/evaluation.json``; a rerun
+    resumes them only with the same dataset, model and settings of every method both runs score
+    (methods may be added), else it is refused."""
+    path = os.path.join(out_dir, RUN_FILE)
+    before: dict[str, Any] = {}
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                before = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"'{path}' is not readable ({type(exc).__name__}); remove it only if every score in "
+                                 f"'{out_dir}' was computed with the current settings, or give another output "
+                                 f"folder") from exc
+    changed = [f"{key} was {before[key]!r}, now {value!r}" for key, value in record.items()
+               if key != "methods" and key in before and before[key] != value]
+    methods = dict(before.get("methods", {}))
+    for label, settings in record["methods"].items():
+        old = methods.get(label, settings)
+        changed += [f"{label} {k} was {old.get(k)!r}, now {v!r}" for k, v in settings.items() if old.get(k) != v]
+        methods[label] = settings
+    if changed:
+        raise UserInputError(f"'{out_dir}' holds scores computed otherwise ({'; '.join(changed)}); rerun with those "
+                             f"settings to resume, or give another output folder")
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({**record, "methods": methods}, fh, indent=1)
+
+
+def _check_method_options(ev: Evaluation, labels: Sequence[str]) -> None:
+    """IBA's layers, statistics, betas and precision need IBA among the methods; a Grad-CAM layer
+    needs a Grad-CAM method."""
+    kinds = [check_method(base_method(m)) for m in labels]
+    given = [o for o, v in (("layer", ev.layers), ("stats", ev.stats), ("beta", ev.betas),
+                            ("precision", ev.precision != "fp32")) if v]
+    if given and not any(k.fitted for k in kinds):
+        raise UserInputError(f"{', '.join('{' + o + '}' for o in given)} appl{'ies' if len(given) == 1 else 'y'} to "
+                             f"the method iba only, which is not among {{methods}}; add it or drop "
+                             f"{'it' if len(given) == 1 else 'them'}", options=[*given, "methods"])
+    if ev.cam_layer and not any(k.uses_cam_layer for k in kinds):
+        raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)}, neither of which is among "
+                             f"{{methods}}; add one or drop it", options=["cam_layer", "methods"])
 
 
 def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -> Readout | None:

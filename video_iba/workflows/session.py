@@ -27,7 +27,7 @@ from ..distributed import auto_device
 from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
 from ..methods.attribute import METHODS, Method, check_method
-from ..methods.baselines import baseline, network_inputs
+from ..methods.baselines import CAM_METHODS, baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
@@ -140,6 +140,7 @@ class Settings:
         layers: Bottleneck layers (default: the model's; SlowFast: one per pathway).
         stats: Statistics files, one per layer (the per-sample bottleneck only).
         readout: A readout checkpoint (the readout method only).
+        cam_layer: Grad-CAM's layer (the Grad-CAM methods only; default: the model's).
         config: Bottleneck settings; ``None``: the model's defaults (the paper's; registry
             transformers: :meth:`IBAConfig.for_transformers`).
         changes: Settings changed on top of ``config`` or the model's defaults, e.g.
@@ -157,6 +158,7 @@ class Settings:
     layers: tuple[str, ...] | None = None
     stats: tuple[str, ...] | None = None
     readout: str | None = None
+    cam_layer: str | None = None
     config: IBAConfig | None = None
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seed: int | None = 0
@@ -175,6 +177,28 @@ class Settings:
         if self.model:
             return self.model
         return DEFAULT_VIDEO_MODEL if is_video_file(path) else DEFAULT_IMAGE_MODEL
+
+
+def check_method_settings(method: Method, settings: Settings) -> None:
+    """Refuse settings that ``method`` would not use: bottleneck layers and settings for a method
+    that fits no bottleneck, a Grad-CAM layer for a method other than Grad-CAM."""
+    if settings.layers and not method.fitted:
+        fix = ("; Grad-CAM's layer is {cam_layer}" if method.uses_cam_layer
+               else " (the readout reads the layers it was trained at); drop it" if method.uses_readout
+               else "; drop it")
+        raise UserInputError(f"{{layer}} is the bottleneck's layer (method iba), which {method.name} does not use"
+                             f"{fix}", options=["layer", "cam_layer"])
+    if settings.cam_layer and not method.uses_cam_layer:
+        raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)} only, not to {method.name}"
+                             + ("; the bottleneck's layer is {layer}" if method.fitted else "; drop it"),
+                             options=["cam_layer", "layer"])
+    changed = sorted(settings.changes)
+    if (changed or settings.config is not None) and not method.fitted:
+        named = ", ".join("{" + k + "}" for k in changed) or "a bottleneck configuration"
+        several = len(changed) > 1
+        raise UserInputError(f"{named} {'are settings' if several else 'is a setting'} of the per-sample bottleneck "
+                             f"(method iba), which {method.name} does not use; drop {'them' if several else 'it'}",
+                             options=changed)
 
 
 @dataclass
@@ -208,10 +232,12 @@ class Session:
         if settings.readout and not method.uses_readout:
             raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
                                  options=["readout"])
-        spec = model_spec(name, bool(settings.layers), settings.weights)
+        check_method_settings(method, settings)
+        no_default = bool(settings.layers) or not method.fitted  # only the bottleneck needs a default layer
+        spec = model_spec(name, no_default, settings.weights)
         settings.config_for(spec)  # bad settings fail here, before the model is loaded
         layers = list(settings.layers) if settings.layers else list(spec.layers)
-        if spec.slowfast_alpha and len(layers) != 2:
+        if method.fitted and spec.slowfast_alpha and len(layers) != 2:
             raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
                                  f"{spec.layers[0]} and {spec.layers[1]}", options=["layer"])
         device = resolve_device(settings.device)
@@ -227,7 +253,7 @@ class Session:
             readout = load_readout(settings.readout, spec.name, device)
         if model is None:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
-                               layer_given=bool(settings.layers))
+                               layer_given=no_default)
         if stats:
             digest = weights_digest(model)
             for st in stats:
@@ -247,14 +273,6 @@ class Session:
         w = self.settings.weights
         return {"weights": w, **({"weights_seed": self.settings.seed or 0} if w == "random" else {})}
 
-    def with_method(self, name: str) -> "Session":
-        """The same model and settings with another method (comparisons)."""
-        method = check_method(name)
-        if method.uses_readout and self.readout is None:
-            raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
-                                 "`video-iba train-readout`", options=["readout"])
-        return dataclasses.replace(self, method=method)
-
     def attribute(self, x: torch.Tensor, target: int | None,
                   on_step: Callable[[int, float, float], None] | None = None,
                   on_progress: Callable[[int], None] | None = None) -> Attribution:
@@ -269,7 +287,7 @@ class Session:
             attr = explain_readout(self.model, self.readout, x, target)
         else:
             attr = baseline(self.method.name, self.model, x, target, seed=self.settings.seed or 0,
-                            on_progress=on_progress)
+                            cam_layer=self.settings.cam_layer, on_progress=on_progress)
         assert attr.logits is not None
         self.check_classes(attr.logits)
         return attr
