@@ -141,6 +141,10 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     (["explain", "{photo}", "--target", "1000"], "out of range"),
     (["explain", "{photo}", "--target", "espreso"], "did you mean 'espresso'"),
     (["explain", "{photo}", "--target", "Cardigan"], "ambiguous"),
+    # names holding every word, before spellings ('cat': the cats, not 'catamaran' or 'polecat')
+    (["explain", "{photo}", "--target", "cat"], "(did you mean 'tiger cat', 'Persian cat', 'Siamese cat', "
+                                                "'Egyptian cat', 'Madagascar cat'?)"),
+    (["explain", "{photo}", "--target", "Tabby cat"], "(did you mean 'tabby'"),
     (["explain", "{photo}", "--beta", "0"], "--beta"),
     (["explain", "{photo}", "--beta", "-3"], "--beta"),
     (["explain", "{photo}", "--steps", "0"], "--steps"),

@@ -104,8 +104,23 @@ def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
     if len(hits) > 1:
         raise UserInputError(f"class name '{text}' is ambiguous (indices {', '.join(map(str, hits))}); give "
                              f"{{target}} an index", options=["target"])
-    raise UserInputError(f"unknown class name '{text}'{did_you_mean(text, labels)}; give {{target}} a class index "
-                         f"or an exact name", options=["target"])
+    raise UserInputError(f"unknown class name '{text}'{_similar_names(wanted, labels)}; give {{target}} a class "
+                         f"index or an exact name", options=["target"])
+
+
+def _similar_names(wanted: str, labels: Sequence[str], n: int = 5) -> str:
+    """``" (did you mean ...?)"``: the class names holding every word of ``wanted`` (``cat``: the
+    cats, not ``catamaran``), else the closest spellings (case ignored)."""
+    words = wanted.split()
+    holding = [name for name in labels if all(w in name.lower().split() for w in words)]
+    if holding:
+        shown = holding[:n] + ([f"{len(holding) - n} more"] if len(holding) > n else [])
+        return " (did you mean " + ", ".join(f"'{h}'" if i < n else h for i, h in enumerate(shown)) + "?)"
+    lower = {name.lower(): name for name in labels}
+    close = did_you_mean(wanted, lower)
+    for low, name in lower.items():  # back to the names' own spelling
+        close = close.replace(f"'{low}'", f"'{name}'")
+    return close
 
 
 def load_stats_files(paths: Sequence[str], spec: ModelSpec, layers: Sequence[str],
