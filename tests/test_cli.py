@@ -146,6 +146,10 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
                                                 "'Egyptian cat', 'Madagascar cat'?)"),
     (["explain", "{photo}", "--target", "Tabby cat"], "(did you mean 'tabby'"),
     (["explain", "{photo}", "--beta", "0"], "--beta"),
+    # a video's options given for a photo would be dropped
+    (["explain", "{photo}", "--end", "2", "--coverage", "tiles"], "--end, --coverage apply to videos and"),
+    (["explain", "{photo}", "--layout", "overlay"], "--layout applies to videos and"),
+    (["compare", "{photo}", "--methods", "saliency", "--stride", "1", "--out", "{out}"], "--stride applies to videos"),
     (["explain", "{photo}", "--beta", "-3"], "--beta"),
     (["explain", "{photo}", "--steps", "0"], "--steps"),
     (["explain", "{photo}", "--samples", "-1"], "--samples"),

@@ -24,7 +24,7 @@ from ..models.registry import model_spec
 from ..render.compare import ClipPanel, compare_clip, compare_image, compare_path, normalised_to_rgb
 from ..results import Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
-from .inputs import InputPlan, plan_input
+from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
 
@@ -82,6 +82,8 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     several = bool(chosen)
     ensure_writable_dir(out_dir)  # before any work
     plans = [_plan(path, name, settings, options, several) for name in (chosen or [settings.model_for(path)])]
+    if not plans[0].is_video:
+        refuse_video_options(path, options.span)
     compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
     out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])

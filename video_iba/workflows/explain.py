@@ -41,7 +41,7 @@ from ..models.registry import model_spec
 from ..render.figure import Caption, image_figure
 from ..render.video import LAYOUTS, render_clip
 from ..results import Attribution, ClipAttribution, Unit
-from .inputs import InputPlan, Range, plan_input
+from .inputs import InputPlan, Range, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
 from .session import Progress, Session, Settings, no_progress, resolve_target
 
@@ -162,6 +162,8 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
     ensure_writable_dir(out_dir)  # before any work
     plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
                       options.span)
+    if not plan.is_video:
+        refuse_video_options(path, options.span, *(["layout"] if options.layout != Options.layout else []))
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 

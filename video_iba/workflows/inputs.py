@@ -50,6 +50,18 @@ class Range:
                                  options=["end", "start"])
 
 
+def refuse_video_options(path: str, span: Range, *others: str) -> None:
+    """Refuse a video's range, stride and coverage (and the options named in ``others``, set by
+    the caller) for the photo ``path``: they would be dropped."""
+    given = [name for name, on in (("start", span.start != 0), ("end", span.end is not None),
+                                   ("stride", span.stride is not None), ("coverage", span.coverage != "center"))
+             if on] + list(others)
+    if given:
+        named = ", ".join("{" + g + "}" for g in given)
+        raise UserInputError(f"{named} appl{'ies' if len(given) == 1 else 'y'} to videos and '{path}' is a photo; "
+                             f"drop {'it' if len(given) == 1 else 'them'}", options=given)
+
+
 @dataclass
 class InputPlan:
     """One input file planned for one model.
