@@ -160,6 +160,7 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     (["explain", "{photo}", "--out", "{blocked}"], "cannot write"),
     (["estimate", "{empty}", "--out", "{out}/s.pt"], "no images"),
     (["estimate", "{missing}", "--out", "{out}/s.pt"], "does not exist"),
+    (["estimate", "{photos}", "--per-frame", "--out", "{out}/s.pt"], "--per-frame applies to videos"),
     (["layers", "--model", "nope"], "unknown model"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -172,7 +173,8 @@ def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tm
     out = tmp_path / "out"
     subst = {"missing": str(tmp_path / "missing.jpg"), "text": str(tmp_path / "text.jpg"),
              "small": str(tmp_path / "small.png"), "photo": os.path.join(photo_dir, "coffee.jpg"),
-             "blocked": str(tmp_path / "blocked" / "sub"), "empty": str(tmp_path / "empty"), "out": str(out)}
+             "blocked": str(tmp_path / "blocked" / "sub"), "empty": str(tmp_path / "empty"), "out": str(out),
+             "photos": photo_dir}
     args = [a.format(**subst) for a in argv]
     if args[0] == "explain" and "--out" not in args:
         args += ["--out", str(out)]

@@ -109,6 +109,9 @@ def estimate_folder(
     refuse_overwriting_inputs(stats_paths_for(out, list(layers) if layers else list(get_spec(model_name).layers)),
                               files)
     spec = model_spec(model_name, bool(layers), weights)
+    if per_frame and not spec.is_video:
+        raise UserInputError(f"{{per_frame}} applies to videos, and '{folder}' is explained with the image model "
+                             f"{spec.name}; drop it", options=["per_frame"])
     names = list(layers) if layers else list(spec.layers)
     targets = stats_paths_for(out, names)
     check_names(targets)
