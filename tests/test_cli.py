@@ -161,6 +161,8 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     (["estimate", "{empty}", "--out", "{out}/s.pt"], "no images"),
     (["estimate", "{missing}", "--out", "{out}/s.pt"], "does not exist"),
     (["estimate", "{photos}", "--per-frame", "--out", "{out}/s.pt"], "--per-frame applies to videos"),
+    (["evaluate", "{photos}", "--clips", "3", "--out", "{out}"], "--clips counts the synthetic benchmark's clips"),
+    (["train-readout", "{photos}", "--clips", "3", "--out", "{out}"], "--clips counts the synthetic benchmark's"),
     (["layers", "--model", "nope"], "unknown model"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

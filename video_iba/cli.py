@@ -218,7 +218,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--metrics", help="comma-separated metrics: degradation8, degradation14, hit_ratio, temporal_share, "
                                 f"sensitivity_n, randomisation (default: {','.join(SYNTHETIC_METRICS)} for synthetic; "
                                 f"{','.join(FOLDER_METRICS)} for folders)")
-    ev.option("--clips", type=_positive_int, default=20, help="synthetic clips to score (default 20)")
+    ev.option("--clips", type=_positive_int, help="synthetic clips to score (default 20)")
     ev.option("--annotations", help="JSON file of boxes for the folder's inputs")
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
@@ -268,7 +268,7 @@ def _train_parser(sub: Any) -> None:
     tr.option("--lr", type=_positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.option("--beta", type=_positive_float, help="weight of the information term (default 1, not the 10 of the "
                                                    "per-sample bottleneck: see docs/readout-and-scale-out.md)")
-    tr.option("--clips", type=_positive_int, default=1600, help="synthetic training clips (default 1600)")
+    tr.option("--clips", type=_positive_int, help="synthetic training clips (default 1600)")
     tr.option("--seed", type=_seed, default=0, help="seed of the shuffling and the noise (default 0)")
     tr.option("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")
     tr.option("--validation", help="held-out inputs scored after every epoch (a folder like the dataset; synthetic: its "

@@ -55,6 +55,16 @@ def test_train_readout_resumes_and_explains_in_one_pass(tmp_path, capsys) -> Non
     ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
     assert ckpt["epoch"] == 2 and ckpt["model"] == "tubenet" and len(ckpt["log"]) == 2
     assert ckpt["config"]["beta"] == 1.0  # the readout's default, not the per-sample 10
+    # resuming with other settings would mix two trainings in one readout: refused, the files as they were
+    before = open(os.path.join(out, "checkpoint.pt"), "rb").read()
+    fewer = ["16" if a == "32" else a for a in base]  # --clips 16
+    for argv, message in (([*base, "--beta", "3"], "beta was 1.0, now 3.0"), ([*base, "--lr", "0.01"], "lr was 0.001"),
+                          (fewer, "inputs was 32, now 16"), ([*base, "--seed", "1"], "seed was 0, now 1"),
+                          ([*base, "--readout-layer", "block2"], "readout layers was ['block1', 'block3'], now "
+                                                                 "['block2']")):
+        code, _, err = run_cli([*argv, "--epochs", "3"], capsys)
+        assert code == 2 and message in err and "was trained otherwise" in err and "Traceback" not in err, err
+    assert open(os.path.join(out, "checkpoint.pt"), "rb").read() == before
 
     from video_iba.evaluation.synthetic import load_tubenet
     from video_iba.methods.readout import explain_readout, load_checkpoint

@@ -145,9 +145,9 @@ def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
                              f"which is not among {{methods}}; drop {'them' if len(changed) > 1 else 'it'} or add iba",
                              options=[*changed, "methods"])
     if settings.layers and not any(k.fitted for k in kinds):
+        cam = "; Grad-CAM's layer is {cam_layer}" if any(k.uses_cam_layer for k in kinds) else ""
         raise UserInputError("{layer} is the bottleneck's layer of the method iba, which is not among {methods}; drop "
-                             "it or add iba" + ("; Grad-CAM's layer is {cam_layer}" if any(k.uses_cam_layer for k in kinds)
-                                                else ""), options=["layer", "methods", "cam_layer"])
+                             "it or add iba" + cam, options=["layer", "methods", "cam_layer"])
     if settings.cam_layer and not any(k.uses_cam_layer for k in kinds):
         raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)}, neither of which is among "
                              f"{{methods}}; drop it or add one", options=["cam_layer", "methods"])

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+#: Synthetic test clips scored when none are counted.
+SYNTHETIC_CLIPS = 20
 #: What the scores of an output folder were computed with.
 RUN_FILE = "evaluation.json"
 
@@ -54,7 +56,7 @@ class Evaluation:
         metrics: Metric names (default: :data:`SYNTHETIC_METRICS` or :data:`FOLDER_METRICS`).
         model, weights, layers, stats: A folder's model, its weights, IBA's layers and statistics
             files (the synthetic benchmark has its own model and statistics).
-        clips: Synthetic test clips to score.
+        clips: Synthetic test clips to score (default :data:`SYNTHETIC_CLIPS`; folders: refused).
         annotations: A folder's box annotations (JSON).
         betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
         masks: Sensitivity-n's random masks per n.
@@ -72,7 +74,7 @@ class Evaluation:
     weights: str = "default"
     layers: Sequence[str] | None = None
     stats: Sequence[str] = ()
-    clips: int = 20
+    clips: int | None = None
     annotations: str | None = None
     betas: Sequence[float] | None = None
     masks: int = 100
@@ -162,7 +164,8 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     vit = name == "tubevit"
     metrics = check_metrics(list(ev.metrics or SYNTHETIC_METRICS))
     model = (load_tubevit() if vit else load_tubenet()).to(dev)
-    items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval) for i in synthetic_items(ev.clips)]
+    items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval)
+             for i in synthetic_items(ev.clips or SYNTHETIC_CLIPS)]
     layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
     tokens = [tubevit_layout(n) if vit else None for n in layers]
     stats = restats = None
@@ -180,6 +183,9 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
 
 
 def _folder(ev: Evaluation, dev: Any) -> _Setup:
+    if ev.clips is not None:
+        raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder is scored on all its inputs: "
+                             "drop it", options=["clips"])
     name, _ = estimate_inputs(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
     items = folder_items(ev.dataset, name, ev.annotations, dev, ev.weights)

@@ -85,6 +85,10 @@ class TrainingData:
             yield self.load(chunk)[0].to(device)
 
 
+#: The synthetic benchmark's training clips used when none are counted.
+SYNTHETIC_TRAINING_CLIPS = 1600
+
+
 def synthetic_data(clips: int) -> TrainingData:
     """The first ``clips`` training clips of the synthetic benchmark, with their labels (kept in
     memory once generated: 0.8 MB per clip)."""
@@ -130,7 +134,7 @@ def folder_data(folder: str, model_name: str, weights: str = "default") -> Train
             raise UserInputError(f"none of {len(paths)} inputs could be read; check the folder")
         return torch.cat(xs), None
 
-    return TrainingData(folder, files, load)
+    return TrainingData(os.path.abspath(folder), files, load)
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ class _Training:
             raise UserInputError(f"{self.checkpoint} belongs to another training (model {payload.get('model')}, "
                                  f"layers {readout.spec.layers}); write to another output folder with {{out}}",
                                  options=["out"])
+        self._check_same_training(payload, readout, readouts, config)
         self.start = int(payload["epoch"])
         self.history = list(payload.get("log", []))
         if rank() == 0:
@@ -185,6 +190,28 @@ class _Training:
             if _best_epoch(self.history) == self.start:  # a stop between writing the checkpoint and best.pt
                 _copy(self.checkpoint, self.best)
         return readout, payload
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed training must share with the checkpoint (besides model, layers, beta and
+        readout layers): its data, validation data, batch size, learning rate and seed."""
+        s, v = self.schedule, self.validation
+        return {"data": self.data.name, "inputs": len(self.data.items), "validation": v.name if v else None,
+                "validation_inputs": len(v.items) if v else 0, "batch_size": s.batch_size, "lr": s.lr,
+                "seed": s.seed}
+
+    def _check_same_training(self, payload: dict[str, Any], readout: Readout, readouts: Sequence[str] | None,
+                             config: IBAConfig) -> None:
+        """Refuse to resume a checkpoint trained otherwise (settings it does not record are not compared)."""
+        before = dict(payload.get("extra", {}))
+        now = {**self.settings(), "beta": config.beta}
+        before["beta"] = readout.config.beta
+        if readouts:
+            now["readout layers"], before["readout layers"] = list(readouts), list(readout.spec.readouts)
+        changed = [f"{k} was {before[k]!r}, now {v!r}" for k, v in now.items() if k in before and before[k] != v]
+        if changed:
+            raise UserInputError(f"{self.checkpoint} was trained otherwise ({'; '.join(changed)}); rerun with those "
+                                 f"settings to resume (more {{epochs}} may be given), or write to another output "
+                                 f"folder with {{out}}", options=["epochs", "out"])
 
     def _new(self, layers: Sequence[str], readouts: Sequence[str] | None, stats: Sequence[Statistics] | None,
              config: IBAConfig) -> Readout:
@@ -236,7 +263,7 @@ class _Training:
             self.history[-1].update(validate(self.model, readout, self.validation, s.batch_size, self.device, s.seed,
                                              self.pack))
         if rank() == 0:
-            extra = {"data": self.data.name, "batch_size": s.batch_size, "lr": s.lr, "world_size": world_size()}
+            extra = {**self.settings(), "world_size": world_size()}
             save_checkpoint(self.checkpoint, readout, model_name=self.model_name, epoch=epoch + 1, optimizer=opt,
                             log=self.history, extra=extra)
             if s.keep_epochs:
@@ -404,7 +431,7 @@ class TrainingRun:
     readouts: Sequence[str] | None = None
     stats: Sequence[str] = ()
     beta: float | None = None
-    clips: int = 1600
+    clips: int | None = None
     validation: str | None = None
     device: str = "cpu"
 
@@ -479,13 +506,16 @@ def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
         layers = list(run.layers or [TUBEVIT_LAYER])
         reads = list(run.readouts or dict.fromkeys([*layers, TUBEVIT_CAM_LAYER]))
         tokens = {n: lay for n in [*layers, *reads] if (lay := tubevit_layout(n)) is not None}
-        return _Run(load_tubevit().to(dev), "tubevit", layers, stats, synthetic_data(run.clips), validation, reads,
-                    tokens)
+        return _Run(load_tubevit().to(dev), "tubevit", layers, stats,
+                    synthetic_data(run.clips or SYNTHETIC_TRAINING_CLIPS), validation, reads, tokens)
     return _Run(load_tubenet().to(dev), "tubenet", list(run.layers or [SYNTHETIC_LAYER]), stats,
-                synthetic_data(run.clips), validation, run.readouts)
+                synthetic_data(run.clips or SYNTHETIC_TRAINING_CLIPS), validation, run.readouts)
 
 
 def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
+    if run.clips is not None:
+        raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder trains on all its inputs: drop "
+                             "it", options=["clips"])
     name, _ = estimate_inputs(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
