@@ -162,6 +162,8 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     (["estimate", "{missing}", "--out", "{out}/s.pt"], "does not exist"),
     (["estimate", "{photos}", "--per-frame", "--out", "{out}/s.pt"], "--per-frame applies to videos"),
     (["evaluate", "{photos}", "--clips", "3", "--out", "{out}"], "--clips counts the synthetic benchmark's clips"),
+    (["evaluate", "synthetic", "--masks", "5", "--out", "{out}"], "--masks counts the random masks of the metric "
+                                                                  "sensitivity_n, which is not among --metrics"),
     (["train-readout", "{photos}", "--clips", "3", "--out", "{out}"], "--clips counts the synthetic benchmark's"),
     (["layers", "--model", "nope"], "unknown model"),
 ])

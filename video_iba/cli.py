@@ -222,7 +222,7 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--annotations", help="JSON file of boxes for the folder's inputs")
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
-    ev.option("--masks", type=_positive_int, default=100, help="sensitivity-n: random masks per n (default 100)")
+    ev.option("--masks", type=_positive_int, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
                                 "default the readout shipped for the benchmark's model)")
     _cam_option(ev)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
 FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+#: Sensitivity-n's random masks per n when none are counted.
+SENSITIVITY_MASKS = 100
 #: Synthetic test clips scored when none are counted.
 SYNTHETIC_CLIPS = 20
 #: What the scores of an output folder were computed with.
@@ -59,7 +61,8 @@ class Evaluation:
         clips: Synthetic test clips to score (default :data:`SYNTHETIC_CLIPS`; folders: refused).
         annotations: A folder's box annotations (JSON).
         betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
-        masks: Sensitivity-n's random masks per n.
+        masks: Sensitivity-n's random masks per n (default :data:`SENSITIVITY_MASKS`; refused
+            without the metric ``sensitivity_n``).
         readout: A readout checkpoint (synthetic: default the shipped one).
         cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
@@ -77,7 +80,7 @@ class Evaluation:
     clips: int | None = None
     annotations: str | None = None
     betas: Sequence[float] | None = None
-    masks: int = 100
+    masks: int | None = None
     readout: str | None = None
     cam_layer: str | None = None
     device: str = "cpu"
@@ -93,6 +96,10 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     dev = resolve_device(ev.device)
     batches = FitBatches(check_batch_size(ev.batch_size), dev)
     _check_method_options(ev, labels)
+    if ev.masks is not None and "sensitivity_n" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
+        raise UserInputError("{masks} counts the random masks of the metric sensitivity_n, which is not among "
+                             "{metrics}; drop it or add the metric", options=["masks", "metrics"])
+    masks = ev.masks or SENSITIVITY_MASKS
     check_precision(ev.precision, dev)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
@@ -122,7 +129,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
     record = {"dataset": ev.dataset if ev.dataset == "synthetic" else os.path.abspath(ev.dataset),
-              "model": setup.model_name, "weights": ev.weights, "masks": ev.masks,
+              "model": setup.model_name, "weights": ev.weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
     ensure_writable_dir(out_dir)
@@ -131,7 +138,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         with folder_lock(out_dir):
             _record_run(out_dir, record)
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
-                            restats=setup.restats, stats_layers=setup.layers, masks=ev.masks, progress=bar.update,
+                            restats=setup.restats, stats_layers=setup.layers, masks=masks, progress=bar.update,
                             batches=batches)
     finally:
         bar.close()
