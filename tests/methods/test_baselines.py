@@ -190,6 +190,7 @@ def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir
             (["--method", "saliency", "--cam-layer", "layer3"], "--cam-layer applies to gradcam and guided_gradcam only"),
             (["--method", "iba", "--cam-layer", "layer3"], "the bottleneck's layer is --layer"),
             (["--steps", "3", "--beta", "1"], "--beta, --steps are settings of the per-sample bottleneck"),
+            (["--batch-size", "4"], "--batch-size counts the inputs the per-sample bottleneck (method iba) fits"),
             (["--method", "readout", "--readout", "r.pt", "--layer", "layer3"], "reads the layers it was trained at")):
         assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2, extra
         assert message in capsys.readouterr().err

@@ -208,7 +208,8 @@ def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp
                                                                      "iba, which is not among --methods; drop it or add "
                                                                      "iba; Grad-CAM's layer is --cam-layer"),
             (["--methods", "iba,saliency", "--cam-layer", "layer3"], "--cam-layer applies to gradcam and guided_gradcam, "
-                                                                     "neither of which is among --methods")):
+                                                                     "neither of which is among --methods"),
+            (["--methods", "saliency", "--batch-size", "2"], "--batch-size applies to the method iba, which is not")):
         code, _, err = run_cli([*base, *extra], capsys)
         assert code == 2 and message in err and "Traceback" not in err, err
     code, _, err = run_cli(["compare", photo, "--models", "resnet18,efficientnet_lite0", "--weights", "random",

@@ -262,6 +262,7 @@ def test_an_iba_label_is_fitted_at_its_beta(tmp_path, capsys) -> None:  # type: 
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "random,saliency", "--layer", "block2"], "--layer applies to the method iba only"),
     (["--methods", "random", "--beta", "3"], "--beta applies to the method iba only"),
+    (["--methods", "random", "--batch-size", "2"], "--batch-size applies to the method iba only"),
     (["--methods", "iba,saliency", "--cam-layer", "block2"], "--cam-layer applies to gradcam and guided_gradcam"),
 ])
 def test_settings_no_listed_method_uses_are_refused(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -154,6 +154,9 @@ def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
     if settings.stats and not any(k.uses_statistics for k in kinds):
         raise UserInputError("{stats} applies to the method iba, which is not among {methods}; drop it or add iba",
                              options=["stats", "methods"])
+    if settings.batch_size is not None and not any(k.fitted for k in kinds):
+        raise UserInputError("{batch_size} applies to the method iba, which is not among {methods}; drop it or add "
+                             "iba", options=["batch_size", "methods"])
     if settings.precision != "fp32" and not any(k.fitted for k in kinds):
         raise UserInputError("{precision} applies to the method iba, which is not among {methods}; drop it or add iba",
                              options=["precision", "methods"])
@@ -175,6 +178,7 @@ def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: 
                                   layers=settings.layers if kind.fitted else None,
                                   cam_layer=settings.cam_layer if kind.uses_cam_layer else None,
                                   changes=settings.changes if kind.fitted else {},
+                                  batch_size=settings.batch_size if kind.fitted else None,
                                   config=settings.config if kind.fitted else None)
         first = sessions[0] if sessions else None
         readout = next((s.readout for s in sessions if s.readout is not None), None)

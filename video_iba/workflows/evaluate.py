@@ -242,7 +242,7 @@ def _check_method_options(ev: Evaluation, labels: Sequence[str]) -> None:
     needs a Grad-CAM method."""
     kinds = [check_method(base_method(m)) for m in labels]
     given = [o for o, v in (("layer", ev.layers), ("stats", ev.stats), ("beta", ev.betas),
-                            ("precision", ev.precision != "fp32")) if v]
+                            ("precision", ev.precision != "fp32"), ("batch_size", ev.batch_size is not None)) if v]
     if given and not any(k.fitted for k in kinds):
         raise UserInputError(f"{', '.join('{' + o + '}' for o in given)} appl{'ies' if len(given) == 1 else 'y'} to "
                              f"the method iba only, which is not among {{methods}}; add it or drop "

@@ -207,6 +207,9 @@ def check_method_settings(method: Method, settings: Settings) -> None:
         raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)} only, not to {method.name}"
                              + ("; the bottleneck's layer is {layer}" if method.fitted else "; drop it"),
                              options=["cam_layer", "layer"])
+    if settings.batch_size is not None and not method.fitted:
+        raise UserInputError(f"{{batch_size}} counts the inputs the per-sample bottleneck (method iba) fits together, "
+                             f"and {method.name} fits none; drop it", options=["batch_size"])
     changed = sorted(settings.changes)
     if (changed or settings.config is not None) and not method.fitted:
         named = ", ".join("{" + k + "}" for k in changed) or "a bottleneck configuration"
