@@ -64,10 +64,10 @@ class Evaluation:
         masks: Sensitivity-n's random masks per n (default :data:`SENSITIVITY_MASKS`; refused
             without the metric ``sensitivity_n``).
         readout: A readout checkpoint (synthetic: default the shipped one).
-        cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         batch_size: Items per IBA fit (``None``: chosen from the device); scores do not depend on it.
         precision: Type of IBA's network passes (``fp32``, ``bf16``, ``fp16``).
+        cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
     """
 
     dataset: str
@@ -82,10 +82,10 @@ class Evaluation:
     betas: Sequence[float] | None = None
     masks: int | None = None
     readout: str | None = None
-    cam_layer: str | None = None
     device: str = "cpu"
     batch_size: int | None = None
     precision: str = "fp32"
+    cam_layer: str | None = None
 
 
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress) -> dict[str, Any]:

@@ -155,7 +155,6 @@ class Settings:
         layers: Bottleneck layers (default: the model's; SlowFast: one per pathway).
         stats: Statistics files, one per layer (the per-sample bottleneck only).
         readout: A readout checkpoint (the readout method only).
-        cam_layer: Grad-CAM's layer (the Grad-CAM methods only; default: the model's).
         config: Bottleneck settings; ``None``: the model's defaults (the paper's; registry
             transformers: :meth:`IBAConfig.for_transformers`).
         changes: Settings changed on top of ``config`` or the model's defaults, e.g.
@@ -164,6 +163,7 @@ class Settings:
         batch_size: Model inputs per IBA fit (``None``: chosen from the device, see
             :class:`~video_iba.methods.batching.FitBatches`); results do not depend on it.
         precision: ``fp32``, ``bf16`` or ``fp16``: the type of IBA's network passes.
+        cam_layer: Grad-CAM's layer (the Grad-CAM methods only; default: the model's).
     """
 
     model: str | None = None
@@ -173,12 +173,12 @@ class Settings:
     layers: tuple[str, ...] | None = None
     stats: tuple[str, ...] | None = None
     readout: str | None = None
-    cam_layer: str | None = None
     config: IBAConfig | None = None
     changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     seed: int | None = 0
     batch_size: int | None = None
     precision: str = "fp32"
+    cam_layer: str | None = None
 
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
