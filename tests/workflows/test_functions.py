@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -57,3 +58,60 @@ def test_train_dataset_trains_and_reports_the_epochs(tmp_path) -> None:  # type:
     assert res.readout.spec.layers == ["block1"] and res.history[0]["info_nats"] > 0
     readout = video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), "tubenet")
     assert readout.spec == res.readout.spec
+
+
+def test_a_model_of_your_own_gets_the_files_of_a_registry_model(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ..helpers import read_frames
+    from ..nets import TinyCNN, Tiny3D, TinyViViT, snapshot
+    from ..videos import encode, moving_square
+
+    torch.manual_seed(0)
+    net = Tiny3D().eval()
+    before = snapshot(net)
+    spec = video_iba.ModelSpec(name="tiny3d", family="own", modality="video", frames=8, sampling_rate=2, input_size=32,
+                               resize=36, default_layer="block")
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(96, 64), content=moving_square)
+    session = video_iba.Session.for_model(net, spec, Settings(seed=0), labels=["a", "b", "c", "d"])
+    res = video_iba.explain_file(session, clip, str(tmp_path / "o"))
+    assert res.outputs == [str(tmp_path / "o" / "c.mp4"), str(tmp_path / "o" / "c.npz")]
+    assert len(read_frames(res.outputs[0])) == 40  # every source frame, overlaid
+    result = video_iba.load(res.outputs[1])
+    assert isinstance(result, video_iba.ClipAttribution) and result.values.shape[1:] == (1, 8, 32, 32)
+    assert (result.meta["model"], result.meta["weights"], result.meta["layers"]) == ("tiny3d", "own", ["block"])
+    # the first window's map is the one explain gives for that model clip with the same settings
+    x, _ = video_iba.read_clip(clip, spec, start=0.0)
+    alone = video_iba.explain(net, x, result.target, layer="block", seed=0)
+    np.testing.assert_allclose(result.values[0, 0], alone.bits.numpy(), rtol=1e-4, atol=1e-6)
+    after = snapshot(net)  # the model is left as it was
+    assert all(after[k] == before[k] for k in ("training", "requires_grad", "grads", "hooks"))
+    assert all(torch.equal(after["state"][k], v) for k, v in before["state"].items())  # type: ignore[index,union-attr]
+    assert not hasattr(net, "video_iba_spec")
+    # Grad-CAM at a layer the spec names; a photo model; a transformer whose tokens the spec lays out
+    cam = video_iba.Session.for_model(net, dataclasses.replace(spec, cam_layer="stem"), Settings(method="gradcam"),
+                                      labels=list("abcd"))
+    assert video_iba.explain_file(cam, clip, str(tmp_path / "g")).result.meta["cam_layer"] == "stem"
+    photo_spec = video_iba.ModelSpec(name="tinycnn", family="own", input_size=32, resize=36, default_layer="features")
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    out = video_iba.explain_file(video_iba.Session.for_model(TinyCNN().eval(), photo_spec, labels=list("vwxyz")),
+                                 photo, str(tmp_path / "p"))
+    with Image.open(out.outputs[0]) as fig:
+        assert fig.size[0] > fig.size[1]
+    assert video_iba.load(out.outputs[1]).bits.shape == (32, 32)
+    vit = TinyViViT().eval()
+    layout = video_iba.TokenLayout(grid=(4, 4, 4), prefix=1)
+    vit_spec = video_iba.ModelSpec(name="tinyvivit", family="own", modality="video", frames=8, sampling_rate=2,
+                                   input_size=32, resize=36, default_layer="blocks.0", layouts=(("blocks.*", layout),))
+    tokens = video_iba.explain_file(video_iba.Session.for_model(vit, vit_spec, Settings(seed=0), labels=list("abcd")),
+                                    clip, str(tmp_path / "t")).result
+    assert tokens.prefix_total is not None and tokens.values.shape[1:] == (1, 8, 32, 32)
+    # what cannot work is refused with the fix
+    no_layer = video_iba.ModelSpec(name="tiny3d", family="own", modality="video", frames=8, input_size=32, resize=36)
+    with pytest.raises(UserInputError, match="has no bottleneck layer; give layer= or the spec's default_layer"):
+        video_iba.Session.for_model(net, no_layer, labels=list("abcd"))
+    wrong = video_iba.Session.for_model(net, spec)  # the spec's default label set: ImageNet's 1000 classes
+    with pytest.raises(UserInputError, match="outputs 4 classes, not the 1000 of its labels; give labels= its 4"):
+        video_iba.explain_file(wrong, clip, str(tmp_path / "w"))

@@ -31,7 +31,8 @@ from ..methods.baselines import CAM_METHODS, baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
-from ..models.pathways import input_packer, packed
+from ..models.layouts import TokenLayout
+from ..models.pathways import Pack, input_packer, packed, slow_and_fast
 from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest
 from ..results import Attribution
 
@@ -219,6 +220,51 @@ def check_method_settings(method: Method, settings: Settings) -> None:
                              options=changed)
 
 
+#: How results record the weights of a model given to :meth:`Session.for_model`.
+OWN_WEIGHTS = "own"
+
+
+def _checked_method(settings: Settings) -> Method:
+    """The method of ``settings``, with every setting that it would not use refused."""
+    method = check_method(settings.method)
+    if settings.stats and not method.uses_statistics:
+        raise UserInputError(f"{{stats}} applies to the method iba only, not to {method.name}; drop it",
+                             options=["stats"])
+    if settings.readout and not method.uses_readout:
+        raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
+                             options=["readout"])
+    check_method_settings(method, settings)
+    return method
+
+
+def _prepare(method: Method, settings: Settings, spec: ModelSpec,
+             device: torch.device) -> tuple[list[str], list[Statistics]]:
+    """The bottleneck layers and statistics of ``spec``'s model, after checking the settings that
+    depend on the model and device (all before any model is loaded)."""
+    settings.config_for(spec)  # bad settings fail here
+    layers = list(settings.layers) if settings.layers else list(spec.layers)
+    if method.fitted and spec.slowfast_alpha and len(layers) != 2:
+        example = " and ".join(spec.layers) if len(spec.layers) == 2 else "its slow and its fast layer"
+        raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. {example}",
+                             options=["layer"])
+    check_batch_size(settings.batch_size)
+    if method.fitted:
+        check_precision(settings.precision, device)
+    elif settings.precision != "fp32":
+        raise UserInputError(f"{{precision}} applies to the method iba only, not to {method.name}; drop it",
+                             options=["precision"])
+    stats = load_stats_files(list(settings.stats or ()), spec, layers, None if spec.is_video else spec.input_shape)
+    return layers, stats
+
+
+def _check_weights(stats: Sequence[Statistics], model: nn.Module) -> None:
+    """Refuse statistics estimated with other weights than ``model``'s."""
+    if stats:
+        digest = weights_digest(model)
+        for st in stats:
+            st.check(None, weights=digest)
+
+
 @dataclass
 class Session:
     """A loaded model with its method and settings; :meth:`attribute` explains one model input."""
@@ -233,6 +279,8 @@ class Session:
     stats: list[Statistics] | None = None
     readout: Readout | None = None
     batches: FitBatches | None = None
+    pack: Pack | None = None
+    tokens: list[TokenLayout | None] | None = None
 
     @classmethod
     def open(cls, settings: Settings, model_name: str | None = None, *, model: nn.Module | None = None,
@@ -243,42 +291,58 @@ class Session:
         if not name:
             raise UserInputError("no model given; name one with {model} (`video-iba models` lists them)",
                                  options=["model"])
-        method = check_method(settings.method)
-        if settings.stats and not method.uses_statistics:
-            raise UserInputError(f"{{stats}} applies to the method iba only, not to {method.name}; drop it",
-                                 options=["stats"])
-        if settings.readout and not method.uses_readout:
-            raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
-                                 options=["readout"])
-        check_method_settings(method, settings)
+        method = _checked_method(settings)
         no_default = bool(settings.layers) or not method.fitted  # only the bottleneck needs a default layer
         spec = model_spec(name, no_default, settings.weights)
-        settings.config_for(spec)  # bad settings fail here, before the model is loaded
-        layers = list(settings.layers) if settings.layers else list(spec.layers)
-        if method.fitted and spec.slowfast_alpha and len(layers) != 2:
-            raise UserInputError(f"{spec.name} has two pathways: give {{layer}} twice (slow, then fast), e.g. "
-                                 f"{spec.layers[0]} and {spec.layers[1]}", options=["layer"])
         device = resolve_device(settings.device)
-        check_batch_size(settings.batch_size)
-        if method.fitted:
-            check_precision(settings.precision, device)
-        elif settings.precision != "fp32":
-            raise UserInputError(f"{{precision}} applies to the method iba only, not to {method.name}; drop it",
-                                 options=["precision"])
-        input_shape = None if spec.is_video else spec.input_shape
-        stats = load_stats_files(list(settings.stats or ()), spec, layers, input_shape)
+        layers, stats = _prepare(method, settings, spec, device)
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         if model is None:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
                                layer_given=no_default)
-        if stats:
-            digest = weights_digest(model)
-            for st in stats:
-                st.check(None, weights=digest)
+        _check_weights(stats, model)
         return cls(spec, model, labels_for(spec), device, settings, method, layers,
                    [s.to(device) for s in stats] or None, readout if method.uses_readout else None,
                    FitBatches(settings.batch_size, device))
+
+    @classmethod
+    def for_model(cls, model: nn.Module, spec: ModelSpec, settings: Settings | None = None, *,
+                  labels: Sequence[str] | None = None, readout: Readout | None = None) -> "Session":
+        """A session for a classifier of your own: ``spec`` describes what it takes (``modality``,
+        ``frames``, ``sampling_rate``, ``input_size``, ``resize``, ``mean``, ``std``; a SlowFast-like
+        network's ``slowfast_alpha``), its bottleneck layers (``default_layer``, or
+        ``settings.layers``), token layouts and Grad-CAM layer, so that the file workflows
+        (:func:`~video_iba.workflows.explain.explain_file`) read, window, explain, render and save
+        for it as for a registry model. ``labels``: its class names (default: the spec's label
+        set). The model is used as it is, on its own device, and left unchanged;
+        ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
+        ``"own"``)."""
+        settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
+        method = _checked_method(settings)
+        if method.fitted and not (settings.layers or spec.layers):
+            raise UserInputError(f"{spec.name} has no bottleneck layer; give {{layer}} or the spec's default_layer",
+                                 options=["layer"])
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        layers, stats = _prepare(method, settings, spec, device)
+        if labels is not None:
+            names = [str(n) for n in labels]
+        else:
+            try:
+                names = labels_for(spec)
+            except ValueError:
+                raise UserInputError(f"the spec's label set '{spec.labels}' is not one of imagenet, kinetics400; give "
+                                     f"{{labels}} the model's class names", options=["labels"]) from None
+        if method.uses_readout and readout is None:
+            readout = load_readout(settings.readout, spec.name, device)
+        _check_weights(stats, model)
+        alpha = spec.slowfast_alpha
+        tokens = [spec.layout(n) for n in layers]
+        return cls(spec, model, names, device, settings, method, layers, [s.to(device) for s in stats] or None,
+                   readout if method.uses_readout else None, FitBatches(settings.batch_size, device),
+                   pack=(lambda clip: slow_and_fast(clip, alpha)) if alpha else None,
+                   tokens=tokens if any(t is not None for t in tokens) else None)
 
     @property
     def config(self) -> IBAConfig:
@@ -302,10 +366,14 @@ class Session:
             attr = self.fit([x], [target], on_step)[0]
         elif self.method.uses_readout:
             assert self.readout is not None
-            attr = explain_readout(self.model, self.readout, x, target)
+            attr = explain_readout(self.model, self.readout, x, target, pack=self.pack)
         else:
-            attr = baseline(self.method.name, self.model, x, target, seed=self.settings.seed or 0,
-                            cam_layer=self.settings.cam_layer, on_progress=on_progress)
+            cam: dict[str, Any] = {}
+            if self.method.uses_cam_layer:
+                layer = self.settings.cam_layer or self.spec.cam_layer
+                cam = {"cam_layer": layer, "tokens": self.spec.layout(layer) if layer else None}
+            attr = baseline(self.method.name, self.model, x, target, pack=self.pack, seed=self.settings.seed or 0,
+                            on_progress=on_progress, **cam)
         assert attr.logits is not None
         self.check_classes(attr.logits)
         return attr
@@ -318,7 +386,7 @@ class Session:
         out = explain(self.model, x, list(targets), layer=self.layers[0] if len(self.layers) == 1 else self.layers,
                       stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
                       config=self.config, seed=self.settings.seed, precision=self.settings.precision,
-                      on_step=on_step)
+                      on_step=on_step, pack=self.pack, tokens=self.tokens)
         for attr in out:
             assert attr.logits is not None
             self.check_classes(attr.logits)
@@ -368,13 +436,16 @@ class Session:
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """The softmax of one model input, ``(K,)`` float64 (no gradients, the model left as it was)."""
         with frozen(self.model), torch.no_grad():
-            logits = self.model(packed(x.to(self.device), input_packer(self.model)))
+            logits = self.model(packed(x.to(self.device), input_packer(self.model, self.pack)))
         self.check_classes(logits[0])
         return torch.softmax(logits[0].double(), 0).cpu().numpy()
 
     def check_classes(self, logits: torch.Tensor) -> None:
         """Refuse weights whose number of outputs differs from the model's label set."""
         if logits.shape[-1] != len(self.labels):
+            if self.settings.weights == OWN_WEIGHTS:
+                raise UserInputError(f"the model outputs {logits.shape[-1]} classes, not the {len(self.labels)} of its "
+                                     f"labels; give {{labels}} its {logits.shape[-1]} class names", options=["labels"])
             raise UserInputError(f"the model outputs {logits.shape[-1]} classes but {self.spec.name} has "
                                  f"{len(self.labels)} labels; give {{weights}} of the {len(self.labels)}-class model",
                                  options=["weights"])
