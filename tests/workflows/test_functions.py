@@ -115,3 +115,37 @@ def test_a_model_of_your_own_gets_the_files_of_a_registry_model(photo_dir, tmp_p
     wrong = video_iba.Session.for_model(net, spec)  # the spec's default label set: ImageNet's 1000 classes
     with pytest.raises(UserInputError, match="outputs 4 classes, not the 1000 of its labels; give labels= its 4"):
         video_iba.explain_file(wrong, clip, str(tmp_path / "w"))
+
+
+def test_a_model_of_your_own_is_compared_across_methods(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from PIL import Image
+
+    from ..nets import TinyCNN
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    spec = video_iba.ModelSpec(name="tinycnn", family="own", input_size=32, resize=36, default_layer="features.2")
+    session = video_iba.Session.for_model(net, spec, labels=list("vwxyz"))
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    options = Settings(seed=0, changes={"steps": 2, "samples": 2}, cam_layer="features.0")
+    res = video_iba.compare_file(photo, ["iba", "gradcam", "saliency"], options, str(tmp_path / "o"), session=session)
+    assert [(name, unit) for name, unit, _, _ in res.panels] == [
+        ("iba", video_iba.Unit.BITS), ("gradcam", video_iba.Unit.GRAD_CAM), ("saliency", video_iba.Unit.ABS_GRADIENT)]
+    with Image.open(res.output) as fig:
+        assert fig.size[0] == 4 * 224  # the input and three panels
+    # each method gets the settings that apply to it
+    assert session.for_method("gradcam", options).settings.changes == {}
+    assert session.for_method("iba", options).config.steps == 2
+    assert session.for_method("gradcam", options).settings.cam_layer == "features.0"
+    assert session.for_method("saliency", options).settings.cam_layer is None
+    with pytest.raises(UserInputError, match="an open session holds its model"):
+        video_iba.compare_file(photo, ["iba"], Settings(model="resnet18"), str(tmp_path / "x"), session=session)
+    with pytest.raises(UserInputError, match="samples=, steps= are settings of the method iba, which is not among methods="):
+        video_iba.compare_file(photo, ["saliency"], options, str(tmp_path / "x"), session=session)
+    with pytest.raises(UserInputError, match="needs a trained readout"):
+        session.for_method("readout")
+    no_layer = video_iba.Session.for_model(net, dataclasses.replace(spec, default_layer=None),
+                                           Settings(method="saliency"), labels=list("vwxyz"))
+    with pytest.raises(UserInputError, match="has no bottleneck layer"):
+        no_layer.for_method("iba")

@@ -9,7 +9,6 @@ preprocessing, windows and target, and are drawn on the same source frames.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ from ..results import Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
-from .session import Progress, Session, Settings, no_progress, resolve_target
+from .session import Progress, Session, Settings, no_progress, resolve_target, settings_for
 
 
 @dataclass
@@ -62,9 +61,9 @@ class _Model:
         return self.sessions[0].labels[self.target]
 
 
-def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir: str,
+def compare_file(path: str, methods: Sequence[str], settings: Settings | None, out_dir: str,
                  options: Options = Options(), progress: Progress = no_progress,
-                 models: Sequence[str] = ()) -> Compared:
+                 models: Sequence[str] = (), session: Session | None = None) -> Compared:
     """Explain ``path`` with every method of ``methods`` (one session, one model load) and write
     ``OUT/<stem>-compare.png`` (photo) or ``.mp4`` (video).
 
@@ -73,18 +72,36 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings, out_dir:
     resolved against each model's classes; by default each model's own top-1). Layers,
     statistics and a readout are model-specific and cannot be given with several models;
     ``settings.weights`` must then be ``default`` or ``random``.
+
+    ``session``: an open session whose model (with its weights, statistics and readout) every
+    method uses, e.g. a model of your own (:meth:`Session.for_model`); ``settings`` then give
+    only the methods' options, each method the ones that apply to it.
     """
     names = [m.strip() for m in methods if m.strip()]
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
+    settings = settings or Settings()
+    if session is not None:
+        if models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout:
+            raise UserInputError("an open session holds its model, weights, statistics and readout; give the "
+                                 "settings only the methods' options (layers, bottleneck settings, Grad-CAM layer, "
+                                 "seed, precision)")
     chosen = _check_models(models, settings)
     _check_method_options(names, settings)
     several = bool(chosen)
     ensure_writable_dir(out_dir)  # before any work
-    plans = [_plan(path, name, settings, options, several) for name in (chosen or [settings.model_for(path)])]
+    if session is not None:
+        plans = [plan_input(path, session.spec, options.span)]
+    else:
+        plans = [_plan(path, name, settings, options, several) for name in (chosen or [settings.model_for(path)])]
     if not plans[0].is_video:
         refuse_video_options(path, options.span)
-    compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
+    if session is not None:
+        target = resolve_target(options.target, session.labels)
+        compared = [_Model(session.spec.name, [session.for_method(n, settings) for n in names], plans[0],
+                           -1 if target is None else target)]
+    else:
+        compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
     out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])
     refuse_overwriting_inputs([out], [path])
@@ -171,15 +188,7 @@ def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: 
     top-1, once the outputs are checked)."""
     sessions: list[Session] = []
     for name in methods:
-        kind = check_method(name)
-        own = dataclasses.replace(settings, method=name, stats=settings.stats if kind.uses_statistics else None,
-                                  readout=settings.readout if kind.uses_readout else None,
-                                  precision=settings.precision if kind.fitted else "fp32",
-                                  layers=settings.layers if kind.fitted else None,
-                                  cam_layer=settings.cam_layer if kind.uses_cam_layer else None,
-                                  changes=settings.changes if kind.fitted else {},
-                                  batch_size=settings.batch_size if kind.fitted else None,
-                                  config=settings.config if kind.fitted else None)
+        own = settings_for(check_method(name), settings)
         first = sessions[0] if sessions else None
         readout = next((s.readout for s in sessions if s.readout is not None), None)
         sessions.append(Session.open(own, plan.spec.name, model=None if first is None else first.model,

@@ -220,6 +220,19 @@ def check_method_settings(method: Method, settings: Settings) -> None:
                              options=changed)
 
 
+def settings_for(method: Method, settings: Settings) -> Settings:
+    """``settings`` for ``method`` alone, keeping only what it uses: statistics for iba, the
+    readout for readout, bottleneck layers and settings, batch size and precision for fitted
+    methods, the Grad-CAM layer for Grad-CAM (comparisons give one setting to several methods)."""
+    return dataclasses.replace(
+        settings, method=method.name, stats=settings.stats if method.uses_statistics else None,
+        readout=settings.readout if method.uses_readout else None,
+        precision=settings.precision if method.fitted else "fp32", layers=settings.layers if method.fitted else None,
+        cam_layer=settings.cam_layer if method.uses_cam_layer else None,
+        changes=settings.changes if method.fitted else {}, batch_size=settings.batch_size if method.fitted else None,
+        config=settings.config if method.fitted else None)
+
+
 #: How results record the weights of a model given to :meth:`Session.for_model`.
 OWN_WEIGHTS = "own"
 
@@ -255,6 +268,12 @@ def _prepare(method: Method, settings: Settings, spec: ModelSpec,
                              options=["precision"])
     stats = load_stats_files(list(settings.stats or ()), spec, layers, None if spec.is_video else spec.input_shape)
     return layers, stats
+
+
+def _spec_tokens(spec: ModelSpec, layers: Sequence[str]) -> list[TokenLayout | None] | None:
+    """The token layouts ``spec`` gives ``layers`` (``None`` where all are feature maps)."""
+    tokens = [spec.layout(n) for n in layers]
+    return tokens if any(t is not None for t in tokens) else None
 
 
 def _check_weights(stats: Sequence[Statistics], model: nn.Module) -> None:
@@ -315,7 +334,9 @@ class Session:
         ``settings.layers``), token layouts and Grad-CAM layer, so that the file workflows
         (:func:`~video_iba.workflows.explain.explain_file`) read, window, explain, render and save
         for it as for a registry model. ``labels``: its class names (default: the spec's label
-        set). The model is used as it is, on its own device, and left unchanged;
+        set). ``readout``: a trained readout, kept for the readout method (also when the
+        session's method is another, for :meth:`for_method`). The model is used as it is, on its
+        own device, and left unchanged;
         ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
         ``"own"``)."""
         settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
@@ -338,11 +359,32 @@ class Session:
             readout = load_readout(settings.readout, spec.name, device)
         _check_weights(stats, model)
         alpha = spec.slowfast_alpha
-        tokens = [spec.layout(n) for n in layers]
         return cls(spec, model, names, device, settings, method, layers, [s.to(device) for s in stats] or None,
-                   readout if method.uses_readout else None, FitBatches(settings.batch_size, device),
+                   readout, FitBatches(settings.batch_size, device),
                    pack=(lambda clip: slow_and_fast(clip, alpha)) if alpha else None,
-                   tokens=tokens if any(t is not None for t in tokens) else None)
+                   tokens=_spec_tokens(spec, layers))
+
+    def for_method(self, name: str, settings: Settings | None = None) -> "Session":
+        """This session's model, spec, labels, statistics and readout with the method ``name`` and
+        the part of ``settings`` (default: the session's) that applies to it (:func:`settings_for`);
+        the model, weights and device stay the session's."""
+        method = check_method(name)
+        if method.uses_readout and self.readout is None:
+            raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
+                                 "`video-iba train-readout`", options=["readout"])
+        if method.fitted and not self.layers and not (settings and settings.layers):
+            raise UserInputError(f"{self.spec.name} has no bottleneck layer; give {{layer}} or the spec's "
+                                 f"default_layer", options=["layer"])
+        base = self.settings if settings is None else dataclasses.replace(
+            settings, model=self.settings.model, weights=self.settings.weights, device=self.settings.device,
+            stats=self.settings.stats, readout=self.settings.readout)
+        own = settings_for(method, base)
+        layers, _ = _prepare(method, dataclasses.replace(own, stats=None), self.spec, self.device)
+        layers = layers or self.layers
+        return dataclasses.replace(self, settings=own, method=method, layers=layers,
+                                   stats=self.stats if method.uses_statistics else None,
+                                   batches=FitBatches(own.batch_size, self.device),
+                                   tokens=_spec_tokens(self.spec, layers) if own.weights == OWN_WEIGHTS else None)
 
     @property
     def config(self) -> IBAConfig:
