@@ -196,8 +196,18 @@ class Settings:
 
 
 def check_method_settings(method: Method, settings: Settings) -> None:
-    """Refuse settings that ``method`` would not use: bottleneck layers and settings for a method
-    that fits no bottleneck, a Grad-CAM layer for a method other than Grad-CAM."""
+    """Refuse settings that ``method`` would not use: statistics, bottleneck layers and settings,
+    a batch size or precision for a method that fits no bottleneck, a readout for another method
+    than the readout, a Grad-CAM layer for another method than Grad-CAM."""
+    if settings.stats and not method.uses_statistics:
+        raise UserInputError(f"{{stats}} applies to the method iba only, not to {method.name}; drop it",
+                             options=["stats"])
+    if settings.readout and not method.uses_readout:
+        raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
+                             options=["readout"])
+    if settings.precision != "fp32" and not method.fitted:
+        raise UserInputError(f"{{precision}} applies to the method iba only, not to {method.name}; drop it",
+                             options=["precision"])
     if settings.layers and not method.fitted:
         fix = ("; Grad-CAM's layer is {cam_layer}" if method.uses_cam_layer
                else " (the readout reads the layers it was trained at); drop it" if method.uses_readout
@@ -237,19 +247,6 @@ def settings_for(method: Method, settings: Settings) -> Settings:
 OWN_WEIGHTS = "own"
 
 
-def _checked_method(settings: Settings) -> Method:
-    """The method of ``settings``, with every setting that it would not use refused."""
-    method = check_method(settings.method)
-    if settings.stats and not method.uses_statistics:
-        raise UserInputError(f"{{stats}} applies to the method iba only, not to {method.name}; drop it",
-                             options=["stats"])
-    if settings.readout and not method.uses_readout:
-        raise UserInputError(f"{{readout}} applies to the method readout only, not to {method.name}",
-                             options=["readout"])
-    check_method_settings(method, settings)
-    return method
-
-
 def _prepare(method: Method, settings: Settings, spec: ModelSpec,
              device: torch.device) -> tuple[list[str], list[Statistics]]:
     """The bottleneck layers and statistics of ``spec``'s model, after checking the settings that
@@ -263,9 +260,6 @@ def _prepare(method: Method, settings: Settings, spec: ModelSpec,
     check_batch_size(settings.batch_size)
     if method.fitted:
         check_precision(settings.precision, device)
-    elif settings.precision != "fp32":
-        raise UserInputError(f"{{precision}} applies to the method iba only, not to {method.name}; drop it",
-                             options=["precision"])
     stats = load_stats_files(list(settings.stats or ()), spec, layers, None if spec.is_video else spec.input_shape)
     return layers, stats
 
@@ -310,7 +304,8 @@ class Session:
         if not name:
             raise UserInputError("no model given; name one with {model} (`video-iba models` lists them)",
                                  options=["model"])
-        method = _checked_method(settings)
+        method = check_method(settings.method)
+        check_method_settings(method, settings)
         no_default = bool(settings.layers) or not method.fitted  # only the bottleneck needs a default layer
         spec = model_spec(name, no_default, settings.weights)
         device = resolve_device(settings.device)
@@ -340,7 +335,8 @@ class Session:
         ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
         ``"own"``)."""
         settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
-        method = _checked_method(settings)
+        method = check_method(settings.method)
+        check_method_settings(method, settings)
         if method.fitted and not (settings.layers or spec.layers):
             raise UserInputError(f"{spec.name} has no bottleneck layer; give {{layer}} or the spec's default_layer",
                                  options=["layer"])
