@@ -191,6 +191,9 @@ def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir
             (["--method", "iba", "--cam-layer", "layer3"], "the bottleneck's layer is --layer"),
             (["--steps", "3", "--beta", "1"], "--beta, --steps are settings of the per-sample bottleneck"),
             (["--batch-size", "4"], "--batch-size counts the inputs the per-sample bottleneck (method iba) fits"),
+            # a registry model lays out its token layers itself: no layout to give on the command line
+            (["--cam-layer", "fc"], "not a feature map of the input's rank; choose a convolutional layer (`video-iba "
+                                    "layers` lists the layers' outputs)\n"),
             (["--method", "readout", "--readout", "r.pt", "--layer", "layer3"], "reads the layers it was trained at")):
         assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2, extra
         assert message in capsys.readouterr().err

@@ -276,9 +276,11 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if grid_cam.dim() == x.dim() + 1 and grid_cam.shape[2] == 1:  # a photo's one-frame token grid
             grid_cam = grid_cam[:, :, 0]
         if grid_cam.dim() != x.dim():
+            # a registry model lays out its token layers itself: only a model of one's own takes a layout
+            tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
             raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(grid_cam.shape)}, not a feature map of the "
-                                 f"input's rank; choose a convolutional layer, or give a token layer its layout with "
-                                 f"{{tokens}}", options=["tokens"])
+                                 f"input's rank; choose a convolutional layer (`video-iba layers` lists the layers' "
+                                 f"outputs){tokens_fix}", options=["tokens"])
         up = _upsample(grid_cam.detach(), size)[0, 0]
         if key == "gradcam":
             return up, Unit.GRAD_CAM
