@@ -192,8 +192,18 @@ def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp
         layers[method] = kwargs.get("cam_layer")
         return original_baseline(method, *args, **kwargs)
 
+    import video_iba.workflows.compare as compare
+
+    notes: list[object] = []
+    original_image = compare.compare_image
+
+    def compare_image(*args, **kwargs):  # type: ignore[no-untyped-def]
+        notes.append(kwargs["notes"])
+        return original_image(*args, **kwargs)
+
     monkeypatch.setattr(session, "explain", explain)
     monkeypatch.setattr(session, "baseline", baseline)
+    monkeypatch.setattr(compare, "compare_image", compare_image)
     photo = os.path.join(photo_dir, "coffee.jpg")
     out = str(tmp_path / "o")
     base = ["compare", photo, "--model", "resnet18", "--weights", "random", "--out", out]
@@ -201,6 +211,7 @@ def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp
                             "--steps", "1", "--samples", "2"], capsys)
     assert code == 0, err
     assert layers == {"iba": "layer2", "gradcam": "layer3", "saliency": None}
+    assert notes == [["layer2", "layer3", ""]]  # each panel names the layer its method read
     for extra, message in (
             (["--methods", "saliency,gradcam", "--steps", "3"], "--steps is a setting of the method iba, which is not "
                                                                 "among --methods"),

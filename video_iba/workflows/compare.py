@@ -201,6 +201,15 @@ def _title(model: _Model, method: str, several: bool) -> str:
     return f"{model.name} · {method}" if several else method
 
 
+def _note(meta: dict[str, Any], label: str | None) -> str:
+    """A panel's note after its unit: the layer its method read (the bottleneck's or Grad-CAM's),
+    then, with several models, the class its model explained."""
+    layer = meta.get("cam_layer") or meta.get("layer") or meta.get("layers")
+    if isinstance(layer, (list, tuple)):
+        layer = ", ".join(map(str, layer))
+    return " · ".join(str(p) for p in (layer, label) if p)
+
+
 def _explained(compared: Sequence[_Model]) -> str:
     """The class in the input panel's head: the one every model explained, else where to read them."""
     return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
@@ -210,6 +219,7 @@ def _photo(compared: Sequence[_Model], out: str, progress: Progress,
            several: bool) -> list[tuple[str, Unit, int, str]]:
     maps: list[tuple[str, np.ndarray, Unit]] = []
     inputs: list[np.ndarray] = []
+    notes: list[str] = []
     panels: list[tuple[str, Unit, int, str]] = []
     bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
     try:
@@ -222,11 +232,11 @@ def _photo(compared: Sequence[_Model], out: str, progress: Progress,
                 title = _title(model, s.method.name, several)
                 maps.append((title, attr.values.numpy(), attr.unit))
                 inputs.append(rgb)
+                notes.append(_note(attr.meta, model.label if several else None))
                 panels.append((title, attr.unit, model.target, model.label))
                 bar.update(1)
     finally:
         bar.close()
-    notes = [label for _, _, _, label in panels] if several else None
     compare_image(inputs[0], maps, _explained(compared), out, inputs=inputs, notes=notes)
     return panels
 
@@ -249,7 +259,7 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
                 result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
                 title = _title(model, s.method.name, several)
                 shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
-                                       model.label if several else ""))
+                                       _note(result.meta, model.label if several else None)))
                 panels.append((title, result.unit, model.target, model.label))
         bar = progress("rendering", len(shown[0].result.source_frame_indices), "frame")
         try:
