@@ -168,15 +168,13 @@ def _check_method_options(methods: Sequence[str], settings: Settings) -> None:
     if settings.cam_layer and not any(k.uses_cam_layer for k in kinds):
         raise UserInputError(f"{{cam_layer}} applies to {' and '.join(CAM_METHODS)}, neither of which is among "
                              f"{{methods}}; drop it or add one", options=["cam_layer", "methods"])
-    if settings.stats and not any(k.uses_statistics for k in kinds):
-        raise UserInputError("{stats} applies to the method iba, which is not among {methods}; drop it or add iba",
-                             options=["stats", "methods"])
-    if settings.batch_size is not None and not any(k.fitted for k in kinds):
-        raise UserInputError("{batch_size} applies to the method iba, which is not among {methods}; drop it or add "
-                             "iba", options=["batch_size", "methods"])
-    if settings.precision != "fp32" and not any(k.fitted for k in kinds):
-        raise UserInputError("{precision} applies to the method iba, which is not among {methods}; drop it or add iba",
-                             options=["precision", "methods"])
+    iba_only = (("stats", bool(settings.stats), any(k.uses_statistics for k in kinds)),
+                ("batch_size", settings.batch_size is not None, any(k.fitted for k in kinds)),
+                ("precision", settings.precision != "fp32", any(k.fitted for k in kinds)))
+    for option, given, used in iba_only:
+        if given and not used:
+            raise UserInputError(f"{{{option}}} applies to the method iba, which is not among {{methods}}; drop it or "
+                                 f"add iba", options=[option, "methods"])
     if settings.readout and not any(k.uses_readout for k in kinds):
         raise UserInputError("{readout} applies to the method readout, which is not among {methods}; drop it or add "
                              "readout", options=["readout", "methods"])
