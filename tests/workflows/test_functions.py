@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 import video_iba
@@ -149,3 +150,45 @@ def test_a_model_of_your_own_is_compared_across_methods(photo_dir, tmp_path) -> 
                                            Settings(method="saliency"), labels=list("vwxyz"))
     with pytest.raises(UserInputError, match="has no bottleneck layer"):
         no_layer.for_method("iba")
+
+
+def test_a_model_of_your_own_explains_a_folder(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from ..nets import TinyCNN
+    from ..videos import encode, moving_square
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    spec = video_iba.ModelSpec(name="tinycnn", family="own", input_size=32, resize=36, default_layer="features.2")
+    settings = Settings(seed=0, changes={"steps": 2, "samples": 2}, batch_size=2)
+    session = video_iba.Session.for_model(net, spec, settings, labels=list("vwxyz"))
+    out = str(tmp_path / "out")
+    counts = video_iba.explain_batch(photo_dir, None, out, session=session)
+    assert (counts.inputs, counts.done, counts.skipped, counts.failed) == (3, 3, 0, 0)
+    rows = {os.path.basename(r["input"]): r for r in read_records(os.path.join(out, MANIFEST))}
+    assert sorted(rows) == ["chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    coffee = video_iba.load(rows["coffee.jpg"]["output"][1])
+    assert (coffee.meta["model"], coffee.meta["weights"]) == ("tinycnn", "own") and coffee.bits.shape == (32, 32)
+    assert rows["coffee.jpg"]["label"] in list("vwxyz")
+    # fitted together, each as alone: the folder's map is the one explain_file gives for the photo
+    alone = video_iba.explain_file(session, os.path.join(photo_dir, "coffee.jpg"), str(tmp_path / "one")).result
+    np.testing.assert_allclose(coffee.bits, alone.bits, rtol=1e-4, atol=1e-6)
+    assert video_iba.explain_batch(photo_dir, None, out, session=session).skipped == 3
+    # other weights are another model: every input is explained again
+    other = TinyCNN().eval()
+    redo = video_iba.explain_batch(photo_dir, None, out,
+                                   session=video_iba.Session.for_model(other, spec, settings, labels=list("vwxyz")))
+    assert (redo.done, redo.changed) == (3, 3)
+    # a video for a photo model, settings and a session: refused before anything is written
+    mixed = tmp_path / "mixed"
+    shutil.copytree(photo_dir, mixed)
+    encode(str(mixed / "c.mp4"), frames=8, size=(48, 48), content=moving_square)
+    with pytest.raises(UserInputError, match=r"1 of the 4 inputs are videos \(first: '.*c\.mp4'\) and tinycnn takes "
+                                             r"photos; explain them with a session of a model that takes videos"):
+        video_iba.explain_batch(str(mixed), None, str(tmp_path / "m"), session=session)
+    assert not os.path.exists(tmp_path / "m")
+    with pytest.raises(UserInputError, match="either settings .* or an open session with settings=None, not both"):
+        video_iba.explain_batch(photo_dir, settings, str(tmp_path / "m"), session=session)
+    with pytest.raises(UserInputError, match="not neither"):
+        video_iba.explain_batch(photo_dir, None, str(tmp_path / "m"))

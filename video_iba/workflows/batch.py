@@ -57,8 +57,9 @@ class BatchCounts:
     lead: bool = True
 
 
-def fingerprint(settings: Settings, options: Options) -> str:
-    """What decides a batch's outputs, as a short digest (the device and the batch size do not)."""
+def fingerprint(settings: Settings, options: Options, session: Session | None = None) -> str:
+    """What decides a batch's outputs, as a short digest (the device and the batch size do not);
+    with an open ``session``, also its model's spec, weights and class names."""
     s = dataclasses.asdict(settings)
     s.pop("device")
     s.pop("batch_size")
@@ -66,50 +67,93 @@ def fingerprint(settings: Settings, options: Options) -> str:
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
     if s["cam_layer"] is None:
         s.pop("cam_layer")  # folders explained before Grad-CAM's layer could be chosen resume
-    text = json.dumps({"settings": s, "options": dataclasses.asdict(options)}, sort_keys=True, default=str)
+    decided: dict[str, Any] = {"settings": s, "options": dataclasses.asdict(options)}
+    if session is not None:
+        decided["model"] = {"spec": dataclasses.asdict(session.spec), "weights": weights_digest(session.model),
+                            "labels": list(session.labels)}
+    text = json.dumps(decided, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def explain_batch(path: str, settings: Settings, out_dir: str, options: Options = Options(),
-                  progress: Progress = no_progress) -> BatchCounts:
+def explain_batch(path: str, settings: Settings | None, out_dir: str, options: Options = Options(),
+                  progress: Progress = no_progress, *, session: Session | None = None) -> BatchCounts:
     """Explain every input of a folder or list file into ``out_dir`` (see the module text); call it
-    on every rank under torchrun."""
+    on every rank under torchrun.
+
+    ``settings`` open a registry model per kind of input (photos, videos). Or pass
+    ``settings=None`` and an open ``session`` (e.g. a model of your own,
+    :meth:`Session.for_model`) that explains every input with its model, method and settings; the
+    inputs must then all be of the kind its model takes. Under torchrun each rank builds its own
+    session (on the rank's device) and the ranks' weights must agree. A rerun redoes the inputs
+    explained with other weights, spec or class names.
+    """
+    if (settings is None) == (session is None):
+        raise UserInputError("give explain_batch either settings (registry models) or an open session with "
+                             "settings=None, " + ("not both" if session is not None else "not neither"))
     inputs, base = batch_inputs(path)
     inputs = batch_inputs_outside(inputs, base, out_dir, os.path.isdir(path))
+    if session is not None:
+        _refuse_other_kind(inputs, session)
+    chosen = session.settings if session is not None else settings
+    assert chosen is not None
     stems = output_stems(inputs)
     ensure_writable_dir(out_dir)
-    with process_group(settings.device) as device, folder_lock(out_dir):
-        sessions = Sessions(dataclasses.replace(settings, device=device))
-        for name in sorted({settings.model_for(p) for p in inputs}):  # every rank loads every model once, in order
-            same_on_every_rank(weights_digest(sessions.open(name).model), f"the weights of {name}")
+    with process_group(str(session.device) if session is not None else chosen.device) as device, \
+            folder_lock(out_dir):
+        if session is not None and device != str(session.device) and device.startswith("cuda"):
+            raise UserInputError(f"rank {rank()} runs on {device} and its session's model is on {session.device}; "
+                                 f"build each rank's session on cuda:LOCAL_RANK")
+        sessions = Sessions(dataclasses.replace(chosen, device=device))
+
+        def session_for(p: str) -> Session:
+            return session if session is not None else sessions.for_input(p)
+
+        def model_of(p: str) -> str:
+            return session.spec.name if session is not None else chosen.model_for(p)
+
+        for name in sorted({model_of(p) for p in inputs}):  # every rank loads every model once, in order
+            model = session.model if session is not None else sessions.open(name).model
+            same_on_every_rank(weights_digest(model), f"the weights of {name}")
 
         def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception]:
-            session = sessions.for_input(paths[0])
+            opened = session_for(paths[0])
             if len(paths) > 1 or not is_video_file(paths[0]):
                 return [r if isinstance(r, Exception) else r.manifest
-                        for r in explain_photos(session, paths, subs, options, [stems[p] for p in paths])]
-            plan = plan_input(paths[0], session.spec, options.span)
-            return [explain_file(session, plan, subs[0], options, stem=stems[paths[0]]).manifest]
+                        for r in explain_photos(opened, paths, subs, options, [stems[p] for p in paths])]
+            plan = plan_input(paths[0], opened.spec, options.span)
+            return [explain_file(opened, plan, subs[0], options, stem=stems[paths[0]]).manifest]
 
         def groups(todo: Sequence[str]) -> list[list[str]]:
             """Runs of photos explained by one model, as many as the model's fits take; videos alone
             (a video's windows and crops are fitted together)."""
             out: list[list[str]] = []
             for p in todo:
-                name = None if is_video_file(p) else settings.model_for(p)
+                name = None if is_video_file(p) else model_of(p)
                 last = out[-1] if out else None
                 if name is not None and last and not is_video_file(last[0]) \
-                        and settings.model_for(last[0]) == name and len(last) < _fit_size(sessions.open(name)):
+                        and model_of(last[0]) == name and len(last) < _fit_size(session_for(p)):
                     last.append(p)
                 else:
                     out.append([p])
             return out
 
-        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(settings, options), groups)
+        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(chosen, options, session),
+                           groups)
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0
     return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], totals["changed"],
                        totals["missing"], lead)
+
+
+def _refuse_other_kind(inputs: Sequence[str], session: Session) -> None:
+    """Refuse a batch holding inputs of the kind the session's model does not take."""
+    video = session.spec.is_video
+    other = [p for p in inputs if is_video_file(p) != video]
+    if other:
+        kind, takes = ("photos", "videos") if video else ("videos", "photos")
+        raise UserInputError(f"{len(other)} of the {len(inputs)} inputs are {kind} (first: '{other[0]}') and "
+                             f"{session.spec.name} takes {takes}; explain them with a session of a model that takes "
+                             f"{kind}, or list the {takes} alone in a .txt file")
 
 
 def _fit_size(session: Session) -> int:
