@@ -63,6 +63,16 @@ def test_config_file_and_flags(photo_dir: str, tmp_path, capsys) -> None:  # typ
     bad.write_text("betta: 3\n")
     code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--config", str(bad)], capsys)
     assert code == 2 and "unknown setting 'betta' (did you mean 'beta'?)" in err
+    # errors name what the file set as the file's, what a flag set as the flag
+    zero = tmp_path / "zero.yaml"
+    zero.write_text("steps: 0\n")
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--config", str(zero)], capsys)
+    assert code == 2 and "'steps' (from --config) must be an integer > 0, got 0" in err
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path / "g"),
+                            "--method", "gradcam", "--config", str(cfg), "--steps", "2"], capsys)
+    assert code == 2 and err.strip().endswith("error: 'beta' (from --config), 'samples' (from --config), --steps are "
+                                              "settings of the per-sample bottleneck (method iba), which gradcam does "
+                                              "not use; drop them")
 
 
 def test_paper_config_equals_the_defaults() -> None:

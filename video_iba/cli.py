@@ -58,8 +58,11 @@ class _Parser(argparse.ArgumentParser):
             self.flags["out_dir"] = names[0]
         return action
 
-    def spell(self, option: str) -> str:
-        """How this command's user sets ``option``: its flag, else its key in the --config file."""
+    def spell(self, option: str, from_config: Sequence[str] = ()) -> str:
+        """How this command's user sets ``option``: its flag, else its key in the --config file
+        (``from_config``: the keys this run took from the file, no flag overriding them)."""
+        if option in from_config:
+            return f"'{option}' (from --config)"
         if option in self.flags:
             return self.flags[option]
         if option in CONFIG_KEYS and "config" in self.flags:
@@ -150,9 +153,12 @@ def _bottleneck_options(p: _Parser) -> None:
 
 def _bottleneck_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The model's default bottleneck settings, changed by the --config file's and then by the flags."""
-    changes = read_settings(args.config) if args.config else {}
     flags = {"beta": args.beta, "steps": args.steps, "samples": args.samples, "micro_batch": args.micro_batch}
-    changes.update({k: v for k, v in flags.items() if v is not None})
+    given = {k: v for k, v in flags.items() if v is not None}
+    args.from_config = CONFIG_KEYS if args.config else ()  # errors name the file's keys as its, not as flags
+    changes = read_settings(args.config) if args.config else {}
+    args.from_config = sorted(set(changes) - set(given))
+    changes.update(given)
     return changes
 
 
@@ -516,7 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"video-iba: ran on {describe_device(args.device)} (--device auto"
                   + (": no CUDA device found)" if args.device == "cpu" else ")"), file=sys.stderr)
     except UserInputError as exc:
-        print(f"video-iba: error: {exc.worded(args.command_parser.spell)}", file=sys.stderr)
+        from_config = getattr(args, "from_config", ())
+        print(f"video-iba: error: {exc.worded(lambda o: args.command_parser.spell(o, from_config))}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("video-iba: interrupted", file=sys.stderr)
