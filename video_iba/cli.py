@@ -211,9 +211,12 @@ def _evaluate_parser(sub: Any) -> None:
                         description="Datasets: 'synthetic' (the ground-truth video benchmark and its trained 3-D CNN, "
                                     "or with --model tubevit its trained video transformer) "
                                     "or a folder of images (image model) or videos (video model: one centre clip per "
-                                    "video) with optional --annotations, a JSON object mapping file names to "
-                                    "{\"box\": [x0, y0, x1, y1]} in source pixels (and optionally \"target\": class "
-                                    "index). 'Set to 0' and 'mean' are in the model's normalised input space.")
+                                    "video) with optional --annotations, a JSON object mapping the inputs' paths in "
+                                    "the folder to {\"box\": [x0, y0, x1, y1]} in source pixels; for videos also "
+                                    "\"interval\": [t0, t1] seconds, or a \"tube\" of keyframes [[t, x0, y0, x1, "
+                                    "y1], ...] instead of the box, and \"start\": the clip's start in seconds; "
+                                    "optionally \"target\": class index (see docs/evaluation.md). 'Set to 0' and "
+                                    "'mean' are in the model's normalised input space.")
     ev.option("dataset", help="'synthetic' or a folder of images or videos")
     _model_options(ev)
     ev.option("--stats", action="append",
@@ -225,7 +228,8 @@ def _evaluate_parser(sub: Any) -> None:
                                 f"sensitivity_n, randomisation (default: {','.join(SYNTHETIC_METRICS)} for synthetic; "
                                 f"{','.join(FOLDER_METRICS)} for folders)")
     ev.option("--clips", type=_positive_int, help="synthetic clips to score (default 20)")
-    ev.option("--annotations", help="JSON file of boxes for the folder's inputs")
+    ev.option("--annotations", help="JSON file of boxes (photos), boxes with intervals or tubes (videos) for the "
+                                    "folder's inputs")
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
     ev.option("--masks", type=_positive_int, help="sensitivity-n: random masks per n (default 100)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from typing import Any, Iterator, Sequence
@@ -18,6 +19,15 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import UserInputError
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, hex (to tell whether a file changed between two runs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _temp_beside(path: str) -> str:

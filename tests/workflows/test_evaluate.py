@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,14 @@ def test_bad_annotations_and_empty_folders(photo_dir, tmp_path, capsys) -> None:
     outside.write_text(json.dumps({files[0]: {"box": [0, 0, 99999, 5]}}))
     code, _, err = run_cli(["evaluate", photo_dir, "--annotations", str(outside), "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "lies outside" in err
+    code, _, err = run_cli(["evaluate", photo_dir, "--metrics", "hit_ratio", "--out", str(tmp_path / "n")], capsys)
+    assert code == 2 and "no input of the folder can be scored with hit_ratio: it needs --annotations" in err
+    assert not os.path.exists(tmp_path / "n")  # refused before anything is computed or written
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({files[0]: {"box": [100, 100, 200, 200]}}))
+    code, _, err = run_cli(["evaluate", photo_dir, "--metrics", "hit_ratio,temporal_share", "--annotations", str(boxes),
+                            "--out", str(tmp_path / "n")], capsys)
+    assert code == 2 and "can be scored with temporal_share: it needs --annotations with videos annotated" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run_cli(["evaluate", str(empty), "--out", str(tmp_path / "c")], capsys)
@@ -269,3 +278,96 @@ def test_settings_no_listed_method_uses_are_refused(extra, message, tmp_path, ca
     code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--out", str(tmp_path / "ev"), *extra], capsys)
     assert code == 2 and message in err and "Traceback" not in err
     assert not os.path.exists(tmp_path / "ev" / "scores.jsonl")
+
+
+def test_video_tubes_and_intervals_fall_on_the_clip_frames_they_cover(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import folder_items
+    from video_iba.io.clips import read_clip
+    from video_iba.models import get_spec, plan_crops
+
+    from ..videos import encode, moving_square
+
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4", "sub/a.mp4"):
+        encode(str(folder / name), frames=60, size=(160, 120), fps=20, content=moving_square)
+    spec = get_spec("r3d_18")  # 16 frames every 2 at 30 fps: a clip spans 1.07 s
+    ann = tmp_path / "tubes.json"
+    ann.write_text(json.dumps({
+        "a.mp4": {"tube": [[0.5, 0, 0, 40, 40], [0.9, 40, 0, 80, 40]], "start": 0.2, "target": 1},
+        "b.mp4": {"box": [0, 0, 80, 120], "interval": [1.0, 1.5]},  # the middle clip: 0.97 .. 2.03 s
+        "sub/a.mp4": {"box": [0, 0, 80, 120]}}))
+    a, b, sub = folder_items(str(folder), "r3d_18", str(ann))
+    assert (a.name, b.name, sub.name) == ("a.mp4", "b.mp4", "sub/a.mp4") and a.target == 1
+    bx0, by0, bx1, by1 = plan_crops(120, 160, spec, "center").tiles[0].box
+    sx, sy = 112 / (bx1 - bx0), 112 / (by1 - by0)
+    times = np.asarray(read_clip(str(folder / "a.mp4"), spec, start=0.2)[1].times)
+    inside = (times >= 0.5 - 0.025) & (times <= 0.9 + 0.025)  # within half a source frame (20 fps)
+    assert a.interval is not None and 0 < inside.sum() < 16
+    assert list(range(*a.interval)) == list(np.flatnonzero(inside))
+    assert np.isnan(a.boxes[~inside]).all() and not np.isnan(a.boxes[inside]).any()
+    for t in np.flatnonzero(inside):  # the keyframes' boxes, interpolated at the frame's time, in crop cells
+        x0 = np.interp(times[t], [0.5, 0.9], [0, 40])
+        want = [max(0.0, (x0 - bx0) * sx), 0, min(112.0, (x0 + 40 - bx0) * sx), (40 - by0) * sy]
+        np.testing.assert_allclose(a.boxes[t], want, atol=1e-6)
+    b_times = np.asarray(read_clip(str(folder / "b.mp4"), spec, start=None)[1].times)
+    b_in = np.flatnonzero((b_times >= 1.0 - 0.025) & (b_times < 1.5 - 0.025))
+    assert b.interval == (int(b_in[0]), int(b_in[-1]) + 1) and np.isnan(b.boxes[:b_in[0]]).all()
+    assert sub.interval is None and not np.isnan(sub.boxes).any()  # a box alone holds in every frame
+    out = str(tmp_path / "ev")
+    code, _, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+                            "--metrics", "hit_ratio,temporal_share", "--annotations", str(ann), "--out", out], capsys)
+    assert code == 0, err
+    scored = {(r["item"], r["metric"]) for r in read_jsonl(os.path.join(out, "scores.jsonl"))}
+    assert scored == {("a.mp4", "hit_ratio"), ("a.mp4", "temporal_share"), ("b.mp4", "hit_ratio"),
+                      ("b.mp4", "temporal_share"), ("sub/a.mp4", "hit_ratio")}
+    # edited annotations are other ground truth: the folder's scores are not resumed with them
+    edited = json.loads(ann.read_text())
+    edited["b.mp4"]["interval"] = [1.0, 1.6]
+    ann.write_text(json.dumps(edited))
+    code, _, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+                            "--metrics", "hit_ratio,temporal_share", "--annotations", str(ann), "--out", out], capsys)
+    assert code == 2 and "annotations_sha256 was" in err and "another output folder" in err
+    # a folder scored when inputs were named by file name alone is not resumed under their paths
+    record = os.path.join(out, "evaluation.json")
+    old = json.load(open(record))
+    del old["item_names"], old["annotations_sha256"]
+    json.dump(old, open(record, "w"))
+    code, _, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+                            "--metrics", "hit_ratio,temporal_share", "--annotations", str(ann), "--out", out], capsys)
+    assert code == 2 and "scored under their file names alone, now under their paths" in err
+
+
+@pytest.mark.parametrize("entries, message", [
+    ({"x.jpg": {"box": [0, 0, 5, 5]}}, "the annotation 'x.jpg' fits 2 inputs (a/x.jpg, b/x.jpg); key it by the "
+                                       "input's path in the folder"),
+    ({"a/x.jpg": {"box": [0, 0, 5, 5], "intervall": [0, 1]}}, "unknown key 'intervall' (did you mean 'interval'?)"),
+    ({"a/x.jpg": {"tube": [[0, 0, 0, 5, 5]]}}, "'tube' applies to videos and the inputs are photos"),
+    ({"a/x.jpg": {"target": 3}}, "needs \"box\": [x0, y0, x1, y1]"),
+    ({"a/x.jpg": {"box": [0, 0, 5, 5]}, "b/x.jpg": {"box": [0, 0, 5]}}, "annotation of 'b/x.jpg' needs \"box\""),
+])
+def test_annotations_name_inputs_by_their_path_in_the_folder(entries, message, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import read_annotations
+
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(video_iba.UserInputError, match=re.escape(message)):
+        read_annotations(str(path), ["a/x.jpg", "b/x.jpg", "c/y.jpg"])
+    path.write_text(json.dumps({"y.jpg": {"box": [0, 0, 5, 5]}, "a/x.jpg": {"box": [1, 1, 5, 5]}}))
+    assert set(read_annotations(str(path), ["a/x.jpg", "b/x.jpg", "c/y.jpg"])) == {"c/y.jpg", "a/x.jpg"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"tube": [[1.0, 0, 0, 5, 5], [0.5, 0, 0, 5, 5]]}, "keyframe times must be >= 0 and increasing"),
+    ({"tube": [[0, 0, 0, 5, 5]], "interval": [0, 1]}, "a tube's keyframes give its times; drop \"interval\""),
+    ({"box": [0, 0, 5, 5], "interval": [2, 1]}, "\"interval\" must be [t0, t1] in seconds with 0 <= t0 < t1"),
+    ({"box": [0, 0, 5, 5], "start": -1}, "\"start\" must be the clip's start in seconds >= 0"),
+    ({"box": [0, 0, 5, 5], "tube": [[0, 0, 0, 5, 5]]}, "not both"),
+])
+def test_bad_video_annotations_are_refused(entry, message, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import read_annotations
+
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"v.mp4": entry}))
+    with pytest.raises(video_iba.UserInputError, match=re.escape(message)):
+        read_annotations(str(path), ["v.mp4"], video=True)

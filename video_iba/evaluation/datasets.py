@@ -1,27 +1,43 @@
 """The inputs an evaluation scores: the synthetic benchmark's clips, or a folder's photos or videos.
 
-A folder's photo is explained at the model's centre crop; a video contributes one model clip,
-the centre crop of the clip in the middle of the video, and its box holds in every frame. Box
-annotations are a JSON object mapping each input's file name to ``{"box": [x0, y0, x1, y1]}`` in
-the source's pixels, optionally with ``"target": index``.
+A folder's inputs are named by their paths in the folder (``cats/001.jpg``). A photo is explained
+at the model's centre crop; a video contributes one model clip, the centre crop of the clip in the
+middle of the video (or of the clip starting at the annotation's ``"start"`` seconds).
+
+Annotations are a JSON object mapping inputs (their paths in the folder, or their file names
+where no two inputs share one) to objects in the source's pixels and seconds:
+
+* ``"box": [x0, y0, x1, y1]``: a photo's box, or a video's box in every frame of its clip;
+* ``"box"`` with ``"interval": [t0, t1]``: a video's box during ``[t0, t1)`` seconds only;
+* ``"tube": [[t, x0, y0, x1, y1], ...]``: a video's box at keyframe times (increasing), linearly
+  interpolated between them, the object present from the first keyframe to the last;
+* ``"start"``: a video's clip starts there (seconds) instead of in the middle;
+* ``"target"``: the class to explain (default: the model's top-1).
+
+A clip frame counts as annotated where its source frame's time lies within half a frame of the
+annotated times. Boxes give the hit ratio (the tube hit ratio on clips); times give the temporal
+share where the clip holds annotated and other frames, in one run.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import UserInputError
-from ..io.clips import read_clip
+from ..errors import UserInputError, did_you_mean
+from ..io.clips import read_clip, timeline
 from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
-from ..models.preprocess import preprocess_image
+from ..models.preprocess import Geometry, preprocess_image
 from ..models.registry import model_spec
 from .synthetic import TEST_SEEDS, make_clip
 
@@ -49,10 +65,14 @@ def synthetic_items(n: int) -> Iterator[Item]:
         yield Item(f"clip{seed}", torch.from_numpy(c.x)[None], c.label, c.boxes, c.interval)
 
 
-def read_annotations(path: str, files: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Box annotations: a JSON object mapping each input's file name to ``{"box": [x0, y0, x1, y1]}``
-    in the original image's (video's) pixels, optionally with ``"target": index``. Every name must
-    be an input."""
+ANNOTATION_KEYS = ("box", "tube", "interval", "start", "target")
+
+
+def read_annotations(path: str, names: Sequence[str], video: bool = False) -> dict[str, dict[str, Any]]:
+    """Annotations of a folder's inputs (see the module text), keyed by their ``names`` (paths in
+    the folder, ``/``-separated); a key may also be an input's file name where no other input
+    shares it. Every key must name an input and every entry be well formed; ``video``: the inputs
+    are videos (photos take no ``tube``, ``interval`` or ``start``)."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -61,45 +81,158 @@ def read_annotations(path: str, files: Sequence[str]) -> dict[str, dict[str, Any
                              f"file names to {{\"box\": [x0, y0, x1, y1]}}") from exc
     if not isinstance(data, dict):
         raise UserInputError(f"annotations '{path}' must be a JSON object mapping file names to boxes")
-    names = {os.path.basename(f) for f in files}
-    unknown = sorted(set(data) - names)
+    by_file: dict[str, list[str]] = {}
+    for n in names:
+        by_file.setdefault(posixpath.basename(n), []).append(n)
+    out: dict[str, dict[str, Any]] = {}
+    keys: dict[str, str] = {}
+    unknown = []
+    for key, entry in data.items():
+        name = key if key in names else None
+        if name is None and key in by_file:
+            if len(by_file[key]) > 1:
+                shared = ", ".join(by_file[key][:3]) + (" ..." if len(by_file[key]) > 3 else "")
+                raise UserInputError(f"the annotation '{key}' fits {len(by_file[key])} inputs ({shared}); key it by "
+                                     f"the input's path in the folder")
+            name = by_file[key][0]
+        if name is None:
+            unknown.append(key)
+            continue
+        if name in out:
+            raise UserInputError(f"'{name}' is annotated twice (as '{keys[name]}' and '{key}'); keep one")
+        out[name], keys[name] = _checked(key, entry, video), key
     if unknown:
         raise UserInputError(f"annotations for files that are not inputs: {', '.join(unknown[:3])}"
                              f"{' ...' if len(unknown) > 3 else ''}; fix the names or the folder")
-    for name, entry in data.items():
-        box = entry.get("box") if isinstance(entry, dict) else None
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
-            raise UserInputError(f"annotation of '{name}' needs \"box\": [x0, y0, x1, y1]")
-        target = entry.get("target")
-        if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
-            raise UserInputError(f"annotation of '{name}': \"target\" must be a class index >= 0, got {target!r}")
-    return data
+    return out
 
 
-def _box_in_crop(entry: dict[str, Any] | None, name: str, image_size: tuple[int, int],
-                 crop_box: tuple[float, float, float, float], size: int) -> np.ndarray | None:
-    """An annotated box (source pixels) in the model input's cells; ``None`` when the crop misses it."""
-    if entry is None:
-        return None
-    x0, y0, x1, y1 = (float(v) for v in entry["box"])
+def _numbers(value: Any, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+
+
+def _checked(name: str, entry: Any, video: bool) -> dict[str, Any]:
+    """One annotation entry, checked: keys, a box or a tube, an interval, a clip start, a target."""
+    if not isinstance(entry, dict):
+        raise UserInputError(f"annotation of '{name}' must be an object such as {{\"box\": [x0, y0, x1, y1]}}")
+    for key in entry:
+        if key not in ANNOTATION_KEYS:
+            raise UserInputError(f"annotation of '{name}' has the unknown key '{key}'"
+                                 f"{did_you_mean(key, ANNOTATION_KEYS)}; known: {', '.join(ANNOTATION_KEYS)}")
+    timed = [k for k in ("tube", "interval", "start") if k in entry]
+    if timed and not video:
+        raise UserInputError(f"annotation of '{name}': {', '.join(repr(k) for k in timed)} appl"
+                             f"{'ies' if len(timed) == 1 else 'y'} to videos and the inputs are photos; give \"box\"")
+    if ("box" in entry) == ("tube" in entry):
+        raise UserInputError(f"annotation of '{name}' needs \"box\": [x0, y0, x1, y1]"
+                             + (" or \"tube\": [[t, x0, y0, x1, y1], ...]; not both" if video else ""))
+    if "box" in entry and not _numbers(entry["box"], 4):
+        raise UserInputError(f"annotation of '{name}' needs \"box\": [x0, y0, x1, y1]")
+    if "tube" in entry:
+        tube = entry["tube"]
+        if not (isinstance(tube, list) and tube and all(_numbers(k, 5) for k in tube)):
+            raise UserInputError(f"annotation of '{name}': \"tube\" must be a list of keyframes [t, x0, y0, x1, y1] "
+                                 f"(t in seconds)")
+        times = [k[0] for k in tube]
+        if times[0] < 0 or any(b <= a for a, b in zip(times, times[1:])):
+            raise UserInputError(f"annotation of '{name}': the tube's keyframe times must be >= 0 and increasing, got "
+                                 f"{times[:6]}{' ...' if len(times) > 6 else ''}")
+        if "interval" in entry:
+            raise UserInputError(f"annotation of '{name}': a tube's keyframes give its times; drop \"interval\"")
+    if "interval" in entry:
+        iv = entry["interval"]
+        if not (_numbers(iv, 2) and 0 <= iv[0] < iv[1]):
+            raise UserInputError(f"annotation of '{name}': \"interval\" must be [t0, t1] in seconds with "
+                                 f"0 <= t0 < t1, got {iv!r}")
+    if "start" in entry and not (_numbers([entry["start"]], 1) and entry["start"] >= 0):
+        raise UserInputError(f"annotation of '{name}': \"start\" must be the clip's start in seconds >= 0, got "
+                             f"{entry['start']!r}")
+    target = entry.get("target")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
+        raise UserInputError(f"annotation of '{name}': \"target\" must be a class index >= 0, got {target!r}")
+    return entry
+
+
+def _check_box(box: Any, name: str, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
     h, w = image_size
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise UserInputError(f"the box {entry['box']} of '{name}' lies outside its {w}x{h} pixels or is empty; "
+        raise UserInputError(f"the box {list(box)} of '{name}' lies outside its {w}x{h} pixels or is empty; "
                              f"give [x0, y0, x1, y1] with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
+    return x0, y0, x1, y1
+
+
+def _in_crop(box: Sequence[float], crop_box: tuple[float, float, float, float], size: int) -> np.ndarray | None:
+    """A box in source pixels in the model input's cells; ``None`` when the crop misses it."""
+    x0, y0, x1, y1 = box
     bx0, by0, bx1, by1 = crop_box
     sx, sy = size / (bx1 - bx0), size / (by1 - by0)
     cx0, cy0 = max(0.0, (x0 - bx0) * sx), max(0.0, (y0 - by0) * sy)
     cx1, cy1 = min(float(size), (x1 - bx0) * sx), min(float(size), (y1 - by0) * sy)
     if cx1 <= cx0 or cy1 <= cy0:
-        log.warning("the box of '%s' lies outside the model's crop; no box metric for it", name)
         return None
     return np.array([cx0, cy0, cx1, cy1])
 
 
+def _photo_box(entry: dict[str, Any] | None, name: str, geo: Geometry, size: int) -> np.ndarray | None:
+    """An annotated photo's box in the model input's cells; ``None`` when the crop misses it."""
+    if entry is None:
+        return None
+    box = _in_crop(_check_box(entry["box"], name, geo.image_size), geo.box, size)
+    if box is None:
+        log.warning("the box of '%s' lies outside the model's crop; no box metric for it", name)
+    return box
+
+
+def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int,
+                fps: float) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+    """An annotated video's ground truth on its model clip: per-frame boxes in input cells (NaN rows
+    where the object is absent or outside the crop; ``None`` when it is in no frame) and, where the
+    annotation has times, the clip frames ``[t0, t1)`` they cover (``None``: no times, all frames,
+    or not one run of frames)."""
+    times = np.asarray(geo.times, dtype=np.float64)
+    half = 0.5 / fps  # a frame counts where its time is within half a frame of the annotated times
+    if "tube" in entry:
+        keys = np.asarray(entry["tube"], dtype=np.float64)
+        for k in keys:
+            _check_box(k[1:], name, geo.image_size)
+        present = (times >= keys[0, 0] - half) & (times <= keys[-1, 0] + half)
+        source = np.stack([np.interp(times, keys[:, 0], keys[:, 1 + j]) for j in range(4)], axis=1)
+    else:
+        box = np.asarray(_check_box(entry["box"], name, geo.image_size))
+        source = np.repeat(box[None], len(times), axis=0)
+        if "interval" in entry:
+            t0, t1 = (float(v) for v in entry["interval"])
+            present = (times >= t0 - half) & (times < t1 - half)
+        else:
+            present = np.ones(len(times), dtype=bool)
+    boxes = np.full((len(times), 4), np.nan)
+    for t in np.flatnonzero(present):
+        cell = _in_crop(source[t], geo.box, size)
+        if cell is not None:
+            boxes[t] = cell
+    span = f"{times.min():.2f}-{times.max():.2f} s" if len(times) else "no frames"
+    if np.isnan(boxes).all():
+        log.warning("the model clip of '%s' (%s) shows the annotated object in no frame of its crop; no box metric "
+                    "for it", name, span)
+    frames = np.flatnonzero(present)
+    interval: tuple[int, int] | None = None
+    if "tube" in entry or "interval" in entry:
+        if 0 < len(frames) < len(times) and np.all(np.diff(frames) == 1):
+            interval = (int(frames[0]), int(frames[-1]) + 1)
+        else:
+            log.warning("the model clip of '%s' (%s) has %s; no temporal share for it (choose the clip with "
+                        "\"start\")", name, span, "no annotated frame" if not len(frames) else
+                        "only annotated frames" if len(frames) == len(times) else "annotated frames apart (looped)")
+    return (None if np.isnan(boxes).all() else boxes), interval
+
+
 def folder_items(folder: str, model_name: str, annotations: str | None,
                  device: torch.device | str = "cpu", weights: str = "default") -> list[Item]:
-    """The inputs of an image model (images) or of a video model (one centre clip per video),
-    prepared for the model with ``weights`` (:func:`~video_iba.models.registry.model_spec`)."""
+    """The inputs of an image model (images) or of a video model (one clip per video: the middle one,
+    or the one an annotation's ``start`` gives), prepared for the model with ``weights``
+    (:func:`~video_iba.models.registry.model_spec`), named by their paths in the folder."""
     spec = model_spec(model_name, weights=weights)
     files = find_videos(folder) if spec.is_video else find_images(folder)
     if not files:
@@ -107,19 +240,20 @@ def folder_items(folder: str, model_name: str, annotations: str | None,
         raise UserInputError(f"no {kind} in '{folder}'; {model_name} is {'a video' if spec.is_video else 'an image'} "
                              f"model, so give a folder of {kind} (or choose another model with {{model}})",
                              options=["model"])
-    ann = read_annotations(annotations, files) if annotations else {}
+    names = [Path(os.path.relpath(f, folder)).as_posix() for f in files]
+    ann = read_annotations(annotations, names, spec.is_video) if annotations else {}
     items = []
-    for f in files:
-        name = os.path.basename(f)
+    for f, name in zip(files, names):
         entry = ann.get(name)
         target = entry.get("target") if entry else None
+        interval = None
         if spec.is_video:
-            x, geo = read_clip(f, spec, start=None)
-            box = _box_in_crop(entry, name, geo.image_size, geo.box, spec.input_size)
-            boxes = None if box is None else np.repeat(box[None], x.shape[2], axis=0)
+            x, geo = read_clip(f, spec, start=entry.get("start") if entry else None)
+            boxes = None
+            if entry is not None:
+                boxes, interval = _clip_truth(entry, name, geo, spec.input_size, timeline(f).info.fps)
         else:
             x, geo = preprocess_image(read_image(f), spec, name=f"'{f}'")
-            boxes = _box_in_crop(entry, name, geo.image_size, geo.box, spec.input_size)
-        x = x.to(device)
-        items.append(Item(name, x, target, boxes))
+            boxes = _photo_box(entry, name, geo, spec.input_size)
+        items.append(Item(name, x.to(device), target, boxes, interval))
     return items

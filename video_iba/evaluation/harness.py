@@ -2,9 +2,10 @@
 
 Datasets: ``synthetic`` (the ground-truth video benchmark of :mod:`video_iba.synthetic`, its
 trained ``TubeNet``, targets = true classes, boxes and intervals known) or a folder of images
-or videos with optional box annotations (JSON, see :func:`read_annotations`), explained for the
-model's top-1 class unless the annotation names a class. A video contributes one model clip,
-the centre crop of the clip in the middle of the video; its box holds in every frame.
+or videos with optional annotations (JSON: boxes, tubes, intervals, see :mod:`.datasets`),
+explained for the model's top-1 class unless the annotation names a class. A video contributes
+one model clip, the centre crop of the clip in the middle of the video unless its annotation
+says where the clip starts.
 
 Every score goes to ``OUT/scores.jsonl`` as soon as it is computed (one JSON object per line:
 item, method, metric, value, and curves where the metric has them); a rerun skips what is there,
@@ -144,7 +145,7 @@ def evaluate(
     fits = batches or FitBatches(1)
 
     def todo_of(item: Item, method: str) -> list[str]:
-        return [m for m in metrics if (item.name, method, m) not in done and _applies(m, item)]
+        return [m for m in metrics if (item.name, method, m) not in done and applies(m, item)]
 
     def kwargs_of(method: str) -> dict[str, Any]:
         return dict(method_kwargs(method)) if method_kwargs else {}
@@ -215,7 +216,9 @@ def _clock(x: torch.Tensor) -> float:
     return time.perf_counter()
 
 
-def _applies(metric: str, item: Item) -> bool:
+def applies(metric: str, item: Item) -> bool:
+    """Whether ``metric`` can score ``item``: a box metric needs its box or tube, the temporal
+    share a clip's annotated frames."""
     if metric == "hit_ratio":
         return item.boxes is not None
     if metric == "temporal_share":
@@ -347,5 +350,5 @@ def _write_text(path: str, text: str) -> None:
         fh.write(text)
 
 
-__all__ = ["METRICS", "TUBE_FRAMES", "evaluate", "summarise", "check_metrics", "check_label", "iba_label",
+__all__ = ["METRICS", "TUBE_FRAMES", "applies", "evaluate", "summarise", "check_metrics", "check_label", "iba_label",
            "label_beta", "base_method"]

@@ -177,7 +177,8 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
 
     Returns:
         The clip ``(1, 3, T, S, S)`` (for SlowFast: the fast pathway's frames; every method builds
-        the pathways from it) and where its crop lies in the source frames.
+        the pathways from it) and where its crop lies in the source frames, with the time of the
+        source frame each clip frame shows (``times``).
     """
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
@@ -193,4 +194,5 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
     tile = plan.tiles[0]
     x = crop_input(frames, spec, plan, tile, (info.height, info.width))
     nh, nw = plan.size
-    return x, Geometry((info.height, info.width), tile.box, (nw / info.width, nh / info.height))
+    times = tuple(line.time_of(int(i)) for i in window.indices)
+    return x, Geometry((info.height, info.width), tile.box, (nw / info.width, nh / info.height), times)

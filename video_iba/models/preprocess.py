@@ -28,11 +28,14 @@ class Geometry:
         image_size: Original ``(height, width)``.
         box: Crop box in original pixel coordinates ``(x0, y0, x1, y1)`` (floats).
         scale: Resized size over original size, ``(sx, sy)``.
+        times: A video clip's frames: the time (seconds) of the source frame each model frame
+            shows; empty for a photo.
     """
 
     image_size: tuple[int, int]
     box: tuple[float, float, float, float]
     scale: tuple[float, float]
+    times: tuple[float, ...] = ()
 
 
 def resize_crop_normalize(

@@ -20,12 +20,12 @@ from torch import nn
 from ..config import IBAConfig
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
-from ..evaluation.harness import (TUBE_FRAMES, base_method, check_label, check_metrics, evaluate, iba_label,
+from ..evaluation.harness import (TUBE_FRAMES, applies, base_method, check_label, check_metrics, evaluate, iba_label,
                                   label_beta)
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                    load_tubenet, load_tubenet_readout, load_tubevit,
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
-from ..files import atomic_write, ensure_writable_dir
+from ..files import atomic_write, ensure_writable_dir, file_digest
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..methods.batching import FitBatches, check_batch_size
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: Metrics when none are named.
 SYNTHETIC_METRICS = ("degradation8", "hit_ratio", "temporal_share")
-FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio")
+FOLDER_METRICS = ("degradation8", "degradation14", "hit_ratio", "temporal_share")
 #: Sensitivity-n's random masks per n when none are counted.
 SENSITIVITY_MASKS = 100
 #: Synthetic test clips scored when none are counted.
@@ -132,6 +132,10 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
               "model": setup.model_name, "weights": ev.weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
+    if ev.annotations:  # edited annotations are other ground truth
+        record["annotations_sha256"] = file_digest(ev.annotations)
+    if any("/" in item.name for item in setup.items):
+        record["item_names"] = "paths in the folder"  # once file names alone, which two inputs could share
     ensure_writable_dir(out_dir)
     bar = progress("evaluating", len(setup.items) * len(labels), "map")
     try:
@@ -196,6 +200,8 @@ def _folder(ev: Evaluation, dev: Any) -> _Setup:
     name, _ = estimate_inputs(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
     items = folder_items(ev.dataset, name, ev.annotations, dev, ev.weights)
+    if ev.metrics:
+        _refuse_unscorable(metrics, items)
     session = Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
                                     layers=tuple(ev.layers) if ev.layers else None, stats=tuple(ev.stats) or None))
     layers, loaded = session.layers, session.stats or []
@@ -207,6 +213,18 @@ def _folder(ev: Evaluation, dev: Any) -> _Setup:
             return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
                   {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config)
+
+
+def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:
+    """Refuse metrics asked for that no input can score (no box, no annotated times)."""
+    for metric in metrics:
+        if not any(applies(metric, item) for item in items):
+            need = ("a \"box\" or \"tube\" for some input" if metric == "hit_ratio" else
+                    "videos annotated with times (\"tube\" or \"box\" with \"interval\") whose clips hold "
+                    "annotated and other frames")
+            raise UserInputError(f"no input of the folder can be scored with {metric}: it needs {{annotations}} "
+                                 f"with {need}; add them or drop {metric} from {{metrics}}",
+                                 options=["annotations", "metrics"])
 
 
 def _record_run(out_dir: str, record: dict[str, Any]) -> None:
@@ -225,6 +243,8 @@ def _record_run(out_dir: str, record: dict[str, Any]) -> None:
                                  f"folder") from exc
     changed = [f"{key} was {before[key]!r}, now {value!r}" for key, value in record.items()
                if key != "methods" and key in before and before[key] != value]
+    if before and "item_names" in record and "item_names" not in before:
+        changed.append("inputs in subfolders were scored under their file names alone, now under their paths")
     methods = dict(before.get("methods", {}))
     for label, settings in record["methods"].items():
         old = methods.get(label, settings)
