@@ -13,7 +13,8 @@ The public API: everything a notebook needs is importable from here.
   :func:`sensitivity_n`, :func:`parameter_randomisation`, :func:`bootstrap_ci`;
 * files: :func:`explain_file` (a photo or video file explained and rendered as ``explain`` does),
   :func:`explain_batch` (a folder or list file, resumable, as ``explain FOLDER``) and
-  :func:`compare_file` (one panel per method, as ``compare``), with :class:`Session` (also for
+  :func:`compare_file` (one panel per method, as ``compare``) and :func:`compare_grid` (several
+  photos, a row each), with :class:`Session` (also for
   a model of your own, :meth:`Session.for_model`) and :class:`Settings`.
 
 Multi-pathway networks (SlowFast) take the clip ``(1, 3, T, S, S)`` like every other video model;
@@ -38,7 +39,7 @@ from .models.preprocess import Geometry, preprocess_clip, preprocess_image
 from .models.registry import ModelSpec, get_spec, list_models, load_model
 from .results import Attribution, ClipAttribution, Unit, load
 from .workflows.batch import BatchCounts, explain_batch
-from .workflows.compare import Compared, compare_file
+from .workflows.compare import Compared, Grid, compare_file, compare_grid
 from .workflows.explain import Explained, Options, explain_file
 from .workflows.inputs import Range
 from .workflows.session import Session, Settings
@@ -49,5 +50,5 @@ __all__ = [
     "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
-    "compare_file", "Compared", "explain_batch", "BatchCounts", "keep_freed_memory",
+    "compare_file", "Compared", "compare_grid", "Grid", "explain_batch", "BatchCounts", "keep_freed_memory",
 ]

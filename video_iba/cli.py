@@ -24,7 +24,7 @@ from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
 from .render.video import LAYOUTS
 from .workflows.batch import MANIFEST, explain_batch
-from .workflows.compare import compare_file
+from .workflows.compare import compare_file, compare_grid
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
 from .workflows.estimate import estimate_folder
 from .workflows.evaluate import FOLDER_METRICS, SYNTHETIC_METRICS, Evaluation, evaluate_dataset
@@ -241,8 +241,10 @@ def _evaluate_parser(sub: Any) -> None:
 
 
 def _compare_parser(sub: Any) -> None:
-    co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method")
-    co.option("input", help="image or video file")
+    co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method; "
+                                        "several photos or a folder of them: one PNG grid, a row per photo")
+    co.option("input", nargs="+", help="image or video file; or several images, or a folder of images, for a grid "
+                                       "(OUT/compare-grid.png, at most 16 rows)")
     _model_options(co)
     co.option("--models", help="comma-separated registry models to compare instead of --model (a panel per model "
                                "and method, each model with its default layers and its own top-1 or --target), "
@@ -464,8 +466,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride))
     models = args.models.split(",") if args.models is not None else ()
-    res = compare_file(args.input, args.methods.split(","), _settings(args, changes=_bottleneck_changes(args)), args.out,
-                       options, _bar, models=models)
+    settings = _settings(args, changes=_bottleneck_changes(args))
+    if len(args.input) > 1 or os.path.isdir(args.input[0]):
+        grid = compare_grid(args.input if len(args.input) > 1 else args.input[0], args.methods.split(","), settings,
+                            args.out, options, _bar, models=models)
+        for path, panels in grid.rows:
+            explained = dict.fromkeys((name.split(" · ")[0] + ": " if models else "", target, label)
+                                      for name, _, target, label in panels)
+            print(f"{path}: explained " + ", ".join(f"{m}#{t} {lab}" for m, t, lab in explained))
+        print(f"wrote {grid.output}")
+        return
+    res = compare_file(args.input[0], args.methods.split(","), settings, args.out, options, _bar, models=models)
     if models:
         for name, unit, target, label in res.panels:
             print(f"{name} ({unit}): explained #{target} {label}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from video_iba import Unit
+from video_iba import Unit, UserInputError
 from video_iba.io.video import probe_video
 from video_iba.workflows import Options, Range, Settings, compare_file
 
@@ -195,15 +195,15 @@ def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp
     import video_iba.workflows.compare as compare
 
     notes: list[object] = []
-    original_image = compare.compare_image
+    original_row = compare.comparison_row
 
-    def compare_image(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def comparison_row(*args, **kwargs):  # type: ignore[no-untyped-def]
         notes.append(kwargs["notes"])
-        return original_image(*args, **kwargs)
+        return original_row(*args, **kwargs)
 
     monkeypatch.setattr(session, "explain", explain)
     monkeypatch.setattr(session, "baseline", baseline)
-    monkeypatch.setattr(compare, "compare_image", compare_image)
+    monkeypatch.setattr(compare, "comparison_row", comparison_row)
     photo = os.path.join(photo_dir, "coffee.jpg")
     out = str(tmp_path / "o")
     base = ["compare", photo, "--model", "resnet18", "--weights", "random", "--out", out]
@@ -226,3 +226,52 @@ def test_compare_reads_ibas_layer_and_grad_cams_layer_where_given(photo_dir, tmp
     code, _, err = run_cli(["compare", photo, "--models", "resnet18,efficientnet_lite0", "--weights", "random",
                             "--methods", "gradcam", "--cam-layer", "layer3", "--out", out], capsys)
     assert code == 2 and "--cam-layer belongs to one model" in err
+
+
+def test_a_grid_holds_a_row_per_photo_each_as_compare_draws_it(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render.compare import GRID_GAP, PANEL
+    from video_iba.workflows import compare_grid
+
+    out = tmp_path / "g"
+    code, stdout, err = run_cli(["compare", photo_dir, "--methods", "saliency,gradcam", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[:3] == [f"{os.path.join(photo_dir, name)}: explained {what}" for name, what in (
+        ("chelsea.jpg", "#285 Egyptian cat"), ("coffee.jpg", "#967 espresso"), ("rocket.jpg", "#657 missile"))]
+    grid = np.asarray(Image.open(out / "compare-grid.png").convert("RGB"))
+    row_h = (grid.shape[0] - 2 * GRID_GAP) // 3
+    assert grid.shape[1] == 3 * PANEL and grid.shape[0] == 3 * row_h + 2 * GRID_GAP
+    # the coffee row's method panels are the ones compare draws for the photo alone
+    alone = compare_file(os.path.join(photo_dir, "coffee.jpg"), ["saliency", "gradcam"], Settings(), str(tmp_path / "a"))
+    single = np.asarray(Image.open(alone.output).convert("RGB"))
+    row = grid[row_h + GRID_GAP:2 * row_h + GRID_GAP]
+    assert single.shape == row.shape
+    np.testing.assert_array_equal(row[:, PANEL:], single[:, PANEL:])
+    np.testing.assert_array_equal(row[:PANEL, :PANEL], single[:PANEL, :PANEL])  # the input; only its head differs
+    assert not np.array_equal(row[PANEL:, :PANEL], single[PANEL:, :PANEL])  # 'coffee.jpg', not 'input'
+    # the Python function: rows in the order given, one target for all where given
+    photos = [os.path.join(photo_dir, n) for n in ("rocket.jpg", "chelsea.jpg")]
+    res = compare_grid(photos, ["saliency"], Settings(), str(tmp_path / "p"), Options(target="espresso"))
+    assert [(p, [(name, t) for name, _, t, _ in panels]) for p, panels in res.rows] == [
+        (photos[0], [("saliency", 967)]), (photos[1], [("saliency", 967)])]
+
+
+def test_a_grid_refuses_videos_and_too_few_or_many_photos(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.workflows import compare_grid
+
+    coffee = os.path.join(photo_dir, "coffee.jpg")
+    clip = encode(str(tmp_path / "c.mp4"), frames=8)
+    code, _, err = run_cli(["compare", coffee, clip, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and f"'{clip}' is a video and a comparison grid holds photos; compare a video on its own" in err
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.open(coffee).save(folder / "a.jpg")
+    encode(str(folder / "b.mp4"), frames=8)
+    code, _, err = run_cli(["compare", str(folder), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "holds videos (first: " in err and "a comparison grid holds photos" in err
+    code, _, err = run_cli(["compare", coffee, coffee, "--start", "1", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--start applies to videos" in err
+    with pytest.raises(UserInputError, match="a comparison grid holds 2 to 16 photos, got 17; give fewer"):
+        compare_grid([coffee] * 17, ["saliency"], Settings(), str(tmp_path / "o"))
+    with pytest.raises(UserInputError, match="got 1; compare one photo on its own"):
+        compare_grid([coffee], ["saliency"], Settings(), str(tmp_path / "o"))
+    assert not os.path.exists(tmp_path / "o")

@@ -140,6 +140,12 @@ def test_a_model_of_your_own_is_compared_across_methods(photo_dir, tmp_path) -> 
     assert session.for_method("iba", options).config.steps == 2
     assert session.for_method("gradcam", options).settings.cam_layer == "features.0"
     assert session.for_method("saliency", options).settings.cam_layer is None
+    grid = video_iba.compare_grid([photo, os.path.join(photo_dir, "rocket.jpg")], ["iba", "gradcam"], options,
+                                  str(tmp_path / "g"), session=session)
+    assert [[(name, unit) for name, unit, _, _ in panels] for _, panels in grid.rows] == [
+        [("iba", video_iba.Unit.BITS), ("gradcam", video_iba.Unit.GRAD_CAM)]] * 2
+    with Image.open(grid.output) as fig:
+        assert fig.size[0] == 3 * 224 and fig.size[1] > 2 * 224
     with pytest.raises(UserInputError, match="an open session holds its model"):
         video_iba.compare_file(photo, ["iba"], Settings(model="resnet18"), str(tmp_path / "x"), session=session)
     with pytest.raises(UserInputError, match="samples=, steps= are settings of the method iba, which is not among methods="):

@@ -32,6 +32,8 @@ PANEL = 224
 #: A video panel's height, pixels (less where the row would be wider than :data:`MAX_ROW_WIDTH`).
 CLIP_PANEL_HEIGHT = 240
 MAX_ROW_WIDTH = 1920
+#: Pixels between the rows of a comparison grid.
+GRID_GAP = 4
 STRIP_HEIGHT = 90
 COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200))
 
@@ -43,9 +45,9 @@ def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]
 
 
 def _heads(explained: str, names: Sequence[str], units: Sequence[Unit],
-           notes: Sequence[str] | None = None) -> list[list[str]]:
+           notes: Sequence[str] | None = None, title: str = "input") -> list[list[str]]:
     extra = [f" · {n}" if n else "" for n in notes] if notes is not None else [""] * len(names)
-    return [["input", f"explained: {explained}"]] + [[m, u.shown + e] for m, u, e in zip(names, units, extra)]
+    return [[title, f"explained: {explained}"]] + [[m, u.shown + e] for m, u, e in zip(names, units, extra)]
 
 
 def _vmax(values: np.ndarray) -> float:
@@ -53,16 +55,16 @@ def _vmax(values: np.ndarray) -> float:
     return top if top > 0 else 1.0
 
 
-def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str,
-                  out_path: str, *, inputs: Sequence[np.ndarray] | None = None,
-                  notes: Sequence[str] | None = None) -> None:
-    """Write a PNG: the model input ``rgb`` ``(S, S, 3)`` and one overlay per ``(name, map (S', S'), unit)``,
-    each drawn on its own model input ``inputs[i]`` (default ``rgb``), its head's second line
-    followed by ``notes[i]`` (e.g. the class a model explained)."""
+def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str, *,
+                   inputs: Sequence[np.ndarray] | None = None, notes: Sequence[str] | None = None,
+                   title: str = "input") -> np.ndarray:
+    """One comparison row ``(H, W, 3)``: the model input ``rgb`` ``(S, S, 3)`` headed ``title``, and
+    one overlay per ``(name, map (S', S'), unit)``, each drawn on its own model input ``inputs[i]``
+    (default ``rgb``), its head's second line followed by ``notes[i]`` (e.g. the class a model
+    explained)."""
     import cv2
-    from PIL import Image
 
-    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes)
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes, title)
 
     def panel(img: np.ndarray, values: np.ndarray | None, vmax: float) -> np.ndarray:
         shown = img if values is None else overlay(img, values, vmax)
@@ -72,8 +74,24 @@ def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]],
     for i, ((_, values, unit), head) in enumerate(zip(maps, heads[1:])):
         shown = unit.magnitude(values)
         tiles.append(labelled(panel(rgb if inputs is None else inputs[i], shown, _vmax(shown)), head))
+    return np.concatenate(tiles, axis=1)
+
+
+def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str,
+                  out_path: str, *, inputs: Sequence[np.ndarray] | None = None,
+                  notes: Sequence[str] | None = None) -> None:
+    """Write a PNG of one :func:`comparison_row`."""
+    write_rows([comparison_row(rgb, maps, explained, inputs=inputs, notes=notes)], out_path)
+
+
+def write_rows(rows: Sequence[np.ndarray], out_path: str) -> None:
+    """Write comparison rows of one width as a PNG, one above the other, a thin gap between."""
+    from PIL import Image
+
+    gap = np.zeros((GRID_GAP, rows[0].shape[1], 3), dtype=np.uint8)
+    stacked = [part for i, row in enumerate(rows) for part in ((gap, row) if i else (row,))]
     with atomic_write(out_path) as tmp:
-        Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp, format="PNG")
+        Image.fromarray(np.concatenate(stacked, axis=0)).save(tmp, format="PNG")
 
 
 def clip_panel_size(height: int, width: int, panels: int) -> tuple[int, int, float]:
@@ -167,4 +185,10 @@ def compare_path(input_path: str, out_dir: str, video: bool) -> str:
     return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
 
 
-__all__ = ["ClipPanel", "compare_image", "compare_clip", "compare_path", "normalised_to_rgb", "time_strip"]
+def grid_path(out_dir: str) -> str:
+    """Where ``compare`` writes a grid of several photos: ``OUT/compare-grid.png``."""
+    return os.path.join(out_dir, "compare-grid.png")
+
+
+__all__ = ["ClipPanel", "comparison_row", "compare_image", "compare_clip", "compare_path", "grid_path",
+           "normalised_to_rgb", "time_strip", "write_rows"]

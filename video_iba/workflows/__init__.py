@@ -2,7 +2,7 @@
 statistics, comparisons, evaluation and readout training."""
 
 from .batch import MANIFEST, BatchCounts, explain_batch, run_batch
-from .compare import Compared, compare_file
+from .compare import Compared, Grid, compare_file, compare_grid
 from .demo import DEMO_CLIP, DEMO_PHOTOS, demo_clip, demo_photo, run_demo
 from .estimate import Estimated, estimate_folder, estimate_inputs, stats_paths_for
 from .evaluate import Evaluation, evaluate_dataset
@@ -14,7 +14,7 @@ from .train_readout import (READOUT_BETA, Schedule, Trained, TrainingData, Train
                             synthetic_validation_data, train, train_dataset, validate)
 
 __all__ = [
-    "MANIFEST", "BatchCounts", "explain_batch", "run_batch", "Compared", "compare_file",
+    "MANIFEST", "BatchCounts", "explain_batch", "run_batch", "Compared", "Grid", "compare_file", "compare_grid",
     "DEMO_CLIP", "DEMO_PHOTOS", "demo_clip", "demo_photo", "run_demo",
     "Estimated", "estimate_folder", "estimate_inputs", "stats_paths_for", "Evaluation", "evaluate_dataset",
     "Explained", "Options", "assemble_clip", "attribute_windows", "explain_file", "explain_path", "predict",

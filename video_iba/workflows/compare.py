@@ -4,13 +4,15 @@ or per model and method.
 Every method explains the same target with the same model, through the same stages as
 ``explain``: for a video, every window of the range and every source frame, so the comparison
 MP4 lasts as long as the range it explains. Several models each explain the input with their own
-preprocessing, windows and target, and are drawn on the same source frames.
+preprocessing, windows and target, and are drawn on the same source frames. Several photos (or a
+folder of them) make a grid, one row per photo, in one PNG.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,12 +22,17 @@ from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
-from ..render.compare import ClipPanel, compare_clip, compare_image, compare_path, normalised_to_rgb
+from ..io.discovery import find_images, find_videos, is_video_file
+from ..render.compare import (ClipPanel, compare_clip, compare_path, comparison_row, grid_path, normalised_to_rgb,
+                              write_rows)
 from ..results import Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
-from .session import Progress, Session, Settings, no_progress, resolve_target, settings_for
+from .session import Bar, Progress, Session, Settings, no_progress, resolve_target, settings_for
+
+#: Photos one comparison grid holds at most (a row each).
+MAX_GRID_ROWS = 16
 
 
 @dataclass
@@ -47,6 +54,15 @@ class Compared:
 
 
 @dataclass
+class Grid:
+    """What :func:`compare_grid` wrote: the PNG, and per row its photo and panels (name, unit,
+    and the class, index and name, its model explained, as :attr:`Compared.panels`)."""
+
+    output: str
+    rows: list[tuple[str, list[tuple[str, Unit, int, str]]]]
+
+
+@dataclass
 class _Model:
     """One model of a comparison: its sessions (one per method), input plan and target (-1: not
     yet chosen)."""
@@ -55,6 +71,9 @@ class _Model:
     sessions: list[Session]
     plan: InputPlan
     target: int
+
+    def __post_init__(self) -> None:
+        self.given = self.target  # the target asked for (-1: each input's top-1)
 
     @property
     def label(self) -> str:
@@ -77,6 +96,92 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     method uses, e.g. a model of your own (:meth:`Session.for_model`); ``settings`` then give
     only the methods' options, each method the ones that apply to it.
     """
+    names, settings, chosen = _check_comparison(methods, settings, models, session)
+    several = bool(chosen)
+    ensure_writable_dir(out_dir)  # before any work
+    plans = _plans(path, settings, chosen, options, session)
+    if not plans[0].is_video:
+        refuse_video_options(path, options.span)
+    compared = _models(plans, names, settings, options, session)  # every input checked before any load
+    out = compare_path(path, out_dir, compared[0].plan.is_video)
+    check_names([out])
+    refuse_overwriting_inputs([out], [path])
+    _choose_targets(compared, progress)
+    if compared[0].plan.is_video:
+        panels = _clip(compared, options, out, progress, several)
+    else:
+        bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
+        try:
+            row, panels = _photo_row(compared, bar, several)
+        finally:
+            bar.close()
+        write_rows([row], out)
+    first = compared[0]
+    return Compared(out, first.target, first.label, panels)
+
+
+def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: Settings | None, out_dir: str,
+                 options: Options = Options(), progress: Progress = no_progress,
+                 models: Sequence[str] = (), session: Session | None = None,
+                 titles: Sequence[str] | None = None) -> Grid:
+    """Several photos compared in one PNG, ``OUT/compare-grid.png``: a row per photo in the order
+    given, each drawn as :func:`compare_file` draws one photo (the model input headed by its
+    ``titles`` entry, default its file name, then a panel per method, or per model and method), each
+    row explaining its photo's own top-1 unless ``options.target`` names a class. The models are
+    loaded once; ``models``, ``session`` and ``settings`` as for :func:`compare_file`. Two to
+    :data:`MAX_GRID_ROWS` photos, or a folder of them (its photos in sorted order, headed by their
+    paths in the folder; a folder holding videos is refused)."""
+    if isinstance(paths, (str, os.PathLike)):
+        folder = os.fspath(paths)
+        videos = find_videos(folder)  # refuses what is not a folder
+        if videos:
+            raise UserInputError(f"'{folder}' holds videos (first: '{videos[0]}') and a comparison grid holds photos; "
+                                 f"give a folder of photos, or compare a video on its own")
+        paths = find_images(folder)
+        if titles is None:
+            titles = [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
+    paths = [os.fspath(p) for p in paths]
+    if not 2 <= len(paths) <= MAX_GRID_ROWS:
+        raise UserInputError(f"a comparison grid holds 2 to {MAX_GRID_ROWS} photos, got {len(paths)}; "
+                             + ("compare one photo on its own" if len(paths) < 2 else
+                                "give fewer, or explain a folder with `video-iba explain FOLDER`"))
+    titles = [os.path.basename(p) for p in paths] if titles is None else [str(t) for t in titles]
+    if len(titles) != len(paths):
+        raise UserInputError(f"give one title per photo: {len(titles)} titles for {len(paths)} photos")
+    for p in paths:
+        if is_video_file(p):
+            raise UserInputError(f"'{p}' is a video and a comparison grid holds photos; compare a video on its own")
+    names, settings, chosen = _check_comparison(methods, settings, models, session)
+    several = bool(chosen)
+    for p in paths:
+        refuse_video_options(p, options.span)
+    rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every photo read before any load
+    ensure_writable_dir(out_dir)
+    out = grid_path(out_dir)
+    check_names([out])
+    refuse_overwriting_inputs([out], paths)
+    first = _models(rows_plans[0], names, settings, options, session)
+    rows = [first] + [[_Model(m.name, m.sessions, plan, m.given) for m, plan in zip(first, plans)]
+                      for plans in rows_plans[1:]]
+    for row in rows:
+        _choose_targets(row, progress)
+    images: list[np.ndarray] = []
+    panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
+    bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
+    try:
+        for path, title, row in zip(paths, titles, rows):
+            image, row_panels = _photo_row(row, bar, several, title)
+            images.append(image)
+            panels.append((path, row_panels))
+    finally:
+        bar.close()
+    write_rows(images, out)
+    return Grid(out, panels)
+
+
+def _check_comparison(methods: Sequence[str], settings: Settings | None, models: Sequence[str],
+                      session: Session | None) -> tuple[list[str], Settings, list[str]]:
+    """The methods, the settings (default ones for ``None``) and the models compared, checked."""
     names = [m.strip() for m in methods if m.strip()]
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
@@ -88,32 +193,32 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
                                  "seed, precision)")
     chosen = _check_models(models, settings)
     _check_method_options(names, settings)
-    several = bool(chosen)
-    ensure_writable_dir(out_dir)  # before any work
+    return names, settings, chosen
+
+
+def _plans(path: str, settings: Settings, chosen: Sequence[str], options: Options,
+           session: Session | None) -> list[InputPlan]:
+    """The input plan of ``path`` for every model compared."""
     if session is not None:
-        plans = [plan_input(path, session.spec, options.span)]
-    else:
-        plans = [_plan(path, name, settings, options, several) for name in (chosen or [settings.model_for(path)])]
-    if not plans[0].is_video:
-        refuse_video_options(path, options.span)
-    if session is not None:
-        target = resolve_target(options.target, session.labels)
-        compared = [_Model(session.spec.name, [session.for_method(n, settings) for n in names], plans[0],
-                           -1 if target is None else target)]
-    else:
-        compared = [_open(plan, names, settings, options) for plan in plans]  # every input checked before any load
-    out = compare_path(path, out_dir, compared[0].plan.is_video)
-    check_names([out])
-    refuse_overwriting_inputs([out], [path])
+        return [plan_input(path, session.spec, options.span)]
+    return [_plan(path, name, settings, options, bool(chosen)) for name in (chosen or [settings.model_for(path)])]
+
+
+def _models(plans: Sequence[InputPlan], names: Sequence[str], settings: Settings, options: Options,
+            session: Session | None) -> list[_Model]:
+    """The models compared on their plans: the open session's, or each registry model loaded."""
+    if session is None:
+        return [_open(plan, names, settings, options) for plan in plans]
+    target = resolve_target(options.target, session.labels)
+    return [_Model(session.spec.name, [session.for_method(n, settings) for n in names], plans[0],
+                   -1 if target is None else target)]
+
+
+def _choose_targets(compared: Sequence[_Model], progress: Progress) -> None:
+    """Each model's top-1 on its input where no target was given."""
     for model in compared:
         if model.target < 0:
             model.target = int(predict(model.sessions[0], model.plan, progress).argmax())
-    if compared[0].plan.is_video:
-        panels = _clip(compared, options, out, progress, several)
-    else:
-        panels = _photo(compared, out, progress, several)
-    first = compared[0]
-    return Compared(out, first.target, first.label, panels)
 
 
 def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
@@ -213,30 +318,26 @@ def _explained(compared: Sequence[_Model]) -> str:
     return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
 
 
-def _photo(compared: Sequence[_Model], out: str, progress: Progress,
-           several: bool) -> list[tuple[str, Unit, int, str]]:
+def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool,
+               title: str = "input") -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
+    """One photo's comparison row and its panels."""
     maps: list[tuple[str, np.ndarray, Unit]] = []
     inputs: list[np.ndarray] = []
     notes: list[str] = []
     panels: list[tuple[str, Unit, int, str]] = []
-    bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
-    try:
-        for model in compared:
-            _wi, (x,) = next(model.plan.units())
-            spec = model.plan.spec
-            rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
-            for s in model.sessions:
-                attr = s.attribute(x, model.target)
-                title = _title(model, s.method.name, several)
-                maps.append((title, attr.values.numpy(), attr.unit))
-                inputs.append(rgb)
-                notes.append(_note(attr.meta, model.label if several else None))
-                panels.append((title, attr.unit, model.target, model.label))
-                bar.update(1)
-    finally:
-        bar.close()
-    compare_image(inputs[0], maps, _explained(compared), out, inputs=inputs, notes=notes)
-    return panels
+    for model in compared:
+        _wi, (x,) = next(model.plan.units())
+        spec = model.plan.spec
+        rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
+        for s in model.sessions:
+            attr = s.attribute(x, model.target)
+            name = _title(model, s.method.name, several)
+            maps.append((name, attr.values.numpy(), attr.unit))
+            inputs.append(rgb)
+            notes.append(_note(attr.meta, model.label if several else None))
+            panels.append((name, attr.unit, model.target, model.label))
+            bar.update(1)
+    return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title), panels
 
 
 def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
@@ -272,4 +373,4 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
     return panels
 
 
-__all__ = ["Compared", "compare_file"]
+__all__ = ["MAX_GRID_ROWS", "Compared", "Grid", "compare_file", "compare_grid"]
