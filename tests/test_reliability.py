@@ -245,7 +245,7 @@ def test_a_yaml_bomb_is_refused_without_expanding_it(photo_dir, tmp_path, capsys
         level += f", &{name} [" + ", ".join([f"*{prev}"] * 9) + "]"
     bomb.write_text(f"beta: [{level}]\n")  # 9^8 leaves once expanded
     code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--config", str(bomb)], capsys)
-    assert code == 2 and len(err) < 300 and "--beta must be a finite number > 0, got a list" in err
+    assert code == 2 and len(err) < 300 and "'beta' (from --config) must be a finite number > 0, got a list" in err
 
 
 @pytest.mark.parametrize("suffix", [".jpg", ".mp4", ".npz"])
@@ -290,9 +290,9 @@ def test_bad_values_and_files_give_one_line(photo_dir, tmp_path, capsys) -> None
         (["--device", "meta"], "device 'meta' is not supported"),
         (["--device", "mps"], "device 'mps' is not supported"),
         (["--config", str(latin)], "give UTF-8 YAML"),
-        (["--config", str(typed)], "--micro-batch must be an integer > 0, got True"),
-        (["--config", str(sigma)], "the setting 'sigma' of the --config file must be >= 0"),
-        (["--config", str(per_pass)], "the setting 'inputs_per_pass' of the --config file must be an integer > 0"),
+        (["--config", str(typed)], "'micro_batch' (from --config) must be an integer > 0, got True"),
+        (["--config", str(sigma)], "'sigma' (from --config) must be >= 0"),
+        (["--config", str(per_pass)], "'inputs_per_pass' (from --config) must be an integer > 0"),
         (["--samples", "1000000000", "--steps", "2"], "out of memory with 1000000000 noisy replicas"),
         (["--target", "\u0663"], "unknown class name"),  # an Arabic-Indic three is not the index 3
         (["--layer", "_avg_pooling"], "outputs a map of one cell"),

@@ -22,7 +22,7 @@ from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
 from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
-from .render.video import LAYOUTS
+from .render.video import LAYOUTS, MAX_KEYFRAMES
 from .workflows.batch import MANIFEST, explain_batch
 from .workflows.compare import compare_file, compare_grid
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
@@ -61,12 +61,10 @@ class _Parser(argparse.ArgumentParser):
     def spell(self, option: str, from_config: Sequence[str] = ()) -> str:
         """How this command's user sets ``option``: its flag, else its key in the --config file
         (``from_config``: the keys this run took from the file, no flag overriding them)."""
-        if option in from_config:
+        if option in from_config or (option in CONFIG_KEYS and option not in self.flags and "config" in self.flags):
             return f"'{option}' (from --config)"
         if option in self.flags:
             return self.flags[option]
-        if option in CONFIG_KEYS and "config" in self.flags:
-            return f"the setting '{option}' of the --config file"
         return f"'{option}'"
 
 
@@ -86,6 +84,9 @@ _positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
 _seconds = _number(float, lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0")
 _seed = _number(int, lambda v: 0 <= v < 2 ** 63, "an integer in 0 .. 2**63-1")
+
+
+_keyframes = _number(int, lambda v: 1 <= v <= MAX_KEYFRAMES, f"an integer from 1 to {MAX_KEYFRAMES}")
 
 
 def _float_list(text: str) -> list[float]:
@@ -190,6 +191,9 @@ def _explain_parser(sub: Any) -> None:
                    "covering the whole frame, merged")
     ex.option("--layout", choices=LAYOUTS, default="side-by-side", group=vg,
               help="original and overlay side by side (default), or the overlay only")
+    ex.option("--keyframes", type=_keyframes, default=0, group=vg,
+              help=f"also write OUT/<stem>-keyframes.png: N overlay frames spread over the range with the "
+                   f"bits-per-frame strip, a still for slides and papers (1 to {MAX_KEYFRAMES}; default: none)")
 
 
 def _estimate_parser(sub: Any) -> None:
@@ -362,7 +366,7 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
 def _cmd_explain(args: argparse.Namespace) -> None:
     settings = _settings(args, args.method, _bottleneck_changes(args))
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride, args.coverage),
-                      layout=args.layout, vmax=args.vmax)
+                      layout=args.layout, vmax=args.vmax, keyframes=args.keyframes)
     if is_batch_input(args.input):
         counts = explain_batch(args.input, settings, args.out, options, _bar)
         if counts.lead:
@@ -404,7 +408,9 @@ def _print_explained(res: Explained, t0: float) -> None:
         print(f"wrote {res.outputs[0]} ({res.frames} frames)")
     else:
         print(f"wrote {res.outputs[0]}")
-    print(f"wrote {res.outputs[1]}\n({time.perf_counter() - t0:.1f} s)")
+    for extra in res.outputs[1:]:
+        print(f"wrote {extra}")
+    print(f"({time.perf_counter() - t0:.1f} s)")
 
 
 def _cmd_estimate(args: argparse.Namespace) -> None:

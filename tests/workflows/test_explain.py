@@ -326,3 +326,34 @@ def test_an_animated_gif_is_explained_as_a_video(tmp_path, capsys, monkeypatch) 
     code, _, err = run_cli(["explain", str(gif), "--model", "resnet18", "--weights", "random", "--out",
                             str(tmp_path / "o2")], capsys)
     assert code == 2 and "'square.gif' is an animated GIF, read as a video" in err.replace(str(gif.parent) + os.sep, "")
+
+
+def test_a_keyframe_sheet_shows_the_overlay_frames_of_the_mp4(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import cv2
+    from PIL import Image
+
+    from video_iba.render.video import STILL_HEIGHT, display_size
+
+    clip = encode(str(tmp_path / "clip.mp4"), frames=60, size=(128, 96), fps=30, content=moving_square)
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--start", "0.5",
+                                 "--layout", "overlay", "--keyframes", "3", "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    sheet_path = out / "clip-keyframes.png"
+    assert f"wrote {sheet_path}" in stdout
+    meta = json.loads(str(read_npz(str(out / "clip.npz"))["meta"]))
+    # the range holds frames 15..59 (45): the middle frame of each third, positions 7, 22, 37
+    assert meta["keyframes"] == [15 + 7, 15 + 22, 15 + 37]
+    frames = read_frames(str(out / "clip.mp4"))
+    sheet = np.asarray(Image.open(sheet_path).convert("RGB"))
+    ph, pw, _ = display_size(96, 128)  # the MP4's overlay panel, above its text and strip
+    w = int(round(pw * STILL_HEIGHT / ph))
+    assert sheet.shape[1] == 3 * w + 2 * 4  # three keyframes in one row, 4 px apart
+    panels_top = next(y for y in range(sheet.shape[0]) if (sheet[y, :w].astype(int).sum(axis=1) > 200).mean() > 0.9)
+    shown = [cv2.resize(f[:ph, :pw], (w, STILL_HEIGHT), interpolation=cv2.INTER_AREA).astype(float) for f in frames]
+    for i, pos in enumerate((7, 22, 37)):  # each keyframe is the MP4's overlay at its position (of all 45 the nearest)
+        got = sheet[panels_top:panels_top + STILL_HEIGHT, i * (w + 4):i * (w + 4) + w].astype(float)
+        diffs = [np.abs(got - f).mean() for f in shown]
+        assert int(np.argmin(diffs)) == pos and diffs[pos] < 3, (pos, int(np.argmin(diffs)), diffs[pos])
+    code, _, err = run_cli(["explain", clip, "--keyframes", "17", "--out", str(out)], capsys)
+    assert code == 2 and "--keyframes: expected an integer from 1 to 16, got 17" in err

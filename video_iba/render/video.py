@@ -9,6 +9,7 @@ Everything per frame is array arithmetic; text is drawn once per window, not per
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -20,13 +21,18 @@ from ..io.video import Frame, VideoWriter, iter_frames
 from ..models.preprocess import CropPlan, tile_weights
 from ..results import ClipAttribution, Unit
 from .overlay import CMAP, bits_on_image, colormap, overlay
-from .text import BACKGROUND, DIM, TEXT, fmt, font, text_image
+from .text import BACKGROUND, DIM, TEXT, fmt, font, labelled, text_image
 
 #: Output panels are scaled so their longer side is at most this many pixels ...
 MAX_PANEL_SIDE = 960
 #: ... and, for small videos, their height at least this (they are shown on projectors).
 MIN_PANEL_HEIGHT = 360
 LAYOUTS = ("side-by-side", "overlay")
+#: Keyframe sheets: the height of one keyframe, and at most this many keyframes per row.
+STILL_HEIGHT = 270
+STILLS_PER_ROW = 4
+#: Keyframes one sheet holds at most.
+MAX_KEYFRAMES = 16
 
 
 def display_size(height: int, width: int) -> tuple[int, int, float]:
@@ -200,6 +206,75 @@ def range_frames(path: str, indices: np.ndarray, size: tuple[int, int], timeline
                              f"re-encode it")
 
 
+class Stills:
+    """Overlay panels kept while the MP4 is rendered, at chosen positions of the range (the
+    keyframes of :func:`keyframe_sheet`)."""
+
+    def __init__(self, positions: Sequence[int]) -> None:
+        self.positions = set(int(p) for p in positions)
+        self.kept: dict[int, tuple[np.ndarray, float]] = {}
+
+    @classmethod
+    def spread(cls, frames: int, count: int) -> "Stills":
+        """The middle frame of each of ``count`` equal parts of a range of ``frames`` frames."""
+        k = min(count, frames)
+        return cls([int(np.floor((i + 0.5) * frames / k)) for i in range(k)] if k else [])
+
+    def offer(self, pos: int, panel: np.ndarray, seconds: float) -> None:
+        if pos in self.positions:
+            self.kept[pos] = (panel.copy(), seconds)
+
+
+def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: str) -> np.ndarray:
+    """A still of a video's explanation ``(H, W, 3)``: the title and colour bar, the kept overlay
+    panels in time order (each with its time and its frame's total; at most
+    :data:`STILLS_PER_ROW` a row), and the per-frame strip of the whole range with a marker at
+    every keyframe."""
+    import cv2
+
+    if not stills.kept:
+        raise UserInputError("no keyframes were rendered; the range holds no frames")
+    panels = []
+    for pos in sorted(stills.kept):
+        panel, seconds = stills.kept[pos]
+        w = max(2, int(round(panel.shape[1] * STILL_HEIGHT / panel.shape[0])))
+        small = cv2.resize(panel, (w, STILL_HEIGHT), interpolation=cv2.INTER_AREA)
+        total = float(result.per_source_frame[pos])
+        panels.append(labelled(small, [f"{seconds:.2f} s", f"{fmt(total)} {result.unit.shown} in frame"], 14))
+    cols = math.ceil(len(panels) / math.ceil(len(panels) / STILLS_PER_ROW))  # rows as full as they can be
+    ph, pw = panels[0].shape[:2]
+    gap = 4
+    width = cols * pw + (cols - 1) * gap
+    rows = []
+    for start in range(0, len(panels), cols):
+        row = np.empty((ph, width, 3), dtype=np.uint8)
+        row[:] = BACKGROUND
+        for i, panel in enumerate(panels[start:start + cols]):
+            row[:, i * (pw + gap):i * (pw + gap) + panel.shape[1]] = panel[:, :min(panel.shape[1], pw)]
+        rows.append(row)
+    size = max(14, min(22, width // 90))
+    line_h = int(size * 1.35) + 8
+    bar_w = min(max(220, width // 3), width // 2)
+    header = np.concatenate([text_image([(title, TEXT)], width - bar_w, line_h, size),
+                             _colorbar(bar_w, line_h, vmax, size - 3, result.unit)[:, :bar_w]], axis=1)
+    strip = _strip(result.per_source_frame, width, max(40, size * 4), size - 3, result.unit)
+    n = len(result.source_frame_indices)
+    for pos in stills.kept:
+        x = int(round(pos / max(1, n - 1) * (width - 1)))
+        strip[:, max(0, x - 1):x + 1] = (255, 255, 255)
+    spacer = np.empty((gap, width, 3), dtype=np.uint8)
+    spacer[:] = BACKGROUND
+    parts = [header] + [p for row in rows for p in (row, spacer)] + [strip]
+    return np.concatenate(parts, axis=0)
+
+
+def write_keyframes(path: str, result: ClipAttribution, stills: Stills, vmax: float, title: str) -> None:
+    """Write the :func:`keyframe_sheet` as a PNG at ``path`` (callers write it atomically)."""
+    from PIL import Image
+
+    Image.fromarray(keyframe_sheet(result, stills, vmax, title)).save(path, format="PNG")
+
+
 def render_clip(
     result: ClipAttribution,
     path: str,
@@ -214,6 +289,7 @@ def render_clip(
     title: str,
     on_frame: Callable[[int], None] | None = None,
     top_k: int = 3,
+    stills: Stills | None = None,
 ) -> int:
     """Write the overlay MP4 of ``result`` over its source frames (one output frame each) at the
     source's frame rate; returns the number of frames written.
@@ -228,6 +304,7 @@ def render_clip(
         layout: ``"side-by-side"`` (original | overlay) or ``"overlay"``.
         title: The header line.
         on_frame: Called with 1 after every written frame (progress).
+        stills: Keeps the overlay panels at its positions (for :func:`keyframe_sheet`).
     """
     info = timeline.info
     ph, pw, scale = display_size(info.height, info.width)
@@ -238,6 +315,8 @@ def render_clip(
         for pos, frame, src in range_frames(path, result.source_frame_indices, (pw, ph), timeline, windows):
             over = overlay(frame.rgb, place.merged(src, result.values, result.unit), vmax)
             panels = [frame.rgb, over] if side_by_side else [over]
+            if stills is not None:
+                stills.offer(pos, over, timeline.time_of(frame.index))
             writer.write(canvas.compose(panels, src, pos, timeline.time_of(frame.index)))
             if on_frame is not None:
                 on_frame(1)

@@ -67,7 +67,10 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
     if s["cam_layer"] is None:
         s.pop("cam_layer")  # folders explained before Grad-CAM's layer could be chosen resume
-    decided: dict[str, Any] = {"settings": s, "options": dataclasses.asdict(options)}
+    shown = dataclasses.asdict(options)
+    if not shown["keyframes"]:
+        shown.pop("keyframes")  # folders explained before keyframe sheets existed resume
+    decided: dict[str, Any] = {"settings": s, "options": shown}
     if session is not None:
         decided["model"] = {"spec": dataclasses.asdict(session.spec), "weights": weights_digest(session.model),
                             "labels": list(session.labels)}

@@ -39,7 +39,7 @@ from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
 from ..models.registry import model_spec
 from ..render.figure import Caption, image_figure
-from ..render.video import LAYOUTS, render_clip
+from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
 from .inputs import InputPlan, Range, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
@@ -66,14 +66,22 @@ class Options:
         layout: A video's ``"side-by-side"`` (original | overlay) or ``"overlay"`` only.
         vmax: Top of the colour scale in the map's unit per pixel or voxel (default: the map's
             largest value).
+        keyframes: A video's keyframe sheet: this many overlay frames, the middle one of each
+            of as many equal parts of the range, in one PNG ``OUT/<stem>-keyframes.png`` with
+            the per-frame strip (0: none; at most :data:`MAX_KEYFRAMES`).
     """
 
     target: str | int | None = None
     span: Range = field(default_factory=Range)
     layout: str = "side-by-side"
     vmax: float | None = None
+    keyframes: int = 0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.keyframes, int) and not isinstance(self.keyframes, bool)
+                and 0 <= self.keyframes <= MAX_KEYFRAMES):
+            raise UserInputError(f"{{keyframes}} must be an integer from 0 to {MAX_KEYFRAMES}, got {self.keyframes!r}",
+                                 options=["keyframes"])
         if self.vmax is not None and not (isinstance(self.vmax, (int, float)) and math.isfinite(self.vmax)
                                           and self.vmax > 0):
             raise UserInputError(f"{{vmax}} must be a finite number > 0, got {self.vmax}", options=["vmax"])
@@ -88,7 +96,8 @@ class Explained:
 
     Attributes:
         result: The photo's :class:`Attribution` or the video's :class:`ClipAttribution`.
-        outputs: The figure (``.png``) or overlay (``.mp4``), then the ``.npz``.
+        outputs: The figure (``.png``) or overlay (``.mp4``), then the ``.npz`` (then a video's
+            keyframe sheet, where asked).
         label: The explained class's name.
         top: The five most probable classes ``(name, probability)`` (a video: of the mean softmax).
         windows, crops: Model inputs explained (a photo: 1 and 1).
@@ -163,7 +172,8 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
     plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
                       options.span)
     if not plan.is_video:
-        refuse_video_options(path, options.span, *(["layout"] if options.layout != Options.layout else []))
+        refuse_video_options(path, options.span, *(["layout"] if options.layout != Options.layout else []),
+                             *(["keyframes"] if options.keyframes else []))
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 
@@ -181,7 +191,7 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
     """
     if isinstance(plan, str):
         plan = plan_input(plan, session.spec, options.span)
-    outputs = _outputs(plan, out_dir, stem)
+    outputs = _outputs(plan, out_dir, stem, options.keyframes)
     target = resolve_target(options.target, session.labels)
     mean_probs = None
     if target is None and plan.count > 1:
@@ -205,12 +215,15 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
         store.close()
 
 
-def _outputs(plan: InputPlan, out_dir: str, stem: str | None) -> list[str]:
-    """The figure (``.png``) or overlay (``.mp4``) and the ``.npz`` of ``plan`` in ``out_dir``, checked:
-    valid names, no input overwritten, the folder writable (created if missing)."""
+def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0) -> list[str]:
+    """The figure (``.png``) or overlay (``.mp4``) and the ``.npz`` of ``plan`` in ``out_dir`` (and a
+    video's keyframe sheet where asked), checked: valid names, no input overwritten, the folder
+    writable (created if missing)."""
     stem = stem or Path(plan.path).stem
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
                os.path.join(out_dir, f"{stem}.npz")]
+    if plan.is_video and keyframes:
+        outputs.append(os.path.join(out_dir, f"{stem}-keyframes.png"))
     check_names(outputs)
     refuse_overwriting_inputs(outputs, [plan.path])
     ensure_writable_dir(out_dir)
@@ -338,11 +351,16 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
     title = f"{session.spec.name} · {label} (#{result.target}) · " + (
         f"β={session.config.beta:g}" if method.fitted else method.name)
     bar = progress("rendering", len(result.source_frame_indices), "frame")
+    stills = Stills.spread(len(result.source_frame_indices), options.keyframes) if options.keyframes else None
     try:
-        with atomic_writes(outputs) as (tmp_mp4, tmp_npz):
+        with atomic_writes(outputs) as tmps:
+            tmp_mp4, tmp_npz = tmps[:2]
             written = render_clip(result, plan.path, tmp_mp4, timeline=plan.line, windows=plan.windows,
                                   plan=plan.crops, labels=session.labels, vmax=result.meta["vmax"],
-                                  layout=options.layout, title=title, on_frame=bar.update)
+                                  layout=options.layout, title=title, on_frame=bar.update, stills=stills)
+            if stills is not None:
+                write_keyframes(tmps[2], result, stills, result.meta["vmax"], title)
+                result.meta["keyframes"] = sorted(int(result.source_frame_indices[p]) for p in stills.kept)
             result.meta["output_frames"] = int(written)
             result.meta["mean_window_bits"] = float(result.window_totals.mean())
             with open(tmp_npz, "wb") as fh:
