@@ -198,3 +198,53 @@ def test_a_model_of_your_own_explains_a_folder(photo_dir, tmp_path) -> None:  # 
         video_iba.explain_batch(photo_dir, settings, str(tmp_path / "m"), session=session)
     with pytest.raises(UserInputError, match="not neither"):
         video_iba.explain_batch(photo_dir, None, str(tmp_path / "m"))
+
+
+def test_a_model_of_your_own_is_evaluated_on_a_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import torch
+
+    from ..nets import Tiny3D, snapshot
+    from ..videos import encode, moving_square
+
+    torch.manual_seed(0)
+    net = Tiny3D().eval()
+    before = snapshot(net)
+    spec = video_iba.ModelSpec(name="tiny3d", family="own", modality="video", frames=8, sampling_rate=2, input_size=32,
+                               resize=36, default_layer="block", cam_layer="stem")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        encode(str(folder / name), frames=30, size=(48, 40), fps=30, content=moving_square)
+    ann = tmp_path / "tubes.json"
+    ann.write_text(json.dumps({"a.mp4": {"tube": [[0.1, 4, 4, 30, 30], [0.3, 10, 4, 36, 30]], "start": 0.0}}))
+    session = video_iba.Session.for_model(net, spec, Settings(seed=0, changes={"steps": 2, "samples": 2}),
+                                          labels=list("abcd"))
+    ev = Evaluation(str(folder), methods=["iba", "gradcam", "random"], metrics=["hit_ratio", "temporal_share"],
+                    annotations=str(ann))
+    out = str(tmp_path / "ev")
+    summary = evaluate_dataset(ev, out, session=session)
+    rows = {(r["method"], r["metric"]): r["n"] for r in summary["table"]}
+    assert rows == {(m, k): 1 for m in ("iba", "gradcam", "random") for k in ("hit_ratio", "temporal_share")}
+    record = json.load(open(os.path.join(out, "evaluation.json")))
+    assert record["model"] == "tiny3d" and record["weights"].startswith("own (")
+    # the session's settings reached the methods: IBA at its layer with 2 steps, Grad-CAM at the spec's layer
+    items = video_iba.evaluation.folder_items(str(folder), spec, str(ann))
+    a = next(i for i in items if i.name == "a.mp4")
+    iba = video_iba.explain(net, a.x, None, layer="block", seed=0, steps=2, samples=2)
+    mask = video_iba.box_mask(tuple(iba.bits.shape), a.boxes)
+    score = next(r["value"] for r in read_records(os.path.join(out, "scores.jsonl"))
+                 if (r["method"], r["metric"]) == ("iba", "hit_ratio"))
+    assert score == pytest.approx(video_iba.hit_ratio(iba.bits, mask))
+    after = snapshot(net)
+    assert all(after[k] == before[k] for k in ("training", "requires_grad", "grads", "hooks"))
+    # other weights are other scores; a session with a model option, or on the synthetic benchmark, is refused
+    other = video_iba.Session.for_model(Tiny3D().eval(), spec, Settings(seed=0, changes={"steps": 2, "samples": 2}),
+                                        labels=list("abcd"))
+    with pytest.raises(UserInputError, match=r"holds scores computed otherwise \(weights was 'own \("):
+        evaluate_dataset(ev, out, session=other)
+    with pytest.raises(UserInputError, match="an open session holds its model, .*; drop model=, layer="):
+        evaluate_dataset(Evaluation(str(folder), model="r3d_18", layers=["block"]), out, session=session)
+    with pytest.raises(UserInputError, match="the synthetic benchmark has its own models"):
+        evaluate_dataset(Evaluation("synthetic"), out, session=session)

@@ -38,7 +38,7 @@ from ..io.clips import read_clip, timeline
 from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
 from ..models.preprocess import Geometry, preprocess_image
-from ..models.registry import model_spec
+from ..models.registry import ModelSpec, model_spec
 from .synthetic import TEST_SEEDS, make_clip
 
 log = logging.getLogger(__name__)
@@ -228,12 +228,14 @@ def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int,
     return (None if np.isnan(boxes).all() else boxes), interval
 
 
-def folder_items(folder: str, model_name: str, annotations: str | None,
+def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
                  device: torch.device | str = "cpu", weights: str = "default") -> list[Item]:
     """The inputs of an image model (images) or of a video model (one clip per video: the middle one,
-    or the one an annotation's ``start`` gives), prepared for the model with ``weights``
-    (:func:`~video_iba.models.registry.model_spec`), named by their paths in the folder."""
-    spec = model_spec(model_name, weights=weights)
+    or the one an annotation's ``start`` gives), named by their paths in the folder, prepared for
+    the registry model ``model`` with ``weights`` (:func:`~video_iba.models.registry.model_spec`),
+    or for the model a :class:`ModelSpec` describes."""
+    spec = model if isinstance(model, ModelSpec) else model_spec(model, weights=weights)
+    model_name = spec.name
     files = find_videos(folder) if spec.is_video else find_images(folder)
     if not files:
         kind = "videos" if spec.is_video else "images"

@@ -11,7 +11,7 @@ folder of them) make a grid, one row per photo, in one PNG.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,10 +19,10 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
+from ..io.discovery import find_images, find_videos, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
-from ..io.discovery import find_images, find_videos, is_video_file
 from ..render.compare import (ClipPanel, compare_clip, compare_path, comparison_row, grid_path, normalised_to_rgb,
                               write_rows)
 from ..results import Unit
@@ -71,9 +71,10 @@ class _Model:
     sessions: list[Session]
     plan: InputPlan
     target: int
+    given: int = field(init=False)  # the target asked for (-1: each input's top-1)
 
     def __post_init__(self) -> None:
-        self.given = self.target  # the target asked for (-1: each input's top-1)
+        self.given = self.target
 
     @property
     def label(self) -> str:

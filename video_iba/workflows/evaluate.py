@@ -31,9 +31,11 @@ from ..methods.baselines import CAM_METHODS
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
+from ..models.pathways import Pack
+from ..models.registry import weights_digest
 from .estimate import estimate_inputs
 from .outputs import folder_lock
-from .session import Progress, Session, Settings, no_progress, resolve_device
+from .session import OWN_WEIGHTS, Progress, Session, Settings, no_progress, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,21 @@ class Evaluation:
     cam_layer: str | None = None
 
 
-def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress) -> dict[str, Any]:
-    """Score the methods on the dataset (resumable in ``out_dir``); returns the harness's summary."""
+def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress, *,
+                     session: Session | None = None) -> dict[str, Any]:
+    """Score the methods on the dataset (resumable in ``out_dir``); returns the harness's summary.
+
+    ``session``: an open session (e.g. a model of your own, :meth:`Session.for_model`) whose
+    model, spec (the folder's inputs are read for it), bottleneck layers, statistics, settings,
+    token layouts, pathway packing and readout are used; ``ev`` then gives the folder, methods,
+    metrics, annotations and the methods' options only. The scores' record names the model's
+    weights by their digest, so a rerun with other weights is refused."""
     labels = [check_label(m) for m in ev.methods if m.strip()]
     if ev.betas is not None and len(ev.betas) > 1:
         labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
-    dev = resolve_device(ev.device)
+    if session is not None:
+        _check_session_evaluation(ev)
+    dev = session.device if session is not None else resolve_device(ev.device)
     batches = FitBatches(check_batch_size(ev.batch_size), dev)
     _check_method_options(ev, labels)
     if ev.masks is not None and "sensitivity_n" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
@@ -104,9 +115,9 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
     else:
-        setup = _folder(ev, dev)
+        setup = _folder(ev, dev, session)
     betas = list(ev.betas) if ev.betas is not None else [setup.config.beta]
-    readout = _readout(ev, labels, setup.model_name, dev)
+    readout = _readout(ev, labels, setup.model_name, dev, session)
 
     def kwargs(method: str) -> dict[str, Any]:
         if check_method(base_method(method)).uses_readout:
@@ -128,8 +139,9 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
                     "beta": label_beta(method) or betas[0], "precision": ev.precision}
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
+    weights = ev.weights if session is None else f"{OWN_WEIGHTS} ({weights_digest(session.model)})"
     record = {"dataset": ev.dataset if ev.dataset == "synthetic" else os.path.abspath(ev.dataset),
-              "model": setup.model_name, "weights": ev.weights, "masks": masks,
+              "model": setup.model_name, "weights": weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
     if ev.annotations:  # edited annotations are other ground truth
@@ -142,8 +154,8 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         with folder_lock(out_dir):
             _record_run(out_dir, record)
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
-                            restats=setup.restats, stats_layers=setup.layers, masks=masks, progress=bar.update,
-                            batches=batches)
+                            pack=setup.pack, restats=setup.restats, stats_layers=setup.layers, masks=masks,
+                            progress=bar.update, batches=batches)
     finally:
         bar.close()
 
@@ -161,6 +173,7 @@ class _Setup:
     config: IBAConfig
     tokens: list[Any] | None = None
     cam: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pack: Pack | None = None
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
@@ -193,26 +206,45 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
                   tokens if any(tokens) else None, cam)
 
 
-def _folder(ev: Evaluation, dev: Any) -> _Setup:
+def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
     if ev.clips is not None:
         raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder is scored on all its inputs: "
                              "drop it", options=["clips"])
-    name, _ = estimate_inputs(ev.dataset, ev.model)
+    name = own.spec.name if own is not None else estimate_inputs(ev.dataset, ev.model)[0]
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
-    items = folder_items(ev.dataset, name, ev.annotations, dev, ev.weights)
+    items = folder_items(ev.dataset, own.spec if own is not None else name, ev.annotations, dev, ev.weights)
     if ev.metrics:
         _refuse_unscorable(metrics, items)
-    session = Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
-                                    layers=tuple(ev.layers) if ev.layers else None, stats=tuple(ev.stats) or None))
-    layers, loaded = session.layers, session.stats or []
+    session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
+                                           layers=tuple(ev.layers) if ev.layers else None,
+                                           stats=tuple(ev.stats) or None))
+    layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
     restats = None
     if stats is not None:
         def restats(m: nn.Module) -> Any:
             log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
-            return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0])
+            return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0],
+                            pack=session.pack, tokens=session.tokens)
+    cam: dict[str, Any] = {}
+    if own is not None:  # a registry model's spec lays out its Grad-CAM layer itself
+        cam_layer = ev.cam_layer or own.spec.cam_layer
+        cam = {"cam_layer": cam_layer, "tokens": own.spec.layout(cam_layer)} if cam_layer else {}
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
-                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config)
+                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config,
+                  session.tokens, cam, session.pack)
+
+
+def _check_session_evaluation(ev: Evaluation) -> None:
+    """With an open session, the evaluation gives the folder and the methods' options only."""
+    if ev.dataset == "synthetic":
+        raise UserInputError("the synthetic benchmark has its own models; evaluate an open session on a folder of "
+                             "photos or videos")
+    given = [o for o, v in (("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
+                            ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu")) if v]
+    if given:
+        raise UserInputError(f"an open session holds its model, weights, layers, statistics, readout and device; "
+                             f"drop {', '.join('{' + g + '}' for g in given)}", options=given)
 
 
 def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:
@@ -272,12 +304,18 @@ def _check_method_options(ev: Evaluation, labels: Sequence[str]) -> None:
                              f"{{methods}}; add one or drop it", options=["cam_layer", "methods"])
 
 
-def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any) -> Readout | None:
+def _readout(ev: Evaluation, labels: Sequence[str], model_name: str, dev: Any,
+             session: Session | None = None) -> Readout | None:
     if not any(check_method(base_method(m)).uses_readout for m in labels):
         if ev.readout:
             raise UserInputError("{readout} applies to the method 'readout' only; add it to {methods}",
                                  options=["readout", "methods"])
         return None
+    if session is not None:
+        if session.readout is None:
+            raise UserInputError("the readout method needs a trained readout: give the session one "
+                                 "(Session.for_model(..., readout=))")
+        return session.readout
     if ev.dataset == "synthetic" and not ev.readout:  # the one shipped for the benchmark's model
         return (load_tubevit_readout() if model_name == "tubevit" else load_tubenet_readout()).to_device(dev)
     return load_readout(ev.readout, model_name, dev)

@@ -511,5 +511,5 @@ class Sessions:
         return self._open[name]
 
 
-__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "Bar", "Progress", "no_progress", "Session",
+__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "Bar", "Progress", "no_progress", "Session",
            "Sessions", "Settings", "load_stats_files", "resolve_device", "resolve_target"]
