@@ -253,6 +253,12 @@ def test_a_grid_holds_a_row_per_photo_each_as_compare_draws_it(photo_dir, tmp_pa
     res = compare_grid(photos, ["saliency"], Settings(), str(tmp_path / "p"), Options(target="espresso"))
     assert [(p, [(name, t) for name, _, t, _ in panels]) for p, panels in res.rows] == [
         (photos[0], [("saliency", 967)]), (photos[1], [("saliency", 967)])]
+    # IBA fits the rows' photos together where the batch size allows, each as alone
+    fast = {"steps": 1, "samples": 2}
+    pngs = [np.asarray(Image.open(compare_grid(photos, ["iba"], Settings(changes=fast, batch_size=b),
+                                               str(tmp_path / f"b{b}")).output).convert("RGB")).astype(int)
+            for b in (1, 2)]
+    assert np.abs(pngs[0] - pngs[1]).max() <= 3
 
 
 def test_a_grid_refuses_videos_and_too_few_or_many_photos(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
 from ..render.compare import (ClipPanel, compare_clip, compare_path, comparison_row, grid_path, normalised_to_rgb,
                               write_rows)
-from ..results import Unit
+from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
@@ -170,14 +170,31 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
     try:
-        for path, title, row in zip(paths, titles, rows):
-            image, row_panels = _photo_row(row, bar, several, title)
+        attrs = _grid_attributions(rows, bar)
+        for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
+            image, row_panels = _photo_row(row, bar, several, title, attrs[ri])
             images.append(image)
             panels.append((path, row_panels))
     finally:
         bar.close()
     write_rows(images, out)
     return Grid(out, panels)
+
+
+def _grid_attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
+    """Every row's attributions, per model and method; the per-sample bottleneck fits the rows'
+    photos together, its session's batch size at a time (each as alone)."""
+    out: list[list[list[Attribution]]] = [[[] for _ in row] for row in rows]
+    for mi, model in enumerate(rows[0]):
+        xs = [next(row[mi].plan.units())[1][0] for row in rows]
+        for s in model.sessions:
+            for ri, attr, _seconds in s.attribute_all(range(len(rows)), lambda r: xs[r],
+                                                      lambda r, mi=mi: rows[r][mi].target):
+                if isinstance(attr, Exception):
+                    raise attr
+                out[ri][mi].append(attr)
+                bar.update(1)
+    return out
 
 
 def _check_comparison(methods: Sequence[str], settings: Settings | None, models: Sequence[str],
@@ -319,25 +336,28 @@ def _explained(compared: Sequence[_Model]) -> str:
     return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
 
 
-def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool,
-               title: str = "input") -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
-    """One photo's comparison row and its panels."""
+def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool, title: str = "input",
+               attrs: Sequence[Sequence[Attribution]] | None = None
+               ) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
+    """One photo's comparison row and its panels; ``attrs``: its attributions per model and method
+    where already computed (else computed here, counted on ``bar``)."""
     maps: list[tuple[str, np.ndarray, Unit]] = []
     inputs: list[np.ndarray] = []
     notes: list[str] = []
     panels: list[tuple[str, Unit, int, str]] = []
-    for model in compared:
+    for mi, model in enumerate(compared):
         _wi, (x,) = next(model.plan.units())
         spec = model.plan.spec
         rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
-        for s in model.sessions:
-            attr = s.attribute(x, model.target)
+        for si, s in enumerate(model.sessions):
+            attr = attrs[mi][si] if attrs is not None else s.attribute(x, model.target)
             name = _title(model, s.method.name, several)
             maps.append((name, attr.values.numpy(), attr.unit))
             inputs.append(rgb)
             notes.append(_note(attr.meta, model.label if several else None))
             panels.append((name, attr.unit, model.target, model.label))
-            bar.update(1)
+            if attrs is None:
+                bar.update(1)
     return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title), panels
 
 
