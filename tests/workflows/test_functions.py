@@ -248,3 +248,32 @@ def test_a_model_of_your_own_is_evaluated_on_a_folder(tmp_path) -> None:  # type
         evaluate_dataset(Evaluation(str(folder), model="r3d_18", layers=["block"]), out, session=session)
     with pytest.raises(UserInputError, match="the synthetic benchmark has its own models"):
         evaluate_dataset(Evaluation("synthetic"), out, session=session)
+
+
+def test_a_model_of_your_own_trains_a_readout_on_a_folder(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from ..nets import TinyCNN, snapshot
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    before = snapshot(net)
+    spec = video_iba.ModelSpec(name="tinycnn", family="own", input_size=32, resize=36, default_layer="features.2")
+    session = video_iba.Session.for_model(net, spec, labels=list("vwxyz"))
+    out = str(tmp_path / "ro")
+    res = train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=1, batch_size=2), session=session)
+    assert res.inputs == 3 and res.epoch == 1 and res.readout.spec.layers == ["features.2"]
+    after = snapshot(net)
+    assert all(after[k] == before[k] for k in ("training", "requires_grad", "grads", "hooks"))
+    # the trained readout explains through the file workflows
+    explained = video_iba.explain_file(
+        video_iba.Session.for_model(net, spec, Settings(method="readout"), labels=list("vwxyz"), readout=res.readout),
+        os.path.join(photo_dir, "coffee.jpg"), str(tmp_path / "e"))
+    assert explained.result.meta["method"] == "iba_readout" and explained.result.bits.shape == (32, 32)
+    # more epochs resume; other weights do not
+    assert train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=2, batch_size=2), session=session).epoch == 2
+    other = video_iba.Session.for_model(TinyCNN().eval(), spec, labels=list("vwxyz"))
+    with pytest.raises(UserInputError, match="was trained otherwise \\(weights was '"):
+        train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=3, batch_size=2), session=other)
+    with pytest.raises(UserInputError, match="an open session holds its model, .*; drop model=, weights="):
+        train_dataset(TrainingRun(photo_dir, out, model="resnet18", weights="random"), session=session)

@@ -39,13 +39,14 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEE
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
+from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
-from ..models.registry import model_spec, weights_digest
+from ..models.registry import ModelSpec, model_spec, weights_digest
 from .estimate import estimate_inputs
 from .outputs import folder_lock
 from .session import Progress, Session, Settings, no_progress, resolve_device
@@ -116,11 +117,18 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
     return TrainingData(name, seeds, load)
 
 
-def folder_data(folder: str, model_name: str, weights: str = "default") -> TrainingData:
+def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -> TrainingData:
     """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels,
-    prepared for the model with ``weights`` (:func:`~video_iba.models.registry.model_spec`)."""
-    _, files = estimate_inputs(folder, model_name)
-    spec = model_spec(model_name, weights=weights)
+    prepared for the registry model ``model`` with ``weights``
+    (:func:`~video_iba.models.registry.model_spec`), or for the model a :class:`ModelSpec` describes."""
+    if isinstance(model, ModelSpec):
+        spec = model
+        files = find_videos(folder) if spec.is_video else find_images(folder)
+        if not files:
+            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {spec.name} is a video model")
+    else:
+        _, files = estimate_inputs(folder, model)
+        spec = model_spec(model, weights=weights)
 
     def load(paths: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs = []
@@ -165,6 +173,7 @@ class _Training:
         self.model, self.data, self.out, self.schedule = model, data, out_dir, schedule
         self.validation, self.device, self.model_name, self.pack = validation, device, model_name, pack
         self.tokens = tokens
+        self.weights = weights_digest(model)
         self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
         self.best = os.path.join(out_dir, "best.pt")
         self.log_path = os.path.join(out_dir, "loss.jsonl")
@@ -193,11 +202,12 @@ class _Training:
 
     def settings(self) -> dict[str, Any]:
         """What a resumed training must share with the checkpoint (besides model, layers, beta and
-        readout layers): its data, validation data, batch size, learning rate and seed."""
+        readout layers): the model's weights (digest), its data, validation data, batch size,
+        learning rate and seed."""
         s, v = self.schedule, self.validation
-        return {"data": self.data.name, "inputs": len(self.data.items), "validation": v.name if v else None,
-                "validation_inputs": len(v.items) if v else 0, "batch_size": s.batch_size, "lr": s.lr,
-                "seed": s.seed}
+        return {"weights": self.weights, "data": self.data.name, "inputs": len(self.data.items),
+                "validation": v.name if v else None, "validation_inputs": len(v.items) if v else 0,
+                "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed}
 
     def _check_same_training(self, payload: dict[str, Any], readout: Readout, readouts: Sequence[str] | None,
                              config: IBAConfig) -> None:
@@ -450,14 +460,22 @@ class Trained:
     lead: bool = True
 
 
-def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: Progress = no_progress) -> Trained:
-    """Set up the data and model of ``run`` (``synthetic`` or a folder) and train a readout on every rank."""
-    with process_group(str(resolve_device(run.device))) as dev:
+def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: Progress = no_progress, *,
+                  session: Session | None = None) -> Trained:
+    """Set up the data and model of ``run`` (``synthetic`` or a folder) and train a readout on every rank.
+
+    ``session``: an open session (e.g. a model of your own, :meth:`Session.for_model`) whose model,
+    spec (the folder is read for it), bottleneck layers, statistics, token layouts and pathway
+    packing are used; ``run`` then gives the folder, the output folder, the readout layers, beta
+    and validation data only."""
+    if session is not None:
+        _check_session_training(run)
+    with process_group(str(session.device) if session is not None else str(resolve_device(run.device))) as dev:
         cfg = IBAConfig().replace(beta=run.beta if run.beta is not None else READOUT_BETA)
         if run.dataset == "synthetic":
             setup = _synthetic_run(run, dev)
         else:
-            setup = _folder_run(run, dev, schedule.seed)
+            setup = _folder_run(run, dev, schedule.seed, session)
         if setup.stats is not None and len(setup.stats) != len(setup.layers):
             raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(setup.layers)})", options=["stats"])
         same_on_every_rank(weights_digest(setup.model), "the model's weights")
@@ -466,7 +484,7 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
             readout = train(setup.model, setup.data, run.out_dir, layers=setup.layers,
                             readouts=setup.readouts, stats=setup.stats, config=cfg,
                             schedule=schedule, device=dev, model_name=setup.name, validation=setup.validation,
-                            progress=progress, tokens=setup.tokens)
+                            progress=progress, tokens=setup.tokens, pack=setup.pack)
         processes = world_size()
         lead = rank() == 0
     validated = setup.validation is not None
@@ -490,6 +508,7 @@ class _Run:
     validation: TrainingData | None
     readouts: list[str] | None
     tokens: dict[str, TokenLayout] | None = None
+    pack: Pack | None = None
 
 
 def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
@@ -512,20 +531,43 @@ def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
                 synthetic_data(run.clips or SYNTHETIC_TRAINING_CLIPS), validation, run.readouts)
 
 
-def _folder_run(run: TrainingRun, dev: str, seed: int) -> _Run:
+def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = None) -> _Run:
     if run.clips is not None:
         raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder trains on all its inputs: drop "
                              "it", options=["clips"])
+    if own is not None:
+        spec = own.spec
+        tokens = {n: lay for n, _ in own.model.named_modules() if n and (lay := spec.layout(n)) is not None}
+        data = folder_data(run.dataset, spec)
+        validation = _validation(run, spec)
+        return _Run(own.model, spec.name, list(own.layers), own.stats, data, validation, run.readouts,
+                    tokens or None, own.pack)
     name, _ = estimate_inputs(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
     data = folder_data(run.dataset, name, run.weights)
-    validation = None
-    if run.validation not in (None, "none"):
-        if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
-            raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
-        validation = folder_data(run.validation, name, run.weights)
-    return _Run(session.model, name, session.layers, session.stats, data, validation, run.readouts)
+    return _Run(session.model, name, session.layers, session.stats, data, _validation(run, name), run.readouts)
+
+
+def _validation(run: TrainingRun, model: str | ModelSpec) -> TrainingData | None:
+    """The validation inputs of a folder run (other inputs than the training folder), if any."""
+    if run.validation in (None, "none"):
+        return None
+    if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
+        raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
+    return folder_data(run.validation, model, run.weights)
+
+
+def _check_session_training(run: TrainingRun) -> None:
+    """With an open session, the run gives the folders, readout layers and beta only."""
+    if run.dataset == "synthetic":
+        raise UserInputError("the synthetic benchmark has its own models; train an open session's readout on a "
+                             "folder of photos or videos")
+    given = [o for o, v in (("model", run.model), ("weights", run.weights != "default"), ("layer", run.layers),
+                            ("stats", run.stats), ("device", run.device != "cpu")) if v]
+    if given:
+        raise UserInputError(f"an open session holds its model, weights, layers, statistics and device; drop "
+                             f"{', '.join('{' + g + '}' for g in given)}", options=given)
 
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
