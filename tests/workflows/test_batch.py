@@ -114,3 +114,22 @@ def test_batch_on_two_gloo_processes(batch_dir, tmp_path) -> None:  # type: igno
     assert sorted(os.path.basename(r["input"]) for r in rows) == ["broken.jpg", "chelsea.jpg", "coffee.jpg",
                                                                    "rocket.jpg"]
     assert {r["rank"] for r in rows} == {0, 1}  # shared out, each input once
+
+
+def test_a_checkpoint_rewritten_in_place_explains_the_folder_again(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    import torchvision
+
+    ckpt = tmp_path / "net.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    out = str(tmp_path / "maps")
+    args = ["explain", photo_dir, "--model", "resnet18", "--weights", str(ckpt), "--method", "saliency", "--out", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "3 inputs: 3 explained" in stdout, err
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "0 explained, 3 done before" in stdout, err
+    torch.manual_seed(1)  # the file at the same path now holds other weights
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "3 explained (3 again as the settings changed)" in stdout, err

@@ -371,3 +371,23 @@ def test_bad_video_annotations_are_refused(entry, message, tmp_path) -> None:  #
     path.write_text(json.dumps({"v.mp4": entry}))
     with pytest.raises(video_iba.UserInputError, match=re.escape(message)):
         read_annotations(str(path), ["v.mp4"], video=True)
+
+
+def test_a_checkpoint_rewritten_in_place_is_not_resumed(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    import torchvision
+
+    ckpt = tmp_path / "net.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    ann = tmp_path / "boxes.json"
+    ann.write_text(json.dumps({"coffee.jpg": {"box": [100, 100, 300, 300]}}))
+    out = str(tmp_path / "ev")
+    args = ["evaluate", photo_dir, "--model", "resnet18", "--weights", str(ckpt), "--methods", "random",
+            "--metrics", "hit_ratio", "--annotations", str(ann), "--out", out]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18().state_dict(), ckpt)
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "weights_sha256 was" in err and "another output folder" in err

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError
-from ..files import ensure_writable_dir
+from ..files import ensure_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
@@ -58,8 +58,9 @@ class BatchCounts:
 
 
 def fingerprint(settings: Settings, options: Options, session: Session | None = None) -> str:
-    """What decides a batch's outputs, as a short digest (the device and the batch size do not);
-    with an open ``session``, also its model's spec, weights and class names."""
+    """What decides a batch's outputs, as a short digest (the device and the batch size do not):
+    the settings and options, the contents of the statistics, readout and weights files they
+    name, and with an open ``session`` its model's spec, weights and class names."""
     s = dataclasses.asdict(settings)
     s.pop("device")
     s.pop("batch_size")
@@ -71,6 +72,10 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     if not shown["keyframes"]:
         shown.pop("keyframes")  # folders explained before keyframe sheets existed resume
     decided: dict[str, Any] = {"settings": s, "options": shown}
+    files = [*(settings.stats or ()), *([settings.readout] if settings.readout else []),
+             *([settings.weights] if os.path.isfile(settings.weights) else [])]
+    if files:  # a checkpoint or statistics file rewritten in place is other settings
+        decided["files"] = [file_digest(f) for f in files]
     if session is not None:
         decided["model"] = {"spec": dataclasses.asdict(session.spec), "weights": weights_digest(session.model),
                             "labels": list(session.labels)}

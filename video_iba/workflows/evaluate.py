@@ -133,10 +133,13 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     def settings_of(method: str) -> dict[str, Any]:
         kind = check_method(base_method(method))
         if kind.uses_readout:
-            return {"readout": os.path.abspath(ev.readout) if ev.readout else "shipped"}
+            if not ev.readout:
+                return {"readout": "shipped"}
+            return {"readout": os.path.abspath(ev.readout), "readout_sha256": file_digest(ev.readout)}
         if kind.fitted:
             return {"layers": list(setup.layers), "stats": [os.path.abspath(p) for p in ev.stats],
-                    "beta": label_beta(method) or betas[0], "precision": ev.precision}
+                    "beta": label_beta(method) or betas[0], "precision": ev.precision,
+                    **({"stats_sha256": [file_digest(p) for p in ev.stats]} if ev.stats else {})}
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
     weights = ev.weights if session is None else f"{OWN_WEIGHTS} ({weights_digest(session.model)})"
@@ -146,6 +149,8 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
               "methods": {m: settings_of(m) for m in labels}}
     if ev.annotations:  # edited annotations are other ground truth
         record["annotations_sha256"] = file_digest(ev.annotations)
+    if session is None and os.path.isfile(ev.weights):  # a checkpoint rewritten in place is another model
+        record["weights_sha256"] = file_digest(ev.weights)
     if any("/" in item.name for item in setup.items):
         record["item_names"] = "paths in the folder"  # once file names alone, which two inputs could share
     ensure_writable_dir(out_dir)
@@ -280,7 +285,8 @@ def _record_run(out_dir: str, record: dict[str, Any]) -> None:
     methods = dict(before.get("methods", {}))
     for label, settings in record["methods"].items():
         old = methods.get(label, settings)
-        changed += [f"{label} {k} was {old.get(k)!r}, now {v!r}" for k, v in settings.items() if old.get(k) != v]
+        changed += [f"{label} {k} was {old[k]!r}, now {v!r}" for k, v in settings.items()
+                    if k in old and old[k] != v]  # settings a record does not hold are not compared
         methods[label] = settings
     if changed:
         raise UserInputError(f"'{out_dir}' holds scores computed otherwise ({'; '.join(changed)}); rerun with those "
