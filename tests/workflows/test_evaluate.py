@@ -314,6 +314,11 @@ def test_video_tubes_and_intervals_fall_on_the_clip_frames_they_cover(tmp_path, 
     b_in = np.flatnonzero((b_times >= 1.0 - 0.025) & (b_times < 1.5 - 0.025))
     assert b.interval == (int(b_in[0]), int(b_in[-1]) + 1) and np.isnan(b.boxes[:b_in[0]]).all()
     assert sub.interval is None and not np.isnan(sub.boxes).any()  # a box alone holds in every frame
+    late = tmp_path / "late.json"
+    late.write_text(json.dumps({"b.mp4": {"box": [0, 0, 80, 120], "start": 10}}))
+    with pytest.raises(video_iba.UserInputError, match=re.escape("annotation of 'b.mp4': \"start\" 10 s is after the "
+                                                                 "video's last frame (2.95 s); give a start within")):
+        folder_items(str(folder), "r3d_18", str(late))
     out = str(tmp_path / "ev")
     code, _, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
                             "--metrics", "hit_ratio,temporal_share", "--annotations", str(ann), "--out", out], capsys)

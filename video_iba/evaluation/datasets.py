@@ -250,10 +250,16 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
         target = entry.get("target") if entry else None
         interval = None
         if spec.is_video:
+            line = timeline(f) if entry is not None else None
+            if line is not None and "start" in entry:
+                last = line.time_of(line.frames - 1)
+                if entry["start"] > last:
+                    raise UserInputError(f"annotation of '{name}': \"start\" {entry['start']:g} s is after the video's "
+                                         f"last frame ({last:.2f} s); give a start within the video")
             x, geo = read_clip(f, spec, start=entry.get("start") if entry else None)
             boxes = None
-            if entry is not None:
-                boxes, interval = _clip_truth(entry, name, geo, spec.input_size, timeline(f).info.fps)
+            if entry is not None and line is not None:
+                boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps)
         else:
             x, geo = preprocess_image(read_image(f), spec, name=f"'{f}'")
             boxes = _photo_box(entry, name, geo, spec.input_size)
