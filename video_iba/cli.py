@@ -191,7 +191,7 @@ def _explain_parser(sub: Any) -> None:
                    "covering the whole frame, merged")
     ex.option("--layout", choices=LAYOUTS, default="side-by-side", group=vg,
               help="original and overlay side by side (default), or the overlay only")
-    ex.option("--keyframes", type=_keyframes, default=0, group=vg,
+    ex.option("--keyframes", type=_keyframes, default=0, group=vg, metavar="N",
               help=f"also write OUT/<stem>-keyframes.png: N overlay frames spread over the range with the "
                    f"bits-per-frame strip, a still for slides and papers (1 to {MAX_KEYFRAMES}; default: none)")
 
