@@ -262,7 +262,11 @@ def _compare_parser(sub: Any) -> None:
     co.option("--readout", help="for the method readout: a checkpoint of `video-iba train-readout`")
     _cam_option(co)
     _fit_options(co)
-    _range_options(co, co.add_argument_group("videos"))
+    cg = co.add_argument_group("videos")
+    _range_options(co, cg)
+    co.option("--keyframes", type=_keyframes, default=0, group=cg, metavar="N",
+              help=f"also write OUT/<stem>-compare-keyframes.png: N frames spread over the range, a column each, "
+                   f"a row per method (1 to {MAX_KEYFRAMES}; default: none)")
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
 
 
@@ -470,7 +474,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    options = Options(target=args.target, span=Range(args.start, args.end, args.stride))
+    options = Options(target=args.target, span=Range(args.start, args.end, args.stride), keyframes=args.keyframes)
     models = args.models.split(",") if args.models is not None else ()
     settings = _settings(args, changes=_bottleneck_changes(args))
     if len(args.input) > 1 or os.path.isdir(args.input[0]):
@@ -489,6 +493,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     else:
         print(f"explained: #{res.target} {res.label} · " + ", ".join(f"{m} ({u})" for m, u in res.units))
     print(f"wrote {res.output}")
+    if res.keyframes:
+        print(f"wrote {res.keyframes}")
 
 
 def _cmd_train_readout(args: argparse.Namespace) -> None:

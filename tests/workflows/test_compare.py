@@ -281,3 +281,27 @@ def test_a_grid_refuses_videos_and_too_few_or_many_photos(photo_dir, tmp_path, c
     with pytest.raises(UserInputError, match="got 1; compare one photo on its own"):
         compare_grid([coffee], ["saliency"], Settings(), str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_video_comparison_still_holds_each_method_at_each_keyframe(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render.compare import GRID_GAP, STILL_LABELS, STILL_TIMES, clip_panel_size
+
+    clip = encode(str(tmp_path / "c.mp4"), frames=45, size=(128, 96), fps=30, content=moving_square)
+    out = tmp_path / "o"
+    code, stdout, err = run_cli(["compare", clip, "--model", "r3d_18", "--weights", "random", "--methods",
+                                 "saliency,gradcam", "--keyframes", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    still = out / "c-compare-keyframes.png"
+    assert f"wrote {still}" in stdout
+    sheet = np.asarray(Image.open(still).convert("RGB")).astype(float)
+    ph, pw, _ = clip_panel_size(96, 128, 3)
+    assert sheet.shape[1] == STILL_LABELS + 3 * (pw + GRID_GAP)
+    frames = [f.astype(float) for f in read_frames(str(out / "c-compare.mp4"))]
+    for row in (1, 2):  # saliency, gradcam: each cell is the MP4's panel at its frame (of all 45 the nearest)
+        for col, pos in enumerate((7, 22, 37)):  # the middle frame of each third
+            y, x = STILL_TIMES + GRID_GAP + row * (ph + GRID_GAP), STILL_LABELS + GRID_GAP + col * (pw + GRID_GAP)
+            cell = sheet[y:y + ph, x:x + pw]
+            diffs = [np.abs(cell - f[:ph, row * pw:(row + 1) * pw]).mean() for f in frames]
+            assert int(np.argmin(diffs)) == pos and diffs[pos] < 3, (row, pos, int(np.argmin(diffs)), diffs[pos])
+    code, _, err = run_cli(["compare", str(still), "--keyframes", "2", "--out", str(tmp_path / "p")], capsys)
+    assert code == 2 and "--keyframes applies to videos" in err  # a photo takes no keyframes

@@ -24,16 +24,19 @@ from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
 from .overlay import overlay
-from .text import labelled
-from .video import Placement, range_frames
+from .text import DIM, TEXT, labelled, text_image
+from .video import Placement, Stills, range_frames
 
 #: Side of a photo panel, pixels.
 PANEL = 224
 #: A video panel's height, pixels (less where the row would be wider than :data:`MAX_ROW_WIDTH`).
 CLIP_PANEL_HEIGHT = 240
 MAX_ROW_WIDTH = 1920
-#: Pixels between the rows of a comparison grid.
+#: Pixels between the rows of a comparison grid (and the cells of a video comparison's still).
 GRID_GAP = 4
+#: A video comparison's still: the width of its row labels and the height of its time labels.
+STILL_LABELS = 220
+STILL_TIMES = 28
 STRIP_HEIGHT = 90
 COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200))
 
@@ -144,9 +147,11 @@ def compare_clip(
     timeline: Timeline,
     explained: str,
     on_frame: Callable[[int], None] | None = None,
+    stills: Stills | None = None,
 ) -> int:
     """Write the comparison MP4 of ``panels`` (all over the same source frames) at the source's frame
-    rate; returns the number of frames written."""
+    rate; returns the number of frames written. ``stills`` keeps, at its positions, the frame and
+    every method's overlay as drawn (stacked, for :func:`compare_keyframes`)."""
     if not panels:
         raise UserInputError("no methods to compare")
     indices = panels[0].result.source_frame_indices
@@ -168,15 +173,57 @@ def compare_clip(
                        for p in panels])
     with VideoWriter(out_path, info.fps) as writer:
         for pos, frame, _src in range_frames(path, indices, (pw, ph), timeline, panels[0].windows):
-            tiles = [labelled(frame.rgb, heads[0])]
-            for p, place, src, vmax, head in zip(panels, places, sources, vmaxes, heads[1:]):
-                tiles.append(labelled(overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit),
-                                              vmax), head))
-            row = np.concatenate(tiles, axis=1)
+            shown = [frame.rgb] + [overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit), vmax)
+                                   for p, place, src, vmax in zip(panels, places, sources, vmaxes)]
+            if stills is not None:
+                stills.offer(pos, np.stack(shown), timeline.time_of(frame.index))
+            row = np.concatenate([labelled(img, head) for img, head in zip(shown, heads)], axis=1)
             writer.write(np.concatenate([row, time_strip(totals, pos, row.shape[1], names)], axis=0))
             if on_frame is not None:
                 on_frame(1)
     return writer.frames
+
+
+def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: str) -> np.ndarray:
+    """A still of a video comparison ``(H, W, 3)``: a column per kept frame (headed by its time), a
+    row for the frame and one per method (headed, on the left, by its name, unit and note), and
+    below them every method's per-frame total with a marker at each kept frame."""
+    if not stills.kept:
+        raise UserInputError("no keyframes were rendered; the range holds no frames")
+    names = [p.name for p in panels]
+    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
+    positions = sorted(stills.kept)
+    cells = np.stack([stills.kept[pos][0] for pos in positions], axis=1)  # (rows, columns, h, w, 3)
+    rows, cols, h, w = cells.shape[:4]
+    gap, side, size, line = GRID_GAP, STILL_LABELS, 13, STILL_TIMES
+    top = text_image([("", TEXT)], side, line, size)
+    times = [text_image([(f"{stills.kept[pos][1]:.2f} s", TEXT)], w, line, size) for pos in positions]
+    lines = [np.concatenate([top] + [part for t in times for part in (_gap(line, gap), t)], axis=1)]
+    for r in range(rows):
+        head = text_image([(heads[r][0], TEXT), (heads[r][1], DIM)], side, h, size)
+        parts = [head] + [part for c in range(cols) for part in (_gap(h, gap), cells[r, c])]
+        lines += [_gap(gap, side + cols * (w + gap)), np.concatenate(parts, axis=1)]
+    width = lines[-1].shape[1]
+    totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
+                       for p in panels])
+    n = len(panels[0].result.source_frame_indices)
+    strip = time_strip(totals, positions[0], width, names)
+    xs = np.linspace(8, width - 8, n).astype(int) if n > 1 else np.full(1, width // 2)
+    for pos in positions[1:]:
+        strip[:, max(0, xs[pos] - 1):xs[pos] + 1] = 255
+    return np.concatenate(lines + [_gap(gap, width), strip], axis=0)
+
+
+def _gap(height: int, width: int) -> np.ndarray:
+    return np.full((height, width, 3), 18, dtype=np.uint8)
+
+
+def write_png(image: np.ndarray, out_path: str) -> None:
+    """Write ``image`` ``(H, W, 3)`` uint8 as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_write(out_path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def compare_path(input_path: str, out_dir: str, video: bool) -> str:
@@ -185,10 +232,15 @@ def compare_path(input_path: str, out_dir: str, video: bool) -> str:
     return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
 
 
+def keyframes_path(comparison: str) -> str:
+    """Where the still of a video comparison goes: ``OUT/<stem>-compare-keyframes.png``."""
+    return os.path.splitext(comparison)[0] + "-keyframes.png"
+
+
 def grid_path(out_dir: str) -> str:
     """Where ``compare`` writes a grid of several photos: ``OUT/compare-grid.png``."""
     return os.path.join(out_dir, "compare-grid.png")
 
 
-__all__ = ["ClipPanel", "comparison_row", "compare_image", "compare_clip", "compare_path", "grid_path",
-           "normalised_to_rgb", "time_strip", "write_rows"]
+__all__ = ["ClipPanel", "comparison_row", "compare_image", "compare_clip", "compare_keyframes", "compare_path",
+           "grid_path", "keyframes_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]

@@ -23,8 +23,9 @@ from ..io.discovery import find_images, find_videos, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
-from ..render.compare import (ClipPanel, compare_clip, compare_path, comparison_row, grid_path, normalised_to_rgb,
-                              write_rows)
+from ..render.compare import (ClipPanel, compare_clip, compare_keyframes, compare_path, comparison_row, grid_path,
+                              keyframes_path, normalised_to_rgb, write_png, write_rows)
+from ..render.video import Stills
 from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
@@ -40,12 +41,14 @@ class Compared:
     """What :func:`compare_file` wrote: the figure or MP4, the explained class, and each panel's
     name (the method, or with several models ``model · method``), unit, and the class (index and
     name) its model explained. With several models, ``target`` and ``label`` are the first model's.
+    ``keyframes``: a video comparison's still (``options.keyframes``), else ``None``.
     """
 
     output: str
     target: int
     label: str
     panels: list[tuple[str, Unit, int, str]]
+    keyframes: str | None = None
 
     @property
     def units(self) -> list[tuple[str, Unit]]:
@@ -102,7 +105,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     ensure_writable_dir(out_dir)  # before any work
     plans = _plans(path, settings, chosen, options, session)
     if not plans[0].is_video:
-        refuse_video_options(path, options.span)
+        refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
     compared = _models(plans, names, settings, options, session)  # every input checked before any load
     out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])
@@ -110,6 +113,8 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     _choose_targets(compared, progress)
     if compared[0].plan.is_video:
         panels = _clip(compared, options, out, progress, several)
+        if options.keyframes:
+            return Compared(out, compared[0].target, compared[0].label, panels, keyframes_path(out))
     else:
         bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
         try:
@@ -155,7 +160,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     several = bool(chosen)
     for p in paths:
-        refuse_video_options(p, options.span)
+        refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every photo read before any load
     ensure_writable_dir(out_dir)
     out = grid_path(out_dir)
@@ -381,11 +386,15 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
                 shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
                                        _note(result.meta, model.label if several else None)))
                 panels.append((title, result.unit, model.target, model.label))
-        bar = progress("rendering", len(shown[0].result.source_frame_indices), "frame")
+        frames = len(shown[0].result.source_frame_indices)
+        stills = Stills.spread(frames, options.keyframes) if options.keyframes else None
+        bar = progress("rendering", frames, "frame")
         try:
-            with atomic_writes([out]) as (tmp,):
-                compare_clip(shown, first_plan.path, tmp, timeline=first_plan.line, explained=_explained(compared),
-                             on_frame=bar.update)
+            with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
+                compare_clip(shown, first_plan.path, tmps[0], timeline=first_plan.line,
+                             explained=_explained(compared), on_frame=bar.update, stills=stills)
+                if stills is not None:
+                    write_png(compare_keyframes(shown, stills, _explained(compared)), tmps[1])
         finally:
             bar.close()
     finally:
