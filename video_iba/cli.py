@@ -256,6 +256,9 @@ def _compare_parser(sub: Any) -> None:
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    co.option("--vmax", type=_positive_float,
+              help="one colour scale for every bits map (IBA, readout; in every row of a grid): its top in bits per "
+                   "pixel or voxel (default: each map its own largest value; other methods always keep their own)")
     _bottleneck_options(co)
     co.option("--stats", action="append",
               help="IBA's statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
@@ -474,7 +477,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
-    options = Options(target=args.target, span=Range(args.start, args.end, args.stride), keyframes=args.keyframes)
+    options = Options(target=args.target, span=Range(args.start, args.end, args.stride), keyframes=args.keyframes,
+                      vmax=args.vmax)
     models = args.models.split(",") if args.models is not None else ()
     settings = _settings(args, changes=_bottleneck_changes(args))
     if len(args.input) > 1 or os.path.isdir(args.input[0]):

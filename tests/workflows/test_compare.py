@@ -305,3 +305,18 @@ def test_a_video_comparison_still_holds_each_method_at_each_keyframe(tmp_path, c
             assert int(np.argmin(diffs)) == pos and diffs[pos] < 3, (row, pos, int(np.argmin(diffs)), diffs[pos])
     code, _, err = run_cli(["compare", str(still), "--keyframes", "2", "--out", str(tmp_path / "p")], capsys)
     assert code == 2 and "--keyframes applies to videos" in err  # a photo takes no keyframes
+
+
+def test_vmax_gives_every_bits_map_one_scale_and_leaves_other_methods_theirs(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render.compare import PANEL
+    from video_iba.workflows import compare_grid
+
+    photos = [os.path.join(photo_dir, n) for n in ("coffee.jpg", "chelsea.jpg")]
+    fast = Settings(changes={"steps": 1, "samples": 2})
+    grids = [np.asarray(Image.open(compare_grid(photos, ["iba", "saliency"], fast, str(tmp_path / str(v)),
+                                                Options(vmax=v)).output).convert("RGB")).astype(int)
+             for v in (None, 0.05)]
+    iba, saliency = slice(PANEL, 2 * PANEL), slice(2 * PANEL, 3 * PANEL)
+    assert np.array_equal(grids[0][:PANEL, saliency], grids[1][:PANEL, saliency])  # its own scale either way
+    assert np.abs(grids[0][:PANEL, iba] - grids[1][:PANEL, iba]).mean() > 5  # 0.05 bits: far brighter
+    assert not np.array_equal(grids[0][PANEL:PANEL + 30, iba], grids[1][PANEL:PANEL + 30, iba])  # its head names it

@@ -48,9 +48,17 @@ def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]
 
 
 def _heads(explained: str, names: Sequence[str], units: Sequence[Unit],
-           notes: Sequence[str] | None = None, title: str = "input") -> list[list[str]]:
+           notes: Sequence[str] | None = None, title: str = "input",
+           bits_vmax: float | None = None) -> list[list[str]]:
     extra = [f" · {n}" if n else "" for n in notes] if notes is not None else [""] * len(names)
-    return [[title, f"explained: {explained}"]] + [[m, u.shown + e] for m, u, e in zip(names, units, extra)]
+    scale = [f" 0-{bits_vmax:.3g}" if bits_vmax is not None and u.information else "" for u in units]
+    return [[title, f"explained: {explained}"]] + [[m, u.shown + c + e]
+                                                   for m, u, c, e in zip(names, units, scale, extra)]
+
+
+def _scale(unit: Unit, values: np.ndarray, bits_vmax: float | None) -> float:
+    """The top of a panel's colour scale: ``bits_vmax`` for a bits map where given, else its largest value."""
+    return bits_vmax if bits_vmax is not None and unit.information else _vmax(values)
 
 
 def _vmax(values: np.ndarray) -> float:
@@ -60,14 +68,15 @@ def _vmax(values: np.ndarray) -> float:
 
 def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str, *,
                    inputs: Sequence[np.ndarray] | None = None, notes: Sequence[str] | None = None,
-                   title: str = "input") -> np.ndarray:
+                   title: str = "input", bits_vmax: float | None = None) -> np.ndarray:
     """One comparison row ``(H, W, 3)``: the model input ``rgb`` ``(S, S, 3)`` headed ``title``, and
     one overlay per ``(name, map (S', S'), unit)``, each drawn on its own model input ``inputs[i]``
     (default ``rgb``), its head's second line followed by ``notes[i]`` (e.g. the class a model
-    explained)."""
+    explained). Each map has its own colour scale, but bits maps share ``bits_vmax`` where given
+    (their heads then name it)."""
     import cv2
 
-    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes, title)
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes, title, bits_vmax)
 
     def panel(img: np.ndarray, values: np.ndarray | None, vmax: float) -> np.ndarray:
         shown = img if values is None else overlay(img, values, vmax)
@@ -76,15 +85,9 @@ def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]]
     tiles = [labelled(panel(rgb, None, 1.0), heads[0])]
     for i, ((_, values, unit), head) in enumerate(zip(maps, heads[1:])):
         shown = unit.magnitude(values)
-        tiles.append(labelled(panel(rgb if inputs is None else inputs[i], shown, _vmax(shown)), head))
+        tiles.append(labelled(panel(rgb if inputs is None else inputs[i], shown, _scale(unit, shown, bits_vmax)),
+                              head))
     return np.concatenate(tiles, axis=1)
-
-
-def compare_image(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str,
-                  out_path: str, *, inputs: Sequence[np.ndarray] | None = None,
-                  notes: Sequence[str] | None = None) -> None:
-    """Write a PNG of one :func:`comparison_row`."""
-    write_rows([comparison_row(rgb, maps, explained, inputs=inputs, notes=notes)], out_path)
 
 
 def write_rows(rows: Sequence[np.ndarray], out_path: str) -> None:
@@ -148,6 +151,7 @@ def compare_clip(
     explained: str,
     on_frame: Callable[[int], None] | None = None,
     stills: Stills | None = None,
+    bits_vmax: float | None = None,
 ) -> int:
     """Write the comparison MP4 of ``panels`` (all over the same source frames) at the source's frame
     rate; returns the number of frames written. ``stills`` keeps, at its positions, the frame and
@@ -159,7 +163,7 @@ def compare_clip(
         raise UserInputError("the maps to compare cover different source frames; explain them over one range")
     info = timeline.info
     names = [p.name for p in panels]
-    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
+    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels], bits_vmax=bits_vmax)
     ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1)
     places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
     # the windows covering each frame, once per set of windows (one per model: its methods share it)
@@ -168,7 +172,8 @@ def compare_clip(
         if id(p.windows) not in by_windows:
             by_windows[id(p.windows)] = [frame_sources(timeline.time_of(int(i)), p.windows) for i in indices]
     sources = [by_windows[id(p.windows)] for p in panels]
-    vmaxes = [p.result.peak() or 1.0 for p in panels]
+    vmaxes = [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
+              for p in panels]
     totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
                        for p in panels])
     with VideoWriter(out_path, info.fps) as writer:
@@ -184,14 +189,15 @@ def compare_clip(
     return writer.frames
 
 
-def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: str) -> np.ndarray:
+def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: str,
+                      bits_vmax: float | None = None) -> np.ndarray:
     """A still of a video comparison ``(H, W, 3)``: a column per kept frame (headed by its time), a
     row for the frame and one per method (headed, on the left, by its name, unit and note), and
     below them every method's per-frame total with a marker at each kept frame."""
     if not stills.kept:
         raise UserInputError("no keyframes were rendered; the range holds no frames")
     names = [p.name for p in panels]
-    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels])
+    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels], bits_vmax=bits_vmax)
     positions = sorted(stills.kept)
     cells = np.stack([stills.kept[pos][0] for pos in positions], axis=1)  # (rows, columns, h, w, 3)
     rows, cols, h, w = cells.shape[:4]
@@ -242,5 +248,5 @@ def grid_path(out_dir: str) -> str:
     return os.path.join(out_dir, "compare-grid.png")
 
 
-__all__ = ["ClipPanel", "comparison_row", "compare_image", "compare_clip", "compare_keyframes", "compare_path",
+__all__ = ["ClipPanel", "comparison_row", "compare_clip", "compare_keyframes", "compare_path",
            "grid_path", "keyframes_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]

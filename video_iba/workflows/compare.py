@@ -118,7 +118,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     else:
         bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
         try:
-            row, panels = _photo_row(compared, bar, several)
+            row, panels = _photo_row(compared, bar, several, vmax=options.vmax)
         finally:
             bar.close()
         write_rows([row], out)
@@ -177,7 +177,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     try:
         attrs = _grid_attributions(rows, bar)
         for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
-            image, row_panels = _photo_row(row, bar, several, title, attrs[ri])
+            image, row_panels = _photo_row(row, bar, several, title, attrs[ri], options.vmax)
             images.append(image)
             panels.append((path, row_panels))
     finally:
@@ -342,10 +342,11 @@ def _explained(compared: Sequence[_Model]) -> str:
 
 
 def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool, title: str = "input",
-               attrs: Sequence[Sequence[Attribution]] | None = None
+               attrs: Sequence[Sequence[Attribution]] | None = None, vmax: float | None = None
                ) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
     """One photo's comparison row and its panels; ``attrs``: its attributions per model and method
-    where already computed (else computed here, counted on ``bar``)."""
+    where already computed (else computed here, counted on ``bar``); ``vmax``: the bits maps' shared
+    colour scale."""
     maps: list[tuple[str, np.ndarray, Unit]] = []
     inputs: list[np.ndarray] = []
     notes: list[str] = []
@@ -363,7 +364,8 @@ def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool, title: str =
             panels.append((name, attr.unit, model.target, model.label))
             if attrs is None:
                 bar.update(1)
-    return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title), panels
+    return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title,
+                          bits_vmax=vmax), panels
 
 
 def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
@@ -392,9 +394,10 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
         try:
             with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
                 compare_clip(shown, first_plan.path, tmps[0], timeline=first_plan.line,
-                             explained=_explained(compared), on_frame=bar.update, stills=stills)
+                             explained=_explained(compared), on_frame=bar.update, stills=stills,
+                             bits_vmax=options.vmax)
                 if stills is not None:
-                    write_png(compare_keyframes(shown, stills, _explained(compared)), tmps[1])
+                    write_png(compare_keyframes(shown, stills, _explained(compared), options.vmax), tmps[1])
         finally:
             bar.close()
     finally:
