@@ -172,10 +172,9 @@ def compare_clip(
         if id(p.windows) not in by_windows:
             by_windows[id(p.windows)] = [frame_sources(timeline.time_of(int(i)), p.windows) for i in indices]
     sources = [by_windows[id(p.windows)] for p in panels]
+    totals = _relative_totals(panels)
     vmaxes = [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
               for p in panels]
-    totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
-                       for p in panels])
     with VideoWriter(out_path, info.fps) as writer:
         for pos, frame, _src in range_frames(path, indices, (pw, ph), timeline, panels[0].windows):
             shown = [frame.rgb] + [overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit), vmax)
@@ -210,14 +209,19 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
         parts = [head] + [part for c in range(cols) for part in (_gap(h, gap), cells[r, c])]
         lines += [_gap(gap, side + cols * (w + gap)), np.concatenate(parts, axis=1)]
     width = lines[-1].shape[1]
-    totals = np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
-                       for p in panels])
+    totals = _relative_totals(panels)
     n = len(panels[0].result.source_frame_indices)
     strip = time_strip(totals, positions[0], width, names)
     xs = np.linspace(8, width - 8, n).astype(int) if n > 1 else np.full(1, width // 2)
     for pos in positions[1:]:
         strip[:, max(0, xs[pos] - 1):xs[pos] + 1] = 255
     return np.concatenate(lines + [_gap(gap, width), strip], axis=0)
+
+
+def _relative_totals(panels: Sequence[ClipPanel]) -> np.ndarray:
+    """Every panel's per-frame total over its maximum ``(panels, frames)``, as the strip draws them."""
+    return np.stack([p.result.per_source_frame / max(float(np.max(p.result.per_source_frame)), 1e-12)
+                     for p in panels])
 
 
 def _gap(height: int, width: int) -> np.ndarray:
@@ -238,15 +242,10 @@ def compare_path(input_path: str, out_dir: str, video: bool) -> str:
     return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
 
 
-def keyframes_path(comparison: str) -> str:
-    """Where the still of a video comparison goes: ``OUT/<stem>-compare-keyframes.png``."""
-    return os.path.splitext(comparison)[0] + "-keyframes.png"
-
-
 def grid_path(out_dir: str) -> str:
     """Where ``compare`` writes a grid of several photos: ``OUT/compare-grid.png``."""
     return os.path.join(out_dir, "compare-grid.png")
 
 
 __all__ = ["ClipPanel", "comparison_row", "compare_clip", "compare_keyframes", "compare_path",
-           "grid_path", "keyframes_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]
+           "grid_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]

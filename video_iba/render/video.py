@@ -10,6 +10,7 @@ Everything per frame is array arithmetic; text is drawn once per window, not per
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -266,6 +267,11 @@ def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: 
     spacer[:] = BACKGROUND
     parts = [header] + [p for row in rows for p in (row, spacer)] + [strip]
     return np.concatenate(parts, axis=0)
+
+
+def keyframes_path(video: str) -> str:
+    """Where the keyframe still of the video output ``OUT/<name>.mp4`` goes: ``OUT/<name>-keyframes.png``."""
+    return os.path.splitext(video)[0] + "-keyframes.png"
 
 
 def write_keyframes(path: str, result: ClipAttribution, stills: Stills, vmax: float, title: str) -> None:

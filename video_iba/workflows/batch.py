@@ -57,10 +57,12 @@ class BatchCounts:
     lead: bool = True
 
 
-def fingerprint(settings: Settings, options: Options, session: Session | None = None) -> str:
+def fingerprint(settings: Settings, options: Options, session: Session | None = None,
+                weights: str | None = None) -> str:
     """What decides a batch's outputs, as a short digest (the device and the batch size do not):
     the settings and options, the contents of the statistics, readout and weights files they
-    name, and with an open ``session`` its model's spec, weights and class names."""
+    name, and with an open ``session`` its model's spec, weights (``weights``: their
+    :func:`weights_digest`, where already computed) and class names."""
     s = dataclasses.asdict(settings)
     s.pop("device")
     s.pop("batch_size")
@@ -77,8 +79,8 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     if files:  # a checkpoint or statistics file rewritten in place is other settings
         decided["files"] = [file_digest(f) for f in files]
     if session is not None:
-        decided["model"] = {"spec": dataclasses.asdict(session.spec), "weights": weights_digest(session.model),
-                            "labels": list(session.labels)}
+        decided["model"] = {"spec": dataclasses.asdict(session.spec),
+                            "weights": weights or weights_digest(session.model), "labels": list(session.labels)}
     text = json.dumps(decided, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -119,9 +121,10 @@ def explain_batch(path: str, settings: Settings | None, out_dir: str, options: O
         def model_of(p: str) -> str:
             return session.spec.name if session is not None else chosen.model_for(p)
 
+        digests: dict[str, str] = {}
         for name in sorted({model_of(p) for p in inputs}):  # every rank loads every model once, in order
-            model = session.model if session is not None else sessions.open(name).model
-            same_on_every_rank(weights_digest(model), f"the weights of {name}")
+            digests[name] = weights_digest(session.model if session is not None else sessions.open(name).model)
+            same_on_every_rank(digests[name], f"the weights of {name}")
 
         def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception]:
             opened = session_for(paths[0])
@@ -145,7 +148,8 @@ def explain_batch(path: str, settings: Settings | None, out_dir: str, options: O
                     out.append([p])
             return out
 
-        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(chosen, options, session),
+        own = digests.get(session.spec.name) if session is not None else None
+        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(chosen, options, session, own),
                            groups)
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0

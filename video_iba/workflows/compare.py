@@ -24,8 +24,8 @@ from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
 from ..render.compare import (ClipPanel, compare_clip, compare_keyframes, compare_path, comparison_row, grid_path,
-                              keyframes_path, normalised_to_rgb, write_png, write_rows)
-from ..render.video import Stills
+                              normalised_to_rgb, write_png, write_rows)
+from ..render.video import Stills, keyframes_path
 from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
@@ -118,7 +118,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     else:
         bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
         try:
-            row, panels = _photo_row(compared, bar, several, vmax=options.vmax)
+            row, panels = _photo_row(compared, _attributions([compared], bar)[0], several, vmax=options.vmax)
         finally:
             bar.close()
         write_rows([row], out)
@@ -175,9 +175,9 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
     try:
-        attrs = _grid_attributions(rows, bar)
+        attrs = _attributions(rows, bar)
         for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
-            image, row_panels = _photo_row(row, bar, several, title, attrs[ri], options.vmax)
+            image, row_panels = _photo_row(row, attrs[ri], several, title, options.vmax)
             images.append(image)
             panels.append((path, row_panels))
     finally:
@@ -186,9 +186,10 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     return Grid(out, panels)
 
 
-def _grid_attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
-    """Every row's attributions, per model and method; the per-sample bottleneck fits the rows'
-    photos together, its session's batch size at a time (each as alone)."""
+def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
+    """Every row's (photo's) attributions, per model and method, each counted on ``bar``; the
+    per-sample bottleneck fits the rows' photos together, its session's batch size at a time (each
+    as alone)."""
     out: list[list[list[Attribution]]] = [[[] for _ in row] for row in rows]
     for mi, model in enumerate(rows[0]):
         xs = [next(row[mi].plan.units())[1][0] for row in rows]
@@ -341,12 +342,10 @@ def _explained(compared: Sequence[_Model]) -> str:
     return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
 
 
-def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool, title: str = "input",
-               attrs: Sequence[Sequence[Attribution]] | None = None, vmax: float | None = None
-               ) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
-    """One photo's comparison row and its panels; ``attrs``: its attributions per model and method
-    where already computed (else computed here, counted on ``bar``); ``vmax``: the bits maps' shared
-    colour scale."""
+def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]], several: bool,
+               title: str = "input", vmax: float | None = None) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
+    """One photo's comparison row and its panels from its attributions per model and method
+    (:func:`_attributions`); ``vmax``: the bits maps' shared colour scale."""
     maps: list[tuple[str, np.ndarray, Unit]] = []
     inputs: list[np.ndarray] = []
     notes: list[str] = []
@@ -356,14 +355,12 @@ def _photo_row(compared: Sequence[_Model], bar: Bar, several: bool, title: str =
         spec = model.plan.spec
         rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
         for si, s in enumerate(model.sessions):
-            attr = attrs[mi][si] if attrs is not None else s.attribute(x, model.target)
+            attr = attrs[mi][si]
             name = _title(model, s.method.name, several)
             maps.append((name, attr.values.numpy(), attr.unit))
             inputs.append(rgb)
             notes.append(_note(attr.meta, model.label if several else None))
             panels.append((name, attr.unit, model.target, model.label))
-            if attrs is None:
-                bar.update(1)
     return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title,
                           bits_vmax=vmax), panels
 

@@ -35,12 +35,18 @@ def estimate_inputs(folder: str, model_name: str | None) -> tuple[str, list[str]
     videos = find_videos(folder)
     if model_name is None:
         model_name = DEFAULT_VIDEO_MODEL if videos and not has_images(folder) else DEFAULT_IMAGE_MODEL
-    if get_spec(model_name).is_video:
-        if not videos:
-            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {model_name} is a video "
-                                 f"model")
-        return model_name, videos
-    return model_name, find_images(folder)
+    return model_name, model_inputs(folder, get_spec(model_name), videos)
+
+
+def model_inputs(folder: str, spec: ModelSpec, videos: list[str] | None = None) -> list[str]:
+    """The files of ``folder`` the model of ``spec`` reads: its videos (``videos``, where already
+    found) for a video model, its images for an image model; at least one."""
+    if not spec.is_video:
+        return find_images(folder)
+    videos = find_videos(folder) if videos is None else videos
+    if not videos:
+        raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {spec.name} is a video model")
+    return videos
 
 
 def input_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device: torch.device | str,
@@ -152,4 +158,4 @@ def estimate_folder(
     return Estimated(result, targets, skipped, model_name, "clips" if spec.is_video else "images", lead)
 
 
-__all__ = ["Estimated", "estimate_folder", "estimate_inputs", "input_batches", "stats_paths_for"]
+__all__ = ["Estimated", "estimate_folder", "estimate_inputs", "input_batches", "model_inputs", "stats_paths_for"]

@@ -35,7 +35,8 @@ from ..models.pathways import Pack
 from ..models.registry import weights_digest
 from .estimate import estimate_inputs
 from .outputs import folder_lock
-from .session import OWN_WEIGHTS, Progress, Session, Settings, no_progress, resolve_device
+from .session import (OWN_WEIGHTS, Progress, Session, Settings, no_progress, refuse_held_by_session,
+                      resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
             return {**setup.tube, **setup.cam, **({"cam_layer": ev.cam_layer} if ev.cam_layer else {})}
         return dict(setup.tube)
 
+    stats_sha256 = [file_digest(p) for p in ev.stats]  # once, for every beta's row
+
     def settings_of(method: str) -> dict[str, Any]:
         kind = check_method(base_method(method))
         if kind.uses_readout:
@@ -139,7 +142,7 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
         if kind.fitted:
             return {"layers": list(setup.layers), "stats": [os.path.abspath(p) for p in ev.stats],
                     "beta": label_beta(method) or betas[0], "precision": ev.precision,
-                    **({"stats_sha256": [file_digest(p) for p in ev.stats]} if ev.stats else {})}
+                    **({"stats_sha256": stats_sha256} if stats_sha256 else {})}
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
     weights = ev.weights if session is None else f"{OWN_WEIGHTS} ({weights_digest(session.model)})"
@@ -245,11 +248,8 @@ def _check_session_evaluation(ev: Evaluation) -> None:
     if ev.dataset == "synthetic":
         raise UserInputError("the synthetic benchmark has its own models; evaluate an open session on a folder of "
                              "photos or videos")
-    given = [o for o, v in (("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
-                            ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu")) if v]
-    if given:
-        raise UserInputError(f"an open session holds its model, weights, layers, statistics, readout and device; "
-                             f"drop {', '.join('{' + g + '}' for g in given)}", options=given)
+    refuse_held_by_session([("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
+                            ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu")])
 
 
 def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:

@@ -39,7 +39,7 @@ from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
 from ..models.registry import model_spec
 from ..render.figure import Caption, image_figure
-from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, render_clip, write_keyframes
+from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, keyframes_path, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
 from .inputs import InputPlan, Range, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
@@ -223,7 +223,7 @@ def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if plan.is_video else 'png'}"),
                os.path.join(out_dir, f"{stem}.npz")]
     if plan.is_video and keyframes:
-        outputs.append(os.path.join(out_dir, f"{stem}-keyframes.png"))
+        outputs.append(keyframes_path(outputs[0]))
     check_names(outputs)
     refuse_overwriting_inputs(outputs, [plan.path])
     ensure_writable_dir(out_dir)

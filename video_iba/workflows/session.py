@@ -195,6 +195,22 @@ class Settings:
         return DEFAULT_VIDEO_MODEL if is_video_file(path) else DEFAULT_IMAGE_MODEL
 
 
+#: What an open session holds, by the option that would otherwise give it.
+_HELD = {"model": "model", "weights": "weights", "layer": "layers", "stats": "statistics", "readout": "readout",
+         "device": "device"}
+
+
+def refuse_held_by_session(given: Sequence[tuple[str, Any]]) -> None:
+    """Refuse the options of ``given`` (``(option, value)`` pairs, each one of ``model``,
+    ``weights``, ``layer``, ``stats``, ``readout``, ``device``) that are set, next to an open
+    session: it holds them."""
+    held = [_HELD[o] for o, _ in given]
+    named = [o for o, v in given if v]
+    if named:
+        raise UserInputError(f"an open session holds its {', '.join(held[:-1])} and {held[-1]}; drop "
+                             f"{', '.join('{' + o + '}' for o in named)}", options=named)
+
+
 def check_method_settings(method: Method, settings: Settings) -> None:
     """Refuse settings that ``method`` would not use: statistics, bottleneck layers and settings,
     a batch size or precision for a method that fits no bottleneck, a readout for another method
@@ -511,5 +527,5 @@ class Sessions:
         return self._open[name]
 
 
-__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "Bar", "Progress", "no_progress", "Session",
+__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "refuse_held_by_session", "Bar", "Progress", "no_progress", "Session",
            "Sessions", "Settings", "load_stats_files", "resolve_device", "resolve_target"]

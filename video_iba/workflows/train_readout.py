@@ -39,7 +39,6 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEE
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
-from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
@@ -47,9 +46,9 @@ from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
-from .estimate import estimate_inputs
+from .estimate import estimate_inputs, model_inputs
 from .outputs import folder_lock
-from .session import Progress, Session, Settings, no_progress, resolve_device
+from .session import Progress, Session, Settings, no_progress, refuse_held_by_session, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +120,8 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
     """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels,
     prepared for the registry model ``model`` with ``weights``
     (:func:`~video_iba.models.registry.model_spec`), or for the model a :class:`ModelSpec` describes."""
-    if isinstance(model, ModelSpec):
-        spec = model
-        files = find_videos(folder) if spec.is_video else find_images(folder)
-        if not files:
-            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {spec.name} is a video model")
-    else:
-        _, files = estimate_inputs(folder, model)
-        spec = model_spec(model, weights=weights)
+    spec = model if isinstance(model, ModelSpec) else model_spec(model, weights=weights)
+    files = model_inputs(folder, spec)
 
     def load(paths: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs = []
@@ -563,11 +556,8 @@ def _check_session_training(run: TrainingRun) -> None:
     if run.dataset == "synthetic":
         raise UserInputError("the synthetic benchmark has its own models; train an open session's readout on a "
                              "folder of photos or videos")
-    given = [o for o, v in (("model", run.model), ("weights", run.weights != "default"), ("layer", run.layers),
-                            ("stats", run.stats), ("device", run.device != "cpu")) if v]
-    if given:
-        raise UserInputError(f"an open session holds its model, weights, layers, statistics and device; drop "
-                             f"{', '.join('{' + g + '}' for g in given)}", options=given)
+    refuse_held_by_session([("model", run.model), ("weights", run.weights != "default"), ("layer", run.layers),
+                            ("stats", run.stats), ("device", run.device != "cpu")])
 
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",
