@@ -19,7 +19,10 @@ from ..errors import UserInputError
 from ..models.preprocess import Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 from .sampling import Window, plan_windows
-from .video import VideoInfo, frame_times, iter_frames, probe_video
+from .video import VideoInfo, frame_times, iter_frames, probe_video, resize_frame
+
+#: At most this many bytes of source frames are decoded by decord at once (before resizing).
+DECORD_CHUNK_BYTES = 64 * 2**20
 
 #: Environment variable choosing the decoder of model clips: ``auto`` (decord when installed,
 #: else PyAV), ``pyav`` or ``decord``.
@@ -144,8 +147,11 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
 
     info = probe_video(path)
     h, w = size
+    # frames are decoded at the source size and resized as PyAV's are (decord's own scaler gives
+    # other pixels), a bounded number of source frames at a time
+    chunk = max(1, DECORD_CHUNK_BYTES // max(1, 3 * info.height * info.width))
     try:
-        vr = decord.VideoReader(path, width=w, height=h, num_threads=1)
+        vr = decord.VideoReader(path, num_threads=1)
     except Exception as exc:  # decord raises its own error types
         raise UserInputError(f"decord cannot open '{path}' ({type(exc).__name__}): the file may be truncated or corrupt; "
                              f"re-encode it (or set {DECODER_ENV}=pyav for PyAV's diagnosis)") from exc
@@ -156,12 +162,16 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
         if int(win.indices.max()) >= len(vr):
             raise UserInputError(f"'{path}' has {len(vr)} frames, fewer than frame {int(win.indices.max())}; the file may "
                                  f"be truncated; re-encode it")
-        try:
-            frames = vr.get_batch([int(i) for i in win.indices]).asnumpy()
-        except Exception as exc:
-            raise UserInputError(f"decord cannot decode '{path}' ({type(exc).__name__}); the file may be truncated or "
-                                 f"corrupt; set {DECODER_ENV}=pyav or re-encode it") from exc
-        yield wi, frames
+        wanted = [int(i) for i in win.indices]
+        frames = []
+        for lo in range(0, len(wanted), chunk):
+            try:
+                batch = vr.get_batch(wanted[lo:lo + chunk]).asnumpy()
+            except Exception as exc:
+                raise UserInputError(f"decord cannot decode '{path}' ({type(exc).__name__}); the file may be truncated "
+                                     f"or corrupt; set {DECODER_ENV}=pyav or re-encode it") from exc
+            frames.extend(resize_frame(f, size=(w, h)) for f in batch)
+        yield wi, np.stack(frames)
 
 
 def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[torch.Tensor, Geometry]:

@@ -162,7 +162,11 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
     return t - t[0]
 
 
-def _resized(rgb: np.ndarray, max_side: int | None, size: tuple[int, int] | None = None) -> np.ndarray:
+def resize_frame(rgb: np.ndarray, max_side: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A decoded ``(H, W, 3)`` frame resized to exactly ``size`` ``(width, height)`` (area
+    interpolation when shrinking, bilinear when enlarging), or, without ``size``, so that its longer
+    side is at most ``max_side``. Every decoder's frames go through this one function, so a clip is
+    the same whichever decoder read it."""
     import cv2
 
     h, w = rgb.shape[:2]
@@ -235,7 +239,7 @@ def iter_frames(
                 if end is not None and t >= end:
                     break
                 last_index = index
-                yield Frame(index, t, _resized(_upright(_rgb(frame), info.rotation), max_side, size))
+                yield Frame(index, t, resize_frame(_upright(_rgb(frame), info.rotation), max_side, size))
         except av.FFmpegError as exc:
             raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
                                  f"the file may be corrupt; re-encode it") from exc
