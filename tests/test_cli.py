@@ -237,3 +237,36 @@ def test_the_device_defaults_to_auto_and_the_choice_is_printed(photo_dir, tmp_pa
     code, _, err = run_cli(["explain", os.path.join(photo_dir, "rocket.jpg"), "--out", str(tmp_path), "--device",
                             "cpu", *FAST], capsys)
     assert code == 0 and "ran on" not in err  # a device the user named is not announced
+
+
+def test_weights_fine_tuned_to_classes_of_ones_own_with_a_labels_file(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # an ImageNet network whose head keeps three of its classes: a checkpoint fine-tuned to 3 classes
+    sd = video_iba.load_model("efficientnet_lite0").state_dict()
+    names = video_iba.models.imagenet_labels()
+    rows = [names.index(n) for n in ("tabby", "espresso", "missile")]
+    sd["_fc.weight"], sd["_fc.bias"] = sd["_fc.weight"][rows].clone(), sd["_fc.bias"][rows].clone()
+    ckpt, labels = tmp_path / "three.pt", tmp_path / "classes.txt"
+    torch.save({"state_dict": sd, "epoch": 9}, ckpt)
+    labels.write_text("cat\ncoffee\nrocket\n")
+    coffee = os.path.join(photo_dir, "coffee.jpg")
+    code, stdout, err = run_cli(["explain", coffee, "--model", "efficientnet_lite0", "--weights", str(ckpt),
+                                 "--labels", str(labels), "--out", str(tmp_path / "a"), *FAST], capsys)
+    assert code == 0, err
+    assert stdout.startswith("predicted: coffee (") and "explained: #1 coffee" in stdout
+    attr = video_iba.Attribution.load(tmp_path / "a" / "coffee.npz")
+    assert attr.meta["labels"] == str(labels) and attr.meta["predicted"] == "coffee"
+    code, stdout, err = run_cli(["explain", os.path.join(photo_dir, "chelsea.jpg"), "--model", "efficientnet_lite0",
+                                 "--weights", str(ckpt), "--labels", str(labels), "--target", "rocket",
+                                 "--out", str(tmp_path / "b"), *FAST], capsys)
+    assert code == 0, err
+    attr = video_iba.Attribution.load(tmp_path / "b" / "chelsea.npz")
+    assert (attr.target, attr.meta["target_label"], attr.meta["predicted"]) == (2, "rocket", "cat")
+    # without a labels file the classes are numbered
+    code, stdout, err = run_cli(["explain", coffee, "--model", "efficientnet_lite0", "--weights", str(ckpt),
+                                 "--out", str(tmp_path / "c"), *FAST], capsys)
+    assert code == 0 and "explained: #1 class 1" in stdout, err
+    labels.write_text("cat\ncoffee\n")
+    code, stdout, err = run_cli(["explain", coffee, "--model", "efficientnet_lite0", "--weights", str(ckpt),
+                                 "--labels", str(labels), "--out", str(tmp_path / "d"), *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and not os.path.exists(tmp_path / "d" / "coffee.npz")
+    assert "names 2 classes but efficientnet_lite0 with these weights outputs 3" in err

@@ -137,6 +137,13 @@ def _range_options(p: _Parser, group: Any) -> None:
              help="seconds between the starts of successive model clips (default: one clip length, no overlap)")
 
 
+def _labels_option(p: _Parser) -> None:
+    p.option("--labels", metavar="FILE",
+             help="the model's class names, one per line in index order (or JSON: a list, a mapping from index to "
+                  "name, a config.json's id2label), for weights fine-tuned to classes of your own (default: the "
+                  "model's label set; a checkpoint with another number of outputs: class 0, class 1, ...)")
+
+
 def _cam_option(p: _Parser) -> None:
     p.option("--cam-layer", help="Grad-CAM's layer, a dotted module path (default: the model's last feature map; "
                                  "transformers: a late block; see `video-iba layers`)")
@@ -171,6 +178,7 @@ def _explain_parser(sub: Any) -> None:
                             "ranks under torchrun")
     _model_options(ex)
     ex.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    _labels_option(ex)
     ex.option("--method", default="iba",
               help="iba (default: the per-sample information bottleneck, in bits), readout (a trained readout "
                    "bottleneck, --readout CKPT: one forward pass) or a baseline: " + ", ".join(BASELINES)
@@ -256,6 +264,7 @@ def _compare_parser(sub: Any) -> None:
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    _labels_option(co)
     co.option("--vmax", type=_positive_float,
               help="one colour scale for every bits map (IBA, readout; in every row of a grid): its top in bits per "
                    "pixel or voxel (default: each map its own largest value; other methods always keep their own)")
@@ -367,7 +376,8 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
                     stats=tuple(args.stats) if getattr(args, "stats", None) else None,
                     readout=getattr(args, "readout", None), cam_layer=getattr(args, "cam_layer", None),
                     changes=changes or {},
-                    seed=getattr(args, "seed", 0), batch_size=args.batch_size, precision=args.precision)
+                    seed=getattr(args, "seed", 0), batch_size=args.batch_size, precision=args.precision,
+                    labels=getattr(args, "labels", None))
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:

@@ -190,3 +190,30 @@ def test_clip_preprocessing_matches_the_image_path_frame_by_frame() -> None:
         x, g = preprocess_image(frames[t], spec)
         torch.testing.assert_close(clip[0, :, t], x[0])
         assert g == geo
+
+
+def test_a_checkpoint_fine_tuned_to_other_classes_resizes_the_output_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torchvision
+
+    torch.manual_seed(3)
+    for name, classes in (("mobilenet_v3_small", 7), ("squeezenet1_1", 4)):  # a linear head, a 1x1 convolution head
+        ref = torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
+        path = tmp_path / f"{name}.pt"
+        torch.save(ref.state_dict(), path)
+        loaded = video_iba.load_model(name, weights=str(path))
+        spec = loaded.video_iba_spec
+        assert spec.labels == "own" and spec.label_names == tuple(f"class {i}" for i in range(classes))
+        assert video_iba.models.labels_for(spec)[-1] == f"class {classes - 1}"
+        x = torch.randn(2, 3, 64, 64)
+        with torch.no_grad():
+            out = loaded(x)
+            assert out.shape == (2, classes) and torch.equal(out, ref(x))
+    assert get_spec("mobilenet_v3_small").labels == "imagenet"  # the registry's spec is not changed
+    # other layers differing too: another architecture, refused as before (one sentence, no '.;')
+    sd = torchvision.models.get_model("mobilenet_v3_small", weights=None, num_classes=7).state_dict()
+    sd["features.0.0.weight"] = sd["features.0.0.weight"][:8]
+    torch.save(sd, tmp_path / "other.pt")
+    with pytest.raises(UserInputError, match=r"do not fit mobilenet_v3_small: size mismatch for features\.0\.0\.weight") \
+            as info:
+        video_iba.load_model("mobilenet_v3_small", weights=str(tmp_path / "other.pt"))
+    assert ".;" not in str(info.value)

@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -60,7 +60,8 @@ class ModelSpec:
         mean, std: Per-channel normalisation of RGB values in ``[0, 1]``.
         default_layer: Bottleneck layer, or one layer per pathway (SlowFast); ``None`` until
             resolved by :func:`get_spec`.
-        labels: Label set (``"imagenet"`` or ``"kinetics400"``).
+        labels: Label set: ``"imagenet"``, ``"kinetics400"``, or ``"hf"`` and ``"own"`` (the
+            names are ``label_names``: a checkpoint's ``id2label``; fine-tuned weights' classes).
         default_weights: Name of the pretrained weights used by default.
         weights_source: Where the default weights come from (for listings and errors).
         note: Why this default layer.
@@ -69,7 +70,7 @@ class ModelSpec:
             that match none, or a pair whose layout is ``None``, output maps.
         cam_layer: Grad-CAM's layer where the generic choice does not fit (transformers: the last
             layer whose grid tokens still reach the logits).
-        label_names: The class names when ``labels`` is ``"hf"`` (a checkpoint's ``id2label``).
+        label_names: The class names when ``labels`` is ``"hf"`` or ``"own"``.
         iba: Bottleneck settings that differ from the paper's for this model, as ``(name, value)``
             pairs (transformers: :data:`~video_iba.config.TRANSFORMER_SETTINGS`); see :meth:`config`.
     """
@@ -432,7 +433,7 @@ def labels_for(spec: ModelSpec) -> list[str]:
         return list(imagenet_labels())
     if spec.labels == "kinetics400":
         return list(kinetics400_labels())
-    if spec.labels == "hf":
+    if spec.labels in ("hf", "own"):
         return list(spec.label_names)
     raise ValueError(f"unknown label set '{spec.labels}'")
 
@@ -455,13 +456,20 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return obj
 
 
-def load_state(model: nn.Module, path: str, name: str) -> None:
-    """Load a checkpoint file into ``model`` strictly, with a clear error on mismatch."""
+def load_state(model: nn.Module, path: str, name: str, classes: int | None = None) -> int | None:
+    """Load a checkpoint file into ``model`` strictly, with a clear error on mismatch.
+
+    With ``classes`` (the number of outputs the model was built with), a checkpoint fine-tuned to
+    another number of classes is taken: where the only tensors whose shapes differ are those of
+    output layers (linear or convolution layers with ``classes`` outputs) and they agree on one
+    other number of outputs, those layers are resized to it before loading. Returns that number,
+    or ``None`` when the model kept its outputs."""
     sd = _read_state_dict(path)
+    resized = _fit_output_layers(model, sd, classes) if classes else None
     try:
         result = model.load_state_dict(sd, strict=False)
     except RuntimeError as exc:  # tensors whose shapes differ from the model's
-        first = str(exc).split("size mismatch for ", 1)[-1].split("\n", 1)[0].strip()
+        first = str(exc).split("size mismatch for ", 1)[-1].split("\n", 1)[0].strip().rstrip(".")
         raise UserInputError(f"weights '{path}' do not fit {name}: size mismatch for {first}; give a checkpoint of "
                              f"this architecture") from exc
     if result.missing_keys or result.unexpected_keys:
@@ -472,6 +480,46 @@ def load_state(model: nn.Module, path: str, name: str) -> None:
             parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})")
         raise UserInputError(f"weights '{path}' do not fit {name}: {', '.join(parts)} keys; "
                              f"give a checkpoint of this architecture")
+    return resized
+
+
+_OUTPUT_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _fit_output_layers(model: nn.Module, sd: dict[str, torch.Tensor], classes: int) -> int | None:
+    """Resize ``model``'s output layers to the number of outputs ``sd`` gives them, when the
+    output layers are all that differ (see :func:`load_state`); ``None`` (nothing changed) else."""
+    own = model.state_dict()
+    modules = dict(model.named_modules())
+    layers: dict[str, nn.Module] = {}
+    outputs: set[int] = set()
+    for key, value in sd.items():
+        if key not in own or own[key].shape == value.shape:
+            continue
+        owner, _, param = key.rpartition(".")
+        m, old = modules.get(owner), own[key]
+        if not (isinstance(m, _OUTPUT_KINDS) and param in ("weight", "bias") and old.shape[0] == classes
+                and value.ndim == old.ndim and value.shape[1:] == old.shape[1:] and value.shape[0] > 0):
+            return None  # another architecture: the strict load names the mismatch
+        layers[owner] = m
+        outputs.add(int(value.shape[0]))
+    if len(outputs) != 1:
+        return None
+    (k,) = outputs
+    for m in layers.values():
+        for param in ("weight", "bias"):
+            p = getattr(m, param)
+            if p is not None:
+                setattr(m, param, nn.Parameter(torch.empty((k, *p.shape[1:]), dtype=p.dtype, device=p.device),
+                                               requires_grad=p.requires_grad))
+        setattr(m, "out_features" if isinstance(m, nn.Linear) else "out_channels", k)
+    return k
+
+
+def with_class_names(spec: ModelSpec, names: Sequence[str]) -> ModelSpec:
+    """``spec`` for a model whose outputs are the classes ``names`` (fine-tuned weights, a labels
+    file), in index order."""
+    return dataclasses.replace(spec, labels="own", label_names=tuple(str(n) for n in names))
 
 
 def _hub_file(url: str) -> str:
@@ -595,12 +643,18 @@ def build(spec: ModelSpec, weights: str = "default", device: torch.device | str 
     """Build the network of ``spec`` with the given weights (``default``, ``random``, a path, or a named
     set). Initialisation draws from its own generator seeded with ``seed`` (the global one is left as
     it was), so random weights are the same in every process that builds them."""
+    return _built(spec, weights, device, seed)[0]
+
+
+def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int) -> tuple[nn.Module, int | None]:
+    """:func:`build`, and the number of classes of a checkpoint fine-tuned to other classes
+    (``None`` when the model has ``spec``'s outputs)."""
     is_path = weights not in ("default", "random", "imagenet", "kinetics400") and (
         os.path.sep in weights or os.path.exists(weights) or weights.endswith((".pt", ".pth", ".bin", ".ckpt")))
     if str(device) == "meta":
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on random init
-            return _BUILDERS[spec.family](spec, "random")
+            return _BUILDERS[spec.family](spec, "random"), None
     if spec.family == "hf" and os.path.isdir(weights):  # a save_pretrained folder
         is_path = False
     elif is_path and not os.path.isfile(weights):
@@ -609,9 +663,8 @@ def build(spec: ModelSpec, weights: str = "default", device: torch.device | str 
         warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
         model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
-    if is_path:
-        load_state(model, weights, spec.name)
-    return model.to(device).eval()
+    classes = load_state(model, weights, spec.name, len(labels_for(spec))) if is_path else None
+    return model.to(device).eval(), classes
 
 
 def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu", *, seed: int = 0,
@@ -622,8 +675,10 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         name: A name from :func:`list_models` (e.g. ``"resnet50"``, ``"efficientnet_lite0"``).
         weights: ``"default"`` (pretrained: torch hub cache, or the offline package for
             efficientnet_lite0), ``"random"``, a checkpoint path (``weights_only=True``; a
-            ``state_dict``/``model_state``/``model`` entry is used if present), or a torchvision
-            weights name such as ``"IMAGENET1K_V2"``.
+            ``state_dict``/``model_state``/``model`` entry is used if present; one fine-tuned to
+            another number of classes gets its output layer resized and the classes ``class 0``,
+            ``class 1``, ... in its spec, see :func:`load_state`), or a torchvision weights name
+            such as ``"IMAGENET1K_V2"``.
         device: Where to put the model.
         seed: Seeds the initialisation of ``"random"`` weights (the same network in every process).
         layer_given: The caller names the bottleneck layer, so a model without a default layer
@@ -634,7 +689,9 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         ``model.video_iba_spec``.
     """
     spec = model_spec(name, layer_given, weights)
-    model = build(spec, weights, device, seed)
+    model, classes = _built(spec, weights, device, seed)
+    if classes is not None:  # fine-tuned to other classes: numbered until a labels file names them
+        spec = with_class_names(spec, [f"class {i}" for i in range(classes)])
     model.video_iba_spec = spec  # type: ignore[assignment]
     return model
 

@@ -26,6 +26,7 @@ from ..config import IBAConfig
 from ..distributed import auto_device
 from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
+from ..io.labels import read_labels
 from ..methods.attribute import METHODS, Method, check_method
 from ..methods.baselines import CAM_METHODS, baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
@@ -33,7 +34,7 @@ from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack, input_packer, packed, slow_and_fast
-from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest
+from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest, with_class_names
 from ..results import Attribution
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ class Settings:
             :class:`~video_iba.methods.batching.FitBatches`); results do not depend on it.
         precision: ``fp32``, ``bf16`` or ``fp16``: the type of IBA's network passes.
         cam_layer: Grad-CAM's layer (the Grad-CAM methods only; default: the model's).
+        labels: A file naming the model's classes (:func:`~video_iba.io.read_labels`), for
+            weights fine-tuned to classes of one's own (default: the model's label set; weights
+            with another number of outputs: ``class 0``, ``class 1``, ...).
     """
 
     model: str | None = None
@@ -180,6 +184,7 @@ class Settings:
     batch_size: int | None = None
     precision: str = "fp32"
     cam_layer: str | None = None
+    labels: str | None = None
 
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
@@ -193,6 +198,16 @@ class Settings:
         if self.model:
             return self.model
         return DEFAULT_VIDEO_MODEL if is_video_file(path) else DEFAULT_IMAGE_MODEL
+
+
+def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
+    """``spec`` with the class names of the labels file ``path``, as many as the model's outputs."""
+    names = read_labels(path)
+    have = labels_for(spec)
+    if len(names) != len(have):
+        raise UserInputError(f"the labels file '{path}' names {len(names)} classes but {spec.name} with these weights "
+                             f"outputs {len(have)}; give one name per output, in index order")
+    return with_class_names(spec, names)
 
 
 #: What an open session holds, by the option that would otherwise give it.
@@ -332,6 +347,11 @@ class Session:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
                                layer_given=no_default)
         _check_weights(stats, model)
+        built = getattr(model, "video_iba_spec", spec)  # fine-tuned weights may have other classes
+        if built.labels != spec.labels or built.label_names != spec.label_names:
+            spec = with_class_names(spec, built.label_names)
+        if settings.labels:
+            spec = _named_classes(spec, settings.labels)
         return cls(spec, model, labels_for(spec), device, settings, method, layers,
                    [s.to(device) for s in stats] or None, readout if method.uses_readout else None,
                    FitBatches(settings.batch_size, device))
@@ -359,6 +379,8 @@ class Session:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
         layers, stats = _prepare(method, settings, spec, device)
+        if labels is None and settings.labels:
+            labels = read_labels(settings.labels)
         if labels is not None:
             names = [str(n) for n in labels]
         else:
@@ -405,9 +427,11 @@ class Session:
 
     @property
     def weights_meta(self) -> dict[str, Any]:
-        """The weights as recorded in results: their name and, for random ones, the seed they were drawn with."""
+        """The weights as recorded in results: their name, for random ones the seed they were drawn
+        with, and the labels file naming their classes when one was given."""
         w = self.settings.weights
-        return {"weights": w, **({"weights_seed": self.settings.seed or 0} if w == "random" else {})}
+        return {"weights": w, **({"weights_seed": self.settings.seed or 0} if w == "random" else {}),
+                **({"labels": self.settings.labels} if self.settings.labels else {})}
 
     def attribute(self, x: torch.Tensor, target: int | None,
                   on_step: Callable[[int, float, float], None] | None = None,
