@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -87,8 +88,27 @@ def timeline(path: str) -> Timeline:
 
 def decord_reads(info: VideoInfo) -> bool:
     """Whether decord decodes this video as it is shown: not a rotated video (decord does not turn
-    its frames) and not a GIF (decord cannot read GIFs)."""
-    return not info.rotation and info.codec != "gif"
+    its frames), not a GIF (decord cannot read GIFs), and one whose frames decord can copy out at
+    their size (it cannot for some widths, e.g. 16, 24, 48 and 72 pixels: "The size must exactly
+    match"); PyAV reads the others, to the same pixels."""
+    if info.rotation or info.codec == "gif":
+        return False
+    try:
+        st = os.stat(info.path)
+    except OSError:
+        return False
+    return _decord_copies_frames(info.path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _decord_copies_frames(path: str, mtime_ns: int, size: int) -> bool:
+    import decord
+
+    try:
+        decord.VideoReader(path, num_threads=1).get_batch([0]).asnumpy()
+    except Exception:  # decord's own error types; PyAV then decodes (and diagnoses a broken file)
+        return False
+    return True
 
 
 def clip_decoder(info: VideoInfo | None = None) -> str:
