@@ -98,7 +98,8 @@ def _float_list(text: str) -> list[float]:
 
 def _model_options(p: _Parser) -> None:
     p.option("--model", help=f"registry name (default: {DEFAULT_IMAGE_MODEL} for images, {DEFAULT_VIDEO_MODEL} for "
-                             f"videos; see `video-iba models`)")
+                             f"videos; see `video-iba models`), or a network of your own: path/to/file.py:function "
+                             f"or package.module:function, a function returning (model, video_iba.ModelSpec(...))")
     p.option("--layer", action="append",
              help="IBA's bottleneck layer, a dotted module path (default: the model's; see `video-iba layers`); "
                   "repeat it once per pathway (SlowFast: slow, then fast)")
@@ -231,6 +232,7 @@ def _evaluate_parser(sub: Any) -> None:
                                     "'mean' are in the model's normalised input space.")
     ev.option("dataset", help="'synthetic' or a folder of images or videos")
     _model_options(ev)
+    _labels_option(ev)
     ev.option("--stats", action="append",
               help="folders: IBA statistics from `video-iba estimate` (one per --layer); without them IBA uses each "
                    "input's own feature statistics")
@@ -291,6 +293,7 @@ def _train_parser(sub: Any) -> None:
                               "tubevit its video transformer) or a folder of images or videos (targets: the model's "
                               "top-1 classes)")
     _model_options(tr)
+    _labels_option(tr)
     tr.option("--readout-layer", action="append", help="a layer read by the readout network (repeatable; default: the "
                                                        "bottleneck layers and the last feature map)")
     tr.option("--stats", action="append", help="statistics of the bottleneck layers (default: estimated on the "
@@ -479,7 +482,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
                     betas=args.beta or None, masks=args.masks, readout=args.readout, cam_layer=args.cam_layer,
-                    device=args.device,
+                    device=args.device, labels=args.labels,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
     print(summary["markdown"])
@@ -514,7 +517,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
 def _cmd_train_readout(args: argparse.Namespace) -> None:
     run = TrainingRun(dataset=args.dataset, out_dir=args.out, model=args.model, weights=args.weights,
                       layers=args.layer, readouts=args.readout_layer, stats=tuple(args.stats or ()), beta=args.beta,
-                      clips=args.clips, validation=args.validation, device=args.device)
+                      clips=args.clips, validation=args.validation, device=args.device, labels=args.labels)
     schedule = Schedule(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         keep_epochs=args.keep_epochs, patience=args.patience)
     res = train_dataset(run, schedule, _bar)

@@ -23,6 +23,7 @@ from .._version import __version__
 from ..config import TRANSFORMER_SETTINGS, IBAConfig
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
+from .entry import FORM, describe_failure, entry_function, is_entry_point
 from .hf import SHIPPED, build_hf, is_hf, spec_fields
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
@@ -243,7 +244,7 @@ def list_models() -> list[str]:
 
 def _unknown(name: str) -> UserInputError:
     return UserInputError(f"unknown model '{name}'{did_you_mean(name, list_models())}; "
-                          f"`video-iba models` lists the choices")
+                          f"`video-iba models` lists the choices, and a network of your own is given as {FORM}")
 
 
 def _torchvision_weights(name: str) -> Any:
@@ -255,6 +256,8 @@ def _torchvision_weights(name: str) -> Any:
 def _base_spec(name: str) -> ModelSpec:
     if is_hf(name):
         return ModelSpec(**spec_fields(name))
+    if is_entry_point(name):
+        return _entry_spec(name)
     if name in _EXPLICIT:
         spec = _EXPLICIT[name]
     elif name in _torchvision_names():
@@ -630,7 +633,49 @@ def _build_pytorchvideo(spec: ModelSpec, weights: str) -> nn.Module:
     return model
 
 
+#: Networks of one's own built while reading their spec, kept for the first build that asks.
+_ENTRY_MODELS: dict[str, nn.Module] = {}
+
+
+@lru_cache(maxsize=None)
+def _entry_spec(ref: str) -> ModelSpec:
+    """The spec of the network the function ``ref`` builds (see :mod:`video_iba.models.entry`),
+    named ``ref`` so that every workflow finds it again by that name."""
+    model, spec = _call_entry(ref)
+    _ENTRY_MODELS[ref] = model
+    return spec
+
+
+def _call_entry(ref: str) -> tuple[nn.Module, ModelSpec]:
+    fn = entry_function(ref)
+    with torch.random.fork_rng(devices=[]):  # its own randomness, the same in every process
+        torch.manual_seed(0)
+        try:
+            out = fn()
+        except UserInputError:
+            raise
+        except Exception as exc:
+            raise UserInputError(f"calling '{ref}' failed ({describe_failure(exc)}); fix the function") from exc
+    model, spec = out if isinstance(out, tuple) and len(out) == 2 else (out, getattr(out, "video_iba_spec", None))
+    if not isinstance(model, nn.Module):
+        raise UserInputError(f"'{ref}' returned {type(out).__name__}, not a network; return (model, "
+                             f"video_iba.ModelSpec(...)) from it")
+    if not isinstance(spec, ModelSpec):
+        raise UserInputError(f"'{ref}' returned a network without a spec; return (model, video_iba.ModelSpec(...)), "
+                             f"or set model.video_iba_spec")
+    return model.eval(), dataclasses.replace(spec, name=ref, family="entry")
+
+
+def _build_entry(spec: ModelSpec, weights: str) -> nn.Module:
+    if weights not in ("default", "random"):  # "random": built to load a checkpoint file into
+        raise UserInputError(f"unknown weights '{weights}' for {spec.name}; give {{weights}} default (as its function "
+                             f"builds it) or a checkpoint path", options=["weights"])
+    kept = None if torch.get_default_device().type == "meta" else _ENTRY_MODELS.pop(spec.name, None)
+    return kept if kept is not None else _call_entry(spec.name)[0]
+
+
 _BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
+    "entry": _build_entry,
     "torchvision": _build_torchvision,
     "efficientnet_lite": _build_efficientnet_lite,
     "inflated": _build_inflated,
@@ -663,8 +708,16 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
         warnings.simplefilter("ignore", FutureWarning)
         torch.manual_seed(seed)
         model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
-    classes = load_state(model, weights, spec.name, len(labels_for(spec))) if is_path else None
+    classes = load_state(model, weights, spec.name, _class_count(spec)) if is_path else None
     return model.to(device).eval(), classes
+
+
+def _class_count(spec: ModelSpec) -> int | None:
+    """How many classes ``spec`` names (``None``: a network of one's own whose spec names none)."""
+    try:
+        return len(labels_for(spec)) or None
+    except ValueError:
+        return None
 
 
 def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu", *, seed: int = 0,
@@ -689,6 +742,9 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         ``model.video_iba_spec``.
     """
     spec = model_spec(name, layer_given, weights)
+    if spec.family == "entry" and weights == "random":
+        raise UserInputError(f"{name} is a network of your own: its weights are those its function builds; give "
+                             f"{{weights}} default or a checkpoint path", options=["weights"])
     model, classes = _built(spec, weights, device, seed)
     if classes is not None:  # fine-tuned to other classes: numbered until a labels file names them
         spec = with_class_names(spec, [f"class {i}" for i in range(classes)])

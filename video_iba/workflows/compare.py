@@ -211,8 +211,10 @@ def _check_comparison(methods: Sequence[str], settings: Settings | None, models:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
     settings = settings or Settings()
     if session is not None:
-        if models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout:
-            raise UserInputError("an open session holds its model, weights, statistics and readout; give the "
+        if (models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout
+                or settings.labels):
+            raise UserInputError("an open session holds its model, weights, statistics, readout and class names; "
+                                 "give the "
                                  "settings only the methods' options (layers, bottleneck settings, Grad-CAM layer, "
                                  "seed, precision)")
     chosen = _check_models(models, settings)

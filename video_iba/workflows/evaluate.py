@@ -71,6 +71,7 @@ class Evaluation:
         batch_size: Items per IBA fit (``None``: chosen from the device); scores do not depend on it.
         precision: Type of IBA's network passes (``fp32``, ``bf16``, ``fp16``).
         cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
+        labels: A file naming the model's classes (see :attr:`Settings.labels`).
     """
 
     dataset: str
@@ -89,6 +90,7 @@ class Evaluation:
     batch_size: int | None = None
     precision: str = "fp32"
     cam_layer: str | None = None
+    labels: str | None = None
 
 
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress, *,
@@ -225,7 +227,7 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
         _refuse_unscorable(metrics, items)
     session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
                                            layers=tuple(ev.layers) if ev.layers else None,
-                                           stats=tuple(ev.stats) or None))
+                                           stats=tuple(ev.stats) or None, labels=ev.labels))
     layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
     restats = None
@@ -249,7 +251,8 @@ def _check_session_evaluation(ev: Evaluation) -> None:
         raise UserInputError("the synthetic benchmark has its own models; evaluate an open session on a folder of "
                              "photos or videos")
     refuse_held_by_session([("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
-                            ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu")])
+                            ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu"),
+                            ("labels", ev.labels)])
 
 
 def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:

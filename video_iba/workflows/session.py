@@ -200,11 +200,21 @@ class Settings:
         return DEFAULT_VIDEO_MODEL if is_video_file(path) else DEFAULT_IMAGE_MODEL
 
 
+def _class_names(spec: ModelSpec) -> list[str]:
+    """The spec's class names; ``[]`` for a network of one's own whose spec names none."""
+    try:
+        return labels_for(spec)
+    except ValueError:
+        if spec.family == "entry":
+            return []
+        raise
+
+
 def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
     """``spec`` with the class names of the labels file ``path``, as many as the model's outputs."""
     names = read_labels(path)
-    have = labels_for(spec)
-    if len(names) != len(have):
+    have = _class_names(spec)
+    if have and len(names) != len(have):  # a network of one's own without names: checked on its logits
         raise UserInputError(f"the labels file '{path}' names {len(names)} classes but {spec.name} with these weights "
                              f"outputs {len(have)}; give one name per output, in index order")
     return with_class_names(spec, names)
@@ -212,12 +222,12 @@ def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
 
 #: What an open session holds, by the option that would otherwise give it.
 _HELD = {"model": "model", "weights": "weights", "layer": "layers", "stats": "statistics", "readout": "readout",
-         "device": "device"}
+         "device": "device", "labels": "class names"}
 
 
 def refuse_held_by_session(given: Sequence[tuple[str, Any]]) -> None:
     """Refuse the options of ``given`` (``(option, value)`` pairs, each one of ``model``,
-    ``weights``, ``layer``, ``stats``, ``readout``, ``device``) that are set, next to an open
+    ``weights``, ``layer``, ``stats``, ``readout``, ``device``, ``labels``) that are set, next to an open
     session: it holds them."""
     held = [_HELD[o] for o, _ in given]
     named = [o for o, v in given if v]
@@ -352,7 +362,12 @@ class Session:
             spec = with_class_names(spec, built.label_names)
         if settings.labels:
             spec = _named_classes(spec, settings.labels)
-        return cls(spec, model, labels_for(spec), device, settings, method, layers,
+        names = _class_names(spec)
+        if not names:
+            raise UserInputError(f"{spec.name} names no classes (its spec's labels are '{spec.labels}'); give "
+                                 f"{{labels}} a file of its class names, or set labels='own' and label_names in its "
+                                 f"spec", options=["labels"])
+        return cls(spec, model, names, device, settings, method, layers,
                    [s.to(device) for s in stats] or None, readout if method.uses_readout else None,
                    FitBatches(settings.batch_size, device))
 
@@ -521,7 +536,7 @@ class Session:
     def check_classes(self, logits: torch.Tensor) -> None:
         """Refuse weights whose number of outputs differs from the model's label set."""
         if logits.shape[-1] != len(self.labels):
-            if self.settings.weights == OWN_WEIGHTS:
+            if self.settings.weights == OWN_WEIGHTS or self.spec.family == "entry":
                 raise UserInputError(f"the model outputs {logits.shape[-1]} classes, not the {len(self.labels)} of its "
                                      f"labels; give {{labels}} its {logits.shape[-1]} class names", options=["labels"])
             raise UserInputError(f"the model outputs {logits.shape[-1]} classes but {self.spec.name} has "

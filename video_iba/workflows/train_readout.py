@@ -437,6 +437,7 @@ class TrainingRun:
     clips: int | None = None
     validation: str | None = None
     device: str = "cpu"
+    labels: str | None = None  # a file naming the model's classes (see Settings.labels)
 
 
 @dataclass
@@ -537,7 +538,8 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
                     tokens or None, own.pack)
     name, _ = estimate_inputs(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
-                                    layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None))
+                                    layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None,
+                                    labels=run.labels))
     data = folder_data(run.dataset, name, run.weights)
     return _Run(session.model, name, session.layers, session.stats, data, _validation(run, name), run.readouts)
 
@@ -557,7 +559,8 @@ def _check_session_training(run: TrainingRun) -> None:
         raise UserInputError("the synthetic benchmark has its own models; train an open session's readout on a "
                              "folder of photos or videos")
     refuse_held_by_session([("model", run.model), ("weights", run.weights != "default"), ("layer", run.layers),
-                            ("stats", run.stats), ("device", run.device != "cpu")])
+                            ("stats", run.stats), ("device", run.device != "cpu"),
+                            ("labels", run.labels)])
 
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",

@@ -1,0 +1,151 @@
+"""A network of one's own named on the command line as ``file.py:function`` or ``package.module:function``."""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import video_iba
+from video_iba.models import weights_digest
+from ..helpers import read_jsonl, run_cli
+from ..videos import encode, moving_square
+
+NET = textwrap.dedent('''
+    import dataclasses
+
+    from torch import nn
+
+    import video_iba
+    from heads import head  # a neighbour of this file
+
+
+    def build():
+        net = nn.Sequential()
+        net.add_module("stem", nn.Conv3d(3, 8, 3, padding=1))
+        net.add_module("act", nn.ReLU())
+        net.add_module("block", nn.Conv3d(8, 16, 3, stride=(1, 2, 2), padding=1))
+        net.add_module("act2", nn.ReLU())
+        net.add_module("head", head(16, 3))
+        spec = video_iba.ModelSpec(name="mynet", family="own", modality="video", frames=8, sampling_rate=2,
+                                   input_size=48, resize=56, default_layer="block", labels="own",
+                                   label_names=("left", "right", "still"))
+        return net, spec
+
+
+    def unnamed():
+        net, spec = build()
+        return net, dataclasses.replace(spec, labels="ucf101", label_names=())
+
+
+    def broken():
+        raise RuntimeError("checkpoint server down")
+
+
+    def number():
+        return 3
+
+
+    def bare():
+        return build()[0]
+''')
+HEADS = textwrap.dedent('''
+    from torch import nn
+
+
+    def head(channels, classes):
+        return nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(channels, classes))
+''')
+
+
+@pytest.fixture()
+def own(tmp_path):  # type: ignore[no-untyped-def]
+    folder = tmp_path / "nets"
+    folder.mkdir()
+    (folder / "mynet.py").write_text(NET)
+    (folder / "heads.py").write_text(HEADS)
+    clip = encode(str(tmp_path / "square.mp4"), frames=24, size=(80, 64), content=moving_square)
+    return str(folder / "mynet.py"), clip
+
+
+def test_a_network_of_ones_own_is_explained_from_the_command_line(own, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    net, clip = own
+    ref = f"{net}:build"
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["explain", clip, "--model", ref, "--steps", "2", "--samples", "2", "--out", str(out)],
+                                capsys)
+    assert code == 0, err
+    assert f"{ref} layer block" in stdout
+    res = video_iba.load(str(out / "square.npz"))
+    assert res.meta["model"] == ref and res.meta["layers"] == ["block"]
+    assert res.meta["target_label"] in ("left", "right", "still")
+    # the network explained is the one the function builds (its own randomness seeded: every
+    # process, every torchrun rank, builds the same weights), and the caller's generator is untouched
+    torch.manual_seed(5)
+    before = torch.rand(3)
+    torch.manual_seed(5)
+    a, b = video_iba.load_model(ref), video_iba.load_model(ref)
+    assert torch.equal(torch.rand(3), before)
+    assert weights_digest(a) == weights_digest(b)
+    # --weights PATH loads a checkpoint into what the function builds (fine-tuned to 5 classes here)
+    sd = {k: v + 1 for k, v in a.state_dict().items()}
+    sd["head.2.weight"], sd["head.2.bias"] = torch.randn(5, 16), torch.randn(5)
+    torch.save(sd, tmp_path / "w.pt")
+    c = video_iba.load_model(ref, weights=str(tmp_path / "w.pt"))
+    assert all(torch.equal(c.state_dict()[k], v) for k, v in sd.items())
+    assert c.video_iba_spec.label_names == tuple(f"class {i}" for i in range(5))
+    x, _ = video_iba.read_clip(clip, a.video_iba_spec)
+    with torch.no_grad():
+        probs = torch.softmax(a(x)[0].double(), 0).numpy()
+    assert np.allclose(res.window_probs[0, 0], probs, atol=1e-5)
+    code, stdout, err = run_cli(["layers", "--model", ref], capsys)
+    assert code == 0 and re.search(r"^block +Conv3d +1x16x8x24x24", stdout, re.M), err
+    # a folder, with a labels file for a spec that names no classes
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    os.replace(clip, folder / "square.mp4")
+    code, stdout, err = run_cli(["explain", str(folder), "--model", f"{net}:unnamed", "--labels", str(labels),
+                                 "--steps", "2", "--samples", "2", "--out", str(tmp_path / "batch")], capsys)
+    assert code == 0, err
+    (row,) = read_jsonl(str(tmp_path / "batch" / "manifest.jsonl"))
+    assert row["status"] == "ok" and row["label"] in ("a", "b", "c")
+
+
+def test_a_package_module_names_a_network_too(own, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    net, _ = own
+    pkg = tmp_path / "root" / "ownnets"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "video.py").write_text(NET.replace("from heads import head", "from .heads import head"))
+    (pkg / "heads.py").write_text(HEADS)
+    monkeypatch.syspath_prepend(str(tmp_path / "root"))
+    code, stdout, err = run_cli(["layers", "--model", "ownnets.video:build"], capsys)
+    assert code == 0 and re.search(r"^block +Conv3d", stdout, re.M), err
+
+
+@pytest.mark.parametrize("model,extra,message", [
+    ("{dir}/nope.py:build", [], "the model file '{dir}/nope.py' does not exist; give path/to/file.py:function"),
+    ("{net}:biuld", [], "has no function 'biuld' (did you mean 'build'?)"),
+    ("{net}:broken", [], "calling '{net}:broken' failed (RuntimeError: checkpoint server down ({net}:"),
+    ("{net}:number", [], "returned int, not a network; return (model, video_iba.ModelSpec(...))"),
+    ("{net}:bare", [], "returned a network without a spec"),
+    ("{net}:build", ["--weights", "random"], "its weights are those its function builds; give --weights default"),
+    ("{net}:unnamed", [], "names no classes (its spec's labels are 'ucf101'); give --labels a file"),
+    ("no_such_package.nets:build", [], "no module named 'no_such_package'"),
+    ("{dir}/nets/mynet", [], "a network of your own is given as path/to/file.py:function"),
+])
+def test_bad_networks_of_ones_own_are_refused_in_one_line(own, tmp_path, capsys, model, extra, message) -> None:  # type: ignore[no-untyped-def]
+    net, clip = own
+    subst = {"net": net, "dir": str(tmp_path)}
+    out = tmp_path / "out"
+    code, _, err = run_cli(["explain", clip, "--model", model.format(**subst), *extra, "--steps", "1",
+                            "--out", str(out)], capsys)
+    assert code == 2 and message.format(**subst) in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() or os.listdir(out) == []
