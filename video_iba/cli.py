@@ -24,7 +24,7 @@ from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
 from .render.video import LAYOUTS, MAX_KEYFRAMES
 from .workflows.batch import MANIFEST, explain_batch
-from .workflows.compare import compare_file, compare_grid
+from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, compare_file, compare_grid
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
 from .workflows.estimate import estimate_folder
 from .workflows.evaluate import FOLDER_METRICS, SYNTHETIC_METRICS, Evaluation, evaluate_dataset
@@ -256,9 +256,10 @@ def _evaluate_parser(sub: Any) -> None:
 
 def _compare_parser(sub: Any) -> None:
     co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method; "
-                                        "several photos or a folder of them: one PNG grid, a row per photo")
-    co.option("input", nargs="+", help="image or video file; or several images, or a folder of images, for a grid "
-                                       "(OUT/compare-grid.png, at most 16 rows)")
+                                        "several photos or videos, or a folder of them: one grid, a row per input")
+    co.option("input", nargs="+", help="image or video file; or several images or videos, or a folder of them, for a "
+                                       f"grid (OUT/compare-grid.png, at most {MAX_GRID_ROWS} photos; OUT/compare-grid.mp4, "
+                                       f"at most {MAX_VIDEO_GRID_ROWS} videos played together)")
     _model_options(co)
     co.option("--models", help="comma-separated registry models to compare instead of --model (a panel per model "
                                "and method, each model with its default layers and its own top-1 or --target), "

@@ -261,19 +261,19 @@ def test_a_grid_holds_a_row_per_photo_each_as_compare_draws_it(photo_dir, tmp_pa
     assert np.abs(pngs[0] - pngs[1]).max() <= 3
 
 
-def test_a_grid_refuses_videos_and_too_few_or_many_photos(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_grid_refuses_photos_with_videos_and_too_few_or_many_photos(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from video_iba.workflows import compare_grid
 
     coffee = os.path.join(photo_dir, "coffee.jpg")
     clip = encode(str(tmp_path / "c.mp4"), frames=8)
     code, _, err = run_cli(["compare", coffee, clip, "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and f"'{clip}' is a video and a comparison grid holds photos; compare a video on its own" in err
+    assert code == 2 and f"'{clip}' is a video and '{coffee}' a photo; a comparison grid holds photos or videos" in err
     folder = tmp_path / "mixed"
     folder.mkdir()
     Image.open(coffee).save(folder / "a.jpg")
     encode(str(folder / "b.mp4"), frames=8)
     code, _, err = run_cli(["compare", str(folder), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "holds videos (first: " in err and "a comparison grid holds photos" in err
+    assert code == 2 and "holds photos and videos (first: " in err and "a comparison grid holds one kind" in err
     code, _, err = run_cli(["compare", coffee, coffee, "--start", "1", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "--start applies to videos" in err
     with pytest.raises(UserInputError, match="a comparison grid holds 2 to 16 photos, got 17; give fewer"):
@@ -281,6 +281,41 @@ def test_a_grid_refuses_videos_and_too_few_or_many_photos(photo_dir, tmp_path, c
     with pytest.raises(UserInputError, match="got 1; compare one photo on its own"):
         compare_grid([coffee], ["saliency"], Settings(), str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_grid_of_videos_plays_them_together_each_holding_its_last_frame(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render.compare import GRID_CLIP_PANEL_HEIGHT, clip_panel_size
+    from video_iba.workflows import compare_grid
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    short = encode(str(folder / "a_short.mp4"), frames=15, size=(96, 64), fps=15, content=moving_square)  # 1 s
+    long = encode(str(folder / "b_long.mp4"), frames=60, size=(128, 64), fps=30, content=moving_square)  # 2 s
+    out = tmp_path / "o"
+    args = ["--model", "r3d_18", "--weights", "random", "--methods", "saliency,gradcam", "--out", str(out)]
+    code, stdout, err = run_cli(["compare", str(folder), *args], capsys)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].startswith(f"{short}: explained #") and lines[1].startswith(f"{long}: explained #")
+    assert lines[2] == f"wrote {out / 'compare-grid.mp4'}"
+    frames = read_frames(str(out / "compare-grid.mp4"))
+    assert len(frames) == 60  # the longest row's 2 s at the fastest row's 30 frames/s
+    ph, pw, _ = clip_panel_size(64, 128, 3, GRID_CLIP_PANEL_HEIGHT)
+    assert frames[0].shape[1] == 3 * pw  # the wider row sets the width
+    top = [f[: ph - 4, :3 * clip_panel_size(64, 96, 3, GRID_CLIP_PANEL_HEIGHT)[1]].astype(float) for f in frames]
+    moved = [np.abs(top[k + 1] - top[k]).mean() for k in range(59)]
+    # the 15 frames/s row changes every second frame of the grid while it plays, then holds its last
+    assert min(moved[1:29:2]) > 5 * max(moved[0:29:2] + moved[30:])
+    bottom = [f[-40:].astype(float) for f in frames]  # the long row's strip: its cursor moves to the end
+    assert np.abs(bottom[59] - bottom[40]).mean() > 0.1
+    # the Python function: a list of videos, titles, and the refusals
+    res = compare_grid([long, short], ["saliency"], Settings(model="r3d_18", weights="random"), str(tmp_path / "p"),
+                       titles=["long", "short"])
+    assert res.output.endswith("compare-grid.mp4") and [p for p, _ in res.rows] == [long, short]
+    code, _, err = run_cli(["compare", short, long, "--keyframes", "2", *args], capsys)
+    assert code == 2 and "--keyframes draws the still of one video's comparison" in err
+    with pytest.raises(UserInputError, match="a comparison grid holds 2 to 6 videos, got 7"):
+        compare_grid([short] * 7, ["saliency"], Settings(), str(tmp_path / "q"))
 
 
 def test_a_video_comparison_still_holds_each_method_at_each_keyframe(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -5,14 +5,16 @@ Every map is drawn with its own colour scale (the methods' units differ; non-bit
 magnitude). Maps of different models are each placed by their own model's crops and windows. A video's MP4 shows every source frame of the explained range, as the overlay
 MP4 of ``explain`` does: the frame, then one overlay per method (windows and crops merged the
 same way), and below them a strip with every method's per-frame total, each normalised to its
-maximum, with a cursor at the current frame.
+maximum, with a cursor at the current frame. Several videos make one MP4, a row each, played
+together from their starts.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -38,6 +40,9 @@ GRID_GAP = 4
 STILL_LABELS = 220
 STILL_TIMES = 28
 STRIP_HEIGHT = 90
+#: A grid of videos: the height of its panels and of each row's strip.
+GRID_CLIP_PANEL_HEIGHT = 160
+GRID_STRIP_HEIGHT = 60
 COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200))
 
 
@@ -100,9 +105,9 @@ def write_rows(rows: Sequence[np.ndarray], out_path: str) -> None:
         Image.fromarray(np.concatenate(stacked, axis=0)).save(tmp, format="PNG")
 
 
-def clip_panel_size(height: int, width: int, panels: int) -> tuple[int, int, float]:
+def clip_panel_size(height: int, width: int, panels: int, panel_height: int = CLIP_PANEL_HEIGHT) -> tuple[int, int, float]:
     """``(height, width, scale)`` of one panel of a video comparison (even sizes)."""
-    s = CLIP_PANEL_HEIGHT / height
+    s = panel_height / height
     if panels * width * s > MAX_ROW_WIDTH:
         s = MAX_ROW_WIDTH / (panels * width)
     return max(2, int(round(height * s / 2)) * 2), max(2, int(round(width * s / 2)) * 2), s
@@ -142,6 +147,62 @@ class ClipPanel:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class ClipRow:
+    """One video of a comparison: its panels (all over the same source frames), the video and its
+    timeline, the class its input panel names, and that panel's title."""
+
+    panels: Sequence[ClipPanel]
+    path: str
+    timeline: Timeline
+    explained: str
+    title: str = "input"
+
+    @property
+    def seconds(self) -> float:
+        """How long the row plays: from its first source frame to the end of its last."""
+        indices = self.panels[0].result.source_frame_indices
+        line = self.timeline
+        return line.time_of(int(indices[-1])) - line.time_of(int(indices[0])) + 1.0 / line.info.fps
+
+
+def _row_frames(row: ClipRow, *, panel_height: int = CLIP_PANEL_HEIGHT, strip_height: int = STRIP_HEIGHT,
+                bits_vmax: float | None = None, stills: Stills | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """``(position in the range, seconds since its start, the row drawn)`` for every source frame of
+    the row: the frame and one overlay per panel, headed, over the strip of per-frame totals."""
+    panels = row.panels
+    if not panels:
+        raise UserInputError("no methods to compare")
+    indices = panels[0].result.source_frame_indices
+    if any(not np.array_equal(p.result.source_frame_indices, indices) for p in panels):
+        raise UserInputError("the maps to compare cover different source frames; explain them over one range")
+    line = row.timeline
+    info = line.info
+    names = [p.name for p in panels]
+    heads = _heads(row.explained, names, [p.result.unit for p in panels], [p.note for p in panels], row.title,
+                   bits_vmax)
+    ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1, panel_height)
+    places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
+    # the windows covering each frame, once per set of windows (one per model: its methods share it)
+    by_windows: dict[int, list[FrameSource]] = {}
+    for p in panels:
+        if id(p.windows) not in by_windows:
+            by_windows[id(p.windows)] = [frame_sources(line.time_of(int(i)), p.windows) for i in indices]
+    sources = [by_windows[id(p.windows)] for p in panels]
+    totals = _relative_totals(panels)
+    vmaxes = [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
+              for p in panels]
+    start = line.time_of(int(indices[0]))
+    for pos, frame, _src in range_frames(row.path, indices, (pw, ph), line, panels[0].windows):
+        shown = [frame.rgb] + [overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit), vmax)
+                               for p, place, src, vmax in zip(panels, places, sources, vmaxes)]
+        if stills is not None:
+            stills.offer(pos, np.stack(shown), line.time_of(frame.index))
+        drawn = np.concatenate([labelled(img, head) for img, head in zip(shown, heads)], axis=1)
+        strip = time_strip(totals, pos, drawn.shape[1], names, strip_height)
+        yield pos, line.time_of(frame.index) - start, np.concatenate([drawn, strip], axis=0)
+
+
 def compare_clip(
     panels: Sequence[ClipPanel],
     path: str,
@@ -156,33 +217,50 @@ def compare_clip(
     """Write the comparison MP4 of ``panels`` (all over the same source frames) at the source's frame
     rate; returns the number of frames written. ``stills`` keeps, at its positions, the frame and
     every method's overlay as drawn (stacked, for :func:`compare_keyframes`)."""
-    if not panels:
-        raise UserInputError("no methods to compare")
-    indices = panels[0].result.source_frame_indices
-    if any(not np.array_equal(p.result.source_frame_indices, indices) for p in panels):
-        raise UserInputError("the maps to compare cover different source frames; explain them over one range")
-    info = timeline.info
-    names = [p.name for p in panels]
-    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels], bits_vmax=bits_vmax)
-    ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1)
-    places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
-    # the windows covering each frame, once per set of windows (one per model: its methods share it)
-    by_windows: dict[int, list[FrameSource]] = {}
-    for p in panels:
-        if id(p.windows) not in by_windows:
-            by_windows[id(p.windows)] = [frame_sources(timeline.time_of(int(i)), p.windows) for i in indices]
-    sources = [by_windows[id(p.windows)] for p in panels]
-    totals = _relative_totals(panels)
-    vmaxes = [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
-              for p in panels]
-    with VideoWriter(out_path, info.fps) as writer:
-        for pos, frame, _src in range_frames(path, indices, (pw, ph), timeline, panels[0].windows):
-            shown = [frame.rgb] + [overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit), vmax)
-                                   for p, place, src, vmax in zip(panels, places, sources, vmaxes)]
-            if stills is not None:
-                stills.offer(pos, np.stack(shown), timeline.time_of(frame.index))
-            row = np.concatenate([labelled(img, head) for img, head in zip(shown, heads)], axis=1)
-            writer.write(np.concatenate([row, time_strip(totals, pos, row.shape[1], names)], axis=0))
+    row = ClipRow(panels, path, timeline, explained)
+    with VideoWriter(out_path, timeline.info.fps) as writer:
+        for _pos, _t, image in _row_frames(row, bits_vmax=bits_vmax, stills=stills):
+            writer.write(image)
+            if on_frame is not None:
+                on_frame(1)
+    return writer.frames
+
+
+def grid_clip_frames(rows: Sequence[ClipRow]) -> tuple[float, int]:
+    """The frame rate of a grid of videos (its fastest row's) and how many frames it lasts (its
+    longest row)."""
+    fps = max(r.timeline.info.fps for r in rows)
+    return fps, max(1, int(math.ceil(max(r.seconds for r in rows) * fps - 1e-6)))
+
+
+def compare_clip_grid(rows: Sequence[ClipRow], out_path: str, *, on_frame: Callable[[int], None] | None = None,
+                      bits_vmax: float | None = None) -> int:
+    """Write one MP4 of several videos' comparisons, a row per video drawn as :func:`compare_clip`
+    draws one (smaller), played together from their starts: at the frame rate of the fastest
+    row, each row showing its source frame of that moment and, once it has ended, its last frame.
+    Returns the number of frames written."""
+    fps, total = grid_clip_frames(rows)
+    frames = [_row_frames(r, panel_height=GRID_CLIP_PANEL_HEIGHT, strip_height=GRID_STRIP_HEIGHT, bits_vmax=bits_vmax)
+              for r in rows]
+    current = [next(f) for f in frames]
+    coming = [next(f, None) for f in frames]
+    width = max(c[2].shape[1] for c in current)
+    width += width % 2
+    with VideoWriter(out_path, fps) as writer:
+        for k in range(total):
+            t = k / fps
+            for i, f in enumerate(frames):
+                while coming[i] is not None and coming[i][1] <= t + 1e-6:  # type: ignore[index]
+                    current[i], coming[i] = coming[i], next(f, None)  # type: ignore[assignment]
+            parts = []
+            for i, (_pos, _t, image) in enumerate(current):
+                if i:
+                    parts.append(_gap(GRID_GAP, width))
+                parts.append(np.concatenate([image, _gap(image.shape[0], width - image.shape[1])], axis=1))
+            grid = np.concatenate(parts, axis=0)
+            if grid.shape[0] % 2:
+                grid = np.concatenate([grid, _gap(1, width)], axis=0)
+            writer.write(grid)
             if on_frame is not None:
                 on_frame(1)
     return writer.frames
@@ -242,10 +320,10 @@ def compare_path(input_path: str, out_dir: str, video: bool) -> str:
     return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
 
 
-def grid_path(out_dir: str) -> str:
-    """Where ``compare`` writes a grid of several photos: ``OUT/compare-grid.png``."""
-    return os.path.join(out_dir, "compare-grid.png")
+def grid_path(out_dir: str, video: bool = False) -> str:
+    """Where ``compare`` writes a grid of several photos or videos: ``OUT/compare-grid.png`` or ``.mp4``."""
+    return os.path.join(out_dir, f"compare-grid.{'mp4' if video else 'png'}")
 
 
-__all__ = ["ClipPanel", "comparison_row", "compare_clip", "compare_keyframes", "compare_path",
-           "grid_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]
+__all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_keyframes",
+           "compare_path", "grid_clip_frames", "grid_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]

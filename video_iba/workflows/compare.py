@@ -5,7 +5,8 @@ Every method explains the same target with the same model, through the same stag
 ``explain``: for a video, every window of the range and every source frame, so the comparison
 MP4 lasts as long as the range it explains. Several models each explain the input with their own
 preprocessing, windows and target, and are drawn on the same source frames. Several photos (or a
-folder of them) make a grid, one row per photo, in one PNG.
+folder of them) make a grid, one row per photo, in one PNG; several videos one MP4, a row per
+video, played together.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
-from ..io.discovery import find_images, find_videos, is_video_file
+from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
-from ..render.compare import (ClipPanel, compare_clip, compare_keyframes, compare_path, comparison_row, grid_path,
-                              normalised_to_rgb, write_png, write_rows)
+from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_keyframes, compare_path,
+                              comparison_row, grid_clip_frames, grid_path, normalised_to_rgb, write_png, write_rows)
 from ..render.video import Stills, keyframes_path
 from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
@@ -34,6 +35,8 @@ from .session import Bar, Progress, Session, Settings, no_progress, resolve_targ
 
 #: Photos one comparison grid holds at most (a row each).
 MAX_GRID_ROWS = 16
+#: Videos one comparison grid holds at most (a row each, played together).
+MAX_VIDEO_GRID_ROWS = 6
 
 
 @dataclass
@@ -58,8 +61,9 @@ class Compared:
 
 @dataclass
 class Grid:
-    """What :func:`compare_grid` wrote: the PNG, and per row its photo and panels (name, unit,
-    and the class, index and name, its model explained, as :attr:`Compared.panels`)."""
+    """What :func:`compare_grid` wrote: the PNG (photos) or MP4 (videos), and per row its input
+    and panels (name, unit, and the class, index and name, its model explained, as
+    :attr:`Compared.panels`)."""
 
     output: str
     rows: list[tuple[str, list[tuple[str, Unit, int, str]]]]
@@ -130,40 +134,54 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
                  options: Options = Options(), progress: Progress = no_progress,
                  models: Sequence[str] = (), session: Session | None = None,
                  titles: Sequence[str] | None = None) -> Grid:
-    """Several photos compared in one PNG, ``OUT/compare-grid.png``: a row per photo in the order
-    given, each drawn as :func:`compare_file` draws one photo (the model input headed by its
-    ``titles`` entry, default its file name, then a panel per method, or per model and method), each
-    row explaining its photo's own top-1 unless ``options.target`` names a class. The models are
-    loaded once; ``models``, ``session`` and ``settings`` as for :func:`compare_file`. Two to
-    :data:`MAX_GRID_ROWS` photos, or a folder of them (its photos in sorted order, headed by their
-    paths in the folder; a folder holding videos is refused)."""
+    """Several photos compared in one PNG, ``OUT/compare-grid.png``, or several videos in one MP4,
+    ``OUT/compare-grid.mp4``: a row per input in the order given, each drawn as
+    :func:`compare_file` draws it (the input headed by its ``titles`` entry, default its file name,
+    then a panel per method, or per model and method), each row explaining its input's own top-1
+    unless ``options.target`` names a class. The models are loaded once; ``models``, ``session``
+    and ``settings`` as for :func:`compare_file`.
+
+    Photos: 2 to :data:`MAX_GRID_ROWS`. Videos: 2 to :data:`MAX_VIDEO_GRID_ROWS`, each explained
+    over ``options.span`` (the same seconds of each) and played together from their starts, at
+    the fastest row's frame rate, each row holding its last frame once it has ended (the grid
+    lasts as long as the longest). Or a folder of photos or of videos (sorted, headed by their
+    paths in the folder; a folder holding both is refused)."""
     if isinstance(paths, (str, os.PathLike)):
         folder = os.fspath(paths)
         videos = find_videos(folder)  # refuses what is not a folder
-        if videos:
-            raise UserInputError(f"'{folder}' holds videos (first: '{videos[0]}') and a comparison grid holds photos; "
-                                 f"give a folder of photos, or compare a video on its own")
-        paths = find_images(folder)
+        photos = [] if videos and not has_images(folder) else find_images(folder)
+        if videos and photos:
+            raise UserInputError(f"'{folder}' holds photos and videos (first: '{photos[0]}', '{videos[0]}') and a "
+                                 f"comparison grid holds one kind; give a folder of photos or one of videos")
+        paths = videos or photos
         if titles is None:
             titles = [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
     paths = [os.fspath(p) for p in paths]
-    if not 2 <= len(paths) <= MAX_GRID_ROWS:
-        raise UserInputError(f"a comparison grid holds 2 to {MAX_GRID_ROWS} photos, got {len(paths)}; "
-                             + ("compare one photo on its own" if len(paths) < 2 else
+    kinds = {is_video_file(p) for p in paths}
+    if len(kinds) > 1:
+        raise UserInputError(f"'{next(p for p in paths if is_video_file(p))}' is a video and "
+                             f"'{next(p for p in paths if not is_video_file(p))}' a photo; a comparison grid holds "
+                             f"photos or videos, not both")
+    video = kinds == {True}
+    what, most = ("videos", MAX_VIDEO_GRID_ROWS) if video else ("photos", MAX_GRID_ROWS)
+    if not 2 <= len(paths) <= most:
+        raise UserInputError(f"a comparison grid holds 2 to {most} {what}, got {len(paths)}; "
+                             + (f"compare one {what[:-1]} on its own" if len(paths) < 2 else
                                 "give fewer, or explain a folder with `video-iba explain FOLDER`"))
     titles = [os.path.basename(p) for p in paths] if titles is None else [str(t) for t in titles]
     if len(titles) != len(paths):
-        raise UserInputError(f"give one title per photo: {len(titles)} titles for {len(paths)} photos")
-    for p in paths:
-        if is_video_file(p):
-            raise UserInputError(f"'{p}' is a video and a comparison grid holds photos; compare a video on its own")
+        raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     several = bool(chosen)
+    if video and options.keyframes:
+        raise UserInputError("{keyframes} draws the still of one video's comparison; compare each video on its own "
+                             "for its still", options=["keyframes"])
     for p in paths:
-        refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
-    rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every photo read before any load
+        if not video:
+            refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
+    rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
     ensure_writable_dir(out_dir)
-    out = grid_path(out_dir)
+    out = grid_path(out_dir, video)
     check_names([out])
     refuse_overwriting_inputs([out], paths)
     first = _models(rows_plans[0], names, settings, options, session)
@@ -171,6 +189,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
                       for plans in rows_plans[1:]]
     for row in rows:
         _choose_targets(row, progress)
+    if video:
+        return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several))
     images: list[np.ndarray] = []
     panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
@@ -367,26 +387,43 @@ def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]
                           bits_vmax=vmax), panels
 
 
+def _stores(compared: Sequence[_Model], folder: str, stores: list[MapStore]) -> None:
+    """Add to ``stores`` one store per model and method of ``compared`` for its maps (spilled to
+    ``folder`` when large; a range that does not fit there is refused before any work)."""
+    for model in compared:
+        for _ in model.sessions:
+            stores.append(MapStore(model.plan, folder))
+
+
+def _clip_panels(compared: Sequence[_Model], options: Options, progress: Progress, several: bool,
+                 stores: Sequence[MapStore]) -> tuple[list[ClipPanel], list[tuple[str, Unit, int, str]]]:
+    """Every model's and method's result over the video's range, as panels; their maps go to
+    ``stores`` (one per model and method, see :func:`_stores`)."""
+    shown: list[ClipPanel] = []
+    panels: list[tuple[str, Unit, int, str]] = []
+    store_of = iter(stores)
+    for model in compared:
+        for s in model.sessions:
+            store = next(store_of)
+            first: dict[str, Any] = {}
+            windows = attribute_windows(s, model.plan, model.target, progress, first, store)
+            probs = np.mean([p for w in windows for p in w.probs], axis=0)
+            result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
+            title = _title(model, s.method.name, several)
+            shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
+                                   _note(result.meta, model.label if several else None)))
+            panels.append((title, result.unit, model.target, model.label))
+    return shown, panels
+
+
 def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
           several: bool) -> list[tuple[str, Unit, int, str]]:
     first_plan = compared[0].plan
     assert first_plan.line is not None
-    shown: list[ClipPanel] = []
-    panels: list[tuple[str, Unit, int, str]] = []
-    stores = [MapStore(m.plan, os.path.dirname(os.path.abspath(out))) for m in compared for _ in m.sessions]
+    stores: list[MapStore] = []
     try:
-        store_of = iter(stores)
-        for model in compared:
-            for s in model.sessions:
-                store = next(store_of)
-                first: dict[str, Any] = {}
-                windows = attribute_windows(s, model.plan, model.target, progress, first, store)
-                probs = np.mean([p for w in windows for p in w.probs], axis=0)
-                result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
-                title = _title(model, s.method.name, several)
-                shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
-                                       _note(result.meta, model.label if several else None)))
-                panels.append((title, result.unit, model.target, model.label))
+        _stores(compared, os.path.dirname(os.path.abspath(out)), stores)
+        shown, panels = _clip_panels(compared, options, progress, several, stores)
         frames = len(shown[0].result.source_frame_indices)
         stills = Stills.spread(frames, options.keyframes) if options.keyframes else None
         bar = progress("rendering", frames, "frame")
@@ -405,4 +442,31 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
     return panels
 
 
-__all__ = ["MAX_GRID_ROWS", "Compared", "Grid", "compare_file", "compare_grid"]
+def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: Sequence[str], options: Options,
+                out: str, progress: Progress, several: bool) -> list[tuple[str, list[tuple[str, Unit, int, str]]]]:
+    """Every video's panels, then the grid MP4 ``out`` (see :func:`compare_grid`)."""
+    stores: list[MapStore] = []
+    rendered: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
+    try:
+        for row in rows:
+            _stores(row, os.path.dirname(os.path.abspath(out)), stores)
+        clip_rows = []
+        per_row = len(stores) // len(rows)
+        for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
+            shown, panels = _clip_panels(row, options, progress, several, stores[ri * per_row:(ri + 1) * per_row])
+            assert row[0].plan.line is not None
+            clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
+            rendered.append((path, panels))
+        bar = progress("rendering", grid_clip_frames(clip_rows)[1], "frame")
+        try:
+            with atomic_writes([out]) as tmps:
+                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=options.vmax)
+        finally:
+            bar.close()
+    finally:
+        for store in stores:
+            store.close()
+    return rendered
+
+
+__all__ = ["MAX_GRID_ROWS", "MAX_VIDEO_GRID_ROWS", "Compared", "Grid", "compare_file", "compare_grid"]
