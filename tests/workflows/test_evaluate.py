@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import video_iba
@@ -343,6 +344,51 @@ def test_video_tubes_and_intervals_fall_on_the_clip_frames_they_cover(tmp_path, 
     assert code == 2 and "scored under their file names alone, now under their paths" in err
 
 
+def test_a_long_tube_is_scored_on_every_clip_covering_it(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import folder_items
+    from video_iba.io.clips import read_clip, timeline
+    from video_iba.models import get_spec
+
+    from ..videos import encode, moving_square
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("long.mp4", "short.mp4", "listed.mp4"):
+        encode(str(folder / name), frames=100, size=(160, 120), fps=20, content=moving_square)  # 5 s
+    spec = get_spec("r3d_18")  # a clip spans 1.07 s
+    ann = tmp_path / "tubes.json"
+    ann.write_text(json.dumps({
+        "long.mp4": {"tube": [[0.5, 0, 0, 40, 40], [3.5, 100, 0, 140, 40]], "start": "tube"},
+        "short.mp4": {"box": [0, 0, 80, 120], "interval": [2.0, 2.5], "start": "tube"},
+        "listed.mp4": {"box": [0, 0, 80, 120], "interval": [1.0, 4.0], "start": [0.5, 3.0]}}))
+    items = folder_items(str(folder), "r3d_18", str(ann))
+    names = [i.name for i in items]
+    # the tube's 0.5 .. 3.55 s: consecutive clips from its start, the last aligned to its end
+    longs = [i for i in items if i.name.startswith("long.mp4@")]
+    assert [n for n in names if n.startswith("long")] == ["long.mp4@0.50s", "long.mp4@1.55s", "long.mp4@2.50s"]
+    assert names[-1] == "short.mp4" and names[:2] == ["listed.mp4@0.50s", "listed.mp4@3.00s"]
+    windows = timeline(str(folder / "long.mp4")).windows(spec, start=0.5, end=3.55)  # as explain covers the range
+    assert len(windows) == 3
+    for item, w in zip(longs, windows):
+        x, geo = read_clip(str(folder / "long.mp4"), spec, start=w.start)
+        assert torch.equal(item.x, x)
+        inside = (np.asarray(geo.times) >= 0.5 - 0.025) & (np.asarray(geo.times) <= 3.5 + 0.025)
+        assert np.isnan(item.boxes[~inside]).all() and not np.isnan(item.boxes[inside]).any()
+    assert geo.times[-1] >= 3.5 - 0.05  # the last clip reaches the tube's end
+    # a tube shorter than a clip: one clip centred on it, so that the temporal share sees both sides
+    (short,) = [i for i in items if i.name == "short.mp4"]
+    assert short.interval is not None and 0 < short.interval[0] and short.interval[1] < 16
+    out = str(tmp_path / "ev")
+    code, _, err = run_cli(["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+                            "--metrics", "hit_ratio,temporal_share", "--annotations", str(ann), "--out", out], capsys)
+    assert code == 0, err
+    assert "only annotated frames" not in err  # the covering clips inside the tube are expected
+    scored = {(r["item"], r["metric"]) for r in read_jsonl(os.path.join(out, "scores.jsonl"))}
+    assert {("long.mp4@1.55s", "hit_ratio"), ("short.mp4", "temporal_share"),
+            ("listed.mp4@3.00s", "temporal_share")} <= scored
+    assert ("long.mp4@1.55s", "temporal_share") not in scored  # all its frames are the tube's
+
+
 @pytest.mark.parametrize("entries, message", [
     ({"x.jpg": {"box": [0, 0, 5, 5]}}, "the annotation 'x.jpg' fits 2 inputs (a/x.jpg, b/x.jpg); key it by the "
                                        "input's path in the folder"),
@@ -366,7 +412,10 @@ def test_annotations_name_inputs_by_their_path_in_the_folder(entries, message, t
     ({"tube": [[1.0, 0, 0, 5, 5], [0.5, 0, 0, 5, 5]]}, "keyframe times must be >= 0 and increasing"),
     ({"tube": [[0, 0, 0, 5, 5]], "interval": [0, 1]}, "a tube's keyframes give its times; drop \"interval\""),
     ({"box": [0, 0, 5, 5], "interval": [2, 1]}, "\"interval\" must be [t0, t1] in seconds with 0 <= t0 < t1"),
-    ({"box": [0, 0, 5, 5], "start": -1}, "\"start\" must be the clip's start in seconds >= 0"),
+    ({"box": [0, 0, 5, 5], "start": -1}, "\"start\" must be a clip's start in seconds >= 0"),
+    ({"box": [0, 0, 5, 5], "start": [1, 1]}, "a list of up to 64 distinct starts"),
+    ({"box": [0, 0, 5, 5], "start": []}, "\"start\" must be a clip's start"),
+    ({"box": [0, 0, 5, 5], "start": "tube"}, "\"start\": \"tube\" scores the clips covering the annotated times; give"),
     ({"box": [0, 0, 5, 5], "tube": [[0, 0, 0, 5, 5]]}, "not both"),
 ])
 def test_bad_video_annotations_are_refused(entry, message, tmp_path) -> None:  # type: ignore[no-untyped-def]

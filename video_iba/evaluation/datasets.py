@@ -2,7 +2,8 @@
 
 A folder's inputs are named by their paths in the folder (``cats/001.jpg``). A photo is explained
 at the model's centre crop; a video contributes one model clip, the centre crop of the clip in the
-middle of the video (or of the clip starting at the annotation's ``"start"`` seconds).
+middle of the video (or of the clips its annotation's ``"start"`` chooses: then, with several,
+one input each, named ``video.mp4@2.13s`` by its first frame's time).
 
 Annotations are a JSON object mapping inputs (their paths in the folder, or their file names
 where no two inputs share one) to objects in the source's pixels and seconds:
@@ -11,7 +12,9 @@ where no two inputs share one) to objects in the source's pixels and seconds:
 * ``"box"`` with ``"interval": [t0, t1]``: a video's box during ``[t0, t1)`` seconds only;
 * ``"tube": [[t, x0, y0, x1, y1], ...]``: a video's box at keyframe times (increasing), linearly
   interpolated between them, the object present from the first keyframe to the last;
-* ``"start"``: a video's clip starts there (seconds) instead of in the middle;
+* ``"start"``: a video's clip starts there (seconds) instead of in the middle; a list of starts
+  scores a clip at each; ``"tube"`` scores the clips covering the annotated times (one centred on
+  them where they fit in a clip, else consecutive clips over them, the last aligned to their end);
 * ``"target"``: the class to explain (default: the model's top-1).
 
 A clip frame counts as annotated where its source frame's time lies within half a frame of the
@@ -34,9 +37,10 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError, did_you_mean
-from ..io.clips import read_clip, timeline
+from ..io.clips import Timeline, read_clip, timeline
 from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
+from ..io.sampling import clip_seconds
 from ..models.preprocess import Geometry, preprocess_image
 from ..models.registry import ModelSpec, model_spec
 from .synthetic import TEST_SEEDS, make_clip
@@ -66,6 +70,8 @@ def synthetic_items(n: int) -> Iterator[Item]:
 
 
 ANNOTATION_KEYS = ("box", "tube", "interval", "start", "target")
+#: Model clips one annotated video contributes at most (``"start"`` as a list, or ``"tube"``).
+MAX_CLIPS_PER_VIDEO = 64
 
 
 def read_annotations(path: str, names: Sequence[str], video: bool = False) -> dict[str, dict[str, Any]]:
@@ -145,9 +151,18 @@ def _checked(name: str, entry: Any, video: bool) -> dict[str, Any]:
         if not (_numbers(iv, 2) and 0 <= iv[0] < iv[1]):
             raise UserInputError(f"annotation of '{name}': \"interval\" must be [t0, t1] in seconds with "
                                  f"0 <= t0 < t1, got {iv!r}")
-    if "start" in entry and not (_numbers([entry["start"]], 1) and entry["start"] >= 0):
-        raise UserInputError(f"annotation of '{name}': \"start\" must be the clip's start in seconds >= 0, got "
-                             f"{entry['start']!r}")
+    if "start" in entry:
+        start = entry["start"]
+        several = start if isinstance(start, list) else [start]
+        if start == "tube":
+            if "tube" not in entry and "interval" not in entry:
+                raise UserInputError(f"annotation of '{name}': \"start\": \"tube\" scores the clips covering the "
+                                     f"annotated times; give \"tube\" keyframes or an \"interval\"")
+        elif not (several and len(several) <= MAX_CLIPS_PER_VIDEO and _numbers(several, len(several))
+                  and min(several) >= 0 and len(set(several)) == len(several)):
+            raise UserInputError(f"annotation of '{name}': \"start\" must be a clip's start in seconds >= 0, a list "
+                                 f"of up to {MAX_CLIPS_PER_VIDEO} distinct starts, or \"tube\" (the clips covering "
+                                 f"the annotated times), got {start!r}")
     target = entry.get("target")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise UserInputError(f"annotation of '{name}': \"target\" must be a class index >= 0, got {target!r}")
@@ -185,12 +200,13 @@ def _photo_box(entry: dict[str, Any] | None, name: str, geo: Geometry, size: int
     return box
 
 
-def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int,
-                fps: float) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int, fps: float,
+                covering: bool = False) -> tuple[np.ndarray | None, tuple[int, int] | None]:
     """An annotated video's ground truth on its model clip: per-frame boxes in input cells (NaN rows
     where the object is absent or outside the crop; ``None`` when it is in no frame) and, where the
     annotation has times, the clip frames ``[t0, t1)`` they cover (``None``: no times, all frames,
-    or not one run of frames)."""
+    or not one run of frames). ``covering``: the clip is one of those covering the annotated times,
+    whose inner clips hold only annotated frames (not worth a warning each)."""
     times = np.asarray(geo.times, dtype=np.float64)
     half = 0.5 / fps  # a frame counts where its time is within half a frame of the annotated times
     if "tube" in entry:
@@ -221,7 +237,7 @@ def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int,
     if "tube" in entry or "interval" in entry:
         if 0 < len(frames) < len(times) and np.all(np.diff(frames) == 1):
             interval = (int(frames[0]), int(frames[-1]) + 1)
-        else:
+        elif not (covering and len(frames) == len(times)):
             log.warning("the model clip of '%s' (%s) has %s; no temporal share for it (choose the clip with "
                         "\"start\")", name, span, "no annotated frame" if not len(frames) else
                         "only annotated frames" if len(frames) == len(times) else "annotated frames apart (looped)")
@@ -248,20 +264,52 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
     for f, name in zip(files, names):
         entry = ann.get(name)
         target = entry.get("target") if entry else None
-        interval = None
-        if spec.is_video:
-            line = timeline(f) if entry is not None else None
-            if line is not None and "start" in entry:
-                last = line.time_of(line.frames - 1)
-                if entry["start"] > last:
-                    raise UserInputError(f"annotation of '{name}': \"start\" {entry['start']:g} s is after the video's "
-                                         f"last frame ({last:.2f} s); give a start within the video")
-            x, geo = read_clip(f, spec, start=entry.get("start") if entry else None)
-            boxes = None
-            if entry is not None and line is not None:
-                boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps)
-        else:
+        if not spec.is_video:
             x, geo = preprocess_image(read_image(f), spec, name=f"'{f}'")
-            boxes = _photo_box(entry, name, geo, spec.input_size)
-        items.append(Item(name, x.to(device), target, boxes, interval))
+            items.append(Item(name, x.to(device), target, _photo_box(entry, name, geo, spec.input_size), None))
+            continue
+        if entry is None:
+            items.append(Item(name, read_clip(f, spec, start=None)[0].to(device), target, None, None))
+            continue
+        line = timeline(f)
+        starts = _clip_starts(entry, name, line, spec)
+        for start in starts:
+            x, geo = read_clip(f, spec, start=start)
+            boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps, entry.get("start") == "tube")
+            items.append(Item(name if len(starts) == 1 else f"{name}@{geo.times[0]:.2f}s", x.to(device), target,
+                              boxes, interval))
     return items
+
+
+def _clip_starts(entry: dict[str, Any], name: str, line: Timeline, spec: ModelSpec) -> list[float | None]:
+    """The starts of an annotated video's model clips: the middle clip (``None``), the ``"start"``
+    given, or with ``"start": "tube"`` the clips covering the annotated times (one centred on
+    them where they are shorter than a clip; else consecutive clips from their start, the last
+    aligned to their end, as ``explain`` covers a range)."""
+    last = line.time_of(line.frames - 1)
+    start = entry.get("start")
+    if start is None:
+        return [None]
+    if start != "tube":
+        starts = [float(v) for v in (start if isinstance(start, list) else [start])]
+        for v in starts:
+            if v > last:
+                raise UserInputError(f"annotation of '{name}': \"start\" {v:g} s is after the video's last frame "
+                                     f"({last:.2f} s); give a start within the video")
+        return list(starts)
+    if "tube" in entry:
+        a, b = float(entry["tube"][0][0]), float(entry["tube"][-1][0]) + 1.0 / line.info.fps
+    else:
+        a, b = (float(v) for v in entry["interval"])
+    end = last + 1.0 / line.info.fps
+    if a >= end:
+        raise UserInputError(f"annotation of '{name}': its times start at {a:g} s, after the video's last frame "
+                             f"({last:.2f} s); fix the annotation")
+    b, span = min(b, end), clip_seconds(spec.frames, spec.sampling_rate)
+    if b - a <= span:
+        return [max(0.0, min((a + b - span) / 2, end - span))]
+    windows = line.windows(spec, start=a, end=b)
+    if len(windows) > MAX_CLIPS_PER_VIDEO:
+        raise UserInputError(f"annotation of '{name}': the annotated {b - a:.1f} s take {len(windows)} clips, more "
+                             f"than {MAX_CLIPS_PER_VIDEO}; give the clips' starts as a list")
+    return [w.start for w in windows]
