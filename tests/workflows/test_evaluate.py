@@ -124,6 +124,7 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
 
 def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from video_iba.evaluation.datasets import folder_items
+    from video_iba.io.clips import read_clip
     from video_iba.models import get_spec
     from video_iba.models import plan_crops
 
@@ -139,7 +140,9 @@ def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  
     spec = get_spec("r3d_18")
     bx0, _, bx1, _ = plan_crops(120, 160, spec, "center").tiles[0].box
     a, b = items
-    assert a.name == "a.mp4" and a.target == 3 and tuple(a.x.shape) == (1, 3, 16, 112, 112)
+    assert a.name == "a.mp4" and a.target == 3 and a.x is None  # read when scored, not held for the whole folder
+    x = a.loaded().x
+    assert tuple(x.shape) == (1, 3, 16, 112, 112) and torch.equal(x, read_clip(str(folder / "a.mp4"), spec, None)[0])
     assert a.boxes is not None and a.boxes.shape == (16, 4) and b.boxes is None and b.target is None
     np.testing.assert_allclose(a.boxes[5], [0, 0, (80 - bx0) * 112 / (bx1 - bx0), 112], atol=1e-6)
     out = str(tmp_path / "ev")
@@ -371,7 +374,7 @@ def test_a_long_tube_is_scored_on_every_clip_covering_it(tmp_path, capsys) -> No
     assert len(windows) == 3
     for item, w in zip(longs, windows):
         x, geo = read_clip(str(folder / "long.mp4"), spec, start=w.start)
-        assert torch.equal(item.x, x)
+        assert torch.equal(item.loaded().x, x)
         inside = (np.asarray(geo.times) >= 0.5 - 0.025) & (np.asarray(geo.times) <= 3.5 + 0.025)
         assert np.isnan(item.boxes[~inside]).all() and not np.isnan(item.boxes[inside]).any()
     assert geo.times[-1] >= 3.5 - 0.05  # the last clip reaches the tube's end

@@ -232,7 +232,7 @@ def test_a_model_of_your_own_is_evaluated_on_a_folder(tmp_path) -> None:  # type
     # the session's settings reached the methods: IBA at its layer with 2 steps, Grad-CAM at the spec's layer
     items = video_iba.evaluation.folder_items(str(folder), spec, str(ann))
     a = next(i for i in items if i.name == "a.mp4")
-    iba = video_iba.explain(net, a.x, None, layer="block", seed=0, steps=2, samples=2)
+    iba = video_iba.explain(net, a.loaded().x, None, layer="block", seed=0, steps=2, samples=2)
     mask = video_iba.box_mask(tuple(iba.bits.shape), a.boxes)
     score = next(r["value"] for r in read_records(os.path.join(out, "scores.jsonl"))
                  if (r["method"], r["metric"]) == ("iba", "hit_ratio"))

@@ -29,15 +29,16 @@ import logging
 import math
 import os
 import posixpath
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import UserInputError, did_you_mean
-from ..io.clips import Timeline, read_clip, timeline
+from ..io.clips import PlannedClip, Timeline, decode_clip, plan_clip, timeline
 from ..io.discovery import find_images, find_videos
 from ..io.image import read_image
 from ..io.sampling import clip_seconds
@@ -51,13 +52,24 @@ log = logging.getLogger(__name__)
 @dataclass
 class Item:
     """One input of an evaluation: preprocessed ``x`` (1, C, [T,] H, W), target, optional ground truth
-    (box(es) in input cells, frame interval)."""
+    (box(es) in input cells, frame interval). A folder's inputs are read when they are scored:
+    their ``x`` is ``None`` and ``load`` reads it (see :meth:`loaded`), so memory holds the inputs
+    being scored, not the folder."""
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | None
     target: int | None
     boxes: np.ndarray | None = None
     interval: tuple[int, int] | None = None
+    load: Callable[[], torch.Tensor] | None = None
+
+    def loaded(self) -> "Item":
+        """This item with its input read (itself where it holds it)."""
+        if self.x is not None:
+            return self
+        if self.load is None:
+            raise ValueError(f"the item '{self.name}' has neither an input nor a way to read it")
+        return dataclasses.replace(self, x=self.load(), load=None)
 
 
 def synthetic_items(n: int) -> Iterator[Item]:
@@ -265,20 +277,31 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
         entry = ann.get(name)
         target = entry.get("target") if entry else None
         if not spec.is_video:
-            x, geo = preprocess_image(read_image(f), spec, name=f"'{f}'")
-            items.append(Item(name, x.to(device), target, _photo_box(entry, name, geo, spec.input_size), None))
+            # read now, so that unreadable photos are refused before any work, and again when scored
+            load = _photo_loader(f, spec, device)
+            geo = preprocess_image(read_image(f), spec, name=f"'{f}'")[1]
+            items.append(Item(name, None, target, _photo_box(entry, name, geo, spec.input_size), None, load))
             continue
-        if entry is None:
-            items.append(Item(name, read_clip(f, spec, start=None)[0].to(device), target, None, None))
+        if entry is None:  # its container read now (refused if unreadable), its frames when scored
+            items.append(Item(name, None, target, load=_clip_loader(plan_clip(f, spec, start=None), device)))
             continue
         line = timeline(f)
         starts = _clip_starts(entry, name, line, spec)
         for start in starts:
-            x, geo = read_clip(f, spec, start=start)
+            clip = plan_clip(f, spec, start=start)
+            geo = clip.geometry
             boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps, entry.get("start") == "tube")
-            items.append(Item(name if len(starts) == 1 else f"{name}@{geo.times[0]:.2f}s", x.to(device), target,
-                              boxes, interval))
+            items.append(Item(name if len(starts) == 1 else f"{name}@{geo.times[0]:.2f}s", None, target, boxes,
+                              interval, _clip_loader(clip, device)))
     return items
+
+
+def _photo_loader(path: str, spec: ModelSpec, device: torch.device | str) -> Callable[[], torch.Tensor]:
+    return lambda: preprocess_image(read_image(path), spec, name=f"'{path}'")[0].to(device)
+
+
+def _clip_loader(clip: PlannedClip, device: torch.device | str) -> Callable[[], torch.Tensor]:
+    return lambda: decode_clip(clip).to(device)
 
 
 def _clip_starts(entry: dict[str, Any], name: str, line: Timeline, spec: ModelSpec) -> list[float | None]:

@@ -153,7 +153,7 @@ def evaluate(
     with Ledger(scores_path) as scores:
         start = 0
         while start < len(items):
-            block = list(items[start:start + fits.size])
+            block = [item.loaded() for item in items[start:start + fits.size]]  # inputs read as they are scored
             start += len(block)
             fitted = _fit_together(model, block, [m for m in methods if check_method(base_method(m)).fitted],
                                    todo_of, kwargs_of, fits, pack)
@@ -222,7 +222,7 @@ def applies(metric: str, item: Item) -> bool:
     if metric == "hit_ratio":
         return item.boxes is not None
     if metric == "temporal_share":
-        return item.interval is not None and item.x.dim() == 5
+        return item.interval is not None  # clips only
     return True
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
-from ..models.preprocess import Geometry, check_size, crop_input, plan_crops
+from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 from .sampling import Window, plan_windows
 from .video import VideoInfo, frame_times, iter_frames, probe_video, resize_frame
@@ -210,6 +210,24 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
         the pathways from it) and where its crop lies in the source frames, with the time of the
         source frame each clip frame shows (``times``).
     """
+    clip = plan_clip(path, spec, start)
+    return decode_clip(clip), clip.geometry
+
+
+@dataclass(frozen=True)
+class PlannedClip:
+    """A model clip of a video, planned without decoding: its window, crop plan and geometry."""
+
+    path: str
+    spec: ModelSpec
+    window: Window
+    plan: CropPlan
+    geometry: Geometry
+
+
+def plan_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> PlannedClip:
+    """Where :func:`read_clip`'s clip lies (its frames, crop and times), from the container alone:
+    nothing is decoded."""
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
     line = timeline(path)
@@ -220,9 +238,14 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
         start = max(0.0, ((info.duration or 0.0) - span) / 2)
     window = line.windows(spec, start=start)[0]
     plan = plan_crops(info.height, info.width, spec, "center")
-    _, frames = next(iter_window_frames(path, [window], plan.size, clip_decoder(info)))
-    tile = plan.tiles[0]
-    x = crop_input(frames, spec, plan, tile, (info.height, info.width))
     nh, nw = plan.size
     times = tuple(line.time_of(int(i)) for i in window.indices)
-    return x, Geometry((info.height, info.width), tile.box, (nw / info.width, nh / info.height), times)
+    geometry = Geometry((info.height, info.width), plan.tiles[0].box, (nw / info.width, nh / info.height), times)
+    return PlannedClip(path, spec, window, plan, geometry)
+
+
+def decode_clip(clip: PlannedClip) -> torch.Tensor:
+    """The model clip ``(1, 3, T, S, S)`` of a planned clip."""
+    info = probe_video(clip.path)
+    _, frames = next(iter_window_frames(clip.path, [clip.window], clip.plan.size, clip_decoder(info)))
+    return crop_input(frames, clip.spec, clip.plan, clip.plan.tiles[0], (info.height, info.width))

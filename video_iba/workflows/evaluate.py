@@ -234,7 +234,7 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
     if stats is not None:
         def restats(m: nn.Module) -> Any:
             log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
-            return estimate(m, (i.x for i in items), layer=layers if len(layers) > 1 else layers[0],
+            return estimate(m, (i.loaded().x for i in items), layer=layers if len(layers) > 1 else layers[0],
                             pack=session.pack, tokens=session.tokens)
     cam: dict[str, Any] = {}
     if own is not None:  # a registry model's spec lays out its Grad-CAM layer itself
