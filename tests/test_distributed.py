@@ -46,3 +46,49 @@ def test_estimate_on_two_processes_equals_one(photo_dir, tmp_path, capsys) -> No
     torch.testing.assert_close(a.mean, b.mean, rtol=1e-4, atol=5e-5)
     torch.testing.assert_close(a.std, b.std, rtol=1e-4, atol=5e-5)
     assert torch.equal(a.active, b.active)
+
+
+def test_evaluate_on_two_processes_scores_each_input_once_as_one_process_does(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+
+    from .helpers import read_jsonl
+
+    args = [photo_dir, "--model", "efficientnet_lite0", "--methods", "random,saliency", "--metrics", "degradation14"]
+    single, double = str(tmp_path / "one"), str(tmp_path / "two")
+    assert main(["evaluate", *args, "--out", single]) == 0
+    capsys.readouterr()
+    run = torchrun(["evaluate", *args, "--out", double])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("| method |") == 2  # rank 0 prints the tables once (scores, seconds)
+    key = ("item", "method", "metric")
+    one = {tuple(r[k] for k in key): r["value"] for r in read_jsonl(os.path.join(single, "scores.jsonl"))}
+    rows = read_jsonl(os.path.join(double, "scores.jsonl"))
+    two = {tuple(r[k] for k in key): r["value"] for r in rows}
+    assert len(rows) == len(two) == 6 and two.keys() == one.keys()  # 3 photos x 2 methods, each scored once
+    # the same scores up to float32 rounding (the ranks run one thread each)
+    assert all(two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6) for k in one)
+    assert sorted(os.listdir(double)) == sorted(os.listdir(single))  # no rank's file left
+    tables = [json.load(open(os.path.join(d, "results.json"))) for d in (single, double)]
+    assert [(r["method"], r["metric"], r["n"]) for r in tables[0]] == [(r["method"], r["metric"], r["n"])
+                                                                       for r in tables[1]]
+    # a rerun resumes: nothing is scored again
+    run = torchrun(["evaluate", *args, "--out", double])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(read_jsonl(os.path.join(double, "scores.jsonl"))) == 6
+
+
+def test_scores_of_ranks_merge_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from video_iba.evaluation.harness import merge_rank_scores
+
+    rec = {"item": "a.jpg", "method": "random", "metric": "degradation8", "value": 0.1}
+    (tmp_path / "scores.jsonl").write_text(json.dumps(rec) + "\n")
+    # a merge cut short by a kill left rank 1's file after appending it: its score is not added twice
+    (tmp_path / "scores.rank1.jsonl").write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "item": "b.jpg"}) + "\n")
+    (tmp_path / "scores.rank0.jsonl").write_text(json.dumps({**rec, "item": "c.jpg"}) + "\n" + '{"item": "d.j')
+    merge_rank_scores(str(tmp_path))
+    lines = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    assert [r["item"] for r in lines] == ["a.jpg", "c.jpg", "b.jpg"]  # the cut line dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]

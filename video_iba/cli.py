@@ -486,6 +486,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                     device=args.device, labels=args.labels,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
+    if not summary:  # a rank other than 0 under torchrun: rank 0 prints
+        return
     print(summary["markdown"])
     print(f"wrote {os.path.join(args.out, 'results.md')} (and .csv, .json, scores.jsonl, plots)")
 

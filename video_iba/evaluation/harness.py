@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..distributed import barrier, rank, shard, world_size
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, ensure_writable_dir
 from ..io.ledger import Ledger, drop_unfinished_line, read_records
@@ -141,7 +142,14 @@ def evaluate(
         raise UserInputError("the dataset is empty; give at least one input")
     ensure_writable_dir(out_dir)
     scores_path = os.path.join(out_dir, "scores.jsonl")
-    done = _done(scores_path)
+    me, world = rank(), world_size()
+    if me == 0:  # the scores of an interrupted run on several ranks, and a line cut short, first
+        merge_rank_scores(out_dir)
+        done = _done(scores_path)
+    barrier()
+    if me != 0:
+        done = _done(scores_path)
+    items = shard(list(items))  # under torchrun: every world-th input from this rank's
     fits = batches or FitBatches(1)
 
     def todo_of(item: Item, method: str) -> list[str]:
@@ -150,7 +158,8 @@ def evaluate(
     def kwargs_of(method: str) -> dict[str, Any]:
         return dict(method_kwargs(method)) if method_kwargs else {}
 
-    with Ledger(scores_path) as scores:
+    own = scores_path if world == 1 else os.path.join(out_dir, f"scores.rank{me}.jsonl")
+    with Ledger(own) as scores:
         start = 0
         while start < len(items):
             block = [item.loaded() for item in items[start:start + fits.size]]  # inputs read as they are scored
@@ -183,7 +192,34 @@ def evaluate(
                                        **extra})
                     if progress is not None:
                         progress(1)
+    barrier()
+    if me != 0:
+        return {}
+    merge_rank_scores(out_dir)
     return summarise(out_dir)
+
+
+def merge_rank_scores(out_dir: str) -> None:
+    """Append the scores of every rank's file (``scores.rankN.jsonl``, written under torchrun) to
+    ``scores.jsonl`` and remove them (a line cut short by an interruption is dropped, a score
+    already there is not added again)."""
+    path = os.path.join(out_dir, "scores.jsonl")
+    ranks = sorted((n for n in os.listdir(out_dir) if re.fullmatch(r"scores\.rank\d+\.jsonl", n)),
+                   key=lambda n: int(n[len("scores.rank"):-len(".jsonl")]))
+    if not ranks:
+        return
+    have = _done(path)  # a merge cut short by a kill is not appended twice
+    with Ledger(path) as merged:
+        for name in ranks:
+            part = os.path.join(out_dir, name)
+            drop_unfinished_line(part)
+            for record in read_records(part):
+                key = (record["item"], record["method"], record["metric"])
+                if key not in have:
+                    merged.append(record)
+                    have.add(key)
+    for name in ranks:
+        os.remove(os.path.join(out_dir, name))
 
 
 def _fit_together(model: nn.Module, block: Sequence[Item], methods: Sequence[str],

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from ..config import IBAConfig
+from ..distributed import gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import (TUBE_FRAMES, applies, base_method, check_label, check_metrics, evaluate, iba_label,
@@ -101,13 +102,24 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     model, spec (the folder's inputs are read for it), bottleneck layers, statistics, settings,
     token layouts, pathway packing and readout are used; ``ev`` then gives the folder, methods,
     metrics, annotations and the methods' options only. The scores' record names the model's
-    weights by their digest, so a rerun with other weights is refused."""
+    weights by their digest, so a rerun with other weights is refused.
+
+    Under torchrun every rank scores every world-th input (each rank builds the model, and the
+    ranks check that their weights agree) into its own ``scores.rankN.jsonl``; rank 0 merges them
+    into ``scores.jsonl`` and returns the summary, the other ranks return ``{}``."""
     labels = [check_label(m) for m in ev.methods if m.strip()]
     if ev.betas is not None and len(ev.betas) > 1:
         labels = [lab for m in labels for lab in ([iba_label(b) for b in ev.betas] if m == "iba" else [m])]
     if session is not None:
         _check_session_evaluation(ev)
-    dev = session.device if session is not None else resolve_device(ev.device)
+    with process_group(str(session.device) if session is not None else ev.device) as device:
+        dev = session.device if session is not None else resolve_device(device)
+        return _evaluate_on(ev, labels, dev, out_dir, progress, session)
+
+
+def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, progress: Progress,
+                 session: Session | None) -> dict[str, Any]:
+    """:func:`evaluate_dataset` on this process's device, this rank's share under torchrun."""
     batches = FitBatches(check_batch_size(ev.batch_size), dev)
     _check_method_options(ev, labels)
     if ev.masks is not None and "sensitivity_n" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
@@ -159,10 +171,19 @@ def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progr
     if any("/" in item.name for item in setup.items):
         record["item_names"] = "paths in the folder"  # once file names alone, which two inputs could share
     ensure_writable_dir(out_dir)
-    bar = progress("evaluating", len(setup.items) * len(labels), "map")
+    same_on_every_rank(weights_digest(setup.model), "the model's weights")
+    bar = progress("evaluating", len(shard(setup.items)) * len(labels), "map")
     try:
         with folder_lock(out_dir):
-            _record_run(out_dir, record)
+            refused = None
+            if rank() == 0:
+                try:
+                    _record_run(out_dir, record)
+                except UserInputError as exc:
+                    refused = str(exc)
+            refusals = [r for r in gather(refused) if r]
+            if refusals:
+                raise UserInputError(refusals[0])
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
                             pack=setup.pack, restats=setup.restats, stats_layers=setup.layers, masks=masks,
                             progress=bar.update, batches=batches)
