@@ -448,3 +448,35 @@ def test_a_checkpoint_rewritten_in_place_is_not_resumed(photo_dir, tmp_path, cap
     torch.save(torchvision.models.resnet18().state_dict(), ckpt)
     code, _, err = run_cli(args, capsys)
     assert code == 2 and "weights_sha256 was" in err and "another output folder" in err
+
+
+def test_an_input_that_fails_when_scored_is_recorded_and_the_run_goes_on(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ..videos import encode, moving_square
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        encode(str(folder / name), frames=40, size=(160, 120), fps=20, content=moving_square)
+    good = (folder / "b.mp4").read_bytes()
+    broken = bytearray(good)  # its container reads, its frames do not: found only when it is scored
+    start = broken.find(b"mdat") + 8
+    broken[start:] = bytes(len(broken) - start)
+    (folder / "b.mp4").write_bytes(bytes(broken))
+    ann = tmp_path / "boxes.json"
+    ann.write_text(json.dumps({name: {"box": [0, 0, 80, 120]} for name in ("a.mp4", "b.mp4")}))
+    out = str(tmp_path / "ev")
+    args = ["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+            "--metrics", "hit_ratio", "--annotations", str(ann), "--out", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert {r["item"] for r in read_jsonl(os.path.join(out, "scores.jsonl"))} == {"a.mp4"}
+    (failure,) = read_jsonl(os.path.join(out, "failures.jsonl"))
+    assert failure["item"] == "b.mp4" and failure["method"] is None and "cannot decode" in failure["error"]
+    assert "Not scored: 1 input(s) failed" in stdout and "'b.mp4'" in stdout
+    assert "Not scored" in open(os.path.join(out, "results.md")).read()
+    # a rerun tries it again: repaired, it is scored, a is not scored twice, and no failure is left
+    (folder / "b.mp4").write_bytes(good)
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert sorted(r["item"] for r in read_jsonl(os.path.join(out, "scores.jsonl"))) == ["a.mp4", "b.mp4"]
+    assert not os.path.exists(os.path.join(out, "failures.jsonl")) and "Not scored" not in stdout

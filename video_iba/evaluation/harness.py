@@ -17,6 +17,7 @@ rewritten atomically from all scores at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -146,6 +147,9 @@ def evaluate(
     if me == 0:  # the scores of an interrupted run on several ranks, and a line cut short, first
         merge_rank_scores(out_dir)
         done = _done(scores_path)
+        for name in _rank_files(out_dir, "failures") + [FAILURES]:  # failed inputs are tried again
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, name))
     barrier()
     if me != 0:
         done = _done(scores_path)
@@ -159,39 +163,42 @@ def evaluate(
         return dict(method_kwargs(method)) if method_kwargs else {}
 
     own = scores_path if world == 1 else os.path.join(out_dir, f"scores.rank{me}.jsonl")
-    with Ledger(own) as scores:
+    failures = os.path.join(out_dir, FAILURES if world == 1 else f"failures.rank{me}.jsonl")
+    with Ledger(own) as scores, Ledger(failures) as failed:
+
+        def fail(item: Item, method: str | None, exc: Exception) -> None:
+            """An input (or one method on it) that could not be scored: recorded, and the run goes on."""
+            why = str(exc) if isinstance(exc, UserInputError) else f"{type(exc).__name__}: {exc}"
+            log.warning("%s%s failed: %s", item.name, f" ({method})" if method else "", why)
+            failed.append({"item": item.name, "method": method, "error": why})
+
         start = 0
         while start < len(items):
-            block = [item.loaded() for item in items[start:start + fits.size]]  # inputs read as they are scored
-            start += len(block)
+            raw = items[start:start + fits.size]
+            start += len(raw)
+            block = []
+            for item in raw:  # inputs are read as they are scored
+                try:
+                    block.append(item.loaded())
+                except Exception as exc:
+                    fail(item, None, exc)
+                    if progress is not None:
+                        progress(len(methods))
             fitted = _fit_together(model, block, [m for m in methods if check_method(base_method(m)).fitted],
                                    todo_of, kwargs_of, fits, pack)
             for item in block:
                 for method in methods:
                     todo = todo_of(item, method)
-                    if not todo:  # scored by an earlier run
-                        if progress is not None:
-                            progress(1)
-                        continue
-                    kw = kwargs_of(method)
-                    if (item.name, method) in fitted:
-                        a, seconds = fitted[(item.name, method)]
-                    else:
-                        t0 = _clock(item.x)
-                        a = attribute(base_method(method), model, item.x, item.target, pack=pack, **kw)
-                        seconds = _clock(item.x) - t0
-                    for metric in todo:
-                        t1 = _clock(item.x)
-                        if metric == "randomisation":
-                            value, extra = _randomisation(model, item, method, kw, a.target, pack, restats,
-                                                          stats_layers)
-                        else:
-                            value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
-                        scores.append({"item": item.name, "method": method, "metric": metric, "value": value,
-                                       "attribution_s": round(seconds, 4), "metric_s": round(_clock(item.x) - t1, 4),
-                                       **extra})
+                    if todo:  # else scored by an earlier run
+                        try:
+                            _score_item(scores, model, item, method, todo, kwargs_of(method), fitted, pack, restats,
+                                        stats_layers, points, masks)
+                        except Exception as exc:
+                            fail(item, method, exc)
                     if progress is not None:
                         progress(1)
+    if os.path.getsize(failures) == 0:
+        os.remove(failures)
     barrier()
     if me != 0:
         return {}
@@ -199,13 +206,57 @@ def evaluate(
     return summarise(out_dir)
 
 
+def _score_item(scores: Ledger, model: nn.Module, item: Item, method: str, todo: Sequence[str], kw: dict[str, Any],
+                fitted: dict[tuple[str, str], tuple[Attribution, float] | Exception], pack: Pack | None,
+                restats: Callable[[nn.Module], Any] | None, stats_layers: Sequence[str], points: int,
+                masks: int) -> None:
+    """One method's attribution of one input (fitted with others already, or now) and the metrics
+    ``todo`` on it, each appended to ``scores``."""
+    got = fitted.get((item.name, method))
+    if isinstance(got, Exception):
+        raise got
+    if got is not None:
+        a, seconds = got
+    else:
+        t0 = _clock(item.x)
+        a = attribute(base_method(method), model, item.x, item.target, pack=pack, **kw)
+        seconds = _clock(item.x) - t0
+    for metric in todo:
+        t1 = _clock(item.x)
+        if metric == "randomisation":
+            value, extra = _randomisation(model, item, method, kw, a.target, pack, restats, stats_layers)
+        else:
+            value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
+        scores.append({"item": item.name, "method": method, "metric": metric, "value": value,
+                       "attribution_s": round(seconds, 4), "metric_s": round(_clock(item.x) - t1, 4), **extra})
+
+
+#: The inputs (or methods on them) an evaluation could not score, with why; written when there are any.
+FAILURES = "failures.jsonl"
+
+
+def _rank_files(out_dir: str, stem: str) -> list[str]:
+    """The names of the ranks' ``STEM.rankN.jsonl`` files in ``out_dir``, in rank order."""
+    pattern = re.escape(stem) + r"\.rank(\d+)\.jsonl"
+    found = [(int(m.group(1)), n) for n in os.listdir(out_dir) if (m := re.fullmatch(pattern, n))]
+    return [n for _, n in sorted(found)]
+
+
 def merge_rank_scores(out_dir: str) -> None:
     """Append the scores of every rank's file (``scores.rankN.jsonl``, written under torchrun) to
     ``scores.jsonl`` and remove them (a line cut short by an interruption is dropped, a score
     already there is not added again)."""
     path = os.path.join(out_dir, "scores.jsonl")
-    ranks = sorted((n for n in os.listdir(out_dir) if re.fullmatch(r"scores\.rank\d+\.jsonl", n)),
-                   key=lambda n: int(n[len("scores.rank"):-len(".jsonl")]))
+    ranks = _rank_files(out_dir, "scores")
+    failures = _rank_files(out_dir, "failures")
+    if failures:  # every rank's failures of this run, in one file
+        with Ledger(os.path.join(out_dir, FAILURES)) as merged_failures:
+            for name in failures:
+                part = os.path.join(out_dir, name)
+                drop_unfinished_line(part)
+                for record in read_records(part):
+                    merged_failures.append(record)
+                os.remove(part)
     if not ranks:
         return
     have = _done(path)  # a merge cut short by a kill is not appended twice
@@ -224,10 +275,11 @@ def merge_rank_scores(out_dir: str) -> None:
 
 def _fit_together(model: nn.Module, block: Sequence[Item], methods: Sequence[str],
                   todo_of: Callable[[Item, str], list[str]], kwargs_of: Callable[[str], dict[str, Any]],
-                  fits: FitBatches, pack: Pack | None) -> dict[tuple[str, str], tuple[Attribution, float]]:
+                  fits: FitBatches, pack: Pack | None) -> dict[tuple[str, str], tuple[Attribution, float] | Exception]:
     """The per-sample bottleneck's attributions of the block's items still to score, fitted
-    together where there are several, with each item's share of its fit's seconds."""
-    out: dict[tuple[str, str], tuple[Attribution, float]] = {}
+    together where there are several, with each item's share of its fit's seconds (or the
+    exception its fit failed with, the item's failure)."""
+    out: dict[tuple[str, str], tuple[Attribution, float] | Exception] = {}
     for method in methods:
         need = [it for it in block if todo_of(it, method)]
         if len(need) < 2:
@@ -239,9 +291,7 @@ def _fit_together(model: nn.Module, block: Sequence[Item], methods: Sequence[str
                                   pack=pack, **kw)
 
         for item, res, seconds in fits.map(need, fit):
-            if isinstance(res, Exception):
-                raise res
-            out[(item.name, method)] = (res, seconds)
+            out[(item.name, method)] = res if isinstance(res, Exception) else (res, seconds)
     return out
 
 
@@ -355,6 +405,12 @@ def summarise(out_dir: str) -> dict[str, Any]:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     if scores.attribution_s:
         lines += _cost_table(out_dir, scores, methods, metrics)
+    failed = list(read_records(os.path.join(out_dir, FAILURES)))
+    if failed:
+        first = failed[0]
+        lines += ["", f"Not scored: {len({r['item'] for r in failed})} input(s) failed ({len(failed)} record(s) in "
+                      f"{FAILURES}; a rerun tries them again), first '{first['item']}'"
+                      + (f" ({first['method']})" if first.get("method") else "") + f": {first['error']}"]
     _write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
     for metric in sorted({k[1] for k in scores.curves}):
         plot_curves(out_dir, metric, {m: c for (m, k), c in scores.curves.items() if k == metric})
@@ -362,7 +418,7 @@ def summarise(out_dir: str) -> dict[str, Any]:
         plot_sensitivity(out_dir, scores.sensitivity)
     if scores.randomisation:
         plot_randomisation(out_dir, scores.randomisation)
-    return {"table": table, "markdown": "\n".join(lines)}
+    return {"table": table, "markdown": "\n".join(lines), "failed": failed}
 
 
 def _cost_table(out_dir: str, scores: _Scores, methods: Sequence[str], metrics: Sequence[str]) -> list[str]:
