@@ -5,11 +5,13 @@ trained ``TubeNet``, targets = true classes, boxes and intervals known) or a fol
 or videos with optional annotations (JSON: boxes, tubes, intervals, see :mod:`.datasets`),
 explained for the model's top-1 class unless the annotation names a class. A video contributes
 one model clip, the centre crop of the clip in the middle of the video unless its annotation
-says where the clip starts.
+says where the clip starts (or where its clips start). Inputs are read when they are scored.
 
 Every score goes to ``OUT/scores.jsonl`` as soon as it is computed (one JSON object per line:
 item, method, metric, value, and curves where the metric has them); a rerun skips what is there,
-so an interrupted run loses at most the score in progress. The summary (``OUT/results.md``,
+so an interrupted run loses at most the score in progress. An input that fails is recorded in
+``OUT/failures.jsonl`` and the run goes on. Under torchrun each rank scores every world-th
+input into its own file, merged by rank 0. The summary (``OUT/results.md``,
 ``.csv``, ``.json``: mean, 95 % bootstrap interval and number of samples per method and metric)
 and the plots (``OUT/degradation*.png``, ``OUT/sensitivity_n.png``, ``OUT/randomisation.png``) are
 rewritten atomically from all scores at the end.
@@ -245,7 +247,8 @@ def _rank_files(out_dir: str, stem: str) -> list[str]:
 def merge_rank_scores(out_dir: str) -> None:
     """Append the scores of every rank's file (``scores.rankN.jsonl``, written under torchrun) to
     ``scores.jsonl`` and remove them (a line cut short by an interruption is dropped, a score
-    already there is not added again)."""
+    already there is not added again); the ranks' ``failures.rankN.jsonl`` go to
+    :data:`FAILURES` the same way."""
     path = os.path.join(out_dir, "scores.jsonl")
     ranks = _rank_files(out_dir, "scores")
     failures = _rank_files(out_dir, "failures")
