@@ -122,6 +122,14 @@ def same_on_every_rank(value: Any, what: str) -> None:
                              f"the same files and settings")
 
 
+def refuse_on_every_rank(reason: str | None) -> None:
+    """Raise :class:`UserInputError` with the first rank's ``reason`` that is not ``None``, on every
+    rank (every rank must call it; typically only rank 0 has a reason)."""
+    refusals = [r for r in gather(reason) if r]
+    if refusals:
+        raise UserInputError(refusals[0])
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

@@ -47,6 +47,11 @@ class OutOfMemory(UserInputError):
     workflows that choose the batch size themselves retry with fewer inputs."""
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why an input failed, for a record: a :class:`UserInputError`'s message, else ``Type: message``."""
+    return str(exc) if isinstance(exc, UserInputError) else f"{type(exc).__name__}: {exc}"
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" (did you mean 'a' or 'b'?)"`` for close matches of ``word``, else ``""``."""
     matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

@@ -24,12 +24,12 @@ share where the clip holds annotated and other frames, in one run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import posixpath
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -288,7 +288,7 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
         line = timeline(f)
         starts = _clip_starts(entry, name, line, spec)
         for start in starts:
-            clip = plan_clip(f, spec, start=start)
+            clip = plan_clip(f, spec, start=start, line=line)  # the timeline read once for all its clips
             geo = clip.geometry
             boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps, entry.get("start") == "tube")
             items.append(Item(name if len(starts) == 1 else f"{name}@{geo.times[0]:.2f}s", None, target, boxes,
@@ -319,7 +319,7 @@ def _clip_starts(entry: dict[str, Any], name: str, line: Timeline, spec: ModelSp
             if v > last:
                 raise UserInputError(f"annotation of '{name}': \"start\" {v:g} s is after the video's last frame "
                                      f"({last:.2f} s); give a start within the video")
-        return list(starts)
+        return starts
     if "tube" in entry:
         a, b = float(entry["tube"][0][0]), float(entry["tube"][-1][0]) + 1.0 / line.info.fps
     else:

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..distributed import barrier, rank, shard, world_size
-from ..errors import UserInputError, did_you_mean
+from ..errors import UserInputError, did_you_mean, failure_reason
 from ..files import atomic_write, ensure_writable_dir
 from ..io.ledger import Ledger, drop_unfinished_line, read_records
 from ..methods.attribute import attribute, attribute_many, check_method
@@ -170,7 +170,7 @@ def evaluate(
 
         def fail(item: Item, method: str | None, exc: Exception) -> None:
             """An input (or one method on it) that could not be scored: recorded, and the run goes on."""
-            why = str(exc) if isinstance(exc, UserInputError) else f"{type(exc).__name__}: {exc}"
+            why = failure_reason(exc)
             log.warning("%s%s failed: %s", item.name, f" ({method})" if method else "", why)
             failed.append({"item": item.name, "method": method, "error": why})
 
@@ -249,30 +249,30 @@ def merge_rank_scores(out_dir: str) -> None:
     ``scores.jsonl`` and remove them (a line cut short by an interruption is dropped, a score
     already there is not added again); the ranks' ``failures.rankN.jsonl`` go to
     :data:`FAILURES` the same way."""
+    _merge_rank_files(out_dir, "failures", FAILURES)
     path = os.path.join(out_dir, "scores.jsonl")
-    ranks = _rank_files(out_dir, "scores")
-    failures = _rank_files(out_dir, "failures")
-    if failures:  # every rank's failures of this run, in one file
-        with Ledger(os.path.join(out_dir, FAILURES)) as merged_failures:
-            for name in failures:
-                part = os.path.join(out_dir, name)
-                drop_unfinished_line(part)
-                for record in read_records(part):
-                    merged_failures.append(record)
-                os.remove(part)
-    if not ranks:
+    if _rank_files(out_dir, "scores"):
+        _merge_rank_files(out_dir, "scores", "scores.jsonl", _done(path))  # a merge cut short is not appended twice
+
+
+def _merge_rank_files(out_dir: str, stem: str, target: str, have: set[tuple[str, str, str]] | None = None) -> None:
+    """Append the records of the ranks' ``STEM.rankN.jsonl`` to ``target`` in rank order and remove
+    them; with ``have``, a score whose (item, method, metric) it holds is left out."""
+    names = _rank_files(out_dir, stem)
+    if not names:
         return
-    have = _done(path)  # a merge cut short by a kill is not appended twice
-    with Ledger(path) as merged:
-        for name in ranks:
+    with Ledger(os.path.join(out_dir, target)) as merged:
+        for name in names:
             part = os.path.join(out_dir, name)
             drop_unfinished_line(part)
             for record in read_records(part):
-                key = (record["item"], record["method"], record["metric"])
-                if key not in have:
-                    merged.append(record)
+                if have is not None:
+                    key = (record["item"], record["method"], record["metric"])
+                    if key in have:
+                        continue
                     have.add(key)
-    for name in ranks:
+                merged.append(record)
+    for name in names:
         os.remove(os.path.join(out_dir, name))
 
 

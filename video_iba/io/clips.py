@@ -225,12 +225,12 @@ class PlannedClip:
     geometry: Geometry
 
 
-def plan_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> PlannedClip:
+def plan_clip(path: str, spec: ModelSpec, start: float | None = 0.0, line: Timeline | None = None) -> PlannedClip:
     """Where :func:`read_clip`'s clip lies (its frames, crop and times), from the container alone:
-    nothing is decoded."""
+    nothing is decoded. ``line``: the video's :func:`timeline`, where the caller has it already."""
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
-    line = timeline(path)
+    line = line or timeline(path)
     info = line.info
     check_size(f"'{path}'", info.height, info.width, spec, "video")
     if start is None:

@@ -242,21 +242,23 @@ def compare_clip_grid(rows: Sequence[ClipRow], out_path: str, *, on_frame: Calla
     fps, total = grid_clip_frames(rows)
     frames = [_row_frames(r, panel_height=GRID_CLIP_PANEL_HEIGHT, strip_height=GRID_STRIP_HEIGHT, bits_vmax=bits_vmax)
               for r in rows]
-    current = [next(f) for f in frames]
+    current = [next(f)[2] for f in frames]
     coming = [next(f, None) for f in frames]
-    width = max(c[2].shape[1] for c in current)
+    width = max(image.shape[1] for image in current)
     width += width % 2
+
+    def padded(image: np.ndarray) -> np.ndarray:
+        return np.concatenate([image, _gap(image.shape[0], width - image.shape[1])], axis=1)
+
+    current = [padded(image) for image in current]
     with VideoWriter(out_path, fps) as writer:
         for k in range(total):
             t = k / fps
             for i, f in enumerate(frames):
                 while coming[i] is not None and coming[i][1] <= t + 1e-6:  # type: ignore[index]
-                    current[i], coming[i] = coming[i], next(f, None)  # type: ignore[assignment]
-            parts = []
-            for i, (_pos, _t, image) in enumerate(current):
-                if i:
-                    parts.append(_gap(GRID_GAP, width))
-                parts.append(np.concatenate([image, _gap(image.shape[0], width - image.shape[1])], axis=1))
+                    current[i] = padded(coming[i][2])  # type: ignore[index]
+                    coming[i] = next(f, None)
+            parts = [part for i, image in enumerate(current) for part in ((_gap(GRID_GAP, width), image) if i else (image,))]
             grid = np.concatenate(parts, axis=0)
             if grid.shape[0] % 2:
                 grid = np.concatenate([grid, _gap(1, width)], axis=0)

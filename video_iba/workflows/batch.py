@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
-from ..errors import UserInputError
+from ..errors import UserInputError, failure_reason
 from ..files import ensure_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
@@ -233,7 +233,7 @@ def run_batch(
                 for path, res in zip(group, results):
                     entry: dict[str, Any] = {"input": os.path.abspath(path)}
                     if isinstance(res, Exception):
-                        why = str(res) if isinstance(res, UserInputError) else f"{type(res).__name__}: {res}"
+                        why = failure_reason(res)
                         entry["status"] = f"error: {why}"
                         counts["failed"] += 1
                         log.warning("%s failed: %s", path, why)

@@ -176,8 +176,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     if video and options.keyframes:
         raise UserInputError("{keyframes} draws the still of one video's comparison; compare each video on its own "
                              "for its still", options=["keyframes"])
-    for p in paths:
-        if not video:
+    if not video:
+        for p in paths:
             refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
     ensure_writable_dir(out_dir)
@@ -445,15 +445,15 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
 def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: Sequence[str], options: Options,
                 out: str, progress: Progress, several: bool) -> list[tuple[str, list[tuple[str, Unit, int, str]]]]:
     """Every video's panels, then the grid MP4 ``out`` (see :func:`compare_grid`)."""
-    stores: list[MapStore] = []
+    stores: list[list[MapStore]] = []  # per row, every row's made before any work
     rendered: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     try:
         for row in rows:
-            _stores(row, os.path.dirname(os.path.abspath(out)), stores)
+            stores.append([])
+            _stores(row, os.path.dirname(os.path.abspath(out)), stores[-1])
         clip_rows = []
-        per_row = len(stores) // len(rows)
-        for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
-            shown, panels = _clip_panels(row, options, progress, several, stores[ri * per_row:(ri + 1) * per_row])
+        for path, title, row, row_stores in zip(paths, titles, rows, stores):
+            shown, panels = _clip_panels(row, options, progress, several, row_stores)
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
             rendered.append((path, panels))
@@ -464,8 +464,9 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
         finally:
             bar.close()
     finally:
-        for store in stores:
-            store.close()
+        for row_stores in stores:
+            for store in row_stores:
+                store.close()
     return rendered
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from ..config import IBAConfig
-from ..distributed import gather, process_group, rank, same_on_every_rank, shard
+from ..distributed import process_group, rank, refuse_on_every_rank, same_on_every_rank, shard, world_size
 from ..errors import UserInputError
 from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import (TUBE_FRAMES, applies, base_method, check_label, check_metrics, evaluate, iba_label,
@@ -159,7 +159,9 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
                     **({"stats_sha256": stats_sha256} if stats_sha256 else {})}
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
-    weights = ev.weights if session is None else f"{OWN_WEIGHTS} ({weights_digest(session.model)})"
+    # the weights' digest: recorded for a session's model, compared between ranks under torchrun
+    digest = weights_digest(setup.model) if session is not None or world_size() > 1 else None
+    weights = ev.weights if session is None else f"{OWN_WEIGHTS} ({digest})"
     record = {"dataset": ev.dataset if ev.dataset == "synthetic" else os.path.abspath(ev.dataset),
               "model": setup.model_name, "weights": weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
@@ -171,7 +173,8 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
     if any("/" in item.name for item in setup.items):
         record["item_names"] = "paths in the folder"  # once file names alone, which two inputs could share
     ensure_writable_dir(out_dir)
-    same_on_every_rank(weights_digest(setup.model), "the model's weights")
+    if digest is not None:  # every rank has one when there are several
+        same_on_every_rank(digest, "the model's weights")
     bar = progress("evaluating", len(shard(setup.items)) * len(labels), "map")
     try:
         with folder_lock(out_dir):
@@ -181,9 +184,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
                     _record_run(out_dir, record)
                 except UserInputError as exc:
                     refused = str(exc)
-            refusals = [r for r in gather(refused) if r]
-            if refusals:
-                raise UserInputError(refusals[0])
+            refuse_on_every_rank(refused)
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
                             pack=setup.pack, restats=setup.restats, stats_layers=setup.layers, masks=masks,
                             progress=bar.update, batches=batches)

@@ -22,7 +22,7 @@ import socket
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..distributed import barrier, gather, rank
+from ..distributed import barrier, rank, refuse_on_every_rank
 from ..errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,7 @@ def _take(path: str) -> str | None:
 def folder_lock(out_dir: str) -> Iterator[None]:
     """Hold ``OUT/.video-iba.lock`` for the duration (rank 0 for all ranks; every rank must enter)."""
     path = os.path.join(out_dir, LOCK)
-    why = _take(path) if rank() == 0 else None
-    refusals = [w for w in gather(why) if w]
-    if refusals:
-        raise UserInputError(refusals[0])
+    refuse_on_every_rank(_take(path) if rank() == 0 else None)
     ended = False
     try:
         yield
