@@ -175,6 +175,10 @@ def test_unusual_images_are_converted(tmp_path, capsys) -> None:  # type: ignore
     (["evaluate", "synthetic", "--masks", "5", "--out", "{out}"], "--masks counts the random masks of the metric "
                                                                   "sensitivity_n, which is not among --metrics"),
     (["train-readout", "{photos}", "--clips", "3", "--out", "{out}"], "--clips counts the synthetic benchmark's"),
+    (["evaluate", "synthetic", "--labels", "{text}", "--out", "{out}"], "the synthetic benchmark has its own classes; "
+                                                                         "drop --labels"),
+    (["train-readout", "synthetic", "--labels", "{text}", "--out", "{out}"], "the synthetic benchmark has its own "
+                                                                              "classes; drop --labels"),
     (["layers", "--model", "nope"], "unknown model"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_output(argv, message, photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

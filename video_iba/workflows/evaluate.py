@@ -213,6 +213,9 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
         raise UserInputError("the synthetic benchmark has its own models, statistics and ground truth; drop "
                              "{weights}, {stats} and {annotations} (or give a folder)",
                              options=["weights", "stats", "annotations"])
+    if ev.labels:
+        raise UserInputError("the synthetic benchmark has its own classes; drop {labels} (or give a folder)",
+                             options=["labels"])
     if ev.model not in (None, *SYNTHETIC_MODELS):
         raise UserInputError(f"the synthetic benchmark's models are {', '.join(SYNTHETIC_MODELS)}, not '{ev.model}'; "
                              f"give one of them to {{model}}, or a folder of photos or videos", options=["model"])

@@ -509,6 +509,9 @@ def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
     if run.model not in (None, *SYNTHETIC_MODELS) or run.weights != "default":
         raise UserInputError(f"the synthetic benchmark has its own models ({', '.join(SYNTHETIC_MODELS)}); give one of "
                              "them to {model} or none, and drop {weights}", options=["model", "weights"])
+    if run.labels:
+        raise UserInputError("the synthetic benchmark has its own classes; drop {labels} (or give a folder)",
+                             options=["labels"])
     if run.validation not in (None, "none"):
         raise UserInputError("the synthetic benchmark validates on its own validation clips; drop {validation} or "
                              "give it 'none'", options=["validation"])
