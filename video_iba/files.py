@@ -109,8 +109,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[str]:
 
 def save_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """``torch.save`` a mapping of plain values and tensors to ``path``, atomically."""
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)  # to a file object: given a path, torch names the archive after it ('.tmp-x' fails)
 
 
 def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,10 @@ def test_save_load_roundtrip_and_refusals(tmp_path) -> None:  # type: ignore[no-
         back.check((4, 3, 3), input_shape=[1, 3, 16, 16])
     with pytest.raises(UserInputError, match="does not fit the layer"):
         back.check((4, 5, 5))
+    for name in ("stats", ".stats", "stats.v2.pt"):  # any name a user gives (torch names its archive after a path)
+        s.save(tmp_path / name)
+        torch.testing.assert_close(Statistics.load(tmp_path / name).std, s.std)
+    assert sorted(os.listdir(tmp_path)) == [".stats", "stats", "stats.pt", "stats.v2.pt"]  # no temporary file left
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file")
     with pytest.raises(UserInputError, match="not a readable statistics file"):
