@@ -132,6 +132,37 @@ def test_parameter_randomisation_cascades_on_a_copy() -> None:
     assert map_ssim(torch.rand(16, 16), torch.rand(16, 16)) < 0.5
 
 
+def test_randomised_networks_depend_on_the_seed_alone_and_leave_the_callers_generator() -> None:
+    from video_iba.evaluation.metrics import parameter_randomisation
+
+    from ..nets import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    fixed = torch.rand(8, 8)
+
+    def weights_seen(draws: int) -> list[dict[str, torch.Tensor]]:
+        seen: list[dict[str, torch.Tensor]] = []
+
+        def draw_then_map(m: nn.Module, randomised: list[str]) -> torch.Tensor:
+            seen.append({k: v.clone() for k, v in m.state_dict().items()})
+            if draws:
+                torch.rand(draws)  # a method drawing from the global generator (captum's SmoothGrad does)
+            return fixed
+
+        parameter_randomisation(model, draw_then_map, stages=["fc", "features"], seed=3)
+        return seen
+
+    first, second = weights_seen(1), weights_seen(1000)
+    # the same randomised network at every stage, whatever the method drew in between
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(first, second) for k in a)
+    assert not torch.equal(first[1]["fc.weight"], first[0]["fc.weight"])  # and it was randomised
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    weights_seen(0)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator as it was
+
+
 def test_randomisation_stages_and_the_stages_before_a_bottleneck() -> None:
     from video_iba.evaluation.metrics import randomisation_stages, stages_reaching
     from video_iba.evaluation.synthetic import TubeNet

@@ -62,8 +62,11 @@ def test_definitions_on_a_linear_model() -> None:
     drop = (w * x[0]).unflatten(1, (2, 8)).unflatten(3, (2, 8)).sum(dim=(0, 2, 4))  # per 8x8 window
     expect = 3 * drop.repeat_interleave(8, 0).repeat_interleave(8, 1)  # every cell of a window, 3 channels
     assert torch.allclose(occ.values, expect, atol=1e-3)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
     sg = attribute("smoothgrad", model, x, target=1)
     assert torch.allclose(sg.values, w.sum(0), atol=1e-4)  # the gradient does not depend on x here
+    assert torch.equal(torch.get_rng_state(), state)  # its noise is seeded without touching the caller's generator
     r1, r2 = attribute("random", model, x, seed=3), attribute("random", model, x, seed=3)
     assert torch.equal(r1.values, r2.values) and not torch.equal(r1.values, attribute("random", model, x, seed=4).values)
 

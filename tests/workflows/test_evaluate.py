@@ -13,6 +13,7 @@ from PIL import Image
 
 import video_iba
 import video_iba.cli
+import video_iba.workflows.evaluate as evaluate_workflow
 
 from ..helpers import run_cli, read_jsonl
 
@@ -106,8 +107,16 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
     from video_iba.evaluation import synthetic
 
     monkeypatch.setattr(synthetic, "SYNTHETIC_STATS_SEEDS", range(50_000, 50_050))  # a smaller dataset, same code path
+    estimated: list[int] = []
+    real_estimate = evaluate_workflow.estimate
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        estimated.append(1)
+        return real_estimate(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_workflow, "estimate", counted)
     out = str(tmp_path / "ev")
-    code, stdout, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--methods", "iba,saliency", "--metrics",
+    code, stdout, err = run_cli(["evaluate", "synthetic", "--clips", "2", "--methods", "iba,saliency", "--metrics",
                               "randomisation,sensitivity_n", "--masks", "5", "--layer", "block2", "--out", out], capsys)
     assert code == 0, err
     for name in ("randomisation.png", "sensitivity_n.png"):
@@ -116,6 +125,8 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
     iba, sal = rows[("iba", "randomisation")], rows[("saliency", "randomisation")]
     assert iba["stages"] == ["fc", "block3", "block2", "block1"] and len(iba["ssim"]) == 4
     assert iba["reestimated"] == ["block1", "block2"] and sal["reestimated"] == []  # IBA sits at block2
+    # the statistics: once for the model, then once per re-estimated stage for both clips (not per clip)
+    assert len(estimated) == 3
     assert all(-1 <= v <= 1 for v in iba["ssim"] + sal["ssim"])
     sn = rows[("iba", "sensitivity_n")]
     assert sn["n"][0] == 1 and sn["n"] == sorted(sn["n"]) and len(sn["pearson"]) == len(sn["n"])

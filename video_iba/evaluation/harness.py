@@ -135,7 +135,8 @@ def evaluate(
         pack: Builds a multi-pathway network's input from the clip (registry models: automatic).
         restats: For the randomisation metric: estimates IBA's statistics again on a partly
             randomised copy of the model; called (and its result passed as ``stats``) whenever a
-            randomised stage runs before one of ``stats_layers`` has produced its output.
+            randomised stage runs before one of ``stats_layers`` has produced its output, once per
+            cascade stage for the whole run (the cascade's networks are the same for every input).
         batches: How many items the per-sample bottleneck fits at once (default: one); each
             item's seconds are then its share of its fit's.
     """
@@ -157,6 +158,7 @@ def evaluate(
         done = _done(scores_path)
     items = shard(list(items))  # under torchrun: every world-th input from this rank's
     fits = batches or FitBatches(1)
+    stage_stats = _StageStatistics(restats) if restats is not None else None
 
     def todo_of(item: Item, method: str) -> list[str]:
         return [m for m in metrics if (item.name, method, m) not in done and applies(m, item)]
@@ -193,7 +195,7 @@ def evaluate(
                     todo = todo_of(item, method)
                     if todo:  # else scored by an earlier run
                         try:
-                            _score_item(scores, model, item, method, todo, kwargs_of(method), fitted, pack, restats,
+                            _score_item(scores, model, item, method, todo, kwargs_of(method), fitted, pack, stage_stats,
                                         stats_layers, points, masks)
                         except Exception as exc:
                             fail(item, method, exc)
@@ -210,7 +212,7 @@ def evaluate(
 
 def _score_item(scores: Ledger, model: nn.Module, item: Item, method: str, todo: Sequence[str], kw: dict[str, Any],
                 fitted: dict[tuple[str, str], tuple[Attribution, float] | Exception], pack: Pack | None,
-                restats: Callable[[nn.Module], Any] | None, stats_layers: Sequence[str], points: int,
+                restats: "_StageStatistics | None", stats_layers: Sequence[str], points: int,
                 masks: int) -> None:
     """One method's attribution of one input (fitted with others already, or now) and the metrics
     ``todo`` on it, each appended to ``scores``."""
@@ -335,7 +337,7 @@ def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, targ
 
 
 def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any], target: int,
-                   pack: Pack | None, restats: Callable[[nn.Module], Any] | None,
+                   pack: Pack | None, restats: "_StageStatistics | None",
                    stats_layers: Sequence[str]) -> tuple[float, dict[str, Any]]:
     """SSIM of the map to the maps of cascadingly randomised copies; the value is the mean over stages
     (lower: the map depends more on the learned parameters)."""
@@ -348,12 +350,31 @@ def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any]
         args = dict(kw)
         if randomised and reaching.intersection(randomised):
             assert restats is not None
-            args["stats"] = restats(m)
+            args["stats"] = restats(m, randomised)
         return attribute(base_method(method), m, item.x, target, pack=pack, **args).values
 
     r = parameter_randomisation(model, attribute_fn, stages=stages)
     return float(np.mean(r.ssim)), {"stages": r.stages, "ssim": r.ssim.round(5).tolist(),
                                     "reestimated": sorted(reaching)}
+
+
+class _StageStatistics:
+    """IBA's statistics re-estimated once per randomised network of the cascade, for all inputs.
+
+    :func:`~.metrics.parameter_randomisation` draws each stage from its seed alone, so the stages
+    randomised so far name one network whatever the input and the method; the estimate, which
+    reads every evaluated input, is made at its first use (before, once per input and stage).
+    """
+
+    def __init__(self, restats: Callable[[nn.Module], Any]) -> None:
+        self._restats = restats
+        self._done: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, model: nn.Module, randomised: Sequence[str]) -> Any:
+        key = tuple(randomised)
+        if key not in self._done:
+            self._done[key] = self._restats(model)
+        return self._done[key]
 
 
 @dataclass

@@ -41,6 +41,7 @@ from torch import nn
 from ..errors import UserInputError
 from ..methods.baselines import perturbation_batch
 from ..models.pathways import Pack, input_packer, one_input, packed
+from ..seeding import cuda_devices, derived_seed, seeded
 
 
 def tile_labels(shape: Sequence[int], tile: int, t_tile: int | None = None) -> np.ndarray:
@@ -354,24 +355,28 @@ def parameter_randomisation(
     gives the map, compared with the original map by :func:`map_ssim`. ``randomised`` lists the
     stages randomised so far, so that a method with dataset statistics (IBA) can re-estimate
     them when a randomised stage lies before its bottleneck. The user's model is not touched.
+
+    Stage ``i`` draws its weights from a generator seeded with ``(seed, i)`` alone, whatever
+    ``attribute_fn`` draws in between, and the caller's random state is left as it was: the same
+    ``model``, ``stages`` and ``seed`` give the same randomised networks for every input and method.
     """
     names = list(stages) if stages is not None else randomisation_stages(model)
     if not names:
         raise UserInputError("the model has no stages with parameters to randomise")
     base = attribute_fn(model, [])
     m = copy.deepcopy(model)
-    torch.manual_seed(seed)
     out, done = [], []
-    for name in names:
+    for i, name in enumerate(names):
         try:
             stage = m.get_submodule(name)
         except AttributeError as exc:
             raise UserInputError(f"no module '{name}' to randomise") from exc
-        for sub in stage.modules():
-            for method in ("reset_parameters", "reset_running_stats"):
-                fn = getattr(sub, method, None)
-                if callable(fn):
-                    fn()
+        with seeded(derived_seed(seed, i), cuda_devices([*stage.parameters(), *stage.buffers()])):
+            for sub in stage.modules():
+                for method in ("reset_parameters", "reset_running_stats"):
+                    fn = getattr(sub, method, None)
+                    if callable(fn):
+                        fn()
         done.append(name)
         out.append(map_ssim(base, attribute_fn(m, list(done))))
     return RandomisationResult(done, np.asarray(out))

@@ -53,6 +53,7 @@ from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
+from ..seeding import cuda_devices, seeded
 from .common import check_input, check_target, model_name
 
 log = logging.getLogger(__name__)
@@ -249,10 +250,10 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         return _reduce(a), Unit.GRADIENT if key == "gradient" else Unit.ABS_GRADIENT
     if key == "smoothgrad":
         std = SMOOTHGRAD_NOISE * float(x.max() - x.min())
-        torch.manual_seed(seed)
-        a = ca.NoiseTunnel(ca.Saliency(net)).attribute(x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
-                                                        nt_samples_batch_size=batch, stdevs=std, target=target,
-                                                        abs=False)
+        with seeded(seed, cuda_devices([x])):  # captum draws from the global generators; the caller's are kept
+            a = ca.NoiseTunnel(ca.Saliency(net)).attribute(x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
+                                                            nt_samples_batch_size=batch, stdevs=std, target=target,
+                                                            abs=False)
         meta.update({"samples": SMOOTHGRAD_SAMPLES, "noise_std": std, "seed": seed})
         return _reduce(a), Unit.GRADIENT
     if key == "integrated_gradients":
