@@ -281,7 +281,8 @@ def _compare_parser(sub: Any) -> None:
     _range_options(co, cg)
     co.option("--keyframes", type=_keyframes, default=0, group=cg, metavar="N",
               help=f"also write OUT/<stem>-compare-keyframes.png: N frames spread over the range, a column each, "
-                   f"a row per method (1 to {MAX_KEYFRAMES}; default: none)")
+                   f"a row per method (with several videos OUT/compare-grid-keyframes.png, a block per video; "
+                   f"1 to {MAX_KEYFRAMES}; default: none)")
     co.option("--out", default="out", help="output folder (default: out); writes <stem>-compare.png|mp4")
 
 
@@ -505,6 +506,8 @@ def _cmd_compare(args: argparse.Namespace) -> None:
                                       for name, _, target, label in panels)
             print(f"{path}: explained " + ", ".join(f"{m}#{t} {lab}" for m, t, lab in explained))
         print(f"wrote {grid.output}")
+        if grid.keyframes:
+            print(f"wrote {grid.keyframes}")
         return
     res = compare_file(args.input[0], args.methods.split(","), settings, args.out, options, _bar, models=models)
     if models:

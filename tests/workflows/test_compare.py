@@ -284,7 +284,8 @@ def test_a_grid_refuses_photos_with_videos_and_too_few_or_many_photos(photo_dir,
 
 
 def test_a_grid_of_videos_plays_them_together_each_holding_its_last_frame(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    from video_iba.render.compare import GRID_CLIP_PANEL_HEIGHT, clip_panel_size
+    from video_iba.render.compare import (GRID_CLIP_PANEL_HEIGHT, GRID_GAP, STILL_LABELS, STILL_TIMES, STRIP_HEIGHT,
+                                          clip_panel_size)
     from video_iba.workflows import compare_grid
 
     folder = tmp_path / "clips"
@@ -293,11 +294,11 @@ def test_a_grid_of_videos_plays_them_together_each_holding_its_last_frame(tmp_pa
     long = encode(str(folder / "b_long.mp4"), frames=60, size=(128, 64), fps=30, content=moving_square)  # 2 s
     out = tmp_path / "o"
     args = ["--model", "r3d_18", "--weights", "random", "--methods", "saliency,gradcam", "--out", str(out)]
-    code, stdout, err = run_cli(["compare", str(folder), *args], capsys)
+    code, stdout, err = run_cli(["compare", str(folder), "--keyframes", "2", *args], capsys)
     assert code == 0, err
     lines = stdout.splitlines()
     assert lines[0].startswith(f"{short}: explained #") and lines[1].startswith(f"{long}: explained #")
-    assert lines[2] == f"wrote {out / 'compare-grid.mp4'}"
+    assert lines[2:] == [f"wrote {out / 'compare-grid.mp4'}", f"wrote {out / 'compare-grid-keyframes.png'}"]
     frames = read_frames(str(out / "compare-grid.mp4"))
     assert len(frames) == 60  # the longest row's 2 s at the fastest row's 30 frames/s
     ph, pw, _ = clip_panel_size(64, 128, 3, GRID_CLIP_PANEL_HEIGHT)
@@ -312,8 +313,22 @@ def test_a_grid_of_videos_plays_them_together_each_holding_its_last_frame(tmp_pa
     res = compare_grid([long, short], ["saliency"], Settings(model="r3d_18", weights="random"), str(tmp_path / "p"),
                        titles=["long", "short"])
     assert res.output.endswith("compare-grid.mp4") and [p for p, _ in res.rows] == [long, short]
-    code, _, err = run_cli(["compare", short, long, "--keyframes", "2", *args], capsys)
-    assert code == 2 and "--keyframes draws the still of one video's comparison" in err
+    # the still: a block per video (its title, a column per kept frame), each cell a panel of the grid MP4
+    sheet = np.asarray(Image.open(out / "compare-grid-keyframes.png").convert("RGB")).astype(float)
+    grid = [f.astype(float) for f in frames]
+    sph, spw, _ = clip_panel_size(64, 96, 3, GRID_CLIP_PANEL_HEIGHT)
+    assert sheet.shape[1] == STILL_LABELS + 2 * (pw + GRID_GAP)  # the wider block sets the width
+    block = 2 * STILL_TIMES + 3 * (sph + GRID_GAP) + GRID_GAP + STRIP_HEIGHT  # title, times, 3 rows, strip
+    # (the block's top in the still, the row's top in the MP4 (its two rows are as high), panel size, grid frames
+    # showing the kept source frames: the middle of each half, 15 frames/s shown twice at 30)
+    for y0, top, h, w, shown in [(0, 0, sph, spw, ((6, 7), (22, 23))),
+                                 (block + 4 * GRID_GAP, (len(grid[0]) + GRID_GAP) // 2, ph, pw, ((15,), (45,)))]:
+        for col, ks in enumerate(shown):
+            y = y0 + 2 * STILL_TIMES + 2 * GRID_GAP + h  # the saliency row of the block
+            x = STILL_LABELS + GRID_GAP + col * (w + GRID_GAP)
+            cell = sheet[y:y + h, x:x + w]
+            diffs = [np.abs(cell - f[top:top + h, w:2 * w]).mean() for f in grid]
+            assert int(np.argmin(diffs)) in ks and min(diffs) < 4, (y0, col, ks, int(np.argmin(diffs)), min(diffs))
     with pytest.raises(UserInputError, match="a comparison grid holds 2 to 6 videos, got 7"):
         compare_grid([short] * 7, ["saliency"], Settings(), str(tmp_path / "q"))
 

@@ -234,14 +234,18 @@ def grid_clip_frames(rows: Sequence[ClipRow]) -> tuple[float, int]:
 
 
 def compare_clip_grid(rows: Sequence[ClipRow], out_path: str, *, on_frame: Callable[[int], None] | None = None,
-                      bits_vmax: float | None = None) -> int:
+                      bits_vmax: float | None = None, stills: Sequence[Stills] | None = None) -> int:
     """Write one MP4 of several videos' comparisons, a row per video drawn as :func:`compare_clip`
     draws one (smaller), played together from their starts: at the frame rate of the fastest
     row, each row showing its source frame of that moment and, once it has ended, its last frame.
-    Returns the number of frames written."""
+    ``stills`` (one per row) keep, at their positions, the row's frame and overlays as drawn (for
+    :func:`compare_grid_keyframes`). Returns the number of frames written."""
+    if stills is not None and len(stills) != len(rows):
+        raise ValueError(f"{len(stills)} stills for {len(rows)} rows")
     fps, total = grid_clip_frames(rows)
-    frames = [_row_frames(r, panel_height=GRID_CLIP_PANEL_HEIGHT, strip_height=GRID_STRIP_HEIGHT, bits_vmax=bits_vmax)
-              for r in rows]
+    frames = [_row_frames(r, panel_height=GRID_CLIP_PANEL_HEIGHT, strip_height=GRID_STRIP_HEIGHT, bits_vmax=bits_vmax,
+                          stills=None if stills is None else stills[i])
+              for i, r in enumerate(rows)]
     current = [next(f)[2] for f in frames]
     coming = [next(f, None) for f in frames]
     width = max(image.shape[1] for image in current)
@@ -265,7 +269,28 @@ def compare_clip_grid(rows: Sequence[ClipRow], out_path: str, *, on_frame: Calla
             writer.write(grid)
             if on_frame is not None:
                 on_frame(1)
+    if stills is not None:
+        for f in frames:  # a row's frames after the grid's last moment (rounding), for its stills
+            for _ in f:
+                pass
     return writer.frames
+
+
+def compare_grid_keyframes(rows: Sequence[ClipRow], stills: Sequence[Stills],
+                           bits_vmax: float | None = None) -> np.ndarray:
+    """A still of a grid of videos ``(H, W, 3)``: for each row, its title over the still
+    :func:`compare_keyframes` draws of it (its kept frames, at the grid's panel size)."""
+    blocks = []
+    for row, kept in zip(rows, stills, strict=True):
+        sheet = compare_keyframes(row.panels, kept, row.explained, bits_vmax)
+        blocks.append(np.concatenate([text_image([(row.title, TEXT)], sheet.shape[1], STILL_TIMES, 15), sheet]))
+    width = max(b.shape[1] for b in blocks)
+    parts = []
+    for i, b in enumerate(blocks):
+        if i:
+            parts.append(_gap(4 * GRID_GAP, width))
+        parts.append(np.concatenate([b, _gap(b.shape[0], width - b.shape[1])], axis=1))
+    return np.concatenate(parts, axis=0)
 
 
 def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: str,
@@ -327,5 +352,6 @@ def grid_path(out_dir: str, video: bool = False) -> str:
     return os.path.join(out_dir, f"compare-grid.{'mp4' if video else 'png'}")
 
 
-__all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_keyframes",
+__all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_grid_keyframes",
+           "compare_keyframes",
            "compare_path", "grid_clip_frames", "grid_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]

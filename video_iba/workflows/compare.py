@@ -24,8 +24,9 @@ from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
-from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_keyframes, compare_path,
-                              comparison_row, grid_clip_frames, grid_path, normalised_to_rgb, write_png, write_rows)
+from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_grid_keyframes,
+                              compare_keyframes, compare_path, comparison_row, grid_clip_frames, grid_path,
+                              normalised_to_rgb, write_png, write_rows)
 from ..render.video import Stills, keyframes_path
 from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
@@ -63,10 +64,12 @@ class Compared:
 class Grid:
     """What :func:`compare_grid` wrote: the PNG (photos) or MP4 (videos), and per row its input
     and panels (name, unit, and the class, index and name, its model explained, as
-    :attr:`Compared.panels`)."""
+    :attr:`Compared.panels`); ``keyframes``: the still of a grid of videos
+    (``options.keyframes``), else ``None``."""
 
     output: str
     rows: list[tuple[str, list[tuple[str, Unit, int, str]]]]
+    keyframes: str | None = None
 
 
 @dataclass
@@ -144,7 +147,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     Photos: 2 to :data:`MAX_GRID_ROWS`. Videos: 2 to :data:`MAX_VIDEO_GRID_ROWS`, each explained
     over ``options.span`` (the same seconds of each) and played together from their starts, at
     the fastest row's frame rate, each row holding its last frame once it has ended (the grid
-    lasts as long as the longest). Or a folder of photos or of videos (sorted, headed by their
+    lasts as long as the longest); ``options.keyframes`` adds ``OUT/compare-grid-keyframes.png``,
+    each video's still over the next. Or a folder of photos or of videos (sorted, headed by their
     paths in the folder; a folder holding both is refused)."""
     if isinstance(paths, (str, os.PathLike)):
         folder = os.fspath(paths)
@@ -173,9 +177,6 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     several = bool(chosen)
-    if video and options.keyframes:
-        raise UserInputError("{keyframes} draws the still of one video's comparison; compare each video on its own "
-                             "for its still", options=["keyframes"])
     if not video:
         for p in paths:
             refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
@@ -190,7 +191,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     for row in rows:
         _choose_targets(row, progress)
     if video:
-        return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several))
+        return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several),
+                    keyframes_path(out) if options.keyframes else None)
     images: list[np.ndarray] = []
     panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
@@ -457,10 +459,14 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
             rendered.append((path, panels))
+        stills = [Stills.spread(len(r.panels[0].result.source_frame_indices), options.keyframes)
+                  for r in clip_rows] if options.keyframes else None
         bar = progress("rendering", grid_clip_frames(clip_rows)[1], "frame")
         try:
-            with atomic_writes([out]) as tmps:
-                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=options.vmax)
+            with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
+                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=options.vmax, stills=stills)
+                if stills is not None:
+                    write_png(compare_grid_keyframes(clip_rows, stills, options.vmax), tmps[1])
         finally:
             bar.close()
     finally:
