@@ -247,6 +247,9 @@ def _evaluate_parser(sub: Any) -> None:
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
     ev.option("--masks", type=_positive_int, help="sensitivity-n: random masks per n (default 100)")
+    ev.option("--draws", type=_positive_int,
+              help="randomisation: draws of the randomised weights, each from its own seeds; the score is their "
+                   "mean (default 1)")
     ev.option("--readout", help="for the method 'readout': a checkpoint of `video-iba train-readout` (synthetic: "
                                 "default the readout shipped for the benchmark's model)")
     _cam_option(ev)
@@ -483,7 +486,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, masks=args.masks, readout=args.readout, cam_layer=args.cam_layer,
+                    betas=args.beta or None, masks=args.masks, draws=args.draws, readout=args.readout, cam_layer=args.cam_layer,
                     device=args.device, labels=args.labels,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)

@@ -126,6 +126,10 @@ def test_parameter_randomisation_cascades_on_a_copy() -> None:
     res = parameter_randomisation(model, grad_map, stages=["fc", "features"], seed=0)
     assert res.stages == ["fc", "features"] and seen == [[], ["fc"], ["fc", "features"]]
     assert res.ssim.shape == (2,) and np.all(res.ssim < 0.9) and np.all(res.ssim > -1)
+    original = grad_map(model, [])
+    calls = len(seen)
+    given = parameter_randomisation(model, grad_map, stages=["fc", "features"], seed=0, base=original)
+    assert np.allclose(given.ssim, res.ssim) and len(seen) == calls + 2  # the original map given, not made again
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the user's model untouched
     m = torch.rand(8, 16, 16)
     assert map_ssim(m, 3 * m) == pytest.approx(1.0)  # compared after |map| / max

@@ -117,7 +117,8 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
     monkeypatch.setattr(evaluate_workflow, "estimate", counted)
     out = str(tmp_path / "ev")
     code, stdout, err = run_cli(["evaluate", "synthetic", "--clips", "2", "--methods", "iba,saliency", "--metrics",
-                              "randomisation,sensitivity_n", "--masks", "5", "--layer", "block2", "--out", out], capsys)
+                              "randomisation,sensitivity_n", "--masks", "5", "--draws", "2", "--layer", "block2",
+                                 "--out", out], capsys)
     assert code == 0, err
     for name in ("randomisation.png", "sensitivity_n.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000, name
@@ -125,8 +126,15 @@ def test_randomisation_and_sensitivity_plots_and_iba_restatistics(tmp_path, caps
     iba, sal = rows[("iba", "randomisation")], rows[("saliency", "randomisation")]
     assert iba["stages"] == ["fc", "block3", "block2", "block1"] and len(iba["ssim"]) == 4
     assert iba["reestimated"] == ["block1", "block2"] and sal["reestimated"] == []  # IBA sits at block2
-    # the statistics: once for the model, then once per re-estimated stage for both clips (not per clip)
-    assert len(estimated) == 3
+    # the statistics: once for the model, then once per re-estimated stage and draw for both clips (not per clip)
+    assert len(estimated) == 1 + 2 * 2
+    draws = np.asarray(iba["ssim_draws"])  # two draws of the randomised weights: the value is their mean
+    assert draws.shape == (2, 4) and not np.allclose(draws[0], draws[1])
+    assert iba["ssim"] == pytest.approx(draws.mean(axis=0), abs=1e-5) and iba["value"] == pytest.approx(draws.mean(), abs=1e-5)
+    assert json.load(open(os.path.join(out, "evaluation.json")))["randomisation_draws"] == 2
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "1", "--metrics", "degradation8", "--draws", "2",
+                            "--out", str(tmp_path / "d")], capsys)
+    assert code == 2 and "--draws counts the draws of the metric randomisation" in err
     assert all(-1 <= v <= 1 for v in iba["ssim"] + sal["ssim"])
     sn = rows[("iba", "sensitivity_n")]
     assert sn["n"][0] == 1 and sn["n"] == sorted(sn["n"]) and len(sn["pearson"]) == len(sn["n"])

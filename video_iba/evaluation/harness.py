@@ -124,6 +124,7 @@ def evaluate(
     stats_layers: Sequence[str] = (),
     points: int = 100,
     masks: int = 100,
+    draws: int = 1,
     progress: Callable[[int], None] | None = None,
     batches: FitBatches | None = None,
 ) -> dict[str, Any]:
@@ -139,6 +140,9 @@ def evaluate(
             cascade stage for the whole run (the cascade's networks are the same for every input).
         batches: How many items the per-sample bottleneck fits at once (default: one); each
             item's seconds are then its share of its fit's.
+        draws: The randomisation metric's draws of the randomised weights (seeds ``0..draws-1``;
+            the same networks for every input and method); its value is the mean over draws and
+            stages, ``ssim`` the mean per stage and, for several draws, ``ssim_draws`` each draw's.
     """
     methods = [check_label(m) for m in methods]
     metrics = check_metrics(metrics)
@@ -196,7 +200,7 @@ def evaluate(
                     if todo:  # else scored by an earlier run
                         try:
                             _score_item(scores, model, item, method, todo, kwargs_of(method), fitted, pack, stage_stats,
-                                        stats_layers, points, masks)
+                                        stats_layers, points, masks, draws)
                         except Exception as exc:
                             fail(item, method, exc)
                     if progress is not None:
@@ -213,7 +217,7 @@ def evaluate(
 def _score_item(scores: Ledger, model: nn.Module, item: Item, method: str, todo: Sequence[str], kw: dict[str, Any],
                 fitted: dict[tuple[str, str], tuple[Attribution, float] | Exception], pack: Pack | None,
                 restats: "_StageStatistics | None", stats_layers: Sequence[str], points: int,
-                masks: int) -> None:
+                masks: int, draws: int = 1) -> None:
     """One method's attribution of one input (fitted with others already, or now) and the metrics
     ``todo`` on it, each appended to ``scores``."""
     got = fitted.get((item.name, method))
@@ -228,7 +232,7 @@ def _score_item(scores: Ledger, model: nn.Module, item: Item, method: str, todo:
     for metric in todo:
         t1 = _clock(item.x)
         if metric == "randomisation":
-            value, extra = _randomisation(model, item, method, kw, a.target, pack, restats, stats_layers)
+            value, extra = _randomisation(model, item, method, kw, a, pack, restats, stats_layers, draws)
         else:
             value, extra = _score(metric, model, item, a.values, a.target, points, masks, pack)
         scores.append({"item": item.name, "method": method, "metric": metric, "value": value,
@@ -336,42 +340,50 @@ def _score(metric: str, model: nn.Module, item: Item, values: torch.Tensor, targ
     return float(np.nanmean(sn.pearson)), {"n": sn.n.tolist(), "pearson": sn.pearson.round(5).tolist()}
 
 
-def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any], target: int,
+def _randomisation(model: nn.Module, item: Item, method: str, kw: dict[str, Any], attr: Attribution,
                    pack: Pack | None, restats: "_StageStatistics | None",
-                   stats_layers: Sequence[str]) -> tuple[float, dict[str, Any]]:
-    """SSIM of the map to the maps of cascadingly randomised copies; the value is the mean over stages
-    (lower: the map depends more on the learned parameters)."""
+                   stats_layers: Sequence[str], draws: int = 1) -> tuple[float, dict[str, Any]]:
+    """SSIM of the map ``attr`` to the maps of cascadingly randomised copies, in ``draws`` draws of
+    the randomised weights; the value is the mean over draws and stages (lower: the map depends
+    more on the learned parameters)."""
     stages = randomisation_stages(model)
     reaching: set[str] = set()
     if check_method(base_method(method)).uses_statistics and restats is not None and stats_layers:
         reaching = stages_reaching(model, item.x, stats_layers, stages, pack)
+    runs = []
+    for seed in range(draws):
 
-    def attribute_fn(m: nn.Module, randomised: list[str]) -> torch.Tensor:
-        args = dict(kw)
-        if randomised and reaching.intersection(randomised):
-            assert restats is not None
-            args["stats"] = restats(m, randomised)
-        return attribute(base_method(method), m, item.x, target, pack=pack, **args).values
+        def attribute_fn(m: nn.Module, randomised: list[str], seed: int = seed) -> torch.Tensor:
+            args = dict(kw)
+            if randomised and reaching.intersection(randomised):
+                assert restats is not None
+                args["stats"] = restats(m, randomised, seed)
+            return attribute(base_method(method), m, item.x, attr.target, pack=pack, **args).values
 
-    r = parameter_randomisation(model, attribute_fn, stages=stages)
-    return float(np.mean(r.ssim)), {"stages": r.stages, "ssim": r.ssim.round(5).tolist(),
-                                    "reestimated": sorted(reaching)}
+        runs.append(parameter_randomisation(model, attribute_fn, stages=stages, seed=seed, base=attr.values))
+    ssim = np.stack([r.ssim for r in runs])  # (draws, stages)
+    extra: dict[str, Any] = {"stages": runs[0].stages, "ssim": ssim.mean(axis=0).round(5).tolist(),
+                             "reestimated": sorted(reaching)}
+    if draws > 1:
+        extra["ssim_draws"] = ssim.round(5).tolist()
+    return float(ssim.mean()), extra
 
 
 class _StageStatistics:
     """IBA's statistics re-estimated once per randomised network of the cascade, for all inputs.
 
-    :func:`~.metrics.parameter_randomisation` draws each stage from its seed alone, so the stages
-    randomised so far name one network whatever the input and the method; the estimate, which
+    :func:`~.metrics.parameter_randomisation` draws each stage from its seed alone, so the draw's
+    seed and the stages randomised so far name one network whatever the input and the method; the
+    estimate, which
     reads every evaluated input, is made at its first use (before, once per input and stage).
     """
 
     def __init__(self, restats: Callable[[nn.Module], Any]) -> None:
         self._restats = restats
-        self._done: dict[tuple[str, ...], Any] = {}
+        self._done: dict[tuple[Any, ...], Any] = {}
 
-    def __call__(self, model: nn.Module, randomised: Sequence[str]) -> Any:
-        key = tuple(randomised)
+    def __call__(self, model: nn.Module, randomised: Sequence[str], seed: int = 0) -> Any:
+        key = (seed, *randomised)
         if key not in self._done:
             self._done[key] = self._restats(model)
         return self._done[key]

@@ -347,6 +347,7 @@ def parameter_randomisation(
     *,
     stages: Sequence[str] | None = None,
     seed: int = 0,
+    base: np.ndarray | torch.Tensor | None = None,
 ) -> RandomisationResult:
     """Model-parameter randomisation (Adebayo et al. 2018), cascading from the top.
 
@@ -358,12 +359,15 @@ def parameter_randomisation(
 
     Stage ``i`` draws its weights from a generator seeded with ``(seed, i)`` alone, whatever
     ``attribute_fn`` draws in between, and the caller's random state is left as it was: the same
-    ``model``, ``stages`` and ``seed`` give the same randomised networks for every input and method.
+    ``model``, ``stages`` and ``seed`` give the same randomised networks for every input and method
+    (another ``seed``: another draw of them). ``base``: the original map, where already computed
+    (else ``attribute_fn(model, [])``).
     """
     names = list(stages) if stages is not None else randomisation_stages(model)
     if not names:
         raise UserInputError("the model has no stages with parameters to randomise")
-    base = attribute_fn(model, [])
+    if base is None:
+        base = attribute_fn(model, [])
     m = copy.deepcopy(model)
     out, done = [], []
     for i, name in enumerate(names):

@@ -67,6 +67,8 @@ class Evaluation:
         betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
         masks: Sensitivity-n's random masks per n (default :data:`SENSITIVITY_MASKS`; refused
             without the metric ``sensitivity_n``).
+        draws: The randomisation metric's draws of the randomised weights (default 1; refused
+            without the metric ``randomisation``); its score is the mean over them.
         readout: A readout checkpoint (synthetic: default the shipped one).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
         batch_size: Items per IBA fit (``None``: chosen from the device); scores do not depend on it.
@@ -86,6 +88,7 @@ class Evaluation:
     annotations: str | None = None
     betas: Sequence[float] | None = None
     masks: int | None = None
+    draws: int | None = None
     readout: str | None = None
     device: str = "cpu"
     batch_size: int | None = None
@@ -126,6 +129,9 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
         raise UserInputError("{masks} counts the random masks of the metric sensitivity_n, which is not among "
                              "{metrics}; drop it or add the metric", options=["masks", "metrics"])
     masks = ev.masks or SENSITIVITY_MASKS
+    if ev.draws is not None and "randomisation" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
+        raise UserInputError("{draws} counts the draws of the metric randomisation, which is not among {metrics}; "
+                             "drop it or add the metric", options=["draws", "metrics"])
     check_precision(ev.precision, dev)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
@@ -166,6 +172,8 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
               "model": setup.model_name, "weights": weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
+    if "randomisation" in setup.metrics:  # other draws are another score
+        record["randomisation_draws"] = ev.draws or 1
     if ev.annotations:  # edited annotations are other ground truth
         record["annotations_sha256"] = file_digest(ev.annotations)
     if session is None and os.path.isfile(ev.weights):  # a checkpoint rewritten in place is another model
@@ -187,7 +195,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
             refuse_on_every_rank(refused)
             return evaluate(setup.model, setup.items, labels, setup.metrics, out_dir, method_kwargs=kwargs,
                             pack=setup.pack, restats=setup.restats, stats_layers=setup.layers, masks=masks,
-                            progress=bar.update, batches=batches)
+                            draws=ev.draws or 1, progress=bar.update, batches=batches)
     finally:
         bar.close()
 
