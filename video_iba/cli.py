@@ -486,8 +486,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, masks=args.masks, draws=args.draws, readout=args.readout, cam_layer=args.cam_layer,
-                    device=args.device, labels=args.labels,
+                    betas=args.beta or None, masks=args.masks, draws=args.draws, readout=args.readout,
+                    cam_layer=args.cam_layer, device=args.device, labels=args.labels,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
     if not summary:  # a rank other than 0 under torchrun: rank 0 prints

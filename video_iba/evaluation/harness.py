@@ -374,8 +374,7 @@ class _StageStatistics:
 
     :func:`~.metrics.parameter_randomisation` draws each stage from its seed alone, so the draw's
     seed and the stages randomised so far name one network whatever the input and the method; the
-    estimate, which
-    reads every evaluated input, is made at its first use (before, once per input and stage).
+    estimate, which reads every evaluated input, is made at its first use.
     """
 
     def __init__(self, restats: Callable[[nn.Module], Any]) -> None:

@@ -353,5 +353,5 @@ def grid_path(out_dir: str, video: bool = False) -> str:
 
 
 __all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_grid_keyframes",
-           "compare_keyframes",
-           "compare_path", "grid_clip_frames", "grid_path", "normalised_to_rgb", "time_strip", "write_png", "write_rows"]
+           "compare_keyframes", "compare_path", "grid_clip_frames", "grid_path", "normalised_to_rgb", "time_strip",
+           "write_png", "write_rows"]
