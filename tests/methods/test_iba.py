@@ -273,3 +273,28 @@ def test_multi_layer_attribution_roundtrip(tmp_path) -> None:  # type: ignore[no
     attr.save(tmp_path / "two.npz")
     back = video_iba.Attribution.load(tmp_path / "two.npz")
     assert isinstance(back.capacity, list) and len(back.capacity) == 2 and back.meta["layer"] == ["slow", "fast"]
+
+
+def test_the_class_noise_alone_is_given_is_reported(image_input: torch.Tensor, caplog: pytest.LogCaptureFixture,
+                                                     tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from torch import nn
+
+    # a network that says class 0 for anything, noise included, unless the features are strong
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[4].weight.zero_()
+        net[4].bias.copy_(torch.tensor([3.0, 0.0]))
+    fast = IBAConfig(steps=2, samples=2)
+    with caplog.at_level("WARNING", logger="video_iba.methods.iba"):
+        first = video_iba.explain(net, image_input, 0, layer="0", config=fast, seed=0)
+        video_iba.explain(net, image_input, 0, layer="0", config=fast, seed=1)  # warned once only
+        other = video_iba.explain(net, image_input, 1, layer="0", config=fast, seed=0)
+    p0 = float(torch.softmax(torch.tensor([3.0, 0.0]), 0)[0])  # the logits do not depend on the features here
+    assert first.meta["noise_top1"] == 0 and first.meta["noise_p_target"] == pytest.approx(p0, abs=1e-4)
+    assert other.meta["noise_top1"] == 0 and other.meta["noise_p_target"] == pytest.approx(1 - p0, abs=1e-4)
+    warned = [r.getMessage() for r in caplog.records if "noise alone" in r.getMessage()]
+    assert len(warned) == 1 and "class 0" in warned[0] and "at 0 (p=0.95)" in warned[0]
+    first.save(tmp_path / "a.npz")
+    assert video_iba.Attribution.load(tmp_path / "a.npz").meta["noise_p_target"] == first.meta["noise_p_target"]

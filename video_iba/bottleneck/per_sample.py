@@ -37,12 +37,15 @@ class FitResult:
             mask (as in the reference implementation: the mask after ``steps - 1`` updates).
         lams: The smoothed masks of that step ``(C, *S)``.
         ce: Cross-entropy per network pass. info: Mean capacity (nats) over all elements per step.
+        noise_probs: The network's class probabilities with every bottleneck closed (noise alone),
+            averaged over one micro-batch of replicas; ``None`` where not computed.
     """
 
     capacities: list[torch.Tensor]
     lams: list[torch.Tensor]
     ce: list[float] = field(default_factory=list)
     info: list[float] = field(default_factory=list)
+    noise_probs: torch.Tensor | None = None
 
 
 def smoothing_sigmas(spatial_dims: int, cfg: IBAConfig) -> tuple[float, ...]:
@@ -245,4 +248,20 @@ def fit_inputs(
             res.info.append(float(value))
         if on_step is not None:
             on_step(step, float(ce_rows.mean()), sum(infos) / k)
+    # what the network makes of the noise alone (after the fit: its draws change none of the fit's)
+    m = chunks[0]
+    with torch.no_grad(), autocast:
+        for group in groups:
+            rows, kg = slice(group.start, group.stop), len(group)
+            zs = []
+            for r, n, sh in zip(rs, noises, shapes):
+                noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
+                                     for i in group])
+                mean, std, active = n.per_replica(rows)
+                closed = torch.zeros((kg, 1, *sh), device=r.device, dtype=r.dtype)
+                zs.append(restrict(r[rows].unsqueeze(1), closed, mean, std, noise, active).reshape(kg * m, *sh))
+            logits = runner(zs) if len(groups) == 1 else runner(zs, group)
+            probs = logits.float().softmax(-1).reshape(kg, m, -1).mean(1)
+            for i, p in zip(group, probs):
+                results[i].noise_probs = p.cpu()
     return results

@@ -29,6 +29,10 @@ from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, ch
 
 log = logging.getLogger(__name__)
 
+#: A class the network gives to the bottleneck's noise with at least this probability is reported.
+NOISE_CLASS_P = 0.5
+_noise_warned: set[tuple[str, tuple[str, ...], int]] = set()  # (model, layers, class): warned once per process
+
 
 def explain(
     model: nn.Module,
@@ -173,7 +177,7 @@ def explain(
             **({"token_layouts": per_layer([None if lay is None else repr(lay) for lay in layouts])}
                if any(lay is not None for lay in layouts) else {}),
             **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
-            "ce_per_step": fit.ce, "info_nats_per_step": fit.info,
+            "ce_per_step": fit.ce, "info_nats_per_step": fit.info, **_noise_meta(fit.noise_probs, targets[i]),
             "inputs_per_fit": k, "seconds": round(seconds, 3), "version": __version__, **model_name(model),
         }
         caps = [c.float().cpu() for c in map_caps]
@@ -182,7 +186,33 @@ def explain(
                            logits=logits[i].float().cpu(), meta=meta, arrays=arrays)
 
     results = [attribution(i) for i in range(k)]
+    who = model_name(model).get("model") or f"{type(model).__name__} at {id(model):#x}"
+    for a in results:
+        _warn_noise_class(a, layers, who)
     return results if many else results[0]
+
+
+def _noise_meta(probs: torch.Tensor | None, target: int) -> dict[str, Any]:
+    """What the network predicts from the noise alone (every bottleneck closed), for the metadata."""
+    if probs is None:
+        return {}
+    return {"noise_top1": int(probs.argmax()), "noise_p_top1": round(float(probs.max()), 4),
+            "noise_p_target": round(float(probs[target]), 4)}
+
+
+def _warn_noise_class(a: Attribution, layers: Sequence[str], who: str) -> None:
+    """Once per model, layers and class: a warning where the network gives the explained class to
+    the bottleneck's noise alone (the fit can then keep it with almost nothing let through)."""
+    m = a.meta
+    if m.get("noise_top1") != a.target or float(m.get("noise_p_target", 0.0)) < NOISE_CLASS_P:
+        return
+    key = (who, tuple(layers), int(a.target))
+    if key in _noise_warned:
+        return
+    _noise_warned.add(key)
+    log.warning("the network gives class %d to the bottleneck's noise alone at %s (p=%.2f): IBA can keep that class "
+                "with few bits, and a map of few bits then says that it needs little evidence, not where the "
+                "evidence is", a.target, ", ".join(layers), m["noise_p_target"])
 
 
 def check_precision(precision: str, device: torch.device) -> None:
