@@ -129,6 +129,22 @@ class _Noise:
         return self.mean[rows].unsqueeze(1), self.std[rows].unsqueeze(1), self.active[rows].unsqueeze(1)
 
 
+def _replicas(rs: Sequence[torch.Tensor], lams: Sequence[torch.Tensor], noises: Sequence[_Noise], group: range,
+              m: int, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
+    """Each bottleneck's input for ``m`` noisy replicas of each input of ``group`` ``(len(group) * m,
+    C, *S)``, input by input, under the masks ``lams`` ``(len(group), C, *S)``; each input's noise
+    drawn from its own generator."""
+    rows, zs = slice(group.start, group.stop), []
+    for r, lam, n in zip(rs, lams, noises):
+        sh = tuple(r.shape[1:])
+        noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
+                             for i in group])
+        mean, std, active = n.per_replica(rows)
+        z = restrict(r[rows].unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
+        zs.append(z.reshape(len(group) * m, *sh))
+    return zs
+
+
 def fit_inputs(
     runner: Runner,
     rs: Sequence[torch.Tensor],
@@ -219,13 +235,7 @@ def fit_inputs(
             rows, kg = slice(group.start, group.stop), len(group)
             for m in chunks:
                 leaves = [lam[rows].detach().requires_grad_(True) for lam in lams]
-                zs = []
-                for r, lam, n, sh in zip(rs, leaves, noises, shapes):
-                    noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
-                                         for i in group])
-                    mean, std, active = n.per_replica(rows)
-                    z = restrict(r[rows].unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
-                    zs.append(z.reshape(kg * m, *sh))
+                zs = _replicas(rs, leaves, noises, group, m, generators)
                 with autocast:
                     logits = runner(zs) if len(groups) == 1 else runner(zs, group)
                 per_row = F.cross_entropy(logits.float(), target_rows[rows].repeat_interleave(m), reduction="none")
@@ -252,16 +262,10 @@ def fit_inputs(
     m = chunks[0]
     with torch.no_grad(), autocast:
         for group in groups:
-            rows, kg = slice(group.start, group.stop), len(group)
-            zs = []
-            for r, n, sh in zip(rs, noises, shapes):
-                noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
-                                     for i in group])
-                mean, std, active = n.per_replica(rows)
-                closed = torch.zeros((kg, 1, *sh), device=r.device, dtype=r.dtype)
-                zs.append(restrict(r[rows].unsqueeze(1), closed, mean, std, noise, active).reshape(kg * m, *sh))
+            closed = [torch.zeros((len(group), *sh), device=r.device, dtype=r.dtype) for r, sh in zip(rs, shapes)]
+            zs = _replicas(rs, closed, noises, group, m, generators)
             logits = runner(zs) if len(groups) == 1 else runner(zs, group)
-            probs = logits.float().softmax(-1).reshape(kg, m, -1).mean(1)
+            probs = logits.float().softmax(-1).reshape(len(group), m, -1).mean(1)
             for i, p in zip(group, probs):
                 results[i].noise_probs = p.cpu()
     return results
