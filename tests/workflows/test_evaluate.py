@@ -499,3 +499,8 @@ def test_an_input_that_fails_when_scored_is_recorded_and_the_run_goes_on(tmp_pat
     assert code == 0, err
     assert sorted(r["item"] for r in read_jsonl(os.path.join(out, "scores.jsonl"))) == ["a.mp4", "b.mp4"]
     assert not os.path.exists(os.path.join(out, "failures.jsonl")) and "Not scored" not in stdout
+    # a third run has nothing to score and reads no input: a video broken since is not even noticed
+    (folder / "a.mp4").write_bytes(bytes(broken))
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert not os.path.exists(os.path.join(out, "failures.jsonl")) and "Not scored" not in stdout

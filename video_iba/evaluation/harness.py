@@ -185,7 +185,12 @@ def evaluate(
             raw = items[start:start + fits.size]
             start += len(raw)
             block = []
-            for item in raw:  # inputs are read as they are scored
+            for item in raw:  # inputs are read as they are scored; one an earlier run scored is not read
+                if not any(todo_of(item, method) for method in methods):
+                    if progress is not None:
+                        for _ in methods:  # a map at a time, as when scored
+                            progress(1)
+                    continue
                 try:
                     block.append(item.loaded())
                 except Exception as exc:
@@ -197,7 +202,7 @@ def evaluate(
             for item in block:
                 for method in methods:
                     todo = todo_of(item, method)
-                    if todo:  # else scored by an earlier run
+                    if todo:  # else this method's scores are an earlier run's
                         try:
                             _score_item(scores, model, item, method, todo, kwargs_of(method), fitted, pack, stage_stats,
                                         stats_layers, points, masks, draws)

@@ -125,13 +125,12 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
     """:func:`evaluate_dataset` on this process's device, this rank's share under torchrun."""
     batches = FitBatches(check_batch_size(ev.batch_size), dev)
     _check_method_options(ev, labels)
-    if ev.masks is not None and "sensitivity_n" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
-        raise UserInputError("{masks} counts the random masks of the metric sensitivity_n, which is not among "
-                             "{metrics}; drop it or add the metric", options=["masks", "metrics"])
+    asked = check_metrics(list(ev.metrics)) if ev.metrics else []
+    for option, counted, metric in (("masks", "random masks", "sensitivity_n"), ("draws", "draws", "randomisation")):
+        if getattr(ev, option) is not None and metric not in asked:
+            raise UserInputError(f"{{{option}}} counts the {counted} of the metric {metric}, which is not among "
+                                 "{metrics}; drop it or add the metric", options=[option, "metrics"])
     masks = ev.masks or SENSITIVITY_MASKS
-    if ev.draws is not None and "randomisation" not in (check_metrics(list(ev.metrics)) if ev.metrics else []):
-        raise UserInputError("{draws} counts the draws of the metric randomisation, which is not among {metrics}; "
-                             "drop it or add the metric", options=["draws", "metrics"])
     check_precision(ev.precision, dev)
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
