@@ -216,10 +216,12 @@ def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[to
 
 @dataclass(frozen=True)
 class PlannedClip:
-    """A model clip of a video, planned without decoding: its window, crop plan and geometry."""
+    """A model clip of a video, planned without decoding: the video's properties, the clip's
+    window, crop plan and geometry."""
 
     path: str
     spec: ModelSpec
+    info: VideoInfo
     window: Window
     plan: CropPlan
     geometry: Geometry
@@ -241,11 +243,11 @@ def plan_clip(path: str, spec: ModelSpec, start: float | None = 0.0, line: Timel
     nh, nw = plan.size
     times = tuple(line.time_of(int(i)) for i in window.indices)
     geometry = Geometry((info.height, info.width), plan.tiles[0].box, (nw / info.width, nh / info.height), times)
-    return PlannedClip(path, spec, window, plan, geometry)
+    return PlannedClip(path, spec, info, window, plan, geometry)
 
 
 def decode_clip(clip: PlannedClip) -> torch.Tensor:
     """The model clip ``(1, 3, T, S, S)`` of a planned clip."""
-    info = probe_video(clip.path)
+    info = clip.info
     _, frames = next(iter_window_frames(clip.path, [clip.window], clip.plan.size, clip_decoder(info)))
     return crop_input(frames, clip.spec, clip.plan, clip.plan.tiles[0], (info.height, info.width))
