@@ -81,6 +81,21 @@ def test_bad_target_and_layer_leave_no_trace(tiny: TinyCNN, image_input: torch.T
     assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
 
 
+def test_a_layer_may_be_given_as_the_module_itself(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    by_module = video_iba.explain(tiny, image_input, layer=tiny.features[4], steps=2, seed=1)
+    by_name = video_iba.explain(tiny, image_input, layer="features.4", steps=2, seed=1)
+    assert by_module.meta["layer"] == "features.4" and torch.equal(by_module.values, by_name.values)
+    st = video_iba.estimate(tiny, [torch.randn(4, 3, 32, 32)], layer=tiny.features[4])
+    assert isinstance(st, Statistics)  # one module: one estimate, as for one name
+    cam = video_iba.attribute("gradcam", tiny, image_input, cam_layer=tiny.features[2])
+    assert cam.meta["cam_layer"] == "features.2"
+    for other, match in ((TinyCNN().features[4], "not a submodule of the model .another network."),
+                         (tiny, "not a submodule of the model .the model itself."), (4, "must be a module path")):
+        with pytest.raises(UserInputError, match=match):
+            video_iba.explain(tiny, image_input, layer=other, steps=1)
+    assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
+
+
 def test_total_bits_equal_the_bottleneck_information(tiny: TinyCNN, image_input: torch.Tensor) -> None:
     attr = video_iba.explain(tiny, image_input, layer="features.4", seed=3)
     assert attr.bits.shape == (32, 32) and attr.capacity is not None and attr.capacity.shape == (16, 16, 16)

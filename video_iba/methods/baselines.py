@@ -54,7 +54,7 @@ from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
 from ..seeding import cuda_devices, seeded
-from .common import check_input, check_target, model_name
+from .common import check_input, check_target, model_name, module_path
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _check_cam_options(method: str, cam_layer: Any, tokens: Any) -> None:
         raise UserInputError(f"{' and '.join('{' + g + '}' for g in given)} appl{'y' if len(given) > 1 else 'ies'} to "
                              f"{' and '.join(CAM_METHODS)} only, not to {method}; drop "
                              f"{'them' if len(given) > 1 else 'it'}", options=given)
-    if cam_layer is not None and not isinstance(cam_layer, str):
+    if cam_layer is not None and not isinstance(cam_layer, (str, nn.Module)):
         raise UserInputError(f"Grad-CAM reads one layer, got {cam_layer!r}; give {{cam_layer}} one module name",
                              options=["cam_layer"])
 
@@ -113,7 +113,7 @@ def baseline(
     target: int | None = None,
     *,
     pack: Pack | None = None,
-    cam_layer: str | None = None,
+    cam_layer: str | nn.Module | None = None,
     tokens: TokenLayout | None = None,
     tube_frames: int = OCCLUSION_TUBE_FRAMES,
     seed: int = 0,
@@ -130,7 +130,7 @@ def baseline(
         pack: For a multi-pathway network: builds its pathway list from the clip (registry models:
             automatic); the network is then explained on the clip, so a removed tube disappears
             from every pathway at once.
-        cam_layer: Grad-CAM layer (default: the registry spec's, else
+        cam_layer: Grad-CAM layer, a module path or a submodule (default: the registry spec's, else
             :func:`~video_iba.models.layers.cam_layer_of`).
         tokens: The token layout of ``cam_layer`` (default: the registry spec's; none: a feature
             map). Grad-CAM then weighs the grid tokens' channels by their mean gradient, with the
@@ -145,6 +145,8 @@ def baseline(
     if method not in BASELINES:
         raise UserInputError(f"unknown baseline '{method}'; choose one of {', '.join(BASELINES)}")
     _check_cam_options(method, cam_layer, tokens)
+    if cam_layer is not None:
+        cam_layer = module_path(model, cam_layer, "cam_layer")
     x, pk, _ = check_input(model, x, pack)
     net = one_input(model, pk)
     t0 = time.perf_counter()

@@ -82,18 +82,36 @@ def check_target(target: Any, logits: torch.Tensor) -> int:
     return target
 
 
-def layer_names(model: nn.Module, layer: str | Sequence[str] | None, distinct: bool = True) -> list[str]:
-    """The bottleneck layers: ``layer`` (one name or several), else the registry model's default."""
+def layer_names(model: nn.Module, layer: str | nn.Module | Sequence[str | nn.Module] | None,
+                distinct: bool = True) -> list[str]:
+    """The bottleneck layers: ``layer`` (one name or module, or several), else the registry model's
+    default."""
     if layer is None:
         spec = getattr(model, "video_iba_spec", None)
         layer = spec.default_layer if spec is not None else None
         if not layer:
             raise UserInputError("no layer given; name it with {layer} (a dotted module path of the model)",
                                  options=["layer"])
-    names = [layer] if isinstance(layer, str) else list(layer)
+    names = [module_path(model, m) for m in ([layer] if isinstance(layer, (str, nn.Module)) or
+                                             not isinstance(layer, (list, tuple)) else layer)]
     if not names or (distinct and len(set(names)) != len(names)):
         raise UserInputError(f"layers must be distinct module paths, got {names}")
     return names
+
+
+def module_path(model: nn.Module, layer: Any, option: str = "layer") -> str:
+    """A layer's dotted module path: a name as given, or the path of a submodule of ``model``."""
+    if isinstance(layer, str):
+        return layer
+    if not isinstance(layer, nn.Module):
+        raise UserInputError(f"{{{option}}} must be a module path such as 'layer2' or a submodule of the model, got "
+                             f"{type(layer).__name__}", options=[option])
+    for name, m in model.named_modules():
+        if m is layer and name:
+            return name
+    raise UserInputError(f"the {type(layer).__name__} given as {{{option}}} is not a submodule of the model "
+                         f"({'the model itself' if layer is model else 'another network'}); give one of its layers, "
+                         f"e.g. by name", options=[option])
 
 
 def check_channels_first(rs: Sequence[torch.Tensor], x: torch.Tensor, layers: Sequence[str]) -> None:

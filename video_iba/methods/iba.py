@@ -39,7 +39,7 @@ def explain(
     x: torch.Tensor,
     target: int | Sequence[int | None] | None = None,
     *,
-    layer: str | Sequence[str] | None = None,
+    layer: str | nn.Module | Sequence[str | nn.Module] | None = None,
     stats: Statistics | Sequence[Statistics | None] | None = None,
     steps: int | None = None,
     samples: int | None = None,
@@ -65,9 +65,10 @@ def explain(
             result equals the input's result alone at the same seed, up to floating-point rounding.
         target: Class to explain; ``None`` explains the top-1 prediction. For K inputs, one class
             for all or a list of K (entries may be ``None``).
-        layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``), or several (one
-            bottleneck each, e.g. one per SlowFast pathway, optimised jointly); defaults to the
-            model's registry default if it came from :func:`video_iba.load_model`.
+        layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``; or the submodule
+            itself, ``model.layer2``), or several (one bottleneck each, e.g. one per SlowFast
+            pathway, optimised jointly); defaults to the model's registry default if it came from
+            :func:`video_iba.load_model`.
         stats: Per-neuron statistics from :func:`estimate` (one per layer for several layers);
             ``None`` uses each layer's own feature map pooled over its positions (recorded in
             ``meta["stats"]``), for each input its own.
@@ -327,7 +328,7 @@ def estimate(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
     *,
-    layer: str | Sequence[str] | None = None,
+    layer: str | nn.Module | Sequence[str | nn.Module] | None = None,
     pool: tuple[int, ...] | None = None,
     pools: Sequence[tuple[int, ...] | None] | None = None,
     min_std: float = DEFAULT_MIN_STD,
@@ -347,8 +348,8 @@ def estimate(
     Args:
         model: The network.
         batches: Iterable of preprocessed input batches ``(N, C, H, W)`` or clips ``(N, C, T, H, W)``.
-        layer: Dotted module path (registry default if omitted for a registry model), or a list
-            of paths (one estimate each, from the same forward passes).
+        layer: Dotted module path or submodule (registry default if omitted for a registry
+            model), or a list of them (one estimate each, from the same forward passes).
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
             images and token grids (learned positions), time ``(1,)`` for ``(C, T, H, W)`` maps
             (clips of any length can then use them); ``()`` keeps one estimate per ``(c, t, h, w)``.
@@ -429,7 +430,7 @@ def estimate(
     if per_position and per_position[0].samples < FEW_SAMPLES:  # once per call; per-channel statistics have plenty
         log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
                     10 * FEW_SAMPLES)
-    return out[0] if isinstance(layer, str) or (layer is None and len(names) == 1) else out
+    return out[0] if isinstance(layer, (str, nn.Module)) or (layer is None and len(names) == 1) else out
 
 
 def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: TokenLayout | None) -> tuple[int, ...]:
