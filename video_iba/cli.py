@@ -213,9 +213,11 @@ def _estimate_parser(sub: Any) -> None:
               help="statistics file to write (e.g. stats.pt); with several layers, one file per layer named "
                    "<stem>.<layer>.pt")
     es.option("--batch-size", type=_positive_int, default=16, help="images or clips per forward pass (default 16)")
-    es.option("--max-samples", type=_positive_int, help="stop after this many images or clips")
+    es.option("--max-samples", type=_positive_int,
+              help="stop after this many images or clips, read from the folder's files in a random order (--seed)")
     es.option("--per-frame", action="store_true", help="videos: one estimate per (c, t, h, w) instead of pooling over time")
-    es.option("--seed", type=_seed, default=0, help="seed of random weights (--weights random; default 0)")
+    es.option("--seed", type=_seed, default=0,
+              help="seed of random weights (--weights random) and of the files' order with --max-samples (default 0)")
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -446,8 +448,10 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
         return
     stats = est.statistics
     names = ", ".join(st.meta["layer"] for st in stats)
+    files = stats[0].meta["files"]
+    drawn = f" of {files['found']} files in {files['order']} order" if files["order"] != "sorted" else ""
     print(f"estimated statistics of {stats[0].meta['model']} layer {names} over {stats[0].samples} {est.inputs}"
-          + (f" ({len(est.skipped)} unreadable skipped)" if est.skipped else ""))
+          + drawn + (f" ({len(est.skipped)} unreadable skipped)" if est.skipped else ""))
     for w in est.written:
         print(f"wrote {w}")
 

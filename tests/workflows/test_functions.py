@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import video_iba
 from video_iba import Statistics, UserInputError
@@ -25,6 +26,26 @@ def test_estimate_folder_returns_and_writes_the_statistics(photo_dir, tmp_path) 
     assert st.meta["layer"] == "_blocks.4" and st.meta["model"] == "efficientnet_lite0"
     with pytest.raises(UserInputError, match="is a folder; give out="):
         estimate_folder(photo_dir, model_name="efficientnet_lite0", out=str(tmp_path))
+
+
+def test_max_samples_draws_the_files_across_the_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for cls, value in (("a", 20), ("b", 230)):  # a folder sorted by class: its first 4 files are all 'a'
+        os.makedirs(tmp_path / "in" / cls)
+        for i in range(4):
+            Image.fromarray(np.full((96, 96, 3), value, np.uint8)).save(tmp_path / "in" / cls / f"{i}.png")
+
+    def stats(folder: str, name: str, **kw) -> Statistics:  # type: ignore[no-untyped-def]
+        est = estimate_folder(folder, model_name="efficientnet_lite0", out=str(tmp_path / name), batch_size=4, **kw)
+        return est.statistics[0]
+
+    drawn = stats(str(tmp_path / "in"), "drawn.pt", max_samples=4, seed=0)  # draws 2 of 'a' and 2 of 'b'
+    assert drawn.samples == 4 and drawn.meta["files"] == {"found": 8, "order": "random (seed 0)"}
+    whole, first = stats(str(tmp_path / "in"), "all.pt"), stats(str(tmp_path / "in" / "a"), "a.pt")
+    assert whole.meta["files"]["order"] == "sorted"
+    assert np.allclose(drawn.mean.numpy(), whole.mean.numpy(), atol=1e-5)
+    assert not np.allclose(drawn.mean.numpy(), first.mean.numpy(), atol=1e-2)
+    assert np.array_equal(stats(str(tmp_path / "in"), "again.pt", max_samples=4, seed=0).mean.numpy(),
+                          drawn.mean.numpy())
 
 
 def test_explain_batch_counts_and_records_every_input(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]

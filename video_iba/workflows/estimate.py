@@ -1,15 +1,18 @@
 """``video-iba estimate``: per-neuron statistics of the bottleneck layers over a folder of photos or videos.
 
 Photos give their centre crop; videos give the centre crop of every model clip (windows one
-clip length apart). Statistics of clips are pooled over time unless ``per_frame``. Under torchrun
-every rank reads its own share of the files (and of ``max_samples``), the ranks' estimates are
-combined, and rank 0 writes the files.
+clip length apart). Statistics of clips are pooled over time unless ``per_frame``. With
+``max_samples`` the files are read in a random order drawn from ``seed`` (a folder's sorted order
+would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
+own share of the files (and of ``max_samples``), the ranks' estimates are combined, and rank 0
+writes the files.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -106,7 +109,9 @@ def estimate_folder(
 ) -> Estimated:
     """Estimate statistics over a folder of images or videos and save them, one file per layer
     (see :func:`stats_paths_for`); call it on every rank under torchrun. ``seed`` seeds random
-    weights; the statistics record the weights' digest, which explanations check."""
+    weights and, with ``max_samples``, the random order of the files (the same on every rank and in
+    every process), recorded as ``meta["files"]``; the statistics record the weights' digest,
+    which explanations check."""
     if batch_size <= 0:
         raise UserInputError(f"{{batch_size}} must be > 0, got {batch_size}", options=["batch_size"])
     if max_samples is not None and max_samples < 2:
@@ -131,6 +136,10 @@ def estimate_folder(
         digest = weights_digest(model)
         same_on_every_rank(digest, "the model's weights")
         world = world_size()
+        order = "sorted"
+        if max_samples is not None:  # the first max_samples of a sorted folder would be its first classes
+            files = random.Random(seed).sample(files, len(files))
+            order = f"random (seed {seed})"
         mine = shard(files)  # every file on exactly one rank, no padding
         share = max_samples
         if max_samples is not None and world > 1:
@@ -146,7 +155,8 @@ def estimate_folder(
                               pool=() if per_frame else None,
                               meta={"model": spec.name, "weights": weights, "weights_digest": digest,
                                     **({"weights_seed": seed} if weights == "random" else {}),
-                                    "folder": os.path.abspath(folder), "processes": world})
+                                    "folder": os.path.abspath(folder), "processes": world,
+                                    "files": {"found": len(files), "order": order}})
         finally:
             bar.close()
         skipped = [f for part in gather(skipped) for f in part]
