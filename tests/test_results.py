@@ -52,6 +52,21 @@ def test_photo_attribution_round_trip(tmp_path) -> None:  # type: ignore[no-unty
         _ = g.bits
 
 
+def test_a_result_prints_as_one_line_that_says_what_it_is() -> None:
+    a = Attribution(values=torch.full((8, 8), 0.5), unit="bits", target=3, capacity=torch.rand(4, 2, 2),
+                    meta={"method": "iba_per_sample", "model": "resnet50", "layer": "layer2", "target_label": "cat"})
+    assert repr(a) == "Attribution(iba_per_sample, bits (8, 8), target 3 'cat', 32.0 bits, resnet50 layer layer2)"
+    g = Attribution(values=torch.randn(8, 8), unit=Unit.GRADIENT, target=0, meta={"method": "gradient"})
+    assert repr(g) == "Attribution(gradient, gradient (8, 8), target 0)"
+    c = _clip_result()
+    total = f"{c.values.astype(np.float64).sum(axis=(2, 3, 4)).mean():,.1f}"  # per window and crop, as total_bits
+    assert repr(c) == (f"ClipAttribution(?, bits (3 windows x 2 crops of 4 x 8 x 8), target 2, {total} bits per window "
+                       f"and crop, toy, 30 source frames)")
+    c.prefix_bits = np.array([[[1.0], [3.0]], [[2.0], [2.0]], [[0.0], [4.0]]])  # (windows, crops, tokens)
+    assert c.prefix_total == 2.0  # per window and crop, as total_bits (summing the crops gave 4)
+    assert "\n" not in repr(_clip_result(Unit.LOGIT_DROP)) and "bits" not in repr(_clip_result(Unit.LOGIT_DROP))
+
+
 @pytest.mark.parametrize("unit", [Unit.BITS, Unit.LOGIT_DROP])
 def test_clip_attribution_round_trip(tmp_path, unit: Unit) -> None:  # type: ignore[no-untyped-def]
     c = _clip_result(unit)

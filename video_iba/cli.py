@@ -419,7 +419,8 @@ def _print_explained(res: Explained, t0: float) -> None:
     stats_text = stats if isinstance(stats, str) else "; ".join(stats or [])
     if m.get("method") == "iba_per_sample":
         layer = ", ".join(m["layers"]) if video else m.get("layer")
-        total = f"{res.result.total:.1f} bits per window on average" if video else f"{res.result.total:.1f} bits"
+        per = "window and crop" if res.crops > 1 else "window"
+        total = f"{res.result.total:.1f} bits per {per} on average" if video else f"{res.result.total:.1f} bits"
         if res.result.prefix_total is not None:
             total += f" (+{res.result.prefix_total:.1f} in class tokens)"
         print(f"{head}{where}{total} · {m['model']} layer {layer} · statistics: {stats_text}")

@@ -101,7 +101,21 @@ def _meta(d: dict[str, np.ndarray], p: str) -> dict[str, Any]:
     return meta
 
 
-@dataclass
+def _summary(kind: str, shape: str, unit: "Unit", target: int, total: float | None, per: str,
+             meta: dict[str, Any], *extra: str) -> str:
+    """A one-line description of a result for ``repr`` (a notebook prints it, not the arrays)."""
+    label = meta.get("target_label")
+    parts = [str(meta.get("method", "?")), f"{unit.value} {shape}",
+             f"target {target}" + (f" {label!r}" if label else "")]
+    if total is not None:
+        parts.append(f"{total:,.1f} bits{per}")
+    layer = meta.get("layer") or meta.get("cam_layer")
+    if meta.get("model") or layer:
+        parts.append(" ".join(p for p in (str(meta.get("model") or ""), f"layer {layer}" if layer else "") if p))
+    return f"{kind}({', '.join([*parts, *extra])})"
+
+
+@dataclass(repr=False)
 class Attribution:
     """An attribution map at the model input's resolution.
 
@@ -128,6 +142,10 @@ class Attribution:
 
     def __post_init__(self) -> None:
         self.unit = Unit(self.unit)
+
+    def __repr__(self) -> str:
+        return _summary("Attribution", str(tuple(self.values.shape)), self.unit, self.target, self.total, "",
+                        self.meta)
 
     @property
     def bits(self) -> torch.Tensor:
@@ -219,7 +237,7 @@ class Attribution:
         )
 
 
-@dataclass
+@dataclass(repr=False)
 class ClipAttribution:
     """The explanation of a video: one map per model clip ("window") and crop, at the model clip's
     resolution, and the map's total in every source frame of the explained range.
@@ -262,6 +280,14 @@ class ClipAttribution:
     def __post_init__(self) -> None:
         self.unit = Unit(self.unit)
 
+    def __repr__(self) -> str:
+        w, c, *cell = self.values.shape
+        shape = (f"({w} window{'s' * (w != 1)} x {c} crop{'s' * (c != 1)} of "
+                 f"{' x '.join(str(n) for n in cell)})")
+        per = " per window and crop" if c > 1 else " per window" if w > 1 else ""
+        return _summary("ClipAttribution", shape, self.unit, self.target, self.total, per,
+                        self.meta, f"{len(self.source_frame_indices)} source frames")
+
     @property
     def bits(self) -> np.ndarray:
         """The maps in bits per voxel ``(windows, crops, T, S, S)`` (only for information methods)."""
@@ -281,7 +307,7 @@ class ClipAttribution:
 
     @property
     def total_bits(self) -> float:
-        """Bits per window, averaged over the windows (summed over crops)."""
+        """Bits per model clip: each window's and crop's map summed, averaged over windows and crops."""
         if not self.unit.information:
             raise ValueError(f"this attribution is in '{self.unit}', not bits")
         return float(self.window_totals.mean())
@@ -293,11 +319,11 @@ class ClipAttribution:
 
     @property
     def prefix_total(self) -> float | None:
-        """Bits in the class (prefix) tokens per window on average (summed over crops), not part of
-        the maps; ``None`` without any."""
+        """Bits in the class (prefix) tokens per model clip (averaged over windows and crops, as
+        :attr:`total_bits`), not part of the maps; ``None`` without any."""
         if self.prefix_bits is None:
             return None
-        return float(np.asarray(self.prefix_bits, dtype=np.float64).sum(axis=(1, 2)).mean())
+        return float(np.asarray(self.prefix_bits, dtype=np.float64).sum(axis=2).mean())
 
     @property
     def bits_per_frame(self) -> np.ndarray:
