@@ -110,6 +110,8 @@ def _summary(kind: str, shape: str, unit: "Unit", target: int, total: float | No
     if total is not None:
         parts.append(f"{total:,.1f} bits{per}")
     layer = meta.get("layer") or meta.get("cam_layer")
+    if isinstance(layer, (list, tuple)):
+        layer = ", ".join(map(str, layer))
     if meta.get("model") or layer:
         parts.append(" ".join(p for p in (str(meta.get("model") or ""), f"layer {layer}" if layer else "") if p))
     return f"{kind}({', '.join([*parts, *extra])})"

@@ -92,8 +92,7 @@ def layer_names(model: nn.Module, layer: str | nn.Module | Sequence[str | nn.Mod
         if not layer:
             raise UserInputError("no layer given; name it with {layer} (a dotted module path of the model)",
                                  options=["layer"])
-    names = [module_path(model, m) for m in ([layer] if isinstance(layer, (str, nn.Module)) or
-                                             not isinstance(layer, (list, tuple)) else layer)]
+    names = [module_path(model, m) for m in (layer if isinstance(layer, (list, tuple)) else [layer])]
     if not names or (distinct and len(set(names)) != len(names)):
         raise UserInputError(f"layers must be distinct module paths, got {names}")
     return names
