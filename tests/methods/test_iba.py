@@ -96,6 +96,32 @@ def test_a_layer_may_be_given_as_the_module_itself(tiny: TinyCNN, image_input: t
     assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
 
 
+class _Output:  # what Hugging Face classifiers return
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+
+@pytest.mark.parametrize("wrap, match", [
+    (lambda y: _Output(y), "returns _Output, not a tensor; .* wrap it so that forward returns model.x..logits"),
+    (lambda y: {"logits": y}, "returns dict, not a tensor; .* wrap it so that"),
+    (lambda y: y[0], r"returns \(5,\) for 1 input\(s\); attribution needs a classifier returning logits \(1, classes\)"),
+])
+def test_a_model_not_returning_logits_is_refused(tiny: TinyCNN, image_input: torch.Tensor, wrap, match) -> None:  # type: ignore[no-untyped-def]
+    class Wrapped(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny
+
+        def forward(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
+            return wrap(self.net(x))
+
+    for run in (lambda m: video_iba.explain(m, image_input, layer="net.features.4", steps=1),
+                lambda m: video_iba.attribute("saliency", m, image_input)):
+        with pytest.raises(UserInputError, match=match):
+            run(Wrapped())
+    assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
+
+
 def test_total_bits_equal_the_bottleneck_information(tiny: TinyCNN, image_input: torch.Tensor) -> None:
     attr = video_iba.explain(tiny, image_input, layer="features.4", seed=3)
     assert attr.bits.shape == (32, 32) and attr.capacity is not None and attr.capacity.shape == (16, 16, 16)

@@ -83,6 +83,8 @@ def test_the_model_is_left_as_it_was_even_after_an_error() -> None:
                       steps=2, samples=2)
     with pytest.raises(UserInputError, match="tokens after 1 prefix token"):
         video_iba.explain(model, _clip(), layer="blocks.0", tokens=TokenLayout(grid=(2, 2, 2), prefix=1))
+    with pytest.raises(UserInputError, match=r"need a token layout to become a map: give one \(in Python tokens="):
+        video_iba.explain(model, _clip(), layer="blocks.0")  # without its layout
     after = snapshot(model)
     assert after["training"] == before["training"] and after["requires_grad"] == before["requires_grad"]
     assert after["hooks"] == 0 and all(g is None for g in after["grads"].values())  # type: ignore[union-attr]

@@ -122,8 +122,9 @@ def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
                              f"outputs a feature map (N, C, H, W) or (N, C, T, H, W)")
     if out.dim() == 3:
         raise UserInputError(f"layer '{layer}' outputs tokens {tuple(out.shape)} (batch, tokens, channels), which need "
-                             f"a token layout to become a map; choose a layer with a feature map (N, C, H, W) or "
-                             f"(N, C, T, H, W)")
+                             f"a token layout to become a map: give one (in Python tokens=video_iba.TokenLayout(grid="
+                             f"(T', H', W'), prefix=P); for a network of your own, its ModelSpec's layouts=), or choose "
+                             f"a layer with a feature map (N, C, H, W) or (N, C, T, H, W)")
     if out.dim() not in (4, 5):
         raise UserInputError(f"layer '{layer}' outputs shape {tuple(out.shape)}, not a feature map; choose a "
                              f"convolutional layer with output (N, C, H, W) or (N, C, T, H, W)")
@@ -143,6 +144,20 @@ def first_forward(model: nn.Module, x: Inputs) -> Any:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"the model cannot run on an input of shape {shape} ({reason[:200]}); give an input of "
                              f"the shape and kind it was built for") from exc
+
+
+def check_logits(out: Any, x: Inputs) -> torch.Tensor:
+    """The model's output for ``x``, checked to be logits ``(N, classes)`` with one row per input."""
+    n = x.shape[0] if isinstance(x, torch.Tensor) else x[0].shape[0]
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == n:
+        return out
+    if isinstance(out, torch.Tensor):
+        raise UserInputError(f"the model returns {tuple(out.shape)} for {n} input(s); attribution needs a classifier "
+                             f"returning logits ({n}, classes)")
+    fix = ("; wrap it so that forward returns model(x).logits with the axes it expects (Hugging Face video models: "
+           "load_model('hf:ORG/NAME') does this)" if hasattr(out, "logits") or (isinstance(out, dict) and "logits" in out) else "")
+    raise UserInputError(f"the model returns {type(out).__name__}, not a tensor; attribution needs a classifier "
+                         f"returning logits (N, classes){fix}")
 
 
 class Adapter(Protocol):
@@ -224,9 +239,7 @@ def capture_taps(model: nn.Module, modules: Sequence[nn.Module], layers: Sequenc
         if len(outs) > 1:
             raise UserInputError(f"layer '{layer}' runs {len(outs)} times in one forward pass; choose a layer that "
                                  f"runs once")
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise UserInputError(f"the model returns {shape}; explain needs a classifier returning logits (N, classes)")
+    check_logits(logits, x)
     taps = Taps([p for outs in seen for p in outs[0][0]], list(layers), ads, [outs[0][1] for outs in seen],
                 [len(outs[0][0]) for outs in seen])
     return logits.detach(), taps

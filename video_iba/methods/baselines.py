@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..bottleneck.insertion import HookedForward, capture_taps, first_forward, frozen, get_module
+from ..bottleneck.insertion import HookedForward, capture_taps, check_logits, first_forward, frozen, get_module
 from ..errors import UserInputError
 from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
@@ -153,9 +153,7 @@ def baseline(
     meta: dict[str, Any] = {"method": method, "channel_reduction": "sum over colour channels"}
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
         with torch.no_grad():
-            logits = first_forward(net, x)
-        if logits.dim() != 2 or logits.shape[0] != 1:
-            raise UserInputError(f"the model must return logits (1, K), got {tuple(logits.shape)}")
+            logits = check_logits(first_forward(net, x), x)
         target = check_target(target, logits)
         with warnings.catch_warnings():
             # Captum's notices that it set requires_grad on the input and hooks on ReLUs (both undone)
