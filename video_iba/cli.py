@@ -272,6 +272,8 @@ def _compare_parser(sub: Any) -> None:
     co.option("--methods", default="iba,saliency,gradcam,occlusion8",
               help="comma-separated methods (default iba,saliency,gradcam,occlusion8; see explain --method)")
     co.option("--target", default="top1", help="class to explain: top1 (default), an index or a class name")
+    co.option("--targets", help="comma-separated classes to compare instead of --target (a panel per class and "
+                                "method), indices or names, e.g. 281,285; or topK: the K most probable classes")
     _labels_option(co)
     co.option("--vmax", type=_positive_float,
               help="one colour scale for every bits map (IBA, readout; in every row of a grid): its top in bits per "
@@ -505,10 +507,11 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride), keyframes=args.keyframes,
                       vmax=args.vmax)
     models = args.models.split(",") if args.models is not None else ()
+    targets = args.targets.split(",") if args.targets is not None else ()
     settings = _settings(args, changes=_bottleneck_changes(args))
     if len(args.input) > 1 or os.path.isdir(args.input[0]):
         grid = compare_grid(args.input if len(args.input) > 1 else args.input[0], args.methods.split(","), settings,
-                            args.out, options, _bar, models=models)
+                            args.out, options, _bar, models=models, targets=targets)
         for path, panels in grid.rows:
             explained = dict.fromkeys((name.split(" · ")[0] + ": " if models else "", target, label)
                                       for name, _, target, label in panels)
@@ -517,8 +520,9 @@ def _cmd_compare(args: argparse.Namespace) -> None:
         if grid.keyframes:
             print(f"wrote {grid.keyframes}")
         return
-    res = compare_file(args.input[0], args.methods.split(","), settings, args.out, options, _bar, models=models)
-    if models:
+    res = compare_file(args.input[0], args.methods.split(","), settings, args.out, options, _bar, models=models,
+                       targets=targets)
+    if models or targets:
         for name, unit, target, label in res.panels:
             print(f"{name} ({unit}): explained #{target} {label}")
     else:

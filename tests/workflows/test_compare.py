@@ -125,9 +125,9 @@ def test_compare_takes_the_bottleneck_settings_of_explain(photo_dir, tmp_path, c
 
     seen: list[Settings] = []
 
-    def record(path, methods, settings, out_dir, options, progress, models=()):  # type: ignore[no-untyped-def]
+    def record(path, methods, settings, out_dir, options, progress, models=(), targets=()):  # type: ignore[no-untyped-def]
         seen.append(settings)
-        return compare_file(path, methods, settings, out_dir, options, progress, models=models)
+        return compare_file(path, methods, settings, out_dir, options, progress, models=models, targets=targets)
 
     monkeypatch.setattr(video_iba.cli, "compare_file", record)
     photo = os.path.join(photo_dir, "coffee.jpg")
@@ -370,3 +370,68 @@ def test_vmax_gives_every_bits_map_one_scale_and_leaves_other_methods_theirs(pho
     assert np.array_equal(grids[0][:PANEL, saliency], grids[1][:PANEL, saliency])  # its own scale either way
     assert np.abs(grids[0][:PANEL, iba] - grids[1][:PANEL, iba]).mean() > 5  # 0.05 bits: far brighter
     assert not np.array_equal(grids[0][PANEL:PANEL + 30, iba], grids[1][PANEL:PANEL + 30, iba])  # its head names it
+
+
+def test_compare_several_classes_of_one_model(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    import video_iba
+    from video_iba.render.compare import PANEL
+    from video_iba.workflows import compare_grid
+
+    photo = os.path.join(photo_dir, "chelsea.jpg")
+    net = video_iba.load_model("efficientnet_lite0")
+    x, _ = video_iba.preprocess_image(video_iba.read_image(photo), net.video_iba_spec)
+    with torch.no_grad():
+        top3 = [int(i) for i in net(x)[0].argsort(descending=True)[:3]]
+    code, stdout, err = run_cli(["compare", photo, "--targets", "top3", "--methods", "saliency", "--out",
+                                 str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert [int(line.split(": explained #")[1].split()[0]) for line in stdout.splitlines()[:3]] == top3
+    assert stdout.startswith("Egyptian cat · saliency (|gradient|): explained #285 Egyptian cat\n")
+    img = np.asarray(Image.open(tmp_path / "o" / "chelsea-compare.png").convert("RGB"))
+    assert img.shape[1] == 4 * PANEL  # the input, then one panel per class
+    # each class's panel is the one compare draws for that class alone (only the heads differ)
+    for i, t in enumerate(top3):
+        alone = compare_file(photo, ["saliency"], Settings(), str(tmp_path / f"a{t}"), Options(target=t))
+        single = np.asarray(Image.open(alone.output).convert("RGB"))
+        np.testing.assert_array_equal(img[:PANEL, (i + 1) * PANEL:(i + 2) * PANEL], single[:PANEL, PANEL:])
+    res = compare_file(photo, ["saliency"], Settings(), str(tmp_path / "named"), targets=["tabby", "285"])
+    assert [(name, t) for name, _, t, _ in res.panels] == [("tabby · saliency", 281), ("Egyptian cat · saliency", 285)]
+    # a grid: each photo its own K most probable classes
+    grid = compare_grid([photo, os.path.join(photo_dir, "coffee.jpg")], ["random"], Settings(), str(tmp_path / "g"),
+                        targets=["top2"])
+    assert [t for _, _, t, _ in grid.rows[0][1]] == top3[:2]
+    assert grid.rows[1][1][0][2] == 967 and grid.rows[1][1][1][2] != 967  # espresso, then coffee's second class
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--targets", "3"], "--targets compares two or more classes; give one class with --target"),
+    (["--targets", "top1"], "--targets takes topK alone, with K >= 2"),
+    (["--targets", "top2,3"], "--targets takes topK alone, with K >= 2"),
+    (["--targets", "3,03"], "--targets names a class twice"),
+    (["--targets", "3,4", "--target", "5"], "give --target or --targets, not both"),
+    (["--targets", "3,400"], "target 400 is out of range; the model has 400 classes (0..399); give --targets"),
+    (["--targets", "top401"], "--targets top401 asks for more classes than the model's 400"),
+    (["--targets", "3,4", "--models", "r3d_18,mc3_18"], "--targets compares classes of one model"),
+])
+def test_compare_several_classes_refuses_what_cannot_be(extra, message, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96))
+    out = tmp_path / "o"
+    code, _, err = run_cli(["compare", clip, "--methods", "random", "--weights", "random", "--out", str(out), *extra]
+                           + ([] if "--models" in extra else ["--model", "r3d_18"]), capsys)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_compare_several_classes_on_a_video(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96), content=moving_square)
+    code, stdout, err = run_cli(["compare", clip, "--model", "r3d_18", "--weights", "random", "--methods", "saliency",
+                                 "--targets", "3,5", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert [line.split(" · ")[1] for line in stdout.splitlines()[:2]] == [
+        "saliency (|gradient|): explained #3 applauding", "saliency (|gradient|): explained #5 archery"]
+    frames = read_frames(str(tmp_path / "o" / "c-compare.mp4"))
+    assert len(frames) == 40 and frames[0].shape[1] == 3 * 320  # the frame, then a panel per class
+    assert not np.array_equal(frames[20][:240, 320:640], frames[20][:240, 640:960])  # saliency depends on the class

@@ -12,6 +12,7 @@ video, played together.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -74,14 +75,17 @@ class Grid:
 
 @dataclass
 class _Model:
-    """One model of a comparison: its sessions (one per method), input plan and target (-1: not
-    yet chosen)."""
+    """One model of a comparison, or one class of a comparison of classes: its sessions (one per
+    method), input plan and target (-1: not yet chosen: the input's ``rank``-th most probable
+    class, 0 the top-1)."""
 
     name: str
     sessions: list[Session]
     plan: InputPlan
     target: int
-    given: int = field(init=False)  # the target asked for (-1: each input's top-1)
+    rank: int = 0
+    by_class: bool = False  # one of several classes of one model: its panels are headed by the class
+    given: int = field(init=False)  # the target asked for (-1: each input's ranked class)
 
     def __post_init__(self) -> None:
         self.given = self.target
@@ -90,10 +94,20 @@ class _Model:
     def label(self) -> str:
         return self.sessions[0].labels[self.target]
 
+    @property
+    def heading(self) -> str:
+        """What tells its panels from the others': the class, or the model."""
+        return self.label if self.by_class else self.name
+
+    def on(self, plan: InputPlan) -> "_Model":
+        """The same model and class asked for, on another input."""
+        return _Model(self.name, self.sessions, plan, self.given, self.rank, self.by_class)
+
 
 def compare_file(path: str, methods: Sequence[str], settings: Settings | None, out_dir: str,
                  options: Options = Options(), progress: Progress = no_progress,
-                 models: Sequence[str] = (), session: Session | None = None) -> Compared:
+                 models: Sequence[str] = (), session: Session | None = None,
+                 targets: Sequence[str | int] = ()) -> Compared:
     """Explain ``path`` with every method of ``methods`` (one session, one model load) and write
     ``OUT/<stem>-compare.png`` (photo) or ``.mp4`` (video).
 
@@ -106,14 +120,19 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     ``session``: an open session whose model (with its weights, statistics and readout) every
     method uses, e.g. a model of your own (:meth:`Session.for_model`); ``settings`` then give
     only the methods' options, each method the ones that apply to it.
+
+    ``targets``: several classes of the one model instead of ``options.target``, a panel per class
+    and method (``class · method``): class indices or names, or ``"topK"`` alone (the input's K
+    most probable classes, K >= 2).
     """
     names, settings, chosen = _check_comparison(methods, settings, models, session)
-    several = bool(chosen)
+    classes = _check_targets(targets, options, chosen)
+    several = bool(chosen) or bool(classes)
     ensure_writable_dir(out_dir)  # before any work
     plans = _plans(path, settings, chosen, options, session)
     if not plans[0].is_video:
         refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
-    compared = _models(plans, names, settings, options, session)  # every input checked before any load
+    compared = _per_class(_models(plans, names, settings, options, session), classes)  # inputs checked before loads
     out = compare_path(path, out_dir, compared[0].plan.is_video)
     check_names([out])
     refuse_overwriting_inputs([out], [path])
@@ -136,13 +155,14 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
 def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: Settings | None, out_dir: str,
                  options: Options = Options(), progress: Progress = no_progress,
                  models: Sequence[str] = (), session: Session | None = None,
-                 titles: Sequence[str] | None = None) -> Grid:
+                 titles: Sequence[str] | None = None, targets: Sequence[str | int] = ()) -> Grid:
     """Several photos compared in one PNG, ``OUT/compare-grid.png``, or several videos in one MP4,
     ``OUT/compare-grid.mp4``: a row per input in the order given, each drawn as
     :func:`compare_file` draws it (the input headed by its ``titles`` entry, default its file name,
     then a panel per method, or per model and method), each row explaining its input's own top-1
-    unless ``options.target`` names a class. The models are loaded once; ``models``, ``session``
-    and ``settings`` as for :func:`compare_file`.
+    unless ``options.target`` names a class. The models are loaded once; ``models``, ``session``,
+    ``settings`` and ``targets`` (``"topK"``: each input's own K classes) as for
+    :func:`compare_file`.
 
     Photos: 2 to :data:`MAX_GRID_ROWS`. Videos: 2 to :data:`MAX_VIDEO_GRID_ROWS`, each explained
     over ``options.span`` (the same seconds of each) and played together from their starts, at
@@ -176,7 +196,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     if len(titles) != len(paths):
         raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
     names, settings, chosen = _check_comparison(methods, settings, models, session)
-    several = bool(chosen)
+    classes = _check_targets(targets, options, chosen)
+    several = bool(chosen) or bool(classes)
     if not video:
         for p in paths:
             refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
@@ -185,9 +206,9 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     out = grid_path(out_dir, video)
     check_names([out])
     refuse_overwriting_inputs([out], paths)
-    first = _models(rows_plans[0], names, settings, options, session)
-    rows = [first] + [[_Model(m.name, m.sessions, plan, m.given) for m, plan in zip(first, plans)]
-                      for plans in rows_plans[1:]]
+    first = _per_class(_models(rows_plans[0], names, settings, options, session), classes)
+    per_plan = len(first) // len(rows_plans[0])  # the classes compared of each model
+    rows = [first] + [[m.on(plans[i // per_plan]) for i, m in enumerate(first)] for plans in rows_plans[1:]]
     for row in rows:
         _choose_targets(row, progress)
     if video:
@@ -263,10 +284,72 @@ def _models(plans: Sequence[InputPlan], names: Sequence[str], settings: Settings
 
 
 def _choose_targets(compared: Sequence[_Model], progress: Progress) -> None:
-    """Each model's top-1 on its input where no target was given."""
+    """Each model's ranked class on its input (the top-1, or the K-th of ``topK``) where no target
+    was given; one prediction per model and input."""
+    ranked: dict[tuple[int, int], np.ndarray] = {}
     for model in compared:
         if model.target < 0:
-            model.target = int(predict(model.sessions[0], model.plan, progress).argmax())
+            key = (id(model.sessions[0]), id(model.plan))
+            if key not in ranked:
+                probs = predict(model.sessions[0], model.plan, progress)
+                ranked[key] = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")
+            model.target = int(ranked[key][model.rank])
+
+
+#: ``topK`` in ``targets``: the K most probable classes.
+_TOP = re.compile(r"top([0-9]+)", re.IGNORECASE)
+
+
+def _check_targets(targets: Sequence[str | int], options: Options, models: Sequence[str]) -> list[str | int]:
+    """The classes compared (none: ``options.target`` alone), checked before any work: two or more
+    distinct ones, or ``topK`` alone with K >= 2."""
+    classes = [t.strip() if isinstance(t, str) else t for t in targets]
+    classes = [t for t in classes if t != ""]
+    if not classes:
+        if targets:
+            raise UserInputError("{targets} is empty; give two or more classes, e.g. 281,285, or top3",
+                                 options=["targets"])
+        return []
+    if options.target is not None and str(options.target).lower() != "top1":
+        raise UserInputError("give {target} or {targets}, not both", options=["target", "targets"])
+    if models:
+        raise UserInputError("{targets} compares classes of one model; drop {models} or {targets}",
+                             options=["targets", "models"])
+    tops = [t for t in classes if isinstance(t, str) and _TOP.fullmatch(t)]
+    if tops and (len(classes) > 1 or int(_TOP.fullmatch(str(tops[0])).group(1)) < 2):  # type: ignore[union-attr]
+        raise UserInputError(f"{{targets}} takes topK alone, with K >= 2 (the K most probable classes), or two or "
+                             f"more classes; got {','.join(map(str, classes))}", options=["targets"])
+    if not tops and len(classes) < 2:
+        raise UserInputError("{targets} compares two or more classes; give one class with {target}",
+                             options=["targets", "target"])
+    if len({str(t).lower() for t in classes}) != len(classes):
+        raise UserInputError(f"{{targets}} names a class twice: {','.join(map(str, classes))}", options=["targets"])
+    return classes
+
+
+def _per_class(compared: list[_Model], classes: Sequence[str | int]) -> list[_Model]:
+    """The one model compared on each class of ``classes`` (none: ``compared`` as it is)."""
+    if not classes:
+        return compared
+    (model,) = compared
+    top = _TOP.fullmatch(str(classes[0])) if isinstance(classes[0], str) else None
+    if top:
+        k, labels = int(top.group(1)), model.sessions[0].labels
+        if k > len(labels):
+            raise UserInputError(f"{{targets}} top{k} asks for more classes than the model's {len(labels)}; give "
+                                 f"fewer", options=["targets"])
+        return [_Model(model.name, model.sessions, model.plan, -1, rank, True) for rank in range(k)]
+    out = []
+    for c in classes:
+        try:
+            target = resolve_target(c, model.sessions[0].labels)
+        except UserInputError as exc:
+            raise UserInputError(exc.template.replace("{target}", "{targets}"),
+                                 options=["targets" if o == "target" else o for o in exc.options]) from exc
+        out.append(_Model(model.name, model.sessions, model.plan, -1 if target is None else target, 0, True))
+    if len({m.target for m in out if m.target >= 0}) != sum(m.target >= 0 for m in out):
+        raise UserInputError(f"{{targets}} names a class twice: {','.join(map(str, classes))}", options=["targets"])
+    return out
 
 
 def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
@@ -349,7 +432,7 @@ def _open(plan: InputPlan, methods: Sequence[str], settings: Settings, options: 
 
 
 def _title(model: _Model, method: str, several: bool) -> str:
-    return f"{model.name} · {method}" if several else method
+    return f"{model.heading} · {method}" if several else method
 
 
 def _note(meta: dict[str, Any], label: str | None) -> str:
@@ -363,7 +446,9 @@ def _note(meta: dict[str, Any], label: str | None) -> str:
 
 def _explained(compared: Sequence[_Model]) -> str:
     """The class in the input panel's head: the one every model explained, else where to read them."""
-    return compared[0].label if len({m.label for m in compared}) == 1 else "per model, in each panel"
+    if len({m.label for m in compared}) == 1:
+        return compared[0].label
+    return "per class, in each panel" if compared[0].by_class else "per model, in each panel"
 
 
 def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]], several: bool,
@@ -383,7 +468,7 @@ def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]
             name = _title(model, s.method.name, several)
             maps.append((name, attr.values.numpy(), attr.unit))
             inputs.append(rgb)
-            notes.append(_note(attr.meta, model.label if several else None))
+            notes.append(_note(attr.meta, model.label if several and not model.by_class else None))
             panels.append((name, attr.unit, model.target, model.label))
     return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title,
                           bits_vmax=vmax), panels
@@ -413,7 +498,7 @@ def _clip_panels(compared: Sequence[_Model], options: Options, progress: Progres
             result = assemble_clip(s, model.plan, windows, store.values, model.target, options, probs, first, 0.0)
             title = _title(model, s.method.name, several)
             shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
-                                   _note(result.meta, model.label if several else None)))
+                                   _note(result.meta, model.label if several and not model.by_class else None)))
             panels.append((title, result.unit, model.target, model.label))
     return shown, panels
 
