@@ -9,6 +9,7 @@ TubeNet, its shipped readout) or a folder of photos (image model) or videos
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -234,18 +235,32 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
              for i in synthetic_items(ev.clips or SYNTHETIC_CLIPS)]
     layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
     tokens = [tubevit_layout(n) if vit else None for n in layers]
-    stats = restats = None
+    stats = None
+    restats: Callable[[nn.Module], Any] | None = None
     if any(check_method(base_method(m)).uses_statistics for m in labels):
-        def restats(m: nn.Module) -> Any:
-            return estimate(m, statistics_batches(device=dev), layer=layers if len(layers) > 1 else layers[0],
-                            tokens=tokens)
-
+        restats = functools.partial(_synthetic_statistics, device=dev, layers=layers, tokens=tokens)
         stats = restats(model)
     cam_layer = ev.cam_layer or (TUBEVIT_CAM_LAYER if vit else None)
     cam = {"cam_layer": cam_layer, "tokens": tubevit_layout(cam_layer)} if vit and cam_layer else {}
     config = IBAConfig.for_transformers() if vit else IBAConfig()
     return _Setup(model, name, items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES}, config,
                   tokens if any(tokens) else None, cam)
+
+
+def _synthetic_statistics(model: nn.Module, device: Any, layers: Sequence[str], tokens: Any) -> Any:
+    """The benchmark model's statistics (one per layer, a single one for one layer), from the
+    benchmark's statistics clips."""
+    return estimate(model, statistics_batches(device=device), layer=layers if len(layers) > 1 else layers[0],
+                    tokens=tokens)
+
+
+def _folder_statistics(model: nn.Module, items: Sequence[Item], layers: Sequence[str], pack: Any,
+                       tokens: Any) -> Any:
+    """Statistics of a randomised model, re-estimated on the evaluated inputs (its dataset is not
+    at hand)."""
+    log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
+    return estimate(model, (i.loaded().x for i in items), layer=layers if len(layers) > 1 else layers[0],
+                    pack=pack, tokens=tokens)
 
 
 def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
@@ -262,12 +277,10 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
                                            stats=tuple(ev.stats) or None, labels=ev.labels))
     layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
-    restats = None
+    restats: Callable[[nn.Module], Any] | None = None
     if stats is not None:
-        def restats(m: nn.Module) -> Any:
-            log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
-            return estimate(m, (i.loaded().x for i in items), layer=layers if len(layers) > 1 else layers[0],
-                            pack=session.pack, tokens=session.tokens)
+        restats = functools.partial(_folder_statistics, items=items, layers=layers, pack=session.pack,
+                                    tokens=session.tokens)
     cam: dict[str, Any] = {}
     if own is not None:  # a registry model's spec lays out its Grad-CAM layer itself
         cam_layer = ev.cam_layer or own.spec.cam_layer
