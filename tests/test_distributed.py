@@ -83,6 +83,28 @@ def test_evaluate_on_two_processes_scores_each_input_once_as_one_process_does(ph
     assert len(read_jsonl(os.path.join(double, "scores.jsonl"))) == 6
 
 
+def test_randomisation_on_more_ranks_than_inputs_scores_as_one_process(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from .helpers import read_jsonl
+
+    # one clip on two ranks: rank 1 scores nothing, and rank 0 re-estimates IBA's statistics for the
+    # randomised stages alone (they were combined across ranks, so rank 0 waited for rank 1 forever)
+    args = ["evaluate", "synthetic", "--clips", "1", "--methods", "iba", "--metrics", "randomisation"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    run = torchrun([*args, "--out", str(tmp_path / "two")], timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (read_jsonl(os.path.join(str(tmp_path / d), "scores.jsonl")) for d in ("one", "two"))
+    assert len(one) == len(two) == 1 and one[0]["reestimated"] and one[0]["reestimated"] == two[0]["reestimated"]
+    assert two[0]["ssim"] == pytest.approx(one[0]["ssim"], abs=1e-4)  # the same statistics: one process's
+
+
 def test_scores_of_ranks_merge_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import json
 

@@ -337,13 +337,16 @@ def estimate(
     pack: Pack | None = None,
     tokens: TokenLayout | Sequence[TokenLayout | None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    across_ranks: bool = True,
 ) -> Any:
     """Estimate per-neuron mean and std of a layer's output over a data set.
 
     Only the network up to the layer(s) runs. The model is left as it was. Inside a
     torch.distributed process group (``torchrun``), every rank passes its own shard of the data
     and all ranks return the statistics of the union (the ranks' running sums are combined in
-    rank order); every rank must call it.
+    rank order); every rank must call it. With ``across_ranks=False`` the statistics are this
+    process's data alone, with no communication (for a rank that estimates on its own, when the
+    others may not).
 
     Args:
         model: The network.
@@ -363,6 +366,8 @@ def estimate(
         tokens: Token layouts of transformer layers, as for :func:`explain`; class tokens get their
             own per-token statistics (``Statistics.prefix``).
         on_batch: Called with the batch size after each batch (progress bars).
+        across_ranks: Under torchrun, combine the ranks' shards (every rank must call it), or
+            keep to this process's data (``False``).
 
     Returns:
         :class:`~video_iba.bottleneck.estimator.Statistics` (savable with ``.save(path)``) for one
@@ -414,7 +419,7 @@ def estimate(
                 est.update(f)
             if on_batch is not None:
                 on_batch(int(feats[0][2].shape[0]))
-    if world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
+    if across_ranks and world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
         ests, input_shape = _merge_ranks(ests, input_shape)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")

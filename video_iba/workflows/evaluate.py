@@ -249,18 +249,21 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
 
 def _synthetic_statistics(model: nn.Module, device: Any, layers: Sequence[str], tokens: Any) -> Any:
     """The benchmark model's statistics (one per layer, a single one for one layer), from the
-    benchmark's statistics clips."""
+    benchmark's statistics clips; under torchrun each rank estimates them alone, from all the
+    clips (a rank re-estimates them for the randomisation metric when its inputs need them,
+    whatever the other ranks do), so they are the one process's."""
     return estimate(model, statistics_batches(device=device), layer=layers if len(layers) > 1 else layers[0],
-                    tokens=tokens)
+                    tokens=tokens, across_ranks=False)
 
 
 def _folder_statistics(model: nn.Module, items: Sequence[Item], layers: Sequence[str], pack: Any,
                        tokens: Any) -> Any:
     """Statistics of a randomised model, re-estimated on the evaluated inputs (its dataset is not
-    at hand)."""
+    at hand); under torchrun by each rank alone, from all the inputs, when its own inputs need
+    them (see :func:`_synthetic_statistics`)."""
     log.warning("randomisation: statistics re-estimated on the %d evaluated inputs only", len(items))
     return estimate(model, (i.loaded().x for i in items), layer=layers if len(layers) > 1 else layers[0],
-                    pack=pack, tokens=tokens)
+                    pack=pack, tokens=tokens, across_ranks=False)
 
 
 def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
