@@ -44,8 +44,9 @@ MAX_VIDEO_GRID_ROWS = 6
 @dataclass
 class Compared:
     """What :func:`compare_file` wrote: the figure or MP4, the explained class, and each panel's
-    name (the method, or with several models ``model · method``), unit, and the class (index and
-    name) its model explained. With several models, ``target`` and ``label`` are the first model's.
+    name (the method; with several models ``model · method``, with several classes ``class ·
+    method``), unit, and the class (index and name) it explained. With several models or classes,
+    ``target`` and ``label`` are the first panel's.
     ``keyframes``: a video comparison's still (``options.keyframes``), else ``None``.
     """
 
