@@ -184,6 +184,9 @@ def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
         video_iba.explain(tiny, data[0][:1], layer="features.2", stats=stats)
     capped = video_iba.estimate(tiny, data, layer="features.4", max_samples=10)
     assert capped.samples == 10
+    first = video_iba.estimate(tiny, data, layer="features.4", max_samples=5)  # fewer than the first batch holds
+    assert first.samples == 5
+    torch.testing.assert_close(first.mean, video_iba.estimate(tiny, [data[0][:5]], layer="features.4").mean)
     # batches that cannot give one layer's statistics are refused, by what is wrong with them
     with pytest.raises(UserInputError, match=r"shape \(3, 40, 40\), the first had \(3, 32, 32\)"):
         video_iba.estimate(tiny, [data[0], torch.randn(8, 3, 40, 40)], layer="features.4")

@@ -396,10 +396,11 @@ def estimate(
                 raise UserInputError(f"batches must be tensors (N, C, H, W) or clips (N, C, T, H, W), got "
                                      f"{type(xb).__name__}; a multi-pathway model builds its pathways with {{pack}}",
                                      options=["pack"])
-            if max_samples is not None and ests is not None and ests[0].samples >= max_samples:
+            seen = ests[0].samples if ests is not None else 0
+            if max_samples is not None and seen >= max_samples:
                 break
-            if max_samples is not None and ests is not None:
-                xb = xb[:max_samples - ests[0].samples]
+            if max_samples is not None:  # the first batch too
+                xb = xb[:max_samples - seen]
             if input_shape is None:
                 input_shape = [1, *xb.shape[1:]]
             elif list(xb.shape[1:]) != input_shape[1:]:
