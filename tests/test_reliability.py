@@ -196,7 +196,15 @@ def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys
     assert run_cli(["estimate", photo_dir, "--weights", "random", "--out", str(other), "--max-samples", "2"],
                    capsys)[0] == 0
     code, _, err = run_cli(["explain", photo, "--stats", str(other), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "estimated with other weights (random)" in err and "--weights" in err
+    assert code == 2 and "estimated with other weights (random, seed 0)" in err and "--weights" in err
+    assert "and --seed their seed" in err
+    # random weights of another seed are other weights: the message names the seed to give
+    code, _, err = run_cli(["explain", photo, "--weights", "random", "--seed", "1", "--stats", str(other), "--out",
+                            str(tmp_path / "o")], capsys)
+    assert code == 2 and "(random, seed 0) than the model's; give --weights the weights they were made with and " \
+                         "--seed their seed" in err
+    assert run_cli(["explain", photo, "--weights", "random", "--seed", "0", "--stats", str(other), "--steps", "1",
+                    "--out", str(tmp_path / "o")], capsys)[0] == 0
 
 
 # ---------------------------------------------------------------- hangs and memory

@@ -155,7 +155,8 @@ def _bottleneck_options(p: _Parser) -> None:
     p.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
     p.option("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
     p.option("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
-    p.option("--seed", type=_seed, default=0, help="seed of the noise (default 0)")
+    p.option("--seed", type=_seed, default=0, help="seed of the noise, and of random weights (--weights random; "
+                                                   "default 0)")
     p.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml) over the model's "
                               "defaults; flags override it")
 

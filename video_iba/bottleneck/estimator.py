@@ -205,9 +205,15 @@ class Statistics:
         where = self.meta.get("path", "the statistics")
         rec_weights = self.meta.get("weights_digest")
         if weights is not None and rec_weights is not None and rec_weights != weights:
-            raise UserInputError(f"{where} were estimated with other weights ({self.meta.get('weights', '?')}) than "
-                                 f"the model's; give {{weights}} the weights they were made with, or estimate "
-                                 f"statistics for these weights", options=["weights"])
+            made = str(self.meta.get("weights", "?"))
+            seeded = made == "random" and self.meta.get("weights_seed") is not None
+            if seeded:
+                made += f", seed {self.meta['weights_seed']}"
+            raise UserInputError(f"{where} were estimated with other weights ({made}) than the model's; give "
+                                 f"{{weights}} the weights they were made with"
+                                 + (" and {seed} their seed" if seeded else "")
+                                 + ", or estimate statistics for these weights",
+                                 options=["weights", "seed"] if seeded else ["weights"])
         rec_model = self.meta.get("model")
         if model is not None and rec_model is not None and rec_model != model:
             raise UserInputError(f"{where} were estimated for model '{rec_model}', not '{model}'; "
