@@ -192,6 +192,30 @@ def test_clip_preprocessing_matches_the_image_path_frame_by_frame() -> None:
         assert g == geo
 
 
+def test_pixels_of_every_common_kind_are_read_as_rgb_and_others_refused() -> None:
+    from PIL import Image
+
+    from video_iba.models import preprocess_clip
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, size=(4, 120, 160, 3), dtype=np.uint8)
+    spec = get_spec("r3d_18")
+    ref, _ = preprocess_clip(frames, spec)
+    # floats in [0, 1] (they were cast to uint8: a black clip), a tensor, a list of frames, wider integers
+    for same in (frames / 255.0, torch.from_numpy(frames), list(frames), frames.astype(np.int64)):
+        assert torch.equal(preprocess_clip(same, spec)[0], ref)
+    image = get_spec("resnet50")
+    assert torch.equal(preprocess_image(Image.fromarray(frames[0]).convert("RGBA"), image)[0],
+                       preprocess_image(frames[0], image)[0])  # a PIL image, in any mode
+    for bad, match in ((frames.astype(np.float32), "floats from 0 to 255, not in .0, 1.; divide them by 255"),
+                       ((frames / 255.0 - 0.45) / 0.225, "not pixels already normalised"),
+                       (frames.astype(np.int32) * 256, "integers from 0 to 65280; give uint8"),
+                       (frames.transpose(0, 3, 1, 2), "look channels-first: move the colour axis last"),
+                       ([], "empty list"), ("clip.mp4", "must be RGB pixels")):
+        with pytest.raises(UserInputError, match=match):
+            preprocess_clip(bad, spec)
+
+
 def test_a_checkpoint_fine_tuned_to_other_classes_resizes_the_output_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import torchvision
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import UserInputError
 from .registry import ModelSpec
@@ -100,25 +102,78 @@ def check_size(name: str, height: int, width: int, spec: ModelSpec, what: str = 
                              f"use a larger {what}")
 
 
-def preprocess_image(rgb: np.ndarray, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:
-    """Turn an ``(H, W, 3)`` uint8 RGB array into the model input ``(1, 3, S, S)``.
+def rgb_uint8(pixels: Any, name: str = "image") -> np.ndarray:
+    """Pixels as uint8 RGB values: a numpy array or tensor of uint8 (or integers 0..255) or of
+    floats in ``[0, 1]``, a PIL image, or a list of frames; anything else (floats outside
+    ``[0, 1]``, e.g. frames already normalised, or values the uint8 range does not hold) is
+    refused rather than cast."""
+    if isinstance(pixels, Image.Image):
+        return np.asarray(pixels.convert("RGB"))
+    if isinstance(pixels, (list, tuple)):
+        if not pixels:
+            raise UserInputError(f"{name} is an empty list; give its frames")
+        pixels = np.stack([rgb_uint8(p, name) for p in pixels])
+    if isinstance(pixels, torch.Tensor):
+        pixels = pixels.detach().cpu().numpy()
+    if not isinstance(pixels, np.ndarray):
+        raise UserInputError(f"{name} must be RGB pixels (a numpy array, a tensor or a PIL image), not "
+                             f"{type(pixels).__name__}")
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.size and np.issubdtype(pixels.dtype, np.floating):
+        lo, hi = float(np.min(pixels)), float(np.max(pixels))
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+            fix = ("divide them by 255, or give uint8" if math.isfinite(hi) and 0.0 <= lo and hi <= 255.0 else
+                   "give RGB floats in [0, 1] or uint8 0..255 (not pixels already normalised: preprocessing "
+                   "normalises them)")
+            raise UserInputError(f"{name} holds floats from {lo:g} to {hi:g}, not in [0, 1]; {fix}")
+        return np.round(pixels * 255.0).astype(np.uint8)
+    if pixels.size and np.issubdtype(pixels.dtype, np.integer):
+        lo, hi = int(np.min(pixels)), int(np.max(pixels))
+        if lo < 0 or hi > 255:
+            raise UserInputError(f"{name} holds integers from {lo} to {hi}; give uint8 RGB values 0..255 (16-bit "
+                                 f"pixels: divide by 257)")
+        return pixels.astype(np.uint8)
+    if pixels.size == 0:
+        raise UserInputError(f"{name} is empty, shape {tuple(pixels.shape)}")
+    raise UserInputError(f"{name} has pixels of type {pixels.dtype}; give uint8 RGB values or floats in [0, 1]")
+
+
+def _channels_first_hint(shape: tuple[int, ...]) -> str:
+    """The fix for pixels whose colour axis comes before height and width."""
+    if len(shape) >= 3 and shape[-3] == 3 and shape[-1] != 3:
+        return "; these look channels-first: move the colour axis last (numpy: np.moveaxis(x, -3, -1))"
+    return ""
+
+
+def preprocess_image(rgb: Any, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:
+    """Turn an RGB image (``(H, W, 3)`` uint8 or floats in ``[0, 1]``, as an array or tensor, or a
+    PIL image; see :func:`rgb_uint8`) into the model input ``(1, 3, S, S)``.
 
     The shorter side is resized to ``spec.resize`` (bilinear, antialiased), the centre
     ``spec.input_size`` square is cropped, and channels are normalised with ``spec.mean/std``.
 
     Raises:
-        UserInputError: images whose shorter side is below ``spec.min_side``.
+        UserInputError: images whose shorter side is below ``spec.min_side``, or pixels that are
+            not RGB values.
     """
+    rgb = rgb_uint8(rgb, name)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise UserInputError(f"{name} must be (H, W, 3) RGB pixels, got shape {tuple(rgb.shape)}"
+                             + _channels_first_hint(rgb.shape))
     check_size(name, int(rgb.shape[0]), int(rgb.shape[1]), spec)
     return resize_crop_normalize(rgb[None], resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
 
 
-def preprocess_clip(frames: np.ndarray, spec: ModelSpec, name: str = "clip") -> tuple[torch.Tensor, Geometry]:
-    """Turn ``(T, H, W, 3)`` uint8 RGB frames into the clip ``(1, 3, T, S, S)`` of a video model,
-    each frame as :func:`preprocess_image` treats an image (``T`` is not checked against
+def preprocess_clip(frames: Any, spec: ModelSpec, name: str = "clip") -> tuple[torch.Tensor, Geometry]:
+    """Turn ``(T, H, W, 3)`` RGB frames (uint8 or floats in ``[0, 1]``, an array, a tensor or a list
+    of frames; see :func:`rgb_uint8`) into the clip ``(1, 3, T, S, S)`` of a video model, each
+    frame as :func:`preprocess_image` treats an image (``T`` is not checked against
     ``spec.frames``: sample the frames at the model's rate, see :func:`video_iba.read_clip`)."""
+    frames = rgb_uint8(frames, name)
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}")
+        raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}"
+                             + _channels_first_hint(frames.shape))
     check_size(name, int(frames.shape[1]), int(frames.shape[2]), spec, "video")
     x, geo = resize_crop_normalize(frames, resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
     return x.permute(1, 0, 2, 3)[None].contiguous(), geo
