@@ -317,8 +317,12 @@ def test_library_misuse_gives_one_line() -> None:
         video_iba.explain(model, torch.randn(1, 3, 4, 64, 64))
     with pytest.raises(UserInputError, match="x is torch.float64 but the model's parameters are torch.float32"):
         video_iba.explain(model, torch.randn(1, 3, 64, 64, dtype=torch.float64))
-    with pytest.raises(UserInputError, match="cannot run on an input"):
+    with pytest.raises(UserInputError, match=r"cannot run on an input.*: resnet18 takes \(1, 3, 224, 224\), as "
+                                             r"video_iba.preprocess_image\(image, model.video_iba_spec\) makes it"):
         video_iba.attribute("saliency", model, torch.randn(1, 3, 4, 64, 64))
+    clips = video_iba.load_model("x3d_s", weights="random")  # a registry model says what it takes
+    with pytest.raises(UserInputError, match=r"x3d_s takes clips \(1, 3, 13, 182, 182\), as video_iba.read_clip"):
+        video_iba.attribute("saliency", clips, torch.randn(1, 3, 64, 64))
 
 
 def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -143,7 +143,19 @@ def first_forward(model: nn.Module, x: Inputs) -> Any:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else [tuple(t.shape) for t in x]
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserInputError(f"the model cannot run on an input of shape {shape} ({reason[:200]}); give an input of "
-                             f"the shape and kind it was built for") from exc
+                             f"the shape and kind it was built for{_input_hint(model)}") from exc
+
+
+def _input_hint(model: nn.Module) -> str:
+    """What a registry model takes (its spec's input), and how to make it; ``""`` for other models."""
+    spec = getattr(model, "video_iba_spec", None) or getattr(getattr(model, "model", None), "video_iba_spec", None)
+    side = getattr(spec, "input_size", None)
+    if spec is None or not isinstance(side, int):
+        return ""
+    if getattr(spec, "modality", "image") == "video":
+        return (f": {spec.name} takes clips (1, 3, {spec.frames}, {side}, {side}), as "
+                f"video_iba.read_clip(path, model.video_iba_spec) reads them")
+    return f": {spec.name} takes (1, 3, {side}, {side}), as video_iba.preprocess_image(image, model.video_iba_spec) makes it"
 
 
 def check_logits(out: Any, x: Inputs) -> torch.Tensor:
