@@ -116,6 +116,8 @@ def save_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
 def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
     """``path`` as a string, when it names an existing regular file (a folder, a named pipe or a
     device is refused: reading them fails or blocks); ``what`` and ``fix`` word the error."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserInputError(f"{what} must be a path (str or os.PathLike), not {type(path).__name__}; {fix}")
     p = os.fspath(path)
     if not os.path.exists(p):
         raise UserInputError(f"{what} '{p}' does not exist; {fix}")

@@ -124,3 +124,25 @@ def test_writer_leaves_nothing_behind_on_failure(tmp_path) -> None:  # type: ign
             w.write(np.zeros((64, 64, 3), dtype=np.uint8))
             w.write(np.zeros((32, 64, 3), dtype=np.uint8))
     assert sorted(os.listdir(tmp_path)) == ["keep.mp4"]
+
+
+def test_read_clip_and_read_image_take_path_objects_and_refuse_what_is_not_a_path(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pathlib
+
+    import torch
+
+    import video_iba
+
+    clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96))
+    spec = video_iba.get_spec("r3d_18")
+    for decoder in ("pyav", "decord"):  # decord opens strings only: a Path was reported as a corrupt file
+        monkeypatch.setenv("VIDEO_IBA_DECODER", decoder)
+        x, _ = video_iba.read_clip(pathlib.Path(clip), spec)
+        assert torch.equal(x, video_iba.read_clip(clip, spec)[0])
+    for start in (-1.0, float("nan"), "2"):
+        with pytest.raises(UserInputError, match="start must be a number of seconds >= 0, or None"):
+            video_iba.read_clip(clip, spec, start=start)  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="read_image takes a file's path, not ndarray; pixels already in memory"):
+        video_iba.read_image(np.zeros((8, 8, 3), np.uint8))  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="input file must be a path"):
+        video_iba.read_clip(np.zeros(3), spec)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
+from ..files import regular_file
 from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 from .sampling import Window, plan_windows
@@ -194,7 +195,7 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
         yield wi, np.stack(frames)
 
 
-def read_clip(path: str, spec: ModelSpec, start: float | None = 0.0) -> tuple[torch.Tensor, Geometry]:
+def read_clip(path: str | os.PathLike[str], spec: ModelSpec, start: float | None = 0.0) -> tuple[torch.Tensor, Geometry]:
     """The centre-crop model clip of a video model starting at ``start`` seconds of a video.
 
     Frames are taken at the model's sampling rate by time (a clip spans ``T * rate / 30``
@@ -227,11 +228,16 @@ class PlannedClip:
     geometry: Geometry
 
 
-def plan_clip(path: str, spec: ModelSpec, start: float | None = 0.0, line: Timeline | None = None) -> PlannedClip:
+def plan_clip(path: str | os.PathLike[str], spec: ModelSpec, start: float | None = 0.0,
+              line: Timeline | None = None) -> PlannedClip:
     """Where :func:`read_clip`'s clip lies (its frames, crop and times), from the container alone:
     nothing is decoded. ``line``: the video's :func:`timeline`, where the caller has it already."""
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
+    path = regular_file(path, "input file", "check the path")  # a path object too (decord takes strings only)
+    if start is not None and not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+        raise UserInputError(f"start must be a number of seconds >= 0, or None for the clip in the middle; got "
+                             f"{start!r}")
     line = line or timeline(path)
     info = line.info
     check_size(f"'{path}'", info.height, info.width, spec, "video")

@@ -40,6 +40,9 @@ def load_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> tu
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserInputError(f"read_image takes a file's path, not {type(path).__name__}; pixels already in memory "
+                             f"go to preprocess_image")
     p = os.fspath(path)
     if os.path.isdir(p):
         raise UserInputError(f"'{p}' is a folder, not an image file; give an image (JPEG, PNG, ...)")
