@@ -298,3 +298,12 @@ def test_a_model_of_your_own_trains_a_readout_on_a_folder(photo_dir, tmp_path) -
         train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=3, batch_size=2), session=other)
     with pytest.raises(UserInputError, match="an open session holds its model, .*; drop model=, weights="):
         train_dataset(TrainingRun(photo_dir, out, model="resnet18", weights="random"), session=session)
+
+
+def test_the_file_functions_take_path_objects(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pathlib
+
+    session = video_iba.Session.open(Settings(method="saliency", model="efficientnet_lite0"))
+    res = video_iba.explain_file(session, pathlib.Path(photo_dir) / "coffee.jpg", tmp_path / "o")  # was AttributeError
+    assert res.outputs == [str(tmp_path / "o" / "coffee.png"), str(tmp_path / "o" / "coffee.npz")]
+    assert video_iba.load(pathlib.Path(res.outputs[1])).target == 967

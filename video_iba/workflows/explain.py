@@ -177,8 +177,8 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 
-def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options: Options = Options(),
-                 progress: Progress = no_progress, stem: str | None = None) -> Explained:
+def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                 options: Options = Options(), progress: Progress = no_progress, stem: str | None = None) -> Explained:
     """Explain a photo or a video and write ``OUT/<stem>.png`` or ``.mp4`` and ``OUT/<stem>.npz``.
 
     Args:
@@ -189,8 +189,9 @@ def explain_file(session: Session, plan: InputPlan | str, out_dir: str, options:
         progress: Progress reporting (the command line passes tqdm bars).
         stem: The outputs' name without suffix (default: the input's stem).
     """
-    if isinstance(plan, str):
-        plan = plan_input(plan, session.spec, options.span)
+    if isinstance(plan, (str, os.PathLike)):
+        plan = plan_input(os.fspath(plan), session.spec, options.span)
+    out_dir = os.fspath(out_dir)
     outputs = _outputs(plan, out_dir, stem, options.keyframes)
     target = resolve_target(options.target, session.labels)
     mean_probs = None
