@@ -139,6 +139,7 @@ def test_read_clip_and_read_image_take_path_objects_and_refuse_what_is_not_a_pat
         monkeypatch.setenv("VIDEO_IBA_DECODER", decoder)
         x, _ = video_iba.read_clip(pathlib.Path(clip), spec)
         assert torch.equal(x, video_iba.read_clip(clip, spec)[0])
+    assert video_iba.read_clip(clip, spec, start=np.float32(0.5))[1].times == video_iba.read_clip(clip, spec, 0.5)[1].times
     for start in (-1.0, float("nan"), "2"):
         with pytest.raises(UserInputError, match="start must be a number of seconds >= 0, or None"):
             video_iba.read_clip(clip, spec, start=start)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ by index instead, which skips decoding unused frames' pixels (``VIDEO_IBA_DECODE
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -235,7 +236,7 @@ def plan_clip(path: str | os.PathLike[str], spec: ModelSpec, start: float | None
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
     path = regular_file(path, "input file", "check the path")  # a path object too (decord takes strings only)
-    if start is not None and not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+    if start is not None and not (isinstance(start, numbers.Real) and math.isfinite(start) and start >= 0):
         raise UserInputError(f"start must be a number of seconds >= 0, or None for the clip in the middle; got "
                              f"{start!r}")
     line = line or timeline(path)
