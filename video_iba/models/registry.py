@@ -23,6 +23,7 @@ from .._version import __version__
 from ..config import TRANSFORMER_SETTINGS, IBAConfig
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
+from ..seeding import seeded
 from .entry import FORM, describe_failure, entry_function, is_entry_point
 from .hf import SHIPPED, build_hf, is_hf, spec_fields
 from .inflated import EfficientNetLite0I3D
@@ -648,8 +649,7 @@ def _entry_spec(ref: str) -> ModelSpec:
 
 def _call_entry(ref: str) -> tuple[nn.Module, ModelSpec]:
     fn = entry_function(ref)
-    with torch.random.fork_rng(devices=[]):  # its own randomness, the same in every process
-        torch.manual_seed(0)
+    with seeded(0):  # its own randomness, the same in every process; the caller's left alone
         try:
             out = fn()
         except UserInputError:
@@ -704,9 +704,8 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
         is_path = False
     elif is_path and not os.path.isfile(weights):
         raise UserInputError(f"weights file '{weights}' does not exist; give a checkpoint path, 'default' or 'random'")
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+    with warnings.catch_warnings(), seeded(seed):
         warnings.simplefilter("ignore", FutureWarning)
-        torch.manual_seed(seed)
         model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
     classes = load_state(model, weights, spec.name, _class_count(spec)) if is_path else None
     return model.to(device).eval(), classes
