@@ -342,3 +342,28 @@ def test_the_class_noise_alone_is_given_is_reported(image_input: torch.Tensor, c
     assert len(warned) == 1 and "class 0" in warned[0] and "at 0 (p=0.95)" in warned[0]
     first.save(tmp_path / "a.npz")
     assert video_iba.Attribution.load(tmp_path / "a.npz").meta["noise_p_target"] == first.meta["noise_p_target"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_explained_as_in_float32(tiny: TinyCNN, image_input: torch.Tensor,
+                                                            dtype: torch.dtype) -> None:
+    # in float16 the capacity's log((1 - lambda)^2) is -inf at the mask's upper clamp: the fit ran
+    # into NaN and reported 0 bits; the masks and information are now computed in float32
+    ref = video_iba.explain(tiny, image_input, layer="features.4", seed=4, steps=3)
+    half = copy.deepcopy(tiny).to(dtype)
+    attr = video_iba.explain(half, image_input.to(dtype), layer="features.4", seed=4, steps=3)
+    assert all(math.isfinite(v) for v in attr.meta["info_nats_per_step"] + attr.meta["ce_per_step"])
+    assert attr.bits.dtype == torch.float32 and math.isclose(attr.total_bits, ref.total_bits, rel_tol=0.02)
+    assert float(torch.corrcoef(torch.stack([attr.bits.flatten(), ref.bits.flatten()]))[0, 1]) > 0.99
+    assert all(p.dtype == dtype for p in half.parameters())
+
+
+def test_a_compiled_model_is_refused_with_the_module_it_wraps(tiny: TinyCNN, image_input: torch.Tensor) -> None:
+    compiled = torch.compile(tiny)  # compiles lazily: nothing runs until it is called
+    for layer in ("features.4", "_orig_mod.features.4"):
+        with pytest.raises(UserInputError, match=r"compiled with torch.compile .*model._orig_mod"):
+            video_iba.explain(compiled, image_input, layer=layer, seed=0)
+    with pytest.raises(UserInputError, match="model._orig_mod"):
+        video_iba.estimate(compiled, [image_input], layer="features.4")
+    with pytest.raises(UserInputError, match="model._orig_mod"):
+        video_iba.attribute("saliency", compiled, image_input)

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 import video_iba
-from video_iba.methods.readout import ALPHA_BOUND, ReadoutHead, load_checkpoint
+from video_iba.methods.readout import ALPHA_BOUND, ReadoutHead, load_checkpoint, new_readout, readout_loss
 
 from ..helpers import read_jsonl, run_cli, torchrun
+from ..nets import TinyCNN
 
 
 def test_head_starts_at_alpha_5_with_gradients_flowing() -> None:
@@ -293,3 +294,24 @@ def test_a_stop_before_best_pt_was_written_is_repaired_on_resume(tmp_path, monke
         os.remove(os.path.join(out, name))
     tr.train(model, _toy_data(8, 0), out, **kw)
     assert torch.load(os.path.join(out, "readout.pt"), weights_only=True)["epoch"] == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_trains_and_explains_a_readout_as_in_float32(dtype: torch.dtype) -> None:
+    # the float32 heads were fed the network's float16 logits (a dtype error), and a float32
+    # restricted map was put back into the float16 network
+    torch.manual_seed(0)
+    model, xs = TinyCNN().eval(), torch.randn(8, 3, 32, 32)
+    results = []
+    for net, x in ((model, xs), (TinyCNN().eval().to(dtype), xs.to(dtype))):
+        if net is not model:
+            net.load_state_dict(model.state_dict())
+        ro = new_readout(net, x[:1], lambda: [x[:4], x[4:]], layers=["features.4"])
+        loss, ce, info = readout_loss(net, ro, x[:4], None, torch.Generator().manual_seed(0))
+        loss.backward()
+        grads = [p.grad for p in ro.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        results.append((ce, info, video_iba.explain_readout(net, ro, x[:1]).total_bits))
+    (ce32, info32, bits32), (ce16, info16, bits16) = results
+    assert math.isclose(ce16, ce32, rel_tol=0.01) and math.isclose(info16, info32, rel_tol=0.01)
+    assert math.isclose(bits16, bits32, rel_tol=0.01)

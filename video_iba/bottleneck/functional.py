@@ -18,6 +18,13 @@ import torch.nn.functional as F
 LAMBDA_MAX = 1.0 - 1e-6
 
 
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The type the bottleneck's masks, noise and information are computed in for a feature map of
+    ``dtype``: at least float32 (in float16, ``(1 - LAMBDA_MAX)^2`` is 0 and its logarithm ``-inf``;
+    a half-precision network gets its restricted map back in its own type)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def capacity(r_norm: torch.Tensor, lam: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
     """Information passed by each feature element, in nats.
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..config import IBAConfig
 from .estimator import Statistics
-from .functional import capacity, restrict, smooth
+from .functional import capacity, restrict, smooth, working_dtype
 from .insertion import Runner
 
 
@@ -111,13 +111,13 @@ class _Noise:
     stacked: bool
 
     @classmethod
-    def of(cls, per_input: Sequence[Statistics], dims: int) -> "_Noise":
+    def of(cls, per_input: Sequence[Statistics], dims: int, dtype: torch.dtype) -> "_Noise":
         first = per_input[0]
         if all(st is first for st in per_input):
-            return cls(first.mean, first.std, first.active, False)
+            return cls(first.mean.to(dtype), first.std.to(dtype), first.active.to(dtype), False)
 
         def stack(ts: list[torch.Tensor]) -> torch.Tensor:  # each broadcastable to (C, *S): pad to `dims` axes
-            return torch.stack([t.reshape((1,) * (dims - t.dim()) + tuple(t.shape)) for t in ts])
+            return torch.stack([t.reshape((1,) * (dims - t.dim()) + tuple(t.shape)).to(dtype) for t in ts])
 
         return cls(stack([st.mean for st in per_input]), stack([st.std for st in per_input]),
                    stack([st.active for st in per_input]), True)
@@ -130,18 +130,18 @@ class _Noise:
 
 
 def _replicas(rs: Sequence[torch.Tensor], lams: Sequence[torch.Tensor], noises: Sequence[_Noise], group: range,
-              m: int, generators: Sequence[torch.Generator]) -> list[torch.Tensor]:
+              m: int, generators: Sequence[torch.Generator], dtypes: Sequence[torch.dtype]) -> list[torch.Tensor]:
     """Each bottleneck's input for ``m`` noisy replicas of each input of ``group`` ``(len(group) * m,
     C, *S)``, input by input, under the masks ``lams`` ``(len(group), C, *S)``; each input's noise
-    drawn from its own generator."""
+    drawn from its own generator; in the network's types ``dtypes``."""
     rows, zs = slice(group.start, group.stop), []
-    for r, lam, n in zip(rs, lams, noises):
+    for r, lam, n, dtype in zip(rs, lams, noises, dtypes):
         sh = tuple(r.shape[1:])
         noise = torch.stack([torch.randn((m, *sh), generator=generators[i], device=r.device, dtype=r.dtype)
                              for i in group])
         mean, std, active = n.per_replica(rows)
         z = restrict(r[rows].unsqueeze(1), lam.unsqueeze(1), mean, std, noise, active)
-        zs.append(z.reshape(len(group) * m, *sh))
+        zs.append(z.reshape(len(group) * m, *sh).to(dtype))
     return zs
 
 
@@ -193,9 +193,11 @@ def fit_inputs(
     if any(r.shape[0] != k for r in rs):
         raise ValueError(f"every bottleneck tensor needs {k} rows, one per input")
     shapes = [tuple(r.shape[1:]) for r in rs]
+    dtypes = [r.dtype for r in rs]  # the network's; the fit runs in at least float32
+    rs = [r.to(working_dtype(r.dtype)) for r in rs]
     sigmas = [smoothing_sigmas(len(sh) - 1, cfg) if smooth_it else (0.0,) * (len(sh) - 1)
               for sh, smooth_it in zip(shapes, smoothed if smoothed is not None else [True] * len(shapes))]
-    noises = [_Noise.of([st[b] for st in stats], len(sh)) for b, sh in enumerate(shapes)]
+    noises = [_Noise.of([st[b] for st in stats], len(sh), r.dtype) for b, (sh, r) in enumerate(zip(shapes, rs))]
     r_norms = [((r - n.mean) / n.std).detach() for r, n in zip(rs, noises)]
     alphas = [torch.full((k, *sh), float(cfg.alpha_init), device=r.device, dtype=r.dtype, requires_grad=True)
               for sh, r in zip(shapes, rs)]
@@ -235,7 +237,7 @@ def fit_inputs(
             rows, kg = slice(group.start, group.stop), len(group)
             for m in chunks:
                 leaves = [lam[rows].detach().requires_grad_(True) for lam in lams]
-                zs = _replicas(rs, leaves, noises, group, m, generators)
+                zs = _replicas(rs, leaves, noises, group, m, generators, dtypes)
                 with autocast:
                     logits = runner(zs) if len(groups) == 1 else runner(zs, group)
                 per_row = F.cross_entropy(logits.float(), target_rows[rows].repeat_interleave(m), reduction="none")
@@ -263,7 +265,7 @@ def fit_inputs(
     with torch.no_grad(), autocast:
         for group in groups:
             closed = [torch.zeros((len(group), *sh), device=r.device, dtype=r.dtype) for r, sh in zip(rs, shapes)]
-            zs = _replicas(rs, closed, noises, group, m, generators)
+            zs = _replicas(rs, closed, noises, group, m, generators, dtypes)
             logits = runner(zs) if len(groups) == 1 else runner(zs, group)
             probs = logits.float().softmax(-1).reshape(len(group), m, -1).mean(1)
             for i, p in zip(group, probs):

@@ -102,8 +102,8 @@ def _upsample(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def _reduce(attr: torch.Tensor) -> torch.Tensor:
-    """``(1, C, *S)`` to ``*S``: the sum over colour channels."""
-    return attr.detach().sum(dim=1)[0]
+    """``(1, C, *S)`` to ``*S``: the sum over colour channels, in at least float32."""
+    return attr.detach().to(torch.promote_types(attr.dtype, torch.float32)).sum(dim=1)[0]
 
 
 def baseline(
@@ -250,8 +250,11 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         return _reduce(a), Unit.GRADIENT if key == "gradient" else Unit.ABS_GRADIENT
     if key == "smoothgrad":
         std = SMOOTHGRAD_NOISE * float(x.max() - x.min())
+        def cast(inp: torch.Tensor) -> torch.Tensor:  # captum's noise is float32: a half network gets its own type
+            return net(inp.to(x.dtype))
+
         with seeded(seed, cuda_devices([x])):  # captum draws from the global generators; the caller's are kept
-            a = ca.NoiseTunnel(ca.Saliency(net)).attribute(x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
+            a = ca.NoiseTunnel(ca.Saliency(cast)).attribute(x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES,
                                                             nt_samples_batch_size=batch, stdevs=std, target=target,
                                                             abs=False)
         meta.update({"samples": SMOOTHGRAD_SAMPLES, "noise_std": std, "seed": seed})
@@ -282,7 +285,7 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(grid_cam.shape)}, not a feature map of the "
                                  f"input's rank; choose a convolutional layer (`video-iba layers` lists the layers' "
                                  f"outputs){tokens_fix}", options=["tokens"])
-        up = _upsample(grid_cam.detach(), size)[0, 0]
+        up = _upsample(grid_cam.detach().to(torch.promote_types(grid_cam.dtype, torch.float32)), size)[0, 0]
         if key == "gradcam":
             return up, Unit.GRAD_CAM
         return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM

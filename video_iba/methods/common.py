@@ -20,6 +20,15 @@ log = logging.getLogger(__name__)
 LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
 
+def check_eager(model: nn.Module) -> None:
+    """Refuse a module compiled with ``torch.compile``: the bottleneck's hooks, the network's split
+    and its layer names are those of the module it wraps."""
+    wrapped = getattr(model, "_orig_mod", None)
+    if isinstance(wrapped, nn.Module):
+        raise UserInputError(f"the model is compiled with torch.compile ({type(model).__name__}); give the module it "
+                             f"compiles, model._orig_mod: hooks and the run from a layer on need the eager network")
+
+
 def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
                 many: bool = False) -> tuple[torch.Tensor, Pack | None, Any]:
     """The input, the model's pack and the network input built from it.
@@ -34,6 +43,7 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
     Returns:
         ``(x, pack, network input)``.
     """
+    check_eager(model)
     if isinstance(x, (list, tuple)):
         raise UserInputError("x is a list; give the clip (1, C, T, H, W) itself: a multi-pathway model builds its "
                              "pathways from it with {pack} (automatic for registry models such as slowfast_r50)",
@@ -86,6 +96,7 @@ def layer_names(model: nn.Module, layer: str | nn.Module | Sequence[str | nn.Mod
                 distinct: bool = True) -> list[str]:
     """The bottleneck layers: ``layer`` (one name or module, or several), else the registry model's
     default."""
+    check_eager(model)
     if layer is None:
         spec = getattr(model, "video_iba_spec", None)
         layer = spec.default_layer if spec is not None else None

@@ -15,6 +15,7 @@ from torch import nn
 
 from .._version import __version__
 from ..bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
+from ..bottleneck.functional import working_dtype
 from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts
 from ..bottleneck.per_sample import PRECISIONS, PrecisionError, fit_inputs, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
@@ -268,10 +269,10 @@ def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tenso
     for name, group, st in zip(layers, groups, given):
         r = group[0]
         grid = Statistics.from_input(r, min_std=min_std) if st is None else _checked(st, r, name)
-        out.append(grid.to(r.device, r.dtype))
+        out.append(grid.to(r.device, working_dtype(r.dtype)))
         for tokens in group[1:]:
             prefix = st.prefix if st is not None and st.prefix is not None else grid.per_channel(tokens.dim() - 2)
-            out.append(prefix.to(tokens.device, tokens.dtype))
+            out.append(prefix.to(tokens.device, working_dtype(tokens.dtype)))
     return out
 
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from .._version import __version__
 from ..bottleneck.estimator import Statistics
-from ..bottleneck.functional import capacity, restrict, smooth
+from ..bottleneck.functional import capacity, restrict, smooth, working_dtype
 from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module
 from ..bottleneck.per_sample import smoothing_sigmas
 from ..config import IBAConfig
@@ -205,6 +205,8 @@ class Readout(nn.Module):
                grids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         """``alpha`` per bottleneck tensor, ``(N, C_i, *grid_i)`` (and ``(N, C_i, P_i)`` after a
         layer with class tokens), from readouts ``(N, C_j, *S_j)`` and logits ``(N, K)``."""
+        dtype = working_dtype(logits.dtype)  # a half-precision network's outputs: the heads work in float32
+        logits, feats = logits.to(dtype), [f.to(working_dtype(f.dtype)) for f in feats]
         z = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp(min=1e-6)
         normed = [(f - n.mean.reshape(1, -1, *[1] * (f.dim() - 2))) / n.std.reshape(1, -1, *[1] * (f.dim() - 2))
                   for f, n in zip(feats, self.norms)]
@@ -342,8 +344,8 @@ def readout_terms(model: nn.Module, readout: Readout, x: torch.Tensor, labels: t
     info = torch.stack([c.flatten(1).sum(1) for c in caps]).sum(0) / sum(c[0].numel() for c in caps)
     zs = []
     for r, lam, st in zip(rs, lams, readout.part_stats(rs)):
-        noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
-        zs.append(restrict(r, lam, st.mean, st.std, noise, st.active))
+        noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=working_dtype(r.dtype))
+        zs.append(restrict(r, lam, st.mean, st.std, noise, st.active).to(r.dtype))  # back to the network's type
     modules = [get_module(model, n) for n in readout.spec.layers]
     with HookedForward(model, modules, inputs, taps=taps) as hooked:
         noisy = hooked(zs)

@@ -60,9 +60,10 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
     listed, with the prefix removed (for wrappers). ``layout`` gives a layer's token layout, whose
     grid is then read from the output (a layout that does not fit the output is reported as none).
     """
+    p = next(iter(model.parameters()), None)
     if device is None:
-        p = next(iter(model.parameters()), None)
         device = p.device if p is not None else "cpu"
+    dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32  # a half network runs in half
     seen: dict[str, LayerInfo] = {}
     handles = []
 
@@ -92,7 +93,7 @@ def layer_table(model: nn.Module, input_shape: tuple[int, ...], device: torch.de
         model.eval()
         try:
             with torch.no_grad():
-                model(torch.zeros(input_shape, device=device))
+                model(torch.zeros(input_shape, device=device, dtype=dtype))
         finally:
             for m, f in flags:
                 m.training = f
