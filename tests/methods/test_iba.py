@@ -367,3 +367,21 @@ def test_a_compiled_model_is_refused_with_the_module_it_wraps(tiny: TinyCNN, ima
         video_iba.estimate(compiled, [image_input], layer="features.4")
     with pytest.raises(UserInputError, match="model._orig_mod"):
         video_iba.attribute("saliency", compiled, image_input)
+
+
+class _Sqrt(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sqrt()  # finite on a ReLU's output, NaN on noise below zero
+
+
+def test_a_fit_that_turns_nan_is_refused_not_reported_as_zero_bits(image_input: torch.Tensor) -> None:
+    # before, the NaN masks became a map of 0 bits with no word of the failure
+    torch.manual_seed(0)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _Sqrt(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    with pytest.raises(UserInputError, match=r"loss on the noisy feature maps is not finite at step 0 .*another layer="):
+        video_iba.explain(model, image_input, layer="1", steps=3, seed=0)
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0
+    attr = video_iba.explain(model, image_input, layer="0", steps=3, seed=0)  # before the ReLU: finite
+    assert attr.total_bits > 0 and all(math.isfinite(v) for v in attr.meta["ce_per_step"])

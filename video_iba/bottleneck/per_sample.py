@@ -28,6 +28,10 @@ class PrecisionError(ArithmeticError):
     """A reduced-precision network pass produced gradients that are not finite."""
 
 
+class NonFiniteFit(ArithmeticError):
+    """The fit's information or the network's loss on the noisy replicas is NaN or infinite."""
+
+
 @dataclass
 class FitResult:
     """Outcome of :func:`fit_per_sample`, one entry per bottleneck.
@@ -219,6 +223,9 @@ def fit_inputs(
         lams = [smooth(torch.sigmoid(a), sg) for a, sg in zip(alphas, sigmas)]
         caps = [capacity(rn, lam, n.active) for rn, lam, n in zip(r_norms, lams, noises)]
         info = torch.stack([c.reshape(k, -1).sum(1) for c in caps]).sum(0) / total  # (K,): each input's mean
+        if not bool(torch.isfinite(info).all()):
+            raise NonFiniteFit(f"the bottleneck's information is not finite at step {step} (a feature map or its "
+                               f"statistics hold NaN or infinite values)")
         infos = info.detach().tolist()
         for i, res in enumerate(results):
             res.capacities = [c[i].detach() for c in caps]
@@ -247,6 +254,9 @@ def fit_inputs(
                 for acc, g in zip(lam_grads, grads):
                     if g is not None:  # None: a bottleneck the logits do not depend on
                         acc[rows] += g
+        if not bool(torch.isfinite(ce_rows).all()):
+            raise NonFiniteFit(f"the network's loss on the noisy feature maps is not finite at step {step} (it "
+                               f"computes NaN or infinity from noise the input itself never gives)")
         if loss_scale != 1.0:
             for g in lam_grads:
                 g /= loss_scale

@@ -17,7 +17,7 @@ from .._version import __version__
 from ..bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
 from ..bottleneck.functional import working_dtype
 from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts
-from ..bottleneck.per_sample import PRECISIONS, PrecisionError, fit_inputs, smoothing_sigmas
+from ..bottleneck.per_sample import PRECISIONS, NonFiniteFit, PrecisionError, fit_inputs, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
 from ..config import IBAConfig
 from ..distributed import gather, world_size
@@ -249,6 +249,10 @@ def _precision_errors(precision: str) -> Iterator[None]:
     except PrecisionError as exc:
         raise UserInputError(f"{exc}; use {{precision}} bf16 (fp32's range) or fp32",
                              options=["precision"]) from exc
+    except NonFiniteFit as exc:
+        other = "" if precision == "fp32" else f", or {{precision}} fp32 instead of {precision}"
+        raise UserInputError(f"IBA cannot be fitted: {exc}; choose another {{layer}} (`video-iba layers` lists "
+                             f"them){other}", options=["layer", "precision"]) from exc
 
 
 def _per_input(value: Any, k: int, name: str) -> list[Any]:
