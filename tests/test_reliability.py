@@ -341,6 +341,24 @@ def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monk
     assert code == 2 and "no space left writing" in err and os.listdir(tmp_path / "o") == []
 
 
+def test_a_folder_where_a_file_goes_and_a_file_where_a_folder_goes(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # before: an IsADirectoryError naming a temporary file, and "cannot write ... (File exists)"
+    import video_iba
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    a = video_iba.attribute("random", net, torch.zeros(1, 3, 8, 8), target=0)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(video_iba.UserInputError, match="'.*folder' is a folder; give the path of a file"):
+        a.save(tmp_path / "folder")
+    assert os.listdir(tmp_path / "folder") == []
+    (tmp_path / "plain").write_text("x")
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--method", "random", "--out",
+                            str(tmp_path / "plain")], capsys)
+    assert code == 2 and "plain' is a file, not a folder" in err and (tmp_path / "plain").read_text() == "x"
+    code, _, err = run_cli(["estimate", photo_dir, "--out", str(tmp_path / "folder")], capsys)
+    assert code == 2 and "folder' is a folder" in err
+
+
 # ---------------------------------------------------------------- unclear before
 
 def test_transformer_layers_without_a_layout_are_refused_with_the_fix() -> None:

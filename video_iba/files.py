@@ -32,6 +32,11 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 def _temp_beside(path: str) -> str:
     folder = os.path.dirname(os.path.abspath(path))
+    above = folder
+    while not os.path.isdir(above) and os.path.dirname(above) != above:
+        if os.path.lexists(above):
+            raise UserInputError(f"'{above}' is a file, not a folder; give an output folder that is not a file's name")
+        above = os.path.dirname(above)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
@@ -49,8 +54,11 @@ def _default_mode() -> int:
 
 
 def check_names(paths: Sequence[str | os.PathLike[str]]) -> None:
-    """Refuse output names longer than the file system allows, before any work is done."""
+    """Refuse output names longer than the file system allows, and folders where a file is to be
+    written, before any work is done."""
     for p in paths:
+        if os.path.isdir(p):
+            raise UserInputError(f"'{os.fspath(p)}' is a folder; give the path of a file to write, in it or elsewhere")
         name = os.path.basename(os.fspath(p))
         folder = os.path.dirname(os.path.abspath(p))
         while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
