@@ -35,7 +35,8 @@ def _temp_beside(path: str) -> str:
     above = folder
     while not os.path.isdir(above) and os.path.dirname(above) != above:
         if os.path.lexists(above):
-            raise UserInputError(f"'{above}' is a file, not a folder; give an output folder that is not a file's name")
+            raise UserInputError(f"cannot write to '{folder}': '{above}' is a file, not a folder; give an output folder "
+                                 f"that is not a file's name")
         above = os.path.dirname(above)
     try:
         os.makedirs(folder, exist_ok=True)

@@ -307,3 +307,36 @@ def test_the_file_functions_take_path_objects(photo_dir, tmp_path) -> None:  # t
     res = video_iba.explain_file(session, pathlib.Path(photo_dir) / "coffee.jpg", tmp_path / "o")  # was AttributeError
     assert res.outputs == [str(tmp_path / "o" / "coffee.png"), str(tmp_path / "o" / "coffee.npz")]
     assert video_iba.load(pathlib.Path(res.outputs[1])).target == 967
+
+
+def test_a_model_of_your_own_in_half_precision_gets_every_file_workflow(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the workflows read files as float32 and a float16 network refused them ("convert x"), with no
+    # way to convert inside explain_file, evaluate_dataset or train_dataset
+    import torch
+
+    from ..nets import TinyCNN
+
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    half = TinyCNN().eval().half()
+    half.load_state_dict(net.state_dict())
+    spec = video_iba.ModelSpec(name="tinycnn", family="own", input_size=32, resize=36, default_layer="features.2")
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    maps = []
+    for model, out in ((net, "f32"), (half, "f16")):
+        session = video_iba.Session.for_model(model, spec, Settings(seed=0), labels=list("vwxyz"))
+        maps.append(video_iba.explain_file(session, photo, str(tmp_path / out)).result)
+    assert maps[1].bits.dtype == torch.float32 and abs(maps[1].total_bits - maps[0].total_bits) < 0.01 * maps[0].total_bits
+    assert float(np.corrcoef(maps[0].bits.flatten(), maps[1].bits.flatten())[0, 1]) > 0.99
+    assert repr(session) == "Session(tinycnn, method iba, layers ['features.2'], 5 labels, on cpu, weights own)"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("coffee.jpg", "rocket.jpg"):
+        shutil.copy(os.path.join(photo_dir, name), folder / name)
+    summary = evaluate_dataset(Evaluation(str(folder), methods=["gradcam", "random"], metrics=["degradation8"]),
+                               str(tmp_path / "ev"), session=session)
+    assert not summary["failed"] and {r["method"] for r in summary["table"]} == {"gradcam", "random"}
+    trained = train_dataset(TrainingRun(str(folder), str(tmp_path / "ro"), validation="none"), Schedule(epochs=1),
+                            session=session)
+    assert trained.epoch == 1 and all(np.isfinite(h["loss"]) for h in trained.history)
+    assert all(p.dtype == torch.float16 for p in half.parameters())

@@ -257,11 +257,13 @@ def _clip_truth(entry: dict[str, Any], name: str, geo: Geometry, size: int, fps:
 
 
 def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
-                 device: torch.device | str = "cpu", weights: str = "default") -> list[Item]:
+                 device: torch.device | str = "cpu", weights: str = "default",
+                 dtype: torch.dtype = torch.float32) -> list[Item]:
     """The inputs of an image model (images) or of a video model (one clip per video: the middle one,
     or the one an annotation's ``start`` gives), named by their paths in the folder, prepared for
     the registry model ``model`` with ``weights`` (:func:`~video_iba.models.registry.model_spec`),
-    or for the model a :class:`ModelSpec` describes."""
+    or for the model a :class:`ModelSpec` describes; loaded onto ``device`` in ``dtype`` (the
+    model's floating-point type)."""
     spec = model if isinstance(model, ModelSpec) else model_spec(model, weights=weights)
     model_name = spec.name
     files = find_videos(folder) if spec.is_video else find_images(folder)
@@ -278,12 +280,12 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
         target = entry.get("target") if entry else None
         if not spec.is_video:
             # read now, so that unreadable photos are refused before any work, and again when scored
-            load = _photo_loader(f, spec, device)
+            load = _photo_loader(f, spec, device, dtype)
             geo = preprocess_image(read_image(f), spec, name=f"'{f}'")[1]
             items.append(Item(name, None, target, _photo_box(entry, name, geo, spec.input_size), None, load))
             continue
         if entry is None:  # its container read now (refused if unreadable), its frames when scored
-            items.append(Item(name, None, target, load=_clip_loader(plan_clip(f, spec, start=None), device)))
+            items.append(Item(name, None, target, load=_clip_loader(plan_clip(f, spec, start=None), device, dtype)))
             continue
         line = timeline(f)
         starts = _clip_starts(entry, name, line, spec)
@@ -292,16 +294,17 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
             geo = clip.geometry
             boxes, interval = _clip_truth(entry, name, geo, spec.input_size, line.info.fps, entry.get("start") == "tube")
             items.append(Item(name if len(starts) == 1 else f"{name}@{geo.times[0]:.2f}s", None, target, boxes,
-                              interval, _clip_loader(clip, device)))
+                              interval, _clip_loader(clip, device, dtype)))
     return items
 
 
-def _photo_loader(path: str, spec: ModelSpec, device: torch.device | str) -> Callable[[], torch.Tensor]:
-    return lambda: preprocess_image(read_image(path), spec, name=f"'{path}'")[0].to(device)
+def _photo_loader(path: str, spec: ModelSpec, device: torch.device | str,
+                  dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    return lambda: preprocess_image(read_image(path), spec, name=f"'{path}'")[0].to(device, dtype)
 
 
-def _clip_loader(clip: PlannedClip, device: torch.device | str) -> Callable[[], torch.Tensor]:
-    return lambda: decode_clip(clip).to(device)
+def _clip_loader(clip: PlannedClip, device: torch.device | str, dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    return lambda: decode_clip(clip).to(device, dtype)
 
 
 def _clip_starts(entry: dict[str, Any], name: str, line: Timeline, spec: ModelSpec) -> list[float | None]:

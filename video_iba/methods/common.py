@@ -20,6 +20,13 @@ log = logging.getLogger(__name__)
 LAYER_HINT = "list the layers with `video-iba layers --model NAME` or model.named_modules()"
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating-point type of ``model``'s parameters (float32 for a model without any): the type
+    its inputs are given in (a network in half precision takes half-precision inputs)."""
+    p = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return p.dtype if p is not None else torch.float32
+
+
 def check_eager(model: nn.Module) -> None:
     """Refuse a module compiled with ``torch.compile``: the bottleneck's hooks, the network's split
     and its layer names are those of the module it wraps."""

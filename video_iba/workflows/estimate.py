@@ -125,10 +125,11 @@ def estimate_folder(
                              f"{spec.name}; drop it", options=["per_frame"])
     names = list(layers) if layers else list(spec.layers)
     targets = stats_paths_for(out, names)
-    check_names(targets)
     for t in targets:
         if os.path.isdir(t):
             raise UserInputError(f"'{t}' is a folder; give {{out}} a file name such as stats.pt", options=["out"])
+    check_names(targets)
+    for t in targets:
         ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
     what = "clip" if spec.is_video else "img"
     with process_group(str(resolve_device(device))) as dev:

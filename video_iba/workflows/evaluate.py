@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
 from ..config import IBAConfig
@@ -272,7 +273,8 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
                              "drop it", options=["clips"])
     name = own.spec.name if own is not None else estimate_inputs(ev.dataset, ev.model)[0]
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
-    items = folder_items(ev.dataset, own.spec if own is not None else name, ev.annotations, dev, ev.weights)
+    items = folder_items(ev.dataset, own.spec if own is not None else name, ev.annotations, dev, ev.weights,
+                         own.dtype if own is not None else torch.float32)
     if ev.metrics:
         _refuse_unscorable(metrics, items)
     session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),

@@ -30,6 +30,7 @@ from ..io.labels import read_labels
 from ..methods.attribute import METHODS, Method, check_method
 from ..methods.baselines import CAM_METHODS, baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
+from ..methods.common import model_dtype
 from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.layouts import TokenLayout
@@ -448,13 +449,27 @@ class Session:
         return {"weights": w, **({"weights_seed": self.settings.seed or 0} if w == "random" else {}),
                 **({"labels": self.settings.labels} if self.settings.labels else {})}
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating-point type: its inputs are given in it (a network of one's own in
+        half precision takes half-precision inputs)."""
+        return model_dtype(self.model)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the model's device, in its floating-point type."""
+        return x.to(self.device, self.dtype if x.is_floating_point() else x.dtype)
+
+    def __repr__(self) -> str:
+        return (f"Session({self.spec.name}, method {self.method.name}, layers {self.layers}, {len(self.labels)} labels, "
+                f"on {self.device}, weights {self.settings.weights})")
+
     def attribute(self, x: torch.Tensor, target: int | None,
                   on_step: Callable[[int, float, float], None] | None = None,
                   on_progress: Callable[[int], None] | None = None) -> Attribution:
         """Explain one model input (an image ``(1, 3, S, S)`` or a clip ``(1, 3, T, S, S)``) with the
         session's method; ``target`` ``None`` explains the top-1 class. ``on_step``: IBA's steps;
         ``on_progress``: the inputs of each network pass of a baseline that runs many."""
-        x = x.to(self.device)
+        x = self.model_input(x)
         if self.method.fitted:
             attr = self.fit([x], [target], on_step)[0]
         elif self.method.uses_readout:
@@ -475,7 +490,7 @@ class Session:
             on_step: Callable[[int, float, float], None] | None = None) -> list[Attribution]:
         """The per-sample bottleneck for several model inputs of one shape in one fit (each result as
         alone); ``on_step`` is called once per step of the fit."""
-        x = torch.cat([t.to(self.device) for t in xs])
+        x = torch.cat([self.model_input(t) for t in xs])
         out = explain(self.model, x, list(targets), layer=self.layers[0] if len(self.layers) == 1 else self.layers,
                       stats=(self.stats[0] if len(self.stats) == 1 else self.stats) if self.stats else None,
                       config=self.config, seed=self.settings.seed, precision=self.settings.precision,
@@ -529,7 +544,7 @@ class Session:
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """The softmax of one model input, ``(K,)`` float64 (no gradients, the model left as it was)."""
         with frozen(self.model), torch.no_grad():
-            logits = self.model(packed(x.to(self.device), input_packer(self.model, self.pack)))
+            logits = self.model(packed(self.model_input(x), input_packer(self.model, self.pack)))
         self.check_classes(logits[0])
         return torch.softmax(logits[0].double(), 0).cpu().numpy()
 

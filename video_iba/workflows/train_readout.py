@@ -41,6 +41,7 @@ from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
+from ..methods.common import model_dtype
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
@@ -78,11 +79,12 @@ class TrainingData:
         items = [self.items[i] for i in order]
         return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
 
-    def inputs(self, items: Sequence[Any], batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:
-        """The inputs of ``items`` in batches, on ``device``."""
+    def inputs(self, items: Sequence[Any], batch_size: int, device: torch.device | str,
+               dtype: torch.dtype = torch.float32) -> Iterator[torch.Tensor]:
+        """The inputs of ``items`` in batches, on ``device`` in ``dtype`` (the model's)."""
         sub = TrainingData(self.name, list(items), self.load)
         for chunk in sub.batches(range(len(items)), batch_size):
-            yield self.load(chunk)[0].to(device)
+            yield self.load(chunk)[0].to(device, dtype)
 
 
 #: The synthetic benchmark's training clips used when none are counted.
@@ -166,6 +168,7 @@ class _Training:
         self.model, self.data, self.out, self.schedule = model, data, out_dir, schedule
         self.validation, self.device, self.model_name, self.pack = validation, device, model_name, pack
         self.tokens = tokens
+        self.dtype = model_dtype(model)  # inputs are given in the model's type (a network in half precision)
         self.weights = weights_digest(model)
         self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
         self.best = os.path.join(out_dir, "best.pt")
@@ -218,9 +221,9 @@ class _Training:
 
     def _new(self, layers: Sequence[str], readouts: Sequence[str] | None, stats: Sequence[Statistics] | None,
              config: IBAConfig) -> Readout:
-        probe = self.data.load(self.data.items[:1])[0].to(self.device)
+        probe = self.data.load(self.data.items[:1])[0].to(self.device, self.dtype)
         subset = shard(self.data.items[:MAX_ESTIMATE])
-        return new_readout(self.model, probe, lambda: self.data.inputs(subset, self.schedule.batch_size, self.device),
+        return new_readout(self.model, probe, lambda: self.data.inputs(subset, self.schedule.batch_size, self.device, self.dtype),
                            layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
                            tokens=self.tokens)
 
@@ -239,7 +242,7 @@ class _Training:
                     x, y = self.data.load(chunk)
                     with frozen(self.model), torch.inference_mode(False), torch.enable_grad():
                         readout.train()
-                        loss, ce, info = readout_loss(self.model, readout, x.to(self.device), y, generator, net=net,
+                        loss, ce, info = readout_loss(self.model, readout, x.to(self.device, self.dtype), y, generator, net=net,
                                                       pack=self.pack)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
@@ -378,7 +381,8 @@ def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size:
         for chunk in TrainingData(data.name, items, data.load).batches(range(len(items)), batch_size):
             x, y = data.load(chunk)
             with frozen(model), torch.no_grad():
-                ce, info, noisy, target = readout_terms(model, readout, x.to(device), y, generator, pack=pack)
+                ce, info, noisy, target = readout_terms(model, readout, x.to(device, model_dtype(model)), y, generator,
+                                                        pack=pack)
             sums += [float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()), ce.numel()]
     finally:
         readout.train(was_training)
