@@ -43,6 +43,7 @@ def test_short_ranges_loop_with_a_warning(caplog: pytest.LogCaptureFixture) -> N
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"start": 5.0, "end": 4.0}, "empty"), ({"start": 12.0}, "empty"), ({"stride": 0.0}, "stride"),
+    ({"stride": 0.001}, r"stride= 0.001 s is shorter than one frame of the video \(0.04 s at 25 fps\).*at least 0.040"),
 ])
 def test_bad_ranges(kwargs: dict, match: str) -> None:
     with pytest.raises(UserInputError, match=match):

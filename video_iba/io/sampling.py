@@ -115,6 +115,12 @@ def plan_windows(
     span = clip_seconds(frames, rate)
     if stride is not None and not stride > 0:
         raise UserInputError(f"{{stride}} must be > 0 seconds, got {stride}", options=["stride"])
+    frame = 1.0 / source_fps if source_fps > 0 else 0.0
+    if stride is not None and stride < frame * (1 - 1e-6) and stop - start > span:
+        raise UserInputError(f"{{stride}} {stride:g} s is shorter than one frame of the video ({frame:.4g} s at "
+                             f"{source_fps:g} fps): windows would repeat the same frames; give at least "
+                             f"{math.ceil(frame * 1000) / 1000:.3f}",
+                             options=["stride"])
     step = span if stride is None else stride
     count = int((stop - start - span) // step) + 2 if stop - start > span else 1
     if count > MAX_WINDOWS:
