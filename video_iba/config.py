@@ -19,7 +19,10 @@ class IBAConfig:
     Attributes:
         beta: Weight of the information term; the loss is ``CE + beta * mean(capacity)``, the
             mean running over all feature elements (the paper's ``beta / k``).
-        steps: Adam updates of the mask parameters.
+        steps: Optimisation steps. As in the reference code, the map is the information of the
+            mask each step's loss is computed with, i.e. after ``steps - 1`` Adam updates (the
+            last update would change nothing the map shows, so it is skipped); ``1`` gives the
+            initial mask's information, the same for every class.
         samples: Noisy replicas of the input per step (the paper's batch size).
         lr: Adam learning rate.
         alpha_init: Initial mask parameter (``sigmoid(5) = 0.993``: almost everything passes).

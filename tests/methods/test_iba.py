@@ -385,3 +385,14 @@ def test_a_fit_that_turns_nan_is_refused_not_reported_as_zero_bits(image_input: 
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
     attr = video_iba.explain(model, image_input, layer="0", steps=3, seed=0)  # before the ReLU: finite
     assert attr.total_bits > 0 and all(math.isfinite(v) for v in attr.meta["ce_per_step"])
+
+
+def test_one_step_is_the_initial_mask_and_says_so(tiny: TinyCNN, image_input: torch.Tensor,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    tiny = copy.deepcopy(tiny)  # a model not explained before: warned once per model and layer
+    a = video_iba.explain(tiny, image_input, 0, layer="features.4", seed=0, steps=1)
+    b = video_iba.explain(tiny, image_input, 1, layer="features.4", seed=0, steps=1)
+    assert torch.equal(a.bits, b.bits)  # no update: the class plays no part
+    assert sum("with 1 step the mask is never updated" in r.message for r in caplog.records) == 1
+    c = video_iba.explain(tiny, image_input, 1, layer="features.4", seed=0, steps=2)
+    assert not torch.equal(b.bits, c.bits)

@@ -8,6 +8,7 @@ import logging
 import math
 import secrets
 import time
+import weakref
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 #: A class the network gives to the bottleneck's noise with at least this probability is reported.
 NOISE_CLASS_P = 0.5
 _noise_warned: set[tuple[str, tuple[str, ...], int]] = set()  # (model, layers, class): warned once per process
+#: The models (and their layers) warned about a one-step fit, each once.
+_one_step_warned: weakref.WeakKeyDictionary[nn.Module, set[tuple[str, ...]]] = weakref.WeakKeyDictionary()
 
 
 def explain(
@@ -124,6 +127,10 @@ def explain(
     layers = layer_names(model, layer)
     modules = [get_module(model, name, LAYER_HINT) for name in layers]
     given = _per_layer_stats(stats, layers)
+    if cfg.steps == 1 and tuple(layers) not in _one_step_warned.setdefault(model, set()):
+        _one_step_warned[model].add(tuple(layers))
+        log.warning("with 1 step the mask is never updated: the map is the initial mask's information, the same for "
+                    "every class; use at least 2 steps (the paper's 10)")
     t0 = time.perf_counter()
     layouts = layouts_for(model, layers, tokens)
     with _memory_errors(cfg, k), frozen(model), torch.inference_mode(False), torch.enable_grad():
