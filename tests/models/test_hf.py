@@ -157,3 +157,32 @@ def test_the_command_line_explains_a_clip_with_a_cached_checkpoint(tmp_path, mon
     assert f"#{result.target} {result.meta['target_label']}" in out and "in class tokens)" in out
     assert result.meta["target_label"] == LABELS[str(result.target)]
     assert len(read_frames(str(tmp_path / "out" / "clip.mp4"))) == 40
+
+
+def test_a_checkpoint_folder_brings_its_own_configuration(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    # a save_pretrained folder of a model the cache does not hold was refused for want of a cached
+    # configuration ("or give --weights a checkpoint folder", which it was), one of another size
+    # than the id's shipped configuration ended in a transformers traceback, and hf:PATH was no id
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    folder = tmp_path / "mine"
+    torch.manual_seed(3)
+    net = transformers.AutoModelForVideoClassification.from_config(_config("videomae")).eval()
+    net.save_pretrained(folder)
+    for name, weights in (("hf:me/mine", str(folder)), (f"hf:{folder}", "default"),
+                          ("hf:MCG-NJU/videomae-base-finetuned-kinetics", str(folder))):
+        model = video_iba.load_model(name, weights=weights)
+        spec = model.video_iba_spec
+        assert (spec.input_size, spec.frames, spec.label_names) == (32, 4, ("left", "right", "still")), name
+        assert torch.equal(model.state_dict()["hf.classifier.weight"], net.state_dict()["classifier.weight"])
+    random = video_iba.load_model(f"hf:{folder}", weights="random")
+    assert random.video_iba_spec.input_size == 32
+    assert not torch.equal(random.state_dict()["hf.classifier.weight"], net.state_dict()["classifier.weight"])
+    (tmp_path / "no-config").mkdir()
+    with pytest.raises(UserInputError, match="holds no config.json; give weights= a folder written by save_pretrained"):
+        video_iba.load_model("hf:me/mine", weights=str(tmp_path / "no-config"))
+    clip = encode(str(tmp_path / "clip.mp4"), frames=40, size=(48, 40))
+    code, out, err = run_cli(["explain", clip, "--model", "hf:me/mine", "--weights", str(folder), "--steps", "2",
+                              "--samples", "2", "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    result = video_iba.load(tmp_path / "out" / "clip.npz")
+    assert result.bits.shape[2:] == (4, 32, 32) and result.meta["target_label"] in ("left", "right", "still")

@@ -96,12 +96,22 @@ def hf_cache() -> str:
     return os.path.join(home, "hub")
 
 
+def local_checkpoint(name: str) -> str | None:
+    """The folder of ``hf:PATH`` where ``PATH`` is a folder written by ``save_pretrained`` (it holds
+    ``config.json``), else ``None``."""
+    path = name[len(HF_PREFIX):]
+    return path if path and os.path.isfile(os.path.join(path, "config.json")) else None
+
+
 def model_id(name: str) -> str:
-    """``ORG/NAME`` of ``hf:ORG/NAME``, checked."""
+    """``ORG/NAME`` of ``hf:ORG/NAME`` (or the folder of ``hf:PATH``), checked."""
     mid = name[len(HF_PREFIX):]
+    if local_checkpoint(name) is not None:
+        return mid
     if mid.count("/") != 1 or not all(mid.split("/")):
-        raise UserInputError(f"'{name}' is not a Hugging Face model id; write hf:ORG/NAME, e.g. "
-                             f"hf:MCG-NJU/videomae-base-finetuned-kinetics")
+        raise UserInputError(f"'{name}' is not a Hugging Face model id or checkpoint folder; write hf:ORG/NAME, e.g. "
+                             f"hf:MCG-NJU/videomae-base-finetuned-kinetics, or hf:PATH of a folder written by "
+                             f"save_pretrained (with its config.json)")
     return mid
 
 
@@ -126,8 +136,27 @@ def _missing(mid: str, what: str) -> UserInputError:
                           + (" or 'random'" if mid in SHIPPED else ""), options=["weights"])
 
 
-def hf_config(mid: str) -> tuple[dict[str, Any], str]:
-    """The configuration of ``mid`` as a dict, and where it came from (the cache, else the package)."""
+def checkpoint_folder(name: str, weights: str) -> str | None:
+    """The ``save_pretrained`` folder whose configuration ``hf:NAME`` is built with for ``weights``:
+    ``weights`` when it is such a folder, else the folder of ``hf:PATH``, else ``None`` (the cache)."""
+    if os.path.isfile(os.path.join(weights, "config.json")):
+        return weights
+    if os.path.isdir(weights):
+        raise UserInputError(f"'{weights}' holds no config.json; give {{weights}} a folder written by save_pretrained",
+                             options=["weights"])
+    return local_checkpoint(name)
+
+
+def hf_config(mid: str, folder: str | None = None) -> tuple[dict[str, Any], str]:
+    """The configuration of ``mid`` as a dict, and where it came from (a checkpoint ``folder``, the
+    cache, else the package)."""
+    if folder is not None:
+        try:
+            with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
+                return json.load(fh), f"checkpoint folder {folder}"
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"cannot read the configuration '{os.path.join(folder, 'config.json')}' ({exc}); "
+                                 f"give a folder written by save_pretrained") from exc
     snap = _snapshot(mid)
     if snap is not None:
         with open(os.path.join(snap, "config.json"), encoding="utf-8") as fh:
@@ -149,10 +178,11 @@ def family_of(config: dict[str, Any], mid: str) -> Family:
     return FAMILIES[kind]
 
 
-def spec_fields(name: str) -> dict[str, Any]:
-    """The registry spec of ``hf:ORG/NAME`` as keyword arguments of ``ModelSpec``."""
+def spec_fields(name: str, weights: str = "default") -> dict[str, Any]:
+    """The registry spec of ``hf:ORG/NAME`` (or ``hf:PATH``) as keyword arguments of ``ModelSpec``,
+    from the configuration of the checkpoint folder ``weights`` where it is one."""
     mid = model_id(name)
-    config, source = hf_config(mid)
+    config, source = hf_config(mid, checkpoint_folder(name, weights))
     fam = family_of(config, mid)
     frames, size = int(config["num_frames"]), int(config["image_size"])
     tt, th, tw = fam.tubelet(config)
@@ -240,15 +270,16 @@ def build_hf(name: str, weights: str) -> nn.Module:
         raise UserInputError("Hugging Face models need the optional package transformers; "
                              "pip install 'video-iba[hf]'") from exc
     mid = model_id(name)
-    config, _ = hf_config(mid)
+    folder = checkpoint_folder(name, weights)
+    config, _ = hf_config(mid, folder)
     fam = family_of(config, mid)
     auto = transformers.AutoModelForVideoClassification
     if weights == "random":
         kind = config["model_type"]
         cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
         return HFVideoClassifier(auto.from_config(cfg), fam.base)
-    if os.path.isdir(weights):
-        source = weights
+    if folder is not None and weights in ("default", "kinetics400", folder):
+        source = folder
     elif weights in ("default", "kinetics400"):
         snap = _snapshot(mid)
         if snap is None:
@@ -260,7 +291,7 @@ def build_hf(name: str, weights: str) -> nn.Module:
     try:
         net = auto.from_pretrained(source, local_files_only=True)
     except OSError as exc:
-        raise _missing(mid, "checkpoint") if source != weights else UserInputError(
-            f"cannot load a Hugging Face checkpoint from '{weights}' ({exc}); give a folder written by "
+        raise _missing(mid, "checkpoint") if folder is None else UserInputError(
+            f"cannot load a Hugging Face checkpoint from '{folder}' ({exc}); give a folder written by "
             f"save_pretrained") from exc
     return HFVideoClassifier(net, fam.base)

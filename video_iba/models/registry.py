@@ -756,7 +756,11 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default") -
     without a default layer are refused only when none is named); for a torchvision image model
     with named weights other than its default (``"IMAGENET1K_V2"``), that weights' preprocessing:
     resize, crop, mean and std (and so a ViT's token grid)."""
-    spec = _base_spec(name) if layer_given else get_spec(name)
+    if is_hf(name) and weights not in ("default", "random"):  # a checkpoint folder: its own configuration
+        spec = ModelSpec(**spec_fields(name, weights))
+        spec = spec if layer_given else _resolve_layer(spec)
+    else:
+        spec = _base_spec(name) if layer_given else get_spec(name)
     if spec.family != "torchvision" or spec.is_video or weights in ("default", "random", spec.default_weights):
         return spec
     try:
