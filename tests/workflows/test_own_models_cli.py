@@ -42,6 +42,11 @@ NET = textwrap.dedent('''
         return net, dataclasses.replace(spec, labels="ucf101", label_names=())
 
 
+    def imagenet_half():
+        net, spec = build()  # the spec's label set left at its default, ImageNet's; the network in float16
+        return net.half(), dataclasses.replace(spec, labels="imagenet", label_names=())
+
+
     def broken():
         raise RuntimeError("checkpoint server down")
 
@@ -115,6 +120,13 @@ def test_a_network_of_ones_own_is_explained_from_the_command_line(own, tmp_path,
     assert code == 0, err
     (row,) = read_jsonl(str(tmp_path / "batch" / "manifest.jsonl"))
     assert row["status"] == "ok" and row["label"] in ("a", "b", "c")
+    # a labels file for a spec left at ImageNet's label set is checked against the network's 3 outputs,
+    # not the 1000 ImageNet names (it was refused: "names 3 classes but ... outputs 1000"); a float16
+    # network is given its clips in float16
+    code, stdout, err = run_cli(["explain", str(folder / "square.mp4"), "--model", f"{net}:imagenet_half", "--labels",
+                                 str(labels), "--steps", "2", "--samples", "2", "--out", str(tmp_path / "half")], capsys)
+    assert code == 0, err
+    assert video_iba.load(tmp_path / "half" / "square.npz").meta["target_label"] in ("a", "b", "c")
 
 
 def test_a_package_module_names_a_network_too(own, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -214,8 +214,9 @@ def _class_names(spec: ModelSpec) -> list[str]:
 def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
     """``spec`` with the class names of the labels file ``path``, as many as the model's outputs."""
     names = read_labels(path)
-    have = _class_names(spec)
-    if have and len(names) != len(have):  # a network of one's own without names: checked on its logits
+    # a network of one's own: checked on its logits (its spec's label set may be the default, ImageNet's)
+    have = _class_names(spec) if spec.family != "entry" else []
+    if have and len(names) != len(have):
         raise UserInputError(f"the labels file '{path}' names {len(names)} classes but {spec.name} with these weights "
                              f"outputs {len(have)}; give one name per output, in index order")
     return with_class_names(spec, names)
