@@ -212,7 +212,11 @@ def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys
 def test_many_windows_go_to_disk_or_are_refused_before_any_work(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     clip = encode(str(tmp_path / "c.mp4"), frames=60, content=moving_square)
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "1e-9"], capsys)
-    assert code == 2 and "windows over 2.0 s, more than 100000" in err and "--stride" in err
+    assert code == 2 and "--stride 1e-09 s is shorter than one frame of the video" in err
+    from video_iba.io.sampling import plan_windows
+
+    with pytest.raises(video_iba.UserInputError, match="windows over 4000.0 s, more than 100000; give a larger"):
+        plan_windows(120_000, 30.0, 16, 2, stride=1 / 30)  # a stride of one frame over 67 minutes
     import video_iba.workflows.explain as wx
 
     argv = ["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "0.25", *FAST]
