@@ -23,6 +23,11 @@ def test_labels_from_text_and_json(tmp_path) -> None:  # type: ignore[no-untyped
     config = tmp_path / "config.json"  # a Hugging Face configuration
     config.write_text(json.dumps({"model_type": "videomae", "id2label": {"0": "x", "1": "y"}}))
     assert read_labels(str(config)) == ["x", "y"]
+    marked = tmp_path / "bom.txt"  # a byte-order mark, as some Windows editors write, and a path object
+    marked.write_bytes("\ufeffa\r\nb\r\n".encode("utf-8"))
+    assert read_labels(marked) == ["a", "b"]
+    marked.with_suffix(".json").write_bytes(("\ufeff" + json.dumps(["a", "b"])).encode("utf-8"))
+    assert read_labels(marked.with_suffix(".json")) == ["a", "b"]
 
 
 @pytest.mark.parametrize("name,content,message", [

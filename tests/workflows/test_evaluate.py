@@ -60,7 +60,8 @@ def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys, monkey
 def test_image_folder_with_annotations(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     files = sorted(os.listdir(photo_dir))
     ann = tmp_path / "boxes.json"
-    ann.write_text(json.dumps({files[0]: {"box": [10, 10, 120, 90]}}))
+    # with a byte-order mark, as some Windows editors write (was refused as a JSONDecodeError)
+    ann.write_bytes(("\ufeff" + json.dumps({files[0]: {"box": [10, 10, 120, 90]}})).encode("utf-8"))
     out = str(tmp_path / "ev")
     code, stdout, err = run_cli(["evaluate", photo_dir, "--methods", "random,gradcam", "--metrics", "hit_ratio",
                               "--annotations", str(ann), "--out", out], capsys)

@@ -92,7 +92,7 @@ def read_annotations(path: str, names: Sequence[str], video: bool = False) -> di
     shares it. Every key must name an input and every entry be well formed; ``video``: the inputs
     are videos (photos take no ``tube``, ``interval`` or ``start``)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is no part of the JSON
             data = json.load(fh)
     except (OSError, ValueError) as exc:
         raise UserInputError(f"cannot read annotations '{path}' ({type(exc).__name__}); give a JSON object mapping "

@@ -17,9 +17,9 @@ def read_labels(path: str) -> list[str]:
     is text, one name per line (surrounding spaces and trailing blank lines dropped). Names must be
     distinct and not empty, since a class is chosen by name.
     """
-    regular_file(path, "labels file", "give a file with one class name per line, in index order")
+    path = regular_file(path, "labels file", "give a file with one class name per line, in index order")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not part of the first name
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"cannot read the labels file '{path}' ({type(exc).__name__}); give a UTF-8 text file "
