@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -183,11 +184,11 @@ def test_clip_preprocessing_matches_the_image_path_frame_by_frame() -> None:
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(5, 120, 160, 3), dtype=np.uint8)
-    spec = get_spec("resnet50")
+    spec = get_spec("efficientnet_lite0_i3d")
     clip, geo = preprocess_clip(frames, spec)
     assert clip.shape == (1, 3, 5, 224, 224)
-    for t in (0, 4):
-        x, g = preprocess_image(frames[t], spec)
+    for t in (0, 4):  # each frame as the image model of the same preprocessing treats a photo
+        x, g = preprocess_image(frames[t], dataclasses.replace(spec, modality="image"))
         torch.testing.assert_close(clip[0, :, t], x[0])
         assert g == geo
 
@@ -250,3 +251,17 @@ def test_an_unavailable_or_unknown_device_is_refused_before_building() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(video_iba.UserInputError, match="CUDA is not available here; give device= 'cpu'"):
             video_iba.load_model("resnet18", weights="random", device="cuda:0")
+
+
+def test_preprocessing_refuses_the_other_kind_of_model_and_a_name() -> None:
+    # a photo preprocessed for r3d_18 gave an image input a video model cannot take, and a spec
+    # given by name ended in an AttributeError
+    photo, frames = np.zeros((64, 64, 3), np.uint8), np.zeros((4, 64, 64, 3), np.uint8)
+    video, image = get_spec("r3d_18"), get_spec("efficientnet_lite0")
+    with pytest.raises(UserInputError, match="r3d_18 is a video model; read a clip with read_clip"):
+        preprocess_image(photo, video)
+    with pytest.raises(UserInputError, match="efficientnet_lite0 is an image model; read a photo with read_image"):
+        video_iba.preprocess_clip(frames, image)
+    with pytest.raises(UserInputError, match=r"read_clip takes the model's spec .*get_spec\('r3d_18'\)\), not str"):
+        video_iba.read_clip("clip.mp4", "r3d_18")  # type: ignore[arg-type]
+    assert tuple(video_iba.preprocess_clip(frames, video)[0].shape) == (1, 3, 4, 112, 112)

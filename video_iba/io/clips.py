@@ -19,7 +19,7 @@ import torch
 
 from ..errors import UserInputError
 from ..files import regular_file
-from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
+from ..models.preprocess import CropPlan, Geometry, check_size, check_spec, crop_input, plan_crops
 from ..models.registry import ModelSpec
 from .sampling import Window, plan_windows
 from .video import VideoInfo, frame_times, iter_frames, probe_video, resize_frame
@@ -233,8 +233,7 @@ def plan_clip(path: str | os.PathLike[str], spec: ModelSpec, start: float | None
               line: Timeline | None = None) -> PlannedClip:
     """Where :func:`read_clip`'s clip lies (its frames, crop and times), from the container alone:
     nothing is decoded. ``line``: the video's :func:`timeline`, where the caller has it already."""
-    if not spec.is_video:
-        raise UserInputError(f"{spec.name} is an image model; read a photo with read_image and preprocess_image")
+    check_spec(spec, True, "read_clip")
     path = regular_file(path, "input file", "check the path")  # a path object too (decord takes strings only)
     if start is not None and not (isinstance(start, numbers.Real) and math.isfinite(start) and start >= 0):
         raise UserInputError(f"start must be a number of seconds >= 0, or None for the clip in the middle; got "

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ..files import atomic_write, regular_file
+from .discovery import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     with _open(p) as container:
         if container.format.name.endswith("_pipe") or container.format.name == "image2":
             kind = container.format.name.split("_")[0].upper()
+            if os.path.splitext(p)[1].lower() in IMAGE_SUFFIXES:  # named as the image it is: read as one
+                raise UserInputError(f"'{p}' is an image ({kind}), not a video; read it with read_image, or explain "
+                                     f"it with an image model")
             raise UserInputError(f"'{p}' is an image ({kind}), not a video; give it an image suffix (.jpg, .png, ...) "
                                  f"to explain it as a photo")
         if not container.streams.video:

@@ -146,6 +146,19 @@ def _channels_first_hint(shape: tuple[int, ...]) -> str:
     return ""
 
 
+def check_spec(spec: Any, video: bool, function: str) -> None:
+    """Refuse what is not a :class:`ModelSpec`, or the spec of the other kind of model (a video
+    model's for a photo, an image model's for a clip), naming the function to use."""
+    if not isinstance(spec, ModelSpec):
+        example = f"get_spec({spec!r})" if isinstance(spec, str) else "get_spec(name)"
+        raise UserInputError(f"{function} takes the model's spec (model.video_iba_spec, or video_iba.{example}), not "
+                             f"{type(spec).__name__}")
+    if spec.is_video != video:
+        fix = ("read a clip with read_clip(path, spec) or preprocess_clip(frames, spec)" if spec.is_video
+               else "read a photo with read_image and preprocess_image")
+        raise UserInputError(f"{spec.name} is {'a video' if spec.is_video else 'an image'} model; {fix}")
+
+
 def preprocess_image(rgb: Any, spec: ModelSpec, name: str = "image") -> tuple[torch.Tensor, Geometry]:
     """Turn an RGB image (``(H, W, 3)`` uint8 or floats in ``[0, 1]``, as an array or tensor, or a
     PIL image; see :func:`rgb_uint8`) into the model input ``(1, 3, S, S)``.
@@ -157,6 +170,7 @@ def preprocess_image(rgb: Any, spec: ModelSpec, name: str = "image") -> tuple[to
         UserInputError: images whose shorter side is below ``spec.min_side``, or pixels that are
             not RGB values.
     """
+    check_spec(spec, False, "preprocess_image")
     rgb = rgb_uint8(rgb, name)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise UserInputError(f"{name} must be (H, W, 3) RGB pixels, got shape {tuple(rgb.shape)}"
@@ -170,6 +184,7 @@ def preprocess_clip(frames: Any, spec: ModelSpec, name: str = "clip") -> tuple[t
     of frames; see :func:`rgb_uint8`) into the clip ``(1, 3, T, S, S)`` of a video model, each
     frame as :func:`preprocess_image` treats an image (``T`` is not checked against
     ``spec.frames``: sample the frames at the model's rate, see :func:`video_iba.read_clip`)."""
+    check_spec(spec, True, "preprocess_clip")
     frames = rgb_uint8(frames, name)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}"
