@@ -275,3 +275,27 @@ def test_long_baselines_report_every_network_input(method: str, shape: tuple[int
     else:
         assert sum(seen) == network_inputs(method, shape) and max(seen) <= 5
     assert plain.meta["batch"] == 16 and counted.meta["batch"] == 5  # on a CPU: 16 unless given
+
+
+class _SharedConv(nn.Module):
+    """One convolution run on the input and on its mirror image (shared weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([self.conv(x).mean((2, 3)), self.conv(x.flip(3)).mean((2, 3))], 1))
+
+
+def test_gradcam_refuses_a_layer_run_twice_as_iba_does() -> None:
+    # captum kept one of the two outputs, silently
+    torch.manual_seed(0)
+    model, x = _SharedConv().eval(), torch.randn(1, 3, 16, 16)
+    for method in ("gradcam", "guided_gradcam"):
+        with pytest.raises(UserInputError, match="Grad-CAM's layer 'conv' runs 2 times in one forward pass"):
+            attribute(method, model, x, cam_layer="conv")
+    with pytest.raises(UserInputError, match="layer 'conv' runs 2 times in one forward pass"):
+        video_iba.explain(model, x, layer="conv", steps=2)
+    assert sum(len(m._forward_hooks) for m in model.modules()) == 0

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from ..bottleneck.insertion import HookedForward, capture_taps, check_logits, first_forward, frozen, get_module
+from ..bottleneck.insertion import (HookedForward, capture_taps, check_logits, first_forward, forward_hook, frozen,
+                                   get_module)
 from ..errors import UserInputError
 from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
@@ -274,7 +275,16 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             meta["cam_tokens"] = repr(layout)
             grid_cam = _token_gradcam(net, layer, name, layout, x, target)
         else:
-            grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+            calls = [0]  # a layer run twice per pass (shared weights): captum would keep one of its outputs
+
+            def count(*_: Any) -> None:
+                calls[0] += 1
+
+            with forward_hook(layer, count):
+                grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
+            if calls[0] > 1:
+                raise UserInputError(f"Grad-CAM's layer '{name}' runs {calls[0]} times in one forward pass; choose a "
+                                     f"layer that runs once with {{cam_layer}}", options=["cam_layer"])
         if isinstance(grid_cam, tuple):
             grid_cam = grid_cam[0]
         if grid_cam.dim() == x.dim() + 1 and grid_cam.shape[2] == 1:  # a photo's one-frame token grid
