@@ -197,6 +197,7 @@ def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys
                    capsys)[0] == 0
     code, _, err = run_cli(["explain", photo, "--stats", str(other), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "estimated with other weights (random, seed 0)" in err and "--weights" in err
+    assert f"the statistics in '{other}' were estimated" in err  # was "'random.pt' were estimated"
     assert "and --seed their seed" in err
     # random weights of another seed are other weights: the message names the seed to give
     code, _, err = run_cli(["explain", photo, "--weights", "random", "--seed", "1", "--stats", str(other), "--out",

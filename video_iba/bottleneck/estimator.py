@@ -202,7 +202,7 @@ class Statistics:
             weights: The model's weights digest (:func:`video_iba.models.weights_digest`), checked
                 against the one recorded when the statistics were estimated.
         """
-        where = self.meta.get("path", "the statistics")
+        where = f"the statistics in '{self.meta['path']}'" if self.meta.get("path") else "the statistics"
         rec_weights = self.meta.get("weights_digest")
         if weights is not None and rec_weights is not None and rec_weights != weights:
             made = str(self.meta.get("weights", "?"))
