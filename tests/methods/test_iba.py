@@ -192,6 +192,11 @@ def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
         video_iba.estimate(tiny, [data[0], torch.randn(8, 3, 40, 40)], layer="features.4")
     with pytest.raises(UserInputError, match="NaN or infinite"):
         video_iba.estimate(tiny, [data[0], torch.full((2, 3, 32, 32), float("nan"))], layer="features.4")
+    # one batch given as a tensor is that batch (iterated, its rows lost their batch axis: a conv ValueError)
+    torch.testing.assert_close(video_iba.estimate(tiny, data[0], layer="features.4").mean,
+                               video_iba.estimate(tiny, [data[0]], layer="features.4").mean)
+    with pytest.raises(UserInputError, match=r"got shape \(3, 32, 32\); add a batch axis to one input with x\[None\]"):
+        video_iba.estimate(tiny, [data[0][0]], layer="features.4")
 
 
 def test_spatiotemporal_maps() -> None:

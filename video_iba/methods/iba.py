@@ -362,7 +362,8 @@ def estimate(
 
     Args:
         model: The network.
-        batches: Iterable of preprocessed input batches ``(N, C, H, W)`` or clips ``(N, C, T, H, W)``.
+        batches: Iterable of preprocessed input batches ``(N, C, H, W)`` or clips ``(N, C, T, H, W)``;
+            or one such batch, a tensor.
         layer: Dotted module path or submodule (registry default if omitted for a registry
             model), or a list of them (one estimate each, from the same forward passes).
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
@@ -386,6 +387,8 @@ def estimate(
         layer, or a list of them, in the order of ``layer``, for several.
     """
     names = layer_names(model, layer, distinct=pools is None)
+    if isinstance(batches, torch.Tensor):  # one batch (iterating it would give its inputs without a batch axis)
+        batches = [batches]
     if pools is not None:
         if pool is not None:
             raise UserInputError("give {pool} or {pools}, not both", options=["pool", "pools"])
@@ -408,6 +411,9 @@ def estimate(
                 raise UserInputError(f"batches must be tensors (N, C, H, W) or clips (N, C, T, H, W), got "
                                      f"{type(xb).__name__}; a multi-pathway model builds its pathways with {{pack}}",
                                      options=["pack"])
+            if xb.dim() not in (4, 5):
+                raise UserInputError(f"a batch must be (N, C, H, W) or clips (N, C, T, H, W), got shape "
+                                     f"{tuple(xb.shape)}; add a batch axis to one input with x[None]")
             seen = ests[0].samples if ests is not None else 0
             if max_samples is not None and seen >= max_samples:
                 break
