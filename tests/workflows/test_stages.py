@@ -89,3 +89,7 @@ def test_the_wrong_kind_of_input_for_the_model_is_refused(photo_dir, tmp_path) -
         Options(vmax=-1.0)
     with pytest.raises(UserInputError, match="end= .* must be after start="):
         Range(start=2.0, end=1.0)
+    with pytest.raises(UserInputError, match="stride= must be a finite number of seconds > 0"):
+        Range(stride=0)  # was taken, and refused only once a video's windows were planned
+    with pytest.raises(UserInputError, match="unknown coverage 'all'; give coverage= one of center, tiles"):
+        Range(coverage="all")

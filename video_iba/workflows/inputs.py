@@ -9,6 +9,8 @@ window and crop in order, reading a video as a stream.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -21,7 +23,7 @@ from ..io.clips import Timeline, clip_decoder, iter_window_frames, timeline
 from ..io.discovery import is_animated_gif, is_video_file
 from ..io.image import load_image
 from ..io.sampling import Window
-from ..models.preprocess import CropPlan, Geometry, check_size, crop_input, plan_crops
+from ..models.preprocess import COVERAGES, CropPlan, Geometry, check_size, crop_input, plan_crops
 from ..models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,13 @@ class Range:
         if self.end is not None and not self.end > self.start:
             raise UserInputError(f"{{end}} ({self.end} s) must be after {{start}} ({self.start} s)",
                                  options=["end", "start"])
+        if self.stride is not None and not (isinstance(self.stride, numbers.Real) and math.isfinite(self.stride)
+                                            and self.stride > 0):
+            raise UserInputError(f"{{stride}} must be a finite number of seconds > 0, or None for windows one clip "
+                                 f"apart; got {self.stride!r}", options=["stride"])
+        if self.coverage not in COVERAGES:
+            raise UserInputError(f"unknown coverage '{self.coverage}'; give {{coverage}} one of {', '.join(COVERAGES)}",
+                                 options=["coverage"])
 
 
 def refuse_video_options(path: str, span: Range, *others: str) -> None:
