@@ -228,6 +228,13 @@ def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str, method: str) -
             video_iba.attribute(method, tiny, bad)
 
 
+@pytest.mark.parametrize("method", ["saliency", "gradcam", "occlusion8"])
+def test_a_batch_given_to_a_baseline_names_how_to_take_one_input(tiny: TinyCNN, method: str) -> None:
+    # it said to add a batch axis, which the batch has
+    with pytest.raises(UserInputError, match=r"got \(2, 3, 32, 32\); explain one input at a time, x\[i:i \+ 1\]"):
+        video_iba.attribute(method, tiny, torch.randn(2, 3, 32, 32))
+
+
 def test_a_model_giving_nan_logits_is_refused(tiny: TinyCNN, image_input: torch.Tensor) -> None:
     broken = copy.deepcopy(tiny)
     with torch.no_grad():

@@ -61,8 +61,9 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
         raise UserInputError(f"x must have shape (K, C, H, W) or (K, C, T, H, W) with K >= 1 inputs, got "
                              f"{tuple(x.shape)}; add a batch axis to one input with x[None]")
     if not many and (x.dim() not in (4, 5) or x.shape[0] != 1):
-        raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; "
-                             f"explain one input at a time (add a batch axis with x[None])")
+        fix = ("explain one input at a time, x[i:i + 1] (video_iba.explain fits several at once)"
+               if x.dim() in (4, 5) else "add a batch axis to one input with x[None]")
+        raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; {fix}")
     if not x.is_floating_point():
         raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
     if not bool(torch.isfinite(x).all()):
