@@ -119,7 +119,7 @@ def plan_windows(
     if stride is not None and stride < frame * (1 - 1e-6) and stop - start > span:
         raise UserInputError(f"{{stride}} {stride:g} s is shorter than one frame of the video ({frame:.4g} s at "
                              f"{source_fps:g} fps): windows would repeat the same frames; give at least "
-                             f"{math.ceil(frame * 1000) / 1000:.3f}",
+                             f"{math.ceil(frame * 1000 - 1e-6) / 1000:.3f}",
                              options=["stride"])
     step = span if stride is None else stride
     count = int((stop - start - span) // step) + 2 if stop - start > span else 1

@@ -251,6 +251,7 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         return _reduce(a), Unit.GRADIENT if key == "gradient" else Unit.ABS_GRADIENT
     if key == "smoothgrad":
         std = SMOOTHGRAD_NOISE * float(x.max() - x.min())
+
         def cast(inp: torch.Tensor) -> torch.Tensor:  # captum's noise is float32: a half network gets its own type
             return net(inp.to(x.dtype))
 
