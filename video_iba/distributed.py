@@ -37,6 +37,21 @@ def auto_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def checked_device(name: Any, choices: str = "cpu, cuda or cuda:N") -> torch.device:
+    """``name`` as a torch device; an unknown name, a CUDA device where there is none (never a
+    silent CPU run) and kinds other than CPU and CUDA are refused, ``choices`` naming the fix."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UserInputError(f"unknown device '{name}'; give {{device}} {choices}", options=["device"]) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"device '{name}' requested but CUDA is not available here; give {{device}} cpu",
+                             options=["device"])
+    if dev.type not in ("cpu", "cuda"):
+        raise UserInputError(f"device '{name}' is not supported; give {{device}} {choices}", options=["device"])
+    return dev
+
+
 def describe_device(device: str) -> str:
     """The device for a message: ``cuda:0 (NVIDIA H200)``, ``cpu``."""
     if device.startswith("cuda") and torch.cuda.is_available():

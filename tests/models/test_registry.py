@@ -246,10 +246,10 @@ def test_a_checkpoint_fine_tuned_to_other_classes_resizes_the_output_layer(tmp_p
 
 def test_an_unavailable_or_unknown_device_is_refused_before_building() -> None:
     # a CUDA device on a machine without one was torch's "Found no NVIDIA driver" RuntimeError
-    with pytest.raises(video_iba.UserInputError, match="unknown device 'tpu'; give device= 'cpu', 'cuda' or 'cuda:N'"):
+    with pytest.raises(video_iba.UserInputError, match="unknown device 'tpu'; give device= cpu, cuda or cuda:N"):
         video_iba.load_model("resnet18", weights="random", device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(video_iba.UserInputError, match="CUDA is not available here; give device= 'cpu'"):
+        with pytest.raises(video_iba.UserInputError, match="CUDA is not available here; give device= cpu"):
             video_iba.load_model("resnet18", weights="random", device="cuda:0")
 
 

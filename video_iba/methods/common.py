@@ -71,8 +71,9 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
     p = next(iter(model.parameters()), None)
     if p is not None and p.device != x.device:
         raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
-    if p is not None and p.dtype != x.dtype:
-        raise UserInputError(f"x is {x.dtype} but the model's parameters are {p.dtype}; convert x with x.to({p.dtype})")
+    dtype = model_dtype(model)
+    if p is not None and dtype != x.dtype:
+        raise UserInputError(f"x is {x.dtype} but the model's parameters are {dtype}; convert x with x.to({dtype})")
     x = x.detach()
     pk = input_packer(model, pack)
     return x, pk, packed(x, pk)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .._version import __version__
 from ..config import TRANSFORMER_SETTINGS, IBAConfig
+from ..distributed import checked_device
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
@@ -740,14 +741,7 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         The ``nn.Module``; its spec (:func:`model_spec`, for these weights) is attached as
         ``model.video_iba_spec``.
     """
-    try:
-        where = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise UserInputError(f"unknown device {device!r}; give {{device}} 'cpu', 'cuda' or 'cuda:N'",
-                             options=["device"]) from exc
-    if where.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"device '{device}' requested but CUDA is not available here; give {{device}} 'cpu'",
-                             options=["device"])
+    checked_device(device)  # before building
     spec = model_spec(name, layer_given, weights)
     if spec.family == "entry" and weights == "random":
         raise UserInputError(f"{name} is a network of your own: its weights are those its function builds; give "

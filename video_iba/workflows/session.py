@@ -23,7 +23,7 @@ from torch import nn
 from ..bottleneck.estimator import Statistics
 from ..bottleneck.insertion import frozen
 from ..config import IBAConfig
-from ..distributed import auto_device
+from ..distributed import auto_device, checked_device
 from ..errors import UserInputError, did_you_mean
 from ..io.discovery import is_video_file
 from ..io.labels import read_labels
@@ -76,18 +76,7 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"`` picks CUDA when available; an unavailable CUDA device is an error, never a silent CPU run."""
     if name == "auto":
         return torch.device(auto_device())
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise UserInputError(f"unknown device '{name}'; give {{device}} cpu, cuda, cuda:N or auto",
-                             options=["device"]) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"device '{name}' requested but CUDA is not available here; give {{device}} cpu",
-                             options=["device"])
-    if dev.type not in ("cpu", "cuda"):
-        raise UserInputError(f"device '{name}' is not supported; give {{device}} cpu, cuda, cuda:N or auto",
-                             options=["device"])
-    return dev
+    return checked_device(name, "cpu, cuda, cuda:N or auto")
 
 
 def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
