@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from video_iba import UserInputError
+from video_iba import Attribution, Unit, UserInputError
 from video_iba.evaluation.metrics import (bootstrap_ci, box_mask, degradation, hit_ratio, sensitivity_n, temporal_share,
                                tile_labels)
 
@@ -77,8 +77,46 @@ def test_box_and_tube_hit_ratio_and_temporal_share() -> None:
     assert temporal_share(clip, (1, 3)) == pytest.approx(2 / 3)
     with pytest.raises(UserInputError, match="outside"):
         box_mask((10, 10), np.array([5, 5, 12, 8]))
-    with pytest.raises(UserInputError, match="outside"):
+    with pytest.raises(UserInputError, match="does not fit"):
         temporal_share(clip, (2, 9))
+    with pytest.raises(UserInputError, match=r"0 <= t0 < t1 <= 4"):
+        temporal_share(clip, (3, 1))
+    with pytest.raises(UserInputError, match=r"box \(5, 5, 12, 8.5\) lies outside"):  # numbers, not numpy reprs
+        box_mask((10, 10), np.array([5, 5, 12, 8.5]))
+
+
+def test_metrics_run_the_network_in_eval_mode_and_leave_it_as_it_was() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net[1].running_mean.uniform_(-1, 1)
+    x = torch.randn(1, 3, 16, 16)
+    attr = Attribution(torch.rand(16, 16), Unit.BITS, target=1)
+    net.eval()
+    expected = degradation(net, x, attr.values, 1, tile=4).score, sensitivity_n(net, x, attr.values, 1, tile=4,
+                                                                                 ns=[3], masks=8).pearson
+    net.train()  # a notebook's network, left in training mode
+    stats = net[1].running_mean.clone()
+    assert degradation(net, x, attr, 1, tile=4).score == pytest.approx(expected[0])  # an Attribution as the map
+    assert np.allclose(sensitivity_n(net, x, attr, 1, tile=4, ns=[3], masks=8).pearson, expected[1])
+    assert net.training and all(m.training for m in net.modules()) and torch.equal(net[1].running_mean, stats)
+    assert hit_ratio(attr, attr.values.numpy() > 0.5) == 1.0 and temporal_share(torch.rand(2, 4, 4), (0, 1)) > 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda net, x, v: degradation(net, x, v, 3), "target 3 is out of range; the model has 3 classes"),
+    (lambda net, x, v: sensitivity_n(net, x, v, -1, masks=4), "target -1 is out of range"),
+    (lambda net, x, v: degradation(net, x, v, 0, tile=16), "tile=16 makes one tile of the 16x16 map"),
+    (lambda net, x, v: sensitivity_n(net, x, v, 0, tile=32), "tile=32 makes one tile"),
+    (lambda net, x, v: degradation(net, x, v, 0, points=1), "points=1: a curve needs at least 2 points"),
+    (lambda net, x, v: sensitivity_n(net, x, v, 0, masks=1), "masks=1: a correlation needs at least 2"),
+    (lambda net, x, v: degradation(net, x, "map", 0), "a map must be an array, a tensor or an Attribution, got str"),
+    (lambda net, x, v: bootstrap_ci([1.0, 2.0], level=95), "give 0 < level < 1"),
+])
+def test_metric_arguments_that_cannot_be_scored_are_refused(call, message) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    with pytest.raises(UserInputError, match=message):
+        call(net, torch.randn(1, 3, 16, 16), torch.rand(16, 16))
 
 
 def test_sensitivity_n_is_one_for_exact_linear_attributions() -> None:

@@ -38,9 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bottleneck.insertion import frozen
 from ..errors import UserInputError
 from ..methods.baselines import perturbation_batch
+from ..methods.common import check_target
 from ..models.pathways import Pack, input_packer, one_input, packed
+from ..results import Attribution
 from ..seeding import cuda_devices, derived_seed, seeded
 
 
@@ -70,13 +73,39 @@ def tile_means(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
-def _check_map(values: np.ndarray | torch.Tensor, x: torch.Tensor) -> np.ndarray:
-    v = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+Map = np.ndarray | torch.Tensor | Attribution
+
+
+def as_map(values: Map) -> np.ndarray:
+    """A map as a float64 array: an array, a tensor, or an :class:`~video_iba.results.Attribution`'s
+    ``values``."""
+    if isinstance(values, Attribution):
+        values = values.values
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"a map must be an array, a tensor or an Attribution, got {type(values).__name__}") from exc
+
+
+def _check_map(values: Map, x: torch.Tensor) -> np.ndarray:
+    v = as_map(values)
     if tuple(v.shape) != tuple(x.shape[2:]):
         raise UserInputError(f"the map has shape {tuple(v.shape)} but the input's cells are {tuple(x.shape[2:])}")
     if not np.isfinite(v).all():
         raise UserInputError("the map has non-finite values")
-    return v.astype(np.float64)
+    return v
+
+
+def _tiles(shape: Sequence[int], tile: int, t_tile: int | None) -> tuple[np.ndarray, int]:
+    """:func:`tile_labels` and the number of tiles, refused when there is only one."""
+    labels = tile_labels(shape, tile, t_tile)
+    n_tiles = int(labels.max()) + 1
+    if n_tiles < 2:
+        raise UserInputError(f"tile={tile}{'' if t_tile is None else f', t_tile={t_tile}'} makes one tile of the "
+                             f"{'x'.join(map(str, shape))} map, which leaves nothing to rank; give smaller tiles")
+    return labels, n_tiles
 
 
 #: Perturbed inputs per network pass of the metrics on a CPU.
@@ -113,7 +142,7 @@ class DegradationResult:
 def degradation(
     model: nn.Module,
     x: torch.Tensor,
-    values: np.ndarray | torch.Tensor,
+    values: Map,
     target: int,
     *,
     tile: int = 8,
@@ -122,14 +151,24 @@ def degradation(
     batch: int | None = None,
     pack: Pack | None = None,
 ) -> DegradationResult:
-    """MoRF/LeRF degradation of ``x`` guided by the map ``values`` (see the module text); ``pack``
-    builds a multi-pathway network's input from the clip (registry models: automatic); ``batch``
-    degraded inputs per network pass (default: :func:`metric_batch`)."""
+    """MoRF/LeRF degradation of ``x`` guided by the map ``values`` (an array, a tensor or an
+    :class:`~video_iba.results.Attribution`; see the module text) for the class ``target``;
+    ``pack`` builds a multi-pathway network's input from the clip (registry models: automatic);
+    ``batch`` degraded inputs per network pass (default: :func:`metric_batch`). The network runs
+    in eval mode; its own mode and batch-norm statistics are left as they were."""
     v = _check_map(values, x)
-    pack = input_packer(model, pack)
-    batch = batch or metric_batch(model, x, pack)
-    labels = tile_labels(v.shape, tile, t_tile)
-    n_tiles = int(labels.max()) + 1
+    if points < 2:
+        raise UserInputError(f"points={points}: a curve needs at least 2 points")
+    labels, n_tiles = _tiles(v.shape, tile, t_tile)
+    with frozen(model):
+        pack = input_packer(model, pack)
+        batch = batch or metric_batch(model, x, pack)
+        target = check_target(target, _forward(model, x, pack))
+        return _degradation(model, x, v, labels, n_tiles, target, points, batch, pack)
+
+
+def _degradation(model: nn.Module, x: torch.Tensor, v: np.ndarray, labels: np.ndarray, n_tiles: int, target: int,
+                 points: int, batch: int, pack: Pack | None) -> DegradationResult:
     counts = np.unique(np.rint(np.linspace(0, n_tiles, min(points, n_tiles + 1))).astype(int))
     means = tile_means(v, labels)
     # ties broken by tile index, the same way for both orders, so a constant map gives equal curves
@@ -181,17 +220,17 @@ def box_mask(shape: Sequence[int], boxes: np.ndarray) -> np.ndarray:
         if np.isnan([x0, y0, x1, y1]).any():
             continue
         if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-            raise UserInputError(f"box {(x0, y0, x1, y1)} lies outside the {w}x{h} input or is empty; "
+            raise UserInputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the {w}x{h} input or is empty; "
                                  f"give boxes inside the frame with x0 < x1 and y0 < y1")
         mask[t, int(math.floor(y0)):int(math.ceil(y1)), int(math.floor(x0)):int(math.ceil(x1))] = True
     return mask[0] if len(shape) == 2 else mask
 
 
-def hit_ratio(values: np.ndarray | torch.Tensor, mask: np.ndarray) -> float:
+def hit_ratio(values: Map, mask: np.ndarray) -> float:
     """Fraction of the ``n`` highest-attributed cells inside ``mask``, ``n`` = cells in the mask
     (the bounding-box score for images, the tube hit ratio for clips). Ties are broken by cell
     order, so a constant map scores the mask's share of the cells it happens to list first."""
-    v = np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    v = as_map(values)
     m = np.asarray(mask, dtype=bool)
     if v.shape != m.shape:
         raise UserInputError(f"map {v.shape} and mask {m.shape} differ in shape")
@@ -202,14 +241,15 @@ def hit_ratio(values: np.ndarray | torch.Tensor, mask: np.ndarray) -> float:
     return float(m.ravel()[order].mean())
 
 
-def temporal_share(values: np.ndarray | torch.Tensor, interval: tuple[int, int]) -> float:
+def temporal_share(values: Map, interval: tuple[int, int]) -> float:
     """Share of the per-frame mass (positive values summed per frame) in frames ``[t0, t1)``."""
-    v = np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    v = as_map(values)
     if v.ndim != 3:
         raise UserInputError(f"temporal share needs a clip map (T, H, W), got {v.shape}")
     t0, t1 = interval
     if not 0 <= t0 < t1 <= v.shape[0]:
-        raise UserInputError(f"frame interval {interval} outside the clip's {v.shape[0]} frames")
+        raise UserInputError(f"frame interval ({t0}, {t1}) does not fit the clip's {v.shape[0]} frames; give "
+                             f"0 <= t0 < t1 <= {v.shape[0]} (frames [t0, t1))")
     per_frame = np.clip(v, 0, None).sum(axis=(1, 2))
     total = per_frame.sum()
     return float(per_frame[t0:t1].sum() / total) if total > 0 else 0.0
@@ -226,7 +266,7 @@ class SensitivityResult:
 def sensitivity_n(
     model: nn.Module,
     x: torch.Tensor,
-    values: np.ndarray | torch.Tensor,
+    values: Map,
     target: int,
     *,
     tile: int = 8,
@@ -238,46 +278,56 @@ def sensitivity_n(
     pack: Pack | None = None,
 ) -> SensitivityResult:
     """Sensitivity-n with tiles (clips: tubes) set to 0; ``ns`` default: 10 values log-spaced in
-    ``[1, 0.8 * tiles]``; ``pack`` and ``batch`` as for :func:`degradation`."""
+    ``[1, 0.8 * tiles]``; ``values``, ``target``, ``pack`` and ``batch`` as for :func:`degradation`."""
     v = _check_map(values, x)
-    pack = input_packer(model, pack)
-    batch = batch or metric_batch(model, x, pack)
-    labels = tile_labels(v.shape, tile, t_tile)
-    n_tiles = int(labels.max()) + 1
-    sums = np.bincount(labels.ravel(), weights=v.ravel(), minlength=n_tiles)
+    if masks < 2:
+        raise UserInputError(f"masks={masks}: a correlation needs at least 2 masks per n")
+    labels, n_tiles = _tiles(v.shape, tile, t_tile)
     if ns is None:
         ns = sorted({int(round(k)) for k in np.geomspace(1, max(1, 0.8 * n_tiles), 10)})
-    rng = np.random.default_rng(seed)
-    lab = torch.from_numpy(labels).to(x.device)
-    base = float(_forward(model, x, pack)[0, target])
-    out = []
     for n in ns:
         if not 1 <= n <= n_tiles:
             raise UserInputError(f"n = {n} outside 1..{n_tiles} tiles")
-        chosen = np.stack([rng.choice(n_tiles, size=n, replace=False) for _ in range(masks)])
-        attr_sum = sums[chosen].sum(axis=1)
-        drops = []
-        for i in range(0, masks, batch):
-            sel = torch.zeros((min(batch, masks - i), n_tiles), dtype=torch.bool, device=x.device)
-            rows = torch.arange(sel.shape[0], device=x.device).repeat_interleave(n)
-            sel[rows, torch.from_numpy(chosen[i:i + batch].ravel()).to(x.device)] = True
-            off = sel[:, lab].unsqueeze(1)  # (B, 1, *S)
-            xb = torch.where(off, torch.zeros((), device=x.device, dtype=x.dtype), x)
-            drops.append(base - _forward(model, xb, pack)[:, target].double().cpu().numpy())
-        d = np.concatenate(drops)
-        r = float(np.corrcoef(attr_sum, d)[0, 1]) if attr_sum.std() > 0 and d.std() > 0 else float("nan")
-        out.append(r)
+    with frozen(model):
+        pack = input_packer(model, pack)
+        batch = batch or metric_batch(model, x, pack)
+        logits = _forward(model, x, pack)
+        target = check_target(target, logits)
+        base = float(logits[0, target])
+        sums = np.bincount(labels.ravel(), weights=v.ravel(), minlength=n_tiles)
+        rng = np.random.default_rng(seed)
+        lab = torch.from_numpy(labels).to(x.device)
+        out = [_sensitivity(model, x, pack, lab, sums, rng.choice, n, masks, batch, target, base) for n in ns]
     return SensitivityResult(np.asarray(ns), np.asarray(out), masks, n_tiles)
 
 
-def normalise_map(values: np.ndarray | torch.Tensor) -> np.ndarray:
+def _sensitivity(model: nn.Module, x: torch.Tensor, pack: Pack | None, lab: torch.Tensor, sums: np.ndarray,
+                 choice: Callable[..., np.ndarray], n: int, masks: int, batch: int, target: int, base: float) -> float:
+    """Pearson correlation, over ``masks`` random sets of ``n`` tiles, of the map's sum over the set
+    and the drop of the target logit when the set is set to 0."""
+    n_tiles = len(sums)
+    chosen = np.stack([choice(n_tiles, size=n, replace=False) for _ in range(masks)])
+    attr_sum = sums[chosen].sum(axis=1)
+    drops = []
+    for i in range(0, masks, batch):
+        sel = torch.zeros((min(batch, masks - i), n_tiles), dtype=torch.bool, device=x.device)
+        rows = torch.arange(sel.shape[0], device=x.device).repeat_interleave(n)
+        sel[rows, torch.from_numpy(chosen[i:i + batch].ravel()).to(x.device)] = True
+        off = sel[:, lab].unsqueeze(1)  # (B, 1, *S)
+        xb = torch.where(off, torch.zeros((), device=x.device, dtype=x.dtype), x)
+        drops.append(base - _forward(model, xb, pack)[:, target].double().cpu().numpy())
+    d = np.concatenate(drops)
+    return float(np.corrcoef(attr_sum, d)[0, 1]) if attr_sum.std() > 0 and d.std() > 0 else float("nan")
+
+
+def normalise_map(values: Map) -> np.ndarray:
     """The rule maps are compared by in the randomisation check: absolute value divided by its maximum."""
-    v = np.abs(np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values, dtype=np.float64))
+    v = np.abs(as_map(values))
     top = v.max()
     return v / top if top > 0 else v
 
 
-def map_ssim(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+def map_ssim(a: Map, b: Map) -> float:
     """SSIM of two maps after :func:`normalise_map` (data range 1); clips: the mean over frames."""
     from skimage.metrics import structural_similarity
 
@@ -343,17 +393,17 @@ class RandomisationResult:
 
 def parameter_randomisation(
     model: nn.Module,
-    attribute_fn: Callable[[nn.Module, "list[str]"], np.ndarray | torch.Tensor],
+    attribute_fn: Callable[[nn.Module, "list[str]"], Map],
     *,
     stages: Sequence[str] | None = None,
     seed: int = 0,
-    base: np.ndarray | torch.Tensor | None = None,
+    base: Map | None = None,
 ) -> RandomisationResult:
     """Model-parameter randomisation (Adebayo et al. 2018), cascading from the top.
 
     A copy of ``model`` is randomised stage after stage (every submodule's ``reset_parameters``,
     seeded; batch-norm statistics reset too); after each stage ``attribute_fn(copy, randomised)``
-    gives the map, compared with the original map by :func:`map_ssim`. ``randomised`` lists the
+    gives the map (an array, a tensor or an Attribution), compared with the original map by :func:`map_ssim`. ``randomised`` lists the
     stages randomised so far, so that a method with dataset statistics (IBA) can re-estimate
     them when a randomised stage lies before its bottleneck. The user's model is not touched.
 
@@ -401,6 +451,9 @@ class Estimate:
 
 def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
     """Mean with a percentile bootstrap interval (NaN values are dropped)."""
+    if not 0 < level < 1 or resamples < 1:
+        raise UserInputError(f"level={level}, resamples={resamples}: give 0 < level < 1 (0.95: a 95 % interval) and "
+                             f"resamples >= 1")
     v = np.asarray([a for a in values if not math.isnan(a)], dtype=np.float64)
     if len(v) == 0:
         raise UserInputError("no scores to summarise")
