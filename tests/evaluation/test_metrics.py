@@ -218,6 +218,11 @@ def test_randomisation_stages_and_the_stages_before_a_bottleneck() -> None:
     assert stages_reaching(net, x, ["block2"], stages) == {"block1", "block2"}
     assert stages_reaching(net, x, ["block3.2"], stages) == {"block1", "block2", "block3"}  # a layer inside a stage
     assert stages_reaching(net, x, ["block1"], ["fc", "block3"]) == set()
+    net.train()
+    running = [b.clone() for b in net.buffers()]
+    assert stages_reaching(net, x, ["block2"], stages) == {"block1", "block2"}
+    assert net.training and all(torch.equal(a, b) for a, b in zip(running, net.buffers()))  # statistics untouched
+    net.eval()
 
     class Blocks(nn.Module):  # pytorchvideo's layout: one ModuleList
         def __init__(self) -> None:

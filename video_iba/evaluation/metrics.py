@@ -372,7 +372,7 @@ def stages_reaching(model: nn.Module, x: torch.Tensor, layers: Sequence[str], st
         for name in layers:
             handles.append(model.get_submodule(name).register_forward_hook(
                 lambda *_a, n=name: order.append(("end", n))))
-        with torch.no_grad():
+        with frozen(model), torch.no_grad():
             model(inputs)
     finally:
         for h in handles:
