@@ -353,9 +353,10 @@ def test_a_folder_where_a_file_goes_and_a_file_where_a_folder_goes(photo_dir, tm
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     a = video_iba.attribute("random", net, torch.zeros(1, 3, 8, 8), target=0)
     (tmp_path / "folder").mkdir()
-    with pytest.raises(video_iba.UserInputError, match="'.*folder' is a folder; give the path of a file"):
-        a.save(tmp_path / "folder")
-    assert os.listdir(tmp_path / "folder") == []
+    (tmp_path / "folder.npz").mkdir()
+    with pytest.raises(video_iba.UserInputError, match="'.*folder.npz' is a folder; give the path of a file"):
+        a.save(tmp_path / "folder.npz")
+    assert os.listdir(tmp_path / "folder.npz") == []
     (tmp_path / "plain").write_text("x")
     code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--method", "random", "--out",
                             str(tmp_path / "plain")], capsys)

@@ -46,6 +46,14 @@ def test_photo_attribution_round_trip(tmp_path) -> None:  # type: ignore[no-unty
         assert torch.equal(back.values, a.values) and torch.equal(back.capacity, a.capacity)  # type: ignore[arg-type]
         assert back.meta == {"layer": "x"} and back.arrays["crop_box"].tolist() == [0, 0, 8, 8]
         assert back.total == pytest.approx(float(a.values.double().sum()))
+    for name in ("a.png", "a", "a.npz.tmp"):  # an archive named as a picture, or nothing numpy's loader finds
+        with pytest.raises(UserInputError, match=f"give a name ending in .npz \\(got '.*{name}'\\)"):
+            a.save(tmp_path / name)
+        with pytest.raises(UserInputError, match="ending in .npz"):
+            _clip_result().save(tmp_path / name)
+        assert not (tmp_path / name).exists()
+    a.save(tmp_path / "A.NPZ")
+    assert video_iba.load(tmp_path / "A.NPZ").target == 3
     g = Attribution(values=torch.randn(8, 8), unit=Unit.GRADIENT, target=0)
     assert g.total is None
     with pytest.raises(ValueError, match="not bits"):

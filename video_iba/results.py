@@ -181,7 +181,7 @@ class Attribution:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz`` file atomically: float32 ``values``, ``capacity``, ``logits``, ``meta`` (JSON)."""
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
             self.write_npz(fh)
 
     def write_npz(self, fh: BinaryIO) -> None:
@@ -341,7 +341,7 @@ class ClipAttribution:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``.npz`` atomically."""
-        with atomic_write(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
             self.write_npz(fh)
 
     def write_npz(self, fh: BinaryIO) -> None:
@@ -398,6 +398,16 @@ class ClipAttribution:
                    window_probs=d["window_probs"], window_seconds=d["window_seconds"], crop_boxes=d["crop_boxes"],
                    source_frame_indices=d["source_frame_indices"], per_source_frame=d[names[8]],
                    feature_bits=[d[k] for k in layers], meta=meta, prefix_bits=d.get("window_prefix_bits"))
+
+
+def _npz_name(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, refused unless it ends in ``.npz`` (the file is an ``.npz`` archive,
+    whatever its name says)."""
+    p = os.fspath(path)
+    if not p.lower().endswith(".npz"):
+        raise UserInputError(f"results are saved as .npz archives; give a name ending in .npz (got '{p}'); "
+                             f"explain_file draws the map as a picture or video")
+    return p
 
 
 def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution:
