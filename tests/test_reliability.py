@@ -175,6 +175,30 @@ def test_a_rotated_phone_video_is_explained_upright(tmp_path, capsys) -> None:  
     assert out.shape[0] > out.shape[1] * 1.2  # a portrait panel above the text rows
 
 
+def test_a_tall_narrow_video_gets_frames_wide_enough_for_their_text(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # before: the overlay MP4 was as wide as its two 32-pixel panels (64 pixels of cut-off text), the
+    # keyframe still's columns as narrow, and the comparison's heads cut to a few letters
+    from video_iba.render.text import BACKGROUND
+
+    clip = encode(str(tmp_path / "pole.mp4"), frames=20, size=(32, 480))
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--keyframes", "3",
+                            "--out", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 0, err
+    frame = read_frames(str(tmp_path / "o" / "pole.mp4"))[0]
+    assert frame.shape[1] == 480 and frame.shape[0] > 480  # the 32 x 480 panels centred in a 480-wide frame
+    panels = frame[:480]
+    assert np.abs(panels[:, :200].astype(int) - BACKGROUND).max() < 12  # margins of background (H.264's error)
+    assert np.abs(panels[:, 280:].astype(int) - BACKGROUND).max() < 12
+    assert np.abs(panels[:, 212:268].astype(int) - BACKGROUND).max() > 60  # the panels between them
+    sheet = np.asarray(Image.open(tmp_path / "o" / "pole-keyframes.png"))
+    assert sheet.shape[1] >= 3 * 170  # a column per keyframe wide enough for its time and total
+    code, _, err = run_cli(["compare", clip, "--model", "r3d_18", "--weights", "random", "--methods",
+                            "iba,saliency", "--keyframes", "2", "--out", str(tmp_path / "c"), *FAST], capsys)
+    assert code == 0, err
+    assert read_frames(str(tmp_path / "c" / "pole-compare.mp4"))[0].shape[1] == 3 * 160  # input and two methods
+    assert np.asarray(Image.open(tmp_path / "c" / "pole-compare-keyframes.png")).shape[1] >= 220 + 2 * 64
+
+
 def test_statistics_that_cannot_be_right_are_refused(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     good = tmp_path / "good.pt"
     assert run_cli(["estimate", photo_dir, "--out", str(good), "--max-samples", "2", "--batch-size", "2"], capsys)[0] == 0

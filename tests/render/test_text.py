@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from video_iba.render.text import BACKGROUND, fitted, font, labelled, text_image
+from video_iba.render.text import BACKGROUND, fitted, font, labelled, padded, text_image
 
 
 def _ink_columns(img: np.ndarray) -> np.ndarray:
@@ -33,3 +33,11 @@ def test_text_images_keep_their_text_inside_the_margin() -> None:
     panel = labelled(np.zeros((40, 120, 3), dtype=np.uint8), [long])
     ink = _ink_columns(panel[40:])
     assert ink.size and ink.max() < 120 - 2
+
+
+def test_padded_centres_an_image_on_the_background() -> None:
+    img = np.full((4, 3, 3), 255, dtype=np.uint8)
+    out = padded(img, 10)
+    assert out.shape == (4, 10, 3) and (out[:, 3:6] == 255).all()
+    assert (out[:, :3] == BACKGROUND).all() and (out[:, 6:] == BACKGROUND).all()
+    assert padded(img, 2) is img  # wide enough already

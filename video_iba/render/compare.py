@@ -26,7 +26,7 @@ from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
 from .overlay import overlay
-from .text import DIM, TEXT, labelled, text_image
+from .text import DIM, TEXT, labelled, padded, text_image
 from .video import Placement, Stills, range_frames
 
 #: Side of a photo panel, pixels.
@@ -34,6 +34,10 @@ PANEL = 224
 #: A video panel's height, pixels (less where the row would be wider than :data:`MAX_ROW_WIDTH`).
 CLIP_PANEL_HEIGHT = 240
 MAX_ROW_WIDTH = 1920
+#: A video panel's column is at least this wide, and a keyframe's cell in its still at least
+#: that, so that the heads and times under them stay legible for tall, narrow videos.
+MIN_CLIP_PANEL_WIDTH = 160
+MIN_KEYFRAME_CELL = 64
 #: Pixels between the rows of a comparison grid (and the cells of a video comparison's still).
 GRID_GAP = 4
 #: A video comparison's still: the width of its row labels and the height of its time labels.
@@ -198,7 +202,8 @@ def _row_frames(row: ClipRow, *, panel_height: int = CLIP_PANEL_HEIGHT, strip_he
                                for p, place, src, vmax in zip(panels, places, sources, vmaxes)]
         if stills is not None:
             stills.offer(pos, np.stack(shown), line.time_of(frame.index))
-        drawn = np.concatenate([labelled(img, head) for img, head in zip(shown, heads)], axis=1)
+        drawn = np.concatenate([labelled(padded(img, MIN_CLIP_PANEL_WIDTH), head) for img, head in zip(shown, heads)],
+                               axis=1)
         strip = time_strip(totals, pos, drawn.shape[1], names, strip_height)
         yield pos, line.time_of(frame.index) - start, np.concatenate([drawn, strip], axis=0)
 
@@ -303,7 +308,8 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
     names = [p.name for p in panels]
     heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels], bits_vmax=bits_vmax)
     positions = sorted(stills.kept)
-    cells = np.stack([stills.kept[pos][0] for pos in positions], axis=1)  # (rows, columns, h, w, 3)
+    cells = np.stack([np.stack([padded(panel, MIN_KEYFRAME_CELL) for panel in stills.kept[pos][0]])
+                      for pos in positions], axis=1)  # (rows, columns, h, w, 3)
     rows, cols, h, w = cells.shape[:4]
     gap, side, size, line = GRID_GAP, STILL_LABELS, 13, STILL_TIMES
     top = text_image([("", TEXT)], side, line, size)

@@ -62,6 +62,17 @@ def labelled(img: np.ndarray, lines: Sequence[str], size: int = 13) -> np.ndarra
     return np.concatenate([img, np.asarray(bar)], axis=0)
 
 
+def padded(img: np.ndarray, width: int) -> np.ndarray:
+    """``img`` centred on the background colour in a band at least ``width`` wide."""
+    if img.shape[1] >= width:
+        return img
+    out = np.empty((img.shape[0], width, 3), dtype=np.uint8)
+    out[:] = BACKGROUND
+    x0 = (width - img.shape[1]) // 2
+    out[:, x0:x0 + img.shape[1]] = img
+    return out
+
+
 def fmt(v: float) -> str:
     """A total for display: whole numbers from 100 up, three significant digits below."""
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"

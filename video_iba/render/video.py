@@ -22,16 +22,21 @@ from ..io.video import Frame, VideoWriter, iter_frames
 from ..models.preprocess import CropPlan, tile_weights
 from ..results import ClipAttribution, Unit
 from .overlay import CMAP, bits_on_image, colormap, overlay
-from .text import BACKGROUND, DIM, TEXT, fmt, font, labelled, text_image
+from .text import BACKGROUND, DIM, TEXT, fmt, font, labelled, padded, text_image
 
 #: Output panels are scaled so their longer side is at most this many pixels ...
 MAX_PANEL_SIDE = 960
 #: ... and, for small videos, their height at least this (they are shown on projectors).
 MIN_PANEL_HEIGHT = 360
+#: Output frames are at least this wide, the panels centred, so that the text under them stays
+#: legible for tall, narrow videos.
+MIN_FRAME_WIDTH = 480
 LAYOUTS = ("side-by-side", "overlay")
 #: Keyframe sheets: the height of one keyframe, and at most this many keyframes per row.
 STILL_HEIGHT = 270
 STILLS_PER_ROW = 4
+#: A keyframe's column is at least this wide, so that its time and total stay legible.
+MIN_STILL_WIDTH = 170
 #: Keyframes one sheet holds at most.
 MAX_KEYFRAMES = 16
 
@@ -107,11 +112,12 @@ class _Canvas:
     """The parts of the overlay MP4's frames that stay the same (sizes, header, strip, class lines per
     window set), and the composition of one output frame."""
 
-    def __init__(self, result: ClipAttribution, width: int, panel: tuple[int, int], labels: Sequence[str],
+    def __init__(self, result: ClipAttribution, panels: int, panel: tuple[int, int], labels: Sequence[str],
                  vmax: float, title: str, top_k: int) -> None:
         self.result, self.labels, self.top_k = result, labels, top_k
         self.ph, self.pw = panel
-        self.width = width
+        self.width = width = max(panels * self.pw, MIN_FRAME_WIDTH)
+        self.x0 = (width - panels * self.pw) // 2  # where the panels start
         self.size = max(11, min(18, width // 60))
         self.info_h = int(self.size * 1.35) * 3 + 10
         strip_h = max(40, self.size * 4)
@@ -159,7 +165,7 @@ class _Canvas:
         canvas = np.empty((ph + self.info_h + self.strip.shape[0], self.width, 3), dtype=np.uint8)
         canvas[:] = BACKGROUND
         for i, panel in enumerate(panels):
-            canvas[:ph, i * self.pw:(i + 1) * self.pw] = panel
+            canvas[:ph, self.x0 + i * self.pw:self.x0 + (i + 1) * self.pw] = panel
         canvas[ph:top] = self.header
         lines = self.class_lines(src)
         canvas[top:ph + self.info_h, :lines.shape[1]] = lines
@@ -241,7 +247,8 @@ def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: 
         w = max(2, int(round(panel.shape[1] * STILL_HEIGHT / panel.shape[0])))
         small = cv2.resize(panel, (w, STILL_HEIGHT), interpolation=cv2.INTER_AREA)
         total = float(result.per_source_frame[pos])
-        panels.append(labelled(small, [f"{seconds:.2f} s", f"{fmt(total)} {result.unit.shown} in frame"], 14))
+        panels.append(labelled(padded(small, MIN_STILL_WIDTH),
+                               [f"{seconds:.2f} s", f"{fmt(total)} {result.unit.shown} in frame"], 14))
     cols = math.ceil(len(panels) / math.ceil(len(panels) / STILLS_PER_ROW))  # rows as full as they can be
     ph, pw = panels[0].shape[:2]
     gap = 4
@@ -252,7 +259,8 @@ def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: 
         row[:] = BACKGROUND
         for i, panel in enumerate(panels[start:start + cols]):
             row[:, i * (pw + gap):i * (pw + gap) + panel.shape[1]] = panel[:, :min(panel.shape[1], pw)]
-        rows.append(row)
+        rows.append(padded(row, MIN_FRAME_WIDTH))
+    width = rows[0].shape[1]
     size = max(14, min(22, width // 90))
     line_h = int(size * 1.35) + 8
     bar_w = min(max(220, width // 3), width // 2)
@@ -315,7 +323,7 @@ def render_clip(
     info = timeline.info
     ph, pw, scale = display_size(info.height, info.width)
     side_by_side = layout == "side-by-side"
-    canvas = _Canvas(result, pw * (2 if side_by_side else 1), (ph, pw), labels, vmax, title, top_k)
+    canvas = _Canvas(result, 2 if side_by_side else 1, (ph, pw), labels, vmax, title, top_k)
     place = Placement(plan, scale, (ph, pw))
     with VideoWriter(out_path, info.fps) as writer:
         for pos, frame, src in range_frames(path, result.source_frame_indices, (pw, ph), timeline, windows):
