@@ -28,6 +28,21 @@ def test_estimate_folder_returns_and_writes_the_statistics(photo_dir, tmp_path) 
         estimate_folder(photo_dir, model_name="efficientnet_lite0", out=str(tmp_path))
 
 
+def test_files_of_the_other_kind_are_named_not_skipped_silently(photo_dir, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from ..videos import encode
+
+    folder = tmp_path / "in"
+    shutil.copytree(photo_dir, folder)
+    encode(str(folder / "clip.mp4"), frames=8)
+    with caplog.at_level("WARNING"):
+        est = estimate_folder(str(folder), model_name="efficientnet_lite0", out=str(tmp_path / "s.pt"), batch_size=2,
+                              max_samples=2)
+    assert est.statistics[0].meta["files"]["found"] == 3  # the photos
+    notes = [r.getMessage() for r in caplog.records if "not read" in r.getMessage()]
+    assert notes == [f"1 video in '{folder}' not read (first: '{folder / 'clip.mp4'}'): efficientnet_lite0 is an "
+                     f"image model"]
+
+
 def test_max_samples_draws_the_files_across_the_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for cls, value in (("a", 20), ("b", 230)):  # a folder sorted by class: its first 4 files are all 'a'
         os.makedirs(tmp_path / "in" / cls)

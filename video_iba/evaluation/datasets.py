@@ -39,7 +39,7 @@ import torch
 
 from ..errors import UserInputError, did_you_mean
 from ..io.clips import PlannedClip, Timeline, decode_clip, plan_clip, timeline
-from ..io.discovery import find_images, find_videos
+from ..io.discovery import find_images, find_videos, warn_other_kind
 from ..io.image import read_image
 from ..io.sampling import clip_seconds
 from ..models.preprocess import Geometry, preprocess_image
@@ -272,6 +272,7 @@ def folder_items(folder: str, model: str | ModelSpec, annotations: str | None,
         raise UserInputError(f"no {kind} in '{folder}'; {model_name} is {'a video' if spec.is_video else 'an image'} "
                              f"model, so give a folder of {kind} (or choose another model with {{model}})",
                              options=["model"])
+    warn_other_kind(folder, spec.is_video, model_name)
     names = [Path(os.path.relpath(f, folder)).as_posix() for f in files]
     ann = read_annotations(annotations, names, spec.is_video) if annotations else {}
     items = []

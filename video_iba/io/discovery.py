@@ -3,12 +3,15 @@ list files."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from PIL import Image
 
 from ..errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp")
@@ -76,6 +79,16 @@ def find_videos(folder: str) -> list[str]:
 def has_images(folder: str) -> bool:
     """Whether ``folder`` holds any image file (recursive; animated GIFs are videos)."""
     return bool(_images(folder))
+
+
+def warn_other_kind(folder: str, video: bool, model: str) -> None:
+    """Say, as a warning, how many files of ``folder`` a model reading only videos (``video``) or
+    only images leaves unread, if any: they would otherwise be skipped without a word."""
+    others = _images(folder) if video else find_videos(folder)
+    if others:
+        kind = ("image" if video else "video") + ("s" if len(others) > 1 else "")
+        log.warning("%d %s in '%s' not read (first: '%s'): %s is %s model", len(others), kind, folder, others[0],
+                    model, "a video" if video else "an image")
 
 
 def batch_inputs(path: str) -> tuple[list[str], str]:

@@ -22,7 +22,7 @@ from ..bottleneck.estimator import Statistics
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard, world_size
 from ..errors import UserInputError
 from ..files import check_names, ensure_writable_dir
-from ..io.discovery import find_images, find_videos, has_images
+from ..io.discovery import find_images, find_videos, has_images, warn_other_kind
 from ..methods.iba import estimate
 from ..models.registry import ModelSpec, get_spec, load_model, model_spec, weights_digest
 from .inputs import plan_input
@@ -32,24 +32,33 @@ from .session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Progress, no_prog
 log = logging.getLogger(__name__)
 
 
+def folder_model(folder: str, model_name: str | None) -> str:
+    """``model_name``, or without one the model a folder is read with: the default video model when
+    it holds videos and no images, else the default image model."""
+    if model_name is not None:
+        return model_name
+    return DEFAULT_VIDEO_MODEL if find_videos(folder) and not has_images(folder) else DEFAULT_IMAGE_MODEL
+
+
 def estimate_inputs(folder: str, model_name: str | None) -> tuple[str, list[str]]:
-    """The model to use and the files to read from ``folder``: videos for a video model, images for an
-    image model; without a model, videos (with the default video model) when the folder holds no images."""
-    videos = find_videos(folder)
-    if model_name is None:
-        model_name = DEFAULT_VIDEO_MODEL if videos and not has_images(folder) else DEFAULT_IMAGE_MODEL
-    return model_name, model_inputs(folder, get_spec(model_name), videos)
+    """The model to use (:func:`folder_model`) and the files to read from ``folder``
+    (:func:`model_inputs`)."""
+    model_name = folder_model(folder, model_name)
+    return model_name, model_inputs(folder, get_spec(model_name))
 
 
-def model_inputs(folder: str, spec: ModelSpec, videos: list[str] | None = None) -> list[str]:
-    """The files of ``folder`` the model of ``spec`` reads: its videos (``videos``, where already
-    found) for a video model, its images for an image model; at least one."""
+def model_inputs(folder: str, spec: ModelSpec) -> list[str]:
+    """The files of ``folder`` the model of ``spec`` reads: its videos for a video model, its images
+    for an image model; at least one (the others are named in a warning)."""
     if not spec.is_video:
-        return find_images(folder)
-    videos = find_videos(folder) if videos is None else videos
-    if not videos:
-        raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {spec.name} is a video model")
-    return videos
+        files = find_images(folder)
+    else:
+        files = find_videos(folder)
+        if not files:
+            raise UserInputError(f"no videos (.mp4, .mkv, .avi, ...) found in '{folder}'; {spec.name} is a video "
+                                 f"model")
+    warn_other_kind(folder, spec.is_video, spec.name)
+    return files
 
 
 def input_batches(files: Sequence[str], spec: ModelSpec, batch_size: int, device: torch.device | str,
@@ -169,4 +178,4 @@ def estimate_folder(
     return Estimated(result, targets, skipped, model_name, "clips" if spec.is_video else "images", lead)
 
 
-__all__ = ["Estimated", "estimate_folder", "estimate_inputs", "input_batches", "model_inputs", "stats_paths_for"]
+__all__ = ["Estimated", "estimate_folder", "estimate_inputs", "folder_model", "input_batches", "model_inputs", "stats_paths_for"]

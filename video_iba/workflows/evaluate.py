@@ -36,7 +36,7 @@ from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
 from ..models.pathways import Pack
 from ..models.registry import weights_digest
-from .estimate import estimate_inputs
+from .estimate import folder_model
 from .outputs import folder_lock
 from .session import (OWN_WEIGHTS, Progress, Session, Settings, no_progress, refuse_held_by_session,
                       resolve_device)
@@ -271,7 +271,7 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
     if ev.clips is not None:
         raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder is scored on all its inputs: "
                              "drop it", options=["clips"])
-    name = own.spec.name if own is not None else estimate_inputs(ev.dataset, ev.model)[0]
+    name = own.spec.name if own is not None else folder_model(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
     items = folder_items(ev.dataset, own.spec if own is not None else name, ev.annotations, dev, ev.weights,
                          own.dtype if own is not None else torch.float32)

@@ -47,7 +47,7 @@ from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
-from .estimate import estimate_inputs, model_inputs
+from .estimate import folder_model, model_inputs
 from .outputs import folder_lock
 from .session import Progress, Session, Settings, no_progress, refuse_held_by_session, resolve_device
 
@@ -543,7 +543,7 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
         validation = _validation(run, spec)
         return _Run(own.model, spec.name, list(own.layers), own.stats, data, validation, run.readouts,
                     tokens or None, own.pack)
-    name, _ = estimate_inputs(run.dataset, run.model)
+    name = folder_model(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None,
                                     labels=run.labels))
