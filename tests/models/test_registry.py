@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import video_iba
-from video_iba import UserInputError
+from video_iba import ModelSpec, UserInputError
 from video_iba.models import get_spec, layers, list_models, preprocess_image
 
 
@@ -265,3 +265,30 @@ def test_preprocessing_refuses_the_other_kind_of_model_and_a_name() -> None:
     with pytest.raises(UserInputError, match=r"read_clip takes the model's spec .*get_spec\('r3d_18'\)\), not str"):
         video_iba.read_clip("clip.mp4", "r3d_18")  # type: ignore[arg-type]
     assert tuple(video_iba.preprocess_clip(frames, video)[0].shape) == (1, 3, 4, 112, 112)
+
+
+_SPEC = dict(name="mynet", family="own", modality="video", frames=8, sampling_rate=4, input_size=112, resize=128,
+             default_layer="layer2")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"frames": 0}, "frames must be a whole number >= 1, got 0"),  # was a ZeroDivisionError in read_clip
+    ({"sampling_rate": 2.5}, "sampling_rate must be a whole number >= 1, got 2.5"),
+    ({"input_size": "112"}, "input_size must be a whole number >= 1, got '112'"),
+    ({"resize": 100}, r"resize \(100\) must be at least input_size \(112\)"),  # was a crop offset ValueError
+    ({"modality": "audio"}, "modality must be 'image' or 'video', got 'audio'"),
+    ({"mean": (0.5,)}, "mean must be 3 numbers, one per RGB channel"),  # was a reshape RuntimeError
+    ({"std": (0.2, 0, 0.2)}, "std must be 3 numbers, one per RGB channel, each > 0"),  # was taken: inputs of inf
+    ({"default_layer": ""}, "default_layer must be a layer's dotted name"),
+    ({"label_names": ("a", "b")}, "label_names are used with labels='own' .* give labels='own'"),  # were ignored
+    ({"name": ""}, "ModelSpec name must be a non-empty string"),
+])
+def test_a_spec_no_model_can_use_is_refused_when_made(change, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserInputError, match=message):
+        ModelSpec(**{**_SPEC, **change})
+
+
+def test_a_spec_takes_numpy_numbers_and_lists() -> None:
+    spec = ModelSpec(**{**_SPEC, "frames": np.int64(8), "mean": [0.5, 0.5, 0.5], "std": np.array([0.2, 0.2, 0.2])})
+    assert spec.frames == 8 and type(spec.frames) is int and spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.2,) * 3
+    assert dataclasses.replace(spec, labels="own", label_names=("a",)).label_names == ("a",)

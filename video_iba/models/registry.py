@@ -8,6 +8,7 @@ import fnmatch
 import hashlib
 import io
 import logging
+import operator
 import os
 import sys
 import warnings
@@ -36,6 +37,20 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _whole(spec: "ModelSpec", field: str, least: int) -> None:
+    """Refuse a field of ``spec`` that is not a whole number of at least ``least``."""
+    value = getattr(spec, field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        try:
+            value = operator.index(value)  # a numpy integer
+        except TypeError:
+            value = None
+        if value is None or value < least:
+            raise UserInputError(f"ModelSpec {spec.name}: {field} must be a whole number >= {least}, "
+                                 f"got {getattr(spec, field)!r}")
+        object.__setattr__(spec, field, int(value))
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,42 @@ class ModelSpec:
     cam_layer: str | None = None
     label_names: tuple[str, ...] = ()
     iba: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse values no model can be used with, naming the field (a spec written by hand would
+        otherwise fail deep inside preprocessing with a ZeroDivisionError or a shape error)."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise UserInputError(f"ModelSpec name must be a non-empty string, got {self.name!r}")
+        if self.modality not in ("image", "video"):
+            raise UserInputError(f"ModelSpec {self.name}: modality must be 'image' or 'video', got {self.modality!r}")
+        for field in ("input_size", "resize", "frames", "sampling_rate"):
+            _whole(self, field, 1)
+        _whole(self, "slowfast_alpha", 0)
+        for field in ("micro_batch", "cpu_inputs_per_pass"):
+            if getattr(self, field) is not None:
+                _whole(self, field, 1)
+        if self.resize < self.input_size:
+            raise UserInputError(f"ModelSpec {self.name}: resize ({self.resize}) must be at least input_size "
+                                 f"({self.input_size}): the shorter side is resized to it, then the centre "
+                                 f"input_size square is cropped")
+        for field in ("mean", "std"):
+            value = getattr(self, field)
+            try:
+                numbers = tuple(float(v) for v in value)
+            except (TypeError, ValueError):
+                numbers = ()
+            if len(numbers) != 3 or (field == "std" and min(numbers) <= 0):
+                raise UserInputError(f"ModelSpec {self.name}: {field} must be 3 numbers, one per RGB channel"
+                                     + (", each > 0" if field == "std" else "") + f", got {value!r}")
+            object.__setattr__(self, field, numbers)
+        layers = () if self.default_layer is None else (
+            (self.default_layer,) if isinstance(self.default_layer, str) else self.default_layer)
+        if not all(isinstance(n, str) and n for n in layers):
+            raise UserInputError(f"ModelSpec {self.name}: default_layer must be a layer's dotted name (or one per "
+                                 f"pathway), got {self.default_layer!r}")
+        if self.label_names and self.labels not in ("hf", "own"):
+            raise UserInputError(f"ModelSpec {self.name}: label_names are used with labels='own' (the label set is "
+                                 f"{self.labels!r}); give labels='own'")
 
     def config(self) -> IBAConfig:
         """The model's default bottleneck settings: the paper's, with :attr:`iba` applied."""
