@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,11 @@ def test_layouts_that_do_not_fit_are_refused() -> None:
         TokenLayout(channels_last=True).split(torch.randn(1, 60, 4), "norm")
     with pytest.raises(UserInputError, match="gives no grid"):
         TokenLayout().split(torch.randn(1, 60, 4), "blocks.0")
+
+
+def test_a_layout_takes_whole_numbers_only() -> None:
+    lay = TokenLayout(grid=[np.int64(2), 3, 4], prefix=np.int32(1))  # a grid computed with numpy, as a list
+    assert lay.grid == (2, 3, 4) and type(lay.prefix) is int and hash(lay) == hash(TokenLayout(grid=(2, 3, 4), prefix=1))
+    for bad in (dict(grid=(2, 2, 2), prefix=1.5), dict(grid=(2.0, 3, 3)), dict(grid=(2, 2), prefix=True)):
+        with pytest.raises(UserInputError, match="needs whole numbers"):
+            TokenLayout(**bad)  # type: ignore[arg-type]

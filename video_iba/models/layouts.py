@@ -14,6 +14,7 @@ round trip and the frame order are tested for every layout.
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +24,13 @@ from einops import rearrange
 from ..errors import UserInputError
 
 ORDERS = ("t h w", "h w t")
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int; a TypeError for what is not a whole number (a float, a bool, a string)."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a count")
+    return operator.index(value)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,15 @@ class TokenLayout:
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise UserInputError(f"token order '{self.order}' is not one of {', '.join(ORDERS)}")
+        try:  # whole numbers (numpy's too), the grid as a tuple
+            for name in ("prefix", "index", "grid_index"):
+                value = getattr(self, name)
+                if value is not None:
+                    object.__setattr__(self, name, _whole(value))
+            if self.grid is not None:
+                object.__setattr__(self, "grid", tuple(_whole(v) for v in self.grid))
+        except TypeError:
+            raise UserInputError(f"a token layout needs whole numbers for grid, prefix and indices, got {self}") from None
         if self.prefix < 0 or (self.grid is not None and (len(self.grid) not in (2, 3) or min(self.grid) < 1)):
             raise UserInputError(f"a token layout needs prefix >= 0 and grid (T, H, W) or (H, W) >= 1, got {self}")
         if self.channels_last and self.prefix:
