@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import video_iba
@@ -95,6 +96,14 @@ def test_train_dataset_trains_and_reports_the_epochs(tmp_path) -> None:  # type:
     assert res.readout.spec.layers == ["block1"] and res.history[0]["info_nats"] > 0
     readout = video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), "tubenet")
     assert readout.spec == res.readout.spec
+    net = torch.nn.Conv3d(3, 3, 1)
+    net.video_iba_spec = dataclasses.replace(video_iba.get_spec("r3d_18"), name="tubenet")  # type: ignore[assignment]
+    assert video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), net).spec == res.readout.spec  # by its spec
+    net.video_iba_spec = video_iba.get_spec("r3d_18")  # type: ignore[assignment]
+    with pytest.raises(UserInputError, match="was trained for tubenet, not r3d_18;"):
+        video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), net)  # was the whole network printed twice
+    with pytest.raises(UserInputError, match="this Conv3d carries no spec"):
+        video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), torch.nn.Conv3d(3, 3, 1))
 
 
 def test_a_model_of_your_own_gets_the_files_of_a_registry_model(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]

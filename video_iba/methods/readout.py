@@ -446,12 +446,21 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
     return readout.to_device(device), payload
 
 
-def load_readout(path: str | None, model_name: str, device: torch.device | str = "cpu") -> Readout:
-    """The readout of the checkpoint ``path`` for the registry model ``model_name``, refused when it
-    was trained for another model."""
+def load_readout(path: str | None, model_name: str | nn.Module, device: torch.device | str = "cpu") -> Readout:
+    """The readout of the checkpoint ``path`` for the model ``model_name`` (a registry name, the
+    name in a spec of one's own, or a model from :func:`~video_iba.models.registry.load_model`),
+    refused when it was trained for another model."""
     if not path:
         raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
                              "`video-iba train-readout`", options=["readout"])
+    if isinstance(model_name, nn.Module):
+        spec = getattr(model_name, "video_iba_spec", None)
+        if spec is None:
+            raise UserInputError(f"load_readout takes the name of the model the readout was trained for (a registry "
+                                 f"name, or its spec's name); this {type(model_name).__name__} carries no spec")
+        model_name = spec.name
+    elif not isinstance(model_name, str):
+        raise UserInputError(f"load_readout takes the model's name, got {type(model_name).__name__}")
     readout, payload = load_checkpoint(path, device)
     if payload.get("model") not in (None, model_name):
         raise UserInputError(f"the readout '{path}' was trained for {payload.get('model')}, not {model_name}; "
