@@ -197,6 +197,16 @@ def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
                                video_iba.estimate(tiny, [data[0]], layer="features.4").mean)
     with pytest.raises(UserInputError, match=r"got shape \(3, 32, 32\); add a batch axis to one input with x\[None\]"):
         video_iba.estimate(tiny, [data[0][0]], layer="features.4")
+    # a data loader's (inputs, labels) batches give their inputs (were refused as lists)
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.cat(data), torch.zeros(24, dtype=torch.long)), batch_size=8)
+    torch.testing.assert_close(video_iba.estimate(tiny, loader, layer="features.4").mean, stats.mean)
+    with pytest.raises(UserInputError, match="got list; a multi-pathway model"):  # pathways are not (inputs, labels)
+        video_iba.estimate(tiny, [[data[0], data[1]]], layer="features.4")
+    with pytest.raises(UserInputError, match="a batch is torch.uint8 .* preprocess the pixels with preprocess_image"):
+        video_iba.estimate(tiny, [data[0].to(torch.uint8)], layer="features.4")  # was a RuntimeError
+    assert repr(stats) == "Statistics(layer features.4, mean/std (16, 16, 16), 24 samples)"  # not the tensors
 
 
 def test_spatiotemporal_maps() -> None:

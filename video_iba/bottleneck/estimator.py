@@ -165,6 +165,14 @@ class Statistics:
     meta: dict[str, Any] = field(default_factory=dict)
     prefix: "Statistics | None" = None
 
+    def __repr__(self) -> str:
+        """One line: where the statistics are from and their shape (the tensors would fill a screen)."""
+        what = [f"layer {self.meta['layer']}" if self.meta.get("layer") else "", f"model {self.meta['model']}"
+                if self.meta.get("model") else "", f"mean/std {tuple(self.mean.shape)}",
+                f"{self.samples} samples" if self.source == "dataset" else "the explained input's own positions",
+                f"prefix {tuple(self.prefix.mean.shape)}" if self.prefix is not None else ""]
+        return f"Statistics({', '.join(w for w in what if w)})"
+
     @classmethod
     def from_input(cls, r: torch.Tensor, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None) -> "Statistics":
         """Statistics of one input's own feature map, pooled over all its positions.

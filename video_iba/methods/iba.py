@@ -26,8 +26,8 @@ from ..errors import OutOfMemory, UserInputError
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
-from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_name,
-                     split_capacities)
+from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_dtype,
+                     model_name, split_capacities)
 
 log = logging.getLogger(__name__)
 
@@ -406,7 +406,9 @@ def estimate(
     owners: list[tuple[int, int]] = []  # (entry of ``names``, part) of every estimator
     input_shape: list[int] | None = None
     with frozen(model):
+        dtype = model_dtype(model)
         for xb in batches:
+            xb = _batch_inputs(xb)
             if not isinstance(xb, torch.Tensor):
                 raise UserInputError(f"batches must be tensors (N, C, H, W) or clips (N, C, T, H, W), got "
                                      f"{type(xb).__name__}; a multi-pathway model builds its pathways with {{pack}}",
@@ -414,6 +416,10 @@ def estimate(
             if xb.dim() not in (4, 5):
                 raise UserInputError(f"a batch must be (N, C, H, W) or clips (N, C, T, H, W), got shape "
                                      f"{tuple(xb.shape)}; add a batch axis to one input with x[None]")
+            if xb.dtype != dtype:
+                fix = ("preprocess the pixels with preprocess_image or preprocess_clip" if not xb.is_floating_point()
+                       else f"convert them with x.to({dtype})")
+                raise UserInputError(f"a batch is {xb.dtype} but the model's parameters are {dtype}; {fix}")
             seen = ests[0].samples if ests is not None else 0
             if max_samples is not None and seen >= max_samples:
                 break
@@ -455,6 +461,15 @@ def estimate(
         log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
                     10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, (str, nn.Module)) or (layer is None and len(names) == 1) else out
+
+
+def _batch_inputs(batch: Any) -> Any:
+    """The inputs of a batch: the batch itself, or the first entry of a data loader's ``(inputs,
+    labels, ...)`` (a tensor of inputs followed by entries that are not: labels, indices, names)."""
+    if (isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor) and batch[0].dim() in (4, 5)
+            and all(not isinstance(b, torch.Tensor) or b.dim() <= 1 for b in batch[1:])):
+        return batch[0]
+    return batch
 
 
 def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: TokenLayout | None) -> tuple[int, ...]:
