@@ -364,3 +364,17 @@ def test_a_model_of_your_own_in_half_precision_gets_every_file_workflow(photo_di
                             session=session)
     assert trained.epoch == 1 and all(np.isfinite(h["loss"]) for h in trained.history)
     assert all(p.dtype == torch.float16 for p in half.parameters())
+
+
+def test_settings_take_one_layer_as_a_string_and_refuse_values_of_the_wrong_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a string was read letter by letter: layers ['_', 'b', 'l', ...], or 5 statistics files for 'st.pt'
+    s = Settings(model="efficientnet_lite0", layers="_blocks.4", stats=tmp_path / "st.pt")  # type: ignore[arg-type]
+    assert s.layers == ("_blocks.4",) and s.stats == (str(tmp_path / "st.pt"),)
+    assert Settings(seed=np.int64(3)).seed == 3 and Settings(seed=None).seed is None
+    for kwargs, message in ((dict(seed="a"), "seed must be a whole number in 0 .. 2\\*\\*63-1"),  # was a RuntimeError
+                            (dict(seed=-1), "got -1"),
+                            (dict(config={"steps": 3}), "config takes an IBAConfig, got dict; give a few settings as "
+                                                        "changes="),
+                            (dict(changes=[("steps", 3)]), "changes takes a mapping")):
+        with pytest.raises(UserInputError, match=message):
+            Settings(**kwargs)  # type: ignore[arg-type]

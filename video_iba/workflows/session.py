@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -175,6 +177,31 @@ class Settings:
     precision: str = "fp32"
     cam_layer: str | None = None
     labels: str | None = None
+
+    def __post_init__(self) -> None:
+        """One layer or statistics file may be given as a string (it was read letter by letter);
+        other values of the wrong kind are refused here rather than deep inside a run."""
+        for name in ("layers", "stats"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                object.__setattr__(self, name, (os.fspath(value),))
+            elif value is not None:
+                object.__setattr__(self, name, tuple(os.fspath(v) if isinstance(v, os.PathLike) else v
+                                                     for v in value))
+        if self.seed is not None:
+            try:
+                seed = operator.index(self.seed)
+            except TypeError:
+                seed = -1
+            if isinstance(self.seed, bool) or not 0 <= seed < 2 ** 63:
+                raise UserInputError(f"seed must be a whole number in 0 .. 2**63-1, or None (a seed drawn and recorded), "
+                                     f"got {self.seed!r}")
+            object.__setattr__(self, "seed", seed)
+        if self.config is not None and not isinstance(self.config, IBAConfig):
+            raise UserInputError(f"config takes an IBAConfig, got {type(self.config).__name__}; give a few settings as "
+                                 f"changes={{'steps': 30}}")
+        if not isinstance(self.changes, Mapping):
+            raise UserInputError(f"changes takes a mapping such as {{'steps': 30}}, got {type(self.changes).__name__}")
 
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
