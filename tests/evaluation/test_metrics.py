@@ -98,7 +98,7 @@ def test_metrics_run_the_network_in_eval_mode_and_leave_it_as_it_was() -> None:
     net.train()  # a notebook's network, left in training mode
     stats = net[1].running_mean.clone()
     assert degradation(net, x, attr, 1, tile=4).score == pytest.approx(expected[0])  # an Attribution as the map
-    assert np.allclose(sensitivity_n(net, x, attr, 1, tile=4, ns=[3], masks=8).pearson, expected[1])
+    assert np.allclose(sensitivity_n(net, x, attr, 1, tile=4, ns=3, masks=8).pearson, expected[1])  # one n
     assert net.training and all(m.training for m in net.modules()) and torch.equal(net[1].running_mean, stats)
     assert hit_ratio(attr, attr.values.numpy() > 0.5) == 1.0 and temporal_share(torch.rand(2, 4, 4), (0, 1)) > 0
 
@@ -168,6 +168,7 @@ def test_parameter_randomisation_cascades_on_a_copy() -> None:
     calls = len(seen)
     given = parameter_randomisation(model, grad_map, stages=["fc", "features"], seed=0, base=original)
     assert np.allclose(given.ssim, res.ssim) and len(seen) == calls + 2  # the original map given, not made again
+    assert parameter_randomisation(model, grad_map, stages="fc", base=original).stages == ["fc"]  # not 'f', 'c'
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the user's model untouched
     m = torch.rand(8, 16, 16)
     assert map_ssim(m, 3 * m) == pytest.approx(1.0)  # compared after |map| / max

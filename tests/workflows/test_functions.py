@@ -378,3 +378,15 @@ def test_settings_take_one_layer_as_a_string_and_refuse_values_of_the_wrong_kind
                             (dict(changes=[("steps", 3)]), "changes takes a mapping")):
         with pytest.raises(UserInputError, match=message):
             Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_names_given_as_one_string_are_not_read_letter_by_letter(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # before: "unknown method 's'" for methods="saliency", and Evaluation kept the string
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    res = video_iba.compare_file(photo, "saliency,random", Settings(), str(tmp_path / "c"), targets="top2")
+    assert [p[0] for p in res.panels] == ["espresso · saliency", "espresso · random", "cup · saliency", "cup · random"]
+    ev = Evaluation(photo_dir, methods="random", metrics="hit_ratio,degradation8", layers="_blocks.4", betas=10.0)
+    assert (ev.methods, ev.metrics, ev.layers, ev.betas) == (("random",), ("hit_ratio", "degradation8"),
+                                                              ("_blocks.4",), (10.0,))
+    run = TrainingRun(photo_dir, str(tmp_path / "ro"), layers="_blocks.4", stats=tmp_path / "s.pt")
+    assert run.layers == ("_blocks.4",) and run.stats == (str(tmp_path / "s.pt"),)

@@ -271,7 +271,7 @@ def sensitivity_n(
     *,
     tile: int = 8,
     t_tile: int | None = None,
-    ns: Sequence[int] | None = None,
+    ns: int | Sequence[int] | None = None,
     masks: int = 100,
     seed: int = 0,
     batch: int | None = None,
@@ -285,6 +285,8 @@ def sensitivity_n(
     labels, n_tiles = _tiles(v.shape, tile, t_tile)
     if ns is None:
         ns = sorted({int(round(k)) for k in np.geomspace(1, max(1, 0.8 * n_tiles), 10)})
+    elif isinstance(ns, (int, np.integer)):
+        ns = [int(ns)]
     for n in ns:
         if not 1 <= n <= n_tiles:
             raise UserInputError(f"n = {n} outside 1..{n_tiles} tiles")
@@ -395,7 +397,7 @@ def parameter_randomisation(
     model: nn.Module,
     attribute_fn: Callable[[nn.Module, "list[str]"], Map],
     *,
-    stages: Sequence[str] | None = None,
+    stages: str | Sequence[str] | None = None,
     seed: int = 0,
     base: Map | None = None,
 ) -> RandomisationResult:
@@ -413,7 +415,7 @@ def parameter_randomisation(
     (another ``seed``: another draw of them). ``base``: the original map, where already computed
     (else ``attribute_fn(model, [])``).
     """
-    names = list(stages) if stages is not None else randomisation_stages(model)
+    names = ([stages] if isinstance(stages, str) else list(stages)) if stages is not None else randomisation_stages(model)
     if not names:
         raise UserInputError("the model has no stages with parameters to randomise")
     if base is None:

@@ -33,7 +33,7 @@ from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
-from .session import Bar, Progress, Session, Settings, no_progress, resolve_target, settings_for
+from .session import Bar, Progress, Session, Settings, as_tuple, no_progress, resolve_target, settings_for
 
 #: Photos one comparison grid holds at most (a row each).
 MAX_GRID_ROWS = 16
@@ -250,7 +250,7 @@ def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[
 def _check_comparison(methods: Sequence[str], settings: Settings | None, models: Sequence[str],
                       session: Session | None) -> tuple[list[str], Settings, list[str]]:
     """The methods, the settings (default ones for ``None``) and the models compared, checked."""
-    names = [m.strip() for m in methods if m.strip()]
+    names = [m for m in as_tuple(methods, split=True) if m]
     if not names:
         raise UserInputError("no methods given; give {methods} e.g. iba,gradcam,saliency", options=["methods"])
     settings = settings or Settings()
@@ -304,7 +304,7 @@ _TOP = re.compile(r"top([0-9]+)", re.IGNORECASE)
 def _check_targets(targets: Sequence[str | int], options: Options, models: Sequence[str]) -> list[str | int]:
     """The classes compared (none: ``options.target`` alone), checked before any work: two or more
     distinct ones, or ``topK`` alone with K >= 2."""
-    classes = [t.strip() if isinstance(t, str) else t for t in targets]
+    classes = [t.strip() if isinstance(t, str) else t for t in as_tuple(targets, split=True)]
     classes = [t for t in classes if t != ""]
     if not classes:
         if targets:
@@ -355,7 +355,7 @@ def _per_class(compared: list[_Model], classes: Sequence[str | int]) -> list[_Mo
 
 def _check_models(models: Sequence[str], settings: Settings) -> list[str]:
     """The models compared (none: ``settings.model`` alone); refuses what cannot apply to each of them."""
-    names = [m.strip() for m in models if m.strip()]
+    names = [m for m in as_tuple(models, split=True) if m]
     if len(names) != len(set(names)):
         raise UserInputError(f"{{models}} names a model twice: {','.join(names)}", options=["models"])
     if len(names) < 2:

@@ -38,7 +38,7 @@ from ..models.pathways import Pack
 from ..models.registry import weights_digest
 from .estimate import folder_model
 from .outputs import folder_lock
-from .session import (OWN_WEIGHTS, Progress, Session, Settings, no_progress, refuse_held_by_session,
+from .session import (OWN_WEIGHTS, as_tuple, Progress, Session, Settings, no_progress, refuse_held_by_session,
                       resolve_device)
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,12 @@ class Evaluation:
     precision: str = "fp32"
     cam_layer: str | None = None
     labels: str | None = None
+
+    def __post_init__(self) -> None:
+        """Names and files given as one string are one entry (methods and metrics: comma-separated)."""
+        for name, split in (("methods", True), ("metrics", True), ("layers", False), ("stats", False),
+                            ("betas", False)):
+            object.__setattr__(self, name, as_tuple(getattr(self, name), split))
 
 
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress, *,

@@ -136,6 +136,21 @@ def load_stats_files(paths: Sequence[str], spec: ModelSpec, layers: Sequence[str
     return out
 
 
+def as_tuple(value: Any, split: bool = False) -> Any:
+    """A sequence option as a tuple: a single string or path is one entry (iterated, it would be
+    read letter by letter), or with ``split`` its comma-separated entries (method and metric
+    names, as the command line takes them); paths become strings; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        return tuple(v.strip() for v in text.split(",")) if split else (text,)
+    try:
+        return tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in value)
+    except TypeError:
+        return (value,)  # one number (a beta)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a session is opened with (the command line's model options).
@@ -182,12 +197,7 @@ class Settings:
         """One layer or statistics file may be given as a string (it was read letter by letter);
         other values of the wrong kind are refused here rather than deep inside a run."""
         for name in ("layers", "stats"):
-            value = getattr(self, name)
-            if isinstance(value, (str, os.PathLike)):
-                object.__setattr__(self, name, (os.fspath(value),))
-            elif value is not None:
-                object.__setattr__(self, name, tuple(os.fspath(v) if isinstance(v, os.PathLike) else v
-                                                     for v in value))
+            object.__setattr__(self, name, as_tuple(getattr(self, name)))
         if self.seed is not None:
             try:
                 seed = operator.index(self.seed)
@@ -598,5 +608,5 @@ class Sessions:
         return self._open[name]
 
 
-__all__ = ["DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "refuse_held_by_session", "Bar", "Progress", "no_progress", "Session",
+__all__ = ["as_tuple", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "refuse_held_by_session", "Bar", "Progress", "no_progress", "Session",
            "Sessions", "Settings", "load_stats_files", "resolve_device", "resolve_target"]

@@ -49,7 +49,7 @@ from ..models.preprocess import preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
 from .estimate import folder_model, model_inputs
 from .outputs import folder_lock
-from .session import Progress, Session, Settings, no_progress, refuse_held_by_session, resolve_device
+from .session import Progress, Session, as_tuple, Settings, no_progress, refuse_held_by_session, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -442,6 +442,11 @@ class TrainingRun:
     validation: str | None = None
     device: str = "cpu"
     labels: str | None = None  # a file naming the model's classes (see Settings.labels)
+
+    def __post_init__(self) -> None:
+        """Layers and files given as one string are one entry."""
+        for name in ("layers", "readouts", "stats"):
+            object.__setattr__(self, name, as_tuple(getattr(self, name)))
 
 
 @dataclass
