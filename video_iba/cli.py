@@ -402,7 +402,8 @@ def _cmd_explain(args: argparse.Namespace) -> None:
         if counts.lead:
             again = [f"{n} {why}" for n, why in ((counts.changed, "again as the settings changed"),
                                                 (counts.missing, "again as their outputs were missing")) if n]
-            print(f"{counts.inputs} inputs: {counts.done} explained" + (f" ({', '.join(again)})" if again else "")
+            inputs = f"{counts.inputs} input{'' if counts.inputs == 1 else 's'}"
+            print(f"{inputs}: {counts.done} explained" + (f" ({', '.join(again)})" if again else "")
                   + f", {counts.skipped} done before, {counts.failed} failed (see the manifest)")
             print(f"wrote {os.path.join(args.out, MANIFEST)}")
         return

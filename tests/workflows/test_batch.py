@@ -99,6 +99,12 @@ def test_list_file_and_a_killed_run(batch_dir, tmp_path, capsys) -> None:  # typ
     assert "3 inputs: 1 explained, 1 done before, 1 failed" in stdout
     rows = {os.path.basename(r["input"]): r["status"] for r in _manifest(str(out))}
     assert rows["chelsea.jpg"] == "ok" and rows["coffee.jpg"] == "ok" and "does not exist" in rows["missing.jpg"]
+    # an input listed twice (by another path to it) is explained once, under its own name (was twice, as coffee.jpg.png)
+    twice = tmp_path / "twice.txt"
+    twice.write_text("inputs/coffee.jpg\ninputs/../inputs/coffee.jpg\n")
+    code, stdout, err = run_cli(["explain", str(twice), "--method", "random", "--out", str(tmp_path / "o2")], capsys)
+    assert code == 0 and "1 input: 1 explained" in stdout and "1 line(s) of " in err and "listed before" in err
+    assert sorted(os.listdir(tmp_path / "o2" / "inputs")) == ["coffee.npz", "coffee.png"]
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     code, _, err = run_cli(["explain", str(empty), "--out", str(out)], capsys)

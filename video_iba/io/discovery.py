@@ -103,12 +103,21 @@ def batch_inputs(path: str) -> tuple[list[str], str]:
     if not os.path.isfile(path):
         raise UserInputError(f"list file '{path}' does not exist; give a folder or a .txt file of paths")
     base = os.path.dirname(os.path.abspath(path))
-    files = []
+    files: dict[str, str] = {}  # the file itself (normalised) -> the path as listed, the first time
+    twice = []
     with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first path
         for line in fh:
             line = line.strip()
             if line and not line.startswith("#"):
-                files.append(line if os.path.isabs(line) else os.path.join(base, line))
+                f = line if os.path.isabs(line) else os.path.join(base, line)
+                key = os.path.normcase(os.path.realpath(f))
+                if key in files:
+                    twice.append(line)
+                else:
+                    files[key] = f
     if not files:
         raise UserInputError(f"list file '{path}' names no inputs; give one path per line")
-    return files, base
+    if twice:  # explained once: a second time it would be done twice and need a second output name
+        log.warning("%d line(s) of '%s' name an input listed before (first: '%s'); each input is explained once",
+                    len(twice), path, twice[0])
+    return list(files.values()), base
