@@ -335,6 +335,8 @@ def test_bad_values_and_files_give_one_line(photo_dir, tmp_path, capsys) -> None
         (["--config", str(per_pass)], "'inputs_per_pass' (from --config) must be an integer > 0"),
         (["--samples", "1000000000", "--steps", "2"], "out of memory with 1000000000 noisy replicas"),
         (["--target", "\u0663"], "unknown class name"),  # an Arabic-Indic three is not the index 3
+        (["--target", "top3"], "--target takes top1, a class index or a class name, not 'top3'; the K most "
+                               "probable classes are explained side by side by `video-iba compare --targets topK`"),
         (["--layer", "_avg_pooling"], "outputs a map of one cell"),
     ]
     for extra, message in cases:

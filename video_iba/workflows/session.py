@@ -98,6 +98,10 @@ def resolve_target(text: str | int | None, labels: Sequence[str]) -> int | None:
     if len(hits) > 1:
         raise UserInputError(f"class name '{text}' is ambiguous (indices {', '.join(map(str, hits))}); give "
                              f"{{target}} an index", options=["target"])
+    if re.fullmatch(r"top[0-9]+", wanted):
+        raise UserInputError(f"{{target}} takes top1, a class index or a class name, not '{text.strip()}'; the K most "
+                             f"probable classes are explained side by side by `video-iba compare --targets topK` "
+                             f"(compare_file(..., targets='topK'))", options=["target"])
     raise UserInputError(f"unknown class name '{text}'{_similar_names(wanted, labels)}; give {{target}} a class "
                          f"index or an exact name", options=["target"])
 
