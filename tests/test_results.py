@@ -60,6 +60,19 @@ def test_photo_attribution_round_trip(tmp_path) -> None:  # type: ignore[no-unty
         _ = g.bits
 
 
+def test_an_attribution_made_by_hand_is_checked_and_its_metadata_saved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a = Attribution(values=np.ones((4, 4), np.float32), unit="bits", target=np.int64(2),  # type: ignore[arg-type]
+                    meta={"score": np.float32(0.5), "box": np.arange(2), "t": torch.tensor(3)})
+    assert isinstance(a.values, torch.Tensor) and a.target == 2 and a.total_bits == 16  # numpy values were an error
+    a.save(tmp_path / "a.npz")  # numpy and torch numbers in the metadata were a JSON TypeError
+    assert video_iba.load(tmp_path / "a.npz").meta == {"score": 0.5, "box": [0, 1], "t": 3}
+    for kwargs, message in ((dict(unit="nats"), "unknown unit 'nats'; give one of bits, random"),
+                            (dict(values=torch.zeros(4)), r"values are a map \(H, W\) or \(T, H, W\)"),
+                            (dict(target="cat"), "target must be a class index")):
+        with pytest.raises(UserInputError, match=message):
+            Attribution(**{"values": torch.zeros(4, 4), "unit": "bits", "target": 0, **kwargs})  # type: ignore[arg-type]
+
+
 def test_a_result_prints_as_one_line_that_says_what_it_is() -> None:
     a = Attribution(values=torch.full((8, 8), 0.5), unit="bits", target=3, capacity=torch.rand(4, 2, 2),
                     meta={"method": "iba_per_sample", "model": "resnet50", "layer": "layer2", "target_label": "cat"})

@@ -8,6 +8,7 @@ type and its version; :func:`load` reads either and refuses anything else with o
 from __future__ import annotations
 
 import json
+import operator
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -57,6 +58,15 @@ class Unit(str, Enum):
     def magnitude(self, values: np.ndarray) -> np.ndarray:
         """The values a figure draws: bits as they are (never negative), other units by magnitude."""
         return values if self.information else np.abs(values)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or torch number or array in metadata as the plain number or list JSON holds."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    raise TypeError(f"metadata of type {type(value).__name__} cannot be saved; give numbers, strings, lists or dicts")
 
 
 def _unit(value: Any, where: str) -> Unit:
@@ -143,7 +153,21 @@ class Attribution:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.unit = Unit(self.unit)
+        try:
+            self.unit = Unit(self.unit)
+        except ValueError:
+            raise UserInputError(f"unknown unit {self.unit!r}; give one of "
+                                 f"{', '.join(u.value for u in Unit)}") from None
+        if isinstance(self.values, np.ndarray):
+            self.values = torch.from_numpy(self.values)
+        if not isinstance(self.values, torch.Tensor) or self.values.dim() not in (2, 3):
+            shape = tuple(self.values.shape) if hasattr(self.values, "shape") else type(self.values).__name__
+            raise UserInputError(f"an attribution's values are a map (H, W) or (T, H, W) at the input's resolution, "
+                                 f"got {shape}")
+        try:
+            self.target = operator.index(self.target)
+        except TypeError:
+            raise UserInputError(f"target must be a class index (int), got {self.target!r}") from None
 
     def __repr__(self) -> str:
         return _summary("Attribution", str(tuple(self.values.shape)), self.unit, self.target, self.total, "",
@@ -194,7 +218,7 @@ class Attribution:
             "values": self.values.detach().cpu().numpy().astype(np.float32),
             "unit": np.array(self.unit.value),
             "target": np.array(self.target, dtype=np.int64),
-            "meta": np.array(json.dumps(self.meta, sort_keys=True)),
+            "meta": np.array(json.dumps(self.meta, sort_keys=True, default=_plain)),
         }
         if self.unit.information:
             payload["bits"] = payload["values"]
@@ -365,7 +389,7 @@ class ClipAttribution:
             ("bits_per_source_frame" if info else "magnitude_per_source_frame"):
                 np.asarray(self.per_source_frame, dtype=np.float64),
             "target": np.array(self.target, dtype=np.int64),
-            "meta": np.array(json.dumps(self.meta, sort_keys=True)),
+            "meta": np.array(json.dumps(self.meta, sort_keys=True, default=_plain)),
         }
         for i, fb in enumerate(self.feature_bits):
             payload[f"feature_bits_{i}"] = np.asarray(fb, dtype=np.float32)
