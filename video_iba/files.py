@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import tempfile
 from typing import Any, Iterator, Sequence
 
@@ -129,6 +130,11 @@ def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
         raise UserInputError(f"{what} must be a path (str or os.PathLike), not {type(path).__name__}; {fix}")
     p = os.fspath(path)
     if not os.path.exists(p):
+        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", p):
+            raise UserInputError(f"{what} '{p}' is a URL; files are read from disk: download it first")
+        if p.startswith("~"):
+            raise UserInputError(f"{what} '{p}' does not exist ('~' is expanded by a shell, not in Python: give "
+                                 f"os.path.expanduser('{p}')); {fix}")
         raise UserInputError(f"{what} '{p}' does not exist; {fix}")
     if not os.path.isfile(p):
         raise UserInputError(f"'{p}' is not a regular file (a folder, pipe or device); {fix}")

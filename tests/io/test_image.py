@@ -115,3 +115,12 @@ def test_atomic_outputs_get_the_usual_permissions(tmp_path) -> None:  # type: ig
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644
+
+
+def test_a_url_or_an_unexpanded_home_is_named_as_such() -> None:
+    with pytest.raises(UserInputError, match="'https://example.com/cat.jpg' is a URL; files are read from disk: "
+                                             "download it first"):
+        read_image("https://example.com/cat.jpg")
+    with pytest.raises(UserInputError, match=r"'~' is expanded by a shell, not in Python: give "
+                                             r"os.path.expanduser\('~/no-such-photo.jpg'\)"):
+        read_image("~/no-such-photo.jpg")
