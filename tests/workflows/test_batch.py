@@ -103,7 +103,7 @@ def test_list_file_and_a_killed_run(batch_dir, tmp_path, capsys) -> None:  # typ
     twice = tmp_path / "twice.txt"
     twice.write_text("inputs/coffee.jpg\ninputs/../inputs/coffee.jpg\n")
     code, stdout, err = run_cli(["explain", str(twice), "--method", "random", "--out", str(tmp_path / "o2")], capsys)
-    assert code == 0 and "1 input: 1 explained" in stdout and "1 line(s) of " in err and "listed before" in err
+    assert code == 0 and "1 input: 1 explained" in stdout and "1 entry of " in err and "listed before" in err
     assert sorted(os.listdir(tmp_path / "o2" / "inputs")) == ["coffee.npz", "coffee.png"]
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")

@@ -390,3 +390,17 @@ def test_names_given_as_one_string_are_not_read_letter_by_letter(photo_dir, tmp_
                                                               ("_blocks.4",), (10.0,))
     run = TrainingRun(photo_dir, str(tmp_path / "ro"), layers="_blocks.4", stats=tmp_path / "s.pt")
     assert run.layers == ("_blocks.4",) and run.stats == (str(tmp_path / "s.pt"),)
+
+
+def test_explain_batch_takes_a_list_of_paths_and_refuses_one_file(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    photos = [os.path.join(photo_dir, "coffee.jpg"), os.path.join(photo_dir, "chelsea.jpg")]
+    counts = explain_batch(photos + photos[:1], Settings(method="random"), str(tmp_path / "o"))  # was a TypeError
+    assert (counts.inputs, counts.done) == (2, 2)
+    assert sorted(os.listdir(tmp_path / "o")) == ["chelsea.npz", "chelsea.png", "coffee.npz", "coffee.png", MANIFEST]
+    assert isinstance(video_iba.load(str(tmp_path / "o" / "coffee.npz")), video_iba.Attribution)
+    with pytest.raises(UserInputError, match="is one input, not a folder or a .txt list of inputs; explain one file "
+                                             "with explain_file"):  # was a UnicodeDecodeError: read as a list
+        explain_batch(photos[0], Settings(method="random"), str(tmp_path / "o2"))
+    session = video_iba.Session.open(Settings(model="efficientnet_lite0", method="random"))
+    with pytest.raises(UserInputError, match="is a folder; explain its inputs with explain_batch"):
+        video_iba.explain_file(session, photo_dir, str(tmp_path / "o3"))

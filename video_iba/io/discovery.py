@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 from PIL import Image
 
@@ -91,10 +92,18 @@ def warn_other_kind(folder: str, video: bool, model: str) -> None:
                     model, "a video" if video else "an image")
 
 
-def batch_inputs(path: str) -> tuple[list[str], str]:
-    """The inputs of a folder (every photo and video under it) or of a list file (one path per line,
-    relative paths taken from the list file's folder, ``#`` comments and blank lines ignored), and
-    the folder their output paths are relative to."""
+def batch_inputs(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[list[str], str]:
+    """The inputs of a folder (every photo and video under it), of a list file (one path per line,
+    relative paths taken from the list file's folder, ``#`` comments and blank lines ignored) or of
+    a list of paths, and the folder their output paths are relative to (a list's: the folder
+    holding them all). An input named twice is kept once, with a warning."""
+    if not isinstance(path, (str, os.PathLike)):
+        listed = [os.fspath(p) for p in path]
+        if not listed:
+            raise UserInputError("the list of inputs is empty; give at least one path")
+        files = _unique(listed, listed, "the list of inputs")
+        return files, os.path.commonpath([os.path.dirname(os.path.abspath(f)) for f in files])
+    path = os.fspath(path)
     if os.path.isdir(path):
         files = _files(path, (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES))
         if not files:
@@ -102,22 +111,36 @@ def batch_inputs(path: str) -> tuple[list[str], str]:
         return files, path
     if not os.path.isfile(path):
         raise UserInputError(f"list file '{path}' does not exist; give a folder or a .txt file of paths")
+    if not path.lower().endswith(".txt"):
+        raise UserInputError(f"'{path}' is one input, not a folder or a .txt list of inputs; explain one file with "
+                             f"explain_file, or give a list of paths")
     base = os.path.dirname(os.path.abspath(path))
-    files: dict[str, str] = {}  # the file itself (normalised) -> the path as listed, the first time
-    twice = []
-    with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first path
-        for line in fh:
-            line = line.strip()
-            if line and not line.startswith("#"):
-                f = line if os.path.isabs(line) else os.path.join(base, line)
-                key = os.path.normcase(os.path.realpath(f))
-                if key in files:
-                    twice.append(line)
-                else:
-                    files[key] = f
-    if not files:
+    lines = []
+    try:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not part of the first path
+            lines = [line.strip() for line in fh]
+    except UnicodeDecodeError:
+        raise UserInputError(f"list file '{path}' is not UTF-8 text; give one path per line") from None
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
         raise UserInputError(f"list file '{path}' names no inputs; give one path per line")
-    if twice:  # explained once: a second time it would be done twice and need a second output name
-        log.warning("%d line(s) of '%s' name an input listed before (first: '%s'); each input is explained once",
-                    len(twice), path, twice[0])
-    return list(files.values()), base
+    return _unique([line if os.path.isabs(line) else os.path.join(base, line) for line in lines], lines,
+                   f"'{path}'"), base
+
+
+def _unique(files: Sequence[str], given: Sequence[str], where: str) -> list[str]:
+    """``files`` without the second and later names of one file (``given``: as written, for the
+    warning): each input is explained once, under its own name."""
+    kept: dict[str, str] = {}
+    twice = []
+    for f, g in zip(files, given):
+        key = os.path.normcase(os.path.realpath(f))
+        if key in kept:
+            twice.append(g)
+        else:
+            kept[key] = f
+    if twice:
+        entries, verb = ("1 entry", "names") if len(twice) == 1 else (f"{len(twice)} entries", "name")
+        log.warning("%s of %s %s an input listed before (first: '%s'); each input is explained once", entries, where,
+                    verb, twice[0])
+    return list(kept.values())

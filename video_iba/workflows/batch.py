@@ -85,10 +85,12 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def explain_batch(path: str, settings: Settings | None, out_dir: str, options: Options = Options(),
-                  progress: Progress = no_progress, *, session: Session | None = None) -> BatchCounts:
-    """Explain every input of a folder or list file into ``out_dir`` (see the module text); call it
-    on every rank under torchrun.
+def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], settings: Settings | None,
+                  out_dir: str, options: Options = Options(), progress: Progress = no_progress, *,
+                  session: Session | None = None) -> BatchCounts:
+    """Explain every input of a folder, a list file or a list of paths into ``out_dir`` (see the
+    module text; a list's outputs go under ``out_dir`` at their paths relative to the folder holding
+    them all); call it on every rank under torchrun.
 
     ``settings`` open a registry model per kind of input (photos, videos). Or pass
     ``settings=None`` and an open ``session`` (e.g. a model of your own,
@@ -101,7 +103,7 @@ def explain_batch(path: str, settings: Settings | None, out_dir: str, options: O
         raise UserInputError("give explain_batch either settings (registry models) or an open session with "
                              "settings=None, " + ("not both" if session is not None else "not neither"))
     inputs, base = batch_inputs(path)
-    inputs = batch_inputs_outside(inputs, base, out_dir, os.path.isdir(path))
+    inputs = batch_inputs_outside(inputs, base, out_dir, isinstance(path, (str, os.PathLike)) and os.path.isdir(path))
     if session is not None:
         _refuse_other_kind(inputs, session)
     chosen = session.settings if session is not None else settings

@@ -190,6 +190,9 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
         stem: The outputs' name without suffix (default: the input's stem).
     """
     if isinstance(plan, (str, os.PathLike)):
+        if os.path.isdir(plan):
+            raise UserInputError(f"'{os.fspath(plan)}' is a folder; explain its inputs with explain_batch, as "
+                                 f"`video-iba explain FOLDER` does")
         plan = plan_input(os.fspath(plan), session.spec, options.span)
     out_dir = os.fspath(out_dir)
     outputs = _outputs(plan, out_dir, stem, options.keyframes)
