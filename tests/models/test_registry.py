@@ -212,9 +212,16 @@ def test_pixels_of_every_common_kind_are_read_as_rgb_and_others_refused() -> Non
                        ((frames / 255.0 - 0.45) / 0.225, "not pixels already normalised"),
                        (frames.astype(np.int32) * 256, "integers from 0 to 65280; give uint8"),
                        (frames.transpose(0, 3, 1, 2), "look channels-first: move the colour axis last"),
-                       ([], "empty list"), ("clip.mp4", "must be RGB pixels")):
+                       ([], "empty list"), ("clip.mp4", "must be RGB pixels"),
+                       ([frames[0], frames[1, :100]], r"frame 1 is \(100, 160, 3\), frame 0 \(120, 160, 3\); give "
+                                                     r"frames of one size"),  # was numpy's stack ValueError
+                       (frames[0], r"one frame: add a time axis \(x\[None\]\)")):
         with pytest.raises(UserInputError, match=match):
             preprocess_clip(bad, spec)
+    for bad, match in ((frames[0, :, :, 0], r"grayscale: repeat it into three channels"),
+                       (np.concatenate([frames[0], frames[0, :, :, :1]], axis=-1), r"RGBA: drop the alpha channel")):
+        with pytest.raises(UserInputError, match=match):
+            preprocess_image(bad, image)
 
 
 def test_a_checkpoint_fine_tuned_to_other_classes_resizes_the_output_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -112,7 +112,12 @@ def rgb_uint8(pixels: Any, name: str = "image") -> np.ndarray:
     if isinstance(pixels, (list, tuple)):
         if not pixels:
             raise UserInputError(f"{name} is an empty list; give its frames")
-        pixels = np.stack([rgb_uint8(p, name) for p in pixels])
+        frames = [rgb_uint8(p, name) for p in pixels]
+        odd = next((i for i, f in enumerate(frames) if f.shape != frames[0].shape), None)
+        if odd is not None:
+            raise UserInputError(f"the frames of {name} differ in shape: frame {odd} is {frames[odd].shape}, frame 0 "
+                                 f"{frames[0].shape}; give frames of one size")
+        pixels = np.stack(frames)
     if isinstance(pixels, torch.Tensor):
         pixels = pixels.detach().cpu().numpy()
     if not isinstance(pixels, np.ndarray):
@@ -139,10 +144,18 @@ def rgb_uint8(pixels: Any, name: str = "image") -> np.ndarray:
     raise UserInputError(f"{name} has pixels of type {pixels.dtype}; give uint8 RGB values or floats in [0, 1]")
 
 
-def _channels_first_hint(shape: tuple[int, ...]) -> str:
-    """The fix for pixels whose colour axis comes before height and width."""
+def _layout_hint(shape: tuple[int, ...], video: bool = False) -> str:
+    """The fix for pixels laid out otherwise than ``(H, W, 3)`` (clips: ``(T, H, W, 3)``): the colour
+    axis first, an alpha channel, one grayscale channel, one frame given as a clip."""
     if len(shape) >= 3 and shape[-3] == 3 and shape[-1] != 3:
         return "; these look channels-first: move the colour axis last (numpy: np.moveaxis(x, -3, -1))"
+    if len(shape) >= 3 and shape[-1] == 4:
+        return "; RGBA: drop the alpha channel (x[..., :3]), or read the file with read_image (it composites " \
+               "transparency over white)"
+    if video and len(shape) == 3 and shape[-1] == 3:
+        return "; one frame: add a time axis (x[None]), or explain a photo with an image model"
+    if len(shape) == 2 + video:
+        return "; grayscale: repeat it into three channels (np.stack([x] * 3, axis=-1))"
     return ""
 
 
@@ -174,7 +187,7 @@ def preprocess_image(rgb: Any, spec: ModelSpec, name: str = "image") -> tuple[to
     rgb = rgb_uint8(rgb, name)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise UserInputError(f"{name} must be (H, W, 3) RGB pixels, got shape {tuple(rgb.shape)}"
-                             + _channels_first_hint(rgb.shape))
+                             + _layout_hint(rgb.shape))
     check_size(name, int(rgb.shape[0]), int(rgb.shape[1]), spec)
     return resize_crop_normalize(rgb[None], resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
 
@@ -188,7 +201,7 @@ def preprocess_clip(frames: Any, spec: ModelSpec, name: str = "clip") -> tuple[t
     frames = rgb_uint8(frames, name)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise UserInputError(f"{name} must be (T, H, W, 3) RGB frames, got shape {tuple(frames.shape)}"
-                             + _channels_first_hint(frames.shape))
+                             + _layout_hint(frames.shape, video=True))
     check_size(name, int(frames.shape[1]), int(frames.shape[2]), spec, "video")
     x, geo = resize_crop_normalize(frames, resize=spec.resize, crop=spec.input_size, mean=spec.mean, std=spec.std)
     return x.permute(1, 0, 2, 3)[None].contiguous(), geo
