@@ -80,6 +80,17 @@ def test_paper_config_equals_the_defaults() -> None:
     assert video_iba.IBAConfig.from_yaml(os.path.join(here, "configs", "paper.yaml")) == video_iba.IBAConfig()
 
 
+def test_config_files_read_numbers_as_written_and_refuse_a_key_set_twice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sci = tmp_path / "sci.yaml"
+    sci.write_text("beta: 1e-3\nlr: 2E+0\nsteps: 3\n")  # YAML 1.1 reads 1e-3 as a string: it was refused
+    cfg = video_iba.IBAConfig.from_yaml(sci)
+    assert (cfg.beta, cfg.lr, cfg.steps) == (0.001, 2.0, 3)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("steps: 3\nbeta: 1\nsteps: 4\n")  # the last one was taken without a word
+    with pytest.raises(video_iba.UserInputError, match="sets 'steps' twice \\(again on line 3\\); keep one"):
+        video_iba.IBAConfig.from_yaml(dup)
+
+
 def test_estimate_then_explain_with_statistics(photo_dir: str, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "imgs"
     shutil.copytree(photo_dir, folder)

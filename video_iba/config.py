@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -121,9 +122,24 @@ def read_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml
 
     p = os.fspath(path)
+
+    class Loader(yaml.SafeLoader):
+        """YAML as people write settings: ``1e-3`` is a number (YAML 1.1 reads it as a string), and
+        a key set twice is refused (YAML keeps the last without a word)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            twice = next((i for i, k in enumerate(keys) if k in keys[:i]), None)
+            if twice is not None:
+                line = node.value[twice][0].start_mark.line + 1
+                raise UserInputError(f"config file '{p}' sets '{keys[twice]}' twice (again on line {line}); keep one")
+            return super().construct_mapping(node, deep)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
     try:
         with open(p, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=Loader)  # a SafeLoader: plain data only
     except FileNotFoundError as exc:
         raise UserInputError(f"config file '{p}' does not exist; check the path") from exc
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
