@@ -47,3 +47,15 @@ def test_bad_labels_files_are_refused_in_one_line(tmp_path, name, content, messa
     assert "\n" not in str(info.value)
     with pytest.raises(UserInputError, match="labels file .* does not exist"):
         read_labels(str(tmp_path / "missing.txt"))
+
+
+def test_numbered_class_index_files_give_their_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ucf = tmp_path / "classInd.txt"
+    ucf.write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n")  # UCF101's form: were names '1 ApplyEyeMakeup'
+    assert read_labels(str(ucf)) == ["ApplyEyeMakeup", "ApplyLipstick", "Archery"]
+    csv = tmp_path / "classes.csv"
+    csv.write_text("0,walk\n1,run fast\n")
+    assert read_labels(str(csv)) == ["walk", "run fast"]
+    names = tmp_path / "names.txt"
+    names.write_text("3 little pigs\n7 dwarfs\n")  # numbers that are not the indices belong to the names
+    assert read_labels(str(names)) == ["3 little pigs", "7 dwarfs"]

@@ -4,6 +4,7 @@ list of names, a mapping from index to name, or a configuration holding ``id2lab
 from __future__ import annotations
 
 import json
+import re
 
 from ..errors import UserInputError
 from ..files import regular_file
@@ -14,8 +15,9 @@ def read_labels(path: str) -> list[str]:
 
     A ``.json`` file holds a list of names, a mapping ``{"0": name, ...}`` covering ``0 .. K-1``, or
     an object with such a mapping under ``id2label`` (a Hugging Face ``config.json``); any other file
-    is text, one name per line (surrounding spaces and trailing blank lines dropped). Names must be
-    distinct and not empty, since a class is chosen by name.
+    is text, one name per line (surrounding spaces and trailing blank lines dropped; lines
+    ``"<index> <name>"`` numbered 0 .. K-1 or 1 .. K, as UCF101's ``classInd.txt``, give the names).
+    Names must be distinct and not empty, since a class is chosen by name.
     """
     path = regular_file(path, "labels file", "give a file with one class name per line, in index order")
     try:
@@ -44,7 +46,20 @@ def _from_lines(path: str, text: str) -> list[str]:
         if not line:
             raise UserInputError(f"line {i + 1} of the labels file '{path}' is empty; give one class name per line, in "
                                  f"index order")
-    return lines
+    return _without_indices(lines)
+
+
+def _without_indices(lines: list[str]) -> list[str]:
+    """Lines ``"<index> <name>"`` (or ``index,name``, tab-separated) numbered ``0 .. K-1`` or ``1 .. K``
+    in order, as class index files such as UCF101's ``classInd.txt`` are: the names alone. Other
+    lines are names as they stand."""
+    parts = [re.fullmatch(r"([0-9]+)[ \t,;:]+(\S.*)", line) for line in lines]
+    if len(lines) < 2 or not all(parts):
+        return lines
+    numbers = [int(m.group(1)) for m in parts]  # type: ignore[union-attr]
+    if numbers not in (list(range(len(lines))), list(range(1, len(lines) + 1))):
+        return lines
+    return [m.group(2).strip() for m in parts]  # type: ignore[union-attr]
 
 
 def _from_json(path: str, text: str) -> list[str]:
