@@ -106,13 +106,14 @@ def read_annotations(path: str, names: Sequence[str], video: bool = False) -> di
     keys: dict[str, str] = {}
     unknown = []
     for key, entry in data.items():
-        name = key if key in names else None
-        if name is None and key in by_file:
-            if len(by_file[key]) > 1:
-                shared = ", ".join(by_file[key][:3]) + (" ..." if len(by_file[key]) > 3 else "")
-                raise UserInputError(f"the annotation '{key}' fits {len(by_file[key])} inputs ({shared}); key it by "
+        plain = posixpath.normpath(key) if isinstance(key, str) and key else key  # "./a.mp4" is "a.mp4"
+        name = plain if plain in names else None
+        if name is None and plain in by_file:
+            if len(by_file[plain]) > 1:
+                shared = ", ".join(by_file[plain][:3]) + (" ..." if len(by_file[plain]) > 3 else "")
+                raise UserInputError(f"the annotation '{key}' fits {len(by_file[plain])} inputs ({shared}); key it by "
                                      f"the input's path in the folder")
-            name = by_file[key][0]
+            name = by_file[plain][0]
         if name is None:
             unknown.append(key)
             continue
