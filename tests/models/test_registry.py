@@ -117,6 +117,14 @@ def test_weights_from_a_checkpoint_file(tmp_path) -> None:  # type: ignore[no-un
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded(x), ref(x))
+    # a Lightning module's checkpoint (the network as its 'model'), a compiled module's: the shared name goes
+    for prefix in ("model.", "_orig_mod.", "net.model."):
+        torch.save({"state_dict": {prefix + k: v for k, v in ref.state_dict().items()}, "epoch": 1}, path)
+        with torch.no_grad():
+            assert torch.equal(video_iba.load_model("mobilenet_v3_small", weights=str(path))(x), ref(x)), prefix
+    torch.save({"model." + k: v for k, v in list(ref.state_dict().items())[:-1]} | {"head.bias": torch.zeros(1)}, path)
+    with pytest.raises(UserInputError, match="do not fit mobilenet_v3_small"):  # no shared name: as it stands
+        video_iba.load_model("mobilenet_v3_small", weights=str(path))
 
 
 def test_bad_checkpoints_are_refused_clearly(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -520,7 +520,7 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     output layers (linear or convolution layers with ``classes`` outputs) and they agree on one
     other number of outputs, those layers are resized to it before loading. Returns that number,
     or ``None`` when the model kept its outputs."""
-    sd = _read_state_dict(path)
+    sd = _without_wrapper_prefix(_read_state_dict(path), model)
     resized = _fit_output_layers(model, sd, classes) if classes else None
     try:
         result = model.load_state_dict(sd, strict=False)
@@ -537,6 +537,19 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
         raise UserInputError(f"weights '{path}' do not fit {name}: {', '.join(parts)} keys; "
                              f"give a checkpoint of this architecture")
     return resized
+
+
+def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``sd`` with the leading name every key shares removed (``model.`` of a Lightning module,
+    ``_orig_mod.`` of a compiled one, ``backbone.``...) while none of its keys is one of the model's
+    and all of them share one."""
+    want = set(model.state_dict())
+    while sd and not want.intersection(sd) and all("." in k for k in sd):
+        heads = {k.split(".", 1)[0] for k in sd}
+        if len(heads) != 1:
+            break
+        sd = {k.split(".", 1)[1]: v for k, v in sd.items()}
+    return sd
 
 
 _OUTPUT_KINDS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
