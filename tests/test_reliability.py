@@ -392,6 +392,10 @@ def test_a_folder_where_a_file_goes_and_a_file_where_a_folder_goes(photo_dir, tm
     assert code == 2 and "plain' is a file, not a folder" in err and (tmp_path / "plain").read_text() == "x"
     code, _, err = run_cli(["estimate", photo_dir, "--out", str(tmp_path / "folder")], capsys)
     assert code == 2 and "folder' is a folder" in err
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--method", "random", "--out",
+                            str(tmp_path / "result.png")], capsys)  # was a folder named result.png
+    assert code == 2 and "result.png' looks like a file name, and --out is the folder the outputs go to" in err
+    assert not (tmp_path / "result.png").exists()
 
 
 # ---------------------------------------------------------------- unclear before

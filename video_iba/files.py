@@ -74,9 +74,19 @@ def check_names(paths: Sequence[str | os.PathLike[str]]) -> None:
                                  f"{limit} the file system allows; rename the input or shorten the output name")
 
 
+#: Suffixes of the files the commands write: an output folder still to be made with such a name
+#: was meant to be a file.
+FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".mp4", ".mkv", ".webm", ".avi", ".mov", ".npz", ".pt")
+
+
 def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
-    """Create ``folder`` if needed and check that files can be written there, before any long computation."""
-    os.unlink(_temp_beside(os.path.join(os.fspath(folder), "probe")))
+    """Create ``folder`` if needed and check that files can be written there, before any long
+    computation; a folder still to be made with a file's suffix (``--out result.png``) is refused."""
+    path = os.fspath(folder)
+    if not os.path.isdir(path) and os.path.splitext(path.rstrip("/" + os.sep))[1].lower() in FILE_SUFFIXES:
+        raise UserInputError(f"'{path}' looks like a file name, and {{out_dir}} is the folder the outputs go to "
+                             f"(named after each input); give a folder such as out", options=["out_dir"])
+    os.unlink(_temp_beside(os.path.join(path, "probe")))
 
 
 @contextlib.contextmanager
