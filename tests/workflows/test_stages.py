@@ -93,3 +93,8 @@ def test_the_wrong_kind_of_input_for_the_model_is_refused(photo_dir, tmp_path) -
         Range(stride=0)  # was taken, and refused only once a video's windows were planned
     with pytest.raises(UserInputError, match="unknown coverage 'all'; give coverage= one of center, tiles"):
         Range(coverage="all")
+    with pytest.raises(UserInputError, match="start= must be a finite number of seconds, got '1'"):
+        Range(start="1")  # type: ignore[arg-type]  # was a TypeError comparing a string with 0
+    with pytest.raises(UserInputError, match="target= takes top1, a class index or a class name, got 2.5"):
+        Options(target=2.5)  # type: ignore[arg-type]  # was a TypeError once the target was resolved
+    assert Options(target=np.int64(3)).target == 3

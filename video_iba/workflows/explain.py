@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 import os
 import shutil
 import tempfile
@@ -88,6 +89,12 @@ class Options:
         if self.layout not in LAYOUTS:
             raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
                                  options=["layout"])
+        if self.target is not None and not isinstance(self.target, str):
+            try:
+                object.__setattr__(self, "target", operator.index(self.target))  # a numpy integer too
+            except TypeError:
+                raise UserInputError(f"{{target}} takes top1, a class index or a class name, got {self.target!r}",
+                                     options=["target"]) from None
 
 
 @dataclass

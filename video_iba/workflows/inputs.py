@@ -45,6 +45,11 @@ class Range:
     coverage: str = "center"
 
     def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not math.isfinite(value)):
+                raise UserInputError(f"{{{name}}} must be a finite number of seconds, got {value!r}", options=[name])
         if not self.start >= 0:
             raise UserInputError(f"{{start}} must be >= 0 seconds, got {self.start}", options=["start"])
         if self.end is not None and not self.end > self.start:
