@@ -38,7 +38,7 @@ from ..models.pathways import Pack
 from ..models.registry import weights_digest
 from .estimate import folder_model
 from .outputs import folder_lock
-from .session import (OWN_WEIGHTS, as_tuple, Progress, Session, Settings, no_progress, refuse_held_by_session,
+from .session import (OWN_WEIGHTS, Progress, Session, Settings, as_tuple, no_progress, refuse_held_by_session,
                       resolve_device)
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ from ..models.preprocess import preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
 from .estimate import folder_model, model_inputs
 from .outputs import folder_lock
-from .session import Progress, Session, as_tuple, Settings, no_progress, refuse_held_by_session, resolve_device
+from .session import Progress, Session, Settings, as_tuple, no_progress, refuse_held_by_session, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ class _Training:
              config: IBAConfig) -> Readout:
         probe = self.data.load(self.data.items[:1])[0].to(self.device, self.dtype)
         subset = shard(self.data.items[:MAX_ESTIMATE])
-        return new_readout(self.model, probe, lambda: self.data.inputs(subset, self.schedule.batch_size, self.device, self.dtype),
+        batch = self.schedule.batch_size
+        return new_readout(self.model, probe, lambda: self.data.inputs(subset, batch, self.device, self.dtype),
                            layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
                            tokens=self.tokens)
 
@@ -242,8 +243,8 @@ class _Training:
                     x, y = self.data.load(chunk)
                     with frozen(self.model), torch.inference_mode(False), torch.enable_grad():
                         readout.train()
-                        loss, ce, info = readout_loss(self.model, readout, x.to(self.device, self.dtype), y, generator, net=net,
-                                                      pack=self.pack)
+                        loss, ce, info = readout_loss(self.model, readout, x.to(self.device, self.dtype), y, generator,
+                                                      net=net, pack=self.pack)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
@@ -375,14 +376,14 @@ def validate(model: nn.Module, readout: Readout, data: TrainingData, batch_size:
     items = shard(list(data.items))
     generator = torch.Generator(device=torch.device(device)).manual_seed(seed * 1000 + 999 + rank())
     sums = np.zeros(4)
+    dtype = model_dtype(model)  # the type the model's inputs are given in
     was_training = readout.training
     readout.eval()
     try:
         for chunk in TrainingData(data.name, items, data.load).batches(range(len(items)), batch_size):
             x, y = data.load(chunk)
             with frozen(model), torch.no_grad():
-                ce, info, noisy, target = readout_terms(model, readout, x.to(device, model_dtype(model)), y, generator,
-                                                        pack=pack)
+                ce, info, noisy, target = readout_terms(model, readout, x.to(device, dtype), y, generator, pack=pack)
             sums += [float(ce.sum()), float(info.sum()), float((noisy.argmax(1) == target).sum()), ce.numel()]
     finally:
         readout.train(was_training)
@@ -550,7 +551,7 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
                     tokens or None, own.pack)
     name = folder_model(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
-                                    layers=tuple(run.layers) if run.layers else None, stats=tuple(run.stats) or None,
+                                    layers=run.layers or None, stats=run.stats or None,
                                     labels=run.labels))
     data = folder_data(run.dataset, name, run.weights)
     return _Run(session.model, name, session.layers, session.stats, data, _validation(run, name), run.readouts)
