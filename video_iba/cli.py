@@ -314,7 +314,7 @@ def _train_parser(sub: Any) -> None:
     tr.option("--beta", type=_positive_float, help="weight of the information term (default 1, not the 10 of the "
                                                    "per-sample bottleneck: see docs/readout-and-scale-out.md)")
     tr.option("--clips", type=_positive_int, help="synthetic training clips (default 1600)")
-    tr.option("--seed", type=_seed, default=0, help="seed of the shuffling and the noise (default 0)")
+    tr.option("--seed", type=_seed, default=0, help="seed of the initial weights, the shuffling and the noise (default 0)")
     tr.option("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")
     tr.option("--validation", help="held-out inputs scored after every epoch (a folder like the dataset; synthetic: its "
                                    "validation clips unless 'none'); readout.pt is then the epoch of the lowest "
@@ -552,6 +552,10 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
             line += (f" · validation: loss {h['val_loss']:.4f} (ce {h['val_ce']:.4f}, information "
                      f"{h['val_info_nats']:.4f} nats, target kept {h['val_kept']:.0%})")
         print(line)
+    last = res.history[-1]["epoch"] if res.history else 0
+    if args.patience and last < args.epochs:
+        print(f"stopped after epoch {last} of {args.epochs}: no lower validation loss than epoch {res.epoch}'s for "
+              f"{args.patience} epoch(s) (--patience {args.patience})")
     print(f"wrote {os.path.join(args.out, 'readout.pt')} (epoch {res.epoch}; and checkpoint.pt"
           f"{', best.pt' if res.validated else ''}, loss.jsonl)")
 

@@ -97,14 +97,29 @@ def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, caps
     out = str(tmp_path / "ro")
     code, _, err = run_cli(["train-readout", photo_dir, "--validation", photo_dir, "--out", out], capsys)
     assert code == 2 and "--validation must be other inputs than the training folder" in err
+    # held-out inputs that are copies of training inputs are not held out
     val = tmp_path / "val"
     val.mkdir()
     shutil.copy(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[-1]), val)
+    code, _, err = run_cli(["train-readout", photo_dir, "--validation", str(val), "--out", out], capsys)
+    assert code == 2 and "every input of" in err and "is a training input too (the same file or a copy)" in err
+    assert not os.path.exists(os.path.join(out, "checkpoint.pt"))
+    Image.open(os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])).rotate(90).save(val / "turned.jpg")
     code, stdout, err = run_cli(["train-readout", photo_dir, "--validation", str(val), "--patience", "1", "--epochs",
-                              "1", "--batch-size", "2", "--out", out], capsys)
+                              "3", "--batch-size", "2", "--lr", "0.5", "--out", out], capsys)
     assert code == 0, err
+    assert "1 of 2 validation inputs is a training input too (first: " in err
     best = load_checkpoint(os.path.join(out, "best.pt"))[1]
-    assert "target kept" in stdout and best["epoch"] == 1 and "val_kept" in best["log"][0]
+    assert "target kept" in stdout and "val_kept" in best["log"][0]
+    history = load_checkpoint(os.path.join(out, "checkpoint.pt"))[1]["log"]
+    log = read_jsonl(os.path.join(out, "loss.jsonl"))
+    scored = [r for r in log if r["split"] == "validation"]
+    assert [r["epoch"] for r in scored] == [h["epoch"] for h in history]
+    assert [r["loss"] for r in scored] == pytest.approx([h["val_loss"] for h in history], abs=1e-5)
+    assert all(0 <= r["kept"] <= 1 for r in scored)
+    assert [r["step"] for r in log if r["split"] == "train" and r["epoch"] == 1] == [1, 2]
+    trained = max(r["epoch"] for r in log)
+    assert (f"stopped after epoch {trained} of 3" in stdout) == (trained < 3), stdout
     photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
     code, stdout, err = run_cli(["explain", photo, "--method", "readout", "--readout", os.path.join(out, "readout.pt"),
                               "--out", str(tmp_path / "o")], capsys)
@@ -137,7 +152,8 @@ def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: igno
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("wrote") == 1  # rank 0 writes and reports
     log = read_jsonl(os.path.join(out, "loss.jsonl"))
-    assert [r["step"] for r in log] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
+    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3]  # 40 clips / 2 ranks / 8 per step
+    assert [r["split"] for r in log][-1] == "validation"
     ckpt = torch.load(os.path.join(out, "readout.pt"), weights_only=True)
     assert ckpt["extra"]["world_size"] == 2 and ckpt["epoch"] == 1
     # the benchmark's 100 validation clips, shared by the ranks, scored after the epoch
@@ -211,6 +227,33 @@ def _toy_data(n: int, seed: int):  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(seed)
     clips = torch.randn(n, 3, 8, 8, 8, generator=g)
     return TrainingData(f"toy{seed}", list(range(n)), lambda i: (clips[list(i)], None))
+
+
+def test_a_readout_starts_from_its_seed_and_trains_the_same_twice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.workflows.train_readout as tr
+
+    from ..nets import TwoPath
+
+    torch.manual_seed(0)
+    model = TwoPath().eval()
+    data = _toy_data(8, 0)
+
+    def start(seed: int) -> dict[str, torch.Tensor]:
+        ro = new_readout(model, data.load([0])[0], lambda: data.inputs(data.items, 4, "cpu"), layers=["slow", "fast"],
+                         readouts=["slow2"], pack=_pack, seed=seed)
+        return ro.heads.state_dict()
+
+    state = torch.random.get_rng_state()
+    a, b, c = start(0), start(0), start(1)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random state is left alone
+    assert all(torch.equal(a[k], b[k]) for k in a) and not all(torch.equal(a[k], c[k]) for k in a)
+    heads = []
+    for run in ("a", "b"):
+        torch.randn(100)  # whatever the caller drew before
+        tr.train(model, data, str(tmp_path / run), layers=["slow", "fast"], readouts=["slow2"], pack=_pack,
+                 schedule=tr.Schedule(epochs=2, batch_size=4, lr=0.1, seed=3))
+        heads.append(torch.load(tmp_path / run / "readout.pt", weights_only=True)["heads"])
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
 
 
 def test_validation_is_repeatable_and_bounded() -> None:

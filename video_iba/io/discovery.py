@@ -3,6 +3,7 @@ list files."""
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 from pathlib import Path
@@ -90,6 +91,18 @@ def warn_other_kind(folder: str, video: bool, model: str) -> None:
         kind = ("image" if video else "video") + ("s" if len(others) > 1 else "")
         log.warning("%d %s in '%s' not read (first: '%s'): %s is %s model", len(others), kind, folder, others[0],
                     model, "a video" if video else "an image")
+
+
+def shared_files(files: Sequence[str], others: Sequence[str]) -> list[str]:
+    """The files of ``files`` that are also in ``others``: the same file (by its real path, so a
+    subfolder or a link counts) or a copy of one (the same size and bytes; only files of a size
+    some file of ``others`` has are read)."""
+    real = {os.path.normcase(os.path.realpath(o)) for o in others}
+    by_size: dict[int, list[str]] = {}
+    for o in others:
+        by_size.setdefault(os.path.getsize(o), []).append(o)
+    return [f for f in files if os.path.normcase(os.path.realpath(f)) in real
+            or any(filecmp.cmp(f, o, shallow=False) for o in by_size.get(os.path.getsize(f), []))]
 
 
 def batch_inputs(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> tuple[list[str], str]:

@@ -58,6 +58,7 @@ from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
+from ..seeding import seeded
 from .common import bits_map, check_input, check_target, layer_names, split_capacities
 from .iba import estimate, part_statistics
 
@@ -252,7 +253,8 @@ def default_readouts(model: nn.Module, layers: Sequence[str], x: torch.Tensor, p
 def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Iterable[torch.Tensor]], *,
                 layers: Sequence[str], readouts: Sequence[str] | None = None,
                 stats: Sequence[Statistics] | None = None, config: IBAConfig | None = None,
-                pack: Pack | None = None, tokens: TokenLayout | Mapping[str, TokenLayout] | None = None) -> Readout:
+                pack: Pack | None = None, tokens: TokenLayout | Mapping[str, TokenLayout] | None = None,
+                seed: int = 0) -> Readout:
     """An untrained readout for ``model``: the bottleneck's statistics (given, or estimated on the
     data) and the readouts' per-channel normalisation (estimated on the data, in the same pass).
 
@@ -269,6 +271,7 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
         tokens: Token layouts of transformer layers: one for every layer, or one per layer name
             (registry models: their own). A readout reads a token layer's grid; a bottleneck
             restricts its class tokens too (see :class:`ReadoutHead`).
+        seed: Seed of the heads' initial weights (the caller's random state is left alone).
     """
     layers = layer_names(model, layers)  # distinct
     reads = list(readouts) if readouts else default_readouts(model, layers, probe, pack)
@@ -295,7 +298,9 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
                        [int(by_name[n].shape[1]) for n in reads], int(logits.shape[1]), dims,
                        {n: lay.to_dict() for n, lay in lay_of.items() if lay is not None},
                        prefixes if any(prefixes) else [])
-    return Readout(spec, stats, norms, config).to_device(probe.device)
+    with seeded(seed):
+        readout = Readout(spec, stats, norms, config)
+    return readout.to_device(probe.device)
 
 
 def _layouts(model: nn.Module, names: Sequence[str],

@@ -5,7 +5,9 @@ shard of each epoch's shuffled inputs and DistributedDataParallel averages the g
 CPU, NCCL on GPU). Files in ``OUT``: ``checkpoint.pt`` after every epoch (the readout, the
 optimiser and the epoch: a rerun of the same command resumes after the last finished epoch),
 ``readout.pt`` when training ends (for ``explain --method readout --readout``), ``loss.jsonl``
-(one line per step: epoch, step, loss, cross-entropy, information in nats, averaged over ranks).
+(one line per step: epoch, ``"split": "train"``, step, loss, cross-entropy, information in nats,
+averaged over ranks; with validation data also one line per epoch, ``"split": "validation"``,
+with ``kept``).
 
 With validation data, every epoch is also scored on it (the same loss with the same noise every
 epoch, its cross-entropy and information, and ``kept``: the share of inputs whose noisy
@@ -39,6 +41,7 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEE
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import read_clip
+from ..io.discovery import shared_files
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.common import model_dtype
@@ -146,7 +149,7 @@ class Schedule:
 
     Attributes:
         epochs, batch_size, lr: Adam's epochs, inputs per step and process, learning rate.
-        seed: Seed of the shuffling and the noise.
+        seed: Seed of the heads' initial weights, the shuffling and the noise.
         keep_epochs: Also keep ``OUT/epoch<N>.pt`` after every epoch.
         patience: Stop after this many epochs without a lower validation loss (needs validation data).
     """
@@ -226,7 +229,7 @@ class _Training:
         batch = self.schedule.batch_size
         return new_readout(self.model, probe, lambda: self.data.inputs(subset, batch, self.device, self.dtype),
                            layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
-                           tokens=self.tokens)
+                           tokens=self.tokens, seed=self.schedule.seed)
 
     def epoch(self, epoch: int, readout: Readout, net: nn.Module, opt: torch.optim.Optimizer,
               generator: torch.Generator, progress: Progress) -> None:
@@ -250,7 +253,8 @@ class _Training:
                         opt.step()
                     vals = np.asarray(sum_over_ranks([float(loss.detach()), ce, info], self.device)) / world_size()
                     sums += vals
-                    steps.append({"epoch": epoch + 1, "step": step + 1, "loss": round(float(vals[0]), 6),
+                    steps.append({"epoch": epoch + 1, "split": "train", "step": step + 1,
+                                  "loss": round(float(vals[0]), 6),
                                   "ce": round(float(vals[1]), 6), "info_nats": round(float(vals[2]), 6),
                                   "seconds": round(time.perf_counter() - t0, 3)})
                     if bar is not None:
@@ -270,6 +274,11 @@ class _Training:
             self.history[-1].update(validate(self.model, readout, self.validation, s.batch_size, self.device, s.seed,
                                              self.pack))
         if rank() == 0:
+            if self.validation is not None:
+                h = self.history[-1]
+                with Ledger(self.log_path) as ledger:
+                    ledger.append({"epoch": epoch + 1, "split": "validation",
+                                   **{k: round(float(h[f"val_{k}"]), 6) for k in ("loss", "ce", "info_nats", "kept")}})
             extra = {**self.settings(), "world_size": world_size()}
             save_checkpoint(self.checkpoint, readout, model_name=self.model_name, epoch=epoch + 1, optimizer=opt,
                             log=self.history, extra=extra)
@@ -546,7 +555,7 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
         spec = own.spec
         tokens = {n: lay for n, _ in own.model.named_modules() if n and (lay := spec.layout(n)) is not None}
         data = folder_data(run.dataset, spec)
-        validation = _validation(run, spec)
+        validation = _validation(run, spec, data)
         return _Run(own.model, spec.name, list(own.layers), own.stats, data, validation, run.readouts,
                     tokens or None, own.pack)
     name = folder_model(run.dataset, run.model)
@@ -554,16 +563,29 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
                                     layers=run.layers or None, stats=run.stats or None,
                                     labels=run.labels))
     data = folder_data(run.dataset, name, run.weights)
-    return _Run(session.model, name, session.layers, session.stats, data, _validation(run, name), run.readouts)
+    return _Run(session.model, name, session.layers, session.stats, data, _validation(run, name, data),
+                run.readouts)
 
 
-def _validation(run: TrainingRun, model: str | ModelSpec) -> TrainingData | None:
-    """The validation inputs of a folder run (other inputs than the training folder), if any."""
+def _validation(run: TrainingRun, model: str | ModelSpec, data: TrainingData) -> TrainingData | None:
+    """The validation inputs of a folder run, if any: refused when every one of them is a training
+    input too (the same file, or a copy), with a warning when some are."""
     if run.validation in (None, "none"):
         return None
     if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
         raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
-    return folder_data(run.validation, model, run.weights)
+    validation = folder_data(run.validation, model, run.weights)
+    shared = shared_files(validation.items, data.items)
+    if len(shared) == len(validation.items):
+        raise UserInputError(f"{{validation}} must be other inputs than the training folder: every input of "
+                             f"'{run.validation}' is a training input too (the same file or a copy); give held-out "
+                             f"inputs", options=["validation"])
+    if shared and rank() == 0:
+        log.warning("%d of %d validation inputs %s too (first: '%s'), so the validation loss does not measure "
+                    "held-out inputs alone; remove %s from one of the folders", len(shared), len(validation.items),
+                    "is a training input" if len(shared) == 1 else "are training inputs", shared[0],
+                    "it" if len(shared) == 1 else "them")
+    return validation
 
 
 def _check_session_training(run: TrainingRun) -> None:
