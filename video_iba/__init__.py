@@ -2,7 +2,8 @@
 
 The public API: everything a notebook needs is importable from here.
 
-* models and inputs: :func:`load_model`, :func:`list_models`, :func:`get_spec`, :func:`read_image`,
+* models and inputs: :func:`load_model`, :func:`wrap_hf` (a Hugging Face video classifier in
+  memory), :func:`list_models`, :func:`get_spec`, :func:`read_image`,
   :func:`read_clip`, :func:`preprocess_image`, :func:`preprocess_clip`;
 * methods: :func:`explain` (per-sample IBA), :func:`estimate` (its statistics),
   :func:`explain_readout` and :func:`load_readout` (a trained readout), :func:`attribute` (any
@@ -36,7 +37,7 @@ from .methods.readout import Readout, explain_readout, load_checkpoint, load_rea
 from .models.layouts import TokenLayout
 from .models.pathways import pathways
 from .models.preprocess import Geometry, preprocess_clip, preprocess_image
-from .models.registry import ModelSpec, get_spec, list_models, load_model
+from .models.registry import ModelSpec, get_spec, list_models, load_model, wrap_hf
 from .results import Attribution, ClipAttribution, Unit, load
 from .workflows.batch import BatchCounts, explain_batch
 from .workflows.compare import Compared, Grid, compare_file, compare_grid
@@ -47,7 +48,7 @@ from .workflows.session import Session, Settings
 __all__ = [
     "__version__", "explain", "estimate", "attribute", "METHODS", "explain_readout", "load_readout", "load_checkpoint",
     "Readout", "Attribution", "ClipAttribution", "Unit", "load", "Statistics", "IBAConfig", "UserInputError",
-    "load_model", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
+    "load_model", "wrap_hf", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
     "compare_file", "Compared", "compare_grid", "Grid", "explain_batch", "BatchCounts", "keep_freed_memory",

@@ -77,6 +77,40 @@ def test_a_cached_checkpoint_is_wrapped_and_explained_from_a_token_layer(tmp_pat
     assert len(model.hf.base_model.get_submodule(blocks_path(kind))) == 2  # the block list is back after the suffix
 
 
+@pytest.mark.parametrize("kind", ["videomae", "timesformer"])
+def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    net = transformers.AutoModelForVideoClassification.from_config(_config(kind)).train()  # a notebook's, training
+    assert set(net.config.id2label) == {0, 1, 2}  # in memory the configuration's labels have int keys
+    before = snapshot(net)
+    model = video_iba.wrap_hf(net, name="hf:mine")
+    spec = model.video_iba_spec
+    assert model.hf is net and spec.name == "hf:mine" and spec.layers == (f"hf.{kind}.embeddings",)
+    assert labels_for(spec) == ["left", "right", "still"] and spec.frames == 4 and spec.input_size == 32
+    assert video_iba.wrap_hf(net).video_iba_spec.name.startswith("hf:")  # named after the configuration or class
+    clip = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), net(pixel_values=clip.permute(0, 2, 1, 3, 4)).logits)
+    net.train()
+    a = video_iba.explain(model, clip, steps=2, samples=2, seed=0)
+    assert a.bits.shape == (4, 32, 32) and a.total_bits > 0 and a.meta["prefix_cached"] is True
+    assert a.meta["layer"] == f"hf.{kind}.embeddings"
+    after = snapshot(net)  # hooks gone, flags and modes as they were
+    assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad", "grads"))
+    with pytest.raises(UserInputError, match="wrap_hf takes a Hugging Face video classifier"):
+        video_iba.wrap_hf(torch.nn.Linear(2, 2))
+    image = transformers.ViTForImageClassification(transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=8,
+                                                                         num_hidden_layers=1, num_attention_heads=2,
+                                                                         intermediate_size=8))
+    with pytest.raises(UserInputError, match="is a 'vit' model; video-iba explains Hugging Face"):
+        video_iba.wrap_hf(image)
+    # the network itself (its own axis order, an output object, tokens without a layout) is refused with the fix
+    for method, where in (("iba", "layer"), ("gradcam", "cam_layer")):
+        with pytest.raises(UserInputError, match=rf"a Hugging Face {kind} classifier .*; wrap it with video_iba.wrap_"):
+            video_iba.attribute(method, net, clip.permute(0, 2, 1, 3, 4), **{where: f"{kind}.embeddings"})
+
+
 def test_clips_fitted_together_through_the_models_own_suffix_get_their_maps_alone(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     name, _ = _cache(tmp_path, monkeypatch, "timesformer")
     model = video_iba.load_model(name)

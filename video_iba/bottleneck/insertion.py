@@ -166,8 +166,9 @@ def check_logits(out: Any, x: Inputs) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         raise UserInputError(f"the model returns {tuple(out.shape)} for {n} input(s); attribution needs a classifier "
                              f"returning logits ({n}, classes)")
-    fix = ("; wrap it so that forward returns model(x).logits with the axes it expects (Hugging Face video models: "
-           "load_model('hf:ORG/NAME') does this)" if hasattr(out, "logits") or (isinstance(out, dict) and "logits" in out) else "")
+    fix = ("; wrap it so that forward returns model(x).logits with the axes it expects (a Hugging Face video "
+           "classifier: video_iba.wrap_hf(model) does this)"
+           if hasattr(out, "logits") or (isinstance(out, dict) and "logits" in out) else "")
     raise UserInputError(f"the model returns {type(out).__name__}, not a tensor; attribution needs a classifier "
                          f"returning logits (N, classes){fix}")
 

@@ -13,6 +13,8 @@ from torch import nn
 
 from ..bottleneck.heatmap import capacity_to_bits
 from ..errors import UserInputError
+from ..models.hf import FAMILIES as HF_FAMILIES
+from ..models.hf import HFVideoClassifier
 from ..models.pathways import Pack, input_packer, packed
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,19 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 
 def check_eager(model: nn.Module) -> None:
-    """Refuse a module compiled with ``torch.compile``: the bottleneck's hooks, the network's split
-    and its layer names are those of the module it wraps."""
+    """Refuse a module compiled with ``torch.compile`` (the bottleneck's hooks, the network's split
+    and its layer names are those of the module it wraps) and a Hugging Face video classifier not
+    wrapped (it takes clips in another axis order, returns an output object and its tokens have
+    no layout until :func:`~video_iba.models.registry.wrap_hf` gives them one)."""
     wrapped = getattr(model, "_orig_mod", None)
     if isinstance(wrapped, nn.Module):
         raise UserInputError(f"the model is compiled with torch.compile ({type(model).__name__}); give the module it "
                              f"compiles, model._orig_mod: hooks and the run from a layer on need the eager network")
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    if kind in HF_FAMILIES and not isinstance(model, HFVideoClassifier):
+        raise UserInputError(f"the model is a Hugging Face {kind} classifier ({type(model).__name__}); wrap it with "
+                             f"video_iba.wrap_hf(model): it then takes clips (N, C, T, H, W), returns logits and "
+                             f"knows its token layouts")
 
 
 def check_input(model: nn.Module, x: Any, pack: Pack | None = None,

@@ -7,7 +7,7 @@ from .pathways import Pack, PackedModel, input_packer, one_input, packed, pathwa
 from .preprocess import (COVERAGES, CropPlan, Geometry, Tile, crop_input, plan_crops, preprocess_clip,
                          preprocess_image, resize_crop_normalize, resized_size, tile_weights)
 from .registry import (ModelSpec, describe_models, get_spec, imagenet_labels, kinetics400_labels, labels_for, layers,
-                       list_models, load_model, model_spec, weights_digest)
+                       list_models, load_model, model_spec, weights_digest, wrap_hf)
 
 __all__ = [
     "HFVideoClassifier", "hf_cache",
@@ -16,5 +16,5 @@ __all__ = [
     "COVERAGES", "CropPlan", "Geometry", "Tile", "crop_input", "plan_crops", "preprocess_clip", "preprocess_image",
     "resize_crop_normalize", "resized_size", "tile_weights",
     "ModelSpec", "describe_models", "get_spec", "imagenet_labels", "kinetics400_labels", "labels_for", "layers",
-    "list_models", "load_model", "model_spec", "weights_digest",
+    "list_models", "load_model", "model_spec", "weights_digest", "wrap_hf",
 ]

@@ -183,14 +183,20 @@ def spec_fields(name: str, weights: str = "default") -> dict[str, Any]:
     from the configuration of the checkpoint folder ``weights`` where it is one."""
     mid = model_id(name)
     config, source = hf_config(mid, checkpoint_folder(name, weights))
-    fam = family_of(config, mid)
+    return config_spec_fields(config, name, source)
+
+
+def config_spec_fields(config: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """The spec of the Hugging Face model of ``config`` (a ``config.json`` as a dict) named
+    ``name``, as keyword arguments of ``ModelSpec``; ``source``: where its weights come from."""
+    fam = family_of(config, name)
     frames, size = int(config["num_frames"]), int(config["image_size"])
     tt, th, tw = fam.tubelet(config)
     grid = (frames // tt, size // th, size // tw)
     layout = TokenLayout(grid=grid, prefix=fam.prefix, order=fam.order)
     blocks = f"hf.{fam.base}.{blocks_path(fam.base)}."
     depth = int(config["num_hidden_layers"])
-    id2label = config.get("id2label") or {}
+    id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}  # int keys in memory, str in JSON
     labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
     return dict(
         name=name, family="hf", input_size=size, resize=int(round(size * fam.side / fam.crop)), mean=fam.mean, std=fam.std,

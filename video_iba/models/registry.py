@@ -27,7 +27,7 @@ from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .entry import FORM, describe_failure, entry_function, is_entry_point
-from .hf import SHIPPED, build_hf, is_hf, spec_fields
+from .hf import SHIPPED, HFVideoClassifier, build_hf, config_spec_fields, family_of, is_hf, spec_fields
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -814,6 +814,27 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
     if classes is not None:  # fine-tuned to other classes: numbered until a labels file names them
         spec = with_class_names(spec, [f"class {i}" for i in range(classes)])
     model.video_iba_spec = spec  # type: ignore[assignment]
+    return model
+
+
+def wrap_hf(net: nn.Module, name: str | None = None) -> nn.Module:
+    """A Hugging Face video classifier already built (fine-tuned in a notebook, say) as a model
+    :func:`video_iba.explain` takes: clips ``(N, C, T, H, W)`` in, logits out, with the spec that
+    ``load_model("hf:...")`` gives (token layouts, default layer, clip sampling, normalisation,
+    the configuration's class names) attached as ``video_iba_spec``.
+
+    The wrapper holds ``net`` itself (its layers are named ``hf.<name>``); nothing is copied.
+    ``name``: how outputs name the model (default: ``hf:`` and the configuration's
+    ``_name_or_path``, else the class name).
+    """
+    config = getattr(net, "config", None)
+    if not isinstance(net, nn.Module) or not callable(getattr(config, "to_dict", None)):
+        raise UserInputError(f"wrap_hf takes a Hugging Face video classifier (a module with a .config), got "
+                             f"{type(net).__name__}; wrap a network of your own with a ModelSpec instead")
+    fields = config.to_dict()
+    name = name or f"hf:{fields.get('_name_or_path') or type(net).__name__}"
+    model = HFVideoClassifier(net, family_of(fields, name).base)
+    model.video_iba_spec = ModelSpec(**config_spec_fields(fields, name, "in memory"))  # type: ignore[assignment]
     return model
 
 
