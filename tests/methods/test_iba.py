@@ -81,6 +81,30 @@ def test_bad_target_and_layer_leave_no_trace(tiny: TinyCNN, image_input: torch.T
     assert sum(len(m._forward_hooks) for m in tiny.modules()) == 0
 
 
+def test_a_target_may_be_a_class_name_of_the_models_spec(image_input: torch.Tensor) -> None:
+    model = video_iba.load_model("resnet18", weights="random")
+    x = torch.nn.functional.interpolate(image_input, size=(64, 64))
+    a = video_iba.explain(model, x, "tabby", steps=2, seed=0)
+    assert a.target == 281 and a.meta["target_label"] == "tabby" and "281 'tabby'" in repr(a)
+    top = video_iba.explain(model, x, "top1", steps=2, seed=0)
+    assert top.target == int(top.logits.argmax()) and top.meta["target_label"]
+    for method in ("saliency", "gradcam", "random"):
+        b = video_iba.attribute(method, model, x, "Tabby")  # case ignored, as on the command line
+        assert b.target == 281 and b.meta["target_label"] == "tabby"
+    by_name = video_iba.degradation(model, x, a.bits, "tabby", tile=16)
+    assert by_name.score == video_iba.degradation(model, x, a.bits, 281, tile=16).score
+    with pytest.raises(UserInputError, match=r"unknown class name 'tabby cat' \(did you mean 'tabby'"):
+        video_iba.explain(model, x, "tabby cat", steps=2)
+    with pytest.raises(UserInputError, match="target= takes top1, a class index or a class name, not 'top2'"):
+        video_iba.attribute("saliency", model, x, "top2")
+    with pytest.raises(UserInputError, match="target= takes a class index or a class name, not 2.5"):
+        video_iba.explain(model, x, 2.5, steps=2)
+    own = TinyCNN()  # no spec, so no class names
+    with pytest.raises(UserInputError, match="'tabby' is a class name, but the model has no class names"):
+        video_iba.explain(own, image_input, "tabby", layer="features.4", steps=2)
+    assert "target_label" not in video_iba.explain(own, image_input, 1, layer="features.4", steps=2).meta
+
+
 def test_a_layer_may_be_given_as_the_module_itself(tiny: TinyCNN, image_input: torch.Tensor) -> None:
     by_module = video_iba.explain(tiny, image_input, layer=tiny.features[4], steps=2, seed=1)
     by_name = video_iba.explain(tiny, image_input, layer="features.4", steps=2, seed=1)

@@ -143,7 +143,7 @@ def degradation(
     model: nn.Module,
     x: torch.Tensor,
     values: Map,
-    target: int,
+    target: int | str,
     *,
     tile: int = 8,
     t_tile: int | None = None,
@@ -163,7 +163,7 @@ def degradation(
     with frozen(model):
         pack = input_packer(model, pack)
         batch = batch or metric_batch(model, x, pack)
-        target = check_target(target, _forward(model, x, pack))
+        target = check_target(target, _forward(model, x, pack), model)
         return _degradation(model, x, v, labels, n_tiles, target, points, batch, pack)
 
 
@@ -267,7 +267,7 @@ def sensitivity_n(
     model: nn.Module,
     x: torch.Tensor,
     values: Map,
-    target: int,
+    target: int | str,
     *,
     tile: int = 8,
     t_tile: int | None = None,
@@ -294,7 +294,7 @@ def sensitivity_n(
         pack = input_packer(model, pack)
         batch = batch or metric_batch(model, x, pack)
         logits = _forward(model, x, pack)
-        target = check_target(target, logits)
+        target = check_target(target, logits, model)
         base = float(logits[0, target])
         sums = np.bincount(labels.ravel(), weights=v.ravel(), minlength=n_tiles)
         rng = np.random.default_rng(seed)

@@ -58,7 +58,7 @@ def attribute(
     method: str,
     model: nn.Module,
     x: torch.Tensor,
-    target: int | None = None,
+    target: int | str | None = None,
     *,
     pack: Pack | None = None,
     seed: int = 0,
@@ -72,7 +72,8 @@ def attribute(
             ``"readout"`` (a trained readout bottleneck, one forward pass) or a baseline.
         model: The classifier; left exactly as it was.
         x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
-        target: Class to explain; ``None``: the top-1 prediction.
+        target: Class to explain (an index, or a class name of the model's spec); ``None``: the
+            top-1 prediction.
         pack: For a multi-pathway network: builds its pathway list from the clip (registry models
             such as SlowFast: automatic).
         seed: Seed of the method's randomness (IBA's noise, SmoothGrad's noise, the random map).

@@ -55,7 +55,7 @@ from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
 from ..seeding import cuda_devices, seeded
-from .common import check_input, check_target, model_name, module_path
+from .common import check_input, check_target, model_name, module_path, target_label
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def baseline(
     method: str,
     model: nn.Module,
     x: torch.Tensor,
-    target: int | None = None,
+    target: int | str | None = None,
     *,
     pack: Pack | None = None,
     cam_layer: str | nn.Module | None = None,
@@ -127,7 +127,8 @@ def baseline(
         method: The baseline.
         model: The classifier; left exactly as it was.
         x: One preprocessed input ``(1, C, H, W)`` or clip ``(1, C, T, H, W)``.
-        target: Class to explain; ``None``: the top-1 prediction.
+        target: Class to explain (an index, or a class name of the model's spec); ``None``: the
+            top-1 prediction.
         pack: For a multi-pathway network: builds its pathway list from the clip (registry models:
             automatic); the network is then explained on the clip, so a removed tube disappears
             from every pathway at once.
@@ -155,7 +156,7 @@ def baseline(
     with frozen(model), torch.inference_mode(False), torch.enable_grad():
         with torch.no_grad():
             logits = check_logits(first_forward(net, x), x)
-        target = check_target(target, logits)
+        target = check_target(target, logits, model)
         with warnings.catch_warnings():
             # Captum's notices that it set requires_grad on the input and hooks on ReLUs (both undone)
             warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
@@ -170,7 +171,7 @@ def baseline(
     if not torch.isfinite(values).all():
         raise RuntimeError(f"{method} produced non-finite values")
     meta.update({"target": target, "seconds": round(time.perf_counter() - t0, 3), "version": __version__,
-                 "input_shape": list(x.shape), **model_name(model)})
+                 "input_shape": list(x.shape), **model_name(model), **target_label(model, target)})
     return Attribution(values=values.float().cpu(), unit=unit, target=target, capacity=None,
                        logits=logits[0].detach().float().cpu(), meta=meta)
 

@@ -16,6 +16,7 @@ from ..errors import UserInputError
 from ..models.hf import FAMILIES as HF_FAMILIES
 from ..models.hf import HFVideoClassifier
 from ..models.pathways import Pack, input_packer, packed
+from ..models.targets import class_names, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,17 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
     return x, pk, packed(x, pk)
 
 
-def check_target(target: Any, logits: torch.Tensor) -> int:
-    """The class to explain: ``target``, or the top-1 class of ``logits`` ``(1, K)`` when ``None``.
-    Logits equal for every class are reported with a warning: nothing then depends on the input."""
+def check_target(target: Any, logits: torch.Tensor, model: nn.Module | None = None) -> int:
+    """The class to explain: ``target`` (an index, or a class name of ``model``'s spec), or the
+    top-1 class of ``logits`` ``(1, K)`` when ``None`` or ``"top1"``. Logits equal for every class
+    are reported with a warning: nothing then depends on the input."""
     k = logits.shape[1]
+    if isinstance(target, str):
+        names = class_names(model) if model is not None else None
+        if names is None:
+            raise UserInputError(f"target {target!r} is a class name, but the model has no class names (no "
+                                 f"video_iba_spec); give {{target}} a class index", options=["target"])
+        target = resolve_target(target, names)
     if bool(logits.isnan().any()):
         raise UserInputError("the model's logits for this input contain NaN; check the model's weights (and that "
                              "the input is preprocessed as the model expects)")
@@ -104,7 +112,7 @@ def check_target(target: Any, logits: torch.Tensor) -> int:
         with contextlib.suppress(TypeError):
             target = operator.index(target)  # a numpy or torch integer scalar
     if isinstance(target, bool) or not isinstance(target, int):
-        raise UserInputError(f"target must be a class index (int), got {target!r}")
+        raise UserInputError(f"{{target}} takes a class index or a class name, not {target!r}", options=["target"])
     if not 0 <= target < k:
         raise UserInputError(f"target {target} is out of range; the model has {k} classes (0..{k - 1})")
     return target
@@ -179,3 +187,9 @@ def model_name(model: nn.Module) -> dict[str, str]:
     """``{"model": name}`` for registry models (metadata), else nothing."""
     spec = getattr(model, "video_iba_spec", None)
     return {"model": spec.name} if spec is not None else {}
+
+
+def target_label(model: nn.Module, target: int) -> dict[str, str]:
+    """``{"target_label": name}`` for a model whose spec names its classes (metadata), else nothing."""
+    names = class_names(model)
+    return {"target_label": names[target]} if names is not None and 0 <= target < len(names) else {}

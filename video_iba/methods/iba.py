@@ -27,7 +27,7 @@ from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
 from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_dtype,
-                     model_name, split_capacities)
+                     model_name, split_capacities, target_label)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _one_step_warned: weakref.WeakKeyDictionary[nn.Module, set[tuple[str, ...]]] = w
 def explain(
     model: nn.Module,
     x: torch.Tensor,
-    target: int | Sequence[int | None] | None = None,
+    target: int | str | Sequence[int | str | None] | None = None,
     *,
     layer: str | nn.Module | Sequence[str | nn.Module] | None = None,
     stats: Statistics | Sequence[Statistics | None] | None = None,
@@ -67,8 +67,9 @@ def explain(
             ``(K, C, ...)``, fitted together in one optimisation (each network pass runs all their
             noisy replicas at once), each with its own masks, optimiser state and noise: every
             result equals the input's result alone at the same seed, up to floating-point rounding.
-        target: Class to explain; ``None`` explains the top-1 prediction. For K inputs, one class
-            for all or a list of K (entries may be ``None``).
+        target: Class to explain: an index, or a class name of the model's spec; ``None`` (or
+            ``"top1"``) explains the top-1 prediction. For K inputs, one class for all or a list of K
+            (entries may be ``None``).
         layer: Dotted module path where the bottleneck goes (e.g. ``"layer2"``; or the submodule
             itself, ``model.layer2``), or several (one bottleneck each, e.g. one per SlowFast
             pathway, optimised jointly); defaults to the model's registry default if it came from
@@ -139,7 +140,7 @@ def explain(
         rs = [g[0] for g in groups]
         check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
                              [n for n, lay in zip(layers, layouts) if lay is None])
-        targets = [check_target(t, logits[i:i + 1]) for i, t in enumerate(wanted)]
+        targets = [check_target(t, logits[i:i + 1], model) for i, t in enumerate(wanted)]
         if all(st is not None for st in given):  # a data set's statistics: the same for every input
             used = [part_statistics(layers, groups, given, cfg.min_std)] * k
         else:
@@ -188,6 +189,7 @@ def explain(
             **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
             "ce_per_step": fit.ce, "info_nats_per_step": fit.info, **_noise_meta(fit.noise_probs, targets[i]),
             "inputs_per_fit": k, "seconds": round(seconds, 3), "version": __version__, **model_name(model),
+            **target_label(model, targets[i]),
         }
         caps = [c.float().cpu() for c in map_caps]
         arrays = {"prefix_bits": torch.cat(prefix_bits).numpy()} if prefix_bits else {}

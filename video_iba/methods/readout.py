@@ -59,7 +59,7 @@ from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
 from ..results import Attribution, Unit
 from ..seeding import seeded
-from .common import bits_map, check_input, check_target, layer_names, split_capacities
+from .common import bits_map, check_input, check_target, layer_names, split_capacities, target_label
 from .iba import estimate, part_statistics
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ def readout_loss(model: nn.Module, readout: Readout, x: torch.Tensor, labels: to
     return loss, float(ce.mean().detach()), float(info.mean().detach())
 
 
-def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target: int | None = None, *,
+def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target: int | str | None = None, *,
                     pack: Pack | None = None) -> Attribution:
     """Explain one input with a trained readout: one forward pass of the model and of the readout.
 
@@ -386,7 +386,7 @@ def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target:
         logits, taps, feats = readout_forward(model, readout, inputs)
         rs = [g[0] for g in taps.grouped(taps.parts)]
         top = int(logits[0].argmax())
-        explained = check_target(target, logits)
+        explained = check_target(target, logits, model)
         if explained != top:
             log.warning("the readout predicts its mask from the logits, i.e. for the top-1 class %d, not for class "
                         "%d; use the per-sample bottleneck (method iba) for a map of another class", top, explained)
@@ -403,7 +403,7 @@ def explain_readout(model: nn.Module, readout: Readout, x: torch.Tensor, target:
             "beta": readout.config.beta,
             "total_bits": float(bits.double().sum()), "seconds": round(time.perf_counter() - t0, 4),
             **({"prefix_bits": float(sum(float(p.double().sum()) for p in prefix_bits))} if prefix_bits else {}),
-            "version": __version__}
+            "version": __version__, **target_label(model, explained)}
     return Attribution(values=bits.cpu(), unit=Unit.BITS, target=explained,
                        capacity=caps[0].cpu() if single else [c.cpu() for c in caps],
                        logits=logits[0].float().cpu(), meta=meta,

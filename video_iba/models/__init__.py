@@ -8,6 +8,7 @@ from .preprocess import (COVERAGES, CropPlan, Geometry, Tile, crop_input, plan_c
                          preprocess_image, resize_crop_normalize, resized_size, tile_weights)
 from .registry import (ModelSpec, describe_models, get_spec, imagenet_labels, kinetics400_labels, labels_for, layers,
                        list_models, load_model, model_spec, weights_digest, wrap_hf)
+from .targets import class_names, resolve_target
 
 __all__ = [
     "HFVideoClassifier", "hf_cache",
@@ -17,4 +18,5 @@ __all__ = [
     "resize_crop_normalize", "resized_size", "tile_weights",
     "ModelSpec", "describe_models", "get_spec", "imagenet_labels", "kinetics400_labels", "labels_for", "layers",
     "list_models", "load_model", "model_spec", "weights_digest", "wrap_hf",
+    "class_names", "resolve_target",
 ]

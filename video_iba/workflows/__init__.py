@@ -9,7 +9,7 @@ from .evaluate import Evaluation, evaluate_dataset
 from .explain import Explained, Options, assemble_clip, attribute_windows, explain_file, explain_path, predict
 from .inputs import InputPlan, Range, plan_input
 from .session import (DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Progress, Session, Sessions, Settings,
-                      load_stats_files, no_progress, resolve_device, resolve_target)
+                      load_stats_files, no_progress, resolve_device)
 from .train_readout import (READOUT_BETA, Schedule, Trained, TrainingData, TrainingRun, folder_data, synthetic_data,
                             synthetic_validation_data, train, train_dataset, validate)
 
@@ -20,7 +20,7 @@ __all__ = [
     "Explained", "Options", "assemble_clip", "attribute_windows", "explain_file", "explain_path", "predict",
     "InputPlan", "Range", "plan_input",
     "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "Progress", "Session", "Sessions", "Settings", "load_stats_files",
-    "no_progress", "resolve_device", "resolve_target",
+    "no_progress", "resolve_device",
     "READOUT_BETA", "Schedule", "Trained", "TrainingData", "TrainingRun", "folder_data", "synthetic_data",
     "synthetic_validation_data", "train", "train_dataset", "validate",
 ]

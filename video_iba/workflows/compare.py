@@ -25,6 +25,7 @@ from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
+from ..models.targets import resolve_target
 from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_grid_keyframes,
                               compare_keyframes, compare_path, comparison_row, grid_clip_frames, grid_path,
                               normalised_to_rgb, write_png, write_rows)
@@ -33,7 +34,7 @@ from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
-from .session import Bar, Progress, Session, Settings, as_tuple, no_progress, resolve_target, settings_for
+from .session import Bar, Progress, Session, Settings, as_tuple, no_progress, settings_for
 
 #: Photos one comparison grid holds at most (a row each).
 MAX_GRID_ROWS = 16

@@ -39,12 +39,13 @@ from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
 from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
 from ..models.registry import model_spec
+from ..models.targets import resolve_target
 from ..render.figure import Caption, image_figure
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, keyframes_path, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
 from .inputs import InputPlan, Range, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
-from .session import Progress, Session, Settings, no_progress, resolve_target
+from .session import Progress, Session, Settings, no_progress
 
 log = logging.getLogger(__name__)
 
