@@ -421,18 +421,19 @@ def _print_explained(res: Explained, t0: float) -> None:
     where = f"{res.windows} window(s) × {res.crops} crop(s) · " if video else ""
     stats = m.get("stats")
     stats_text = stats if isinstance(stats, str) else "; ".join(stats or [])
+    per = "window and crop" if res.crops > 1 else "window"
+    total = f"{res.result.total:.1f} bits per {per} on average" if video else f"{res.result.total:.1f} bits"
+    if res.result.prefix_total is not None:
+        total += f" (+{res.result.prefix_total:.1f} in class tokens)"
     if m.get("method") == "iba_per_sample":
         layer = ", ".join(m["layers"]) if video else m.get("layer")
-        per = "window and crop" if res.crops > 1 else "window"
-        total = f"{res.result.total:.1f} bits per {per} on average" if video else f"{res.result.total:.1f} bits"
-        if res.result.prefix_total is not None:
-            total += f" (+{res.result.prefix_total:.1f} in class tokens)"
         print(f"{head}{where}{total} · {m['model']} layer {layer} · statistics: {stats_text}")
         if not m["prefix_cached"]:
             print(f"note: {m['prefix_note']}")
-    elif m.get("method") == "iba_readout" and not video:
-        print(f"{head}{res.result.total:.1f} bits · {m['model']} readout bottleneck at {m['layer']} · "
-              f"{m['seconds']:.3f} s")
+    elif m.get("method") == "iba_readout":
+        layer = m["layer"] if isinstance(m["layer"], str) else ", ".join(m["layer"])
+        took = f" · {m['seconds_explaining']:.1f} s explaining" if video else f" · {m['seconds']:.3f} s"
+        print(f"{head}{where}{total} · {m['model']} readout bottleneck at {layer}{took}")
     else:
         layer = f" · layer {m['cam_layer']}" if m.get("cam_layer") else ""
         print(f"{head}{where}{m['method']} ({unit}) · {m['model']}{layer}")

@@ -145,6 +145,25 @@ def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, caps
     assert code == 2 and "--readout applies to the method readout only" in err
 
 
+def test_a_readout_of_a_video_model_explains_a_video_from_the_command_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ..videos import encode, moving_square
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(2):
+        encode(str(clips / f"c{i}.mp4"), frames=20, size=(128, 96), content=moving_square)
+    model = ["--model", "r3d_18", "--weights", "random"]
+    code, _, err = run_cli(["train-readout", str(clips), *model, "--epochs", "1", "--batch-size", "2", "--out",
+                            str(tmp_path / "ro")], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["explain", str(clips / "c0.mp4"), *model, "--method", "readout", "--readout",
+                                 str(tmp_path / "ro" / "readout.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    result = video_iba.load(tmp_path / "o" / "c0.npz")
+    assert result.meta["method"] == "iba_readout" and result.total > 0
+    assert f"{result.total:.1f} bits per window on average · r3d_18 readout bottleneck at layer2 · " in stdout
+
+
 def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "ro2")
     run = torchrun(["train-readout", "synthetic", "--clips", "40", "--batch-size", "8", "--epochs", "1",
