@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 import torch
 
+import video_iba
 from video_iba.bottleneck.estimator import Statistics, WelfordEstimator
 from video_iba.cli import main
+
 from .helpers import torchrun
 
 
@@ -119,3 +122,13 @@ def test_scores_of_ranks_merge_once(tmp_path) -> None:  # type: ignore[no-untype
     lines = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines()]
     assert [r["item"] for r in lines] == ["a.jpg", "c.jpg", "b.jpg"]  # the cut line dropped
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.jsonl"]
+
+
+def test_one_input_under_torchrun_is_explained_once_by_the_first_process(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, "chelsea.jpg")
+    run = torchrun(["explain", photo, "--steps", "2", "--out", str(tmp_path / "o")])
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("wrote") == 2 and run.stdout.count("predicted:") == 1  # one PNG and one NPZ, once
+    assert run.stderr.count("runs on the first process alone; 1 other started by torchrun has nothing") == 1
+    assert video_iba.load(tmp_path / "o" / "chelsea.npz").total_bits > 0
+    assert sorted(os.listdir(tmp_path / "o")) == ["chelsea.npz", "chelsea.png"]

@@ -16,7 +16,7 @@ from ._version import __version__
 from .allocator import keep_freed_memory
 from .bottleneck.per_sample import PRECISIONS
 from .config import IBAConfig, read_settings
-from .distributed import auto_device, describe_device, rank
+from .distributed import auto_device, describe_device, launched, rank
 from .errors import UserInputError
 from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
@@ -567,6 +567,14 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
 }
 
 
+def _shared_among_processes(args: argparse.Namespace) -> bool:
+    """Whether the command shares its work among the processes torchrun starts (a batch explain,
+    estimate, evaluate, train-readout); the others run on the first process alone."""
+    if args.command == "explain":
+        return is_batch_input(args.input)
+    return args.command in ("estimate", "evaluate", "train-readout")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for bad input)."""
     parser = build_parser()
@@ -586,6 +594,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     pkg_log.setLevel(logging.INFO if args.verbose else logging.WARNING)
     pkg_log.propagate = False
     try:
+        if launched() and not _shared_among_processes(args):
+            if os.environ.get("RANK", "0") != "0":
+                return 0  # one input, one process: the first one does the work
+            others = int(os.environ["WORLD_SIZE"]) - 1
+            pkg_log.warning("`%s`%s runs on the first process alone; %d other%s started by torchrun %s nothing to do "
+                            "(processes share the inputs of a folder or list file given to explain, estimate, "
+                            "evaluate or train-readout)", args.command, " of one input" if args.command == "explain"
+                            else "", others, "" if others == 1 else "s", "has" if others == 1 else "have")
         args.handler(args)
         if chosen and os.environ.get("RANK", "0") == "0":  # said once under torchrun; errors stay one line
             print(f"video-iba: ran on {describe_device(args.device)} (--device auto"
