@@ -150,20 +150,24 @@ def _cam_option(p: _Parser) -> None:
                                  "transformers: a late block; see `video-iba layers`)")
 
 
-def _bottleneck_options(p: _Parser) -> None:
-    p.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
+def _bottleneck_options(p: _Parser, beta_and_seed: bool = True) -> None:
+    if beta_and_seed:
+        p.option("--beta", type=_positive_float, help="weight of the information term (default 10; transformers 1)")
     p.option("--steps", type=_positive_int, help="optimisation steps (default 10)")
     p.option("--samples", type=_positive_int, help="noisy replicas per step (default 10)")
     p.option("--micro-batch", type=_positive_int, help="replicas per forward pass (lower memory, same result)")
-    p.option("--seed", type=_seed, default=0, help="seed of the noise, and of random weights (--weights random; "
-                                                   "default 0)")
+    if beta_and_seed:
+        p.option("--seed", type=_seed, default=0, help="seed of the noise, and of random weights (--weights random; "
+                                                       "default 0)")
     p.option("--config", help="YAML file of bottleneck settings (see configs/paper.yaml) over the model's "
                               "defaults; flags override it")
 
 
 def _bottleneck_changes(args: argparse.Namespace) -> dict[str, Any]:
-    """The model's default bottleneck settings, changed by the --config file's and then by the flags."""
-    flags = {"beta": args.beta, "steps": args.steps, "samples": args.samples, "micro_batch": args.micro_batch}
+    """The model's default bottleneck settings, changed by the --config file's and then by the flags
+    (a list of betas, evaluate's, is not among them)."""
+    flags = {"beta": args.beta if not isinstance(args.beta, list) else None, "steps": args.steps,
+             "samples": args.samples, "micro_batch": args.micro_batch}
     given = {k: v for k, v in flags.items() if v is not None}
     args.from_config = CONFIG_KEYS if args.config else ()  # errors name the file's keys as its, not as flags
     changes = read_settings(args.config) if args.config else {}
@@ -249,6 +253,8 @@ def _evaluate_parser(sub: Any) -> None:
                                     "folder's inputs")
     ev.option("--beta", type=_float_list, help="IBA's beta, or several comma-separated (e.g. 1,10,100: one row "
                                                "'iba[beta=B]' each); default the model's: 10, transformers 1")
+    _bottleneck_options(ev, beta_and_seed=False)
+    ev.flags["changes"] = "--steps, --samples, --micro-batch or --config"
     ev.option("--masks", type=_positive_int, help="sensitivity-n: random masks per n (default 100)")
     ev.option("--draws", type=_positive_int,
               help="randomisation: draws of the randomised weights, each from its own seeds; the score is their "
@@ -496,7 +502,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, masks=args.masks, draws=args.draws, readout=args.readout,
+                    betas=args.beta or None, changes=_bottleneck_changes(args), masks=args.masks, draws=args.draws,
+                    readout=args.readout,
                     cam_layer=args.cam_layer, device=args.device, labels=args.labels,
                     batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)

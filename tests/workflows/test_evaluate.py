@@ -277,6 +277,31 @@ def test_a_rerun_resumes_only_with_the_same_settings(tmp_path, capsys) -> None: 
     assert other != first  # Grad-CAM read another layer
 
 
+def test_ibas_settings_are_used_recorded_and_kept_on_resume(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    base = ["evaluate", "synthetic", "--clips", "1", "--metrics", "hit_ratio", "--methods", "iba"]
+    values = {}
+    for name, extra in (("two", ["--steps", "2"]), ("default", [])):
+        out = str(tmp_path / name)
+        code, _, err = run_cli([*base, *extra, "--out", out], capsys)
+        assert code == 0, err
+        values[name] = read_jsonl(os.path.join(out, "scores.jsonl"))[0]["value"]
+        record = json.load(open(os.path.join(out, "evaluation.json")))["methods"]["iba"]
+        assert record["steps"] == (2 if extra else 10) and record["samples"] == 10 and record["beta"] == 10.0
+    assert values["two"] != values["default"]  # two steps fit another map
+    two = str(tmp_path / "two")
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 2\nbeta: 10\n")
+    code, _, err = run_cli([*base, "--config", str(config), "--micro-batch", "5", "--out", two], capsys)
+    assert code == 0, err  # the same settings (micro-batches give the same maps): resumed
+    code, _, err = run_cli([*base, "--out", two], capsys)
+    assert code == 2 and "iba steps was 2, now 10" in err and "Traceback" not in err
+    code, _, err = run_cli([*base[:-1], "random", "--steps", "2", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--steps, --samples, --micro-batch or --config applies to the method iba only" in err
+    with pytest.raises(video_iba.UserInputError, match="changes: unknown setting 'stepz'"):
+        evaluate_workflow.evaluate_dataset(evaluate_workflow.Evaluation("synthetic", methods="iba", clips=1,
+                                                                        changes={"stepz": 2}), str(tmp_path / "p"))
+
+
 def test_an_iba_label_is_fitted_at_its_beta(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     values = {}
     for name, extra in (("label", ["--methods", "iba[beta=1000]"]), ("flag", ["--methods", "iba", "--beta", "1000"]),

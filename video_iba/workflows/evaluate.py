@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -67,6 +67,9 @@ class Evaluation:
         clips: Synthetic test clips to score (default :data:`SYNTHETIC_CLIPS`; folders: refused).
         annotations: A folder's box annotations (JSON).
         betas: IBA's beta(s) (default: the model's, see :meth:`IBAConfig.for_transformers`).
+        changes: IBA's other settings changed over the model's defaults, e.g. ``{"steps": 30}``
+            (the command line's ``--config`` file and flags; a ``beta`` there is the default of
+            ``betas``); recorded, so that a rerun with other settings is refused.
         masks: Sensitivity-n's random masks per n (default :data:`SENSITIVITY_MASKS`; refused
             without the metric ``sensitivity_n``).
         draws: The randomisation metric's draws of the randomised weights (default 1; refused
@@ -89,6 +92,7 @@ class Evaluation:
     clips: int | None = None
     annotations: str | None = None
     betas: Sequence[float] | None = None
+    changes: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     masks: int | None = None
     draws: int | None = None
     readout: str | None = None
@@ -103,6 +107,8 @@ class Evaluation:
         for name, split in (("methods", True), ("metrics", True), ("layers", False), ("stats", False),
                             ("betas", False)):
             object.__setattr__(self, name, as_tuple(getattr(self, name), split))
+        if not isinstance(self.changes, Mapping):
+            raise UserInputError(f"changes takes a mapping such as {{'steps': 30}}, got {type(self.changes).__name__}")
 
 
 def evaluate_dataset(ev: Evaluation, out_dir: str, progress: Progress = no_progress, *,
@@ -144,14 +150,15 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
         setup = _synthetic(ev, labels, dev)
     else:
         setup = _folder(ev, dev, session)
-    betas = list(ev.betas) if ev.betas is not None else [setup.config.beta]
+    config = IBAConfig.from_mapping({**dataclasses.asdict(setup.config), **ev.changes}, where="changes")
+    betas = list(ev.betas) if ev.betas is not None else [config.beta]
     readout = _readout(ev, labels, setup.model_name, dev, session)
 
     def kwargs(method: str) -> dict[str, Any]:
         if check_method(base_method(method)).uses_readout:
             return {"readout": readout}
         if check_method(base_method(method)).uses_statistics:
-            cfg = setup.config.replace(beta=label_beta(method) or betas[0])
+            cfg = config.replace(beta=label_beta(method) or betas[0])
             return {"layer": setup.layers if len(setup.layers) > 1 else setup.layers[0], "stats": setup.stats,
                     "config": cfg, "precision": ev.precision, **({"tokens": setup.tokens} if setup.tokens else {})}
         if check_method(base_method(method)).uses_cam_layer:
@@ -168,7 +175,8 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
             return {"readout": os.path.abspath(ev.readout), "readout_sha256": file_digest(ev.readout)}
         if kind.fitted:
             return {"layers": list(setup.layers), "stats": [os.path.abspath(p) for p in ev.stats],
-                    "beta": label_beta(method) or betas[0], "precision": ev.precision,
+                    "beta": float(label_beta(method) or betas[0]), "precision": ev.precision,
+                    **{k: v for k, v in dataclasses.asdict(config).items() if k in SCORED_SETTINGS},
                     **({"stats_sha256": stats_sha256} if stats_sha256 else {})}
         return {"cam_layer": kwargs(method).get("cam_layer")} if kind.uses_cam_layer else {}
 
@@ -354,11 +362,15 @@ def _record_run(out_dir: str, record: dict[str, Any]) -> None:
         json.dump({**record, "methods": methods}, fh, indent=1)
 
 
+#: IBA settings a score depends on (recorded; micro-batches and inputs per pass give the same maps).
+SCORED_SETTINGS = ("steps", "samples", "lr", "alpha_init", "sigma", "temporal_sigma", "min_std")
+
+
 def _check_method_options(ev: Evaluation, labels: Sequence[str]) -> None:
     """IBA's layers, statistics, betas and precision need IBA among the methods; a Grad-CAM layer
     needs a Grad-CAM method."""
     kinds = [check_method(base_method(m)) for m in labels]
-    given = [o for o, v in (("layer", ev.layers), ("stats", ev.stats), ("beta", ev.betas),
+    given = [o for o, v in (("layer", ev.layers), ("stats", ev.stats), ("beta", ev.betas), ("changes", ev.changes),
                             ("precision", ev.precision != "fp32"), ("batch_size", ev.batch_size is not None)) if v]
     if given and not any(k.fitted for k in kinds):
         raise UserInputError(f"{', '.join('{' + o + '}' for o in given)} appl{'ies' if len(given) == 1 else 'y'} to "
