@@ -13,8 +13,7 @@ from torch import nn
 
 from ..bottleneck.heatmap import capacity_to_bits
 from ..errors import UserInputError
-from ..models.hf import FAMILIES as HF_FAMILIES
-from ..models.hf import HFVideoClassifier
+from ..models.hf import FAMILIES as HF_FAMILIES, HFVideoClassifier
 from ..models.pathways import Pack, input_packer, packed
 from ..models.targets import class_names, resolve_target
 
@@ -94,6 +93,8 @@ def check_target(target: Any, logits: torch.Tensor, model: nn.Module | None = No
     top-1 class of ``logits`` ``(1, K)`` when ``None`` or ``"top1"``. Logits equal for every class
     are reported with a warning: nothing then depends on the input."""
     k = logits.shape[1]
+    if isinstance(target, str) and target.strip().lower() == "top1":
+        target = None
     if isinstance(target, str):
         names = class_names(model) if model is not None else None
         if names is None:
