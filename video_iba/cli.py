@@ -428,10 +428,12 @@ def _print_explained(res: Explained, t0: float) -> None:
     where = f"{res.windows} window(s) × {res.crops} crop(s) · " if video else ""
     stats = m.get("stats")
     stats_text = stats if isinstance(stats, str) else "; ".join(stats or [])
-    per = "window and crop" if res.crops > 1 else "window"
-    total = f"{res.result.total:.1f} bits per {per} on average" if video else f"{res.result.total:.1f} bits"
-    if res.result.prefix_total is not None:
-        total += f" (+{res.result.prefix_total:.1f} in class tokens)"
+    total = ""
+    if res.result.total is not None:  # a map in bits
+        per = "window and crop" if res.crops > 1 else "window"
+        total = f"{res.result.total:.1f} bits per {per} on average" if video else f"{res.result.total:.1f} bits"
+        if res.result.prefix_total is not None:
+            total += f" (+{res.result.prefix_total:.1f} in class tokens)"
     if m.get("method") == "iba_per_sample":
         layer = ", ".join(m["layers"]) if video else m.get("layer")
         print(f"{head}{where}{total} · {m['model']} layer {layer} · statistics: {stats_text}")
