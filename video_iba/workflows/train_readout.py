@@ -274,8 +274,8 @@ class _Training:
             self.history[-1].update(validate(self.model, readout, self.validation, s.batch_size, self.device, s.seed,
                                              self.pack))
         if rank() == 0:
+            h = self.history[-1]
             if self.validation is not None:
-                h = self.history[-1]
                 with Ledger(self.log_path) as ledger:
                     ledger.append({"epoch": epoch + 1, "split": "validation",
                                    **{k: round(float(h[f"val_{k}"]), 6) for k in ("loss", "ce", "info_nats", "kept")}})
@@ -285,7 +285,6 @@ class _Training:
             if s.keep_epochs:
                 save_checkpoint(os.path.join(self.out, f"epoch{epoch + 1}.pt"), readout, model_name=self.model_name,
                                 epoch=epoch + 1, log=self.history, extra={"data": self.data.name, "lr": s.lr})
-            h = self.history[-1]
             log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
             if self.validation is not None:
                 log.info("epoch %d validation: loss %.4f, ce %.4f, info %.4f nats, kept %.3f", epoch + 1,
