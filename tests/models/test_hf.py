@@ -105,7 +105,15 @@ def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str)
                                                                          intermediate_size=8))
     with pytest.raises(UserInputError, match="is a 'vit' model; video-iba explains Hugging Face"):
         video_iba.wrap_hf(image)
+    session = video_iba.Session.for_model(model, settings=video_iba.Settings(changes={"steps": 2}))  # its own spec
+    assert session.spec is spec and session.layers == [f"hf.{kind}.embeddings"]
+    with pytest.raises(UserInputError, match="a Settings goes third"):
+        video_iba.Session.for_model(model, video_iba.Settings())
+    with pytest.raises(UserInputError, match=r"the model \(Linear\) carries no spec; give Session.for_model a"):
+        video_iba.Session.for_model(torch.nn.Linear(2, 2))
     # the network itself (its own axis order, an output object, tokens without a layout) is refused with the fix
+    with pytest.raises(UserInputError, match=rf"a Hugging Face {kind} classifier .*; wrap it with video_iba.wrap_"):
+        video_iba.Session.for_model(net)
     for method, where in (("iba", "layer"), ("gradcam", "cam_layer")):
         with pytest.raises(UserInputError, match=rf"a Hugging Face {kind} classifier .*; wrap it with video_iba.wrap_"):
             video_iba.attribute(method, net, clip.permute(0, 2, 1, 3, 4), **{where: f"{kind}.embeddings"})

@@ -31,7 +31,7 @@ from ..io.labels import read_labels
 from ..methods.attribute import METHODS, Method, check_method
 from ..methods.baselines import CAM_METHODS, baseline, network_inputs
 from ..methods.batching import FitBatches, check_batch_size
-from ..methods.common import model_dtype
+from ..methods.common import check_eager, model_dtype
 from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.layouts import TokenLayout
@@ -363,7 +363,7 @@ class Session:
                    FitBatches(settings.batch_size, device))
 
     @classmethod
-    def for_model(cls, model: nn.Module, spec: ModelSpec, settings: Settings | None = None, *,
+    def for_model(cls, model: nn.Module, spec: ModelSpec | None = None, settings: Settings | None = None, *,
                   labels: Sequence[str] | None = None, readout: Readout | None = None) -> "Session":
         """A session for a classifier of your own: ``spec`` describes what it takes (``modality``,
         ``frames``, ``sampling_rate``, ``input_size``, ``resize``, ``mean``, ``std``; a SlowFast-like
@@ -375,7 +375,17 @@ class Session:
         session's method is another, for :meth:`for_method`). The model is used as it is, on its
         own device, and left unchanged;
         ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
-        ``"own"``)."""
+        ``"own"``). ``spec`` defaults to the one the model carries (``video_iba.wrap_hf``,
+        ``load_model``)."""
+        check_eager(model)  # not compiled, not a Hugging Face network left unwrapped
+        if spec is None:
+            spec = getattr(model, "video_iba_spec", None)
+            if not isinstance(spec, ModelSpec):
+                raise UserInputError(f"the model ({type(model).__name__}) carries no spec; give Session.for_model a "
+                                     f"video_iba.ModelSpec describing what it takes")
+        if not isinstance(spec, ModelSpec):
+            raise UserInputError(f"spec must be a video_iba.ModelSpec, not {type(spec).__name__}; a Settings goes "
+                                 f"third (Session.for_model(model, spec, settings))")
         settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
         method = check_method(settings.method)
         check_method_settings(method, settings)
