@@ -70,6 +70,24 @@ def test_image_folder_with_annotations(photo_dir, tmp_path, capsys) -> None:  # 
     assert {r["item"] for r in scores} == {files[0]} and len(scores) == 2  # only the annotated photo has a box
 
 
+def test_a_box_reaching_past_the_frame_is_clipped_and_an_empty_one_refused(photo_dir, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.datasets import folder_items
+
+    def box_of(box: list[float]) -> np.ndarray:
+        ann = tmp_path / "a.json"
+        ann.write_text(json.dumps({"chelsea.jpg": {"box": box}}))  # 451 x 300 pixels
+        return {i.name: i for i in folder_items(photo_dir, "efficientnet_lite0", str(ann))}["chelsea.jpg"].boxes
+
+    with caplog.at_level("WARNING"):
+        past = box_of([-5, 100, 460, 300])
+    assert "reaches past its 451x300 pixels; clipped to [0, 100, 451, 300]" in caplog.text
+    np.testing.assert_allclose(past, box_of([0, 100, 451, 300]))
+    for box, message in (([10, 10, 5, 20], r"is empty; give its corners \[x0, y0, x1, y1\]"),
+                         ([500, 0, 600, 5], "lies outside its 451x300 pixels")):
+        with pytest.raises(video_iba.UserInputError, match=message):
+            box_of(box)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--metrics", "auc"], "unknown metric 'auc'"),
     (["--methods", "lime"], "unknown method 'lime'"),
@@ -87,7 +105,7 @@ def test_bad_annotations_and_empty_folders(photo_dir, tmp_path, capsys) -> None:
     code, _, err = run_cli(["evaluate", photo_dir, "--annotations", str(wrong), "--out", str(tmp_path / "a")], capsys)
     assert code == 2 and "not inputs: nothere.jpg" in err
     outside = tmp_path / "outside.json"
-    outside.write_text(json.dumps({files[0]: {"box": [0, 0, 99999, 5]}}))
+    outside.write_text(json.dumps({files[0]: {"box": [99999, 0, 100000, 5]}}))
     code, _, err = run_cli(["evaluate", photo_dir, "--annotations", str(outside), "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "lies outside" in err
     code, _, err = run_cli(["evaluate", photo_dir, "--metrics", "hit_ratio", "--out", str(tmp_path / "n")], capsys)

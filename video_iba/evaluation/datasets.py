@@ -183,12 +183,22 @@ def _checked(name: str, entry: Any, video: bool) -> dict[str, Any]:
 
 
 def _check_box(box: Any, name: str, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box in source pixels, clipped to the frame where it reaches past an edge (with a warning:
+    annotators' boxes often do by a pixel, a box given as [x, y, width, height] by much); an empty
+    box, or one wholly outside the frame, is refused."""
     x0, y0, x1, y1 = (float(v) for v in box)
     h, w = image_size
-    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise UserInputError(f"the box {list(box)} of '{name}' lies outside its {w}x{h} pixels or is empty; "
-                             f"give [x0, y0, x1, y1] with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
-    return x0, y0, x1, y1
+    if not (x0 < x1 and y0 < y1):
+        raise UserInputError(f"the box {list(box)} of '{name}' is empty; give its corners [x0, y0, x1, y1] with "
+                             f"x0 < x1 and y0 < y1 (in source pixels)")
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise UserInputError(f"the box {list(box)} of '{name}' lies outside its {w}x{h} pixels; give [x0, y0, x1, "
+                             f"y1] in source pixels, with 0 <= x0 < x1 <= {w} and 0 <= y0 < y1 <= {h}")
+    clipped = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))
+    if clipped != (x0, y0, x1, y1):
+        log.warning("the box %s of '%s' reaches past its %dx%d pixels; clipped to [%s] (a box is [x0, y0, x1, y1], "
+                    "its corners)", list(box), name, w, h, ", ".join(f"{v:g}" for v in clipped))
+    return clipped
 
 
 def _in_crop(box: Sequence[float], crop_box: tuple[float, float, float, float], size: int) -> np.ndarray | None:
