@@ -163,11 +163,11 @@ def _bottleneck_options(p: _Parser, beta_and_seed: bool = True) -> None:
                               "defaults; flags override it")
 
 
-def _bottleneck_changes(args: argparse.Namespace) -> dict[str, Any]:
+def _bottleneck_changes(args: argparse.Namespace, beta: bool = True) -> dict[str, Any]:
     """The model's default bottleneck settings, changed by the --config file's and then by the flags
-    (a list of betas, evaluate's, is not among them)."""
-    flags = {"beta": args.beta if not isinstance(args.beta, list) else None, "steps": args.steps,
-             "samples": args.samples, "micro_batch": args.micro_batch}
+    (``beta``: --beta among them; evaluate's --beta lists betas, one row each)."""
+    flags = {"beta": args.beta if beta else None, "steps": args.steps, "samples": args.samples,
+             "micro_batch": args.micro_batch}
     given = {k: v for k, v in flags.items() if v is not None}
     args.from_config = CONFIG_KEYS if args.config else ()  # errors name the file's keys as its, not as flags
     changes = read_settings(args.config) if args.config else {}
@@ -505,10 +505,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     ev = Evaluation(dataset=args.dataset, methods=[m for m in args.methods.split(",") if m.strip()],
                     metrics=args.metrics.split(",") if args.metrics else None, model=args.model, weights=args.weights,
                     layers=args.layer, stats=tuple(args.stats or ()), clips=args.clips, annotations=args.annotations,
-                    betas=args.beta or None, changes=_bottleneck_changes(args), masks=args.masks, draws=args.draws,
-                    readout=args.readout,
-                    cam_layer=args.cam_layer, device=args.device, labels=args.labels,
-                    batch_size=args.batch_size, precision=args.precision)
+                    betas=args.beta or None, changes=_bottleneck_changes(args, beta=False), masks=args.masks,
+                    draws=args.draws, readout=args.readout, cam_layer=args.cam_layer, device=args.device,
+                    labels=args.labels, batch_size=args.batch_size, precision=args.precision)
     summary = evaluate_dataset(ev, args.out, _bar)
     if not summary:  # a rank other than 0 under torchrun: rank 0 prints
         return

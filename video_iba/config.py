@@ -104,6 +104,13 @@ class IBAConfig:
         except UserInputError as exc:
             raise UserInputError(f"{where}: {exc.template}", options=exc.options) from None
 
+    def changed(self, changes: Mapping[str, Any], where: str = "config") -> "IBAConfig":
+        """These settings with ``changes`` applied, names and values checked (errors name ``where``);
+        unlike :meth:`replace`, a ``None`` is a value (``micro_batch: null``)."""
+        if not changes:
+            return self
+        return IBAConfig.from_mapping({**dataclasses.asdict(self), **changes}, where=where)
+
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> "IBAConfig":
         """Read settings from a YAML mapping; missing keys keep their defaults."""

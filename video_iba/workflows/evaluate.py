@@ -150,7 +150,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
         setup = _synthetic(ev, labels, dev)
     else:
         setup = _folder(ev, dev, session)
-    config = IBAConfig.from_mapping({**dataclasses.asdict(setup.config), **ev.changes}, where="changes")
+    config = setup.config.changed(ev.changes, where="changes")
     betas = list(ev.betas) if ev.betas is not None else [config.beta]
     readout = _readout(ev, labels, setup.model_name, dev, session)
 

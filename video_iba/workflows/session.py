@@ -178,10 +178,7 @@ class Settings:
 
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
-        base = self.config or spec.config()
-        if not self.changes:
-            return base
-        return IBAConfig.from_mapping({**dataclasses.asdict(base), **self.changes}, where="settings")
+        return (self.config or spec.config()).changed(self.changes, where="settings")
 
     def model_for(self, path: str) -> str:
         """The model explaining the file ``path``."""
