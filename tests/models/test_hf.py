@@ -66,6 +66,7 @@ def test_a_cached_checkpoint_is_wrapped_and_explained_from_a_token_layer(tmp_pat
     for layer in (spec.layers[0], blocks + "0"):
         a = video_iba.explain(model, clip, layer=layer, steps=2, samples=2, seed=0)
         assert a.bits.shape == (4, 32, 32) and a.total_bits > 0
+        assert a.meta["micro_batch"] == 2  # replicas in pairs: the base models' 10 at once took 9-15 GB
         assert a.meta["prefix_cached"] is True and "own suffix" in a.meta["prefix_note"]
         assert ("prefix_bits" in a.meta) == (kind != "videomae")
         hooked = video_iba.explain(model, clip, layer=layer, steps=2, samples=2, seed=0, split="hook")
