@@ -435,3 +435,29 @@ def test_compare_several_classes_on_a_video(tmp_path, capsys) -> None:  # type: 
     frames = read_frames(str(tmp_path / "o" / "c-compare.mp4"))
     assert len(frames) == 40 and frames[0].shape[1] == 3 * 320  # the frame, then a panel per class
     assert not np.array_equal(frames[20][:240, 320:640], frames[20][:240, 640:960])  # saliency depends on the class
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_a_bits_maps_head_names_the_top_of_its_colour_scale(video, photo_dir, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render import compare
+
+    heads: list[str] = []
+    tops: list[float] = []
+    monkeypatch.setattr(compare, "labelled", lambda img, lines, *a, **k: heads.extend(lines) or img)
+    real_overlay = compare.overlay
+    monkeypatch.setattr(compare, "overlay", lambda img, values, vmax, *a, **k: tops.append(vmax) or
+                        real_overlay(img, values, vmax, *a, **k))
+    if video:
+        path = encode(str(tmp_path / "c.mp4"), frames=12, size=(64, 48), fps=12, content=moving_square)
+        settings = Settings(model="r3d_18", weights="random", changes={"steps": 2, "samples": 2})
+    else:
+        path, settings = os.path.join(photo_dir, "coffee.jpg"), Settings(changes={"steps": 2, "samples": 2})
+    for vmax in (None, 0.05):
+        heads.clear(), tops.clear()
+        compare_file(path, ["iba", "saliency"], settings, str(tmp_path / f"o{vmax}"), Options(vmax=vmax))
+        iba_top, saliency_top = tops[0], tops[1]  # the first frame's panels (photos: the only ones)
+        per = "voxel" if video else "px"
+        assert heads[3].split(" · ")[0] == f"bits 0-{iba_top:.3g}/{per}"  # then the layer
+        assert heads[5] == "|gradient|" and saliency_top > 0  # other units: by magnitude, no bits scale
+        if vmax is not None:
+            assert iba_top == vmax

@@ -2,7 +2,8 @@
 or a whole video range (MP4).
 
 Every map is drawn with its own colour scale (the methods' units differ; non-bits maps by
-magnitude). Maps of different models are each placed by their own model's crops and windows. A video's MP4 shows every source frame of the explained range, as the overlay
+magnitude; a bits map's head names the top of its scale, in bits per pixel or voxel of the model
+input). Maps of different models are each placed by their own model's crops and windows. A video's MP4 shows every source frame of the explained range, as the overlay
 MP4 of ``explain`` does: the frame, then one overlay per method (windows and crops merged the
 same way), and below them a strip with every method's per-frame total, each normalised to its
 maximum, with a cursor at the current frame. Several videos make one MP4, a row each, played
@@ -56,11 +57,13 @@ def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]
     return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _heads(explained: str, names: Sequence[str], units: Sequence[Unit],
-           notes: Sequence[str] | None = None, title: str = "input",
-           bits_vmax: float | None = None) -> list[list[str]]:
+def _heads(explained: str, names: Sequence[str], units: Sequence[Unit], tops: Sequence[float], per: str,
+           notes: Sequence[str] | None = None, title: str = "input") -> list[list[str]]:
+    """Each panel's head: the input's title and class, then each method's name over its unit; a
+    bits map's unit names the top of its colour scale ``tops[i]``, in bits per ``per`` (its maps'
+    cell: a pixel or a voxel of the model input)."""
     extra = [f" · {n}" if n else "" for n in notes] if notes is not None else [""] * len(names)
-    scale = [f" 0-{bits_vmax:.3g}" if bits_vmax is not None and u.information else "" for u in units]
+    scale = [f" 0-{top:.3g}/{per}" if u.information else "" for u, top in zip(units, tops)]
     return [[title, f"explained: {explained}"]] + [[m, u.shown + c + e]
                                                    for m, u, c, e in zip(names, units, scale, extra)]
 
@@ -68,6 +71,13 @@ def _heads(explained: str, names: Sequence[str], units: Sequence[Unit],
 def _scale(unit: Unit, values: np.ndarray, bits_vmax: float | None) -> float:
     """The top of a panel's colour scale: ``bits_vmax`` for a bits map where given, else its largest value."""
     return bits_vmax if bits_vmax is not None and unit.information else _vmax(values)
+
+
+def _clip_tops(panels: Sequence["ClipPanel"], bits_vmax: float | None) -> list[float]:
+    """The top of each video panel's colour scale: ``bits_vmax`` for bits maps where given, else the
+    map's largest value over its windows."""
+    return [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
+            for p in panels]
 
 
 def _vmax(values: np.ndarray) -> float:
@@ -81,21 +91,21 @@ def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]]
     """One comparison row ``(H, W, 3)``: the model input ``rgb`` ``(S, S, 3)`` headed ``title``, and
     one overlay per ``(name, map (S', S'), unit)``, each drawn on its own model input ``inputs[i]``
     (default ``rgb``), its head's second line followed by ``notes[i]`` (e.g. the class a model
-    explained). Each map has its own colour scale, but bits maps share ``bits_vmax`` where given
-    (their heads then name it)."""
+    explained). Each map has its own colour scale, but bits maps share ``bits_vmax`` where given;
+    a bits map's head names the top of its scale."""
     import cv2
 
-    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], notes, title, bits_vmax)
+    shown = [unit.magnitude(values) for _, values, unit in maps]
+    tops = [_scale(unit, v, bits_vmax) for (_, _, unit), v in zip(maps, shown)]
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], tops, "px", notes, title)
 
     def panel(img: np.ndarray, values: np.ndarray | None, vmax: float) -> np.ndarray:
         shown = img if values is None else overlay(img, values, vmax)
         return cv2.resize(shown, (PANEL, PANEL), interpolation=cv2.INTER_LINEAR)
 
     tiles = [labelled(panel(rgb, None, 1.0), heads[0])]
-    for i, ((_, values, unit), head) in enumerate(zip(maps, heads[1:])):
-        shown = unit.magnitude(values)
-        tiles.append(labelled(panel(rgb if inputs is None else inputs[i], shown, _scale(unit, shown, bits_vmax)),
-                              head))
+    for i, (values, top, head) in enumerate(zip(shown, tops, heads[1:])):
+        tiles.append(labelled(panel(rgb if inputs is None else inputs[i], values, top), head))
     return np.concatenate(tiles, axis=1)
 
 
@@ -183,8 +193,9 @@ def _row_frames(row: ClipRow, *, panel_height: int = CLIP_PANEL_HEIGHT, strip_he
     line = row.timeline
     info = line.info
     names = [p.name for p in panels]
-    heads = _heads(row.explained, names, [p.result.unit for p in panels], [p.note for p in panels], row.title,
-                   bits_vmax)
+    vmaxes = _clip_tops(panels, bits_vmax)
+    heads = _heads(row.explained, names, [p.result.unit for p in panels], vmaxes, "voxel", [p.note for p in panels],
+                   row.title)
     ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1, panel_height)
     places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
     # the windows covering each frame, once per set of windows (one per model: its methods share it)
@@ -194,8 +205,6 @@ def _row_frames(row: ClipRow, *, panel_height: int = CLIP_PANEL_HEIGHT, strip_he
             by_windows[id(p.windows)] = [frame_sources(line.time_of(int(i)), p.windows) for i in indices]
     sources = [by_windows[id(p.windows)] for p in panels]
     totals = _relative_totals(panels)
-    vmaxes = [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
-              for p in panels]
     start = line.time_of(int(indices[0]))
     for pos, frame, _src in range_frames(row.path, indices, (pw, ph), line, panels[0].windows):
         shown = [frame.rgb] + [overlay(frame.rgb, place.merged(src[pos], p.result.values, p.result.unit), vmax)
@@ -306,7 +315,8 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
     if not stills.kept:
         raise UserInputError("no keyframes were rendered; the range holds no frames")
     names = [p.name for p in panels]
-    heads = _heads(explained, names, [p.result.unit for p in panels], [p.note for p in panels], bits_vmax=bits_vmax)
+    heads = _heads(explained, names, [p.result.unit for p in panels], _clip_tops(panels, bits_vmax), "voxel",
+                   [p.note for p in panels])
     positions = sorted(stills.kept)
     cells = np.stack([np.stack([padded(panel, MIN_KEYFRAME_CELL) for panel in stills.kept[pos][0]])
                       for pos in positions], axis=1)  # (rows, columns, h, w, 3)
