@@ -12,7 +12,7 @@ from video_iba import UserInputError
 from video_iba.methods import METHODS, attribute
 from video_iba.models import PackedModel, cam_layer_of
 
-from ..nets import Tiny3D, TinyCNN
+from ..nets import Tiny3D, TinyCNN, TinyViViT
 from ..nets import mixed_state, snapshot
 
 
@@ -208,8 +208,9 @@ def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir
             (["--steps", "3", "--beta", "1"], "--beta, --steps are settings of the per-sample bottleneck"),
             (["--batch-size", "4"], "--batch-size counts the inputs the per-sample bottleneck (method iba) fits"),
             # a registry model lays out its token layers itself: no layout to give on the command line
-            (["--cam-layer", "fc"], "not a feature map of the input's rank; choose a convolutional layer (`video-iba "
-                                    "layers` lists the layers' outputs)\n"),
+            (["--cam-layer", "fc"], "Grad-CAM's layer 'fc' outputs shape (1, 1000), not a feature map (N, C, H, W) "
+                                    "as the input; choose a convolutional layer (`video-iba layers` lists the layers' "
+                                    "outputs)\n"),
             (["--method", "readout", "--readout", "r.pt", "--layer", "layer3"], "reads the layers it was trained at")):
         assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2, extra
         assert message in capsys.readouterr().err
@@ -221,6 +222,11 @@ def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir
         attribute("occlusion8", model, x, tokens=video_iba.TokenLayout(grid=(1, 4, 4)))
     with pytest.raises(UserInputError, match="layer= is the bottleneck's layer.*Grad-CAM's layer is cam_layer="):
         attribute("gradcam", model, x, layer="features")
+    vivit, clip = TinyViViT(), torch.randn(1, 3, 8, 32, 32)  # a token layer of one's own, without its layout
+    with pytest.raises(UserInputError, match=r"layer 'blocks.0' outputs shape \(1, 65, 16\), not a feature map "
+                                             r"\(N, C, T, H, W\) as the input; .*give a token layer its layout with "
+                                             r"tokens="):
+        attribute("gradcam", vivit, clip, 0, cam_layer="blocks.0")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])

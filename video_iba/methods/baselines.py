@@ -278,9 +278,12 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             grid_cam = _token_gradcam(net, layer, name, layout, x, target)
         else:
             calls = [0]  # a layer run twice per pass (shared weights): captum would keep one of its outputs
+            shapes: list[tuple[int, ...]] = []
 
-            def count(*_: Any) -> None:
+            def count(_m: Any, _i: Any, out: Any) -> None:
                 calls[0] += 1
+                first = out[0] if isinstance(out, (tuple, list)) and out else out
+                shapes.append(tuple(first.shape) if isinstance(first, torch.Tensor) else ())
 
             with forward_hook(layer, count):
                 grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
@@ -294,9 +297,11 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if grid_cam.dim() != x.dim():
             # a registry model lays out its token layers itself: only a model of one's own takes a layout
             tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
-            raise UserInputError(f"Grad-CAM at '{name}' gave shape {tuple(grid_cam.shape)}, not a feature map of the "
-                                 f"input's rank; choose a convolutional layer (`video-iba layers` lists the layers' "
-                                 f"outputs){tokens_fix}", options=["tokens"])
+            shown = shapes[0] if layout is None and shapes else tuple(grid_cam.shape)
+            raise UserInputError(f"Grad-CAM's layer '{name}' outputs shape {shown}, not a feature map "
+                                 f"{'(N, C, T, H, W)' if x.dim() == 5 else '(N, C, H, W)'} as the input; choose a "
+                                 f"convolutional layer (`video-iba layers` lists the layers' outputs){tokens_fix}",
+                                 options=["tokens"])
         up = _upsample(grid_cam.detach().to(torch.promote_types(grid_cam.dtype, torch.float32)), size)[0, 0]
         if key == "gradcam":
             return up, Unit.GRAD_CAM
