@@ -133,9 +133,10 @@ def save_payload(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
         torch.save(payload, f)  # to a file object: given a path, torch names the archive after it ('.tmp-x' fails)
 
 
-def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
+def regular_file(path: str | os.PathLike[str], what: str, fix: str, empty: str | None = None) -> str:
     """``path`` as a string, when it names an existing regular file (a folder, a named pipe or a
-    device is refused: reading them fails or blocks); ``what`` and ``fix`` word the error."""
+    device is refused: reading them fails or blocks); ``what`` and ``fix`` word the error. With
+    ``empty`` (its fix), an empty file (0 bytes: an interrupted copy or download) is refused too."""
     if not isinstance(path, (str, os.PathLike)):
         raise UserInputError(f"{what} must be a path (str or os.PathLike), not {type(path).__name__}; {fix}")
     p = os.fspath(path)
@@ -148,6 +149,8 @@ def regular_file(path: str | os.PathLike[str], what: str, fix: str) -> str:
         raise UserInputError(f"{what} '{p}' does not exist; {fix}")
     if not os.path.isfile(p):
         raise UserInputError(f"'{p}' is not a regular file (a folder, pipe or device); {fix}")
+    if empty is not None and os.path.getsize(p) == 0:
+        raise UserInputError(f"'{p}' is empty (0 bytes); {empty}")
     return p
 
 

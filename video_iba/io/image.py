@@ -46,9 +46,7 @@ def load_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> tu
     p = os.fspath(path)
     if os.path.isdir(p):
         raise UserInputError(f"'{p}' is a folder, not an image file; give an image (JPEG, PNG, ...)")
-    regular_file(p, "input file", "check the path")
-    if os.path.getsize(p) == 0:
-        raise UserInputError(f"'{p}' is empty (0 bytes); give an image file")
+    regular_file(p, "input file", "check the path", empty="give an image file")
     try:
         with Image.open(p) as im:
             w, h = im.size

@@ -69,9 +69,7 @@ def _open(path: str):  # type: ignore[no-untyped-def]
 
     if os.path.isdir(path):
         raise UserInputError(f"'{path}' is a folder, not a video file; give a video (MP4, MKV, AVI, ...)")
-    regular_file(path, "input file", "check the path")
-    if os.path.getsize(path) == 0:
-        raise UserInputError(f"'{path}' is empty (0 bytes); give a video file")
+    regular_file(path, "input file", "check the path", empty="give a video file")
     try:
         return av.open(path)
     except PermissionError as exc:
