@@ -220,7 +220,10 @@ def _estimate_parser(sub: Any) -> None:
     es.option("--batch-size", type=_positive_int, default=16, help="images or clips per forward pass (default 16)")
     es.option("--max-samples", type=_positive_int,
               help="stop after this many images or clips, read from the folder's files in a random order (--seed)")
-    es.option("--per-frame", action="store_true", help="videos: one estimate per (c, t, h, w) instead of pooling over time")
+    es.option("--per-frame", action="store_true",
+              help="videos: one estimate per (c, t, h, w) instead of pooling a feature map over time")
+    es.option("--pool-time", action="store_true",
+              help="videos: pool a token grid's statistics over time (default: one estimate per token and channel)")
     es.option("--seed", type=_seed, default=0,
               help="seed of random weights (--weights random) and of the files' order with --max-samples (default 0)")
 
@@ -458,7 +461,7 @@ def _print_explained(res: Explained, t0: float) -> None:
 def _cmd_estimate(args: argparse.Namespace) -> None:
     est = estimate_folder(args.folder, model_name=args.model, out=args.out, layers=args.layer, weights=args.weights,
                           batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
-                          device=args.device, seed=args.seed, progress=_bar)
+                          pool_time=args.pool_time, device=args.device, seed=args.seed, progress=_bar)
     if not est.lead:
         return
     stats = est.statistics

@@ -18,6 +18,7 @@ from ..videos import encode, moving_square
 NET = textwrap.dedent('''
     import dataclasses
 
+    import torch
     from torch import nn
 
     import video_iba
@@ -45,6 +46,28 @@ NET = textwrap.dedent('''
     def imagenet_half():
         net, spec = build()  # the spec's label set left at its default, ImageNet's; the network in float16
         return net.half(), dataclasses.replace(spec, labels="imagenet", label_names=())
+
+
+    class Tokens(nn.Module):  # tubelets of 2 x 8 x 8 on 8 x 48 x 48 clips: a 4 x 6 x 6 grid after a class token
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv3d(3, 8, (2, 8, 8), stride=(2, 8, 8))
+            self.cls = nn.Parameter(torch.randn(1, 1, 8))
+            self.blocks = nn.ModuleList([nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)])
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)
+            t = torch.cat([self.cls.expand(t.shape[0], -1, -1), t], dim=1)
+            for block in self.blocks:
+                t = block(t)
+            return self.head(t[:, 0])
+
+
+    def tokens():
+        _, spec = build()
+        layout = video_iba.TokenLayout(grid=(4, 6, 6), prefix=1)
+        return Tokens(), dataclasses.replace(spec, default_layer="blocks.0", layouts=(("blocks.*", layout),))
 
 
     def broken():
@@ -161,3 +184,31 @@ def test_bad_networks_of_ones_own_are_refused_in_one_line(own, tmp_path, capsys,
     assert code == 2 and message.format(**subst) in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() or os.listdir(out) == []
+
+
+def test_estimate_pools_a_token_grid_over_time_on_request(own, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    net, clip = own
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(2):
+        encode(str(folder / f"c{i}.mp4"), frames=24, size=(80, 64), content=moving_square)
+    shapes = {}
+    for extra in ([], ["--pool-time"]):
+        out = tmp_path / f"s{len(extra)}.pt"
+        code, _, err = run_cli(["estimate", str(folder), "--model", f"{net}:tokens", *extra, "--out", str(out)], capsys)
+        assert code == 0, err
+        st = video_iba.Statistics.load(out)
+        shapes[bool(extra)] = tuple(st.mean.shape)
+        assert tuple(st.prefix.mean.shape) == (8, 1)  # the class token: its own statistics either way
+    assert shapes == {False: (8, 4, 6, 6), True: (8, 1, 6, 6)}  # per token; per (channel, h, w) over all frames
+    for model, extra, message in (
+            ("tokens", ["--per-frame"], f"blocks.0 of {net}:tokens is estimated per position of its token grid (each frame "
+                                        "apart) already; drop --per-frame, or pool over time with --pool-time"),
+            ("build", ["--pool-time"], f"block of {net}:build is a clip's feature map, pooled over time already; drop "
+                                       "--pool-time, or keep each frame with --per-frame"),
+            ("tokens", ["--pool-time", "--per-frame"], "give --per-frame (one estimate per frame) or --pool-time "
+                                                       "(pooled over time), not both")):
+        code, _, err = run_cli(["estimate", str(folder), "--model", f"{net}:{model}", *extra, "--out",
+                                str(tmp_path / "x.pt")], capsys)
+        assert code == 2 and message in err, err
+        assert not os.path.exists(tmp_path / "x.pt")

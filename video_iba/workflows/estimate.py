@@ -1,7 +1,8 @@
 """``video-iba estimate``: per-neuron statistics of the bottleneck layers over a folder of photos or videos.
 
 Photos give their centre crop; videos give the centre crop of every model clip (windows one
-clip length apart). Statistics of clips are pooled over time unless ``per_frame``. With
+clip length apart). Statistics of a clip's feature map are pooled over time unless ``per_frame``,
+those of token grids (learned positions) kept per token unless ``pool_time``. With
 ``max_samples`` the files are read in a random order drawn from ``seed`` (a folder's sorted order
 would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
 own share of the files (and of ``max_samples``), the ranks' estimates are combined, and rank 0
@@ -102,6 +103,30 @@ class Estimated:
     lead: bool = True
 
 
+def _check_time_pooling(spec: ModelSpec, names: Sequence[str], per_frame: bool, pool_time: bool, folder: str) -> None:
+    """Refuse a choice between per-frame and time-pooled statistics that is not one: for photos,
+    both at once, or what the layers have by default (a clip's feature maps are pooled over time,
+    token grids kept per token)."""
+    asked = [o for o, on in (("per_frame", per_frame), ("pool_time", pool_time)) if on]
+    if not asked:
+        return
+    if not spec.is_video:
+        raise UserInputError(f"{{{asked[0]}}} applies to videos, and '{folder}' is explained with the image model "
+                             f"{spec.name}; drop it", options=[asked[0]])
+    if len(asked) == 2:
+        raise UserInputError("give {per_frame} (one estimate per frame) or {pool_time} (pooled over time), not both",
+                             options=asked)
+    tokens = [spec.layout(n) is not None for n in names]
+    shown = ", ".join(names)
+    if per_frame and all(tokens):
+        raise UserInputError(f"{shown} of {spec.name} is estimated per position of its token grid (each frame apart) "
+                             f"already; drop {{per_frame}}, or pool over time with {{pool_time}}",
+                             options=["per_frame", "pool_time"])
+    if pool_time and not any(tokens):
+        raise UserInputError(f"{shown} of {spec.name} is a clip's feature map, pooled over time already; drop "
+                             f"{{pool_time}}, or keep each frame with {{per_frame}}", options=["pool_time", "per_frame"])
+
+
 def estimate_folder(
     folder: str,
     *,
@@ -112,6 +137,7 @@ def estimate_folder(
     batch_size: int = 16,
     max_samples: int | None = None,
     per_frame: bool = False,
+    pool_time: bool = False,
     device: str = "cpu",
     seed: int = 0,
     progress: Progress = no_progress,
@@ -129,10 +155,8 @@ def estimate_folder(
     refuse_overwriting_inputs(stats_paths_for(out, list(layers) if layers else list(get_spec(model_name).layers)),
                               files)
     spec = model_spec(model_name, bool(layers), weights)
-    if per_frame and not spec.is_video:
-        raise UserInputError(f"{{per_frame}} applies to videos, and '{folder}' is explained with the image model "
-                             f"{spec.name}; drop it", options=["per_frame"])
     names = list(layers) if layers else list(spec.layers)
+    _check_time_pooling(spec, names, per_frame, pool_time, folder)
     targets = stats_paths_for(out, names)
     for t in targets:
         if os.path.isdir(t):
@@ -162,7 +186,7 @@ def estimate_folder(
         bar = progress("estimating", total, what)
         try:
             result = estimate(model, batches, layer=names, max_samples=share, on_batch=bar.update,
-                              pool=() if per_frame else None,
+                              pool=() if per_frame else (1,) if pool_time else None,
                               meta={"model": spec.name, "weights": weights, "weights_digest": digest,
                                     **({"weights_seed": seed} if weights == "random" else {}),
                                     "folder": os.path.abspath(folder), "processes": world,
