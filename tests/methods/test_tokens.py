@@ -73,6 +73,23 @@ def test_the_embedding_is_a_map_and_statistics_have_class_tokens(tmp_path) -> No
     assert np.array_equal(loaded.arrays["prefix_bits"], a.arrays["prefix_bits"]) and loaded.meta["stats_source"] == "dataset"
 
 
+def test_a_channels_last_map_is_pooled_over_time_as_a_conv_map_is() -> None:
+    from torchvision.models.video.swin_transformer import SwinTransformer3d
+
+    torch.manual_seed(0)  # Swin3D's patch embedding: (N, T', H', W', C), no position embedding
+    model = SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                              window_size=[2, 4, 4], num_classes=5).eval()
+    layout = TokenLayout(channels_last=True)
+    batches = [torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    st = video_iba.estimate(model, batches, layer="patch_embed", tokens=layout)
+    assert tuple(st.mean.shape) == (16, 1, 8, 8) and st.prefix is None  # pooled over the 4 feature frames
+    per_frame = video_iba.estimate(model, batches, layer="patch_embed", tokens=layout, pool=())
+    assert tuple(per_frame.mean.shape) == (16, 4, 8, 8)
+    longer = torch.randn(1, 3, 16, 32, 32, generator=torch.Generator().manual_seed(5))  # 8 feature frames
+    a = video_iba.explain(model, longer, layer="patch_embed", tokens=layout, stats=st, seed=0, steps=2, samples=2)
+    assert a.bits.shape == (16, 32, 32) and a.meta["stats_source"] == "dataset"
+
+
 def test_the_model_is_left_as_it_was_even_after_an_error() -> None:
     torch.manual_seed(0)
     model = TinyViViT()

@@ -369,8 +369,9 @@ def estimate(
         layer: Dotted module path or submodule (registry default if omitted for a registry
             model), or a list of them (one estimate each, from the same forward passes).
         pool: Axes of one feature sample ``(C, *S)`` sharing statistics; default: none for
-            images and token grids (learned positions), time ``(1,)`` for ``(C, T, H, W)`` maps
-            (clips of any length can then use them); ``()`` keeps one estimate per ``(c, t, h, w)``.
+            images and token grids (position embeddings), time ``(1,)`` for ``(C, T, H, W)`` maps,
+            channels-last ones (Swin3D) included (clips of any length can then use them); ``()``
+            keeps one estimate per ``(c, t, h, w)``.
         pools: Instead of ``pool``, one per layer (``None``: that layer's default). A layer may
             then be listed more than once with different pools (one forward pass for all).
         min_std: Lower bound of the std.
@@ -475,11 +476,12 @@ def _batch_inputs(batch: Any) -> Any:
 
 
 def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: TokenLayout | None) -> tuple[int, ...]:
-    """Pooled axes of a map: as given; else time for a convolution's clip map, nothing for images
-    and token grids (each grid position has its own learned embedding)."""
+    """Pooled axes of a map: as given; else time for a clip's feature map, channels-first or
+    channels-last (Swin3D's, which has no absolute positions), nothing for images and token grids
+    (each grid position has its own position embedding)."""
     if pool is not None:
         return tuple(pool)
-    return (1,) if feature.dim() == 5 and layout is None else ()
+    return (1,) if feature.dim() == 5 and (layout is None or layout.channels_last) else ()
 
 
 def _merge_ranks(ests: list[WelfordEstimator] | None,

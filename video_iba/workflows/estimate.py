@@ -1,8 +1,9 @@
 """``video-iba estimate``: per-neuron statistics of the bottleneck layers over a folder of photos or videos.
 
 Photos give their centre crop; videos give the centre crop of every model clip (windows one
-clip length apart). Statistics of a clip's feature map are pooled over time unless ``per_frame``,
-those of token grids (learned positions) kept per token unless ``pool_time``. With
+clip length apart). Statistics of a clip's feature map (Swin3D's channels-last ones too) are pooled
+over time unless ``per_frame``, those of token grids (position embeddings) kept per token unless
+``pool_time``. With
 ``max_samples`` the files are read in a random order drawn from ``seed`` (a folder's sorted order
 would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
 own share of the files (and of ``max_samples``), the ranks' estimates are combined, and rank 0
@@ -116,7 +117,7 @@ def _check_time_pooling(spec: ModelSpec, names: Sequence[str], per_frame: bool, 
     if len(asked) == 2:
         raise UserInputError("give {per_frame} (one estimate per frame) or {pool_time} (pooled over time), not both",
                              options=asked)
-    tokens = [spec.layout(n) is not None for n in names]
+    tokens = [(lay := spec.layout(n)) is not None and not lay.channels_last for n in names]
     shown = ", ".join(names)
     if per_frame and all(tokens):
         raise UserInputError(f"{shown} of {spec.name} is estimated per position of its token grid (each frame apart) "
