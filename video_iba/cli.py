@@ -23,6 +23,7 @@ from .methods.baselines import BASELINES
 from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
 from .render.video import LAYOUTS, MAX_KEYFRAMES
+from .seeding import SEED_LIMIT, SEED_RANGE
 from .workflows.batch import MANIFEST, explain_batch
 from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, compare_file, compare_grid
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
@@ -83,7 +84,7 @@ def _number(kind: Callable[[str], Any], rule: Callable[[Any], bool], what: str) 
 _positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
 _seconds = _number(float, lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0")
-_seed = _number(int, lambda v: 0 <= v < 2 ** 63, "an integer in 0 .. 2**63-1")
+_seed = _number(int, lambda v: 0 <= v < SEED_LIMIT, f"an integer in {SEED_RANGE}")
 
 
 _keyframes = _number(int, lambda v: 1 <= v <= MAX_KEYFRAMES, f"an integer from 1 to {MAX_KEYFRAMES}")

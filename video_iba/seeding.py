@@ -15,6 +15,11 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+#: Seeds are whole numbers in ``0 .. SEED_LIMIT - 1`` (what a torch generator takes, as a signed 64-bit number).
+SEED_LIMIT = 2 ** 63
+#: How messages name that range.
+SEED_RANGE = "0 .. 2**63-1"
+
 
 def derived_seed(*keys: int) -> int:
     """A well-mixed 32-bit seed from a sequence of integers (a base seed and, e.g., an index)."""

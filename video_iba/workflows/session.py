@@ -38,6 +38,7 @@ from ..models.layouts import TokenLayout
 from ..models.pathways import Pack, input_packer, packed, slow_and_fast
 from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest, with_class_names
 from ..results import Attribution
+from ..seeding import SEED_LIMIT, SEED_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,8 @@ class Settings:
                 seed = operator.index(self.seed)
             except TypeError:
                 seed = -1
-            if isinstance(self.seed, bool) or not 0 <= seed < 2 ** 63:
-                raise UserInputError(f"seed must be a whole number in 0 .. 2**63-1, or None (a seed drawn and recorded), "
+            if isinstance(self.seed, bool) or not 0 <= seed < SEED_LIMIT:
+                raise UserInputError(f"seed must be a whole number in {SEED_RANGE}, or None (a seed drawn and recorded), "
                                      f"got {self.seed!r}")
             object.__setattr__(self, "seed", seed)
         if self.config is not None and not isinstance(self.config, IBAConfig):
