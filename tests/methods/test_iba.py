@@ -257,6 +257,8 @@ def test_spatiotemporal_maps() -> None:
     (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float"),
     (torch.full((1, 3, 32, 32), float("nan")), "NaN or infinite"),  # it gave an all-zero map
     (torch.full((1, 3, 32, 32), float("inf")), "NaN or infinite"),
+    # another device than the model's is named as such (checking its values first failed on it)
+    (torch.empty(1, 3, 32, 32, device="meta"), "x is on meta but the model is on cpu; move one of them"),
 ])
 @pytest.mark.parametrize("method", ["iba", "saliency", "gradcam", "occlusion8"])
 def test_bad_inputs(tiny: TinyCNN, bad: torch.Tensor, match: str, method: str) -> None:

@@ -75,11 +75,11 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
         raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; {fix}")
     if not x.is_floating_point():
         raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise UserInputError("x contains NaN or infinite values; check how the input was read and preprocessed")
     p = next(iter(model.parameters()), None)
     if p is not None and p.device != x.device:
         raise UserInputError(f"x is on {x.device} but the model is on {p.device}; move one of them")
+    if not bool(torch.isfinite(x).all()):
+        raise UserInputError("x contains NaN or infinite values; check how the input was read and preprocessed")
     dtype = model_dtype(model)
     if p is not None and dtype != x.dtype:
         raise UserInputError(f"x is {x.dtype} but the model's parameters are {dtype}; convert x with x.to({dtype})")
