@@ -126,6 +126,9 @@ def test_load_refuses_what_is_not_a_result(tmp_path) -> None:  # type: ignore[no
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserInputError, match="truncated"):
         video_iba.load(tmp_path / "cut.npz")
+    np.save(tmp_path / "bits.npy", np.zeros(3))  # was a TypeError: numpy gives a .npy's array, not an archive
+    with pytest.raises(UserInputError, match=r"'.*bits.npy' holds one numpy array \(.npy\), not the .npz archive"):
+        video_iba.load(tmp_path / "bits.npy")
     np.savez(tmp_path / "plain.npz", values=np.zeros(3))
     with pytest.raises(UserInputError, match="not a video-iba result file"):
         video_iba.load(tmp_path / "plain.npz")
