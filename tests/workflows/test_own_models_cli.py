@@ -202,9 +202,9 @@ def test_estimate_pools_a_token_grid_over_time_on_request(own, tmp_path, capsys)
         assert tuple(st.prefix.mean.shape) == (8, 1)  # the class token: its own statistics either way
     assert shapes == {False: (8, 4, 6, 6), True: (8, 1, 6, 6)}  # per token; per (channel, h, w) over all frames
     for model, extra, message in (
-            ("tokens", ["--per-frame"], f"blocks.0 of {net}:tokens is estimated per position of its token grid (each frame "
+            ("tokens", ["--per-frame"], f"blocks.0 of {net}:tokens is estimated per position of a token grid (each frame "
                                         "apart) already; drop --per-frame, or pool over time with --pool-time"),
-            ("build", ["--pool-time"], f"block of {net}:build is a clip's feature map, pooled over time already; drop "
+            ("build", ["--pool-time"], f"block of {net}:build is a feature map of clips, pooled over time already; drop "
                                        "--pool-time, or keep each frame with --per-frame"),
             ("tokens", ["--pool-time", "--per-frame"], "give --per-frame (one estimate per frame) or --pool-time "
                                                        "(pooled over time), not both")):

@@ -3,11 +3,11 @@ or a whole video range (MP4).
 
 Every map is drawn with its own colour scale (the methods' units differ; non-bits maps by
 magnitude; a bits map's head names the top of its scale, in bits per pixel or voxel of the model
-input). Maps of different models are each placed by their own model's crops and windows. A video's MP4 shows every source frame of the explained range, as the overlay
-MP4 of ``explain`` does: the frame, then one overlay per method (windows and crops merged the
-same way), and below them a strip with every method's per-frame total, each normalised to its
-maximum, with a cursor at the current frame. Several videos make one MP4, a row each, played
-together from their starts.
+input). Maps of different models are each placed by their own model's crops and windows. A
+video's MP4 shows every source frame of the explained range, as the overlay MP4 of ``explain``
+does: the frame, then one overlay per method (windows and crops merged the same way), and below
+them a strip with every method's per-frame total, each normalised to its maximum, with a cursor
+at the current frame. Several videos make one MP4, a row each, played together from their starts.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _scale(unit: Unit, values: np.ndarray, bits_vmax: float | None) -> float:
     return bits_vmax if bits_vmax is not None and unit.information else _vmax(values)
 
 
-def _clip_tops(panels: Sequence["ClipPanel"], bits_vmax: float | None) -> list[float]:
+def _clip_tops(panels: Sequence[ClipPanel], bits_vmax: float | None) -> list[float]:
     """The top of each video panel's colour scale: ``bits_vmax`` for bits maps where given, else the
     map's largest value over its windows."""
     return [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0

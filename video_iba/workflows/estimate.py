@@ -1,11 +1,10 @@
 """``video-iba estimate``: per-neuron statistics of the bottleneck layers over a folder of photos or videos.
 
 Photos give their centre crop; videos give the centre crop of every model clip (windows one
-clip length apart). Statistics of a clip's feature map (Swin3D's channels-last ones too) are pooled
-over time unless ``per_frame``, those of token grids (position embeddings) kept per token unless
-``pool_time``. With
-``max_samples`` the files are read in a random order drawn from ``seed`` (a folder's sorted order
-would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
+clip length apart). Statistics of a clip's feature map (Swin3D's channels-last ones too) are
+pooled over time unless ``per_frame``, those of token grids (position embeddings) kept per token
+unless ``pool_time``. With ``max_samples`` the files are read in a random order drawn from
+``seed`` (a folder's sorted order would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
 own share of the files (and of ``max_samples``), the ranks' estimates are combined, and rank 0
 writes the files.
 """
@@ -118,14 +117,14 @@ def _check_time_pooling(spec: ModelSpec, names: Sequence[str], per_frame: bool, 
         raise UserInputError("give {per_frame} (one estimate per frame) or {pool_time} (pooled over time), not both",
                              options=asked)
     tokens = [(lay := spec.layout(n)) is not None and not lay.channels_last for n in names]
-    shown = ", ".join(names)
+    shown = f"{', '.join(names)} of {spec.name} " + ("is" if len(names) == 1 else "are")
     if per_frame and all(tokens):
-        raise UserInputError(f"{shown} of {spec.name} is estimated per position of its token grid (each frame apart) "
-                             f"already; drop {{per_frame}}, or pool over time with {{pool_time}}",
-                             options=["per_frame", "pool_time"])
+        raise UserInputError(f"{shown} estimated per position of a token grid (each frame apart) already; drop "
+                             f"{{per_frame}}, or pool over time with {{pool_time}}", options=["per_frame", "pool_time"])
     if pool_time and not any(tokens):
-        raise UserInputError(f"{shown} of {spec.name} is a clip's feature map, pooled over time already; drop "
-                             f"{{pool_time}}, or keep each frame with {{per_frame}}", options=["pool_time", "per_frame"])
+        maps = "a feature map" if len(names) == 1 else "feature maps"
+        raise UserInputError(f"{shown} {maps} of clips, pooled over time already; drop {{pool_time}}, or keep each "
+                             f"frame with {{per_frame}}", options=["pool_time", "per_frame"])
 
 
 def estimate_folder(
