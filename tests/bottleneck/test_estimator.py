@@ -93,8 +93,13 @@ def test_save_load_roundtrip_and_refusals(tmp_path) -> None:  # type: ignore[no-
         Statistics.load(tmp_path / "missing.pt")
 
 
-def test_needs_two_samples() -> None:
+def test_needs_two_samples_and_says_how_many_the_inputs_gave() -> None:
     est = WelfordEstimator()
     est.update(torch.randn(1, 2, 3, 3))
-    with pytest.raises(UserInputError):
+    with pytest.raises(UserInputError, match=r"at least 2 samples of each feature; 1 input\(s\) gave 1 \(each feature "
+                                             r"is estimated on its own: one sample per input\); give more inputs"):
         est.finalize()
+    pooled = WelfordEstimator(pool=(1,))  # one input of a single frame: 1 sample even pooled over time
+    pooled.update(torch.randn(1, 2, 1, 3, 3))
+    with pytest.raises(UserInputError, match=r"1 input\(s\) gave 1; give more inputs"):
+        pooled.finalize()

@@ -129,7 +129,9 @@ class WelfordEstimator:
     def finalize(self, min_std: float = DEFAULT_MIN_STD, meta: dict[str, Any] | None = None, source: str = "dataset") -> "Statistics":
         """Return the statistics (unbiased std, clamped below at ``min_std``)."""
         if self._mean is None or self.n < 2:
-            raise UserInputError("need at least 2 feature samples to estimate statistics; give more inputs")
+            per_input = "" if self.pool else " (each feature is estimated on its own: one sample per input)"
+            raise UserInputError(f"statistics need at least 2 samples of each feature; {self.samples} input(s) gave "
+                                 f"{self.n}{per_input}; give more inputs")
         assert self._m2 is not None and self._nonzero is not None
         std = torch.sqrt(self._m2 / (self.n - 1)).clamp(min=min_std)
         active = (self._nonzero / self.n > ACTIVE_FRACTION).to(torch.float32)
