@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from video_iba.render.text import BACKGROUND, fitted, font, labelled, padded, text_image
+from video_iba.render.text import BACKGROUND, fitted, font, labelled, padded, text_image, wrapped
 
 
 def _ink_columns(img: np.ndarray) -> np.ndarray:
@@ -41,3 +41,24 @@ def test_padded_centres_an_image_on_the_background() -> None:
     assert out.shape == (4, 10, 3) and (out[:, 3:6] == 255).all()
     assert (out[:, :3] == BACKGROUND).all() and (out[:, 6:] == BACKGROUND).all()
     assert padded(img, 2) is img  # wide enough already
+
+
+def test_a_head_is_wrapped_at_its_separators_and_after_a_long_names_slashes() -> None:
+    head = "hf:MCG-NJU/videomae-base-finetuned-kinetics · iba"
+    lines = wrapped(head, 204, 13)
+    assert lines == ["hf:MCG-NJU/", "videomae-base-finetuned-kinetics", "iba"]  # was one line cut to 'hf:MCG-NJU/…'
+    assert wrapped("bits 0-2.13/voxel · layer2 · smoking", 204, 13) == ["bits 0-2.13/voxel · layer2", "smoking"]
+    assert wrapped("r3d_18 · iba", 204, 13) == ["r3d_18 · iba"]  # what fits stays one line
+    for line in wrapped("|grad-cam| · hf.videomae.encoder.layer.11 · counting money", 204, 13):
+        assert font(13).getlength(line) <= 204, line
+
+
+def test_a_comparisons_strip_puts_a_long_legend_on_more_rows() -> None:
+    from video_iba.render.compare import COLOURS, time_strip
+
+    names = ["r3d_18 · iba", "r3d_18 · gradcam", "hf:MCG-NJU/videomae-base-finetuned-kinetics · iba",
+             "hf:MCG-NJU/videomae-base-finetuned-kinetics · gradcam"]
+    strip = time_strip(np.zeros((4, 30)), 0, 816, names)
+    fourth = (strip == np.array(COLOURS[3], dtype=np.uint8)).all(axis=2)
+    assert fourth[18:32, 8:400].sum() > 20  # its name on a second row of the legend (was drawn past the edge)
+    assert not fourth[:16].any()  # and none of it on the first

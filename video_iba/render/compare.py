@@ -27,7 +27,7 @@ from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
 from .overlay import overlay
-from .text import DIM, TEXT, labelled, padded, text_image
+from .text import DIM, TEXT, labelled, padded, text_image, wrapped
 from .video import Placement, Stills, range_frames
 
 #: Side of a photo panel, pixels.
@@ -129,19 +129,26 @@ def clip_panel_size(height: int, width: int, panels: int, panel_height: int = CL
 
 def time_strip(per_frame: np.ndarray, t: int, width: int, names: Sequence[str], height: int = STRIP_HEIGHT) -> np.ndarray:
     """Each method's per-frame total (rows of ``per_frame``, each normalised to its maximum) as a line
-    over the shared time axis, with a cursor at frame ``t``."""
+    over the shared time axis, with a cursor at frame ``t``; the legend above the lines takes as
+    many rows as its names need."""
     import cv2
 
     img = np.full((height, width, 3), 18, dtype=np.uint8)
     n = per_frame.shape[1]
     xs = np.linspace(8, width - 8, n).astype(int) if n > 1 else np.full(1, width // 2)
-    x_text = 8
+    at, x_text, y_text = [], 8, 14
+    for name in names:
+        w = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0]
+        if x_text > 8 and x_text + w > width - 8:  # the next row of the legend
+            x_text, y_text = 8, y_text + 14
+        at.append((x_text, y_text))
+        x_text += w + 16
+    top = min(y_text + 2, height - 16)  # the lines' top, below the legend
     for i, row in enumerate(per_frame):
         colour = COLOURS[i % len(COLOURS)]
-        pts = np.stack([xs, (height - 8 - row * (height - 24)).astype(int)], axis=1).reshape(-1, 1, 2)
+        pts = np.stack([xs, (height - 8 - row * (height - 8 - top)).astype(int)], axis=1).reshape(-1, 1, 2)
         cv2.polylines(img, [pts.astype(np.int32)], False, colour, 2)
-        cv2.putText(img, names[i], (x_text, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
-        x_text += cv2.getTextSize(names[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] + 16
+        cv2.putText(img, names[i], at[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
     img[:, max(0, xs[t] - 1):xs[t] + 1] = 255
     cv2.putText(img, "per-frame total / its maximum (0 at the bottom)", (max(8, width - 310), height - 4),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.35, (160, 160, 170), 1)
@@ -326,7 +333,8 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
     times = [text_image([(f"{stills.kept[pos][1]:.2f} s", TEXT)], w, line, size) for pos in positions]
     lines = [np.concatenate([top] + [part for t in times for part in (_gap(line, gap), t)], axis=1)]
     for r in range(rows):
-        head = text_image([(heads[r][0], TEXT), (heads[r][1], DIM)], side, h, size)
+        texts = [(t, TEXT) for t in wrapped(heads[r][0], side - 16, size)]
+        head = text_image(texts + [(t, DIM) for t in wrapped(heads[r][1], side - 16, size)], side, h, size)
         parts = [head] + [part for c in range(cols) for part in (_gap(h, gap), cells[r, c])]
         lines += [_gap(gap, side + cols * (w + gap)), np.concatenate(parts, axis=1)]
     width = lines[-1].shape[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -33,6 +34,24 @@ def fitted(text: str, width: float, size: int, smallest: int = 8) -> tuple[str, 
             text = text[:-1]
         text += "…"
     return text, f
+
+
+def wrapped(text: str, width: float, size: int, sep: str = " · ") -> list[str]:
+    """``text`` as lines that fit ``width`` pixels at ``size``, broken at ``sep`` (which then starts
+    no line) and, inside a part too wide alone (a model such as ``hf:ORG/NAME``), after each
+    ``/``; a piece still too wide keeps a line of its own (drawn smaller or cut by :func:`fitted`)."""
+    f = font(size)
+    pieces: list[tuple[str, str]] = []  # (text, what joins it to the piece before on one line)
+    for i, part in enumerate(text.split(sep)):
+        cuts = [part] if f.getlength(part) <= width else re.split(r"(?<=/)", part)
+        pieces += [(c, (sep if i else "") if k == 0 else "") for k, c in enumerate(cuts) if c]
+    lines: list[str] = []
+    for piece, joint in pieces:
+        if lines and f.getlength(lines[-1] + joint + piece) <= width:
+            lines[-1] += joint + piece
+        else:
+            lines.append(piece)
+    return lines or [""]
 
 
 def text_image(lines: Sequence[tuple[str, tuple[int, int, int]]], width: int, height: int, size: int) -> np.ndarray:
