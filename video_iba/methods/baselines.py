@@ -273,23 +273,20 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         meta["cam_layer"] = name
         layer = get_module(model, name, "list the layers with `video-iba layers`")
         layout = layouts_for(model, [name], cam[1])[0]
+        shapes: list[tuple[int, ...]] = []  # a feature map layer's output, once per call in the forward pass
         if layout is not None:
             meta["cam_tokens"] = repr(layout)
             grid_cam = _token_gradcam(net, layer, name, layout, x, target)
         else:
-            calls = [0]  # a layer run twice per pass (shared weights): captum would keep one of its outputs
-            shapes: list[tuple[int, ...]] = []
-
-            def count(_m: Any, _i: Any, out: Any) -> None:
-                calls[0] += 1
+            def record(_m: Any, _i: Any, out: Any) -> None:
                 first = out[0] if isinstance(out, (tuple, list)) and out else out
                 shapes.append(tuple(first.shape) if isinstance(first, torch.Tensor) else ())
 
-            with forward_hook(layer, count):
+            with forward_hook(layer, record):
                 grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
-            if calls[0] > 1:
-                raise UserInputError(f"Grad-CAM's layer '{name}' runs {calls[0]} times in one forward pass; choose a "
-                                     f"layer that runs once with {{cam_layer}}", options=["cam_layer"])
+            if len(shapes) > 1:  # a layer run twice per pass (shared weights): captum would keep one of its outputs
+                raise UserInputError(f"Grad-CAM's layer '{name}' runs {len(shapes)} times in one forward pass; choose "
+                                     f"a layer that runs once with {{cam_layer}}", options=["cam_layer"])
         if isinstance(grid_cam, tuple):
             grid_cam = grid_cam[0]
         if grid_cam.dim() == x.dim() + 1 and grid_cam.shape[2] == 1:  # a photo's one-frame token grid
@@ -297,7 +294,7 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if grid_cam.dim() != x.dim():
             # a registry model lays out its token layers itself: only a model of one's own takes a layout
             tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
-            shown = shapes[0] if layout is None and shapes else tuple(grid_cam.shape)
+            shown = shapes[0] if shapes else tuple(grid_cam.shape)
             raise UserInputError(f"Grad-CAM's layer '{name}' outputs shape {shown}, not a feature map "
                                  f"{'(N, C, T, H, W)' if x.dim() == 5 else '(N, C, H, W)'} as the input; choose a "
                                  f"convolutional layer (`video-iba layers` lists the layers' outputs){tokens_fix}",
