@@ -310,8 +310,8 @@ def _train_parser(sub: Any) -> None:
                         description="Writes OUT/checkpoint.pt after every epoch (rerun to resume), OUT/readout.pt at "
                                     "the end (explain --method readout --readout OUT/readout.pt) and OUT/loss.jsonl.")
     tr.option("dataset", help="'synthetic' (the benchmark's training clips and labels, its 3-D CNN or with --model "
-                              "tubevit its video transformer) or a folder of images or videos (targets: the model's "
-                              "top-1 classes)")
+                              "tubevit its video transformer) or a folder of images or videos (a clip at a random "
+                              "start of each video per epoch; targets: the model's top-1 classes)")
     _model_options(tr)
     _labels_option(tr)
     tr.option("--readout-layer", action="append", help="a layer read by the readout network (repeatable; default: the "
@@ -558,7 +558,8 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
     if not res.lead:
         return
     spec = res.readout.spec
-    print(f"readout at {', '.join(spec.layers)} reading {', '.join(spec.readouts)} + logits; {res.inputs} inputs on "
+    inputs = f"{res.inputs} input{'' if res.inputs == 1 else 's'}" + (f" ({res.sampling})" if res.sampling else "")
+    print(f"readout at {', '.join(spec.layers)} reading {', '.join(spec.readouts)} + logits; {inputs} on "
           f"{res.processes} process(es)")
     for h in res.history:
         line = f"epoch {h['epoch']}: loss {h['loss']:.4f} (ce {h['ce']:.4f}, information {h['info_nats']:.4f} nats)"

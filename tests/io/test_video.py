@@ -147,3 +147,22 @@ def test_read_clip_and_read_image_take_path_objects_and_refuse_what_is_not_a_pat
         video_iba.read_image(np.zeros((8, 8, 3), np.uint8))  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match="input file must be a path"):
         video_iba.read_clip(np.zeros(3), spec)  # type: ignore[arg-type]
+
+
+def test_random_clip_starts_cover_the_video_and_always_hold_a_whole_clip(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import video_iba
+    from video_iba.io.clips import random_start, timeline
+    from video_iba.models.registry import model_spec
+
+    spec = model_spec("r3d_18", weights="random")  # 16 frames every 2: 1.07 s
+    line = timeline(encode(str(tmp_path / "long.mp4"), frames=90, size=(128, 96)))  # 3 s at 30 fps
+    rng = np.random.default_rng(0)
+    starts = {random_start(line, spec, rng) for _ in range(400)}
+    frames = {round(s * 30) for s in starts}
+    assert min(frames) == 0 and max(frames) == 57 and len(frames) > 50  # a clip spans 32 frames
+    caplog.set_level("WARNING")
+    x, geometry = video_iba.read_clip(line.info.path, spec, start=max(starts))
+    assert x.shape[2] == 16 and len(set(geometry.times)) == 16 and not caplog.records  # no looped frames
+    assert random_start(line, spec, np.random.default_rng(3)) == random_start(line, spec, np.random.default_rng(3))
+    short = timeline(encode(str(tmp_path / "short.mp4"), frames=20, size=(128, 96)))  # shorter than one clip
+    assert {random_start(short, spec, rng) for _ in range(20)} == {0.0}

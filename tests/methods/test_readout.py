@@ -164,6 +164,33 @@ def test_a_readout_of_a_video_model_explains_a_video_from_the_command_line(tmp_p
     assert f"{result.total:.1f} bits per window on average · r3d_18 readout bottleneck at layer2 · " in stdout
 
 
+def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.io.clips import read_clip
+    from video_iba.models.registry import model_spec
+    from video_iba.workflows import folder_data
+
+    from ..videos import encode, moving_square
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    long = encode(str(folder / "a.mp4"), frames=90, size=(128, 96), content=moving_square)  # 3 clips of r3d_18
+    encode(str(folder / "b.mp4"), frames=20, size=(128, 96), content=moving_square)  # shorter than one clip
+    spec = model_spec("r3d_18", weights="random")
+    data = folder_data(str(folder), spec)
+    assert len(data.items) == 2 and data.sampling == "a random clip of each video per epoch"
+    first = data.for_epoch([0, 1], seed=0, epoch=0)
+    assert first == data.for_epoch([0, 1], seed=0, epoch=0)  # every process, and a resumed training, draws the same
+    starts = {data.for_epoch([0], seed, epoch)[0][1] for seed in range(3) for epoch in range(5)}
+    assert len(starts) > 8 and max(starts) <= 3 - 32 / 30  # not one clip each epoch; always a whole clip
+    assert {data.for_epoch([1], 0, epoch)[0][1] for epoch in range(5)} == {0.0}
+    x, labels = data.load(first)
+    assert labels is None and x.shape == (2, 3, 16, 112, 112)
+    torch.testing.assert_close(x[:1], read_clip(long, spec, start=first[0][1])[0])
+    torch.testing.assert_close(data.load(data.items[:1])[0], read_clip(long, spec, start=None)[0])  # validation
+    counts = [len(x) for x in data.statistics_inputs(data.items, 2, "cpu")]
+    assert counts == [2, 2]  # statistics: every clip, 3 of the long video and the short one's
+
+
 def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "ro2")
     run = torchrun(["train-readout", "synthetic", "--clips", "40", "--batch-size", "8", "--epochs", "1",

@@ -212,3 +212,18 @@ def test_estimate_pools_a_token_grid_over_time_on_request(own, tmp_path, capsys)
                                 str(tmp_path / "x.pt")], capsys)
         assert code == 2 and message in err, err
         assert not os.path.exists(tmp_path / "x.pt")
+
+
+def test_a_token_network_trains_a_readout_on_the_clips_of_one_video(own, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    net, _ = own
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    encode(str(folder / "one.mp4"), frames=48, size=(80, 64), content=moving_square)  # 3 clips of 0.53 s
+    out = tmp_path / "ro"
+    code, stdout, err = run_cli(["train-readout", str(folder), "--model", f"{net}:tokens", "--epochs", "2",
+                                 "--batch-size", "2", "--out", str(out)], capsys)
+    assert code == 0, err  # per-token statistics from the video's 3 clips (its middle clip alone: refused)
+    assert "1 input (a random clip of each video per epoch) on 1 process(es)" in stdout
+    assert [row["epoch"] for row in read_jsonl(out / "loss.jsonl")] == [1, 2]
+    record = torch.load(out / "checkpoint.pt", weights_only=True)["extra"]
+    assert record["sampling"] == "a random clip of each video per epoch"

@@ -21,7 +21,7 @@ from ..errors import UserInputError
 from ..files import regular_file
 from ..models.preprocess import CropPlan, Geometry, check_size, check_spec, crop_input, plan_crops
 from ..models.registry import ModelSpec
-from .sampling import Window, plan_windows
+from .sampling import Window, clip_seconds, plan_windows
 from .video import VideoInfo, frame_times, iter_frames, probe_video, resize_frame
 
 #: At most this many bytes of source frames are decoded by decord at once (before resizing).
@@ -194,6 +194,17 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
                                      f"or corrupt; set {DECODER_ENV}=pyav or re-encode it") from exc
             frames.extend(resize_frame(f, size=(w, h)) for f in batch)
         yield wi, np.stack(frames)
+
+
+def random_start(line: Timeline, spec: ModelSpec, rng: np.random.Generator) -> float:
+    """A model clip's start drawn uniformly among the video's frames from which a whole clip fits
+    (as video networks are trained: a random clip of each video per epoch); 0 for a video shorter
+    than one clip (its clip is looped)."""
+    span = clip_seconds(spec.frames, spec.sampling_rate)
+    duration = line.time_of(line.frames - 1) + 1.0 / line.info.fps
+    starts = line.times if line.times is not None else np.arange(line.frames) / line.info.fps
+    fits = int(np.searchsorted(starts, duration - span - 1e-6, side="right"))  # a margin: never a clip short by rounding
+    return line.time_of(int(rng.integers(max(1, fits))))
 
 
 def read_clip(path: str | os.PathLike[str], spec: ModelSpec, start: float | None = 0.0) -> tuple[torch.Tensor, Geometry]:

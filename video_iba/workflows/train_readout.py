@@ -40,7 +40,7 @@ from ..errors import UserInputError
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir
-from ..io.clips import read_clip
+from ..io.clips import random_start, read_clip, timeline
 from ..io.discovery import shared_files
 from ..io.image import read_image
 from ..io.ledger import Ledger, keep_records
@@ -50,7 +50,7 @@ from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.preprocess import preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
-from .estimate import folder_model, model_inputs
+from .estimate import folder_model, input_batches, model_inputs
 from .outputs import folder_lock
 from .session import Progress, Session, Settings, as_tuple, no_progress, refuse_held_by_session, resolve_device
 
@@ -71,16 +71,41 @@ class TrainingData:
     ``load(items)`` returns the inputs of the batch (images ``(N, 3, S, S)`` or clips
     ``(N, 3, T, S, S)``) and the labels (``None``: targets are the model's top-1 classes); items
     that cannot be read are skipped by ``load`` (with a warning).
+
+    ``pick(item, rng)``, where given, is what a training step of an epoch loads of an item (a
+    video's clip at a random start), drawn with a generator seeded by the training's seed, the
+    epoch and the item's index, so every process and a resumed training draw the same; validation
+    and the probe load the items themselves. ``statistics(items, batch_size, device, dtype)``,
+    where given, yields the inputs the readout's statistics are estimated on (every clip of the
+    videos) instead of :meth:`inputs`; ``sampling`` says in words what ``pick`` draws (kept with
+    the training's settings).
     """
 
     name: str
     items: list[Any]
     load: Callable[[Sequence[Any]], tuple[torch.Tensor, torch.Tensor | None]]
+    pick: Callable[[Any, np.random.Generator], Any] | None = None
+    statistics: Callable[[Sequence[Any], int, torch.device | str, torch.dtype], Iterator[torch.Tensor]] | None = None
+    sampling: str | None = None
 
     def batches(self, order: Sequence[int], batch_size: int) -> list[list[Any]]:
         """The items in ``order``, in chunks of ``batch_size``."""
         items = [self.items[i] for i in order]
         return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+
+    def for_epoch(self, indices: Sequence[int], seed: int, epoch: int) -> list[Any]:
+        """What the training steps of ``epoch`` load of the items at ``indices``: the items, or what
+        ``pick`` draws of each."""
+        if self.pick is None:
+            return [self.items[i] for i in indices]
+        return [self.pick(self.items[i], np.random.default_rng([seed, epoch, i])) for i in indices]
+
+    def statistics_inputs(self, items: Sequence[Any], batch_size: int, device: torch.device | str,
+                          dtype: torch.dtype = torch.float32) -> Iterator[torch.Tensor]:
+        """The inputs the statistics of a readout trained on ``items`` are estimated on."""
+        if self.statistics is None:
+            return self.inputs(items, batch_size, device, dtype)
+        return self.statistics(items, batch_size, device, dtype)
 
     def inputs(self, items: Sequence[Any], batch_size: int, device: torch.device | str,
                dtype: torch.dtype = torch.float32) -> Iterator[torch.Tensor]:
@@ -121,26 +146,57 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
     return TrainingData(name, seeds, load)
 
 
+#: How :func:`folder_data` draws a video's training clips (recorded with the training's settings).
+VIDEO_SAMPLING = "a random clip of each video per epoch"
+
+
 def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -> TrainingData:
-    """Images (centre crop) or videos (the centre clip from the middle of each) of a folder, no labels,
-    prepared for the registry model ``model`` with ``weights``
-    (:func:`~video_iba.models.registry.model_spec`), or for the model a :class:`ModelSpec` describes."""
+    """Images (centre crop) or videos of a folder, no labels, prepared for the registry model
+    ``model`` with ``weights`` (:func:`~video_iba.models.registry.model_spec`), or for the model a
+    :class:`ModelSpec` describes.
+
+    A video gives each epoch's training steps one centre-crop clip starting at a random frame (of
+    those from which a whole clip fits), as video networks are trained; validation and the probe
+    read its clip in the middle; the statistics are estimated on every clip of the videos, as
+    ``estimate`` reads them (at most ``MAX_ESTIMATE``).
+    """
     spec = model if isinstance(model, ModelSpec) else model_spec(model, weights=weights)
     files = model_inputs(folder, spec)
 
-    def load(paths: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def load(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs = []
-        for p in paths:
+        for item in items:
+            path, start = item if isinstance(item, tuple) else (item, None)  # a picked clip, or the middle one
             try:
-                xs.append(read_clip(p, spec, start=None)[0] if spec.is_video
-                          else preprocess_image(read_image(p), spec, name=f"'{p}'")[0])
+                xs.append(read_clip(path, spec, start=start)[0] if spec.is_video
+                          else preprocess_image(read_image(path), spec, name=f"'{path}'")[0])
             except UserInputError as exc:
                 log.warning("skipping %s", exc)
         if not xs:
-            raise UserInputError(f"none of {len(paths)} inputs could be read; check the folder")
+            raise UserInputError(f"none of {len(items)} inputs could be read; check the folder")
         return torch.cat(xs), None
 
-    return TrainingData(os.path.abspath(folder), files, load)
+    if not spec.is_video:
+        return TrainingData(os.path.abspath(folder), files, load)
+
+    def pick(path: str, rng: np.random.Generator) -> Any:
+        try:
+            return path, random_start(timeline(path), spec, rng)
+        except UserInputError:
+            return path  # load names the problem and skips the file
+
+    def statistics(paths: Sequence[Any], batch_size: int, device: torch.device | str,
+                   dtype: torch.dtype) -> Iterator[torch.Tensor]:
+        skipped: list[str] = []
+        count = 0
+        for x in input_batches(paths, spec, batch_size, device, skipped):
+            x = x[:MAX_ESTIMATE - count]
+            count += len(x)
+            yield x.to(dtype)
+            if count >= MAX_ESTIMATE:
+                return
+
+    return TrainingData(os.path.abspath(folder), files, load, pick, statistics, VIDEO_SAMPLING)
 
 
 @dataclass(frozen=True)
@@ -204,9 +260,12 @@ class _Training:
         readout layers): the model's weights (digest), its data, validation data, batch size,
         learning rate and seed."""
         s, v = self.schedule, self.validation
-        return {"weights": self.weights, "data": self.data.name, "inputs": len(self.data.items),
-                "validation": v.name if v else None, "validation_inputs": len(v.items) if v else 0,
-                "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed}
+        record = {"weights": self.weights, "data": self.data.name, "inputs": len(self.data.items),
+                  "validation": v.name if v else None, "validation_inputs": len(v.items) if v else 0,
+                  "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed}
+        if self.data.sampling is not None:
+            record["sampling"] = self.data.sampling
+        return record
 
     def _check_same_training(self, payload: dict[str, Any], readout: Readout, readouts: Sequence[str] | None,
                              config: IBAConfig) -> None:
@@ -227,7 +286,8 @@ class _Training:
         probe = self.data.load(self.data.items[:1])[0].to(self.device, self.dtype)
         subset = shard(self.data.items[:MAX_ESTIMATE])
         batch = self.schedule.batch_size
-        return new_readout(self.model, probe, lambda: self.data.inputs(subset, batch, self.device, self.dtype),
+        stats_inputs = self.data.statistics_inputs
+        return new_readout(self.model, probe, lambda: stats_inputs(subset, batch, self.device, self.dtype),
                            layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
                            tokens=self.tokens, seed=self.schedule.seed)
 
@@ -236,7 +296,8 @@ class _Training:
         """Train one epoch (every rank on its shard of the shuffled inputs) and log every step."""
         s = self.schedule
         order = np.random.default_rng(s.seed + epoch).permutation(len(self.data.items)).tolist()
-        chunks = self.data.batches(shard(order, pad=True), s.batch_size)
+        picked = self.data.for_epoch(shard(order, pad=True), s.seed, epoch)
+        chunks = [picked[i:i + s.batch_size] for i in range(0, len(picked), s.batch_size)]
         bar = progress(f"epoch {epoch + 1}/{s.epochs}", len(chunks), "step") if rank() == 0 else None
         t0 = time.perf_counter()
         sums = np.zeros(3)
@@ -461,7 +522,8 @@ class TrainingRun:
 @dataclass
 class Trained:
     """What :func:`train_dataset` did: the readout, its data, its epochs' history (``lead``: this
-    process is rank 0, which wrote the files; other ranks get no epoch and history)."""
+    process is rank 0, which wrote the files; other ranks get no epoch and history; ``sampling``:
+    what a training step read of each input, where not the input itself)."""
 
     readout: Readout
     inputs: int
@@ -470,6 +532,7 @@ class Trained:
     history: list[dict[str, Any]]
     validated: bool
     lead: bool = True
+    sampling: str | None = None
 
 
 def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: Progress = no_progress, *,
@@ -501,10 +564,11 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
         lead = rank() == 0
     validated = setup.validation is not None
     if not lead:
-        return Trained(readout, len(setup.data.items), processes, 0, [], validated, lead=False)
+        return Trained(readout, len(setup.data.items), processes, 0, [], validated, lead=False,
+                       sampling=setup.data.sampling)
     epoch = int(load_checkpoint(os.path.join(run.out_dir, "readout.pt"))[1]["epoch"])
     history = list(load_checkpoint(os.path.join(run.out_dir, "checkpoint.pt"))[1]["log"])
-    return Trained(readout, len(setup.data.items), processes, epoch, history, validated)
+    return Trained(readout, len(setup.data.items), processes, epoch, history, validated, sampling=setup.data.sampling)
 
 
 @dataclass
