@@ -101,13 +101,14 @@ def process_group(device: str) -> Iterator[str]:
 
 def shard(items: Sequence[T], pad: bool = False) -> list[T]:
     """This rank's items: every ``world``-th one from ``rank``, so ranks share nothing. With ``pad``
-    (training only), shorter shards repeat their first items so every rank has as many."""
+    (training only), shorter shards repeat their first items so every rank has as many (a rank
+    with none of its own, when there are fewer items than ranks, repeats the first items)."""
     w, r = world_size(), rank()
     out = list(items[r::w])
-    if pad and w > 1 and out:
-        own = len(out)
+    if pad and w > 1 and items:
+        source = out or list(items)
         longest = (len(items) + w - 1) // w
-        out += [out[k % own] for k in range(longest - own)]
+        out += [source[k % len(source)] for k in range(longest - len(out))]
     return out
 
 

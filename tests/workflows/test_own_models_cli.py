@@ -12,7 +12,7 @@ import torch
 
 import video_iba
 from video_iba.models import weights_digest
-from ..helpers import read_jsonl, run_cli
+from ..helpers import read_jsonl, run_cli, torchrun
 from ..videos import encode, moving_square
 
 NET = textwrap.dedent('''
@@ -227,3 +227,10 @@ def test_a_token_network_trains_a_readout_on_the_clips_of_one_video(own, tmp_pat
     assert [row["epoch"] for row in read_jsonl(out / "loss.jsonl")] == [1, 2]
     record = torch.load(out / "checkpoint.pt", weights_only=True)["extra"]
     assert record["sampling"] == "a random clip of each video per epoch"
+    # two processes, one video: the second process has no clip for the statistics and no input of
+    # its own to train on; it takes the statistics of the first and trains on its input (this hung)
+    run = torchrun(["train-readout", str(folder), "--model", f"{net}:tokens", "--epochs", "2", "--batch-size", "2",
+                    "--out", str(tmp_path / "ro2")], timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "1 input (a random clip of each video per epoch) on 2 process(es)" in run.stdout
+    assert [row["epoch"] for row in read_jsonl(tmp_path / "ro2" / "loss.jsonl")] == [1, 2]

@@ -448,7 +448,7 @@ def estimate(
             if on_batch is not None:
                 on_batch(int(feats[0][2].shape[0]))
     if across_ranks and world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
-        ests, input_shape = _merge_ranks(ests, input_shape)
+        ests, owners, input_shape = _merge_ranks(ests, owners, input_shape)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
     out: list[Statistics] = []
@@ -484,17 +484,18 @@ def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: T
     return (1,) if feature.dim() == 5 and (layout is None or layout.channels_last) else ()
 
 
-def _merge_ranks(ests: list[WelfordEstimator] | None,
-                 input_shape: list[int] | None) -> tuple[list[WelfordEstimator] | None, list[int] | None]:
-    """Every rank's running sums combined in rank order (the same result on every rank)."""
-    states = gather(None if ests is None else [e.state() for e in ests])
+def _merge_ranks(ests: list[WelfordEstimator] | None, owners: list[tuple[int, int]], input_shape: list[int] | None
+                 ) -> tuple[list[WelfordEstimator] | None, list[tuple[int, int]], list[int] | None]:
+    """Every rank's running sums combined in rank order, with what each estimator belongs to and
+    the input shape (the same result on every rank, a rank that had no inputs included)."""
+    states = gather(None if ests is None else ([e.state() for e in ests], owners, input_shape))
     merged: list[WelfordEstimator] | None = None
     for st in states:
         if st is None:
             continue
         if merged is None:
-            merged = [WelfordEstimator(pool=tuple(s["pool"])) for s in st]
-        for est, s in zip(merged, st):
+            merged = [WelfordEstimator(pool=tuple(s["pool"])) for s in st[0]]
+            owners, input_shape = [(int(i), int(j)) for i, j in st[1]], st[2]
+        for est, s in zip(merged, st[0]):
             est.merge(s)
-    shapes = [s for s in gather(input_shape) if s is not None]
-    return merged, (shapes[0] if shapes else None)
+    return merged, owners, input_shape
