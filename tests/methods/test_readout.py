@@ -164,6 +164,27 @@ def test_a_readout_of_a_video_model_explains_a_video_from_the_command_line(tmp_p
     assert f"{result.total:.1f} bits per window on average · r3d_18 readout bottleneck at layer2 · " in stdout
 
 
+def test_unreadable_files_in_a_training_folder_are_skipped_before_training(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_dir, folder)
+    (folder / "junk.jpg").write_bytes(os.urandom(3000))
+    (folder / "empty.png").write_bytes(b"")
+    Image.new("RGB", (40, 30)).save(folder / "tiny.png")  # too small for the model
+    out = tmp_path / "ro"
+    code, stdout, err = run_cli(["train-readout", str(folder), "--epochs", "1", "--batch-size", "1", "--out",
+                                 str(out)], capsys)  # a step of only junk.jpg ended the training
+    assert code == 0, err
+    assert "skipping 3 of 6 inputs in" in err and "empty.png' is empty (0 bytes); give an image file" in err
+    assert err.count("skipping") == 1 and "3 inputs on 1 process(es)" in stdout
+    assert len(read_jsonl(out / "loss.jsonl")) == 3
+    for name in ("chelsea", "coffee", "rocket"):
+        os.remove(folder / f"{name}.jpg")
+    code, _, err = run_cli(["train-readout", str(folder), "--epochs", "1", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "none of the 3 input(s) in" in err and "can be read (the first: " in err
+
+
 def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from video_iba.io.clips import read_clip
     from video_iba.models.registry import model_spec

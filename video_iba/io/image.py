@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from typing import Iterator
 
 import numpy as np
 
@@ -38,8 +40,39 @@ def load_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> tu
     decoding (PIL's ``draft``), other formats by a box-filter reduction right after. A model input
     resized to ``reduce_to`` loses nothing, and an 8000-pixel photo no longer costs gigabytes.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
+    p = _image_file(path)
+    with _pil_errors(p), Image.open(p) as im:
+        w, h = im.size
+        big = reduce_to is not None and min(w, h) > 4 * reduce_to
+        if big:
+            assert reduce_to is not None
+            keep = 2 * reduce_to / min(w, h)
+            im.draft("RGB", (max(1, int(w * keep)), max(1, int(h * keep))))
+        im.load()
+        if big:
+            assert reduce_to is not None
+            factor = min(im.size) // (2 * reduce_to)
+            if factor >= 2:
+                im = im.reduce(factor)
+            log.info("%s: %dx%d pixels, decoded at %dx%d", p, w, h, *im.size)
+        transposed = im.getexif().get(0x0112) in _TRANSPOSED
+        return _to_rgb8(ImageOps.exif_transpose(im), p), ((w, h) if transposed else (h, w))
+
+
+def probe_image(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """An image file's ``(height, width)`` (after the EXIF orientation) from its header, without
+    decoding the pixels; the same errors as :func:`read_image` for files that are not images."""
+    from PIL import Image
+
+    p = _image_file(path)
+    with _pil_errors(p), Image.open(p) as im:
+        w, h = im.size
+        return (w, h) if im.getexif().get(0x0112) in _TRANSPOSED else (h, w)
+
+
+def _image_file(path: str | os.PathLike[str]) -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise UserInputError(f"read_image takes a file's path, not {type(path).__name__}; pixels already in memory "
                              f"go to preprocess_image")
@@ -47,23 +80,18 @@ def load_image(path: str | os.PathLike[str], reduce_to: int | None = None) -> tu
     if os.path.isdir(p):
         raise UserInputError(f"'{p}' is a folder, not an image file; give an image (JPEG, PNG, ...)")
     regular_file(p, "input file", "check the path", empty="give an image file")
+    return p
+
+
+@contextlib.contextmanager
+def _pil_errors(p: str) -> Iterator[None]:
+    """PIL's errors on reading ``p`` raised as one-line user errors."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(p) as im:
-            w, h = im.size
-            big = reduce_to is not None and min(w, h) > 4 * reduce_to
-            if big:
-                assert reduce_to is not None
-                keep = 2 * reduce_to / min(w, h)
-                im.draft("RGB", (max(1, int(w * keep)), max(1, int(h * keep))))
-            im.load()
-            if big:
-                assert reduce_to is not None
-                factor = min(im.size) // (2 * reduce_to)
-                if factor >= 2:
-                    im = im.reduce(factor)
-                log.info("%s: %dx%d pixels, decoded at %dx%d", p, w, h, *im.size)
-            transposed = im.getexif().get(0x0112) in _TRANSPOSED
-            return _to_rgb8(ImageOps.exif_transpose(im), p), ((w, h) if transposed else (h, w))
+        yield
+    except UserInputError:  # ours, already one line (it is a ValueError too)
+        raise
     except Image.DecompressionBombError as exc:
         raise UserInputError(f"'{p}' is larger than PIL decodes safely ({exc}); downscale it first") from exc
     except UnidentifiedImageError as exc:

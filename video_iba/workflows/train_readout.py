@@ -42,13 +42,13 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEE
 from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import random_start, read_clip, timeline
 from ..io.discovery import shared_files
-from ..io.image import read_image
+from ..io.image import probe_image, read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.common import model_dtype
 from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
-from ..models.preprocess import preprocess_image
+from ..models.preprocess import check_size, preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
 from .estimate import folder_model, input_batches, model_inputs
 from .outputs import folder_lock
@@ -146,6 +146,29 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
     return TrainingData(name, seeds, load)
 
 
+def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
+    """The files the model can read, checked without decoding (a video's container and frame
+    times, a photo's header; each large enough for the model); the others are named in one
+    warning, so that no training step is left without inputs."""
+    kept, refused = [], []
+    for f in files:
+        try:
+            if spec.is_video:
+                info = timeline(f).info
+                check_size(f"'{f}'", info.height, info.width, spec, "video")
+            else:
+                check_size(f"'{f}'", *probe_image(f), spec)
+            kept.append(f)
+        except UserInputError as exc:
+            refused.append(str(exc))
+    if refused and not kept:
+        raise UserInputError(f"none of the {len(files)} input(s) in '{folder}' can be read (the first: {refused[0]})")
+    if refused:
+        log.warning("skipping %d of %d inputs in '%s' that cannot be read (the first: %s)", len(refused), len(files),
+                    folder, refused[0])
+    return kept
+
+
 #: How :func:`folder_data` draws a video's training clips (recorded with the training's settings).
 VIDEO_SAMPLING = "a random clip of each video per epoch"
 
@@ -161,10 +184,10 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
     ``estimate`` reads them (at most ``MAX_ESTIMATE``).
     """
     spec = model if isinstance(model, ModelSpec) else model_spec(model, weights=weights)
-    files = model_inputs(folder, spec)
+    files = _readable(model_inputs(folder, spec), spec, folder)
 
     def load(items: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        xs = []
+        xs, failed = [], []
         for item in items:
             path, start = item if isinstance(item, tuple) else (item, None)  # a picked clip, or the middle one
             try:
@@ -172,8 +195,10 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
                           else preprocess_image(read_image(path), spec, name=f"'{path}'")[0])
             except UserInputError as exc:
                 log.warning("skipping %s", exc)
+                failed.append(str(exc))
         if not xs:
-            raise UserInputError(f"none of {len(items)} inputs could be read; check the folder")
+            raise UserInputError(f"none of the {len(items)} input(s) of a batch could be decoded (the first: "
+                                 f"{failed[0]})")
         return torch.cat(xs), None
 
     if not spec.is_video:
