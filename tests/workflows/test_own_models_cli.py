@@ -234,3 +234,23 @@ def test_a_token_network_trains_a_readout_on_the_clips_of_one_video(own, tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     assert "1 input (a random clip of each video per epoch) on 2 process(es)" in run.stdout
     assert [row["epoch"] for row in read_jsonl(tmp_path / "ro2" / "loss.jsonl")] == [1, 2]
+
+
+def test_a_token_network_in_a_session_trains_a_readout_from_python(own, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.models.entry import entry_function
+    from video_iba.workflows import Schedule, TrainingRun, train_dataset
+
+    net, _ = own
+    torch.manual_seed(0)
+    model, spec = entry_function(f"{net}:tokens")()  # its spec gives "blocks.*" a layout: submodules match too
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    encode(str(folder / "one.mp4"), frames=48, size=(80, 64), content=moving_square)
+    session = video_iba.Session.for_model(model, spec)
+    res = train_dataset(TrainingRun(str(folder), str(tmp_path / "ro")), Schedule(epochs=1, batch_size=2),
+                        session=session)  # was refused: "token layouts for ['blocks.0.dropout', ...]"
+    assert res.readout.spec.layers == ["blocks.0"] and res.readout.spec.prefixes == [1]
+    assert res.readout.spec.tokens == {"blocks.0": spec.layout("blocks.0").to_dict()}
+    clip, _ = video_iba.read_clip(str(folder / "one.mp4"), spec)
+    result = video_iba.explain_readout(model, res.readout, clip)
+    assert result.bits.shape == (8, 48, 48) and result.meta["prefix_bits"] > 0

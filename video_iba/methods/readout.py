@@ -64,6 +64,10 @@ from .iba import estimate, part_statistics
 
 log = logging.getLogger(__name__)
 
+#: Token layouts of a readout's layers: one for every layer, one per layer name, a function of a
+#: layer's name (``ModelSpec.layout``), or ``None`` (the model's registry spec).
+Layouts = TokenLayout | Mapping[str, TokenLayout] | Callable[[str], "TokenLayout | None"] | None
+
 ALPHA_BOUND = 6.0
 CHECKPOINT_FORMAT = "video-iba-readout-1"
 
@@ -253,7 +257,7 @@ def default_readouts(model: nn.Module, layers: Sequence[str], x: torch.Tensor, p
 def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Iterable[torch.Tensor]], *,
                 layers: Sequence[str], readouts: Sequence[str] | None = None,
                 stats: Sequence[Statistics] | None = None, config: IBAConfig | None = None,
-                pack: Pack | None = None, tokens: TokenLayout | Mapping[str, TokenLayout] | None = None,
+                pack: Pack | None = None, tokens: Layouts = None,
                 seed: int = 0) -> Readout:
     """An untrained readout for ``model``: the bottleneck's statistics (given, or estimated on the
     data) and the readouts' per-channel normalisation (estimated on the data, in the same pass).
@@ -268,8 +272,9 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
         stats: The bottleneck layers' statistics, one per layer; ``None`` estimates them.
         config: Bottleneck settings (beta, smoothing, ``alpha_init``).
         pack: For a multi-pathway network (registry models: automatic).
-        tokens: Token layouts of transformer layers: one for every layer, or one per layer name
-            (registry models: their own). A readout reads a token layer's grid; a bottleneck
+        tokens: Token layouts of transformer layers: one for every layer, one per layer name, or a
+            function of a layer's name giving its layout or ``None`` (a spec's ``layout``, for the
+            layers the readout turns out to read; registry models: their own). A readout reads a token layer's grid; a bottleneck
             restricts its class tokens too (see :class:`ReadoutHead`).
         seed: Seed of the heads' initial weights (the caller's random state is left alone).
     """
@@ -304,13 +309,15 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
 
 
 def _layouts(model: nn.Module, names: Sequence[str],
-             tokens: TokenLayout | Mapping[str, TokenLayout] | None) -> list[TokenLayout | None]:
+             tokens: Layouts) -> list[TokenLayout | None]:
     if isinstance(tokens, Mapping):
         unknown = sorted(set(tokens) - set(names))
         if unknown:
             raise UserInputError(f"token layouts for {unknown}, which the readout neither restricts nor reads; "
                                  f"give layouts for {list(names)}")
         return [tokens.get(n) for n in names]
+    if callable(tokens):
+        return [tokens(n) for n in names]
     return layouts_for(model, names, tokens)
 
 

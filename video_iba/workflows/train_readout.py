@@ -45,8 +45,8 @@ from ..io.discovery import shared_files
 from ..io.image import probe_image, read_image
 from ..io.ledger import Ledger, keep_records
 from ..methods.common import model_dtype
-from ..methods.readout import Readout, load_checkpoint, new_readout, readout_loss, readout_terms, save_checkpoint
-from ..models.layouts import TokenLayout
+from ..methods.readout import (Layouts, Readout, load_checkpoint, new_readout, readout_loss, readout_terms,
+                               save_checkpoint)
 from ..models.pathways import Pack
 from ..models.preprocess import check_size, preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
@@ -248,7 +248,7 @@ class _Training:
 
     def __init__(self, model: nn.Module, data: TrainingData, out_dir: str, schedule: Schedule,
                  validation: TrainingData | None, device: torch.device | str, model_name: str | None,
-                 pack: Pack | None, tokens: TokenLayout | dict[str, TokenLayout] | None = None) -> None:
+                 pack: Pack | None, tokens: Layouts = None) -> None:
         self.model, self.data, self.out, self.schedule = model, data, out_dir, schedule
         self.validation, self.device, self.model_name, self.pack = validation, device, model_name, pack
         self.tokens = tokens
@@ -420,7 +420,7 @@ def train(
     validation: TrainingData | None = None,
     pack: Pack | None = None,
     progress: Progress = no_progress,
-    tokens: TokenLayout | dict[str, TokenLayout] | None = None,
+    tokens: Layouts = None,
 ) -> Readout:
     """Train (or resume training) a readout; returns it (with validation data: the best epoch's).
     Call it on every rank under torchrun.
@@ -608,7 +608,7 @@ class _Run:
     data: TrainingData
     validation: TrainingData | None
     readouts: list[str] | None
-    tokens: dict[str, TokenLayout] | None = None
+    tokens: Layouts = None
     pack: Pack | None = None
 
 
@@ -641,11 +641,10 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
                              "it", options=["clips"])
     if own is not None:
         spec = own.spec
-        tokens = {n: lay for n, _ in own.model.named_modules() if n and (lay := spec.layout(n)) is not None}
         data = folder_data(run.dataset, spec)
         validation = _validation(run, spec, data)
         return _Run(own.model, spec.name, list(own.layers), own.stats, data, validation, run.readouts,
-                    tokens or None, own.pack)
+                    spec.layout, own.pack)
     name = folder_model(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=run.layers or None, stats=run.stats or None,
