@@ -136,6 +136,9 @@ def test_readout_for_a_photo_model_and_bad_checkpoints(photo_dir, tmp_path, caps
     code, _, err = run_cli(["explain", photo, "--model", "resnet18", "--weights", "random", "--method", "readout",
                          "--readout", os.path.join(out, "readout.pt"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "trained for efficientnet_lite0, not resnet18" in err
+    code, _, err = run_cli(["explain", photo, "--weights", "random", "--method", "readout", "--readout",
+                            os.path.join(out, "readout.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "the readout was trained with other weights of efficientnet_lite0 (digest " in err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     code, _, err = run_cli(["explain", photo, "--method", "readout", "--readout", str(junk), "--out",

@@ -96,9 +96,15 @@ def test_train_dataset_trains_and_reports_the_epochs(tmp_path) -> None:  # type:
     assert res.readout.spec.layers == ["block1"] and res.history[0]["info_nats"] > 0
     readout = video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), "tubenet")
     assert readout.spec == res.readout.spec
+    from video_iba.evaluation.synthetic import load_tubenet
+
+    tubenet = load_tubenet()
+    tubenet.video_iba_spec = dataclasses.replace(video_iba.get_spec("r3d_18"), name="tubenet")  # type: ignore[assignment]
+    assert video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), tubenet).spec == res.readout.spec  # by its spec
     net = torch.nn.Conv3d(3, 3, 1)
-    net.video_iba_spec = dataclasses.replace(video_iba.get_spec("r3d_18"), name="tubenet")  # type: ignore[assignment]
-    assert video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), net).spec == res.readout.spec  # by its spec
+    net.video_iba_spec = tubenet.video_iba_spec  # type: ignore[assignment]
+    with pytest.raises(UserInputError, match="the readout was trained with other weights of tubenet \\(digest "):
+        video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), net)
     net.video_iba_spec = video_iba.get_spec("r3d_18")  # type: ignore[assignment]
     with pytest.raises(UserInputError, match="was trained for tubenet, not r3d_18;"):
         video_iba.load_readout(str(tmp_path / "ro" / "readout.pt"), net)  # was the whole network printed twice
@@ -318,6 +324,8 @@ def test_a_model_of_your_own_trains_a_readout_on_a_folder(photo_dir, tmp_path) -
     # more epochs resume; other weights do not
     assert train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=2, batch_size=2), session=session).epoch == 2
     other = video_iba.Session.for_model(TinyCNN().eval(), spec, labels=list("vwxyz"))
+    with pytest.raises(UserInputError, match=r"the readout was trained with other weights of tinycnn \(digest "):
+        video_iba.Session.for_model(other.model, spec, Settings(method="readout"), readout=res.readout)
     with pytest.raises(UserInputError, match="was trained otherwise \\(weights was '"):
         train_dataset(TrainingRun(photo_dir, out), Schedule(epochs=3, batch_size=2), session=other)
     with pytest.raises(UserInputError, match="an open session holds its model, .*; drop model=, weights="):

@@ -57,6 +57,7 @@ from ..files import load_payload, save_payload
 from ..models.layers import cam_layer_of
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
+from ..models.registry import weights_digest
 from ..results import Attribution, Unit
 from ..seeding import seeded
 from .common import bits_map, check_input, check_target, layer_names, split_capacities, target_label
@@ -195,6 +196,19 @@ class Readout(nn.Module):
         self.is_map = [j == 0 for i in range(len(spec.layers)) for j in range(1 + (spec.prefix_of(i) > 0))]
         self.stats = [s.to("cpu") for s in stats]
         self.norms = [n.to("cpu") for n in norms]
+        #: Digest of the weights of the network it was trained with (``weights_digest``; ``None``: not recorded).
+        self.weights: str | None = None
+
+    def check_weights(self, model: nn.Module, name: str) -> None:
+        """Refuse a network with other weights than those the readout was trained with: its heads
+        learnt that network's features and logits, and on another one draw meaningless masks."""
+        if self.weights is None:
+            return
+        digest = weights_digest(model)
+        if digest != self.weights:
+            raise UserInputError(f"the readout was trained with other weights of {name} (digest {self.weights}, this "
+                                 f"model's {digest}); explain with the weights it was trained with (--weights), or "
+                                 f"train a readout for these")
 
     def to_device(self, device: torch.device | str) -> "Readout":
         self.to(device)
@@ -452,6 +466,8 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
                           [Statistics.from_dict(d) for d in payload["norms"]],
                           IBAConfig().replace(**payload["config"]))
         readout.heads.load_state_dict(payload["heads"])
+        weights = dict(payload.get("extra") or {}).get("weights")
+        readout.weights = str(weights) if weights is not None else None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserInputError(f"'{path}' is a damaged readout checkpoint ({type(exc).__name__}); train it again with "
                              f"`video-iba train-readout`") from exc
@@ -460,13 +476,15 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
 
 def load_readout(path: str | None, model_name: str | nn.Module, device: torch.device | str = "cpu") -> Readout:
     """The readout of the checkpoint ``path`` for the model ``model_name`` (a registry name, the
-    name in a spec of one's own, or a model from :func:`~video_iba.models.registry.load_model`),
-    refused when it was trained for another model."""
+    name in a spec of one's own, or a model carrying its spec, such as one of
+    :func:`~video_iba.models.registry.load_model`), refused when it was trained for another model
+    or, given the model itself, with other weights."""
     if not path:
         raise UserInputError("the readout method needs a trained readout: give {readout} a checkpoint of "
                              "`video-iba train-readout`", options=["readout"])
+    model = None
     if isinstance(model_name, nn.Module):
-        spec = getattr(model_name, "video_iba_spec", None)
+        model, spec = model_name, getattr(model_name, "video_iba_spec", None)
         if spec is None:
             raise UserInputError(f"load_readout takes the name of the model the readout was trained for (a registry "
                                  f"name, or its spec's name); this {type(model_name).__name__} carries no spec")
@@ -477,6 +495,8 @@ def load_readout(path: str | None, model_name: str | nn.Module, device: torch.de
     if payload.get("model") not in (None, model_name):
         raise UserInputError(f"the readout '{path}' was trained for {payload.get('model')}, not {model_name}; "
                              f"explain with that model, or train a readout for {model_name}")
+    if model is not None:
+        readout.check_weights(model, model_name)
     return readout
 
 

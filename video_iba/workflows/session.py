@@ -346,6 +346,8 @@ class Session:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
                                layer_given=no_default)
         _check_weights(stats, model)
+        if method.uses_readout and readout is not None:
+            readout.check_weights(model, spec.name)
         built = getattr(model, "video_iba_spec", spec)  # fine-tuned weights may have other classes
         if built.labels != spec.labels or built.label_names != spec.label_names:
             spec = with_class_names(spec, built.label_names)
@@ -406,6 +408,8 @@ class Session:
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         _check_weights(stats, model)
+        if readout is not None:
+            readout.check_weights(model, spec.name)
         alpha = spec.slowfast_alpha
         return cls(spec, model, names, device, settings, method, layers, [s.to(device) for s in stats] or None,
                    readout, FitBatches(settings.batch_size, device),

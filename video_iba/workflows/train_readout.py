@@ -312,9 +312,11 @@ class _Training:
         subset = shard(self.data.items[:MAX_ESTIMATE])
         batch = self.schedule.batch_size
         stats_inputs = self.data.statistics_inputs
-        return new_readout(self.model, probe, lambda: stats_inputs(subset, batch, self.device, self.dtype),
-                           layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
-                           tokens=self.tokens, seed=self.schedule.seed)
+        readout = new_readout(self.model, probe, lambda: stats_inputs(subset, batch, self.device, self.dtype),
+                              layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
+                              tokens=self.tokens, seed=self.schedule.seed)
+        readout.weights = self.weights
+        return readout
 
     def epoch(self, epoch: int, readout: Readout, net: nn.Module, opt: torch.optim.Optimizer,
               generator: torch.Generator, progress: Progress) -> None:
