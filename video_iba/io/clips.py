@@ -203,7 +203,8 @@ def random_start(line: Timeline, spec: ModelSpec, rng: np.random.Generator) -> f
     span = clip_seconds(spec.frames, spec.sampling_rate)
     duration = line.time_of(line.frames - 1) + 1.0 / line.info.fps
     starts = line.times if line.times is not None else np.arange(line.frames) / line.info.fps
-    fits = int(np.searchsorted(starts, duration - span - 1e-6, side="right"))  # a margin: never a clip short by rounding
+    # starts from which a whole clip fits, with a margin so that rounding never leaves one short
+    fits = int(np.searchsorted(starts, duration - span - 1e-6, side="right"))
     return line.time_of(int(rng.integers(max(1, fits))))
 
 

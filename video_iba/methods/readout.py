@@ -288,8 +288,8 @@ def new_readout(model: nn.Module, probe: torch.Tensor, batches: Callable[[], Ite
         pack: For a multi-pathway network (registry models: automatic).
         tokens: Token layouts of transformer layers: one for every layer, one per layer name, or a
             function of a layer's name giving its layout or ``None`` (a spec's ``layout``, for the
-            layers the readout turns out to read; registry models: their own). A readout reads a token layer's grid; a bottleneck
-            restricts its class tokens too (see :class:`ReadoutHead`).
+            layers the readout turns out to read; registry models: their own). A readout reads a
+            token layer's grid; a bottleneck restricts its class tokens too (see :class:`ReadoutHead`).
         seed: Seed of the heads' initial weights (the caller's random state is left alone).
     """
     layers = layer_names(model, layers)  # distinct

@@ -163,7 +163,7 @@ def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
             refused.append(str(exc))
     if refused and not kept:
         raise UserInputError(f"none of the {len(files)} input(s) in '{folder}' can be read (the first: {refused[0]})")
-    if refused:
+    if refused and rank() == 0:  # every process checks them all: one warning
         log.warning("skipping %d of %d inputs in '%s' that cannot be read (the first: %s)", len(refused), len(files),
                     folder, refused[0])
     return kept
