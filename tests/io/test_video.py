@@ -63,8 +63,9 @@ def test_truncated_file_is_reported_not_silently_shortened(tmp_path) -> None:  #
     data = open(path, "rb").read()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    with pytest.raises(UserInputError, match="truncated"):
-        list(iter_frames(str(cut)))
+    for first in (0, 30):  # decoded from the start, or from a keyframe
+        with pytest.raises(UserInputError, match="truncated"):
+            list(iter_frames(str(cut), first=first))
     moov_last = _encode(str(tmp_path / "late.mp4"), frames=90, faststart=False)
     (tmp_path / "late_cut.mp4").write_bytes(open(moov_last, "rb").read()[:4000])
     with pytest.raises(UserInputError, match="truncated or corrupt"):
@@ -166,3 +167,42 @@ def test_random_clip_starts_cover_the_video_and_always_hold_a_whole_clip(tmp_pat
     assert random_start(line, spec, np.random.default_rng(3)) == random_start(line, spec, np.random.default_rng(3))
     short = timeline(encode(str(tmp_path / "short.mp4"), frames=20, size=(128, 96)))  # shorter than one clip
     assert {random_start(short, spec, rng) for _ in range(20)} == {0.0}
+
+
+def test_decoding_from_a_later_frame_seeks_and_gives_the_frames_of_a_whole_decode(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.io.video as video
+
+    from ..videos import moving_square
+
+    videos = [_clip("bikes.mp4"),
+              encode(str(tmp_path / "a.mkv"), frames=40, size=(64, 48), container="matroska", content=moving_square),
+              encode(str(tmp_path / "b.avi"), frames=40, size=(64, 48), codec="mpeg4", container="avi",
+                     content=moving_square),
+              encode(str(tmp_path / "vfr.mp4"), frames=40, size=(64, 48), content=moving_square,
+                     pts=[i * 33 + (i % 3) * 7 for i in range(40)])]
+    decoded = []
+    whole_decode = video._decoded
+
+    def counted(info, first):  # type: ignore[no-untyped-def]
+        for item in whole_decode(info, first):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(video, "_decoded", counted)
+    for path in videos:
+        whole = list(iter_frames(path, size=(64, 48)))
+        for first in (1, 23, len(whole) - 1):
+            decoded.clear()
+            part = list(iter_frames(path, size=(64, 48), first=first))
+            assert [f.index for f in part] == list(range(first, len(whole)))
+            for f in part:
+                assert np.array_equal(f.rgb, whole[f.index].rgb) and f.time == pytest.approx(whole[f.index].time)
+            if path.endswith("bikes.mp4") and first == len(whole) - 1:
+                assert len(decoded) < 50  # from its last keyframe, not its 250 frames
+    # where the seek lands off the stream's timestamps, the frames come from a whole decode
+    table = video._seek_table(videos[0])
+    assert table is not None
+    monkeypatch.setattr(video, "_seek_table", lambda path: [p + 1 for p in table])
+    decoded.clear()
+    last = list(iter_frames(videos[0], size=(64, 48), first=200))
+    assert [f.index for f in last] == list(range(200, 250)) and len(decoded) == 250

@@ -146,9 +146,7 @@ def iter_window_frames(path: str, windows: Sequence[Window], size: tuple[int, in
     buffer: dict[int, np.ndarray] = {}
     nxt = 0
     h, w = size
-    for frame in iter_frames(path, size=(w, h)):
-        if frame.index < lo:
-            continue
+    for frame in iter_frames(path, size=(w, h), first=lo):  # from the keyframe before the first frame needed
         if frame.index in wanted:
             buffer[frame.index] = frame.rgb
         while nxt < len(windows) and int(windows[nxt].indices.max()) <= frame.index:

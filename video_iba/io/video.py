@@ -195,6 +195,7 @@ def iter_frames(
     end: float | None = None,
     max_side: int | None = None,
     size: tuple[int, int] | None = None,
+    first: int = 0,
 ) -> Iterator[Frame]:
     """Decode frames one at a time, in presentation order, from ``start`` to ``end`` seconds.
 
@@ -204,6 +205,9 @@ def iter_frames(
         max_side: Resize each frame on decode so its longer side is at most this (area
             interpolation); ``None`` keeps the size.
         size: Resize each frame on decode to exactly ``(width, height)`` instead.
+        first: Skip the frames before this index without converting them; decoding starts at the
+            keyframe before it where the container can seek there exactly (checked on the first
+            frame decoded; else from the start of the stream).
 
     Yields:
         :class:`Frame` objects; ``index`` counts frames from the start of the stream.
@@ -219,38 +223,89 @@ def iter_frames(
         raise UserInputError(f"the time range {start}..{end} s is empty; give 0 <= start < end")
     if info.duration is not None and start >= info.duration:
         raise UserInputError(f"start {start:g} s is past the end of '{info.path}' ({info.duration:.2f} s)")
-    decoded = 0
+    decoded = 0  # frames decoded through the last one (counted from the start of the stream)
     last_index = -1
-    with _open(info.path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        time_base = stream.time_base or Fraction(1, 1)
-        first_pts: int | None = None
-        try:
-            for frame in container.decode(stream):
-                if frame.pts is None:
-                    t = decoded / info.fps
-                else:
-                    if first_pts is None:
-                        first_pts = frame.pts
-                    t = float((frame.pts - first_pts) * time_base)
-                index = decoded
-                decoded += 1
-                if t + 1e-6 < start:
-                    continue
-                if end is not None and t >= end:
-                    break
-                last_index = index
-                yield Frame(index, t, resize_frame(_upright(_rgb(frame), info.rotation), max_side, size))
-        except av.FFmpegError as exc:
-            raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
-                                 f"the file may be corrupt; re-encode it") from exc
+    try:
+        for index, t, frame in _decoded(info, first):
+            decoded = index + 1
+            if index < first or t + 1e-6 < start:
+                continue
+            if end is not None and t >= end:
+                break
+            last_index = index
+            yield Frame(index, t, resize_frame(_upright(_rgb(frame), info.rotation), max_side, size))
+    except av.FFmpegError as exc:
+        raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
+                             f"the file may be corrupt; re-encode it") from exc
     if last_index < 0:
         raise UserInputError(f"no frames in {start:g}..{end if end is not None else 'end'} s of '{info.path}'")
     reached_end = end is None or (info.duration is not None and end >= info.duration)
     if reached_end and info.frames and decoded < info.frames * (1 - TRUNCATION_TOLERANCE):
         raise UserInputError(f"'{info.path}' is truncated: the container announces {info.frames} frames but only "
                              f"{decoded} could be decoded; re-download or re-encode the file")
+
+
+def _decoded(info: VideoInfo, first: int) -> Iterator[tuple[int, float, Any]]:
+    """``(index, seconds from the first frame, PyAV frame)`` of the stream's frames in order, from
+    the keyframe before frame ``first`` where a seek lands there (see :func:`_seek_table`), else
+    from the first frame."""
+    import av
+
+    table = _seek_table(info.path) if first > 0 else None
+    if table is not None and first < len(table):
+        with _open(info.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rank = {p: i for i, p in enumerate(table)}
+            index: int | None = None
+            try:
+                container.seek(table[first], stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:  # a container that cannot seek: decode from the start
+                frames: Iterator[Any] = iter(())
+            else:
+                frames = container.decode(stream)
+            for frame in frames:
+                at = rank.get(frame.pts) if frame.pts is not None else None
+                if index is None and (at is None or at > first):
+                    break  # landed past the frame or off the table: decode from the start instead
+                index = at if at is not None else index + 1  # type: ignore[operator]
+                pts = table[index] if index < len(table) else None
+                t = float((pts - table[0]) * stream.time_base) if pts is not None else index / info.fps
+                yield index, t, frame
+            if index is not None:
+                return
+    with _open(info.path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base or Fraction(1, 1)
+        first_pts: int | None = None
+        for index, frame in enumerate(container.decode(stream)):
+            if frame.pts is None:
+                t = index / info.fps
+            else:
+                if first_pts is None:
+                    first_pts = frame.pts
+                t = float((frame.pts - first_pts) * time_base)
+            yield index, t, frame
+
+
+def _seek_table(path: str) -> list[int] | None:
+    """The sorted presentation timestamps of the video stream's packets (no decoding): frame ``i``
+    has the ``i``-th; ``None`` where they cannot place every frame (missing or repeated
+    timestamps, no time base)."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if stream.time_base is None:
+            return None
+        pts = []
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                return None
+            pts.append(int(packet.pts))
+    pts.sort()
+    return pts if pts and len(set(pts)) == len(pts) else None
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
