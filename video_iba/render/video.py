@@ -201,9 +201,7 @@ def range_frames(path: str, indices: np.ndarray, size: tuple[int, int], timeline
     first, last = int(indices[0]), int(indices[-1])
     sources = [frame_sources(timeline.time_of(int(i)), windows) for i in indices]
     n = 0
-    for frame in iter_frames(path, size=size):
-        if frame.index < first:
-            continue
+    for frame in iter_frames(path, size=size, first=first):  # from the keyframe before the range
         if frame.index > last:
             break
         yield frame.index - first, frame, sources[frame.index - first]
