@@ -323,15 +323,15 @@ class _Training:
         """Train one epoch (every rank on its shard of the shuffled inputs) and log every step."""
         s = self.schedule
         order = np.random.default_rng(s.seed + epoch).permutation(len(self.data.items)).tolist()
-        picked = self.data.for_epoch(shard(order, pad=True), s.seed, epoch)
-        chunks = [picked[i:i + s.batch_size] for i in range(0, len(picked), s.batch_size)]
+        mine = shard(order, pad=True)
+        chunks = [mine[i:i + s.batch_size] for i in range(0, len(mine), s.batch_size)]  # indices of the items
         bar = progress(f"epoch {epoch + 1}/{s.epochs}", len(chunks), "step") if rank() == 0 else None
         t0 = time.perf_counter()
         sums = np.zeros(3)
         try:
             with Ledger(self.log_path) if rank() == 0 else _NoLedger() as steps:
                 for step, chunk in enumerate(chunks):
-                    x, y = self.data.load(chunk)
+                    x, y = self.data.load(self.data.for_epoch(chunk, s.seed, epoch))  # drawn as the step comes
                     with frozen(self.model), torch.inference_mode(False), torch.enable_grad():
                         readout.train()
                         loss, ce, info = readout_loss(self.model, readout, x.to(self.device, self.dtype), y, generator,
