@@ -228,11 +228,14 @@ def test_a_token_network_trains_a_readout_on_the_clips_of_one_video(own, tmp_pat
     record = torch.load(out / "checkpoint.pt", weights_only=True)["extra"]
     assert record["sampling"] == "a random clip of each video per epoch"
     # two processes, one video: the second process has no clip for the statistics and no input of
-    # its own to train on; it takes the statistics of the first and trains on its input (this hung)
+    # its own to train on; it takes the statistics of the first and trains on its input (this hung);
+    # an unreadable file, checked by the second process, is left out by both, with one warning
+    (folder / "zz.mp4").write_bytes(os.urandom(4000))
     run = torchrun(["train-readout", str(folder), "--model", f"{net}:tokens", "--epochs", "2", "--batch-size", "2",
                     "--out", str(tmp_path / "ro2")], timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "1 input (a random clip of each video per epoch) on 2 process(es)" in run.stdout
+    assert run.stderr.count("skipping 1 of 2 inputs in") == 1 and "zz.mp4' as a video" in run.stderr
     assert [row["epoch"] for row in read_jsonl(tmp_path / "ro2" / "loss.jsonl")] == [1, 2]
 
 

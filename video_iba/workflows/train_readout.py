@@ -35,7 +35,8 @@ from torch import nn
 from ..bottleneck.estimator import Statistics
 from ..bottleneck.insertion import frozen
 from ..config import IBAConfig
-from ..distributed import barrier, process_group, rank, same_on_every_rank, shard, sum_over_ranks, world_size
+from ..distributed import (barrier, gather, process_group, rank, same_on_every_rank, shard, sum_over_ranks,
+                           world_size)
 from ..errors import UserInputError
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
@@ -149,18 +150,22 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
 def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
     """The files the model can read, checked without decoding (a video's container and frame
     times, a photo's header; each large enough for the model); the others are named in one
-    warning, so that no training step is left without inputs."""
-    kept, refused = [], []
-    for f in files:
+    warning, so that no training step is left without inputs. Under torchrun each process checks
+    its share and all learn the result."""
+    log.info("checking the %d inputs of '%s'", len(files), folder)
+    mine: list[tuple[str, str]] = []  # (file, why it cannot be read)
+    for f in shard(list(files)):
         try:
             if spec.is_video:
                 info = timeline(f).info
                 check_size(f"'{f}'", info.height, info.width, spec, "video")
             else:
                 check_size(f"'{f}'", *probe_image(f), spec)
-            kept.append(f)
         except UserInputError as exc:
-            refused.append(str(exc))
+            mine.append((f, str(exc)))
+    unreadable = dict(pair for part in gather(mine) for pair in part)
+    kept = [f for f in files if f not in unreadable]
+    refused = [unreadable[f] for f in files if f in unreadable]  # in the folder's order
     if refused and not kept:
         raise UserInputError(f"none of the {len(files)} input(s) in '{folder}' can be read (the first: {refused[0]})")
     if refused and rank() == 0:  # every process checks them all: one warning
