@@ -188,7 +188,7 @@ def test_unreadable_files_in_a_training_folder_are_skipped_before_training(photo
     assert code == 2 and "none of the 3 input(s) in" in err and "can be read (the first: " in err
 
 
-def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
     from video_iba.io.clips import read_clip
     from video_iba.models.registry import model_spec
     from video_iba.workflows import folder_data
@@ -200,8 +200,12 @@ def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_
     long = encode(str(folder / "a.mp4"), frames=90, size=(128, 96), content=moving_square)  # 3 clips of r3d_18
     encode(str(folder / "b.mp4"), frames=20, size=(128, 96), content=moving_square)  # shorter than one clip
     spec = model_spec("r3d_18", weights="random")
+    caplog.set_level("WARNING")
     data = folder_data(str(folder), spec)
     assert len(data.items) == 2 and data.sampling == "a random clip of each video per epoch"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 of 2 videos in '{folder}' are shorter than one clip of r3d_18 (1.07 s; the first: '{folder / 'b.mp4'}', "
+        f"0.67 s): their clips repeat frames from the start"]
     first = data.for_epoch([0, 1], seed=0, epoch=0)
     assert first == data.for_epoch([0, 1], seed=0, epoch=0)  # every process, and a resumed training, draws the same
     starts = {data.for_epoch([0], seed, epoch)[0][1] for seed in range(3) for epoch in range(5)}
@@ -213,6 +217,7 @@ def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_
     torch.testing.assert_close(data.load(data.items[:1])[0], read_clip(long, spec, start=None)[0])  # validation
     counts = [len(x) for x in data.statistics_inputs(data.items, 2, "cpu")]
     assert counts == [2, 2]  # statistics: every clip, 3 of the long video and the short one's
+    assert len(caplog.records) == 1  # the short video's clip was read twice more, without a warning each time
 
 
 def test_readout_training_on_two_gloo_processes(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -7,10 +7,11 @@ time: the model frame at time ``t`` is the source frame nearest to ``t``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -23,6 +24,19 @@ log = logging.getLogger(__name__)
 REFERENCE_FPS = 30.0
 #: Windows a range may be cut into at most (each keeps its map until the video is rendered).
 MAX_WINDOWS = 100_000
+
+_quiet = [0]  # nesting depth of short_ranges_noted()
+
+
+@contextlib.contextmanager
+def short_ranges_noted() -> Iterator[None]:
+    """Within it, a range shorter than one clip is looped without a warning each time: for a caller
+    that reads the clips of many videos many times and has said once which are short."""
+    _quiet[0] += 1
+    try:
+        yield
+    finally:
+        _quiet[0] -= 1
 
 
 @dataclass(frozen=True)
@@ -129,8 +143,9 @@ def plan_windows(
     if stop - start <= span:
         w = window_at(start, frames, rate, source_fps, source_frames, times)
         if w.looped or stop - start < span:
-            log.warning("the range %.2f..%.2f s is shorter than one clip (%.2f s): frames repeat from the start",
-                        start, stop, span)
+            if not _quiet[0]:
+                log.warning("the range %.2f..%.2f s is shorter than one clip (%.2f s): frames repeat from the start",
+                            start, stop, span)
             last = int(math.floor(stop * source_fps - 1e-9))
             first = int(math.ceil(start * source_fps - 1e-9))
             n = max(1, last - first + 1)

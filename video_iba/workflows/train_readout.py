@@ -44,6 +44,7 @@ from ..files import atomic_write, ensure_writable_dir
 from ..io.clips import random_start, read_clip, timeline
 from ..io.discovery import shared_files
 from ..io.image import probe_image, read_image
+from ..io.sampling import clip_seconds, short_ranges_noted
 from ..io.ledger import Ledger, keep_records
 from ..methods.common import model_dtype
 from ..methods.readout import (Layouts, Readout, load_checkpoint, new_readout, readout_loss, readout_terms,
@@ -150,27 +151,40 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
 def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
     """The files the model can read, checked without decoding (a video's container and frame
     times, a photo's header; each large enough for the model); the others are named in one
-    warning, so that no training step is left without inputs. Under torchrun each process checks
-    its share and all learn the result."""
+    warning, so that no training step is left without inputs; videos shorter than one clip are
+    named in another (their clips are looped, without a warning at every read). Under torchrun
+    each process checks its share and all learn the result."""
     log.info("checking the %d inputs of '%s'", len(files), folder)
+    span = clip_seconds(spec.frames, spec.sampling_rate) if spec.is_video else 0.0
     mine: list[tuple[str, str]] = []  # (file, why it cannot be read)
+    short: list[tuple[str, float]] = []  # (video, seconds)
     for f in shard(list(files)):
         try:
             if spec.is_video:
-                info = timeline(f).info
-                check_size(f"'{f}'", info.height, info.width, spec, "video")
+                line = timeline(f)
+                check_size(f"'{f}'", line.info.height, line.info.width, spec, "video")
+                seconds = line.time_of(line.frames - 1) + 1.0 / line.info.fps
+                if seconds < span - 1e-6:
+                    short.append((f, seconds))
             else:
                 check_size(f"'{f}'", *probe_image(f), spec)
         except UserInputError as exc:
             mine.append((f, str(exc)))
-    unreadable = dict(pair for part in gather(mine) for pair in part)
+    both = gather((mine, short))
+    unreadable = dict(pair for part in both for pair in part[0])
+    looped = dict(pair for part in both for pair in part[1])
     kept = [f for f in files if f not in unreadable]
     refused = [unreadable[f] for f in files if f in unreadable]  # in the folder's order
     if refused and not kept:
         raise UserInputError(f"none of the {len(files)} input(s) in '{folder}' can be read (the first: {refused[0]})")
-    if refused and rank() == 0:  # every process checks them all: one warning
+    if refused and rank() == 0:  # one warning
         log.warning("skipping %d of %d inputs in '%s' that cannot be read (the first: %s)", len(refused), len(files),
                     folder, refused[0])
+    if looped and rank() == 0:
+        first = next(f for f in files if f in looped)
+        log.warning("%d of %d videos in '%s' are shorter than one clip of %s (%.2f s; the first: '%s', %.2f s): their "
+                    "clips repeat frames from the start", len(looped), len(kept), folder, spec.name, span, first,
+                    looped[first])
     return kept
 
 
@@ -196,8 +210,9 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
         for item in items:
             path, start = item if isinstance(item, tuple) else (item, None)  # a picked clip, or the middle one
             try:
-                xs.append(read_clip(path, spec, start=start)[0] if spec.is_video
-                          else preprocess_image(read_image(path), spec, name=f"'{path}'")[0])
+                with short_ranges_noted():  # said once, by _readable
+                    xs.append(read_clip(path, spec, start=start)[0] if spec.is_video
+                              else preprocess_image(read_image(path), spec, name=f"'{path}'")[0])
             except UserInputError as exc:
                 log.warning("skipping %s", exc)
                 failed.append(str(exc))
@@ -219,12 +234,13 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
                    dtype: torch.dtype) -> Iterator[torch.Tensor]:
         skipped: list[str] = []
         count = 0
-        for x in input_batches(paths, spec, batch_size, device, skipped):
-            x = x[:MAX_ESTIMATE - count]
-            count += len(x)
-            yield x.to(dtype)
-            if count >= MAX_ESTIMATE:
-                return
+        with short_ranges_noted():
+            for x in input_batches(paths, spec, batch_size, device, skipped):
+                x = x[:MAX_ESTIMATE - count]
+                count += len(x)
+                yield x.to(dtype)
+                if count >= MAX_ESTIMATE:
+                    return
 
     return TrainingData(os.path.abspath(folder), files, load, pick, statistics, VIDEO_SAMPLING)
 
