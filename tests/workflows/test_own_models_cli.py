@@ -236,6 +236,7 @@ def test_a_token_network_trains_a_readout_on_the_clips_of_one_video(own, tmp_pat
     assert run.returncode == 0, run.stderr[-3000:]
     assert "1 input (a random clip of each video per epoch) on 2 process(es)" in run.stdout
     assert run.stderr.count("skipping 1 of 2 inputs in") == 1 and "zz.mp4' as a video" in run.stderr
+    assert run.stderr.count("statistics estimated from only 3 samples") == 1  # the same on both: said once
     assert [row["epoch"] for row in read_jsonl(tmp_path / "ro2" / "loss.jsonl")] == [1, 2]
 
 

@@ -21,7 +21,7 @@ from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, ge
 from ..bottleneck.per_sample import PRECISIONS, NonFiniteFit, PrecisionError, fit_inputs, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
 from ..config import IBAConfig
-from ..distributed import gather, world_size
+from ..distributed import gather, rank, world_size
 from ..errors import OutOfMemory, UserInputError
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
@@ -460,7 +460,8 @@ def estimate(
         else:
             out[-1].prefix = st
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
-    if per_position and per_position[0].samples < FEW_SAMPLES:  # once per call; per-channel statistics have plenty
+    merged = across_ranks and world_size() > 1  # every process holds the same statistics: the first one says so
+    if per_position and per_position[0].samples < FEW_SAMPLES and not (merged and rank() != 0):  # per-channel: plenty
         log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
                     10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, (str, nn.Module)) or (layer is None and len(names) == 1) else out
