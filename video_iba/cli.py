@@ -325,7 +325,7 @@ def _train_parser(sub: Any) -> None:
                                                    "per-sample bottleneck: see docs/readout-and-scale-out.md)")
     tr.option("--clips", type=_positive_int, help="synthetic training clips (default 1600)")
     tr.option("--seed", type=_seed, default=0,
-              help="seed of the initial weights, the shuffling and the noise (default 0)")
+              help="seed of the initial weights, the shuffling, the videos' clips and the noise (default 0)")
     tr.option("--keep-epochs", action="store_true", help="also keep OUT/epoch<N>.pt after every epoch")
     tr.option("--validation", help="held-out inputs scored after every epoch (a folder like the dataset; synthetic: its "
                                    "validation clips unless 'none'); readout.pt is then the epoch of the lowest "
