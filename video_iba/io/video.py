@@ -144,24 +144,32 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
     sampled at the right moments; ``None`` where packets carry no timestamps.
     """
     info = probe_video(path)
-    with _open(info.path) as container:
+    pts, time_base = _packet_pts(info.path)
+    if pts is None or time_base is None:
+        return None
+    if not pts:
+        raise UserInputError(f"'{info.path}' has a video stream with no frames; give a video with content")
+    t = np.asarray(pts, dtype=np.float64) * float(time_base)
+    return t - t[0]
+
+
+def _packet_pts(path: str) -> tuple[list[int] | None, Fraction | None]:
+    """The sorted presentation timestamps of the video stream's packets and its time base (no
+    decoding); ``None`` for the timestamps where a packet has none."""
+    with _open(path) as container:
         stream = container.streams.video[0]
-        time_base = stream.time_base
         pts: list[int] = []
         try:
             for packet in container.demux(stream):
                 if packet.size == 0:
                     continue
-                if packet.pts is None or time_base is None:
-                    return None
+                if packet.pts is None:
+                    return None, stream.time_base
                 pts.append(int(packet.pts))
         except Exception as exc:  # demuxing errors of damaged files
-            raise UserInputError(f"cannot read the packets of '{info.path}' ({type(exc).__name__}); the file may be "
+            raise UserInputError(f"cannot read the packets of '{path}' ({type(exc).__name__}); the file may be "
                                  f"corrupt; re-encode it") from exc
-    if not pts:
-        raise UserInputError(f"'{info.path}' has a video stream with no frames; give a video with content")
-    t = np.sort(np.asarray(pts, dtype=np.float64)) * float(time_base)
-    return t - t[0]
+        return sorted(pts), stream.time_base
 
 
 def resize_frame(rgb: np.ndarray, max_side: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -293,19 +301,8 @@ def _seek_table(path: str) -> list[int] | None:
     """The sorted presentation timestamps of the video stream's packets (no decoding): frame ``i``
     has the ``i``-th; ``None`` where they cannot place every frame (missing or repeated
     timestamps, no time base)."""
-    with _open(path) as container:
-        stream = container.streams.video[0]
-        if stream.time_base is None:
-            return None
-        pts = []
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
-            if packet.pts is None:
-                return None
-            pts.append(int(packet.pts))
-    pts.sort()
-    return pts if pts and len(set(pts)) == len(pts) else None
+    pts, time_base = _packet_pts(path)
+    return pts if pts and time_base is not None and len(set(pts)) == len(pts) else None
 
 
 def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
