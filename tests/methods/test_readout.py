@@ -204,8 +204,8 @@ def test_a_folder_of_videos_trains_on_a_random_clip_of_each_video_per_epoch(tmp_
     data = folder_data(str(folder), spec)
     assert len(data.items) == 2 and data.sampling == "a random clip of each video per epoch"
     assert [r.getMessage() for r in caplog.records] == [
-        f"1 of 2 videos in '{folder}' are shorter than one clip of r3d_18 (1.07 s; the first: '{folder / 'b.mp4'}', "
-        f"0.67 s): their clips repeat frames from the start"]
+        f"1 of 2 videos in '{folder}' is shorter than one clip of r3d_18 (1.07 s; '{folder / 'b.mp4'}', 0.67 s): its "
+        f"clip repeats frames from the start"]
     first = data.for_epoch([0, 1], seed=0, epoch=0)
     assert first == data.for_epoch([0, 1], seed=0, epoch=0)  # every process, and a resumed training, draws the same
     starts = {data.for_epoch([0], seed, epoch)[0][1] for seed in range(3) for epoch in range(5)}

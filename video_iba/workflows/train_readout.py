@@ -182,9 +182,11 @@ def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
                     folder, refused[0])
     if looped and rank() == 0:
         first = next(f for f in files if f in looped)
-        log.warning("%d of %d videos in '%s' are shorter than one clip of %s (%.2f s; the first: '%s', %.2f s): their "
-                    "clips repeat frames from the start", len(looped), len(kept), folder, spec.name, span, first,
-                    looped[first])
+        one = len(looped) == 1
+        log.warning("%d of %d videos in '%s' %s shorter than one clip of %s (%.2f s; %s'%s', %.2f s): %s from "
+                    "the start", len(looped), len(kept), folder, "is" if one else "are", spec.name, span,
+                    "" if one else "the first: ", first, looped[first],
+                    "its clip repeats frames" if one else "their clips repeat frames")
     return kept
 
 
