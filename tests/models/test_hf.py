@@ -4,6 +4,8 @@ configurations written by the tests."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -223,6 +225,15 @@ def test_a_checkpoint_folder_brings_its_own_configuration(tmp_path, monkeypatch,
     (tmp_path / "no-config").mkdir()
     with pytest.raises(UserInputError, match="holds no config.json; give weights= a folder written by save_pretrained"):
         video_iba.load_model("hf:me/mine", weights=str(tmp_path / "no-config"))
+    # `layers` reads the configuration from the folder too (it had no --weights, and the missing
+    # configuration's message told it to give one)
+    code, _, err = run_cli(["layers", "--model", "hf:me/mine"], capsys)
+    assert code == 2 and "or give --weights a checkpoint folder" in err
+    code, out, err = run_cli(["layers", "--model", "hf:me/mine", "--weights", str(folder)], capsys)
+    assert code == 0, err
+    assert re.search(r"hf\.videomae\.embeddings +VideoMAEEmbeddings +1x\d+x16 +grid 2x4x4 \(t h w\)", out), out
+    code, _, err = run_cli(["layers", "--model", "r3d_18", "--weights", str(folder)], capsys)
+    assert code == 2 and "r3d_18's layers are listed without its weights; drop --weights" in err
     clip = encode(str(tmp_path / "clip.mp4"), frames=40, size=(48, 40))
     code, out, err = run_cli(["explain", clip, "--model", "hf:me/mine", "--weights", str(folder), "--steps", "2",
                               "--samples", "2", "--out", str(tmp_path / "out")], capsys)

@@ -27,7 +27,8 @@ from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .entry import FORM, describe_failure, entry_function, is_entry_point
-from .hf import SHIPPED, HFVideoClassifier, build_hf, config_spec_fields, family_of, is_hf, spec_fields
+from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
+                 spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -462,8 +463,16 @@ def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[LayerInfo]
                                  options=["layer"]) from exc
 
 
-def layers(name: str) -> list[LayerInfo]:
-    """Layer names, kinds and output shapes of a registered model at its input size (no weights needed)."""
+def layers(name: str, weights: str = "default") -> list[LayerInfo]:
+    """Layer names, kinds and output shapes of a registered model at its input size (no weights
+    needed; ``weights``: a Hugging Face checkpoint folder whose configuration an ``hf:`` model is
+    built from, as for :func:`load_model`)."""
+    if weights != "default" and not is_hf(name):
+        raise UserInputError(f"{name}'s layers are listed without its weights; drop {{weights}} (it gives an hf: "
+                             f"model the checkpoint folder its configuration is read from)", options=["weights"])
+    if is_hf(name):  # built from the folder's configuration, as hf:PATH
+        folder = checkpoint_folder(name, weights)
+        return _layer_table_any(_base_spec(f"hf:{folder}" if folder else name))
     return _layer_table_any(_base_spec(name))
 
 
