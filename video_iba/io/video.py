@@ -14,7 +14,8 @@ import os
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator
+from functools import lru_cache
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -153,9 +154,23 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
     return t - t[0]
 
 
-def _packet_pts(path: str) -> tuple[list[int] | None, Fraction | None]:
+def _packet_pts(path: str) -> tuple[tuple[int, ...] | None, Fraction | None]:
     """The sorted presentation timestamps of the video stream's packets and its time base (no
-    decoding); ``None`` for the timestamps where a packet has none."""
+    decoding); ``None`` for the timestamps where a packet has none. Read once per version of a
+    file (the last few files are kept): a clip's timeline and its seek table share one reading."""
+    try:
+        st = os.stat(path)
+    except OSError:  # reading names the problem
+        return _read_packet_pts(path)
+    return _kept_packet_pts(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=16)
+def _kept_packet_pts(path: str, mtime_ns: int, size: int) -> tuple[tuple[int, ...] | None, Fraction | None]:
+    return _read_packet_pts(path)
+
+
+def _read_packet_pts(path: str) -> tuple[tuple[int, ...] | None, Fraction | None]:
     with _open(path) as container:
         stream = container.streams.video[0]
         pts: list[int] = []
@@ -169,7 +184,7 @@ def _packet_pts(path: str) -> tuple[list[int] | None, Fraction | None]:
         except Exception as exc:  # demuxing errors of damaged files
             raise UserInputError(f"cannot read the packets of '{path}' ({type(exc).__name__}); the file may be "
                                  f"corrupt; re-encode it") from exc
-        return sorted(pts), stream.time_base
+        return tuple(sorted(pts)), stream.time_base
 
 
 def resize_frame(rgb: np.ndarray, max_side: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -297,7 +312,7 @@ def _decoded(info: VideoInfo, first: int) -> Iterator[tuple[int, float, Any]]:
             yield index, t, frame
 
 
-def _seek_table(path: str) -> list[int] | None:
+def _seek_table(path: str) -> Sequence[int] | None:
     """The sorted presentation timestamps of the video stream's packets (no decoding): frame ``i``
     has the ``i``-th; ``None`` where they cannot place every frame (missing or repeated
     timestamps, no time base)."""
