@@ -80,20 +80,24 @@ def _unit(value: Any, where: str) -> Unit:
 def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (no pickles), or one clear error for anything else."""
     p = regular_file(path, "result file", "give an .npz written by `video-iba explain`")
-    try:
+    failures = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+
+    def unreadable(exc: BaseException) -> UserInputError:
+        return UserInputError(f"cannot read '{p}': it is not an .npz written by video-iba, or it is truncated "
+                              f"({type(exc).__name__}); give a file written by `video-iba explain`")
+
+    try:  # two steps: the .npy refusal between them is a ValueError too and must not read as "truncated"
         data = np.load(p, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserInputError(f"cannot read '{p}': it is not an .npz written by video-iba, or it is truncated "
-                             f"({type(exc).__name__}); give a file written by `video-iba explain`") from exc
+    except failures as exc:
+        raise unreadable(exc) from exc
     if not isinstance(data, np.lib.npyio.NpzFile):  # an .npy file: one array, no archive
         raise UserInputError(f"'{p}' holds one numpy array (.npy), not the .npz archive video-iba writes; give a "
                              f"file written by `video-iba explain`")
     try:
         with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise UserInputError(f"cannot read '{p}': it is not an .npz written by video-iba, or it is truncated "
-                             f"({type(exc).__name__}); give a file written by `video-iba explain`") from exc
+    except failures as exc:
+        raise unreadable(exc) from exc
 
 
 def _check_format(d: dict[str, np.ndarray], p: str, expected: str) -> None:

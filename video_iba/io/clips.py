@@ -55,6 +55,11 @@ class Timeline:
         gaps = np.diff(self.times)
         return bool(gaps.max() > 1.5 * np.median(gaps))
 
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the end of the last one."""
+        return self.time_of(self.frames - 1) + 1.0 / self.info.fps
+
     def time_of(self, index: int) -> float:
         """Presentation time of source frame ``index`` in seconds."""
         return float(self.times[index]) if self.times is not None else index / self.info.fps
@@ -199,10 +204,9 @@ def random_start(line: Timeline, spec: ModelSpec, rng: np.random.Generator) -> f
     (as video networks are trained: a random clip of each video per epoch); 0 for a video shorter
     than one clip (its clip is looped)."""
     span = clip_seconds(spec.frames, spec.sampling_rate)
-    duration = line.time_of(line.frames - 1) + 1.0 / line.info.fps
     starts = line.times if line.times is not None else np.arange(line.frames) / line.info.fps
     # starts from which a whole clip fits, with a margin so that rounding never leaves one short
-    fits = int(np.searchsorted(starts, duration - span - 1e-6, side="right"))
+    fits = int(np.searchsorted(starts, line.duration - span - 1e-6, side="right"))
     return line.time_of(int(rng.integers(max(1, fits))))
 
 

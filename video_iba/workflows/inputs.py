@@ -172,10 +172,10 @@ def _plan_video(path: str, spec: ModelSpec, span: Range) -> InputPlan:
     check_size(f"'{path}'", info.height, info.width, spec, "video")
     if line.variable_rate:
         log.info("%s has a variable frame rate; frames are sampled by their timestamps", path)
-    duration = line.time_of(line.frames - 1) + 1.0 / info.fps
     windows = line.windows(spec, start=span.start, end=span.end, stride=span.stride)  # refuses an empty range
-    if span.end is not None and span.end > duration + 1e-6:
-        log.warning("the range ends at %g s but '%s' lasts %.2f s; explaining up to its end", span.end, path, duration)
+    if span.end is not None and span.end > line.duration + 1e-6:
+        log.warning("the range ends at %g s but '%s' lasts %.2f s; explaining up to its end", span.end, path,
+                    line.duration)
     crops = plan_crops(info.height, info.width, spec, span.coverage)
     return InputPlan(os.fspath(path), spec, crops, (info.height, info.width), line=line, windows=windows, span=span,
                      decoder=clip_decoder(info))

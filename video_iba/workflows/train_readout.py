@@ -163,9 +163,8 @@ def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
             if spec.is_video:
                 line = timeline(f)
                 check_size(f"'{f}'", line.info.height, line.info.width, spec, "video")
-                seconds = line.time_of(line.frames - 1) + 1.0 / line.info.fps
-                if seconds < span - 1e-6:
-                    short.append((f, seconds))
+                if line.duration < span - 1e-6:
+                    short.append((f, line.duration))
             else:
                 check_size(f"'{f}'", *probe_image(f), spec)
         except UserInputError as exc:
