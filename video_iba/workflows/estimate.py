@@ -4,9 +4,9 @@ Photos give their centre crop; videos give the centre crop of every model clip (
 clip length apart). Statistics of a clip's feature map (Swin3D's channels-last ones too) are
 pooled over time unless ``per_frame``, those of token grids (position embeddings) kept per token
 unless ``pool_time``. With ``max_samples`` the files are read in a random order drawn from
-``seed`` (a folder's sorted order would give the first classes of a dataset sorted by class). Under torchrun every rank reads its
-own share of the files (and of ``max_samples``), the ranks' estimates are combined, and rank 0
-writes the files.
+``seed`` (a folder's sorted order would give the first classes of a dataset sorted by class).
+Under torchrun every rank reads its own share of the files (and of ``max_samples``), the ranks'
+estimates are combined, and rank 0 writes the files.
 """
 
 from __future__ import annotations
