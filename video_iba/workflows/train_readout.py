@@ -149,8 +149,8 @@ def _seeded(name: str, seeds: list[int]) -> TrainingData:
 
 
 def _readable(files: Sequence[str], spec: ModelSpec, folder: str) -> list[str]:
-    """The files the model can read, checked without decoding (a video's container and frame
-    times, a photo's header; each large enough for the model); the others are named in one
+    """The files the model can read, checked without decoding their clips (a video's container,
+    first frame and frame times, a photo's header; each large enough for the model); the others are named in one
     warning, so that no training step is left without inputs; videos shorter than one clip are
     named in another (their clips are looped, without a warning at every read). Under torchrun
     each process checks its share and all learn the result."""
