@@ -30,6 +30,24 @@ def test_probe_real_clips() -> None:
     assert info.fps == pytest.approx(30000 / 1001) and info.frames == 120
 
 
+def test_a_video_is_probed_once_per_version_of_the_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import av
+
+    path = _encode(str(tmp_path / "v.mp4"), frames=12, size=(64, 48))
+    opened: list[str] = []
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda p, *a, **k: opened.append(k.get("mode", a[0] if a else "r")) or
+                        real_open(p, *a, **k))
+    first = probe_video(path)
+    assert probe_video(path) == first and len(opened) == 1  # the second probe reads nothing
+    os.remove(path)
+    _encode(path, frames=20, size=(96, 64))  # the file replaced: read again
+    assert (probe_video(path).frames, probe_video(path).width) == (20, 96) and opened.count("r") == 2
+    os.remove(path)
+    with pytest.raises(UserInputError, match="not found|no such|does not exist"):
+        probe_video(path)  # a kept reading never hides a missing file
+
+
 def test_stream_all_frames_resized_on_decode() -> None:
     frames = list(iter_frames(_clip("bigbuckbunny.mp4"), max_side=128))
     assert len(frames) == 132

@@ -9,12 +9,12 @@ silently shorter clip.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -80,8 +80,32 @@ def _open(path: str):  # type: ignore[no-untyped-def]
                              f"truncated or corrupt; give a complete MP4, MKV, AVI or WebM file") from exc
 
 
+def _per_file_version(maxsize: int):  # type: ignore[no-untyped-def]
+    """Keep what a function reads from a file per version of the file (its absolute path,
+    modification time and size; the last ``maxsize`` files), so the steps of one clip read that
+    each need it share one reading. Failures are not kept; a file that cannot be stat-ed is read."""
+
+    def wrap(read):  # type: ignore[no-untyped-def]
+        kept = functools.lru_cache(maxsize=maxsize)(lambda path, key: read(path))
+
+        @functools.wraps(read)
+        def reading(path):  # type: ignore[no-untyped-def]
+            path = os.fspath(path)
+            try:
+                st = os.stat(path)
+            except OSError:  # reading names the problem
+                return read(path)
+            return kept(path, (os.path.abspath(path), st.st_mtime_ns, st.st_size))
+
+        return reading
+
+    return wrap
+
+
+@_per_file_version(maxsize=16)
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
-    """Read a video's stream metadata without decoding frames.
+    """Read a video's stream metadata, decoding only its first frame (for its display rotation).
+    Read once per version of a file (the last few files are kept).
 
     Raises:
         UserInputError: missing, empty, unreadable or non-video files, files without a video
@@ -154,23 +178,11 @@ def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
     return t - t[0]
 
 
+@_per_file_version(maxsize=16)
 def _packet_pts(path: str) -> tuple[tuple[int, ...] | None, Fraction | None]:
     """The sorted presentation timestamps of the video stream's packets and its time base (no
     decoding); ``None`` for the timestamps where a packet has none. Read once per version of a
     file (the last few files are kept): a clip's timeline and its seek table share one reading."""
-    try:
-        st = os.stat(path)
-    except OSError:  # reading names the problem
-        return _read_packet_pts(path)
-    return _kept_packet_pts(path, st.st_mtime_ns, st.st_size)
-
-
-@lru_cache(maxsize=16)
-def _kept_packet_pts(path: str, mtime_ns: int, size: int) -> tuple[tuple[int, ...] | None, Fraction | None]:
-    return _read_packet_pts(path)
-
-
-def _read_packet_pts(path: str) -> tuple[tuple[int, ...] | None, Fraction | None]:
     with _open(path) as container:
         stream = container.streams.video[0]
         pts: list[int] = []
