@@ -289,10 +289,11 @@ class _SharedConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()  # for Guided Grad-CAM
         self.fc = nn.Linear(16, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.cat([self.conv(x).mean((2, 3)), self.conv(x.flip(3)).mean((2, 3))], 1))
+        return self.fc(self.relu(torch.cat([self.conv(x).mean((2, 3)), self.conv(x.flip(3)).mean((2, 3))], 1)))
 
 
 def test_gradcam_refuses_a_layer_run_twice_as_iba_does() -> None:

@@ -30,6 +30,24 @@ def test_compare_photo(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-
     assert res.label == "Egyptian cat" and os.path.exists(res.output)  # chelsea, sorted first
 
 
+@pytest.mark.parametrize("method, message", [
+    ("guided_backprop", "Guided Backprop rewrites nn.ReLU modules and this model has none (it uses ReLU6)"),
+    ("lrp", "LRP is available for torchvision VGG and ResNet networks"),
+])
+def test_a_method_the_network_cannot_take_is_refused_before_any_work(method, message, photo_dir, tmp_path, capsys,
+                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.workflows.session import Session
+
+    def no_work(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("a method ran before the comparison was refused")
+
+    monkeypatch.setattr(Session, "attribute", no_work)
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    out = tmp_path / "o"
+    code, _, err = run_cli(["compare", photo, "--methods", f"iba,saliency,{method}", "--out", str(out)], capsys)
+    assert code == 2 and message in err and not list(out.glob("*"))  # nothing written
+
+
 def test_compare_clip_renders_the_whole_range(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     clip = encode(str(tmp_path / "c.mp4"), frames=40, size=(128, 96), content=moving_square)
     out = tmp_path / "o"

@@ -57,6 +57,21 @@ def test_synthetic_evaluation_writes_tables_and_resumes(tmp_path, capsys, monkey
     assert len(items) == 3 * 2 * 3 and len({(r["item"], r["method"], r["metric"]) for r in items}) == 18
 
 
+def test_a_method_the_models_cannot_take_is_refused_before_anything_is_scored(photo_dir, tmp_path, capsys,
+                                                                             monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def no_statistics(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("statistics were estimated before the evaluation was refused")
+
+    monkeypatch.setattr(evaluate_workflow, "_synthetic_statistics", no_statistics)
+    code, _, err = run_cli(["evaluate", "synthetic", "--clips", "2", "--methods", "iba,lrp", "--out",
+                            str(tmp_path / "s")], capsys)
+    assert code == 2 and "LRP is available for images only" in err and not (tmp_path / "s").exists()
+    code, _, err = run_cli(["evaluate", photo_dir, "--methods", "saliency,guided_gradcam", "--out",
+                            str(tmp_path / "f")], capsys)  # EfficientNet-Lite0's activations are ReLU6
+    assert code == 2 and "Guided Grad-CAM rewrites nn.ReLU modules" in err
+    assert not (tmp_path / "f" / "scores.jsonl").exists()
+
+
 def test_image_folder_with_annotations(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     files = sorted(os.listdir(photo_dir))
     ann = tmp_path / "boxes.json"

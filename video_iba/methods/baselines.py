@@ -150,6 +150,7 @@ def baseline(
     if cam_layer is not None:
         cam_layer = module_path(model, cam_layer, "cam_layer")
     x, pk, _ = check_input(model, x, pack)
+    check_fits(method, model, video=pk is not None or x.dim() != 4)
     net = one_input(model, pk)
     t0 = time.perf_counter()
     meta: dict[str, Any] = {"method": method, "channel_reduction": "sum over colour channels"}
@@ -166,8 +167,7 @@ def baseline(
                 batch = perturbation_batch(net, x, gradients=method in MANY_INPUTS) if many else DEFAULT_BATCH
             meta["batch"] = batch
             run_net = _Counted(net, on_progress) if many and on_progress is not None else net
-            values, unit = _run(method, run_net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta,
-                                pk is not None)
+            values, unit = _run(method, run_net, model, x, target, (cam_layer, tokens), tube_frames, seed, batch, meta)
     if not torch.isfinite(values).all():
         raise RuntimeError(f"{method} produced non-finite values")
     meta.update({"target": target, "seconds": round(time.perf_counter() - t0, 3), "version": __version__,
@@ -238,8 +238,8 @@ class _Counted(nn.Module):
 
 
 def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: int,
-         cam: tuple[str | None, TokenLayout | None], tube_frames: int, seed: int, batch: int, meta: dict[str, Any],
-         packed: bool) -> tuple[torch.Tensor, Unit]:
+         cam: tuple[str | None, TokenLayout | None], tube_frames: int, seed: int, batch: int, meta: dict[str, Any]
+         ) -> tuple[torch.Tensor, Unit]:
     from captum import attr as ca
 
     size = tuple(x.shape[2:])
@@ -306,9 +306,6 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
     if key == "guided_backprop":
         return _guided(net, model, x, target), Unit.GUIDED_GRADIENT
     if key == "lrp":
-        if packed or x.dim() != 4:
-            raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
-                                 "another method for clips")
         return _lrp(model, x, target), Unit.RELEVANCE
     if key.startswith("occlusion"):
         w = int(key[len("occlusion"):])
@@ -354,14 +351,40 @@ def _token_gradcam(net: nn.Module, module: nn.Module, name: str, layout: TokenLa
 def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     from captum import attr as ca
 
-    with _out_of_place_relus(model) as relus:
-        if not relus:
-            kinds = sorted({type(m).__name__ for m in model.modules() if "relu" in type(m).__name__.lower()})
-            raise UserInputError("Guided Backprop rewrites nn.ReLU modules and this model has none"
-                                 + (f" (it uses {', '.join(kinds)})" if kinds else "")
-                                 + "; it would return the plain gradient: choose another method")
+    with _out_of_place_relus(model):
         a = ca.GuidedBackprop(net).attribute(x, target=target)
     return _reduce(a)
+
+
+def check_fits(method: str, model: nn.Module, video: bool) -> None:
+    """Refuse, before any work, a baseline this network cannot take: LRP outside torchvision's VGG
+    and ResNet image networks, Guided Backprop and Guided Grad-CAM on a network without ``nn.ReLU``
+    modules. Other methods take any network."""
+    if method == "lrp":
+        if video:
+            raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
+                                 "another method for clips")
+        _check_lrp_network(model)
+    elif method in ("guided_backprop", "guided_gradcam"):
+        _check_relus(method, model)
+
+
+def _check_relus(method: str, model: nn.Module) -> None:
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__module__ == nn.GELU.__module__
+                        and not isinstance(m, (nn.MultiheadAttention, nn.Softmax, nn.LogSoftmax))})
+        raise UserInputError(f"{'Guided Backprop' if method == 'guided_backprop' else 'Guided Grad-CAM'} rewrites "
+                             f"nn.ReLU modules and this model has none"
+                             + (f" (it uses {', '.join(kinds)})" if kinds else "")
+                             + "; it would return the plain gradient: choose another method")
+
+
+def _check_lrp_network(model: nn.Module) -> None:
+    import torchvision
+
+    if not isinstance(model, (torchvision.models.ResNet, torchvision.models.VGG)):
+        raise UserInputError(f"LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules "
+                             f"and canonizers cover; this model is {type(model).__name__}: choose another method")
 
 
 def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -373,13 +396,7 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
         from zennit.torchvision import ResNetCanonizer, VGGCanonizer
     except ImportError as exc:  # pragma: no cover - zennit is a dependency
         raise UserInputError("LRP needs the zennit package: pip install zennit") from exc
-    if isinstance(model, torchvision.models.ResNet):
-        canonizer: Any = ResNetCanonizer()
-    elif isinstance(model, torchvision.models.VGG):
-        canonizer = VGGCanonizer()
-    else:
-        raise UserInputError(f"LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules "
-                             f"and canonizers cover; this model is {type(model).__name__}: choose another method")
+    canonizer = ResNetCanonizer() if isinstance(model, torchvision.models.ResNet) else VGGCanonizer()
     composite = EpsilonPlusFlat(canonizers=[canonizer])
 
     def start(logits: torch.Tensor) -> torch.Tensor:
@@ -392,4 +409,4 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return _reduce(relevance.detach())
 
 
-__all__ = ["BASELINES", "CAM_METHODS", "baseline"]
+__all__ = ["BASELINES", "CAM_METHODS", "baseline", "check_fits"]

@@ -30,7 +30,7 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_C
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
 from ..files import atomic_write, ensure_writable_dir, file_digest
 from ..methods.attribute import check_method
-from ..methods.baselines import CAM_METHODS
+from ..methods.baselines import CAM_METHODS, check_fits
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
@@ -149,7 +149,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
     if ev.dataset == "synthetic":
         setup = _synthetic(ev, labels, dev)
     else:
-        setup = _folder(ev, dev, session)
+        setup = _folder(ev, labels, dev, session)
     config = setup.config.changed(ev.changes, where="changes")
     betas = list(ev.betas) if ev.betas is not None else [config.beta]
     readout = _readout(ev, labels, setup.model_name, dev, session)
@@ -246,6 +246,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     vit = name == "tubevit"
     metrics = check_metrics(list(ev.metrics or SYNTHETIC_METRICS))
     model = (load_tubevit() if vit else load_tubenet()).to(dev)
+    _check_fits(labels, model, video=True)
     items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval)
              for i in synthetic_items(ev.clips or SYNTHETIC_CLIPS)]
     layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
@@ -260,6 +261,12 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     config = IBAConfig.for_transformers() if vit else IBAConfig()
     return _Setup(model, name, items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES}, config,
                   tokens if any(tokens) else None, cam)
+
+
+def _check_fits(labels: Sequence[str], model: nn.Module, video: bool) -> None:
+    """Refuse a method the model cannot take before anything is scored (rather than once per input)."""
+    for label in labels:
+        check_fits(check_method(base_method(label)).name, model, video)
 
 
 def _synthetic_statistics(model: nn.Module, device: Any, layers: Sequence[str], tokens: Any) -> Any:
@@ -281,7 +288,7 @@ def _folder_statistics(model: nn.Module, items: Sequence[Item], layers: Sequence
                     pack=pack, tokens=tokens, across_ranks=False)
 
 
-def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
+def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None = None) -> _Setup:
     if ev.clips is not None:
         raise UserInputError("{clips} counts the synthetic benchmark's clips; a folder is scored on all its inputs: "
                              "drop it", options=["clips"])
@@ -294,6 +301,7 @@ def _folder(ev: Evaluation, dev: Any, own: Session | None = None) -> _Setup:
     session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
                                            layers=tuple(ev.layers) if ev.layers else None,
                                            stats=tuple(ev.stats) or None, labels=ev.labels))
+    _check_fits(labels, session.model, session.spec.is_video)
     layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
     restats: Callable[[nn.Module], Any] | None = None
