@@ -49,6 +49,8 @@ def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys) -> No
     assert "torch.Size([224, 224])" in printed[0] and float(printed[0].split()[0]) > 0
     assert 0 < float(printed[1]) <= 1.5  # a degradation score (normalised curves)
     assert os.path.exists(tmp_path / "clip.npz") and "tensor([" in printed[2]
+    with Image.open(tmp_path / "cat-iba.png") as drawn:
+        assert drawn.size == (224, 224) and np.asarray(drawn).std() > 10  # the photo, drawn over
     import video_iba
 
     clip = video_iba.load(tmp_path / "clip.npz")

@@ -9,7 +9,8 @@ The public API: everything a notebook needs is importable from here.
   :func:`explain_readout` and :func:`load_readout` (a trained readout), :func:`attribute` (any
   method of :data:`METHODS`, baselines included);
 * results: :class:`Attribution` (a photo or one model input), :class:`ClipAttribution` (a video),
-  :class:`Unit`, :func:`load` (any ``.npz`` the command line writes);
+  :class:`Unit`, :func:`load` (any ``.npz`` the command line writes), :func:`draw` (a map over
+  its input, as an array, PNG or MP4);
 * metrics: :func:`degradation`, :func:`hit_ratio`, :func:`box_mask`, :func:`temporal_share`,
   :func:`sensitivity_n`, :func:`parameter_randomisation`, :func:`bootstrap_ci`;
 * files: :func:`explain_file` (a photo or video file explained and rendered as ``explain`` does),
@@ -38,6 +39,7 @@ from .models.layouts import TokenLayout
 from .models.pathways import pathways
 from .models.preprocess import Geometry, preprocess_clip, preprocess_image
 from .models.registry import ModelSpec, get_spec, list_models, load_model, wrap_hf
+from .render.draw import draw
 from .results import Attribution, ClipAttribution, Unit, load
 from .workflows.batch import BatchCounts, explain_batch
 from .workflows.compare import Compared, Grid, compare_file, compare_grid
@@ -51,5 +53,5 @@ __all__ = [
     "load_model", "wrap_hf", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
-    "compare_file", "Compared", "compare_grid", "Grid", "explain_batch", "BatchCounts", "keep_freed_memory",
+    "compare_file", "Compared", "compare_grid", "Grid", "explain_batch", "BatchCounts", "keep_freed_memory", "draw",
 ]

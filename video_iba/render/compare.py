@@ -51,12 +51,6 @@ GRID_STRIP_HEIGHT = 60
 COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250, 230, 90), (200, 200, 200))
 
 
-def normalised_to_rgb(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A normalised model input ``(3, H, W)`` back to ``(H, W, 3)`` uint8 RGB."""
-    rgb = x.transpose(1, 2, 0) * np.asarray(std) + np.asarray(mean)
-    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
-
-
 def _heads(explained: str, names: Sequence[str], units: Sequence[Unit], tops: Sequence[float], per: str,
            notes: Sequence[str] | None = None, title: str = "input") -> list[list[str]]:
     """Each panel's head: the input's title and class, then each method's name over its unit; a
@@ -377,5 +371,5 @@ def grid_path(out_dir: str, video: bool = False) -> str:
 
 
 __all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_grid_keyframes",
-           "compare_keyframes", "compare_path", "grid_clip_frames", "grid_path", "normalised_to_rgb", "time_strip",
+           "compare_keyframes", "compare_path", "grid_clip_frames", "grid_path", "time_strip",
            "write_png", "write_rows"]

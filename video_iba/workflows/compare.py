@@ -28,7 +28,8 @@ from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_grid_keyframes,
                               compare_keyframes, compare_path, comparison_row, grid_clip_frames, grid_path,
-                              normalised_to_rgb, write_png, write_rows)
+                              write_png, write_rows)
+from ..render.draw import normalised_to_rgb
 from ..render.video import Stills, keyframes_path
 from ..results import Attribution, Unit
 from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
