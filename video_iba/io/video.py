@@ -81,7 +81,7 @@ def _open(path: str):  # type: ignore[no-untyped-def]
 
 
 def _per_file_version(maxsize: int):  # type: ignore[no-untyped-def]
-    """Keep what a function reads from a file per version of the file (its absolute path,
+    """Keep what a function reads from a file per version of the file (its absolute path, inode,
     modification time and size; the last ``maxsize`` files), so the steps of one clip read that
     each need it share one reading. Failures are not kept; a file that cannot be stat-ed is read."""
 
@@ -95,7 +95,7 @@ def _per_file_version(maxsize: int):  # type: ignore[no-untyped-def]
                 st = os.stat(path)
             except OSError:  # reading names the problem
                 return read(path)
-            return kept(path, (os.path.abspath(path), st.st_mtime_ns, st.st_size))
+            return kept(path, (os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
 
         return reading
 
