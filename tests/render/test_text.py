@@ -62,3 +62,9 @@ def test_a_comparisons_strip_puts_a_long_legend_on_more_rows() -> None:
     fourth = (strip == np.array(COLOURS[3], dtype=np.uint8)).all(axis=2)
     assert fourth[18:32, 8:400].sum() > 20  # its name on a second row of the legend (was drawn past the edge)
     assert not fourth[:16].any()  # and none of it on the first
+
+
+def test_a_small_probability_is_not_shown_as_zero() -> None:
+    from video_iba.render.text import prob
+
+    assert [prob(p) for p in (0.934, 0.01, 0.0025, 0.000123, 0.0)] == ["0.93", "0.01", "0.0025", "0.00012", "0.00"]

@@ -92,6 +92,12 @@ def padded(img: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def prob(p: float) -> str:
+    """A probability for display: two decimals, or two significant digits below 0.01 (a random
+    network's 0.0025 is not 0.00)."""
+    return f"{p:.2f}" if p >= 0.01 or p <= 0 else f"{p:.2g}"
+
+
 def fmt(v: float) -> str:
     """A total for display: whole numbers from 100 up, three significant digits below."""
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"

@@ -22,7 +22,7 @@ from ..io.video import Frame, VideoWriter, iter_frames
 from ..models.preprocess import CropPlan, tile_weights
 from ..results import ClipAttribution, Unit
 from .overlay import CMAP, bits_on_image, colormap, overlay
-from .text import BACKGROUND, DIM, TEXT, fmt, font, labelled, padded, text_image
+from .text import BACKGROUND, DIM, TEXT, fmt, font, labelled, padded, prob, text_image
 
 #: Output panels are scaled so their longer side is at most this many pixels ...
 MAX_PANEL_SIDE = 960
@@ -152,10 +152,10 @@ class _Canvas:
         if key not in self._lines:
             probs = np.mean([self.window_probs[k] for k in key], axis=0)
             order = np.argsort(-probs)[:self.top_k]
-            top = "  ".join(f"{self.labels[i]} {probs[i]:.2f}" for i in order)
+            top = "  ".join(f"{self.labels[i]} {prob(probs[i])}" for i in order)
             target = self.result.target
             self._lines[key] = text_image([(f"top-{self.top_k}: {top}", DIM),
-                                           (f"explained: {self.labels[target]} (p={probs[target]:.2f})", TEXT)],
+                                           (f"explained: {self.labels[target]} (p={prob(probs[target])})", TEXT)],
                                           self.width - self.counter_w, self.rest_h, self.size)
         return self._lines[key]
 

@@ -41,6 +41,7 @@ from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
 from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.figure import Caption, image_figure
+from ..render.text import prob
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, keyframes_path, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
 from .inputs import InputPlan, Range, plan_input, refuse_video_options
@@ -455,8 +456,8 @@ def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options:
         "crop_box": np.asarray(geo.box, dtype=np.float64), "scale": np.asarray(geo.scale, dtype=np.float64),
         "image_size": np.asarray(geo.image_size, dtype=np.int64),
     })
-    caption = Caption(predicted=", ".join(f"{n} {p:.2f}" for n, p in top[:3]),
-                      explained=f"{label} (#{attr.target}, p={float(probs[attr.target]):.2f})",
+    caption = Caption(predicted=", ".join(f"{n} {prob(p)}" for n, p in top[:3]),
+                      explained=f"{label} (#{attr.target}, p={prob(float(probs[attr.target]))})",
                       total_bits=attr.total, details=_details(session, attr), input_side=spec.input_size,
                       unit=attr.unit, prefix_bits=attr.meta.get("prefix_bits"))
     with atomic_writes(outputs) as (tmp_png, tmp_npz):
