@@ -370,7 +370,8 @@ def test_a_video_comparison_still_holds_each_method_at_each_keyframe(tmp_path, c
             y, x = STILL_TIMES + GRID_GAP + row * (ph + GRID_GAP), STILL_LABELS + GRID_GAP + col * (pw + GRID_GAP)
             cell = sheet[y:y + ph, x:x + pw]
             diffs = [np.abs(cell - f[:ph, row * pw:(row + 1) * pw]).mean() for f in frames]
-            assert int(np.argmin(diffs)) == pos and diffs[pos] < 3, (row, pos, int(np.argmin(diffs)), diffs[pos])
+            # H.264 (crf 18, preset veryfast) leaves the panel about 3 off its still; other frames 7 or more
+            assert int(np.argmin(diffs)) == pos and diffs[pos] < 4, (row, pos, int(np.argmin(diffs)), diffs[pos])
     code, _, err = run_cli(["compare", str(still), "--keyframes", "2", "--out", str(tmp_path / "p")], capsys)
     assert code == 2 and "--keyframes applies to videos" in err  # a photo takes no keyframes
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 #: Colormap for bits (sequential, perceptually uniform, readable on projectors).
@@ -11,12 +13,27 @@ ALPHA = 0.6
 
 
 def colormap(values: np.ndarray, vmax: float, cmap: str = CMAP) -> np.ndarray:
-    """Map ``values`` in ``[0, vmax]`` (clipped) to RGB floats in ``[0, 1]``, shape ``values.shape + (3,)``."""
-    from matplotlib import colormaps
-
+    """Map ``values`` in ``[0, vmax]`` (clipped) to RGB floats in ``[0, 1]``, shape ``values.shape + (3,)``
+    (float32; the colormap's own table, looked up as matplotlib looks it up)."""
+    table = _table(cmap)
     scale = float(vmax) if vmax > 0 else 1.0
     v = np.clip(np.nan_to_num(values, nan=0.0) / scale, 0.0, 1.0)
-    return colormaps[cmap](v)[..., :3]
+    return table[np.minimum((v * len(table)).astype(np.intp), len(table) - 1)]
+
+
+@lru_cache(maxsize=8)
+def _table(cmap: str) -> np.ndarray:
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap]
+    return cm(np.arange(cm.N))[:, :3].astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _hatch(shape: tuple[int, ...]) -> np.ndarray:
+    """Diagonal hatching of the cells no model input covers."""
+    yy, xx = np.indices(shape)
+    return ((xx + yy) // 2) % 6 == 0
 
 
 def bits_on_image(bits: np.ndarray, box: tuple[float, float, float, float], image_size: tuple[int, int]) -> np.ndarray:
@@ -47,13 +64,11 @@ def overlay(rgb: np.ndarray, values: np.ndarray, vmax: float, alpha: float = ALP
     Returns:
         ``(H, W, 3)`` uint8.
     """
-    img = rgb.astype(np.float32) / 255.0
+    img = rgb.astype(np.float32) * np.float32(1 / 255)
+    out = (1.0 - alpha) * img + alpha * colormap(values, vmax, cmap)
     covered = ~np.isnan(values)
-    heat = colormap(values, vmax, cmap)
-    out = (1.0 - alpha) * img + alpha * heat
-    grey = img.mean(axis=2, keepdims=True) * 0.45 + 0.25
-    yy, xx = np.indices(values.shape)
-    hatch = ((xx + yy) // 2) % 6 == 0
-    uncovered = np.where(hatch[..., None], 0.7, np.repeat(grey, 3, axis=2))
-    out = np.where(covered[..., None], out, uncovered)
+    if not covered.all():
+        grey = img.mean(axis=2, keepdims=True) * 0.45 + 0.25
+        uncovered = np.where(_hatch(values.shape)[..., None], np.float32(0.7), grey)
+        out = np.where(covered[..., None], out, uncovered)
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
