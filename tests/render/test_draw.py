@@ -69,6 +69,33 @@ def test_a_photo_and_a_baseline_are_drawn_by_magnitude_on_their_own_scale(tmp_pa
     assert np.abs(half.astype(int) - _expected(photo, np.abs(values), 1.0)).max() <= 2
 
 
+def test_with_its_geometry_a_map_is_placed_on_the_original_photo_and_clip() -> None:
+    import dataclasses
+
+    from video_iba.models import preprocess_image
+    from video_iba.render.overlay import bits_on_image, overlay
+
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, size=(40, 64, 3), dtype=np.uint8)  # wider than high: a centre crop
+    x, geo = preprocess_image(photo, dataclasses.replace(SPEC, modality="image"))
+    values = np.zeros((32, 32), np.float32)
+    values[:, 16:] = 2.0  # the crop's right half
+    attr = Attribution(values=values, unit=Unit.BITS, target=0)
+    drawn = video_iba.draw(attr, photo, geometry=geo)
+    assert drawn.shape == photo.shape
+    assert np.array_equal(drawn, overlay(photo, bits_on_image(values, geo.box, (40, 64)), 2.0))
+    x0, _, x1, _ = geo.box
+    assert 0 < x0 and x1 < 64  # the photo's sides were not seen: hatched or greyed, never the colormap
+    left = drawn[:, : int(x0) - 1].astype(int)
+    assert (np.abs(left[..., 0] - left[..., 2]) <= 1).all()
+    frames = np.stack([photo, photo[:, ::-1]])
+    clip = Attribution(values=np.stack([values, values[:, ::-1]]), unit=Unit.BITS, target=0)
+    both = video_iba.draw(clip, frames, geometry=geo)
+    assert both.shape == (2, 40, 64, 3) and np.array_equal(both[0], drawn)
+    with pytest.raises(UserInputError, match="with geometry, x is the original uint8 RGB"):
+        video_iba.draw(attr, x, SPEC, geometry=geo)
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda a, c, x: video_iba.draw(a, x), "give the model or its spec, or mean= and std="),
     (lambda a, c, x: video_iba.draw(a, x[:, :, :2], SPEC), "x has shape (1, 3, 2, 32, 32), the map (4, 32, 32)"),

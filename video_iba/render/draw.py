@@ -12,9 +12,10 @@ from torch import nn
 from ..errors import UserInputError
 from ..files import atomic_write
 from ..io.video import VideoWriter
+from ..models.preprocess import Geometry
 from ..models.registry import ModelSpec
 from ..results import Attribution, ClipAttribution
-from .overlay import overlay
+from .overlay import bits_on_image, overlay
 
 #: Frame rate of a drawn clip's MP4 (a model clip's frames are a few of the source's).
 DRAW_FPS = 4.0
@@ -36,6 +37,7 @@ def draw(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     vmax: float | None = None,
+    geometry: Geometry | None = None,
     path: str | os.PathLike[str] | None = None,
     fps: float = DRAW_FPS,
 ) -> np.ndarray:
@@ -50,11 +52,16 @@ def draw(
         spec: The model (or its :class:`ModelSpec`) ``x`` was preprocessed for: its ``mean`` and
             ``std`` undo the normalisation. ``mean`` and ``std`` given here take precedence.
         vmax: Top of the colour scale (default: the map's largest value).
+        geometry: The :class:`~video_iba.Geometry` that ``preprocess_image`` (or
+            ``preprocess_clip``) returned with the model input: ``x`` is then the original uint8
+            image ``(H0, W0, 3)`` (or frames ``(T, H0, W0, 3)``), the map is placed at the crop
+            box, and what the model did not see is hatched, as in the command line's figure.
         path: Also write the drawing: a PNG (or JPEG) for a photo, an MP4 at ``fps`` for a clip
             (atomically).
 
     Returns:
-        uint8 RGB ``(H, W, 3)``, or ``(T, H, W, 3)`` for a clip.
+        uint8 RGB ``(H, W, 3)``, or ``(T, H, W, 3)`` for a clip (the original's size with
+        ``geometry``).
     """
     if isinstance(attr, ClipAttribution):
         raise UserInputError("a video's ClipAttribution is drawn over its source frames by explain_file (the "
@@ -62,8 +69,13 @@ def draw(
     if not isinstance(attr, Attribution):
         raise UserInputError(f"draw takes an Attribution (from explain or attribute), not {type(attr).__name__}")
     values = attr.unit.magnitude(attr.values.detach().float().cpu().numpy())
-    rgb = _frames(x, values.shape, spec, mean, std)
     top = _top(values, vmax)
+    if geometry is not None:
+        rgb = _originals(x, values.shape, geometry)
+        cells = values.reshape(-1, *values.shape[-2:])
+        values = np.stack([bits_on_image(v, geometry.box, geometry.image_size) for v in cells]).reshape(rgb.shape[:-1])
+    else:
+        rgb = _frames(x, values.shape, spec, mean, std)
     drawn = (overlay(rgb, values, top) if values.ndim == 2 else
              np.stack([overlay(f, v, top) for f, v in zip(rgb, values)]))
     if path is not None:
@@ -99,6 +111,19 @@ def _frames(x: Any, shape: tuple[int, ...], spec: Any, mean: Sequence[float] | N
     if len(mean) != 3 or len(std) != 3:
         raise UserInputError(f"mean and std hold one value per colour channel (3), got {len(mean)} and {len(std)}")
     return normalised_to_rgb(x, mean, std)
+
+
+def _originals(x: Any, shape: tuple[int, ...], geometry: Any) -> np.ndarray:
+    """``x`` as the original uint8 image or frames the ``geometry`` describes."""
+    if not isinstance(geometry, Geometry):
+        raise UserInputError(f"geometry is what preprocess_image or preprocess_clip returned with the input, not "
+                             f"{type(geometry).__name__}")
+    want = (*shape[:-2], *geometry.image_size, 3)
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.shape != want:
+        got = f"{x.shape} {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise UserInputError(f"with geometry, x is the original uint8 RGB the input was cropped from, {want}; got "
+                             f"{got} (without geometry, give the model input)")
+    return x
 
 
 def _top(values: np.ndarray, vmax: float | None) -> float:
