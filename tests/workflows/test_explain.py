@@ -296,7 +296,8 @@ def test_decord_and_pyav_give_the_same_clips(tmp_path, monkeypatch) -> None:  # 
 
 def test_decord_is_stopped_from_decoding_ahead_while_a_window_is_explained(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # after get_batch decord decodes the following frames in the background and holds them all
-    # (5.7 GB for 10 s of 720p while r3d_18 explained its windows); a seek stops it
+    # (5.7 GB for 10 s of 720p while r3d_18 explained its windows); a seek stops it. Windows are
+    # read a group at a time (one pass), so that the seek costs no speed
     decord = pytest.importorskip("decord")
     from video_iba.io.clips import iter_window_frames
     from video_iba.io.sampling import plan_windows
@@ -322,10 +323,22 @@ def test_decord_is_stopped_from_decoding_ahead_while_a_window_is_explained(tmp_p
     monkeypatch.setattr(decord, "VideoReader", Logged)
     clip = encode(str(tmp_path / "c.mp4"), frames=60, size=(64, 48), content=moving_square)
     windows = plan_windows(60, 30.0, 8, 2, stride=0.5)
-    for wi, _ in iter_window_frames(clip, windows, (48, 48), "decord"):
-        assert calls[-1] == "seek 0", calls  # nothing decoded ahead while the caller works on window wi
+    for wi, frames in iter_window_frames(clip, windows, (48, 48), "decord"):
+        reads = [c for c in calls if not c.startswith("window")]
+        assert reads[-1] == "seek 0", calls  # nothing decoded ahead while the caller works on window wi
+        assert frames.shape == (8, 48, 48, 3)
         calls.append(f"window {wi}")
-    assert calls.count("get_batch") >= len(windows) > 1
+    assert calls.count("get_batch") >= 1 and len(windows) > 1
+    assert [c for c in calls if c.startswith("window")] == [f"window {i}" for i in range(len(windows))]
+    # windows too many for one pass are read in several, each the frames PyAV decodes
+    import video_iba.io.clips as clips
+
+    monkeypatch.setattr(clips, "DECORD_GROUP_BYTES", 3 * 48 * 48 * 12)  # 12 frames a pass: one window
+    calls.clear()
+    got = [f for _, f in iter_window_frames(clip, windows, (48, 48), "decord")]
+    assert calls.count("seek 0") == len(windows)
+    want = [f for _, f in iter_window_frames(clip, windows, (48, 48), "pyav")]
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 def test_an_animated_gif_is_explained_as_a_video(tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -26,6 +26,9 @@ from .video import VideoInfo, frame_times, iter_frames, probe_video, resize_fram
 
 #: At most this many bytes of source frames are decoded by decord at once (before resizing).
 DECORD_CHUNK_BYTES = 64 * 2**20
+#: decord reads the frames of consecutive windows in one pass while they take at most this much
+#: resized.
+DECORD_GROUP_BYTES = 128 * 2**20
 
 #: Environment variable choosing the decoder of model clips: ``auto`` (decord when installed,
 #: else PyAV), ``pyav`` or ``decord``.
@@ -183,24 +186,45 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
     if info.frames and len(vr) < info.frames * 0.98:
         raise UserInputError(f"'{path}' is truncated: the container announces {info.frames} frames but only "
                              f"{len(vr)} can be read; re-download or re-encode the file")
-    for wi, win in enumerate(windows):
+    for win in windows:
         if int(win.indices.max()) >= len(vr):
             raise UserInputError(f"'{path}' has {len(vr)} frames, fewer than frame {int(win.indices.max())}; the file may "
                                  f"be truncated; re-encode it")
-        wanted = [int(i) for i in win.indices]
-        frames = []
+    first = 0
+    for group in _window_groups(windows, DECORD_GROUP_BYTES // max(1, 3 * h * w)):
+        wanted = sorted({int(i) for win in group for i in win.indices})
+        frames: dict[int, np.ndarray] = {}
         for lo in range(0, len(wanted), chunk):
             try:
                 batch = vr.get_batch(wanted[lo:lo + chunk]).asnumpy()
             except Exception as exc:
                 raise UserInputError(f"decord cannot decode '{path}' ({type(exc).__name__}); the file may be truncated "
                                      f"or corrupt; set {DECODER_ENV}=pyav or re-encode it") from exc
-            frames.extend(resize_frame(f, size=(w, h)) for f in batch)
+            frames.update(zip(wanted[lo:lo + chunk], (resize_frame(f, size=(w, h)) for f in batch)))
         # after get_batch, decord goes on decoding the following frames in the background while the
-        # caller works on this window, holding them all (a 10 s 720p video explained with r3d_18:
-        # 5.7 GB, against 1.3 GB with PyAV); a seek to the start stops it
+        # caller works, holding them at the source size (a 10 s 720p video explained with r3d_18:
+        # 5.7 GB, against 1.3 GB with PyAV); a seek to the start stops it. The frames of a group of
+        # windows are read in one pass, resized, so that the seek does not slow reading down
         vr.seek(0)
-        yield wi, np.stack(frames)
+        for k, win in enumerate(group):
+            yield first + k, np.stack([frames[int(i)] for i in win.indices])
+        first += len(group)
+
+
+def _window_groups(windows: Sequence[Window], most: int) -> Iterator[list[Window]]:
+    """Consecutive windows, as many at a time as need at most ``most`` distinct frames (one window
+    at least)."""
+    group: list[Window] = []
+    seen: set[int] = set()
+    for win in windows:
+        new = set(win.indices.tolist()) | seen
+        if group and len(new) > most:
+            yield group
+            group, new = [], set(win.indices.tolist())
+        group.append(win)
+        seen = new
+    if group:
+        yield group
 
 
 def random_start(line: Timeline, spec: ModelSpec, rng: np.random.Generator) -> float:
