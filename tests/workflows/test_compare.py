@@ -31,8 +31,9 @@ def test_compare_photo(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("method, message", [
-    ("guided_backprop", "Guided Backprop rewrites nn.ReLU modules and this model has none (it uses ReLU6)"),
-    ("lrp", "LRP is available for torchvision VGG and ResNet networks"),
+    ("guided_backprop", "Guided Backprop rewrites nn.ReLU modules and efficientnet_lite0 has none (it uses ReLU6)"),
+    ("lrp", "LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules and canonizers "
+            "cover, not efficientnet_lite0's EfficientNet"),
 ])
 def test_a_method_the_network_cannot_take_is_refused_before_any_work(method, message, photo_dir, tmp_path, capsys,
                                                                       monkeypatch) -> None:  # type: ignore[no-untyped-def]

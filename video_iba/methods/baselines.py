@@ -356,35 +356,36 @@ def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> t
     return _reduce(a)
 
 
-def check_fits(method: str, model: nn.Module, video: bool) -> None:
+def check_fits(method: str, model: nn.Module, video: bool, name: str | None = None) -> None:
     """Refuse, before any work, a baseline this network cannot take: LRP outside torchvision's VGG
     and ResNet image networks, Guided Backprop and Guided Grad-CAM on a network without ``nn.ReLU``
-    modules. Other methods take any network."""
+    modules. Other methods take any network. ``name`` names the network in the message."""
     if method == "lrp":
         if video:
             raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
                                  "another method for clips")
-        _check_lrp_network(model)
+        _check_lrp_network(model, name)
     elif method in ("guided_backprop", "guided_gradcam"):
-        _check_relus(method, model)
+        _check_relus(method, model, name)
 
 
-def _check_relus(method: str, model: nn.Module) -> None:
+def _check_relus(method: str, model: nn.Module, name: str | None) -> None:
     if not any(isinstance(m, nn.ReLU) for m in model.modules()):
         kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__module__ == nn.GELU.__module__
                         and not isinstance(m, (nn.MultiheadAttention, nn.Softmax, nn.LogSoftmax))})
         raise UserInputError(f"{'Guided Backprop' if method == 'guided_backprop' else 'Guided Grad-CAM'} rewrites "
-                             f"nn.ReLU modules and this model has none"
+                             f"nn.ReLU modules and {name or 'this model'} has none"
                              + (f" (it uses {', '.join(kinds)})" if kinds else "")
                              + "; it would return the plain gradient: choose another method")
 
 
-def _check_lrp_network(model: nn.Module) -> None:
+def _check_lrp_network(model: nn.Module, name: str | None) -> None:
     import torchvision
 
     if not isinstance(model, (torchvision.models.ResNet, torchvision.models.VGG)):
         raise UserInputError(f"LRP is available for torchvision VGG and ResNet networks, whose layers zennit's rules "
-                             f"and canonizers cover; this model is {type(model).__name__}: choose another method")
+                             f"and canonizers cover, not {name or 'this model'}'s {type(model).__name__}: choose "
+                             f"another method")
 
 
 def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:

@@ -246,7 +246,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     vit = name == "tubevit"
     metrics = check_metrics(list(ev.metrics or SYNTHETIC_METRICS))
     model = (load_tubevit() if vit else load_tubenet()).to(dev)
-    _check_fits(labels, model, video=True)
+    _check_fits(labels, model, True, name)
     items = [Item(i.name, i.x.to(dev), i.target, i.boxes, i.interval)
              for i in synthetic_items(ev.clips or SYNTHETIC_CLIPS)]
     layers = list(ev.layers or [TUBEVIT_LAYER if vit else SYNTHETIC_LAYER])
@@ -263,10 +263,10 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
                   tokens if any(tokens) else None, cam)
 
 
-def _check_fits(labels: Sequence[str], model: nn.Module, video: bool) -> None:
+def _check_fits(labels: Sequence[str], model: nn.Module, video: bool, name: str) -> None:
     """Refuse a method the model cannot take before anything is scored (rather than once per input)."""
     for label in labels:
-        check_fits(check_method(base_method(label)).name, model, video)
+        check_fits(check_method(base_method(label)).name, model, video, name)
 
 
 def _synthetic_statistics(model: nn.Module, device: Any, layers: Sequence[str], tokens: Any) -> Any:
@@ -301,7 +301,7 @@ def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None
     session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
                                            layers=tuple(ev.layers) if ev.layers else None,
                                            stats=tuple(ev.stats) or None, labels=ev.labels))
-    _check_fits(labels, session.model, session.spec.is_video)
+    _check_fits(labels, session.model, session.spec.is_video, session.spec.name)
     layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
     restats: Callable[[nn.Module], Any] | None = None

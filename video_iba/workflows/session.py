@@ -346,7 +346,7 @@ class Session:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
                                layer_given=no_default)
         _check_weights(stats, model)
-        check_fits(method.name, model, spec.is_video)
+        check_fits(method.name, model, spec.is_video, spec.name)
         if method.uses_readout and readout is not None:
             readout.check_weights(model, spec.name)
         built = getattr(model, "video_iba_spec", spec)  # fine-tuned weights may have other classes
@@ -409,7 +409,7 @@ class Session:
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         _check_weights(stats, model)
-        check_fits(method.name, model, spec.is_video)
+        check_fits(method.name, model, spec.is_video, spec.name)
         if readout is not None:
             readout.check_weights(model, spec.name)
         alpha = spec.slowfast_alpha
@@ -432,7 +432,7 @@ class Session:
         base = self.settings if settings is None else dataclasses.replace(
             settings, model=self.settings.model, weights=self.settings.weights, device=self.settings.device,
             stats=self.settings.stats, readout=self.settings.readout)
-        check_fits(method.name, self.model, self.spec.is_video)
+        check_fits(method.name, self.model, self.spec.is_video, self.spec.name)
         own = settings_for(method, base)
         layers, _ = _prepare(method, dataclasses.replace(own, stats=None), self.spec, self.device)
         layers = layers or self.layers
