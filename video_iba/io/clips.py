@@ -191,8 +191,7 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
             raise UserInputError(f"'{path}' has {len(vr)} frames, fewer than frame {int(win.indices.max())}; the file may "
                                  f"be truncated; re-encode it")
     first = 0
-    for group in _window_groups(windows, DECORD_GROUP_BYTES // max(1, 3 * h * w)):
-        wanted = sorted({int(i) for win in group for i in win.indices})
+    for group, wanted in _window_groups(windows, DECORD_GROUP_BYTES // max(1, 3 * h * w)):
         frames: dict[int, np.ndarray] = {}
         for lo in range(0, len(wanted), chunk):
             try:
@@ -211,20 +210,20 @@ def _decord_windows(path: str, windows: Sequence[Window], size: tuple[int, int])
         first += len(group)
 
 
-def _window_groups(windows: Sequence[Window], most: int) -> Iterator[list[Window]]:
+def _window_groups(windows: Sequence[Window], most: int) -> Iterator[tuple[list[Window], list[int]]]:
     """Consecutive windows, as many at a time as need at most ``most`` distinct frames (one window
-    at least)."""
+    at least), each group with the sorted indices of its frames."""
     group: list[Window] = []
-    seen: set[int] = set()
+    frames: set[int] = set()
     for win in windows:
-        new = set(win.indices.tolist()) | seen
-        if group and len(new) > most:
-            yield group
-            group, new = [], set(win.indices.tolist())
+        mine = {int(i) for i in win.indices}
+        if group and len(frames | mine) > most:
+            yield group, sorted(frames)
+            group, frames = [], set()
         group.append(win)
-        seen = new
+        frames |= mine
     if group:
-        yield group
+        yield group, sorted(frames)
 
 
 def random_start(line: Timeline, spec: ModelSpec, rng: np.random.Generator) -> float:
