@@ -26,7 +26,7 @@ from ..io.sampling import FrameSource, Window, frame_sources
 from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
-from .overlay import overlay
+from .overlay import overlay, scale_top
 from .text import DIM, TEXT, labelled, padded, text_image, wrapped
 from .video import Placement, Stills, range_frames
 
@@ -64,7 +64,7 @@ def _heads(explained: str, names: Sequence[str], units: Sequence[Unit], tops: Se
 
 def _scale(unit: Unit, values: np.ndarray, bits_vmax: float | None) -> float:
     """The top of a panel's colour scale: ``bits_vmax`` for a bits map where given, else its largest value."""
-    return bits_vmax if bits_vmax is not None and unit.information else _vmax(values)
+    return bits_vmax if bits_vmax is not None and unit.information else scale_top(values)
 
 
 def _clip_tops(panels: Sequence[ClipPanel], bits_vmax: float | None) -> list[float]:
@@ -72,11 +72,6 @@ def _clip_tops(panels: Sequence[ClipPanel], bits_vmax: float | None) -> list[flo
     map's largest value over its windows."""
     return [bits_vmax if bits_vmax is not None and p.result.unit.information else p.result.peak() or 1.0
             for p in panels]
-
-
-def _vmax(values: np.ndarray) -> float:
-    top = float(np.nanmax(values)) if values.size else 0.0
-    return top if top > 0 else 1.0
 
 
 def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str, *,

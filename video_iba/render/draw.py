@@ -15,7 +15,7 @@ from ..io.video import VideoWriter
 from ..models.preprocess import Geometry
 from ..models.registry import ModelSpec
 from ..results import Attribution, ClipAttribution
-from .overlay import bits_on_image, overlay
+from .overlay import bits_on_image, overlay, scale_top
 
 #: Frame rate of a drawn clip's MP4 (a model clip's frames are a few of the source's).
 DRAW_FPS = 4.0
@@ -131,8 +131,7 @@ def _top(values: np.ndarray, vmax: float | None) -> float:
         if not (isinstance(vmax, (int, float)) and np.isfinite(vmax) and vmax > 0):
             raise UserInputError(f"vmax is the top of the colour scale, a number > 0; got {vmax!r}")
         return float(vmax)
-    top = float(values.max()) if values.size else 0.0
-    return top if top > 0 else 1.0
+    return scale_top(values)
 
 
 def _write(drawn: np.ndarray, path: str, fps: float) -> None:

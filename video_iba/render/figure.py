@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..results import Unit
-from .overlay import CMAP, bits_on_image, overlay
+from .overlay import CMAP, bits_on_image, overlay, scale_top
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def image_figure(
     from matplotlib.colors import Normalize
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    top = float(vmax) if vmax is not None else float(np.max(bits)) if bits.size else 1.0
+    top = float(vmax) if vmax is not None else scale_top(bits)
     if not top > 0:
         top = 1.0
     on_image = bits_on_image(bits, box, rgb.shape[:2])

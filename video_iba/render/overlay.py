@@ -21,6 +21,13 @@ def colormap(values: np.ndarray, vmax: float, cmap: str = CMAP) -> np.ndarray:
     return table[np.minimum((v * len(table)).astype(np.intp), len(table) - 1)]
 
 
+def scale_top(values: np.ndarray) -> float:
+    """The top of the colour scale a map is drawn with by default: its largest value, or 1 where it
+    has none above 0."""
+    top = float(np.nanmax(values)) if values.size else 0.0
+    return top if top > 0 else 1.0
+
+
 @lru_cache(maxsize=8)
 def _table(cmap: str) -> np.ndarray:
     from matplotlib import colormaps
