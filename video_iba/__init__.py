@@ -17,7 +17,9 @@ The public API: everything a notebook needs is importable from here.
   :func:`explain_batch` (a folder or list file, resumable, as ``explain FOLDER``) and
   :func:`compare_file` (one panel per method, as ``compare``) and :func:`compare_grid` (several
   photos, a row each), with :class:`Session` (also for
-  a model of your own, :meth:`Session.for_model`) and :class:`Settings`.
+  a model of your own, :meth:`Session.for_model`) and :class:`Settings`; :func:`redraw` (an
+  explanation drawn again from its ``.npz`` with :class:`Redraw`'s scale, layout or keyframes, as
+  ``redraw``).
 
 Multi-pathway networks (SlowFast) take the clip ``(1, 3, T, S, S)`` like every other video model;
 registry models build their pathways themselves, a network of your own gets ``pack=``.
@@ -45,6 +47,7 @@ from .workflows.batch import BatchCounts, explain_batch
 from .workflows.compare import Compared, Grid, compare_file, compare_grid
 from .workflows.explain import Explained, Options, explain_file
 from .workflows.inputs import Range
+from .workflows.redraw import Redraw, redraw
 from .workflows.session import Session, Settings
 
 __all__ = [
@@ -54,4 +57,5 @@ __all__ = [
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",
     "compare_file", "Compared", "compare_grid", "Grid", "explain_batch", "BatchCounts", "keep_freed_memory", "draw",
+    "redraw", "Redraw",
 ]

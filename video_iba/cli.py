@@ -23,6 +23,7 @@ from .methods.baselines import BASELINES
 from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
 from .models.registry import describe_models, layers
 from .render.video import LAYOUTS, MAX_KEYFRAMES
+from .results import ClipAttribution
 from .seeding import SEED_LIMIT, SEED_RANGE
 from .workflows.batch import MANIFEST, explain_batch
 from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, compare_file, compare_grid
@@ -31,6 +32,7 @@ from .workflows.estimate import estimate_folder
 from .workflows.evaluate import FOLDER_METRICS, SYNTHETIC_METRICS, Evaluation, evaluate_dataset
 from .workflows.explain import Explained, Options, explain_path
 from .workflows.inputs import Range
+from .workflows.redraw import SHARED, Redraw, redraw
 from .workflows.session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Bar, Settings
 from .workflows.train_readout import Schedule, TrainingRun, train_dataset
 
@@ -335,6 +337,35 @@ def _train_parser(sub: Any) -> None:
     tr.option("--out", required=True, help="output folder; rerunning with the same folder resumes")
 
 
+def _vmax_or_shared(text: str) -> float | str:
+    if text == SHARED:
+        return SHARED
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or '{SHARED}', got '{text}'") from None
+
+
+def _redraw_parser(sub: Any) -> None:
+    rd = sub.add_parser("redraw", help="draw explanations again from their .npz files (another colour scale, one "
+                                       "scale for several files, layout or keyframe sheet) without explaining again",
+                        description="Reads each .npz that explain wrote and the photo or video it explains, and "
+                                    "writes the figure or overlay MP4 and the .npz again (by default over the old "
+                                    "ones); what no option changes stays as drawn before.")
+    rd.option("npz", nargs="+", help=".npz files written by explain, or folders of them (searched recursively)")
+    rd.option("--vmax", type=_vmax_or_shared,
+              help=f"top of the colour scale in the map's unit per pixel or voxel, or '{SHARED}': the largest value "
+                   f"of all the files given, so they compare on one scale (default: as drawn before)")
+    rd.option("--source", help="the explained photo or video, where it is no longer where it was explained (one .npz)")
+    rd.option("--out", help="output folder (default: each .npz's own folder, its drawing and .npz replaced)")
+    rg = rd.add_argument_group("videos")
+    rd.option("--layout", choices=LAYOUTS, group=rg,
+              help="original and overlay side by side, or the overlay only (default: as drawn before)")
+    rd.option("--keyframes", type=_keyframes, group=rg, metavar="N",
+              help=f"write the keyframe sheet OUT/<stem>-keyframes.png with N frames (1 to {MAX_KEYFRAMES}; "
+                   f"default: as many as before, none if there was none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="video-iba", description="Information Bottleneck Attribution for image and video "
                                                    "classifiers, in bits.")
@@ -346,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _compare_parser(sub)
     _train_parser(sub)
+    _redraw_parser(sub)
     sub.add_parser("models", help="list the models and their default layers")
     ly = sub.add_parser("layers", help="list a model's layers with output shapes")
     ly.option("--model", default=DEFAULT_IMAGE_MODEL, help="registry name, hf:ORG/NAME or file.py:function")
@@ -577,9 +609,24 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
           f"{', best.pt' if res.validated else ''}, loss.jsonl)")
 
 
+def _cmd_redraw(args: argparse.Namespace) -> None:
+    t0 = time.perf_counter()
+    how = Redraw(vmax=args.vmax, layout=args.layout, keyframes=args.keyframes, source=args.source,
+                 out_dir=args.out)
+    for res in redraw(args.npz, how, _bar):
+        m = res.result.meta
+        frames = f" ({res.frames} frames)" if isinstance(res.result, ClipAttribution) else ""
+        print(f"{m['input']}: {res.label} (#{res.result.target}) · colour scale 0 to {m['vmax']:.4g} "
+              f"{res.result.unit.shown} per {'voxel' if frames else 'pixel'}")
+        print(f"wrote {res.outputs[0]}{frames}")
+        for extra in res.outputs[1:]:
+            print(f"wrote {extra}")
+    print(f"({time.perf_counter() - t0:.1f} s)")
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "explain": _cmd_explain, "estimate": _cmd_estimate, "evaluate": _cmd_evaluate, "compare": _cmd_compare,
-    "train-readout": _cmd_train_readout, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,
+    "train-readout": _cmd_train_readout, "redraw": _cmd_redraw, "models": _cmd_models, "layers": _cmd_layers, "demo": _cmd_demo,
 }
 
 

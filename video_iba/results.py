@@ -296,6 +296,8 @@ class ClipAttribution:
         prefix_bits: Token layers with class tokens: their bits ``(windows, crops, P)`` (counted
             in the information term, not drawn on the grid); ``None`` otherwise.
         meta: Provenance (model, layers, settings, sampling, statistics, rendering, ...).
+        class_names: The model's class names, index by index (the overlay's class lines; ``None``
+            in files of video-iba 0.2.0 and earlier).
     """
 
     values: np.ndarray
@@ -312,9 +314,12 @@ class ClipAttribution:
     feature_bits: list[np.ndarray] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     prefix_bits: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.unit = Unit(self.unit)
+        if self.class_names is not None:
+            self.class_names = tuple(str(n) for n in self.class_names)
 
     def __repr__(self) -> str:
         w, c, *cell = self.values.shape
@@ -405,6 +410,8 @@ class ClipAttribution:
             payload[f"feature_bits_{i}"] = np.asarray(fb, dtype=np.float32)
         if self.prefix_bits is not None:
             payload["window_prefix_bits"] = np.asarray(self.prefix_bits, dtype=np.float32)
+        if self.class_names is not None:
+            payload["class_names"] = np.array(self.class_names, dtype=str)
         return payload
 
     @classmethod
@@ -431,7 +438,8 @@ class ClipAttribution:
                    window_frame_indices=d["window_frame_indices"], window_looped=d["window_looped"],
                    window_probs=d["window_probs"], window_seconds=d["window_seconds"], crop_boxes=d["crop_boxes"],
                    source_frame_indices=d["source_frame_indices"], per_source_frame=d[names[8]],
-                   feature_bits=[d[k] for k in layers], meta=meta, prefix_bits=d.get("window_prefix_bits"))
+                   feature_bits=[d[k] for k in layers], meta=meta, prefix_bits=d.get("window_prefix_bits"),
+                   class_names=tuple(d["class_names"].tolist()) if "class_names" in d else None)
 
 
 def _npz_name(path: str | os.PathLike[str]) -> str:

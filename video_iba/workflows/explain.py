@@ -37,7 +37,9 @@ import torch
 from .._version import __version__
 from ..errors import UserInputError
 from ..files import atomic_writes, check_names, ensure_writable_dir
-from ..io.sampling import REFERENCE_FPS, frame_sources, source_frame_totals
+from ..io.clips import Timeline
+from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_totals
+from ..models.preprocess import CropPlan
 from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.figure import Caption, image_figure
@@ -336,6 +338,8 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
         "windows": len(windows), "tiles": len(plan.crops.tiles),
         "vmax": float(options.vmax) if options.vmax is not None else None,
         "layout": options.layout,
+        "title": f"{spec.name} · {session.labels[target]} (#{target}) · "
+                 + (f"β={cfg.beta:g}" if session.method.fitted else session.method.name),
         "bits_unit": f"{unit} per voxel of the {spec.frames}x{plan.crops.crop}x{plan.crops.crop} model clip",
         "seconds_explaining": round(seconds, 3), "version": __version__,
     }
@@ -350,7 +354,8 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
         crop_boxes=np.array([t.box for t in plan.crops.tiles], dtype=np.float64),
         source_frame_indices=indices.astype(np.int64), per_source_frame=per_frame,
         feature_bits=[np.stack([np.stack([fb[i] for fb in w.feature_bits]) for w in windows]) for i in range(layers)],
-        meta=meta, prefix_bits=np.stack([np.stack(w.prefix_bits) for w in windows]) if windows[0].prefix_bits else None)
+        meta=meta, prefix_bits=np.stack([np.stack(w.prefix_bits) for w in windows]) if windows[0].prefix_bits else None,
+        class_names=tuple(session.labels))
     if options.vmax is None:
         result.meta["vmax"] = float(max(result.peak(), 1e-12))
     return result
@@ -359,20 +364,40 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
 def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, options: Options, outputs: list[str],
                  progress: Progress) -> Explained:
     assert plan.line is not None
-    label = session.labels[result.target]
-    method = session.method
-    title = f"{session.spec.name} · {label} (#{result.target}) · " + (
-        f"β={session.config.beta:g}" if method.fitted else method.name)
+    written = draw_clip(result, plan.path, plan.line, plan.windows, plan.crops, options.layout, options.keyframes,
+                        outputs, progress)
+    return Explained(result, outputs, session.labels[result.target], result.meta["top5"], len(plan.windows),
+                     len(plan.crops.tiles), written)
+
+
+def draw_clip(result: ClipAttribution, source: str, line: Timeline, windows: Sequence[Window], crops: CropPlan,
+              layout: str, keyframes: int, outputs: Sequence[str], progress: Progress = no_progress) -> int:
+    """Write a video's overlay MP4 and ``.npz`` (then its keyframe sheet where ``keyframes``), all
+    atomically, drawn at ``result.meta["vmax"]`` with the result's title and class names; the
+    metadata records the drawing. Returns the frames written.
+
+    Args:
+        result: The explanation.
+        source: The explained video.
+        line, windows, crops: Its frame times, the model clips and the crops explained.
+        layout: ``"side-by-side"`` or ``"overlay"``.
+        keyframes: Overlay frames on the keyframe sheet (0: none).
+        outputs: The MP4, the ``.npz`` (and the sheet).
+    """
+    assert result.class_names is not None
+    vmax, title = float(result.meta["vmax"]), str(result.meta["title"])
+    result.meta["layout"] = layout
+    result.meta.pop("keyframes", None)
     bar = progress("rendering", len(result.source_frame_indices), "frame")
-    stills = Stills.spread(len(result.source_frame_indices), options.keyframes) if options.keyframes else None
+    stills = Stills.spread(len(result.source_frame_indices), keyframes) if keyframes else None
     try:
         with atomic_writes(outputs) as tmps:
             tmp_mp4, tmp_npz = tmps[:2]
-            written = render_clip(result, plan.path, tmp_mp4, timeline=plan.line, windows=plan.windows,
-                                  plan=plan.crops, labels=session.labels, vmax=result.meta["vmax"],
-                                  layout=options.layout, title=title, on_frame=bar.update, stills=stills)
+            written = render_clip(result, source, tmp_mp4, timeline=line, windows=windows, plan=crops,
+                                  labels=result.class_names, vmax=vmax, layout=layout, title=title,
+                                  on_frame=bar.update, stills=stills)
             if stills is not None:
-                write_keyframes(tmps[2], result, stills, result.meta["vmax"], title)
+                write_keyframes(tmps[2], result, stills, vmax, title)
                 result.meta["keyframes"] = sorted(int(result.source_frame_indices[p]) for p in stills.kept)
             result.meta["output_frames"] = int(written)
             result.meta["mean_window_bits"] = float(result.window_totals.mean())
@@ -380,7 +405,7 @@ def _render_clip(session: Session, plan: InputPlan, result: ClipAttribution, opt
                 result.write_npz(fh)
     finally:
         bar.close()
-    return Explained(result, outputs, label, result.meta["top5"], len(plan.windows), len(plan.crops.tiles), written)
+    return written
 
 
 def _photo(session: Session, plan: InputPlan, target: int | None, options: Options, outputs: list[str],
@@ -456,16 +481,25 @@ def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options:
         "crop_box": np.asarray(geo.box, dtype=np.float64), "scale": np.asarray(geo.scale, dtype=np.float64),
         "image_size": np.asarray(geo.image_size, dtype=np.int64),
     })
-    caption = Caption(predicted=", ".join(f"{n} {prob(p)}" for n, p in top[:3]),
-                      explained=f"{label} (#{attr.target}, p={prob(float(probs[attr.target]))})",
-                      total_bits=attr.total, details=_details(session, attr), input_side=spec.input_size,
-                      unit=attr.unit, prefix_bits=attr.meta.get("prefix_bits"))
+    attr.meta["details"] = _details(session, attr)
+    draw_photo(attr, plan.image, plan.geometry(decoded=True).box, options.vmax, outputs)
+    return Explained(attr, outputs, label, top)
+
+
+def draw_photo(attr: Attribution, image: np.ndarray, box: tuple[float, float, float, float], vmax: float | None,
+               outputs: Sequence[str]) -> None:
+    """Write a photo's figure (the map over ``image``, the model input at ``box`` in its pixels) and
+    its ``.npz``, both atomically; the caption comes from the metadata (classes, settings line) and
+    ``meta["vmax"]`` records the top of the colour scale (``vmax``, or the map's largest value)."""
+    m = attr.meta
+    caption = Caption(predicted=", ".join(f"{n} {prob(p)}" for n, p in m["top5"][:3]),
+                      explained=f"{m['target_label']} (#{attr.target}, p={prob(float(m['target_probability']))})",
+                      total_bits=attr.total, details=str(m["details"]), input_side=int(attr.values.shape[-1]),
+                      unit=attr.unit, prefix_bits=m.get("prefix_bits"))
     with atomic_writes(outputs) as (tmp_png, tmp_npz):
-        attr.meta["vmax"] = image_figure(plan.image, attr.unit.magnitude(attr.values.numpy()),
-                                         plan.geometry(decoded=True).box, caption, tmp_png, vmax=options.vmax)
+        m["vmax"] = image_figure(image, attr.unit.magnitude(attr.values.numpy()), box, caption, tmp_png, vmax=vmax)
         with open(tmp_npz, "wb") as fh:
             attr.write_npz(fh)
-    return Explained(attr, outputs, label, top)
 
 
 def _details(session: Session, attr: Attribution) -> str:

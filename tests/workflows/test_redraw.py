@@ -1,0 +1,184 @@
+"""`video-iba redraw`: an explanation drawn again from its .npz, as explain would have drawn it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from video_iba.cli import main
+from video_iba.results import ClipAttribution, load
+
+from ..helpers import read_npz, run_cli
+from ..videos import encode, moving_square
+
+FAST = ["--steps", "1", "--samples", "2"]
+VIDEO = ["--model", "r3d_18", "--weights", "random", "--stride", "0.5", "--coverage", "tiles", *FAST]
+
+
+def _bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _same_npz(a: str, b: str, but: tuple[str, ...] = ()) -> None:
+    da, db = read_npz(a), read_npz(b)
+    assert set(da) == set(db)
+    for k in da:
+        if k == "meta":
+            ma, mb = json.loads(str(da[k])), json.loads(str(db[k]))
+            assert {x: v for x, v in ma.items() if x not in but} == {x: v for x, v in mb.items() if x not in but}
+        elif k not in but:
+            np.testing.assert_array_equal(da[k], db[k], err_msg=k)
+
+
+def _listing(folder: str) -> list[str]:
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.fixture(scope="module")
+def explained_clip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A clip explained twice with the same fit: as drawn by default, and with another scale,
+    layout and keyframe sheet."""
+    d = tmp_path_factory.mktemp("redraw-clip")
+    clip = encode(str(d / "clip.mp4"), frames=45, size=(160, 112), fps=30, content=moving_square)
+    assert main(["explain", clip, *VIDEO, "--keyframes", "2", "--out", str(d / "a")]) == 0
+    assert main(["explain", clip, *VIDEO, "--vmax", "0.5", "--layout", "overlay", "--keyframes", "3",
+                 "--out", str(d / "b")]) == 0
+    return {"dir": str(d), "clip": clip, "a": str(d / "a"), "b": str(d / "b")}
+
+
+def test_a_video_redrawn_without_options_is_the_same_files(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a = explained_clip["a"]
+    code, out, err = run_cli(["redraw", os.path.join(a, "clip.npz"), "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "(45 frames)" in out and "colour scale 0 to" in out
+    assert _listing(str(tmp_path)) == ["clip-keyframes.png", "clip.mp4", "clip.npz"]
+    for name in ("clip.mp4", "clip-keyframes.png"):
+        assert _bytes(os.path.join(a, name)) == _bytes(str(tmp_path / name)), name
+    _same_npz(os.path.join(a, "clip.npz"), str(tmp_path / "clip.npz"))
+
+
+def test_a_video_redrawn_with_options_is_what_explain_draws_with_them(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a, b = explained_clip["a"], explained_clip["b"]
+    for name in os.listdir(a):  # redrawn in place: the drawing and the .npz replaced
+        shutil.copy(os.path.join(a, name), tmp_path / name)
+    code, _, err = run_cli(["redraw", str(tmp_path / "clip.npz"), "--vmax", "0.5", "--layout", "overlay",
+                            "--keyframes", "3"], capsys)
+    assert code == 0, err
+    for name in ("clip.mp4", "clip-keyframes.png"):
+        assert _bytes(os.path.join(b, name)) == _bytes(str(tmp_path / name)), name
+    _same_npz(os.path.join(b, "clip.npz"), str(tmp_path / "clip.npz"), but=("seconds_explaining", "window_seconds"))
+    res = load(str(tmp_path / "clip.npz"))
+    assert isinstance(res, ClipAttribution) and res.meta["vmax"] == 0.5 and res.meta["layout"] == "overlay"
+    assert len(res.meta["keyframes"]) == 3 and res.class_names is not None and len(res.class_names) == 400
+
+
+def test_a_moved_video_is_found_with_source_and_a_different_one_refused(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    npz = str(tmp_path / "clip.npz")
+    shutil.copy(os.path.join(explained_clip["a"], "clip.npz"), npz)
+    moved = str(tmp_path / "moved.mp4")
+    shutil.copy(explained_clip["clip"], moved)
+    meta = json.loads(str(read_npz(npz)["meta"]))
+    meta["input"] = str(tmp_path / "gone.mp4")
+    d = read_npz(npz)
+    d["meta"] = np.array(json.dumps(meta))
+    np.savez(npz, **d)
+    out = str(tmp_path / "o")
+    code, _, err = run_cli(["redraw", npz, "--out", out], capsys)
+    assert code == 2 and "gone.mp4', which is not there any more; give the video with --source" in err
+    other = encode(str(tmp_path / "other.mp4"), frames=40, size=(160, 112), fps=30, content=moving_square)
+    code, _, err = run_cli(["redraw", npz, "--out", out, "--source", other], capsys)
+    assert code == 2 and "is not the video" in err and "40 frames at 30 fps, the explained video 45 at 30" in err
+    wide = encode(str(tmp_path / "wide.mp4"), frames=45, size=(224, 112), fps=30, content=moving_square)
+    code, _, err = run_cli(["redraw", npz, "--out", out, "--source", wide], capsys)
+    assert code == 2 and "224x112 pixels, another shape" in err
+    assert _listing(out) == []
+    code, _, err = run_cli(["redraw", npz, "--out", out, "--source", moved], capsys)
+    assert code == 0, err
+    assert _bytes(os.path.join(out, "clip.mp4")) == _bytes(os.path.join(explained_clip["a"], "clip.mp4"))
+    assert load(os.path.join(out, "clip.npz")).meta["input"] == moved
+
+
+@pytest.fixture(scope="module")
+def explained_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two photos (one large enough to be decoded at a reduced size) explained with IBA, and one with
+    saliency."""
+    from skimage import data
+
+    d = tmp_path_factory.mktemp("redraw-photos")
+    Image.fromarray(np.asarray(data.chelsea())).save(d / "cat.jpg", quality=92)
+    big = Image.fromarray(np.asarray(data.coffee())).resize((1600, 1200))
+    big.save(d / "coffee.jpg", quality=90)
+    for name in ("cat.jpg", "coffee.jpg"):
+        assert main(["explain", str(d / name), *FAST, "--out", str(d / "a")]) == 0
+    assert main(["explain", str(d / "cat.jpg"), *FAST, "--vmax", "0.05", "--out", str(d / "b")]) == 0
+    assert main(["explain", str(d / "cat.jpg"), "--method", "saliency", "--out", str(d / "s")]) == 0
+    return {"dir": str(d), "a": str(d / "a"), "b": str(d / "b"), "s": str(d / "s")}
+
+
+def test_photos_redrawn_as_explain_draws_them(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a, b = explained_photos["a"], explained_photos["b"]
+    code, _, err = run_cli(["redraw", a, "--out", str(tmp_path / "same")], capsys)  # a folder: both
+    assert code == 0, err
+    for name in ("cat.png", "coffee.png"):  # coffee was decoded at a reduced size
+        assert _bytes(os.path.join(a, name)) == _bytes(str(tmp_path / "same" / name)), name
+        _same_npz(os.path.join(a, name[:-4] + ".npz"), str(tmp_path / "same" / (name[:-4] + ".npz")))
+    code, _, err = run_cli(["redraw", os.path.join(a, "cat.npz"), "--vmax", "0.05", "--out", str(tmp_path / "v")],
+                           capsys)
+    assert code == 0, err
+    assert _bytes(os.path.join(b, "cat.png")) == _bytes(str(tmp_path / "v" / "cat.png"))
+    assert load(str(tmp_path / "v" / "cat.npz")).meta["vmax"] == 0.05
+
+
+def test_shared_scale_is_the_largest_value_of_all_files(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a = explained_photos["a"]
+    peaks = [float(load(os.path.join(a, n)).values.max()) for n in ("cat.npz", "coffee.npz")]
+    code, out, err = run_cli(["redraw", os.path.join(a, "cat.npz"), os.path.join(a, "coffee.npz"), "--vmax", "shared",
+                              "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    for n in ("cat.npz", "coffee.npz"):
+        assert load(str(tmp_path / n)).meta["vmax"] == pytest.approx(max(peaks))
+    assert out.count(f"colour scale 0 to {max(peaks):.4g} bits per pixel") == 2
+
+
+def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a, s = explained_photos["a"], explained_photos["s"]
+    out = str(tmp_path / "o")
+    cases = [
+        (["redraw", os.path.join(a, "cat.npz"), os.path.join(s, "cat.npz"), "--vmax", "shared"],
+         "needs maps in one unit and these are in bits and |gradient|"),
+        (["redraw", os.path.join(a, "cat.npz"), "--keyframes", "3"],
+         "--keyframes applies to videos and"),
+        (["redraw", os.path.join(a, "cat.npz"), "--layout", "overlay", "--keyframes", "2"],
+         "--layout, --keyframes apply to videos"),
+        (["redraw", os.path.join(a, "cat.npz"), os.path.join(a, "coffee.npz"), "--source", os.path.join(a, "cat.png")],
+         "--source names the input of one .npz and 2 were given"),
+        (["redraw", os.path.join(a, "cat.npz"), "--source", os.path.join(explained_photos["dir"], "coffee.jpg")],
+         "is not the photo"),
+        (["redraw", os.path.join(a, "cat.png")], "is not an .npz file"),
+        (["redraw", str(tmp_path)], "no .npz files found in"),
+        (["redraw", os.path.join(a, "cat.npz"), "--vmax", "-1"], "expected a finite number > 0 or 'shared'"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli([*argv, "--out", out], capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+    assert _listing(out) == []
+
+
+def test_an_older_file_without_what_the_drawing_needs_is_refused(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    d = read_npz(os.path.join(explained_clip["a"], "clip.npz"))
+    del d["class_names"]
+    meta = json.loads(str(d["meta"]))
+    del meta["title"]
+    meta["version"] = "0.2.0"
+    d["meta"] = np.array(json.dumps(meta))
+    old = str(tmp_path / "old.npz")
+    np.savez(old, **d)
+    code, _, err = run_cli(["redraw", old], capsys)
+    assert code == 2 and "lacks what its drawing needs (title, class names): it was written by video-iba 0.2.0" in err
+    assert _listing(str(tmp_path)) == ["old.npz"]

@@ -1,0 +1,239 @@
+"""Drawing explanations again from their ``.npz`` files, without explaining again.
+
+The ``.npz`` holds the maps, the windows and crops, the probabilities and what the drawing says
+(title, class names, settings line); the explained photo or video is read again for its pixels and
+checked to be the one explained (its size, frame count, frame rate and model clips). The colour
+scale (one number, or ``shared``: the largest value over every file given, so they compare on one
+scale), a video's layout and its keyframe sheet may change; what is not given stays as drawn
+before. The drawing and the ``.npz`` (its metadata recording the new drawing) are written
+atomically, by default over the old ones in the ``.npz``'s folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserInputError
+from ..files import check_names, ensure_writable_dir
+from ..io.clips import Timeline, timeline
+from ..io.image import load_image
+from ..io.sampling import Window, plan_windows
+from ..models.preprocess import CropPlan, Tile, resized_size
+from ..render.overlay import scale_top
+from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
+from ..results import Attribution, ClipAttribution, load
+from .explain import Explained, draw_clip, draw_photo
+from .outputs import refuse_overwriting_inputs
+from .session import Progress, no_progress
+
+#: ``vmax`` for one colour scale over every file: the largest value among them.
+SHARED = "shared"
+
+
+@dataclass(frozen=True)
+class Redraw:
+    """What changes in the drawing; ``None`` keeps what the ``.npz`` records.
+
+    Attributes:
+        vmax: Top of the colour scale in the map's unit per pixel or voxel, or ``"shared"``: the
+            largest value of all the files given.
+        layout: A video's ``"side-by-side"`` or ``"overlay"``.
+        keyframes: A video's keyframe sheet of this many frames (1 to :data:`MAX_KEYFRAMES`).
+        source: The explained photo or video, where it is no longer where it was explained (one file).
+        out_dir: Output folder (default: each ``.npz``'s own).
+    """
+
+    vmax: float | str | None = None
+    layout: str | None = None
+    keyframes: int | None = None
+    source: str | None = None
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.vmax is not None and self.vmax != SHARED and not (
+                isinstance(self.vmax, (int, float)) and not isinstance(self.vmax, bool)
+                and math.isfinite(self.vmax) and self.vmax > 0):
+            raise UserInputError(f"{{vmax}} must be a finite number > 0 or '{SHARED}', got {self.vmax!r}",
+                                 options=["vmax"])
+        if self.layout is not None and self.layout not in LAYOUTS:
+            raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
+                                 options=["layout"])
+        if self.keyframes is not None and not (isinstance(self.keyframes, int) and not isinstance(self.keyframes, bool)
+                                               and 1 <= self.keyframes <= MAX_KEYFRAMES):
+            raise UserInputError(f"{{keyframes}} must be an integer from 1 to {MAX_KEYFRAMES}, got "
+                                 f"{self.keyframes!r}", options=["keyframes"])
+
+
+def result_files(paths: Sequence[str]) -> list[str]:
+    """The ``.npz`` files given: files as they are, folders searched recursively (sorted); at least one."""
+    out: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(str(f) for f in Path(p).rglob("*.npz") if f.is_file())
+            if not found:
+                raise UserInputError(f"no .npz files found in '{p}'; give the output folder of `video-iba explain` "
+                                     f"or its .npz files")
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise UserInputError("no .npz file given; give the .npz files written by `video-iba explain`")
+    return out
+
+
+def redraw(paths: Sequence[str], how: Redraw = Redraw(), progress: Progress = no_progress) -> list[Explained]:
+    """Draw the explanations of ``paths`` (``.npz`` files of ``explain``, or folders of them) again.
+
+    Every file is read and its photo or video checked before anything is written; each drawing and
+    its ``.npz`` are then written atomically, one file after the other.
+
+    Raises:
+        UserInputError: an unreadable ``.npz``, a missing or different source, a video's option
+            for a photo, a ``shared`` scale over maps in different units, outputs that would
+            replace a source.
+    """
+    files = result_files(paths)
+    if how.source is not None and len(files) > 1:
+        raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; redraw them one "
+                             f"at a time", options=["source"])
+    if how.out_dir is not None:
+        ensure_writable_dir(how.out_dir)
+    peaks = [_check(path, how) for path in files]
+    vmax = how.vmax
+    if vmax == SHARED:
+        units = sorted({unit for unit, _peak in peaks})
+        if len(units) > 1:
+            raise UserInputError(f"one colour scale ({{vmax}} {SHARED}) needs maps in one unit and these are in "
+                                 f"{' and '.join(units)}; redraw them separately", options=["vmax"])
+        vmax = max(max(peak for _unit, peak in peaks), 1e-12)
+    return [_redraw_one(path, how, vmax, progress) for path in files]
+
+
+def _load(path: str) -> Attribution | ClipAttribution:
+    if not path.lower().endswith(".npz"):
+        raise UserInputError(f"'{path}' is not an .npz file; give the .npz written by `video-iba explain` next to "
+                             f"its figure or video")
+    result = load(path)
+    needs = (["title", "top5", "vmax", "sampling", "resized", "crop", "layout"] if isinstance(result, ClipAttribution)
+             else ["details", "top5", "target_label", "target_probability"])
+    lacking = [k for k in needs if k not in result.meta]
+    if isinstance(result, ClipAttribution) and result.class_names is None:
+        lacking.append("class names")
+    if isinstance(result, Attribution) and not {"crop_box", "scale", "image_size"} <= set(result.arrays):
+        lacking.append("crop geometry")
+    if lacking:
+        raise UserInputError(f"'{path}' lacks what its drawing needs ({', '.join(lacking)}): it was written by "
+                             f"video-iba {result.meta.get('version', '?')} or by Python's save; explain the input "
+                             f"again with `video-iba explain`")
+    return result
+
+
+def _source(path: str, result: Attribution | ClipAttribution, how: Redraw) -> str:
+    """The explained file: ``how.source``, else where it was explained."""
+    kind = "video" if isinstance(result, ClipAttribution) else "photo"
+    if how.source is not None:
+        if not os.path.isfile(how.source):
+            raise UserInputError(f"{{source}} '{how.source}' is not a file; give the {kind} '{path}' explains",
+                                 options=["source"])
+        return how.source
+    where = str(result.meta.get("input", ""))
+    if not os.path.isfile(where):
+        raise UserInputError(f"'{path}' explains '{where}', which is not there any more; give the {kind} with "
+                             f"{{source}}", options=["source"])
+    return where
+
+
+def _check(path: str, how: Redraw) -> tuple[str, float]:
+    """Read ``path`` and check its source; its unit and the largest value it draws."""
+    result = _load(path)
+    source = _source(path, result, how)
+    if isinstance(result, ClipAttribution):
+        _clip_plan(path, result, source)
+        return result.unit.value, result.peak()
+    given = [name for name, value in (("layout", how.layout), ("keyframes", how.keyframes)) if value is not None]
+    if given:
+        named = ", ".join("{" + g + "}" for g in given)
+        raise UserInputError(f"{named} appl{'ies' if len(given) == 1 else 'y'} to videos and '{path}' explains a "
+                             f"photo; drop {'it' if len(given) == 1 else 'them'}", options=given)
+    _photo_image(path, result, source)
+    return result.unit.value, scale_top(result.unit.magnitude(result.values.numpy()))
+
+
+def _different(path: str, source: str, what: str, kind: str = "video") -> UserInputError:
+    return UserInputError(f"'{source}' is not the {kind} '{path}' explains ({what}); give the explained {kind} with "
+                          f"{{source}}", options=["source"])
+
+
+def _clip_plan(path: str, result: ClipAttribution, source: str) -> tuple[Timeline, list[Window], CropPlan]:
+    """The video's timeline, model clips and crops as they were explained, checked against the file."""
+    line = timeline(source)
+    info, s, m = line.info, result.meta["sampling"], result.meta
+    if line.frames != int(s["source_frames"]) or not math.isclose(info.fps, float(s["source_fps"]), rel_tol=1e-6):
+        raise _different(path, source, f"{line.frames} frames at {info.fps:g} fps, the explained video "
+                                       f"{s['source_frames']} at {float(s['source_fps']):g}")
+    size = (int(m["resized"][0]), int(m["resized"][1]))
+    if resized_size(info.height, info.width, min(size)) != size:
+        raise _different(path, source, f"{info.width}x{info.height} pixels, another shape than the explained video's")
+    windows = plan_windows(line.frames, info.fps, int(s["frames"]), int(s["rate"]), start=float(s["start"]),
+                           end=None if s["end"] is None else float(s["end"]),
+                           stride=None if s["stride"] is None else float(s["stride"]), times=line.times)
+    if (len(windows) != len(result.window_frame_indices)
+            or not np.array_equal(np.stack([w.indices for w in windows]), result.window_frame_indices)):
+        raise _different(path, source, "its model clips take other frames")
+    sy, sx = size[0] / info.height, size[1] / info.width
+    tiles = tuple(Tile(int(round(b[1] * sy)), int(round(b[0] * sx)), tuple(float(v) for v in b))
+                  for b in result.crop_boxes)
+    return line, windows, CropPlan(size, int(m["crop"]), tiles)
+
+
+def _photo_image(path: str, result: Attribution, source: str) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The photo's pixels, decoded as for the explanation, and the model input's box in them."""
+    full = tuple(int(v) for v in result.arrays["image_size"])
+    scale = np.asarray(result.arrays["scale"], dtype=np.float64)
+    short = int(round(min(scale[0] * full[1], scale[1] * full[0])))  # the model's resize side
+    rgb, (h, w) = load_image(source, reduce_to=short)
+    if (h, w) != full:
+        raise _different(path, source, f"{w}x{h} pixels, the explained photo {full[1]}x{full[0]}", "photo")
+    fy, fx = rgb.shape[0] / h, rgb.shape[1] / w
+    x0, y0, x1, y1 = (float(v) for v in result.arrays["crop_box"])
+    return rgb, (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
+
+
+def _outputs(path: str, result: Attribution | ClipAttribution, how: Redraw, source: str, keyframes: int) -> list[str]:
+    out_dir = how.out_dir if how.out_dir is not None else os.path.dirname(os.path.abspath(path))
+    stem = Path(path).name[:-len(".npz")]
+    video = isinstance(result, ClipAttribution)
+    outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if video else 'png'}"), os.path.join(out_dir, f"{stem}.npz")]
+    if video and keyframes:
+        outputs.append(keyframes_path(outputs[0]))
+    check_names(outputs)
+    refuse_overwriting_inputs(outputs, [source])
+    ensure_writable_dir(out_dir)
+    return outputs
+
+
+def _redraw_one(path: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
+    result = _load(path)
+    source = _source(path, result, how)
+    top = [(str(n), float(p)) for n, p in result.meta["top5"]]
+    result.meta["input"] = os.path.abspath(source)  # where it is now (checked to be the one explained)
+    if isinstance(result, ClipAttribution):
+        line, windows, crops = _clip_plan(path, result, source)
+        keyframes = how.keyframes if how.keyframes is not None else len(result.meta.get("keyframes", []))
+        outputs = _outputs(path, result, how, source, keyframes)
+        if vmax is not None:
+            result.meta["vmax"] = float(vmax)
+        written = draw_clip(result, source, line, windows, crops, how.layout or str(result.meta["layout"]), keyframes,
+                            outputs, progress)
+        return Explained(result, outputs, str(result.meta["target_label"]), top, len(windows), len(crops.tiles),
+                         written)
+    image, box = _photo_image(path, result, source)
+    outputs = _outputs(path, result, how, source, 0)
+    draw_photo(result, image, box, float(vmax if vmax is not None else result.meta["vmax"]), outputs)
+    return Explained(result, outputs, str(result.meta["target_label"]), top)
