@@ -73,7 +73,10 @@ def merged_map(src: FrameSource, window_bits: np.ndarray, plan: CropPlan, boxes:
         return np.where(wsum > 0, acc / np.maximum(wsum, 1e-12), np.nan).astype(np.float32)
 
 
-def _colorbar(width: int, height: int, vmax: float, size: int, unit: Unit = Unit.BITS) -> np.ndarray:
+def _colorbar(width: int, height: int, vmax: float, size: int, unit: Unit = Unit.BITS,
+              clipped: bool = False) -> np.ndarray:
+    """The colour scale from 0 to ``vmax`` per voxel (``clipped``: the map has larger values, drawn
+    in the top colour, and the label says so)."""
     from PIL import Image, ImageDraw
 
     bar_w = max(60, width - 16)
@@ -83,7 +86,7 @@ def _colorbar(width: int, height: int, vmax: float, size: int, unit: Unit = Unit
     draw = ImageDraw.Draw(img)
     y = 6 + max(6, height // 4)
     draw.text((8, y), "0", fill=TEXT, font=font(size))
-    label = f"{vmax:.3g} {unit.shown}/voxel"
+    label = f"{'≥ ' if clipped else ''}{vmax:.3g} {unit.shown}/voxel"
     tw = draw.textlength(label, font=font(size))
     draw.text((8 + bar_w - tw, y), label, fill=TEXT, font=font(size))
     return np.asarray(img)
@@ -125,7 +128,8 @@ class _Canvas:
         line_h = int(self.size * 1.35) + 8
         small = max(10, self.size - 3)
         self.header = np.concatenate([text_image([(title, TEXT)], width - bar_w, line_h, self.size),
-                                      _colorbar(bar_w, line_h, vmax, small, result.unit)[:, :bar_w]], axis=1)
+                                      _colorbar(bar_w, line_h, vmax, small, result.unit,
+                                                result.peak() > vmax)[:, :bar_w]], axis=1)
         self.strip = _strip(result.per_source_frame, width, strip_h, small, result.unit)
         self.rest_h = self.info_h - self.header.shape[0]
         self.window_probs = result.window_probs.astype(np.float64).mean(axis=1)
@@ -263,7 +267,8 @@ def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: 
     line_h = int(size * 1.35) + 8
     bar_w = min(max(220, width // 3), width // 2)
     header = np.concatenate([text_image([(title, TEXT)], width - bar_w, line_h, size),
-                             _colorbar(bar_w, line_h, vmax, size - 3, result.unit)[:, :bar_w]], axis=1)
+                             _colorbar(bar_w, line_h, vmax, size - 3, result.unit, result.peak() > vmax)[:, :bar_w]],
+                            axis=1)
     strip = _strip(result.per_source_frame, width, max(40, size * 4), size - 3, result.unit)
     n = len(result.source_frame_indices)
     for pos in stills.kept:
