@@ -182,3 +182,13 @@ def test_an_older_file_without_what_the_drawing_needs_is_refused(explained_clip,
     code, _, err = run_cli(["redraw", old], capsys)
     assert code == 2 and "lacks what its drawing needs (title, class names): it was written by video-iba 0.2.0" in err
     assert _listing(str(tmp_path)) == ["old.npz"]
+
+
+def test_a_video_shorter_than_a_clip_is_redrawn_without_its_warning_again(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip = encode(str(tmp_path / "short.mp4"), frames=20, size=(128, 96), fps=30, content=moving_square)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", *FAST,
+                            "--out", str(tmp_path / "a")], capsys)
+    assert code == 0 and "shorter than one clip" in err
+    code, _, err = run_cli(["redraw", str(tmp_path / "a" / "short.npz"), "--out", str(tmp_path / "b")], capsys)
+    assert code == 0 and "shorter than one clip" not in err, err
+    assert _bytes(str(tmp_path / "a" / "short.mp4")) == _bytes(str(tmp_path / "b" / "short.mp4"))

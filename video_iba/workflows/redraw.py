@@ -23,7 +23,7 @@ from ..errors import UserInputError
 from ..files import check_names, ensure_writable_dir
 from ..io.clips import Timeline, timeline
 from ..io.image import load_image
-from ..io.sampling import Window, plan_windows
+from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
@@ -180,9 +180,10 @@ def _clip_plan(path: str, result: ClipAttribution, source: str) -> tuple[Timelin
     size = (int(m["resized"][0]), int(m["resized"][1]))
     if resized_size(info.height, info.width, min(size)) != size:
         raise _different(path, source, f"{info.width}x{info.height} pixels, another shape than the explained video's")
-    windows = plan_windows(line.frames, info.fps, int(s["frames"]), int(s["rate"]), start=float(s["start"]),
-                           end=None if s["end"] is None else float(s["end"]),
-                           stride=None if s["stride"] is None else float(s["stride"]), times=line.times)
+    with short_ranges_noted():  # the explanation said so
+        windows = plan_windows(line.frames, info.fps, int(s["frames"]), int(s["rate"]), start=float(s["start"]),
+                               end=None if s["end"] is None else float(s["end"]),
+                               stride=None if s["stride"] is None else float(s["stride"]), times=line.times)
     if (len(windows) != len(result.window_frame_indices)
             or not np.array_equal(np.stack([w.indices for w in windows]), result.window_frame_indices)):
         raise _different(path, source, "its model clips take other frames")
