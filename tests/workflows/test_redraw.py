@@ -147,10 +147,14 @@ def test_shared_scale_is_the_largest_value_of_all_files(explained_photos, tmp_pa
 
 
 def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    a, s = explained_photos["a"], explained_photos["s"]
+    a = explained_photos["a"]
+    saliency = str(tmp_path / "cat-saliency.npz")
+    shutil.copy(os.path.join(explained_photos["s"], "cat.npz"), saliency)
     out = str(tmp_path / "o")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     cases = [
-        (["redraw", os.path.join(a, "cat.npz"), os.path.join(s, "cat.npz"), "--vmax", "shared"],
+        (["redraw", os.path.join(a, "cat.npz"), saliency, "--vmax", "shared"],
          "needs maps in one unit and these are in bits and |gradient|"),
         (["redraw", os.path.join(a, "cat.npz"), "--keyframes", "3"],
          "--keyframes applies to videos and"),
@@ -161,7 +165,7 @@ def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, caps
         (["redraw", os.path.join(a, "cat.npz"), "--source", os.path.join(explained_photos["dir"], "coffee.jpg")],
          "is not the photo"),
         (["redraw", os.path.join(a, "cat.png")], "is not an .npz file"),
-        (["redraw", str(tmp_path)], "no .npz files found in"),
+        (["redraw", str(empty)], "no .npz files found in"),
         (["redraw", os.path.join(a, "cat.npz"), "--vmax", "-1"], "expected a finite number > 0 or 'shared'"),
     ]
     for argv, message in cases:
@@ -192,3 +196,24 @@ def test_a_video_shorter_than_a_clip_is_redrawn_without_its_warning_again(tmp_pa
     code, _, err = run_cli(["redraw", str(tmp_path / "a" / "short.npz"), "--out", str(tmp_path / "b")], capsys)
     assert code == 0 and "shorter than one clip" not in err, err
     assert _bytes(str(tmp_path / "a" / "short.mp4")) == _bytes(str(tmp_path / "b" / "short.mp4"))
+
+
+def test_a_folder_is_mirrored_into_out_and_outputs_written_twice_are_refused(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a = explained_photos["a"]
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    shutil.copy(os.path.join(a, "cat.npz"), tree / "cat.npz")
+    shutil.copy(os.path.join(a, "coffee.npz"), tree / "sub" / "cat.npz")  # the same name in a subfolder
+    talk = tree / "talk"  # inside the folder redrawn
+    code, _, err = run_cli(["redraw", str(tree), "--out", str(talk)], capsys)
+    assert code == 0, err
+    assert _listing(str(talk)) == ["cat.npz", "cat.png", "sub"] and _listing(str(talk / "sub")) == ["cat.npz", "cat.png"]
+    assert load(str(talk / "sub" / "cat.npz")).meta["target_label"] == load(os.path.join(a, "coffee.npz")).meta[
+        "target_label"]
+    code, _, err = run_cli(["redraw", str(tree), "--out", str(talk)], capsys)  # again: talk/ is not redrawn into itself
+    assert code == 0, err
+    assert _listing(str(talk)) == ["cat.npz", "cat.png", "sub"]
+    code, _, err = run_cli(["redraw", str(tree / "cat.npz"), str(tree / "sub" / "cat.npz"), "--out",
+                            str(tmp_path / "flat")], capsys)
+    assert code == 2 and "would both be drawn as" in err and "into separate folders (--out)" in err
+    assert _listing(str(tmp_path / "flat")) == []

@@ -29,7 +29,7 @@ from ..render.overlay import scale_top
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
 from ..results import Attribution, ClipAttribution, load
 from .explain import Explained, draw_clip, draw_photo
-from .outputs import refuse_overwriting_inputs
+from .outputs import inside, refuse_overwriting_inputs, same_file
 from .session import Progress, no_progress
 
 #: ``vmax`` for one colour scale over every file: the largest value among them.
@@ -70,41 +70,56 @@ class Redraw:
                                  f"{self.keyframes!r}", options=["keyframes"])
 
 
-def result_files(paths: Sequence[str]) -> list[str]:
-    """The ``.npz`` files given: files as they are, folders searched recursively (sorted); at least one."""
-    out: list[str] = []
+def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple[str, str]]:
+    """The ``.npz`` files given, each with the folder it is written to relative to ``out_dir``:
+    files as they are (``""``), folders searched recursively (sorted; the subfolder of each file,
+    so that ``out_dir`` mirrors the folder, and nothing already inside ``out_dir``); at least one.
+
+    Raises:
+        UserInputError: a folder without ``.npz`` files, or two files that would write the same outputs.
+    """
+    out: list[tuple[str, str]] = []
     for p in paths:
-        if os.path.isdir(p):
-            found = sorted(str(f) for f in Path(p).rglob("*.npz") if f.is_file())
-            if not found:
-                raise UserInputError(f"no .npz files found in '{p}'; give the output folder of `video-iba explain` "
-                                     f"or its .npz files")
-            out.extend(found)
-        else:
-            out.append(p)
+        if not os.path.isdir(p):
+            out.append((p, ""))
+            continue
+        found = sorted(str(f) for f in Path(p).rglob("*.npz") if f.is_file()
+                       and not (out_dir is not None and inside(str(f), out_dir)))
+        if not found:
+            raise UserInputError(f"no .npz files found in '{p}'; give the output folder of `video-iba explain` or "
+                                 f"its .npz files")
+        out.extend((f, os.path.relpath(os.path.dirname(f), p)) for f in found)
     if not out:
         raise UserInputError("no .npz file given; give the .npz files written by `video-iba explain`")
-    return out
+    seen: dict[str, str] = {}
+    for f, rel in out:
+        where = os.path.realpath(os.path.join(out_dir, rel, os.path.basename(f)) if out_dir is not None else f)
+        if where in seen and not same_file(seen[where], f):
+            raise UserInputError(f"'{seen[where]}' and '{f}' would both be drawn as '{where[:-len('.npz')]}'; redraw "
+                                 f"them into separate folders ({{out_dir}})", options=["out_dir"])
+        seen[where] = f
+    return list({os.path.realpath(f): (f, rel) for f, rel in out}.values())  # a file given twice, drawn once
 
 
 def redraw(paths: Sequence[str], how: Redraw = Redraw(), progress: Progress = no_progress) -> list[Explained]:
     """Draw the explanations of ``paths`` (``.npz`` files of ``explain``, or folders of them) again.
 
     Every file is read and its photo or video checked before anything is written; each drawing and
-    its ``.npz`` are then written atomically, one file after the other.
+    its ``.npz`` are then written atomically, one file after the other. With ``how.out_dir`` a
+    folder's subfolders are mirrored there.
 
     Raises:
         UserInputError: an unreadable ``.npz``, a missing or different source, a video's option
             for a photo, a ``shared`` scale over maps in different units, outputs that would
-            replace a source.
+            replace a source or be written twice.
     """
-    files = result_files(paths)
+    files = result_files(paths, how.out_dir)
     if how.source is not None and len(files) > 1:
         raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; redraw them one "
                              f"at a time", options=["source"])
     if how.out_dir is not None:
         ensure_writable_dir(how.out_dir)
-    peaks = [_check(path, how) for path in files]
+    peaks = [_check(path, how) for path, _rel in files]
     vmax = how.vmax
     if vmax == SHARED:
         units = sorted({unit for unit, _peak in peaks})
@@ -112,7 +127,7 @@ def redraw(paths: Sequence[str], how: Redraw = Redraw(), progress: Progress = no
             raise UserInputError(f"one colour scale ({{vmax}} {SHARED}) needs maps in one unit and these are in "
                                  f"{' and '.join(units)}; redraw them separately", options=["vmax"])
         vmax = max(max(peak for _unit, peak in peaks), 1e-12)
-    return [_redraw_one(path, how, vmax, progress) for path in files]
+    return [_redraw_one(path, rel, how, vmax, progress) for path, rel in files]
 
 
 def _load(path: str) -> Attribution | ClipAttribution:
@@ -206,8 +221,10 @@ def _photo_image(path: str, result: Attribution, source: str) -> tuple[np.ndarra
     return rgb, (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
 
 
-def _outputs(path: str, result: Attribution | ClipAttribution, how: Redraw, source: str, keyframes: int) -> list[str]:
-    out_dir = how.out_dir if how.out_dir is not None else os.path.dirname(os.path.abspath(path))
+def _outputs(path: str, rel: str, result: Attribution | ClipAttribution, how: Redraw, source: str,
+             keyframes: int) -> list[str]:
+    out_dir = (os.path.normpath(os.path.join(how.out_dir, rel)) if how.out_dir is not None
+               else os.path.dirname(os.path.abspath(path)))
     stem = Path(path).name[:-len(".npz")]
     video = isinstance(result, ClipAttribution)
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if video else 'png'}"), os.path.join(out_dir, f"{stem}.npz")]
@@ -219,7 +236,7 @@ def _outputs(path: str, result: Attribution | ClipAttribution, how: Redraw, sour
     return outputs
 
 
-def _redraw_one(path: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
+def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
     result = _load(path)
     source = _source(path, result, how)
     top = [(str(n), float(p)) for n, p in result.meta["top5"]]
@@ -227,7 +244,7 @@ def _redraw_one(path: str, how: Redraw, vmax: float | str | None, progress: Prog
     if isinstance(result, ClipAttribution):
         line, windows, crops = _clip_plan(path, result, source)
         keyframes = how.keyframes if how.keyframes is not None else len(result.meta.get("keyframes", []))
-        outputs = _outputs(path, result, how, source, keyframes)
+        outputs = _outputs(path, rel, result, how, source, keyframes)
         if vmax is not None:
             result.meta["vmax"] = float(vmax)
         written = draw_clip(result, source, line, windows, crops, how.layout or str(result.meta["layout"]), keyframes,
@@ -235,6 +252,6 @@ def _redraw_one(path: str, how: Redraw, vmax: float | str | None, progress: Prog
         return Explained(result, outputs, str(result.meta["target_label"]), top, len(windows), len(crops.tiles),
                          written)
     image, box = _photo_image(path, result, source)
-    outputs = _outputs(path, result, how, source, 0)
+    outputs = _outputs(path, rel, result, how, source, 0)
     draw_photo(result, image, box, float(vmax if vmax is not None else result.meta["vmax"]), outputs)
     return Explained(result, outputs, str(result.meta["target_label"]), top)
