@@ -94,6 +94,8 @@ def test_a_moved_video_is_found_with_source_and_a_different_one_refused(explaine
     other = encode(str(tmp_path / "other.mp4"), frames=40, size=(160, 112), fps=30, content=moving_square)
     code, _, err = run_cli(["redraw", npz, "--out", out, "--source", other], capsys)
     assert code == 2 and "is not the video" in err and "40 frames at 30 fps, the explained video 45 at 30" in err
+    code, _, err = run_cli(["redraw", npz, "--out", out, "--source", str(tmp_path / "clip.npz")], capsys)
+    assert code == 2 and "--source '" in err and "clip.npz' is not a video; give the video" in err
     wide = encode(str(tmp_path / "wide.mp4"), frames=45, size=(224, 112), fps=30, content=moving_square)
     code, _, err = run_cli(["redraw", npz, "--out", out, "--source", wide], capsys)
     assert code == 2 and "224x112 pixels, another shape" in err

@@ -22,7 +22,8 @@ import numpy as np
 from ..errors import UserInputError
 from ..files import check_names, ensure_writable_dir
 from ..io.clips import Timeline, timeline
-from ..io.image import load_image
+from ..io.discovery import is_image_file, is_video_file
+from ..io.image import load_image, probe_image
 from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
@@ -156,6 +157,9 @@ def _source(path: str, result: Attribution | ClipAttribution, how: Redraw) -> st
         if not os.path.isfile(how.source):
             raise UserInputError(f"{{source}} '{how.source}' is not a file; give the {kind} '{path}' explains",
                                  options=["source"])
+        if not (is_video_file(how.source) if kind == "video" else is_image_file(how.source)):
+            raise UserInputError(f"{{source}} '{how.source}' is not a {kind}; give the {kind} '{path}' explains",
+                                 options=["source"])
         return how.source
     where = str(result.meta.get("input", ""))
     if not os.path.isfile(where):
@@ -176,7 +180,7 @@ def _check(path: str, how: Redraw) -> tuple[str, float]:
         named = ", ".join("{" + g + "}" for g in given)
         raise UserInputError(f"{named} appl{'ies' if len(given) == 1 else 'y'} to videos and '{path}' explains a "
                              f"photo; drop {'it' if len(given) == 1 else 'them'}", options=given)
-    _photo_image(path, result, source)
+    _same_size(path, result, source, probe_image(source))  # the header only; drawing decodes it
     return result.unit.value, scale_top(result.unit.magnitude(result.values.numpy()))
 
 
@@ -208,14 +212,20 @@ def _clip_plan(path: str, result: ClipAttribution, source: str) -> tuple[Timelin
     return line, windows, CropPlan(size, int(m["crop"]), tiles)
 
 
+def _same_size(path: str, result: Attribution, source: str, size: tuple[int, int]) -> None:
+    """Refuse a photo whose ``(height, width)`` is not the explained one's."""
+    full = tuple(int(v) for v in result.arrays["image_size"])
+    if tuple(size) != full:
+        raise _different(path, source, f"{size[1]}x{size[0]} pixels, the explained photo {full[1]}x{full[0]}", "photo")
+
+
 def _photo_image(path: str, result: Attribution, source: str) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The photo's pixels, decoded as for the explanation, and the model input's box in them."""
     full = tuple(int(v) for v in result.arrays["image_size"])
     scale = np.asarray(result.arrays["scale"], dtype=np.float64)
     short = int(round(min(scale[0] * full[1], scale[1] * full[0])))  # the model's resize side
     rgb, (h, w) = load_image(source, reduce_to=short)
-    if (h, w) != full:
-        raise _different(path, source, f"{w}x{h} pixels, the explained photo {full[1]}x{full[0]}", "photo")
+    _same_size(path, result, source, (h, w))
     fy, fx = rgb.shape[0] / h, rgb.shape[1] / w
     x0, y0, x1, y1 = (float(v) for v in result.arrays["crop_box"])
     return rgb, (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
