@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import video_iba
 from video_iba.cli import main
 from video_iba.results import ClipAttribution, load
 
@@ -219,3 +220,13 @@ def test_a_folder_is_mirrored_into_out_and_outputs_written_twice_are_refused(exp
                             str(tmp_path / "flat")], capsys)
     assert code == 2 and "would both be drawn as" in err and "into separate folders (--out)" in err
     assert _listing(str(tmp_path / "flat")) == []
+
+
+def test_redraw_from_python_takes_one_path(explained_photos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    done = video_iba.redraw(Path(explained_photos["a"]) / "cat.npz", video_iba.Redraw(vmax=0.05, out_dir=tmp_path))
+    assert [os.path.basename(p) for p in done[0].outputs] == ["cat.png", "cat.npz"] and done[0].label == "Egyptian cat"
+    assert _bytes(os.path.join(explained_photos["b"], "cat.png")) == _bytes(str(tmp_path / "cat.png"))
+    with pytest.raises(video_iba.UserInputError, match="must be a finite number > 0 or 'shared'"):
+        video_iba.Redraw(vmax="largest")

@@ -31,7 +31,7 @@ from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
 from ..results import Attribution, ClipAttribution, load
 from .explain import Explained, draw_clip, draw_photo
 from .outputs import inside, refuse_overwriting_inputs, same_file
-from .session import Progress, no_progress
+from .session import Progress, as_tuple, no_progress
 
 #: ``vmax`` for one colour scale over every file: the largest value among them.
 SHARED = "shared"
@@ -57,6 +57,9 @@ class Redraw:
     out_dir: str | None = None
 
     def __post_init__(self) -> None:
+        for name in ("source", "out_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
         if self.vmax is not None and self.vmax != SHARED and not (
                 isinstance(self.vmax, (int, float)) and not isinstance(self.vmax, bool)
                 and math.isfinite(self.vmax) and self.vmax > 0):
@@ -102,8 +105,10 @@ def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple
     return list({os.path.realpath(f): (f, rel) for f, rel in out}.values())  # a file given twice, drawn once
 
 
-def redraw(paths: Sequence[str], how: Redraw = Redraw(), progress: Progress = no_progress) -> list[Explained]:
-    """Draw the explanations of ``paths`` (``.npz`` files of ``explain``, or folders of them) again.
+def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how: Redraw = Redraw(),
+           progress: Progress = no_progress) -> list[Explained]:
+    """Draw the explanations of ``paths`` (an ``.npz`` file of ``explain``, a folder of them, or a
+    list of either) again.
 
     Every file is read and its photo or video checked before anything is written; each drawing and
     its ``.npz`` are then written atomically, one file after the other. With ``how.out_dir`` a
@@ -114,7 +119,7 @@ def redraw(paths: Sequence[str], how: Redraw = Redraw(), progress: Progress = no
             for a photo, a ``shared`` scale over maps in different units, outputs that would
             replace a source or be written twice.
     """
-    files = result_files(paths, how.out_dir)
+    files = result_files(as_tuple(paths), how.out_dir)
     if how.source is not None and len(files) > 1:
         raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; redraw them one "
                              f"at a time", options=["source"])
