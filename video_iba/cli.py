@@ -30,9 +30,9 @@ from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, compare_file,
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
 from .workflows.estimate import estimate_folder
 from .workflows.evaluate import FOLDER_METRICS, SYNTHETIC_METRICS, Evaluation, evaluate_dataset
-from .workflows.explain import Explained, Options, explain_path
+from .workflows.explain import SHARED, Explained, Options, explain_path
 from .workflows.inputs import Range
-from .workflows.redraw import SHARED, Redraw, redraw
+from .workflows.redraw import Redraw, redraw
 from .workflows.session import DEFAULT_IMAGE_MODEL, DEFAULT_VIDEO_MODEL, Bar, Settings
 from .workflows.train_readout import Schedule, TrainingRun, train_dataset
 
@@ -288,9 +288,10 @@ def _compare_parser(sub: Any) -> None:
     co.option("--targets", help="comma-separated classes to compare instead of --target (a panel per class and "
                                 "method), indices or names, e.g. 281,285; or topK: the K most probable classes")
     _labels_option(co)
-    co.option("--vmax", type=_positive_float,
+    co.option("--vmax", type=_vmax_or_shared,
               help="one colour scale for every bits map (IBA, readout; in every row of a grid): its top in bits per "
-                   "pixel or voxel (default: each map its own largest value; other methods always keep their own)")
+                   f"pixel or voxel, or '{SHARED}': the largest value of those maps (default: each map its own largest "
+                   "value; other methods always keep their own)")
     _bottleneck_options(co)
     co.option("--stats", action="append",
               help="IBA's statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")

@@ -481,3 +481,46 @@ def test_a_bits_maps_head_names_the_top_of_its_colour_scale(video, photo_dir, tm
         assert heads[5] == "|gradient|" and saliency_top > 0  # other units: by magnitude, no bits scale
         if vmax is not None:
             assert iba_top == vmax
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_a_shared_scale_is_the_largest_value_of_the_bits_maps(video, photo_dir, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.render import compare
+    from video_iba.workflows import compare_grid
+
+    tops: list[float] = []
+    real_overlay = compare.overlay
+    monkeypatch.setattr(compare, "overlay", lambda img, values, vmax, *a, **k: tops.append(vmax) or
+                        real_overlay(img, values, vmax, *a, **k))
+    if video:  # two classes of one model on a clip: the panels of the first frame
+        path = encode(str(tmp_path / "c.mp4"), frames=12, size=(64, 48), fps=12, content=moving_square)
+        settings = Settings(model="r3d_18", weights="random", changes={"steps": 6, "samples": 2})
+
+        def run(vmax: object) -> list[float]:
+            tops.clear()
+            compare_file(path, ["iba", "saliency"], settings, str(tmp_path / f"o{vmax}"), Options(vmax=vmax),
+                         targets=["0", "1"])
+            return [tops[0], tops[2]]  # each class's IBA panel (then its saliency)
+    else:  # a grid of two photos: each row's IBA panel
+        photos = [os.path.join(photo_dir, n) for n in ("coffee.jpg", "chelsea.jpg")]
+        settings = Settings(changes={"steps": 2, "samples": 2})
+
+        def run(vmax: object) -> list[float]:
+            tops.clear()
+            compare_grid(photos, ["iba", "saliency"], settings, str(tmp_path / f"o{vmax}"), Options(vmax=vmax))
+            return [tops[0], tops[2]]
+    own = run(None)
+    assert own[0] != own[1]
+    assert run("shared") == [max(own), max(own)]
+
+
+def test_explain_refuses_a_shared_scale_before_any_work(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.workflows import Session, explain_batch, explain_file
+
+    out = str(tmp_path / "out")
+    with pytest.raises(UserInputError, match="then redraw the outputs on one scale with `video-iba redraw OUT"):
+        explain_file(Session.open(Settings(model="efficientnet_lite0")), os.path.join(photo_dir, "coffee.jpg"), out,
+                     Options(vmax="shared"))
+    with pytest.raises(UserInputError, match="explain draws each file on its own"):
+        explain_batch(photo_dir, Settings(), out, Options(vmax="shared"))
+    assert not os.path.exists(out)

@@ -32,7 +32,7 @@ from ..files import ensure_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
-from .explain import Options, explain_file, explain_photos
+from .explain import Options, explain_file, explain_photos, refuse_shared
 from .inputs import plan_input
 from .outputs import batch_inputs_outside, folder_lock, output_stems
 from .session import Progress, Session, Sessions, Settings, no_progress
@@ -102,6 +102,7 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if (settings is None) == (session is None):
         raise UserInputError("give explain_batch either settings (registry models) or an open session with "
                              "settings=None, " + ("not both" if session is not None else "not neither"))
+    refuse_shared(options)
     inputs, base = batch_inputs(path)
     inputs = batch_inputs_outside(inputs, base, out_dir, isinstance(path, (str, os.PathLike)) and os.path.isdir(path))
     if session is not None:

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -30,9 +30,10 @@ from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_gri
                               compare_keyframes, compare_path, comparison_row, grid_clip_frames, grid_path,
                               write_png, write_rows)
 from ..render.draw import normalised_to_rgb
+from ..render.overlay import scale_top
 from ..render.video import Stills, keyframes_path
 from ..results import Attribution, Unit
-from .explain import MapStore, Options, assemble_clip, attribute_windows, predict
+from .explain import SHARED, MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
 from .session import Bar, Progress, Session, Settings, as_tuple, no_progress, settings_for
@@ -147,7 +148,10 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     else:
         bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
         try:
-            row, panels = _photo_row(compared, _attributions([compared], bar)[0], several, vmax=options.vmax)
+            attrs = _attributions([compared], bar)
+            row, panels = _photo_row(compared, attrs[0], several,
+                                     vmax=_bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0]
+                                                              for a in m if a.unit.information)))
         finally:
             bar.close()
         write_rows([row], out)
@@ -222,8 +226,10 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
     try:
         attrs = _attributions(rows, bar)
+        vmax = _bits_top(options, (scale_top(a.values.numpy()) for r in attrs for m in r for a in m
+                                   if a.unit.information))
         for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
-            image, row_panels = _photo_row(row, attrs[ri], several, title, options.vmax)
+            image, row_panels = _photo_row(row, attrs[ri], several, title, vmax)
             images.append(image)
             panels.append((path, row_panels))
     finally:
@@ -454,6 +460,14 @@ def _explained(compared: Sequence[_Model]) -> str:
     return "per class, in each panel" if compared[0].by_class else "per model, in each panel"
 
 
+def _bits_top(options: Options, peaks: Iterable[float]) -> float | None:
+    """The bits maps' shared colour scale: ``options.vmax``, or with ``"shared"`` the largest of the
+    bits maps' ``peaks``; ``None``: each map its own."""
+    if options.vmax != SHARED:
+        return None if options.vmax is None else float(options.vmax)
+    return max(peaks, default=None)
+
+
 def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]], several: bool,
                title: str = "input", vmax: float | None = None) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
     """One photo's comparison row and its panels from its attributions per model and method
@@ -514,6 +528,7 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
     try:
         _stores(compared, os.path.dirname(os.path.abspath(out)), stores)
         shown, panels = _clip_panels(compared, options, progress, several, stores)
+        vmax = _bits_top(options, ((p.result.peak() or 1.0) for p in shown if p.result.unit.information))
         frames = len(shown[0].result.source_frame_indices)
         stills = Stills.spread(frames, options.keyframes) if options.keyframes else None
         bar = progress("rendering", frames, "frame")
@@ -521,9 +536,9 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
             with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
                 compare_clip(shown, first_plan.path, tmps[0], timeline=first_plan.line,
                              explained=_explained(compared), on_frame=bar.update, stills=stills,
-                             bits_vmax=options.vmax)
+                             bits_vmax=vmax)
                 if stills is not None:
-                    write_png(compare_keyframes(shown, stills, _explained(compared), options.vmax), tmps[1])
+                    write_png(compare_keyframes(shown, stills, _explained(compared), vmax), tmps[1])
         finally:
             bar.close()
     finally:
@@ -547,14 +562,16 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
             rendered.append((path, panels))
+        vmax = _bits_top(options, ((p.result.peak() or 1.0) for r in clip_rows for p in r.panels
+                                   if p.result.unit.information))
         stills = [Stills.spread(len(r.panels[0].result.source_frame_indices), options.keyframes)
                   for r in clip_rows] if options.keyframes else None
         bar = progress("rendering", grid_clip_frames(clip_rows)[1], "frame")
         try:
             with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
-                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=options.vmax, stills=stills)
+                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=vmax, stills=stills)
                 if stills is not None:
-                    write_png(compare_grid_keyframes(clip_rows, stills, options.vmax), tmps[1])
+                    write_png(compare_grid_keyframes(clip_rows, stills, vmax), tmps[1])
         finally:
             bar.close()
     finally:

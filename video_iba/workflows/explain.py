@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: A video's maps larger than this are kept in a temporary file until they are saved.
 SPILL_BYTES = 2 ** 30
+#: ``vmax`` for one colour scale over several maps: the largest value among them (comparisons; redraw).
+SHARED = "shared"
 #: The fit's settings copied into a video's metadata from its first window.
 FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_sigmas", "min_std", "stats",
             "stats_source", "prefix_cached", "prefix_note", "feature_shape", "input_shape", "seed", "precision",
@@ -70,7 +72,7 @@ class Options:
         span: A video's range, window stride and crop coverage.
         layout: A video's ``"side-by-side"`` (original | overlay) or ``"overlay"`` only.
         vmax: Top of the colour scale in the map's unit per pixel or voxel (default: the map's
-            largest value).
+            largest value); in a comparison also ``"shared"``: the largest value of its bits maps.
         keyframes: A video's keyframe sheet: this many overlay frames, the middle one of each
             of as many equal parts of the range, in one PNG ``OUT/<stem>-keyframes.png`` with
             the per-frame strip (0: none; at most :data:`MAX_KEYFRAMES`).
@@ -87,9 +89,11 @@ class Options:
                 and 0 <= self.keyframes <= MAX_KEYFRAMES):
             raise UserInputError(f"{{keyframes}} must be an integer from 0 to {MAX_KEYFRAMES}, got {self.keyframes!r}",
                                  options=["keyframes"])
-        if self.vmax is not None and not (isinstance(self.vmax, (int, float)) and math.isfinite(self.vmax)
-                                          and self.vmax > 0):
-            raise UserInputError(f"{{vmax}} must be a finite number > 0, got {self.vmax}", options=["vmax"])
+        if self.vmax is not None and self.vmax != SHARED and not (
+                isinstance(self.vmax, (int, float)) and not isinstance(self.vmax, bool) and math.isfinite(self.vmax)
+                and self.vmax > 0):
+            raise UserInputError(f"{{vmax}} must be a finite number > 0 (or '{SHARED}' in a comparison), got "
+                                 f"{self.vmax!r}", options=["vmax"])
         if self.layout not in LAYOUTS:
             raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
                                  options=["layout"])
@@ -200,6 +204,7 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
         progress: Progress reporting (the command line passes tqdm bars).
         stem: The outputs' name without suffix (default: the input's stem).
     """
+    refuse_shared(options)
     if isinstance(plan, (str, os.PathLike)):
         if os.path.isdir(plan):
             raise UserInputError(f"'{os.fspath(plan)}' is a folder; explain its inputs with explain_batch, as "
@@ -228,6 +233,14 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
         return _render_clip(session, plan, result, options, outputs, progress)
     finally:
         store.close()
+
+
+def refuse_shared(options: Options) -> None:
+    """Refuse a ``shared`` colour scale where each file is drawn on its own."""
+    if options.vmax == SHARED:
+        raise UserInputError(f"{{vmax}} {SHARED} gives several maps one colour scale and explain draws each file on "
+                             f"its own; give a number, or explain and then redraw the outputs on one scale with "
+                             f"`video-iba redraw OUT --vmax {SHARED}`", options=["vmax"])
 
 
 def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0) -> list[str]:
@@ -336,7 +349,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
                      "variable_frame_rate_timestamps": plan.line.times is not None},
         "decoder": plan.decoder, "coverage": span.coverage, "crop": plan.crops.crop, "resized": list(plan.crops.size),
         "windows": len(windows), "tiles": len(plan.crops.tiles),
-        "vmax": float(options.vmax) if options.vmax is not None else None,
+        "vmax": float(options.vmax) if options.vmax not in (None, SHARED) else None,
         "layout": options.layout,
         "title": f"{spec.name} · {session.labels[target]} (#{target}) · "
                  + (f"β={cfg.beta:g}" if session.method.fitted else session.method.name),
@@ -356,7 +369,7 @@ def assemble_clip(session: Session, plan: InputPlan, windows: Sequence[WindowMap
         feature_bits=[np.stack([np.stack([fb[i] for fb in w.feature_bits]) for w in windows]) for i in range(layers)],
         meta=meta, prefix_bits=np.stack([np.stack(w.prefix_bits) for w in windows]) if windows[0].prefix_bits else None,
         class_names=tuple(session.labels))
-    if options.vmax is None:
+    if result.meta["vmax"] is None:
         result.meta["vmax"] = float(max(result.peak(), 1e-12))
     return result
 
@@ -434,6 +447,7 @@ def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[st
     """Explain several photos with one model as :func:`explain_file` does one, each written on its
     own; the per-sample bottleneck fits the session's batch size of them at once. Each photo's
     result, or the exception it failed with (one photo's failure leaves the others alone)."""
+    refuse_shared(options)
     results: list[Explained | Exception | None] = [None] * len(paths)
     jobs: list[tuple[int, _PhotoJob]] = []
     target = resolve_target(options.target, session.labels)

@@ -29,13 +29,9 @@ from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
 from ..results import Attribution, ClipAttribution, load
-from .explain import Explained, draw_clip, draw_photo
+from .explain import SHARED, Explained, draw_clip, draw_photo
 from .outputs import inside, refuse_overwriting_inputs, same_file
 from .session import Progress, as_tuple, no_progress
-
-#: ``vmax`` for one colour scale over every file: the largest value among them.
-SHARED = "shared"
-
 
 @dataclass(frozen=True)
 class Redraw:
