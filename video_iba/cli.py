@@ -199,7 +199,8 @@ def _explain_parser(sub: Any) -> None:
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     _fit_options(ex)
     ex.option("--vmax", type=_positive_float,
-              help="top of the colour scale in bits/pixel or bits/voxel (default: the largest value)")
+              help="top of the colour scale in bits/pixel or bits/voxel (default: the largest value; `video-iba "
+                   "redraw OUT/<stem>.npz --vmax V` draws it again on another scale without explaining again)")
     ex.option("--out", default="out", help="output folder (default: out)")
     vg = ex.add_argument_group("videos")
     _range_options(ex, vg)
