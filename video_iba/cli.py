@@ -358,7 +358,9 @@ def _redraw_parser(sub: Any) -> None:
     rd.option("--vmax", type=_vmax_or_shared,
               help=f"top of the colour scale in the map's unit per pixel or voxel, or '{SHARED}': the largest value "
                    f"of all the files given, so they compare on one scale (default: as drawn before)")
-    rd.option("--source", help="the explained photo or video, where it is no longer where it was explained (one .npz)")
+    rd.option("--source", help="the explained photo or video, where it is no longer where it was explained (one "
+                               ".npz); or a folder holding the inputs, each found there by its file name (in the "
+                               "subfolder its .npz is in, else at the top)")
     rd.option("--out", help="output folder (default: each .npz's own folder, its drawing and .npz replaced)")
     rg = rd.add_argument_group("videos")
     rd.option("--layout", choices=LAYOUTS, group=rg,

@@ -164,7 +164,7 @@ def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, caps
         (["redraw", os.path.join(a, "cat.npz"), "--layout", "overlay", "--keyframes", "2"],
          "--layout, --keyframes apply to videos"),
         (["redraw", os.path.join(a, "cat.npz"), os.path.join(a, "coffee.npz"), "--source", os.path.join(a, "cat.png")],
-         "--source names the input of one .npz and 2 were given"),
+         "--source names the input of one .npz and 2 were given; give it the folder holding the inputs"),
         (["redraw", os.path.join(a, "cat.npz"), "--source", os.path.join(explained_photos["dir"], "coffee.jpg")],
          "is not the photo"),
         (["redraw", os.path.join(a, "cat.png")], "is not an .npz file"),
@@ -230,3 +230,20 @@ def test_redraw_from_python_takes_one_path(explained_photos, tmp_path) -> None: 
     assert _bytes(os.path.join(explained_photos["b"], "cat.png")) == _bytes(str(tmp_path / "cat.png"))
     with pytest.raises(video_iba.UserInputError, match="must be a finite number > 0 or 'shared'"):
         video_iba.Redraw(vmax="largest")
+
+
+def test_inputs_are_found_by_name_in_a_source_folder(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    a = explained_photos["a"]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("cat.jpg", "coffee.jpg"):
+        shutil.copy(os.path.join(explained_photos["dir"], name), moved / name)
+    code, _, err = run_cli(["redraw", a, "--source", str(moved), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    for name in ("cat.png", "coffee.png"):
+        assert _bytes(os.path.join(a, name)) == _bytes(str(tmp_path / "o" / name)), name
+    assert load(str(tmp_path / "o" / "cat.npz")).meta["input"] == str(moved / "cat.jpg")
+    os.remove(moved / "coffee.jpg")
+    code, _, err = run_cli(["redraw", a, "--source", str(moved), "--out", str(tmp_path / "p")], capsys)
+    assert code == 2 and "explains 'coffee.jpg', which is not in --source" in err and "give the folder holding it" in err
+    assert _listing(str(tmp_path / "p")) == []

@@ -42,7 +42,9 @@ class Redraw:
             largest value of all the files given.
         layout: A video's ``"side-by-side"`` or ``"overlay"``.
         keyframes: A video's keyframe sheet of this many frames (1 to :data:`MAX_KEYFRAMES`).
-        source: The explained photo or video, where it is no longer where it was explained (one file).
+        source: The explained photo or video, where it is no longer where it was explained (one
+            ``.npz``); or a folder holding the inputs, each found by its file name (in the
+            subfolder its ``.npz`` is in below a folder given, else at the top).
         out_dir: Output folder (default: each ``.npz``'s own).
     """
 
@@ -116,12 +118,12 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
             replace a source or be written twice.
     """
     files = result_files(as_tuple(paths), how.out_dir)
-    if how.source is not None and len(files) > 1:
-        raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; redraw them one "
-                             f"at a time", options=["source"])
+    if how.source is not None and not os.path.isdir(how.source) and len(files) > 1:
+        raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; give it the "
+                             f"folder holding the inputs, or redraw them one at a time", options=["source"])
     if how.out_dir is not None:
         ensure_writable_dir(how.out_dir)
-    peaks = [_check(path, how) for path, _rel in files]
+    peaks = [_check(path, rel, how) for path, rel in files]
     vmax = how.vmax
     if vmax == SHARED:
         units = sorted({unit for unit, _peak in peaks})
@@ -151,28 +153,39 @@ def _load(path: str) -> Attribution | ClipAttribution:
     return result
 
 
-def _source(path: str, result: Attribution | ClipAttribution, how: Redraw) -> str:
-    """The explained file: ``how.source``, else where it was explained."""
+def _source(path: str, rel: str, result: Attribution | ClipAttribution, how: Redraw) -> str:
+    """The explained file: ``how.source`` (a file, or a folder to find it in by name), else where
+    it was explained."""
     kind = "video" if isinstance(result, ClipAttribution) else "photo"
-    if how.source is not None:
-        if not os.path.isfile(how.source):
-            raise UserInputError(f"{{source}} '{how.source}' is not a file; give the {kind} '{path}' explains",
-                                 options=["source"])
-        if not (is_video_file(how.source) if kind == "video" else is_image_file(how.source)):
-            raise UserInputError(f"{{source}} '{how.source}' is not a {kind}; give the {kind} '{path}' explains",
-                                 options=["source"])
-        return how.source
     where = str(result.meta.get("input", ""))
+    given = how.source
+    if given is not None and os.path.isdir(given):
+        name = os.path.basename(where)
+        looked = list(dict.fromkeys(os.path.normpath(os.path.join(given, r, name)) for r in (rel, "")))
+        found = [p for p in looked if os.path.isfile(p)]
+        if not found:
+            raise UserInputError(f"'{path}' explains '{name}', which is not in {{source}} '{given}' (looked for "
+                                 f"{' and '.join(repr(p) for p in looked)}); give the folder holding it",
+                                 options=["source"])
+        given = found[0]
+    if given is not None:
+        if not os.path.isfile(given):
+            raise UserInputError(f"{{source}} '{given}' is not a file or folder; give the {kind} '{path}' explains",
+                                 options=["source"])
+        if not (is_video_file(given) if kind == "video" else is_image_file(given)):
+            raise UserInputError(f"{{source}} '{given}' is not a {kind}; give the {kind} '{path}' explains",
+                                 options=["source"])
+        return given
     if not os.path.isfile(where):
         raise UserInputError(f"'{path}' explains '{where}', which is not there any more; give the {kind} with "
-                             f"{{source}}", options=["source"])
+                             f"{{source}} (or a folder holding the inputs)", options=["source"])
     return where
 
 
-def _check(path: str, how: Redraw) -> tuple[str, float]:
+def _check(path: str, rel: str, how: Redraw) -> tuple[str, float]:
     """Read ``path`` and check its source; its unit and the largest value it draws."""
     result = _load(path)
-    source = _source(path, result, how)
+    source = _source(path, rel, result, how)
     if isinstance(result, ClipAttribution):
         _clip_plan(path, result, source)
         return result.unit.value, result.peak()
@@ -249,7 +262,7 @@ def _outputs(path: str, rel: str, result: Attribution | ClipAttribution, how: Re
 
 def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
     result = _load(path)
-    source = _source(path, result, how)
+    source = _source(path, rel, result, how)
     top = [(str(n), float(p)) for n, p in result.meta["top5"]]
     result.meta["input"] = os.path.abspath(source)  # where it is now (checked to be the one explained)
     if isinstance(result, ClipAttribution):
