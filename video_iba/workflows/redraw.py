@@ -131,7 +131,17 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
             raise UserInputError(f"one colour scale ({{vmax}} {SHARED}) needs maps in one unit and these are in "
                                  f"{' and '.join(units)}; redraw them separately", options=["vmax"])
         vmax = max(max(peak for _unit, peak in peaks), 1e-12)
-    return [_redraw_one(path, rel, how, vmax, progress) for path, rel in files]
+    if len(files) == 1:
+        return [_redraw_one(*files[0], how, vmax, progress)]
+    done = []
+    bar = progress("redrawing", len(files), "file")
+    try:
+        for path, rel in files:
+            done.append(_redraw_one(path, rel, how, vmax, progress))
+            bar.update(1)
+    finally:
+        bar.close()
+    return done
 
 
 def _load(path: str) -> Attribution | ClipAttribution:
