@@ -62,6 +62,28 @@ FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_
             "inputs_per_fit")
 
 
+def check_vmax(vmax: Any) -> None:
+    """Refuse a colour scale's top other than ``None``, a finite number > 0 or :data:`SHARED`."""
+    if vmax is not None and vmax != SHARED and not (
+            isinstance(vmax, (int, float)) and not isinstance(vmax, bool) and math.isfinite(vmax) and vmax > 0):
+        raise UserInputError(f"{{vmax}} must be a finite number > 0 or '{SHARED}' (one scale for several maps), "
+                             f"got {vmax!r}", options=["vmax"])
+
+
+def check_layout(layout: Any) -> None:
+    """Refuse a video layout other than those of :data:`LAYOUTS`."""
+    if layout not in LAYOUTS:
+        raise UserInputError(f"unknown layout '{layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
+                             options=["layout"])
+
+
+def check_keyframes(keyframes: Any, fewest: int = 0) -> None:
+    """Refuse a keyframe count other than an integer from ``fewest`` to :data:`MAX_KEYFRAMES`."""
+    if not (isinstance(keyframes, int) and not isinstance(keyframes, bool) and fewest <= keyframes <= MAX_KEYFRAMES):
+        raise UserInputError(f"{{keyframes}} must be an integer from {fewest} to {MAX_KEYFRAMES}, got {keyframes!r}",
+                             options=["keyframes"])
+
+
 @dataclass(frozen=True)
 class Options:
     """How one input is explained and drawn (the session holds the model and method).
@@ -85,18 +107,9 @@ class Options:
     keyframes: int = 0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.keyframes, int) and not isinstance(self.keyframes, bool)
-                and 0 <= self.keyframes <= MAX_KEYFRAMES):
-            raise UserInputError(f"{{keyframes}} must be an integer from 0 to {MAX_KEYFRAMES}, got {self.keyframes!r}",
-                                 options=["keyframes"])
-        if self.vmax is not None and self.vmax != SHARED and not (
-                isinstance(self.vmax, (int, float)) and not isinstance(self.vmax, bool) and math.isfinite(self.vmax)
-                and self.vmax > 0):
-            raise UserInputError(f"{{vmax}} must be a finite number > 0 (or '{SHARED}' in a comparison), got "
-                                 f"{self.vmax!r}", options=["vmax"])
-        if self.layout not in LAYOUTS:
-            raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
-                                 options=["layout"])
+        check_keyframes(self.keyframes)
+        check_vmax(self.vmax)
+        check_layout(self.layout)
         if self.target is not None and not isinstance(self.target, str):
             try:
                 object.__setattr__(self, "target", operator.index(self.target))  # a numpy integer too

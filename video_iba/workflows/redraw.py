@@ -27,9 +27,9 @@ from ..io.image import load_image, probe_image
 from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
-from ..render.video import LAYOUTS, MAX_KEYFRAMES, keyframes_path
+from ..render.video import keyframes_path
 from ..results import Attribution, ClipAttribution, load
-from .explain import SHARED, Explained, draw_clip, draw_photo
+from .explain import SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo
 from .outputs import inside, refuse_overwriting_inputs, same_file
 from .session import Progress, as_tuple, no_progress
 
@@ -41,7 +41,7 @@ class Redraw:
         vmax: Top of the colour scale in the map's unit per pixel or voxel, or ``"shared"``: the
             largest value of all the files given.
         layout: A video's ``"side-by-side"`` or ``"overlay"``.
-        keyframes: A video's keyframe sheet of this many frames (1 to :data:`MAX_KEYFRAMES`).
+        keyframes: A video's keyframe sheet of this many frames (1 to :data:`~video_iba.render.video.MAX_KEYFRAMES`).
         source: The explained photo or video, where it is no longer where it was explained (one
             ``.npz``); or a folder holding the inputs, each found by its file name (in the
             subfolder its ``.npz`` is in below a folder given, else at the top).
@@ -58,18 +58,11 @@ class Redraw:
         for name in ("source", "out_dir"):
             if isinstance(getattr(self, name), os.PathLike):
                 object.__setattr__(self, name, os.fspath(getattr(self, name)))
-        if self.vmax is not None and self.vmax != SHARED and not (
-                isinstance(self.vmax, (int, float)) and not isinstance(self.vmax, bool)
-                and math.isfinite(self.vmax) and self.vmax > 0):
-            raise UserInputError(f"{{vmax}} must be a finite number > 0 or '{SHARED}', got {self.vmax!r}",
-                                 options=["vmax"])
-        if self.layout is not None and self.layout not in LAYOUTS:
-            raise UserInputError(f"unknown layout '{self.layout}'; give {{layout}} one of {', '.join(LAYOUTS)}",
-                                 options=["layout"])
-        if self.keyframes is not None and not (isinstance(self.keyframes, int) and not isinstance(self.keyframes, bool)
-                                               and 1 <= self.keyframes <= MAX_KEYFRAMES):
-            raise UserInputError(f"{{keyframes}} must be an integer from 1 to {MAX_KEYFRAMES}, got "
-                                 f"{self.keyframes!r}", options=["keyframes"])
+        check_vmax(self.vmax)
+        if self.layout is not None:
+            check_layout(self.layout)
+        if self.keyframes is not None:
+            check_keyframes(self.keyframes, fewest=1)
 
 
 def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple[str, str]]:
