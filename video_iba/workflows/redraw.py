@@ -20,17 +20,17 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import check_names, ensure_writable_dir
+from ..files import ensure_writable_dir
 from ..io.clips import Timeline, timeline
 from ..io.discovery import is_image_file, is_video_file
 from ..io.image import load_image, probe_image
 from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
-from ..render.video import keyframes_path
 from ..results import Attribution, ClipAttribution, load
-from .explain import SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo
-from .outputs import inside, refuse_overwriting_inputs, same_file
+from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
+                      output_paths)
+from .outputs import inside, same_file
 from .session import Progress, as_tuple, no_progress
 
 @dataclass(frozen=True)
@@ -250,17 +250,11 @@ def _photo_image(path: str, result: Attribution, source: str) -> tuple[np.ndarra
 
 def _outputs(path: str, rel: str, result: Attribution | ClipAttribution, how: Redraw, source: str,
              keyframes: int) -> list[str]:
+    """The drawing's outputs: named as ``path``, in its folder or ``how.out_dir``'s subfolder ``rel``."""
     out_dir = (os.path.normpath(os.path.join(how.out_dir, rel)) if how.out_dir is not None
                else os.path.dirname(os.path.abspath(path)))
-    stem = Path(path).name[:-len(".npz")]
-    video = isinstance(result, ClipAttribution)
-    outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if video else 'png'}"), os.path.join(out_dir, f"{stem}.npz")]
-    if video and keyframes:
-        outputs.append(keyframes_path(outputs[0]))
-    check_names(outputs)
-    refuse_overwriting_inputs(outputs, [source])
-    ensure_writable_dir(out_dir)
-    return outputs
+    return output_paths(out_dir, Path(path).name[:-len(".npz")], isinstance(result, ClipAttribution), source,
+                        keyframes)
 
 
 def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
