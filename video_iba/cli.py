@@ -198,9 +198,10 @@ def _explain_parser(sub: Any) -> None:
     ex.option("--stats", action="append",
               help="statistics file from `video-iba estimate`, once per layer (default: the input's own, pooled)")
     _fit_options(ex)
-    ex.option("--vmax", type=_positive_float,
-              help="top of the colour scale in bits/pixel or bits/voxel (default: the largest value; `video-iba "
-                   "redraw OUT/<stem>.npz --vmax V` draws it again on another scale without explaining again)")
+    ex.option("--vmax", type=_vmax_or_shared,
+              help=f"top of the colour scale in bits/pixel or bits/voxel (default: the largest value); for a folder "
+                   f"or list also '{SHARED}': all outputs on one scale, the largest value of their maps (`video-iba "
+                   f"redraw OUT/<stem>.npz --vmax V` draws one again on another scale without explaining again)")
     ex.option("--out", default="out", help="output folder (default: out)")
     vg = ex.add_argument_group("videos")
     _range_options(ex, vg)
@@ -454,6 +455,9 @@ def _cmd_explain(args: argparse.Namespace) -> None:
             inputs = f"{counts.inputs} input{'' if counts.inputs == 1 else 's'}"
             print(f"{inputs}: {counts.done} explained" + (f" ({', '.join(again)})" if again else "")
                   + f", {counts.skipped} done before, {counts.failed} failed (see the manifest)")
+            if counts.vmax is not None:
+                print(f"one colour scale for all: 0 to {counts.vmax:.4g}, the largest value of their maps "
+                      f"({counts.redrawn} drawn again for it)")
             print(f"wrote {os.path.join(args.out, MANIFEST)}")
         return
     t0 = time.perf_counter()

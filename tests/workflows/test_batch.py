@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from ..helpers import break_one_photo, run_cli, torchrun
@@ -27,8 +28,6 @@ def batch_dir(photo_dir, tmp_path):  # type: ignore[no-untyped-def]
 
 
 def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import numpy as np
-
     import video_iba.workflows.session as session
 
     loads = []
@@ -61,8 +60,6 @@ def test_folder_manifest_failures_and_resume(batch_dir, tmp_path, capsys, monkey
 
 
 def test_photos_fitted_together_get_their_maps_alone(batch_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import numpy as np
-
     fast = ["--model", "resnet18", "--weights", "random", "--steps", "3", "--samples", "2"]
     alone = str(tmp_path / "alone")
     assert run_cli(["explain", str(batch_dir), *fast, "--batch-size", "1", "--out", alone], capsys)[0] == 0
@@ -113,9 +110,12 @@ def test_list_file_and_a_killed_run(batch_dir, tmp_path, capsys) -> None:  # typ
 
 def test_batch_on_two_gloo_processes(batch_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "out")
-    run = torchrun(["explain", str(batch_dir), "--method", "saliency", "--out", out])
+    run = torchrun(["explain", str(batch_dir), "--method", "saliency", "--vmax", "shared", "--out", out])
     assert run.returncode == 0, run.stderr[-3000:]
     assert "4 inputs: 3 explained, 0 done before, 1 failed" in run.stdout
+    assert run.stdout.count("one colour scale for all") == 1 and "(2 drawn again for it)" in run.stdout
+    scales = [_scale(p) for r in _manifest(out) for p in r.get("output", []) if p.endswith(".npz")]
+    assert len(scales) == 3 and {drawn for drawn, _ in scales} == {max(peak for _, peak in scales)}  # over both ranks
     rows = _manifest(out)
     assert sorted(os.path.basename(r["input"]) for r in rows) == ["broken.jpg", "chelsea.jpg", "coffee.jpg",
                                                                    "rocket.jpg"]
@@ -139,3 +139,67 @@ def test_a_checkpoint_rewritten_in_place_explains_the_folder_again(photo_dir, tm
     torch.save(torchvision.models.resnet18().state_dict(), ckpt)
     code, stdout, err = run_cli(args, capsys)
     assert code == 0 and "3 explained (3 again as the settings changed)" in stdout, err
+
+
+def _scale(npz: str) -> tuple[float, float]:
+    """The top of the colour scale an output is drawn with, and its map's largest value drawn."""
+    from video_iba.results import load
+
+    res = load(npz)
+    values = res.values.numpy() if hasattr(res.values, "numpy") else np.asarray(res.values)
+    return float(res.meta["vmax"]), float(res.unit.magnitude(values).max())
+
+
+def _bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def test_a_folder_on_one_colour_scale(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "out")
+    args = ["explain", photo_dir, "--method", "saliency", "--vmax", "shared", "--out", out]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    scales = {n: _scale(os.path.join(out, f"{n}.npz")) for n in ("chelsea", "coffee", "rocket")}
+    top = max(peak for _drawn, peak in scales.values())
+    assert all(drawn == top for drawn, _peak in scales.values())  # every one at the largest value of all
+    assert sum(peak < top for _drawn, peak in scales.values()) == 2
+    assert f"one colour scale for all: 0 to {top:.4g}, the largest value of their maps (2 drawn again for it)" in stdout
+    # drawn as explain draws the photo alone with that number
+    low = min(scales, key=lambda n: scales[n][1])
+    alone = str(tmp_path / "alone")
+    assert run_cli(["explain", os.path.join(photo_dir, f"{low}.jpg"), "--method", "saliency", "--vmax", repr(top),
+                    "--out", alone], capsys)[0] == 0
+    assert _bytes(os.path.join(out, f"{low}.png")) == _bytes(os.path.join(alone, f"{low}.png"))
+    # a rerun with nothing new draws nothing again
+    before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out) if n.endswith(".png")}
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0 and "0 explained, 3 done before" in stdout and "(0 drawn again for it)" in stdout, err
+    assert before == {n: os.path.getmtime(os.path.join(out, n)) for n in before}
+    # one file has no other to share a scale with
+    code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--vmax", "shared", "--out",
+                            str(tmp_path / "one")], capsys)
+    assert code == 2 and "--vmax shared puts the outputs of a folder or a .txt list" in err
+    assert "coffee.jpg' is one file; give a number" in err and not os.path.exists(tmp_path / "one")
+
+
+def test_videos_of_a_folder_on_one_colour_scale(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ..videos import encode, moving_square
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    encode(str(d / "a.mp4"), frames=20, size=(112, 112), fps=10, content=moving_square)
+    encode(str(d / "b.mp4"), frames=30, size=(160, 112), fps=15, content=lambda i, s: moving_square(i, s)[::-1])
+    fast = ["--model", "r3d_18", "--weights", "random", "--method", "saliency", "--keyframes", "2"]
+    out = str(tmp_path / "out")
+    code, stdout, err = run_cli(["explain", str(d), *fast, "--vmax", "shared", "--out", out], capsys)
+    assert code == 0, err
+    scales = {n: _scale(os.path.join(out, f"{n}.npz")) for n in ("a", "b")}
+    top = max(peak for _drawn, peak in scales.values())
+    assert {drawn for drawn, _peak in scales.values()} == {top} and "(1 drawn again for it)" in stdout
+    low = min(scales, key=lambda n: scales[n][1])
+    alone = str(tmp_path / "alone")
+    code, _, err = run_cli(["explain", str(d / f"{low}.mp4"), *fast, "--vmax", repr(top), "--out", alone], capsys)
+    assert code == 0, err
+    for name in (f"{low}.mp4", f"{low}-keyframes.png"):
+        assert _bytes(os.path.join(out, name)) == _bytes(os.path.join(alone, name)), name

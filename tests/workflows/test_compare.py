@@ -514,13 +514,15 @@ def test_a_shared_scale_is_the_largest_value_of_the_bits_maps(video, photo_dir, 
     assert run("shared") == [max(own), max(own)]
 
 
-def test_explain_refuses_a_shared_scale_before_any_work(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from video_iba.workflows import Session, explain_batch, explain_file
+def test_explain_of_one_file_refuses_a_shared_scale_before_any_work(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.workflows import Session, explain_file
+    from video_iba.workflows.explain import explain_photos
 
     out = str(tmp_path / "out")
-    with pytest.raises(UserInputError, match="then redraw the outputs on one scale with `video-iba redraw OUT"):
-        explain_file(Session.open(Settings(model="efficientnet_lite0")), os.path.join(photo_dir, "coffee.jpg"), out,
-                     Options(vmax="shared"))
-    with pytest.raises(UserInputError, match="explain draws each file on its own"):
-        explain_batch(photo_dir, Settings(), out, Options(vmax="shared"))
+    session = Session.open(Settings(model="efficientnet_lite0"))
+    with pytest.raises(UserInputError, match="of a folder or a .txt list of inputs on one colour scale and '.*coffee.jpg' "
+                                             "is one file"):
+        explain_file(session, os.path.join(photo_dir, "coffee.jpg"), out, Options(vmax="shared"))
+    with pytest.raises(UserInputError, match="explain_photos draws each photo on its own"):
+        explain_photos(session, [os.path.join(photo_dir, "coffee.jpg")], [out], Options(vmax="shared"))
     assert not os.path.exists(out)

@@ -13,6 +13,11 @@ Under torchrun each rank takes every ``world``-th input and appends to its own
 ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` at the end. A rerun skips
 every input with an ``ok`` line in any manifest, so a killed run loses nothing already written,
 and a failing input is recorded and does not stop the others.
+
+With ``vmax="shared"`` every output is drawn on its own scale as it is explained (a stopped run
+leaves usable files), then, once all are done, those not yet on one colour scale, the largest
+value of all the batch's maps, are drawn again from their ``.npz`` (as ``video-iba redraw``
+does; a rerun with nothing new draws nothing).
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from ..files import ensure_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
-from .explain import Options, explain_file, explain_photos, refuse_shared
+from .explain import SHARED, Options, explain_file, explain_photos
 from .inputs import plan_input
 from .outputs import batch_inputs_outside, folder_lock, output_stems
+from .redraw import Redraw, check_files, redraw, shared_top
 from .session import Progress, Session, Sessions, Settings, no_progress
 
 log = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ class BatchCounts:
     changed: int = 0
     missing: int = 0
     lead: bool = True
+    vmax: float | None = None
+    redrawn: int = 0
 
 
 def fingerprint(settings: Settings, options: Options, session: Session | None = None,
@@ -102,7 +110,6 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if (settings is None) == (session is None):
         raise UserInputError("give explain_batch either settings (registry models) or an open session with "
                              "settings=None, " + ("not both" if session is not None else "not neither"))
-    refuse_shared(options)
     inputs, base = batch_inputs(path)
     inputs = batch_inputs_outside(inputs, base, out_dir, isinstance(path, (str, os.PathLike)) and os.path.isdir(path))
     if session is not None:
@@ -129,13 +136,15 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             digests[name] = weights_digest(session.model if session is not None else sessions.open(name).model)
             same_on_every_rank(digests[name], f"the weights of {name}")
 
+        own_scale = dataclasses.replace(options, vmax=None) if options.vmax == SHARED else options
+
         def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception]:
             opened = session_for(paths[0])
             if len(paths) > 1 or not is_video_file(paths[0]):
                 return [r if isinstance(r, Exception) else r.manifest
-                        for r in explain_photos(opened, paths, subs, options, [stems[p] for p in paths])]
+                        for r in explain_photos(opened, paths, subs, own_scale, [stems[p] for p in paths])]
             plan = plan_input(paths[0], opened.spec, options.span)
-            return [explain_file(opened, plan, subs[0], options, stem=stems[paths[0]]).manifest]
+            return [explain_file(opened, plan, subs[0], own_scale, stem=stems[paths[0]]).manifest]
 
         def groups(todo: Sequence[str]) -> list[list[str]]:
             """Runs of photos explained by one model, as many as the model's fits take; videos alone
@@ -154,10 +163,31 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         own = digests.get(session.spec.name) if session is not None else None
         counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(chosen, options, session, own),
                            groups)
+        vmax = None
+        if options.vmax == SHARED:
+            vmax, counts["redrawn"] = _share_scale(inputs, out_dir, progress)
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0
     return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], totals["changed"],
-                       totals["missing"], lead)
+                       totals["missing"], lead, vmax, totals.get("redrawn", 0))
+
+
+def _share_scale(inputs: Sequence[str], out_dir: str, progress: Progress) -> tuple[float | None, int]:
+    """Draw every explained input of the batch on one colour scale, the largest value of their maps
+    (on every rank, each drawing its share of them); the top of that scale (``None`` where none was
+    explained) and how many outputs this rank drew again (those drawn on another scale)."""
+    finished = _finished(out_dir)
+    npzs = [o for p in inputs for o in finished.get(os.path.abspath(p), {}).get("output", []) if o.endswith(".npz")]
+    mine = shard(npzs)
+    scales = check_files(mine)
+    every = [s for part in gather(scales) for s in part]
+    if not every:
+        return None, 0
+    top = shared_top(every)
+    stale = [p for p, s in zip(mine, scales) if s.drawn != top]
+    if stale:
+        redraw(stale, Redraw(vmax=top), progress)
+    return top, len(stale)
 
 
 def _refuse_other_kind(inputs: Sequence[str], session: Session) -> None:

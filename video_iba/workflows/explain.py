@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 #: A video's maps larger than this are kept in a temporary file until they are saved.
 SPILL_BYTES = 2 ** 30
-#: ``vmax`` for one colour scale over several maps: the largest value among them (comparisons; redraw).
+#: ``vmax`` for one colour scale over several maps: the largest value among them (comparisons, batches, redraw).
 SHARED = "shared"
 #: The fit's settings copied into a video's metadata from its first window.
 FIT_META = ("layer", "beta", "steps", "samples", "lr", "alpha_init", "smoothing_sigmas", "min_std", "stats",
@@ -94,7 +94,8 @@ class Options:
         span: A video's range, window stride and crop coverage.
         layout: A video's ``"side-by-side"`` (original | overlay) or ``"overlay"`` only.
         vmax: Top of the colour scale in the map's unit per pixel or voxel (default: the map's
-            largest value); in a comparison also ``"shared"``: the largest value of its bits maps.
+            largest value); or ``"shared"``: the largest value of the maps of a comparison (its
+            bits maps) or of a batch (:func:`~video_iba.workflows.batch.explain_batch`).
         keyframes: A video's keyframe sheet: this many overlay frames, the middle one of each
             of as many equal parts of the range, in one PNG ``OUT/<stem>-keyframes.png`` with
             the per-frame strip (0: none; at most :data:`MAX_KEYFRAMES`).
@@ -103,7 +104,7 @@ class Options:
     target: str | int | None = None
     span: Range = field(default_factory=Range)
     layout: str = "side-by-side"
-    vmax: float | None = None
+    vmax: float | str | None = None
     keyframes: int = 0
 
     def __post_init__(self) -> None:
@@ -196,6 +197,7 @@ class MapStore:
 def explain_path(path: str, settings: Settings, out_dir: str, options: Options = Options(),
                  progress: Progress = no_progress) -> Explained:
     """Explain one photo or video file with a new session (see :func:`explain_file`)."""
+    refuse_shared(options, f"'{path}' is one file")
     ensure_writable_dir(out_dir)  # before any work
     plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
                       options.span)
@@ -217,7 +219,8 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
         progress: Progress reporting (the command line passes tqdm bars).
         stem: The outputs' name without suffix (default: the input's stem).
     """
-    refuse_shared(options)
+    refuse_shared(options, f"'{plan if isinstance(plan, (str, os.PathLike)) else plan.path}' is one file (explain "
+                           f"several with explain_batch)")
     if isinstance(plan, (str, os.PathLike)):
         if os.path.isdir(plan):
             raise UserInputError(f"'{os.fspath(plan)}' is a folder; explain its inputs with explain_batch, as "
@@ -248,12 +251,12 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
         store.close()
 
 
-def refuse_shared(options: Options) -> None:
-    """Refuse a ``shared`` colour scale where each file is drawn on its own."""
+def refuse_shared(options: Options, what: str) -> None:
+    """Refuse a ``shared`` colour scale where ``what`` (e.g. "'a.jpg' is one file") is drawn on its own."""
     if options.vmax == SHARED:
-        raise UserInputError(f"{{vmax}} {SHARED} gives several maps one colour scale and explain draws each file on "
-                             f"its own; give a number, or explain and then redraw the outputs on one scale with "
-                             f"`video-iba redraw OUT --vmax {SHARED}`", options=["vmax"])
+        raise UserInputError(f"{{vmax}} {SHARED} puts the outputs of a folder or a .txt list of inputs on one colour "
+                             f"scale and {what}; give a number, or nothing (each map its own largest value)",
+                             options=["vmax"])
 
 
 def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0) -> list[str]:
@@ -463,7 +466,7 @@ def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[st
     """Explain several photos with one model as :func:`explain_file` does one, each written on its
     own; the per-sample bottleneck fits the session's batch size of them at once. Each photo's
     result, or the exception it failed with (one photo's failure leaves the others alone)."""
-    refuse_shared(options)
+    refuse_shared(options, "explain_photos draws each photo on its own (explain_batch shares a scale)")
     results: list[Explained | Exception | None] = [None] * len(paths)
     jobs: list[tuple[int, _PhotoJob]] = []
     target = resolve_target(options.target, session.labels)

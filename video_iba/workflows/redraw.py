@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -116,14 +116,8 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
                              f"folder holding the inputs, or redraw them one at a time", options=["source"])
     if how.out_dir is not None:
         ensure_writable_dir(how.out_dir)
-    peaks = [_check(path, rel, how) for path, rel in files]
-    vmax = how.vmax
-    if vmax == SHARED:
-        units = sorted({unit for unit, _peak in peaks})
-        if len(units) > 1:
-            raise UserInputError(f"one colour scale ({{vmax}} {SHARED}) needs maps in one unit and these are in "
-                                 f"{' and '.join(units)}; redraw them separately", options=["vmax"])
-        vmax = max(max(peak for _unit, peak in peaks), 1e-12)
+    checked = [_check(path, rel, how) for path, rel in files]
+    vmax = shared_top(checked) if how.vmax == SHARED else how.vmax
     if len(files) == 1:
         return [_redraw_one(*files[0], how, vmax, progress)]
     done = []
@@ -137,13 +131,41 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
     return done
 
 
+class Scale(NamedTuple):
+    """How an explanation is drawn: its map's unit, the largest value the map draws, and the top of
+    the colour scale its drawing now has."""
+
+    unit: str
+    peak: float
+    drawn: float
+
+
+def check_files(paths: Sequence[str], how: Redraw = Redraw()) -> list[Scale]:
+    """Read the ``.npz`` files ``paths`` and check their sources (as :func:`redraw` does before
+    drawing); the scale of each."""
+    return [_check(p, "", how) for p in paths]
+
+
+def shared_top(scales: Sequence[Scale]) -> float:
+    """The top of one colour scale for all of ``scales``: the largest value among them.
+
+    Raises:
+        UserInputError: maps in different units.
+    """
+    units = sorted({s.unit for s in scales})
+    if len(units) > 1:
+        raise UserInputError(f"one colour scale ({{vmax}} {SHARED}) needs maps in one unit and these are in "
+                             f"{' and '.join(units)}; redraw them separately", options=["vmax"])
+    return scale_top(np.asarray([s.peak for s in scales], dtype=np.float64))
+
+
 def _load(path: str) -> Attribution | ClipAttribution:
     if not path.lower().endswith(".npz"):
         raise UserInputError(f"'{path}' is not an .npz file; give the .npz written by `video-iba explain` next to "
                              f"its figure or video")
     result = load(path)
     needs = (["title", "top5", "vmax", "sampling", "resized", "crop", "layout"] if isinstance(result, ClipAttribution)
-             else ["details", "top5", "target_label", "target_probability"])
+             else ["details", "top5", "target_label", "target_probability", "vmax"])
     lacking = [k for k in needs if k not in result.meta]
     if isinstance(result, ClipAttribution) and result.class_names is None:
         lacking.append("class names")
@@ -185,20 +207,22 @@ def _source(path: str, rel: str, result: Attribution | ClipAttribution, how: Red
     return where
 
 
-def _check(path: str, rel: str, how: Redraw) -> tuple[str, float]:
-    """Read ``path`` and check its source; its unit and the largest value it draws."""
+def _check(path: str, rel: str, how: Redraw) -> Scale:
+    """Read ``path`` and check its source."""
     result = _load(path)
     source = _source(path, rel, result, how)
+    drawn = float(result.meta["vmax"])
     if isinstance(result, ClipAttribution):
         _clip_plan(path, result, source)
-        return result.unit.value, result.peak()
+        return Scale(result.unit.value, result.peak(), drawn)
     given = [name for name, value in (("layout", how.layout), ("keyframes", how.keyframes)) if value is not None]
     if given:
         named = ", ".join("{" + g + "}" for g in given)
         raise UserInputError(f"{named} appl{'ies' if len(given) == 1 else 'y'} to videos and '{path}' explains a "
                              f"photo; drop {'it' if len(given) == 1 else 'them'}", options=given)
     _same_size(path, result, source, probe_image(source))  # the header only; drawing decodes it
-    return result.unit.value, scale_top(result.unit.magnitude(result.values.numpy()))
+    shown = result.unit.magnitude(result.values.numpy())
+    return Scale(result.unit.value, float(shown.max()) if shown.size else 0.0, drawn)
 
 
 def _different(path: str, source: str, what: str, kind: str = "video") -> UserInputError:
