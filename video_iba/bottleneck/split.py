@@ -119,22 +119,8 @@ class CachedSuffix:
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise SplitError(f"torch.fx could not trace the model ({type(exc).__name__}: {first})") from exc
         order = list(graph.nodes)
-        bs: list[fx.Node] = []
-        for layer in layers:
-            calls = [n for n in order if n.op == "call_module" and n.target == layer]
-            if len(calls) != 1:
-                raise SplitError(f"layer '{layer}' appears {len(calls)} times in the traced graph")
-            bs.append(calls[0])
-        depends = set(bs)
-        for n in order[min(order.index(b) for b in bs):]:
-            if n not in depends and any(a in depends for a in n.all_input_nodes):
-                depends.add(n)
-        for b, layer in zip(bs, layers):
-            if any(a in depends for a in _ancestors(b)):
-                raise SplitError(f"layer '{layer}' lies after another bottleneck layer")
-        out_node = next(n for n in order if n.op == "output")
-        if out_node not in depends:
-            raise SplitError("the model output does not depend on the bottleneck layers")
+        bs = _bottleneck_nodes(order, layers)
+        depends = _dependents(order, bs, layers)
         suffix = [n for n in order if n in depends and n not in bs]
         consts: list[fx.Node] = []
         frontier: list[fx.Node] = []
@@ -151,34 +137,16 @@ class CachedSuffix:
         for n in consts + suffix:
             env[n] = sg.node_copy(n, lambda a: env[a])
         self._suffix = fx.GraphModule(model, sg)
-
-        # the prefix: the model's inputs (also where the frontier is computed from weights alone,
-        # as MViT's position embedding), the frontier's ancestors, and the in-place updates of
-        # those whose result nobody reads (``pos.add_(...)``)
-        needed: set[fx.Node] = {n for n in order if n.op == "placeholder"}
-        for f in frontier:
-            needed |= _ancestors(f) | {f}
-        grew = True
-        while grew:
-            grew = False
-            for n in order:
-                if n not in needed and n not in depends and not n.users and n.op in ("call_method", "call_function") \
-                        and any(a in needed for a in n.all_input_nodes):
-                    needed |= _ancestors(n) | {n}
-                    grew = True
-        pg = fx.Graph()
-        penv: dict[fx.Node, fx.Node] = {}
-        for n in order:
-            if n in needed:
-                penv[n] = pg.node_copy(n, lambda a: penv[a])
-        pg.output(tuple(penv[f] for f in frontier))
-        self._prefix = fx.GraphModule(model, pg)
-
+        self._prefix = _prefix_module(model, order, frontier, depends)
         self._x = x
         self._cache: dict[tuple[int, tuple[int, int] | None], tuple[Any, ...]] = {}
         self.layers = list(layers)
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
+        self._rewrite(rs, logits, fuse)
+
+    def _rewrite(self, rs: Sequence[torch.Tensor], logits: torch.Tensor, fuse: bool) -> None:
+        """Apply each rewrite of the suffix that keeps its logits (noted), and check the suffix."""
         checked = False  # whether self._suffix as it is now was checked
         rewrites: list[tuple[Callable[[fx.GraphModule], fx.GraphModule | None], str]] = [
             (_fold_batchnorm, "batch norm folded into the convolutions")]
@@ -240,6 +208,58 @@ def _check_split(run: Callable[[Sequence[torch.Tensor]], Any], rs: Sequence[torc
     err = float((out.float() - ref.float()).abs().max())
     if err > tol:
         raise SplitError(f"{what} gives logits that differ from the model's by {err:.3g}")
+
+
+def _bottleneck_nodes(order: Sequence[fx.Node], layers: Sequence[str]) -> list[fx.Node]:
+    """The call of each layer in the traced graph (exactly one each)."""
+    bs: list[fx.Node] = []
+    for layer in layers:
+        calls = [n for n in order if n.op == "call_module" and n.target == layer]
+        if len(calls) != 1:
+            raise SplitError(f"layer '{layer}' appears {len(calls)} times in the traced graph")
+        bs.append(calls[0])
+    return bs
+
+
+def _dependents(order: Sequence[fx.Node], bs: Sequence[fx.Node], layers: Sequence[str]) -> set[fx.Node]:
+    """The bottleneck nodes and every node computed from them; refuses a bottleneck after another
+    and an output that depends on none."""
+    depends = set(bs)
+    for n in order[min(order.index(b) for b in bs):]:
+        if n not in depends and any(a in depends for a in n.all_input_nodes):
+            depends.add(n)
+    for b, layer in zip(bs, layers):
+        if any(a in depends for a in _ancestors(b)):
+            raise SplitError(f"layer '{layer}' lies after another bottleneck layer")
+    if next(n for n in order if n.op == "output") not in depends:
+        raise SplitError("the model output does not depend on the bottleneck layers")
+    return depends
+
+
+def _prefix_module(model: nn.Module, order: Sequence[fx.Node], frontier: Sequence[fx.Node],
+                   depends: set[fx.Node]) -> fx.GraphModule:
+    """The network computing the suffix's other inputs (``frontier``): the model's inputs (also
+    where the frontier is computed from weights alone, as MViT's position embedding), the
+    frontier's ancestors, and the in-place updates of those whose result nobody reads
+    (``pos.add_(...)``)."""
+    needed: set[fx.Node] = {n for n in order if n.op == "placeholder"}
+    for f in frontier:
+        needed |= _ancestors(f) | {f}
+    grew = True
+    while grew:
+        grew = False
+        for n in order:
+            if n not in needed and n not in depends and not n.users and n.op in ("call_method", "call_function") \
+                    and any(a in needed for a in n.all_input_nodes):
+                needed |= _ancestors(n) | {n}
+                grew = True
+    pg = fx.Graph()
+    penv: dict[fx.Node, fx.Node] = {}
+    for n in order:
+        if n in needed:
+            penv[n] = pg.node_copy(n, lambda a: penv[a])
+    pg.output(tuple(penv[f] for f in frontier))
+    return fx.GraphModule(model, pg)
 
 
 def _ancestors(node: fx.Node) -> set[fx.Node]:
