@@ -189,13 +189,8 @@ def fit_inputs(
     Returns:
         One :class:`FitResult` per input.
     """
+    _check_fit(rs, stats, targets, generators, precision)
     k = len(targets)
-    if not rs or k == 0 or len(stats) != k or len(generators) != k:
-        raise ValueError("need targets, generators and statistics for every input")
-    if any(len(st) != len(rs) for st in stats):
-        raise ValueError("need one statistics object per bottleneck")
-    if any(r.shape[0] != k for r in rs):
-        raise ValueError(f"every bottleneck tensor needs {k} rows, one per input")
     shapes = [tuple(r.shape[1:]) for r in rs]
     dtypes = [r.dtype for r in rs]  # the network's; the fit runs in at least float32
     rs = [r.to(working_dtype(r.dtype)) for r in rs]
@@ -207,17 +202,11 @@ def fit_inputs(
               for sh, r in zip(shapes, rs)]
     total = float(sum(math.prod(sh) for sh in shapes))
     opt = torch.optim.Adam(alphas, lr=cfg.lr)
-    chunks = _chunks(cfg.samples, cfg.micro_batch or cfg.samples)
     per_pass = cfg.inputs_per_pass or k
     groups = [range(a, min(a + per_pass, k)) for a in range(0, k, per_pass)]
-    device = rs[0].device
-    target_rows = torch.tensor(list(targets), device=device, dtype=torch.long)
+    passes = _Passes(runner, rs, noises, generators, dtypes, groups, _chunks(cfg.samples, cfg.micro_batch or cfg.samples),
+                     cfg.samples, torch.tensor(list(targets), device=rs[0].device, dtype=torch.long), precision)
     results = [FitResult(capacities=[], lams=[]) for _ in range(k)]
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    autocast = (torch.autocast(device_type=device.type, dtype=PRECISIONS[precision]) if precision != "fp32"
-                else contextlib.nullcontext())
-    loss_scale = FP16_LOSS_SCALE if precision == "fp16" else 1.0
     for step in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
         lams = [smooth(torch.sigmoid(a), sg) for a, sg in zip(alphas, sigmas)]
@@ -236,32 +225,7 @@ def fit_inputs(
             if on_step is not None:
                 on_step(step, float("nan"), sum(infos) / k)
             break
-        # each network pass is differentiated with respect to the masks alone and its graph freed at
-        # once; the masks' own graph (sigmoid, smoothing, capacity) is differentiated once at the end
-        ce_rows = torch.zeros(k, dtype=torch.float64, device=device)
-        lam_grads = [torch.zeros_like(lam) for lam in lams]
-        for group in groups:
-            rows, kg = slice(group.start, group.stop), len(group)
-            for m in chunks:
-                leaves = [lam[rows].detach().requires_grad_(True) for lam in lams]
-                zs = _replicas(rs, leaves, noises, group, m, generators, dtypes)
-                with autocast:
-                    logits = runner(zs) if len(groups) == 1 else runner(zs, group)
-                per_row = F.cross_entropy(logits.float(), target_rows[rows].repeat_interleave(m), reduction="none")
-                ce = per_row.reshape(kg, m).sum(1) / cfg.samples
-                ce_rows[rows] += ce.detach().double()
-                grads = torch.autograd.grad(ce.sum() * loss_scale, leaves, allow_unused=True)
-                for acc, g in zip(lam_grads, grads):
-                    if g is not None:  # None: a bottleneck the logits do not depend on
-                        acc[rows] += g
-        if not bool(torch.isfinite(ce_rows).all()):
-            raise NonFiniteFit(f"the network's loss on the noisy feature maps is not finite at step {step} (it "
-                               f"computes NaN or infinity from noise the input itself never gives)")
-        if loss_scale != 1.0:
-            for g in lam_grads:
-                g /= loss_scale
-            if not all(bool(torch.isfinite(g).all()) for g in lam_grads):
-                raise PrecisionError(f"the network's gradients overflowed in {precision} at step {step}")
+        ce_rows, lam_grads = passes.gradients(lams, step)
         surrogate = cfg.beta * info.sum() + sum((lam * g).sum() for lam, g in zip(lams, lam_grads))
         surrogate.backward()
         opt.step()
@@ -270,14 +234,80 @@ def fit_inputs(
             res.info.append(float(value))
         if on_step is not None:
             on_step(step, float(ce_rows.mean()), sum(infos) / k)
-    # what the network makes of the noise alone (after the fit: its draws change none of the fit's)
-    m = chunks[0]
-    with torch.no_grad(), autocast:
-        for group in groups:
-            closed = [torch.zeros((len(group), *sh), device=r.device, dtype=r.dtype) for r, sh in zip(rs, shapes)]
-            zs = _replicas(rs, closed, noises, group, m, generators, dtypes)
-            logits = runner(zs) if len(groups) == 1 else runner(zs, group)
-            probs = logits.float().softmax(-1).reshape(len(group), m, -1).mean(1)
-            for i, p in zip(group, probs):
-                results[i].noise_probs = p.cpu()
+    for res, probs in zip(results, passes.noise_probs()):
+        res.noise_probs = probs
     return results
+
+
+def _check_fit(rs: Sequence[torch.Tensor], stats: Sequence[Sequence[Statistics]], targets: Sequence[int],
+               generators: Sequence[torch.Generator], precision: str) -> None:
+    k = len(targets)
+    if not rs or k == 0 or len(stats) != k or len(generators) != k:
+        raise ValueError("need targets, generators and statistics for every input")
+    if any(len(st) != len(rs) for st in stats):
+        raise ValueError("need one statistics object per bottleneck")
+    if any(r.shape[0] != k for r in rs):
+        raise ValueError(f"every bottleneck tensor needs {k} rows, one per input")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+class _Passes:
+    """The network passes of a fit: the noisy replicas of each group of inputs, micro-batch by
+    micro-batch (``chunks``), under autocast in ``precision``."""
+
+    def __init__(self, runner: Runner, rs: Sequence[torch.Tensor], noises: Sequence[_Noise],
+                 generators: Sequence[torch.Generator], dtypes: Sequence[torch.dtype], groups: Sequence[range],
+                 chunks: Sequence[int], samples: int, targets: torch.Tensor, precision: str) -> None:
+        self.runner, self.rs, self.noises, self.generators, self.dtypes = runner, rs, noises, generators, dtypes
+        self.groups, self.chunks, self.samples = groups, chunks, samples
+        self.targets, self.precision = targets, precision
+        self.loss_scale = FP16_LOSS_SCALE if precision == "fp16" else 1.0
+
+    def _run(self, zs: list[torch.Tensor], group: range) -> torch.Tensor:
+        autocast = (torch.autocast(device_type=zs[0].device.type, dtype=PRECISIONS[self.precision])
+                    if self.precision != "fp32" else contextlib.nullcontext())
+        with autocast:
+            return self.runner(zs) if len(self.groups) == 1 else self.runner(zs, group)
+
+    def gradients(self, lams: Sequence[torch.Tensor], step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Each input's cross-entropy ``(K,)`` (float64) and the gradient of their sum with respect
+        to each mask ``lams``. Each network pass is differentiated with respect to the masks alone
+        and its graph freed at once; the masks' own graph (sigmoid, smoothing, capacity) is left to
+        the caller, differentiated once."""
+        ce_rows = torch.zeros(len(self.targets), dtype=torch.float64, device=self.targets.device)
+        lam_grads = [torch.zeros_like(lam) for lam in lams]
+        for group in self.groups:
+            rows, kg = slice(group.start, group.stop), len(group)
+            for m in self.chunks:
+                leaves = [lam[rows].detach().requires_grad_(True) for lam in lams]
+                zs = _replicas(self.rs, leaves, self.noises, group, m, self.generators, self.dtypes)
+                logits = self._run(zs, group)
+                per_row = F.cross_entropy(logits.float(), self.targets[rows].repeat_interleave(m), reduction="none")
+                ce = per_row.reshape(kg, m).sum(1) / self.samples
+                ce_rows[rows] += ce.detach().double()
+                grads = torch.autograd.grad(ce.sum() * self.loss_scale, leaves, allow_unused=True)
+                for acc, g in zip(lam_grads, grads):
+                    if g is not None:  # None: a bottleneck the logits do not depend on
+                        acc[rows] += g
+        if not bool(torch.isfinite(ce_rows).all()):
+            raise NonFiniteFit(f"the network's loss on the noisy feature maps is not finite at step {step} (it "
+                               f"computes NaN or infinity from noise the input itself never gives)")
+        if self.loss_scale != 1.0:
+            for g in lam_grads:
+                g /= self.loss_scale
+            if not all(bool(torch.isfinite(g).all()) for g in lam_grads):
+                raise PrecisionError(f"the network's gradients overflowed in {self.precision} at step {step}")
+        return ce_rows, lam_grads
+
+    def noise_probs(self) -> list[torch.Tensor]:
+        """What the network makes of the noise alone, every bottleneck closed: each input's class
+        probabilities over one micro-batch of replicas (after the fit: its draws change none of the fit's)."""
+        m, out = self.chunks[0], []
+        with torch.no_grad():
+            for group in self.groups:
+                closed = [torch.zeros((len(group), *r.shape[1:]), device=r.device, dtype=r.dtype) for r in self.rs]
+                zs = _replicas(self.rs, closed, self.noises, group, m, self.generators, self.dtypes)
+                logits = self._run(zs, group)
+                out.extend(logits.float().softmax(-1).reshape(len(group), m, -1).mean(1).cpu())
+        return out
