@@ -392,15 +392,7 @@ def estimate(
     names = layer_names(model, layer, distinct=pools is None)
     if isinstance(batches, torch.Tensor):  # one batch (iterating it would give its inputs without a batch axis)
         batches = [batches]
-    if pools is not None:
-        if pool is not None:
-            raise UserInputError("give {pool} or {pools}, not both", options=["pool", "pools"])
-        if len(pools) != len(names):
-            raise UserInputError(f"give one pool per layer: {len(pools)} pools for {len(names)} layers")
-        keys = [(n, None if p is None else tuple(p)) for n, p in zip(names, pools)]
-        if len(set(keys)) != len(keys):
-            raise UserInputError(f"each (layer, pool) pair must be distinct, got {keys}")
-    per_layer = list(pools) if pools is not None else [pool] * len(names)
+    per_layer = _pools(names, pool, pools)
     unique = list(dict.fromkeys(names))
     modules = [get_module(model, name, LAYER_HINT) for name in unique]
     layouts = dict(zip(names, layouts_for(model, names, tokens)))
@@ -411,18 +403,7 @@ def estimate(
     with frozen(model):
         dtype = model_dtype(model)
         for xb in batches:
-            xb = _batch_inputs(xb)
-            if not isinstance(xb, torch.Tensor):
-                raise UserInputError(f"batches must be tensors (N, C, H, W) or clips (N, C, T, H, W), got "
-                                     f"{type(xb).__name__}; a multi-pathway model builds its pathways with {{pack}}",
-                                     options=["pack"])
-            if xb.dim() not in (4, 5):
-                raise UserInputError(f"a batch must be (N, C, H, W) or clips (N, C, T, H, W), got shape "
-                                     f"{tuple(xb.shape)}; add a batch axis to one input with x[None]")
-            if xb.dtype != dtype:
-                fix = ("preprocess the pixels with preprocess_image or preprocess_clip" if not xb.is_floating_point()
-                       else f"convert them with x.to({dtype})")
-                raise UserInputError(f"a batch is {xb.dtype} but the model's parameters are {dtype}; {fix}")
+            xb = _checked_batch(_batch_inputs(xb), dtype)
             seen = ests[0].samples if ests is not None else 0
             if max_samples is not None and seen >= max_samples:
                 break
@@ -451,20 +432,59 @@ def estimate(
         ests, owners, input_shape = _merge_ranks(ests, owners, input_shape)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
-    out: list[Statistics] = []
-    for est, (i, j) in zip(ests, owners):
-        info = {"layer": names[i], "input_shape": input_shape, **model_name(model), **(meta or {})}
-        st = est.finalize(min_std=min_std, meta=info)
-        if j == 0:
-            out.append(st)
-        else:
-            out[-1].prefix = st
+    out = _finalised(ests, [(names[i], j) for i, j in owners],
+                     {"input_shape": input_shape, **model_name(model), **(meta or {})}, min_std)
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
     merged = across_ranks and world_size() > 1  # every process holds the same statistics: the first one says so
     if per_position and per_position[0].samples < FEW_SAMPLES and not (merged and rank() != 0):  # per-channel: plenty
         log.warning("statistics estimated from only %d samples (%d recommended)", per_position[0].samples,
                     10 * FEW_SAMPLES)
     return out[0] if isinstance(layer, (str, nn.Module)) or (layer is None and len(names) == 1) else out
+
+
+def _finalised(ests: Sequence[WelfordEstimator], owners: Sequence[tuple[str, int]], meta: dict[str, Any],
+               min_std: float) -> list[Statistics]:
+    """The statistics of each layer from its estimators: ``owners`` gives each estimator's layer and
+    part (0: the layer's map or grid tokens, 1: its prefix tokens, kept as the first's ``prefix``)."""
+    out: list[Statistics] = []
+    for est, (layer, part) in zip(ests, owners):
+        st = est.finalize(min_std=min_std, meta={"layer": layer, **meta})
+        if part == 0:
+            out.append(st)
+        else:
+            out[-1].prefix = st
+    return out
+
+
+def _pools(names: Sequence[str], pool: tuple[int, ...] | None,
+           pools: Sequence[tuple[int, ...] | None] | None) -> list[tuple[int, ...] | None]:
+    """The pool of each layer of ``names``: ``pool`` for all, or ``pools``, one each, checked."""
+    if pools is None:
+        return [pool] * len(names)
+    if pool is not None:
+        raise UserInputError("give {pool} or {pools}, not both", options=["pool", "pools"])
+    if len(pools) != len(names):
+        raise UserInputError(f"give one pool per layer: {len(pools)} pools for {len(names)} layers")
+    keys = [(n, None if p is None else tuple(p)) for n, p in zip(names, pools)]
+    if len(set(keys)) != len(keys):
+        raise UserInputError(f"each (layer, pool) pair must be distinct, got {keys}")
+    return list(pools)
+
+
+def _checked_batch(xb: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Refuse a batch that is not a tensor of images or clips in the model's type."""
+    if not isinstance(xb, torch.Tensor):
+        raise UserInputError(f"batches must be tensors (N, C, H, W) or clips (N, C, T, H, W), got "
+                             f"{type(xb).__name__}; a multi-pathway model builds its pathways with {{pack}}",
+                             options=["pack"])
+    if xb.dim() not in (4, 5):
+        raise UserInputError(f"a batch must be (N, C, H, W) or clips (N, C, T, H, W), got shape "
+                             f"{tuple(xb.shape)}; add a batch axis to one input with x[None]")
+    if xb.dtype != dtype:
+        fix = ("preprocess the pixels with preprocess_image or preprocess_clip" if not xb.is_floating_point()
+               else f"convert them with x.to({dtype})")
+        raise UserInputError(f"a batch is {xb.dtype} but the model's parameters are {dtype}; {fix}")
+    return xb
 
 
 def _batch_inputs(batch: Any) -> Any:
