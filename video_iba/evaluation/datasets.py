@@ -149,37 +149,47 @@ def _checked(name: str, entry: Any, video: bool) -> dict[str, Any]:
     if "box" in entry and not _numbers(entry["box"], 4):
         raise UserInputError(f"annotation of '{name}' needs \"box\": [x0, y0, x1, y1]")
     if "tube" in entry:
-        tube = entry["tube"]
-        if not (isinstance(tube, list) and tube and all(_numbers(k, 5) for k in tube)):
-            raise UserInputError(f"annotation of '{name}': \"tube\" must be a list of keyframes [t, x0, y0, x1, y1] "
-                                 f"(t in seconds)")
-        times = [k[0] for k in tube]
-        if times[0] < 0 or any(b <= a for a, b in zip(times, times[1:])):
-            raise UserInputError(f"annotation of '{name}': the tube's keyframe times must be >= 0 and increasing, got "
-                                 f"{times[:6]}{' ...' if len(times) > 6 else ''}")
-        if "interval" in entry:
-            raise UserInputError(f"annotation of '{name}': a tube's keyframes give its times; drop \"interval\"")
+        _check_tube(name, entry)
     if "interval" in entry:
         iv = entry["interval"]
         if not (_numbers(iv, 2) and 0 <= iv[0] < iv[1]):
             raise UserInputError(f"annotation of '{name}': \"interval\" must be [t0, t1] in seconds with "
                                  f"0 <= t0 < t1, got {iv!r}")
     if "start" in entry:
-        start = entry["start"]
-        several = start if isinstance(start, list) else [start]
-        if start == "tube":
-            if "tube" not in entry and "interval" not in entry:
-                raise UserInputError(f"annotation of '{name}': \"start\": \"tube\" scores the clips covering the "
-                                     f"annotated times; give \"tube\" keyframes or an \"interval\"")
-        elif not (several and len(several) <= MAX_CLIPS_PER_VIDEO and _numbers(several, len(several))
-                  and min(several) >= 0 and len(set(several)) == len(several)):
-            raise UserInputError(f"annotation of '{name}': \"start\" must be a clip's start in seconds >= 0, a list "
-                                 f"of up to {MAX_CLIPS_PER_VIDEO} distinct starts, or \"tube\" (the clips covering "
-                                 f"the annotated times), got {start!r}")
+        _check_start(name, entry)
     target = entry.get("target")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise UserInputError(f"annotation of '{name}': \"target\" must be a class index >= 0, got {target!r}")
     return entry
+
+
+def _check_tube(name: str, entry: dict[str, Any]) -> None:
+    """A tube's keyframes ``[t, x0, y0, x1, y1]``, their times increasing, and no interval besides."""
+    tube = entry["tube"]
+    if not (isinstance(tube, list) and tube and all(_numbers(k, 5) for k in tube)):
+        raise UserInputError(f"annotation of '{name}': \"tube\" must be a list of keyframes [t, x0, y0, x1, y1] "
+                             f"(t in seconds)")
+    times = [k[0] for k in tube]
+    if times[0] < 0 or any(b <= a for a, b in zip(times, times[1:])):
+        raise UserInputError(f"annotation of '{name}': the tube's keyframe times must be >= 0 and increasing, got "
+                             f"{times[:6]}{' ...' if len(times) > 6 else ''}")
+    if "interval" in entry:
+        raise UserInputError(f"annotation of '{name}': a tube's keyframes give its times; drop \"interval\"")
+
+
+def _check_start(name: str, entry: dict[str, Any]) -> None:
+    """A clip's start: seconds, a list of distinct starts, or ``"tube"`` with annotated times."""
+    start = entry["start"]
+    several = start if isinstance(start, list) else [start]
+    if start == "tube":
+        if "tube" not in entry and "interval" not in entry:
+            raise UserInputError(f"annotation of '{name}': \"start\": \"tube\" scores the clips covering the "
+                                 f"annotated times; give \"tube\" keyframes or an \"interval\"")
+    elif not (several and len(several) <= MAX_CLIPS_PER_VIDEO and _numbers(several, len(several))
+              and min(several) >= 0 and len(set(several)) == len(several)):
+        raise UserInputError(f"annotation of '{name}': \"start\" must be a clip's start in seconds >= 0, a list "
+                             f"of up to {MAX_CLIPS_PER_VIDEO} distinct starts, or \"tube\" (the clips covering "
+                             f"the annotated times), got {start!r}")
 
 
 def _check_box(box: Any, name: str, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
