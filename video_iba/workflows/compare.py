@@ -177,31 +177,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     lasts as long as the longest); ``options.keyframes`` adds ``OUT/compare-grid-keyframes.png``,
     each video's still over the next. Or a folder of photos or of videos (sorted, headed by their
     paths in the folder; a folder holding both is refused)."""
-    if isinstance(paths, (str, os.PathLike)):
-        folder = os.fspath(paths)
-        videos = find_videos(folder)  # refuses what is not a folder
-        photos = [] if videos and not has_images(folder) else find_images(folder)
-        if videos and photos:
-            raise UserInputError(f"'{folder}' holds photos and videos (first: '{photos[0]}', '{videos[0]}') and a "
-                                 f"comparison grid holds one kind; give a folder of photos or one of videos")
-        paths = videos or photos
-        if titles is None:
-            titles = [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
-    paths = [os.fspath(p) for p in paths]
-    kinds = {is_video_file(p) for p in paths}
-    if len(kinds) > 1:
-        raise UserInputError(f"'{next(p for p in paths if is_video_file(p))}' is a video and "
-                             f"'{next(p for p in paths if not is_video_file(p))}' a photo; a comparison grid holds "
-                             f"photos or videos, not both")
-    video = kinds == {True}
-    what, most = ("videos", MAX_VIDEO_GRID_ROWS) if video else ("photos", MAX_GRID_ROWS)
-    if not 2 <= len(paths) <= most:
-        raise UserInputError(f"a comparison grid holds 2 to {most} {what}, got {len(paths)}; "
-                             + (f"compare one {what[:-1]} on its own" if len(paths) < 2 else
-                                "give fewer, or explain a folder with `video-iba explain FOLDER`"))
-    titles = [os.path.basename(p) for p in paths] if titles is None else [str(t) for t in titles]
-    if len(titles) != len(paths):
-        raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
+    paths, titles, video = _grid_inputs(paths, titles)
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     classes = _check_targets(targets, options, chosen)
     several = bool(chosen) or bool(classes)
@@ -236,6 +212,39 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         bar.close()
     write_rows(images, out)
     return Grid(out, panels)
+
+
+def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 titles: Sequence[str] | None) -> tuple[list[str], list[str], bool]:
+    """A grid's inputs (a folder's photos or videos, sorted, titled by their paths in it), their
+    titles (default: the file names), and whether they are videos; checked: one kind, 2 to the
+    grid's rows, one title each."""
+    if isinstance(paths, (str, os.PathLike)):
+        folder = os.fspath(paths)
+        videos = find_videos(folder)  # refuses what is not a folder
+        photos = [] if videos and not has_images(folder) else find_images(folder)
+        if videos and photos:
+            raise UserInputError(f"'{folder}' holds photos and videos (first: '{photos[0]}', '{videos[0]}') and a "
+                                 f"comparison grid holds one kind; give a folder of photos or one of videos")
+        paths = videos or photos
+        if titles is None:
+            titles = [Path(os.path.relpath(p, folder)).as_posix() for p in paths]
+    paths = [os.fspath(p) for p in paths]
+    kinds = {is_video_file(p) for p in paths}
+    if len(kinds) > 1:
+        raise UserInputError(f"'{next(p for p in paths if is_video_file(p))}' is a video and "
+                             f"'{next(p for p in paths if not is_video_file(p))}' a photo; a comparison grid holds "
+                             f"photos or videos, not both")
+    video = kinds == {True}
+    what, most = ("videos", MAX_VIDEO_GRID_ROWS) if video else ("photos", MAX_GRID_ROWS)
+    if not 2 <= len(paths) <= most:
+        raise UserInputError(f"a comparison grid holds 2 to {most} {what}, got {len(paths)}; "
+                             + (f"compare one {what[:-1]} on its own" if len(paths) < 2 else
+                                "give fewer, or explain a folder with `video-iba explain FOLDER`"))
+    titles = [os.path.basename(p) for p in paths] if titles is None else [str(t) for t in titles]
+    if len(titles) != len(paths):
+        raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
+    return paths, titles, video
 
 
 def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
