@@ -157,3 +157,36 @@ def _saved(c: ClipAttribution, folder) -> str:  # type: ignore[no-untyped-def]
     path = str(folder / "saved.npz")
     c.save(path)
     return path
+
+
+def test_a_comparison_round_trip_and_its_panels_by_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba import Comparison, Panel
+    from video_iba.results import is_comparison
+
+    photo = Attribution(values=torch.rand(8, 8), unit=Unit.BITS, target=1, meta={"method": "iba"})
+    cam = Attribution(values=torch.rand(8, 8), unit=Unit.GRAD_CAM, target=1, meta={"method": "gradcam"})
+    clip = _clip_result(Unit.LOGIT_DROP)
+    c = Comparison([Panel("/d/a.jpg", "iba", photo), Panel("/d/a.jpg", "gradcam", cam),
+                    Panel("/d/b.mp4", "occlusion8", clip)], {"bits_vmax": 0.5})
+    c.save(tmp_path / "c.npz")
+    assert is_comparison(tmp_path / "c.npz") and not is_comparison(tmp_path / "missing.npz")
+    for back in (Comparison.load(tmp_path / "c.npz"), video_iba.load(tmp_path / "c.npz")):
+        assert isinstance(back, Comparison) and back.meta == {"bits_vmax": 0.5}
+        assert [(p.input, p.name, type(p.result)) for p in back.panels] == [
+            ("/d/a.jpg", "iba", Attribution), ("/d/a.jpg", "gradcam", Attribution), ("/d/b.mp4", "occlusion8",
+                                                                                    ClipAttribution)]
+        assert torch.equal(back["iba"].values, photo.values) and back["gradcam"].unit is Unit.GRAD_CAM
+        assert np.array_equal(back.panel("occlusion8", "b.mp4").values, clip.values)
+        assert back.panel("occlusion8", "/d/b.mp4").unit is Unit.LOGIT_DROP
+    assert repr(back) == "Comparison(3 panels: 2 inputs × iba, gradcam, occlusion8)"
+    with pytest.raises(KeyError, match="no panel 'saliency'; panels: iba, gradcam, occlusion8"):
+        back.panel("saliency")
+    with pytest.raises(KeyError, match="no panel 'iba' on 'b.mp4'"):
+        back.panel("iba", "b.mp4")
+    with np.load(tmp_path / "c.npz") as d:  # a panel's arrays lost
+        kept = {k: d[k] for k in d.files if not k.startswith("panel1/")}
+    np.savez(tmp_path / "damaged.npz", **kept)
+    with pytest.raises(UserInputError, match="lacks panel 1's result; it is damaged"):
+        video_iba.load(tmp_path / "damaged.npz")
+    with pytest.raises(UserInputError, match="at least one panel"):
+        Comparison([])

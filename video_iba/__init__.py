@@ -9,6 +9,7 @@ The public API: everything a notebook needs is importable from here.
   :func:`explain_readout` and :func:`load_readout` (a trained readout), :func:`attribute` (any
   method of :data:`METHODS`, baselines included);
 * results: :class:`Attribution` (a photo or one model input), :class:`ClipAttribution` (a video),
+  :class:`Comparison` (every panel of a comparison),
   :class:`Unit`, :func:`load` (any ``.npz`` the command line writes), :func:`draw` (a map over
   its input, as an array, PNG or MP4);
 * metrics: :func:`degradation`, :func:`hit_ratio`, :func:`box_mask`, :func:`temporal_share`,
@@ -42,7 +43,7 @@ from .models.pathways import pathways
 from .models.preprocess import Geometry, preprocess_clip, preprocess_image
 from .models.registry import ModelSpec, get_spec, list_models, load_model, wrap_hf
 from .render.draw import draw
-from .results import Attribution, ClipAttribution, Unit, load
+from .results import Attribution, ClipAttribution, Comparison, Panel, Unit, load
 from .workflows.batch import BatchCounts, explain_batch
 from .workflows.compare import Compared, Grid, compare_file, compare_grid
 from .workflows.explain import Explained, Options, explain_file
@@ -52,7 +53,7 @@ from .workflows.session import Session, Settings
 
 __all__ = [
     "__version__", "explain", "estimate", "attribute", "METHODS", "explain_readout", "load_readout", "load_checkpoint",
-    "Readout", "Attribution", "ClipAttribution", "Unit", "load", "Statistics", "IBAConfig", "UserInputError",
+    "Readout", "Attribution", "ClipAttribution", "Comparison", "Panel", "Unit", "load", "Statistics", "IBAConfig", "UserInputError",
     "load_model", "wrap_hf", "list_models", "get_spec", "ModelSpec", "pathways", "TokenLayout", "read_image", "read_clip", "preprocess_image",
     "preprocess_clip", "Geometry", "degradation", "hit_ratio", "box_mask", "temporal_share", "sensitivity_n",
     "parameter_randomisation", "bootstrap_ci", "explain_file", "Explained", "Options", "Range", "Session", "Settings",

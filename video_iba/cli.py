@@ -575,6 +575,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
                                       for name, _, target, label in panels)
             print(f"{path}: explained " + ", ".join(f"{m}#{t} {lab}" for m, t, lab in explained))
         print(f"wrote {grid.output}")
+        print(f"wrote {grid.npz}")
         if grid.keyframes:
             print(f"wrote {grid.keyframes}")
         return
@@ -586,6 +587,7 @@ def _cmd_compare(args: argparse.Namespace) -> None:
     else:
         print(f"explained: #{res.target} {res.label} · " + ", ".join(f"{m} ({u})" for m, u in res.units))
     print(f"wrote {res.output}")
+    print(f"wrote {res.npz}")
     if res.keyframes:
         print(f"wrote {res.keyframes}")
 

@@ -1,8 +1,8 @@
-"""The result types: a photo's :class:`Attribution`, a video's :class:`ClipAttribution`, and what
-their maps mean (:class:`Unit`).
+"""The result types: a photo's :class:`Attribution`, a video's :class:`ClipAttribution`, a
+comparison's panels (:class:`Comparison`), and what their maps mean (:class:`Unit`).
 
-Both are saved as ``.npz`` files (NumPy arrays, no pickles) with a ``format`` entry naming the
-type and its version; :func:`load` reads either and refuses anything else with one clear line.
+Each is saved as an ``.npz`` file (NumPy arrays, no pickles) with a ``format`` entry naming the
+type and its version; :func:`load` reads any of them and refuses anything else with one clear line.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .files import atomic_write, regular_file
 
 ATTRIBUTION_FORMAT = "video-iba-attribution/1"
 CLIP_FORMAT = "video-iba-video-attribution-1"
+COMPARISON_FORMAT = "video-iba-comparison-1"
 
 
 class Unit(str, Enum):
@@ -442,6 +443,101 @@ class ClipAttribution:
                    class_names=tuple(d["class_names"].tolist()) if "class_names" in d else None)
 
 
+@dataclass
+class Panel:
+    """One panel of a comparison.
+
+    Attributes:
+        input: The photo or video it explains.
+        name: Its heading: the method, or ``model · method`` / ``class · method`` where several
+            models or classes are compared.
+        result: Its map, a photo's :class:`Attribution` or a video's :class:`ClipAttribution`.
+    """
+
+    input: str
+    name: str
+    result: "Attribution | ClipAttribution"
+
+
+@dataclass(repr=False)
+class Comparison:
+    """What ``video-iba compare`` drew, as data: every panel's result, in the order drawn (a grid's
+    rows one after the other), and ``meta`` (the colour scale of the bits maps, the version).
+
+    Saved as one ``.npz``: each panel's arrays under ``panel<i>/``, as its own result saves them,
+    and the panels' inputs and names in ``meta``.
+    """
+
+    panels: list[Panel]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.panels:
+            raise UserInputError("a comparison needs at least one panel")
+
+    def __repr__(self) -> str:
+        inputs = list(dict.fromkeys(p.input for p in self.panels))
+        names = list(dict.fromkeys(p.name for p in self.panels))
+        return (f"Comparison({len(self.panels)} panels: {len(inputs)} input{'' if len(inputs) == 1 else 's'} × "
+                f"{', '.join(names)})")
+
+    def __getitem__(self, name: str) -> "Attribution | ClipAttribution":
+        """The result of the panel ``name`` (of a grid: its first row's; see :meth:`panel`)."""
+        return self.panel(name)
+
+    def panel(self, name: str, input: str | None = None) -> "Attribution | ClipAttribution":
+        """The result of the panel ``name``, on ``input`` (a grid's row; default: the first)."""
+        for p in self.panels:
+            if p.name == name and (input is None or p.input == input or os.path.basename(p.input) == input):
+                return p.result
+        names = ", ".join(dict.fromkeys(p.name for p in self.panels))
+        raise KeyError(f"no panel {name!r}" + (f" on {input!r}" if input is not None else "") + f"; panels: {names}")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the ``.npz`` atomically."""
+        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
+            self.write_npz(fh)
+
+    def write_npz(self, fh: BinaryIO) -> None:
+        """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form);
+        compressed unless a panel is a video's (its maps are large and compress little)."""
+        payload: dict[str, np.ndarray] = {
+            "format": np.array(COMPARISON_FORMAT),
+            "meta": np.array(json.dumps({**self.meta, "panels": [{"input": p.input, "name": p.name}
+                                                                 for p in self.panels]},
+                                        sort_keys=True, default=_plain)),
+        }
+        for i, p in enumerate(self.panels):
+            payload.update({f"panel{i}/{k}": v for k, v in p.result._payload().items()})
+        save = np.savez if any(isinstance(p.result, ClipAttribution) for p in self.panels) else np.savez_compressed
+        save(fh, **payload)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Comparison":
+        """Read a file written by :meth:`save` (``video-iba compare``'s ``.npz``)."""
+        p = os.fspath(path)
+        d = _read_npz(p)
+        _check_format(d, p, COMPARISON_FORMAT)
+        return cls._from_arrays(d, p)
+
+    @classmethod
+    def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "Comparison":
+        meta = _meta(d, p)
+        listed = meta.pop("panels", None)
+        if not isinstance(listed, list) or not listed or not all(isinstance(e, dict) for e in listed):
+            raise UserInputError(f"'{p}' lists no panels; it is damaged")
+        panels = []
+        for i, entry in enumerate(listed):
+            prefix = f"panel{i}/"
+            own = {k[len(prefix):]: v for k, v in d.items() if k.startswith(prefix)}
+            fmt = str(own.get("format", ""))
+            if fmt not in (ATTRIBUTION_FORMAT, CLIP_FORMAT):
+                raise UserInputError(f"'{p}' lacks panel {i}'s result; it is damaged")
+            result = (Attribution if fmt == ATTRIBUTION_FORMAT else ClipAttribution)._from_arrays(own, p)
+            panels.append(Panel(str(entry.get("input", "")), str(entry.get("name", "")), result))
+        return cls(panels, meta)
+
+
 def _npz_name(path: str | os.PathLike[str]) -> str:
     """``path`` as a string, refused unless it ends in ``.npz`` (the file is an ``.npz`` archive,
     whatever its name says)."""
@@ -452,9 +548,19 @@ def _npz_name(path: str | os.PathLike[str]) -> str:
     return p
 
 
-def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution:
-    """Read any ``.npz`` that ``video-iba explain`` writes: an :class:`Attribution` (photo) or a
-    :class:`ClipAttribution` (video).
+def is_comparison(path: str | os.PathLike[str]) -> bool:
+    """Whether the ``.npz`` at ``path`` is a :class:`Comparison` (reads its ``format`` entry only;
+    ``False`` for anything unreadable, which :func:`load` refuses with its reason)."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            return "format" in data.files and str(data["format"]) == COMPARISON_FORMAT
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError, TypeError):
+        return False
+
+
+def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution | Comparison:
+    """Read any ``.npz`` that ``video-iba explain`` or ``compare`` writes: an :class:`Attribution`
+    (photo), a :class:`ClipAttribution` (video) or a :class:`Comparison`.
 
     Raises:
         UserInputError: a missing, damaged or truncated file, or one that is not a result of this
@@ -467,8 +573,11 @@ def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution:
         return Attribution._from_arrays(d, p)
     if fmt == CLIP_FORMAT:
         return ClipAttribution._from_arrays(d, p)
+    if fmt == COMPARISON_FORMAT:
+        return Comparison._from_arrays(d, p)
     if fmt.startswith("video-iba"):
         raise UserInputError(f"'{p}' is a video-iba file of format '{fmt}', which this version cannot read (it "
-                             f"reads '{ATTRIBUTION_FORMAT}' and '{CLIP_FORMAT}'); use the version that wrote it")
+                             f"reads '{ATTRIBUTION_FORMAT}', '{CLIP_FORMAT}' and '{COMPARISON_FORMAT}'); use the "
+                             f"version that wrote it")
     raise UserInputError(f"'{p}' is not a video-iba result file (no format entry); give an .npz written by "
                          f"`video-iba explain`")

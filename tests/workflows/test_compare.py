@@ -6,8 +6,10 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import video_iba
 from video_iba import Unit, UserInputError
 from video_iba.io.video import probe_video
 from video_iba.workflows import Options, Range, Settings, compare_file
@@ -24,10 +26,18 @@ def test_compare_photo(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-
     stem = os.path.splitext(os.path.basename(photo))[0]
     img = np.asarray(Image.open(out / f"{stem}-compare.png"))
     assert img.shape[1] == 3 * 224  # input + two methods
-    assert "saliency (|gradient|)" in stdout
+    assert "saliency (|gradient|)" in stdout and f"wrote {out / stem}-compare.npz" in stdout
     res = compare_file(photo, ["saliency", "gradcam"], Settings(), str(tmp_path / "py"))
     assert res.units == [("saliency", Unit.ABS_GRADIENT), ("gradcam", Unit.GRAD_CAM)]
     assert res.label == "Egyptian cat" and os.path.exists(res.output)  # chelsea, sorted first
+    # every panel's map as data: the one explain writes for the photo with that method
+    panels = video_iba.load(res.npz)
+    assert isinstance(panels, video_iba.Comparison) and [p.name for p in panels.panels] == ["saliency", "gradcam"]
+    assert all(p.input == os.path.abspath(photo) and p.result.meta["target_label"] == "Egyptian cat"
+               for p in panels.panels)
+    assert run_cli(["explain", photo, "--method", "gradcam", "--out", str(tmp_path / "e")], capsys)[0] == 0
+    alone = video_iba.load(str(tmp_path / "e" / f"{stem}.npz"))
+    assert torch.equal(panels["gradcam"].values, alone.values) and panels["gradcam"].target == alone.target == 285
 
 
 @pytest.mark.parametrize("method, message", [
@@ -61,6 +71,10 @@ def test_compare_clip_renders_the_whole_range(tmp_path, capsys) -> None:  # type
     assert frames[0].shape[1] == 3 * 320  # the frame and two methods, each 240 pixels high
     assert not np.array_equal(frames[5][:240, 320:640], frames[30][:240, 320:640])  # the overlay follows the clip
     assert "#3 " in stdout and "saliency (|gradient|), gradcam (grad-cam)" in stdout
+    panels = video_iba.load(str(out / "c-compare.npz"))  # the maps drawn, every source frame's total
+    assert isinstance(panels, video_iba.Comparison) and [p.name for p in panels.panels] == ["saliency", "gradcam"]
+    assert all(len(p.result.per_source_frame) == 40 and p.result.target == 3 for p in panels.panels)
+    assert panels["gradcam"].unit is Unit.GRAD_CAM and panels["gradcam"].class_names is not None
     res = compare_file(clip, ["random"], Settings(model="r3d_18", weights="random"), str(tmp_path / "py"),
                        Options(target=3, span=Range(start=0.2, end=1.0)))
     assert len(read_frames(res.output)) == 24  # [0.2 s, 1.0 s) at 30 fps
@@ -272,6 +286,11 @@ def test_a_grid_holds_a_row_per_photo_each_as_compare_draws_it(photo_dir, tmp_pa
     res = compare_grid(photos, ["saliency"], Settings(), str(tmp_path / "p"), Options(target="espresso"))
     assert [(p, [(name, t) for name, _, t, _ in panels]) for p, panels in res.rows] == [
         (photos[0], [("saliency", 967)]), (photos[1], [("saliency", 967)])]
+    maps = video_iba.load(res.npz)  # a panel per row and method, rows in order
+    assert isinstance(maps, video_iba.Comparison)
+    assert [(os.path.basename(p.input), p.name, p.result.target) for p in maps.panels] == [
+        ("rocket.jpg", "saliency", 967), ("chelsea.jpg", "saliency", 967)]
+    assert not torch.equal(maps.panel("saliency", "rocket.jpg").values, maps.panel("saliency", "chelsea.jpg").values)
     # IBA fits the rows' photos together where the batch size allows, each as alone
     fast = {"steps": 1, "samples": 2}
     pngs = [np.asarray(Image.open(compare_grid(photos, ["iba"], Settings(changes=fast, batch_size=b),
@@ -317,7 +336,13 @@ def test_a_grid_of_videos_plays_them_together_each_holding_its_last_frame(tmp_pa
     assert code == 0, err
     lines = stdout.splitlines()
     assert lines[0].startswith(f"{short}: explained #") and lines[1].startswith(f"{long}: explained #")
-    assert lines[2:] == [f"wrote {out / 'compare-grid.mp4'}", f"wrote {out / 'compare-grid-keyframes.png'}"]
+    assert lines[2:] == [f"wrote {out / 'compare-grid.mp4'}", f"wrote {out / 'compare-grid.npz'}",
+                         f"wrote {out / 'compare-grid-keyframes.png'}"]
+    maps = video_iba.load(str(out / "compare-grid.npz"))
+    assert isinstance(maps, video_iba.Comparison)
+    assert [(os.path.basename(p.input), p.name, len(p.result.per_source_frame)) for p in maps.panels] == [
+        ("a_short.mp4", "saliency", 15), ("a_short.mp4", "gradcam", 15), ("b_long.mp4", "saliency", 60),
+        ("b_long.mp4", "gradcam", 60)]
     frames = read_frames(str(out / "compare-grid.mp4"))
     assert len(frames) == 60  # the longest row's 2 s at the fastest row's 30 frames/s
     ph, pw, _ = clip_panel_size(64, 128, 3, GRID_CLIP_PANEL_HEIGHT)

@@ -168,13 +168,26 @@ def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, caps
         (["redraw", os.path.join(a, "cat.npz"), "--source", os.path.join(explained_photos["dir"], "coffee.jpg")],
          "is not the photo"),
         (["redraw", os.path.join(a, "cat.png")], "is not an .npz file"),
-        (["redraw", str(empty)], "no .npz files found in"),
+        (["redraw", str(empty)], "no .npz files of `video-iba explain` found in"),
         (["redraw", os.path.join(a, "cat.npz"), "--vmax", "-1"], "expected a finite number > 0 or 'shared'"),
     ]
     for argv, message in cases:
         code, _, err = run_cli([*argv, "--out", out], capsys)
         assert code == 2 and message in err and "Traceback" not in err, (argv, err)
     assert _listing(out) == []
+
+
+def test_a_comparison_is_not_redrawn_and_a_folder_leaves_it_out(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    shutil.copy(os.path.join(explained_photos["a"], "cat.npz"), folder / "cat.npz")
+    cat = load(str(folder / "cat.npz"))
+    video_iba.Comparison([video_iba.Panel(cat.meta["input"], "iba", cat)]).save(folder / "cat-compare.npz")
+    code, _, err = run_cli(["redraw", str(folder / "cat-compare.npz"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "holds the panels of `video-iba compare` and redraw draws the explanations" in err
+    code, _, err = run_cli(["redraw", str(folder), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "left out 1 comparison .npz file in" in err and _listing(str(tmp_path / "o")) == ["cat.npz", "cat.png"]
 
 
 def test_an_older_file_without_what_the_drawing_needs_is_refused(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

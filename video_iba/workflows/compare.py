@@ -32,7 +32,8 @@ from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_gri
 from ..render.draw import normalised_to_rgb
 from ..render.overlay import scale_top
 from ..render.video import Stills, keyframes_path
-from ..results import Attribution, Unit
+from .._version import __version__
+from ..results import Attribution, Comparison, Panel, Unit
 from .explain import SHARED, MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
@@ -51,6 +52,7 @@ class Compared:
     method``), unit, and the class (index and name) it explained. With several models or classes,
     ``target`` and ``label`` are the first panel's.
     ``keyframes``: a video comparison's still (``options.keyframes``), else ``None``.
+    ``npz``: every panel's result, a :class:`~video_iba.results.Comparison` (``OUT/<stem>-compare.npz``).
     """
 
     output: str
@@ -58,6 +60,7 @@ class Compared:
     label: str
     panels: list[tuple[str, Unit, int, str]]
     keyframes: str | None = None
+    npz: str | None = None
 
     @property
     def units(self) -> list[tuple[str, Unit]]:
@@ -70,11 +73,13 @@ class Grid:
     """What :func:`compare_grid` wrote: the PNG (photos) or MP4 (videos), and per row its input
     and panels (name, unit, and the class, index and name, its model explained, as
     :attr:`Compared.panels`); ``keyframes``: the still of a grid of videos
-    (``options.keyframes``), else ``None``."""
+    (``options.keyframes``), else ``None``; ``npz``: every panel's result, a
+    :class:`~video_iba.results.Comparison` (``OUT/compare-grid.npz``)."""
 
     output: str
     rows: list[tuple[str, list[tuple[str, Unit, int, str]]]]
     keyframes: str | None = None
+    npz: str | None = None
 
 
 @dataclass
@@ -138,25 +143,24 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
         refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
     compared = _per_class(_models(plans, names, settings, options, session), classes)  # inputs checked before loads
     out = compare_path(path, out_dir, compared[0].plan.is_video)
-    check_names([out])
-    refuse_overwriting_inputs([out], [path])
+    npz = _npz_path(out)
+    check_names([out, npz])
+    refuse_overwriting_inputs([out, npz], [path])
     _choose_targets(compared, progress)
-    if compared[0].plan.is_video:
-        panels = _clip(compared, options, out, progress, several)
-        if options.keyframes:
-            return Compared(out, compared[0].target, compared[0].label, panels, keyframes_path(out))
-    else:
-        bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
-        try:
-            attrs = _attributions([compared], bar)
-            row, panels = _photo_row(compared, attrs[0], several,
-                                     vmax=_bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0]
-                                                              for a in m if a.unit.information)))
-        finally:
-            bar.close()
-        write_rows([row], out)
     first = compared[0]
-    return Compared(out, first.target, first.label, panels)
+    if first.plan.is_video:
+        panels = _clip(compared, options, out, progress, several)
+        return Compared(out, first.target, first.label, panels, keyframes_path(out) if options.keyframes else None,
+                        npz)
+    bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
+    try:
+        attrs = _attributions([compared], bar)
+        vmax = _bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0] for a in m if a.unit.information))
+        row, panels = _photo_row(compared, attrs[0], several, vmax=vmax)
+    finally:
+        bar.close()
+    _write_photos([row], out, _comparison([(path, compared, attrs[0], panels)], vmax))
+    return Compared(out, first.target, first.label, panels, None, npz)
 
 
 def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: Settings | None, out_dir: str,
@@ -187,8 +191,8 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
     ensure_writable_dir(out_dir)
     out = grid_path(out_dir, video)
-    check_names([out])
-    refuse_overwriting_inputs([out], paths)
+    check_names([out, _npz_path(out)])
+    refuse_overwriting_inputs([out, _npz_path(out)], paths)
     first = _per_class(_models(rows_plans[0], names, settings, options, session), classes)
     per_plan = len(first) // len(rows_plans[0])  # the classes compared of each model
     rows = [first] + [[m.on(plans[i // per_plan]) for i, m in enumerate(first)] for plans in rows_plans[1:]]
@@ -196,7 +200,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         _choose_targets(row, progress)
     if video:
         return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several),
-                    keyframes_path(out) if options.keyframes else None)
+                    keyframes_path(out) if options.keyframes else None, _npz_path(out))
     images: list[np.ndarray] = []
     panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
@@ -210,8 +214,9 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
             panels.append((path, row_panels))
     finally:
         bar.close()
-    write_rows(images, out)
-    return Grid(out, panels)
+    _write_photos(images, out, _comparison([(path, row, attrs[ri], row_panels) for ri, (path, row, (_, row_panels))
+                                            in enumerate(zip(paths, rows, panels))], vmax))
+    return Grid(out, panels, None, _npz_path(out))
 
 
 def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -245,6 +250,33 @@ def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     if len(titles) != len(paths):
         raise UserInputError(f"give one title per {what[:-1]}: {len(titles)} titles for {len(paths)} {what}")
     return paths, titles, video
+
+
+def _npz_path(out: str) -> str:
+    """The ``.npz`` of every panel's result beside the comparison ``out``."""
+    return os.path.splitext(out)[0] + ".npz"
+
+
+def _comparison(rows: Sequence[tuple[str, Sequence[_Model], Sequence[Sequence[Attribution]],
+                                     Sequence[tuple[str, Unit, int, str]]]], vmax: float | None) -> Comparison:
+    """The photos' panels as a :class:`Comparison`: per row its input, models, their attributions
+    per method (:func:`_attributions`) and the panels drawn; each result's metadata gains the
+    model, the input and the class explained, as an explanation's has."""
+    panels: list[Panel] = []
+    for path, models, attrs, drawn in rows:
+        flat = [(model, attr) for model, per_method in zip(models, attrs) for attr in per_method]
+        for (model, attr), (name, _unit, target, label) in zip(flat, drawn):
+            attr.meta.update({"model": model.name, "input": os.path.abspath(path), "target_label": label})
+            panels.append(Panel(os.path.abspath(path), name, attr))
+    return Comparison(panels, {"bits_vmax": vmax, "version": __version__})
+
+
+def _write_photos(images: Sequence[np.ndarray], out: str, comparison: Comparison) -> None:
+    """The rows ``images`` as the PNG ``out`` and ``comparison`` as its ``.npz``, atomically together."""
+    with atomic_writes([out, _npz_path(out)]) as (tmp_png, tmp_npz):
+        write_rows(images, tmp_png)
+        with open(tmp_npz, "wb") as fh:
+            comparison.write_npz(fh)
 
 
 def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
@@ -542,18 +574,26 @@ def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Prog
         stills = Stills.spread(frames, options.keyframes) if options.keyframes else None
         bar = progress("rendering", frames, "frame")
         try:
-            with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
+            with atomic_writes([out, _npz_path(out)] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
                 compare_clip(shown, first_plan.path, tmps[0], timeline=first_plan.line,
                              explained=_explained(compared), on_frame=bar.update, stills=stills,
                              bits_vmax=vmax)
+                _write_clips([(first_plan.path, shown)], vmax, tmps[1])
                 if stills is not None:
-                    write_png(compare_keyframes(shown, stills, _explained(compared), vmax), tmps[1])
+                    write_png(compare_keyframes(shown, stills, _explained(compared), vmax), tmps[2])
         finally:
             bar.close()
     finally:
         for store in stores:
             store.close()
     return panels
+
+
+def _write_clips(rows: Sequence[tuple[str, Sequence[ClipPanel]]], vmax: float | None, path: str) -> None:
+    """The videos' panels (per row its input and panels) as a :class:`Comparison` at ``path``."""
+    panels = [Panel(os.path.abspath(video), p.name, p.result) for video, shown in rows for p in shown]
+    with open(path, "wb") as fh:
+        Comparison(panels, {"bits_vmax": vmax, "version": __version__}).write_npz(fh)
 
 
 def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: Sequence[str], options: Options,
@@ -577,10 +617,11 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
                   for r in clip_rows] if options.keyframes else None
         bar = progress("rendering", grid_clip_frames(clip_rows)[1], "frame")
         try:
-            with atomic_writes([out] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
+            with atomic_writes([out, _npz_path(out)] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
                 compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=vmax, stills=stills)
+                _write_clips([(path, r.panels) for path, r in zip(paths, clip_rows)], vmax, tmps[1])
                 if stills is not None:
-                    write_png(compare_grid_keyframes(clip_rows, stills, vmax), tmps[1])
+                    write_png(compare_grid_keyframes(clip_rows, stills, vmax), tmps[2])
         finally:
             bar.close()
     finally:

@@ -11,6 +11,7 @@ atomically, by default over the old ones in the ``.npz``'s folder.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from ..io.image import load_image, probe_image
 from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
-from ..results import Attribution, ClipAttribution, load
+from ..results import Attribution, ClipAttribution, Comparison, is_comparison, load
 from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
                       output_paths)
 from .outputs import inside, same_file
 from .session import Progress, as_tuple, no_progress
+
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Redraw:
@@ -80,9 +84,15 @@ def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple
             continue
         found = sorted(str(f) for f in Path(p).rglob("*.npz") if f.is_file()
                        and not (out_dir is not None and inside(str(f), out_dir)))
+        comparisons = [f for f in found if is_comparison(f)]
+        if comparisons:
+            log.warning("left out %d comparison .npz file%s in '%s' (%s ...): redraw draws the explanations of "
+                        "`video-iba explain`", len(comparisons), "" if len(comparisons) == 1 else "s", p,
+                        comparisons[0])
+            found = [f for f in found if f not in comparisons]
         if not found:
-            raise UserInputError(f"no .npz files found in '{p}'; give the output folder of `video-iba explain` or "
-                                 f"its .npz files")
+            raise UserInputError(f"no .npz files of `video-iba explain` found in '{p}'; give the output folder of "
+                                 f"`video-iba explain` or its .npz files")
         out.extend((f, os.path.relpath(os.path.dirname(f), p)) for f in found)
     if not out:
         raise UserInputError("no .npz file given; give the .npz files written by `video-iba explain`")
@@ -164,6 +174,9 @@ def _load(path: str) -> Attribution | ClipAttribution:
         raise UserInputError(f"'{path}' is not an .npz file; give the .npz written by `video-iba explain` next to "
                              f"its figure or video")
     result = load(path)
+    if isinstance(result, Comparison):
+        raise UserInputError(f"'{path}' holds the panels of `video-iba compare` and redraw draws the explanations of "
+                             f"`video-iba explain`; run compare again with the new options")
     needs = (["title", "top5", "vmax", "sampling", "resized", "crop", "layout"] if isinstance(result, ClipAttribution)
              else ["details", "top5", "target_label", "target_probability", "vmax"])
     lacking = [k for k in needs if k not in result.meta]
