@@ -452,17 +452,21 @@ class Panel:
         name: Its heading: the method, or ``model · method`` / ``class · method`` where several
             models or classes are compared.
         result: Its map, a photo's :class:`Attribution` or a video's :class:`ClipAttribution`.
+        note: What its head says after the unit (the layer its method read; with several
+            models, the class its model explained).
     """
 
     input: str
     name: str
     result: "Attribution | ClipAttribution"
+    note: str = ""
 
 
 @dataclass(repr=False)
 class Comparison:
     """What ``video-iba compare`` drew, as data: every panel's result, in the order drawn (a grid's
-    rows one after the other), and ``meta`` (the colour scale of the bits maps, the version).
+    rows one after the other), and ``meta`` (the rows: each one's input, title and number of
+    panels; the colour scale of the bits maps, the version).
 
     Saved as one ``.npz``: each panel's arrays under ``panel<i>/``, as its own result saves them,
     and the panels' inputs and names in ``meta``.
@@ -503,8 +507,8 @@ class Comparison:
         compressed unless a panel is a video's (its maps are large and compress little)."""
         payload: dict[str, np.ndarray] = {
             "format": np.array(COMPARISON_FORMAT),
-            "meta": np.array(json.dumps({**self.meta, "panels": [{"input": p.input, "name": p.name}
-                                                                 for p in self.panels]},
+            "meta": np.array(json.dumps({**self.meta, "panels": [{"input": p.input, "name": p.name,
+                                                                  "note": p.note} for p in self.panels]},
                                         sort_keys=True, default=_plain)),
         }
         for i, p in enumerate(self.panels):
@@ -534,7 +538,8 @@ class Comparison:
             if fmt not in (ATTRIBUTION_FORMAT, CLIP_FORMAT):
                 raise UserInputError(f"'{p}' lacks panel {i}'s result; it is damaged")
             result = (Attribution if fmt == ATTRIBUTION_FORMAT else ClipAttribution)._from_arrays(own, p)
-            panels.append(Panel(str(entry.get("input", "")), str(entry.get("name", "")), result))
+            panels.append(Panel(str(entry.get("input", "")), str(entry.get("name", "")), result,
+                                str(entry.get("note", ""))))
         return cls(panels, meta)
 
 

@@ -155,12 +155,12 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
     try:
         attrs = _attributions([compared], bar)
-        vmax = _bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0] for a in m if a.unit.information))
-        row, panels = _photo_row(compared, attrs[0], several, vmax=vmax)
     finally:
         bar.close()
-    _write_photos([row], out, _comparison([(path, compared, attrs[0], panels)], vmax))
-    return Compared(out, first.target, first.label, panels, None, npz)
+    vmax = _bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0] for a in m if a.unit.information))
+    comparison = _photo_comparison([(path, "input", compared, attrs[0])], several, vmax)
+    draw_photo_comparison(comparison, out)
+    return Compared(out, first.target, first.label, _drawn(comparison.panels, compared), None, npz)
 
 
 def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: Settings | None, out_dir: str,
@@ -201,22 +201,17 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     if video:
         return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several),
                     keyframes_path(out) if options.keyframes else None, _npz_path(out))
-    images: list[np.ndarray] = []
-    panels: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
     try:
         attrs = _attributions(rows, bar)
-        vmax = _bits_top(options, (scale_top(a.values.numpy()) for r in attrs for m in r for a in m
-                                   if a.unit.information))
-        for ri, (path, title, row) in enumerate(zip(paths, titles, rows)):
-            image, row_panels = _photo_row(row, attrs[ri], several, title, vmax)
-            images.append(image)
-            panels.append((path, row_panels))
     finally:
         bar.close()
-    _write_photos(images, out, _comparison([(path, row, attrs[ri], row_panels) for ri, (path, row, (_, row_panels))
-                                            in enumerate(zip(paths, rows, panels))], vmax))
-    return Grid(out, panels, None, _npz_path(out))
+    vmax = _bits_top(options, (scale_top(a.values.numpy()) for r in attrs for m in r for a in m if a.unit.information))
+    comparison = _photo_comparison(list(zip(paths, titles, rows, attrs)), several, vmax)
+    draw_photo_comparison(comparison, out)
+    per_row = len(comparison.panels) // len(rows)
+    return Grid(out, [(path, _drawn(comparison.panels[i * per_row:(i + 1) * per_row], row))
+                      for i, (path, row) in enumerate(zip(paths, rows))], None, _npz_path(out))
 
 
 def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -257,26 +252,98 @@ def _npz_path(out: str) -> str:
     return os.path.splitext(out)[0] + ".npz"
 
 
-def _comparison(rows: Sequence[tuple[str, Sequence[_Model], Sequence[Sequence[Attribution]],
-                                     Sequence[tuple[str, Unit, int, str]]]], vmax: float | None) -> Comparison:
-    """The photos' panels as a :class:`Comparison`: per row its input, models, their attributions
-    per method (:func:`_attributions`) and the panels drawn; each result's metadata gains the
-    model, the input and the class explained, as an explanation's has."""
+def _photo_comparison(rows: Sequence[tuple[str, str, Sequence[_Model], Sequence[Sequence[Attribution]]]],
+                      several: bool, vmax: float | None) -> Comparison:
+    """The photos' panels as a :class:`Comparison`: per row its input, title, models and their
+    attributions per method (:func:`_attributions`). Each result keeps the model input it is drawn
+    on (``arrays["model_input"]``, uint8 RGB) and its metadata gains the model, the input and the
+    class explained, as an explanation's has."""
     panels: list[Panel] = []
-    for path, models, attrs, drawn in rows:
-        flat = [(model, attr) for model, per_method in zip(models, attrs) for attr in per_method]
-        for (model, attr), (name, _unit, target, label) in zip(flat, drawn):
-            attr.meta.update({"model": model.name, "input": os.path.abspath(path), "target_label": label})
-            panels.append(Panel(os.path.abspath(path), name, attr))
-    return Comparison(panels, {"bits_vmax": vmax, "version": __version__})
+    drawn: list[dict[str, Any]] = []
+    for path, title, models, attrs in rows:
+        for model, per_method in zip(models, attrs):
+            _wi, (x,) = next(model.plan.units())
+            rgb = normalised_to_rgb(x[0].numpy(), model.plan.spec.mean, model.plan.spec.std)
+            for s, attr in zip(model.sessions, per_method):
+                attr.meta.update({"model": model.name, "input": os.path.abspath(path), "target_label": model.label})
+                attr.arrays["model_input"] = rgb
+                panels.append(Panel(os.path.abspath(path), _title(model, s.method.name, several), attr,
+                                    _note(attr.meta, model.label if several and not model.by_class else None)))
+        drawn.append({"input": os.path.abspath(path), "title": title, "explained": _explained(models),
+                      "panels": sum(len(m.sessions) for m in models)})
+    return Comparison(panels, {"bits_vmax": vmax, "rows": drawn, "version": __version__})
 
 
-def _write_photos(images: Sequence[np.ndarray], out: str, comparison: Comparison) -> None:
-    """The rows ``images`` as the PNG ``out`` and ``comparison`` as its ``.npz``, atomically together."""
+def _drawn(panels: Sequence[Panel], models: Sequence[_Model]) -> list[tuple[str, Unit, int, str]]:
+    """Each panel's name, unit and class (index and name), as :attr:`Compared.panels`."""
+    labels = [m.label for m in models for _ in m.sessions]
+    return [(p.name, p.result.unit, p.result.target, label) for p, label in zip(panels, labels)]
+
+
+def comparison_rows(comparison: Comparison) -> list[tuple[dict[str, Any], list[Panel]]]:
+    """The rows of ``comparison`` as drawn: each row's entry (input, title, the class its input
+    panel names) and its panels.
+
+    Raises:
+        UserInputError: a comparison without its rows (one made by hand).
+    """
+    rows = comparison.meta.get("rows")
+    if not isinstance(rows, list) or sum(int(r.get("panels", 0)) for r in rows) != len(comparison.panels):
+        raise UserInputError("the comparison lacks the rows it is drawn in (meta['rows']); draw it with compare")
+    out, at = [], 0
+    for row in rows:
+        out.append((row, comparison.panels[at:at + int(row["panels"])]))
+        at += int(row["panels"])
+    return out
+
+
+def draw_photo_comparison(comparison: Comparison, out: str) -> None:
+    """Draw a comparison of photos, a row per photo (:func:`comparison_rows`), each panel on its
+    model input, the bits maps on ``meta["bits_vmax"]`` (``None``: each its own): the PNG ``out``
+    and the ``.npz`` beside it, atomically together."""
+    images = []
+    for row, panels in comparison_rows(comparison):
+        inputs = [np.asarray(p.result.arrays["model_input"]) for p in panels]
+        maps = [(p.name, p.result.values.numpy(), p.result.unit) for p in panels]
+        images.append(comparison_row(inputs[0], maps, str(row["explained"]), inputs=inputs,
+                                     notes=[p.note for p in panels], title=str(row["title"]),
+                                     bits_vmax=comparison.meta.get("bits_vmax")))
     with atomic_writes([out, _npz_path(out)]) as (tmp_png, tmp_npz):
         write_rows(images, tmp_png)
         with open(tmp_npz, "wb") as fh:
             comparison.write_npz(fh)
+
+
+def draw_clip_comparison(comparison: Comparison, rows: Sequence[ClipRow], out: str, keyframes: int,
+                         progress: Progress = no_progress) -> str | None:
+    """Draw a comparison of videos from ``rows`` (the comparison's rows, their panels placed on
+    their videos): one video's MP4 ``out``, or with several rows the grid's, the bits maps on
+    ``meta["bits_vmax"]``, the ``.npz`` beside it and with ``keyframes`` the still, atomically
+    together; returns the still's path, or ``None``."""
+    vmax = comparison.meta.get("bits_vmax")
+    comparison.meta["keyframes"] = keyframes
+    grid = len(rows) > 1
+    stills = ([Stills.spread(len(r.panels[0].result.source_frame_indices), keyframes) for r in rows]
+              if keyframes else None)
+    still = keyframes_path(out) if stills is not None else None
+    frames = grid_clip_frames(rows)[1] if grid else len(rows[0].panels[0].result.source_frame_indices)
+    bar = progress("rendering", frames, "frame")
+    try:
+        with atomic_writes([out, _npz_path(out)] + ([still] if still is not None else [])) as tmps:
+            if grid:
+                compare_clip_grid(rows, tmps[0], on_frame=bar.update, bits_vmax=vmax, stills=stills)
+            else:
+                row = rows[0]
+                compare_clip(row.panels, row.path, tmps[0], timeline=row.timeline, explained=row.explained,
+                             on_frame=bar.update, stills=None if stills is None else stills[0], bits_vmax=vmax)
+            with open(tmps[1], "wb") as fh:
+                comparison.write_npz(fh)
+            if stills is not None:
+                write_png(compare_grid_keyframes(rows, stills, vmax) if grid
+                          else compare_keyframes(rows[0].panels, stills[0], rows[0].explained, vmax), tmps[2])
+    finally:
+        bar.close()
+    return still
 
 
 def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[Attribution]]]:
@@ -509,29 +576,6 @@ def _bits_top(options: Options, peaks: Iterable[float]) -> float | None:
     return max(peaks, default=None)
 
 
-def _photo_row(compared: Sequence[_Model], attrs: Sequence[Sequence[Attribution]], several: bool,
-               title: str = "input", vmax: float | None = None) -> tuple[np.ndarray, list[tuple[str, Unit, int, str]]]:
-    """One photo's comparison row and its panels from its attributions per model and method
-    (:func:`_attributions`); ``vmax``: the bits maps' shared colour scale."""
-    maps: list[tuple[str, np.ndarray, Unit]] = []
-    inputs: list[np.ndarray] = []
-    notes: list[str] = []
-    panels: list[tuple[str, Unit, int, str]] = []
-    for mi, model in enumerate(compared):
-        _wi, (x,) = next(model.plan.units())
-        spec = model.plan.spec
-        rgb = normalised_to_rgb(x[0].numpy(), spec.mean, spec.std)
-        for si, s in enumerate(model.sessions):
-            attr = attrs[mi][si]
-            name = _title(model, s.method.name, several)
-            maps.append((name, attr.values.numpy(), attr.unit))
-            inputs.append(rgb)
-            notes.append(_note(attr.meta, model.label if several and not model.by_class else None))
-            panels.append((name, attr.unit, model.target, model.label))
-    return comparison_row(inputs[0], maps, _explained(compared), inputs=inputs, notes=notes, title=title,
-                          bits_vmax=vmax), panels
-
-
 def _stores(compared: Sequence[_Model], folder: str, stores: list[MapStore]) -> None:
     """Add to ``stores`` one store per model and method of ``compared`` for its maps (spilled to
     ``folder`` when large; a range that does not fit there is refused before any work)."""
@@ -563,67 +607,33 @@ def _clip_panels(compared: Sequence[_Model], options: Options, progress: Progres
 
 def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
           several: bool) -> list[tuple[str, Unit, int, str]]:
-    first_plan = compared[0].plan
-    assert first_plan.line is not None
-    stores: list[MapStore] = []
-    try:
-        _stores(compared, os.path.dirname(os.path.abspath(out)), stores)
-        shown, panels = _clip_panels(compared, options, progress, several, stores)
-        vmax = _bits_top(options, ((p.result.peak() or 1.0) for p in shown if p.result.unit.information))
-        frames = len(shown[0].result.source_frame_indices)
-        stills = Stills.spread(frames, options.keyframes) if options.keyframes else None
-        bar = progress("rendering", frames, "frame")
-        try:
-            with atomic_writes([out, _npz_path(out)] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
-                compare_clip(shown, first_plan.path, tmps[0], timeline=first_plan.line,
-                             explained=_explained(compared), on_frame=bar.update, stills=stills,
-                             bits_vmax=vmax)
-                _write_clips([(first_plan.path, shown)], vmax, tmps[1])
-                if stills is not None:
-                    write_png(compare_keyframes(shown, stills, _explained(compared), vmax), tmps[2])
-        finally:
-            bar.close()
-    finally:
-        for store in stores:
-            store.close()
-    return panels
-
-
-def _write_clips(rows: Sequence[tuple[str, Sequence[ClipPanel]]], vmax: float | None, path: str) -> None:
-    """The videos' panels (per row its input and panels) as a :class:`Comparison` at ``path``."""
-    panels = [Panel(os.path.abspath(video), p.name, p.result) for video, shown in rows for p in shown]
-    with open(path, "wb") as fh:
-        Comparison(panels, {"bits_vmax": vmax, "version": __version__}).write_npz(fh)
+    return _video_grid([compared], [compared[0].plan.path], ["input"], options, out, progress, several)[0][1]
 
 
 def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: Sequence[str], options: Options,
                 out: str, progress: Progress, several: bool) -> list[tuple[str, list[tuple[str, Unit, int, str]]]]:
-    """Every video's panels, then the grid MP4 ``out`` (see :func:`compare_grid`)."""
+    """Every video's panels, then one video's comparison MP4 ``out`` or, with several, the grid's
+    (see :func:`compare_grid`)."""
     stores: list[list[MapStore]] = []  # per row, every row's made before any work
     rendered: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     try:
         for row in rows:
             stores.append([])
             _stores(row, os.path.dirname(os.path.abspath(out)), stores[-1])
-        clip_rows = []
+        clip_rows, drawn = [], []
         for path, title, row, row_stores in zip(paths, titles, rows, stores):
             shown, panels = _clip_panels(row, options, progress, several, row_stores)
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
+            drawn.append({"input": os.path.abspath(path), "title": title, "explained": _explained(row),
+                          "panels": len(shown)})
             rendered.append((path, panels))
         vmax = _bits_top(options, ((p.result.peak() or 1.0) for r in clip_rows for p in r.panels
                                    if p.result.unit.information))
-        stills = [Stills.spread(len(r.panels[0].result.source_frame_indices), options.keyframes)
-                  for r in clip_rows] if options.keyframes else None
-        bar = progress("rendering", grid_clip_frames(clip_rows)[1], "frame")
-        try:
-            with atomic_writes([out, _npz_path(out)] + ([keyframes_path(out)] if stills is not None else [])) as tmps:
-                compare_clip_grid(clip_rows, tmps[0], on_frame=bar.update, bits_vmax=vmax, stills=stills)
-                _write_clips([(path, r.panels) for path, r in zip(paths, clip_rows)], vmax, tmps[1])
-                if stills is not None:
-                    write_png(compare_grid_keyframes(clip_rows, stills, vmax), tmps[2])
-        finally:
-            bar.close()
+        comparison = Comparison([Panel(os.path.abspath(path), p.name, p.result, p.note)
+                                 for path, r in zip(paths, clip_rows) for p in r.panels],
+                                {"bits_vmax": vmax, "rows": drawn, "version": __version__})
+        draw_clip_comparison(comparison, clip_rows, out, options.keyframes, progress)
     finally:
         for row_stores in stores:
             for store in row_stores:
