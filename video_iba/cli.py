@@ -26,7 +26,7 @@ from .render.video import LAYOUTS, MAX_KEYFRAMES
 from .results import ClipAttribution
 from .seeding import SEED_LIMIT, SEED_RANGE
 from .workflows.batch import MANIFEST, explain_batch
-from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, compare_file, compare_grid
+from .workflows.compare import MAX_GRID_ROWS, MAX_VIDEO_GRID_ROWS, Grid, compare_file, compare_grid
 from .workflows.demo import DEMO_CLIP, DEMO_PHOTOS, run_demo
 from .workflows.estimate import estimate_folder
 from .workflows.evaluate import FOLDER_METRICS, SYNTHETIC_METRICS, Evaluation, evaluate_dataset
@@ -350,12 +350,15 @@ def _vmax_or_shared(text: str) -> float | str:
 
 
 def _redraw_parser(sub: Any) -> None:
-    rd = sub.add_parser("redraw", help="draw explanations again from their .npz files (another colour scale, one "
-                                       "scale for several files, layout or keyframe sheet) without explaining again",
-                        description="Reads each .npz that explain wrote and the photo or video it explains, and "
-                                    "writes the figure or overlay MP4 and the .npz again (by default over the old "
-                                    "ones); what no option changes stays as drawn before.")
-    rd.option("npz", nargs="+", help=".npz files written by explain, or folders of them (searched recursively)")
+    rd = sub.add_parser("redraw", help="draw explanations and comparisons again from their .npz files (another "
+                                       "colour scale, one scale for several files, layout or keyframe sheet) without "
+                                       "explaining again",
+                        description="Reads each .npz that explain or compare wrote and the photo or video it explains, "
+                                    "and writes the figure or MP4 and the .npz again (by default over the old ones); "
+                                    "what no option changes stays as drawn before. A comparison takes --vmax (its bits "
+                                    "maps) and, for videos, --keyframes.")
+    rd.option("npz", nargs="+", help=".npz files written by explain or compare, or folders of them (searched "
+                                     "recursively)")
     rd.option("--vmax", type=_vmax_or_shared,
               help=f"top of the colour scale in the map's unit per pixel or voxel, or '{SHARED}': the largest value "
                    f"of all the files given, so they compare on one scale (default: as drawn before)")
@@ -624,6 +627,14 @@ def _cmd_redraw(args: argparse.Namespace) -> None:
     how = Redraw(vmax=args.vmax, layout=args.layout, keyframes=args.keyframes, source=args.source,
                  out_dir=args.out)
     for res in redraw(args.npz, how, _bar):
+        if not isinstance(res, Explained):
+            rows = res.rows if isinstance(res, Grid) else [("", res.panels)]
+            print(f"{res.npz}: a comparison of {len(rows)} input{'' if len(rows) == 1 else 's'} × "
+                  f"{', '.join(name for name, *_ in rows[0][1])}")
+            for path in (res.output, res.npz, res.keyframes):
+                if path is not None:
+                    print(f"wrote {path}")
+            continue
         m = res.result.meta
         frames = f" ({res.frames} frames)" if isinstance(res.result, ClipAttribution) else ""
         print(f"{m['input']}: {res.label} (#{res.result.target}) · colour scale 0 to {m['vmax']:.4g} "

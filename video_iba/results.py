@@ -553,16 +553,6 @@ def _npz_name(path: str | os.PathLike[str]) -> str:
     return p
 
 
-def is_comparison(path: str | os.PathLike[str]) -> bool:
-    """Whether the ``.npz`` at ``path`` is a :class:`Comparison` (reads its ``format`` entry only;
-    ``False`` for anything unreadable, which :func:`load` refuses with its reason)."""
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            return "format" in data.files and str(data["format"]) == COMPARISON_FORMAT
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, AttributeError, TypeError):
-        return False
-
-
 def load(path: str | os.PathLike[str]) -> Attribution | ClipAttribution | Comparison:
     """Read any ``.npz`` that ``video-iba explain`` or ``compare`` writes: an :class:`Attribution`
     (photo), a :class:`ClipAttribution` (video) or a :class:`Comparison`.

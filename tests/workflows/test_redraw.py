@@ -168,7 +168,7 @@ def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, caps
         (["redraw", os.path.join(a, "cat.npz"), "--source", os.path.join(explained_photos["dir"], "coffee.jpg")],
          "is not the photo"),
         (["redraw", os.path.join(a, "cat.png")], "is not an .npz file"),
-        (["redraw", str(empty)], "no .npz files of `video-iba explain` found in"),
+        (["redraw", str(empty)], "no .npz files found in"),
         (["redraw", os.path.join(a, "cat.npz"), "--vmax", "-1"], "expected a finite number > 0 or 'shared'"),
     ]
     for argv, message in cases:
@@ -177,17 +177,58 @@ def test_refusals_write_nothing(explained_photos, explained_clip, tmp_path, caps
     assert _listing(out) == []
 
 
-def test_a_comparison_is_not_redrawn_and_a_folder_leaves_it_out(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    folder = tmp_path / "maps"
-    folder.mkdir()
-    shutil.copy(os.path.join(explained_photos["a"], "cat.npz"), folder / "cat.npz")
-    cat = load(str(folder / "cat.npz"))
-    video_iba.Comparison([video_iba.Panel(cat.meta["input"], "iba", cat)]).save(folder / "cat-compare.npz")
-    code, _, err = run_cli(["redraw", str(folder / "cat-compare.npz"), "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "holds the panels of `video-iba compare` and redraw draws the explanations" in err
-    code, _, err = run_cli(["redraw", str(folder), "--out", str(tmp_path / "o")], capsys)
+def test_a_photo_comparison_redrawn_is_what_compare_draws(explained_photos, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cat = os.path.join(explained_photos["dir"], "cat.jpg")
+    args = ["compare", cat, "--methods", "iba,gradcam", *FAST]
+    assert run_cli([*args, "--out", str(tmp_path / "a")], capsys)[0] == 0
+    assert run_cli([*args, "--vmax", "0.05", "--out", str(tmp_path / "b")], capsys)[0] == 0
+    code, out, err = run_cli(["redraw", str(tmp_path / "a" / "cat-compare.npz"), "--out", str(tmp_path / "same")],
+                             capsys)
     assert code == 0, err
-    assert "left out 1 comparison .npz file in" in err and _listing(str(tmp_path / "o")) == ["cat.npz", "cat.png"]
+    assert "cat-compare.npz: a comparison of 1 input × iba, gradcam" in out
+    assert _bytes(str(tmp_path / "a" / "cat-compare.png")) == _bytes(str(tmp_path / "same" / "cat-compare.png"))
+    _same_npz(str(tmp_path / "a" / "cat-compare.npz"), str(tmp_path / "same" / "cat-compare.npz"))
+    code, _, err = run_cli(["redraw", str(tmp_path / "a" / "cat-compare.npz"), "--vmax", "0.05"], capsys)  # in place
+    assert code == 0, err
+    assert _bytes(str(tmp_path / "b" / "cat-compare.png")) == _bytes(str(tmp_path / "a" / "cat-compare.png"))
+    assert video_iba.load(str(tmp_path / "a" / "cat-compare.npz")).meta["bits_vmax"] == 0.05
+    code, _, err = run_cli(["redraw", str(tmp_path / "a" / "cat-compare.npz"), "--keyframes", "2", "--out",
+                            str(tmp_path / "k")], capsys)
+    assert code == 2 and "--keyframes does not apply to" in err and "a comparison of photos; drop it" in err
+    by_hand = video_iba.Comparison([video_iba.Panel(cat, "iba", load(os.path.join(explained_photos["a"], "cat.npz")))])
+    by_hand.save(tmp_path / "hand.npz")
+    code, _, err = run_cli(["redraw", str(tmp_path / "hand.npz"), "--out", str(tmp_path / "k")], capsys)
+    assert code == 2 and "lacks what its drawing needs (rows, model inputs)" in err
+    assert _listing(str(tmp_path / "k")) == []
+
+
+def test_a_video_comparison_redrawn_is_what_compare_draws(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = ["compare", explained_clip["clip"], "--methods", "iba,saliency", "--model", "r3d_18", "--weights", "random",
+            "--stride", "0.5", *FAST]
+    assert run_cli([*args, "--keyframes", "2", "--out", str(tmp_path / "a")], capsys)[0] == 0
+    assert run_cli([*args, "--keyframes", "3", "--vmax", "shared", "--out", str(tmp_path / "b")], capsys)[0] == 0
+    npz = str(tmp_path / "a" / "clip-compare.npz")
+    code, _, err = run_cli(["redraw", npz, "--out", str(tmp_path / "same")], capsys)
+    assert code == 0, err
+    for name in ("clip-compare.mp4", "clip-compare-keyframes.png"):
+        assert _bytes(str(tmp_path / "a" / name)) == _bytes(str(tmp_path / "same" / name)), name
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(explained_clip["clip"], moved / "clip.mp4")
+    code, _, err = run_cli(["redraw", npz, "--keyframes", "3", "--vmax", "shared", "--source", str(moved), "--out",
+                            str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    for name in ("clip-compare.mp4", "clip-compare-keyframes.png"):
+        assert _bytes(str(tmp_path / "b" / name)) == _bytes(str(tmp_path / "c" / name)), name
+    back = video_iba.load(str(tmp_path / "c" / "clip-compare.npz"))
+    assert isinstance(back, video_iba.Comparison) and back.meta["keyframes"] == 3
+    assert {p.input for p in back.panels} == {str(moved / "clip.mp4")}
+    other = encode(str(tmp_path / "other.mp4"), frames=40, size=(160, 112), fps=30, content=moving_square)
+    for argv, message in ((["--source", other], "is not the video"),
+                          (["--layout", "overlay"], "--layout does not apply to")):
+        code, _, err = run_cli(["redraw", npz, *argv, "--out", str(tmp_path / "d")], capsys)
+        assert code == 2 and message in err, err
+    assert _listing(str(tmp_path / "d")) == []
 
 
 def test_an_older_file_without_what_the_drawing_needs_is_refused(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

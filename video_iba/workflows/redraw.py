@@ -7,11 +7,14 @@ scale (one number, or ``shared``: the largest value over every file given, so th
 scale), a video's layout and its keyframe sheet may change; what is not given stays as drawn
 before. The drawing and the ``.npz`` (its metadata recording the new drawing) are written
 atomically, by default over the old ones in the ``.npz``'s folder.
+
+A comparison's ``.npz`` (``compare``'s) is drawn again as compare drew it: its bits maps' scale
+and a video comparison's still may change; a photo comparison keeps the model inputs it is drawn
+on, a video comparison reads its videos again, checked as above.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -21,20 +24,21 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import ensure_writable_dir
+from ..files import check_names, ensure_writable_dir
 from ..io.clips import Timeline, timeline
 from ..io.discovery import is_image_file, is_video_file
 from ..io.image import load_image, probe_image
 from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
-from ..results import Attribution, ClipAttribution, Comparison, is_comparison, load
+from ..render.compare import ClipPanel, ClipRow
+from ..render.video import keyframes_path
+from ..results import Attribution, ClipAttribution, Comparison, Unit, load
+from .compare import Compared, Grid, comparison_rows, draw_clip_comparison, draw_photo_comparison
 from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
                       output_paths)
-from .outputs import inside, same_file
+from .outputs import inside, refuse_overwriting_inputs, same_file
 from .session import Progress, as_tuple, no_progress
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,9 @@ def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple
             continue
         found = sorted(str(f) for f in Path(p).rglob("*.npz") if f.is_file()
                        and not (out_dir is not None and inside(str(f), out_dir)))
-        comparisons = [f for f in found if is_comparison(f)]
-        if comparisons:
-            log.warning("left out %d comparison .npz file%s in '%s' (%s ...): redraw draws the explanations of "
-                        "`video-iba explain`", len(comparisons), "" if len(comparisons) == 1 else "s", p,
-                        comparisons[0])
-            found = [f for f in found if f not in comparisons]
         if not found:
-            raise UserInputError(f"no .npz files of `video-iba explain` found in '{p}'; give the output folder of "
-                                 f"`video-iba explain` or its .npz files")
+            raise UserInputError(f"no .npz files found in '{p}'; give the output folder of `video-iba explain` or "
+                                 f"`compare`, or their .npz files")
         out.extend((f, os.path.relpath(os.path.dirname(f), p)) for f in found)
     if not out:
         raise UserInputError("no .npz file given; give the .npz files written by `video-iba explain`")
@@ -107,9 +105,10 @@ def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple
 
 
 def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how: Redraw = Redraw(),
-           progress: Progress = no_progress) -> list[Explained]:
-    """Draw the explanations of ``paths`` (an ``.npz`` file of ``explain``, a folder of them, or a
-    list of either) again.
+           progress: Progress = no_progress) -> list[Explained | Compared | Grid]:
+    """Draw the explanations or comparisons of ``paths`` (an ``.npz`` file of ``explain`` or
+    ``compare``, a folder of them, or a list of either) again; what each wrote (an
+    :class:`Explained`; for a comparison a :class:`Compared`, of several inputs a :class:`Grid`).
 
     Every file is read and its photo or video checked before anything is written; each drawing and
     its ``.npz`` are then written atomically, one file after the other. With ``how.out_dir`` a
@@ -117,7 +116,7 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
 
     Raises:
         UserInputError: an unreadable ``.npz``, a missing or different source, a video's option
-            for a photo, a ``shared`` scale over maps in different units, outputs that would
+            for a photo (or ``layout`` for a comparison), a ``shared`` scale over maps in different units, outputs that would
             replace a source or be written twice.
     """
     files = result_files(as_tuple(paths), how.out_dir)
@@ -130,7 +129,7 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
     vmax = shared_top(checked) if how.vmax == SHARED else how.vmax
     if len(files) == 1:
         return [_redraw_one(*files[0], how, vmax, progress)]
-    done = []
+    done: list[Explained | Compared | Grid] = []
     bar = progress("redrawing", len(files), "file")
     try:
         for path, rel in files:
@@ -169,14 +168,20 @@ def shared_top(scales: Sequence[Scale]) -> float:
     return scale_top(np.asarray([s.peak for s in scales], dtype=np.float64))
 
 
-def _load(path: str) -> Attribution | ClipAttribution:
+def _load(path: str) -> Attribution | ClipAttribution | Comparison:
     if not path.lower().endswith(".npz"):
         raise UserInputError(f"'{path}' is not an .npz file; give the .npz written by `video-iba explain` next to "
                              f"its figure or video")
     result = load(path)
     if isinstance(result, Comparison):
-        raise UserInputError(f"'{path}' holds the panels of `video-iba compare` and redraw draws the explanations of "
-                             f"`video-iba explain`; run compare again with the new options")
+        lacking = [] if isinstance(result.meta.get("rows"), list) else ["rows"]
+        if any(isinstance(p.result, Attribution) and "model_input" not in p.result.arrays for p in result.panels):
+            lacking.append("model inputs")
+        if lacking:
+            raise UserInputError(f"'{path}' lacks what its drawing needs ({', '.join(lacking)}): it was written by "
+                                 f"video-iba {result.meta.get('version', '?')} or by Python's save; compare the "
+                                 f"input again with `video-iba compare`")
+        return result
     needs = (["title", "top5", "vmax", "sampling", "resized", "crop", "layout"] if isinstance(result, ClipAttribution)
              else ["details", "top5", "target_label", "target_probability", "vmax"])
     lacking = [k for k in needs if k not in result.meta]
@@ -223,6 +228,8 @@ def _source(path: str, rel: str, result: Attribution | ClipAttribution, how: Red
 def _check(path: str, rel: str, how: Redraw) -> Scale:
     """Read ``path`` and check its source."""
     result = _load(path)
+    if isinstance(result, Comparison):
+        return _check_comparison(path, rel, result, how)
     source = _source(path, rel, result, how)
     drawn = float(result.meta["vmax"])
     if isinstance(result, ClipAttribution):
@@ -236,6 +243,29 @@ def _check(path: str, rel: str, how: Redraw) -> Scale:
     _same_size(path, result, source, probe_image(source))  # the header only; drawing decodes it
     shown = result.unit.magnitude(result.values.numpy())
     return Scale(result.unit.value, float(shown.max()) if shown.size else 0.0, drawn)
+
+
+def _check_comparison(path: str, rel: str, comparison: Comparison, how: Redraw) -> Scale:
+    """Check a comparison's options and its videos; its bits maps' scale (a photo comparison keeps
+    the model inputs it draws on)."""
+    video = isinstance(comparison.panels[0].result, ClipAttribution)
+    given = [name for name, value in (("layout", how.layout), ("keyframes", None if video else how.keyframes))
+             if value is not None]
+    if given:
+        named = ", ".join("{" + g + "}" for g in given)
+        raise UserInputError(f"{named} do{'es' if len(given) == 1 else ''} not apply to '{path}', a comparison of "
+                             f"{'videos' if video else 'photos'}; drop {'it' if len(given) == 1 else 'them'}",
+                             options=given)
+    peaks = [0.0]
+    for p in comparison.panels:
+        if isinstance(p.result, ClipAttribution):
+            _clip_plan(path, p.result, _source(path, rel, p.result, how))
+            if p.result.unit.information:
+                peaks.append(p.result.peak())
+        elif p.result.unit.information:
+            peaks.append(float(p.result.values.max()))
+    drawn = comparison.meta.get("bits_vmax")
+    return Scale(Unit.BITS.value, max(peaks), float("nan") if drawn is None else float(drawn))
 
 
 def _different(path: str, source: str, what: str, kind: str = "video") -> UserInputError:
@@ -294,8 +324,52 @@ def _outputs(path: str, rel: str, result: Attribution | ClipAttribution, how: Re
                         keyframes)
 
 
-def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None, progress: Progress) -> Explained:
+def _redraw_comparison(path: str, rel: str, comparison: Comparison, how: Redraw, vmax: float | str | None,
+                       progress: Progress) -> Compared | Grid:
+    """Draw a comparison again: its picture (a photo's PNG, a video's MP4) named as ``path``, the
+    ``.npz`` and a video's still."""
+    video = isinstance(comparison.panels[0].result, ClipAttribution)
+    out_dir = (os.path.normpath(os.path.join(how.out_dir, rel)) if how.out_dir is not None
+               else os.path.dirname(os.path.abspath(path)))
+    out = os.path.join(out_dir, Path(path).name[:-len(".npz")] + (".mp4" if video else ".png"))
+    if vmax is not None:
+        comparison.meta["bits_vmax"] = float(vmax)
+    rows = comparison_rows(comparison)
+    clip_rows: list[ClipRow] = []
+    if video:
+        for row, panels in rows:
+            shown, source, line = [], "", None
+            for p in panels:
+                assert isinstance(p.result, ClipAttribution)
+                source = _source(path, rel, p.result, how)
+                line, windows, crops = _clip_plan(path, p.result, source)
+                p.input = p.result.meta["input"] = row["input"] = os.path.abspath(source)
+                shown.append(ClipPanel(p.name, p.result, windows, crops, p.note))
+            assert line is not None
+            clip_rows.append(ClipRow(shown, source, line, str(row["explained"]), str(row["title"])))
+    keyframes = how.keyframes if how.keyframes is not None else int(comparison.meta.get("keyframes", 0))
+    outputs = [out, os.path.splitext(out)[0] + ".npz"] + ([keyframes_path(out)] if video and keyframes else [])
+    check_names(outputs)
+    refuse_overwriting_inputs(outputs, [row["input"] for row, _ in rows])
+    ensure_writable_dir(out_dir)
+    still = None
+    if video:
+        still = draw_clip_comparison(comparison, clip_rows, out, keyframes, progress)
+    else:
+        draw_photo_comparison(comparison, out)
+    drawn = [[(p.name, p.result.unit, p.result.target, str(p.result.meta.get("target_label", ""))) for p in panels]
+             for _row, panels in rows]
+    if len(rows) > 1:
+        return Grid(out, [(str(row["input"]), d) for (row, _), d in zip(rows, drawn)], still, outputs[1])
+    first = drawn[0][0]
+    return Compared(out, first[2], first[3], drawn[0], still, outputs[1])
+
+
+def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None,
+                progress: Progress) -> Explained | Compared | Grid:
     result = _load(path)
+    if isinstance(result, Comparison):
+        return _redraw_comparison(path, rel, result, how, vmax, progress)
     source = _source(path, rel, result, how)
     top = [(str(n), float(p)) for n, p in result.meta["top5"]]
     result.meta["input"] = os.path.abspath(source)  # where it is now (checked to be the one explained)
