@@ -112,6 +112,20 @@ def _check_format(d: dict[str, np.ndarray], p: str, expected: str) -> None:
                          f"`video-iba explain`")
 
 
+def _read_result(path: str | os.PathLike[str], expected: str) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of the result file ``path`` of the format ``expected``, and its path as a string."""
+    p = os.fspath(path)
+    d = _read_npz(p)
+    _check_format(d, p, expected)
+    return d, p
+
+
+def _save(result: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``result`` (its ``write_npz``) to the ``.npz`` ``path`` atomically."""
+    with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
+        result.write_npz(fh)
+
+
 def _meta(d: dict[str, np.ndarray], p: str) -> dict[str, Any]:
     try:
         meta = json.loads(str(d["meta"]))
@@ -216,8 +230,7 @@ class Attribution:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.npz`` file atomically: float32 ``values``, ``capacity``, ``logits``, ``meta`` (JSON)."""
-        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
-            self.write_npz(fh)
+        _save(self, path)
 
     def write_npz(self, fh: BinaryIO) -> None:
         """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
@@ -247,10 +260,7 @@ class Attribution:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Attribution":
         """Read a file written by :meth:`save` (a photo's ``.npz`` from ``video-iba explain``)."""
-        p = os.fspath(path)
-        d = _read_npz(p)
-        _check_format(d, p, ATTRIBUTION_FORMAT)
-        return cls._from_arrays(d, p)
+        return cls._from_arrays(*_read_result(path, ATTRIBUTION_FORMAT))
 
     @classmethod
     def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "Attribution":
@@ -381,8 +391,7 @@ class ClipAttribution:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``.npz`` atomically."""
-        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
-            self.write_npz(fh)
+        _save(self, path)
 
     def write_npz(self, fh: BinaryIO) -> None:
         """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form)."""
@@ -418,10 +427,7 @@ class ClipAttribution:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "ClipAttribution":
         """Read a file written by :meth:`save` (a video's ``.npz`` from ``video-iba explain``)."""
-        p = os.fspath(path)
-        d = _read_npz(p)
-        _check_format(d, p, CLIP_FORMAT)
-        return cls._from_arrays(d, p)
+        return cls._from_arrays(*_read_result(path, CLIP_FORMAT))
 
     @classmethod
     def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "ClipAttribution":
@@ -499,8 +505,7 @@ class Comparison:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the ``.npz`` atomically."""
-        with atomic_write(_npz_name(path)) as tmp, open(tmp, "wb") as fh:
-            self.write_npz(fh)
+        _save(self, path)
 
     def write_npz(self, fh: BinaryIO) -> None:
         """Write the ``.npz`` content to an open binary file (see :meth:`save` for the atomic form);
@@ -519,10 +524,7 @@ class Comparison:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Comparison":
         """Read a file written by :meth:`save` (``video-iba compare``'s ``.npz``)."""
-        p = os.fspath(path)
-        d = _read_npz(p)
-        _check_format(d, p, COMPARISON_FORMAT)
-        return cls._from_arrays(d, p)
+        return cls._from_arrays(*_read_result(path, COMPARISON_FORMAT))
 
     @classmethod
     def _from_arrays(cls, d: dict[str, np.ndarray], p: str) -> "Comparison":
