@@ -116,8 +116,8 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
 
     Raises:
         UserInputError: an unreadable ``.npz``, a missing or different source, a video's option
-            for a photo (or ``layout`` for a comparison), a ``shared`` scale over maps in different units, outputs that would
-            replace a source or be written twice.
+            for a photo (or ``layout`` for a comparison), a ``shared`` scale over maps in
+            different units, outputs that would replace a source or be written twice.
     """
     files = result_files(as_tuple(paths), how.out_dir)
     if how.source is not None and not os.path.isdir(how.source) and len(files) > 1:
@@ -141,8 +141,8 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
 
 
 class Scale(NamedTuple):
-    """How an explanation is drawn: its map's unit, the largest value the map draws, and the top of
-    the colour scale its drawing now has."""
+    """How an explanation (or a comparison's bits maps) is drawn: the unit, the largest value its
+    map draws, and the top of the colour scale its drawing now has."""
 
     unit: str
     peak: float
