@@ -567,7 +567,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_compare(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride), keyframes=args.keyframes,
                       vmax=args.vmax)
-    models = args.models.split(",") if args.models is not None else ()
+    models = args.models if args.models is not None else ()  # split at commas outside a function's arguments
     targets = args.targets.split(",") if args.targets is not None else ()
     settings = _settings(args, changes=_bottleneck_changes(args))
     if len(args.input) > 1 or os.path.isdir(args.input[0]):

@@ -38,6 +38,18 @@ NET = textwrap.dedent('''
         return net, spec
 
 
+    def sized(width=16, classes=("left", "right", "still")):
+        net = nn.Sequential()
+        net.add_module("stem", nn.Conv3d(3, width, 3, padding=1))
+        net.add_module("act", nn.ReLU())
+        net.add_module("block", nn.Conv3d(width, 2 * width, 3, stride=(1, 2, 2), padding=1))
+        net.add_module("head", head(2 * width, len(classes)))
+        spec = video_iba.ModelSpec(name="sized", family="own", modality="video", frames=8, sampling_rate=2,
+                                   input_size=48, resize=56, default_layer="block", labels="own",
+                                   label_names=tuple(classes))
+        return net, spec
+
+
     def unnamed():
         net, spec = build()
         return net, dataclasses.replace(spec, labels="ucf101", label_names=())
@@ -152,6 +164,26 @@ def test_a_network_of_ones_own_is_explained_from_the_command_line(own, tmp_path,
     assert video_iba.load(tmp_path / "half" / "square.npz").meta["target_label"] in ("a", "b", "c")
 
 
+def test_a_network_of_ones_own_takes_keyword_arguments(own, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    net, clip = own
+    ref = f"{net}:sized(width=4, classes=('up', 'down'))"
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["explain", clip, "--model", ref, "--steps", "1", "--samples", "2", "--out", str(out)],
+                                capsys)
+    assert code == 0, err
+    res = video_iba.load(str(out / "square.npz"))
+    assert res.meta["model"] == ref and res.meta["target_label"] in ("up", "down")
+    code, stdout, err = run_cli(["layers", "--model", ref], capsys)
+    assert code == 0 and re.search(r"^block +Conv3d +1x8x8x24x24", stdout, re.M), err  # 2 x width channels
+    # several in a comparison: the commas inside a function's arguments do not split the list
+    code, stdout, err = run_cli(["compare", clip, "--models", f"{ref},{net}:sized(width=2)", "--methods", "saliency",
+                                 "--out", str(tmp_path / "c")], capsys)
+    assert code == 0, err
+    panels = video_iba.load(str(tmp_path / "c" / "square-compare.npz"))
+    assert [p.name for p in panels.panels] == [f"{ref} · saliency", f"{net}:sized(width=2) · saliency"]
+    assert panels.panels[1].result.class_names == ("left", "right", "still")
+
+
 def test_a_package_module_names_a_network_too(own, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     net, _ = own
     pkg = tmp_path / "root" / "ownnets"
@@ -170,6 +202,12 @@ def test_a_package_module_names_a_network_too(own, tmp_path, capsys, monkeypatch
     ("{net}:broken", [], "calling '{net}:broken' failed (RuntimeError: checkpoint server down ({net}:"),
     ("{net}:number", [], "returned int, not a network; return (model, video_iba.ModelSpec(...))"),
     ("{net}:bare", [], "returned a network without a spec"),
+    ("{net}:build(depth=3)", [], "calling '{net}:build(depth=3)' failed (TypeError: build() got an unexpected keyword "
+                                 "argument 'depth'"),
+    ("{net}:sized(4)", [], "passes arguments without names; give keyword arguments of literal values, e.g. "
+                           "{net}:sized(depth=18, pretrained=False)"),
+    ("{net}:sized(width=int('4'))", [], "the argument width=int('4') of '{net}:sized(width=int('4'))' is not a "
+                                        "literal value"),
     ("{net}:build", ["--weights", "random"], "its weights are those its function builds; give --weights default"),
     ("{net}:unnamed", [], "names no classes (its spec's labels are 'ucf101'); give --labels a file"),
     ("no_such_package.nets:build", [], "no module named 'no_such_package'"),

@@ -1,9 +1,11 @@
 """Networks of one's own, named where a registry name goes: ``path/to/file.py:function`` or
-``package.module:function``. The function takes no arguments and returns ``(model, spec)``, or a
-model carrying its spec as ``model.video_iba_spec``; the registry calls it and checks what it got."""
+``package.module:function``, optionally with keyword arguments of literal values,
+``function(depth=18, classes=("a", "b"))``. The function returns ``(model, spec)``, or a model
+carrying its spec as ``model.video_iba_spec``; the registry calls it and checks what it got."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.util
@@ -16,7 +18,8 @@ from typing import Any, Callable
 
 from ..errors import UserInputError, did_you_mean
 
-_ENTRY = re.compile(r"(?P<where>[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*)")
+_ENTRY = re.compile(r"(?P<where>[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*)"
+                    r"(?:\((?P<args>.*)\))?", re.S)
 
 #: How an entry point is written, for messages.
 FORM = "path/to/file.py:function or package.module:function"
@@ -37,7 +40,39 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f": {text[0]}" if text else "") + where
 
 
-def entry_function(ref: str) -> Callable[[], Any]:
+def entry_call(ref: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The function ``ref`` names (see :func:`entry_function`) and the keyword arguments it is
+    called with (``{}`` without parentheses).
+
+    Raises:
+        UserInputError: arguments that are not ``name=literal`` (numbers, strings, True, False,
+            None, and lists, tuples, sets and dicts of them).
+    """
+    fn = entry_function(ref)
+    match = _ENTRY.fullmatch(ref)
+    assert match is not None
+    return fn, ({} if match["args"] is None else _keywords(ref, match["args"]))
+
+
+def _keywords(ref: str, text: str) -> dict[str, Any]:
+    form = f"give keyword arguments of literal values, e.g. {ref[:ref.index('(')]}(depth=18, pretrained=False)"
+    try:
+        call = ast.parse(f"f({text})", mode="eval").body
+    except SyntaxError as exc:
+        raise UserInputError(f"cannot read the arguments of '{ref}' ({exc.msg}); {form}") from None
+    if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+        raise UserInputError(f"'{ref}' passes arguments without names; {form}")
+    values: dict[str, Any] = {}
+    for k in call.keywords:
+        try:
+            values[str(k.arg)] = ast.literal_eval(k.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise UserInputError(f"the argument {k.arg}={ast.unparse(k.value)} of '{ref}' is not a literal value; "
+                                 f"{form}") from None
+    return values
+
+
+def entry_function(ref: str) -> Callable[..., Any]:
     """The function ``ref`` names, its module imported (a file's folder goes on ``sys.path`` first,
     as ``python file.py`` would put it, so that the file can import its neighbours)."""
     match = _ENTRY.fullmatch(ref)
@@ -87,4 +122,4 @@ def _package_module(where: str, attr: str) -> ModuleType:
         raise UserInputError(f"importing '{where}' failed ({describe_failure(exc)}); fix the module") from exc
 
 
-__all__ = ["FORM", "describe_failure", "entry_function", "is_entry_point"]
+__all__ = ["FORM", "describe_failure", "entry_call", "entry_function", "is_entry_point"]

@@ -26,7 +26,7 @@ from ..distributed import checked_device
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
-from .entry import FORM, describe_failure, entry_function, is_entry_point
+from .entry import FORM, describe_failure, entry_call, is_entry_point
 from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
                  spec_fields)
 from .inflated import EfficientNetLite0I3D
@@ -722,14 +722,15 @@ def _entry_spec(ref: str) -> ModelSpec:
 
 
 def _call_entry(ref: str) -> tuple[nn.Module, ModelSpec]:
-    fn = entry_function(ref)
+    fn, kwargs = entry_call(ref)
     with seeded(0):  # its own randomness, the same in every process; the caller's left alone
         try:
-            out = fn()
+            out = fn(**kwargs)
         except UserInputError:
             raise
         except Exception as exc:
-            raise UserInputError(f"calling '{ref}' failed ({describe_failure(exc)}); fix the function") from exc
+            fix = "fix the function or its arguments" if kwargs else "fix the function"
+            raise UserInputError(f"calling '{ref}' failed ({describe_failure(exc)}); {fix}") from exc
     model, spec = out if isinstance(out, tuple) and len(out) == 2 else (out, getattr(out, "video_iba_spec", None))
     if not isinstance(model, nn.Module):
         raise UserInputError(f"'{ref}' returned {type(out).__name__}, not a network; return (model, "

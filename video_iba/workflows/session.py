@@ -108,11 +108,30 @@ def as_tuple(value: Any, split: bool = False) -> Any:
         return None
     if isinstance(value, (str, os.PathLike)):
         text = os.fspath(value)
-        return tuple(v.strip() for v in text.split(",")) if split else (text,)
+        return tuple(v.strip() for v in _top_level_parts(text)) if split else (text,)
     try:
         return tuple(os.fspath(v) if isinstance(v, os.PathLike) else v for v in value)
     except TypeError:
         return (value,)  # one number (a beta)
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """``text`` split at its commas outside brackets and quotes (a network of one's own with its
+    arguments, ``nets.py:build(depth=18, width=2)``, is one entry)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 @dataclass(frozen=True)
