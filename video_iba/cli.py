@@ -275,8 +275,9 @@ def _evaluate_parser(sub: Any) -> None:
 
 
 def _compare_parser(sub: Any) -> None:
-    co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method; "
-                                        "several photos or videos, or a folder of them: one grid, a row per input")
+    co = sub.add_parser("compare", help="one PNG (photo) or MP4 (the whole range of a video) with a panel per method, "
+                                        "and an .npz of every panel's map; several photos or videos, or a folder of "
+                                        "them: one grid, a row per input")
     co.option("input", nargs="+", help="image or video file; or several images or videos, or a folder of them, for a "
                                        f"grid (OUT/compare-grid.png, at most {MAX_GRID_ROWS} photos; OUT/compare-grid.mp4, "
                                        f"at most {MAX_VIDEO_GRID_ROWS} videos played together)")

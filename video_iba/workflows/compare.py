@@ -6,7 +6,9 @@ Every method explains the same target with the same model, through the same stag
 MP4 lasts as long as the range it explains. Several models each explain the input with their own
 preprocessing, windows and target, and are drawn on the same source frames. Several photos (or a
 folder of them) make a grid, one row per photo, in one PNG; several videos one MP4, a row per
-video, played together.
+video, played together. Beside the picture, every panel's result is saved as a
+:class:`~video_iba.results.Comparison` (``.npz``), from which the picture is drawn and can be
+drawn again (``video-iba redraw``).
 """
 
 from __future__ import annotations
