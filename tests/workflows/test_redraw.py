@@ -224,9 +224,14 @@ def test_a_video_comparison_redrawn_is_what_compare_draws(explained_clip, tmp_pa
     assert isinstance(back, video_iba.Comparison) and back.meta["keyframes"] == 3
     assert {p.input for p in back.panels} == {str(moved / "clip.mp4")}
     other = encode(str(tmp_path / "other.mp4"), frames=40, size=(160, 112), fps=30, content=moving_square)
-    for argv, message in ((["--source", other], "is not the video"),
-                          (["--layout", "overlay"], "--layout does not apply to")):
-        code, _, err = run_cli(["redraw", npz, *argv, "--out", str(tmp_path / "d")], capsys)
+    two = video_iba.Comparison([*back.panels, *(video_iba.Panel(other, p.name, p.result, p.note) for p in back.panels)],
+                               {**back.meta, "rows": back.meta["rows"] * 2})
+    two.save(tmp_path / "two.npz")  # a grid of two videos
+    for npz_, argv, message in ((npz, ["--source", other], "is not the video"),
+                                (npz, ["--layout", "overlay"], "--layout does not apply to"),
+                                (str(tmp_path / "two.npz"), ["--source", other],
+                                 "--source names one video and '" + str(tmp_path / "two.npz") + "' compares 2")):
+        code, _, err = run_cli(["redraw", npz_, *argv, "--out", str(tmp_path / "d")], capsys)
         assert code == 2 and message in err, err
     assert _listing(str(tmp_path / "d")) == []
 

@@ -256,6 +256,10 @@ def _check_comparison(path: str, rel: str, comparison: Comparison, how: Redraw) 
         raise UserInputError(f"{named} do{'es' if len(given) == 1 else ''} not apply to '{path}', a comparison of "
                              f"{'videos' if video else 'photos'}; drop {'it' if len(given) == 1 else 'them'}",
                              options=given)
+    inputs = {p.input for p in comparison.panels}
+    if video and how.source is not None and not os.path.isdir(how.source) and len(inputs) > 1:
+        raise UserInputError(f"{{source}} names one video and '{path}' compares {len(inputs)}; give it the folder "
+                             f"holding them", options=["source"])
     peaks = [0.0]
     for p in comparison.panels:
         if isinstance(p.result, ClipAttribution):
