@@ -162,7 +162,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     vmax = _bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0] for a in m if a.unit.information))
     comparison = _photo_comparison([(path, "input", compared, attrs[0])], several, vmax)
     draw_photo_comparison(comparison, out)
-    return Compared(out, first.target, first.label, _drawn(comparison.panels, compared), None, npz)
+    return Compared(out, first.target, first.label, panel_summaries(comparison.panels), None, npz)
 
 
 def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: Settings | None, out_dir: str,
@@ -211,9 +211,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     vmax = _bits_top(options, (scale_top(a.values.numpy()) for r in attrs for m in r for a in m if a.unit.information))
     comparison = _photo_comparison(list(zip(paths, titles, rows, attrs)), several, vmax)
     draw_photo_comparison(comparison, out)
-    per_row = len(comparison.panels) // len(rows)
-    return Grid(out, [(path, _drawn(comparison.panels[i * per_row:(i + 1) * per_row], row))
-                      for i, (path, row) in enumerate(zip(paths, rows))], None, _npz_path(out))
+    return Grid(out, _summaries(paths, comparison), None, _npz_path(out))
 
 
 def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -261,7 +259,7 @@ def _photo_comparison(rows: Sequence[tuple[str, str, Sequence[_Model], Sequence[
     on (``arrays["model_input"]``, uint8 RGB) and its metadata gains the model, the input and the
     class explained, as an explanation's has."""
     panels: list[Panel] = []
-    drawn: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     for path, title, models, attrs in rows:
         for model, per_method in zip(models, attrs):
             _wi, (x,) = next(model.plan.units())
@@ -271,15 +269,29 @@ def _photo_comparison(rows: Sequence[tuple[str, str, Sequence[_Model], Sequence[
                 attr.arrays["model_input"] = rgb
                 panels.append(Panel(os.path.abspath(path), _title(model, s.method.name, several), attr,
                                     _note(attr.meta, model.label if several and not model.by_class else None)))
-        drawn.append({"input": os.path.abspath(path), "title": title, "explained": _explained(models),
-                      "panels": sum(len(m.sessions) for m in models)})
-    return Comparison(panels, {"bits_vmax": vmax, "rows": drawn, "version": __version__})
+        entries.append(_row_entry(path, title, models))
+    return _comparison(panels, entries, vmax)
 
 
-def _drawn(panels: Sequence[Panel], models: Sequence[_Model]) -> list[tuple[str, Unit, int, str]]:
+def _row_entry(path: str, title: str, models: Sequence[_Model]) -> dict[str, Any]:
+    """A row of a comparison as its ``meta["rows"]`` holds it: the input, its title, the class its
+    input panel names, and its number of panels (one per model and method)."""
+    return {"input": os.path.abspath(path), "title": title, "explained": _explained(models),
+            "panels": sum(len(m.sessions) for m in models)}
+
+
+def _comparison(panels: Sequence[Panel], rows: Sequence[dict[str, Any]], vmax: float | None) -> Comparison:
+    return Comparison(list(panels), {"bits_vmax": vmax, "rows": list(rows), "version": __version__})
+
+
+def panel_summaries(panels: Sequence[Panel]) -> list[tuple[str, Unit, int, str]]:
     """Each panel's name, unit and class (index and name), as :attr:`Compared.panels`."""
-    labels = [m.label for m in models for _ in m.sessions]
-    return [(p.name, p.result.unit, p.result.target, label) for p, label in zip(panels, labels)]
+    return [(p.name, p.result.unit, p.result.target, str(p.result.meta["target_label"])) for p in panels]
+
+
+def _summaries(paths: Sequence[str], comparison: Comparison) -> list[tuple[str, list[tuple[str, Unit, int, str]]]]:
+    """Per row its input (as given) and :func:`panel_summaries`, as :attr:`Grid.rows`."""
+    return [(path, panel_summaries(panels)) for path, (_row, panels) in zip(paths, comparison_rows(comparison))]
 
 
 def comparison_rows(comparison: Comparison) -> list[tuple[dict[str, Any], list[Panel]]]:
@@ -587,11 +599,10 @@ def _stores(compared: Sequence[_Model], folder: str, stores: list[MapStore]) -> 
 
 
 def _clip_panels(compared: Sequence[_Model], options: Options, progress: Progress, several: bool,
-                 stores: Sequence[MapStore]) -> tuple[list[ClipPanel], list[tuple[str, Unit, int, str]]]:
+                 stores: Sequence[MapStore]) -> list[ClipPanel]:
     """Every model's and method's result over the video's range, as panels; their maps go to
     ``stores`` (one per model and method, see :func:`_stores`)."""
     shown: list[ClipPanel] = []
-    panels: list[tuple[str, Unit, int, str]] = []
     store_of = iter(stores)
     for model in compared:
         for s in model.sessions:
@@ -603,8 +614,7 @@ def _clip_panels(compared: Sequence[_Model], options: Options, progress: Progres
             title = _title(model, s.method.name, several)
             shown.append(ClipPanel(title, result, model.plan.windows, model.plan.crops,
                                    _note(result.meta, model.label if several and not model.by_class else None)))
-            panels.append((title, result.unit, model.target, model.label))
-    return shown, panels
+    return shown
 
 
 def _clip(compared: Sequence[_Model], options: Options, out: str, progress: Progress,
@@ -617,30 +627,26 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
     """Every video's panels, then one video's comparison MP4 ``out`` or, with several, the grid's
     (see :func:`compare_grid`)."""
     stores: list[list[MapStore]] = []  # per row, every row's made before any work
-    rendered: list[tuple[str, list[tuple[str, Unit, int, str]]]] = []
     try:
         for row in rows:
             stores.append([])
             _stores(row, os.path.dirname(os.path.abspath(out)), stores[-1])
-        clip_rows, drawn = [], []
-        for path, title, row, row_stores in zip(paths, titles, rows, stores):
-            shown, panels = _clip_panels(row, options, progress, several, row_stores)
+        clip_rows = []
+        for title, row, row_stores in zip(titles, rows, stores):
+            shown = _clip_panels(row, options, progress, several, row_stores)
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
-            drawn.append({"input": os.path.abspath(path), "title": title, "explained": _explained(row),
-                          "panels": len(shown)})
-            rendered.append((path, panels))
         vmax = _bits_top(options, ((p.result.peak() or 1.0) for r in clip_rows for p in r.panels
                                    if p.result.unit.information))
-        comparison = Comparison([Panel(os.path.abspath(path), p.name, p.result, p.note)
-                                 for path, r in zip(paths, clip_rows) for p in r.panels],
-                                {"bits_vmax": vmax, "rows": drawn, "version": __version__})
+        comparison = _comparison([Panel(os.path.abspath(path), p.name, p.result, p.note)
+                                  for path, r in zip(paths, clip_rows) for p in r.panels],
+                                 [_row_entry(path, title, row) for path, title, row in zip(paths, titles, rows)], vmax)
         draw_clip_comparison(comparison, clip_rows, out, options.keyframes, progress)
     finally:
         for row_stores in stores:
             for store in row_stores:
                 store.close()
-    return rendered
+    return _summaries(paths, comparison)
 
 
 __all__ = ["MAX_GRID_ROWS", "MAX_VIDEO_GRID_ROWS", "Compared", "Grid", "compare_file", "compare_grid"]

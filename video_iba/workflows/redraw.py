@@ -34,7 +34,8 @@ from ..render.overlay import scale_top
 from ..render.compare import ClipPanel, ClipRow
 from ..render.video import keyframes_path
 from ..results import Attribution, ClipAttribution, Comparison, Unit, load
-from .compare import Compared, Grid, comparison_rows, draw_clip_comparison, draw_photo_comparison
+from .compare import (Compared, Grid, comparison_rows, draw_clip_comparison, draw_photo_comparison,
+                      panel_summaries)
 from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
                       output_paths)
 from .outputs import inside, refuse_overwriting_inputs, same_file
@@ -177,6 +178,8 @@ def _load(path: str) -> Attribution | ClipAttribution | Comparison:
         lacking = [] if isinstance(result.meta.get("rows"), list) else ["rows"]
         if any(isinstance(p.result, Attribution) and "model_input" not in p.result.arrays for p in result.panels):
             lacking.append("model inputs")
+        if any("target_label" not in p.result.meta for p in result.panels):
+            lacking.append("class names")
         if lacking:
             raise UserInputError(f"'{path}' lacks what its drawing needs ({', '.join(lacking)}): it was written by "
                                  f"video-iba {result.meta.get('version', '?')} or by Python's save; compare the "
@@ -361,8 +364,7 @@ def _redraw_comparison(path: str, rel: str, comparison: Comparison, how: Redraw,
         still = draw_clip_comparison(comparison, clip_rows, out, keyframes, progress)
     else:
         draw_photo_comparison(comparison, out)
-    drawn = [[(p.name, p.result.unit, p.result.target, str(p.result.meta.get("target_label", ""))) for p in panels]
-             for _row, panels in rows]
+    drawn = [panel_summaries(panels) for _row, panels in rows]
     if len(rows) > 1:
         return Grid(out, [(str(row["input"]), d) for (row, _), d in zip(rows, drawn)], still, outputs[1])
     first = drawn[0][0]
