@@ -551,3 +551,16 @@ def test_explain_of_one_file_refuses_a_shared_scale_before_any_work(photo_dir, t
     with pytest.raises(UserInputError, match="explain_photos draws each photo on its own"):
         explain_photos(session, [os.path.join(photo_dir, "coffee.jpg")], [out], Options(vmax="shared"))
     assert not os.path.exists(out)
+
+
+def test_a_shared_scale_ignores_a_map_without_information(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.workflows.compare import _bits_top, bits_peak
+
+    zero = video_iba.Attribution(values=torch.zeros(4, 4), unit=Unit.BITS, target=0)
+    small = video_iba.Attribution(values=torch.full((4, 4), 0.3), unit=Unit.BITS, target=0)
+    cam = video_iba.Attribution(values=torch.full((4, 4), 7.0), unit=Unit.GRAD_CAM, target=0)
+    assert bits_peak([zero, small, cam]) == pytest.approx(0.3)  # other units are not bits maps
+    # an all-zero map took the default top of 1 and so set the scale of maps peaking below it
+    assert _bits_top(Options(vmax="shared"), [zero, small, cam]) == pytest.approx(0.3)
+    assert _bits_top(Options(vmax="shared"), [zero]) == 1.0 and _bits_top(Options(vmax="shared"), [cam]) is None
+    assert _bits_top(Options(vmax=0.5), [small]) == 0.5 and _bits_top(Options(), [small]) is None

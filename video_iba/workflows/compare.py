@@ -35,7 +35,7 @@ from ..render.draw import normalised_to_rgb
 from ..render.overlay import scale_top
 from ..render.video import Stills, keyframes_path
 from .._version import __version__
-from ..results import Attribution, Comparison, Panel, Unit
+from ..results import Attribution, ClipAttribution, Comparison, Panel, Unit
 from .explain import SHARED, MapStore, Options, assemble_clip, attribute_windows, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
 from .outputs import refuse_overwriting_inputs
@@ -159,7 +159,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
         attrs = _attributions([compared], bar)
     finally:
         bar.close()
-    vmax = _bits_top(options, (scale_top(a.values.numpy()) for m in attrs[0] for a in m if a.unit.information))
+    vmax = _bits_top(options, (a for m in attrs[0] for a in m))
     comparison = _photo_comparison([(path, "input", compared, attrs[0])], several, vmax)
     draw_photo_comparison(comparison, out)
     return Compared(out, first.target, first.label, panel_summaries(comparison.panels), None, npz)
@@ -208,7 +208,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         attrs = _attributions(rows, bar)
     finally:
         bar.close()
-    vmax = _bits_top(options, (scale_top(a.values.numpy()) for r in attrs for m in r for a in m if a.unit.information))
+    vmax = _bits_top(options, (a for r in attrs for m in r for a in m))
     comparison = _photo_comparison(list(zip(paths, titles, rows, attrs)), several, vmax)
     draw_photo_comparison(comparison, out)
     return Grid(out, _summaries(paths, comparison), None, _npz_path(out))
@@ -582,12 +582,21 @@ def _explained(compared: Sequence[_Model]) -> str:
     return "per class, in each panel" if compared[0].by_class else "per model, in each panel"
 
 
-def _bits_top(options: Options, peaks: Iterable[float]) -> float | None:
-    """The bits maps' shared colour scale: ``options.vmax``, or with ``"shared"`` the largest of the
-    bits maps' ``peaks``; ``None``: each map its own."""
+def _bits_top(options: Options, results: Iterable[Attribution | ClipAttribution]) -> float | None:
+    """The bits maps' shared colour scale: ``options.vmax``, or with ``"shared"`` the largest value
+    of the bits maps among ``results`` (1 where none is above 0); ``None``: each map its own, or no
+    bits map to share it."""
     if options.vmax != SHARED:
         return None if options.vmax is None else float(options.vmax)
-    return max(peaks, default=None)
+    bits = [r for r in results if r.unit.information]
+    return scale_top(np.asarray([bits_peak(bits)])) if bits else None
+
+
+def bits_peak(results: Iterable[Attribution | ClipAttribution]) -> float:
+    """The largest value among the bits maps of ``results`` (a video's over all its windows; 0
+    without any)."""
+    return max((r.peak() if isinstance(r, ClipAttribution) else float(r.values.max())
+                for r in results if r.unit.information), default=0.0)
 
 
 def _stores(compared: Sequence[_Model], folder: str, stores: list[MapStore]) -> None:
@@ -636,8 +645,7 @@ def _video_grid(rows: Sequence[Sequence[_Model]], paths: Sequence[str], titles: 
             shown = _clip_panels(row, options, progress, several, row_stores)
             assert row[0].plan.line is not None
             clip_rows.append(ClipRow(shown, row[0].plan.path, row[0].plan.line, _explained(row), title))
-        vmax = _bits_top(options, ((p.result.peak() or 1.0) for r in clip_rows for p in r.panels
-                                   if p.result.unit.information))
+        vmax = _bits_top(options, (p.result for r in clip_rows for p in r.panels))
         comparison = _comparison([Panel(os.path.abspath(path), p.name, p.result, p.note)
                                   for path, r in zip(paths, clip_rows) for p in r.panels],
                                  [_row_entry(path, title, row) for path, title, row in zip(paths, titles, rows)], vmax)

@@ -34,7 +34,7 @@ from ..render.overlay import scale_top
 from ..render.compare import ClipPanel, ClipRow
 from ..render.video import keyframes_path
 from ..results import Attribution, ClipAttribution, Comparison, Unit, load
-from .compare import (Compared, Grid, comparison_rows, draw_clip_comparison, draw_photo_comparison,
+from .compare import (Compared, Grid, bits_peak, comparison_rows, draw_clip_comparison, draw_photo_comparison,
                       panel_summaries)
 from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
                       output_paths)
@@ -263,16 +263,12 @@ def _check_comparison(path: str, rel: str, comparison: Comparison, how: Redraw) 
     if video and how.source is not None and not os.path.isdir(how.source) and len(inputs) > 1:
         raise UserInputError(f"{{source}} names one video and '{path}' compares {len(inputs)}; give it the folder "
                              f"holding them", options=["source"])
-    peaks = [0.0]
     for p in comparison.panels:
         if isinstance(p.result, ClipAttribution):
             _clip_plan(path, p.result, _source(path, rel, p.result, how))
-            if p.result.unit.information:
-                peaks.append(p.result.peak())
-        elif p.result.unit.information:
-            peaks.append(float(p.result.values.max()))
     drawn = comparison.meta.get("bits_vmax")
-    return Scale(Unit.BITS.value, max(peaks), float("nan") if drawn is None else float(drawn))
+    return Scale(Unit.BITS.value, bits_peak(p.result for p in comparison.panels),
+                 float("nan") if drawn is None else float(drawn))
 
 
 def _different(path: str, source: str, what: str, kind: str = "video") -> UserInputError:
