@@ -261,18 +261,18 @@ def refuse_shared(options: Options, what: str) -> None:
 
 def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0) -> list[str]:
     """:func:`output_paths` of ``plan`` (``stem`` by default the input's)."""
-    return output_paths(out_dir, stem or Path(plan.path).stem, plan.is_video, plan.path, keyframes)
+    return output_paths(out_dir, stem or Path(plan.path).stem, plan.is_video, [plan.path], keyframes)
 
 
-def output_paths(out_dir: str, stem: str, video: bool, source: str, keyframes: int = 0) -> list[str]:
-    """The figure (``.png``) or overlay (``.mp4``) and the ``.npz`` named ``stem`` in ``out_dir``
-    (and a video's keyframe sheet where asked), checked: valid names, the input ``source`` not
-    overwritten, the folder writable (created if missing)."""
+def output_paths(out_dir: str, stem: str, video: bool, sources: Sequence[str], keyframes: int = 0) -> list[str]:
+    """The figure (``.png``) or video (``.mp4``) and the ``.npz`` named ``stem`` in ``out_dir``
+    (and a video's keyframe sheet where asked), checked: valid names, none of the inputs
+    ``sources`` overwritten, the folder writable (created if missing)."""
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if video else 'png'}"), os.path.join(out_dir, f"{stem}.npz")]
     if video and keyframes:
         outputs.append(keyframes_path(outputs[0]))
     check_names(outputs)
-    refuse_overwriting_inputs(outputs, [source])
+    refuse_overwriting_inputs(outputs, sources)
     ensure_writable_dir(out_dir)
     return outputs
 

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import check_names, ensure_writable_dir
+from ..files import ensure_writable_dir
 from ..io.clips import Timeline, timeline
 from ..io.discovery import is_image_file, is_video_file
 from ..io.image import load_image, probe_image
@@ -32,13 +32,12 @@ from ..io.sampling import Window, plan_windows, short_ranges_noted
 from ..models.preprocess import CropPlan, Tile, resized_size
 from ..render.overlay import scale_top
 from ..render.compare import ClipPanel, ClipRow
-from ..render.video import keyframes_path
 from ..results import Attribution, ClipAttribution, Comparison, Unit, load
 from .compare import (Compared, Grid, bits_peak, comparison_rows, draw_clip_comparison, draw_photo_comparison,
                       panel_summaries)
 from .explain import (SHARED, Explained, check_keyframes, check_layout, check_vmax, draw_clip, draw_photo,
                       output_paths)
-from .outputs import inside, refuse_overwriting_inputs, same_file
+from .outputs import inside, same_file
 from .session import Progress, as_tuple, no_progress
 
 
@@ -318,13 +317,12 @@ def _photo_image(path: str, result: Attribution, source: str) -> tuple[np.ndarra
     return rgb, (x0 * fx, y0 * fy, x1 * fx, y1 * fy)
 
 
-def _outputs(path: str, rel: str, result: Attribution | ClipAttribution, how: Redraw, source: str,
-             keyframes: int) -> list[str]:
-    """The drawing's outputs: named as ``path``, in its folder or ``how.out_dir``'s subfolder ``rel``."""
+def _outputs(path: str, rel: str, video: bool, how: Redraw, sources: Sequence[str], keyframes: int) -> list[str]:
+    """The drawing's outputs (:func:`output_paths`): named as ``path``, in its folder or
+    ``how.out_dir``'s subfolder ``rel``."""
     out_dir = (os.path.normpath(os.path.join(how.out_dir, rel)) if how.out_dir is not None
                else os.path.dirname(os.path.abspath(path)))
-    return output_paths(out_dir, Path(path).name[:-len(".npz")], isinstance(result, ClipAttribution), source,
-                        keyframes)
+    return output_paths(out_dir, Path(path).name[:-len(".npz")], video, sources, keyframes)
 
 
 def _redraw_comparison(path: str, rel: str, comparison: Comparison, how: Redraw, vmax: float | str | None,
@@ -332,9 +330,6 @@ def _redraw_comparison(path: str, rel: str, comparison: Comparison, how: Redraw,
     """Draw a comparison again: its picture (a photo's PNG, a video's MP4) named as ``path``, the
     ``.npz`` and a video's still."""
     video = isinstance(comparison.panels[0].result, ClipAttribution)
-    out_dir = (os.path.normpath(os.path.join(how.out_dir, rel)) if how.out_dir is not None
-               else os.path.dirname(os.path.abspath(path)))
-    out = os.path.join(out_dir, Path(path).name[:-len(".npz")] + (".mp4" if video else ".png"))
     if vmax is not None:
         comparison.meta["bits_vmax"] = float(vmax)
     rows = comparison_rows(comparison)
@@ -351,11 +346,8 @@ def _redraw_comparison(path: str, rel: str, comparison: Comparison, how: Redraw,
             assert line is not None
             clip_rows.append(ClipRow(shown, source, line, str(row["explained"]), str(row["title"])))
     keyframes = how.keyframes if how.keyframes is not None else int(comparison.meta.get("keyframes", 0))
-    outputs = [out, os.path.splitext(out)[0] + ".npz"] + ([keyframes_path(out)] if video and keyframes else [])
-    check_names(outputs)
-    refuse_overwriting_inputs(outputs, [row["input"] for row, _ in rows])
-    ensure_writable_dir(out_dir)
-    still = None
+    outputs = _outputs(path, rel, video, how, [str(row["input"]) for row, _ in rows], keyframes)
+    out, still = outputs[0], None
     if video:
         still = draw_clip_comparison(comparison, clip_rows, out, keyframes, progress)
     else:
@@ -378,7 +370,7 @@ def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None,
     if isinstance(result, ClipAttribution):
         line, windows, crops = _clip_plan(path, result, source)
         keyframes = how.keyframes if how.keyframes is not None else len(result.meta.get("keyframes", []))
-        outputs = _outputs(path, rel, result, how, source, keyframes)
+        outputs = _outputs(path, rel, True, how, [source], keyframes)
         if vmax is not None:
             result.meta["vmax"] = float(vmax)
         written = draw_clip(result, source, line, windows, crops, how.layout or str(result.meta["layout"]), keyframes,
@@ -386,6 +378,6 @@ def _redraw_one(path: str, rel: str, how: Redraw, vmax: float | str | None,
         return Explained(result, outputs, str(result.meta["target_label"]), top, len(windows), len(crops.tiles),
                          written)
     image, box = _photo_image(path, result, source)
-    outputs = _outputs(path, rel, result, how, source, 0)
+    outputs = _outputs(path, rel, False, how, [source], 0)
     draw_photo(result, image, box, float(vmax if vmax is not None else result.meta["vmax"]), outputs)
     return Explained(result, outputs, str(result.meta["target_label"]), top)
