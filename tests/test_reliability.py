@@ -372,7 +372,34 @@ def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monk
     monkeypatch.setattr(files.os, "replace", full)
     code, _, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--method", "random", "--out",
                             str(tmp_path / "o")], capsys)
-    assert code == 2 and "no space left writing" in err and os.listdir(tmp_path / "o") == []
+    assert code == 2 and "no space left writing" in err and not (tmp_path / "o").exists()
+
+
+def test_a_refused_command_leaves_no_folder_behind(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # before: every refusal after the output check left the --out folder (and those above it) empty
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    broken = tmp_path / "nets.py"
+    broken.write_text("def build():\n    raise RuntimeError('no such layer')\n")
+    photo = os.path.join(photo_dir, "coffee.jpg")
+    commands = [
+        ["explain", str(bad), "--out", str(tmp_path / "a" / "b")],
+        ["compare", str(bad), "--methods", "saliency", "--out", str(tmp_path / "c")],
+        ["redraw", str(tmp_path / "none.npz"), "--out", str(tmp_path / "d")],
+        ["evaluate", photo_dir, "--methods", "saliency", "--metrics", "nosuch", "--out", str(tmp_path / "e")],
+        ["explain", photo_dir, "--model", f"{broken}:build", "--out", str(tmp_path / "f")],  # refused under the lock
+        ["estimate", photo_dir, "--model", f"{broken}:build", "--out", str(tmp_path / "g" / "s.pt")],
+    ]
+    for argv in commands:
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+    assert sorted(os.listdir(tmp_path)) == ["bad.mp4", "nets.py"]
+    out = tmp_path / "kept"
+    out.mkdir()
+    code, _, err = run_cli(["explain", photo, "--model", f"{broken}:build", "--out", str(out)], capsys)
+    assert code == 2 and out.is_dir()  # a folder that was there stays
+    code, _, err = run_cli(["explain", photo, "--method", "random", "--out", str(tmp_path / "new" / "out")], capsys)
+    assert code == 0 and sorted(os.listdir(tmp_path / "new" / "out")) == ["coffee.npz", "coffee.png"]
 
 
 def test_a_folder_where_a_file_goes_and_a_file_where_a_folder_goes(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -415,6 +442,7 @@ def test_transformer_layers_without_a_layout_are_refused_with_the_fix() -> None:
     a = video_iba.explain(swin, photo, 0, layer="features.3", steps=1, samples=2,
                           tokens=video_iba.TokenLayout(channels_last=True))  # the fix the message names
     assert tuple(a.capacity.shape) == (192, 28, 28) and a.bits.shape == (224, 224)  # type: ignore[union-attr]
+
 
 
 def test_an_image_named_like_a_video_says_so(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

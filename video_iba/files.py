@@ -31,16 +31,51 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _temp_beside(path: str) -> str:
-    folder = os.path.dirname(os.path.abspath(path))
+def _existing_above(folder: str) -> str:
+    """The nearest folder at or above ``folder`` that exists (``folder`` itself when it does);
+    a file on the way is refused."""
     above = folder
     while not os.path.isdir(above) and os.path.dirname(above) != above:
         if os.path.lexists(above):
             raise UserInputError(f"cannot write to '{folder}': '{above}' is a file, not a folder; give an output folder "
                                  f"that is not a file's name")
         above = os.path.dirname(above)
+    return above
+
+
+def make_folder(folder: str | os.PathLike[str]) -> list[str]:
+    """Create ``folder`` and the folders above it that are missing; the ones created, outermost
+    first (for :func:`remove_empty`)."""
+    path = os.path.abspath(os.fspath(folder))
+    existing = _existing_above(path)
+    made: list[str] = []
+    below = path
+    while below != existing:
+        made.append(below)
+        below = os.path.dirname(below)
     try:
-        os.makedirs(folder, exist_ok=True)
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"cannot write to '{path}' ({exc.strerror or exc}); choose a writable output folder") from exc
+    return made[::-1]
+
+
+def remove_empty(folders: Sequence[str]) -> None:
+    """Remove those of ``folders`` (made by :func:`make_folder`, outermost first) that are empty,
+    innermost first: a command that wrote nothing leaves no folder behind."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (written to, or by someone else), or gone
+            return
+
+
+def _temp_beside(path: str, made: list[str]) -> str:
+    """A new temporary file in ``path``'s folder, which is created if missing (the folders made
+    are added to ``made``)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    made.extend(make_folder(folder))
+    try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     except OSError as exc:
         raise UserInputError(f"cannot write to '{folder}' ({exc.strerror or exc}); choose a writable output folder") from exc
@@ -62,9 +97,7 @@ def check_names(paths: Sequence[str | os.PathLike[str]]) -> None:
         if os.path.isdir(p):
             raise UserInputError(f"'{os.fspath(p)}' is a folder; give the path of a file to write, in it or elsewhere")
         name = os.path.basename(os.fspath(p))
-        folder = os.path.dirname(os.path.abspath(p))
-        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
-            folder = os.path.dirname(folder)
+        folder = _existing_above(os.path.dirname(os.path.abspath(p)))
         try:
             limit = os.pathconf(folder, "PC_NAME_MAX")
         except (OSError, ValueError):
@@ -79,28 +112,39 @@ def check_names(paths: Sequence[str | os.PathLike[str]]) -> None:
 FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".mp4", ".mkv", ".webm", ".avi", ".mov", ".npz", ".pt")
 
 
-def ensure_writable_dir(folder: str | os.PathLike[str]) -> None:
-    """Create ``folder`` if needed and check that files can be written there, before any long
-    computation; a folder still to be made with a file's suffix (``--out result.png``) is refused."""
+def check_writable_dir(folder: str | os.PathLike[str]) -> None:
+    """Check that files can be written to ``folder`` before any long computation, without
+    creating it (the first file written there does): a probe file in the folder, or, where it is
+    still to be made, in the nearest folder above it. A folder still to be made with a file's
+    suffix (``--out result.png``) is refused."""
     path = os.fspath(folder)
     if not os.path.isdir(path) and os.path.splitext(path.rstrip("/" + os.sep))[1].lower() in FILE_SUFFIXES:
         raise UserInputError(f"'{path}' looks like a file name, and {{out_dir}} is the folder the outputs go to "
                              f"(named after each input); give a folder such as out", options=["out_dir"])
-    os.unlink(_temp_beside(os.path.join(path, "probe")))
+    probe_in = _existing_above(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=probe_in)
+    except OSError as exc:
+        where = f"write to '{path}'" if os.path.isdir(path) else f"make the folder '{path}' in '{probe_in}'"
+        raise UserInputError(f"cannot {where} ({exc.strerror or exc}); choose a writable output folder") from exc
+    os.close(fd)
+    os.unlink(tmp)
 
 
 @contextlib.contextmanager
 def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]]:
     """Yield one temporary path per target; on success all are renamed into place, else all removed.
 
-    A reader never sees a half-written target, and a failure leaves every target as it was.
+    A reader never sees a half-written target, and a failure leaves every target as it was (and
+    no folder made for them).
     """
     targets = [os.fspath(p) for p in paths]
     check_names(targets)
     temps: list[str] = []
+    made: list[str] = []
     try:
         for t in targets:
-            temps.append(_temp_beside(t))
+            temps.append(_temp_beside(t, made))
         try:
             yield list(temps)
             mode = _default_mode()
@@ -113,11 +157,12 @@ def atomic_writes(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[str]
                 raise
             raise UserInputError(f"no space left writing '{targets[0]}' ({exc.strerror}); free some space or write to "
                                  f"another output folder") from exc
-        temps = []
+        temps, made = [], []
     finally:
         for tmp in temps:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        remove_empty(made)  # after a failure, the folders made for the targets, when empty
 
 
 @contextlib.contextmanager

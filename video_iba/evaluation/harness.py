@@ -35,7 +35,7 @@ from torch import nn
 
 from ..distributed import barrier, rank, shard, world_size
 from ..errors import UserInputError, did_you_mean, failure_reason
-from ..files import atomic_write, ensure_writable_dir
+from ..files import atomic_write, check_writable_dir
 from ..io.ledger import Ledger, drop_unfinished_line, read_records
 from ..methods.attribute import attribute, attribute_many, check_method
 from ..methods.batching import FitBatches
@@ -148,7 +148,7 @@ def evaluate(
     metrics = check_metrics(metrics)
     if not items:
         raise UserInputError("the dataset is empty; give at least one input")
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     scores_path = os.path.join(out_dir, "scores.jsonl")
     me, world = rank(), world_size()
     if me == 0:  # the scores of an interrupted run on several ranks, and a line cut short, first

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any, Callable, Iterator
 
-from ..files import atomic_write
+from ..files import atomic_write, make_folder
 
 
 def drop_unfinished_line(path: str | os.PathLike[str]) -> bool:
@@ -55,6 +55,7 @@ class Ledger:
         self._fh: Any = None
 
     def __enter__(self) -> "Ledger":
+        make_folder(os.path.dirname(os.path.abspath(self.path)))
         drop_unfinished_line(self.path)
         self._fh = open(self.path, "a", encoding="utf-8")
         return self

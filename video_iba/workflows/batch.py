@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError, failure_reason
-from ..files import ensure_writable_dir, file_digest
+from ..files import check_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
@@ -117,7 +117,7 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     chosen = session.settings if session is not None else settings
     assert chosen is not None
     stems = output_stems(inputs)
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     with process_group(str(session.device) if session is not None else chosen.device) as device, \
             folder_lock(out_dir):
         if session is not None and device != str(session.device) and device.startswith("cuda"):
@@ -244,7 +244,7 @@ def run_batch(
     goes on. Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier),
     ``failed``, ``changed`` and ``missing`` (done again for those reasons).
     """
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     finished = _finished(out_dir)
     barrier()  # every rank has read the manifests before any writes
     me = rank()

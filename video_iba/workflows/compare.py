@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import atomic_writes, check_names, ensure_writable_dir
+from ..files import atomic_writes, check_names, check_writable_dir
 from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
@@ -139,7 +139,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     classes = _check_targets(targets, options, chosen)
     several = bool(chosen) or bool(classes)
-    ensure_writable_dir(out_dir)  # before any work
+    check_writable_dir(out_dir)  # before any work
     plans = _plans(path, settings, chosen, options, session)
     if not plans[0].is_video:
         refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
@@ -191,7 +191,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         for p in paths:
             refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     out = grid_path(out_dir, video)
     check_names([out, _npz_path(out)])
     refuse_overwriting_inputs([out, _npz_path(out)], paths)

@@ -22,7 +22,7 @@ import torch
 from ..bottleneck.estimator import Statistics
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard, world_size
 from ..errors import UserInputError
-from ..files import check_names, ensure_writable_dir
+from ..files import check_names, check_writable_dir
 from ..io.discovery import find_images, find_videos, has_images, warn_other_kind
 from ..methods.iba import estimate
 from ..models.registry import ModelSpec, get_spec, load_model, model_spec, weights_digest
@@ -163,7 +163,7 @@ def estimate_folder(
             raise UserInputError(f"'{t}' is a folder; give {{out}} a file name such as stats.pt", options=["out"])
     check_names(targets)
     for t in targets:
-        ensure_writable_dir(os.path.dirname(os.path.abspath(t)))
+        check_writable_dir(os.path.dirname(os.path.abspath(t)))
     what = "clip" if spec.is_video else "img"
     with process_group(str(resolve_device(device))) as dev:
         model = load_model(model_name, weights=weights, device=dev, seed=seed, layer_given=bool(layers))

@@ -28,7 +28,7 @@ from ..evaluation.harness import (TUBE_FRAMES, applies, base_method, check_label
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                    load_tubenet, load_tubenet_readout, load_tubevit,
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
-from ..files import atomic_write, ensure_writable_dir, file_digest
+from ..files import atomic_write, check_writable_dir, file_digest
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS, check_fits
 from ..methods.batching import FitBatches, check_batch_size
@@ -195,7 +195,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
         record["weights_sha256"] = file_digest(ev.weights)
     if any("/" in item.name for item in setup.items):
         record["item_names"] = "paths in the folder"  # once file names alone, which two inputs could share
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     if digest is not None:  # every rank has one when there are several
         same_on_every_rank(digest, "the model's weights")
     bar = progress("evaluating", len(shard(setup.items)) * len(labels), "map")

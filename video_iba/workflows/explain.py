@@ -36,7 +36,7 @@ import torch
 
 from .._version import __version__
 from ..errors import UserInputError
-from ..files import atomic_writes, check_names, ensure_writable_dir
+from ..files import atomic_writes, check_names, check_writable_dir, make_folder
 from ..io.clips import Timeline
 from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_totals
 from ..models.preprocess import CropPlan
@@ -175,6 +175,7 @@ class MapStore:
         if need <= SPILL_BYTES:
             self.values: np.ndarray = np.empty(shape, dtype=np.float32)
             return
+        make_folder(folder)
         free = shutil.disk_usage(folder).free
         if need > 0.9 * free:
             raise UserInputError(f"the {shape[0]} windows x {shape[1]} crops of '{plan.path}' need {need / 2 ** 30:.1f} "
@@ -198,7 +199,7 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
                  progress: Progress = no_progress) -> Explained:
     """Explain one photo or video file with a new session (see :func:`explain_file`)."""
     refuse_shared(options, f"'{path}' is one file")
-    ensure_writable_dir(out_dir)  # before any work
+    check_writable_dir(out_dir)  # before any work
     plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
                       options.span)
     if not plan.is_video:
@@ -267,13 +268,13 @@ def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0
 def output_paths(out_dir: str, stem: str, video: bool, sources: Sequence[str], keyframes: int = 0) -> list[str]:
     """The figure (``.png``) or video (``.mp4``) and the ``.npz`` named ``stem`` in ``out_dir``
     (and a video's keyframe sheet where asked), checked: valid names, none of the inputs
-    ``sources`` overwritten, the folder writable (created if missing)."""
+    ``sources`` overwritten, the folder writable (made by the first file written there)."""
     outputs = [os.path.join(out_dir, f"{stem}.{'mp4' if video else 'png'}"), os.path.join(out_dir, f"{stem}.npz")]
     if video and keyframes:
         outputs.append(keyframes_path(outputs[0]))
     check_names(outputs)
     refuse_overwriting_inputs(outputs, sources)
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     return outputs
 
 

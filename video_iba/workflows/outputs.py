@@ -24,6 +24,7 @@ from typing import Iterator, Sequence
 
 from ..distributed import barrier, rank, refuse_on_every_rank
 from ..errors import UserInputError
+from ..files import make_folder, remove_empty
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,17 @@ def _take(path: str) -> str | None:
 def folder_lock(out_dir: str) -> Iterator[None]:
     """Hold ``OUT/.video-iba.lock`` for the duration (rank 0 for all ranks; every rank must enter)."""
     path = os.path.join(out_dir, LOCK)
-    refuse_on_every_rank(_take(path) if rank() == 0 else None)
+    made: list[str] = []
+    why: str | None = None
+    if rank() == 0:
+        try:
+            made = make_folder(out_dir)
+            why = _take(path)
+        except UserInputError as exc:
+            why = str(exc)
+        if why is not None:
+            remove_empty(made)
+    refuse_on_every_rank(why)
     ended = False
     try:
         yield
@@ -127,3 +138,4 @@ def folder_lock(out_dir: str) -> Iterator[None]:
         if rank() == 0:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+            remove_empty(made)  # a run that wrote nothing leaves no folder

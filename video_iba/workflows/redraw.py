@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import ensure_writable_dir
+from ..files import check_writable_dir
 from ..io.clips import Timeline, timeline
 from ..io.discovery import is_image_file, is_video_file
 from ..io.image import load_image, probe_image
@@ -124,7 +124,7 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
         raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; give it the "
                              f"folder holding the inputs, or redraw them one at a time", options=["source"])
     if how.out_dir is not None:
-        ensure_writable_dir(how.out_dir)
+        check_writable_dir(how.out_dir)
     checked = [_check(path, rel, how) for path, rel in files]
     vmax = shared_top(checked) if how.vmax == SHARED else how.vmax
     if len(files) == 1:

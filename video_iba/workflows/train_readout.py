@@ -40,7 +40,7 @@ from ..distributed import (barrier, gather, process_group, rank, same_on_every_r
 from ..errors import UserInputError
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TRAIN_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
                                     VALIDATION_SEEDS, load_tubenet, load_tubevit, make_batch, tubevit_layout)
-from ..files import atomic_write, ensure_writable_dir
+from ..files import atomic_write, check_writable_dir
 from ..io.clips import random_start, read_clip, timeline
 from ..io.discovery import shared_files
 from ..io.image import probe_image, read_image
@@ -465,7 +465,7 @@ def train(
         raise UserInputError("{patience} needs {validation} data and must be > 0", options=["patience", "validation"])
     if validation is not None and not validation.items:
         raise UserInputError(f"no validation inputs in {validation.name}")
-    ensure_writable_dir(out_dir)
+    check_writable_dir(out_dir)
     run = _Training(model, data, out_dir, s, validation, device, model_name, pack, tokens)
     with frozen(model):
         readout, payload = run.resume_or_prepare(layers, readouts, stats, cfg)
@@ -603,7 +603,7 @@ def train_dataset(run: TrainingRun, schedule: Schedule = Schedule(), progress: P
         if setup.stats is not None and len(setup.stats) != len(setup.layers):
             raise UserInputError(f"give {{stats}} once per bottleneck layer ({len(setup.layers)})", options=["stats"])
         same_on_every_rank(weights_digest(setup.model), "the model's weights")
-        ensure_writable_dir(run.out_dir)
+        check_writable_dir(run.out_dir)
         with folder_lock(run.out_dir):
             readout = train(setup.model, setup.data, run.out_dir, layers=setup.layers,
                             readouts=setup.readouts, stats=setup.stats, config=cfg,
