@@ -443,6 +443,29 @@ def test_transformer_layers_without_a_layout_are_refused_with_the_fix() -> None:
                           tokens=video_iba.TokenLayout(channels_last=True))  # the fix the message names
     assert tuple(a.capacity.shape) == (192, 28, 28) and a.bits.shape == (224, 224)  # type: ignore[union-attr]
 
+    class Block(torch.nn.Module):  # returns (tokens, grid size), as MViT's blocks do
+        def __init__(self) -> None:
+            super().__init__()
+            self.mix = torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor, thw: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[int, int, int]]:
+            return x + self.mix(x), thw
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.block, self.head = torch.nn.Conv3d(3, 8, 4, 4), Block(), torch.nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.embed(x)
+            tokens, _ = self.block(z.flatten(2).transpose(1, 2), tuple(z.shape[2:]))
+            return self.head(tokens.mean(1))
+
+    net, clip = Net().eval(), torch.randn(1, 3, 8, 16, 16)
+    with pytest.raises(video_iba.UserInputError, match=r"returns a tuple led by tokens \(1, 32, 8\).*TokenLayout"):
+        video_iba.explain(net, clip, 0, layer="block", steps=1, samples=2)  # was: "returns tuple, not a tensor"
+    a = video_iba.explain(net, clip, 0, layer="block", steps=1, samples=2, tokens=video_iba.TokenLayout(grid=(2, 4, 4)))
+    assert tuple(a.capacity.shape) == (8, 2, 4, 4)  # type: ignore[union-attr]
 
 
 def test_an_image_named_like_a_video_says_so(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -116,15 +116,22 @@ def forward_hook(module: nn.Module, hook: Callable[..., Any]) -> Iterator[None]:
         handle.remove()
 
 
+def _tokens_need_a_layout(what: str, tokens: torch.Tensor) -> UserInputError:
+    return UserInputError(f"{what} tokens {tuple(tokens.shape)} (batch, tokens, channels), which need a token layout "
+                          f"to become a map: give one (in Python tokens=video_iba.TokenLayout(grid=(T', H', W'), "
+                          f"prefix=P); for a network of your own, its ModelSpec's layouts=), or choose a layer with a "
+                          f"feature map (N, C, H, W) or (N, C, T, H, W)")
+
+
 def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) and out[0].dim() == 3:
+        # a transformer block returning (tokens, grid size), as MViT's do
+        raise _tokens_need_a_layout(f"layer '{layer}' returns a {type(out).__name__} led by", out[0])
     if not isinstance(out, torch.Tensor):
         raise UserInputError(f"layer '{layer}' returns {type(out).__name__}, not a tensor; choose a layer that "
                              f"outputs a feature map (N, C, H, W) or (N, C, T, H, W)")
     if out.dim() == 3:
-        raise UserInputError(f"layer '{layer}' outputs tokens {tuple(out.shape)} (batch, tokens, channels), which need "
-                             f"a token layout to become a map: give one (in Python tokens=video_iba.TokenLayout(grid="
-                             f"(T', H', W'), prefix=P); for a network of your own, its ModelSpec's layouts=), or choose "
-                             f"a layer with a feature map (N, C, H, W) or (N, C, T, H, W)")
+        raise _tokens_need_a_layout(f"layer '{layer}' outputs", out)
     if out.dim() not in (4, 5):
         raise UserInputError(f"layer '{layer}' outputs shape {tuple(out.shape)}, not a feature map; choose a "
                              f"convolutional layer with output (N, C, H, W) or (N, C, T, H, W)")
