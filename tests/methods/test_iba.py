@@ -163,8 +163,11 @@ def test_seeded_determinism_and_seed_sensitivity(tiny: TinyCNN, image_input: tor
     c = video_iba.explain(tiny, image_input, layer="features.4", seed=12)
     assert torch.equal(a.bits, b.bits)
     assert not torch.equal(a.bits, c.bits)
-    unseeded = video_iba.explain(tiny, image_input, layer="features.4")
-    assert isinstance(unseeded.meta["seed"], int)
+    default = video_iba.explain(tiny, image_input, layer="features.4")  # seed 0, as the command line's
+    assert default.meta["seed"] == 0 and torch.equal(default.bits, video_iba.explain(tiny, image_input,
+                                                                                     layer="features.4", seed=0).bits)
+    drawn = video_iba.explain(tiny, image_input, layer="features.4", seed=None)
+    assert isinstance(drawn.meta["seed"], int)
 
 
 def test_cached_prefix_matches_the_full_forward(tiny: TinyCNN, image_input: torch.Tensor) -> None:

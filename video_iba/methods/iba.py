@@ -48,7 +48,7 @@ def explain(
     steps: int | None = None,
     samples: int | None = None,
     beta: float | None = None,
-    seed: int | Sequence[int] | None = None,
+    seed: int | Sequence[int] | None = 0,
     config: IBAConfig | None = None,
     pack: Pack | None = None,
     tokens: TokenLayout | Sequence[TokenLayout | None] | None = None,
@@ -78,9 +78,10 @@ def explain(
             ``None`` uses each layer's own feature map pooled over its positions (recorded in
             ``meta["stats"]``), for each input its own.
         steps, samples, beta: Override ``config`` (paper defaults: 10, 10, 10).
-        seed: Seeds the noise; ``None`` draws one per input (recorded in ``meta["seed"]``). For K
-            inputs, one seed for all (each input's noise then comes from its own generator seeded
-            with it, as when it is explained alone) or a list of K.
+        seed: Seeds the noise (default 0, as the command line's ``--seed``: the same call gives
+            the same map in every process); ``None`` draws one per input (recorded in
+            ``meta["seed"]``). For K inputs, one seed for all (each input's noise then comes from
+            its own generator seeded with it, as when it is explained alone) or a list of K.
         config: All bottleneck settings, see :class:`~video_iba.config.IBAConfig`; ``None``: the
             paper's, or a registry model's own defaults (transformers:
             :meth:`~video_iba.config.IBAConfig.for_transformers`). ``micro_batch`` counts the
