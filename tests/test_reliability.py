@@ -464,6 +464,10 @@ def test_transformer_layers_without_a_layout_are_refused_with_the_fix() -> None:
     net, clip = Net().eval(), torch.randn(1, 3, 8, 16, 16)
     with pytest.raises(video_iba.UserInputError, match=r"returns a tuple led by tokens \(1, 32, 8\).*TokenLayout"):
         video_iba.explain(net, clip, 0, layer="block", steps=1, samples=2)  # was: "returns tuple, not a tensor"
+    with pytest.raises(video_iba.UserInputError, match=r"layer 'block' returns a tuple of Tensor, tuple, not a feature "
+                                                       r"map.*its layout with tokens="):
+        video_iba.attribute("gradcam", net, clip, 0, cam_layer="block")  # was: captum's AssertionError
+    assert not any(m._forward_hooks or m._backward_hooks for m in net.modules())
     a = video_iba.explain(net, clip, 0, layer="block", steps=1, samples=2, tokens=video_iba.TokenLayout(grid=(2, 4, 4)))
     assert tuple(a.capacity.shape) == (8, 2, 4, 4)  # type: ignore[union-attr]
 

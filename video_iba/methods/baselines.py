@@ -274,6 +274,8 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         layer = get_module(model, name, "list the layers with `video-iba layers`")
         layout = layouts_for(model, [name], cam[1])[0]
         shapes: list[tuple[int, ...]] = []  # a feature map layer's output, once per call in the forward pass
+        # a registry model lays out its token layers itself: only a model of one's own takes a layout
+        tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
         if layout is not None:
             meta["cam_tokens"] = repr(layout)
             grid_cam = _token_gradcam(net, layer, name, layout, x, target)
@@ -281,6 +283,12 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             def record(_m: Any, _i: Any, out: Any) -> None:
                 first = out[0] if isinstance(out, (tuple, list)) and out else out
                 shapes.append(tuple(first.shape) if isinstance(first, torch.Tensor) else ())
+                if isinstance(out, (tuple, list)) and not all(isinstance(o, torch.Tensor) for o in out):
+                    # (tokens, grid size), as MViT's blocks return: captum's hook would fail on it
+                    raise UserInputError(f"Grad-CAM's layer '{name}' returns a {type(out).__name__} of "
+                                         f"{', '.join(type(o).__name__ for o in out)}, not a feature map; choose a "
+                                         f"convolutional layer (`video-iba layers` lists the layers' outputs)"
+                                         f"{tokens_fix}", options=["tokens"])
 
             with forward_hook(layer, record):
                 grid_cam = ca.LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)
@@ -292,8 +300,6 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if grid_cam.dim() == x.dim() + 1 and grid_cam.shape[2] == 1:  # a photo's one-frame token grid
             grid_cam = grid_cam[:, :, 0]
         if grid_cam.dim() != x.dim():
-            # a registry model lays out its token layers itself: only a model of one's own takes a layout
-            tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
             shown = shapes[0] if shapes else tuple(grid_cam.shape)
             raise UserInputError(f"Grad-CAM's layer '{name}' outputs shape {shown}, not a feature map "
                                  f"{'(N, C, T, H, W)' if x.dim() == 5 else '(N, C, H, W)'} as the input; choose a "
