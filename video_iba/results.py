@@ -152,6 +152,11 @@ def _summary(kind: str, shape: str, unit: "Unit", target: int, total: float | No
     return f"{kind}({', '.join([*parts, *extra])})"
 
 
+def _not_bits(unit: Unit) -> ValueError:
+    return ValueError(f"this attribution is in '{unit}', not bits (only the information bottleneck's maps are); "
+                      f"read its map from .values")
+
+
 @dataclass(repr=False)
 class Attribution:
     """An attribution map at the model input's resolution.
@@ -202,7 +207,7 @@ class Attribution:
     def bits(self) -> torch.Tensor:
         """The map in bits per input cell (only for information methods)."""
         if not self.unit.information:
-            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+            raise _not_bits(self.unit)
         return self.values
 
     @property
@@ -344,7 +349,7 @@ class ClipAttribution:
     def bits(self) -> np.ndarray:
         """The maps in bits per voxel ``(windows, crops, T, S, S)`` (only for information methods)."""
         if not self.unit.information:
-            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+            raise _not_bits(self.unit)
         return self.values
 
     @property
@@ -361,7 +366,7 @@ class ClipAttribution:
     def total_bits(self) -> float:
         """Bits per model clip: each window's and crop's map summed, averaged over windows and crops."""
         if not self.unit.information:
-            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+            raise _not_bits(self.unit)
         return float(self.window_totals.mean())
 
     @property
@@ -381,7 +386,7 @@ class ClipAttribution:
     def bits_per_frame(self) -> np.ndarray:
         """Bits in each source frame of the explained range ``(F,)``: which moments carry the information."""
         if not self.unit.information:
-            raise ValueError(f"this attribution is in '{self.unit}', not bits")
+            raise _not_bits(self.unit)
         return self.per_source_frame
 
     @property
