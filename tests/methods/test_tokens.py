@@ -71,6 +71,12 @@ def test_the_embedding_is_a_map_and_statistics_have_class_tokens(tmp_path) -> No
     a.save(tmp_path / "a.npz")
     loaded = video_iba.load(tmp_path / "a.npz")
     assert np.array_equal(loaded.arrays["prefix_bits"], a.arrays["prefix_bits"]) and loaded.meta["stats_source"] == "dataset"
+    # the grid (4, 4, 4) read in the other token order fits the statistics' shape but not their positions
+    assert back.meta["token_order"] == "t h w"
+    with pytest.raises(video_iba.UserInputError, match="estimated with its tokens in 't h w' order and this layout "
+                                                       "reads them in 'h w t' order"):
+        video_iba.explain(model, _clip(1), layer="blocks.1", tokens=TokenLayout(grid=model.grid, prefix=1, order="h w t"),
+                          stats=back, steps=2, samples=2)
 
 
 def test_a_channels_last_map_is_pooled_over_time_as_a_conv_map_is() -> None:

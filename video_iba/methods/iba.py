@@ -143,9 +143,9 @@ def explain(
                              [n for n, lay in zip(layers, layouts) if lay is None])
         targets = [check_target(t, logits[i:i + 1], model) for i, t in enumerate(wanted)]
         if all(st is not None for st in given):  # a data set's statistics: the same for every input
-            used = [part_statistics(layers, groups, given, cfg.min_std)] * k
+            used = [part_statistics(layers, groups, given, cfg.min_std, layouts)] * k
         else:
-            used = [part_statistics(layers, [[p[i:i + 1] for p in g] for g in groups], given, cfg.min_std)
+            used = [part_statistics(layers, [[p[i:i + 1] for p in g] for g in groups], given, cfg.min_std, layouts)
                     for i in range(k)]
         runner, note = _runner(model, layers, inputs, taps.parts, logits, split, taps)
         generators = [torch.Generator(device=rs[0].device).manual_seed(sd) for sd in seeds]
@@ -276,13 +276,15 @@ def _per_input(value: Any, k: int, name: str) -> list[Any]:
 
 
 def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
-                     given: Sequence[Statistics | None], min_std: float) -> list[Statistics]:
+                     given: Sequence[Statistics | None], min_std: float,
+                     layouts: Sequence[TokenLayout | None] | None = None) -> list[Statistics]:
     """The statistics of every bottleneck tensor: a layer's map (given, or its own positions pooled)
-    and its class tokens (given with the map's, or the map's per-channel statistics)."""
+    and its class tokens (given with the map's, or the map's per-channel statistics). Given ones
+    are checked against the layer's output and its token ``layouts``."""
     out = []
-    for name, group, st in zip(layers, groups, given):
+    for name, group, st, layout in zip(layers, groups, given, layouts or [None] * len(layers)):
         r = group[0]
-        grid = Statistics.from_input(r, min_std=min_std) if st is None else _checked(st, r, name)
+        grid = Statistics.from_input(r, min_std=min_std) if st is None else _checked(st, r, name, layout)
         out.append(grid.to(r.device, working_dtype(r.dtype)))
         for tokens in group[1:]:
             prefix = st.prefix if st is not None and st.prefix is not None else grid.per_channel(tokens.dim() - 2)
@@ -308,8 +310,14 @@ def _memory_errors(cfg: IBAConfig, k: int = 1) -> Iterator[None]:
                           f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
 
 
-def _checked(st: Statistics, r: torch.Tensor, layer: str) -> Statistics:
+def _checked(st: Statistics, r: torch.Tensor, layer: str, layout: TokenLayout | None) -> Statistics:
     st.check(r.shape[1:], layer=layer)
+    order = st.meta.get("token_order")
+    if order is not None and layout is not None and not layout.channels_last and layout.order != order:
+        raise UserInputError(f"the statistics of '{layer}' were estimated with its tokens in '{order}' order and "
+                             f"this layout reads them in '{layout.order}' order: the grid's positions would not "
+                             f"match; give {{tokens}} the layout they were estimated with, or estimate them again",
+                             options=["tokens"])
     return st
 
 
@@ -433,8 +441,9 @@ def estimate(
         ests, owners, input_shape = _merge_ranks(ests, owners, input_shape)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
+    orders = {n: lay.order for n, lay in layouts.items() if lay is not None and not lay.channels_last}
     out = _finalised(ests, [(names[i], j) for i, j in owners],
-                     {"input_shape": input_shape, **model_name(model), **(meta or {})}, min_std)
+                     {"input_shape": input_shape, **model_name(model), **(meta or {})}, min_std, orders)
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
     merged = across_ranks and world_size() > 1  # every process holds the same statistics: the first one says so
     if per_position and per_position[0].samples < FEW_SAMPLES and not (merged and rank() != 0):  # per-channel: plenty
@@ -444,12 +453,14 @@ def estimate(
 
 
 def _finalised(ests: Sequence[WelfordEstimator], owners: Sequence[tuple[str, int]], meta: dict[str, Any],
-               min_std: float) -> list[Statistics]:
+               min_std: float, orders: dict[str, str]) -> list[Statistics]:
     """The statistics of each layer from its estimators: ``owners`` gives each estimator's layer and
-    part (0: the layer's map or grid tokens, 1: its prefix tokens, kept as the first's ``prefix``)."""
+    part (0: the layer's map or grid tokens, 1: its prefix tokens, kept as the first's ``prefix``);
+    a token layer's statistics record the order of its grid tokens (``orders``)."""
     out: list[Statistics] = []
     for est, (layer, part) in zip(ests, owners):
-        st = est.finalize(min_std=min_std, meta={"layer": layer, **meta})
+        order = {"token_order": orders[layer]} if layer in orders else {}
+        st = est.finalize(min_std=min_std, meta={"layer": layer, **order, **meta})
         if part == 0:
             out.append(st)
         else:

@@ -245,7 +245,8 @@ class Readout(nn.Module):
             n = 1 + (self.spec.prefix_of(k) > 0)
             groups.append(list(parts[i:i + n]))
             i += n
-        return part_statistics(self.spec.layers, groups, self.stats, self.config.min_std)
+        return part_statistics(self.spec.layers, groups, self.stats, self.config.min_std,
+                               self.spec.layouts(self.spec.layers))
 
     def capacities(self, rs: Sequence[torch.Tensor], lams: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Information per element (nats) of each bottleneck tensor ``rs`` under the masks ``lams``."""
