@@ -357,6 +357,20 @@ def test_library_misuse_gives_one_line() -> None:
     clips = video_iba.load_model("x3d_s", weights="random")  # a registry model says what it takes
     with pytest.raises(UserInputError, match=r"x3d_s takes clips \(1, 3, 13, 182, 182\), as video_iba.read_clip"):
         video_iba.attribute("saliency", clips, torch.randn(1, 3, 64, 64))
+    with pytest.raises(UserInputError, match=r"if it is one clip \(3, T, H, W\), add its batch axis with x\[None\]"):
+        video_iba.attribute("saliency", clips, torch.randn(3, 13, 182, 182))
+
+    class Unpacking(torch.nn.Module):  # a network of one's own reading the clip's shape: a ValueError, not torch's
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv3d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, t, h, w = x.shape
+            return self.conv(x).reshape(n, -1)[:, :2]
+
+    with pytest.raises(UserInputError, match=r"shape \(3, 4, 8, 8\) \(not enough values to unpack.*x\[None\]"):
+        video_iba.explain(Unpacking(), torch.randn(3, 4, 8, 8), layer="conv")  # was: the ValueError itself
 
 
 def test_output_names_too_long_and_a_full_disk(photo_dir, tmp_path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -143,14 +143,27 @@ def _as_tensor_output(out: Any, layer: str) -> torch.Tensor:
 
 def first_forward(model: nn.Module, x: Inputs) -> Any:
     """``model(x)``; a model that cannot run on ``x`` at all (a clip given to an image network, a
-    wrong number of channels) is reported as bad input with the network's own reason."""
+    wrong number of channels, a clip without its batch axis where the forward unpacks the shape)
+    is reported as bad input with the network's own reason."""
     try:
         return model(fresh(x))
-    except RuntimeError as exc:
+    except UserInputError:  # a hook's refusal (a layer's output the bottleneck cannot take) says it all
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:  # torch's shape errors; a shape unpacked, an axis read
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else [tuple(t.shape) for t in x]
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        axis = clip_without_batch_axis(x)
         raise UserInputError(f"the model cannot run on an input of shape {shape} ({reason[:200]}); give an input of "
-                             f"the shape and kind it was built for{_input_hint(model)}") from exc
+                             f"the shape and kind it was built for{_input_hint(model)}{f' ({axis})' if axis else ''}"
+                             ) from exc
+
+
+def clip_without_batch_axis(x: Any) -> str:
+    """For an input ``(3, T, H, W)``, which reads as three photos but is more likely one RGB clip
+    without its batch axis, the fix; ``""`` otherwise."""
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[0] == 3:
+        return "if it is one clip (3, T, H, W), add its batch axis with x[None]"
+    return ""
 
 
 def _input_hint(model: nn.Module) -> str:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..bottleneck.heatmap import capacity_to_bits
+from ..bottleneck.insertion import clip_without_batch_axis
 from ..errors import UserInputError
 from ..models.hf import FAMILIES as HF_FAMILIES, HFVideoClassifier
 from ..models.pathways import Pack, input_packer, packed
@@ -72,6 +73,7 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
     if not many and (x.dim() not in (4, 5) or x.shape[0] != 1):
         fix = ("explain one input at a time, x[i:i + 1] (video_iba.explain fits several at once)"
                if x.dim() in (4, 5) else "add a batch axis to one input with x[None]")
+        fix = "; ".join(f for f in (clip_without_batch_axis(x), fix) if f)
         raise UserInputError(f"x must have shape (1, C, H, W) or (1, C, T, H, W), got {tuple(x.shape)}; {fix}")
     if not x.is_floating_point():
         raise UserInputError(f"x must be a float tensor (normalised input), got {x.dtype}")
