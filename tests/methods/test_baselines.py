@@ -227,6 +227,10 @@ def test_gradcams_layer_is_chosen_with_cam_layer_and_refused_elsewhere(photo_dir
                                              r"\(N, C, T, H, W\) as the input; .*give a token layer its layout with "
                                              r"tokens="):
         attribute("gradcam", vivit, clip, 0, cam_layer="blocks.0")
+    vit = video_iba.load_model("vit_b_16", weights="random")  # a registry transformer: its layers shown with grids
+    with pytest.raises(UserInputError, match=r"'heads' outputs shape \(1, 1000\), not a feature map .*or a layer it "
+                                             r"shows with a token grid$"):
+        attribute("gradcam", vit, torch.randn(1, 3, 224, 224), 0, cam_layer="heads")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])

@@ -275,7 +275,8 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         layout = layouts_for(model, [name], cam[1])[0]
         shapes: list[tuple[int, ...]] = []  # a feature map layer's output, once per call in the forward pass
         # a registry model lays out its token layers itself: only a model of one's own takes a layout
-        tokens_fix = "" if spec is not None else ", or give a token layer its layout with {tokens}"
+        tokens_fix = (", or give a token layer its layout with {tokens}" if spec is None
+                      else ", or a layer it shows with a token grid" if any(lay for _, lay in spec.layouts) else "")
         if layout is not None:
             meta["cam_tokens"] = repr(layout)
             grid_cam = _token_gradcam(net, layer, name, layout, x, target)
