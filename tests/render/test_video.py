@@ -1,4 +1,5 @@
-"""The keyframe sheet's and overlay's colour scale says when the map goes above its top."""
+"""The keyframe sheet's and overlay's colour scale says when the map goes above its top; the sheet names
+the class tokens' bits under each still, as the MP4's counter does."""
 
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ def _result(peak: float) -> ClipAttribution:
         per_source_frame=np.ones(4), meta={})
 
 
-def _sheet(peak: float, vmax: float) -> np.ndarray:
+def _sheet(peak: float, vmax: float, prefix_bits: float | None = None) -> np.ndarray:
     stills = Stills.spread(4, 2)
     for pos in stills.positions:
-        stills.offer(pos, np.full((32, 32, 3), 90, dtype=np.uint8), pos / 10)
+        stills.offer(pos, np.full((32, 32, 3), 90, dtype=np.uint8), pos / 10, prefix_bits)
     return keyframe_sheet(_result(peak), stills, vmax, "title")
 
 
@@ -34,3 +35,10 @@ def test_the_scale_label_marks_a_map_above_its_top() -> None:
     changed = np.argwhere((above[header] != at_top[header]).any(axis=2))
     assert len(changed) > 0
     assert changed[:, 1].min() > above.shape[1] * 0.5  # in the colour bar's label, on the right
+
+
+def test_the_stills_name_the_class_tokens_bits() -> None:
+    plain, tokens = _sheet(1.0, 1.0), _sheet(1.0, 1.0, prefix_bits=362.0)
+    assert tokens.shape[0] > plain.shape[0] and tokens.shape[1] == plain.shape[1]  # one caption line more
+    np.testing.assert_array_equal(tokens[:30], plain[:30])  # the header as it was
+    np.testing.assert_array_equal(tokens[-40:], plain[-40:])  # and the per-frame strip

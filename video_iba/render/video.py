@@ -150,6 +150,12 @@ class _Canvas:
             when += f" · +{fmt(prefix_bits)} bits in class tokens"
         return f"{fmt(frame_bits)} {self.result.unit.shown} in frame", when
 
+    def prefix_at(self, src: FrameSource) -> float | None:
+        """The class tokens' bits of the windows showing ``src`` (their mean); ``None`` without any."""
+        if self.window_prefix is None:
+            return None
+        return float(np.mean(self.window_prefix[sorted({wi for wi, *_ in src.parts})]))
+
     def class_lines(self, src: FrameSource) -> np.ndarray:
         """Top classes and the explained class's probability, averaged over the windows of ``src``."""
         key = tuple(sorted({wi for wi, *_ in src.parts}))
@@ -173,10 +179,7 @@ class _Canvas:
         canvas[ph:top] = self.header
         lines = self.class_lines(src)
         canvas[top:ph + self.info_h, :lines.shape[1]] = lines
-        prefix = None
-        if self.window_prefix is not None:
-            prefix = float(np.mean(self.window_prefix[sorted({wi for wi, *_ in src.parts})]))
-        total, when = self._counter(float(self.result.per_source_frame[pos]), seconds, prefix)
+        total, when = self._counter(float(self.result.per_source_frame[pos]), seconds, self.prefix_at(src))
         counter = text_image([(total, TEXT), (when, DIM)], self.width - lines.shape[1], self.rest_h, self.size)
         canvas[top:ph + self.info_h, lines.shape[1]:] = counter
         canvas[ph + self.info_h:] = self.strip
@@ -221,7 +224,8 @@ class Stills:
 
     def __init__(self, positions: Sequence[int]) -> None:
         self.positions = set(int(p) for p in positions)
-        self.kept: dict[int, tuple[np.ndarray, float]] = {}
+        #: position -> (panel, its time in seconds, the class tokens' bits of its windows or None)
+        self.kept: dict[int, tuple[np.ndarray, float, float | None]] = {}
 
     @classmethod
     def spread(cls, frames: int, count: int) -> "Stills":
@@ -229,28 +233,30 @@ class Stills:
         k = min(count, frames)
         return cls([int(np.floor((i + 0.5) * frames / k)) for i in range(k)] if k else [])
 
-    def offer(self, pos: int, panel: np.ndarray, seconds: float) -> None:
+    def offer(self, pos: int, panel: np.ndarray, seconds: float, prefix_bits: float | None = None) -> None:
         if pos in self.positions:
-            self.kept[pos] = (panel.copy(), seconds)
+            self.kept[pos] = (panel.copy(), seconds, prefix_bits)
 
 
 def keyframe_sheet(result: ClipAttribution, stills: Stills, vmax: float, title: str) -> np.ndarray:
     """A still of a video's explanation ``(H, W, 3)``: the title and colour bar, the kept overlay
-    panels in time order (each with its time and its frame's total; at most
-    :data:`STILLS_PER_ROW` a row), and the per-frame strip of the whole range with a marker at
-    every keyframe."""
+    panels in time order (each with its time, its frame's total and, where the layer has class
+    tokens, their bits; at most :data:`STILLS_PER_ROW` a row), and the per-frame strip of the
+    whole range with a marker at every keyframe."""
     import cv2
 
     if not stills.kept:
         raise UserInputError("no keyframes were rendered; the range holds no frames")
     panels = []
     for pos in sorted(stills.kept):
-        panel, seconds = stills.kept[pos]
+        panel, seconds, prefix = stills.kept[pos]
         w = max(2, int(round(panel.shape[1] * STILL_HEIGHT / panel.shape[0])))
         small = cv2.resize(panel, (w, STILL_HEIGHT), interpolation=cv2.INTER_AREA)
         total = float(result.per_source_frame[pos])
-        panels.append(labelled(padded(small, MIN_STILL_WIDTH),
-                               [f"{seconds:.2f} s", f"{fmt(total)} {result.unit.shown} in frame"], 14))
+        caption = [f"{seconds:.2f} s", f"{fmt(total)} {result.unit.shown} in frame"]
+        if prefix is not None:  # not on the grid, so in words, as the MP4's counter says it
+            caption.append(f"+{fmt(prefix)} bits in class tokens")
+        panels.append(labelled(padded(small, MIN_STILL_WIDTH), caption, 14))
     cols = math.ceil(len(panels) / math.ceil(len(panels) / STILLS_PER_ROW))  # rows as full as they can be
     ph, pw = panels[0].shape[:2]
     gap = 4
@@ -333,7 +339,7 @@ def render_clip(
             over = overlay(frame.rgb, place.merged(src, result.values, result.unit), vmax)
             panels = [frame.rgb, over] if side_by_side else [over]
             if stills is not None:
-                stills.offer(pos, over, timeline.time_of(frame.index))
+                stills.offer(pos, over, timeline.time_of(frame.index), canvas.prefix_at(src))
             writer.write(canvas.compose(panels, src, pos, timeline.time_of(frame.index)))
             if on_frame is not None:
                 on_frame(1)
