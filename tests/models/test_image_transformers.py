@@ -78,6 +78,17 @@ def test_a_model_whose_logits_are_all_equal_is_reported(caplog: pytest.LogCaptur
     assert any("all 1000 classes the same logit" in r.getMessage() for r in caplog.records)
 
 
+def test_equal_probabilities_are_listed_in_index_order_as_the_top1_target(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # before: a photo's top-5 came from an unstable sort, "predicted: mountain tent" above "explained: tench"
+    code, stdout, err = run_cli(["explain", os.path.join(photo_dir, "coffee.jpg"), "--model", "vit_b_16", "--weights",
+                                 "random", "--method", "saliency", "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    meta = video_iba.load(tmp_path / "o" / "coffee.npz").meta
+    assert meta["target"] == 0 and [name for name, _ in meta["top5"]] == ["tench", "goldfish", "great white shark",
+                                                                          "tiger shark", "hammerhead"]
+    assert "predicted: tench (0.1%), goldfish (0.1%)" in stdout
+
+
 def test_a_swin_explains_a_photo_at_its_channels_last_patch_embedding(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     photo = os.path.join(photo_dir, "coffee.jpg")
     code, stdout, err = run_cli(["explain", photo, "--model", "swin_t", "--weights", "random", "--steps", "1",

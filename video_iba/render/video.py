@@ -161,7 +161,7 @@ class _Canvas:
         key = tuple(sorted({wi for wi, *_ in src.parts}))
         if key not in self._lines:
             probs = np.mean([self.window_probs[k] for k in key], axis=0)
-            order = np.argsort(-probs)[:self.top_k]
+            order = np.argsort(-probs, kind="stable")[:self.top_k]  # ties in index order, as the top-1 target
             top = "  ".join(f"{self.labels[i]} {prob(probs[i])}" for i in order)
             target = self.result.target
             self._lines[key] = text_image([(f"top-{self.top_k}: {top}", DIM),

@@ -503,7 +503,7 @@ def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options:
     spec = session.spec
     assert attr.logits is not None and plan.image is not None
     probs = torch.softmax(attr.logits.double(), 0)
-    top = [(session.labels[i], float(probs[i])) for i in probs.argsort(descending=True)[:5].tolist()]
+    top = session.top(probs.detach().numpy())  # ties in index order, as the top-1 target
     label = session.labels[attr.target]
     geo = plan.geometry()
     attr.meta.update({

@@ -583,7 +583,8 @@ class Session:
                                  options=["weights"])
 
     def top(self, probs: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` most probable classes ``(name, probability)``."""
+        """The ``k`` most probable classes ``(name, probability)``; equal ones in index order, so
+        the first is the class a top-1 target explains (``argmax``)."""
         return [(self.labels[i], float(probs[i])) for i in np.argsort(-probs, kind="stable")[:k]]
 
 
