@@ -13,7 +13,6 @@ at the current frame. Several videos make one MP4, a row each, played together f
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -354,17 +353,5 @@ def write_png(image: np.ndarray, out_path: str) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def compare_path(input_path: str, out_dir: str, video: bool) -> str:
-    """Where ``compare`` writes: ``OUT/<stem>-compare.png`` or ``.mp4``."""
-    stem = os.path.splitext(os.path.basename(input_path))[0]
-    return os.path.join(out_dir, f"{stem}-compare.{'mp4' if video else 'png'}")
-
-
-def grid_path(out_dir: str, video: bool = False) -> str:
-    """Where ``compare`` writes a grid of several photos or videos: ``OUT/compare-grid.png`` or ``.mp4``."""
-    return os.path.join(out_dir, f"compare-grid.{'mp4' if video else 'png'}")
-
-
 __all__ = ["ClipPanel", "ClipRow", "comparison_row", "compare_clip", "compare_clip_grid", "compare_grid_keyframes",
-           "compare_keyframes", "compare_path", "grid_clip_frames", "grid_path", "time_strip",
-           "write_png", "write_rows"]
+           "compare_keyframes", "grid_clip_frames", "time_strip", "write_png", "write_rows"]

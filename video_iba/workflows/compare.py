@@ -22,23 +22,21 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ..files import atomic_writes, check_names, check_writable_dir
+from ..files import atomic_writes, check_writable_dir
 from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
 from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_grid_keyframes,
-                              compare_keyframes, compare_path, comparison_row, grid_clip_frames, grid_path,
-                              write_png, write_rows)
+                              compare_keyframes, comparison_row, grid_clip_frames, write_png, write_rows)
 from ..render.draw import normalised_to_rgb
 from ..render.overlay import scale_top
 from ..render.video import Stills, keyframes_path
 from .._version import __version__
 from ..results import Attribution, ClipAttribution, Comparison, Panel, Unit
-from .explain import SHARED, MapStore, Options, assemble_clip, attribute_windows, predict
+from .explain import SHARED, MapStore, Options, assemble_clip, attribute_windows, output_paths, predict
 from .inputs import InputPlan, plan_input, refuse_video_options
-from .outputs import refuse_overwriting_inputs
 from .session import Bar, Progress, Session, Settings, as_tuple, no_progress, settings_for
 
 #: Photos one comparison grid holds at most (a row each).
@@ -144,16 +142,13 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     if not plans[0].is_video:
         refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
     compared = _per_class(_models(plans, names, settings, options, session), classes)  # inputs checked before loads
-    out = compare_path(path, out_dir, compared[0].plan.is_video)
-    npz = _npz_path(out)
-    check_names([out, npz])
-    refuse_overwriting_inputs([out, npz], [path])
+    out, npz, *still = output_paths(out_dir, f"{Path(path).stem}-compare", compared[0].plan.is_video, [path],
+                                    options.keyframes)
     _choose_targets(compared, progress)
     first = compared[0]
     if first.plan.is_video:
         panels = _clip(compared, options, out, progress, several)
-        return Compared(out, first.target, first.label, panels, keyframes_path(out) if options.keyframes else None,
-                        npz)
+        return Compared(out, first.target, first.label, panels, still[0] if still else None, npz)
     bar = progress("comparing", sum(len(m.sessions) for m in compared), "method")
     try:
         attrs = _attributions([compared], bar)
@@ -191,18 +186,15 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
         for p in paths:
             refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
-    check_writable_dir(out_dir)
-    out = grid_path(out_dir, video)
-    check_names([out, _npz_path(out)])
-    refuse_overwriting_inputs([out, _npz_path(out)], paths)
+    out, npz, *still = output_paths(out_dir, "compare-grid", video, paths, options.keyframes)
     first = _per_class(_models(rows_plans[0], names, settings, options, session), classes)
     per_plan = len(first) // len(rows_plans[0])  # the classes compared of each model
     rows = [first] + [[m.on(plans[i // per_plan]) for i, m in enumerate(first)] for plans in rows_plans[1:]]
     for row in rows:
         _choose_targets(row, progress)
     if video:
-        return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several),
-                    keyframes_path(out) if options.keyframes else None, _npz_path(out))
+        return Grid(out, _video_grid(rows, paths, titles, options, out, progress, several), still[0] if still else None,
+                    npz)
     bar = progress("comparing", len(rows) * sum(len(m.sessions) for m in first), "method")
     try:
         attrs = _attributions(rows, bar)
@@ -211,7 +203,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     vmax = _bits_top(options, (a for r in attrs for m in r for a in m))
     comparison = _photo_comparison(list(zip(paths, titles, rows, attrs)), several, vmax)
     draw_photo_comparison(comparison, out)
-    return Grid(out, _summaries(paths, comparison), None, _npz_path(out))
+    return Grid(out, _summaries(paths, comparison), None, npz)
 
 
 def _grid_inputs(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
