@@ -257,12 +257,21 @@ def test_many_windows_go_to_disk_or_are_refused_before_any_work(tmp_path, capsys
     a, b = video_iba.load(tmp_path / "memory" / "c.npz"), video_iba.load(tmp_path / "disk" / "c.npz")
     assert np.array_equal(a.values, b.values) and np.array_equal(a.per_source_frame, b.per_source_frame)
 
+    def fail(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise video_iba.UserInputError("the network stopped")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wx, "attribute_windows", fail)
+        code, _, err = run_cli([*argv, "--out", str(tmp_path / "new" / "failed")], capsys)
+    assert code == 2 and "the network stopped" in err
+    assert not (tmp_path / "new").exists()  # the temporary file and the folders made for it are gone
+
     class Full:
         free = 2 ** 20
 
     monkeypatch.setattr(wx.shutil, "disk_usage", lambda _folder: Full())
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "full")], capsys)
-    assert code == 2 and "more than the 0.0 GiB free" in err and not (tmp_path / "full" / "c.mp4").exists()
+    assert code == 2 and "more than the 0.0 GiB free" in err and not (tmp_path / "full").exists()
 
 
 def test_a_huge_photo_is_decoded_reduced(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ import torch
 
 from .._version import __version__
 from ..errors import UserInputError
-from ..files import atomic_writes, check_names, check_writable_dir, make_folder
+from ..files import atomic_writes, check_names, check_writable_dir, make_folder, remove_empty
 from ..io.clips import Timeline
 from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_totals
 from ..models.preprocess import CropPlan
@@ -165,34 +165,41 @@ class WindowMaps:
 class MapStore:
     """The maps of every window and crop of a video, ``(windows, crops, T, S, S)`` float32: in memory,
     or above :data:`SPILL_BYTES` in a temporary file in the output folder, removed by :meth:`close`
-    (the array stays readable until it is dropped). A range whose maps do not fit on that disk is
-    refused before any work."""
+    (the array stays readable until it is dropped) with the folders made for it if nothing else was
+    written there. A range whose maps do not fit on that disk is refused before any work."""
 
     def __init__(self, plan: InputPlan, folder: str) -> None:
         shape = (len(plan.windows), len(plan.crops.tiles), plan.spec.frames, plan.crops.crop, plan.crops.crop)
         need = int(np.prod(shape)) * 4
         self.path: str | None = None
+        self.made: list[str] = []
         if need <= SPILL_BYTES:
             self.values: np.ndarray = np.empty(shape, dtype=np.float32)
             return
-        make_folder(folder)
-        free = shutil.disk_usage(folder).free
-        if need > 0.9 * free:
-            raise UserInputError(f"the {shape[0]} windows x {shape[1]} crops of '{plan.path}' need {need / 2 ** 30:.1f} "
-                                 f"GiB of maps, more than the {free / 2 ** 30:.1f} GiB free in '{folder}'; give a "
-                                 f"larger {{stride}} or a shorter range ({{start}}, {{end}})",
-                                 options=["stride", "start", "end"])
-        log.warning("keeping the %.1f GiB of maps of %d windows in a temporary file in %s", need / 2 ** 30, shape[0],
-                    folder)
-        fd, self.path = tempfile.mkstemp(prefix=".maps-", suffix=".f32", dir=folder)
-        os.close(fd)
-        self.values = np.memmap(self.path, dtype=np.float32, mode="w+", shape=shape)
+        self.made = make_folder(folder)
+        try:
+            free = shutil.disk_usage(folder).free
+            if need > 0.9 * free:
+                raise UserInputError(f"the {shape[0]} windows x {shape[1]} crops of '{plan.path}' need "
+                                     f"{need / 2 ** 30:.1f} GiB of maps, more than the {free / 2 ** 30:.1f} GiB free "
+                                     f"in '{folder}'; give a larger {{stride}} or a shorter range ({{start}}, {{end}})",
+                                     options=["stride", "start", "end"])
+            log.warning("keeping the %.1f GiB of maps of %d windows in a temporary file in %s", need / 2 ** 30,
+                        shape[0], folder)
+            fd, self.path = tempfile.mkstemp(prefix=".maps-", suffix=".f32", dir=folder)
+            os.close(fd)
+            self.values = np.memmap(self.path, dtype=np.float32, mode="w+", shape=shape)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
             self.path = None
+        remove_empty(self.made)
+        self.made = []
 
 
 def explain_path(path: str, settings: Settings, out_dir: str, options: Options = Options(),
