@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,6 +121,41 @@ def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str)
     for method, where in (("iba", "layer"), ("gradcam", "cam_layer")):
         with pytest.raises(UserInputError, match=rf"a Hugging Face {kind} classifier .*; wrap it with video_iba.wrap_"):
             video_iba.attribute(method, net, clip.permute(0, 2, 1, 3, 4), **{where: f"{kind}.embeddings"})
+
+
+@pytest.mark.parametrize("kind", ["videomae", "timesformer", "vivit"])
+def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+    # the spec took the family's published normalisation whatever the checkpoint's processor said:
+    # a fine-tune saved with another processor saw other inputs than it was trained on
+    name, net = _cache(tmp_path, monkeypatch, kind)
+    snap = tmp_path / "hub" / ("models--" + name[3:].replace("/", "--")) / "snapshots" / "abc123"
+    sizes = dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
+    processor = {"videomae": lambda: transformers.VideoMAEImageProcessor(image_mean=[0.1, 0.2, 0.3],
+                                                                        image_std=[0.5, 0.6, 0.7], **sizes),
+                 "timesformer": lambda: transformers.TimesformerVideoProcessor(**sizes),  # video_preprocessor_config
+                 "vivit": lambda: transformers.VivitVideoProcessor(**sizes)}[kind]()  # p / 127.5 - 1, then (x - m) / s
+    processor.save_pretrained(snap)
+    frames = np.random.default_rng(0).integers(0, 256, size=(4, 40, 56, 3), dtype=np.uint8)
+    given = processor(list(frames), return_tensors="pt") if kind == "videomae" else \
+        processor(videos=[list(frames)], return_tensors="pt")
+    expected = given["pixel_values"].permute(0, 2, 1, 3, 4)
+    for spec in (get_spec(name), video_iba.wrap_hf(net, processor=processor).video_iba_spec):
+        assert spec.resize == 40 and spec.input_size == 32
+        x, _ = video_iba.preprocess_clip(frames, spec)
+        torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+    for old in snap.glob("*preprocessor_config.json"):
+        old.unlink()
+    get_spec.cache_clear()  # a spec is read once per process
+    published = video_iba.get_spec("hf:MCG-NJU/videomae-base-finetuned-kinetics" if kind == "videomae" else
+                                   "hf:facebook/timesformer-base-finetuned-k400")
+    if kind != "vivit":  # without a processor configuration, the family's published preprocessing
+        assert (get_spec(name).mean, get_spec(name).std) == (published.mean, published.std)
+    (snap / "preprocessor_config.json").write_text('{"size": {"shortest_edge": 40}, "image_std": [1, 1, 1]}')
+    with pytest.raises(UserInputError, match=r"cannot read the processor configuration '.*preprocessor_config.json' "
+                                             r"\(it has no 'image_mean'\); give a checkpoint whose"):
+        video_iba.load_model(name)
+    with pytest.raises(UserInputError, match="processor= takes a Hugging Face image or video processor"):
+        video_iba.wrap_hf(net, processor={"image_mean": 0.5})
 
 
 def test_clips_fitted_together_through_the_models_own_suffix_get_their_maps_alone(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

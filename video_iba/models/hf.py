@@ -8,8 +8,9 @@ package (``configs/hf``), so ``weights="random"`` builds them anywhere.
 
 The network is wrapped (:class:`HFVideoClassifier`) to take clips ``(N, C, T, H, W)`` and return
 logits; its layers are named under ``hf.`` (``hf.videomae.encoder.layer.3``). The spec carries
-each family's token layout, its clip sampling and normalisation (from the checkpoints'
-preprocessing configurations), and the labels of the configuration's ``id2label``.
+each family's token layout, its clip sampling, the resize, crop and normalisation of the
+checkpoint's processor configuration (``preprocessor_config.json``; without one, those of the
+family's published checkpoints), and the labels of the configuration's ``id2label``.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class Family:
         prefix: Class tokens before the grid tokens.
         order: Order of the grid tokens (TimeSformer: space-major).
         rate: A clip takes every ``rate``-th frame of a 30 fps video.
-        side, crop, mean, std: Resize, centre crop and normalisation of the checkpoints'
-            preprocessing configurations.
+        side, crop, mean, std: Resize, centre crop and normalisation of the published
+            checkpoints' processor configurations, for checkpoints without their own.
     """
 
     base: str
@@ -150,21 +151,122 @@ def checkpoint_folder(name: str, weights: str) -> str | None:
 def hf_config(mid: str, folder: str | None = None) -> tuple[dict[str, Any], str]:
     """The configuration of ``mid`` as a dict, and where it came from (a checkpoint ``folder``, the
     cache, else the package)."""
+    config, source, _ = _configs(mid, folder)
+    return config, source
+
+
+def _configs(mid: str, folder: str | None) -> tuple[dict[str, Any], str, Preprocessing | None]:
+    """:func:`hf_config`, and the preprocessing the checkpoint's processor configuration names
+    (``None`` where it has none, or the configuration shipped with the package is used)."""
     if folder is not None:
         try:
             with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
-                return json.load(fh), f"checkpoint folder {folder}"
+                return json.load(fh), f"checkpoint folder {folder}", processor_preprocessing(folder)
         except (OSError, ValueError) as exc:
             raise UserInputError(f"cannot read the configuration '{os.path.join(folder, 'config.json')}' ({exc}); "
                                  f"give a folder written by save_pretrained") from exc
     snap = _snapshot(mid)
     if snap is not None:
         with open(os.path.join(snap, "config.json"), encoding="utf-8") as fh:
-            return json.load(fh), f"Hugging Face cache, {mid}"
+            return json.load(fh), f"Hugging Face cache, {mid}", processor_preprocessing(snap)
     if mid in SHIPPED:
         text = resources.files("video_iba").joinpath("configs", "hf", SHIPPED[mid]).read_text(encoding="utf-8")
-        return json.loads(text), f"Hugging Face hub {mid} (configuration shipped; weights from the cache)"
+        return json.loads(text), f"Hugging Face hub {mid} (configuration shipped; weights from the cache)", None
     raise _missing(mid, "configuration")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize, crop and normalisation of frames in ``[0, 1]``, as a processor configuration gives
+    them: the shorter side ``side`` is resized to, the ``crop`` taken from it, and ``mean``/``std``
+    with the processor's own rescaling folded in."""
+
+    side: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+#: Processor configurations ``save_pretrained`` writes, image processors' first.
+PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json")
+
+
+def processor_preprocessing(folder: str) -> Preprocessing | None:
+    """The preprocessing named by the processor configuration in a checkpoint ``folder``, or
+    ``None`` where it holds none.
+
+    The processor maps a pixel ``p`` (0..255) to ``(p * rescale_factor - offset - mean) / std``
+    (``offset``: 1 where ViViT's processors centre on zero, as they do unless told not to, else
+    0; no rescaling without
+    ``do_rescale``, no normalisation without ``do_normalize``); for frames in ``[0, 1]`` that is a
+    normalisation by ``(offset + mean) / a`` and ``std / a`` with ``a = 255 * rescale_factor``. A
+    ``size`` of ``height`` and ``width`` (frames resized to a fixed shape) is taken as its shorter side.
+    """
+    for name in PROCESSOR_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            break
+    else:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+        return _preprocessing(cfg)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UserInputError(f"cannot read the processor configuration '{path}' ({_reason(exc)}); give a checkpoint "
+                             f"whose {name} save_pretrained wrote, or remove the file to use the family's "
+                             f"preprocessing") from exc
+
+
+def processor_of(processor: Any) -> Preprocessing:
+    """The preprocessing of a Hugging Face image or video processor object (its ``to_dict()``)."""
+    if not callable(getattr(processor, "to_dict", None)):
+        raise UserInputError(f"processor= takes a Hugging Face image or video processor (with .to_dict()), got "
+                             f"{type(processor).__name__}; give the processor the network was trained with")
+    try:
+        return _preprocessing(processor.to_dict())
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserInputError(f"cannot read the preprocessing of {type(processor).__name__} ({_reason(exc)}); give the "
+                             f"processor the network was trained with") from exc
+
+
+def _reason(exc: Exception) -> str:
+    return f"it has no {exc}" if isinstance(exc, KeyError) else str(exc)
+
+
+def _side(size: Any) -> int:
+    if isinstance(size, (int, float)):
+        return int(size)
+    if "shortest_edge" in size:
+        return int(size["shortest_edge"])
+    return min(int(size["height"]), int(size["width"]))
+
+
+def _three(value: Any, what: str) -> tuple[float, float, float]:
+    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"{what} has {len(values)} values, not one per colour channel")
+    return values[0], values[1], values[2]
+
+
+def _preprocessing(cfg: Any) -> Preprocessing:
+    if not isinstance(cfg, dict):
+        raise ValueError(f"a JSON {type(cfg).__name__}, not an object")
+    side = _side(cfg["size"]) if "size" in cfg else 224
+    crop = _side(cfg["crop_size"]) if cfg.get("do_center_crop", True) and "crop_size" in cfg else side
+    if side <= 0 or crop <= 0 or crop > side:
+        raise ValueError(f"a crop of {crop} from a shorter side of {side} pixels")
+    scale = 255 * float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 255.0
+    kind = str(cfg.get("image_processor_type") or cfg.get("video_processor_type") or "")
+    offset = 1.0 if cfg.get("do_rescale", True) and cfg.get("offset", kind.startswith("Vivit")) else 0.0
+    if cfg.get("do_normalize", True):
+        mean, std = _three(cfg["image_mean"], "image_mean"), _three(cfg["image_std"], "image_std")
+    else:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if not scale > 0 or not all(v > 0 for v in std):
+        raise ValueError(f"a scale of {scale / 255} and a standard deviation of {std}")
+    return Preprocessing(side, crop, _three([(offset + m) / scale for m in mean], "image_mean"),
+                         _three([v / scale for v in std], "image_std"))
 
 
 def family_of(config: dict[str, Any], mid: str) -> Family:
@@ -182,14 +284,17 @@ def spec_fields(name: str, weights: str = "default") -> dict[str, Any]:
     """The registry spec of ``hf:ORG/NAME`` (or ``hf:PATH``) as keyword arguments of ``ModelSpec``,
     from the configuration of the checkpoint folder ``weights`` where it is one."""
     mid = model_id(name)
-    config, source = hf_config(mid, checkpoint_folder(name, weights))
-    return config_spec_fields(config, name, source)
+    config, source, pre = _configs(mid, checkpoint_folder(name, weights))
+    return config_spec_fields(config, name, source, pre)
 
 
-def config_spec_fields(config: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+def config_spec_fields(config: dict[str, Any], name: str, source: str,
+                       preprocessing: Preprocessing | None = None) -> dict[str, Any]:
     """The spec of the Hugging Face model of ``config`` (a ``config.json`` as a dict) named
-    ``name``, as keyword arguments of ``ModelSpec``; ``source``: where its weights come from."""
+    ``name``, as keyword arguments of ``ModelSpec``; ``source``: where its weights come from;
+    ``preprocessing``: the checkpoint processor's (default: the family's)."""
     fam = family_of(config, name)
+    pre = preprocessing or Preprocessing(fam.side, fam.crop, fam.mean, fam.std)
     frames, size = int(config["num_frames"]), int(config["image_size"])
     tt, th, tw = fam.tubelet(config)
     grid = (frames // tt, size // th, size // tw)
@@ -199,7 +304,8 @@ def config_spec_fields(config: dict[str, Any], name: str, source: str) -> dict[s
     id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}  # int keys in memory, str in JSON
     labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
     return dict(
-        name=name, family="hf", input_size=size, resize=int(round(size * fam.side / fam.crop)), mean=fam.mean, std=fam.std,
+        name=name, family="hf", input_size=size, resize=int(round(size * pre.side / pre.crop)), mean=pre.mean,
+        std=pre.std,
         default_layer=f"hf.{fam.base}.embeddings", labels="hf", label_names=labels, default_weights="default",
         weights_source=source, modality="video", frames=frames, sampling_rate=fam.rate,
         note=f"the {tt}x{th}x{tw} tubelet embedding ({'x'.join(map(str, grid))} tokens"

@@ -28,7 +28,7 @@ from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .entry import FORM, describe_failure, entry_call, is_entry_point
 from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
-                 spec_fields)
+                 processor_of, spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -827,7 +827,7 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
     return model
 
 
-def wrap_hf(net: nn.Module, name: str | None = None) -> nn.Module:
+def wrap_hf(net: nn.Module, name: str | None = None, processor: Any = None) -> nn.Module:
     """A Hugging Face video classifier already built (fine-tuned in a notebook, say) as a model
     :func:`video_iba.explain` takes: clips ``(N, C, T, H, W)`` in, logits out, with the spec that
     ``load_model("hf:...")`` gives (token layouts, default layer, clip sampling, normalisation,
@@ -835,7 +835,9 @@ def wrap_hf(net: nn.Module, name: str | None = None) -> nn.Module:
 
     The wrapper holds ``net`` itself (its layers are named ``hf.<name>``); nothing is copied.
     ``name``: how outputs name the model (default: ``hf:`` and the configuration's
-    ``_name_or_path``, else the class name).
+    ``_name_or_path``, else the class name). ``processor``: the image or video processor the
+    network was trained with, whose resize, crop and normalisation the spec then takes (default:
+    those of the family's published checkpoints).
     """
     config = getattr(net, "config", None)
     if not isinstance(net, nn.Module) or not callable(getattr(config, "to_dict", None)):
@@ -844,7 +846,8 @@ def wrap_hf(net: nn.Module, name: str | None = None) -> nn.Module:
     fields = config.to_dict()
     name = name or f"hf:{fields.get('_name_or_path') or type(net).__name__}"
     model = HFVideoClassifier(net, family_of(fields, name).base)
-    model.video_iba_spec = ModelSpec(**config_spec_fields(fields, name, "in memory"))  # type: ignore[assignment]
+    pre = None if processor is None else processor_of(processor)
+    model.video_iba_spec = ModelSpec(**config_spec_fields(fields, name, "in memory", pre))  # type: ignore[assignment]
     return model
 
 
