@@ -236,6 +236,23 @@ def test_randomisation_stages_and_the_stages_before_a_bottleneck() -> None:
             return v.mean()
 
     assert randomisation_stages(Blocks()) == ["blocks.1", "blocks.0"]
+
+    class Listed(nn.Module):  # MViT's layout: a ModuleList among other stages, never called itself
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.blocks, self.head = Tiny3D().stem, nn.ModuleList([Tiny3D().block, Tiny3D().block]), \
+                nn.Linear(8, 2)
+
+        def forward(self, v: torch.Tensor) -> torch.Tensor:
+            v = self.stem(v)
+            for b in self.blocks:
+                v = b(v)
+            return self.head(v.mean((2, 3, 4)))
+
+    listed = Listed().eval()
+    assert randomisation_stages(listed) == ["head", "blocks", "stem"]
+    assert stages_reaching(listed, x, ["blocks.1"], ["head", "blocks", "stem"]) == {"blocks", "stem"}
+    assert stages_reaching(listed, x, ["stem"], ["head", "blocks", "stem"]) == {"stem"}
     net.spare = nn.Conv3d(3, 3, 1)  # a module the forward pass never calls
     with pytest.raises(UserInputError, match="did not run"):
         stages_reaching(net, x, ["spare"], stages)

@@ -363,14 +363,15 @@ def stages_reaching(model: nn.Module, x: torch.Tensor, layers: Sequence[str], st
                     pack: Pack | None = None) -> set[str]:
     """The ``stages`` whose computation starts before one of ``layers`` has produced its output in a
     forward pass on ``x`` (a stage containing a layer counts): randomising them changes what the
-    layers output, so statistics estimated there must be estimated again."""
+    layers output, so statistics estimated there must be estimated again. A stage starts when any
+    of its modules does (a ``ModuleList`` such as MViT's ``blocks`` never runs a forward of its own)."""
     inputs = packed(x, input_packer(model, pack))
     order: list[tuple[str, str]] = []
     handles = []
     try:
         for name in stages:
-            handles.append(model.get_submodule(name).register_forward_pre_hook(
-                lambda *_a, n=name: order.append(("start", n))))
+            for module in model.get_submodule(name).modules():
+                handles.append(module.register_forward_pre_hook(lambda *_a, n=name: order.append(("start", n))))
         for name in layers:
             handles.append(model.get_submodule(name).register_forward_hook(
                 lambda *_a, n=name: order.append(("end", n))))
