@@ -132,3 +132,26 @@ def test_one_input_under_torchrun_is_explained_once_by_the_first_process(photo_d
     assert run.stderr.count("runs on the first process alone; 1 other started by torchrun has nothing") == 1
     assert video_iba.load(tmp_path / "o" / "chelsea.npz").total_bits > 0
     assert sorted(os.listdir(tmp_path / "o")) == ["chelsea.npz", "chelsea.png"]
+
+
+def test_processes_whose_models_differ_before_the_layer_are_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import video_iba.methods.iba as iba
+
+    from .nets import Tiny3D
+
+    torch.manual_seed(0)
+    net, data = Tiny3D().eval(), [torch.randn(2, 3, 8, 16, 16)]
+    alone = video_iba.estimate(net, data, layer="block")
+    others = {"same": lambda own: own, "none": lambda own: None,  # a process with no inputs
+              "other": lambda own: (*own[:3], {k: "0" * 16 for k in own[3]})}  # other weights up to the layer
+    monkeypatch.setattr(iba, "world_size", lambda: 2)
+    for kind, other in others.items():
+        monkeypatch.setattr(iba, "gather", lambda own, other=other: [own, other(own)])
+        if kind == "other":
+            with pytest.raises(video_iba.UserInputError, match="the processes' models give 'block' other weights; "
+                                                               "load the same weights in every process"):
+                video_iba.estimate(net, data, layer="block")
+            continue
+        merged = video_iba.estimate(net, data, layer="block")
+        assert merged.meta["upstream_digest"] == alone.meta["upstream_digest"]
+        assert merged.samples == (4 if kind == "same" else 2)

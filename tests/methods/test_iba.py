@@ -239,6 +239,31 @@ def test_dataset_statistics_are_used_and_checked(tiny: TinyCNN) -> None:
     assert repr(stats) == "Statistics(layer features.4, mean/std (16, 16, 16), 24 samples)"  # not the tensors
 
 
+def test_statistics_are_refused_for_other_weights_up_to_their_layer(tiny: TinyCNN) -> None:
+    # statistics estimated in a notebook were used silently with a network changed since (fine-tuned,
+    # or its weights loaded again): the noise then no longer follows what the layer outputs
+    data = [torch.randn(8, 3, 32, 32) for _ in range(2)]
+    stats = video_iba.estimate(tiny, data, layer="features.3")  # the batch norm, after two convolutions
+    x = data[0][:1]
+    video_iba.explain(tiny, x, layer="features.3", stats=stats, steps=2, samples=2)
+    same = copy.deepcopy(tiny)  # the same weights in another network
+    with torch.no_grad():
+        same.fc.weight.mul_(-1)  # a network changed only after the layer (what randomisation metrics do)
+    video_iba.explain(same, x, layer="features.3", stats=stats, steps=2, samples=2)
+    for name in ("features.0.bias", "features.3.running_mean"):  # before the layer, and the layer itself
+        changed = copy.deepcopy(tiny)
+        with torch.no_grad():
+            changed.get_parameter(name).add_(0.1) if "bias" in name else changed.get_buffer(name).add_(0.1)
+        before = snapshot(changed)
+        with pytest.raises(UserInputError, match=r"the statistics of 'features.3' were estimated with other weights "
+                                                 r"up to that layer than this model has there; estimate them again"):
+            video_iba.explain(changed, x, layer="features.3", stats=stats, steps=2, samples=2)
+        after = snapshot(changed)
+        assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad"))
+    stats.meta.pop("upstream_digest")  # statistics of older versions are not checked
+    video_iba.explain(changed, x, layer="features.3", stats=stats, steps=2, samples=2)
+
+
 def test_spatiotemporal_maps() -> None:
     torch.manual_seed(0)
     model = Tiny3D().eval()

@@ -326,6 +326,59 @@ def layer_parts(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence
     return [box[i] for i in range(len(modules))]
 
 
+@contextlib.contextmanager
+def upstream_watch(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, list[str]]]:
+    """While open, records for each of ``layers`` that runs the names of the modules its output
+    depends on in a forward pass: those that started before the layer did (the model itself
+    ``""``; a module run earlier on another branch counts too), in the order they started, then
+    the layer and its submodules. The dict yielded is filled as the layers start; the hooks are
+    removed on leaving. Nothing is recorded for no layers."""
+    found: dict[str, list[str]] = {}
+    if not layers:
+        yield found
+        return
+    started: list[str] = []
+
+    def make_hook(layer: str) -> Callable[..., None]:
+        inside = [f"{layer}.{n}" if n else layer for n, _ in get_module(model, layer).named_modules()]
+
+        def hook(*_args: Any) -> None:
+            found.setdefault(layer, list(dict.fromkeys([*started, *inside])))
+        return hook
+
+    with contextlib.ExitStack() as stack:
+        for layer in layers:  # before the others: a layer's own start is not in what started before it
+            stack.callback(get_module(model, layer).register_forward_pre_hook(make_hook(layer)).remove)
+        for name, module in model.named_modules():
+            stack.callback(module.register_forward_pre_hook(lambda *_a, n=name: started.append(n)).remove)
+        yield found
+
+
+def upstream_modules(model: nn.Module, layers: Sequence[str], x: Inputs) -> dict[str, list[str]]:
+    """For each of ``layers``, the modules its output depends on in a pass on ``x`` (see
+    :func:`upstream_watch`); the pass stops once every layer has run."""
+    ran: set[str] = set()
+
+    def make_hook(layer: str) -> Callable[..., None]:
+        def hook(*_args: Any) -> None:
+            ran.add(layer)
+            if len(ran) == len(layers):
+                raise _Stop
+        return hook
+
+    with upstream_watch(model, layers) as found, contextlib.ExitStack() as stack, torch.no_grad():
+        for layer in layers:
+            stack.enter_context(forward_hook(get_module(model, layer), make_hook(layer)))
+        try:
+            model(fresh(x))
+        except _Stop:
+            pass
+    missing = [layer for layer in layers if layer not in ran]
+    if missing:
+        raise UserInputError(f"layer '{missing[0]}' did not run in the forward pass; choose a layer the model uses")
+    return {layer: found[layer] for layer in layers}
+
+
 class HookedForward:
     """Runner that evaluates the whole network with each layer's output replaced.
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bottleneck.insertion import frozen
+from ..bottleneck.insertion import frozen, upstream_modules
 from ..errors import UserInputError
 from ..methods.baselines import perturbation_batch
 from ..methods.common import check_target
@@ -365,25 +365,10 @@ def stages_reaching(model: nn.Module, x: torch.Tensor, layers: Sequence[str], st
     forward pass on ``x`` (a stage containing a layer counts): randomising them changes what the
     layers output, so statistics estimated there must be estimated again. A stage starts when any
     of its modules does (a ``ModuleList`` such as MViT's ``blocks`` never runs a forward of its own)."""
-    inputs = packed(x, input_packer(model, pack))
-    order: list[tuple[str, str]] = []
-    handles = []
-    try:
-        for name in stages:
-            for module in model.get_submodule(name).modules():
-                handles.append(module.register_forward_pre_hook(lambda *_a, n=name: order.append(("start", n))))
-        for name in layers:
-            handles.append(model.get_submodule(name).register_forward_hook(
-                lambda *_a, n=name: order.append(("end", n))))
-        with frozen(model), torch.no_grad():
-            model(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    last_end = max((i for i, (kind, _) in enumerate(order) if kind == "end"), default=-1)
-    if last_end < 0:
-        raise UserInputError(f"the layers {', '.join(layers)} did not run in the forward pass")
-    return {n for i, (kind, n) in enumerate(order) if kind == "start" and i < last_end}
+    with frozen(model):
+        upstream = upstream_modules(model, list(layers), packed(x, input_packer(model, pack)))
+    started = {name for names in upstream.values() for name in names}
+    return {stage for stage in stages if any(n == stage or n.startswith(stage + ".") for n in started)}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from torch import nn
 from .._version import __version__
 from ..bottleneck.estimator import DEFAULT_MIN_STD, FEW_SAMPLES, Statistics, WelfordEstimator
 from ..bottleneck.functional import working_dtype
-from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts
+from ..bottleneck.insertion import HookedForward, Taps, capture_taps, frozen, get_module, layer_parts, upstream_watch
 from ..bottleneck.per_sample import PRECISIONS, NonFiniteFit, PrecisionError, fit_inputs, smoothing_sigmas
 from ..bottleneck.split import SplitError, split_runner
 from ..config import IBAConfig
@@ -25,6 +25,7 @@ from ..distributed import gather, rank, world_size
 from ..errors import OutOfMemory, UserInputError
 from ..models.layouts import TokenLayout, layouts_for
 from ..models.pathways import Pack, input_packer, packed
+from ..models.registry import modules_digest
 from ..results import Attribution, Unit
 from .common import (LAYER_HINT, bits_map, check_channels_first, check_input, check_target, layer_names, model_dtype,
                      model_name, split_capacities, target_label)
@@ -136,7 +137,10 @@ def explain(
     t0 = time.perf_counter()
     layouts = layouts_for(model, layers, tokens)
     with _memory_errors(cfg, k), frozen(model), torch.inference_mode(False), torch.enable_grad():
-        logits, taps = capture_taps(model, modules, layers, inputs, layouts)
+        recorded = _recorded(layers, given)
+        with upstream_watch(model, list(recorded)) as found:
+            logits, taps = capture_taps(model, modules, layers, inputs, layouts)
+        _check_upstream(model, recorded, found)
         groups = taps.grouped(taps.parts)
         rs = [g[0] for g in groups]
         check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
@@ -409,6 +413,7 @@ def estimate(
     ests: list[WelfordEstimator] | None = None
     owners: list[tuple[int, int]] = []  # (entry of ``names``, part) of every estimator
     input_shape: list[int] | None = None
+    digests: dict[str, str] = {}  # from the first batch's pass
     with frozen(model):
         dtype = model_dtype(model)
         for xb in batches:
@@ -426,8 +431,10 @@ def estimate(
             if not bool(torch.isfinite(xb).all()):
                 raise UserInputError("a batch contains NaN or infinite values; check how the inputs were read and "
                                      "preprocessed")
-            outs = dict(zip(unique, layer_parts(model, modules, unique, packed(xb, pk),
-                                                [layouts[n] for n in unique])))
+            with upstream_watch(model, unique if ests is None else []) as found:
+                outs = dict(zip(unique, layer_parts(model, modules, unique, packed(xb, pk),
+                                                    [layouts[n] for n in unique])))
+            digests = digests or upstream_weights(model, found)
             feats = [(i, j, part) for i, n in enumerate(names) for j, part in enumerate(outs[n])]
             if ests is None:
                 ests = [WelfordEstimator(pool=_default_pool(per_layer[i], f, layouts[names[i]]) if j == 0 else ())
@@ -438,12 +445,12 @@ def estimate(
             if on_batch is not None:
                 on_batch(int(feats[0][2].shape[0]))
     if across_ranks and world_size() > 1:  # under torchrun: every rank saw its own shard; combine them
-        ests, owners, input_shape = _merge_ranks(ests, owners, input_shape)
+        ests, owners, input_shape, digests = _merge_ranks(ests, owners, input_shape, digests)
     if ests is None:
         raise UserInputError("no inputs to estimate statistics from; give at least 2 inputs")
     orders = {n: lay.order for n, lay in layouts.items() if lay is not None and not lay.channels_last}
     out = _finalised(ests, [(names[i], j) for i, j in owners],
-                     {"input_shape": input_shape, **model_name(model), **(meta or {})}, min_std, orders)
+                     {"input_shape": input_shape, **model_name(model), **(meta or {})}, min_std, orders, digests)
     per_position = [e for e in ests if e.feature_shape is not None and len(e.pool) < len(e.feature_shape) - 1]
     merged = across_ranks and world_size() > 1  # every process holds the same statistics: the first one says so
     if per_position and per_position[0].samples < FEW_SAMPLES and not (merged and rank() != 0):  # per-channel: plenty
@@ -453,19 +460,44 @@ def estimate(
 
 
 def _finalised(ests: Sequence[WelfordEstimator], owners: Sequence[tuple[str, int]], meta: dict[str, Any],
-               min_std: float, orders: dict[str, str]) -> list[Statistics]:
+               min_std: float, orders: dict[str, str], digests: dict[str, str]) -> list[Statistics]:
     """The statistics of each layer from its estimators: ``owners`` gives each estimator's layer and
     part (0: the layer's map or grid tokens, 1: its prefix tokens, kept as the first's ``prefix``);
-    a token layer's statistics record the order of its grid tokens (``orders``)."""
+    a token layer's statistics record the order of its grid tokens (``orders``), and each the
+    digest of the weights its layer's output depends on (``digests``, see :func:`upstream_weights`)."""
     out: list[Statistics] = []
     for est, (layer, part) in zip(ests, owners):
         order = {"token_order": orders[layer]} if layer in orders else {}
-        st = est.finalize(min_std=min_std, meta={"layer": layer, **order, **meta})
+        st = est.finalize(min_std=min_std, meta={"layer": layer, **order, "upstream_digest": digests[layer], **meta})
         if part == 0:
             out.append(st)
         else:
             out[-1].prefix = st
     return out
+
+
+def upstream_weights(model: nn.Module, found: dict[str, list[str]]) -> dict[str, str]:
+    """For each layer, the digest of the weights its output depends on, from the modules
+    :func:`upstream_watch` found for it. Statistics record it, so that statistics are not used
+    with a network that gives their layer other weights, while the layers after it may differ (as
+    in the parameter-randomisation metric)."""
+    return {layer: modules_digest(model, names) for layer, names in found.items()}
+
+
+def _recorded(layers: Sequence[str], given: Sequence[Statistics | None]) -> dict[str, Statistics]:
+    """The given statistics that record the digest of their layer's weights, by layer."""
+    return {layer: st for layer, st in zip(layers, given) if st is not None and "upstream_digest" in st.meta}
+
+
+def _check_upstream(model: nn.Module, recorded: dict[str, Statistics], found: dict[str, list[str]]) -> None:
+    """Refuse statistics estimated with other weights up to their layer than ``model`` has there."""
+    now = upstream_weights(model, found)
+    for layer, st in recorded.items():
+        if st.meta["upstream_digest"] != now[layer]:
+            where = f"the statistics in '{st.meta['path']}'" if st.meta.get("path") else "the statistics"
+            raise UserInputError(f"{where} of '{layer}' were estimated with other weights up to that layer than "
+                                 f"this model has there; estimate them again with this model (video_iba.estimate), "
+                                 f"or explain the model they were estimated with")
 
 
 def _pools(names: Sequence[str], pool: tuple[int, ...] | None,
@@ -517,18 +549,24 @@ def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: T
     return (1,) if feature.dim() == 5 and (layout is None or layout.channels_last) else ()
 
 
-def _merge_ranks(ests: list[WelfordEstimator] | None, owners: list[tuple[int, int]], input_shape: list[int] | None
-                 ) -> tuple[list[WelfordEstimator] | None, list[tuple[int, int]], list[int] | None]:
-    """Every rank's running sums combined in rank order, with what each estimator belongs to and
-    the input shape (the same result on every rank, a rank that had no inputs included)."""
-    states = gather(None if ests is None else ([e.state() for e in ests], owners, input_shape))
+def _merge_ranks(ests: list[WelfordEstimator] | None, owners: list[tuple[int, int]], input_shape: list[int] | None,
+                 digests: dict[str, str]) -> tuple[list[WelfordEstimator] | None, list[tuple[int, int]], list[int] | None,
+                                                   dict[str, str]]:
+    """Every rank's running sums combined in rank order, with what each estimator belongs to, the
+    input shape and the digests of the layers' weights (the same result on every rank, a rank that
+    had no inputs included); ranks whose models give a layer other weights are refused."""
+    states = gather(None if ests is None else ([e.state() for e in ests], owners, input_shape, digests))
     merged: list[WelfordEstimator] | None = None
     for st in states:
         if st is None:
             continue
         if merged is None:
             merged = [WelfordEstimator(pool=tuple(s["pool"])) for s in st[0]]
-            owners, input_shape = [(int(i), int(j)) for i, j in st[1]], st[2]
+            owners, input_shape, digests = [(int(i), int(j)) for i, j in st[1]], st[2], dict(st[3])
+        differ = [layer for layer, d in st[3].items() if digests.get(layer) != d]
+        if differ:
+            raise UserInputError(f"the processes' models give '{differ[0]}' other weights; load the same weights in "
+                                 f"every process")
         for est, s in zip(merged, st[0]):
             est.merge(s)
-    return merged, owners, input_shape
+    return merged, owners, input_shape, digests

@@ -14,7 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -873,8 +873,26 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default") -
 def weights_digest(model: nn.Module) -> str:
     """A fingerprint of the model's parameters and buffers (to tell whether two processes, or a
     statistics file and a model, have the same weights)."""
+    return _digest(model.state_dict().items())
+
+
+def modules_digest(model: nn.Module, names: Sequence[str]) -> str:
+    """A fingerprint of the parameters and buffers held by the modules ``names`` themselves (not by
+    their submodules, which are named when they count): with the modules a layer's output depends
+    on (:func:`~video_iba.bottleneck.insertion.upstream_modules`), whether two models give that
+    layer the same weights."""
+    def items() -> Iterator[tuple[str, torch.Tensor]]:
+        for name in names:
+            module = model.get_submodule(name)
+            for key, value in (*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)):
+                yield f"{name}.{key}", value
+
+    return _digest(items())
+
+
+def _digest(items: Iterable[tuple[str, torch.Tensor]]) -> str:
     h = hashlib.sha256()
-    for k, v in model.state_dict().items():
+    for k, v in items:
         h.update(k.encode())
         h.update(v.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
