@@ -262,6 +262,16 @@ def test_statistics_are_refused_for_other_weights_up_to_their_layer(tiny: TinyCN
         assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad"))
     stats.meta.pop("upstream_digest")  # statistics of older versions are not checked
     video_iba.explain(changed, x, layer="features.3", stats=stats, steps=2, samples=2)
+    # a TorchScript submodule takes no hooks (estimate raised torch's RuntimeError): it counts as
+    # before every layer
+    scripted = copy.deepcopy(tiny)
+    scripted.features[0] = torch.jit.script(scripted.features[0])
+    stats = video_iba.estimate(scripted, data, layer="features.3")
+    video_iba.explain(scripted, x, layer="features.3", stats=stats, steps=2, samples=2)
+    with torch.no_grad():
+        scripted.features[0].bias.add_(0.1)
+    with pytest.raises(UserInputError, match="were estimated with other weights up to that layer"):
+        video_iba.explain(scripted, x, layer="features.3", stats=stats, steps=2, samples=2)
 
 
 def test_spatiotemporal_maps() -> None:

@@ -331,25 +331,35 @@ def upstream_watch(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str
     """While open, records for each of ``layers`` that runs the names of the modules its output
     depends on in a forward pass: those that started before the layer did (the model itself
     ``""``; a module run earlier on another branch counts too), in the order they started, then
-    the layer and its submodules. The dict yielded is filled as the layers start; the hooks are
+    the layer and its submodules. TorchScript modules, which take no hooks, count for every layer
+    with everything inside them. The dict yielded is filled as the layers start; the hooks are
     removed on leaving. Nothing is recorded for no layers."""
     found: dict[str, list[str]] = {}
     if not layers:
         yield found
         return
     started: list[str] = []
+    scripted: list[str] = []
+    hooked: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{s}.") for s in scripted):
+            scripted.append(name)
+        elif isinstance(module, torch.jit.ScriptModule):
+            scripted.append(name)
+        else:
+            hooked.append((name, module))
 
     def make_hook(layer: str) -> Callable[..., None]:
         inside = [f"{layer}.{n}" if n else layer for n, _ in get_module(model, layer).named_modules()]
 
         def hook(*_args: Any) -> None:
-            found.setdefault(layer, list(dict.fromkeys([*started, *inside])))
+            found.setdefault(layer, list(dict.fromkeys([*started, *scripted, *inside])))
         return hook
 
     with contextlib.ExitStack() as stack:
         for layer in layers:  # before the others: a layer's own start is not in what started before it
             stack.callback(get_module(model, layer).register_forward_pre_hook(make_hook(layer)).remove)
-        for name, module in model.named_modules():
+        for name, module in hooked:
             stack.callback(module.register_forward_pre_hook(lambda *_a, n=name: started.append(n)).remove)
         yield found
 
