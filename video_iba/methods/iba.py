@@ -423,14 +423,7 @@ def estimate(
                 break
             if max_samples is not None:  # the first batch too
                 xb = xb[:max_samples - seen]
-            if input_shape is None:
-                input_shape = [1, *xb.shape[1:]]
-            elif list(xb.shape[1:]) != input_shape[1:]:
-                raise UserInputError(f"a batch has inputs of shape {tuple(xb.shape[1:])}, the first had "
-                                     f"{tuple(input_shape[1:])}; give inputs of one size (resized and cropped alike)")
-            if not bool(torch.isfinite(xb).all()):
-                raise UserInputError("a batch contains NaN or infinite values; check how the inputs were read and "
-                                     "preprocessed")
+            input_shape = _like_the_first(xb, input_shape)
             with upstream_watch(model, unique if ests is None else []) as found:
                 outs = dict(zip(unique, layer_parts(model, modules, unique, packed(xb, pk),
                                                     [layouts[n] for n in unique])))
@@ -529,6 +522,18 @@ def _checked_batch(xb: Any, dtype: torch.dtype) -> torch.Tensor:
                else f"convert them with x.to({dtype})")
         raise UserInputError(f"a batch is {xb.dtype} but the model's parameters are {dtype}; {fix}")
     return xb
+
+
+def _like_the_first(xb: torch.Tensor, input_shape: list[int] | None) -> list[int]:
+    """The shape of one input, ``[1, C, ...]``, checked against the first batch's
+    (``input_shape``; ``None`` for the first batch); the values must be finite."""
+    if input_shape is not None and list(xb.shape[1:]) != input_shape[1:]:
+        raise UserInputError(f"a batch has inputs of shape {tuple(xb.shape[1:])}, the first had "
+                             f"{tuple(input_shape[1:])}; give inputs of one size (resized and cropped alike)")
+    if not bool(torch.isfinite(xb).all()):
+        raise UserInputError("a batch contains NaN or infinite values; check how the inputs were read and "
+                             "preprocessed")
+    return [1, *xb.shape[1:]]
 
 
 def _batch_inputs(batch: Any) -> Any:
