@@ -26,7 +26,7 @@ from ..io.video import VideoWriter
 from ..models.preprocess import CropPlan
 from ..results import ClipAttribution, Unit
 from .overlay import overlay, scale_top
-from .text import DIM, TEXT, labelled, padded, text_image, wrapped
+from .text import DIM, TEXT, fmt, labelled, padded, text_image, wrapped
 from .video import Placement, Stills, range_frames
 
 #: Side of a photo panel, pixels.
@@ -51,14 +51,22 @@ COLOURS = ((240, 140, 40), (80, 180, 255), (120, 220, 120), (230, 90, 200), (250
 
 
 def _heads(explained: str, names: Sequence[str], units: Sequence[Unit], tops: Sequence[float], per: str,
-           notes: Sequence[str] | None = None, title: str = "input") -> list[list[str]]:
+           notes: Sequence[str] | None = None, title: str = "input",
+           prefixes: Sequence[float | None] | None = None) -> list[list[str]]:
     """Each panel's head: the input's title and class, then each method's name over its unit; a
     bits map's unit names the top of its colour scale ``tops[i]``, in bits per ``per`` (its maps'
-    cell: a pixel or a voxel of the model input)."""
+    cell: a pixel or a voxel of the model input). A map whose class tokens hold bits
+    (``prefixes[i]``: per photo, or per model clip of a video) says so on a third line, which the
+    other heads get empty, so that all have as many lines."""
     extra = [f" · {n}" if n else "" for n in notes] if notes is not None else [""] * len(names)
     scale = [f" 0-{top:.3g}/{per}" if u.information else "" for u, top in zip(units, tops)]
-    return [[title, f"explained: {explained}"]] + [[m, u.shown + c + e]
-                                                   for m, u, c, e in zip(names, units, scale, extra)]
+    heads = [[title, f"explained: {explained}"]] + [[m, u.shown + c + e]
+                                                    for m, u, c, e in zip(names, units, scale, extra)]
+    tokens = [None if b is None else f"+{fmt(b)} bits in class tokens" + (" per clip" if per == "voxel" else "")
+              for b in (prefixes or [])]
+    if any(tokens):
+        heads = [h + [t or ""] for h, t in zip(heads, [None, *tokens])]
+    return heads
 
 
 def _scale(unit: Unit, values: np.ndarray, bits_vmax: float | None) -> float:
@@ -75,17 +83,19 @@ def _clip_tops(panels: Sequence[ClipPanel], bits_vmax: float | None) -> list[flo
 
 def comparison_row(rgb: np.ndarray, maps: Sequence[tuple[str, np.ndarray, Unit]], explained: str, *,
                    inputs: Sequence[np.ndarray] | None = None, notes: Sequence[str] | None = None,
-                   title: str = "input", bits_vmax: float | None = None) -> np.ndarray:
+                   title: str = "input", bits_vmax: float | None = None,
+                   prefixes: Sequence[float | None] | None = None) -> np.ndarray:
     """One comparison row ``(H, W, 3)``: the model input ``rgb`` ``(S, S, 3)`` headed ``title``, and
     one overlay per ``(name, map (S', S'), unit)``, each drawn on its own model input ``inputs[i]``
     (default ``rgb``), its head's second line followed by ``notes[i]`` (e.g. the class a model
     explained). Each map has its own colour scale, but bits maps share ``bits_vmax`` where given;
-    a bits map's head names the top of its scale."""
+    a bits map's head names the top of its scale, and the bits of its class tokens ``prefixes[i]``
+    where it has any."""
     import cv2
 
     shown = [unit.magnitude(values) for _, values, unit in maps]
     tops = [_scale(unit, v, bits_vmax) for (_, _, unit), v in zip(maps, shown)]
-    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], tops, "px", notes, title)
+    heads = _heads(explained, [m for m, _, _ in maps], [u for _, _, u in maps], tops, "px", notes, title, prefixes)
 
     def panel(img: np.ndarray, values: np.ndarray | None, vmax: float) -> np.ndarray:
         shown = img if values is None else overlay(img, values, vmax)
@@ -190,7 +200,7 @@ def _row_frames(row: ClipRow, *, panel_height: int = CLIP_PANEL_HEIGHT, strip_he
     names = [p.name for p in panels]
     vmaxes = _clip_tops(panels, bits_vmax)
     heads = _heads(row.explained, names, [p.result.unit for p in panels], vmaxes, "voxel", [p.note for p in panels],
-                   row.title)
+                   row.title, [p.result.prefix_total for p in panels])
     ph, pw, scale = clip_panel_size(info.height, info.width, len(panels) + 1, panel_height)
     places = [Placement(p.plan, scale, (ph, pw)) for p in panels]
     # the windows covering each frame, once per set of windows (one per model: its methods share it)
@@ -311,7 +321,7 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
         raise UserInputError("no keyframes were rendered; the range holds no frames")
     names = [p.name for p in panels]
     heads = _heads(explained, names, [p.result.unit for p in panels], _clip_tops(panels, bits_vmax), "voxel",
-                   [p.note for p in panels])
+                   [p.note for p in panels], prefixes=[p.result.prefix_total for p in panels])
     positions = sorted(stills.kept)
     cells = np.stack([np.stack([padded(panel, MIN_KEYFRAME_CELL) for panel in stills.kept[pos][0]])
                       for pos in positions], axis=1)  # (rows, columns, h, w, 3)
@@ -322,7 +332,8 @@ def compare_keyframes(panels: Sequence[ClipPanel], stills: Stills, explained: st
     lines = [np.concatenate([top] + [part for t in times for part in (_gap(line, gap), t)], axis=1)]
     for r in range(rows):
         texts = [(t, TEXT) for t in wrapped(heads[r][0], side - 16, size)]
-        head = text_image(texts + [(t, DIM) for t in wrapped(heads[r][1], side - 16, size)], side, h, size)
+        texts += [(t, DIM) for line in heads[r][1:] if line for t in wrapped(line, side - 16, size)]
+        head = text_image(texts, side, h, size)
         parts = [head] + [part for c in range(cols) for part in (_gap(h, gap), cells[r, c])]
         lines += [_gap(gap, side + cols * (w + gap)), np.concatenate(parts, axis=1)]
     width = lines[-1].shape[1]

@@ -313,7 +313,8 @@ def draw_photo_comparison(comparison: Comparison, out: str) -> None:
         maps = [(p.name, p.result.values.numpy(), p.result.unit) for p in panels]
         images.append(comparison_row(inputs[0], maps, str(row["explained"]), inputs=inputs,
                                      notes=[p.note for p in panels], title=str(row["title"]),
-                                     bits_vmax=comparison.meta.get("bits_vmax")))
+                                     bits_vmax=comparison.meta.get("bits_vmax"),
+                                     prefixes=[p.result.prefix_total for p in panels]))
     with atomic_writes([out, _npz_path(out)]) as (tmp_png, tmp_npz):
         write_rows(images, tmp_png)
         with open(tmp_npz, "wb") as fh:
