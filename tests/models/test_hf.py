@@ -154,6 +154,12 @@ def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_p
     with pytest.raises(UserInputError, match=r"cannot read the processor configuration '.*preprocessor_config.json' "
                                              r"\(it has no 'image_mean'\); give a checkpoint whose"):
         video_iba.load_model(name)
+    folder = tmp_path / "saved"  # a checkpoint folder's processor configuration is read there
+    net.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text('[1, 2]')
+    with pytest.raises(UserInputError, match=r"^cannot read the processor configuration '.*saved.preprocessor_config"
+                                             r".json' \(a JSON list, not an object\)"):
+        video_iba.load_model(name, weights=str(folder))
     with pytest.raises(UserInputError, match="processor= takes a Hugging Face image or video processor"):
         video_iba.wrap_hf(net, processor={"image_mean": 0.5})
 

@@ -342,9 +342,7 @@ def upstream_watch(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str
     scripted: list[str] = []
     hooked: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
-        if any(name.startswith(f"{s}.") for s in scripted):
-            scripted.append(name)
-        elif isinstance(module, torch.jit.ScriptModule):
+        if isinstance(module, torch.jit.ScriptModule) or any(name.startswith(f"{s}.") for s in scripted):
             scripted.append(name)
         else:
             hooked.append((name, module))

@@ -161,10 +161,11 @@ def _configs(mid: str, folder: str | None) -> tuple[dict[str, Any], str, Preproc
     if folder is not None:
         try:
             with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
-                return json.load(fh), f"checkpoint folder {folder}", processor_preprocessing(folder)
+                config = json.load(fh)
         except (OSError, ValueError) as exc:
             raise UserInputError(f"cannot read the configuration '{os.path.join(folder, 'config.json')}' ({exc}); "
                                  f"give a folder written by save_pretrained") from exc
+        return config, f"checkpoint folder {folder}", processor_preprocessing(folder)
     snap = _snapshot(mid)
     if snap is not None:
         with open(os.path.join(snap, "config.json"), encoding="utf-8") as fh:
@@ -196,11 +197,11 @@ def processor_preprocessing(folder: str) -> Preprocessing | None:
     ``None`` where it holds none.
 
     The processor maps a pixel ``p`` (0..255) to ``(p * rescale_factor - offset - mean) / std``
-    (``offset``: 1 where ViViT's processors centre on zero, as they do unless told not to, else
-    0; no rescaling without
-    ``do_rescale``, no normalisation without ``do_normalize``); for frames in ``[0, 1]`` that is a
-    normalisation by ``(offset + mean) / a`` and ``std / a`` with ``a = 255 * rescale_factor``. A
-    ``size`` of ``height`` and ``width`` (frames resized to a fixed shape) is taken as its shorter side.
+    (``offset``: 1 where ViViT's processors centre on zero, as they do unless told not to, else 0;
+    no rescaling without ``do_rescale``, no normalisation without ``do_normalize``); for frames in
+    ``[0, 1]`` that is a normalisation by ``(offset + mean) / a`` and ``std / a`` with
+    ``a = 255 * rescale_factor``. A ``size`` of ``height`` and ``width`` (frames resized to a fixed
+    shape) is taken as its shorter side.
     """
     for name in PROCESSOR_FILES:
         path = os.path.join(folder, name)
