@@ -160,6 +160,10 @@ def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_p
     with pytest.raises(UserInputError, match=r"^cannot read the processor configuration '.*saved.preprocessor_config"
                                              r".json' \(a JSON list, not an object\)"):
         video_iba.load_model(name, weights=str(folder))
+    (folder / "preprocessor_config.json").write_text('{"size": {"longest_edge": 64}, "image_mean": 0.5, "image_std": 0.5}')
+    with pytest.raises(UserInputError, match=r"\(a size \{'longest_edge': 64\} names neither the shorter side nor the "
+                                             r"height and width\)"):
+        video_iba.load_model(name, weights=str(folder))
     with pytest.raises(UserInputError, match="processor= takes a Hugging Face image or video processor"):
         video_iba.wrap_hf(net, processor={"image_mean": 0.5})
 

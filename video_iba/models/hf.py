@@ -240,6 +240,8 @@ def _side(size: Any) -> int:
         return int(size)
     if "shortest_edge" in size:
         return int(size["shortest_edge"])
+    if "height" not in size or "width" not in size:
+        raise ValueError(f"a size {dict(size)} names neither the shorter side nor the height and width")
     return min(int(size["height"]), int(size["width"]))
 
 
