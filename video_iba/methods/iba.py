@@ -487,10 +487,10 @@ def _check_upstream(model: nn.Module, recorded: dict[str, Statistics], found: di
     now = upstream_weights(model, found)
     for layer, st in recorded.items():
         if st.meta["upstream_digest"] != now[layer]:
-            where = f"the statistics in '{st.meta['path']}'" if st.meta.get("path") else "the statistics"
-            raise UserInputError(f"{where} of '{layer}' were estimated with other weights up to that layer than "
-                                 f"this model has there; estimate them again with this model (video_iba.estimate), "
-                                 f"or explain the model they were estimated with")
+            where = f" in '{st.meta['path']}'" if st.meta.get("path") else ""
+            raise UserInputError(f"the statistics of '{layer}'{where} were estimated with other weights up to that "
+                                 f"layer than this model has there; estimate them again with this model "
+                                 f"(video_iba.estimate), or explain the model they were estimated with")
 
 
 def _pools(names: Sequence[str], pool: tuple[int, ...] | None,
@@ -554,9 +554,11 @@ def _default_pool(pool: tuple[int, ...] | None, feature: torch.Tensor, layout: T
     return (1,) if feature.dim() == 5 and (layout is None or layout.channels_last) else ()
 
 
+_Merged = tuple[list[WelfordEstimator] | None, list[tuple[int, int]], list[int] | None, dict[str, str]]
+
+
 def _merge_ranks(ests: list[WelfordEstimator] | None, owners: list[tuple[int, int]], input_shape: list[int] | None,
-                 digests: dict[str, str]) -> tuple[list[WelfordEstimator] | None, list[tuple[int, int]], list[int] | None,
-                                                   dict[str, str]]:
+                 digests: dict[str, str]) -> _Merged:
     """Every rank's running sums combined in rank order, with what each estimator belongs to, the
     input shape and the digests of the layers' weights (the same result on every rank, a rank that
     had no inputs included); ranks whose models give a layer other weights are refused."""
