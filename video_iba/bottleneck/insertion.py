@@ -303,12 +303,20 @@ def layer_parts(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence
                 adapters: Sequence[Adapter | None] | None = None) -> list[list[torch.Tensor]]:
     """Every layer's parts for ``x`` (see :class:`Adapter`); the forward pass stops once all layers ran."""
     ads: list[Adapter] = [a or FeatureMap() for a in (adapters or [None] * len(layers))]
+    return _until_all_ran(model, modules, layers, x,
+                          lambda i, out: [p.detach().clone() for p in ads[i].split(out, layers[i])[0]])
+
+
+def _until_all_ran(model: nn.Module, modules: Sequence[nn.Module], layers: Sequence[str], x: Inputs,
+                   keep: Callable[[int, Any], list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """``keep(i, output)`` of the first output of each of ``modules`` (named ``layers``) in a pass on
+    ``x`` without gradients, which stops once all have run; a layer that does not run is refused."""
     box: dict[int, list[torch.Tensor]] = {}
 
     def make_hook(i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
             if i not in box:
-                box[i] = [p.detach().clone() for p in ads[i].split(out, layers[i])[0]]
+                box[i] = keep(i, out)
             if len(box) == len(modules):
                 raise _Stop
         return hook
@@ -364,26 +372,9 @@ def upstream_watch(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str
 
 def upstream_modules(model: nn.Module, layers: Sequence[str], x: Inputs) -> dict[str, list[str]]:
     """For each of ``layers``, the modules its output depends on in a pass on ``x`` (see
-    :func:`upstream_watch`); the pass stops once every layer has run."""
-    ran: set[str] = set()
-
-    def make_hook(layer: str) -> Callable[..., None]:
-        def hook(*_args: Any) -> None:
-            ran.add(layer)
-            if len(ran) == len(layers):
-                raise _Stop
-        return hook
-
-    with upstream_watch(model, layers) as found, contextlib.ExitStack() as stack, torch.no_grad():
-        for layer in layers:
-            stack.enter_context(forward_hook(get_module(model, layer), make_hook(layer)))
-        try:
-            model(fresh(x))
-        except _Stop:
-            pass
-    missing = [layer for layer in layers if layer not in ran]
-    if missing:
-        raise UserInputError(f"layer '{missing[0]}' did not run in the forward pass; choose a layer the model uses")
+    :func:`upstream_watch`); the pass stops once every layer has run, whatever the layers output."""
+    with upstream_watch(model, layers) as found:
+        _until_all_ran(model, [get_module(model, layer) for layer in layers], layers, x, lambda _i, _out: [])
     return {layer: found[layer] for layer in layers}
 
 
