@@ -203,7 +203,8 @@ class Statistics:
                           self.samples, self.source, dict(self.meta))
 
     def check(self, feature_shape: Sequence[int] | None, layer: str | None = None, model: str | None = None,
-              input_shape: Sequence[int] | None = None, weights: str | None = None) -> None:
+              input_shape: Sequence[int] | None = None, weights: str | None = None, token_order: str | None = None,
+              upstream: str | None = None) -> None:
         """Raise :class:`UserInputError` unless these statistics fit the given layer output.
 
         Args:
@@ -211,8 +212,24 @@ class Statistics:
             layer, model, input_shape: Checked against the recorded provenance when both are known.
             weights: The model's weights digest (:func:`video_iba.models.weights_digest`), checked
                 against the one recorded when the statistics were estimated.
+            token_order: The order a token layout reads the layer's grid tokens in (``"t h w"``),
+                checked against the one recorded.
+            upstream: The digest of the weights up to the layer (``meta["upstream_digest"]``),
+                checked against the one recorded.
         """
         where = f"the statistics in '{self.meta['path']}'" if self.meta.get("path") else "the statistics"
+        rec_order = self.meta.get("token_order")
+        if token_order is not None and rec_order is not None and rec_order != token_order:
+            raise UserInputError(f"the statistics of '{layer}' were estimated with its tokens in '{rec_order}' order "
+                                 f"and this layout reads them in '{token_order}' order: the grid's positions would "
+                                 f"not match; give {{tokens}} the layout they were estimated with, or estimate them "
+                                 f"again", options=["tokens"])
+        rec_upstream = self.meta.get("upstream_digest")
+        if upstream is not None and rec_upstream is not None and rec_upstream != upstream:
+            file = f" in '{self.meta['path']}'" if self.meta.get("path") else ""
+            raise UserInputError(f"the statistics of '{layer}'{file} were estimated with other weights up to that "
+                                 f"layer than this model has there; estimate them again with this model "
+                                 f"(video_iba.estimate), or explain the model they were estimated with")
         rec_weights = self.meta.get("weights_digest")
         if weights is not None and rec_weights is not None and rec_weights != weights:
             made = str(self.meta.get("weights", "?"))

@@ -137,20 +137,19 @@ def explain(
     t0 = time.perf_counter()
     layouts = layouts_for(model, layers, tokens)
     with _memory_errors(cfg, k), frozen(model), torch.inference_mode(False), torch.enable_grad():
-        recorded = _recorded(layers, given)
-        with upstream_watch(model, list(recorded)) as found:
+        with upstream_watch(model, _recorded(layers, given)) as found:
             logits, taps = capture_taps(model, modules, layers, inputs, layouts)
-        _check_upstream(model, recorded, found)
+        upstream = upstream_weights(model, found)
         groups = taps.grouped(taps.parts)
         rs = [g[0] for g in groups]
         check_channels_first([r for r, lay in zip(rs, layouts) if lay is None], x,
                              [n for n, lay in zip(layers, layouts) if lay is None])
         targets = [check_target(t, logits[i:i + 1], model) for i, t in enumerate(wanted)]
         if all(st is not None for st in given):  # a data set's statistics: the same for every input
-            used = [part_statistics(layers, groups, given, cfg.min_std, layouts)] * k
+            used = [part_statistics(layers, groups, given, cfg.min_std, layouts, upstream)] * k
         else:
-            used = [part_statistics(layers, [[p[i:i + 1] for p in g] for g in groups], given, cfg.min_std, layouts)
-                    for i in range(k)]
+            used = [part_statistics(layers, [[p[i:i + 1] for p in g] for g in groups], given, cfg.min_std, layouts,
+                                    upstream) for i in range(k)]
         runner, note = _runner(model, layers, inputs, taps.parts, logits, split, taps)
         generators = [torch.Generator(device=rs[0].device).manual_seed(sd) for sd in seeds]
         with _precision_errors(precision):
@@ -281,14 +280,19 @@ def _per_input(value: Any, k: int, name: str) -> list[Any]:
 
 def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tensor]],
                      given: Sequence[Statistics | None], min_std: float,
-                     layouts: Sequence[TokenLayout | None] | None = None) -> list[Statistics]:
+                     layouts: Sequence[TokenLayout | None] | None = None,
+                     upstream: dict[str, str] | None = None) -> list[Statistics]:
     """The statistics of every bottleneck tensor: a layer's map (given, or its own positions pooled)
     and its class tokens (given with the map's, or the map's per-channel statistics). Given ones
-    are checked against the layer's output and its token ``layouts``."""
+    are checked against the layer's output, its token ``layouts`` and the digest of the weights up
+    to it (``upstream``, by layer, where known)."""
     out = []
     for name, group, st, layout in zip(layers, groups, given, layouts or [None] * len(layers)):
         r = group[0]
-        grid = Statistics.from_input(r, min_std=min_std) if st is None else _checked(st, r, name, layout)
+        if st is not None:
+            order = layout.order if layout is not None and not layout.channels_last else None
+            st.check(r.shape[1:], layer=name, token_order=order, upstream=(upstream or {}).get(name))
+        grid = Statistics.from_input(r, min_std=min_std) if st is None else st
         out.append(grid.to(r.device, working_dtype(r.dtype)))
         for tokens in group[1:]:
             prefix = st.prefix if st is not None and st.prefix is not None else grid.per_channel(tokens.dim() - 2)
@@ -312,17 +316,6 @@ def _memory_errors(cfg: IBAConfig, k: int = 1) -> Iterator[None]:
                               f"{{micro_batch}}", options=["inputs_per_pass", "micro_batch"]) from exc
         raise OutOfMemory(f"out of memory with {per_pass} noisy replicas per network pass ({cfg.samples} samples); "
                           f"lower {{samples}} or set {{micro_batch}}", options=["samples", "micro_batch"]) from exc
-
-
-def _checked(st: Statistics, r: torch.Tensor, layer: str, layout: TokenLayout | None) -> Statistics:
-    st.check(r.shape[1:], layer=layer)
-    order = st.meta.get("token_order")
-    if order is not None and layout is not None and not layout.channels_last and layout.order != order:
-        raise UserInputError(f"the statistics of '{layer}' were estimated with its tokens in '{order}' order and "
-                             f"this layout reads them in '{layout.order}' order: the grid's positions would not "
-                             f"match; give {{tokens}} the layout they were estimated with, or estimate them again",
-                             options=["tokens"])
-    return st
 
 
 def _runner(model: nn.Module, layers: Sequence[str], inputs: Any, rs: Sequence[torch.Tensor], logits: torch.Tensor,
@@ -477,20 +470,9 @@ def upstream_weights(model: nn.Module, found: dict[str, list[str]]) -> dict[str,
     return {layer: modules_digest(model, names) for layer, names in found.items()}
 
 
-def _recorded(layers: Sequence[str], given: Sequence[Statistics | None]) -> dict[str, Statistics]:
-    """The given statistics that record the digest of their layer's weights, by layer."""
-    return {layer: st for layer, st in zip(layers, given) if st is not None and "upstream_digest" in st.meta}
-
-
-def _check_upstream(model: nn.Module, recorded: dict[str, Statistics], found: dict[str, list[str]]) -> None:
-    """Refuse statistics estimated with other weights up to their layer than ``model`` has there."""
-    now = upstream_weights(model, found)
-    for layer, st in recorded.items():
-        if st.meta["upstream_digest"] != now[layer]:
-            where = f" in '{st.meta['path']}'" if st.meta.get("path") else ""
-            raise UserInputError(f"the statistics of '{layer}'{where} were estimated with other weights up to that "
-                                 f"layer than this model has there; estimate them again with this model "
-                                 f"(video_iba.estimate), or explain the model they were estimated with")
+def _recorded(layers: Sequence[str], given: Sequence[Statistics | None]) -> list[str]:
+    """The layers whose given statistics record the digest of the weights up to them."""
+    return [layer for layer, st in zip(layers, given) if st is not None and "upstream_digest" in st.meta]
 
 
 def _pools(names: Sequence[str], pool: tuple[int, ...] | None,
