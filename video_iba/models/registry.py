@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The largest sampling rate a command may set (a clip frame every 256 / 30 s, about 8.5 s).
+MAX_SAMPLING_RATE = 256
 
 
 def _whole(spec: "ModelSpec", field: str, least: int) -> None:
@@ -795,7 +797,7 @@ def _class_count(spec: ModelSpec) -> int | None:
 
 
 def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu", *, seed: int = 0,
-               layer_given: bool = False) -> nn.Module:
+               layer_given: bool = False, sampling_rate: int | None = None) -> nn.Module:
     """Build a registered model in eval mode, ready for :func:`video_iba.explain`.
 
     Args:
@@ -810,13 +812,15 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
         seed: Seeds the initialisation of ``"random"`` weights (the same network in every process).
         layer_given: The caller names the bottleneck layer, so a model without a default layer
             is built all the same.
+        sampling_rate: A video model's clips take every ``sampling_rate``-th frame of a 30 fps
+            video (default: the model's own rate; for weights trained at another one).
 
     Returns:
         The ``nn.Module``; its spec (:func:`model_spec`, for these weights) is attached as
         ``model.video_iba_spec``.
     """
     checked_device(device)  # before building
-    spec = model_spec(name, layer_given, weights)
+    spec = model_spec(name, layer_given, weights, sampling_rate)
     if spec.family == "entry" and weights == "random":
         raise UserInputError(f"{name} is a network of your own: its weights are those its function builds; give "
                              f"{{weights}} default or a checkpoint path", options=["weights"])
@@ -851,11 +855,41 @@ def wrap_hf(net: nn.Module, name: str | None = None, processor: Any = None) -> n
     return model
 
 
-def model_spec(name: str, layer_given: bool = False, weights: str = "default") -> ModelSpec:
+def model_spec(name: str, layer_given: bool = False, weights: str = "default",
+               sampling_rate: int | None = None) -> ModelSpec:
     """:func:`get_spec`, or with ``layer_given`` the spec without resolving a default layer (models
     without a default layer are refused only when none is named); for a torchvision image model
     with named weights other than its default (``"IMAGENET1K_V2"``), that weights' preprocessing:
-    resize, crop, mean and std (and so a ViT's token grid)."""
+    resize, crop, mean and std (and so a ViT's token grid). ``sampling_rate``: a video model's clips
+    take every ``sampling_rate``-th frame at 30 fps instead of its own rate (weights trained at
+    another rate); refused for an image model."""
+    spec = _spec_for_weights(name, layer_given, weights)
+    return spec if sampling_rate is None else with_sampling_rate(spec, sampling_rate)
+
+
+def with_sampling_rate(spec: ModelSpec, rate: int) -> ModelSpec:
+    """``spec`` with its clips taking every ``rate``-th frame of a 30 fps video (SlowFast's slow
+    pathway every ``rate * alpha``-th)."""
+    if not spec.is_video:
+        raise UserInputError(f"{spec.name} is an image model; {{sampling_rate}} applies to video models only",
+                             options=["sampling_rate"])
+    return dataclasses.replace(spec, sampling_rate=check_sampling_rate(rate))
+
+
+def check_sampling_rate(rate: Any) -> int:
+    """``rate`` as a sampling rate a command may set (a whole number from 1 to
+    :data:`MAX_SAMPLING_RATE`), else a :class:`~video_iba.errors.UserInputError`."""
+    try:
+        value = operator.index(rate)  # a numpy integer too
+    except TypeError:
+        value = 0
+    if isinstance(rate, bool) or not 1 <= value <= MAX_SAMPLING_RATE:
+        raise UserInputError(f"{{sampling_rate}} must be a whole number of frames from 1 to {MAX_SAMPLING_RATE}, "
+                             f"got {rate!r}", options=["sampling_rate"])
+    return int(value)
+
+
+def _spec_for_weights(name: str, layer_given: bool, weights: str) -> ModelSpec:
     if is_hf(name) and weights not in ("default", "random"):  # a checkpoint folder: its own configuration
         spec = ModelSpec(**spec_fields(name, weights))
         spec = spec if layer_given else _resolve_layer(spec)

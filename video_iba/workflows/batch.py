@@ -76,8 +76,9 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     s.pop("batch_size")
     s["stats"] = [os.path.abspath(p) for p in settings.stats or ()]
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
-    if s["cam_layer"] is None:
-        s.pop("cam_layer")  # folders explained before Grad-CAM's layer could be chosen resume
+    for key in ("cam_layer", "sampling_rate"):
+        if s[key] is None:
+            s.pop(key)  # folders explained before the option existed resume
     shown = dataclasses.asdict(options)
     if not shown["keyframes"]:
         shown.pop("keyframes")  # folders explained before keyframe sheets existed resume

@@ -26,7 +26,6 @@ from ..files import atomic_writes, check_writable_dir
 from ..io.discovery import find_images, find_videos, has_images, is_video_file
 from ..methods.attribute import check_method
 from ..methods.baselines import CAM_METHODS
-from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.compare import (ClipPanel, ClipRow, compare_clip, compare_clip_grid, compare_grid_keyframes,
                               compare_keyframes, comparison_row, grid_clip_frames, write_png, write_rows)
@@ -140,7 +139,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     check_writable_dir(out_dir)  # before any work
     plans = _plans(path, settings, chosen, options, session)
     if not plans[0].is_video:
-        refuse_video_options(path, options.span, *(["keyframes"] if options.keyframes else []))
+        refuse_video_options(path, options.span, *_photo_refusals(options, settings))
     compared = _per_class(_models(plans, names, settings, options, session), classes)  # inputs checked before loads
     out, npz, *still = output_paths(out_dir, f"{Path(path).stem}-compare", compared[0].plan.is_video, [path],
                                     options.keyframes)
@@ -184,7 +183,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     several = bool(chosen) or bool(classes)
     if not video:
         for p in paths:
-            refuse_video_options(p, options.span, *(["keyframes"] if options.keyframes else []))
+            refuse_video_options(p, options.span, *_photo_refusals(options, settings))
     rows_plans = [_plans(p, settings, chosen, options, session) for p in paths]  # every input read before any load
     out, npz, *still = output_paths(out_dir, "compare-grid", video, paths, options.keyframes)
     first = _per_class(_models(rows_plans[0], names, settings, options, session), classes)
@@ -370,6 +369,12 @@ def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[
     return out
 
 
+def _photo_refusals(options: Options, settings: Settings) -> list[str]:
+    """The options given beside a video's range that a photo cannot use."""
+    return [*(["keyframes"] if options.keyframes else []),
+            *(["sampling_rate"] if settings.sampling_rate is not None else [])]
+
+
 def _check_comparison(methods: Sequence[str], settings: Settings | None, models: Sequence[str],
                       session: Session | None) -> tuple[list[str], Settings, list[str]]:
     """The methods, the settings (default ones for ``None``) and the models compared, checked."""
@@ -379,10 +384,9 @@ def _check_comparison(methods: Sequence[str], settings: Settings | None, models:
     settings = settings or Settings()
     if session is not None:
         if (models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout
-                or settings.labels):
-            raise UserInputError("an open session holds its model, weights, statistics, readout and class names; "
-                                 "give the "
-                                 "settings only the methods' options (layers, bottleneck settings, Grad-CAM layer, "
+                or settings.labels or settings.sampling_rate is not None):
+            raise UserInputError("an open session holds its model, weights, clip sampling, statistics, readout and "
+                                 "class names; give the settings only the methods' options (layers, bottleneck settings, Grad-CAM layer, "
                                  "seed, precision)")
     chosen = _check_models(models, settings)
     _check_method_options(names, settings)
@@ -503,7 +507,7 @@ def _plan(path: str, name: str | None, settings: Settings, options: Options, sev
     """The input plan of one model; with several models, a fix that names the model option names
     the models option instead (the model was one of them)."""
     try:
-        return plan_input(path, model_spec(name, bool(settings.layers), settings.weights), options.span)
+        return plan_input(path, settings.spec_of(name, bool(settings.layers)), options.span)
     except UserInputError as exc:
         if not several or "model" not in exc.options:
             raise

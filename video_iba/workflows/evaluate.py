@@ -80,6 +80,8 @@ class Evaluation:
         precision: Type of IBA's network passes (``fp32``, ``bf16``, ``fp16``).
         cam_layer: Grad-CAM's layer (default: the model's; the Grad-CAM methods only).
         labels: A file naming the model's classes (see :attr:`Settings.labels`).
+        sampling_rate: A folder's video model reads its clips at this rate (see
+            :attr:`Settings.sampling_rate`); recorded, as the model's own rate when not given.
     """
 
     dataset: str
@@ -101,6 +103,7 @@ class Evaluation:
     precision: str = "fp32"
     cam_layer: str | None = None
     labels: str | None = None
+    sampling_rate: int | None = None
 
     def __post_init__(self) -> None:
         """Names and files given as one string are one entry (methods and metrics: comma-separated)."""
@@ -187,6 +190,8 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
               "model": setup.model_name, "weights": weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
+    if setup.sampling_rate is not None:  # clips read at another rate are other inputs
+        record["sampling_rate"] = setup.sampling_rate
     if "randomisation" in setup.metrics:  # other draws are another score
         record["randomisation_draws"] = ev.draws or 1
     if ev.annotations:  # edited annotations are other ground truth
@@ -229,6 +234,7 @@ class _Setup:
     tokens: list[Any] | None = None
     cam: dict[str, Any] = dataclasses.field(default_factory=dict)
     pack: Pack | None = None
+    sampling_rate: int | None = None  # a folder's video model's
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
@@ -239,6 +245,9 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     if ev.labels:
         raise UserInputError("the synthetic benchmark has its own classes; drop {labels} (or give a folder)",
                              options=["labels"])
+    if ev.sampling_rate is not None:
+        raise UserInputError("the synthetic benchmark's clips are made at its models' rate; drop {sampling_rate} (or "
+                             "give a folder)", options=["sampling_rate"])
     if ev.model not in (None, *SYNTHETIC_MODELS):
         raise UserInputError(f"the synthetic benchmark's models are {', '.join(SYNTHETIC_MODELS)}, not '{ev.model}'; "
                              f"give one of them to {{model}}, or a folder of photos or videos", options=["model"])
@@ -294,13 +303,13 @@ def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None
                              "drop it", options=["clips"])
     name = own.spec.name if own is not None else folder_model(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
-    items = folder_items(ev.dataset, own.spec if own is not None else name, ev.annotations, dev, ev.weights,
-                         own.dtype if own is not None else torch.float32)
+    settings = Settings(model=name, weights=ev.weights, device=str(dev), layers=tuple(ev.layers) if ev.layers else None,
+                        stats=tuple(ev.stats) or None, labels=ev.labels, sampling_rate=ev.sampling_rate)
+    items = folder_items(ev.dataset, own.spec if own is not None else settings.spec_of(name, bool(ev.layers)),
+                         ev.annotations, dev, ev.weights, own.dtype if own is not None else torch.float32)
     if ev.metrics:
         _refuse_unscorable(metrics, items)
-    session = own or Session.open(Settings(model=name, weights=ev.weights, device=str(dev),
-                                           layers=tuple(ev.layers) if ev.layers else None,
-                                           stats=tuple(ev.stats) or None, labels=ev.labels))
+    session = own or Session.open(settings)
     _check_fits(labels, session.model, session.spec.is_video, session.spec.name)
     layers, loaded = list(session.layers), session.stats or []
     stats = (loaded if len(loaded) > 1 else loaded[0]) if loaded else None
@@ -314,7 +323,7 @@ def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None
         cam = {"cam_layer": cam_layer, "tokens": own.spec.layout(cam_layer)} if cam_layer else {}
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
                   {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config,
-                  session.tokens, cam, session.pack)
+                  session.tokens, cam, session.pack, session.spec.sampling_rate if session.spec.is_video else None)
 
 
 def _check_session_evaluation(ev: Evaluation) -> None:
@@ -324,7 +333,7 @@ def _check_session_evaluation(ev: Evaluation) -> None:
                              "photos or videos")
     refuse_held_by_session([("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
                             ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu"),
-                            ("labels", ev.labels)])
+                            ("labels", ev.labels), ("sampling_rate", ev.sampling_rate is not None)])
 
 
 def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:

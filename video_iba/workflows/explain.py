@@ -40,7 +40,6 @@ from ..files import atomic_writes, check_names, check_writable_dir, make_folder,
 from ..io.clips import Timeline
 from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_totals
 from ..models.preprocess import CropPlan
-from ..models.registry import model_spec
 from ..models.targets import resolve_target
 from ..render.figure import Caption, image_figure
 from ..render.text import prob
@@ -207,11 +206,11 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
     """Explain one photo or video file with a new session (see :func:`explain_file`)."""
     refuse_shared(options, f"'{path}' is one file")
     check_writable_dir(out_dir)  # before any work
-    plan = plan_input(path, model_spec(settings.model_for(path), bool(settings.layers), settings.weights),
-                      options.span)
+    plan = plan_input(path, settings.spec_of(settings.model_for(path), bool(settings.layers)), options.span)
     if not plan.is_video:
         refuse_video_options(path, options.span, *(["layout"] if options.layout != Options.layout else []),
-                             *(["keyframes"] if options.keyframes else []))
+                             *(["keyframes"] if options.keyframes else []),
+                             *(["sampling_rate"] if settings.sampling_rate is not None else []))
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 

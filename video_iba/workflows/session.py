@@ -36,7 +36,8 @@ from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack, input_packer, packed, slow_and_fast
-from ..models.registry import ModelSpec, labels_for, load_model, model_spec, weights_digest, with_class_names
+from ..models.registry import (ModelSpec, check_sampling_rate, labels_for, load_model, model_spec, weights_digest,
+                               with_class_names, with_sampling_rate)
 from ..results import Attribution
 from ..seeding import SEED_LIMIT, SEED_RANGE
 
@@ -159,6 +160,10 @@ class Settings:
         labels: A file naming the model's classes (:func:`~video_iba.io.read_labels`), for
             weights fine-tuned to classes of one's own (default: the model's label set; weights
             with another number of outputs: ``class 0``, ``class 1``, ...).
+        sampling_rate: A video model's clips take every ``sampling_rate``-th frame of a 30 fps
+            video (default: the model's own rate), for weights trained at another rate. An image
+            model named in ``model`` is refused with it; photos explained by the default image
+            model (no ``model`` named) are read as always.
     """
 
     model: str | None = None
@@ -175,6 +180,7 @@ class Settings:
     precision: str = "fp32"
     cam_layer: str | None = None
     labels: str | None = None
+    sampling_rate: int | None = None
 
     def __post_init__(self) -> None:
         """One layer or statistics file may be given as a string (it was read letter by letter);
@@ -190,6 +196,8 @@ class Settings:
                 raise UserInputError(f"seed must be a whole number in {SEED_RANGE}, or None (a seed drawn and recorded), "
                                      f"got {self.seed!r}")
             object.__setattr__(self, "seed", seed)
+        if self.sampling_rate is not None:
+            object.__setattr__(self, "sampling_rate", check_sampling_rate(self.sampling_rate))
         if self.config is not None and not isinstance(self.config, IBAConfig):
             raise UserInputError(f"config takes an IBAConfig, got {type(self.config).__name__}; give a few settings as "
                                  f"changes={{'steps': 30}}")
@@ -199,6 +207,15 @@ class Settings:
     def config_for(self, spec: ModelSpec) -> IBAConfig:
         """The bottleneck settings used with the model ``spec``."""
         return (self.config or spec.config()).changed(self.changes, where="settings")
+
+    def spec_of(self, name: str, layer_given: bool) -> ModelSpec:
+        """The spec of the model ``name`` with these settings' weights and sampling rate (see
+        :func:`~video_iba.models.model_spec`); an image model that was not named in ``model`` (a
+        photo's default) keeps its spec."""
+        spec = model_spec(name, layer_given, self.weights)
+        if self.sampling_rate is None or (not spec.is_video and self.model is None):
+            return spec
+        return with_sampling_rate(spec, self.sampling_rate)
 
     def model_for(self, path: str) -> str:
         """The model explaining the file ``path``."""
@@ -230,12 +247,13 @@ def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
 
 #: What an open session holds, by the option that would otherwise give it.
 _HELD = {"model": "model", "weights": "weights", "layer": "layers", "stats": "statistics", "readout": "readout",
-         "device": "device", "labels": "class names"}
+         "device": "device", "labels": "class names", "sampling_rate": "clip sampling"}
 
 
 def refuse_held_by_session(given: Sequence[tuple[str, Any]]) -> None:
     """Refuse the options of ``given`` (``(option, value)`` pairs, each one of ``model``,
-    ``weights``, ``layer``, ``stats``, ``readout``, ``device``, ``labels``) that are set, next to an open
+    ``weights``, ``layer``, ``stats``, ``readout``, ``device``, ``labels``, ``sampling_rate``) that are set,
+    next to an open
     session: it holds them."""
     held = [_HELD[o] for o, _ in given]
     named = [o for o, v in given if v]
@@ -356,14 +374,14 @@ class Session:
         method = check_method(settings.method)
         check_method_settings(method, settings)
         no_default = bool(settings.layers) or not method.fitted  # only the bottleneck needs a default layer
-        spec = model_spec(name, no_default, settings.weights)
+        spec = settings.spec_of(name, no_default)
         device = resolve_device(settings.device)
         layers, stats = _prepare(method, settings, spec, device)
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         if model is None:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
-                               layer_given=no_default)
+                               layer_given=no_default, sampling_rate=settings.sampling_rate if spec.is_video else None)
         _check_weights(stats, model)
         check_fits(method.name, model, spec.is_video, spec.name)
         if method.uses_readout and readout is not None:
@@ -395,8 +413,8 @@ class Session:
         session's method is another, for :meth:`for_method`). The model is used as it is, on its
         own device, and left unchanged;
         ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
-        ``"own"``). ``spec`` defaults to the one the model carries (``video_iba.wrap_hf``,
-        ``load_model``)."""
+        ``"own"``); ``settings.sampling_rate`` replaces the spec's. ``spec`` defaults to the one
+        the model carries (``video_iba.wrap_hf``, ``load_model``)."""
         check_eager(model)  # not compiled, not a Hugging Face network left unwrapped
         if spec is None:
             spec = getattr(model, "video_iba_spec", None)
@@ -407,6 +425,8 @@ class Session:
             raise UserInputError(f"spec must be a video_iba.ModelSpec, not {type(spec).__name__}; a Settings goes "
                                  f"third (Session.for_model(model, spec, settings))")
         settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
+        if settings.sampling_rate is not None:
+            spec = with_sampling_rate(spec, settings.sampling_rate)
         method = check_method(settings.method)
         check_method_settings(method, settings)
         if method.fitted and not (settings.layers or spec.layers):

@@ -1,0 +1,123 @@
+"""`--sampling-rate`: a video model's clips read at another rate than its own (weights trained so),
+in every command that reads clips, recorded, and refused where it cannot apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import video_iba
+from video_iba.errors import UserInputError
+from video_iba.models import get_spec
+
+from ..helpers import read_jsonl, read_npz, run_cli
+from ..videos import encode, moving_square
+
+FAST = ["--steps", "1", "--samples", "2"]
+
+
+def test_clips_take_every_nth_frame_and_say_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "v").mkdir()
+    clip = encode(str(tmp_path / "v" / "clip.mp4"), frames=75, size=(128, 96), fps=25, content=moving_square)
+    assert get_spec("r3d_18").sampling_rate == 2
+    out = tmp_path / "out"
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--sampling-rate", "4",
+                            "--out", str(out), *FAST], capsys)
+    assert code == 0, err
+    d = read_npz(str(out / "clip.npz"))
+    meta = json.loads(str(d["meta"]))
+    # 16 frames every 4/30 s: a clip of 2.13 s (the model's own rate: 1.07 s), so 3 s give 2 windows
+    assert d["window_frame_indices"][0].tolist() == [int(round(k * 4 / 30 * 25)) for k in range(16)]
+    assert meta["sampling"]["rate"] == 4 and meta["sampling"]["clip_seconds"] == pytest.approx(16 * 4 / 30)
+    assert d["window_starts"].round(2).tolist() == [0.0, 0.87]
+
+    # statistics estimated at that rate record it
+    stats = tmp_path / "s.pt"
+    code, _, err = run_cli(["estimate", str(tmp_path / "v"), "--model", "r3d_18", "--weights", "random",
+                            "--sampling-rate", "4", "--out", str(stats)], capsys)
+    assert code == 0, err
+    st = video_iba.Statistics.load(str(stats))
+    assert st.meta["sampling_rate"] == 4 and st.samples == 2  # two clips of 2.13 s in 3 s
+
+    # a folder explained again at another rate is explained again; at the same rate, resumed
+    folder_out = tmp_path / "batch"
+    counts = []
+    for rate in (["--sampling-rate", "4"], ["--sampling-rate", "4"], []):
+        code, stdout, err = run_cli(["explain", str(tmp_path / "v"), "--model", "r3d_18", "--weights", "random",
+                                     *rate, "--out", str(folder_out), *FAST], capsys)
+        assert code == 0, err
+        counts.append(stdout.splitlines()[0])
+    assert counts[0].startswith("1 input: 1 explained") and "1 done before" in counts[1]
+    assert "1 explained (1 again as the settings changed)" in counts[2]
+    rows = read_jsonl(str(folder_out / "manifest.jsonl"))
+    assert json.loads(str(read_npz(rows[-1]["output"][1])["meta"]))["sampling"]["rate"] == 2
+
+
+def test_the_rate_is_kept_with_scores_and_readouts(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "v"
+    folder.mkdir()
+    encode(str(folder / "clip.mp4"), frames=40, size=(128, 96), fps=25, content=moving_square)
+    out = tmp_path / "ev"
+    common = ["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
+              "--metrics", "degradation8", "--out", str(out)]
+    code, _, err = run_cli([*common, "--sampling-rate", "3"], capsys)
+    assert code == 0, err
+    with open(out / "evaluation.json", encoding="utf-8") as fh:
+        assert json.load(fh)["sampling_rate"] == 3
+    code, _, err = run_cli(common, capsys)  # the model's own rate, 2: other inputs
+    assert code == 2 and "holds scores computed otherwise (sampling_rate was 3, now 2)" in err
+
+    train = ["train-readout", str(folder), "--model", "r3d_18", "--weights", "random", "--batch-size", "1",
+             "--out", str(tmp_path / "ro")]
+    code, _, err = run_cli([*train, "--epochs", "1", "--sampling-rate", "3"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([*train, "--epochs", "2"], capsys)
+    assert code == 2 and "was trained otherwise (sampling_rate was 3, now 2)" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["explain", "{photo}", "--sampling-rate", "2"], "--sampling-rate applies to videos and '{photo}' is a photo; "
+                                                     "drop it"),
+    (["explain", "{photo}", "--model", "resnet50", "--weights", "random", "--sampling-rate", "2"],
+     "resnet50 is an image model; --sampling-rate applies to video models only"),
+    (["compare", "{photo}", "--methods", "saliency,random", "--sampling-rate", "2"],
+     "--sampling-rate applies to videos and '{photo}' is a photo"),
+    (["explain", "{video}", "--sampling-rate", "0"], "argument --sampling-rate: expected an integer from 1 to 256, "
+                                                     "got 0"),
+    (["evaluate", "synthetic", "--sampling-rate", "2", "--out", "{out}"],
+     "the synthetic benchmark's clips are made at its models' rate; drop --sampling-rate"),
+    (["train-readout", "synthetic", "--sampling-rate", "2", "--out", "{out}"],
+     "the synthetic benchmark's clips are made at its models' rate; drop --sampling-rate"),
+])
+def test_refused_where_it_cannot_apply(argv, message, tmp_path, photo_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    photo = os.path.join(photo_dir, sorted(os.listdir(photo_dir))[0])
+    video = encode(str(tmp_path / "c.mp4"), frames=10)
+    fill = {"{photo}": photo, "{video}": video, "{out}": str(tmp_path / "o")}
+    argv = [fill.get(a, a) for a in argv]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err.strip().endswith(message.replace("{photo}", photo) + ("; see --help" if "argument" in message else "")) \
+        or message.replace("{photo}", photo) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_python_settings_and_own_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserInputError, match="sampling_rate= must be a whole number of frames from 1 to 256, got 0"):
+        video_iba.Settings(sampling_rate=0)
+    assert video_iba.Settings(sampling_rate=torch.tensor(3).numpy()[()]).sampling_rate == 3  # a numpy integer
+    model = video_iba.load_model("r3d_18", weights="random", sampling_rate=6)
+    assert model.video_iba_spec.sampling_rate == 6
+    with pytest.raises(UserInputError, match="resnet50 is an image model; sampling_rate= applies to video models"):
+        video_iba.load_model("resnet50", weights="random", sampling_rate=2)
+    session = video_iba.Session.for_model(model, settings=video_iba.Settings(sampling_rate=5))
+    assert session.spec.sampling_rate == 5 and model.video_iba_spec.sampling_rate == 6  # the model left as it was
+    clip = encode(str(tmp_path / "c.mp4"), frames=30)
+    with pytest.raises(UserInputError, match="an open session holds its model, weights, clip sampling"):
+        video_iba.compare_file(clip, ["saliency", "random"], video_iba.Settings(sampling_rate=2), str(tmp_path / "o"),
+                               session=session)
+    shutil.rmtree(tmp_path / "o", ignore_errors=True)
