@@ -260,6 +260,11 @@ def test_statistics_are_refused_for_other_weights_up_to_their_layer(tiny: TinyCN
             video_iba.explain(changed, x, layer="features.3", stats=stats, steps=2, samples=2)
         after = snapshot(changed)
         assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad"))
+    halved = copy.deepcopy(tiny).to(torch.bfloat16)  # the same network cast to half precision: its weights rounded
+    with pytest.raises(UserInputError, match=r"explain the model they were estimated with; if it is their model cast "
+                                             r"to half precision \(.half\(\)\), explain it in float32 with "
+                                             r"precision= fp16 or bf16 instead$"):
+        video_iba.explain(halved, x.to(torch.bfloat16), layer="features.3", stats=stats, steps=2, samples=2)
     stats.meta.pop("upstream_digest")  # statistics of older versions are not checked
     video_iba.explain(changed, x, layer="features.3", stats=stats, steps=2, samples=2)
     # a TorchScript submodule takes no hooks (estimate raised torch's RuntimeError): it counts as

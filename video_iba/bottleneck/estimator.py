@@ -204,7 +204,7 @@ class Statistics:
 
     def check(self, feature_shape: Sequence[int] | None, layer: str | None = None, model: str | None = None,
               input_shape: Sequence[int] | None = None, weights: str | None = None, token_order: str | None = None,
-              upstream: str | None = None) -> None:
+              upstream: str | None = None, feature_dtype: torch.dtype | None = None) -> None:
         """Raise :class:`UserInputError` unless these statistics fit the given layer output.
 
         Args:
@@ -216,6 +216,8 @@ class Statistics:
                 checked against the one recorded.
             upstream: The digest of the weights up to the layer (``meta["upstream_digest"]``),
                 checked against the one recorded.
+            feature_dtype: The layer output's type; in half precision, a refusal for other weights
+                names the likely cause (a float32 model cast with ``.half()``).
         """
         where = f"the statistics in '{self.meta['path']}'" if self.meta.get("path") else "the statistics"
         rec_order = self.meta.get("token_order")
@@ -227,9 +229,12 @@ class Statistics:
         rec_upstream = self.meta.get("upstream_digest")
         if upstream is not None and rec_upstream is not None and rec_upstream != upstream:
             file = f" in '{self.meta['path']}'" if self.meta.get("path") else ""
+            half = ("; if it is their model cast to half precision (.half()), explain it in float32 with "
+                    "{precision} fp16 or bf16 instead" if feature_dtype in (torch.float16, torch.bfloat16) else "")
             raise UserInputError(f"the statistics of '{layer}'{file} were estimated with other weights up to that "
                                  f"layer than this model has there; estimate them again with this model "
-                                 f"(video_iba.estimate), or explain the model they were estimated with")
+                                 f"(video_iba.estimate), or explain the model they were estimated with{half}",
+                                 options=["precision"] if half else [])
         rec_weights = self.meta.get("weights_digest")
         if weights is not None and rec_weights is not None and rec_weights != weights:
             made = str(self.meta.get("weights", "?"))

@@ -291,7 +291,8 @@ def part_statistics(layers: Sequence[str], groups: Sequence[Sequence[torch.Tenso
         r = group[0]
         if st is not None:
             order = layout.order if layout is not None and not layout.channels_last else None
-            st.check(r.shape[1:], layer=name, token_order=order, upstream=(upstream or {}).get(name))
+            st.check(r.shape[1:], layer=name, token_order=order, upstream=(upstream or {}).get(name),
+                     feature_dtype=r.dtype)
         grid = Statistics.from_input(r, min_std=min_std) if st is None else st
         out.append(grid.to(r.device, working_dtype(r.dtype)))
         for tokens in group[1:]:
