@@ -100,8 +100,7 @@ def test_refused_where_it_cannot_apply(argv, message, tmp_path, photo_dir, capsy
     argv = [fill.get(a, a) for a in argv]
     code, _, err = run_cli(argv, capsys)
     assert code == 2
-    assert err.strip().endswith(message.replace("{photo}", photo) + ("; see --help" if "argument" in message else "")) \
-        or message.replace("{photo}", photo) in err
+    assert message.replace("{photo}", photo) in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "o")
 

@@ -386,8 +386,8 @@ def _check_comparison(methods: Sequence[str], settings: Settings | None, models:
         if (models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout
                 or settings.labels or settings.sampling_rate is not None):
             raise UserInputError("an open session holds its model, weights, clip sampling, statistics, readout and "
-                                 "class names; give the settings only the methods' options (layers, bottleneck settings, Grad-CAM layer, "
-                                 "seed, precision)")
+                                 "class names; give the settings only the methods' options (layers, bottleneck "
+                                 "settings, Grad-CAM layer, seed, precision)")
     chosen = _check_models(models, settings)
     _check_method_options(names, settings)
     return names, settings, chosen
