@@ -42,6 +42,15 @@ def test_clips_take_every_nth_frame_and_say_so(tmp_path, capsys) -> None:  # typ
     assert code == 0, err
     st = video_iba.Statistics.load(str(stats))
     assert st.meta["sampling_rate"] == 4 and st.samples == 2  # two clips of 2.13 s in 3 s
+    # used at the model's own rate, they are taken, with a warning naming both rates
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
+                            "--out", str(tmp_path / "o2"), *FAST], capsys)
+    assert code == 0, err
+    assert ("the statistics of 'layer2' were estimated on clips read at sampling rate 4 and these clips are read at "
+            "rate 2; read them at the statistics' rate (--sampling-rate 4) or estimate statistics at rate 2") in err
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
+                            "--sampling-rate", "4", "--out", str(tmp_path / "o2"), *FAST], capsys)
+    assert code == 0 and "sampling rate" not in err, err
 
     # a folder explained again at another rate is explained again; at the same rate, resumed
     folder_out = tmp_path / "batch"

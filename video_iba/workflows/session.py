@@ -337,12 +337,19 @@ def _spec_tokens(spec: ModelSpec, layers: Sequence[str]) -> list[TokenLayout | N
     return tokens if any(t is not None for t in tokens) else None
 
 
-def _check_weights(stats: Sequence[Statistics], model: nn.Module) -> None:
-    """Refuse statistics estimated with other weights than ``model``'s."""
+def _check_statistics(stats: Sequence[Statistics], model: nn.Module, spec: ModelSpec) -> None:
+    """Refuse statistics estimated with other weights than ``model``'s; warn of statistics of
+    clips read at another sampling rate than ``spec``'s (their layer's output then moves otherwise)."""
     if stats:
         digest = weights_digest(model)
         for st in stats:
             st.check(None, weights=digest)
+            rate = st.meta.get("sampling_rate")
+            if spec.is_video and rate is not None and rate != spec.sampling_rate:
+                log.warning("the statistics of '%s' were estimated on clips read at sampling rate %s and these clips "
+                            "are read at rate %s; read them at the statistics' rate (--sampling-rate %s) or estimate "
+                            "statistics at rate %s", st.meta.get("layer"), rate, spec.sampling_rate, rate,
+                            spec.sampling_rate)
 
 
 @dataclass
@@ -382,7 +389,7 @@ class Session:
         if model is None:
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
                                layer_given=no_default, sampling_rate=settings.sampling_rate if spec.is_video else None)
-        _check_weights(stats, model)
+        _check_statistics(stats, model, spec)
         check_fits(method.name, model, spec.is_video, spec.name)
         if method.uses_readout and readout is not None:
             readout.check_weights(model, spec.name)
@@ -447,7 +454,7 @@ class Session:
                                      f"{{labels}} the model's class names", options=["labels"]) from None
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
-        _check_weights(stats, model)
+        _check_statistics(stats, model, spec)
         check_fits(method.name, model, spec.is_video, spec.name)
         if readout is not None:
             readout.check_weights(model, spec.name)
