@@ -373,6 +373,9 @@ def test_validation_chooses_the_best_epoch_and_patience_stops(tmp_path, monkeypa
     assert chosen["epoch"] == 2 and torch.load(os.path.join(out, "best.pt"), weights_only=True)["epoch"] == 2
     epoch2 = torch.load(os.path.join(out, "epoch2.pt"), weights_only=True)
     assert all(torch.equal(v, epoch2["heads"][k]) for k, v in readout.heads.state_dict().items())
+    # an epoch's file knows the weights it was trained with, as readout.pt does (it recorded only the
+    # data and learning rate, so a model with other weights was explained with it without a word)
+    assert epoch2["extra"]["weights"] == chosen["extra"]["weights"] is not None
     # rerunning with more epochs does not train past the spent patience
     os.remove(os.path.join(out, "readout.pt"))
     readout = tr.train(model, _toy_data(8, 0), out, schedule=dataclasses.replace(schedule, epochs=6), **kw)

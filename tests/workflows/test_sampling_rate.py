@@ -47,7 +47,7 @@ def test_clips_take_every_nth_frame_and_say_so(tmp_path, capsys) -> None:  # typ
                             "--out", str(tmp_path / "o2"), *FAST], capsys)
     assert code == 0, err
     assert ("the statistics of 'layer2' were estimated on clips read at sampling rate 4 and these clips are read at "
-            "rate 2; read them at the statistics' rate (--sampling-rate 4) or estimate statistics at rate 2") in err
+            "rate 2; read them at that rate (--sampling-rate 4) or estimate statistics at rate 2") in err
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
                             "--sampling-rate", "4", "--out", str(tmp_path / "o2"), *FAST], capsys)
     assert code == 0 and "sampling rate" not in err, err
@@ -86,6 +86,15 @@ def test_the_rate_is_kept_with_scores_and_readouts(tmp_path, capsys) -> None:  #
     assert code == 0, err
     code, _, err = run_cli([*train, "--epochs", "2"], capsys)
     assert code == 2 and "was trained otherwise (sampling_rate was 3, now 2)" in err
+    # the readout explains clips at another rate with a warning naming both
+    explain = ["explain", str(folder / "clip.mp4"), "--model", "r3d_18", "--weights", "random", "--method", "readout",
+               "--readout", str(tmp_path / "ro" / "readout.pt"), "--out", str(tmp_path / "ex")]
+    code, _, err = run_cli(explain, capsys)
+    assert code == 0, err
+    assert ("the readout was trained on clips read at sampling rate 3 and these clips are read at rate 2; read them "
+            "at that rate (--sampling-rate 3) or train a readout at rate 2") in err
+    code, _, err = run_cli([*explain, "--sampling-rate", "3"], capsys)
+    assert code == 0 and "sampling rate" not in err, err
 
 
 @pytest.mark.parametrize("argv, message", [

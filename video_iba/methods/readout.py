@@ -198,6 +198,8 @@ class Readout(nn.Module):
         self.norms = [n.to("cpu") for n in norms]
         #: Digest of the weights of the network it was trained with (``weights_digest``; ``None``: not recorded).
         self.weights: str | None = None
+        #: The sampling rate of the video clips it was trained on (``None``: not recorded, or photos).
+        self.sampling_rate: int | None = None
 
     def check_weights(self, model: nn.Module, name: str) -> None:
         """Refuse a network with other weights than those the readout was trained with: its heads
@@ -467,8 +469,9 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
                           [Statistics.from_dict(d) for d in payload["norms"]],
                           IBAConfig().replace(**payload["config"]))
         readout.heads.load_state_dict(payload["heads"])
-        weights = dict(payload.get("extra") or {}).get("weights")
-        readout.weights = str(weights) if weights is not None else None
+        extra = dict(payload.get("extra") or {})
+        readout.weights = str(extra["weights"]) if extra.get("weights") is not None else None
+        readout.sampling_rate = int(extra["sampling_rate"]) if extra.get("sampling_rate") is not None else None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserInputError(f"'{path}' is a damaged readout checkpoint ({type(exc).__name__}); train it again with "
                              f"`video-iba train-readout`") from exc

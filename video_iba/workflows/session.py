@@ -344,12 +344,17 @@ def _check_statistics(stats: Sequence[Statistics], model: nn.Module, spec: Model
         digest = weights_digest(model)
         for st in stats:
             st.check(None, weights=digest)
-            rate = st.meta.get("sampling_rate")
-            if spec.is_video and rate is not None and rate != spec.sampling_rate:
-                log.warning("the statistics of '%s' were estimated on clips read at sampling rate %s and these clips "
-                            "are read at rate %s; read them at the statistics' rate (--sampling-rate %s) or estimate "
-                            "statistics at rate %s", st.meta.get("layer"), rate, spec.sampling_rate, rate,
-                            spec.sampling_rate)
+            _warn_of_other_rate(f"the statistics of '{st.meta.get('layer')}' were estimated", st.meta.get("sampling_rate"),
+                                spec, "estimate statistics")
+
+
+def _warn_of_other_rate(made: str, rate: int | None, spec: ModelSpec, remedy: str) -> None:
+    """Warn where statistics or a readout (``made``, with ``remedy``) were made on clips of another
+    sampling rate than ``spec``'s: taken, but its layer's output then moves otherwise."""
+    if spec.is_video and rate is not None and rate != spec.sampling_rate:
+        log.warning("%s on clips read at sampling rate %s and these clips are read at rate %s; read them at that "
+                    "rate (--sampling-rate %s) or %s at rate %s", made, rate, spec.sampling_rate, rate, remedy,
+                    spec.sampling_rate)
 
 
 @dataclass
@@ -393,6 +398,7 @@ class Session:
         check_fits(method.name, model, spec.is_video, spec.name)
         if method.uses_readout and readout is not None:
             readout.check_weights(model, spec.name)
+            _warn_of_other_rate("the readout was trained", readout.sampling_rate, spec, "train a readout")
         built = getattr(model, "video_iba_spec", spec)  # fine-tuned weights may have other classes
         if built.labels != spec.labels or built.label_names != spec.label_names:
             spec = with_class_names(spec, built.label_names)
@@ -458,6 +464,7 @@ class Session:
         check_fits(method.name, model, spec.is_video, spec.name)
         if readout is not None:
             readout.check_weights(model, spec.name)
+            _warn_of_other_rate("the readout was trained", readout.sampling_rate, spec, "train a readout")
         alpha = spec.slowfast_alpha
         return cls(spec, model, names, device, settings, method, layers, [s.to(device) for s in stats] or None,
                    readout, FitBatches(settings.batch_size, device),

@@ -397,7 +397,7 @@ class _Training:
                             log=self.history, extra=extra)
             if s.keep_epochs:
                 save_checkpoint(os.path.join(self.out, f"epoch{epoch + 1}.pt"), readout, model_name=self.model_name,
-                                epoch=epoch + 1, log=self.history, extra={"data": self.data.name, "lr": s.lr})
+                                epoch=epoch + 1, log=self.history, extra=extra)  # weights checked as readout.pt's
             log.info("epoch %d: loss %.4f, ce %.4f, info %.4f nats", epoch + 1, h["loss"], h["ce"], h["info_nats"])
             if self.validation is not None:
                 log.info("epoch %d validation: loss %.4f, ce %.4f, info %.4f nats, kept %.3f", epoch + 1,
