@@ -64,6 +64,7 @@ def test_the_fused_suffix_gives_the_models_logits_and_gradients(case: str) -> No
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     run = suffix_against_whole(model, layer, x, layout)
     assert "attention fused" in run["note"]
+    assert ("token poolings read in place" in run["note"]) == case.startswith("mvit")  # MViT's only (token_pool)
     fused, ref, g_fused, g_ref = run["out"], run["ref"], run["grads"], run["grads_ref"]
     assert torch.allclose(fused, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
     assert float((ref[0] - ref[1]).abs().max()) > 1e-3 * float(ref.abs().max())  # they depend on the input

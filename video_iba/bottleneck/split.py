@@ -18,6 +18,7 @@ from torch import fx, nn
 from .attention import fuse_attention
 from .depthwise import fast_depthwise
 from .insertion import Inputs, Taps, expand_batch, fresh, select_inputs
+from .token_pool import pool_in_place
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,10 @@ class CachedSuffix:
         logits: ``model(x)``, used to check the split.
         taps: How parts go back into the layers' outputs (token layouts, tuples); ``None``: the
             layers output the maps themselves.
-        fuse: Run torchvision's MViT and Swin3D attention fused (:mod:`.attention`) and depthwise
-            3-D convolutions with a forward convolution for their input gradient
-            (:mod:`.depthwise`); ``False`` keeps the model's own code (the same arithmetic).
+        fuse: Run torchvision's MViT and Swin3D attention fused (:mod:`.attention`), MViT's token
+            poolings on the tokens in place (:mod:`.token_pool`) and depthwise 3-D convolutions
+            with a forward convolution for their input gradient (:mod:`.depthwise`); ``False``
+            keeps the model's own code (the same arithmetic).
 
     Raises:
         SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
@@ -151,7 +153,7 @@ class CachedSuffix:
         rewrites: list[tuple[Callable[[fx.GraphModule], fx.GraphModule | None], str]] = [
             (_fold_batchnorm, "batch norm folded into the convolutions")]
         if fuse:
-            rewrites += [(fuse_attention, "attention fused"),
+            rewrites += [(fuse_attention, "attention fused"), (pool_in_place, "token poolings read in place"),
                          (fast_depthwise, "depthwise input gradients as convolutions")]
         for rewrite, what in rewrites:
             rewritten = rewrite(self._suffix)
