@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from .graphs import rewritable_copy
+
 _MVIT = "torchvision.models.video.mvit"
 _SWIN = "torchvision.models.video.swin_transformer"
 #: Head widths are padded to a multiple of this (CUDA's fused kernels want it).
@@ -253,8 +255,8 @@ def _mvit_chain(product: fx.Node) -> tuple[list[fx.Node], dict[str, Any]] | None
 def fuse_attention(gm: fx.GraphModule) -> fx.GraphModule | None:
     """A copy of ``gm`` with torchvision's MViT and Swin3D attention fused (module doc), or
     ``None`` where there is none. Every module stays shared with ``gm``."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
+    rewritten = rewritable_copy(gm)
+    graph = rewritten.graph
     count = 0
     for node in list(graph.nodes):
         if node.op != "call_function":
@@ -287,4 +289,5 @@ def fuse_attention(gm: fx.GraphModule) -> fx.GraphModule | None:
     if count == 0:
         return None
     graph.lint()
-    return fx.GraphModule(gm, graph)
+    rewritten.recompile()
+    return rewritten

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .graphs import rewritable_copy
+
 #: The largest stride product for which the rewrite is used.
 _MAX_STRIDE_PRODUCT = 4
 
@@ -110,9 +112,8 @@ def fast_depthwise(gm: fx.GraphModule) -> fx.GraphModule | None:
     """A copy of ``gm`` in which each call of an eligible depthwise ``nn.Conv3d`` runs through
     :class:`DepthwiseConv3d`, or ``None`` where there is none. Every module stays shared with
     ``gm`` (and so with the user's model), which is not changed."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    rewritten = fx.GraphModule(gm, graph)
+    rewritten = rewritable_copy(gm)
+    graph = rewritten.graph
     modules = dict(gm.named_modules())
     count = 0
     for node in graph.nodes:

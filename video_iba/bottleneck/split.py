@@ -17,6 +17,7 @@ from torch import fx, nn
 
 from .attention import fuse_attention
 from .depthwise import fast_depthwise
+from .graphs import rewritable_copy
 from .insertion import Inputs, Taps, expand_batch, fresh, select_inputs
 from .token_pool import pool_in_place
 
@@ -56,9 +57,8 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    folded = fx.GraphModule(gm, graph)
+    folded = rewritable_copy(gm)
+    graph = folded.graph
     modules = dict(gm.named_modules())
     count = 0
     for node in list(graph.nodes):

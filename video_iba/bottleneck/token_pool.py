@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
+from .graphs import rewritable_copy
+
 #: The pooling modules whose calls are rewritten.
 _POOLS = (nn.Conv3d, nn.MaxPool3d)
 
@@ -84,9 +86,8 @@ def pool_in_place(gm: fx.GraphModule) -> fx.GraphModule | None:
     """A copy of ``gm`` whose token poolings read the tokens in place (module doc), or ``None``
     where there is none. Every module stays shared with ``gm`` (and so with the user's model),
     which is not changed."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    rewritten = fx.GraphModule(gm, graph)
+    rewritten = rewritable_copy(gm)
+    graph = rewritten.graph
     modules = dict(gm.named_modules())
     count = 0
     for node in list(graph.nodes):
