@@ -12,7 +12,8 @@ at its embedding, this 2-core CPU): 19 % of the pass went to ``copy_``, most of 
 transposes and their gradients.
 
 :func:`pool_in_place` rewrites a copy of the traced suffix (:mod:`.split`): each ``nn.Conv3d``
-fed by ``contiguous(reshape(transpose(x, 2, 3), (B * N, C, T, H, W)))`` and read back by
+or ``nn.MaxPool3d`` (the skip connection's pooling) fed by
+``contiguous(reshape(transpose(x, 2, 3), (B * N, C, T, H, W)))`` and read back by
 ``transpose(reshape(y, B, N, C, -1), 2, 3)`` gets its input from :func:`pool_input` and is read
 back by :func:`pooled_tokens`. On the CPU they read in place; elsewhere (not measured) they do
 what the model does. :class:`~.split.CachedSuffix` checks the rewritten suffix against the
@@ -54,8 +55,8 @@ def _method(node: Any, name: str) -> bool:
 
 
 def _match(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, fx.Node, Any, fx.Node, fx.Node] | None:
-    """For a pooling convolution ``node`` of the pattern (module doc): the tokens, the reshape and
-    contiguous nodes before it, the shape, and the reshape and transpose after it."""
+    """For a pooling ``node`` of the pattern (module doc): the transpose and the reshape before it
+    (the contiguous copy is its input), the reshape's shape, and the reshape and transpose after it."""
     if node.op != "call_module" or type(modules.get(str(node.target))) not in _POOLS or len(node.args) != 1:
         return None
     cont = node.args[0]
