@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from .graphs import rewritable_copy
+from .graphs import finished, rewritable_copy
 
 _MVIT = "torchvision.models.video.mvit"
 _SWIN = "torchvision.models.video.swin_transformer"
@@ -286,8 +286,4 @@ def fuse_attention(gm: fx.GraphModule) -> fx.GraphModule | None:
         for n in nodes:  # last use first
             graph.erase_node(n)
         count += 1
-    if count == 0:
-        return None
-    graph.lint()
-    rewritten.recompile()
-    return rewritten
+    return finished(rewritten, count)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .graphs import rewritable_copy
+from .graphs import finished, rewritable_copy
 
 #: The largest stride product for which the rewrite is used.
 _MAX_STRIDE_PRODUCT = 4
@@ -123,7 +123,4 @@ def fast_depthwise(gm: fx.GraphModule) -> fx.GraphModule | None:
         rewritten.add_submodule(name, DepthwiseConv3d(modules[node.target]))
         node.target = name
         count += 1
-    if count == 0:
-        return None
-    rewritten.recompile()
-    return rewritten
+    return finished(rewritten, count)

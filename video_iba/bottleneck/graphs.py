@@ -1,4 +1,5 @@
-"""The copy of a traced network that each rewrite of the split suffix (:mod:`.split`) edits."""
+"""The copy of a traced network that each rewrite of the split suffix (:mod:`.split`) edits, and
+its end."""
 
 from __future__ import annotations
 
@@ -13,4 +14,14 @@ def rewritable_copy(gm: fx.GraphModule) -> fx.GraphModule:
     return fx.GraphModule(gm, graph)
 
 
-__all__ = ["rewritable_copy"]
+def finished(rewritten: fx.GraphModule, count: int) -> fx.GraphModule | None:
+    """``rewritten`` after ``count`` rewrites, its graph checked and its code generated again; or
+    ``None`` where nothing was rewritten."""
+    if count == 0:
+        return None
+    rewritten.graph.lint()
+    rewritten.recompile()
+    return rewritten
+
+
+__all__ = ["finished", "rewritable_copy"]

@@ -17,7 +17,7 @@ from torch import fx, nn
 
 from .attention import fuse_attention
 from .depthwise import fast_depthwise
-from .graphs import rewritable_copy
+from .graphs import finished, rewritable_copy
 from .insertion import Inputs, Taps, expand_batch, fresh, select_inputs
 from .token_pool import pool_in_place
 
@@ -80,10 +80,7 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
         node.replace_all_uses_with(prev)
         graph.erase_node(node)
         count += 1
-    if count == 0:
-        return None
-    folded.recompile()
-    return folded
+    return finished(folded, count)
 
 
 class CachedSuffix:

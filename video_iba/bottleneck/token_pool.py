@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import fx, nn
 
-from .graphs import rewritable_copy
+from .graphs import finished, rewritable_copy
 
 #: The pooling modules whose calls are rewritten.
 _POOLS = (nn.Conv3d, nn.MaxPool3d)
@@ -110,11 +110,7 @@ def pool_in_place(gm: fx.GraphModule) -> fx.GraphModule | None:
         graph.erase_node(turn_back)
         graph.erase_node(flat)
         count += 1
-    if count == 0:
-        return None
-    graph.lint()
-    rewritten.recompile()
-    return rewritten
+    return finished(rewritten, count)
 
 
 __all__ = ["pool_in_place", "pool_input", "pooled_tokens"]
