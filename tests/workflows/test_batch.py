@@ -141,6 +141,36 @@ def test_a_checkpoint_rewritten_in_place_explains_the_folder_again(photo_dir, tm
     assert code == 0 and "3 explained (3 again as the settings changed)" in stdout, err
 
 
+def test_options_for_videos_only_explain_the_videos_of_a_folder_again(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ..videos import encode, moving_square
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    shutil.copy(os.path.join(photo_dir, "coffee.jpg"), d / "coffee.jpg")
+    encode(str(d / "clip.mp4"), frames=20, size=(112, 112), fps=10, content=moving_square)
+    out = str(tmp_path / "out")
+    base = ["explain", str(d), "--weights", "random", "--method", "saliency", "--out", out]
+
+    def run(*extra: str) -> tuple[str, dict[str, dict]]:
+        code, stdout, err = run_cli([*base, *extra], capsys)
+        assert code == 0, err
+        return stdout.splitlines()[0], {os.path.basename(r["input"]): r for r in _manifest(out)}
+
+    first, rows = run()
+    assert first.startswith("2 inputs: 2 explained")
+    photo = os.path.getmtime(os.path.join(out, "coffee.png"))
+    # the clip's rate, range and sheet decide nothing about the photo: the clip alone is explained again
+    for extra in (["--sampling-rate", "4"], ["--end", "1", "--keyframes", "2", "--layout", "overlay"]):
+        line, rows = run(*extra)
+        assert "1 explained (1 again as the settings changed), 1 done before" in line, line
+        assert os.path.getmtime(os.path.join(out, "coffee.png")) == photo
+    assert os.path.exists(os.path.join(out, "clip-keyframes.png"))
+    assert rows["coffee.jpg"]["settings"] != rows["clip.mp4"]["settings"]
+    # an option for both explains both again
+    line, _ = run("--end", "1", "--keyframes", "2", "--layout", "overlay", "--target", "3")
+    assert "2 explained (2 again as the settings changed)" in line, line
+
+
 def _scale(npz: str) -> tuple[float, float]:
     """The top of the colour scale an output is drawn with, and its map's largest value drawn."""
     from video_iba.results import load

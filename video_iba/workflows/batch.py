@@ -8,7 +8,9 @@ as alone) and written under ``OUT`` at its path relative to the folder (``a/b.jp
 ``OUT/a/b.png`` and ``.npz``), atomically.
 
 ``OUT/manifest.jsonl`` gets one line per input as soon as it is done: input, outputs, target,
-label, total bits (information methods), seconds, status (``ok`` or ``error: ...``) and rank.
+label, total bits (information methods), seconds, status (``ok`` or ``error: ...``), rank and
+a digest of the settings that decided its outputs (:func:`fingerprint`; a photo's leaves out the
+options that apply to videos only, so changing those explains the videos again, not the photos).
 Under torchrun each rank takes every ``world``-th input and appends to its own
 ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` at the end. A rerun skips
 every input with an ``ok`` line in any manifest, so a killed run loses nothing already written,
@@ -29,7 +31,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..distributed import barrier, gather, process_group, rank, same_on_every_rank, shard
 from ..errors import UserInputError, failure_reason
@@ -92,6 +94,15 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
                             "weights": weights or weights_digest(session.model), "labels": list(session.labels)}
     text = json.dumps(decided, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_photos_see_them(settings: Settings, options: Options) -> tuple[Settings, Options]:
+    """``settings`` and ``options`` with those that apply to videos only (range, stride and
+    coverage, layout, keyframe sheet, sampling rate) at their defaults: what decides a photo's
+    outputs in a batch (its fingerprint is then the same as of a batch that left them alone)."""
+    default = Options()
+    return (dataclasses.replace(settings, sampling_rate=None),
+            dataclasses.replace(options, span=default.span, layout=default.layout, keyframes=default.keyframes))
 
 
 def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], settings: Settings | None,
@@ -162,8 +173,12 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             return out
 
         own = digests.get(session.spec.name) if session is not None else None
-        counts = run_batch(inputs, base, out_dir, explain_group, progress, fingerprint(chosen, options, session, own),
-                           groups)
+        by_kind: dict[bool, str] = {}
+        for video in {is_video_file(p) for p in inputs}:
+            seen = (chosen, options) if video else _as_photos_see_them(chosen, options)
+            by_kind[video] = fingerprint(*seen, session, own)
+        counts = run_batch(inputs, base, out_dir, explain_group, progress,
+                           {p: by_kind[is_video_file(p)] for p in inputs}, groups)
         vmax = None
         if options.vmax == SHARED:
             vmax, counts["redrawn"] = _share_scale(inputs, out_dir, progress)
@@ -233,15 +248,15 @@ def run_batch(
     out_dir: str,
     explain_group: Callable[[Sequence[str], Sequence[str]], Sequence[dict[str, Any] | Exception]],
     progress: Progress = no_progress,
-    settings: str | None = None,
+    settings: str | Mapping[str, str] | None = None,
     groups: Callable[[Sequence[str]], Sequence[Sequence[str]]] | None = None,
 ) -> dict[str, int]:
     """Explain every input not yet done; ``explain_group(paths, out_subdirs)`` returns each input's
     manifest fields, or the exception it failed with.
 
     ``groups`` splits the inputs to do into the groups passed together (default: one input each).
-    An input counts as done when a manifest records it ``ok`` with the same ``settings`` digest and
-    its outputs still exist. Any exception of one input, or of its group, is recorded and the batch
+    ``settings``: a digest of the settings, for every input or by input. An input counts as done
+    when a manifest records it ``ok`` with the same digest and its outputs still exist. Any exception of one input, or of its group, is recorded and the batch
     goes on. Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier),
     ``failed``, ``changed`` and ``missing`` (done again for those reasons).
     """
@@ -250,7 +265,8 @@ def run_batch(
     barrier()  # every rank has read the manifests before any writes
     me = rank()
     mine = shard(list(inputs))
-    reasons = {p: _reason_to_redo(finished.get(os.path.abspath(p)), settings) for p in mine}
+    digests = settings if isinstance(settings, Mapping) else dict.fromkeys(mine, settings)
+    reasons = {p: _reason_to_redo(finished.get(os.path.abspath(p)), digests[p]) for p in mine}
     todo = [p for p in mine if reasons[p] is not None]
     counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0, "changed": 0, "missing": 0}
     bar = progress("explaining", len(todo), "input")
@@ -278,7 +294,7 @@ def run_batch(
                         if reasons[path] in ("changed", "missing"):
                             counts[str(reasons[path])] += 1
                     entry.update({"seconds": round(seconds, 3), "rank": me,
-                                  **({"settings": settings} if settings is not None else {})})
+                                  **({"settings": digests[path]} if digests[path] is not None else {})})
                     manifest.append(entry)
                     bar.update(1)
     finally:
