@@ -4,6 +4,7 @@ configurations written by the tests."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -124,7 +125,8 @@ def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str)
 
 
 @pytest.mark.parametrize("kind", ["videomae", "timesformer", "vivit"])
-def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_path, monkeypatch, caplog,
+                                                                          kind: str) -> None:  # type: ignore[no-untyped-def]
     # the spec took the family's published normalisation whatever the checkpoint's processor said:
     # a fine-tune saved with another processor saw other inputs than it was trained on
     name, net = _cache(tmp_path, monkeypatch, kind)
@@ -143,6 +145,12 @@ def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_p
         assert spec.resize == 40 and spec.input_size == 32
         x, _ = video_iba.preprocess_clip(frames, spec)
         torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
+    # a processor that does not resize is followed but for that, and says so
+    with caplog.at_level(logging.WARNING, logger="video_iba"):
+        spec = video_iba.wrap_hf(net, processor=type(processor)(do_resize=False, **sizes)).video_iba_spec
+    assert (spec.resize, spec.input_size) == (40, 32)
+    assert f"{type(processor).__name__} does not resize frames (do_resize: false); video-iba resizes each to a " \
+           f"shorter side of 40 pixels before the 32-pixel crop" in caplog.text
     for old in snap.glob("*preprocessor_config.json"):
         old.unlink()
     get_spec.cache_clear()  # a spec is read once per process

@@ -16,6 +16,7 @@ family's published checkpoints), and the labels of the configuration's ``id2labe
 from __future__ import annotations
 
 import json
+import logging
 import os
 from importlib import metadata
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from ..bottleneck.insertion import forward_hook
 from ..config import TRANSFORMER_SETTINGS
 from ..errors import UserInputError
 from .layouts import TokenLayout
+
+log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 #: Checkpoints whose configuration ships with the package (random weights work offline).
@@ -201,7 +204,9 @@ def processor_preprocessing(folder: str) -> Preprocessing | None:
     no rescaling without ``do_rescale``, no normalisation without ``do_normalize``); for frames in
     ``[0, 1]`` that is a normalisation by ``(offset + mean) / a`` and ``std / a`` with
     ``a = 255 * rescale_factor``. A ``size`` of ``height`` and ``width`` (frames resized to a fixed
-    shape) is taken as its shorter side.
+    shape) is taken as its shorter side. A processor that does not resize (``do_resize: false``,
+    frames taken at the size they come in) is followed but for that, with a warning: every frame is
+    resized to its ``size``, so that videos of any size fit the model.
     """
     for name in PROCESSOR_FILES:
         path = os.path.join(folder, name)
@@ -212,7 +217,7 @@ def processor_preprocessing(folder: str) -> Preprocessing | None:
     try:
         with open(path, encoding="utf-8") as fh:
             cfg = json.load(fh)
-        return _preprocessing(cfg)
+        return _preprocessing(cfg, f"the processor configuration '{path}'")
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise UserInputError(f"cannot read the processor configuration '{path}' ({_reason(exc)}); give a checkpoint "
                              f"whose {name} save_pretrained wrote, or remove the file to use the family's "
@@ -225,7 +230,7 @@ def processor_of(processor: Any) -> Preprocessing:
         raise UserInputError(f"processor= takes a Hugging Face image or video processor (with .to_dict()), got "
                              f"{type(processor).__name__}; give the processor the network was trained with")
     try:
-        return _preprocessing(processor.to_dict())
+        return _preprocessing(processor.to_dict(), type(processor).__name__)
     except (ValueError, TypeError, KeyError) as exc:
         raise UserInputError(f"cannot read the preprocessing of {type(processor).__name__} ({_reason(exc)}); give the "
                              f"processor the network was trained with") from exc
@@ -252,13 +257,16 @@ def _three(value: Any, what: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def _preprocessing(cfg: Any) -> Preprocessing:
+def _preprocessing(cfg: Any, what: str) -> Preprocessing:
     if not isinstance(cfg, dict):
         raise ValueError(f"a JSON {type(cfg).__name__}, not an object")
     side = _side(cfg["size"]) if "size" in cfg else 224
     crop = _side(cfg["crop_size"]) if cfg.get("do_center_crop", True) and "crop_size" in cfg else side
     if side <= 0 or crop <= 0 or crop > side:
         raise ValueError(f"a crop of {crop} from a shorter side of {side} pixels")
+    if cfg.get("do_resize", True) is False:
+        log.warning("%s does not resize frames (do_resize: false); video-iba resizes each to a shorter side of %d "
+                    "pixels before the %d-pixel crop, so that videos of any size fit the model", what, side, crop)
     scale = 255 * float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 255.0
     kind = str(cfg.get("image_processor_type") or cfg.get("video_processor_type") or "")
     offset = 1.0 if cfg.get("do_rescale", True) and cfg.get("offset", kind.startswith("Vivit")) else 0.0
