@@ -685,14 +685,15 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
                 run.readouts)
 
 
-def _validation(run: TrainingRun, model: str | ModelSpec, data: TrainingData) -> TrainingData | None:
-    """The validation inputs of a folder run, if any: refused when every one of them is a training
-    input too (the same file, or a copy), with a warning when some are."""
+def _validation(run: TrainingRun, spec: ModelSpec, data: TrainingData) -> TrainingData | None:
+    """The validation inputs of a folder run, if any, prepared for the model ``spec`` describes:
+    refused when every one of them is a training input too (the same file, or a copy), with a
+    warning when some are."""
     if run.validation in (None, "none"):
         return None
     if os.path.abspath(run.validation) == os.path.abspath(run.dataset):
         raise UserInputError("{validation} must be other inputs than the training folder", options=["validation"])
-    validation = folder_data(run.validation, model, run.weights)
+    validation = folder_data(run.validation, spec)
     shared = shared_files(validation.items, data.items)
     if len(shared) == len(validation.items):
         raise UserInputError(f"{{validation}} must be other inputs than the training folder: every input of "
