@@ -21,7 +21,7 @@ from .errors import UserInputError
 from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
 from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
-from .models.registry import MAX_SAMPLING_RATE, describe_models, layers
+from .models.registry import MAX_FRAMES, MAX_SAMPLING_RATE, describe_models, layers
 from .render.video import LAYOUTS, MAX_KEYFRAMES
 from .results import ClipAttribution
 from .seeding import SEED_LIMIT, SEED_RANGE
@@ -88,6 +88,7 @@ _positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite numbe
 _seconds = _number(float, lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0")
 _seed = _number(int, lambda v: 0 <= v < SEED_LIMIT, f"an integer in {SEED_RANGE}")
 _sampling_rate = _number(int, lambda v: 1 <= v <= MAX_SAMPLING_RATE, f"an integer from 1 to {MAX_SAMPLING_RATE}")
+_frames = _number(int, lambda v: 1 <= v <= MAX_FRAMES, f"an integer from 1 to {MAX_FRAMES}")
 
 
 _keyframes = _number(int, lambda v: 1 <= v <= MAX_KEYFRAMES, f"an integer from 1 to {MAX_KEYFRAMES}")
@@ -116,6 +117,9 @@ def _model_options(p: _Parser) -> None:
     p.option("--sampling-rate", type=_sampling_rate, metavar="N",
              help="video models: a clip takes every N-th frame of the video at 30 fps (default: the model's own "
                   "rate, shown by `video-iba models` as FRAMESxRATE), for weights trained at another rate")
+    p.option("--frames", type=_frames, metavar="N",
+             help="video models: a clip holds N frames (default: the model's own number, shown by `video-iba "
+                  "models` as FRAMESxRATE), for weights trained on clips of another length (3-D CNNs, Swin3D)")
 
 
 def _batch_size(text: str) -> int | None:
@@ -448,7 +452,7 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
                     readout=getattr(args, "readout", None), cam_layer=getattr(args, "cam_layer", None),
                     changes=changes or {},
                     seed=getattr(args, "seed", 0), batch_size=args.batch_size, precision=args.precision,
-                    labels=getattr(args, "labels", None), sampling_rate=args.sampling_rate)
+                    labels=getattr(args, "labels", None), sampling_rate=args.sampling_rate, frames=args.frames)
 
 
 def _cmd_explain(args: argparse.Namespace) -> None:
@@ -513,7 +517,7 @@ def _cmd_estimate(args: argparse.Namespace) -> None:
     est = estimate_folder(args.folder, model_name=args.model, out=args.out, layers=args.layer, weights=args.weights,
                           batch_size=args.batch_size, max_samples=args.max_samples, per_frame=args.per_frame,
                           pool_time=args.pool_time, device=args.device, seed=args.seed,
-                          sampling_rate=args.sampling_rate, progress=_bar)
+                          sampling_rate=args.sampling_rate, frames=args.frames, progress=_bar)
     if not est.lead:
         return
     stats = est.statistics
@@ -563,7 +567,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                     betas=args.beta or None, changes=_bottleneck_changes(args, beta=False), masks=args.masks,
                     draws=args.draws, readout=args.readout, cam_layer=args.cam_layer, device=args.device,
                     labels=args.labels, batch_size=args.batch_size, precision=args.precision,
-                    sampling_rate=args.sampling_rate)
+                    sampling_rate=args.sampling_rate, frames=args.frames)
     summary = evaluate_dataset(ev, args.out, _bar)
     if not summary:  # a rank other than 0 under torchrun: rank 0 prints
         return
@@ -606,7 +610,7 @@ def _cmd_train_readout(args: argparse.Namespace) -> None:
     run = TrainingRun(dataset=args.dataset, out_dir=args.out, model=args.model, weights=args.weights,
                       layers=args.layer, readouts=args.readout_layer, stats=tuple(args.stats or ()), beta=args.beta,
                       clips=args.clips, validation=args.validation, device=args.device, labels=args.labels,
-                      sampling_rate=args.sampling_rate)
+                      sampling_rate=args.sampling_rate, frames=args.frames)
     schedule = Schedule(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         keep_epochs=args.keep_epochs, patience=args.patience)
     res = train_dataset(run, schedule, _bar)

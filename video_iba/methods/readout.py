@@ -200,6 +200,8 @@ class Readout(nn.Module):
         self.weights: str | None = None
         #: The sampling rate of the video clips it was trained on (``None``: not recorded, or photos).
         self.sampling_rate: int | None = None
+        #: The frames of the video clips it was trained on (``None``: not recorded, or photos).
+        self.frames: int | None = None
 
     def check_weights(self, model: nn.Module, name: str) -> None:
         """Refuse a network with other weights than those the readout was trained with: its heads
@@ -472,6 +474,7 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> tuple[Read
         extra = dict(payload.get("extra") or {})
         readout.weights = str(extra["weights"]) if extra.get("weights") is not None else None
         readout.sampling_rate = int(extra["sampling_rate"]) if extra.get("sampling_rate") is not None else None
+        readout.frames = int(extra["frames"]) if extra.get("frames") is not None else None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise UserInputError(f"'{path}' is a damaged readout checkpoint ({type(exc).__name__}); train it again with "
                              f"`video-iba train-readout`") from exc

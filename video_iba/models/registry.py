@@ -26,6 +26,7 @@ from ..distributed import checked_device
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
+from .clip_length import set_pool_kernels, whole_clip_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
 from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
                  processor_of, spec_fields)
@@ -40,6 +41,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The largest sampling rate a command may set (a clip frame every 256 / 30 s, about 8.5 s).
 MAX_SAMPLING_RATE = 256
+#: The most frames a command may give a model clip.
+MAX_FRAMES = 1024
 
 
 def _whole(spec: "ModelSpec", field: str, least: int) -> None:
@@ -797,7 +800,7 @@ def _class_count(spec: ModelSpec) -> int | None:
 
 
 def load_model(name: str, weights: str = "default", device: torch.device | str = "cpu", *, seed: int = 0,
-               layer_given: bool = False, sampling_rate: int | None = None) -> nn.Module:
+               layer_given: bool = False, sampling_rate: int | None = None, frames: int | None = None) -> nn.Module:
     """Build a registered model in eval mode, ready for :func:`video_iba.explain`.
 
     Args:
@@ -814,17 +817,23 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
             is built all the same.
         sampling_rate: A video model's clips take every ``sampling_rate``-th frame of a 30 fps
             video (default: the model's own rate; for weights trained at another one).
+        frames: A video model's clips hold this many frames (default: the model's own number;
+            for weights trained on clips of another length, see :func:`with_frames`); poolings
+            that average the whole clip average the whole of the new one.
 
     Returns:
         The ``nn.Module``; its spec (:func:`model_spec`, for these weights) is attached as
         ``model.video_iba_spec``.
     """
     checked_device(device)  # before building
-    spec = model_spec(name, layer_given, weights, sampling_rate)
+    own = model_spec(name, layer_given, weights, sampling_rate)
+    spec = own if frames is None else with_frames(own, frames)
     if spec.family == "entry" and weights == "random":
         raise UserInputError(f"{name} is a network of your own: its weights are those its function builds; give "
                              f"{{weights}} default or a checkpoint path", options=["weights"])
+    kernels = _clip_pools(own, spec.frames) if spec.frames != own.frames else {}
     model, classes = _built(spec, weights, device, seed)
+    set_pool_kernels(model, kernels)
     if classes is not None:  # fine-tuned to other classes: numbered until a labels file names them
         spec = with_class_names(spec, [f"class {i}" for i in range(classes)])
     model.video_iba_spec = spec  # type: ignore[assignment]
@@ -856,15 +865,68 @@ def wrap_hf(net: nn.Module, name: str | None = None, processor: Any = None) -> n
 
 
 def model_spec(name: str, layer_given: bool = False, weights: str = "default",
-               sampling_rate: int | None = None) -> ModelSpec:
+               sampling_rate: int | None = None, frames: int | None = None) -> ModelSpec:
     """:func:`get_spec`, or with ``layer_given`` the spec without resolving a default layer (models
     without a default layer are refused only when none is named); for a torchvision image model
     with named weights other than its default (``"IMAGENET1K_V2"``), that weights' preprocessing:
     resize, crop, mean and std (and so a ViT's token grid). ``sampling_rate``: a video model's clips
     take every ``sampling_rate``-th frame at 30 fps instead of its own rate (weights trained at
-    another rate); refused for an image model."""
+    another rate); ``frames``: its clips hold this many frames (:func:`with_frames`); both are
+    refused for an image model."""
     spec = _spec_for_weights(name, layer_given, weights)
-    return spec if sampling_rate is None else with_sampling_rate(spec, sampling_rate)
+    spec = spec if sampling_rate is None else with_sampling_rate(spec, sampling_rate)
+    return spec if frames is None else with_frames(spec, frames)
+
+
+def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
+    """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
+    at its rate. Refused for an image model, a network whose token grid is fixed (MViT's position
+    tables, a Hugging Face checkpoint's position embeddings: its ``config.json`` records its
+    clip length) and a SlowFast clip that its slow pathway's ``alpha`` does not divide."""
+    n = check_frames(frames)
+    if not spec.is_video:
+        raise UserInputError(f"{spec.name} is an image model; {{frames}} applies to video models only",
+                             options=["frames"])
+    if n == spec.frames:
+        return spec
+    if any(lay is not None and lay.grid is not None for _, lay in spec.layouts):
+        where = ("; a checkpoint trained on clips of another length says so in its config.json (num_frames)"
+                 if spec.family == "hf" else "")
+        raise UserInputError(f"{spec.name} takes clips of {spec.frames} frames only: its token grid is fixed (position "
+                             f"tables or embeddings made for it){where}; drop {{frames}}", options=["frames"])
+    if spec.slowfast_alpha and n % spec.slowfast_alpha:
+        raise UserInputError(f"{{frames}} must be a multiple of {spec.slowfast_alpha} for {spec.name} (its slow "
+                             f"pathway takes every {spec.slowfast_alpha}th frame of the clip), got {n}",
+                             options=["frames"])
+    return dataclasses.replace(spec, frames=n)
+
+
+def check_frames(frames: Any) -> int:
+    """``frames`` as a clip length a command may set (a whole number from 1 to
+    :data:`MAX_FRAMES`), else a :class:`~video_iba.errors.UserInputError`."""
+    try:
+        value = operator.index(frames)
+    except TypeError:
+        value = 0
+    if isinstance(frames, bool) or not 1 <= value <= MAX_FRAMES:
+        raise UserInputError(f"{{frames}} must be a whole number of frames from 1 to {MAX_FRAMES}, got {frames!r}",
+                             options=["frames"])
+    return int(value)
+
+
+def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
+    """The kernels that the network of ``own`` gives its whole-clip poolings on clips of ``frames``
+    frames (:mod:`.clip_length`); refused where it cannot take such clips."""
+    new = dataclasses.replace(own, frames=frames)
+    try:
+        skeleton = build(own, "random", device="meta")
+        feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
+        return whole_clip_pools(skeleton, feed, own.input_shape, new.input_shape)
+    except UserInputError:
+        raise
+    except Exception as exc:
+        raise UserInputError(f"{own.name} cannot take clips of {frames} frames ({_why(exc)}); choose another "
+                             f"number of {{frames}} (its own: {own.frames})", options=["frames"]) from exc
 
 
 def with_sampling_rate(spec: ModelSpec, rate: int) -> ModelSpec:

@@ -78,7 +78,7 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
     s.pop("batch_size")
     s["stats"] = [os.path.abspath(p) for p in settings.stats or ()]
     s["readout"] = os.path.abspath(settings.readout) if settings.readout else None
-    for key in ("cam_layer", "sampling_rate"):
+    for key in ("cam_layer", "sampling_rate", "frames"):
         if s[key] is None:
             s.pop(key)  # folders explained before the option existed resume
     shown = dataclasses.asdict(options)
@@ -98,10 +98,10 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
 
 def _as_photos_see_them(settings: Settings, options: Options) -> tuple[Settings, Options]:
     """``settings`` and ``options`` with those that apply to videos only (range, stride and
-    coverage, layout, keyframe sheet, sampling rate) at their defaults: what decides a photo's
+    coverage, layout, keyframe sheet, sampling rate, frames) at their defaults: what decides a photo's
     outputs in a batch (its fingerprint is then the same as of a batch that left them alone)."""
     default = Options()
-    return (dataclasses.replace(settings, sampling_rate=None),
+    return (dataclasses.replace(settings, sampling_rate=None, frames=None),
             dataclasses.replace(options, span=default.span, layout=default.layout, keyframes=default.keyframes))
 
 

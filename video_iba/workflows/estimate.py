@@ -141,6 +141,7 @@ def estimate_folder(
     device: str = "cpu",
     seed: int = 0,
     sampling_rate: int | None = None,
+    frames: int | None = None,
     progress: Progress = no_progress,
 ) -> Estimated:
     """Estimate statistics over a folder of images or videos and save them, one file per layer
@@ -148,7 +149,9 @@ def estimate_folder(
     weights and, with ``max_samples``, the random order of the files (the same on every rank and in
     every process), recorded as ``meta["files"]``; the statistics record the weights' digest,
     which explanations check. ``sampling_rate``: a video model's clips take every
-    ``sampling_rate``-th frame at 30 fps (default: its own rate; recorded as ``meta["sampling_rate"]``)."""
+    ``sampling_rate``-th frame at 30 fps (default: its own rate; recorded as ``meta["sampling_rate"]``);
+    ``frames``: its clips hold this many frames (default: its own number; recorded as
+    ``meta["frames"]``)."""
     if batch_size <= 0:
         raise UserInputError(f"{{batch_size}} must be > 0, got {batch_size}", options=["batch_size"])
     if max_samples is not None and max_samples < 2:
@@ -156,7 +159,7 @@ def estimate_folder(
     model_name, files = estimate_inputs(folder, model_name)
     refuse_overwriting_inputs(stats_paths_for(out, list(layers) if layers else list(get_spec(model_name).layers)),
                               files)
-    spec = model_spec(model_name, bool(layers), weights, sampling_rate)
+    spec = model_spec(model_name, bool(layers), weights, sampling_rate, frames)
     names = list(layers) if layers else list(spec.layers)
     _check_time_pooling(spec, names, per_frame, pool_time, folder)
     targets = stats_paths_for(out, names)
@@ -169,7 +172,7 @@ def estimate_folder(
     what = "clip" if spec.is_video else "img"
     with process_group(str(resolve_device(device))) as dev:
         model = load_model(model_name, weights=weights, device=dev, seed=seed, layer_given=bool(layers),
-                           sampling_rate=sampling_rate)
+                           sampling_rate=sampling_rate, frames=frames)
         digest = weights_digest(model)
         same_on_every_rank(digest, "the model's weights")
         world = world_size()
@@ -193,7 +196,8 @@ def estimate_folder(
                               meta={"model": spec.name, "weights": weights, "weights_digest": digest,
                                     **({"weights_seed": seed} if weights == "random" else {}),
                                     "folder": os.path.abspath(folder), "processes": world,
-                                    **({"sampling_rate": spec.sampling_rate} if spec.is_video else {}),
+                                    **({"sampling_rate": spec.sampling_rate, "frames": spec.frames}
+                                       if spec.is_video else {}),
                                     "files": {"found": len(files), "order": order}})
         finally:
             bar.close()

@@ -38,8 +38,8 @@ from ..models.pathways import Pack
 from ..models.registry import weights_digest
 from .estimate import folder_model
 from .outputs import folder_lock
-from .session import (OWN_WEIGHTS, Progress, Session, Settings, as_tuple, no_progress, refuse_held_by_session,
-                      resolve_device)
+from .session import (OWN_WEIGHTS, Progress, Session, Settings, as_tuple, no_progress, refuse_clips_for_synthetic,
+                      refuse_held_by_session, resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,8 @@ class Evaluation:
         labels: A file naming the model's classes (see :attr:`Settings.labels`).
         sampling_rate: A folder's video model reads its clips at this rate (see
             :attr:`Settings.sampling_rate`); recorded, as the model's own rate when not given.
+        frames: A folder's video model's clips hold this many frames (see
+            :attr:`Settings.frames`); recorded, as the model's own number when not given.
     """
 
     dataset: str
@@ -104,6 +106,7 @@ class Evaluation:
     cam_layer: str | None = None
     labels: str | None = None
     sampling_rate: int | None = None
+    frames: int | None = None
 
     def __post_init__(self) -> None:
         """Names and files given as one string are one entry (methods and metrics: comma-separated)."""
@@ -190,8 +193,10 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
               "model": setup.model_name, "weights": weights, "masks": masks,
               "annotations": os.path.abspath(ev.annotations) if ev.annotations else None,
               "methods": {m: settings_of(m) for m in labels}}
-    if setup.sampling_rate is not None:  # clips read at another rate are other inputs
+    if setup.sampling_rate is not None:  # clips read at another rate, or of another length, are other inputs
         record["sampling_rate"] = setup.sampling_rate
+    if setup.frames is not None:
+        record["frames"] = setup.frames
     if "randomisation" in setup.metrics:  # other draws are another score
         record["randomisation_draws"] = ev.draws or 1
     if ev.annotations:  # edited annotations are other ground truth
@@ -235,6 +240,7 @@ class _Setup:
     cam: dict[str, Any] = dataclasses.field(default_factory=dict)
     pack: Pack | None = None
     sampling_rate: int | None = None  # a folder's video model's
+    frames: int | None = None
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
@@ -245,9 +251,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     if ev.labels:
         raise UserInputError("the synthetic benchmark has its own classes; drop {labels} (or give a folder)",
                              options=["labels"])
-    if ev.sampling_rate is not None:
-        raise UserInputError("the synthetic benchmark's clips are made at its models' rate; drop {sampling_rate} (or "
-                             "give a folder)", options=["sampling_rate"])
+    refuse_clips_for_synthetic(ev.sampling_rate, ev.frames)
     if ev.model not in (None, *SYNTHETIC_MODELS):
         raise UserInputError(f"the synthetic benchmark's models are {', '.join(SYNTHETIC_MODELS)}, not '{ev.model}'; "
                              f"give one of them to {{model}}, or a folder of photos or videos", options=["model"])
@@ -304,7 +308,8 @@ def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None
     name = own.spec.name if own is not None else folder_model(ev.dataset, ev.model)
     metrics = check_metrics(list(ev.metrics or FOLDER_METRICS))
     settings = Settings(model=name, weights=ev.weights, device=str(dev), layers=tuple(ev.layers) if ev.layers else None,
-                        stats=tuple(ev.stats) or None, labels=ev.labels, sampling_rate=ev.sampling_rate)
+                        stats=tuple(ev.stats) or None, labels=ev.labels, sampling_rate=ev.sampling_rate,
+                        frames=ev.frames)
     items = folder_items(ev.dataset, own.spec if own is not None else settings.spec_of(name, bool(ev.layers)),
                          ev.annotations, dev, ev.weights, own.dtype if own is not None else torch.float32)
     if ev.metrics:
@@ -321,9 +326,10 @@ def _folder(ev: Evaluation, labels: Sequence[str], dev: Any, own: Session | None
     if own is not None:  # a registry model's spec lays out its Grad-CAM layer itself
         cam_layer = ev.cam_layer or own.spec.cam_layer
         cam = {"cam_layer": cam_layer, "tokens": own.spec.layout(cam_layer)} if cam_layer else {}
+    video = session.spec.is_video
     return _Setup(session.model, name, items, metrics, layers, stats, restats,
-                  {"tube_frames": TUBE_FRAMES} if session.spec.is_video else {}, session.config,
-                  session.tokens, cam, session.pack, session.spec.sampling_rate if session.spec.is_video else None)
+                  {"tube_frames": TUBE_FRAMES} if video else {}, session.config, session.tokens, cam, session.pack,
+                  session.spec.sampling_rate if video else None, session.spec.frames if video else None)
 
 
 def _check_session_evaluation(ev: Evaluation) -> None:
@@ -333,7 +339,8 @@ def _check_session_evaluation(ev: Evaluation) -> None:
                              "photos or videos")
     refuse_held_by_session([("model", ev.model), ("weights", ev.weights != "default"), ("layer", ev.layers),
                             ("stats", ev.stats), ("readout", ev.readout), ("device", ev.device != "cpu"),
-                            ("labels", ev.labels), ("sampling_rate", ev.sampling_rate is not None)])
+                            ("labels", ev.labels), ("sampling_rate", ev.sampling_rate is not None),
+                            ("frames", ev.frames is not None)])
 
 
 def _refuse_unscorable(metrics: Sequence[str], items: Sequence[Item]) -> None:

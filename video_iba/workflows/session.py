@@ -36,8 +36,8 @@ from ..methods.iba import check_precision, explain
 from ..methods.readout import Readout, explain_readout, load_readout
 from ..models.layouts import TokenLayout
 from ..models.pathways import Pack, input_packer, packed, slow_and_fast
-from ..models.registry import (ModelSpec, check_sampling_rate, labels_for, load_model, model_spec, weights_digest,
-                               with_class_names, with_sampling_rate)
+from ..models.registry import (ModelSpec, check_frames, check_sampling_rate, labels_for, load_model, model_spec,
+                               weights_digest, with_class_names, with_frames, with_sampling_rate)
 from ..results import Attribution
 from ..seeding import SEED_LIMIT, SEED_RANGE
 
@@ -164,6 +164,9 @@ class Settings:
             video (default: the model's own rate), for weights trained at another rate. An image
             model named in ``model`` is refused with it; photos explained by the default image
             model (no ``model`` named) are read as always.
+        frames: A video model's clips hold this many frames (default: the model's own number),
+            for weights trained on clips of another length; refused and applied as
+            ``sampling_rate`` (see :func:`~video_iba.models.with_frames`).
     """
 
     model: str | None = None
@@ -181,6 +184,7 @@ class Settings:
     cam_layer: str | None = None
     labels: str | None = None
     sampling_rate: int | None = None
+    frames: int | None = None
 
     def __post_init__(self) -> None:
         """One layer or statistics file may be given as a string (it was read letter by letter);
@@ -198,6 +202,8 @@ class Settings:
             object.__setattr__(self, "seed", seed)
         if self.sampling_rate is not None:
             object.__setattr__(self, "sampling_rate", check_sampling_rate(self.sampling_rate))
+        if self.frames is not None:
+            object.__setattr__(self, "frames", check_frames(self.frames))
         if self.config is not None and not isinstance(self.config, IBAConfig):
             raise UserInputError(f"config takes an IBAConfig, got {type(self.config).__name__}; give a few settings as "
                                  f"changes={{'steps': 30}}")
@@ -209,13 +215,16 @@ class Settings:
         return (self.config or spec.config()).changed(self.changes, where="settings")
 
     def spec_of(self, name: str, layer_given: bool) -> ModelSpec:
-        """The spec of the model ``name`` with these settings' weights and sampling rate (see
-        :func:`~video_iba.models.model_spec`); an image model that was not named in ``model`` (a
-        photo's default) keeps its spec."""
+        """The spec of the model ``name`` with these settings' weights, sampling rate and frames
+        (see :func:`~video_iba.models.model_spec`); an image model that was not named in ``model``
+        (a photo's default) keeps its spec."""
         spec = model_spec(name, layer_given, self.weights)
-        if self.sampling_rate is None or (not spec.is_video and self.model is None):
-            return spec
-        return with_sampling_rate(spec, self.sampling_rate)
+        return spec if not spec.is_video and self.model is None else self.clips_of(spec)
+
+    def clips_of(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` with these settings' sampling rate and frames, where given."""
+        spec = spec if self.sampling_rate is None else with_sampling_rate(spec, self.sampling_rate)
+        return spec if self.frames is None else with_frames(spec, self.frames)
 
     def model_for(self, path: str) -> str:
         """The model explaining the file ``path``."""
@@ -247,15 +256,22 @@ def _named_classes(spec: ModelSpec, path: str) -> ModelSpec:
 
 #: What an open session holds, by the option that would otherwise give it.
 _HELD = {"model": "model", "weights": "weights", "layer": "layers", "stats": "statistics", "readout": "readout",
-         "device": "device", "labels": "class names", "sampling_rate": "clip sampling"}
+         "device": "device", "labels": "class names", "sampling_rate": "clip sampling", "frames": "clip sampling"}
+
+
+def refuse_clips_for_synthetic(sampling_rate: int | None, frames: int | None) -> None:
+    """Refuse a clip sampling given for the synthetic benchmark: its clips are made for its models."""
+    given = [o for o, v in (("sampling_rate", sampling_rate), ("frames", frames)) if v is not None]
+    if given:
+        raise UserInputError(f"the synthetic benchmark's clips are made at its models' rate and length; drop "
+                             f"{' and '.join('{' + o + '}' for o in given)} (or give a folder)", options=given)
 
 
 def refuse_held_by_session(given: Sequence[tuple[str, Any]]) -> None:
     """Refuse the options of ``given`` (``(option, value)`` pairs, each one of ``model``,
-    ``weights``, ``layer``, ``stats``, ``readout``, ``device``, ``labels``, ``sampling_rate``) that are set,
-    next to an open
-    session: it holds them."""
-    held = [_HELD[o] for o, _ in given]
+    ``weights``, ``layer``, ``stats``, ``readout``, ``device``, ``labels``, ``sampling_rate``,
+    ``frames``) that are set, next to an open session: it holds them."""
+    held = list(dict.fromkeys(_HELD[o] for o, _ in given))
     named = [o for o, v in given if v]
     if named:
         raise UserInputError(f"an open session holds its {', '.join(held[:-1])} and {held[-1]}; drop "
@@ -344,17 +360,32 @@ def _check_statistics(stats: Sequence[Statistics], model: nn.Module, spec: Model
         digest = weights_digest(model)
         for st in stats:
             st.check(None, weights=digest)
-            _warn_of_other_rate(f"the statistics of '{st.meta.get('layer')}' were estimated", st.meta.get("sampling_rate"),
-                                spec, "estimate statistics")
+            _warn_of_other_clips(f"the statistics of '{st.meta.get('layer')}' were estimated",
+                                 st.meta.get("sampling_rate"), st.meta.get("frames"), spec, "estimate statistics")
 
 
-def _warn_of_other_rate(made: str, rate: int | None, spec: ModelSpec, remedy: str) -> None:
+def _warn_of_other_clips(made: str, rate: int | None, frames: int | None, spec: ModelSpec, remedy: str) -> None:
     """Warn where statistics or a readout (``made``, with ``remedy``) were made on clips of another
-    sampling rate than ``spec``'s: taken, but its layer's output then moves otherwise."""
-    if spec.is_video and rate is not None and rate != spec.sampling_rate:
+    sampling rate or length than ``spec``'s: taken, but their layer's output then moves otherwise."""
+    if not spec.is_video:
+        return
+    if rate is not None and rate != spec.sampling_rate:
         log.warning("%s on clips read at sampling rate %s and these clips are read at rate %s; read them at that "
                     "rate (--sampling-rate %s) or %s at rate %s", made, rate, spec.sampling_rate, rate, remedy,
                     spec.sampling_rate)
+    if frames is not None and frames != spec.frames:
+        log.warning("%s on clips of %s frames and these clips hold %s; give them that length (--frames %s) or %s "
+                    "on clips of %s frames", made, frames, spec.frames, frames, remedy, spec.frames)
+
+
+def _check_readout_clips(readout: Readout, spec: ModelSpec) -> None:
+    """Refuse a readout trained on clips of another length than ``spec``'s (its heads take the
+    feature maps of that length); warn of one trained at another sampling rate."""
+    _warn_of_other_clips("the readout was trained", readout.sampling_rate, None, spec, "train a readout")
+    if spec.is_video and readout.frames is not None and readout.frames != spec.frames:
+        raise UserInputError(f"the readout was trained on clips of {readout.frames} frames and these clips hold "
+                             f"{spec.frames}; give them that length ({{frames}} {readout.frames}) or train a readout "
+                             f"on clips of {spec.frames} frames", options=["frames"])
 
 
 @dataclass
@@ -392,13 +423,15 @@ class Session:
         if method.uses_readout and readout is None:
             readout = load_readout(settings.readout, spec.name, device)
         if model is None:
+            video = spec.is_video
             model = load_model(name, weights=settings.weights, device=device, seed=settings.seed or 0,
-                               layer_given=no_default, sampling_rate=settings.sampling_rate if spec.is_video else None)
+                               layer_given=no_default, sampling_rate=settings.sampling_rate if video else None,
+                               frames=settings.frames if video else None)
         _check_statistics(stats, model, spec)
         check_fits(method.name, model, spec.is_video, spec.name)
         if method.uses_readout and readout is not None:
             readout.check_weights(model, spec.name)
-            _warn_of_other_rate("the readout was trained", readout.sampling_rate, spec, "train a readout")
+            _check_readout_clips(readout, spec)
         built = getattr(model, "video_iba_spec", spec)  # fine-tuned weights may have other classes
         if built.labels != spec.labels or built.label_names != spec.label_names:
             spec = with_class_names(spec, built.label_names)
@@ -426,8 +459,9 @@ class Session:
         session's method is another, for :meth:`for_method`). The model is used as it is, on its
         own device, and left unchanged;
         ``settings.model``, ``weights`` and ``device`` do not apply (results record the weights as
-        ``"own"``); ``settings.sampling_rate`` replaces the spec's. ``spec`` defaults to the one
-        the model carries (``video_iba.wrap_hf``, ``load_model``)."""
+        ``"own"``); ``settings.sampling_rate`` and ``frames`` replace the spec's (the model must
+        take clips of that length: it is used as it is). ``spec`` defaults to the one the model
+        carries (``video_iba.wrap_hf``, ``load_model``)."""
         check_eager(model)  # not compiled, not a Hugging Face network left unwrapped
         if spec is None:
             spec = getattr(model, "video_iba_spec", None)
@@ -438,8 +472,7 @@ class Session:
             raise UserInputError(f"spec must be a video_iba.ModelSpec, not {type(spec).__name__}; a Settings goes "
                                  f"third (Session.for_model(model, spec, settings))")
         settings = dataclasses.replace(settings or Settings(), model=spec.name, weights=OWN_WEIGHTS)
-        if settings.sampling_rate is not None:
-            spec = with_sampling_rate(spec, settings.sampling_rate)
+        spec = settings.clips_of(spec)
         method = check_method(settings.method)
         check_method_settings(method, settings)
         if method.fitted and not (settings.layers or spec.layers):
@@ -464,7 +497,7 @@ class Session:
         check_fits(method.name, model, spec.is_video, spec.name)
         if readout is not None:
             readout.check_weights(model, spec.name)
-            _warn_of_other_rate("the readout was trained", readout.sampling_rate, spec, "train a readout")
+            _check_readout_clips(readout, spec)
         alpha = spec.slowfast_alpha
         return cls(spec, model, names, device, settings, method, layers, [s.to(device) for s in stats] or None,
                    readout, FitBatches(settings.batch_size, device),
@@ -640,5 +673,6 @@ class Sessions:
         return self._open[name]
 
 
-__all__ = ["as_tuple", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "refuse_held_by_session", "Bar", "Progress", "no_progress", "Session",
+__all__ = ["as_tuple", "DEFAULT_IMAGE_MODEL", "DEFAULT_VIDEO_MODEL", "METHODS", "OWN_WEIGHTS", "refuse_held_by_session",
+           "refuse_clips_for_synthetic", "Bar", "Progress", "no_progress", "Session",
            "Sessions", "Settings", "load_stats_files", "resolve_device"]

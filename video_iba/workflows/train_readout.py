@@ -54,7 +54,8 @@ from ..models.preprocess import check_size, preprocess_image
 from ..models.registry import ModelSpec, model_spec, weights_digest
 from .estimate import folder_model, input_batches, model_inputs
 from .outputs import folder_lock
-from .session import Progress, Session, Settings, as_tuple, no_progress, refuse_held_by_session, resolve_device
+from .session import (Progress, Session, Settings, as_tuple, no_progress, refuse_clips_for_synthetic,
+                      refuse_held_by_session, resolve_device)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,9 @@ class TrainingData:
     epoch and the item's index, so every process and a resumed training draw the same; validation
     and the probe load the items themselves. ``statistics(items, batch_size, device, dtype)``,
     where given, yields the inputs the readout's statistics are estimated on (every clip of the
-    videos) instead of :meth:`inputs`; ``sampling`` says in words what ``pick`` draws and ``rate``
-    is the video model's sampling rate (both kept with the training's settings).
+    videos) instead of :meth:`inputs`; ``sampling`` says in words what ``pick`` draws, ``rate``
+    and ``frames`` are the video model's sampling rate and clip length (all kept with the
+    training's settings).
     """
 
     name: str
@@ -90,6 +92,7 @@ class TrainingData:
     statistics: Callable[[Sequence[Any], int, torch.device | str, torch.dtype], Iterator[torch.Tensor]] | None = None
     sampling: str | None = None
     rate: int | None = None
+    frames: int | None = None
 
     def batches(self, order: Sequence[int], batch_size: int) -> list[list[Any]]:
         """The items in ``order``, in chunks of ``batch_size``."""
@@ -244,7 +247,8 @@ def folder_data(folder: str, model: str | ModelSpec, weights: str = "default") -
                 if count >= MAX_ESTIMATE:
                     return
 
-    return TrainingData(os.path.abspath(folder), files, load, pick, statistics, VIDEO_SAMPLING, spec.sampling_rate)
+    return TrainingData(os.path.abspath(folder), files, load, pick, statistics, VIDEO_SAMPLING, spec.sampling_rate,
+                        spec.frames)
 
 
 @dataclass(frozen=True)
@@ -313,8 +317,10 @@ class _Training:
                   "batch_size": s.batch_size, "lr": s.lr, "seed": s.seed}
         if self.data.sampling is not None:
             record["sampling"] = self.data.sampling
-        if self.data.rate is not None:  # clips read at another rate are other data
+        if self.data.rate is not None:  # clips read at another rate, or of another length, are other data
             record["sampling_rate"] = self.data.rate
+        if self.data.frames is not None:
+            record["frames"] = self.data.frames
         return record
 
     def _check_same_training(self, payload: dict[str, Any], readout: Readout, readouts: Sequence[str] | None,
@@ -565,6 +571,7 @@ class TrainingRun:
     device: str = "cpu"
     labels: str | None = None  # a file naming the model's classes (see Settings.labels)
     sampling_rate: int | None = None  # a folder's video model reads its clips at this rate (Settings.sampling_rate)
+    frames: int | None = None  # and its clips hold this many frames (Settings.frames)
 
     def __post_init__(self) -> None:
         """Layers and files given as one string are one entry."""
@@ -647,9 +654,7 @@ def _synthetic_run(run: TrainingRun, dev: str) -> _Run:
     if run.labels:
         raise UserInputError("the synthetic benchmark has its own classes; drop {labels} (or give a folder)",
                              options=["labels"])
-    if run.sampling_rate is not None:
-        raise UserInputError("the synthetic benchmark's clips are made at its models' rate; drop {sampling_rate} (or "
-                             "give a folder)", options=["sampling_rate"])
+    refuse_clips_for_synthetic(run.sampling_rate, run.frames)
     if run.validation not in (None, "none"):
         raise UserInputError("the synthetic benchmark validates on its own validation clips; drop {validation} or "
                              "give it 'none'", options=["validation"])
@@ -679,7 +684,7 @@ def _folder_run(run: TrainingRun, dev: str, seed: int, own: Session | None = Non
     name = folder_model(run.dataset, run.model)
     session = Session.open(Settings(model=name, weights=run.weights, device=dev, seed=seed,
                                     layers=run.layers or None, stats=run.stats or None,
-                                    labels=run.labels, sampling_rate=run.sampling_rate))
+                                    labels=run.labels, sampling_rate=run.sampling_rate, frames=run.frames))
     data = folder_data(run.dataset, session.spec)
     return _Run(session.model, name, session.layers, session.stats, data, _validation(run, session.spec, data),
                 run.readouts)
@@ -714,7 +719,8 @@ def _check_session_training(run: TrainingRun) -> None:
                              "folder of photos or videos")
     refuse_held_by_session([("model", run.model), ("weights", run.weights != "default"), ("layer", run.layers),
                             ("stats", run.stats), ("device", run.device != "cpu"),
-                            ("labels", run.labels), ("sampling_rate", run.sampling_rate is not None)])
+                            ("labels", run.labels), ("sampling_rate", run.sampling_rate is not None),
+                            ("frames", run.frames is not None)])
 
 
 __all__ = ["READOUT_BETA", "Schedule", "TrainingData", "TrainingRun", "Trained", "synthetic_data",

@@ -1,0 +1,82 @@
+"""Video networks built for clips of another length than their own (`frames=`, `--frames`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import video_iba
+from video_iba.errors import UserInputError
+from video_iba.models import get_spec, load_model, pathways, with_frames
+from video_iba.models.clip_length import whole_clip_pools
+
+
+def _pools(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {n: tuple(int(k) for k in m.kernel_size) for n, m in model.named_modules() if isinstance(m, nn.AvgPool3d)}
+
+
+def test_a_network_built_for_other_clips_computes_as_pytorchvideo_builds_it_for_them() -> None:
+    from pytorchvideo.models.x3d import create_x3d
+
+    model = load_model("x3d_xs", weights="random", frames=8)
+    assert model.video_iba_spec.frames == 8 and get_spec("x3d_xs").frames == 4
+    assert _pools(model) == {"blocks.5.pool.pool": (8, 5, 5)}  # the head averages the whole clip: 4 -> 8 steps
+    # the same network as pytorchvideo builds it for 8-frame clips, with these weights
+    reference = create_x3d(input_clip_length=8, input_crop_size=160, depth_factor=2.2).eval()
+    reference.load_state_dict(model.state_dict())
+    clip = torch.randn(1, 3, 8, 182, 182, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), reference(clip), rtol=0, atol=1e-5)
+    own = load_model("x3d_xs", weights="random")  # without frames= nothing changes
+    assert _pools(own) == {"blocks.5.pool.pool": (4, 5, 5)}
+
+
+def test_slowfast_pathways_both_span_the_new_clip() -> None:
+    model = load_model("slowfast_r50", weights="random", frames=16)
+    assert _pools(model) == {"blocks.5.pool.0": (4, 7, 7), "blocks.5.pool.1": (16, 7, 7)}
+    spec = model.video_iba_spec
+    with torch.no_grad():
+        logits = model(pathways(spec, torch.randn(1, 3, 16, 224, 224)))
+    assert logits.shape == (1, 400)
+
+
+def test_only_pools_spanning_the_whole_clip_change() -> None:
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.AvgPool3d((2, 2, 2)), nn.AvgPool3d((4, 4, 4)),
+                        nn.AvgPool3d((1, 1, 1)), nn.Flatten())
+    with torch.device("meta"):
+        skeleton = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.AvgPool3d((2, 2, 2)), nn.AvgPool3d((4, 4, 4)),
+                                 nn.AvgPool3d((1, 1, 1)), nn.Flatten())
+    kernels = whole_clip_pools(skeleton, lambda x: x, (1, 3, 8, 8, 8), (1, 3, 16, 8, 8))
+    assert kernels == {"2": (8, 4, 4)}  # the windowed pool stays, the one-step pool too
+    assert _pools(skeleton)["2"] == (8, 4, 4) and _pools(net)["2"] == (4, 4, 4)
+    with pytest.raises(RuntimeError):  # a clip too short for the network: its own error
+        whole_clip_pools(skeleton, lambda x: x, (1, 3, 8, 8, 8), (1, 3, 2, 8, 8))
+
+
+@pytest.mark.parametrize("name, frames, message", [
+    ("mvit_v2_s", 8, "mvit_v2_s takes clips of 16 frames only: its token grid is fixed (position tables or "
+                     "embeddings made for it); drop frames="),
+    ("hf:MCG-NJU/videomae-base-finetuned-kinetics", 8, "a checkpoint trained on clips of another length says so in "
+                                                       "its config.json (num_frames); drop frames="),
+    ("slowfast_r50", 30, "frames= must be a multiple of 4 for slowfast_r50 (its slow pathway takes every 4th frame "
+                         "of the clip), got 30"),
+    ("resnet50", 8, "resnet50 is an image model; frames= applies to video models only"),
+    ("r3d_18", 0, "frames= must be a whole number of frames from 1 to 1024, got 0"),
+    ("s3d", 8, "s3d cannot take clips of 8 frames (RuntimeError: input image (T: 1 H: 7 W: 7) smaller than kernel "
+               "size (kT: 2 kH: 7 kW: 7)); choose another number of frames= (its own: 128)"),
+])
+def test_clips_a_network_cannot_take_are_refused(name: str, frames: int, message: str) -> None:
+    with pytest.raises(UserInputError) as info:
+        load_model(name, weights="random", frames=frames)
+    assert message in str(info.value)
+
+
+def test_a_spec_of_ones_own_takes_other_frames_and_its_model_is_left_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.AvgPool3d((4, 1, 1)), nn.AdaptiveAvgPool3d(1),
+                        nn.Flatten(), nn.Linear(4, 3))
+    spec = video_iba.ModelSpec("mine", "entry", input_size=16, resize=16, modality="video", frames=4,
+                               default_layer="0", labels="own", label_names=("a", "b", "c"))
+    session = video_iba.Session.for_model(net, spec, video_iba.Settings(frames=8, method="saliency"))
+    assert session.spec.frames == 8 and _pools(net) == {"1": (4, 1, 1)}  # the network is used as it is
+    assert with_frames(spec, 4) is spec
