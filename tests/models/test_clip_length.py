@@ -9,7 +9,7 @@ from torch import nn
 import video_iba
 from video_iba.errors import UserInputError
 from video_iba.models import get_spec, load_model, pathways, with_frames
-from video_iba.models.clip_length import whole_clip_pools
+from video_iba.models.clip_length import refit_pools, spanning_pools
 
 
 def _pools(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -47,11 +47,13 @@ def test_only_pools_spanning_the_whole_clip_change() -> None:
     with torch.device("meta"):
         skeleton = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.AvgPool3d((2, 2, 2)), nn.AvgPool3d((4, 4, 4)),
                                  nn.AvgPool3d((1, 1, 1)), nn.Flatten())
-    kernels = whole_clip_pools(skeleton, lambda x: x, (1, 3, 8, 8, 8), (1, 3, 16, 8, 8))
-    assert kernels == {"2": (8, 4, 4)}  # the windowed pool stays, the one-step pool too
+    names = spanning_pools(skeleton, lambda x: x, (1, 3, 8, 8, 8))
+    assert names == ["2"]  # the windowed pool stays, the one-step pool too
+    assert refit_pools(skeleton, lambda x: x, names, (1, 3, 16, 8, 8)) == {"2": (8, 4, 4)}
     assert _pools(skeleton)["2"] == (8, 4, 4) and _pools(net)["2"] == (4, 4, 4)
+    assert spanning_pools(net, lambda x: x, (1, 3, 8, 8, 8), "cpu") == ["2"]  # a network that runs on the CPU only
     with pytest.raises(RuntimeError):  # a clip too short for the network: its own error
-        whole_clip_pools(skeleton, lambda x: x, (1, 3, 8, 8, 8), (1, 3, 2, 8, 8))
+        refit_pools(skeleton, lambda x: x, names, (1, 3, 1, 8, 8))
 
 
 @pytest.mark.parametrize("name, frames, message", [
@@ -80,3 +82,37 @@ def test_a_spec_of_ones_own_takes_other_frames_and_its_model_is_left_alone(tmp_p
     session = video_iba.Session.for_model(net, spec, video_iba.Settings(frames=8, method="saliency"))
     assert session.spec.frames == 8 and _pools(net) == {"1": (4, 1, 1)}  # the network is used as it is
     assert with_frames(spec, 4) is spec
+
+
+NET = '''
+import torch
+from torch import nn
+import video_iba
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3, padding=(0, 1, 1))  # 2 frames fewer
+        self.pool = nn.AvgPool3d((2, 2, 2))
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if float(x.abs().max()) > 1e6:  # reads a value: cannot run on the meta device
+            raise ValueError("far too bright")
+        return self.fc(self.pool(self.conv(x)).mean((2, 3, 4)))
+
+
+def build():
+    return Net(), video_iba.ModelSpec("net", "own", input_size=8, resize=8, modality="video", frames=4,
+                                      default_layer="conv", labels="own", label_names=("a", "b"))
+'''
+
+
+def test_a_network_that_cannot_run_on_the_meta_device_is_fitted_on_the_cpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "net.py").write_text(NET)
+    ref = f"{tmp_path / 'net.py'}:build"
+    assert _pools(load_model(ref, frames=12)) == {"pool": (10, 2, 2)}
+    with pytest.raises(UserInputError, match=r"cannot take clips of 2 frames \(RuntimeError: .*\); choose another "
+                                             r"number of frames= \(its own: 4\)"):
+        load_model(ref, frames=2)

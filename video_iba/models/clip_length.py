@@ -8,12 +8,13 @@ ones it fails. The same network built for clips of another length has that kerne
 its own map, so here every 3-D average pooling whose temporal kernel spans its whole input at the
 network's own clip length is set to span its whole input at the new one; its spatial kernel and
 everything else stay (no weights depend on the clip length). Found by running the network's
-skeleton on the ``meta`` device (no memory, no compute), once at each length.
+skeleton on the ``meta`` device (no memory, no compute; on the CPU where a network cannot run
+there), once at each length.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -36,13 +37,10 @@ def _spans(pool: nn.AvgPool3d, length: int) -> bool:
     return int(_triple(pool.kernel_size)[0]) == length > 1 and int(_triple(pool.padding)[0]) == 0
 
 
-def whole_clip_pools(skeleton: nn.Module, feed: Feed, own: tuple[int, ...], new: tuple[int, ...]
-                     ) -> dict[str, tuple[int, int, int]]:
-    """The 3-D average poolings of ``skeleton`` (the network built on the ``meta`` device) whose
-    temporal kernel spans their whole input for a clip of shape ``own``, each with the kernel that
-    spans its whole input for a clip of shape ``new`` in time (the same spatial kernel).
-    ``skeleton``'s kernels are set so (it then runs on ``new``); any error of its forward pass at
-    either shape is raised."""
+def spanning_pools(skeleton: nn.Module, feed: Feed, own: tuple[int, ...], device: str = "meta") -> list[str]:
+    """The 3-D average poolings of ``skeleton`` (the network built on ``device``, ``meta`` unless
+    it cannot run there) whose temporal kernel spans their whole input for a clip of shape
+    ``own``; any error of its forward pass is raised."""
     pools = _pools(skeleton)
     lengths: dict[str, int] = {}
 
@@ -51,17 +49,22 @@ def whole_clip_pools(skeleton: nn.Module, feed: Feed, own: tuple[int, ...], new:
             lengths.setdefault(name, int(args[0].shape[2]))
         return hook
 
-    def run(shape: tuple[int, ...]) -> None:
-        with torch.no_grad():
-            skeleton(feed(torch.empty(shape, device="meta")))
-
     handles = [m.register_forward_pre_hook(seen(n)) for n, m in pools.items()]
     try:
-        run(own)
+        _run(skeleton, feed, own, device)
     finally:
         for h in handles:
             h.remove()
-    whole = [n for n, length in lengths.items() if _spans(pools[n], length)]
+    return [n for n, length in lengths.items() if _spans(pools[n], length)]
+
+
+def refit_pools(skeleton: nn.Module, feed: Feed, names: Sequence[str], new: tuple[int, ...], device: str = "meta"
+                ) -> dict[str, tuple[int, int, int]]:
+    """The kernels that make the poolings ``names`` of ``skeleton`` (:func:`spanning_pools`) span
+    their whole input for a clip of shape ``new`` in time (the same spatial kernels); set so in
+    ``skeleton``, which is then run on ``new``: any error of its forward pass is raised (a clip
+    too short for the network)."""
+    pools = _pools(skeleton)
     kernels: dict[str, tuple[int, int, int]] = {}
 
     def refit(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
@@ -70,22 +73,27 @@ def whole_clip_pools(skeleton: nn.Module, feed: Feed, own: tuple[int, ...], new:
             kernels[name] = m.kernel_size = (int(args[0].shape[2]), int(kh), int(kw))  # type: ignore[assignment]
         return hook
 
-    handles = [pools[n].register_forward_pre_hook(refit(n)) for n in whole]
+    handles = [pools[n].register_forward_pre_hook(refit(n)) for n in names]
     try:
-        run(new)
+        _run(skeleton, feed, new, device)
     finally:
         for h in handles:
             h.remove()
-    run(new)  # the network as it now is
+    _run(skeleton, feed, new, device)  # the network as it now is
     return kernels
 
 
+def _run(skeleton: nn.Module, feed: Feed, shape: tuple[int, ...], device: str) -> None:
+    with torch.no_grad():
+        skeleton(feed(torch.zeros(shape, device=device)))
+
+
 def set_pool_kernels(model: nn.Module, kernels: dict[str, tuple[int, int, int]]) -> None:
-    """Give the 3-D average poolings named in ``kernels`` (as :func:`whole_clip_pools` found them)
-    those kernels."""
+    """Give the 3-D average poolings named in ``kernels`` (as :func:`refit_pools` found them) those
+    kernels."""
     pools = _pools(model)
     for name, kernel in kernels.items():
         pools[name].kernel_size = kernel  # type: ignore[assignment]
 
 
-__all__ = ["Feed", "whole_clip_pools", "set_pool_kernels"]
+__all__ = ["Feed", "spanning_pools", "refit_pools", "set_pool_kernels"]

@@ -26,7 +26,7 @@ from ..distributed import checked_device
 from ..errors import UserInputError, did_you_mean
 from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
-from .clip_length import set_pool_kernels, whole_clip_pools
+from .clip_length import refit_pools, set_pool_kernels, spanning_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
 from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
                  processor_of, spec_fields)
@@ -916,14 +916,24 @@ def check_frames(frames: Any) -> int:
 
 def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
     """The kernels that the network of ``own`` gives its whole-clip poolings on clips of ``frames``
-    frames (:mod:`.clip_length`); refused where it cannot take such clips."""
-    new = dataclasses.replace(own, frames=frames)
+    frames (:mod:`.clip_length`), found on the meta device, else on the CPU (some builders or
+    forwards cannot run on the meta device); refused where it cannot take such clips."""
+    feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
+    failure: Exception | None = None
+    for device in ("meta", "cpu"):
+        try:
+            skeleton = build(own, "random", device=device)
+            names = spanning_pools(skeleton, feed, own.input_shape, device)
+            break
+        except UserInputError:
+            raise
+        except Exception as exc:
+            failure = exc
+    else:
+        raise UserInputError(f"cannot run {own.name} on its own clips to fit it to clips of {frames} frames "
+                             f"({_why(failure or RuntimeError())}); drop {{frames}}", options=["frames"])
     try:
-        skeleton = build(own, "random", device="meta")
-        feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
-        return whole_clip_pools(skeleton, feed, own.input_shape, new.input_shape)
-    except UserInputError:
-        raise
+        return refit_pools(skeleton, feed, names, dataclasses.replace(own, frames=frames).input_shape, device)
     except Exception as exc:
         raise UserInputError(f"{own.name} cannot take clips of {frames} frames ({_why(exc)}); choose another "
                              f"number of {{frames}} (its own: {own.frames})", options=["frames"]) from exc
