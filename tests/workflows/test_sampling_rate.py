@@ -140,6 +140,16 @@ def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, ca
     assert code == 0, err
     assert ("the statistics of 'layer2' were estimated on clips of 8 frames and these clips hold 16; give them that "
             "length (--frames 8) or estimate statistics on clips of 16 frames") in err
+    # statistics per time step do not fit clips of another length: refused with the fix
+    code, _, err = run_cli(["estimate", str(tmp_path / "v"), "--model", "r3d_18", "--weights", "random",
+                            "--frames", "8", "--per-frame", "--out", str(tmp_path / "pf.pt")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats",
+                            str(tmp_path / "pf.pt"), "--out", str(tmp_path / "o3"), *FAST], capsys)
+    assert code == 2 and not os.path.exists(tmp_path / "o3")
+    assert err.strip() == ("video-iba: error: the statistics of 'layer2' were estimated per time step on clips of 8 "
+                           "frames and these clips hold 16: their 4 time steps do not fit; give them that length "
+                           "(--frames 8) or estimate statistics on clips of 16 frames")
 
     _rerun_folder(tmp_path, ["--frames", "8"], capsys)
 

@@ -360,8 +360,20 @@ def _check_statistics(stats: Sequence[Statistics], model: nn.Module, spec: Model
         digest = weights_digest(model)
         for st in stats:
             st.check(None, weights=digest)
+            _refuse_other_length(st, spec)
             _warn_of_other_clips(f"the statistics of '{st.meta.get('layer')}' were estimated",
                                  st.meta.get("sampling_rate"), st.meta.get("frames"), spec, "estimate statistics")
+
+
+def _refuse_other_length(st: Statistics, spec: ModelSpec) -> None:
+    """Refuse statistics with a time axis (not pooled over time) estimated on clips of another length
+    than ``spec``'s: their positions do not fit the layer's output."""
+    frames = st.meta.get("frames")
+    if spec.is_video and frames is not None and frames != spec.frames and st.mean.dim() == 4 and st.mean.shape[1] > 1:
+        raise UserInputError(f"the statistics of '{st.meta.get('layer')}' were estimated per time step on clips of "
+                             f"{frames} frames and these clips hold {spec.frames}: their {st.mean.shape[1]} time "
+                             f"steps do not fit; give them that length ({{frames}} {frames}) or estimate statistics "
+                             f"on clips of {spec.frames} frames", options=["frames"])
 
 
 def _warn_of_other_clips(made: str, rate: int | None, frames: int | None, spec: ModelSpec, remedy: str) -> None:
