@@ -160,7 +160,8 @@ def test_options_for_videos_only_explain_the_videos_of_a_folder_again(photo_dir,
     assert first.startswith("2 inputs: 2 explained")
     photo = os.path.getmtime(os.path.join(out, "coffee.png"))
     # the clip's rate, length, range and sheet decide nothing about the photo: the clip alone is explained again
-    for extra in (["--sampling-rate", "4"], ["--frames", "4"], ["--end", "1", "--keyframes", "2", "--layout", "overlay"]):
+    for extra in (["--sampling-rate", "4"], ["--frames", "4"],
+                  ["--end", "1", "--keyframes", "2", "--layout", "overlay"]):
         line, rows = run(*extra)
         assert "1 explained (1 again as the settings changed), 1 done before" in line, line
         assert os.path.getmtime(os.path.join(out, "coffee.png")) == photo

@@ -256,9 +256,10 @@ def run_batch(
 
     ``groups`` splits the inputs to do into the groups passed together (default: one input each).
     ``settings``: a digest of the settings, for every input or by input. An input counts as done
-    when a manifest records it ``ok`` with the same digest and its outputs still exist. Any exception of one input, or of its group, is recorded and the batch
-    goes on. Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier),
-    ``failed``, ``changed`` and ``missing`` (done again for those reasons).
+    when a manifest records it ``ok`` with the same digest and its outputs still exist. Any
+    exception of one input, or of its group, is recorded and the batch goes on. Returns this
+    rank's counts: ``done`` (this run), ``skipped`` (finished earlier), ``failed``, ``changed`` and
+    ``missing`` (done again for those reasons).
     """
     check_writable_dir(out_dir)
     finished = _finished(out_dir)
