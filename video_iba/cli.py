@@ -400,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     ly.option("--model", default=DEFAULT_IMAGE_MODEL, help="registry name, hf:ORG/NAME or file.py:function")
     ly.option("--weights", default="default", help="for an hf: model, the checkpoint folder (save_pretrained) its "
                                                    "configuration is read from where the cache has none")
+    ly.option("--frames", type=_frames, metavar="N", help="video models: the shapes on clips of N frames (default: "
+                                                          "the model's own number)")
     de = sub.add_parser("demo", help="explain a real clip (or photo) with the offline ImageNet EfficientNet-Lite0, "
                                      "inflated to 3-D for the clip (no download)")
     de.option("--photo", choices=DEMO_PHOTOS, help="explain this scikit-image photo instead of the clip")
@@ -546,7 +548,7 @@ def _cmd_models(_args: argparse.Namespace) -> None:
 def _cmd_layers(args: argparse.Namespace) -> None:
     _print_table(("layer", "type", "output shape", "tokens"),
                  [(li.name, li.kind, "x".join(map(str, li.shape)) if li.shape is not None else "(not a tensor)",
-                   li.describe_tokens()) for li in layers(args.model, args.weights)])
+                   li.describe_tokens()) for li in layers(args.model, args.weights, args.frames)])
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:

@@ -116,3 +116,12 @@ def test_a_network_that_cannot_run_on_the_meta_device_is_fitted_on_the_cpu(tmp_p
     with pytest.raises(UserInputError, match=r"cannot take clips of 2 frames \(RuntimeError: .*\); choose another "
                                              r"number of frames= \(its own: 4\)"):
         load_model(ref, frames=2)
+
+
+def test_layers_are_listed_on_clips_of_another_length() -> None:
+    shapes = {li.name: li.shape for li in video_iba.models.layers("x3d_xs", frames=8)}
+    own = {li.name: li.shape for li in video_iba.models.layers("x3d_xs")}
+    assert own["blocks.2"][2] == 4 and shapes["blocks.2"][2] == 8  # the default layer's time axis
+    assert shapes["blocks.5.pool.pool"] == own["blocks.5.pool.pool"]  # the head still averages the whole clip
+    with pytest.raises(UserInputError, match="mvit_v2_s takes clips of 16 frames only"):
+        video_iba.models.layers("mvit_v2_s", frames=8)

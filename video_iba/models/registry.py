@@ -445,8 +445,10 @@ class _MetaUnsupported(Exception):
     pass
 
 
-def _layer_table_on(spec: ModelSpec, device: str) -> list[LayerInfo]:
+def _layer_table_on(spec: ModelSpec, device: str, kernels: dict[str, tuple[int, int, int]] | None = None
+                    ) -> list[LayerInfo]:
     model = build(spec, "random", device=device)
+    set_pool_kernels(model, kernels or {})  # built for clips of another length (:func:`_clip_pools`)
     if spec.slowfast_alpha:  # listed on the clip, as every method sees the network
         alpha = spec.slowfast_alpha
         wrapped = PackedModel(model, lambda clip: slow_and_fast(clip, alpha))
@@ -454,31 +456,37 @@ def _layer_table_on(spec: ModelSpec, device: str) -> list[LayerInfo]:
     return layer_table(model, spec.input_shape, device=device, layout=spec.layout)
 
 
-def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True) -> list[LayerInfo]:
+def _layer_table_any(spec: ModelSpec, allow_cpu: bool = True, kernels: dict[str, tuple[int, int, int]] | None = None
+                     ) -> list[LayerInfo]:
     try:
-        return _layer_table_on(spec, "meta")
+        return _layer_table_on(spec, "meta", kernels)
     except Exception as meta_exc:  # some builders or forwards cannot run on the meta device
         if not allow_cpu:
             raise _MetaUnsupported(str(meta_exc)) from meta_exc
         try:
-            return _layer_table_on(spec, "cpu")
+            return _layer_table_on(spec, "cpu", kernels)
         except Exception as exc:
             raise UserInputError(f"cannot run {spec.name} on a {spec.input_size}x{spec.input_size} input to find its "
                                  f"layers ({type(exc).__name__}: {exc}); name the layer with {{layer}}",
                                  options=["layer"]) from exc
 
 
-def layers(name: str, weights: str = "default") -> list[LayerInfo]:
+def layers(name: str, weights: str = "default", frames: int | None = None) -> list[LayerInfo]:
     """Layer names, kinds and output shapes of a registered model at its input size (no weights
     needed; ``weights``: a Hugging Face checkpoint folder whose configuration an ``hf:`` model is
-    built from, as for :func:`load_model`)."""
+    built from, as for :func:`load_model`); ``frames``: of a video model on clips of that many
+    frames (:func:`with_frames`)."""
     if weights != "default" and not is_hf(name):
         raise UserInputError(f"{name}'s layers are listed without its weights; drop {{weights}} (it gives an hf: "
                              f"model the checkpoint folder its configuration is read from)", options=["weights"])
     if is_hf(name):  # built from the folder's configuration, as hf:PATH
         folder = checkpoint_folder(name, weights)
-        return _layer_table_any(_base_spec(f"hf:{folder}" if folder else name))
-    return _layer_table_any(_base_spec(name))
+        name = f"hf:{folder}" if folder else name
+    own = _base_spec(name)
+    if frames is None:
+        return _layer_table_any(own)
+    spec = with_frames(own, frames)
+    return _layer_table_any(spec, kernels=_clip_pools(own, spec.frames) if spec.frames != own.frames else None)
 
 
 @lru_cache(maxsize=1)
