@@ -281,10 +281,14 @@ def test_two_pathway_readout_trains_and_explains(tmp_path) -> None:  # type: ign
     torch.manual_seed(0)
     model = TwoPath().eval()
     clips = torch.randn(12, 3, 8, 8, 8)
-    data = TrainingData("toy", list(range(12)), lambda i: (clips[list(i)], None))
+    data = TrainingData("toy", list(range(12)), lambda i: (clips[list(i)], None), rate=3, frames=8)
     readout = train(model, data, str(tmp_path / "ro"), layers=["slow", "fast"], readouts=["slow2", "fast2"],
                     schedule=Schedule(epochs=2, batch_size=4, lr=1e-2), pack=_pack)
     assert len(readout.heads) == 2 and readout.spec.channels == [8, 4]
+    # the readout returned carries the clips it was trained on, as its checkpoint does
+    from video_iba.methods.readout import load_readout
+    saved = load_readout(str(tmp_path / "ro" / "readout.pt"), "toy")
+    assert (readout.sampling_rate, readout.frames) == (saved.sampling_rate, saved.frames) == (3, 8)
     a = explain_readout(model, readout, clips[:1], pack=_pack)
     assert a.values.shape == (8, 8, 8) and isinstance(a.capacity, list) and len(a.capacity) == 2
     assert tuple(a.capacity[0].shape) == (8, 2, 8, 8) and tuple(a.capacity[1].shape) == (4, 8, 8, 8)

@@ -347,6 +347,7 @@ class _Training:
                               layers=layers, readouts=readouts, stats=stats, config=config, pack=self.pack,
                               tokens=self.tokens, seed=self.schedule.seed)
         readout.weights = self.weights
+        readout.sampling_rate, readout.frames = self.data.rate, self.data.frames  # as a loaded checkpoint says
         return readout
 
     def epoch(self, epoch: int, readout: Readout, net: nn.Module, opt: torch.optim.Optimizer,
