@@ -145,6 +145,40 @@ def test_writer_leaves_nothing_behind_on_failure(tmp_path) -> None:  # type: ign
     assert sorted(os.listdir(tmp_path)) == ["keep.mp4"]
 
 
+def test_a_failure_of_the_encoder_thread_reaches_the_caller_and_leaves_nothing(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    import video_iba.io.video as video
+
+    real = video.rgb_to_yuv420p
+    calls = []
+
+    def failing(rgb):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("no room for the planes")
+        return real(rgb)
+
+    monkeypatch.setattr(video, "rgb_to_yuv420p", failing)
+    for frames in (3, 40):  # the failure raised when the block ends, or by a later write
+        with pytest.raises(MemoryError, match="no room for the planes"):
+            with video.VideoWriter(tmp_path / "x.mp4", fps=25) as w:
+                for _ in range(frames):
+                    w.write(np.zeros((64, 64, 3), dtype=np.uint8))
+        calls.clear()
+        assert os.listdir(tmp_path) == []
+        assert not [t for t in threading.enumerate() if t.name == "video-iba-encoder"]
+    monkeypatch.setattr(video, "rgb_to_yuv420p", real)
+    # the frames the caller reuses are the frames written: the writer keeps its own copy
+    buffer = np.zeros((64, 64, 3), dtype=np.uint8)
+    with video.VideoWriter(tmp_path / "y.mp4", fps=25) as w:
+        for i in range(6):
+            buffer[:] = 40 * i
+            w.write(buffer)
+    means = [float(f.rgb.mean()) for f in iter_frames(tmp_path / "y.mp4")]
+    assert means == pytest.approx([40.0 * i for i in range(6)], abs=2)
+
+
 def test_read_clip_and_read_image_take_path_objects_and_refuse_what_is_not_a_path(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pathlib
 
