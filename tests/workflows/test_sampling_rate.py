@@ -21,6 +21,18 @@ from ..videos import encode, moving_square
 FAST = ["--steps", "1", "--samples", "2"]
 
 
+def _explained_clip(tmp_path, given: list[str], capsys):  # type: ignore[no-untyped-def]
+    """A 3 s clip at 25 fps, ``tmp_path/v/clip.mp4``, explained by r3d_18 with the options ``given``:
+    the clip, its NPZ's arrays and its metadata."""
+    (tmp_path / "v").mkdir()
+    clip = encode(str(tmp_path / "v" / "clip.mp4"), frames=75, size=(128, 96), fps=25, content=moving_square)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", *given,
+                            "--out", str(tmp_path / "out"), *FAST], capsys)
+    assert code == 0, err
+    d = read_npz(str(tmp_path / "out" / "clip.npz"))
+    return clip, d, json.loads(str(d["meta"]))
+
+
 def _rerun_folder(tmp_path, given: list[str], capsys):  # type: ignore[no-untyped-def]
     """Explain the folder ``tmp_path/v`` (one clip) with the options ``given``, again with them (resumed),
     then without them (explained again); the output folder."""
@@ -37,15 +49,8 @@ def _rerun_folder(tmp_path, given: list[str], capsys):  # type: ignore[no-untype
 
 
 def test_clips_take_every_nth_frame_and_say_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "v").mkdir()
-    clip = encode(str(tmp_path / "v" / "clip.mp4"), frames=75, size=(128, 96), fps=25, content=moving_square)
     assert get_spec("r3d_18").sampling_rate == 2
-    out = tmp_path / "out"
-    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--sampling-rate", "4",
-                            "--out", str(out), *FAST], capsys)
-    assert code == 0, err
-    d = read_npz(str(out / "clip.npz"))
-    meta = json.loads(str(d["meta"]))
+    clip, d, meta = _explained_clip(tmp_path, ["--sampling-rate", "4"], capsys)
     # 16 frames every 4/30 s: a clip of 2.13 s (the model's own rate: 1.07 s), so 3 s give 2 windows
     assert d["window_frame_indices"][0].tolist() == [int(round(k * 4 / 30 * 25)) for k in range(16)]
     assert meta["sampling"]["rate"] == 4 and meta["sampling"]["clip_seconds"] == pytest.approx(16 * 4 / 30)
@@ -116,14 +121,7 @@ def test_the_clip_sampling_is_kept_with_scores_and_readouts(flag, value, key, ow
 
 
 def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "v").mkdir()
-    clip = encode(str(tmp_path / "v" / "clip.mp4"), frames=75, size=(128, 96), fps=25, content=moving_square)
-    out = tmp_path / "out"
-    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--frames", "8",
-                            "--out", str(out), *FAST], capsys)
-    assert code == 0, err
-    d = read_npz(str(out / "clip.npz"))
-    meta = json.loads(str(d["meta"]))
+    clip, d, meta = _explained_clip(tmp_path, ["--frames", "8"], capsys)
     # 8 frames every 2/30 s: clips of 0.53 s, so 3 s take 6 windows of 8 frames (a 16-frame clip: 3)
     assert d["window_frame_indices"].shape == (6, 8) and meta["sampling"]["frames"] == 8
     assert d["window_frame_indices"][0].tolist() == [int(round(k * 2 / 30 * 25)) for k in range(8)]

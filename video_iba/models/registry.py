@@ -483,10 +483,8 @@ def layers(name: str, weights: str = "default", frames: int | None = None) -> li
         folder = checkpoint_folder(name, weights)
         name = f"hf:{folder}" if folder else name
     own = _base_spec(name)
-    if frames is None:
-        return _layer_table_any(own)
-    spec = with_frames(own, frames)
-    return _layer_table_any(spec, kernels=_clip_pools(own, spec.frames) if spec.frames != own.frames else None)
+    spec = own if frames is None else with_frames(own, frames)
+    return _layer_table_any(spec, kernels=_clip_pools(own, spec.frames))
 
 
 @lru_cache(maxsize=1)
@@ -839,7 +837,7 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
     if spec.family == "entry" and weights == "random":
         raise UserInputError(f"{name} is a network of your own: its weights are those its function builds; give "
                              f"{{weights}} default or a checkpoint path", options=["weights"])
-    kernels = _clip_pools(own, spec.frames) if spec.frames != own.frames else {}
+    kernels = _clip_pools(own, spec.frames)
     model, classes = _built(spec, weights, device, seed)
     set_pool_kernels(model, kernels)
     if classes is not None:  # fine-tuned to other classes: numbered until a labels file names them
@@ -912,20 +910,16 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
 def check_frames(frames: Any) -> int:
     """``frames`` as a clip length a command may set (a whole number from 1 to
     :data:`MAX_FRAMES`), else a :class:`~video_iba.errors.UserInputError`."""
-    try:
-        value = operator.index(frames)
-    except TypeError:
-        value = 0
-    if isinstance(frames, bool) or not 1 <= value <= MAX_FRAMES:
-        raise UserInputError(f"{{frames}} must be a whole number of frames from 1 to {MAX_FRAMES}, got {frames!r}",
-                             options=["frames"])
-    return int(value)
+    return _frame_count(frames, "frames", MAX_FRAMES)
 
 
 def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
     """The kernels that the network of ``own`` gives its whole-clip poolings on clips of ``frames``
     frames (:mod:`.clip_length`), found on the meta device, else on the CPU (some builders or
-    forwards cannot run on the meta device); refused where it cannot take such clips."""
+    forwards cannot run on the meta device); refused where it cannot take such clips; none for
+    clips of its own length."""
+    if frames == own.frames:
+        return {}
     feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
     failure: Exception | None = None
     for device in ("meta", "cpu"):
@@ -959,14 +953,20 @@ def with_sampling_rate(spec: ModelSpec, rate: int) -> ModelSpec:
 def check_sampling_rate(rate: Any) -> int:
     """``rate`` as a sampling rate a command may set (a whole number from 1 to
     :data:`MAX_SAMPLING_RATE`), else a :class:`~video_iba.errors.UserInputError`."""
+    return _frame_count(rate, "sampling_rate", MAX_SAMPLING_RATE)
+
+
+def _frame_count(value: Any, option: str, most: int) -> int:
+    """``value`` as a whole number of frames from 1 to ``most`` (a numpy integer too), else a
+    :class:`~video_iba.errors.UserInputError` naming ``option``."""
     try:
-        value = operator.index(rate)  # a numpy integer too
+        number = operator.index(value)
     except TypeError:
-        value = 0
-    if isinstance(rate, bool) or not 1 <= value <= MAX_SAMPLING_RATE:
-        raise UserInputError(f"{{sampling_rate}} must be a whole number of frames from 1 to {MAX_SAMPLING_RATE}, "
-                             f"got {rate!r}", options=["sampling_rate"])
-    return int(value)
+        number = 0
+    if isinstance(value, bool) or not 1 <= number <= most:
+        raise UserInputError(f"{{{option}}} must be a whole number of frames from 1 to {most}, got {value!r}",
+                             options=[option])
+    return int(number)
 
 
 def _spec_for_weights(name: str, layer_given: bool, weights: str) -> ModelSpec:

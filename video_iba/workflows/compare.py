@@ -371,9 +371,7 @@ def _attributions(rows: Sequence[Sequence[_Model]], bar: Bar) -> list[list[list[
 
 def _photo_refusals(options: Options, settings: Settings) -> list[str]:
     """The options given beside a video's range that a photo cannot use."""
-    return [*(["keyframes"] if options.keyframes else []),
-            *(["sampling_rate"] if settings.sampling_rate is not None else []),
-            *(["frames"] if settings.frames is not None else [])]
+    return [*(["keyframes"] if options.keyframes else []), *settings.clip_options()]
 
 
 def _check_comparison(methods: Sequence[str], settings: Settings | None, models: Sequence[str],
@@ -385,7 +383,7 @@ def _check_comparison(methods: Sequence[str], settings: Settings | None, models:
     settings = settings or Settings()
     if session is not None:
         if (models or settings.model or settings.weights != Settings.weights or settings.stats or settings.readout
-                or settings.labels or settings.sampling_rate is not None or settings.frames is not None):
+                or settings.labels or settings.clip_options()):
             raise UserInputError("an open session holds its model, weights, clip sampling, statistics, readout and "
                                  "class names; give the settings only the methods' options (layers, bottleneck "
                                  "settings, Grad-CAM layer, seed, precision)")

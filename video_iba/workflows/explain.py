@@ -210,8 +210,7 @@ def explain_path(path: str, settings: Settings, out_dir: str, options: Options =
     if not plan.is_video:
         refuse_video_options(path, options.span, *(["layout"] if options.layout != Options.layout else []),
                              *(["keyframes"] if options.keyframes else []),
-                             *(["sampling_rate"] if settings.sampling_rate is not None else []),
-                             *(["frames"] if settings.frames is not None else []))
+                             *settings.clip_options())
     return explain_file(Session.open(settings, plan.spec.name), plan, out_dir, options, progress)
 
 

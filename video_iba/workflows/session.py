@@ -221,6 +221,10 @@ class Settings:
         spec = model_spec(name, layer_given, self.weights)
         return spec if not spec.is_video and self.model is None else self.clips_of(spec)
 
+    def clip_options(self) -> list[str]:
+        """The clip-sampling options these settings give (``sampling_rate``, ``frames``), by name."""
+        return _given_clip_options(self.sampling_rate, self.frames)
+
     def clips_of(self, spec: ModelSpec) -> ModelSpec:
         """``spec`` with these settings' sampling rate and frames, where given."""
         spec = spec if self.sampling_rate is None else with_sampling_rate(spec, self.sampling_rate)
@@ -259,9 +263,14 @@ _HELD = {"model": "model", "weights": "weights", "layer": "layers", "stats": "st
          "device": "device", "labels": "class names", "sampling_rate": "clip sampling", "frames": "clip sampling"}
 
 
+def _given_clip_options(sampling_rate: int | None, frames: int | None) -> list[str]:
+    """The clip-sampling options of these values that are given, by name."""
+    return [o for o, v in (("sampling_rate", sampling_rate), ("frames", frames)) if v is not None]
+
+
 def refuse_clips_for_synthetic(sampling_rate: int | None, frames: int | None) -> None:
     """Refuse a clip sampling given for the synthetic benchmark: its clips are made for its models."""
-    given = [o for o, v in (("sampling_rate", sampling_rate), ("frames", frames)) if v is not None]
+    given = _given_clip_options(sampling_rate, frames)
     if given:
         raise UserInputError(f"the synthetic benchmark's clips are made at its models' rate and length; drop "
                              f"{' and '.join('{' + o + '}' for o in given)} (or give a folder)", options=given)
@@ -354,8 +363,9 @@ def _spec_tokens(spec: ModelSpec, layers: Sequence[str]) -> list[TokenLayout | N
 
 
 def _check_statistics(stats: Sequence[Statistics], model: nn.Module, spec: ModelSpec) -> None:
-    """Refuse statistics estimated with other weights than ``model``'s; warn of statistics of
-    clips read at another sampling rate than ``spec``'s (their layer's output then moves otherwise)."""
+    """Refuse statistics estimated with other weights than ``model``'s, or per time step on clips of
+    another length than ``spec``'s; warn of statistics of clips read at another sampling rate or of
+    another length (their layer's output then moves otherwise)."""
     if stats:
         digest = weights_digest(model)
         for st in stats:
