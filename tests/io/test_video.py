@@ -126,6 +126,25 @@ def test_writer_roundtrip_odd_sizes_and_fractional_fps(tmp_path) -> None:  # typ
     assert os.listdir(tmp_path) == ["out.mp4"]
 
 
+def test_frames_reach_the_encoder_as_bt601_limited_range_yuv420p() -> None:
+    from video_iba.io.video import rgb_to_yuv420p
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    rgb[:2, :2] = 255  # white: Y 235, chroma 128
+    rgb[2:4, :2] = 0  # black: Y 16
+    planes = rgb_to_yuv420p(rgb)
+    assert planes.shape == (9, 10) and planes.dtype == np.uint8
+    chroma = planes[6:].reshape(-1).astype(int)  # the Cb plane, then the Cr plane, each (3, 5)
+    y, cb, cr = planes[:6].astype(int), chroma[:15].reshape(3, 5), chroma[15:].reshape(3, 5)
+    f = rgb.astype(np.float64)
+    assert np.abs(y - np.round(16 + f @ [65.481, 128.553, 24.966] / 255)).max() <= 1
+    quad = f.reshape(3, 2, 5, 2, 3).mean(axis=(1, 3))
+    assert np.abs(cb - np.round(128 + quad @ [-37.797, -74.203, 112.0] / 255)).max() <= 1
+    assert np.abs(cr - np.round(128 + quad @ [112.0, -93.786, -18.214] / 255)).max() <= 1
+    assert (y[0, 0], y[2, 0], cb[0, 0], cr[0, 0]) == (235, 16, 128, 128)
+
+
 def test_writer_leaves_nothing_behind_on_failure(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from video_iba.io.video import VideoWriter
 

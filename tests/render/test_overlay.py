@@ -62,3 +62,41 @@ def test_the_photo_figure_has_no_empty_band_under_its_caption(tmp_path) -> None:
     first = next(r for r in range(img.shape[0]) if longest_run(img[r] < 250) > 200)
     blank_rows = longest_run((img[:first] > 250).all(axis=1))
     assert blank_rows < 20, blank_rows  # 11 rows here; the band under the caption was 74 rows of docs/chelsea.png
+
+
+def test_the_overlay_is_the_blend_of_photo_and_colormap_and_the_uncovered_cells_are_grey_or_hatched() -> None:
+    # the plain formula in float64, cell by cell, against the vectorised in-place code
+    from matplotlib import colormaps
+
+    from video_iba.render.overlay import ALPHA, CMAP
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    values = rng.random((37, 53)).astype(np.float32) * 3.0  # a third above the scale's top
+    values[:, :9] = np.nan  # not covered: a band, as beside a centre crop
+    values[5, 20], values[6, 20], values[7, 20] = np.inf, -np.inf, -1.0
+    out = overlay(rgb, values, vmax=2.0)
+    table = colormaps[CMAP](np.arange(256))[:, :3]
+    img = rgb / 255.0
+    for y in range(37):
+        for x in range(53):
+            v = values[y, x]
+            if np.isnan(v):
+                hatched = ((x + y) // 2) % 6 == 0
+                want = np.full(3, 0.7) if hatched else np.full(3, img[y, x].mean() * 0.45 + 0.25)
+            else:
+                level = min(int(np.clip(v / 2.0, 0.0, 1.0) * 256), 255)
+                want = (1 - ALPHA) * img[y, x] + ALPHA * table[level]
+            assert np.abs(out[y, x].astype(int) - np.round(want * 255)).max() <= 1, (y, x)
+
+
+def test_the_colormap_takes_nan_as_zero_and_infinities_as_the_ends_of_the_scale() -> None:
+    from video_iba.render import colormap
+
+    values = np.array([[np.nan, 0.0, -np.inf, 1e-3], [np.inf, 5.0, 1e38, 5e-4]], dtype=np.float32)
+    c = colormap(values, 1e-3)
+    assert c.shape == (2, 4, 3) and c.dtype == np.float32
+    assert np.array_equal(c[0, 0], c[0, 1]) and np.array_equal(c[0, 2], c[0, 1])
+    assert np.array_equal(c[1, 0], c[0, 3]) and np.array_equal(c[1, 1], c[0, 3]) and np.array_equal(c[1, 2], c[0, 3])
+    assert np.array_equal(colormap(np.float32(0.5), 1.0), colormap(np.array([0.5]), 1.0)[0])  # a single value too
+    assert not np.array_equal(c[1, 3], c[0, 1]) and not np.array_equal(c[1, 3], c[0, 3])

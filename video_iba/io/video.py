@@ -351,7 +351,9 @@ def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
     f = rgb.astype(np.float32)
     h, w = f.shape[:2]
     y = 16.0 + f @ _Y / 255.0
-    quad = (f[0::2, 0::2] + f[1::2, 0::2] + f[0::2, 1::2] + f[1::2, 1::2]) * 0.25  # each 2x2 block's mean
+    pairs = rgb[0::2].astype(np.uint16) + rgb[1::2]  # sums of integers: exact in any order
+    pairs = pairs.reshape(h // 2, w // 2, 6)
+    quad = (pairs[..., :3] + pairs[..., 3:]).astype(np.float32) * 0.25  # each 2x2 block's mean
     cb = 128.0 + quad @ _CB / 255.0
     cr = 128.0 + quad @ _CR / 255.0
     planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1) for p in (y, cb, cr)]

@@ -17,8 +17,14 @@ def colormap(values: np.ndarray, vmax: float, cmap: str = CMAP) -> np.ndarray:
     (float32; the colormap's own table, looked up as matplotlib looks it up)."""
     table = _table(cmap)
     scale = float(vmax) if vmax > 0 else 1.0
-    v = np.clip(np.nan_to_num(values, nan=0.0) / scale, 0.0, 1.0)
-    return table[np.minimum((v * len(table)).astype(np.intp), len(table) - 1)]
+    with np.errstate(over="ignore"):  # a value beyond the float range is the top of the scale
+        v = np.asarray(np.divide(values, scale))
+    v[np.isnan(v)] = 0.0
+    np.clip(v, 0.0, 1.0, out=v)
+    v *= len(table)
+    index = v.astype(np.intp)
+    np.minimum(index, len(table) - 1, out=index)
+    return table.take(index, axis=0)
 
 
 def scale_top(values: np.ndarray) -> float:
@@ -71,11 +77,23 @@ def overlay(rgb: np.ndarray, values: np.ndarray, vmax: float, alpha: float = ALP
     Returns:
         ``(H, W, 3)`` uint8.
     """
-    img = rgb.astype(np.float32) * np.float32(1 / 255)
-    out = (1.0 - alpha) * img + alpha * colormap(values, vmax, cmap)
-    covered = ~np.isnan(values)
-    if not covered.all():
-        grey = img.mean(axis=2, keepdims=True) * 0.45 + 0.25
-        uncovered = np.where(_hatch(values.shape)[..., None], np.float32(0.7), grey)
-        out = np.where(covered[..., None], out, uncovered)
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # every frame of an overlay MP4 passes here: in place, whole-image operations only (no boolean
+    # indexing), each element computed as the plain formula computes it, so the same bytes
+    img = rgb.astype(np.float32)
+    img *= np.float32(1 / 255)
+    out = colormap(values, vmax, cmap)
+    out *= alpha
+    out += (1.0 - alpha) * img
+    uncovered = np.isnan(values)
+    if uncovered.any():
+        grey = img[..., 0] + img[..., 1]  # the channels' mean, summed in the order a mean sums them
+        grey += img[..., 2]
+        grey /= 3
+        grey *= 0.45
+        grey += 0.25
+        grey[_hatch(values.shape)] = 0.7
+        np.copyto(out, grey[..., None], where=uncovered[..., None])
+    out *= 255.0
+    out += 0.5
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)

@@ -60,15 +60,28 @@ def merged_map(src: FrameSource, window_bits: np.ndarray, plan: CropPlan, boxes:
     magnitude: windows covering the frame averaged, crops blended with ``weights`` (default
     :func:`tile_weights`). Only the model frames needed are read (the maps may be on disk)."""
     ws = list(weights) if weights is not None else tile_weights(plan)
-    placed_w = [np.nan_to_num(bits_on_image(w, box, size), nan=0.0) for w, box in zip(ws, boxes)]  # type: ignore[arg-type]
+    return _merged(src, window_bits, boxes, size, _placed_weights(ws, boxes, size), unit)
+
+
+def _placed_weights(weights: Sequence[np.ndarray], boxes: Sequence[tuple[float, ...]],
+                    size: tuple[int, int]) -> list[np.ndarray]:
+    """Each crop's blending weights placed on a frame of ``size`` (0 outside its box)."""
+    return [np.nan_to_num(bits_on_image(w, box, size), nan=0.0) for w, box in zip(weights, boxes)]  # type: ignore[arg-type]
+
+
+def _merged(src: FrameSource, window_bits: np.ndarray, boxes: Sequence[tuple[float, ...]], size: tuple[int, int],
+            placed_weights: Sequence[np.ndarray], unit: Unit) -> np.ndarray:
     acc = np.zeros(size, dtype=np.float32)
     wsum = np.zeros(size, dtype=np.float32)
     for wi, k0, k1, a in src.parts:
         for ti, box in enumerate(boxes):
             placed = bits_on_image(_interp(window_bits, wi, ti, k0, k1, a, unit), box, size)  # type: ignore[arg-type]
-            ok = ~np.isnan(placed)
-            acc[ok] += placed_w[ti][ok] * placed[ok]
-            wsum[ok] += placed_w[ti][ok]
+            off = np.isnan(placed)
+            placed[off] = 0.0  # adding 0 where the crop does not reach: the same sums as leaving those cells out
+            w = np.where(off, np.float32(0.0), placed_weights[ti])
+            wsum += w
+            w *= placed
+            acc += w
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(wsum > 0, acc / np.maximum(wsum, 1e-12), np.nan).astype(np.float32)
 
@@ -194,11 +207,11 @@ class Placement:
     def __init__(self, plan: CropPlan, scale: float, size: tuple[int, int]) -> None:
         self.plan, self.size = plan, size
         self.boxes = [tuple(v * scale for v in t.box) for t in plan.tiles]
-        self.blend = tile_weights(plan)
+        self.placed = _placed_weights(tile_weights(plan), self.boxes, size)
 
     def merged(self, src: FrameSource, values: np.ndarray, unit: Unit) -> np.ndarray:
         """The map of one source frame at the drawn size (see :func:`merged_map`)."""
-        return merged_map(src, values, self.plan, self.boxes, self.size, self.blend, unit)
+        return _merged(src, values, self.boxes, self.size, self.placed, unit)
 
 
 def range_frames(path: str, indices: np.ndarray, size: tuple[int, int], timeline: Timeline,
