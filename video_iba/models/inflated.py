@@ -67,7 +67,11 @@ class InflatedConv(nn.Conv2d):
         self.temporal = temporal
 
     def forward(self, x: torch.Tensor, n: int) -> torch.Tensor:  # type: ignore[override]
-        y = F.conv2d(F.pad(x, self.pads), self.weight, None, self.stride, 0, 1, self.groups)
+        left, right, top, bottom = self.pads
+        if left == right and top == bottom:  # stride 1: padded by the convolution itself, without a padded copy
+            y = F.conv2d(x, self.weight, None, self.stride, (top, left), 1, self.groups)
+        else:
+            y = F.conv2d(F.pad(x, self.pads), self.weight, None, self.stride, 0, 1, self.groups)
         return _temporal_mean(y, n) if self.temporal else y
 
 
