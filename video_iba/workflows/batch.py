@@ -82,8 +82,9 @@ def fingerprint(settings: Settings, options: Options, session: Session | None = 
         if s[key] is None:
             s.pop(key)  # folders explained before the option existed resume
     shown = dataclasses.asdict(options)
-    if not shown["keyframes"]:
-        shown.pop("keyframes")  # folders explained before keyframe sheets existed resume
+    for key in ("keyframes", "maps_only"):
+        if not shown[key]:
+            shown.pop(key)  # folders explained before the option existed resume
     decided: dict[str, Any] = {"settings": s, "options": shown}
     files = [*(settings.stats or ()), *([settings.readout] if settings.readout else []),
              *([settings.weights] if os.path.isfile(settings.weights) else [])]

@@ -42,6 +42,7 @@ from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_tot
 from ..models.preprocess import CropPlan
 from ..models.targets import resolve_target
 from ..render.figure import Caption, image_figure
+from ..render.overlay import scale_top
 from ..render.text import prob
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, keyframes_path, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
@@ -98,6 +99,9 @@ class Options:
         keyframes: A video's keyframe sheet: this many overlay frames, the middle one of each
             of as many equal parts of the range, in one PNG ``OUT/<stem>-keyframes.png`` with
             the per-frame strip (0: none; at most :data:`MAX_KEYFRAMES`).
+        maps_only: Write only the ``.npz`` (maps, metadata, and the layout and colour scale a
+            drawing would have), no figure or MP4: for runs where drawing would take longer than
+            explaining; :func:`~video_iba.workflows.redraw.redraw` draws them later.
     """
 
     target: str | int | None = None
@@ -105,11 +109,19 @@ class Options:
     layout: str = "side-by-side"
     vmax: float | str | None = None
     keyframes: int = 0
+    maps_only: bool = False
 
     def __post_init__(self) -> None:
         check_keyframes(self.keyframes)
         check_vmax(self.vmax)
         check_layout(self.layout)
+        if not isinstance(self.maps_only, bool):
+            raise UserInputError(f"{{maps_only}} takes True or False, got {self.maps_only!r}", options=["maps_only"])
+        if self.maps_only and (self.keyframes or self.vmax == SHARED):
+            given = ("{keyframes} draws a keyframe sheet" if self.keyframes
+                     else f"{{vmax}} {SHARED} puts the drawings on one scale")
+            raise UserInputError(f"{given} and {{maps_only}} draws nothing; drop it here, and give it to `video-iba "
+                                 f"redraw` when the .npz files are drawn", options=["keyframes", "vmax", "maps_only"])
         if self.target is not None and not isinstance(self.target, str):
             try:
                 object.__setattr__(self, "target", operator.index(self.target))  # a numpy integer too
@@ -125,11 +137,11 @@ class Explained:
     Attributes:
         result: The photo's :class:`Attribution` or the video's :class:`ClipAttribution`.
         outputs: The figure (``.png``) or overlay (``.mp4``), then the ``.npz`` (then a video's
-            keyframe sheet, where asked).
+            keyframe sheet, where asked); with ``maps_only`` the ``.npz`` alone.
         label: The explained class's name.
         top: The five most probable classes ``(name, probability)`` (a video: of the mean softmax).
         windows, crops: Model inputs explained (a photo: 1 and 1).
-        frames: Frames of the overlay MP4 (a photo: 1).
+        frames: Frames of the overlay MP4 (a photo: 1; not drawn: 0).
     """
 
     result: Attribution | ClipAttribution
@@ -234,7 +246,7 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
                                  f"`video-iba explain FOLDER` does")
         plan = plan_input(os.fspath(plan), session.spec, options.span)
     out_dir = os.fspath(out_dir)
-    outputs = _outputs(plan, out_dir, stem, options.keyframes)
+    outputs = _outputs(plan, out_dir, stem, options.keyframes, options.maps_only)
     target = resolve_target(options.target, session.labels)
     mean_probs = None
     if target is None and plan.count > 1:
@@ -253,6 +265,10 @@ def explain_file(session: Session, plan: InputPlan | str | os.PathLike[str], out
             mean_probs = np.mean([p for w in windows for p in w.probs], axis=0)
         result = assemble_clip(session, plan, windows, store.values, target, options, mean_probs, first_meta,
                                time.perf_counter() - t0)
+        if options.maps_only:
+            write_maps(result, outputs)
+            return Explained(result, outputs, session.labels[result.target], result.meta["top5"], len(plan.windows),
+                             len(plan.crops.tiles), 0)
         return _render_clip(session, plan, result, options, outputs, progress)
     finally:
         store.close()
@@ -266,9 +282,11 @@ def refuse_shared(options: Options, what: str) -> None:
                              options=["vmax"])
 
 
-def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0) -> list[str]:
-    """:func:`output_paths` of ``plan`` (``stem`` by default the input's)."""
-    return output_paths(out_dir, stem or Path(plan.path).stem, plan.is_video, [plan.path], keyframes)
+def _outputs(plan: InputPlan, out_dir: str, stem: str | None, keyframes: int = 0,
+             maps_only: bool = False) -> list[str]:
+    """:func:`output_paths` of ``plan`` (``stem`` by default the input's); with ``maps_only`` the ``.npz`` alone."""
+    outputs = output_paths(out_dir, stem or Path(plan.path).stem, plan.is_video, [plan.path], keyframes)
+    return outputs[1:2] if maps_only else outputs
 
 
 def output_paths(out_dir: str, stem: str, video: bool, sources: Sequence[str], keyframes: int = 0) -> list[str]:
@@ -439,12 +457,26 @@ def draw_clip(result: ClipAttribution, source: str, line: Timeline, windows: Seq
                 write_keyframes(tmps[2], result, stills, vmax, title)
                 result.meta["keyframes"] = sorted(int(result.source_frame_indices[p]) for p in stills.kept)
             result.meta["output_frames"] = int(written)
-            result.meta["mean_window_bits"] = float(result.window_totals.mean())
-            with open(tmp_npz, "wb") as fh:
-                result.write_npz(fh)
+            _write_npz(result, tmp_npz)
     finally:
         bar.close()
     return written
+
+
+def write_maps(result: Attribution | ClipAttribution, outputs: Sequence[str]) -> None:
+    """Write the ``.npz`` of an explanation not drawn (``outputs``: it alone), atomically; its
+    metadata keeps what a drawing would record, so that a redraw draws it as explain would have."""
+    result.meta.pop("keyframes", None)
+    result.meta.pop("output_frames", None)
+    with atomic_writes(outputs) as (tmp_npz,):
+        _write_npz(result, tmp_npz)
+
+
+def _write_npz(result: Attribution | ClipAttribution, path: str) -> None:
+    if isinstance(result, ClipAttribution):
+        result.meta["mean_window_bits"] = float(result.window_totals.mean())
+    with open(path, "wb") as fh:
+        result.write_npz(fh)
 
 
 def _photo(session: Session, plan: InputPlan, target: int | None, options: Options, outputs: list[str],
@@ -482,7 +514,7 @@ def explain_photos(session: Session, paths: Sequence[str], out_dirs: Sequence[st
             plan = plan_input(path, session.spec, options.span)
             if plan.is_video:
                 raise UserInputError(f"'{path}' is a video; explain it with explain_file")
-            outputs = _outputs(plan, out_dir, stems[i] if stems is not None else None)
+            outputs = _outputs(plan, out_dir, stems[i] if stems is not None else None, maps_only=options.maps_only)
             _wi, (x,) = next(plan.units())
             jobs.append((i, _PhotoJob(plan, outputs, x)))
         except Exception as exc:
@@ -522,8 +554,13 @@ def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options:
         "image_size": np.asarray(geo.image_size, dtype=np.int64),
     })
     attr.meta["details"] = _details(session, attr)
-    draw_photo(attr, plan.image, plan.geometry(decoded=True).box, options.vmax, outputs)
-    return Explained(attr, outputs, label, top)
+    if options.maps_only:  # the top of the scale the figure would have had
+        attr.meta["vmax"] = float(options.vmax) if options.vmax is not None else scale_top(
+            attr.unit.magnitude(attr.values.numpy()))
+        write_maps(attr, outputs)
+    else:
+        draw_photo(attr, plan.image, plan.geometry(decoded=True).box, options.vmax, outputs)
+    return Explained(attr, outputs, label, top, frames=0 if options.maps_only else 1)
 
 
 def draw_photo(attr: Attribution, image: np.ndarray, box: tuple[float, float, float, float], vmax: float | None,

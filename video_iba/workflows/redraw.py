@@ -16,12 +16,15 @@ on, a video comparison reads its videos again, checked as above.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+import torch
 
 from ..errors import UserInputError
 from ..files import check_writable_dir
@@ -105,20 +108,24 @@ def result_files(paths: Sequence[str], out_dir: str | None = None) -> list[tuple
 
 
 def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how: Redraw = Redraw(),
-           progress: Progress = no_progress) -> list[Explained | Compared | Grid]:
+           progress: Progress = no_progress, workers: int = 1) -> list[Explained | Compared | Grid]:
     """Draw the explanations or comparisons of ``paths`` (an ``.npz`` file of ``explain`` or
     ``compare``, a folder of them, or a list of either) again; what each wrote (an
-    :class:`Explained`; for a comparison a :class:`Compared`, of several inputs a :class:`Grid`).
+    :class:`Explained`; for a comparison a :class:`Compared`, of several inputs a :class:`Grid`), in
+    the order of the files.
 
     Every file is read and its photo or video checked before anything is written; each drawing and
-    its ``.npz`` are then written atomically, one file after the other. With ``how.out_dir`` a
-    folder's subfolders are mirrored there.
+    its ``.npz`` are then written atomically, one file after the other, or ``workers`` files at once
+    in as many processes (the same files). With ``how.out_dir`` a folder's subfolders are mirrored
+    there.
 
     Raises:
         UserInputError: an unreadable ``.npz``, a missing or different source, a video's option
             for a photo (or ``layout`` for a comparison), a ``shared`` scale over maps in
-            different units, outputs that would replace a source or be written twice.
+            different units, outputs that would replace a source or be written twice, ``workers``
+            not a positive integer.
     """
+    _check_workers(workers)
     files = result_files(as_tuple(paths), how.out_dir)
     if how.source is not None and not os.path.isdir(how.source) and len(files) > 1:
         raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; give it the "
@@ -129,15 +136,45 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
     vmax = shared_top(checked) if how.vmax == SHARED else how.vmax
     if len(files) == 1:
         return [_redraw_one(*files[0], how, vmax, progress)]
-    done: list[Explained | Compared | Grid] = []
     bar = progress("redrawing", len(files), "file")
     try:
+        if workers > 1:
+            return _redraw_in_processes(files, how, vmax, workers, bar.update)
+        done: list[Explained | Compared | Grid] = []
         for path, rel in files:
             done.append(_redraw_one(path, rel, how, vmax, progress))
             bar.update(1)
+        return done
     finally:
         bar.close()
-    return done
+
+
+def _check_workers(workers: object) -> None:
+    """Refuse a number of drawing processes other than a positive integer."""
+    if not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+        raise UserInputError(f"{{workers}} must be an integer >= 1 (processes drawing at once), got {workers!r}",
+                             options=["workers"])
+
+
+def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: float | str | None, workers: int,
+                         done_one: Callable[[int], object]) -> list[Explained | Compared | Grid]:
+    """:func:`_redraw_one` of every file in ``workers`` new processes (each drawing one file at a
+    time, with one thread for torch); the first failure is raised once the drawings under way have
+    ended, and the files not begun are left as they were."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads
+    with ProcessPoolExecutor(min(workers, len(files)), mp_context=context, initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
+        futures = [pool.submit(_redraw_one, path, rel, how, vmax, no_progress) for path, rel in files]
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done_one(len(finished))
+            failed = [f for f in finished if f.exception() is not None]
+            if failed:
+                for f in pending:
+                    f.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+    return [f.result() for f in futures]
 
 
 class Scale(NamedTuple):
