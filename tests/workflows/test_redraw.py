@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -371,3 +372,18 @@ def test_a_drawing_failing_in_a_worker_is_raised_with_its_message_and_the_others
     assert sorted(os.listdir(tmp_path)) == ["cat.npz", "cat.png", "coffee.npz", "coffee.png"]  # no temporary file
     with pytest.raises(ValueError, match="workers= must be an integer >= 1"):
         video_iba.redraw(str(tmp_path), workers=0)
+
+
+def _killed(*_args: object) -> None:
+    os.kill(os.getpid(), 9)  # as the kernel ends a process out of memory
+
+
+def test_a_drawing_process_killed_is_reported_in_one_line(explained_photos, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    module = importlib.import_module("video_iba.workflows.redraw")
+    for name in ("cat.npz", "coffee.npz"):
+        shutil.copy(os.path.join(explained_photos["a"], name), tmp_path / name)
+    monkeypatch.setattr(module, "_redraw_one", _killed)  # what the workers are given to run
+    with pytest.raises(video_iba.UserInputError, match=r"a drawing process ended abruptly .*draw fewer files at once "
+                                                         r"\(workers=\)"):
+        video_iba.redraw(str(tmp_path), workers=2)
+    assert sorted(os.listdir(tmp_path)) == ["cat.npz", "coffee.npz"]

@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -173,7 +174,12 @@ def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: fl
             if failed:
                 for f in pending:
                     f.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
+                error = failed[0].exception()
+                if isinstance(error, BrokenProcessPool):  # killed: by the kernel for its memory, as a rule
+                    raise UserInputError(f"a drawing process ended abruptly ({error}); if the machine ran out of "
+                                         f"memory, draw fewer files at once ({{workers}})",
+                                         options=["workers"]) from error
+                raise error  # type: ignore[misc]
     return [f.result() for f in futures]
 
 
