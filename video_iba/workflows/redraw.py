@@ -161,7 +161,9 @@ def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: fl
                          done_one: Callable[[int], object]) -> list[Explained | Compared | Grid]:
     """:func:`_redraw_one` of every file in ``workers`` new processes (each drawing one file at a
     time, with one thread for torch); the first failure is raised once the drawings under way have
-    ended, and the files not begun are left as they were."""
+    ended, and the files not begun are left as they were. The processes are spawned, not forked
+    (forking a process whose threads may hold locks can hang the child), so each imports the
+    caller's main module, as every spawning pool of Python's does."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads
     with ProcessPoolExecutor(min(workers, len(files)), mp_context=context, initializer=torch.set_num_threads,
                              initargs=(1,)) as pool:
@@ -175,10 +177,11 @@ def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: fl
                 for f in pending:
                     f.cancel()
                 error = failed[0].exception()
-                if isinstance(error, BrokenProcessPool):  # killed: by the kernel for its memory, as a rule
-                    raise UserInputError(f"a drawing process ended abruptly ({error}); if the machine ran out of "
-                                         f"memory, draw fewer files at once ({{workers}})",
-                                         options=["workers"]) from error
+                if isinstance(error, BrokenProcessPool):  # killed (the kernel, out of memory), or failed to start
+                    raise UserInputError(f"a drawing process ended abruptly ({error}); where the machine ran out of "
+                                         f"memory, draw fewer files at once ({{workers}}); a script calling redraw "
+                                         f"with {{workers}} must call it under `if __name__ == \"__main__\":`, as "
+                                         f"each process imports the script", options=["workers"]) from error
                 raise error  # type: ignore[misc]
     return [f.result() for f in futures]
 
