@@ -359,6 +359,10 @@ def test_maps_only_in_a_batch_and_its_refusals(explained_clip, tmp_path, capsys)
     assert not os.path.exists(tmp_path / "no")
     with pytest.raises(ValueError, match="maps_only= takes True or False"):
         video_iba.Options(maps_only=1)  # type: ignore[arg-type]
+    for compare in (video_iba.compare_file, video_iba.compare_grid):  # a comparison is nothing but its drawing
+        with pytest.raises(ValueError, match="a comparison is its drawing and maps_only= draws nothing"):
+            compare(explained_clip["clip"], ["saliency"], None, str(tmp_path / "no"), video_iba.Options(maps_only=True))
+    assert not os.path.exists(tmp_path / "no")
 
 
 def test_a_drawing_failing_in_a_worker_is_raised_with_its_message_and_the_others_are_drawn(explained_photos, tmp_path) -> None:  # type: ignore[no-untyped-def]

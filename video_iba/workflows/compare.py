@@ -133,6 +133,7 @@ def compare_file(path: str, methods: Sequence[str], settings: Settings | None, o
     and method (``class · method``): class indices or names, or ``"topK"`` alone (the input's K
     most probable classes, K >= 2).
     """
+    _refuse_maps_only(options)
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     classes = _check_targets(targets, options, chosen)
     several = bool(chosen) or bool(classes)
@@ -177,6 +178,7 @@ def compare_grid(paths: str | Sequence[str], methods: Sequence[str], settings: S
     lasts as long as the longest); ``options.keyframes`` adds ``OUT/compare-grid-keyframes.png``,
     each video's still over the next. Or a folder of photos or of videos (sorted, headed by their
     paths in the folder; a folder holding both is refused)."""
+    _refuse_maps_only(options)
     paths, titles, video = _grid_inputs(paths, titles)
     names, settings, chosen = _check_comparison(methods, settings, models, session)
     classes = _check_targets(targets, options, chosen)
@@ -425,6 +427,12 @@ def _choose_targets(compared: Sequence[_Model], progress: Progress) -> None:
 
 #: ``topK`` in ``targets``: the K most probable classes.
 _TOP = re.compile(r"top([0-9]+)", re.IGNORECASE)
+
+
+def _refuse_maps_only(options: Options) -> None:
+    if options.maps_only:
+        raise UserInputError("a comparison is its drawing and {maps_only} draws nothing; drop it (explain writes "
+                             "maps alone)", options=["maps_only"])
 
 
 def _check_targets(targets: Sequence[str | int], options: Options, models: Sequence[str]) -> list[str | int]:
