@@ -479,6 +479,8 @@ def _cmd_explain(args: argparse.Namespace) -> None:
                 print(f"one colour scale for all: 0 to {counts.vmax:.4g}, the largest value of their maps "
                       f"({counts.redrawn} drawn again for it)")
             print(f"wrote {os.path.join(args.out, MANIFEST)}")
+            if options.maps_only:
+                print(f"maps only: `video-iba redraw {args.out}` draws them (--workers N: N at once)")
         return
     t0 = time.perf_counter()
     _print_explained(explain_path(args.input, settings, args.out, options, _bar), t0)

@@ -344,6 +344,7 @@ def test_maps_only_in_a_batch_and_its_refusals(explained_clip, tmp_path, capsys)
     code, printed, err = run_cli([*args, "--maps-only"], capsys)
     assert code == 0, err
     assert _listing(out) == ["clip.npz", "manifest.jsonl"]
+    assert f"maps only: `video-iba redraw {out}` draws them" in printed
     with open(os.path.join(out, "manifest.jsonl")) as fh:
         (line,) = [json.loads(x) for x in fh]
     assert line["status"] == "ok" and line["output"] == [os.path.join(out, "clip.npz")]
