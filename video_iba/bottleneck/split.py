@@ -9,6 +9,7 @@ the full model's logits before it is used.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Callable, Sequence
 
@@ -46,14 +47,20 @@ def _copy_value(v: Any) -> Any:
 
 
 _CONV_BN = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
+_CONVS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+#: The arguments of ``torch.convNd``, in order.
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_MODULES = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+_ZERO_PADS = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
 
 
 def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
     """A copy of ``gm`` in which each eval-mode batch norm that alone reads a convolution is folded into it.
 
-    The folded convolutions are private copies whose parameters do not require gradients; every
-    other module is shared with ``gm`` (and so with the user's model), which is not changed.
-    Returns ``None`` where there is nothing to fold.
+    The folded convolutions are private copies whose parameters do not require gradients (a
+    convolution called as a function, with its weight a module's attribute, gets folded weights as
+    buffers of the copy); every other module is shared with ``gm`` (and so with the user's model),
+    which is not changed. Returns ``None`` where there is nothing to fold.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -65,20 +72,122 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
         if node.op != "call_module" or len(node.args) != 1 or not isinstance(node.args[0], fx.Node):
             continue
         prev = node.args[0]
-        bn, conv = modules.get(node.target), modules.get(prev.target) if prev.op == "call_module" else None
-        if conv is None or bn is None or len(prev.users) != 1 or not any(
-                type(conv) is c and type(bn) is b for c, b in _CONV_BN):
+        bn = modules.get(node.target)  # type: ignore[arg-type]
+        if bn is None or len(prev.users) != 1 or type(bn) not in [b for _c, b in _CONV_BN]:
             continue
-        if bn.training or conv.training or not bn.track_running_stats or bn.running_mean is None:
+        if bn.training or not bn.track_running_stats or bn.running_mean is None:
             continue
-        fused = fuse_conv_bn_eval(conv, bn)
-        for p in fused.parameters():
-            p.requires_grad_(False)
         name = f"_folded_{count}"
-        folded.add_submodule(name, fused)
-        prev.target = name
+        if prev.op == "call_module":
+            conv = modules.get(prev.target)  # type: ignore[arg-type]
+            if conv is None or conv.training or not any(type(conv) is c and type(bn) is b for c, b in _CONV_BN):
+                continue
+            fused = fuse_conv_bn_eval(conv, bn)
+            for p in fused.parameters():
+                p.requires_grad_(False)
+            folded.add_submodule(name, fused)
+            prev.target = name
+        elif not _fold_into_function(folded, prev, bn, name):
+            continue
         node.replace_all_uses_with(prev)
         graph.erase_node(node)
+        count += 1
+    return finished(folded, count)
+
+
+def _fold_into_function(gm: fx.GraphModule, conv: fx.Node, bn: nn.Module, name: str) -> bool:
+    """Fold ``bn`` into ``conv``, a call of ``torch.convNd`` whose weight (and bias) are attributes of
+    ``gm``: the folded ones become buffers ``name_weight`` and ``name_bias`` of ``gm``. Whether it did."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    if conv.op != "call_function" or conv.target not in _CONVS or type(bn) is not _CONV_BN[_CONVS[conv.target] - 1][1]:
+        return False
+    named = {**dict(zip(_CONV_ARGS, conv.args)), **conv.kwargs}
+    weight, bias = named.get("weight"), named.get("bias")
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr") or not (
+            bias is None or isinstance(bias, fx.Node) and bias.op == "get_attr"):
+        return False
+    try:
+        w = gm.get_parameter(str(weight.target))
+        b = None if bias is None else gm.get_parameter(str(bias.target))
+    except AttributeError:  # a buffer or a plain tensor attribute
+        return False
+    fused_w, fused_b = fuse_conv_bn_weights(w, b, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+    gm.register_buffer(f"{name}_weight", fused_w.detach().clone())
+    gm.register_buffer(f"{name}_bias", fused_b.detach().clone())
+    with gm.graph.inserting_before(conv):
+        new_w, new_b = gm.graph.get_attr(f"{name}_weight"), gm.graph.get_attr(f"{name}_bias")
+    conv.args, conv.kwargs = (), {**named, "weight": new_w, "bias": new_b}
+    for old in (weight, bias):
+        if isinstance(old, fx.Node) and not old.users:
+            gm.graph.erase_node(old)
+    return True
+
+
+def _zero_pads(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[int, ...] | None:
+    """The pads (last dimension first, as ``F.pad`` takes them) of a node that pads with zeros, else ``None``."""
+    if node.op == "call_module" and type(modules.get(node.target)) in _ZERO_PADS:  # type: ignore[arg-type]
+        module = modules[node.target]  # type: ignore[index]
+        pads = module.padding  # type: ignore[union-attr]
+        return tuple(pads) if getattr(module, "value", 0.0) == 0.0 else None
+    if node.op == "call_function" and node.target is torch.nn.functional.pad:
+        pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+        if mode == "constant" and value in (None, 0, 0.0) and isinstance(pads, (tuple, list)) and all(
+                isinstance(v, int) for v in pads):
+            return tuple(pads)
+    return None
+
+
+def _conv_padding(padding: Any, dims: int) -> tuple[int, ...] | None:
+    """A convolution's own padding, one per dimension; ``None`` if not numbers (``"same"``)."""
+    if isinstance(padding, int):
+        return (padding,) * dims
+    if isinstance(padding, (tuple, list)) and len(padding) == dims and all(isinstance(v, int) for v in padding):
+        return tuple(padding)
+    return None
+
+
+def _fold_padding(gm: fx.GraphModule) -> fx.GraphModule | None:
+    """A copy of ``gm`` in which a zero padding the same on both sides of each dimension that alone
+    feeds a convolution becomes the convolution's own padding (TensorFlow ports pad stride-1
+    convolutions so: the padded copy and its gradient cost more than the convolution's own
+    padding). Convolution modules so changed are private shallow copies sharing their parameters;
+    ``None`` where there is nothing to fold."""
+    folded = rewritable_copy(gm)
+    modules = dict(gm.named_modules())
+    count = 0
+    for node in list(folded.graph.nodes):
+        module = modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+        if node.op == "call_function" and node.target in _CONVS:
+            dims = _CONVS[node.target]  # type: ignore[index]
+            padding = node.args[4] if len(node.args) > 4 else node.kwargs.get("padding", 0)
+        elif module is not None and type(module) in _CONV_MODULES and module.padding_mode == "zeros":
+            dims, padding = _CONV_MODULES[type(module)], module.padding
+        else:
+            continue
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        if not isinstance(source, fx.Node) or len(source.users) != 1 or not source.args:
+            continue
+        pads, own = _zero_pads(source, modules), _conv_padding(padding, dims)
+        if pads is None or own is None or len(pads) > 2 * dims or len(pads) % 2:
+            continue
+        pairs = [pads[i:i + 2] for i in range(0, len(pads), 2)][::-1]  # first dimension first
+        pairs = [(0, 0)] * (dims - len(pairs)) + pairs
+        if any(a != b for a, b in pairs):
+            continue  # one-sided ("same" with an even kernel and a stride): no convolution padding does that
+        new = tuple(o + a for o, (a, _b) in zip(own, pairs))
+        if node.op == "call_function":  # every argument by name
+            named = {**dict(zip(_CONV_ARGS, node.args)), **node.kwargs, "input": source.args[0], "padding": new}
+            node.args, node.kwargs = (), named
+        else:
+            conv = copy.copy(module)  # the parameters shared, not copied
+            conv.padding = new  # type: ignore[union-attr]
+            name = f"_padded_{count}"
+            folded.add_submodule(name, conv)  # type: ignore[arg-type]
+            node.target, node.args = name, (source.args[0], *node.args[1:])
+        folded.graph.erase_node(source)
         count += 1
     return finished(folded, count)
 
@@ -148,7 +257,8 @@ class CachedSuffix:
         """Apply each rewrite of the suffix that keeps its logits (noted), and check the suffix."""
         checked = False  # whether self._suffix as it is now was checked
         rewrites: list[tuple[Callable[[fx.GraphModule], fx.GraphModule | None], str]] = [
-            (_fold_batchnorm, "batch norm folded into the convolutions")]
+            (_fold_batchnorm, "batch norm folded into the convolutions"),
+            (_fold_padding, "zero padding done by the convolutions")]
         if fuse:
             rewrites += [(fuse_attention, "attention fused"), (pool_in_place, "token poolings read in place"),
                          (fast_depthwise, "depthwise input gradients as convolutions")]
