@@ -124,6 +124,10 @@ def test_writer_roundtrip_odd_sizes_and_fractional_fps(tmp_path) -> None:  # typ
     frames = list(iter_frames(path))
     assert len(frames) == 45 and int(np.argmax(frames[10].rgb[30, :, 0])) == 20
     assert os.listdir(tmp_path) == ["out.mp4"]
+    with pytest.raises(RuntimeError, match="writes one file in one `with` block; make a new one"):
+        with w:  # used again: refused, the file it wrote left as it is
+            w.write(np.zeros((8, 8, 3), dtype=np.uint8))
+    assert probe_video(path).frames == 45
 
 
 def test_frames_reach_the_encoder_as_bt601_limited_range_yuv420p() -> None:

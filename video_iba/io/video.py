@@ -396,10 +396,14 @@ class VideoWriter:
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=self.QUEUED_FRAMES)
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._entered = False
 
     def __enter__(self) -> "VideoWriter":
         import av
 
+        if self._entered:
+            raise RuntimeError("a VideoWriter writes one file in one `with` block; make a new one for another")
+        self._entered = True
         self._ctx = contextlib.ExitStack()
         tmp = self._ctx.enter_context(atomic_write(self.path))
         self._container = self._ctx.enter_context(av.open(tmp, "w", format="mp4", options={"movflags": "faststart"}))
