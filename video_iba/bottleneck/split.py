@@ -102,7 +102,7 @@ def _fold_into_function(gm: fx.GraphModule, conv: fx.Node, bn: nn.Module, name: 
 
     if conv.op != "call_function" or conv.target not in _CONVS or type(bn) is not _CONV_BN[_CONVS[conv.target] - 1][1]:
         return False
-    named = {**dict(zip(_CONV_ARGS, conv.args)), **conv.kwargs}
+    named = _conv_arguments(conv)
     weight, bias = named.get("weight"), named.get("bias")
     if not (isinstance(weight, fx.Node) and weight.op == "get_attr") or not (
             bias is None or isinstance(bias, fx.Node) and bias.op == "get_attr"):
@@ -122,6 +122,11 @@ def _fold_into_function(gm: fx.GraphModule, conv: fx.Node, bn: nn.Module, name: 
         if isinstance(old, fx.Node) and not old.users:
             gm.graph.erase_node(old)
     return True
+
+
+def _conv_arguments(node: fx.Node) -> dict[str, Any]:
+    """The arguments of a call of ``torch.convNd``, by name."""
+    return {**dict(zip(_CONV_ARGS, node.args)), **node.kwargs}
 
 
 def _zero_pads(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[int, ...] | None:
@@ -161,13 +166,13 @@ def _fold_padding(gm: fx.GraphModule) -> fx.GraphModule | None:
     for node in list(folded.graph.nodes):
         module = modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
         if node.op == "call_function" and node.target in _CONVS:
+            named = _conv_arguments(node)
             dims = _CONVS[node.target]  # type: ignore[index]
-            padding = node.args[4] if len(node.args) > 4 else node.kwargs.get("padding", 0)
+            padding, source = named.get("padding", 0), named.get("input")
         elif module is not None and type(module) in _CONV_MODULES and module.padding_mode == "zeros":
-            dims, padding = _CONV_MODULES[type(module)], module.padding
+            dims, padding, source = _CONV_MODULES[type(module)], module.padding, node.args[0] if node.args else None
         else:
             continue
-        source = node.args[0] if node.args else node.kwargs.get("input")
         if not isinstance(source, fx.Node) or len(source.users) != 1 or not source.args:
             continue
         pads, own = _zero_pads(source, modules), _conv_padding(padding, dims)
@@ -179,8 +184,7 @@ def _fold_padding(gm: fx.GraphModule) -> fx.GraphModule | None:
             continue  # one-sided ("same" with an even kernel and a stride): no convolution padding does that
         new = tuple(o + a for o, (a, _b) in zip(own, pairs))
         if node.op == "call_function":  # every argument by name
-            named = {**dict(zip(_CONV_ARGS, node.args)), **node.kwargs, "input": source.args[0], "padding": new}
-            node.args, node.kwargs = (), named
+            node.args, node.kwargs = (), {**named, "input": source.args[0], "padding": new}
         else:
             conv = copy.copy(module)  # the parameters shared, not copied
             conv.padding = new  # type: ignore[union-attr]

@@ -24,6 +24,13 @@ class Caption:
     prefix_bits: float | None = None  # bits of class tokens: in the total's text, not on the map
 
 
+def figure_top(bits: np.ndarray, vmax: float | None = None) -> float:
+    """The top of a photo figure's colour scale: ``vmax``, or the map's largest value (1 where
+    there is nothing above 0)."""
+    top = float(vmax) if vmax is not None else scale_top(bits)
+    return top if top > 0 else 1.0
+
+
 def image_figure(
     rgb: np.ndarray,
     bits: np.ndarray,
@@ -54,9 +61,7 @@ def image_figure(
     from matplotlib.colors import Normalize
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    top = float(vmax) if vmax is not None else scale_top(bits)
-    if not top > 0:
-        top = 1.0
+    top = figure_top(bits, vmax)
     on_image = bits_on_image(bits, box, rgb.shape[:2])
     blended = overlay(rgb, on_image, top)
     h, w = rgb.shape[:2]

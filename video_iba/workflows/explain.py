@@ -41,8 +41,7 @@ from ..io.clips import Timeline
 from ..io.sampling import REFERENCE_FPS, Window, frame_sources, source_frame_totals
 from ..models.preprocess import CropPlan
 from ..models.targets import resolve_target
-from ..render.figure import Caption, image_figure
-from ..render.overlay import scale_top
+from ..render.figure import Caption, figure_top, image_figure
 from ..render.text import prob
 from ..render.video import LAYOUTS, MAX_KEYFRAMES, Stills, keyframes_path, render_clip, write_keyframes
 from ..results import Attribution, ClipAttribution, Unit
@@ -464,10 +463,8 @@ def draw_clip(result: ClipAttribution, source: str, line: Timeline, windows: Seq
 
 
 def write_maps(result: Attribution | ClipAttribution, outputs: Sequence[str]) -> None:
-    """Write the ``.npz`` of an explanation not drawn (``outputs``: it alone), atomically; its
+    """Write the ``.npz`` of a new explanation not drawn (``outputs``: it alone), atomically; its
     metadata keeps what a drawing would record, so that a redraw draws it as explain would have."""
-    result.meta.pop("keyframes", None)
-    result.meta.pop("output_frames", None)
     with atomic_writes(outputs) as (tmp_npz,):
         _write_npz(result, tmp_npz)
 
@@ -555,8 +552,7 @@ def _finish_photo(session: Session, plan: InputPlan, attr: Attribution, options:
     })
     attr.meta["details"] = _details(session, attr)
     if options.maps_only:  # the top of the scale the figure would have had
-        attr.meta["vmax"] = float(options.vmax) if options.vmax is not None else scale_top(
-            attr.unit.magnitude(attr.values.numpy()))
+        attr.meta["vmax"] = figure_top(attr.unit.magnitude(attr.values.numpy()), options.vmax)  # type: ignore[arg-type]
         write_maps(attr, outputs)
     else:
         draw_photo(attr, plan.image, plan.geometry(decoded=True).box, options.vmax, outputs)
