@@ -92,8 +92,10 @@ def test_the_clip_sampling_is_kept_with_scores_and_readouts(flag, value, key, ow
     folder.mkdir()
     encode(str(folder / "clip.mp4"), frames=40, size=(128, 96), fps=25, content=moving_square)
     out = tmp_path / "ev"
+    boxes = tmp_path / "boxes.json"  # a hit ratio needs no network pass beyond the explanation: the cheapest score
+    boxes.write_text(json.dumps({"clip.mp4": {"box": [0, 0, 64, 48], "target": 3}}))
     common = ["evaluate", str(folder), "--model", "r3d_18", "--weights", "random", "--methods", "random",
-              "--metrics", "degradation8", "--out", str(out)]
+              "--metrics", "hit_ratio", "--annotations", str(boxes), "--out", str(out)]
     code, _, err = run_cli([*common, flag, str(value)], capsys)
     assert code == 0, err
     with open(out / "evaluation.json", encoding="utf-8") as fh:

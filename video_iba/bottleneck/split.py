@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -196,6 +198,33 @@ def _fold_padding(gm: fx.GraphModule) -> fx.GraphModule | None:
     return finished(folded, count)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A model's split suffix as traced and rewritten for inputs of one shape, and what it was built from."""
+
+    key: tuple[Any, ...]
+    suffix: fx.GraphModule
+    prefix: fx.GraphModule
+    n_frontier: int
+    note: str
+
+
+#: Each model's last split (:class:`CachedSuffix` with ``reuse=True``), kept while the model lives: tracing and
+#: rewriting take from a fraction of a second (ResNet-50) to seconds (MViT), as long as a GPU's whole fit.
+_plans: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
+
+
+def _plan_key(model: nn.Module, layers: Sequence[str], x: Inputs, fuse: bool) -> tuple[Any, ...]:
+    """What a split depends on: the layers, the rewrites, each input's shape but for the batch (a split runs at any
+    batch size), type and device, and the model's modules, modes and tensors (each tensor's identity, storage and
+    version, which every in-place change, ``load_state_dict`` included, advances)."""
+    inputs = [x] if isinstance(x, torch.Tensor) else list(x)
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return (tuple(layers), fuse, tuple((tuple(t.shape[1:]), t.dtype, t.device) for t in inputs),
+            tuple((name, id(m), m.training) for name, m in model.named_modules()),
+            tuple((name, id(t), t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) for name, t in tensors))
+
+
 class CachedSuffix:
     """Runner evaluating only the part of ``model`` after the bottleneck layers.
 
@@ -213,6 +242,9 @@ class CachedSuffix:
             poolings on the tokens in place (:mod:`.token_pool`) and depthwise 3-D convolutions
             with a forward convolution for their input gradient (:mod:`.depthwise`); ``False``
             keeps the model's own code (the same arithmetic).
+        reuse: Keep the split for the model's next input of this shape (and take the one kept, if
+            any): while the model's modules and tensors are unchanged, it is not traced and rewritten
+            again, only checked against the input's logits (and built again where that fails).
 
     Raises:
         SplitError: if the model cannot be traced, a layer is not called exactly once, a layer
@@ -223,8 +255,29 @@ class CachedSuffix:
     note = "prefix computed once; suffix only per step"
 
     def __init__(self, model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
-                 logits: torch.Tensor, taps: Taps | None = None, fuse: bool = True) -> None:
+                 logits: torch.Tensor, taps: Taps | None = None, fuse: bool = True, reuse: bool = False) -> None:
         self._taps = taps
+        self._x = x
+        self._cache: dict[tuple[int, tuple[int, int] | None], tuple[Any, ...]] = {}
+        self.layers = list(layers)
+        key = _plan_key(model, layers, x, fuse) if reuse else None
+        kept = _plans.get(model) if reuse else None
+        if kept is not None and kept.key == key:
+            self._suffix, self._prefix, self.n_frontier, self.note = kept.suffix, kept.prefix, kept.n_frontier, kept.note
+            try:
+                self._check(rs, logits)
+                return
+            except SplitError as exc:  # something the fingerprint cannot see (a Python attribute the trace read)
+                log.info("the split kept from an earlier input does not reproduce this one (%s); splitting again", exc)
+                self._cache.clear()
+        self._split(model)
+        self._rewrite(rs, logits, fuse)
+        if key is not None:
+            _plans[model] = _Plan(key, self._suffix, self._prefix, self.n_frontier, self.note)
+
+    def _split(self, model: nn.Module) -> None:
+        """Trace ``model`` with the layers as leaves and cut it into the suffix and the prefix."""
+        layers = self.layers
         try:
             graph = _LeafTracer(layers).trace(model)
         except Exception as exc:  # tracing fails in many ways on dynamic Python code
@@ -250,12 +303,8 @@ class CachedSuffix:
             env[n] = sg.node_copy(n, lambda a: env[a])
         self._suffix = fx.GraphModule(model, sg)
         self._prefix = _prefix_module(model, order, frontier, depends)
-        self._x = x
-        self._cache: dict[tuple[int, tuple[int, int] | None], tuple[Any, ...]] = {}
-        self.layers = list(layers)
         self.n_frontier = len(frontier)
         self.note = CachedSuffix.note
-        self._rewrite(rs, logits, fuse)
 
     def _rewrite(self, rs: Sequence[torch.Tensor], logits: torch.Tensor, fuse: bool) -> None:
         """Apply each rewrite of the suffix that keeps its logits (noted), and check the suffix."""
@@ -475,7 +524,7 @@ def _block_path(name: str) -> tuple[int, int | None] | None:
 def split_runner(model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequence[torch.Tensor],
                  logits: torch.Tensor, taps: Taps | None = None) -> CachedSuffix | BlocksSuffix | ModelSuffix:
     """The cheapest runner that reproduces the model: the model's own suffix where it has one, a
-    torch.fx split, else sequential blocks.
+    torch.fx split (kept for the model's next input of the same shape), else sequential blocks.
 
     Raises:
         SplitError: naming why none applies.
@@ -486,7 +535,7 @@ def split_runner(model: nn.Module, layers: Sequence[str], x: Inputs, rs: Sequenc
         except SplitError as own_error:
             log.info("%s; trying torch.fx", own_error)
     try:
-        return CachedSuffix(model, layers, x, rs, logits, taps)
+        return CachedSuffix(model, layers, x, rs, logits, taps, reuse=True)
     except SplitError as fx_error:
         try:
             return BlocksSuffix(model, layers, rs, logits, taps)

@@ -97,7 +97,9 @@ def explain(
             ``meta["prefix_bits"]`` and ``arrays["prefix_bits"]``, never drawn.
         split: ``"auto"`` computes the network before the layers once (falls back to the full
             forward pass, with a warning and ``meta["prefix_cached"] = False``, where the model
-            cannot be split); ``"hook"`` always runs the full network.
+            cannot be split); the split is kept for the model's next input of the same shape (not
+            traced again while the model's modules and tensors are unchanged; checked against each
+            input's logits) until the model is freed; ``"hook"`` always runs the full network.
         precision: ``"fp32"``; or ``"bf16"`` / ``"fp16"``: the network passes of the fit run under
             autocast in that type, the masks, information terms and optimiser in fp32 (see
             :func:`check_precision` for where each is allowed).
