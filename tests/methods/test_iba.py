@@ -490,3 +490,30 @@ def test_one_step_is_the_initial_mask_and_says_so(tiny: TinyCNN, image_input: to
     assert sum("with 1 step the mask is never updated" in r.message for r in caplog.records) == 1
     c = video_iba.explain(tiny, image_input, 1, layer="features.4", seed=0, steps=2)
     assert not torch.equal(b.bits, c.bits)
+
+
+def test_weights_made_under_inference_mode_are_refused_and_an_input_made_so_is_explained(
+        image_input: torch.Tensor) -> None:
+    # gradients cannot pass through inference tensors: the fit failed inside autograd, and putting back
+    # requires_grad=True failed too, leaving the model changed
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        held = TinyCNN().eval()
+        x_inf = image_input.clone()
+    before = snapshot(held)
+    for call in (lambda: video_iba.explain(held, image_input, layer="features.4", steps=2),
+                 lambda: video_iba.attribute("saliency", held, image_input)):
+        with pytest.raises(UserInputError, match=r"made under torch.inference_mode\(\) \(features.0.weight is an "
+                                                 r"inference tensor\).*build or load the model outside it"):
+            call()
+    stats = video_iba.estimate(held, [image_input, image_input.flip(-1)], layer="features.4")  # no gradient: works
+    assert stats.samples == 2
+    after = snapshot(held)
+    assert after["requires_grad"] == before["requires_grad"] and after["training"] == before["training"]
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    for method in ("iba", "saliency"):
+        kw = {"layer": "features.4", "steps": 2} if method == "iba" else {}
+        got = video_iba.attribute(method, model, x_inf, 1, **kw)
+        ref = video_iba.attribute(method, model, image_input, 1, **kw)
+        assert torch.equal(got.values, ref.values)

@@ -92,7 +92,9 @@ def get_module(model: nn.Module, name: str, hint: str = "") -> nn.Module:
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and no weight gradients for the duration; the model's own state is restored after."""
     flags = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
+    # an inference tensor's requires_grad cannot be set back to True outside torch.inference_mode(); no gradient
+    # reaches it anyway (the methods that need one refuse such weights)
+    params = [p for p in model.parameters() if not p.is_inference()]
     grads = [p.requires_grad for p in params]
     try:
         model.eval()

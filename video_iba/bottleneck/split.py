@@ -269,6 +269,7 @@ class CachedSuffix:
                 return
             except SplitError as exc:  # something the fingerprint cannot see (a Python attribute the trace read)
                 log.info("the split kept from an earlier input does not reproduce this one (%s); splitting again", exc)
+                del _plans[model]  # not kept where the model can no longer be split
                 self._cache.clear()
         self._split(model)
         self._rewrite(rs, logits, fuse)

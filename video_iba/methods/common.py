@@ -61,6 +61,11 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
         ``(x, pack, network input)``.
     """
     check_eager(model)
+    held = next((name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_inference()), None)
+    if held is not None:  # gradients cannot pass through them (and their requires_grad cannot be restored)
+        raise UserInputError(f"the model's weights were made under torch.inference_mode() ({held} is an inference "
+                             f"tensor), which gradients cannot pass through; build or load the model outside it "
+                             f"(torch.no_grad() is fine there)")
     if isinstance(x, (list, tuple)):
         raise UserInputError("x is a list; give the clip (1, C, T, H, W) itself: a multi-pathway model builds its "
                              "pathways from it with {pack} (automatic for registry models such as slowfast_r50)",
@@ -85,7 +90,7 @@ def check_input(model: nn.Module, x: Any, pack: Pack | None = None,
     dtype = model_dtype(model)
     if p is not None and dtype != x.dtype:
         raise UserInputError(f"x is {x.dtype} but the model's parameters are {dtype}; convert x with x.to({dtype})")
-    x = x.detach()
+    x = x.clone() if x.is_inference() else x.detach()  # made under torch.inference_mode(): gradients need a copy
     pk = input_packer(model, pack)
     return x, pk, packed(x, pk)
 
