@@ -14,8 +14,9 @@ from torch import nn
 
 import video_iba
 from video_iba.bottleneck import split
+from video_iba.bottleneck.insertion import frozen
 
-from ..nets import TinyCNN
+from ..nets import TinyCNN, split_suffix
 
 LAYER = "features.0"  # the suffix holds a convolution with a batch norm, folded into a copy of its weights
 
@@ -144,16 +145,7 @@ def test_the_kept_split_goes_with_its_model(traces: list[int]) -> None:
 def test_a_split_built_without_reuse_is_not_kept(traces: list[int]) -> None:
     model = _model()
     x = _inputs(1)[0]
-    with torch.no_grad():
-        logits = model(x)
-    layer = model.features[0]
-    got: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, i, o: got.append(o.detach()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    split.CachedSuffix(model, [LAYER], x, got, logits)
-    split.CachedSuffix(model, [LAYER], x, got, logits)
+    with frozen(model):
+        split_suffix(model, LAYER, x)
+        split_suffix(model, LAYER, x)
     assert traces[0] == 2 and len(split._plans) == 0

@@ -209,8 +209,8 @@ class _Plan:
     note: str
 
 
-#: Each model's last split (:class:`CachedSuffix` with ``reuse=True``), kept while the model lives: tracing and
-#: rewriting take from a fraction of a second (ResNet-50) to seconds (MViT), as long as a GPU's whole fit.
+#: Each model's last split (:class:`CachedSuffix` with ``reuse=True``), kept while the model lives: tracing,
+#: rewriting and checking each rewrite take from a fraction of a second (ResNet-50) to seconds (MViT) of each input.
 _plans: weakref.WeakKeyDictionary[nn.Module, _Plan] = weakref.WeakKeyDictionary()
 
 
