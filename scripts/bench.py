@@ -70,6 +70,29 @@ def _input(name: str):  # type: ignore[no-untyped-def]
     return read_clip(demo_clip("carphone_pristine"), spec)[0]
 
 
+def layer_taps(name: str, layers: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """A registry model with random weights (seed 0), its network input from :func:`_input`, the
+    bottleneck layers (default: the model's) and their modules, and, computed with the model frozen,
+    its logits and the layers' taps (what the fit's split is built from)."""
+    import torch
+
+    import video_iba
+    from video_iba.bottleneck import get_module
+    from video_iba.bottleneck.insertion import capture_taps, frozen
+    from video_iba.models import input_packer, layouts_for, packed
+
+    torch.manual_seed(0)
+    model = video_iba.load_model(name, weights="random")
+    inputs = packed(_input(name), input_packer(model))
+    layers = layers or list(model.video_iba_spec.layers)
+    modules = [get_module(model, n) for n in layers]
+    with frozen(model):
+        with torch.no_grad():
+            logits = model(inputs)
+        _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))
+    return model, inputs, layers, modules, logits, taps
+
+
 def worker(name: str, variant: str, out: str, steps: str, precision: str = "fp32") -> None:
     import torch
 

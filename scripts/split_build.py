@@ -20,26 +20,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import _input  # noqa: E402  (the benchmark's inputs)
+from bench import layer_taps  # noqa: E402  (the benchmark's model, input and layer outputs)
 
-import video_iba  # noqa: E402
-from video_iba.bottleneck import get_module  # noqa: E402
-from video_iba.bottleneck.insertion import capture_taps, frozen  # noqa: E402
+from video_iba.bottleneck.insertion import frozen  # noqa: E402
 from video_iba.bottleneck.split import split_runner  # noqa: E402
-from video_iba.models import input_packer, layouts_for, packed  # noqa: E402
 
 
 def measure(name: str, repeats: int) -> dict[str, object]:
-    torch.manual_seed(0)
-    model = video_iba.load_model(name, weights="random")
-    inputs = packed(_input(name), input_packer(model))
-    layers = list(model.video_iba_spec.layers)
-    modules = [get_module(model, n) for n in layers]
+    model, inputs, layers, _, logits, taps = layer_taps(name)
     times = []
     with frozen(model):
-        with torch.no_grad():
-            logits = model(inputs)
-        _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
             runner = split_runner(model, layers, inputs, taps.parts, logits, taps)

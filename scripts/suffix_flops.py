@@ -18,18 +18,14 @@ import json
 import os
 import sys
 
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import _input  # noqa: E402  (the benchmark's inputs)
+from bench import layer_taps  # noqa: E402  (the benchmark's model, input and layer outputs)
 
-import video_iba  # noqa: E402
-from video_iba.bottleneck import get_module  # noqa: E402
-from video_iba.bottleneck.insertion import HookedForward, capture_taps, frozen  # noqa: E402
+from video_iba.bottleneck.insertion import HookedForward, frozen  # noqa: E402
 from video_iba.bottleneck.split import CachedSuffix  # noqa: E402
-from video_iba.models import input_packer, layouts_for, packed  # noqa: E402
 
 
 def _flops(fn) -> int:  # type: ignore[no-untyped-def]
@@ -39,15 +35,8 @@ def _flops(fn) -> int:  # type: ignore[no-untyped-def]
 
 
 def count(name: str, replicas: int) -> dict[str, object]:
-    torch.manual_seed(0)
-    model = video_iba.load_model(name, weights="random")
-    inputs = packed(_input(name), input_packer(model))
-    layers = list(model.video_iba_spec.layers)
-    modules = [get_module(model, n) for n in layers]
+    model, inputs, layers, modules, logits, taps = layer_taps(name)
     with frozen(model):
-        with torch.no_grad():
-            logits = model(inputs)
-        _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))
         suffix = CachedSuffix(model, layers, inputs, taps.parts, logits, taps, fuse=False)
         zs = [p.expand(replicas, *p.shape[1:]).clone().requires_grad_(True) for p in taps.parts]
         fit = _flops(lambda: suffix(zs)[:, 0].sum().backward())

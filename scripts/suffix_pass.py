@@ -29,27 +29,18 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import _input  # noqa: E402  (the benchmark's inputs)
+from bench import layer_taps  # noqa: E402  (the benchmark's model, input and layer outputs)
 
 import video_iba  # noqa: E402
 import video_iba.bottleneck.split as split  # noqa: E402
-from video_iba.bottleneck import get_module  # noqa: E402
-from video_iba.bottleneck.insertion import capture_taps, frozen  # noqa: E402
-from video_iba.models import input_packer, layouts_for, packed  # noqa: E402
+from video_iba.bottleneck.insertion import frozen  # noqa: E402
 
 REWRITES = ("pool_in_place", "fuse_attention", "fast_depthwise")
 
 
 def measure(name: str, layers: list[str] | None, replicas: int, repeats: int, bf16: bool) -> dict[str, object]:
-    torch.manual_seed(0)
-    model = video_iba.load_model(name, weights="random")
-    inputs = packed(_input(name), input_packer(model))
-    layers = layers or list(model.video_iba_spec.layers)
-    modules = [get_module(model, n) for n in layers]
+    model, inputs, layers, _, logits, taps = layer_taps(name, layers)
     with frozen(model):
-        with torch.no_grad():
-            logits = model(inputs)
-        _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))
         suffix = split.CachedSuffix(model, layers, inputs, taps.parts, logits, taps)
         noise = torch.Generator().manual_seed(1)
         zs = [(p.expand(replicas, *p.shape[1:]) + 0.1 * torch.randn(replicas, *p.shape[1:], generator=noise))

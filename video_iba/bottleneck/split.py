@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_conv_bn_weights
 
 from .attention import fuse_attention
 from .depthwise import fast_depthwise
@@ -64,8 +65,6 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
     buffers of the copy); every other module is shared with ``gm`` (and so with the user's model),
     which is not changed. Returns ``None`` where there is nothing to fold.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = rewritable_copy(gm)
     graph = folded.graph
     modules = dict(gm.named_modules())
@@ -100,8 +99,6 @@ def _fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule | None:
 def _fold_into_function(gm: fx.GraphModule, conv: fx.Node, bn: nn.Module, name: str) -> bool:
     """Fold ``bn`` into ``conv``, a call of ``torch.convNd`` whose weight (and bias) are attributes of
     ``gm``: the folded ones become buffers ``name_weight`` and ``name_bias`` of ``gm``. Whether it did."""
-    from torch.nn.utils.fusion import fuse_conv_bn_weights
-
     if conv.op != "call_function" or conv.target not in _CONVS or type(bn) is not _CONV_BN[_CONVS[conv.target] - 1][1]:
         return False
     named = _conv_arguments(conv)
