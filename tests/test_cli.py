@@ -228,6 +228,17 @@ def test_console_script_exit_code_without_traceback(tmp_path) -> None:  # type: 
     assert res.returncode == 0 and video_iba.__version__ in res.stdout
 
 
+def test_a_photo_of_the_offline_model_is_explained_without_importing_torchvision(photo_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # importing torchvision imports torch's compiler (seconds per command); so does building a torch
+    # optimiser: neither is needed for a model outside torchvision
+    script = ("import sys; from video_iba.cli import main; code = main(sys.argv[1:]); "
+              "print(code, [m for m in ('torchvision', 'torch._dynamo') if m in sys.modules])")
+    res = subprocess.run([sys.executable, "-c", script, "explain", os.path.join(photo_dir, "coffee.jpg"), "--model",
+                          "efficientnet_lite0", "--out", str(tmp_path), *FAST], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.splitlines()[-1] == "0 []", res.stdout + res.stderr[-2000:]
+    assert "espresso" in res.stdout and sorted(os.listdir(tmp_path)) == ["coffee.npz", "coffee.png"]
+
+
 def test_failure_mid_run_leaves_no_partial_output(photo_dir, tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError("disk full")

@@ -127,3 +127,34 @@ def test_one_pass_blur_equals_the_axis_by_axis_blur() -> None:
             if s > 0:
                 want = _smooth_axis(want, gaussian_kernel1d(s, dtype=torch.float64), x.dim() - 3 + i)
         torch.testing.assert_close(smooth(x, sigmas), want)
+
+
+def test_the_masks_adam_is_torchs_adam_to_the_bit(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import torchvision
+
+    import video_iba
+    from video_iba.bottleneck import per_sample
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        ours = [torch.randn(3, 4, 5, generator=g, dtype=dtype).requires_grad_(True), torch.zeros(7, dtype=dtype,
+                                                                                                   requires_grad=True)]
+        theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+        mine, ref = per_sample.MaskAdam(ours, lr=0.7), torch.optim.Adam(theirs, lr=0.7)
+        for step in range(12):
+            grads = [torch.randn(p.shape, generator=g, dtype=dtype) * 10.0 ** (step % 5 - 2) for p in ours]
+            grads[1][: step % 3] = 0.0
+            for opt, params in ((mine, ours), (ref, theirs)):
+                opt.zero_grad(set_to_none=True)
+                for i, (p, gr) in enumerate(zip(params, grads)):
+                    if not (i == 1 and step == 4):  # a mask without a gradient is left as it is
+                        p.grad = gr.clone()
+                opt.step()
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), (dtype, step)
+    # and a whole fit: the same map as with torch's optimiser
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64, generator=g)
+    mine_map = video_iba.explain(model, x, target=1, layer="layer2", steps=4, samples=2, seed=0).bits
+    monkeypatch.setattr(per_sample, "MaskAdam", torch.optim.Adam)
+    torch_map = video_iba.explain(model, x, target=1, layer="layer2", steps=4, samples=2, seed=0).bits
+    assert torch.equal(mine_map, torch_map) and float(mine_map.std()) > 0

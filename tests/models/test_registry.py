@@ -168,6 +168,35 @@ def test_preprocessing_geometry_maps_the_crop_back() -> None:
     assert x[0, 0, :, :100].mean() < 0 < x[0, 0, :, 124:].mean()
 
 
+def test_the_resize_is_torchvisions_byte_for_byte_and_the_class_names_are_its_own() -> None:
+    import torchvision.models as tvm
+    import torchvision.models.video as tvv
+    import torchvision.transforms.v2.functional as TF
+    from skimage import data
+
+    from video_iba.models import imagenet_labels, kinetics400_labels
+    from video_iba.models.preprocess import resize_crop_normalize, resized_size
+
+    # the resize is torchvision's antialiased uint8 kernel, shrinking and enlarging, for a photo and noise
+    rng = np.random.default_rng(0)
+    for frames in (np.asarray(data.chelsea())[None], rng.integers(0, 256, size=(2, 37, 61, 3), dtype=np.uint8)):
+        h, w = frames.shape[1:3]
+        for resize in (min(h, w) // 3, 256, 2 * min(h, w) + 1):
+            crop = min(resize, 56)
+            x, _ = resize_crop_normalize(frames, resize=resize, crop=crop, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+            t = TF.resize(torch.from_numpy(frames).permute(0, 3, 1, 2), list(resized_size(h, w, resize)), antialias=True)
+            nh, nw = t.shape[-2:]
+            top, left = int(round((nh - crop) / 2.0)), int(round((nw - crop) / 2.0))
+            assert torch.equal(x, t[:, :, top:top + crop, left:left + crop].float().div(255.0)), (frames.shape, resize)
+            assert x.is_contiguous()  # (N, C, H, W): the layout the convolutions round in as before
+    # the shipped class names are torchvision's metadata of every weights file of the two sets
+    assert imagenet_labels() == tuple(tvm.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]) \
+        == tuple(tvm.ViT_B_16_Weights.IMAGENET1K_V1.meta["categories"])
+    assert kinetics400_labels() == tuple(tvv.R3D_18_Weights.KINETICS400_V1.meta["categories"]) \
+        == tuple(tvv.MViT_V2_S_Weights.KINETICS400_V1.meta["categories"])
+    assert len(set(imagenet_labels())) == 1000 and len(set(kinetics400_labels())) == 400
+
+
 def test_too_small_images_are_refused() -> None:
     with pytest.raises(UserInputError, match="at least 56 pixels"):
         preprocess_image(np.zeros((40, 300, 3), dtype=np.uint8), get_spec("resnet50"), name="tiny.png")

@@ -14,6 +14,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from typing import Any, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -257,8 +258,6 @@ def load_video_specs(text: str | None = None) -> dict[str, ModelSpec]:
     import yaml
 
     if text is None:
-        from importlib import resources
-
         text = resources.files("video_iba").joinpath("configs", VIDEO_MODELS_FILE).read_text(encoding="utf-8")
     raw = yaml.safe_load(text) or {}
     specs = {}
@@ -487,20 +486,26 @@ def layers(name: str, weights: str = "default", frames: int | None = None) -> li
     return _layer_table_any(spec, kernels=_clip_pools(own, spec.frames))
 
 
-@lru_cache(maxsize=1)
+#: The class names shipped with the package (``configs/labels/<set>.txt``, one per line in index
+#: order): torchvision's metadata of its ImageNet and Kinetics-400 weights, read without importing
+#: torchvision (whose import costs seconds), so that a model outside torchvision does not pay for it.
+LABEL_FILES = {"imagenet": "imagenet.txt", "kinetics400": "kinetics400.txt"}
+
+
+@lru_cache(maxsize=None)
+def _shipped_labels(name: str) -> tuple[str, ...]:
+    text = resources.files("video_iba").joinpath("configs", "labels", LABEL_FILES[name]).read_text(encoding="utf-8")
+    return tuple(text.splitlines())
+
+
 def imagenet_labels() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in index order (torchvision's metadata)."""
-    import torchvision.models as tvm
-
-    return tuple(tvm.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    """The 1000 ImageNet class names in index order (torchvision's)."""
+    return _shipped_labels("imagenet")
 
 
-@lru_cache(maxsize=1)
 def kinetics400_labels() -> tuple[str, ...]:
-    """The 400 Kinetics classes in index order (torchvision's metadata; pytorchvideo uses the same order)."""
-    import torchvision.models.video as tvv
-
-    return tuple(tvv.R3D_18_Weights.KINETICS400_V1.meta["categories"])
+    """The 400 Kinetics classes in index order (torchvision's; pytorchvideo uses the same order)."""
+    return _shipped_labels("kinetics400")
 
 
 def labels_for(spec: ModelSpec) -> list[str]:
