@@ -57,11 +57,17 @@ def test_evaluate_on_two_processes_scores_each_input_once_as_one_process_does(ph
 
     from .helpers import read_jsonl
 
-    args = [photo_dir, "--model", "efficientnet_lite0", "--methods", "random,saliency", "--metrics", "degradation14"]
+    # a hit ratio needs no network pass beyond the explanation: the cheapest score (a degradation curve
+    # took 5 s per map here); each photo gets its own box
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({name: {"box": [20 + 10 * i, 30, 200 + 20 * i, 250]}
+                                 for i, name in enumerate(sorted(os.listdir(photo_dir)))}))
+    args = [photo_dir, "--model", "efficientnet_lite0", "--methods", "random,saliency", "--metrics", "hit_ratio",
+            "--annotations", str(boxes)]
     single, double = str(tmp_path / "one"), str(tmp_path / "two")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank: other thread counts round the gradients otherwise, and a
-    try:  # saliency map's near-equal tiles can then swap places in the degradation order
+    try:  # saliency map's near-equal cells can then swap places in the hit ratio's order
         assert main(["evaluate", *args, "--out", single]) == 0
     finally:
         torch.set_num_threads(threads)
@@ -93,7 +99,7 @@ def test_randomisation_on_more_ranks_than_inputs_scores_as_one_process(tmp_path,
 
     # one clip on two ranks: rank 1 scores nothing, and rank 0 re-estimates IBA's statistics for the
     # randomised stages alone (they were combined across ranks, so rank 0 waited for rank 1 forever)
-    args = ["evaluate", "synthetic", "--clips", "1", "--methods", "iba", "--metrics", "randomisation"]
+    args = ["evaluate", "synthetic", "--clips", "1", "--methods", "iba", "--metrics", "randomisation", "--steps", "3"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

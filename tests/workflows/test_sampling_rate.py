@@ -35,12 +35,12 @@ def _explained_clip(tmp_path, given: list[str], capsys):  # type: ignore[no-unty
 
 def _rerun_folder(tmp_path, given: list[str], capsys):  # type: ignore[no-untyped-def]
     """Explain the folder ``tmp_path/v`` (one clip) with the options ``given``, again with them (resumed),
-    then without them (explained again); the output folder."""
+    then without them (explained again), the maps alone (the drawing is another test's); the output folder."""
     out = tmp_path / "batch"
     counts = []
     for options in (given, given, []):
         code, stdout, err = run_cli(["explain", str(tmp_path / "v"), "--model", "r3d_18", "--weights", "random",
-                                     *options, "--out", str(out), *FAST], capsys)
+                                     *options, "--maps-only", "--out", str(out), *FAST], capsys)
         assert code == 0, err
         counts.append(stdout.splitlines()[0])
     assert counts[0].startswith("1 input: 1 explained") and "1 done before" in counts[1]
@@ -65,18 +65,18 @@ def test_clips_take_every_nth_frame_and_say_so(tmp_path, capsys) -> None:  # typ
     assert st.meta["sampling_rate"] == 4 and st.samples == 2  # two clips of 2.13 s in 3 s
     # used at the model's own rate, they are taken, with a warning naming both rates
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
-                            "--out", str(tmp_path / "o2"), *FAST], capsys)
+                            "--maps-only", "--out", str(tmp_path / "o2"), *FAST], capsys)
     assert code == 0, err
     assert ("the statistics of 'layer2' were estimated on clips read at sampling rate 4 and these clips are read at "
             "rate 2; read them at that rate (--sampling-rate 4) or estimate statistics at rate 2") in err
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
-                            "--sampling-rate", "4", "--out", str(tmp_path / "o2"), *FAST], capsys)
+                            "--sampling-rate", "4", "--maps-only", "--out", str(tmp_path / "o2"), *FAST], capsys)
     assert code == 0 and "sampling rate" not in err, err
 
     # a folder explained again at another rate is explained again; at the same rate, resumed
     folder_out = _rerun_folder(tmp_path, ["--sampling-rate", "4"], capsys)
     rows = read_jsonl(str(folder_out / "manifest.jsonl"))
-    assert json.loads(str(read_npz(rows[-1]["output"][1])["meta"]))["sampling"]["rate"] == 2
+    assert json.loads(str(read_npz(rows[-1]["output"][0])["meta"]))["sampling"]["rate"] == 2
 
 
 @pytest.mark.parametrize("flag, value, key, own, warning", [
@@ -136,7 +136,7 @@ def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, ca
     st = video_iba.Statistics.load(str(stats))
     assert st.meta["frames"] == 8 and st.meta["sampling_rate"] == 2
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats", str(stats),
-                            "--out", str(tmp_path / "o2"), *FAST], capsys)
+                            "--maps-only", "--out", str(tmp_path / "o2"), *FAST], capsys)
     assert code == 0, err
     assert ("the statistics of 'layer2' were estimated on clips of 8 frames and these clips hold 16; give them that "
             "length (--frames 8) or estimate statistics on clips of 16 frames") in err
@@ -145,7 +145,7 @@ def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, ca
                             "--frames", "8", "--per-frame", "--out", str(tmp_path / "pf.pt")], capsys)
     assert code == 0, err
     code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--stats",
-                            str(tmp_path / "pf.pt"), "--out", str(tmp_path / "o3"), *FAST], capsys)
+                            str(tmp_path / "pf.pt"), "--maps-only", "--out", str(tmp_path / "o3"), *FAST], capsys)
     assert code == 2 and not os.path.exists(tmp_path / "o3")
     assert err.strip() == ("video-iba: error: the statistics of 'layer2' were estimated per time step on clips of 8 "
                            "frames and these clips hold 16: their 4 time steps do not fit; give them that length "
