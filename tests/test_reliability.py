@@ -178,6 +178,41 @@ def test_a_rotated_phone_video_is_explained_upright(tmp_path, capsys) -> None:  
     assert 360 > (drawn[-1] - drawn[0] + 1) * 1.2  # a portrait panel (centred in the frame) above the text rows
 
 
+def test_an_anamorphic_video_is_explained_as_a_player_shows_it(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from fractions import Fraction
+
+    def disc(i: int, size: tuple[int, int]) -> np.ndarray:
+        # a disc as displayed: stored squeezed to three quarters of its width (pixels 4:3 wide)
+        yy, xx = np.mgrid[:size[1], :size[0]]
+        img = np.full((size[1], size[0], 3), 20, dtype=np.uint8)
+        img[((xx - size[0] / 2) * 4 / 3) ** 2 + (yy - size[1] / 2) ** 2 < 30 ** 2] = 240
+        return img
+
+    def extent(rgb: np.ndarray) -> tuple[int, int]:
+        ys, xs = np.nonzero(rgb.mean(axis=2) > 130)
+        return int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+    clip = encode(str(tmp_path / "dv.mp4"), frames=20, size=(96, 96), content=disc, pixel_aspect=Fraction(4, 3))
+    info = video_iba.io.probe_video(clip)
+    assert (info.width, info.height, info.pixel_aspect) == (128, 96, pytest.approx(4 / 3))
+    import av
+
+    with av.open(clip) as container:  # as stored: a disc squeezed to 45 x 60 pixels
+        width, height = extent(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+    assert width < 0.8 * height
+    width, height = extent(read_frames(clip)[0])  # decoded as displayed: round
+    assert abs(width - height) <= 2, (width, height)
+    code, _, err = run_cli(["explain", clip, "--model", "r3d_18", "--weights", "random", "--layout", "side-by-side",
+                            "--out", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 0, err
+    out = read_frames(str(tmp_path / "o" / "dv.mp4"))[0]
+    side = out.shape[1] // 2  # the original's panel (4:3, above the text rows), as displayed: a round disc
+    width, height = extent(out[:side * 3 // 4, :side])
+    assert abs(width - height) <= 0.03 * height and height > 0.55 * (side * 3 // 4), (width, height)
+    # the model's clips are cut from the frames as displayed: 128 x 96, shorter side resized to 128
+    assert video_iba.load(tmp_path / "o" / "dv.npz").meta["resized"] == [128, 170]
+
+
 def test_a_tall_narrow_video_gets_frames_wide_enough_for_their_text(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     # before: the overlay MP4 was as wide as its two 32-pixel panels (64 pixels of cut-off text), the
     # keyframe still's columns as narrow, and the comparison's heads cut to a few letters

@@ -18,11 +18,13 @@ def bar_frame(i: int, size: tuple[int, int]) -> np.ndarray:
 def encode(path: str, frames: int = 60, size: tuple[int, int] = (96, 64), fps: int = 30, faststart: bool = True,
            audio_only: bool = False, codec: str = "libx264", pix_fmt: str = "yuv420p", container: str = "mp4",
            pts: list[int] | None = None, content: Callable[[int, tuple[int, int]], np.ndarray] = bar_frame,
-           rotation: int = 0) -> str:
+           rotation: int = 0, pixel_aspect: Fraction | None = None) -> str:
     """Write a small video (or an AAC-only file) and return its path.
 
     ``pts``: presentation times in units of 1/1000 s for a variable frame rate (one per frame).
     ``rotation``: a display matrix turning the frames this many degrees counter-clockwise (phones).
+    ``pixel_aspect``: the stream's sample aspect ratio (an anamorphic video's stored pixels are this
+    many times wider as displayed).
     """
     import av
 
@@ -41,6 +43,8 @@ def encode(path: str, frames: int = 60, size: tuple[int, int] = (96, 64), fps: i
             stream.width, stream.height, stream.pix_fmt = size[0], size[1], pix_fmt
             if rotation:
                 stream.set_display_rotation(rotation)
+            if pixel_aspect is not None:
+                stream.codec_context.sample_aspect_ratio = pixel_aspect
             if pts is not None:
                 stream.codec_context.time_base = Fraction(1, 1000)
             for i in range(frames):

@@ -28,6 +28,8 @@ def test_probe_real_clips() -> None:
     assert info.fps == pytest.approx(25.0) and info.duration == pytest.approx(5.28)
     info = probe_video(_clip("carphone_pristine.mp4"))
     assert info.fps == pytest.approx(30000 / 1001) and info.frames == 120
+    # stored as 176 x 144 pixels 128:117 wide (QCIF at 4:3), displayed as 193 x 144
+    assert (info.width, info.height, info.pixel_aspect) == (193, 144, pytest.approx(128 / 117))
 
 
 def test_a_video_is_probed_once_per_version_of_the_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

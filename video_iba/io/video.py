@@ -37,7 +37,8 @@ class VideoInfo:
 
     Attributes:
         path: The file.
-        width, height: Frame size in pixels, as the video is displayed (after its rotation).
+        width, height: Frame size in pixels, as the video is displayed: after its rotation, and in
+            square pixels (a stored width times the pixel aspect, rounded).
         fps: Average frame rate (frames per second).
         frames: Frame count from the container, or ``None`` when the container does not record it.
         duration: Duration in seconds, or ``None`` when unknown.
@@ -45,6 +46,10 @@ class VideoInfo:
         has_audio: Whether the file also holds an audio stream.
         rotation: Degrees counter-clockwise the frames are turned for display (a phone's display
             matrix: 0, 90, 180 or 270); decoded frames are turned by it.
+        pixel_aspect: Width over height of a stored pixel as displayed (the stream's sample aspect
+            ratio; 1 where it records none): an anamorphic video (DVD, HDV, some broadcast
+            captures) stores 720 x 480 pixels shown as 854 x 480, for instance. Decoded frames are
+            resized to the displayed size, so that the model and the drawings see what a player shows.
     """
 
     path: str
@@ -56,6 +61,7 @@ class VideoInfo:
     codec: str
     has_audio: bool
     rotation: int = 0
+    pixel_aspect: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -142,10 +148,25 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise UserInputError(f"'{p}' has no usable frame rate; re-encode it (e.g. ffmpeg -i in -r 30 out.mp4)")
         rotation = _first_rotation(container, s)
         w, h = int(s.codec_context.width), int(s.codec_context.height)
+        aspect = _pixel_aspect(s)
+        if aspect != 1:
+            w = max(1, int(round(w * aspect)))
         if rotation in (90, 270):
             w, h = h, w
         return VideoInfo(p, w, h, fps, frames, duration, str(s.codec_context.name), bool(container.streams.audio),
-                         rotation)
+                         rotation, float(aspect))
+
+
+def _pixel_aspect(stream: Any) -> Fraction:
+    """The stream's sample aspect ratio (the container's, else the codec's), 1 where neither records one."""
+    for where in (stream, stream.codec_context):
+        try:
+            sar = where.sample_aspect_ratio
+        except (AttributeError, ValueError):  # not recorded in this kind of stream
+            continue
+        if sar is not None and sar.numerator > 0 and sar.denominator > 0:
+            return Fraction(sar)
+    return Fraction(1)
 
 
 def _first_rotation(container: Any, stream: Any) -> int:
@@ -162,6 +183,18 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """A frame turned as the video is displayed."""
     k = rotation // 90 % 4
     return np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+
+
+def _as_shown(rgb: np.ndarray, info: VideoInfo, max_side: int | None, size: tuple[int, int] | None) -> np.ndarray:
+    """A decoded frame as a player shows it (turned, in square pixels), resized as :func:`resize_frame`
+    does. A frame of non-square pixels is resized once, from its stored pixels to the size asked
+    for, else to the displayed size (longer side at most ``max_side``)."""
+    rgb = _upright(rgb, info.rotation)
+    if size is None and info.pixel_aspect != 1:
+        scale = 1.0 if max_side is None or max(info.width, info.height) <= max_side \
+            else max_side / max(info.width, info.height)
+        size = (max(1, int(round(info.width * scale))), max(1, int(round(info.height * scale))))
+    return resize_frame(rgb, max_side, size)
 
 
 def frame_times(path: str | os.PathLike[str]) -> np.ndarray | None:
@@ -270,7 +303,7 @@ def iter_frames(
             if end is not None and t >= end:
                 break
             last_index = index
-            yield Frame(index, t, resize_frame(_upright(_rgb(frame), info.rotation), max_side, size))
+            yield Frame(index, t, _as_shown(_rgb(frame), info, max_side, size))
     except av.FFmpegError as exc:
         raise UserInputError(f"cannot decode '{info.path}' after {decoded} frames ({type(exc).__name__}); "
                              f"the file may be corrupt; re-encode it") from exc
