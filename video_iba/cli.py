@@ -215,6 +215,9 @@ def _explain_parser(sub: Any) -> None:
               help="write only OUT/<stem>.npz (the maps, and the layout and colour scale a drawing would have), no "
                    "figure or MP4: for folders explained on GPUs, where drawing takes longer than explaining; "
                    "`video-iba redraw OUT --workers N` draws them later")
+    ex.option("--workers", type=_positive_int, default=1, metavar="N",
+              help="for a folder or list: draw the outputs in N processes of their own while the next inputs are "
+                   "explained (default 1: each drawn after it is explained; the same files)")
     vg = ex.add_argument_group("videos")
     _range_options(ex, vg)
     ex.option("--coverage", choices=("center", "tiles"), default="center", group=vg,
@@ -468,7 +471,7 @@ def _cmd_explain(args: argparse.Namespace) -> None:
     options = Options(target=args.target, span=Range(args.start, args.end, args.stride, args.coverage),
                       layout=args.layout, vmax=args.vmax, keyframes=args.keyframes, maps_only=args.maps_only)
     if is_batch_input(args.input):
-        counts = explain_batch(args.input, settings, args.out, options, _bar)
+        counts = explain_batch(args.input, settings, args.out, options, _bar, workers=args.workers)
         if counts.lead:
             again = [f"{n} {why}" for n, why in ((counts.changed, "again as the settings changed"),
                                                 (counts.missing, "again as their outputs were missing")) if n]
@@ -482,6 +485,9 @@ def _cmd_explain(args: argparse.Namespace) -> None:
             if options.maps_only:
                 print(f"maps only: `video-iba redraw {args.out}` draws them (--workers N: N at once)")
         return
+    if args.workers > 1:
+        raise UserInputError(f"--workers draws the outputs of a folder or list of inputs and '{args.input}' is one "
+                             f"file; drop it")
     t0 = time.perf_counter()
     _print_explained(explain_path(args.input, settings, args.out, options, _bar), t0)
 

@@ -234,3 +234,85 @@ def test_videos_of_a_folder_on_one_colour_scale(tmp_path, capsys) -> None:  # ty
     assert code == 0, err
     for name in (f"{low}.mp4", f"{low}-keyframes.png"):
         assert _bytes(os.path.join(out, name)) == _bytes(os.path.join(alone, name)), name
+
+
+def test_drawing_processes_draw_what_one_process_draws(photo_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from ..helpers import read_npz
+    from ..videos import encode, moving_square
+
+    d = tmp_path / "in"
+    d.mkdir()
+    encode(str(d / "a.mp4"), frames=12, size=(112, 112), fps=10, content=moving_square)
+    encode(str(d / "b.mp4"), frames=10, size=(144, 112), fps=12, content=lambda i, s: moving_square(i, s)[::-1])
+    for name in ("chelsea.jpg", "coffee.jpg"):
+        shutil.copy(os.path.join(photo_dir, name), d / name)
+    args = ["explain", str(d), "--method", "saliency", "--keyframes", "2"]
+    outs = {n: str(tmp_path / f"out{n}") for n in (1, 2)}
+    for n, out in outs.items():
+        code, stdout, err = run_cli([*args, "--workers", str(n), "--out", out], capsys)
+        assert code == 0, err
+        assert "4 inputs: 4 explained, 0 done before, 0 failed" in stdout
+    names = sorted(os.listdir(outs[1]))
+    assert names == sorted(os.listdir(outs[2])) and "a-keyframes.png" in names and "chelsea.png" in names
+    for name in names:
+        one, two = (os.path.join(out, name) for out in outs.values())
+        if name.endswith(".npz"):  # the same maps and metadata but for the seconds each step took
+            a, b = read_npz(one), read_npz(two)
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a
+                                                if k != "meta" and "seconds" not in k), name
+            ma, mb = (json.loads(str(x["meta"])) for x in (a, b))
+            assert {k: v for k, v in ma.items() if "seconds" not in k} == \
+                   {k: v for k, v in mb.items() if "seconds" not in k}, name
+        elif name != "manifest.jsonl":
+            assert _bytes(one) == _bytes(two), name  # the MP4s, figures and keyframe sheets byte for byte
+    lines = [{r["input"]: r for r in _manifest(out)} for out in outs.values()]
+    for key in ("status", "target", "label"):
+        assert {p: r[key] for p, r in lines[0].items()} == {p: r[key] for p, r in lines[1].items()}, key
+    written = [{p: [os.path.relpath(o, out) for o in r["output"]] for p, r in rows.items()}
+               for out, rows in zip(outs.values(), lines)]
+    assert written[0] == written[1] and sorted(written[1][str(d / "a.mp4")]) == ["a-keyframes.png", "a.mp4", "a.npz"]
+    assert all(r["seconds"] > 0 for r in lines[1].values())
+    # a rerun resumes: every input done, nothing drawn
+    code, stdout, err = run_cli([*args, "--workers", "2", "--out", outs[2]], capsys)
+    assert code == 0 and "0 explained, 4 done before" in stdout, err
+    for extra, message in ((["--maps-only"], "--workers draws the outputs and --maps-only draws none; drop one"),
+                           ([], "--workers draws the outputs of a folder or list of inputs and")):
+        target = str(d / "a.mp4") if not extra else str(d)
+        code, _, err = run_cli(["explain", target, "--method", "saliency", "--workers", "2", *extra, "--out",
+                                str(tmp_path / "no")], capsys)
+        assert code == 2 and message in err and not (tmp_path / "no").exists(), err
+
+
+def test_a_drawing_that_fails_is_recorded_and_a_process_that_ended_stops_the_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import video_iba
+    from video_iba.workflows.batch import Drawing, run_batch
+
+    inputs = [str(tmp_path / f"{n}.jpg") for n in "abc"]
+
+    def drawn(outcome: object) -> Future:
+        future: Future = Future()
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+        return future
+
+    outcomes = {"a": ([str(tmp_path / "a.png"), str(tmp_path / "a.npz")], 0.5), "b": OSError("disk full"),
+                "c": ([str(tmp_path / "c.png")], 0.25)}
+
+    def explain_group(paths, subs):  # type: ignore[no-untyped-def]
+        return [Drawing({"output": ["maps only"], "target": 1}, drawn(outcomes[os.path.basename(p)[0]])) for p in paths]
+
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    counts = run_batch(inputs, str(tmp_path), out, explain_group)
+    assert (counts["done"], counts["failed"]) == (2, 1)
+    rows = {os.path.basename(r["input"]): r for r in _manifest(out)}
+    assert rows["a.jpg"]["output"] == outcomes["a"][0] and rows["a.jpg"]["target"] == 1  # type: ignore[index]
+    assert rows["a.jpg"]["seconds"] >= 0.5 and rows["b.jpg"]["status"] == "error: OSError: disk full"
+    outcomes["a"] = BrokenProcessPool("a child process terminated abruptly")
+    with pytest.raises(video_iba.UserInputError, match="a drawing process ended abruptly"):
+        run_batch(inputs, str(tmp_path), out, explain_group)

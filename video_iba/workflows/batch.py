@@ -24,12 +24,15 @@ does; a rerun with nothing new draws nothing).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -39,15 +42,24 @@ from ..files import check_writable_dir, file_digest
 from ..io.discovery import batch_inputs, is_video_file
 from ..io.ledger import Ledger, read_records, rewrite_records
 from ..models.registry import weights_digest
-from .explain import SHARED, Options, explain_file, explain_photos
+from .explain import SHARED, Explained, Options, explain_file, explain_photos
 from .inputs import plan_input
 from .outputs import batch_inputs_outside, folder_lock, output_stems
-from .redraw import Redraw, check_files, redraw, shared_top
+from .redraw import Redraw, check_files, check_workers, draw_npz, drawing_failure, drawing_processes, redraw, shared_top
 from .session import Progress, Session, Sessions, Settings, no_progress
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class Drawing:
+    """An input explained, its drawing under way in another process: the manifest fields of its
+    explanation, and the drawing's outputs and seconds to come (:func:`~video_iba.workflows.redraw.draw_npz`)."""
+
+    manifest: dict[str, Any]
+    drawn: Future[tuple[list[str], float]]
 
 
 @dataclass
@@ -108,7 +120,7 @@ def _as_photos_see_them(settings: Settings, options: Options) -> tuple[Settings,
 
 def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], settings: Settings | None,
                   out_dir: str, options: Options = Options(), progress: Progress = no_progress, *,
-                  session: Session | None = None) -> BatchCounts:
+                  session: Session | None = None, workers: int = 1) -> BatchCounts:
     """Explain every input of a folder, a list file or a list of paths into ``out_dir`` (see the
     module text; a list's outputs go under ``out_dir`` at their paths relative to the folder holding
     them all); call it on every rank under torchrun.
@@ -119,7 +131,17 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     inputs must then all be of the kind its model takes. Under torchrun each rank builds its own
     session (on the rank's device) and the ranks' weights must agree. A rerun redoes the inputs
     explained with other weights, spec or class names.
+
+    ``workers`` > 1 draws the outputs in that many processes of their own while this one explains
+    the next inputs (each input's maps are written first, then drawn from them as
+    :func:`~video_iba.workflows.redraw.redraw` draws them: the same files); an input's manifest
+    line is written once it is drawn. For runs where drawing takes as long as explaining (a GPU
+    explains a clip in seconds; drawing its MP4 takes longer) and cores are free.
     """
+    check_workers(workers)
+    if workers > 1 and options.maps_only:
+        raise UserInputError("{workers} draws the outputs and {maps_only} draws none; drop one of them",
+                             options=["workers", "maps_only"])
     if (settings is None) == (session is None):
         raise UserInputError("give explain_batch either settings (registry models) or an open session with "
                              "settings=None, " + ("not both" if session is not None else "not neither"))
@@ -132,7 +154,7 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     stems = output_stems(inputs)
     check_writable_dir(out_dir)
     with process_group(str(session.device) if session is not None else chosen.device) as device, \
-            folder_lock(out_dir):
+            folder_lock(out_dir), contextlib.ExitStack() as stack:
         if session is not None and device != str(session.device) and device.startswith("cuda"):
             raise UserInputError(f"rank {rank()} runs on {device} and its session's model is on {session.device}; "
                                  f"build each rank's session on cuda:LOCAL_RANK")
@@ -150,14 +172,23 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             same_on_every_rank(digests[name], f"the weights of {name}")
 
         own_scale = dataclasses.replace(options, vmax=None) if options.vmax == SHARED else options
+        drawers = stack.enter_context(drawing_processes(workers)) if workers > 1 else None
+        if drawers is not None:  # the maps first; the drawing as redraw draws them, keyframe sheet included
+            own_scale = dataclasses.replace(own_scale, maps_only=True, keyframes=0)
 
-        def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception]:
+        def explain_group(paths: Sequence[str], subs: Sequence[str]) -> list[dict[str, Any] | Exception | Drawing]:
             opened = session_for(paths[0])
             if len(paths) > 1 or not is_video_file(paths[0]):
-                return [r if isinstance(r, Exception) else r.manifest
-                        for r in explain_photos(opened, paths, subs, own_scale, [stems[p] for p in paths])]
-            plan = plan_input(paths[0], opened.spec, options.span)
-            return [explain_file(opened, plan, subs[0], own_scale, stem=stems[paths[0]]).manifest]
+                done: list[Explained | Exception] = list(
+                    explain_photos(opened, paths, subs, own_scale, [stems[p] for p in paths]))
+            else:
+                plan = plan_input(paths[0], opened.spec, options.span)
+                done = [explain_file(opened, plan, subs[0], own_scale, stem=stems[paths[0]])]
+            if drawers is None:
+                return [r if isinstance(r, Exception) else r.manifest for r in done]
+            how = Redraw(keyframes=options.keyframes or None)
+            return [r if isinstance(r, Exception) else Drawing(r.manifest, drawers.submit(draw_npz, r.outputs[0], how))
+                    for r in done]
 
         def groups(todo: Sequence[str]) -> list[list[str]]:
             """Runs of photos explained by one model, as many as the model's fits take; videos alone
@@ -179,17 +210,17 @@ def explain_batch(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             seen = (chosen, options) if video else _as_photos_see_them(chosen, options)
             by_kind[video] = fingerprint(*seen, session, own)
         counts = run_batch(inputs, base, out_dir, explain_group, progress,
-                           {p: by_kind[is_video_file(p)] for p in inputs}, groups)
+                           {p: by_kind[is_video_file(p)] for p in inputs}, groups, 2 * workers)
         vmax = None
         if options.vmax == SHARED:
-            vmax, counts["redrawn"] = _share_scale(inputs, out_dir, progress)
+            vmax, counts["redrawn"] = _share_scale(inputs, out_dir, progress, workers)
         totals = {k: sum(c[k] for c in gather(counts)) for k in counts}
         lead = rank() == 0
     return BatchCounts(len(inputs), totals["done"], totals["skipped"], totals["failed"], totals["changed"],
                        totals["missing"], lead, vmax, totals.get("redrawn", 0))
 
 
-def _share_scale(inputs: Sequence[str], out_dir: str, progress: Progress) -> tuple[float | None, int]:
+def _share_scale(inputs: Sequence[str], out_dir: str, progress: Progress, workers: int = 1) -> tuple[float | None, int]:
     """Draw every explained input of the batch on one colour scale, the largest value of their maps
     (on every rank, each drawing its share of them); the top of that scale (``None`` where none was
     explained) and how many outputs this rank drew again (those drawn on another scale)."""
@@ -203,7 +234,7 @@ def _share_scale(inputs: Sequence[str], out_dir: str, progress: Progress) -> tup
     top = shared_top(every)
     stale = [p for p, s in zip(mine, scales) if s.drawn != top]
     if stale:
-        redraw(stale, Redraw(vmax=top), progress)
+        redraw(stale, Redraw(vmax=top), progress, workers=workers)
     return top, len(stale)
 
 
@@ -247,20 +278,23 @@ def run_batch(
     inputs: Sequence[str],
     base: str,
     out_dir: str,
-    explain_group: Callable[[Sequence[str], Sequence[str]], Sequence[dict[str, Any] | Exception]],
+    explain_group: Callable[[Sequence[str], Sequence[str]], Sequence[dict[str, Any] | Exception | Drawing]],
     progress: Progress = no_progress,
     settings: str | Mapping[str, str] | None = None,
     groups: Callable[[Sequence[str]], Sequence[Sequence[str]]] | None = None,
+    drawings_ahead: int = 2,
 ) -> dict[str, int]:
     """Explain every input not yet done; ``explain_group(paths, out_subdirs)`` returns each input's
-    manifest fields, or the exception it failed with.
+    manifest fields, the exception it failed with, or its :class:`Drawing` under way.
 
     ``groups`` splits the inputs to do into the groups passed together (default: one input each).
     ``settings``: a digest of the settings, for every input or by input. An input counts as done
     when a manifest records it ``ok`` with the same digest and its outputs still exist. Any
-    exception of one input, or of its group, is recorded and the batch goes on. Returns this
-    rank's counts: ``done`` (this run), ``skipped`` (finished earlier), ``failed``, ``changed`` and
-    ``missing`` (done again for those reasons).
+    exception of one input, or of its group, or of its drawing, is recorded and the batch goes on;
+    an input's line is written when its drawing has ended, and before the next group is explained
+    at most ``drawings_ahead`` drawings wait (a drawing process that ended abruptly stops the
+    batch). Returns this rank's counts: ``done`` (this run), ``skipped`` (finished earlier),
+    ``failed``, ``changed`` and ``missing`` (done again for those reasons).
     """
     check_writable_dir(out_dir)
     finished = _finished(out_dir)
@@ -272,34 +306,66 @@ def run_batch(
     todo = [p for p in mine if reasons[p] is not None]
     counts = {"done": 0, "skipped": len(mine) - len(todo), "failed": 0, "changed": 0, "missing": 0}
     bar = progress("explaining", len(todo), "input")
+    drawing: dict[Future[tuple[list[str], float]], tuple[str, dict[str, Any], float]] = {}
     try:
         with Ledger(os.path.join(out_dir, f"manifest.rank{me}.jsonl")) as manifest:
+
+            def record(path: str, res: dict[str, Any] | BaseException, seconds: float) -> None:
+                entry: dict[str, Any] = {"input": os.path.abspath(path)}
+                if isinstance(res, BaseException):
+                    why = failure_reason(res)
+                    entry["status"] = f"error: {why}"
+                    counts["failed"] += 1
+                    log.warning("%s failed: %s", path, why)
+                else:
+                    entry.update(res)
+                    entry["status"] = "ok"
+                    counts["done"] += 1
+                    if reasons[path] in ("changed", "missing"):
+                        counts[str(reasons[path])] += 1
+                entry.update({"seconds": round(seconds, 3), "rank": me,
+                              **({"settings": digests[path]} if digests[path] is not None else {})})
+                manifest.append(entry)
+                bar.update(1)
+
+            def settle(most: int) -> None:
+                """Record the drawings that have ended, waiting until at most ``most`` are under way."""
+                while drawing:
+                    ended = {f for f in drawing if f.done()}
+                    if not ended and len(drawing) <= most:
+                        return
+                    if not ended:
+                        ended = wait(list(drawing), return_when=FIRST_COMPLETED).done
+                    for future in sorted(ended, key=lambda f: drawing[f][0]):
+                        path, fields, seconds = drawing.pop(future)
+                        error = future.exception()
+                        if isinstance(error, BrokenProcessPool):  # the process ended: nothing more is drawn
+                            raise drawing_failure(error)
+                        if error is not None:
+                            record(path, error, seconds)
+                        else:
+                            outputs, drawn_in = future.result()
+                            record(path, {**fields, "output": [os.path.abspath(o) for o in outputs]},
+                                   seconds + drawn_in)
+
             for group in (groups(todo) if groups is not None else [[p] for p in todo]):
+                settle(drawings_ahead)
                 subs = [_out_sub(out_dir, base, p) for p in group]
                 t0 = time.perf_counter()
                 try:
-                    results: Sequence[dict[str, Any] | Exception] = explain_group(group, subs)
+                    results: Sequence[dict[str, Any] | Exception | Drawing] = explain_group(group, subs)
                 except Exception as exc:  # the group's failure is each input's
                     results = [exc] * len(group)
                 seconds = (time.perf_counter() - t0) / len(group)
                 for path, res in zip(group, results):
-                    entry: dict[str, Any] = {"input": os.path.abspath(path)}
-                    if isinstance(res, Exception):
-                        why = failure_reason(res)
-                        entry["status"] = f"error: {why}"
-                        counts["failed"] += 1
-                        log.warning("%s failed: %s", path, why)
+                    if isinstance(res, Drawing):
+                        drawing[res.drawn] = (path, res.manifest, seconds)
                     else:
-                        entry.update(res)
-                        entry["status"] = "ok"
-                        counts["done"] += 1
-                        if reasons[path] in ("changed", "missing"):
-                            counts[str(reasons[path])] += 1
-                    entry.update({"seconds": round(seconds, 3), "rank": me,
-                                  **({"settings": digests[path]} if digests[path] is not None else {})})
-                    manifest.append(entry)
-                    bar.update(1)
+                        record(path, res, seconds)
+            settle(0)
     finally:
+        for future in drawing:
+            future.cancel()
         bar.close()
     barrier()
     if me == 0:

@@ -15,14 +15,16 @@ on, a video comparison reads its videos again, checked as above.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -126,7 +128,7 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
             different units, outputs that would replace a source or be written twice, ``workers``
             not a positive integer.
     """
-    _check_workers(workers)
+    check_workers(workers)
     files = result_files(as_tuple(paths), how.out_dir)
     if how.source is not None and not os.path.isdir(how.source) and len(files) > 1:
         raise UserInputError(f"{{source}} names the input of one .npz and {len(files)} were given; give it the "
@@ -150,7 +152,7 @@ def redraw(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], how
         bar.close()
 
 
-def _check_workers(workers: object) -> None:
+def check_workers(workers: object) -> None:
     """Refuse a number of drawing processes other than a positive integer."""
     if not (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
         raise UserInputError(f"{{workers}} must be an integer >= 1 (processes drawing at once), got {workers!r}",
@@ -159,14 +161,9 @@ def _check_workers(workers: object) -> None:
 
 def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: float | str | None, workers: int,
                          done_one: Callable[[int], object]) -> list[Explained | Compared | Grid]:
-    """:func:`_redraw_one` of every file in ``workers`` new processes (each drawing one file at a
-    time, with one thread for torch); the first failure is raised once the drawings under way have
-    ended, and the files not begun are left as they were. The processes are spawned, not forked
-    (forking a process whose threads may hold locks can hang the child), so each imports the
-    caller's main module, as every spawning pool of Python's does."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads
-    with ProcessPoolExecutor(min(workers, len(files)), mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(1,)) as pool:
+    """:func:`_redraw_one` of every file in ``workers`` :func:`drawing_processes`; the first failure
+    is raised once the drawings under way have ended, and the files not begun are left as they were."""
+    with drawing_processes(min(workers, len(files))) as pool:
         futures = [pool.submit(_redraw_one, path, rel, how, vmax, no_progress) for path, rel in files]
         pending = set(futures)
         while pending:
@@ -176,14 +173,39 @@ def _redraw_in_processes(files: Sequence[tuple[str, str]], how: Redraw, vmax: fl
             if failed:
                 for f in pending:
                     f.cancel()
-                error = failed[0].exception()
-                if isinstance(error, BrokenProcessPool):  # killed (the kernel, out of memory), or failed to start
-                    raise UserInputError(f"a drawing process ended abruptly ({error}); where the machine ran out of "
-                                         f"memory, draw fewer files at once ({{workers}}); a script calling redraw "
-                                         f"with {{workers}} must call it under `if __name__ == \"__main__\":`, as "
-                                         f"each process imports the script", options=["workers"]) from error
-                raise error  # type: ignore[misc]
+                raise drawing_failure(failed[0].exception())  # type: ignore[arg-type]
     return [f.result() for f in futures]
+
+
+@contextlib.contextmanager
+def drawing_processes(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` new processes that draw, one file each at a time, with one thread for torch.
+    They are spawned, not forked (forking a process whose threads may hold locks can hang the
+    child), so each imports the caller's main module, as every spawning pool of Python's does."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's threads
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield pool
+
+
+def drawing_failure(error: BaseException) -> BaseException:
+    """What a drawing process's failure raises: the drawing's own error, or, for a process that
+    ended abruptly, one line naming the likely causes and the fix."""
+    if isinstance(error, BrokenProcessPool):  # killed (the kernel, out of memory), or failed to start
+        failure = UserInputError(f"a drawing process ended abruptly ({error}); where the machine ran out of memory, "
+                                 f"draw fewer files at once ({{workers}}); a script calling this with {{workers}} "
+                                 f"must call it under `if __name__ == \"__main__\":`, as each process imports the "
+                                 f"script", options=["workers"])
+        failure.__cause__ = error
+        return failure
+    return error
+
+
+def draw_npz(path: str, how: Redraw = Redraw()) -> tuple[list[str], float]:
+    """Draw the explanation ``path`` (an ``.npz`` of ``explain``) as :func:`redraw` does, in this
+    process: its outputs (the drawing, the ``.npz``, a video's keyframe sheet) and the seconds it took."""
+    t0 = time.perf_counter()
+    drawn = _redraw_one(path, "", how, how.vmax, no_progress)
+    return list(drawn.outputs), time.perf_counter() - t0
 
 
 class Scale(NamedTuple):
