@@ -192,8 +192,8 @@ def drawing_failure(error: BaseException) -> BaseException:
     ended abruptly, one line naming the likely causes and the fix."""
     if isinstance(error, BrokenProcessPool):  # killed (the kernel, out of memory), or failed to start
         failure = UserInputError(f"a drawing process ended abruptly ({error}); where the machine ran out of memory, "
-                                 f"draw fewer files at once ({{workers}}); a script calling this with {{workers}} "
-                                 f"must call it under `if __name__ == \"__main__\":`, as each process imports the "
+                                 f"draw fewer files at once ({{workers}}); a script giving {{workers}} must make "
+                                 f"that call under `if __name__ == \"__main__\":`, as each process imports the "
                                  f"script", options=["workers"])
         failure.__cause__ = error
         return failure
