@@ -563,3 +563,36 @@ def test_an_input_that_fails_when_scored_is_recorded_and_the_run_goes_on(tmp_pat
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     assert not os.path.exists(os.path.join(out, "failures.jsonl")) and "Not scored" not in stdout
+
+
+def test_the_benchmarks_statistics_are_estimated_once_per_weights_layers_device_and_threads(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from video_iba.evaluation.synthetic import SYNTHETIC_LAYER, load_tubenet
+
+    calls = []
+
+    def counted(model, batches, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw["layer"])
+        return {"mean": torch.zeros(2), "estimate": len(calls)}
+
+    monkeypatch.setattr(evaluate_workflow, "estimate", counted)
+    monkeypatch.setattr(evaluate_workflow, "_SYNTHETIC_STATISTICS", {})
+    model = load_tubenet()
+
+    def stats(layers=(SYNTHETIC_LAYER,)):  # type: ignore[no-untyped-def]
+        return evaluate_workflow._synthetic_statistics(model, "cpu", list(layers), [None] * len(layers))
+
+    first = stats()
+    first["mean"] += 1  # a caller changing its copy changes nothing kept
+    again = stats()
+    assert len(calls) == 1 and again["estimate"] == 1 and float(again["mean"].sum()) == 0
+    stats(("block2",))  # another layer
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)  # another thread count rounds otherwise
+    try:
+        stats()
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)  # other weights
+    stats()
+    assert len(calls) == 4 and stats()["estimate"] == 4
