@@ -210,7 +210,19 @@ def test_an_anamorphic_video_is_explained_as_a_player_shows_it(tmp_path, capsys)
     width, height = extent(out[:side * 3 // 4, :side])
     assert abs(width - height) <= 0.03 * height and height > 0.55 * (side * 3 // 4), (width, height)
     # the model's clips are cut from the frames as displayed: 128 x 96, shorter side resized to 128
-    assert video_iba.load(tmp_path / "o" / "dv.npz").meta["resized"] == [128, 170]
+    npz = tmp_path / "o" / "dv.npz"
+    assert video_iba.load(npz).meta["resized"] == [128, 170]
+    # explained on the stored pixels (as before this was decided): redraw names why, not another video
+    with np.load(npz, allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["resized"] = [128, 128]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    code, _, err = run_cli(["redraw", str(tmp_path / "old.npz"), "--source", clip], capsys)
+    assert code == 2 and err.strip().endswith(f"was explained on the stored pixels of '{clip}' (96x96), which is "
+                                              f"now read as a player shows it (128x96, square pixels); explain it "
+                                              f"again"), err
 
 
 def test_a_tall_narrow_video_gets_frames_wide_enough_for_their_text(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
