@@ -194,7 +194,7 @@ def test_an_anamorphic_video_is_explained_as_a_player_shows_it(tmp_path, capsys)
 
     clip = encode(str(tmp_path / "dv.mp4"), frames=20, size=(96, 96), content=disc, pixel_aspect=Fraction(4, 3))
     info = video_iba.io.probe_video(clip)
-    assert (info.width, info.height, info.pixel_aspect) == (128, 96, pytest.approx(4 / 3))
+    assert (info.width, info.height, info.pixel_aspect, info.stored_size) == (128, 96, pytest.approx(4 / 3), (96, 96))
     import av
 
     with av.open(clip) as container:  # as stored: a disc squeezed to 45 x 60 pixels

@@ -30,6 +30,20 @@ def test_probe_real_clips() -> None:
     assert info.fps == pytest.approx(30000 / 1001) and info.frames == 120
     # stored as 176 x 144 pixels 128:117 wide (QCIF at 4:3), displayed as 193 x 144
     assert (info.width, info.height, info.pixel_aspect) == (193, 144, pytest.approx(128 / 117))
+    assert info.stored_size == (176, 144)
+    assert probe_video(_clip("bigbuckbunny.mp4")).stored_size == (1280, 720)  # square pixels: as displayed
+
+
+def test_a_turned_anamorphic_video_is_probed_as_shown_and_as_stored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fractions import Fraction
+
+    # 64 x 48 stored, pixels 4:3 wide (85 x 48 displayed), turned 90 degrees for display
+    path = _encode(str(tmp_path / "v.mp4"), frames=4, size=(64, 48), rotation=90, pixel_aspect=Fraction(4, 3))
+    info = probe_video(path)
+    assert (info.width, info.height, info.rotation, info.stored_size) == (48, 85, 90, (48, 64))
+    frames = list(iter_frames(path))
+    assert frames[0].rgb.shape == (85, 48, 3)
+    assert list(iter_frames(path, max_side=40))[0].rgb.shape == (40, 23, 3)
 
 
 def test_a_video_is_probed_once_per_version_of_the_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -50,6 +50,8 @@ class VideoInfo:
             ratio; 1 where it records none): an anamorphic video (DVD, HDV, some broadcast
             captures) stores 720 x 480 pixels shown as 854 x 480, for instance. Decoded frames are
             resized to the displayed size, so that the model and the drawings see what a player shows.
+        stored_size: ``(width, height)`` of the stored pixels turned upright, before the pixel aspect
+            widens them: ``(width, height)`` for square pixels.
     """
 
     path: str
@@ -62,6 +64,11 @@ class VideoInfo:
     has_audio: bool
     rotation: int = 0
     pixel_aspect: float = 1.0
+    stored_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.stored_size is None:
+            object.__setattr__(self, "stored_size", (self.width, self.height))
 
 
 @dataclass(frozen=True)
@@ -147,14 +154,13 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         if fps <= 0:
             raise UserInputError(f"'{p}' has no usable frame rate; re-encode it (e.g. ffmpeg -i in -r 30 out.mp4)")
         rotation = _first_rotation(container, s)
-        w, h = int(s.codec_context.width), int(s.codec_context.height)
+        stored = int(s.codec_context.width), int(s.codec_context.height)
         aspect = _pixel_aspect(s)
-        if aspect != 1:
-            w = max(1, int(round(w * aspect)))
+        w, h = max(1, int(round(stored[0] * aspect))), stored[1]
         if rotation in (90, 270):
-            w, h = h, w
+            w, h, stored = h, w, (stored[1], stored[0])
         return VideoInfo(p, w, h, fps, frames, duration, str(s.codec_context.name), bool(container.streams.audio),
-                         rotation, float(aspect))
+                         rotation, float(aspect), stored)
 
 
 def _pixel_aspect(stream: Any) -> Fraction:
@@ -191,9 +197,7 @@ def _as_shown(rgb: np.ndarray, info: VideoInfo, max_side: int | None, size: tupl
     for, else to the displayed size (longer side at most ``max_side``)."""
     rgb = _upright(rgb, info.rotation)
     if size is None and info.pixel_aspect != 1:
-        scale = 1.0 if max_side is None or max(info.width, info.height) <= max_side \
-            else max_side / max(info.width, info.height)
-        size = (max(1, int(round(info.width * scale))), max(1, int(round(info.height * scale))))
+        size = _fitted_size(info.width, info.height, max_side)
     return resize_frame(rgb, max_side, size)
 
 
@@ -247,10 +251,19 @@ def resize_frame(rgb: np.ndarray, max_side: int | None = None, size: tuple[int, 
             return rgb
         shrink = size[0] < w
         return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if max_side is None or max(h, w) <= max_side:
+    fitted = _fitted_size(w, h, max_side)
+    if fitted == (w, h):
         return rgb
-    scale = max_side / max(h, w)
-    return cv2.resize(rgb, (max(1, int(round(w * scale))), max(1, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(rgb, fitted, interpolation=cv2.INTER_AREA)
+
+
+def _fitted_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` scaled so that the longer side is at most ``max_side`` (rounded, at least
+    one pixel); unchanged without ``max_side`` or where it fits."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, int(round(width * scale))), max(1, int(round(height * scale)))
 
 
 def _rgb(frame: Any) -> np.ndarray:

@@ -352,10 +352,8 @@ def _clip_plan(path: str, result: ClipAttribution, source: str) -> tuple[Timelin
                                        f"{s['source_frames']} at {float(s['source_fps']):g}")
     size = (int(m["resized"][0]), int(m["resized"][1]))
     if resized_size(info.height, info.width, min(size)) != size:
-        turned = info.rotation in (90, 270)  # the pixel aspect widens the stored width, shown upright
-        stored = ((info.width, int(round(info.height / info.pixel_aspect))) if turned
-                  else (int(round(info.width / info.pixel_aspect)), info.height))
-        if info.pixel_aspect != 1 and resized_size(stored[1], stored[0], min(size)) == size:
+        stored = info.stored_size
+        if stored != (info.width, info.height) and resized_size(stored[1], stored[0], min(size)) == size:
             raise UserInputError(f"'{path}' was explained on the stored pixels of '{source}' ({stored[0]}x{stored[1]}), "
                                  f"which is now read as a player shows it ({info.width}x{info.height}, square "
                                  f"pixels); explain it again")
