@@ -546,6 +546,8 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     other number of outputs, those layers are resized to it before loading. Returns that number,
     or ``None`` when the model kept its outputs."""
     sd = _without_wrapper_prefix(_read_state_dict(path), model)
+    if name in TIME_INTERPOLATED:
+        _fit_time_tables(model, sd)
     resized = _fit_output_layers(model, sd, classes) if classes else None
     try:
         result = model.load_state_dict(sd, strict=False)
@@ -562,6 +564,18 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
         raise UserInputError(f"weights '{path}' do not fit {name}: {', '.join(parts)} keys; "
                              f"give a checkpoint of this architecture")
     return resized
+
+
+def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """Give ``model``'s relative time tables (``rel_pos_t``) the lengths of ``sd``'s: a checkpoint
+    trained on clips of another length has tables made for it, which the network interpolates to
+    the clips it is given as it does its own."""
+    modules = dict(model.named_modules())
+    for key, value in sd.items():
+        owner, _, param = key.rpartition(".")
+        old = getattr(modules.get(owner), param, None) if param == "rel_pos_t" else None
+        if isinstance(old, nn.Parameter) and old.shape != value.shape and old.shape[1:] == value.shape[1:]:
+            setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape), requires_grad=old.requires_grad))
 
 
 def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -790,16 +804,24 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
     if str(device) == "meta":
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torchvision's notes on random init
-            return _BUILDERS[spec.family](spec, "random"), None
+            return _for_clip_length(_BUILDERS[spec.family](spec, "random"), spec), None
     if spec.family == "hf" and os.path.isdir(weights):  # a save_pretrained folder
         is_path = False
     elif is_path and not os.path.isfile(weights):
         raise UserInputError(f"weights file '{weights}' does not exist; give a checkpoint path, 'default' or 'random'")
     with warnings.catch_warnings(), seeded(seed):
         warnings.simplefilter("ignore", FutureWarning)
-        model = _BUILDERS[spec.family](spec, "random" if is_path else weights)
+        model = _for_clip_length(_BUILDERS[spec.family](spec, "random" if is_path else weights), spec)
     classes = load_state(model, weights, spec.name, _class_count(spec)) if is_path else None
     return model.to(device).eval(), classes
+
+
+def _for_clip_length(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """``model`` set for ``spec``'s clips where it reads their length from an attribute: the time
+    steps of a network in :data:`TIME_INTERPOLATED` (its relative tables follow the clip)."""
+    if spec.family == "torchvision" and spec.name in TIME_INTERPOLATED:
+        model.pos_encoding.temporal_size = spec.frames // model.conv_proj.stride[0]
+    return model
 
 
 def _class_count(spec: ModelSpec) -> int | None:
@@ -891,15 +913,18 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default",
 
 def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
-    at its rate. Refused for an image model, a network whose token grid is fixed (MViT's position
-    tables, a Hugging Face checkpoint's position embeddings: its ``config.json`` records its
-    clip length) and a SlowFast clip that its slow pathway's ``alpha`` does not divide."""
+    at its rate. Refused for an image model, a network whose token grid is fixed (MViT v1's
+    position table, a Hugging Face checkpoint's position embeddings: its ``config.json`` records
+    its clip length; MViT v2 interpolates its relative tables, :data:`TIME_INTERPOLATED`) and a
+    SlowFast clip that its slow pathway's ``alpha`` does not divide."""
     n = check_frames(frames)
     if not spec.is_video:
         raise UserInputError(f"{spec.name} is an image model; {{frames}} applies to video models only",
                              options=["frames"])
     if n == spec.frames:
         return spec
+    if spec.name in TIME_INTERPOLATED and spec.family == "torchvision":
+        return _with_time_steps(spec, n)
     if any(lay is not None and lay.grid is not None for _, lay in spec.layouts):
         where = ("; a checkpoint trained on clips of another length says so in its config.json (num_frames)"
                  if spec.family == "hf" else "")
@@ -910,6 +935,27 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
                              f"pathway takes every {spec.slowfast_alpha}th frame of the clip), got {n}",
                              options=["frames"])
     return dataclasses.replace(spec, frames=n)
+
+
+#: torchvision networks whose only tables of time positions are relative ones that the network
+#: interpolates to the clip it is given (MViT v2's ``rel_pos_t``; MViT v1's absolute table is fixed):
+#: they take clips of another length, and checkpoints trained on them (:func:`load_state`).
+TIME_INTERPOLATED = ("mvit_v2_s",)
+
+
+def _with_time_steps(spec: ModelSpec, n: int) -> ModelSpec:
+    """``spec`` of a network in :data:`TIME_INTERPOLATED` on clips of ``n`` frames: its tubelets
+    span 2 frames, so ``n`` is even and its fixed token grids hold ``n / 2`` time steps."""
+    if n % 2:
+        raise UserInputError(f"{{frames}} must be even for {spec.name} (its tubelets span 2 frames), got {n}",
+                             options=["frames"])
+
+    def scaled(lay: TokenLayout | None) -> TokenLayout | None:
+        if lay is None or lay.grid is None:
+            return lay
+        return dataclasses.replace(lay, grid=(lay.grid[0] * n // spec.frames, *lay.grid[1:]))
+
+    return dataclasses.replace(spec, frames=n, layouts=tuple((p, scaled(lay)) for p, lay in spec.layouts))
 
 
 def check_frames(frames: Any) -> int:
@@ -923,8 +969,8 @@ def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
     frames (:mod:`.clip_length`), found on the meta device, else on the CPU (some builders or
     forwards cannot run on the meta device); refused where it cannot take such clips; none for
     clips of its own length."""
-    if frames == own.frames:
-        return {}
+    if frames == own.frames or (own.family == "torchvision" and own.name in TIME_INTERPOLATED):
+        return {}  # no pooling over the whole clip: the head reads the class token
     feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
     failure: Exception | None = None
     for device in ("meta", "cpu"):
