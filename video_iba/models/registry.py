@@ -819,7 +819,7 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
 def _for_clip_length(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """``model`` set for ``spec``'s clips where it reads their length from an attribute: the time
     steps of a network in :data:`TIME_INTERPOLATED` (its relative tables follow the clip)."""
-    if spec.family == "torchvision" and spec.name in TIME_INTERPOLATED:
+    if _interpolates_time(spec):
         model.pos_encoding.temporal_size = spec.frames // model.conv_proj.stride[0]
     return model
 
@@ -923,7 +923,7 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
                              options=["frames"])
     if n == spec.frames:
         return spec
-    if spec.name in TIME_INTERPOLATED and spec.family == "torchvision":
+    if _interpolates_time(spec):
         return _with_time_steps(spec, n)
     if any(lay is not None and lay.grid is not None for _, lay in spec.layouts):
         where = ("; a checkpoint trained on clips of another length says so in its config.json (num_frames)"
@@ -941,6 +941,11 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
 #: interpolates to the clip it is given (MViT v2's ``rel_pos_t``; MViT v1's absolute table is fixed):
 #: they take clips of another length, and checkpoints trained on them (:func:`load_state`).
 TIME_INTERPOLATED = ("mvit_v2_s",)
+
+
+def _interpolates_time(spec: ModelSpec) -> bool:
+    """Whether ``spec`` is the torchvision network of a name in :data:`TIME_INTERPOLATED`."""
+    return spec.family == "torchvision" and spec.name in TIME_INTERPOLATED
 
 
 def _with_time_steps(spec: ModelSpec, n: int) -> ModelSpec:
@@ -969,7 +974,7 @@ def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
     frames (:mod:`.clip_length`), found on the meta device, else on the CPU (some builders or
     forwards cannot run on the meta device); refused where it cannot take such clips; none for
     clips of its own length."""
-    if frames == own.frames or (own.family == "torchvision" and own.name in TIME_INTERPOLATED):
+    if frames == own.frames or _interpolates_time(own):
         return {}  # no pooling over the whole clip: the head reads the class token
     feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
     failure: Exception | None = None
