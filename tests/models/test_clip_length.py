@@ -57,8 +57,7 @@ def test_only_pools_spanning_the_whole_clip_change() -> None:
 
 
 @pytest.mark.parametrize("name, frames, message", [
-    ("mvit_v1_b", 8, "mvit_v1_b takes clips of 16 frames only: its token grid is fixed (position tables or "
-                     "embeddings made for it); drop frames="),
+    ("mvit_v1_b", 5, "frames= must be even for mvit_v1_b (its tubelets span 2 frames), got 5"),
     ("mvit_v2_s", 7, "frames= must be even for mvit_v2_s (its tubelets span 2 frames), got 7"),
     ("hf:MCG-NJU/videomae-base-finetuned-kinetics", 8, "a checkpoint trained on clips of another length says so in "
                                                        "its config.json (num_frames); drop frames="),
@@ -124,27 +123,18 @@ def test_layers_are_listed_on_clips_of_another_length() -> None:
     own = {li.name: li.shape for li in video_iba.models.layers("x3d_xs")}
     assert own["blocks.2"][2] == 4 and shapes["blocks.2"][2] == 8  # the default layer's time axis
     assert shapes["blocks.5.pool.pool"] == own["blocks.5.pool.pool"]  # the head still averages the whole clip
-    with pytest.raises(UserInputError, match="mvit_v1_b takes clips of 16 frames only"):
-        video_iba.models.layers("mvit_v1_b", frames=8)
+    with pytest.raises(UserInputError, match="takes clips of 16 frames only: its token grid is fixed"):
+        video_iba.models.layers("hf:MCG-NJU/videomae-base-finetuned-kinetics", frames=8)
     grids = {li.name: li.grid for li in video_iba.models.layers("mvit_v2_s", frames=32)}
     assert grids["pos_encoding"] == (16, 56, 56) and grids["norm"] == (16, 7, 7) and grids["blocks.15"] == (16, 7, 7)
 
 
 def test_mvit_v2_takes_clips_of_another_length_and_a_checkpoint_trained_on_them(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import torchvision.models.video.mvit as tv_mvit
+    from torchvision.models.video.mvit import MViT
 
-    made: dict[str, object] = {}
-    real = tv_mvit.MViT
-
-    def recording(**kwargs):  # type: ignore[no-untyped-def]
-        made.update(kwargs)
-        return real(**kwargs)
-
-    with monkeypatch.context() as patch:  # torchvision's own network as built for 8-frame clips
-        patch.setattr(tv_mvit, "MViT", recording)
-        tv_mvit.mvit_v2_s()
+    made = _torchvision_mvit_kwargs("mvit_v2_s", monkeypatch)
     torch.manual_seed(3)
-    own = real(**{**made, "temporal_size": 8}).eval()
+    own = MViT(**{**made, "temporal_size": 8}).eval()  # torchvision's own network as built for 8-frame clips
     assert own.blocks[0].attn.rel_pos_t.shape[0] == 7  # its time tables, made for 4 time steps
     torch.save(own.state_dict(), tmp_path / "k8.pt")
 
@@ -156,3 +146,55 @@ def test_mvit_v2_takes_clips_of_another_length_and_a_checkpoint_trained_on_them(
     assert model.video_iba_spec.layout("norm").grid == (4, 7, 7)
     attr = video_iba.explain(model, clip, steps=1, samples=2, seed=0)
     assert attr.bits.shape == (8, 224, 224) and len(attr.bits_per_frame) == 8
+
+
+def _torchvision_mvit_kwargs(builder: str, monkeypatch) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The arguments torchvision's ``builder`` gives its ``MViT`` (its clip length included)."""
+    import torchvision.models.video.mvit as tv_mvit
+
+    made: dict[str, object] = {}
+    real = tv_mvit.MViT
+
+    def recording(**kwargs):  # type: ignore[no-untyped-def]
+        made.update(kwargs)
+        return real(**kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tv_mvit, "MViT", recording)
+        getattr(tv_mvit, builder)()
+    return made
+
+
+def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpolated(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from torchvision.models.video.mvit import MViT
+
+    made = _torchvision_mvit_kwargs("mvit_v1_b", monkeypatch)
+    torch.manual_seed(3)
+    own = MViT(**{**made, "temporal_size": 8}).eval()  # as torchvision builds it for 8-frame clips
+    assert own.pos_encoding.temporal_pos.shape == (4, 96)
+    torch.save(own.state_dict(), tmp_path / "k8.pt")
+    model = load_model("mvit_v1_b", weights=str(tmp_path / "k8.pt"), frames=8)
+    clip = torch.randn(1, 3, 8, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), own(clip), rtol=1e-4, atol=1e-5)  # the network it was trained as
+    assert model.video_iba_spec.layout("pos_encoding").grid == (4, 56, 56)
+    assert model.video_iba_spec.layout("norm").grid == (4, 7, 7)
+    attr = video_iba.explain(model, clip, steps=1, samples=2, seed=0)
+    assert attr.bits.shape == (8, 224, 224) and len(attr.bits_per_frame) == 8
+
+    # weights trained on 16-frame clips: their 8 time positions resampled to 4, each the middle of two
+    sixteen = MViT(**made).eval()
+    torch.save(sixteen.state_dict(), tmp_path / "k16.pt")
+    table = sixteen.pos_encoding.temporal_pos.detach()
+    halved = load_model("mvit_v1_b", weights=str(tmp_path / "k16.pt"), frames=8)
+    torch.testing.assert_close(halved.pos_encoding.temporal_pos.detach(), (table[0::2] + table[1::2]) / 2)
+    torch.testing.assert_close(halved.pos_encoding.spatial_pos, sixteen.pos_encoding.spatial_pos)
+    assert halved.pos_encoding.temporal_size == 4
+    assert halved.pos_encoding.temporal_pos.requires_grad == halved.pos_encoding.spatial_pos.requires_grad
+    with torch.no_grad():
+        assert halved(clip).shape == (1, 400)
+    doubled = load_model("mvit_v1_b", weights=str(tmp_path / "k16.pt"), frames=32)
+    assert doubled.pos_encoding.temporal_pos.shape == (16, 96)
+    torch.testing.assert_close(doubled.pos_encoding.temporal_pos.detach()[[0, -1]], table[[0, -1]])
+    grids = {li.name: li.grid for li in video_iba.models.layers("mvit_v1_b", frames=32)}
+    assert grids["pos_encoding"] == (16, 56, 56) and grids["norm"] == (16, 7, 7)

@@ -173,8 +173,11 @@ def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, ca
     (["compare", "{photo}", "--methods", "saliency,random", "--frames", "8"],
      "--frames applies to videos and '{photo}' is a photo"),
     (["explain", "{video}", "--frames", "2000"], "argument --frames: expected an integer from 1 to 1024, got 2000"),
-    (["explain", "{video}", "--model", "mvit_v1_b", "--weights", "random", "--frames", "8"],
-     "mvit_v1_b takes clips of 16 frames only: its token grid is fixed"),
+    (["explain", "{video}", "--model", "hf:MCG-NJU/videomae-base-finetuned-kinetics", "--weights", "random",
+      "--frames", "8"], "hf:MCG-NJU/videomae-base-finetuned-kinetics takes clips of 16 frames only: its token grid is "
+                        "fixed"),
+    (["explain", "{video}", "--model", "mvit_v1_b", "--weights", "random", "--frames", "9"],
+     "--frames must be even for mvit_v1_b (its tubelets span 2 frames), got 9"),
     (["evaluate", "synthetic", "--frames", "8", "--sampling-rate", "2", "--out", "{out}"],
      "the synthetic benchmark's clips are made at its models' rate and length; drop --sampling-rate and --frames"),
     (["train-readout", "synthetic", "--frames", "8", "--out", "{out}"],

@@ -547,7 +547,7 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     or ``None`` when the model kept its outputs."""
     sd = _without_wrapper_prefix(_read_state_dict(path), model)
     if name in TIME_INTERPOLATED:
-        _fit_time_tables(model, sd)
+        _fit_time_tables(model, sd, name)
     resized = _fit_output_layers(model, sd, classes) if classes else None
     try:
         result = model.load_state_dict(sd, strict=False)
@@ -566,16 +566,33 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     return resized
 
 
-def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
-    """Give ``model``'s relative time tables (``rel_pos_t``) the lengths of ``sd``'s: a checkpoint
-    trained on clips of another length has tables made for it, which the network interpolates to
-    the clips it is given as it does its own."""
+def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
+    """Fit the time positions of ``sd`` and of ``model`` (a network of :data:`TIME_INTERPOLATED`):
+    a checkpoint trained on clips of another length has relative tables (``rel_pos_t``) made for
+    them, which ``model`` takes, as the network interpolates them to the clips it is given; an
+    absolute table (MViT v1's ``pos_encoding.temporal_pos``) of another number of time steps than
+    ``model``'s clips hold is interpolated to them (:func:`time_positions`)."""
     modules = dict(model.named_modules())
     for key, value in sd.items():
         owner, _, param = key.rpartition(".")
-        old = getattr(modules.get(owner), param, None) if param == "rel_pos_t" else None
-        if isinstance(old, nn.Parameter) and old.shape != value.shape and old.shape[1:] == value.shape[1:]:
+        old = getattr(modules.get(owner), param, None) if param in ("rel_pos_t", "temporal_pos") else None
+        if not isinstance(old, nn.Parameter) or old.shape == value.shape or old.shape[1:] != value.shape[1:]:
+            continue
+        if param == "rel_pos_t":
             setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape), requires_grad=old.requires_grad))
+        else:
+            log.info("%s: the time positions of its weights (%d steps) are interpolated to the clip's %d", name,
+                     value.shape[0], old.shape[0])
+            sd[key] = time_positions(value, old.shape[0])
+
+
+def time_positions(table: torch.Tensor, steps: int) -> torch.Tensor:
+    """An absolute table of time positions ``(T, C)`` resampled to ``steps`` rows, linearly, each
+    row standing for the middle of its share of the clip (``align_corners=False``); the table
+    itself where it has ``steps`` rows."""
+    if table.shape[0] == steps:
+        return table
+    return nn.functional.interpolate(table.detach().t()[None], size=steps, mode="linear", align_corners=False)[0].t()
 
 
 def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -818,9 +835,14 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
 
 def _for_clip_length(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """``model`` set for ``spec``'s clips where it reads their length from an attribute: the time
-    steps of a network in :data:`TIME_INTERPOLATED` (its relative tables follow the clip)."""
+    steps of a network in :data:`TIME_INTERPOLATED` (MViT v2's relative tables follow the clip;
+    MViT v1's absolute table is interpolated to it, :func:`time_positions`)."""
     if _interpolates_time(spec):
-        model.pos_encoding.temporal_size = spec.frames // model.conv_proj.stride[0]
+        encoding = model.pos_encoding
+        encoding.temporal_size = steps = spec.frames // model.conv_proj.stride[0]
+        table = encoding.temporal_pos
+        if table is not None and table.shape[0] != steps:
+            encoding.temporal_pos = nn.Parameter(time_positions(table, steps), requires_grad=table.requires_grad)
     return model
 
 
@@ -913,9 +935,9 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default",
 
 def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
-    at its rate. Refused for an image model, a network whose token grid is fixed (MViT v1's
-    position table, a Hugging Face checkpoint's position embeddings: its ``config.json`` records
-    its clip length; MViT v2 interpolates its relative tables, :data:`TIME_INTERPOLATED`) and a
+    at its rate. Refused for an image model, a network whose token grid is fixed (a Hugging Face
+    checkpoint's position embeddings: its ``config.json`` records its clip length; MViT's time
+    positions are interpolated, :data:`TIME_INTERPOLATED`) and a
     SlowFast clip that its slow pathway's ``alpha`` does not divide."""
     n = check_frames(frames)
     if not spec.is_video:
@@ -937,10 +959,11 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     return dataclasses.replace(spec, frames=n)
 
 
-#: torchvision networks whose only tables of time positions are relative ones that the network
-#: interpolates to the clip it is given (MViT v2's ``rel_pos_t``; MViT v1's absolute table is fixed):
-#: they take clips of another length, and checkpoints trained on them (:func:`load_state`).
-TIME_INTERPOLATED = ("mvit_v2_s",)
+#: torchvision networks whose tables of time positions are interpolated to the clip: MViT v2's
+#: relative ones (``rel_pos_t``) by the network itself, MViT v1's absolute one
+#: (``pos_encoding.temporal_pos``) as the network is built (:func:`time_positions`). They take clips
+#: of any even length, and checkpoints trained on them (:func:`load_state`).
+TIME_INTERPOLATED = ("mvit_v1_b", "mvit_v2_s")
 
 
 def _interpolates_time(spec: ModelSpec) -> bool:
