@@ -137,8 +137,10 @@ def window_attention_3d(input: torch.Tensor, qkv_weight: torch.Tensor, proj_weig
 # ----------------------------------------------------------------------------- MViT
 
 
-def _resized(table: torch.Tensor, n: int) -> torch.Tensor:
-    """A relative-position table ``(n0, C)`` linearly resampled to ``n`` rows (as MViT does)."""
+def resampled_rows(table: torch.Tensor, n: int) -> torch.Tensor:
+    """A table of positions ``(n0, C)`` linearly resampled to ``n`` rows, each row standing for the
+    middle of its share of the axis, as MViT resamples its relative tables; ``table`` itself where
+    it has ``n`` rows."""
     if table.shape[0] == n:
         return table
     return F.interpolate(table.t().unsqueeze(0), size=n, mode="linear").squeeze(0).t()
@@ -147,7 +149,7 @@ def _resized(table: torch.Tensor, n: int) -> torch.Tensor:
 def _relative_rows(table: torch.Tensor, nq: int, nk: int) -> torch.Tensor:
     """``(nq, nk, C)``: the table's row for each query/key offset along one axis, the coarser of
     the two grids scaled to the finer."""
-    table = _resized(table, int(2 * max(nq, nk) - 1))
+    table = resampled_rows(table, int(2 * max(nq, nk) - 1))
     q_ratio, k_ratio = max(nk / nq, 1.0), max(nq / nk, 1.0)
     offset = torch.arange(nq)[:, None] * q_ratio - (torch.arange(nk)[None, :] + (1.0 - nk)) * k_ratio
     return table[offset.long()]

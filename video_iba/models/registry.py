@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..bottleneck.attention import resampled_rows
 from ..config import TRANSFORMER_SETTINGS, IBAConfig
 from ..distributed import checked_device
 from ..errors import UserInputError, did_you_mean
@@ -571,7 +572,7 @@ def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -
     a checkpoint trained on clips of another length has relative tables (``rel_pos_t``) made for
     them, which ``model`` takes, as the network interpolates them to the clips it is given; an
     absolute table (MViT v1's ``pos_encoding.temporal_pos``) of another number of time steps than
-    ``model``'s clips hold is interpolated to them (:func:`time_positions`)."""
+    ``model``'s clips hold is resampled to them."""
     modules = dict(model.named_modules())
     for key, value in sd.items():
         owner, _, param = key.rpartition(".")
@@ -581,18 +582,9 @@ def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -
         if param == "rel_pos_t":
             setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape), requires_grad=old.requires_grad))
         else:
-            log.info("%s: the time positions of its weights (%d steps) are interpolated to the clip's %d", name,
+            log.info("%s: the time positions of its weights (%d steps) are resampled to the clip's %d", name,
                      value.shape[0], old.shape[0])
-            sd[key] = time_positions(value, old.shape[0])
-
-
-def time_positions(table: torch.Tensor, steps: int) -> torch.Tensor:
-    """An absolute table of time positions ``(T, C)`` resampled to ``steps`` rows, linearly, each
-    row standing for the middle of its share of the clip (``align_corners=False``); the table
-    itself where it has ``steps`` rows."""
-    if table.shape[0] == steps:
-        return table
-    return nn.functional.interpolate(table.detach().t()[None], size=steps, mode="linear", align_corners=False)[0].t()
+            sd[key] = resampled_rows(value, old.shape[0])
 
 
 def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -836,13 +828,14 @@ def _built(spec: ModelSpec, weights: str, device: torch.device | str, seed: int)
 def _for_clip_length(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """``model`` set for ``spec``'s clips where it reads their length from an attribute: the time
     steps of a network in :data:`TIME_INTERPOLATED` (MViT v2's relative tables follow the clip;
-    MViT v1's absolute table is interpolated to it, :func:`time_positions`)."""
+    MViT v1's absolute table is resampled to it)."""
     if _interpolates_time(spec):
         encoding = model.pos_encoding
         encoding.temporal_size = steps = spec.frames // model.conv_proj.stride[0]
         table = encoding.temporal_pos
         if table is not None and table.shape[0] != steps:
-            encoding.temporal_pos = nn.Parameter(time_positions(table, steps), requires_grad=table.requires_grad)
+            resampled = resampled_rows(table.detach(), steps)
+            encoding.temporal_pos = nn.Parameter(resampled, requires_grad=table.requires_grad)
     return model
 
 
@@ -961,7 +954,7 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
 
 #: torchvision networks whose tables of time positions are interpolated to the clip: MViT v2's
 #: relative ones (``rel_pos_t``) by the network itself, MViT v1's absolute one
-#: (``pos_encoding.temporal_pos``) as the network is built (:func:`time_positions`). They take clips
+#: (``pos_encoding.temporal_pos``) as the network is built. They take clips
 #: of any even length, and checkpoints trained on them (:func:`load_state`).
 TIME_INTERPOLATED = ("mvit_v1_b", "mvit_v2_s")
 
