@@ -294,10 +294,10 @@ def test_many_windows_go_to_disk_or_are_refused_before_any_work(tmp_path, capsys
         plan_windows(120_000, 30.0, 16, 2, stride=1 / 30)  # a stride of one frame over 67 minutes
     import video_iba.workflows.explain as wx
 
-    argv = ["explain", clip, "--model", "r3d_18", "--weights", "random", "--stride", "0.25", *FAST]
+    argv = ["explain", clip, "--model", "x3d_xs", "--weights", "random", "--stride", "0.25", *FAST]
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "memory")], capsys)
     assert code == 0, err
-    monkeypatch.setattr(wx, "SPILL_BYTES", 2 ** 20)  # 5 windows of 0.8 MB: kept in a file beside the outputs
+    monkeypatch.setattr(wx, "SPILL_BYTES", 2 ** 20)  # 3 windows of 0.5 MB: kept in a file beside the outputs
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "disk")], capsys)
     assert code == 0 and "in a temporary file" in err, err
     assert sorted(os.listdir(tmp_path / "disk")) == ["c.mp4", "c.npz"]  # the temporary file is gone
