@@ -576,10 +576,10 @@ def test_the_same_command_writes_the_same_files(tmp_path) -> None:  # type: igno
     import subprocess
     import sys
 
-    clip = encode(str(tmp_path / "c.mp4"), frames=45, size=(128, 96), content=moving_square)
+    clip = encode(str(tmp_path / "c.mp4"), frames=90, size=(128, 96), content=moving_square)
     digests = []
     for run in ("a", "b"):  # separate processes, as two users would run it
-        cmd = [sys.executable, "-m", "video_iba", "explain", clip, "--model", "r3d_18", "--weights", "random",
+        cmd = [sys.executable, "-m", "video_iba", "explain", clip, "--model", "x3d_xs", "--weights", "random",
                "--stride", "0.5", "--out", str(tmp_path / run), *FAST]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-2000:]
