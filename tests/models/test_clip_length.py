@@ -59,8 +59,8 @@ def test_only_pools_spanning_the_whole_clip_change() -> None:
 @pytest.mark.parametrize("name, frames, message", [
     ("mvit_v1_b", 5, "frames= must be even for mvit_v1_b (its tubelets span 2 frames), got 5"),
     ("mvit_v2_s", 7, "frames= must be even for mvit_v2_s (its tubelets span 2 frames), got 7"),
-    ("hf:MCG-NJU/videomae-base-finetuned-kinetics", 8, "a checkpoint trained on clips of another length says so in "
-                                                       "its config.json (num_frames); drop frames="),
+    ("hf:MCG-NJU/videomae-base-finetuned-kinetics", 7, "frames= must be even for hf:MCG-NJU/videomae-base-finetuned-"
+                                                       "kinetics (its tubelets span 2 frames), got 7"),
     ("slowfast_r50", 30, "frames= must be a multiple of 4 for slowfast_r50 (its slow pathway takes every 4th frame "
                          "of the clip), got 30"),
     ("resnet50", 8, "resnet50 is an image model; frames= applies to video models only"),
@@ -123,8 +123,9 @@ def test_layers_are_listed_on_clips_of_another_length() -> None:
     own = {li.name: li.shape for li in video_iba.models.layers("x3d_xs")}
     assert own["blocks.2"][2] == 4 and shapes["blocks.2"][2] == 8  # the default layer's time axis
     assert shapes["blocks.5.pool.pool"] == own["blocks.5.pool.pool"]  # the head still averages the whole clip
-    with pytest.raises(UserInputError, match="takes clips of 16 frames only: its token grid is fixed"):
-        video_iba.models.layers("hf:MCG-NJU/videomae-base-finetuned-kinetics", frames=8)
+    videomae = {li.name: li.grid for li in video_iba.models.layers("hf:MCG-NJU/videomae-base-finetuned-kinetics",
+                                                                    frames=8)}
+    assert videomae["hf.videomae.embeddings"] == (4, 14, 14)  # 2-frame tubelets
     grids = {li.name: li.grid for li in video_iba.models.layers("mvit_v2_s", frames=32)}
     assert grids["pos_encoding"] == (16, 56, 56) and grids["norm"] == (16, 7, 7) and grids["blocks.15"] == (16, 7, 7)
 

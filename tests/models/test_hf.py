@@ -294,3 +294,37 @@ def test_a_checkpoint_folder_brings_its_own_configuration(tmp_path, monkeypatch,
     assert code == 0, err
     result = video_iba.load(tmp_path / "out" / "clip.npz")
     assert result.bits.shape[2:] == (4, 32, 32) and result.meta["target_label"] in ("left", "right", "still")
+
+
+def test_videomae_and_timesformer_take_clips_of_another_length_and_vivit_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clip = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
+    for kind in ("videomae", "timesformer"):
+        name, net = _cache(tmp_path / kind, monkeypatch, kind)  # a checkpoint of 4-frame clips
+        model = video_iba.load_model(name, frames=8)
+        spec = model.video_iba_spec
+        assert spec.frames == 8 and spec.layout(spec.layers[0]).grid == ((4, 4, 4) if kind == "videomae" else (8, 4, 4))
+        # the network Hugging Face builds for 8-frame clips with these weights; TimeSformer's time
+        # embeddings resampled to 8 as its embedding resamples them itself (nearest)
+        reference = transformers.AutoModelForVideoClassification.from_config(
+            _config(kind).__class__(**{**_config(kind).to_dict(), "num_frames": 8})).eval()
+        state = net.state_dict()
+        if kind == "timesformer":
+            table = state["timesformer.embeddings.time_embeddings"]
+            state["timesformer.embeddings.time_embeddings"] = torch.nn.functional.interpolate(
+                table.transpose(1, 2), size=8, mode="nearest").transpose(1, 2)
+        reference.load_state_dict(state)
+        with torch.no_grad():
+            torch.testing.assert_close(model(clip), reference(pixel_values=clip.permute(0, 2, 1, 3, 4)).logits)
+        attr = video_iba.explain(model, clip, steps=2, samples=2, seed=0)
+        assert attr.bits.shape == (8, 32, 32) and len(attr.bits_per_frame) == 8
+        if kind == "videomae":
+            with pytest.raises(UserInputError, match=rf"frames= must be even for {name} \(its tubelets span 2"):
+                video_iba.load_model(name, frames=5)
+        own = video_iba.load_model(name)  # without frames=, the checkpoint's own length
+        with pytest.raises(UserInputError, match=rf"this {kind} network takes clips of 4 frames \(its config.num_frames"
+                                                 r"\), got 8; give it clips of 4 frames, or build it for 8"):
+            own(clip)
+    name, _ = _cache(tmp_path / "vivit", monkeypatch, "vivit")
+    with pytest.raises(UserInputError, match=r"takes clips of 4 frames only: its token grid is fixed .*config.json "
+                                             r"\(num_frames\); drop frames="):
+        video_iba.load_model(name, frames=8)

@@ -174,8 +174,8 @@ def test_clips_of_another_length_are_explained_recorded_and_checked(tmp_path, ca
      "--frames applies to videos and '{photo}' is a photo"),
     (["explain", "{video}", "--frames", "2000"], "argument --frames: expected an integer from 1 to 1024, got 2000"),
     (["explain", "{video}", "--model", "hf:MCG-NJU/videomae-base-finetuned-kinetics", "--weights", "random",
-      "--frames", "8"], "hf:MCG-NJU/videomae-base-finetuned-kinetics takes clips of 16 frames only: its token grid is "
-                        "fixed"),
+      "--frames", "9"], "--frames must be even for hf:MCG-NJU/videomae-base-finetuned-kinetics (its tubelets span 2 "
+                        "frames), got 9"),
     (["explain", "{video}", "--model", "mvit_v1_b", "--weights", "random", "--frames", "9"],
      "--frames must be even for mvit_v1_b (its tubelets span 2 frames), got 9"),
     (["evaluate", "synthetic", "--frames", "8", "--sampling-rate", "2", "--out", "{out}"],

@@ -79,6 +79,19 @@ FAMILIES = {
 }
 
 
+#: Families whose networks take clips of another length than their configuration's: VideoMAE
+#: computes its position codes (sinusoids, no weights) from the clip length it is built for;
+#: TimeSformer resamples its learned time embeddings to the clip it is given (nearest) and reads
+#: the length from its configuration. ViViT's position embeddings are learned for one length.
+OTHER_LENGTHS = ("videomae", "timesformer")
+
+
+def family_base(layer: str) -> str | None:
+    """The family of a Hugging Face model from a layer name of its wrapper (``hf.videomae.embeddings``)."""
+    parts = layer.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "hf" and parts[1] in FAMILIES else None
+
+
 def blocks_path(base: str) -> str:
     """Where the encoder's block list sits in the ``base`` model (transformers 5 moved ViViT's)."""
     try:
@@ -347,6 +360,11 @@ class HFVideoClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise UserInputError(f"a Hugging Face video model takes clips (N, C, T, H, W), got {tuple(x.shape)}")
+        frames = getattr(self.hf.config, "num_frames", None)
+        if frames is not None and x.shape[2] != frames:  # TimeSformer's blocks would split its tokens wrongly
+            raise UserInputError(f"this {self.base} network takes clips of {frames} frames (its config.num_frames), "
+                                 f"got {x.shape[2]}; give it clips of {frames} frames, or build it for {x.shape[2]} "
+                                 f"(load_model(..., frames={x.shape[2]}))")
         return self.hf(pixel_values=x.permute(0, 2, 1, 3, 4), return_dict=True).logits
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -385,9 +403,11 @@ class HFVideoClassifier(nn.Module):
         return rest
 
 
-def build_hf(name: str, weights: str) -> nn.Module:
+def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     """The wrapped network of ``hf:ORG/NAME``: cached weights (``default``), ``random`` (initialised
-    from the configuration), or a checkpoint folder written by ``save_pretrained``."""
+    from the configuration), or a checkpoint folder written by ``save_pretrained``; for clips of
+    ``frames`` frames (default: the configuration's ``num_frames``; another number for the
+    families of :data:`OTHER_LENGTHS` only)."""
     try:
         import transformers
     except ImportError as exc:
@@ -398,10 +418,18 @@ def build_hf(name: str, weights: str) -> nn.Module:
     config, _ = hf_config(mid, folder)
     fam = family_of(config, mid)
     auto = transformers.AutoModelForVideoClassification
+    own = int(config["num_frames"])
+    frames = own if frames is None else frames
+    if frames != own and fam.base not in OTHER_LENGTHS:
+        raise UserInputError(f"{name} takes clips of {own} frames only (its position embeddings are learned for them)")
+    # VideoMAE is built for the clip length (its position codes follow from it); TimeSformer loads
+    # the time embeddings of its own length and is told the clip's, to which it resamples them
+    built_for = {"num_frames": frames} if fam.base == "videomae" and frames != own else {}
     if weights == "random":
         kind = config["model_type"]
-        cfg = transformers.AutoConfig.for_model(kind, **{k: v for k, v in config.items() if k != "model_type"})
-        return HFVideoClassifier(auto.from_config(cfg), fam.base)
+        cfg = transformers.AutoConfig.for_model(kind, **{**{k: v for k, v in config.items() if k != "model_type"},
+                                                         **built_for})
+        return _for_clips(HFVideoClassifier(auto.from_config(cfg), fam.base), frames)
     if folder is not None and weights in ("default", "kinetics400", folder):
         source = folder
     elif weights in ("default", "kinetics400"):
@@ -413,9 +441,16 @@ def build_hf(name: str, weights: str) -> nn.Module:
         raise UserInputError(f"unknown weights '{weights}' for {name}; give default (the Hugging Face cache), random, "
                              f"a checkpoint folder or a state dict file")
     try:
-        net = auto.from_pretrained(source, local_files_only=True)
+        net = auto.from_pretrained(source, local_files_only=True, **built_for)
     except OSError as exc:
         raise _missing(mid, "checkpoint") if folder is None else UserInputError(
             f"cannot load a Hugging Face checkpoint from '{folder}' ({exc}); give a folder written by "
             f"save_pretrained") from exc
-    return HFVideoClassifier(net, fam.base)
+    return _for_clips(HFVideoClassifier(net, fam.base), frames)
+
+
+def _for_clips(model: HFVideoClassifier, frames: int) -> HFVideoClassifier:
+    """``model`` told that its clips hold ``frames`` frames (TimeSformer's blocks read it from the
+    configuration they share with the network)."""
+    model.hf.config.num_frames = frames
+    return model

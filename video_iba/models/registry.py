@@ -30,8 +30,8 @@ from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .clip_length import refit_pools, set_pool_kernels, spanning_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
-from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
-                 processor_of, spec_fields)
+from .hf import (OTHER_LENGTHS, SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields,
+                 family_base, family_of, is_hf, processor_of, spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -794,7 +794,7 @@ _BUILDERS: dict[str, Callable[[ModelSpec, str], nn.Module]] = {
     "efficientnet_lite": _build_efficientnet_lite,
     "inflated": _build_inflated,
     "pytorchvideo": _build_pytorchvideo,
-    "hf": lambda spec, weights: build_hf(spec.name, weights),
+    "hf": lambda spec, weights: build_hf(spec.name, weights, spec.frames),
 }
 
 
@@ -928,9 +928,10 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default",
 
 def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
-    at its rate. Refused for an image model, a network whose token grid is fixed (a Hugging Face
-    checkpoint's position embeddings: its ``config.json`` records its clip length; MViT's time
-    positions are interpolated, :data:`TIME_INTERPOLATED`) and a
+    at its rate. Refused for an image model, a network whose token grid is fixed (ViViT's learned
+    position embeddings; a Hugging Face checkpoint's ``config.json`` records its clip length;
+    MViT's time positions are interpolated, :data:`TIME_INTERPOLATED`, and VideoMAE and
+    TimeSformer are built for the clips, :data:`~.hf.OTHER_LENGTHS`) and a
     SlowFast clip that its slow pathway's ``alpha`` does not divide."""
     n = check_frames(frames)
     if not spec.is_video:
@@ -940,6 +941,10 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
         return spec
     if _interpolates_time(spec):
         return _with_time_steps(spec, n)
+    embedding = spec.layers[0] if spec.layers else ""
+    if spec.family == "hf" and family_base(embedding) in OTHER_LENGTHS:
+        lay = spec.layout(embedding)
+        return _with_time_steps(spec, n, spec.frames // lay.grid[0] if lay and lay.grid else 1)
     if any(lay is not None and lay.grid is not None for _, lay in spec.layouts):
         where = ("; a checkpoint trained on clips of another length says so in its config.json (num_frames)"
                  if spec.family == "hf" else "")
@@ -964,11 +969,13 @@ def _interpolates_time(spec: ModelSpec) -> bool:
     return spec.family == "torchvision" and spec.name in TIME_INTERPOLATED
 
 
-def _with_time_steps(spec: ModelSpec, n: int) -> ModelSpec:
-    """``spec`` of a network in :data:`TIME_INTERPOLATED` on clips of ``n`` frames: its tubelets
-    span 2 frames, so ``n`` is even and its fixed token grids hold ``n / 2`` time steps."""
-    if n % 2:
-        raise UserInputError(f"{{frames}} must be even for {spec.name} (its tubelets span 2 frames), got {n}",
+def _with_time_steps(spec: ModelSpec, n: int, span: int = 2) -> ModelSpec:
+    """``spec`` of a token network that takes clips of any length its tubelets divide (those of
+    :data:`TIME_INTERPOLATED`, Hugging Face's :data:`~.hf.OTHER_LENGTHS`) on clips of ``n`` frames:
+    its tubelets span ``span`` frames, so its token grids hold ``n / span`` time steps."""
+    if n % span:
+        what = "even" if span == 2 else f"a multiple of {span}"
+        raise UserInputError(f"{{frames}} must be {what} for {spec.name} (its tubelets span {span} frames), got {n}",
                              options=["frames"])
 
     def scaled(lay: TokenLayout | None) -> TokenLayout | None:
@@ -990,8 +997,8 @@ def _clip_pools(own: ModelSpec, frames: int) -> dict[str, tuple[int, int, int]]:
     frames (:mod:`.clip_length`), found on the meta device, else on the CPU (some builders or
     forwards cannot run on the meta device); refused where it cannot take such clips; none for
     clips of its own length."""
-    if frames == own.frames or _interpolates_time(own):
-        return {}  # no pooling over the whole clip: the head reads the class token
+    if frames == own.frames or _interpolates_time(own) or own.family == "hf":
+        return {}  # no pooling over the whole clip: the head reads the class token or averages the tokens
     feed = (lambda clip: slow_and_fast(clip, own.slowfast_alpha)) if own.slowfast_alpha else (lambda clip: clip)
     failure: Exception | None = None
     for device in ("meta", "cpu"):
