@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -166,7 +168,7 @@ def _torchvision_mvit_kwargs(builder: str, monkeypatch) -> dict[str, object]:  #
     return made
 
 
-def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpolated(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpolated(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     from torchvision.models.video.mvit import MViT
 
     made = _torchvision_mvit_kwargs("mvit_v1_b", monkeypatch)
@@ -174,7 +176,9 @@ def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpola
     own = MViT(**{**made, "temporal_size": 8}).eval()  # as torchvision builds it for 8-frame clips
     assert own.pos_encoding.temporal_pos.shape == (4, 96)
     torch.save(own.state_dict(), tmp_path / "k8.pt")
-    model = load_model("mvit_v1_b", weights=str(tmp_path / "k8.pt"), frames=8)
+    with caplog.at_level(logging.WARNING, logger="video_iba"):
+        model = load_model("mvit_v1_b", weights=str(tmp_path / "k8.pt"), frames=8)
+    assert "resampled" not in caplog.text  # a checkpoint of these clips loads as it is
     clip = torch.randn(1, 3, 8, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(model(clip), own(clip), rtol=1e-4, atol=1e-5)  # the network it was trained as
@@ -187,7 +191,11 @@ def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpola
     sixteen = MViT(**made).eval()
     torch.save(sixteen.state_dict(), tmp_path / "k16.pt")
     table = sixteen.pos_encoding.temporal_pos.detach()
-    halved = load_model("mvit_v1_b", weights=str(tmp_path / "k16.pt"), frames=8)
+    with caplog.at_level(logging.WARNING, logger="video_iba"):
+        halved = load_model("mvit_v1_b", weights=str(tmp_path / "k16.pt"), frames=8)
+    assert (f"mvit_v1_b: the weights in '{tmp_path / 'k16.pt'}' hold time positions for clips of 16 frames and these "
+            f"clips hold 8: resampled to them; give --frames 16 to run the weights on the clips they were trained "
+            f"on") in caplog.text
     torch.testing.assert_close(halved.pos_encoding.temporal_pos.detach(), (table[0::2] + table[1::2]) / 2)
     torch.testing.assert_close(halved.pos_encoding.spatial_pos, sixteen.pos_encoding.spatial_pos)
     assert halved.pos_encoding.temporal_size == 4

@@ -548,7 +548,7 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     or ``None`` when the model kept its outputs."""
     sd = _without_wrapper_prefix(_read_state_dict(path), model)
     if name in TIME_INTERPOLATED:
-        _fit_time_tables(model, sd, name)
+        _fit_time_tables(model, sd, name, path)
     resized = _fit_output_layers(model, sd, classes) if classes else None
     try:
         result = model.load_state_dict(sd, strict=False)
@@ -567,12 +567,13 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
     return resized
 
 
-def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
-    """Fit the time positions of ``sd`` and of ``model`` (a network of :data:`TIME_INTERPOLATED`):
-    a checkpoint trained on clips of another length has relative tables (``rel_pos_t``) made for
-    them, which ``model`` takes, as the network interpolates them to the clips it is given; an
-    absolute table (MViT v1's ``pos_encoding.temporal_pos``) of another number of time steps than
-    ``model``'s clips hold is resampled to them."""
+def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str, path: str) -> None:
+    """Fit the time positions of ``sd`` (read from ``path``) and of ``model`` (a network of
+    :data:`TIME_INTERPOLATED`): a checkpoint trained on clips of another length has relative
+    tables (``rel_pos_t``) made for them, which ``model`` takes, as the network interpolates them
+    to the clips it is given; an absolute table (MViT v1's ``pos_encoding.temporal_pos``) of
+    another number of time steps than ``model``'s clips hold is resampled to them, with a warning
+    naming the clip length the checkpoint was trained on."""
     modules = dict(model.named_modules())
     for key, value in sd.items():
         owner, _, param = key.rpartition(".")
@@ -582,8 +583,10 @@ def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -
         if param == "rel_pos_t":
             setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape), requires_grad=old.requires_grad))
         else:
-            log.info("%s: the time positions of its weights (%d steps) are resampled to the clip's %d", name,
-                     value.shape[0], old.shape[0])
+            span = int(model.conv_proj.stride[0])
+            log.warning("%s: the weights in '%s' hold time positions for clips of %d frames and these clips hold %d: "
+                        "resampled to them; give --frames %d to run the weights on the clips they were trained on",
+                        name, path, value.shape[0] * span, old.shape[0] * span, value.shape[0] * span)
             sd[key] = resampled_rows(value, old.shape[0])
 
 
