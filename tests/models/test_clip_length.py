@@ -132,7 +132,7 @@ def test_layers_are_listed_on_clips_of_another_length() -> None:
     assert grids["pos_encoding"] == (16, 56, 56) and grids["norm"] == (16, 7, 7) and grids["blocks.15"] == (16, 7, 7)
 
 
-def test_mvit_v2_takes_clips_of_another_length_and_a_checkpoint_trained_on_them(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_mvit_v2_takes_clips_of_another_length_and_a_checkpoint_trained_on_them(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     from torchvision.models.video.mvit import MViT
 
     made = _torchvision_mvit_kwargs("mvit_v2_s", monkeypatch)
@@ -141,7 +141,19 @@ def test_mvit_v2_takes_clips_of_another_length_and_a_checkpoint_trained_on_them(
     assert own.blocks[0].attn.rel_pos_t.shape[0] == 7  # its time tables, made for 4 time steps
     torch.save(own.state_dict(), tmp_path / "k8.pt")
 
-    model = load_model("mvit_v2_s", weights=str(tmp_path / "k8.pt"), frames=8)
+    with caplog.at_level(logging.WARNING, logger="video_iba"):
+        model = load_model("mvit_v2_s", weights=str(tmp_path / "k8.pt"), frames=8)
+        assert "resampled" not in caplog.text  # a checkpoint of these clips loads as it is
+        forgotten = load_model("mvit_v2_s", weights=str(tmp_path / "k8.pt"))  # without frames=: 16-frame clips
+    assert (f"mvit_v2_s: the weights in '{tmp_path / 'k8.pt'}' hold time positions for clips of 8 frames and these "
+            f"clips hold 16: resampled to them; give --frames 8") in caplog.text
+    assert forgotten.blocks[0].attn.rel_pos_t.shape[0] == 7  # the checkpoint's tables, interpolated by the network
+    caplog.clear()
+    sixteen = tmp_path / "k16.pt"  # tables of the network's own length (16 frames) run on 8-frame clips
+    torch.save(MViT(**made).state_dict(), sixteen)
+    with caplog.at_level(logging.WARNING, logger="video_iba"):
+        load_model("mvit_v2_s", weights=str(sixteen), frames=8)
+    assert "hold time positions for clips of 16 frames and these clips hold 8" in caplog.text
     assert model.blocks[0].attn.rel_pos_t.shape[0] == 7 and model.video_iba_spec.frames == 8
     clip = torch.randn(1, 3, 8, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

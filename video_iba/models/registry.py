@@ -568,26 +568,32 @@ def load_state(model: nn.Module, path: str, name: str, classes: int | None = Non
 
 
 def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str, path: str) -> None:
-    """Fit the time positions of ``sd`` (read from ``path``) and of ``model`` (a network of
-    :data:`TIME_INTERPOLATED`): a checkpoint trained on clips of another length has relative
-    tables (``rel_pos_t``) made for them, which ``model`` takes, as the network interpolates them
-    to the clips it is given; an absolute table (MViT v1's ``pos_encoding.temporal_pos``) of
-    another number of time steps than ``model``'s clips hold is resampled to them, with a warning
-    naming the clip length the checkpoint was trained on."""
+    """Fit the time positions of ``sd`` (read from ``path``) to ``model`` (a network of
+    :data:`TIME_INTERPOLATED`): ``model`` takes the checkpoint's relative tables (``rel_pos_t``,
+    which the network interpolates to its clips); an absolute table (MViT v1's
+    ``pos_encoding.temporal_pos``) is resampled to the time steps of ``model``'s clips. Where the
+    checkpoint's tables were made for clips of another length than ``model``'s, a warning names it."""
     modules = dict(model.named_modules())
+    span = int(model.conv_proj.stride[0])
+    frames = int(model.pos_encoding.temporal_size) * span  # of the clips the network is built for
+    trained = frames  # the checkpoint's clips
     for key, value in sd.items():
         owner, _, param = key.rpartition(".")
         old = getattr(modules.get(owner), param, None) if param in ("rel_pos_t", "temporal_pos") else None
-        if not isinstance(old, nn.Parameter) or old.shape == value.shape or old.shape[1:] != value.shape[1:]:
+        if not isinstance(old, nn.Parameter) or old.shape[1:] != value.shape[1:]:
             continue
-        if param == "rel_pos_t":
-            setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape), requires_grad=old.requires_grad))
+        if param == "rel_pos_t":  # 2 T - 1 rows for T time steps
+            trained = (value.shape[0] + 1) // 2 * span
+            if old.shape != value.shape:
+                setattr(modules[owner], param, nn.Parameter(old.new_zeros(value.shape),
+                                                            requires_grad=old.requires_grad))
         else:
-            span = int(model.conv_proj.stride[0])
-            log.warning("%s: the weights in '%s' hold time positions for clips of %d frames and these clips hold %d: "
-                        "resampled to them; give --frames %d to run the weights on the clips they were trained on",
-                        name, path, value.shape[0] * span, old.shape[0] * span, value.shape[0] * span)
+            trained = value.shape[0] * span
             sd[key] = resampled_rows(value, old.shape[0])
+    if trained != frames:
+        log.warning("%s: the weights in '%s' hold time positions for clips of %d frames and these clips hold %d: "
+                    "resampled to them; give --frames %d to run the weights on the clips they were trained on",
+                    name, path, trained, frames, trained)
 
 
 def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
