@@ -120,7 +120,7 @@ def _model_options(p: _Parser) -> None:
     p.option("--frames", type=_frames, metavar="N",
              help="video models: a clip holds N frames (default: the model's own number, shown by `video-iba "
                   "models` as FRAMESxRATE), for weights trained on clips of another length (3-D CNNs and video "
-                  "transformers but ViViT)")
+                  "transformers)")
 
 
 def _batch_size(text: str) -> int | None:

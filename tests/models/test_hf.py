@@ -296,15 +296,16 @@ def test_a_checkpoint_folder_brings_its_own_configuration(tmp_path, monkeypatch,
     assert result.bits.shape[2:] == (4, 32, 32) and result.meta["target_label"] in ("left", "right", "still")
 
 
-def test_videomae_and_timesformer_take_clips_of_another_length_and_vivit_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_every_family_takes_clips_of_another_length(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     clip = torch.randn(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1))
-    for kind in ("videomae", "timesformer"):
+    for kind in ("videomae", "timesformer", "vivit"):
         name, net = _cache(tmp_path / kind, monkeypatch, kind)  # a checkpoint of 4-frame clips
         model = video_iba.load_model(name, frames=8)
         spec = model.video_iba_spec
-        assert spec.frames == 8 and spec.layout(spec.layers[0]).grid == ((4, 4, 4) if kind == "videomae" else (8, 4, 4))
-        # the network Hugging Face builds for 8-frame clips with these weights; TimeSformer's time
-        # embeddings resampled to 8 as its embedding resamples them itself (nearest)
+        assert spec.frames == 8 and spec.layout(spec.layers[0]).grid == ((8, 4, 4) if kind == "timesformer" else (4, 4, 4))
+        # the network Hugging Face builds for 8-frame clips with these weights: TimeSformer's time
+        # embeddings resampled to 8 as its embedding resamples them itself (nearest); ViViT's
+        # position embeddings resampled linearly in time, 2 -> 4 steps (the class token's kept)
         reference = transformers.AutoModelForVideoClassification.from_config(
             _config(kind).__class__(**{**_config(kind).to_dict(), "num_frames": 8})).eval()
         state = net.state_dict()
@@ -312,6 +313,11 @@ def test_videomae_and_timesformer_take_clips_of_another_length_and_vivit_is_refu
             table = state["timesformer.embeddings.time_embeddings"]
             state["timesformer.embeddings.time_embeddings"] = torch.nn.functional.interpolate(
                 table.transpose(1, 2), size=8, mode="nearest").transpose(1, 2)
+        if kind == "vivit":
+            table = state["vivit.embeddings.position_embeddings"]  # (1, 1 + 2 x 16, C)
+            first, second = table[:, 1:17], table[:, 17:]
+            state["vivit.embeddings.position_embeddings"] = torch.cat(
+                [table[:, :1], first, 0.75 * first + 0.25 * second, 0.25 * first + 0.75 * second, second], dim=1)
         reference.load_state_dict(state)
         with torch.no_grad():
             torch.testing.assert_close(model(clip), reference(pixel_values=clip.permute(0, 2, 1, 3, 4)).logits)
@@ -324,7 +330,11 @@ def test_videomae_and_timesformer_take_clips_of_another_length_and_vivit_is_refu
         with pytest.raises(UserInputError, match=rf"this {kind} network takes clips of 4 frames \(its config.num_frames"
                                                  r"\), got 8; give it clips of 4 frames, or build it for 8"):
             own(clip)
-    name, _ = _cache(tmp_path / "vivit", monkeypatch, "vivit")
-    with pytest.raises(UserInputError, match=r"takes clips of 4 frames only: its token grid is fixed .*config.json "
-                                             r"\(num_frames\); drop frames="):
-        video_iba.load_model(name, frames=8)
+        if kind == "vivit":  # a state dict file of 4-frame clips, explained on 8: resampled, with a warning
+            torch.save(net.state_dict(), tmp_path / "vivit.pt")
+            with caplog.at_level(logging.WARNING, logger="video_iba"):
+                from_file = video_iba.load_model(name, weights=str(tmp_path / "vivit.pt"), frames=8)
+            assert ("vivit: the weights' position embeddings are made for clips of 4 frames and these clips hold 8: "
+                    "resampled to them; give --frames 4") in caplog.text
+            with torch.no_grad():
+                torch.testing.assert_close(from_file(clip), model(clip))

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..bottleneck.attention import resampled_rows
 from ..bottleneck.insertion import forward_hook
 from ..config import TRANSFORMER_SETTINGS
 from ..errors import UserInputError
@@ -82,8 +83,9 @@ FAMILIES = {
 #: Families whose networks take clips of another length than their configuration's: VideoMAE
 #: computes its position codes (sinusoids, no weights) from the clip length it is built for;
 #: TimeSformer resamples its learned time embeddings to the clip it is given (nearest) and reads
-#: the length from its configuration. ViViT's position embeddings are learned for one length.
-OTHER_LENGTHS = ("videomae", "timesformer")
+#: the length from its configuration; ViViT's learned position embeddings, one per token of its
+#: grid, are resampled in time here (:meth:`HFVideoClassifier.fit_positions`).
+OTHER_LENGTHS = ("videomae", "timesformer", "vivit")
 
 
 def family_base(layer: str) -> str | None:
@@ -368,10 +370,54 @@ class HFVideoClassifier(nn.Module):
         return self.hf(pixel_values=x.permute(0, 2, 1, 3, 4), return_dict=True).logits
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Accepts the wrapped network's own state dict (keys without ``hf.``) too."""
+        """Accepts the wrapped network's own state dict (keys without ``hf.``) too; ViViT position
+        embeddings made for clips of another length are resampled to this network's (with a
+        warning naming that length)."""
         if state_dict and not any(str(k).startswith("hf.") for k in state_dict):
             state_dict = {f"hf.{k}": v for k, v in state_dict.items()}
+        key = f"hf.{self.base}.embeddings.position_embeddings"
+        table = state_dict.get(key) if self.base == "vivit" else None
+        if isinstance(table, torch.Tensor):
+            own = self.hf.get_parameter(key[len("hf."):])
+            if table.shape != own.shape and table.shape[::2] == own.shape[::2]:
+                span, hw = self._tubelet_span_and_cells()
+                log.warning("%s: the weights' position embeddings are made for clips of %d frames and these clips "
+                            "hold %d: resampled to them; give --frames %d to run the weights on the clips they were "
+                            "trained on", self.base, (table.shape[1] - 1) // hw * span,
+                            (own.shape[1] - 1) // hw * span, (table.shape[1] - 1) // hw * span)
+                state_dict = {**state_dict, key: self._positions_in_time(table, (own.shape[1] - 1) // hw)}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def fit_positions(self) -> None:
+        """Resample ViViT's learned position embeddings in time to the clips of its configuration's
+        ``num_frames`` (each grid cell's rows linearly, as MViT resamples its tables; the class
+        token's as it is); nothing for the other families or where they fit."""
+        if self.base != "vivit":
+            return
+        span, hw = self._tubelet_span_and_cells()
+        embeddings = getattr(self.hf, self.base).embeddings
+        old = embeddings.position_embeddings
+        steps = int(self.hf.config.num_frames) // span
+        if old.shape[1] != 1 + steps * hw:
+            embeddings.position_embeddings = nn.Parameter(self._positions_in_time(old.detach(), steps),
+                                                          requires_grad=old.requires_grad)
+            embeddings.patch_embeddings.num_patches = steps * hw
+
+    def _tubelet_span_and_cells(self) -> tuple[int, int]:
+        """Frames one token spans, and grid cells per time step (ViViT)."""
+        config = self.hf.config
+        t, h, w = (int(v) for v in config.tubelet_size)
+        size = config.image_size
+        height, width = (size, size) if isinstance(size, int) else size
+        return t, (int(height) // h) * (int(width) // w)
+
+    def _positions_in_time(self, table: torch.Tensor, steps: int) -> torch.Tensor:
+        """``(1, 1 + T * cells, C)`` position embeddings (class token first, then the grid, time
+        major) with the grid's time resampled to ``steps``."""
+        _, hw = self._tubelet_span_and_cells()
+        channels = table.shape[2]
+        grid = table[0, 1:].reshape(-1, hw * channels)
+        return torch.cat([table[:, :1], resampled_rows(grid, steps).reshape(1, steps * hw, channels)], dim=1)
 
     def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
         """The network after ``layer`` (the embedding or a block) as ``f(clip, layer output) -> logits``.
@@ -406,8 +452,7 @@ class HFVideoClassifier(nn.Module):
 def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     """The wrapped network of ``hf:ORG/NAME``: cached weights (``default``), ``random`` (initialised
     from the configuration), or a checkpoint folder written by ``save_pretrained``; for clips of
-    ``frames`` frames (default: the configuration's ``num_frames``; another number for the
-    families of :data:`OTHER_LENGTHS` only)."""
+    ``frames`` frames (default: the configuration's ``num_frames``; see :data:`OTHER_LENGTHS`)."""
     try:
         import transformers
     except ImportError as exc:
@@ -420,10 +465,8 @@ def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     auto = transformers.AutoModelForVideoClassification
     own = int(config["num_frames"])
     frames = own if frames is None else frames
-    if frames != own and fam.base not in OTHER_LENGTHS:
-        raise UserInputError(f"{name} takes clips of {own} frames only (its position embeddings are learned for them)")
-    # VideoMAE is built for the clip length (its position codes follow from it); TimeSformer loads
-    # the time embeddings of its own length and is told the clip's, to which it resamples them
+    # VideoMAE is built for the clip length (its position codes follow from it); TimeSformer and
+    # ViViT load the embeddings of their own length and are told the clip's (_for_clips)
     built_for = {"num_frames": frames} if fam.base == "videomae" and frames != own else {}
     if weights == "random":
         kind = config["model_type"]
@@ -451,6 +494,7 @@ def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
 
 def _for_clips(model: HFVideoClassifier, frames: int) -> HFVideoClassifier:
     """``model`` told that its clips hold ``frames`` frames (TimeSformer's blocks read it from the
-    configuration they share with the network)."""
+    configuration they share with the network; ViViT's position embeddings are resampled to it)."""
     model.hf.config.num_frames = frames
+    model.fit_positions()
     return model

@@ -937,10 +937,9 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default",
 
 def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
-    at its rate. Refused for an image model, a network whose token grid is fixed (ViViT's learned
-    position embeddings; a Hugging Face checkpoint's ``config.json`` records its clip length;
-    MViT's time positions are interpolated, :data:`TIME_INTERPOLATED`, and VideoMAE and
-    TimeSformer are built for the clips, :data:`~.hf.OTHER_LENGTHS`) and a
+    at its rate (MViT's time positions are interpolated to them, :data:`TIME_INTERPOLATED`, and
+    Hugging Face networks are built for them, :data:`~.hf.OTHER_LENGTHS`). Refused for an image
+    model, a network of one's own whose token grid is fixed, and a
     SlowFast clip that its slow pathway's ``alpha`` does not divide."""
     n = check_frames(frames)
     if not spec.is_video:
