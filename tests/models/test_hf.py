@@ -82,6 +82,22 @@ def test_a_cached_checkpoint_is_wrapped_and_explained_from_a_token_layer(tmp_pat
     assert len(model.hf.base_model.get_submodule(blocks_path(kind))) == 2  # the block list is back after the suffix
 
 
+def test_a_checkpoint_loads_without_a_progress_bar_and_the_setting_is_restored(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "vivit")
+    bars = transformers.utils.logging
+    assert bars.is_progress_bar_enabled()
+    capsys.readouterr()
+    video_iba.load_model(name)
+    assert "Loading weights" not in capsys.readouterr().err  # the command line's lines stay its own
+    assert bars.is_progress_bar_enabled()  # the user's setting, as it was
+    bars.disable_progress_bar()
+    try:
+        video_iba.load_model(name)
+        assert not bars.is_progress_bar_enabled()
+    finally:
+        bars.enable_progress_bar()
+
+
 @pytest.mark.parametrize("kind", ["videomae", "timesformer"])
 def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)

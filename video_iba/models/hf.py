@@ -483,12 +483,18 @@ def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     else:
         raise UserInputError(f"unknown weights '{weights}' for {name}; give default (the Hugging Face cache), random, "
                              f"a checkpoint folder or a state dict file")
+    bars = transformers.utils.logging
+    shown = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()  # its "Loading weights" bar, amid the command line's own lines
     try:
         net = auto.from_pretrained(source, local_files_only=True, **built_for)
     except OSError as exc:
         raise _missing(mid, "checkpoint") if folder is None else UserInputError(
             f"cannot load a Hugging Face checkpoint from '{folder}' ({exc}); give a folder written by "
             f"save_pretrained") from exc
+    finally:
+        if shown:
+            bars.enable_progress_bar()
     return _for_clips(HFVideoClassifier(net, fam.base), frames)
 
 
