@@ -219,3 +219,13 @@ def test_mvit_v1_takes_clips_of_another_length_with_its_time_positions_interpola
     torch.testing.assert_close(doubled.pos_encoding.temporal_pos.detach()[[0, -1]], table[[0, -1]])
     grids = {li.name: li.grid for li in video_iba.models.layers("mvit_v1_b", frames=32)}
     assert grids["pos_encoding"] == (16, 56, 56) and grids["norm"] == (16, 7, 7)
+
+
+def test_a_token_grid_of_ones_own_keeps_its_length() -> None:
+    spec = video_iba.ModelSpec(name="tok", family="own", modality="video", frames=8, input_size=32, resize=32,
+                               default_layer="embed", labels="own", label_names=("a", "b"),
+                               layouts=(("embed", video_iba.TokenLayout(grid=(4, 2, 2), prefix=1)),))
+    with pytest.raises(UserInputError, match=r"tok takes clips of 8 frames only: its token grid is fixed \(position "
+                                             r"tables or embeddings made for it\); drop frames="):
+        with_frames(spec, 16)
+    assert with_frames(spec, 8) is spec

@@ -80,20 +80,6 @@ FAMILIES = {
 }
 
 
-#: Families whose networks take clips of another length than their configuration's: VideoMAE
-#: computes its position codes (sinusoids, no weights) from the clip length it is built for;
-#: TimeSformer resamples its learned time embeddings to the clip it is given (nearest) and reads
-#: the length from its configuration; ViViT's learned position embeddings, one per token of its
-#: grid, are resampled in time here (:meth:`HFVideoClassifier.fit_positions`).
-OTHER_LENGTHS = ("videomae", "timesformer", "vivit")
-
-
-def family_base(layer: str) -> str | None:
-    """The family of a Hugging Face model from a layer name of its wrapper (``hf.videomae.embeddings``)."""
-    parts = layer.split(".")
-    return parts[1] if len(parts) > 2 and parts[0] == "hf" and parts[1] in FAMILIES else None
-
-
 def blocks_path(base: str) -> str:
     """Where the encoder's block list sits in the ``base`` model (transformers 5 moved ViViT's)."""
     try:
@@ -381,11 +367,11 @@ class HFVideoClassifier(nn.Module):
             own = self.hf.get_parameter(key[len("hf."):])
             if table.shape != own.shape and table.shape[::2] == own.shape[::2]:
                 span, hw = self._tubelet_span_and_cells()
+                trained, steps = (table.shape[1] - 1) // hw, (own.shape[1] - 1) // hw  # time steps
                 log.warning("%s: the weights' position embeddings are made for clips of %d frames and these clips "
                             "hold %d: resampled to them; give --frames %d to run the weights on the clips they were "
-                            "trained on", self.base, (table.shape[1] - 1) // hw * span,
-                            (own.shape[1] - 1) // hw * span, (table.shape[1] - 1) // hw * span)
-                state_dict = {**state_dict, key: self._positions_in_time(table, (own.shape[1] - 1) // hw)}
+                            "trained on", self.base, trained * span, steps * span, trained * span)
+                state_dict = {**state_dict, key: self._positions_in_time(table, steps, hw)}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def fit_positions(self) -> None:
@@ -399,7 +385,7 @@ class HFVideoClassifier(nn.Module):
         old = embeddings.position_embeddings
         steps = int(self.hf.config.num_frames) // span
         if old.shape[1] != 1 + steps * hw:
-            embeddings.position_embeddings = nn.Parameter(self._positions_in_time(old.detach(), steps),
+            embeddings.position_embeddings = nn.Parameter(self._positions_in_time(old.detach(), steps, hw),
                                                           requires_grad=old.requires_grad)
             embeddings.patch_embeddings.num_patches = steps * hw
 
@@ -411,10 +397,10 @@ class HFVideoClassifier(nn.Module):
         height, width = (size, size) if isinstance(size, int) else size
         return t, (int(height) // h) * (int(width) // w)
 
-    def _positions_in_time(self, table: torch.Tensor, steps: int) -> torch.Tensor:
-        """``(1, 1 + T * cells, C)`` position embeddings (class token first, then the grid, time
-        major) with the grid's time resampled to ``steps``."""
-        _, hw = self._tubelet_span_and_cells()
+    @staticmethod
+    def _positions_in_time(table: torch.Tensor, steps: int, hw: int) -> torch.Tensor:
+        """``(1, 1 + T * hw, C)`` position embeddings (class token first, then the grid of ``hw``
+        cells per time step, time major) with the grid's time resampled to ``steps``."""
         channels = table.shape[2]
         grid = table[0, 1:].reshape(-1, hw * channels)
         return torch.cat([table[:, :1], resampled_rows(grid, steps).reshape(1, steps * hw, channels)], dim=1)
@@ -452,7 +438,11 @@ class HFVideoClassifier(nn.Module):
 def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     """The wrapped network of ``hf:ORG/NAME``: cached weights (``default``), ``random`` (initialised
     from the configuration), or a checkpoint folder written by ``save_pretrained``; for clips of
-    ``frames`` frames (default: the configuration's ``num_frames``; see :data:`OTHER_LENGTHS`)."""
+    ``frames`` frames (default: the configuration's ``num_frames``). Every family takes clips of
+    another length: VideoMAE computes its position codes (sinusoids, no weights) from the length
+    it is built for; TimeSformer resamples its learned time embeddings to the clip it is given
+    (nearest) and reads the length from its configuration; ViViT's learned position embeddings,
+    one per token, are resampled in time (:meth:`HFVideoClassifier.fit_positions`)."""
     try:
         import transformers
     except ImportError as exc:

@@ -30,8 +30,8 @@ from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .clip_length import refit_pools, set_pool_kernels, spanning_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
-from .hf import (OTHER_LENGTHS, SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields,
-                 family_base, family_of, is_hf, processor_of, spec_fields)
+from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
+                 processor_of, spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
@@ -938,7 +938,7 @@ def model_spec(name: str, layer_given: bool = False, weights: str = "default",
 def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
     """``spec`` with clips of ``frames`` frames (weights trained on clips of that length), sampled
     at its rate (MViT's time positions are interpolated to them, :data:`TIME_INTERPOLATED`, and
-    Hugging Face networks are built for them, :data:`~.hf.OTHER_LENGTHS`). Refused for an image
+    Hugging Face networks are built for them, :func:`~.hf.build_hf`). Refused for an image
     model, a network of one's own whose token grid is fixed, and a
     SlowFast clip that its slow pathway's ``alpha`` does not divide."""
     n = check_frames(frames)
@@ -949,15 +949,12 @@ def with_frames(spec: ModelSpec, frames: int) -> ModelSpec:
         return spec
     if _interpolates_time(spec):
         return _with_time_steps(spec, n)
-    embedding = spec.layers[0] if spec.layers else ""
-    if spec.family == "hf" and family_base(embedding) in OTHER_LENGTHS:
-        lay = spec.layout(embedding)
-        return _with_time_steps(spec, n, spec.frames // lay.grid[0] if lay and lay.grid else 1)
-    if any(lay is not None and lay.grid is not None for _, lay in spec.layouts):
-        where = ("; a checkpoint trained on clips of another length says so in its config.json (num_frames)"
-                 if spec.family == "hf" else "")
+    grids = [lay.grid for _, lay in spec.layouts if lay is not None and lay.grid is not None]
+    if spec.family == "hf" and grids:  # every family is built for the clips (build_hf)
+        return _with_time_steps(spec, n, spec.frames // grids[0][0])
+    if grids:
         raise UserInputError(f"{spec.name} takes clips of {spec.frames} frames only: its token grid is fixed (position "
-                             f"tables or embeddings made for it){where}; drop {{frames}}", options=["frames"])
+                             f"tables or embeddings made for it); drop {{frames}}", options=["frames"])
     if spec.slowfast_alpha and n % spec.slowfast_alpha:
         raise UserInputError(f"{{frames}} must be a multiple of {spec.slowfast_alpha} for {spec.name} (its slow "
                              f"pathway takes every {spec.slowfast_alpha}th frame of the clip), got {n}",
@@ -979,7 +976,7 @@ def _interpolates_time(spec: ModelSpec) -> bool:
 
 def _with_time_steps(spec: ModelSpec, n: int, span: int = 2) -> ModelSpec:
     """``spec`` of a token network that takes clips of any length its tubelets divide (those of
-    :data:`TIME_INTERPOLATED`, Hugging Face's :data:`~.hf.OTHER_LENGTHS`) on clips of ``n`` frames:
+    :data:`TIME_INTERPOLATED`, Hugging Face's) on clips of ``n`` frames:
     its tubelets span ``span`` frames, so its token grids hold ``n / span`` time steps."""
     if n % span:
         what = "even" if span == 2 else f"a multiple of {span}"
