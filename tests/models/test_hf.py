@@ -252,6 +252,15 @@ def test_unsupported_architectures_and_a_checkpoint_folder(tmp_path, monkeypatch
     torch.save(net.state_dict(), tmp_path / "plain.pt")  # the network's own state dict, without the wrapper
     model = video_iba.load_model(name, weights=str(tmp_path / "plain.pt"))
     assert torch.equal(model.state_dict()["hf.classifier.weight"], net.state_dict()["classifier.weight"])
+    # such a state dict fine-tuned to 7 classes: its head resized, the classes numbered (it was a size
+    # mismatch: the head was looked for under the network's own names, not the wrapper's)
+    tuned = transformers.AutoModelForVideoClassification.from_config(
+        transformers.VivitConfig(**{**TINY, "tubelet_size": [2, 8, 8], "id2label": None, "label2id": None,
+                                    "num_labels": 7}))
+    torch.save(tuned.state_dict(), tmp_path / "tuned.pt")
+    model = video_iba.load_model(name, weights=str(tmp_path / "tuned.pt"))
+    assert labels_for(model.video_iba_spec) == [f"class {i}" for i in range(7)]
+    assert torch.equal(model.state_dict()["hf.classifier.weight"], tuned.state_dict()["classifier.weight"])
     root = tmp_path / "hub" / "models--x--bert"
     (root / "snapshots" / "r").mkdir(parents=True)
     (root / "snapshots" / "r" / "config.json").write_text('{"model_type": "bert"}')

@@ -599,13 +599,19 @@ def _fit_time_tables(model: nn.Module, sd: dict[str, torch.Tensor], name: str, p
 def _without_wrapper_prefix(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """``sd`` with the leading name every key shares removed (``model.`` of a Lightning module,
     ``_orig_mod.`` of a compiled one, ``backbone.``...) while none of its keys is one of the model's
-    and all of them share one."""
+    and all of them share one; then, where ``model`` wraps the checkpoint's network (a Hugging Face
+    network under ``hf.``) and none of the keys is yet one of its, with the wrapper's name added."""
     want = set(model.state_dict())
     while sd and not want.intersection(sd) and all("." in k for k in sd):
         heads = {k.split(".", 1)[0] for k in sd}
         if len(heads) != 1:
             break
         sd = {k.split(".", 1)[1]: v for k, v in sd.items()}
+    wrappers = {k.split(".", 1)[0] for k in want if "." in k}
+    if sd and not want.intersection(sd) and len(wrappers) == 1 and all("." in k for k in want):
+        wrapped = {f"{next(iter(wrappers))}.{k}": v for k, v in sd.items()}
+        if want.intersection(wrapped):
+            return wrapped
     return sd
 
 
