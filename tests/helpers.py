@@ -60,3 +60,16 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
 def read_frames(path: str) -> list[np.ndarray]:
     """Every frame of a video, ``(H, W, 3)`` uint8."""
     return [f.rgb for f in iter_frames(path)]
+
+
+def hub_checkpoint(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, net: Any, kind: str) -> str:
+    """``net`` saved as the checkpoint ``test-org/tiny-KIND-<test>`` in a Hugging Face cache of the
+    test's own (the hub's layout, ``HF_HUB_CACHE`` pointed at it); returns ``hf:`` and its id."""
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    mid = f"test-org/tiny-{kind}-{tmp_path.name}"
+    root = cache / ("models--" + mid.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text("abc123")
+    net.save_pretrained(root / "snapshots" / "abc123")
+    return f"hf:{mid}"

@@ -2,8 +2,8 @@
 
 The public API: everything a notebook needs is importable from here.
 
-* models and inputs: :func:`load_model`, :func:`wrap_hf` (a Hugging Face video classifier in
-  memory), :func:`list_models`, :func:`get_spec`, :func:`read_image`,
+* models and inputs: :func:`load_model`, :func:`wrap_hf` (a Hugging Face video or image
+  classifier in memory), :func:`list_models`, :func:`get_spec`, :func:`read_image`,
   :func:`read_clip`, :func:`preprocess_image`, :func:`preprocess_clip`;
 * methods: :func:`explain` (per-sample IBA), :func:`estimate` (its statistics),
   :func:`explain_readout` and :func:`load_readout` (a trained readout), :func:`attribute` (any

@@ -17,7 +17,7 @@ from video_iba.bottleneck.insertion import capture_taps, get_module
 from video_iba.models import get_spec, labels_for, layers
 from video_iba.models.hf import blocks_path
 
-from ..helpers import read_frames, run_cli
+from ..helpers import hub_checkpoint, read_frames, run_cli
 from ..nets import snapshot
 from ..videos import encode
 
@@ -36,18 +36,11 @@ def _config(kind: str) -> transformers.PretrainedConfig:
     return transformers.VivitConfig(**{**TINY, "tubelet_size": [2, 8, 8]})
 
 
-def _cache(tmp_path, monkeypatch, kind: str, org: str = "test-org") -> tuple[str, torch.nn.Module]:  # type: ignore[no-untyped-def]
+def _cache(tmp_path, monkeypatch, kind: str) -> tuple[str, torch.nn.Module]:  # type: ignore[no-untyped-def]
     """A checkpoint ``test-org/tiny-KIND`` in a Hugging Face cache of the test's own (the hub's layout)."""
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    mid = f"{org}/tiny-{kind}-{tmp_path.name}"
-    root = cache / ("models--" + mid.replace("/", "--"))
-    (root / "refs").mkdir(parents=True)
-    (root / "refs" / "main").write_text("abc123")
     torch.manual_seed(0)
     net = transformers.AutoModelForVideoClassification.from_config(_config(kind)).eval()
-    net.save_pretrained(root / "snapshots" / "abc123")
-    return f"hf:{mid}", net
+    return hub_checkpoint(tmp_path, monkeypatch, net, kind), net
 
 
 @pytest.mark.parametrize("kind", ["videomae", "timesformer", "vivit"])
@@ -119,13 +112,13 @@ def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str)
     assert a.meta["layer"] == f"hf.{kind}.embeddings"
     after = snapshot(net)  # hooks gone, flags and modes as they were
     assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad", "grads"))
-    with pytest.raises(UserInputError, match="wrap_hf takes a Hugging Face video classifier"):
+    with pytest.raises(UserInputError, match="wrap_hf takes a Hugging Face video or image classifier"):
         video_iba.wrap_hf(torch.nn.Linear(2, 2))
-    image = transformers.ViTForImageClassification(transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=8,
-                                                                         num_hidden_layers=1, num_attention_heads=2,
-                                                                         intermediate_size=8))
-    with pytest.raises(UserInputError, match="is a 'vit' model; video-iba explains Hugging Face"):
-        video_iba.wrap_hf(image)
+    text = transformers.BertForSequenceClassification(transformers.BertConfig(
+        vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
+    with pytest.raises(UserInputError, match="is a 'bert' model; video-iba explains Hugging Face videomae, timesformer, "
+                                             "vivit video classifiers and vit, deit, beit, swin, convnext, resnet image"):
+        video_iba.wrap_hf(text)
     session = video_iba.Session.for_model(model, settings=video_iba.Settings(changes={"steps": 2}))  # its own spec
     assert session.spec is spec and session.layers == [f"hf.{kind}.embeddings"]
     with pytest.raises(UserInputError, match="a Settings goes third"):

@@ -14,7 +14,7 @@ from torch import nn
 from ..bottleneck.heatmap import capacity_to_bits
 from ..bottleneck.insertion import clip_without_batch_axis
 from ..errors import UserInputError
-from ..models.hf import FAMILIES as HF_FAMILIES, HFVideoClassifier
+from ..models.hf import FAMILIES as HF_FAMILIES, IMAGE_FAMILIES as HF_IMAGE_FAMILIES, HFClassifier
 from ..models.pathways import Pack, input_packer, packed
 from ..models.targets import class_names, resolve_target
 
@@ -32,18 +32,21 @@ def model_dtype(model: nn.Module) -> torch.dtype:
 
 def check_eager(model: nn.Module) -> None:
     """Refuse a module compiled with ``torch.compile`` (the bottleneck's hooks, the network's split
-    and its layer names are those of the module it wraps) and a Hugging Face video classifier not
-    wrapped (it takes clips in another axis order, returns an output object and its tokens have
-    no layout until :func:`~video_iba.models.registry.wrap_hf` gives them one)."""
+    and its layer names are those of the module it wraps) and a Hugging Face classifier not wrapped
+    (it returns an output object, a video one takes clips in another axis order, and its tokens
+    have no layout until :func:`~video_iba.models.registry.wrap_hf` gives them one)."""
     wrapped = getattr(model, "_orig_mod", None)
     if isinstance(wrapped, nn.Module):
         raise UserInputError(f"the model is compiled with torch.compile ({type(model).__name__}); give the module it "
                              f"compiles, model._orig_mod: hooks and the run from a layer on need the eager network")
     kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind in HF_FAMILIES and not isinstance(model, HFVideoClassifier):
+    if kind in HF_FAMILIES and not isinstance(model, HFClassifier):
         raise UserInputError(f"the model is a Hugging Face {kind} classifier ({type(model).__name__}); wrap it with "
                              f"video_iba.wrap_hf(model): it then takes clips (N, C, T, H, W), returns logits and "
                              f"knows its token layouts")
+    if kind in HF_IMAGE_FAMILIES and not isinstance(model, HFClassifier):
+        raise UserInputError(f"the model is a Hugging Face {kind} classifier ({type(model).__name__}); wrap it with "
+                             f"video_iba.wrap_hf(model): it then returns logits and knows its token layouts")
 
 
 def check_input(model: nn.Module, x: Any, pack: Pack | None = None,

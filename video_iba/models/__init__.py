@@ -1,6 +1,6 @@
 """Models: the registry (specs, builders, weights, labels), layers, preprocessing and pathways."""
 
-from .hf import HFVideoClassifier, hf_cache
+from .hf import HFClassifier, HFImageClassifier, HFVideoClassifier, hf_cache
 from .layers import LayerInfo, auto_layer, cam_layer_of, layer_table
 from .layouts import TokenLayout, layouts_for
 from .pathways import Pack, PackedModel, input_packer, one_input, packed, pathways, slow_and_fast
@@ -12,7 +12,7 @@ from .registry import (MAX_FRAMES, MAX_SAMPLING_RATE, ModelSpec, check_frames, c
 from .targets import class_names, resolve_target
 
 __all__ = [
-    "HFVideoClassifier", "hf_cache",
+    "HFClassifier", "HFImageClassifier", "HFVideoClassifier", "hf_cache",
     "LayerInfo", "auto_layer", "cam_layer_of", "layer_table", "TokenLayout", "layouts_for",
     "Pack", "PackedModel", "input_packer", "one_input", "packed", "pathways", "slow_and_fast",
     "COVERAGES", "CropPlan", "Geometry", "Tile", "crop_input", "plan_crops", "preprocess_clip", "preprocess_image",

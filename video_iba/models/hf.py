@@ -1,4 +1,5 @@
-"""Hugging Face video classifiers as registry models: ``hf:ORG/NAME`` (VideoMAE, TimeSformer, ViViT).
+"""Hugging Face classifiers as registry models: ``hf:ORG/NAME``, video (VideoMAE, TimeSformer,
+ViViT) and image (ViT, DeiT, BEiT, Swin, ConvNeXt, ResNet).
 
 A checkpoint is read from the Hugging Face cache only (``$HF_HUB_CACHE``, else
 ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; the layout ``models--ORG--NAME/snapshots/REV``
@@ -6,19 +7,20 @@ that ``huggingface-cli download`` writes): nothing is downloaded, so a missing c
 clear error naming the cache and the id. The configurations of two checkpoints ship with the
 package (``configs/hf``), so ``weights="random"`` builds them anywhere.
 
-The network is wrapped (:class:`HFVideoClassifier`) to take clips ``(N, C, T, H, W)`` and return
-logits; its layers are named under ``hf.`` (``hf.videomae.encoder.layer.3``). The spec carries
-each family's token layout, its clip sampling, the resize, crop and normalisation of the
-checkpoint's processor configuration (``preprocessor_config.json``; without one, those of the
-family's published checkpoints), and the labels of the configuration's ``id2label``.
+A video network is wrapped (:class:`HFVideoClassifier`) to take clips ``(N, C, T, H, W)`` and
+return logits, an image network (:class:`HFImageClassifier`) to take photos ``(N, C, H, W)``;
+their layers are named under ``hf.`` (``hf.videomae.encoder.layer.3``). The spec carries each
+family's token layout, its clip sampling, the resize, crop and normalisation of the checkpoint's
+processor configuration (``preprocessor_config.json``; without one, those of the family's
+published checkpoints), and the labels of the configuration's ``id2label``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
-from importlib import metadata
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable
@@ -80,13 +82,57 @@ FAMILIES = {
 }
 
 
+@dataclass(frozen=True)
+class ImageFamily:
+    """What differs between the supported image architectures.
+
+    Attributes:
+        base: Attribute of the classification model holding the backbone (``vit``).
+        prefix: Class (and distillation) tokens before the grid tokens; ``None`` where the
+            backbone's stages output feature maps ``(N, C, H, W)`` (a CNN).
+        embedding: The backbone's embedding module, before any block.
+        side, crop, mean, std: Resize, centre crop and normalisation of the published
+            checkpoints' processor configurations, for checkpoints without their own.
+    """
+
+    base: str
+    prefix: int | None
+    embedding: str
+    side: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+_HALF = (0.5, 0.5, 0.5)
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IMAGE_FAMILIES = {
+    "vit": ImageFamily("vit", 1, "embeddings", 224, 224, _HALF, _HALF),
+    "deit": ImageFamily("deit", 2, "embeddings", 256, 224, *_IMAGENET),  # the class and the distillation token
+    "beit": ImageFamily("beit", 1, "embeddings", 224, 224, _HALF, _HALF),
+    "swin": ImageFamily("swin", 0, "embeddings", 224, 224, *_IMAGENET),
+    "convnext": ImageFamily("convnext", None, "embeddings", 256, 224, *_IMAGENET),
+    "resnet": ImageFamily("resnet", None, "embedder", 256, 224, *_IMAGENET),
+}
+
+#: Families whose block list moved from ``encoder.layer`` to the backbone's ``layers`` in
+#: transformers 5, with the encoder class that held it before.
+_MOVED_BLOCKS = {"vivit": "VivitEncoder", "vit": "ViTEncoder", "deit": "DeiTEncoder", "beit": "BeitEncoder"}
+_OTHER_BLOCKS = {"swin": "encoder.layers", "convnext": "encoder.stages", "resnet": "encoder.stages"}
+
+
 def blocks_path(base: str) -> str:
-    """Where the encoder's block list sits in the ``base`` model (transformers 5 moved ViViT's)."""
+    """Where the block list (a CNN's stages) sits in the ``base`` backbone, for the transformers
+    installed (version 5 moved ViT's, DeiT's, BEiT's and ViViT's out of their encoder class)."""
+    if base in _OTHER_BLOCKS:
+        return _OTHER_BLOCKS[base]
+    if base not in _MOVED_BLOCKS:
+        return "encoder.layer"
     try:
-        major = int(metadata.version("transformers").split(".")[0])
-    except (metadata.PackageNotFoundError, ValueError):
-        major = 5
-    return "layers" if base == "vivit" and major >= 5 else "encoder.layer"
+        module = importlib.import_module(f"transformers.models.{base}.modeling_{base}")
+    except ImportError:
+        return "layers"
+    return "encoder.layer" if hasattr(module, _MOVED_BLOCKS[base]) else "layers"
 
 
 def is_hf(name: str) -> bool:
@@ -263,13 +309,16 @@ def _preprocessing(cfg: Any, what: str) -> Preprocessing:
         raise ValueError(f"a JSON {type(cfg).__name__}, not an object")
     side = _side(cfg["size"]) if "size" in cfg else 224
     crop = _side(cfg["crop_size"]) if cfg.get("do_center_crop", True) and "crop_size" in cfg else side
+    kind = str(cfg.get("image_processor_type") or cfg.get("video_processor_type") or cfg.get("feature_extractor_type")
+               or "")  # older checkpoints name a feature extractor
+    if kind.startswith("ConvNext") and side < 384:  # ConvNeXt's and ResNet's: resized to side / crop_pct, cropped
+        side, crop = int(side / float(cfg.get("crop_pct", 224 / 256))), side
     if side <= 0 or crop <= 0 or crop > side:
         raise ValueError(f"a crop of {crop} from a shorter side of {side} pixels")
     if cfg.get("do_resize", True) is False:
         log.warning("%s does not resize frames (do_resize: false); video-iba resizes each to a shorter side of %d "
                     "pixels before the %d-pixel crop, so that videos of any size fit the model", what, side, crop)
     scale = 255 * float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 255.0
-    kind = str(cfg.get("image_processor_type") or cfg.get("video_processor_type") or "")
     offset = 1.0 if cfg.get("do_rescale", True) and cfg.get("offset", kind.startswith("Vivit")) else 0.0
     if cfg.get("do_normalize", True):
         mean, std = _three(cfg["image_mean"], "image_mean"), _three(cfg["image_std"], "image_std")
@@ -281,11 +330,14 @@ def _preprocessing(cfg: Any, what: str) -> Preprocessing:
                          _three([v / scale for v in std], "image_std"))
 
 
-def family_of(config: dict[str, Any], mid: str) -> Family:
+def family_of(config: dict[str, Any], mid: str) -> Family | ImageFamily:
+    """The family of the network ``config`` describes (video or image), checked."""
     kind = str(config.get("model_type", ""))
+    if kind in IMAGE_FAMILIES:
+        return IMAGE_FAMILIES[kind]
     if kind not in FAMILIES:
         raise UserInputError(f"{mid} is a '{kind}' model; video-iba explains Hugging Face {', '.join(FAMILIES)} "
-                             f"video classifiers")
+                             f"video classifiers and {', '.join(IMAGE_FAMILIES)} image classifiers")
     if kind == "timesformer" and config.get("attention_type", "divided_space_time") != "divided_space_time":
         raise UserInputError(f"{mid} uses TimeSformer attention '{config['attention_type']}'; only divided "
                              f"space-time attention lays its tokens out on one (t, h, w) grid")
@@ -307,6 +359,8 @@ def config_spec_fields(config: dict[str, Any], name: str, source: str,
     ``preprocessing``: the checkpoint processor's (default: the family's)."""
     fam = family_of(config, name)
     pre = preprocessing or Preprocessing(fam.side, fam.crop, fam.mean, fam.std)
+    if isinstance(fam, ImageFamily):
+        return _image_spec_fields(config, fam, name, source, pre)
     frames, size = int(config["num_frames"]), int(config["image_size"])
     tt, th, tw = fam.tubelet(config)
     grid = (frames // tt, size // th, size // tw)
@@ -329,12 +383,60 @@ def config_spec_fields(config: dict[str, Any], name: str, source: str,
     )
 
 
-class HFVideoClassifier(nn.Module):
-    """A Hugging Face video classifier that takes clips ``(N, C, T, H, W)`` and returns logits.
+def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, source: str,
+                       pre: Preprocessing) -> dict[str, Any]:
+    """:func:`config_spec_fields` of an image classifier: the embedding as the default layer of a
+    transformer (each patch restricted before attention mixes them, as for torchvision's ViTs),
+    the stride-8 stage of a CNN (the paper's ResNet-50 choice)."""
+    # a transformer's input size is fixed by its position embeddings; a CNN takes the processor's crop
+    size = pre.crop if fam.prefix is None else _square(config.get("image_size", pre.crop), name)
+    root, blocks = f"hf.{fam.base}.", f"hf.{fam.base}.{blocks_path(fam.base)}."
+    embedding = root + fam.embedding
+    if fam.prefix is None:
+        stages = len(config["depths"])
+        default, cam, layouts = blocks + "1", blocks + str(stages - 1), ()
+        note, iba = "the second stage's output (stride 8), the analogue of ResNet-50's conv3_x in the paper", ()
+    else:
+        side = size // int(config["patch_size"])
+        iba = tuple(TRANSFORMER_SETTINGS.items())
+        default = embedding
+        if fam.base == "swin":  # each stage but the last halves the grid at its end
+            stages = len(config["depths"])
+            grids = [side >> min(k + 1, stages - 1) for k in range(stages)]
+            layouts = ((embedding, TokenLayout(grid=(side, side))),
+                       *((blocks + str(k), TokenLayout(grid=(g, g))) for k, g in enumerate(grids)))
+            cam = blocks + str(stages - 1)
+            note = f"the patch embedding ({side}x{side} tokens), before any attention"
+        else:
+            layout = TokenLayout(grid=(side, side), prefix=fam.prefix)
+            layouts = ((embedding, layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout))
+            pooled = fam.base == "beit" and config.get("use_mean_pooling", True)  # the head averages the grid
+            cam = blocks + str(int(config["num_hidden_layers"]) - (1 if pooled else 2))
+            tokens = "the class token" if fam.prefix == 1 else "the class and distillation tokens"
+            note = f"the patch embedding ({side}x{side} tokens, with {tokens}), before any attention"
+    id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}
+    labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
+    return dict(
+        name=name, family="hf", input_size=size, resize=int(round(size * pre.side / pre.crop)), mean=pre.mean,
+        std=pre.std, default_layer=default, labels="hf", label_names=labels, default_weights="default",
+        weights_source=source, modality="image", note=note, layouts=layouts, cam_layer=cam, iba=iba)
 
-    The network is ``self.hf``; :meth:`video_iba_suffix` runs it from a token layer on, so the
-    bottleneck's steps skip the embedding and the blocks before the layer.
-    """
+
+def _square(size: Any, name: str) -> int:
+    """The side of a configuration's square ``image_size``; a non-square one is refused."""
+    sides = [int(size)] if isinstance(size, (int, float)) else [int(v) for v in size]
+    if len(set(sides)) != 1:
+        raise UserInputError(f"{name} takes images of {' x '.join(map(str, sides))} pixels; video-iba explains "
+                             f"networks with a square input only")
+    return sides[0]
+
+
+class HFClassifier(nn.Module):
+    """A Hugging Face classifier (``self.hf``) that returns logits; :meth:`video_iba_suffix` runs it
+    from its embedding or a block on, so the bottleneck's steps skip the layers before it."""
+
+    #: The backbone's embedding module.
+    embedding = "embeddings"
 
     def __init__(self, hf: nn.Module, base: str) -> None:
         super().__init__()
@@ -344,6 +446,68 @@ class HFVideoClassifier(nn.Module):
         found = getattr(hf, base).get_submodule(self.blocks)
         if not isinstance(found, nn.ModuleList):
             raise RuntimeError(f"{type(hf).__name__} has no block list at {base}.{self.blocks}")
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Accepts the wrapped network's own state dict (keys without ``hf.``) too."""
+        if state_dict and not any(str(k).startswith("hf.") for k in state_dict):
+            state_dict = {f"hf.{k}": v for k, v in state_dict.items()}
+        return super().load_state_dict(self._fitted_state(state_dict), strict=strict, assign=assign)
+
+    def _fitted_state(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """``state_dict`` made to fit this network where a family knows how (nothing by default)."""
+        return state_dict
+
+    def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
+        """The network after ``layer`` (the embedding or a block) as ``f(input, layer output) -> logits``.
+
+        The embedding's output is replaced by the given one (its first entry, where it is a tuple)
+        and the encoder runs only the later blocks (its block list is swapped for the call and
+        restored, also on errors), so the model's own pooling and head apply unchanged. Swin's
+        stages pass their grid's size on to the next, so a Swin runs only from its embedding.
+        """
+        owner = getattr(self.hf, self.base)
+        blocks = f"hf.{self.base}.{self.blocks}."
+        if layer == f"hf.{self.base}.{self.embedding}":
+            start = 0
+        elif layer.startswith(blocks) and layer[len(blocks):].isdigit() and self.base != "swin":
+            start = int(layer[len(blocks):]) + 1
+        else:
+            return None
+
+        def replaced(_m: nn.Module, _i: Any, out: Any, given: Any) -> Any:
+            tokens = given[0] if isinstance(given, (tuple, list)) else given
+            return (tokens, *out[1:]) if isinstance(out, tuple) else tokens
+
+        def rest(x: torch.Tensor, out: Any) -> torch.Tensor:
+            parent_path, _, attr = self.blocks.rpartition(".")
+            parent = owner.get_submodule(parent_path) if parent_path else owner
+            kept = getattr(parent, attr)
+            with forward_hook(owner.get_submodule(self.embedding), lambda m, i, o: replaced(m, i, o, out)):
+                setattr(parent, attr, nn.ModuleList(list(kept)[start:]))
+                try:
+                    return self(x)
+                finally:
+                    setattr(parent, attr, kept)
+        return rest
+
+
+class HFImageClassifier(HFClassifier):
+    """A Hugging Face image classifier that takes photos ``(N, C, H, W)`` and returns logits (the
+    network's own output object reduced to its logits; a DeiT with its distillation head: the mean
+    of both heads, as its own output gives them)."""
+
+    def __init__(self, hf: nn.Module, base: str) -> None:
+        super().__init__(hf, base)
+        self.embedding = IMAGE_FAMILIES[base].embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise UserInputError(f"a Hugging Face image model takes photos (N, C, H, W), got {tuple(x.shape)}")
+        return self.hf(pixel_values=x, return_dict=True).logits
+
+
+class HFVideoClassifier(HFClassifier):
+    """A Hugging Face video classifier that takes clips ``(N, C, T, H, W)`` and returns logits."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
@@ -355,12 +519,9 @@ class HFVideoClassifier(nn.Module):
                                  f"(load_model(..., frames={x.shape[2]}))")
         return self.hf(pixel_values=x.permute(0, 2, 1, 3, 4), return_dict=True).logits
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        """Accepts the wrapped network's own state dict (keys without ``hf.``) too; ViViT position
-        embeddings made for clips of another length are resampled to this network's (with a
-        warning naming that length)."""
-        if state_dict and not any(str(k).startswith("hf.") for k in state_dict):
-            state_dict = {f"hf.{k}": v for k, v in state_dict.items()}
+    def _fitted_state(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        """ViViT position embeddings made for clips of another length resampled to this network's
+        (with a warning naming that length)."""
         key = f"hf.{self.base}.embeddings.position_embeddings"
         table = state_dict.get(key) if self.base == "vivit" else None
         if isinstance(table, torch.Tensor):
@@ -372,7 +533,7 @@ class HFVideoClassifier(nn.Module):
                             "hold %d: resampled to them; give --frames %d to run the weights on the clips they were "
                             "trained on", self.base, trained * span, steps * span, trained * span)
                 state_dict = {**state_dict, key: self._positions_in_time(table, steps, hw)}
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        return state_dict
 
     def fit_positions(self) -> None:
         """Resample ViViT's learned position embeddings in time to the clips of its configuration's
@@ -405,44 +566,15 @@ class HFVideoClassifier(nn.Module):
         grid = table[0, 1:].reshape(-1, hw * channels)
         return torch.cat([table[:, :1], resampled_rows(grid, steps).reshape(1, steps * hw, channels)], dim=1)
 
-    def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
-        """The network after ``layer`` (the embedding or a block) as ``f(clip, layer output) -> logits``.
-
-        The embedding's output is replaced by the given tokens and the encoder runs only the
-        later blocks (its block list is swapped for the call and restored, also on errors), so
-        the model's own pooling and head apply unchanged.
-        """
-        owner = getattr(self.hf, self.base)
-        blocks = f"hf.{self.base}.{self.blocks}."
-        if layer == f"hf.{self.base}.embeddings":
-            start = 0
-        elif layer.startswith(blocks) and layer[len(blocks):].isdigit():
-            start = int(layer[len(blocks):]) + 1
-        else:
-            return None
-
-        def rest(x: torch.Tensor, out: Any) -> torch.Tensor:
-            tokens = out[0] if isinstance(out, (tuple, list)) else out
-            parent_path, _, attr = self.blocks.rpartition(".")
-            parent = owner.get_submodule(parent_path) if parent_path else owner
-            kept = getattr(parent, attr)
-            with forward_hook(owner.embeddings, lambda _m, _i, _o: tokens):
-                setattr(parent, attr, nn.ModuleList(list(kept)[start:]))
-                try:
-                    return self(x)
-                finally:
-                    setattr(parent, attr, kept)
-        return rest
-
 
 def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     """The wrapped network of ``hf:ORG/NAME``: cached weights (``default``), ``random`` (initialised
-    from the configuration), or a checkpoint folder written by ``save_pretrained``; for clips of
-    ``frames`` frames (default: the configuration's ``num_frames``). Every family takes clips of
-    another length: VideoMAE computes its position codes (sinusoids, no weights) from the length
-    it is built for; TimeSformer resamples its learned time embeddings to the clip it is given
-    (nearest) and reads the length from its configuration; ViViT's learned position embeddings,
-    one per token, are resampled in time (:meth:`HFVideoClassifier.fit_positions`)."""
+    from the configuration), or a checkpoint folder written by ``save_pretrained``; a video network
+    for clips of ``frames`` frames (default: the configuration's ``num_frames``). Every video family
+    takes clips of another length: VideoMAE computes its position codes (sinusoids, no weights)
+    from the length it is built for; TimeSformer resamples its learned time embeddings to the clip
+    it is given (nearest) and reads the length from its configuration; ViViT's learned position
+    embeddings, one per token, are resampled in time (:meth:`HFVideoClassifier.fit_positions`)."""
     try:
         import transformers
     except ImportError as exc:
@@ -452,17 +584,24 @@ def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     folder = checkpoint_folder(name, weights)
     config, _ = hf_config(mid, folder)
     fam = family_of(config, mid)
-    auto = transformers.AutoModelForVideoClassification
-    own = int(config["num_frames"])
-    frames = own if frames is None else frames
-    # VideoMAE is built for the clip length (its position codes follow from it); TimeSformer and
-    # ViViT load the embeddings of their own length and are told the clip's (_for_clips)
-    built_for = {"num_frames": frames} if fam.base == "videomae" and frames != own else {}
+    if isinstance(fam, ImageFamily):
+        auto, built_for = transformers.AutoModelForImageClassification, {}
+        wrap: Callable[[nn.Module], nn.Module] = lambda net: HFImageClassifier(net, fam.base)
+    else:
+        auto = transformers.AutoModelForVideoClassification
+        own = int(config["num_frames"])
+        frames = own if frames is None else frames
+        # VideoMAE is built for the clip length (its position codes follow from it); TimeSformer and
+        # ViViT load the embeddings of their own length and are told the clip's (_for_clips)
+        built_for = {"num_frames": frames} if fam.base == "videomae" and frames != own else {}
+        wrap = lambda net: _for_clips(HFVideoClassifier(net, fam.base), frames)
     if weights == "random":
         kind = config["model_type"]
         cfg = transformers.AutoConfig.for_model(kind, **{**{k: v for k, v in config.items() if k != "model_type"},
                                                          **built_for})
-        return _for_clips(HFVideoClassifier(auto.from_config(cfg), fam.base), frames)
+        if cfg.architectures is None:  # a family with two heads (DeiT) is looked up in it: then the first
+            cfg.architectures = []
+        return wrap(auto.from_config(cfg))
     if folder is not None and weights in ("default", "kinetics400", folder):
         source = folder
     elif weights in ("default", "kinetics400"):
@@ -485,7 +624,7 @@ def build_hf(name: str, weights: str, frames: int | None = None) -> nn.Module:
     finally:
         if shown:
             bars.enable_progress_bar()
-    return _for_clips(HFVideoClassifier(net, fam.base), frames)
+    return wrap(net)
 
 
 def _for_clips(model: HFVideoClassifier, frames: int) -> HFVideoClassifier:

@@ -30,7 +30,7 @@ from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .clip_length import refit_pools, set_pool_kernels, spanning_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
-from .hf import (SHIPPED, HFVideoClassifier, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
+from .hf import (SHIPPED, HFImageClassifier, HFVideoClassifier, ImageFamily, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
                  processor_of, spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
@@ -904,10 +904,10 @@ def load_model(name: str, weights: str = "default", device: torch.device | str =
 
 
 def wrap_hf(net: nn.Module, name: str | None = None, processor: Any = None) -> nn.Module:
-    """A Hugging Face video classifier already built (fine-tuned in a notebook, say) as a model
-    :func:`video_iba.explain` takes: clips ``(N, C, T, H, W)`` in, logits out, with the spec that
-    ``load_model("hf:...")`` gives (token layouts, default layer, clip sampling, normalisation,
-    the configuration's class names) attached as ``video_iba_spec``.
+    """A Hugging Face video or image classifier already built (fine-tuned in a notebook, say) as a
+    model :func:`video_iba.explain` takes: clips ``(N, C, T, H, W)`` or photos ``(N, C, H, W)`` in,
+    logits out, with the spec that ``load_model("hf:...")`` gives (token layouts, default layer,
+    clip sampling, normalisation, the configuration's class names) attached as ``video_iba_spec``.
 
     The wrapper holds ``net`` itself (its layers are named ``hf.<name>``); nothing is copied.
     ``name``: how outputs name the model (default: ``hf:`` and the configuration's
@@ -917,11 +917,12 @@ def wrap_hf(net: nn.Module, name: str | None = None, processor: Any = None) -> n
     """
     config = getattr(net, "config", None)
     if not isinstance(net, nn.Module) or not callable(getattr(config, "to_dict", None)):
-        raise UserInputError(f"wrap_hf takes a Hugging Face video classifier (a module with a .config), got "
-                             f"{type(net).__name__}; wrap a network of your own with a ModelSpec instead")
+        raise UserInputError(f"wrap_hf takes a Hugging Face video or image classifier (a module with a .config), "
+                             f"got {type(net).__name__}; wrap a network of your own with a ModelSpec instead")
     fields = config.to_dict()
     name = name or f"hf:{fields.get('_name_or_path') or type(net).__name__}"
-    model = HFVideoClassifier(net, family_of(fields, name).base)
+    fam = family_of(fields, name)
+    model = (HFImageClassifier if isinstance(fam, ImageFamily) else HFVideoClassifier)(net, fam.base)
     pre = None if processor is None else processor_of(processor)
     model.video_iba_spec = ModelSpec(**config_spec_fields(fields, name, "in memory", pre))  # type: ignore[assignment]
     return model

@@ -1,0 +1,192 @@
+"""Hugging Face image classifiers (ViT, DeiT, BEiT, Swin, ConvNeXt, ResNet) through ``hf:ORG/NAME``:
+the wrapper, the token layouts, the suffix-only runner, the processor's preprocessing and the
+command line, on small random configurations written by the tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import video_iba
+from video_iba import UserInputError
+from video_iba.models import get_spec, labels_for, layers, preprocess_image
+from video_iba.models.hf import blocks_path
+
+from ..helpers import hub_checkpoint, run_cli
+from ..nets import snapshot
+from ..videos import encode
+
+transformers = pytest.importorskip("transformers")
+
+LABELS = {"0": "cat", "1": "dog", "2": "tie"}
+LABEL_IDS = dict(id2label=LABELS, label2id={v: int(k) for k, v in LABELS.items()})
+VIT = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+STAGES = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1])
+#: The tiny network of each family, and the token grid and class tokens of its embedding (``None``: a CNN).
+KINDS = {
+    "vit": (lambda: transformers.ViTForImageClassification(transformers.ViTConfig(**VIT, **LABEL_IDS)), (4, 4), 1),
+    "deit": (lambda: transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**VIT, **LABEL_IDS)),
+             (4, 4), 2),
+    "beit": (lambda: transformers.BeitForImageClassification(transformers.BeitConfig(
+        **VIT, use_relative_position_bias=True, use_mean_pooling=True, **LABEL_IDS)), (4, 4), 1),
+    "swin": (lambda: transformers.SwinForImageClassification(transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=4, **LABEL_IDS)),
+        (8, 8), 0),
+    "convnext": (lambda: transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
+        num_channels=3, **STAGES, **LABEL_IDS)), None, None),
+    "resnet": (lambda: transformers.ResNetForImageClassification(transformers.ResNetConfig(
+        embedding_size=8, **STAGES, **LABEL_IDS)), None, None),
+}
+
+
+def _network(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return KINDS[kind][0]().eval()
+
+
+def _cache(tmp_path, monkeypatch, kind: str) -> tuple[str, torch.nn.Module]:  # type: ignore[no-untyped-def]
+    """A checkpoint ``test-org/tiny-KIND`` in a Hugging Face cache of the test's own (the hub's layout)."""
+    net = _network(kind)
+    return hub_checkpoint(tmp_path, monkeypatch, net, kind), net
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_cached_image_checkpoint_is_wrapped_and_explained(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+    name, net = _cache(tmp_path, monkeypatch, kind)
+    _, grid, prefix = KINDS[kind]
+    model = video_iba.load_model(name)
+    for k, v in net.state_dict().items():  # the cached weights, not a fresh initialisation
+        assert torch.equal(model.state_dict()[f"hf.{k}"], v), k
+    spec = get_spec(name)
+    assert labels_for(spec) == ["cat", "dog", "tie"] and spec.modality == "image"
+    side = 32 if grid is not None else 224  # ConvNeXt and ResNet configurations name no input size
+    assert spec.input_size == side
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(pixel_values=x).logits)
+    table = {li.name: li for li in layers(name)}
+    blocks = f"hf.{kind}.{blocks_path(kind)}."
+    if grid is None:  # a CNN: the stride-8 stage, as the paper's ResNet-50 conv3_x
+        assert spec.layers == (blocks + "1",) and table[blocks + "1"].shape[-2:] == (side // 8, side // 8)
+        assert table[blocks + "1"].grid is None
+    else:  # a transformer: its embedding, before attention mixes the patches
+        assert spec.layers[0].endswith(".embeddings") and table[spec.layers[0]].grid == grid
+        assert spec.layout(spec.layers[0]).prefix == prefix
+    before = snapshot(model)
+    tried = [spec.layers[0]] + ([blocks + "0"] if kind in ("vit", "deit", "beit") else [])
+    for layer in tried:
+        a = video_iba.explain(model, x, layer=layer, steps=2, samples=2, seed=0)
+        assert a.bits.shape == (side, side) and a.total_bits > 0
+        assert a.meta["prefix_cached"] is True and "own suffix" in a.meta["prefix_note"], layer
+        assert ("prefix_bits" in a.meta) == bool(prefix), layer  # class tokens restricted, counted apart
+        hooked = video_iba.explain(model, x, layer=layer, steps=2, samples=2, seed=0, split="hook")
+        torch.testing.assert_close(a.bits, hooked.bits, rtol=1e-3, atol=1e-6)
+    cam = video_iba.attribute("gradcam", model, x)
+    assert cam.meta["cam_layer"] == spec.cam_layer and cam.values.shape == (side, side)
+    assert float(cam.values.max()) > 0
+    after = snapshot(model)
+    assert after["hooks"] == 0 and after["requires_grad"] == before["requires_grad"]
+    assert len(model.hf.base_model.get_submodule(blocks_path(kind))) == len(
+        net.base_model.get_submodule(blocks_path(kind)))  # the block list is back after the suffix
+
+
+def test_swin_stages_have_their_grids_and_run_the_whole_network(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "swin")
+    table = {li.name: li for li in layers(name)}
+    assert table["hf.swin.encoder.layers.0"].grid == (4, 4) and table["hf.swin.encoder.layers.1"].grid == (4, 4)
+    model = video_iba.load_model(name)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    a = video_iba.explain(model, x, layer="hf.swin.encoder.layers.0", steps=2, samples=2, seed=0)
+    # its stages hand the grid's size on to the next, so it cannot start from one: the whole network
+    assert a.bits.shape == (32, 32) and a.total_bits > 0 and a.meta["prefix_cached"] is False
+    assert snapshot(model)["hooks"] == 0
+
+
+def test_an_image_network_in_memory_is_wrapped_with_its_processor(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = _network("vit").train()  # a notebook's, training
+    before = snapshot(net)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(UserInputError, match=r"Hugging Face vit classifier \(ViTForImageClassification\); wrap it "
+                                             r"with video_iba.wrap_hf\(model\)"):
+        video_iba.explain(net, x, layer="vit.embeddings")
+    processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                                               image_std=[0.2, 0.25, 0.3])
+    model = video_iba.wrap_hf(net, name="hf:mine", processor=processor)
+    spec = model.video_iba_spec
+    assert model.hf is net and spec.layers == ("hf.vit.embeddings",) and spec.modality == "image"
+    assert spec.mean == pytest.approx((0.4, 0.5, 0.6)) and spec.std == pytest.approx((0.2, 0.25, 0.3))
+    # on a photo at the processor's size, the model input is the processor's
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ours, _ = preprocess_image(rgb, spec)
+    theirs = processor(images=Image.fromarray(rgb), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    a = video_iba.explain(model, ours, steps=2, samples=2, seed=0)
+    assert a.bits.shape == (32, 32) and a.meta["prefix_cached"] is True
+    assert a.meta["target_label"] in ("cat", "dog", "tie")
+    after = snapshot(net)  # hooks gone, flags and modes as they were
+    assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad", "grads"))
+    with pytest.raises(UserInputError, match="a Hugging Face image model takes photos"):
+        model(torch.zeros(1, 3, 2, 32, 32))
+
+
+def test_a_state_dict_file_fine_tuned_to_other_classes_loads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "deit")
+    torch.manual_seed(4)
+    tuned = transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**VIT, num_labels=5)).eval()
+    torch.save(tuned.state_dict(), tmp_path / "tuned.pt")  # the network's own keys, two heads of 5 classes
+    model = video_iba.load_model(name, weights=str(tmp_path / "tuned.pt"))
+    assert labels_for(model.video_iba_spec) == [f"class {i}" for i in range(5)]
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), tuned(pixel_values=x).logits)
+
+
+def test_convnext_processors_resize_by_their_crop_share(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = _network("convnext")
+    # ConvNeXt's and ResNet's processor: the shorter side to 224 / 0.875 = 256, the centre 224 kept
+    processor = transformers.ConvNextImageProcessor(size={"shortest_edge": 224}, crop_pct=0.875)
+    spec = video_iba.wrap_hf(net, processor=processor).video_iba_spec
+    assert (spec.resize, spec.input_size) == (256, 224)
+    rgb = np.random.default_rng(1).integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    ours, _ = preprocess_image(rgb, spec)
+    theirs = processor(images=Image.fromarray(rgb), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    # as an older checkpoint's file names it (microsoft/resnet-50's preprocessor_config.json)
+    folder = tmp_path / "resnet"
+    _network("resnet").save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "crop_pct": 0.875, "do_normalize": True, "do_resize": True, "feature_extractor_type": "ConvNextFeatureExtractor",
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3, "size": 192}))
+    spec = get_spec(f"hf:{folder}")
+    assert (spec.resize, spec.input_size, spec.layers) == (219, 192, ("hf.resnet.encoder.stages.1",))
+    # from 384 pixels on the processor resizes without cropping
+    large = transformers.ConvNextImageProcessor(size={"shortest_edge": 384}, crop_pct=0.875)
+    spec = video_iba.wrap_hf(net, processor=large).video_iba_spec
+    assert (spec.resize, spec.input_size) == (384, 384)
+
+
+def test_the_command_line_explains_a_photo_with_a_cached_image_checkpoint(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    name, _ = _cache(tmp_path, monkeypatch, "deit")
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
+    code, out, err = run_cli(["explain", str(photo), "--model", name, "--steps", "2", "--samples", "2", "--out",
+                              str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    result = video_iba.load(tmp_path / "out" / "photo.npz")
+    assert isinstance(result, video_iba.Attribution) and result.bits.shape == (32, 32)
+    assert result.meta["target_label"] == LABELS[str(result.target)] and result.meta["model"] == name
+    assert "in class tokens" in out and result.prefix_total > 0  # the class and distillation tokens
+    with Image.open(tmp_path / "out" / "photo.png") as figure:
+        assert figure.size[0] > 200
+    # an image model on a video, and --frames, are refused in one line
+    code, _, err = run_cli(["explain", str(photo), "--model", name, "--frames", "8", "--out",
+                            str(tmp_path / "out2")], capsys)
+    assert code == 2 and "is an image model; --frames applies to video models only" in err
+    clip = encode(str(tmp_path / "clip.mp4"), frames=8, size=(48, 40))
+    code, _, err = run_cli(["explain", clip, "--model", name, "--out", str(tmp_path / "out2")], capsys)
+    assert code == 2 and f"{name} is an image model and" in err and "Traceback" not in err
+    assert not (tmp_path / "out2").exists()
