@@ -94,6 +94,34 @@ def test_a_cached_image_checkpoint_is_wrapped_and_explained(tmp_path, monkeypatc
         net.base_model.get_submodule(blocks_path(kind)))  # the block list is back after the suffix
 
 
+@pytest.mark.parametrize("kind", ["vit", "deit", "beit", "swin"])
+def test_each_patch_lands_on_its_own_grid_cell(tmp_path, monkeypatch, kind: str) -> None:  # type: ignore[no-untyped-def]
+    # a wrong token order would draw the bits on other patches: change one patch of the photo and
+    # only that patch's cell of the embedding's grid changes
+    name, _ = _cache(tmp_path, monkeypatch, kind)
+    model = video_iba.load_model(name)
+    spec = model.video_iba_spec
+    layer, (rows, cols) = spec.layers[0], KINDS[kind][1]
+    cell = 32 // rows
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    bumped = x.clone()
+    bumped[..., 1 * cell:2 * cell, 2 * cell:3 * cell] += 1.0  # the patch in row 1, column 2
+    outs = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: outs.append(out))
+    try:
+        with torch.no_grad():
+            model(x), model(bumped)
+    finally:
+        handle.remove()
+    (grid, *prefix), _ = spec.layout(layer).split(outs[0], layer)
+    (other, *other_prefix), _ = spec.layout(layer).split(outs[1], layer)
+    changed = (other - grid).abs().amax(dim=1)[0] > 1e-6  # (rows, cols)
+    expected = torch.zeros(rows, cols, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(changed, expected)
+    assert all(torch.equal(a, b) for a, b in zip(prefix, other_prefix))  # the class tokens hold no patch yet
+
+
 def test_swin_stages_have_their_grids_and_run_the_whole_network(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     name, _ = _cache(tmp_path, monkeypatch, "swin")
     table = {li.name: li for li in layers(name)}
