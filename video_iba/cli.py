@@ -21,6 +21,7 @@ from .errors import UserInputError
 from .io.discovery import is_batch_input
 from .methods.baselines import BASELINES
 from .methods.batching import AUTO_CUDA, MAX_BATCH, check_batch_size
+from .models.hf import FAMILY_NAMES as HF_FAMILY_NAMES
 from .models.registry import MAX_FRAMES, MAX_SAMPLING_RATE, describe_models, layers
 from .render.video import LAYOUTS, MAX_KEYFRAMES
 from .results import ClipAttribution
@@ -554,8 +555,11 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 def _cmd_models(_args: argparse.Namespace) -> None:
     _print_table(("model", "default layer(s)", "input", "layout", "weights"),
-                 [(spec.name, layer, spec.describe_input(), spec.describe_tokens() or "maps", spec.weights_source)
-                  for spec, layer in describe_models()])
+                 [*((spec.name, layer, spec.describe_input(), spec.describe_tokens() or "maps", spec.weights_source)
+                    for spec, layer in describe_models()),
+                  ("hf:ORG/NAME", "its embedding (CNNs: stride 8)", "its own", "its own",
+                   f"any Hugging Face checkpoint of {', '.join(HF_FAMILY_NAMES)} in the cache, or hf:PATH of a "
+                   f"save_pretrained folder (pip install 'video-iba[hf]')")])
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:

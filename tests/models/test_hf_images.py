@@ -14,7 +14,7 @@ from PIL import Image
 import video_iba
 from video_iba import UserInputError
 from video_iba.models import get_spec, labels_for, layers, preprocess_image
-from video_iba.models.hf import blocks_path
+from video_iba.models.hf import FAMILIES, FAMILY_NAMES, IMAGE_FAMILIES, blocks_path
 
 from ..helpers import hub_checkpoint, run_cli
 from ..nets import snapshot
@@ -120,6 +120,10 @@ def test_each_patch_lands_on_its_own_grid_cell(tmp_path, monkeypatch, kind: str)
     expected[1, 2] = True
     assert torch.equal(changed, expected)
     assert all(torch.equal(a, b) for a, b in zip(prefix, other_prefix))  # the class tokens hold no patch yet
+
+
+def test_the_listing_names_every_family() -> None:
+    assert [n.lower() for n in FAMILY_NAMES] == [*FAMILIES, *IMAGE_FAMILIES]
 
 
 def test_swin_stages_have_their_grids_and_run_the_whole_network(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]

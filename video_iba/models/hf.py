@@ -115,6 +115,9 @@ IMAGE_FAMILIES = {
     "resnet": ImageFamily("resnet", None, "embedder", 256, 224, *_IMAGENET),
 }
 
+#: The families as listings write them, video then image.
+FAMILY_NAMES = ("VideoMAE", "TimeSformer", "ViViT", "ViT", "DeiT", "BEiT", "Swin", "ConvNeXt", "ResNet")
+
 #: Families whose block list moved from ``encoder.layer`` to the backbone's ``layers`` in
 #: transformers 5, with the encoder class that held it before.
 _MOVED_BLOCKS = {"vivit": "VivitEncoder", "vit": "ViTEncoder", "deit": "DeiTEncoder", "beit": "BeitEncoder"}
