@@ -1,4 +1,4 @@
-"""Hugging Face image classifiers (ViT, DeiT, BEiT, Swin, ConvNeXt, ResNet) through ``hf:ORG/NAME``:
+"""Hugging Face image classifiers (ViT, DeiT, BEiT, Swin, ConvNeXt (V2), ResNet, RegNet) through ``hf:ORG/NAME``:
 the wrapper, the token layouts, the suffix-only runner, the processor's preprocessing and the
 command line, on small random configurations written by the tests."""
 
@@ -38,8 +38,12 @@ KINDS = {
         (8, 8), 0),
     "convnext": (lambda: transformers.ConvNextForImageClassification(transformers.ConvNextConfig(
         num_channels=3, **STAGES, **LABEL_IDS)), None, None),
+    "convnextv2": (lambda: transformers.ConvNextV2ForImageClassification(transformers.ConvNextV2Config(
+        **STAGES, **LABEL_IDS)), None, None),
     "resnet": (lambda: transformers.ResNetForImageClassification(transformers.ResNetConfig(
         embedding_size=8, **STAGES, **LABEL_IDS)), None, None),
+    "regnet": (lambda: transformers.RegNetForImageClassification(transformers.RegNetConfig(
+        embedding_size=8, groups_width=8, **STAGES, **LABEL_IDS)), None, None),
 }
 
 

@@ -1,5 +1,5 @@
 """Hugging Face classifiers as registry models: ``hf:ORG/NAME``, video (VideoMAE, TimeSformer,
-ViViT) and image (ViT, DeiT, BEiT, Swin, ConvNeXt, ResNet).
+ViViT) and image (ViT, DeiT, BEiT, Swin, ConvNeXt, ConvNeXt V2, ResNet, RegNet).
 
 A checkpoint is read from the Hugging Face cache only (``$HF_HUB_CACHE``, else
 ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; the layout ``models--ORG--NAME/snapshots/REV``
@@ -112,16 +112,19 @@ IMAGE_FAMILIES = {
     "beit": ImageFamily("beit", 1, "embeddings", 224, 224, _HALF, _HALF),
     "swin": ImageFamily("swin", 0, "embeddings", 224, 224, *_IMAGENET),
     "convnext": ImageFamily("convnext", None, "embeddings", 256, 224, *_IMAGENET),
+    "convnextv2": ImageFamily("convnextv2", None, "embeddings", 256, 224, *_IMAGENET),
     "resnet": ImageFamily("resnet", None, "embedder", 256, 224, *_IMAGENET),
+    "regnet": ImageFamily("regnet", None, "embedder", 256, 224, *_IMAGENET),
 }
 
 #: The families as listings write them, video then image.
-FAMILY_NAMES = ("VideoMAE", "TimeSformer", "ViViT", "ViT", "DeiT", "BEiT", "Swin", "ConvNeXt", "ResNet")
+FAMILY_NAMES = ("VideoMAE", "TimeSformer", "ViViT", "ViT", "DeiT", "BEiT", "Swin", "ConvNeXt", "ConvNeXtV2", "ResNet",
+                "RegNet")
 
 #: Families whose block list moved from ``encoder.layer`` to the backbone's ``layers`` in
 #: transformers 5, with the encoder class that held it before.
 _MOVED_BLOCKS = {"vivit": "VivitEncoder", "vit": "ViTEncoder", "deit": "DeiTEncoder", "beit": "BeitEncoder"}
-_OTHER_BLOCKS = {"swin": "encoder.layers", "convnext": "encoder.stages", "resnet": "encoder.stages"}
+_OTHER_BLOCKS = {"swin": "encoder.layers", **{k: "encoder.stages" for k in ("convnext", "convnextv2", "resnet", "regnet")}}
 
 
 def blocks_path(base: str) -> str:
