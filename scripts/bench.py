@@ -122,7 +122,9 @@ def worker(name: str, variant: str, out: str, steps: str, precision: str = "fp32
         layers = list(spec.layers)
         modules = [get_module(model, name) for name in layers]
         _, taps = capture_taps(model, modules, layers, inputs, layouts_for(model, layers, None))  # tokens: grid + prefix
-        stats = [Statistics.from_input(r) for r in taps.parts]
+        stats: list[Statistics] = []
+        for r, is_map in zip(taps.parts, taps.is_map):  # class tokens: their grid's per-channel noise, as the fit's
+            stats.append(Statistics.from_input(r) if is_map else stats[-1].per_channel(r.dim() - 2))
         gen = torch.Generator().manual_seed(0)
         with HookedForward(model, modules, inputs, taps=taps) as run:
             fit = fit_per_sample(run, taps.parts, stats, target, cfg, gen, skip_last_pass=False,
