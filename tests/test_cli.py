@@ -130,7 +130,9 @@ def test_models_and_layers_listings(capsys) -> None:  # type: ignore[no-untyped-
     start = out.splitlines()[0].index("weights")
     assert rows[hf].index("Hugging Face hub") == start and rows["resnet50"].index("torch hub cache") == start
     assert rows[hf].index("tokens (h w t)") == out.splitlines()[0].index("layout")
-    assert "VideoMAE, TimeSformer, ViViT, ViT, DeiT, BEiT, Swin, ConvNeXt, ConvNeXtV2, ResNet, RegNet in the cache" in rows["hf:ORG/NAME"]
+    families = ("VideoMAE, TimeSformer, ViViT, ViT, DeiT, BEiT, DINOv2, DINOv2 with registers, Swin, Swin V2, ConvNeXt, "
+                "ConvNeXt V2, ResNet, RegNet")
+    assert f"{families} in the cache" in rows["hf:ORG/NAME"]
     code, out, _ = run_cli(["layers", "--model", "mvit_v2_s"], capsys)
     block = next(line for line in out.splitlines() if line.startswith("blocks.3 "))
     assert code == 0 and "MultiscaleBlock" in block and "grid 8x14x14 (t h w) + 1 prefix" in block

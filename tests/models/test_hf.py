@@ -117,7 +117,8 @@ def test_a_network_built_in_memory_is_wrapped_with_its_spec(tmp_path, kind: str)
     text = transformers.BertForSequenceClassification(transformers.BertConfig(
         vocab_size=32, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8))
     with pytest.raises(UserInputError, match="is a 'bert' model; video-iba explains Hugging Face videomae, timesformer, "
-                                             "vivit video classifiers and vit, deit, beit, swin, convnext, convnextv2, resnet, regnet image"):
+                                             "vivit video classifiers and vit, deit, beit, dinov2, "
+                                             "dinov2_with_registers, swin, swinv2, convnext, convnextv2, resnet, regnet"):
         video_iba.wrap_hf(text)
     session = video_iba.Session.for_model(model, settings=video_iba.Settings(changes={"steps": 2}))  # its own spec
     assert session.spec is spec and session.layers == [f"hf.{kind}.embeddings"]

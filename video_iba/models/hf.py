@@ -1,5 +1,5 @@
 """Hugging Face classifiers as registry models: ``hf:ORG/NAME``, video (VideoMAE, TimeSformer,
-ViViT) and image (ViT, DeiT, BEiT, Swin, ConvNeXt, ConvNeXt V2, ResNet, RegNet).
+ViViT) and image (ViT, DeiT, BEiT, DINOv2, Swin, Swin V2, ConvNeXt, ConvNeXt V2, ResNet, RegNet).
 
 A checkpoint is read from the Hugging Face cache only (``$HF_HUB_CACHE``, else
 ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``; the layout ``models--ORG--NAME/snapshots/REV``
@@ -88,11 +88,17 @@ class ImageFamily:
 
     Attributes:
         base: Attribute of the classification model holding the backbone (``vit``).
-        prefix: Class (and distillation) tokens before the grid tokens; ``None`` where the
+        prefix: Class (and distillation) tokens before the grid tokens, register tokens not
+            counted (the configuration's ``num_register_tokens`` follow them); ``None`` where the
             backbone's stages output feature maps ``(N, C, H, W)`` (a CNN).
         embedding: The backbone's embedding module, before any block.
         side, crop, mean, std: Resize, centre crop and normalisation of the published
             checkpoints' processor configurations, for checkpoints without their own.
+        any_size: The network takes inputs of any size (a CNN; DINOv2 interpolates its position
+            embeddings), so the processor's crop sets the input, not ``image_size``.
+        windows: Swin's stages, each with a grid of its own, handing its size on to the next.
+        pooled: The head reads the grid tokens after the last block (their mean), not only the
+            class token.
     """
 
     base: str
@@ -102,6 +108,9 @@ class ImageFamily:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    any_size: bool = False
+    windows: bool = False
+    pooled: bool = False
 
 
 _HALF = (0.5, 0.5, 0.5)
@@ -109,22 +118,27 @@ _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 IMAGE_FAMILIES = {
     "vit": ImageFamily("vit", 1, "embeddings", 224, 224, _HALF, _HALF),
     "deit": ImageFamily("deit", 2, "embeddings", 256, 224, *_IMAGENET),  # the class and the distillation token
-    "beit": ImageFamily("beit", 1, "embeddings", 224, 224, _HALF, _HALF),
-    "swin": ImageFamily("swin", 0, "embeddings", 224, 224, *_IMAGENET),
-    "convnext": ImageFamily("convnext", None, "embeddings", 256, 224, *_IMAGENET),
-    "convnextv2": ImageFamily("convnextv2", None, "embeddings", 256, 224, *_IMAGENET),
-    "resnet": ImageFamily("resnet", None, "embedder", 256, 224, *_IMAGENET),
-    "regnet": ImageFamily("regnet", None, "embedder", 256, 224, *_IMAGENET),
+    "beit": ImageFamily("beit", 1, "embeddings", 224, 224, _HALF, _HALF),  # pooled where use_mean_pooling
+    "dinov2": ImageFamily("dinov2", 1, "embeddings", 256, 224, *_IMAGENET, any_size=True, pooled=True),
+    "dinov2_with_registers": ImageFamily("dinov2_with_registers", 1, "embeddings", 256, 224, *_IMAGENET,
+                                         any_size=True, pooled=True),
+    "swin": ImageFamily("swin", 0, "embeddings", 224, 224, *_IMAGENET, windows=True, pooled=True),
+    "swinv2": ImageFamily("swinv2", 0, "embeddings", 256, 256, *_IMAGENET, windows=True, pooled=True),
+    **{k: ImageFamily(k, None, "embeddings", 256, 224, *_IMAGENET, any_size=True) for k in ("convnext", "convnextv2")},
+    **{k: ImageFamily(k, None, "embedder", 256, 224, *_IMAGENET, any_size=True) for k in ("resnet", "regnet")},
 }
 
 #: The families as listings write them, video then image.
-FAMILY_NAMES = ("VideoMAE", "TimeSformer", "ViViT", "ViT", "DeiT", "BEiT", "Swin", "ConvNeXt", "ConvNeXtV2", "ResNet",
-                "RegNet")
+FAMILY_NAMES = {"videomae": "VideoMAE", "timesformer": "TimeSformer", "vivit": "ViViT", "vit": "ViT", "deit": "DeiT",
+                "beit": "BEiT", "dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "swin": "Swin",
+                "swinv2": "Swin V2", "convnext": "ConvNeXt", "convnextv2": "ConvNeXt V2", "resnet": "ResNet",
+                "regnet": "RegNet"}
 
 #: Families whose block list moved from ``encoder.layer`` to the backbone's ``layers`` in
 #: transformers 5, with the encoder class that held it before.
 _MOVED_BLOCKS = {"vivit": "VivitEncoder", "vit": "ViTEncoder", "deit": "DeiTEncoder", "beit": "BeitEncoder"}
-_OTHER_BLOCKS = {"swin": "encoder.layers", **{k: "encoder.stages" for k in ("convnext", "convnextv2", "resnet", "regnet")}}
+_OTHER_BLOCKS = {**{k: "encoder.layers" for k in ("swin", "swinv2")},
+                 **{k: "encoder.stages" for k in ("convnext", "convnextv2", "resnet", "regnet")}}
 
 
 def blocks_path(base: str) -> str:
@@ -394,8 +408,8 @@ def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, sour
     """:func:`config_spec_fields` of an image classifier: the embedding as the default layer of a
     transformer (each patch restricted before attention mixes them, as for torchvision's ViTs),
     the stride-8 stage of a CNN (the paper's ResNet-50 choice)."""
-    # a transformer's input size is fixed by its position embeddings; a CNN takes the processor's crop
-    size = pre.crop if fam.prefix is None else _square(config.get("image_size", pre.crop), name)
+    # a ViT's input size is fixed by its position embeddings; a CNN (and DINOv2) takes the processor's crop
+    size = pre.crop if fam.any_size else _square(config.get("image_size", pre.crop), name)
     root, blocks = f"hf.{fam.base}.", f"hf.{fam.base}.{blocks_path(fam.base)}."
     embedding = root + fam.embedding
     if fam.prefix is None:
@@ -406,7 +420,7 @@ def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, sour
         side = size // int(config["patch_size"])
         iba = tuple(TRANSFORMER_SETTINGS.items())
         default = embedding
-        if fam.base == "swin":  # each stage but the last halves the grid at its end
+        if fam.windows:  # each stage but the last halves the grid at its end
             stages = len(config["depths"])
             grids = [side >> min(k + 1, stages - 1) for k in range(stages)]
             layouts = ((embedding, TokenLayout(grid=(side, side))),
@@ -414,11 +428,13 @@ def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, sour
             cam = blocks + str(stages - 1)
             note = f"the patch embedding ({side}x{side} tokens), before any attention"
         else:
-            layout = TokenLayout(grid=(side, side), prefix=fam.prefix)
+            registers = int(config.get("num_register_tokens", 0))
+            layout = TokenLayout(grid=(side, side), prefix=fam.prefix + registers)
             layouts = ((embedding, layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout))
-            pooled = fam.base == "beit" and config.get("use_mean_pooling", True)  # the head averages the grid
+            pooled = fam.pooled or (fam.base == "beit" and config.get("use_mean_pooling", True))
             cam = blocks + str(int(config["num_hidden_layers"]) - (1 if pooled else 2))
             tokens = "the class token" if fam.prefix == 1 else "the class and distillation tokens"
+            tokens += f" and {registers} register tokens" if registers else ""
             note = f"the patch embedding ({side}x{side} tokens, with {tokens}), before any attention"
     id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}
     labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
@@ -443,6 +459,9 @@ class HFClassifier(nn.Module):
 
     #: The backbone's embedding module.
     embedding = "embeddings"
+    #: Its blocks hand more than their output on to the next (Swin's the grid's size): no run
+    #: from a block on.
+    chained = False
 
     def __init__(self, hf: nn.Module, base: str) -> None:
         super().__init__()
@@ -475,7 +494,7 @@ class HFClassifier(nn.Module):
         blocks = f"hf.{self.base}.{self.blocks}."
         if layer == f"hf.{self.base}.{self.embedding}":
             start = 0
-        elif layer.startswith(blocks) and layer[len(blocks):].isdigit() and self.base != "swin":
+        elif layer.startswith(blocks) and layer[len(blocks):].isdigit() and not self.chained:
             start = int(layer[len(blocks):]) + 1
         else:
             return None
@@ -504,7 +523,7 @@ class HFImageClassifier(HFClassifier):
 
     def __init__(self, hf: nn.Module, base: str) -> None:
         super().__init__(hf, base)
-        self.embedding = IMAGE_FAMILIES[base].embedding
+        self.embedding, self.chained = IMAGE_FAMILIES[base].embedding, IMAGE_FAMILIES[base].windows
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
