@@ -177,6 +177,9 @@ def test_an_image_network_in_memory_is_wrapped_with_its_processor(tmp_path) -> N
     assert after["hooks"] == 0 and all(after[k] == before[k] for k in ("training", "requires_grad", "grads"))
     with pytest.raises(UserInputError, match="a Hugging Face image model takes photos"):
         model(torch.zeros(1, 3, 2, 32, 32))
+    with pytest.raises(UserInputError, match="ViTModel is a vit backbone without a classification head; give the "
+                                             "classifier built on it"):
+        video_iba.wrap_hf(net.vit)
 
 
 def test_a_state_dict_file_fine_tuned_to_other_classes_loads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -468,6 +468,10 @@ class HFClassifier(nn.Module):
         self.hf = hf
         self.base = base
         self.blocks = blocks_path(base)
+        if not isinstance(getattr(hf, base, None), nn.Module):  # a backbone (VideoMAEModel), not a classifier
+            raise UserInputError(f"{type(hf).__name__} is a {base} backbone without a classification head; give the "
+                                 f"classifier built on it (AutoModelForImageClassification or "
+                                 f"AutoModelForVideoClassification)")
         found = getattr(hf, base).get_submodule(self.blocks)
         if not isinstance(found, nn.ModuleList):
             raise RuntimeError(f"{type(hf).__name__} has no block list at {base}.{self.blocks}")
