@@ -12,6 +12,23 @@ from video_iba.bottleneck.insertion import HookedForward, Taps, capture_taps, fr
 from video_iba.bottleneck.split import CachedSuffix
 
 
+_RED, _GREEN = torch.tensor([1.0, -1.0, -1.0]), torch.tensor([-1.0, 1.0, -1.0])
+
+
+def quadrant_photos(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """32x32 images with a 6x6 coloured patch in each quadrant; the top-left patch's colour is the label."""
+    x = 0.3 * torch.randn(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    for q, (qy, qx) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)]):
+        colour = y if q == 0 else torch.randint(0, 2, (n,), generator=g)
+        oy = torch.randint(1, 9, (n,), generator=g) + qy
+        ox = torch.randint(1, 9, (n,), generator=g) + qx
+        for i in range(n):
+            c = _GREEN if colour[i] else _RED
+            x[i, :, oy[i]:oy[i] + 6, ox[i]:ox[i] + 6] = c.view(3, 1, 1)
+    return x, y
+
+
 class TinyCNN(nn.Module):
     """A small image classifier with in-place ReLUs, batch norm and dropout (eval/train differ)."""
 
