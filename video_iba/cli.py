@@ -558,8 +558,8 @@ def _cmd_models(_args: argparse.Namespace) -> None:
                  [*((spec.name, layer, spec.describe_input(), spec.describe_tokens() or "maps", spec.weights_source)
                     for spec, layer in describe_models()),
                   ("hf:ORG/NAME", "its embedding (CNNs: stride 8)", "its own", "its own",
-                   f"any Hugging Face checkpoint of {', '.join(HF_FAMILY_NAMES.values())} in the cache, or hf:PATH of a "
-                   f"save_pretrained folder (pip install 'video-iba[hf]')")])
+                   f"any Hugging Face checkpoint of {', '.join(HF_FAMILY_NAMES.values())} in the cache, or "
+                   f"hf:PATH of a save_pretrained folder (pip install 'video-iba[hf]')")])
 
 
 def _cmd_layers(args: argparse.Namespace) -> None:

@@ -24,7 +24,8 @@ transformers = pytest.importorskip("transformers")
 
 LABELS = {"0": "cat", "1": "dog", "2": "tie"}
 LABEL_IDS = dict(id2label=LABELS, label2id={v: int(k) for k, v in LABELS.items()})
-VIT = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+VIT = dict(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+           intermediate_size=32)
 STAGES = dict(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1])
 #: The tiny network of each family, and the token grid and class tokens of its embedding (``None``: a CNN).
 KINDS = {

@@ -40,13 +40,10 @@ def check_eager(model: nn.Module) -> None:
         raise UserInputError(f"the model is compiled with torch.compile ({type(model).__name__}); give the module it "
                              f"compiles, model._orig_mod: hooks and the run from a layer on need the eager network")
     kind = getattr(getattr(model, "config", None), "model_type", None)
-    if kind in HF_FAMILIES and not isinstance(model, HFClassifier):
+    if (kind in HF_FAMILIES or kind in HF_IMAGE_FAMILIES) and not isinstance(model, HFClassifier):
+        clips = "takes clips (N, C, T, H, W), " if kind in HF_FAMILIES else ""
         raise UserInputError(f"the model is a Hugging Face {kind} classifier ({type(model).__name__}); wrap it with "
-                             f"video_iba.wrap_hf(model): it then takes clips (N, C, T, H, W), returns logits and "
-                             f"knows its token layouts")
-    if kind in HF_IMAGE_FAMILIES and not isinstance(model, HFClassifier):
-        raise UserInputError(f"the model is a Hugging Face {kind} classifier ({type(model).__name__}); wrap it with "
-                             f"video_iba.wrap_hf(model): it then returns logits and knows its token layouts")
+                             f"video_iba.wrap_hf(model): it then {clips}returns logits and knows its token layouts")
 
 
 def check_input(model: nn.Module, x: Any, pack: Pack | None = None,

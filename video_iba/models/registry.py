@@ -30,8 +30,8 @@ from ..files import atomic_write, read_torch_file
 from ..seeding import seeded
 from .clip_length import refit_pools, set_pool_kernels, spanning_pools
 from .entry import FORM, describe_failure, entry_call, is_entry_point
-from .hf import (SHIPPED, HFImageClassifier, HFVideoClassifier, ImageFamily, build_hf, checkpoint_folder, config_spec_fields, family_of, is_hf,
-                 processor_of, spec_fields)
+from .hf import (SHIPPED, HFImageClassifier, HFVideoClassifier, ImageFamily, build_hf, checkpoint_folder,
+                 config_spec_fields, family_of, is_hf, processor_of, spec_fields)
 from .inflated import EfficientNetLite0I3D
 from .layers import LayerInfo, auto_layer, layer_table, vgg_conv4_1
 from .layouts import TokenLayout
