@@ -387,13 +387,9 @@ def config_spec_fields(config: dict[str, Any], name: str, source: str,
     layout = TokenLayout(grid=grid, prefix=fam.prefix, order=fam.order)
     blocks = f"hf.{fam.base}.{blocks_path(fam.base)}."
     depth = int(config["num_hidden_layers"])
-    id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}  # int keys in memory, str in JSON
-    labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
     return dict(
-        name=name, family="hf", input_size=size, resize=int(round(size * pre.side / pre.crop)), mean=pre.mean,
-        std=pre.std,
-        default_layer=f"hf.{fam.base}.embeddings", labels="hf", label_names=labels, default_weights="default",
-        weights_source=source, modality="video", frames=frames, sampling_rate=fam.rate,
+        **_shared_fields(config, name, source, pre, size),
+        default_layer=f"hf.{fam.base}.embeddings", modality="video", frames=frames, sampling_rate=fam.rate,
         note=f"the {tt}x{th}x{tw} tubelet embedding ({'x'.join(map(str, grid))} tokens"
              + (", with the class token" if fam.prefix else "") + "), before any attention",
         layouts=((f"hf.{fam.base}.embeddings", layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout)),
@@ -436,12 +432,17 @@ def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, sour
             tokens = "the class token" if fam.prefix == 1 else "the class and distillation tokens"
             tokens += f" and {registers} register tokens" if registers else ""
             note = f"the patch embedding ({side}x{side} tokens, with {tokens}), before any attention"
-    id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}
+    return dict(**_shared_fields(config, name, source, pre, size), default_layer=default, modality="image", note=note,
+                layouts=layouts, cam_layer=cam, iba=iba)
+
+
+def _shared_fields(config: dict[str, Any], name: str, source: str, pre: Preprocessing, size: int) -> dict[str, Any]:
+    """The spec fields every Hugging Face model's spec sets alike: its name, input of ``size``
+    pixels resized and normalised by ``pre``, the labels of its configuration's ``id2label``."""
+    id2label = {str(k): v for k, v in (config.get("id2label") or {}).items()}  # int keys in memory, str in JSON
     labels = tuple(str(id2label.get(str(i), f"class {i}")) for i in range(len(id2label)))
-    return dict(
-        name=name, family="hf", input_size=size, resize=int(round(size * pre.side / pre.crop)), mean=pre.mean,
-        std=pre.std, default_layer=default, labels="hf", label_names=labels, default_weights="default",
-        weights_source=source, modality="image", note=note, layouts=layouts, cam_layer=cam, iba=iba)
+    return dict(name=name, family="hf", input_size=size, resize=int(round(size * pre.side / pre.crop)), mean=pre.mean,
+                std=pre.std, labels="hf", label_names=labels, default_weights="default", weights_source=source)
 
 
 def _square(size: Any, name: str) -> int:
