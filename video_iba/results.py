@@ -40,6 +40,7 @@ class Unit(str, Enum):
     GUIDED_GRADIENT = "guided gradient"
     RELEVANCE = "relevance"
     LOGIT_DROP = "logit drop"
+    ROLLOUT = "attention rollout"
 
     def __str__(self) -> str:
         return self.value

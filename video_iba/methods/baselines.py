@@ -22,6 +22,9 @@ Choices Captum leaves open, fixed here:
   default stride is 1), over ``t x w x w`` tubes for clips; occluded cells are set to 0 in the
   normalised input space (the dataset mean colour); the map is the target-logit drop.
 * Random: uniform noise, seeded.
+* Attention rollout (transformers whose blocks attend over all tokens; see :mod:`.rollout`): the
+  head's share drawn from each grid token, placed on the input as Grad-CAM's token maps are; the
+  same map for every class.
 * LRP (torchvision VGG and ResNet networks only, through zennit, which handles ResNet's skip
   connections): the EpsilonPlusFlat composite (flat rule in the first layer, z+ in the other
   convolutions, epsilon in the dense layers; Kohlbrenner et al. 2020), batch norm merged into
@@ -56,18 +59,22 @@ from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
 from ..seeding import cuda_devices, seeded
 from .common import check_input, check_target, model_name, module_path, target_label
+from .rollout import RESIDUAL, attention_rollout, check_rollout
 
 log = logging.getLogger(__name__)
 
-#: The baselines, in the order the paper's Table 1 lists them (LRP last, images only).
+#: The baselines, in the order the paper's Table 1 lists them (LRP last, images only), then attention
+#: rollout (transformers whose blocks attend over all tokens).
 BASELINES = ("random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
-             "guided_gradcam", "occlusion8", "occlusion14", "lrp")
+             "guided_gradcam", "occlusion8", "occlusion14", "lrp", "rollout")
 SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15
 IG_STEPS = 50
 OCCLUSION_TUBE_FRAMES = 4
 #: The baselines that read a layer (``cam_layer``, ``tokens``).
 CAM_METHODS = ("gradcam", "guided_gradcam")
+#: The baselines that place tokens on a grid (``tokens``).
+TOKEN_METHODS = (*CAM_METHODS, "rollout")
 
 
 @contextlib.contextmanager
@@ -84,12 +91,15 @@ def _out_of_place_relus(model: nn.Module) -> Iterator[list[nn.ReLU]]:
 
 
 def _check_cam_options(method: str, cam_layer: Any, tokens: Any) -> None:
-    """A Grad-CAM layer is one module name, and only the Grad-CAM methods take one."""
-    given = [name for name, v in (("cam_layer", cam_layer), ("tokens", tokens)) if v is not None]
-    if given and method not in CAM_METHODS:
+    """A Grad-CAM layer is one module name, and only the Grad-CAM methods take one (and a token
+    layout, as attention rollout does)."""
+    given = [name for name, v in (("cam_layer", cam_layer), ("tokens", tokens))
+             if v is not None and method not in (CAM_METHODS if name == "cam_layer" else TOKEN_METHODS)]
+    if given:
+        takes = TOKEN_METHODS if given == ["tokens"] else CAM_METHODS
         raise UserInputError(f"{' and '.join('{' + g + '}' for g in given)} appl{'y' if len(given) > 1 else 'ies'} to "
-                             f"{' and '.join(CAM_METHODS)} only, not to {method}; drop "
-                             f"{'them' if len(given) > 1 else 'it'}", options=given)
+                             f"{', '.join(takes[:-1])} and {takes[-1]} only, not to {method}; "
+                             f"drop {'them' if len(given) > 1 else 'it'}", options=given)
     if cam_layer is not None and not isinstance(cam_layer, (str, nn.Module)):
         raise UserInputError(f"Grad-CAM reads one layer, got {cam_layer!r}; give {{cam_layer}} one module name",
                              options=["cam_layer"])
@@ -136,7 +146,8 @@ def baseline(
             :func:`~video_iba.models.layers.cam_layer_of`).
         tokens: The token layout of ``cam_layer`` (default: the registry spec's; none: a feature
             map). Grad-CAM then weighs the grid tokens' channels by their mean gradient, with the
-            prefix tokens left out, and places the map on the grid.
+            prefix tokens left out, and places the map on the grid. For attention rollout: the
+            layout of the attention's tokens (default: the registry spec's that fits them).
         tube_frames: Occlusion tube length in frames for clips.
         seed: Seed of the random map and of SmoothGrad's noise.
         batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients (default:
@@ -310,6 +321,12 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if key == "gradcam":
             return up, Unit.GRAD_CAM
         return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM
+    if key == "rollout":
+        grid = attention_rollout(model, x, cam[1])
+        if x.dim() == 4:
+            grid = grid[:, :, 0]
+        meta.update({"residual": RESIDUAL, "class_agnostic": True})
+        return _upsample(grid, size)[0, 0], Unit.ROLLOUT
     if key == "guided_backprop":
         return _guided(net, model, x, target), Unit.GUIDED_GRADIENT
     if key == "lrp":
@@ -366,7 +383,9 @@ def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> t
 def check_fits(method: str, model: nn.Module, video: bool, name: str | None = None) -> None:
     """Refuse, before any work, a baseline this network cannot take: LRP outside torchvision's VGG
     and ResNet image networks, Guided Backprop and Guided Grad-CAM on a network without ``nn.ReLU``
-    modules. Other methods take any network. ``name`` names the network in the message."""
+    modules, attention rollout on a network whose blocks do not all attend over all tokens
+    (:func:`~.rollout.check_rollout`). Other methods take any network. ``name`` names the network
+    in the message."""
     if method == "lrp":
         if video:
             raise UserInputError("LRP is available for images only (torchvision VGG and ResNet networks); choose "
@@ -374,6 +393,8 @@ def check_fits(method: str, model: nn.Module, video: bool, name: str | None = No
         _check_lrp_network(model, name)
     elif method in ("guided_backprop", "guided_gradcam"):
         _check_relus(method, model, name)
+    elif method == "rollout":
+        check_rollout(model, name)
 
 
 def _check_relus(method: str, model: nn.Module, name: str | None) -> None:
@@ -417,4 +438,4 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return _reduce(relevance.detach())
 
 
-__all__ = ["BASELINES", "CAM_METHODS", "baseline", "check_fits"]
+__all__ = ["BASELINES", "CAM_METHODS", "TOKEN_METHODS", "baseline", "check_fits"]

@@ -17,13 +17,14 @@ published checkpoints), and the labels of the configuration's ``id2label``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -133,6 +134,38 @@ FAMILY_NAMES = {"videomae": "VideoMAE", "timesformer": "TimeSformer", "vivit": "
                 "beit": "BEiT", "dinov2": "DINOv2", "dinov2_with_registers": "DINOv2 with registers", "swin": "Swin",
                 "swinv2": "Swin V2", "convnext": "ConvNeXt", "convnextv2": "ConvNeXt V2", "resnet": "ResNet",
                 "regnet": "RegNet"}
+
+#: Families whose every block attends over all tokens (class, register and grid tokens alike), so
+#: that attention rollout applies; TimeSformer's divided attention and Swin's windows do not.
+ROLLOUT_FAMILIES = ("videomae", "vivit", "vit", "deit", "beit", "dinov2", "dinov2_with_registers")
+
+
+@contextlib.contextmanager
+def _as_it_was(net: nn.Module) -> Iterator[None]:
+    """Hooks and attributes that a call adds to ``net``'s modules removed after it (transformers 5
+    installs hooks that record attentions, and marks the model, on the first call that asks for them)."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+             "_forward_pre_hooks_with_kwargs")
+    before = [(m, set(vars(m)), {k: set(getattr(m, k, {})) for k in kinds}) for m in net.modules()]
+    try:
+        yield
+    finally:
+        for m, names, hooks in before:
+            for name in set(vars(m)) - names:
+                delattr(m, name)
+            for kind, ids in hooks.items():
+                table = getattr(m, kind, None)
+                for key in set(table or {}) - ids:
+                    del table[key]
+
+
+def check_full_attention(base: str, name: str | None = None) -> None:
+    """Refuse a family of ``base`` outside :data:`ROLLOUT_FAMILIES` (``name``: the network's, for the message)."""
+    if base not in ROLLOUT_FAMILIES:
+        raise UserInputError(f"attention rollout needs self-attention over all tokens in every block, and "
+                             f"{name or 'this model'}'s {FAMILY_NAMES.get(base, base)} blocks attend otherwise; choose "
+                             f"another method")
+
 
 #: Families whose block list moved from ``encoder.layer`` to the backbone's ``layers`` in
 #: transformers 5, with the encoder class that held it before.
@@ -487,6 +520,49 @@ class HFClassifier(nn.Module):
         """``state_dict`` made to fit this network where a family knows how (nothing by default)."""
         return state_dict
 
+    def pixel_values(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's ``pixel_values`` for the input ``x`` this wrapper takes."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hf(pixel_values=self.pixel_values(x), return_dict=True).logits
+
+    def attentions(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's attention probabilities ``(N, heads, L, L)`` for ``x``, in order, from one
+        forward pass with the network's eager attention (which returns them; its own attention
+        implementation is restored after). Families whose attention is not one over all tokens
+        (:data:`ROLLOUT_FAMILIES`) are refused."""
+        check_full_attention(self.base)
+        switch = getattr(self.hf, "set_attn_implementation", None)  # transformers < 4.48: eager when asked for them
+        before = getattr(self.hf.config, "_attn_implementation", None)
+        if callable(switch) and before != "eager":
+            switch("eager")
+        try:
+            with _as_it_was(self.hf):
+                out = self.hf(pixel_values=self.pixel_values(x), output_attentions=True, return_dict=True)
+        finally:
+            if callable(switch) and before not in (None, "eager"):
+                switch(before)
+        found = list(getattr(out, "attentions", None) or ())
+        if not found or any(a is None for a in found):
+            raise RuntimeError(f"the {self.base} network returned no attention probabilities")
+        return found
+
+    def head_reads(self) -> tuple[tuple[int, ...], bool]:
+        """The tokens the classification head reads after the last block: the indices of single
+        tokens (the class token; DeiT's with its teacher: the distillation token too) and whether
+        it reads the grid tokens' mean (VideoMAE, BEiT with mean pooling; DINOv2 both)."""
+        config = self.hf.config
+        if self.base == "videomae":
+            return ((), True) if getattr(config, "use_mean_pooling", True) else ((0,), False)
+        if self.base == "beit" and getattr(config, "use_mean_pooling", True):
+            return (), True
+        if self.base in ("dinov2", "dinov2_with_registers"):
+            return (0,), True
+        if self.base == "deit" and "WithTeacher" in type(self.hf).__name__:
+            return (0, 1), False
+        return (0,), False
+
     def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
         """The network after ``layer`` (the embedding or a block) as ``f(input, layer output) -> logits``.
 
@@ -530,16 +606,16 @@ class HFImageClassifier(HFClassifier):
         super().__init__(hf, base)
         self.embedding, self.chained = IMAGE_FAMILIES[base].embedding, IMAGE_FAMILIES[base].windows
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pixel_values(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise UserInputError(f"a Hugging Face image model takes photos (N, C, H, W), got {tuple(x.shape)}")
-        return self.hf(pixel_values=x, return_dict=True).logits
+        return x
 
 
 class HFVideoClassifier(HFClassifier):
     """A Hugging Face video classifier that takes clips ``(N, C, T, H, W)`` and returns logits."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pixel_values(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5:
             raise UserInputError(f"a Hugging Face video model takes clips (N, C, T, H, W), got {tuple(x.shape)}")
         frames = getattr(self.hf.config, "num_frames", None)
@@ -547,7 +623,7 @@ class HFVideoClassifier(HFClassifier):
             raise UserInputError(f"this {self.base} network takes clips of {frames} frames (its config.num_frames), "
                                  f"got {x.shape[2]}; give it clips of {frames} frames, or build it for {x.shape[2]} "
                                  f"(load_model(..., frames={x.shape[2]}))")
-        return self.hf(pixel_values=x.permute(0, 2, 1, 3, 4), return_dict=True).logits
+        return x.permute(0, 2, 1, 3, 4)
 
     def _fitted_state(self, state_dict: dict[str, Any]) -> dict[str, Any]:
         """ViViT position embeddings made for clips of another length resampled to this network's

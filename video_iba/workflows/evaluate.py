@@ -27,7 +27,7 @@ from ..evaluation.datasets import Item, folder_items, synthetic_items
 from ..evaluation.harness import (TUBE_FRAMES, applies, base_method, check_label, check_metrics, evaluate, iba_label,
                                   label_beta)
 from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYER,
-                                   load_tubenet, load_tubenet_readout, load_tubevit,
+                                   TUBEVIT_LAYOUT, load_tubenet, load_tubenet_readout, load_tubevit,
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
 from ..files import atomic_write, check_writable_dir, file_digest
 from ..methods.attribute import check_method
@@ -35,6 +35,7 @@ from ..methods.baselines import CAM_METHODS, check_fits
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
+from ..models.layouts import TokenLayout
 from ..models.pathways import Pack
 from ..models.registry import weights_digest
 from .estimate import folder_model
@@ -170,6 +171,8 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
                     "config": cfg, "precision": ev.precision, **({"tokens": setup.tokens} if setup.tokens else {})}
         if check_method(base_method(method)).uses_cam_layer:
             return {**setup.tube, **setup.cam, **({"cam_layer": ev.cam_layer} if ev.cam_layer else {})}
+        if base_method(method) == "rollout" and setup.attention_tokens is not None:
+            return {**setup.tube, "tokens": setup.attention_tokens}
         return dict(setup.tube)
 
     stats_sha256 = [file_digest(p) for p in ev.stats]  # once, for every beta's row
@@ -242,6 +245,7 @@ class _Setup:
     pack: Pack | None = None
     sampling_rate: int | None = None  # a folder's video model's
     frames: int | None = None
+    attention_tokens: TokenLayout | None = None  # a network without a spec: the layout its attention runs over
 
 
 def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
@@ -274,7 +278,7 @@ def _synthetic(ev: Evaluation, labels: Sequence[str], dev: Any) -> _Setup:
     cam = {"cam_layer": cam_layer, "tokens": tubevit_layout(cam_layer)} if vit and cam_layer else {}
     config = IBAConfig.for_transformers() if vit else IBAConfig()
     return _Setup(model, name, items, metrics, layers, stats, restats, {"tube_frames": TUBE_FRAMES}, config,
-                  tokens if any(tokens) else None, cam)
+                  tokens if any(tokens) else None, cam, attention_tokens=TUBEVIT_LAYOUT if vit else None)
 
 
 def _check_fits(labels: Sequence[str], model: nn.Module, video: bool, name: str) -> None:
