@@ -215,12 +215,14 @@ def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  
 def test_the_synthetic_benchmark_scores_its_video_transformer(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "ev")
     code, stdout, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods",
-                                 "iba,gradcam", "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
+                                 "iba,gradcam,rollout", "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
     assert code == 0, err
     scores = read_jsonl(os.path.join(out, "scores.jsonl"))
-    assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam")
+    assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam", "rollout")
                                                             for k in ("hit_ratio", "temporal_share")}
-    assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 8
+    assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 12
+    # attention rollout reads the network's blocks on its token grid (the benchmark gives the layout)
+    assert all(r["value"] > 0.1 for r in scores if (r["method"], r["metric"]) == ("rollout", "hit_ratio"))
     out = str(tmp_path / "r")  # the readout shipped for TubeViT
     code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods", "readout",
                             "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
