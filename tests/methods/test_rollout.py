@@ -101,6 +101,42 @@ def test_multihead_attention_networks_give_their_weights_for_the_duration_only()
         video_iba.attribute("rollout", model, clip, tokens=TokenLayout(grid=(8, 8, 8)))
 
 
+class _Encoder(torch.nn.Module):
+    """Patches, a class token and torch's own encoder layers, or blocks that pass ``need_weights``
+    positionally (both ask their attention for no weights)."""
+
+    def __init__(self, positional: bool) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 16, 8, stride=8)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16))
+        self.positional = positional
+        self.attn = torch.nn.ModuleList([torch.nn.MultiheadAttention(16, 2, batch_first=True) for _ in range(2)])
+        self.enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2,
+                                               enable_nested_tensor=False)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.cat([self.cls.expand(len(x), -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1)
+        if self.positional:
+            for a in self.attn:
+                t = t + a(t, t, t, None, False)[0]
+        else:
+            t = self.enc(t)
+        return self.head(t[:, 0])
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_torch_encoder_layers_and_positional_arguments_give_their_attention(positional: bool) -> None:
+    torch.manual_seed(0)
+    model = _Encoder(positional).eval()
+    x = torch.randn(1, 3, 32, 32)
+    before = snapshot(model)
+    grid = attention_rollout(model, x, tokens=TokenLayout(grid=(4, 4), prefix=1))
+    assert grid.shape == (1, 1, 1, 4, 4) and float(grid.std()) > 0  # the blocks' attention, not an even spread
+    assert 0 < float(grid.sum()) < 1  # the class token keeps its own share
+    assert snapshot(model)["hooks"] == before["hooks"]
+
+
 def test_the_head_reads_the_class_token_the_grid_mean_or_both() -> None:
     np.testing.assert_allclose(head_row(5, 1, (0,), False).numpy(), [1, 0, 0, 0, 0])
     np.testing.assert_allclose(head_row(4, 0, (), True).numpy(), [0.25] * 4)  # VideoMAE: the tokens' mean
