@@ -159,6 +159,14 @@ def _as_it_was(net: nn.Module) -> Iterator[None]:
                     del table[key]
 
 
+def reads_grid_mean(base: str, use_mean_pooling: bool) -> bool:
+    """Whether the head of a ``base`` network reads the grid tokens' mean after the last block: the
+    families that pool (:attr:`ImageFamily.pooled`), and BEiT and VideoMAE where their
+    configuration's ``use_mean_pooling`` (default: yes) says so."""
+    fam = IMAGE_FAMILIES.get(base)
+    return (fam is not None and fam.pooled) or (base in ("beit", "videomae") and use_mean_pooling)
+
+
 def check_full_attention(base: str, name: str | None = None) -> None:
     """Refuse a family of ``base`` outside :data:`ROLLOUT_FAMILIES` (``name``: the network's, for the message)."""
     if base not in ROLLOUT_FAMILIES:
@@ -460,7 +468,7 @@ def _image_spec_fields(config: dict[str, Any], fam: ImageFamily, name: str, sour
             registers = int(config.get("num_register_tokens", 0))
             layout = TokenLayout(grid=(side, side), prefix=fam.prefix + registers)
             layouts = ((embedding, layout), (blocks + "[0-9]", layout), (blocks + "[0-9][0-9]", layout))
-            pooled = fam.pooled or (fam.base == "beit" and config.get("use_mean_pooling", True))
+            pooled = reads_grid_mean(fam.base, bool(config.get("use_mean_pooling", True)))
             cam = blocks + str(int(config["num_hidden_layers"]) - (1 if pooled else 2))
             tokens = "the class token" if fam.prefix == 1 else "the class and distillation tokens"
             tokens += f" and {registers} register tokens" if registers else ""
@@ -552,16 +560,12 @@ class HFClassifier(nn.Module):
         """The tokens the classification head reads after the last block: the indices of single
         tokens (the class token; DeiT's with its teacher: the distillation token too) and whether
         it reads the grid tokens' mean (VideoMAE, BEiT with mean pooling; DINOv2 both)."""
-        config = self.hf.config
-        if self.base == "videomae":
-            return ((), True) if getattr(config, "use_mean_pooling", True) else ((0,), False)
-        if self.base == "beit" and getattr(config, "use_mean_pooling", True):
+        mean = reads_grid_mean(self.base, bool(getattr(self.hf.config, "use_mean_pooling", True)))
+        if mean and self.base not in ("dinov2", "dinov2_with_registers"):  # DINOv2's head reads its class token too
             return (), True
-        if self.base in ("dinov2", "dinov2_with_registers"):
-            return (0,), True
         if self.base == "deit" and "WithTeacher" in type(self.hf).__name__:
             return (0, 1), False
-        return (0,), False
+        return (0,), mean
 
     def video_iba_suffix(self, layer: str) -> Callable[[torch.Tensor, Any], torch.Tensor] | None:
         """The network after ``layer`` (the embedding or a block) as ``f(input, layer output) -> logits``.
