@@ -41,6 +41,7 @@ class Unit(str, Enum):
     RELEVANCE = "relevance"
     LOGIT_DROP = "logit drop"
     ROLLOUT = "attention rollout"
+    ATTENTION_RELEVANCE = "attention relevance"
 
     def __str__(self) -> str:
         return self.value

@@ -10,6 +10,7 @@ from torch import nn
 import video_iba
 from video_iba import UserInputError
 from video_iba.methods import METHODS, attribute
+from video_iba.methods.baselines import ATTENTION_METHODS
 from video_iba.models import PackedModel, cam_layer_of
 
 from ..nets import Tiny3D, TinyCNN, TinyViViT
@@ -28,9 +29,9 @@ class Linear2D(nn.Module):
         return torch.einsum("nchw,kchw->nk", x, self.w)
 
 
-# (LRP and attention rollout take only the networks they have rules or attention for: tested below and in
+# (LRP and the attention methods take only the networks they have rules or attention for: tested below and in
 # test_rollout.py)
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("iba", "lrp", "readout", "rollout")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("iba", "lrp", "readout", *ATTENTION_METHODS)])
 def test_every_method_on_images_and_clips_leaves_the_model_intact(method: str) -> None:
     torch.manual_seed(0)
     model = TinyCNN()
@@ -49,7 +50,8 @@ def test_every_method_on_images_and_clips_leaves_the_model_intact(method: str) -
     assert c.values.shape == (8, 16, 16) and torch.isfinite(c.values).all()
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("iba", "random", "lrp", "readout", "rollout")])
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("iba", "random", "lrp", "readout",
+                                                                   *ATTENTION_METHODS)])
 def test_every_method_explains_a_half_precision_model_as_in_float32(method: str) -> None:
     # SmoothGrad's noise is float32 and Grad-CAM's layer search ran a float32 probe: both failed on
     # a float16 network with a dtype error

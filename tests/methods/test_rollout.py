@@ -1,6 +1,6 @@
 """Attention rollout: the blocks' head-averaged attention with the residual, multiplied from the last
 block back and read by the head, for Hugging Face transformers and ``nn.MultiheadAttention``
-networks; what it refuses."""
+networks; its gradient-weighted relevance (Chefer et al. 2021, "gae"); what they refuse."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import video_iba
 from video_iba import TokenLayout, UserInputError
 from video_iba.evaluation import TUBEVIT_LAYOUT, TubeViT
-from video_iba.methods.rollout import attention_rollout, head_row
+from video_iba.methods.rollout import attention_relevance, attention_rollout, head_row
 
 from ..helpers import read_npz, run_cli
 from ..nets import TinyCNN, snapshot
@@ -31,11 +32,40 @@ def _reference(attentions: list[np.ndarray], row: np.ndarray) -> np.ndarray:
     return row @ r
 
 
-def test_a_hugging_face_vit_rolls_out_its_blocks_attention_and_keeps_its_own() -> None:
-    torch.manual_seed(0)
-    net = transformers.ViTForImageClassification(transformers.ViTConfig(
+def _tiny_vit() -> torch.nn.Module:
+    """A Hugging Face ViT with a class token and 4 x 4 patches of 8 pixels on 32 x 32 photos."""
+    return transformers.ViTForImageClassification(transformers.ViTConfig(
         image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
         num_labels=3)).eval()
+
+
+def _tiny_videomae() -> torch.nn.Module:
+    """A Hugging Face VideoMAE (mean-pooling head, no class token): 2 x 4 x 4 tubelets of 4-frame clips."""
+    return transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
+        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=16, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+
+
+def _tiny_timesformer() -> torch.nn.Module:
+    """A Hugging Face TimeSformer (divided space-time attention) on 4-frame 32 x 32 clips."""
+    return transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
+        image_size=32, patch_size=8, num_frames=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=3)).eval()
+
+
+def _relevance(attentions: list[np.ndarray], grads: list[np.ndarray], row: np.ndarray) -> np.ndarray:
+    """Chefer et al.'s relevance written out: ``R = I``, then ``R = R + Ā R`` for each block, first to
+    last, ``Ā`` the heads' mean of ``(∇A ⊙ A)⁺``; the head's row of ``R - I``."""
+    eye = np.eye(attentions[0].shape[-1])
+    r = eye
+    for a, g in zip(attentions, grads):
+        r = r + np.clip(a * g, 0, None).mean(0) @ r
+    return row @ (r - eye)
+
+
+def test_a_hugging_face_vit_rolls_out_its_blocks_attention_and_keeps_its_own() -> None:
+    torch.manual_seed(0)
+    net = _tiny_vit()
     model = video_iba.wrap_hf(net)
     impl = net.config._attn_implementation
     assert impl != "eager"
@@ -142,9 +172,7 @@ def test_the_head_reads_the_class_token_the_grid_mean_or_both() -> None:
     np.testing.assert_allclose(head_row(4, 0, (), True).numpy(), [0.25] * 4)  # VideoMAE: the tokens' mean
     np.testing.assert_allclose(head_row(5, 1, (0,), True).numpy(), [0.5, 0.125, 0.125, 0.125, 0.125])  # DINOv2
     np.testing.assert_allclose(head_row(4, 2, (0, 1), False).numpy(), [0.5, 0.5, 0, 0])  # DeiT with its teacher
-    video = transformers.VideoMAEForVideoClassification(transformers.VideoMAEConfig(
-        image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=16, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=32, num_labels=3)).eval()
+    video = _tiny_videomae()
     model = video_iba.wrap_hf(video)
     assert model.head_reads() == ((), True)
     grid = attention_rollout(model, torch.randn(1, 3, 4, 32, 32))
@@ -155,15 +183,13 @@ def test_networks_that_attend_otherwise_are_refused_before_any_work(tmp_path, ca
     with pytest.raises(UserInputError, match="attention rollout reads the attention of nn.MultiheadAttention blocks "
                                              ".* and this model has no such attention; choose another method"):
         video_iba.attribute("rollout", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
-    times = transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
-        image_size=32, patch_size=8, num_frames=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, num_labels=3)).eval()
+    times = _tiny_timesformer()
     with pytest.raises(UserInputError, match="this model's TimeSformer blocks attend otherwise"):
         video_iba.attribute("rollout", video_iba.wrap_hf(times), torch.randn(1, 3, 4, 32, 32))
     with pytest.raises(UserInputError, match="cam_layer= applies to gradcam and guided_gradcam only, not to rollout"):
         video_iba.attribute("rollout", TubeViT().eval(), torch.randn(1, 3, 16, 64, 64), cam_layer="blocks.2")
-    with pytest.raises(UserInputError, match="tokens= applies to gradcam, guided_gradcam and rollout only, not to "
-                                             "saliency"):
+    with pytest.raises(UserInputError, match="tokens= applies to gradcam, guided_gradcam, rollout and gae only, not "
+                                             "to saliency"):
         video_iba.attribute("saliency", TubeViT().eval(), torch.randn(1, 3, 16, 64, 64), tokens=TUBEVIT_LAYOUT)
 
     code, _, err = run_cli(["explain", f"{photo_dir}/coffee.jpg", "--model", "swin_t", "--weights", "random", "--method", "rollout",
@@ -182,3 +208,119 @@ def test_the_command_line_draws_a_torchvision_vits_rollout(tmp_path, capsys, pho
     # a 7x7 grid of 32-pixel patches, upsampled: no two patches' centres alike on a random network
     centres = values[16::32, 16::32]
     assert centres.shape == (7, 7) and len(np.unique(centres.round(7))) > 40
+
+
+def _attend(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A TubeViT block with its attention written out from the module's weights: the new tokens and
+    the attention probabilities ``(1, heads, L, L)``."""
+    attn = block.attn
+    h = block.norm1(x)
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    heads, d = attn.num_heads, q.shape[-1] // attn.num_heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.view(1, -1, heads, d).transpose(1, 2)
+
+    p = torch.softmax(split(q) @ split(k).transpose(-1, -2) / d ** 0.5, dim=-1)
+    x = x + attn.out_proj((p @ split(v)).transpose(1, 2).reshape(1, -1, heads * d))
+    return x + block.mlp(block.norm2(x)), p
+
+
+def test_gradient_weighted_relevance_of_multihead_attention_is_chefers_and_leaves_the_network_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = TubeViT().eval()
+    clip = torch.randn(1, 3, 16, 64, 64)
+    tokens = model.embed(clip).flatten(2).transpose(1, 2)
+    tokens = torch.cat([model.cls.expand(1, -1, -1), tokens], dim=1) + model.pos
+    probs = []
+    for block in model.blocks:
+        tokens, p = _attend(block, tokens)
+        probs.append(p)
+    logits = model.head(model.norm(tokens[:, 0]))
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(clip), rtol=1e-4, atol=1e-5)  # the blocks written out are the model's
+    maps = {}
+    for target in (0, 1):
+        grads = torch.autograd.grad(logits[0, target], probs, retain_graph=True)
+        expected = _relevance([p[0].detach().double().numpy() for p in probs], [g[0].double().numpy() for g in grads],
+                              np.eye(513)[0])[1:].reshape(8, 8, 8)
+        model.zero_grad(set_to_none=True)
+        model.requires_grad_(False)
+        model.blocks[1].requires_grad_(True)
+        before = snapshot(model)
+        fast = torch.backends.mha.get_fastpath_enabled()
+        grid = attention_relevance(model, clip, target, tokens=TUBEVIT_LAYOUT)
+        np.testing.assert_allclose(grid[0, 0].numpy(), expected, rtol=1e-4, atol=1e-5 * float(np.abs(expected).max()))
+        after = snapshot(model)
+        assert after["hooks"] == before["hooks"] and after["requires_grad"] == before["requires_grad"]
+        assert all(g is None for g in after["grads"].values()) and torch.backends.mha.get_fastpath_enabled() == fast
+        model.requires_grad_(True)
+        maps[target] = grid[0, 0]
+    # one map per class, unlike rollout's
+    assert float(torch.corrcoef(torch.stack([maps[0].flatten(), maps[1].flatten()]))[0, 1]) < 0.99
+
+    attr = video_iba.attribute("gae", model, clip, target=1, tokens=TUBEVIT_LAYOUT)
+    assert attr.values.shape == (16, 64, 64) and str(attr.unit) == "attention relevance"
+    assert attr.meta["class_agnostic"] is False and float(attr.values.min()) >= 0
+    half = video_iba.attribute("gae", copy.deepcopy(model).half(), clip.half(), target=1, tokens=TUBEVIT_LAYOUT)
+    assert float(torch.corrcoef(torch.stack([half.values.flatten(), attr.values.flatten()]))[0, 1]) > 0.99
+    with pytest.raises(UserInputError, match="gradient-weighted attention relevance places the attention's 513 tokens "
+                                             "on a grid: give tokens= their layout"):
+        video_iba.attribute("gae", model, clip)
+
+
+def test_gradient_weighted_relevance_of_a_hugging_face_vit_reads_its_eager_attention() -> None:
+    torch.manual_seed(0)
+    net = _tiny_vit()
+    model = video_iba.wrap_hf(net)
+    impl = net.config._attn_implementation
+    x = torch.randn(1, 3, 32, 32)
+    before = snapshot(model)
+    eager = copy.deepcopy(net)
+    eager.set_attn_implementation("eager")
+    out = eager(pixel_values=x.clone().requires_grad_(True), output_attentions=True)
+    for target in (0, 2):
+        grads = torch.autograd.grad(out.logits[0, target], out.attentions, retain_graph=True)
+        expected = _relevance([a[0].detach().double().numpy() for a in out.attentions],
+                              [g[0].double().numpy() for g in grads], np.eye(17)[0])[1:].reshape(4, 4)
+        attr = video_iba.attribute("gae", model, x, target=target)
+        grid = attention_relevance(model, x, target)
+        assert grid.shape == (1, 1, 1, 4, 4) and attr.values.shape == (32, 32) and attr.target == target
+        np.testing.assert_allclose(grid[0, 0, 0].numpy(), expected, rtol=1e-4, atol=1e-8)
+    assert net.config._attn_implementation == impl
+    after = snapshot(model)
+    assert after["hooks"] == before["hooks"] and after["requires_grad"] == before["requires_grad"]
+
+    # VideoMAE's head reads the grid tokens' mean: their mean row, less the identity's even floor
+    video = _tiny_videomae()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    eager = copy.deepcopy(video)
+    eager.set_attn_implementation("eager")
+    out = eager(pixel_values=clip.transpose(1, 2).clone().requires_grad_(True), output_attentions=True)
+    grads = torch.autograd.grad(out.logits[0, 1], out.attentions)
+    expected = _relevance([a[0].detach().double().numpy() for a in out.attentions],
+                          [g[0].double().numpy() for g in grads], np.full(32, 1 / 32)).reshape(2, 4, 4)
+    grid = attention_relevance(video_iba.wrap_hf(video), clip, 1)
+    np.testing.assert_allclose(grid[0, 0].numpy(), expected, rtol=1e-4, atol=1e-9)
+
+    # a head that no attention weight raises (zero-initialised, as torchvision's ViTs with random weights)
+    with torch.no_grad():
+        net.classifier.weight.zero_()
+    with pytest.raises(UserInputError, match="gradient-weighted attention relevance: no attention weight raises the "
+                                             "logit of class 1 .* use trained weights"):
+        video_iba.attribute("gae", model, x, target=1)
+
+
+def test_gradient_weighted_relevance_refuses_what_rollout_refuses(tmp_path, capsys, photo_dir) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserInputError, match="gradient-weighted attention relevance reads the attention of "
+                                             "nn.MultiheadAttention blocks .* and this model has no such attention"):
+        video_iba.attribute("gae", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
+    times = _tiny_timesformer()
+    with pytest.raises(UserInputError, match="gradient-weighted attention relevance needs self-attention over all "
+                                             "tokens in every block, and this model's TimeSformer blocks attend"):
+        video_iba.attribute("gae", video_iba.wrap_hf(times), torch.randn(1, 3, 4, 32, 32))
+    # torchvision's ViTs with random weights have a zero head: one line, exit 2, nothing written
+    code, _, err = run_cli(["explain", f"{photo_dir}/chelsea.jpg", "--model", "vit_b_32", "--weights", "random",
+                            "--method", "gae", "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "no attention weight raises the logit" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

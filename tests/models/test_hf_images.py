@@ -275,4 +275,8 @@ def test_a_trained_vit_puts_its_bits_where_the_class_is_decided() -> None:
     rolled = [video_iba.attribute("rollout", model, xt[i:i + 1]).values for i in range(6)]
     shares = [float(v[:16, :16].sum() / v.sum()) for v in rolled]
     assert min(shares) > 0.4 and float(np.mean(shares)) > 0.5, shares
+    # and its gradient-weighted relevance for the predicted class, more sharply (measured: 0.65-0.94, mean 0.82)
+    relevant = [video_iba.attribute("gae", model, xt[i:i + 1], int(yt[i])).values for i in range(6)]
+    shares = [float(v[:16, :16].sum() / v.sum()) for v in relevant]
+    assert min(shares) > 0.5 and float(np.mean(shares)) > 0.65, shares
 

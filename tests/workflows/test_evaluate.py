@@ -215,14 +215,17 @@ def test_video_folder_boxes_map_into_the_model_clip(tmp_path, capsys) -> None:  
 def test_the_synthetic_benchmark_scores_its_video_transformer(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     out = str(tmp_path / "ev")
     code, stdout, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods",
-                                 "iba,gradcam,rollout", "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)
+                                 "iba,gradcam,rollout,gae", "--metrics", "hit_ratio,temporal_share", "--out", out],
+                                capsys)
     assert code == 0, err
     scores = read_jsonl(os.path.join(out, "scores.jsonl"))
-    assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam", "rollout")
+    assert {(r["method"], r["metric"]) for r in scores} == {(m, k) for m in ("iba", "gradcam", "rollout", "gae")
                                                             for k in ("hit_ratio", "temporal_share")}
-    assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 12
-    # attention rollout reads the network's blocks on its token grid (the benchmark gives the layout)
-    assert all(r["value"] > 0.1 for r in scores if (r["method"], r["metric"]) == ("rollout", "hit_ratio"))
+    assert all(0 <= r["value"] <= 1 for r in scores) and len(scores) == 16
+    # the attention methods read the network's blocks on its token grid (the benchmark gives the layout);
+    # measured on these two clips: rollout 0.37 and 0.57, gae 0.083 and 0.097 (a random map 0.003)
+    hits = {(r["item"], r["method"]): r["value"] for r in scores if r["metric"] == "hit_ratio"}
+    assert all(v > (0.1 if m == "rollout" else 0.05) for (_, m), v in hits.items() if m in ("rollout", "gae"))
     out = str(tmp_path / "r")  # the readout shipped for TubeViT
     code, _, err = run_cli(["evaluate", "synthetic", "--model", "tubevit", "--clips", "2", "--methods", "readout",
                             "--metrics", "hit_ratio,temporal_share", "--out", out], capsys)

@@ -24,7 +24,9 @@ Choices Captum leaves open, fixed here:
 * Random: uniform noise, seeded.
 * Attention rollout (transformers whose blocks attend over all tokens; see :mod:`.rollout`): the
   head's share drawn from each grid token, placed on the input as Grad-CAM's token maps are; the
-  same map for every class.
+  same map for every class. ``gae``: its class-specific variant (Chefer et al. 2021), each block's
+  attention weighted by the target logit's gradient with respect to it, rectified, averaged over
+  heads and accumulated as ``R += Ā R``; placed on the input alike.
 * LRP (torchvision VGG and ResNet networks only, through zennit, which handles ResNet's skip
   connections): the EpsilonPlusFlat composite (flat rule in the first layer, z+ in the other
   convolutions, epsilon in the dense layers; Kohlbrenner et al. 2020), batch norm merged into
@@ -59,22 +61,25 @@ from ..models.pathways import Pack, one_input
 from ..results import Attribution, Unit
 from ..seeding import cuda_devices, seeded
 from .common import check_input, check_target, model_name, module_path, target_label
-from .rollout import RESIDUAL, attention_rollout, check_rollout
+from .rollout import (RELEVANCE_NAME, RESIDUAL, ROLLOUT_NAME, attention_relevance, attention_rollout,
+                      check_rollout)
 
 log = logging.getLogger(__name__)
 
-#: The baselines, in the order the paper's Table 1 lists them (LRP last, images only), then attention
-#: rollout (transformers whose blocks attend over all tokens).
+#: The baselines, in the order the paper's Table 1 lists them (LRP last, images only), then the
+#: attention methods (transformers whose blocks attend over all tokens).
 BASELINES = ("random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
-             "guided_gradcam", "occlusion8", "occlusion14", "lrp", "rollout")
+             "guided_gradcam", "occlusion8", "occlusion14", "lrp", "rollout", "gae")
 SMOOTHGRAD_SAMPLES = 50
 SMOOTHGRAD_NOISE = 0.15
 IG_STEPS = 50
 OCCLUSION_TUBE_FRAMES = 4
 #: The baselines that read a layer (``cam_layer``, ``tokens``).
 CAM_METHODS = ("gradcam", "guided_gradcam")
+#: The baselines that read the blocks' attention: attention rollout and its gradient-weighted relevance.
+ATTENTION_METHODS = ("rollout", "gae")
 #: The baselines that place tokens on a grid (``tokens``).
-TOKEN_METHODS = (*CAM_METHODS, "rollout")
+TOKEN_METHODS = (*CAM_METHODS, *ATTENTION_METHODS)
 
 
 @contextlib.contextmanager
@@ -146,8 +151,8 @@ def baseline(
             :func:`~video_iba.models.layers.cam_layer_of`).
         tokens: The token layout of ``cam_layer`` (default: the registry spec's; none: a feature
             map). Grad-CAM then weighs the grid tokens' channels by their mean gradient, with the
-            prefix tokens left out, and places the map on the grid. For attention rollout: the
-            layout of the attention's tokens (default: the registry spec's that fits them).
+            prefix tokens left out, and places the map on the grid. For attention rollout and
+            ``gae``: the layout of the attention's tokens (default: the registry spec's that fits them).
         tube_frames: Occlusion tube length in frames for clips.
         seed: Seed of the random map and of SmoothGrad's noise.
         batch: Inputs per forward pass for occlusion, SmoothGrad and integrated gradients (default:
@@ -321,12 +326,13 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
         if key == "gradcam":
             return up, Unit.GRAD_CAM
         return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM
-    if key == "rollout":
-        grid = attention_rollout(model, x, cam[1])
+    if key in ATTENTION_METHODS:
+        grid = (attention_rollout(model, x, cam[1]) if key == "rollout"
+                else attention_relevance(model, x, target, cam[1]))
         if x.dim() == 4:
             grid = grid[:, :, 0]
-        meta.update({"residual": RESIDUAL, "class_agnostic": True})
-        return _upsample(grid, size)[0, 0], Unit.ROLLOUT
+        meta.update({"residual": RESIDUAL, "class_agnostic": True} if key == "rollout" else {"class_agnostic": False})
+        return _upsample(grid, size)[0, 0], Unit.ROLLOUT if key == "rollout" else Unit.ATTENTION_RELEVANCE
     if key == "guided_backprop":
         return _guided(net, model, x, target), Unit.GUIDED_GRADIENT
     if key == "lrp":
@@ -383,8 +389,8 @@ def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> t
 def check_fits(method: str, model: nn.Module, video: bool, name: str | None = None) -> None:
     """Refuse, before any work, a baseline this network cannot take: LRP outside torchvision's VGG
     and ResNet image networks, Guided Backprop and Guided Grad-CAM on a network without ``nn.ReLU``
-    modules, attention rollout on a network whose blocks do not all attend over all tokens
-    (:func:`~.rollout.check_rollout`). Other methods take any network. ``name`` names the network
+    modules, attention rollout and ``gae`` on a network whose blocks do not all attend over all
+    tokens (:func:`~.rollout.check_rollout`). Other methods take any network. ``name`` names the network
     in the message."""
     if method == "lrp":
         if video:
@@ -393,8 +399,8 @@ def check_fits(method: str, model: nn.Module, video: bool, name: str | None = No
         _check_lrp_network(model, name)
     elif method in ("guided_backprop", "guided_gradcam"):
         _check_relus(method, model, name)
-    elif method == "rollout":
-        check_rollout(model, name)
+    elif method in ATTENTION_METHODS:
+        check_rollout(model, name, ROLLOUT_NAME if method == "rollout" else RELEVANCE_NAME)
 
 
 def _check_relus(method: str, model: nn.Module, name: str | None) -> None:
@@ -438,4 +444,4 @@ def _lrp(model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     return _reduce(relevance.detach())
 
 
-__all__ = ["BASELINES", "CAM_METHODS", "TOKEN_METHODS", "baseline", "check_fits"]
+__all__ = ["ATTENTION_METHODS", "BASELINES", "CAM_METHODS", "TOKEN_METHODS", "baseline", "check_fits"]

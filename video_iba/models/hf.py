@@ -136,7 +136,8 @@ FAMILY_NAMES = {"videomae": "VideoMAE", "timesformer": "TimeSformer", "vivit": "
                 "regnet": "RegNet"}
 
 #: Families whose every block attends over all tokens (class, register and grid tokens alike), so
-#: that attention rollout applies; TimeSformer's divided attention and Swin's windows do not.
+#: that attention rollout and its gradient-weighted relevance apply; TimeSformer's divided attention
+#: and Swin's windows do not.
 ROLLOUT_FAMILIES = ("videomae", "vivit", "vit", "deit", "beit", "dinov2", "dinov2_with_registers")
 
 
@@ -167,10 +168,11 @@ def reads_grid_mean(base: str, use_mean_pooling: bool) -> bool:
     return (fam is not None and fam.pooled) or (base in ("beit", "videomae") and use_mean_pooling)
 
 
-def check_full_attention(base: str, name: str | None = None) -> None:
-    """Refuse a family of ``base`` outside :data:`ROLLOUT_FAMILIES` (``name``: the network's, for the message)."""
+def check_full_attention(base: str, name: str | None = None, method: str = "attention rollout") -> None:
+    """Refuse a family of ``base`` outside :data:`ROLLOUT_FAMILIES` (``name``: the network's, ``method``:
+    the method's, for the message)."""
     if base not in ROLLOUT_FAMILIES:
-        raise UserInputError(f"attention rollout needs self-attention over all tokens in every block, and "
+        raise UserInputError(f"{method} needs self-attention over all tokens in every block, and "
                              f"{name or 'this model'}'s {FAMILY_NAMES.get(base, base)} blocks attend otherwise; choose "
                              f"another method")
 
@@ -535,11 +537,11 @@ class HFClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hf(pixel_values=self.pixel_values(x), return_dict=True).logits
 
-    def attentions(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's attention probabilities ``(N, heads, L, L)`` for ``x``, in order, from one
-        forward pass with the network's eager attention (which returns them; its own attention
-        implementation is restored after). Families whose attention is not one over all tokens
-        (:data:`ROLLOUT_FAMILIES`) are refused."""
+    def attentions(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits for ``x`` and every block's attention probabilities ``(N, heads, L, L)``, in
+        order, from one forward pass with the network's eager attention (which returns them as its
+        blocks use them, so gradients reach them; its own attention implementation is restored
+        after). Families whose attention is not one over all tokens (:data:`ROLLOUT_FAMILIES`) are refused."""
         check_full_attention(self.base)
         switch = getattr(self.hf, "set_attn_implementation", None)  # transformers < 4.48: eager when asked for them
         before = getattr(self.hf.config, "_attn_implementation", None)
@@ -554,7 +556,7 @@ class HFClassifier(nn.Module):
         found = list(getattr(out, "attentions", None) or ())
         if not found or any(a is None for a in found):
             raise RuntimeError(f"the {self.base} network returned no attention probabilities")
-        return found
+        return out.logits, found
 
     def head_reads(self) -> tuple[tuple[int, ...], bool]:
         """The tokens the classification head reads after the last block: the indices of single

@@ -31,7 +31,7 @@ from ..evaluation.synthetic import (SYNTHETIC_LAYER, SYNTHETIC_MODELS, TUBEVIT_C
                                    load_tubevit_readout, statistics_batches, tubevit_layout)
 from ..files import atomic_write, check_writable_dir, file_digest
 from ..methods.attribute import check_method
-from ..methods.baselines import CAM_METHODS, check_fits
+from ..methods.baselines import ATTENTION_METHODS, CAM_METHODS, check_fits
 from ..methods.batching import FitBatches, check_batch_size
 from ..methods.iba import check_precision, estimate
 from ..methods.readout import Readout, load_readout
@@ -171,7 +171,7 @@ def _evaluate_on(ev: Evaluation, labels: list[str], dev: Any, out_dir: str, prog
                     "config": cfg, "precision": ev.precision, **({"tokens": setup.tokens} if setup.tokens else {})}
         if check_method(base_method(method)).uses_cam_layer:
             return {**setup.tube, **setup.cam, **({"cam_layer": ev.cam_layer} if ev.cam_layer else {})}
-        if base_method(method) == "rollout" and setup.attention_tokens is not None:
+        if base_method(method) in ATTENTION_METHODS and setup.attention_tokens is not None:
             return {**setup.tube, "tokens": setup.attention_tokens}
         return dict(setup.tube)
 
