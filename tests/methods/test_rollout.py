@@ -53,6 +53,13 @@ def _tiny_timesformer() -> torch.nn.Module:
         intermediate_size=32, num_labels=3)).eval()
 
 
+def _eager(net: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a Hugging Face network with eager attention (transformers 4 fixes it when building)."""
+    copy_ = type(net)._from_config(copy.deepcopy(net.config), attn_implementation="eager").eval()
+    copy_.load_state_dict(net.state_dict())
+    return copy_
+
+
 def _relevance(attentions: list[np.ndarray], grads: list[np.ndarray], row: np.ndarray) -> np.ndarray:
     """Chefer et al.'s relevance written out: ``R = I``, then ``R = R + Ā R`` for each block, first to
     last, ``Ā`` the heads' mean of ``(∇A ⊙ A)⁺``; the head's row of ``R - I``."""
@@ -76,12 +83,18 @@ def test_a_hugging_face_vit_rolls_out_its_blocks_attention_and_keeps_its_own() -
     grid = attention_rollout(model, x)  # the layout from the wrapper's spec: 4x4 tokens after the class token
     assert grid.shape == (1, 1, 1, 4, 4)
 
-    eager = copy.deepcopy(net)
-    eager.set_attn_implementation("eager")
+    eager = _eager(net)
     with torch.no_grad():
         maps = [a[0].mean(0).double().numpy() for a in eager(pixel_values=x, output_attentions=True).attentions]
     expected = _reference(maps, np.eye(17)[0])[1:].reshape(4, 4)  # the class token's row, row-major grid
     np.testing.assert_allclose(grid[0, 0, 0].numpy(), expected, rtol=1e-5, atol=1e-7)
+    # the wrapper averages each block's heads as the block returns them: only the averages are held
+    with torch.no_grad():
+        _, means = model.attentions(x, mean_heads=True)
+        _, full = model.attentions(x)
+    assert [tuple(a.shape) for a in means] == [(1, 1, 17, 17)] * 3 and full[0].shape == (1, 2, 17, 17)
+    for a, b in zip(means, full):
+        torch.testing.assert_close(a, b.mean(dim=1, keepdim=True))
 
     attr = video_iba.attribute("rollout", model, x, target=2)
     assert attr.values.shape == (32, 32) and str(attr.unit) == "attention rollout" and attr.target == 2
@@ -276,8 +289,7 @@ def test_gradient_weighted_relevance_of_a_hugging_face_vit_reads_its_eager_atten
     impl = net.config._attn_implementation
     x = torch.randn(1, 3, 32, 32)
     before = snapshot(model)
-    eager = copy.deepcopy(net)
-    eager.set_attn_implementation("eager")
+    eager = _eager(net)
     out = eager(pixel_values=x.clone().requires_grad_(True), output_attentions=True)
     for target in (0, 2):
         grads = torch.autograd.grad(out.logits[0, target], out.attentions, retain_graph=True)
@@ -294,8 +306,7 @@ def test_gradient_weighted_relevance_of_a_hugging_face_vit_reads_its_eager_atten
     # VideoMAE's head reads the grid tokens' mean: their mean row, less the identity's even floor
     video = _tiny_videomae()
     clip = torch.randn(1, 3, 4, 32, 32)
-    eager = copy.deepcopy(video)
-    eager.set_attn_implementation("eager")
+    eager = _eager(video)
     out = eager(pixel_values=clip.transpose(1, 2).clone().requires_grad_(True), output_attentions=True)
     grads = torch.autograd.grad(out.logits[0, 1], out.attentions)
     expected = _relevance([a[0].detach().double().numpy() for a in out.attentions],

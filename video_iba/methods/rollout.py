@@ -186,7 +186,7 @@ def _attentions(model: nn.Module, x: torch.Tensor, heads: bool) -> tuple[torch.T
     ``(N, L, L)`` in float32, or (``heads``) each head's as the blocks used them, so that gradients
     reach them (``(N, heads, L, L)``; ``nn.MultiheadAttention``'s ``(N x heads, L, L)``)."""
     if isinstance(model, HFClassifier):
-        logits, found = model.attentions(x)
+        logits, found = model.attentions(x, mean_heads=not heads)
         return logits, found if heads else [a.float().mean(dim=1) for a in found]
     found: list[torch.Tensor] = []
     with _weights_of(model, found, heads):

@@ -160,6 +160,17 @@ def _as_it_was(net: nn.Module) -> Iterator[None]:
                     del table[key]
 
 
+def _mean_of_heads(_m: nn.Module, _args: Any, out: Any) -> Any:
+    """A forward hook on an attention module returning ``(output, probabilities (N, heads, L, L), ...)``
+    (the attention classes of every family and transformers version): the probabilities averaged
+    over heads in their place. The blocks use only the output; the averages are what the model
+    returns as its attentions."""
+    if isinstance(out, tuple) and len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].dim() == 4 \
+            and out[1].shape[1] > 1:
+        return (out[0], out[1].mean(dim=1, keepdim=True), *out[2:])
+    return None
+
+
 def reads_grid_mean(base: str, use_mean_pooling: bool) -> bool:
     """Whether the head of a ``base`` network reads the grid tokens' mean after the last block: the
     families that pool (:attr:`ImageFamily.pooled`), and BEiT and VideoMAE where their
@@ -537,20 +548,34 @@ class HFClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.hf(pixel_values=self.pixel_values(x), return_dict=True).logits
 
-    def attentions(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def attentions(self, x: torch.Tensor, mean_heads: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The logits for ``x`` and every block's attention probabilities ``(N, heads, L, L)``, in
         order, from one forward pass with the network's eager attention (which returns them as its
         blocks use them, so gradients reach them; its own attention implementation is restored
-        after). Families whose attention is not one over all tokens (:data:`ROLLOUT_FAMILIES`) are refused."""
+        after). With ``mean_heads`` each block's are averaged over heads as the block returns them,
+        ``(N, 1, L, L)``, so that only the averages are held. Families whose attention is not one
+        over all tokens (:data:`ROLLOUT_FAMILIES`) are refused."""
         check_full_attention(self.base)
-        switch = getattr(self.hf, "set_attn_implementation", None)  # transformers < 4.48: eager when asked for them
+        switch = getattr(self.hf, "set_attn_implementation", None)
         before = getattr(self.hf.config, "_attn_implementation", None)
         if callable(switch) and before != "eager":
             switch("eager")
+        # transformers < 4.48 builds SDPA attention classes that VideoMAE's does not turn eager when
+        # attentions are asked for: each such module is its eager parent class for the call
+        lent = [(m, type(m)) for m in self.hf.modules() if not callable(switch) and "Sdpa" in type(m).__name__
+                and type(m).__bases__[0].__name__ == type(m).__name__.replace("Sdpa", "")]
+        handles = [m.register_forward_hook(_mean_of_heads) for m in self.hf.modules()
+                   if mean_heads and type(m).__name__.endswith("Attention")]
         try:
+            for m, cls in lent:
+                m.__class__ = cls.__bases__[0]
             with _as_it_was(self.hf):
                 out = self.hf(pixel_values=self.pixel_values(x), output_attentions=True, return_dict=True)
         finally:
+            for m, cls in lent:
+                m.__class__ = cls
+            for h in handles:
+                h.remove()
             if callable(switch) and before not in (None, "eager"):
                 switch(before)
         found = list(getattr(out, "attentions", None) or ())
