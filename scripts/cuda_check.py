@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Every attribution method on CUDA against the same method on the CPU.
 
-For a few clips of the synthetic benchmark (its trained TubeNet) and one random-weight r3d_18
-clip, each method runs on both devices at the same seed; the table gives the Pearson
+For a few clips of the synthetic benchmark (its trained TubeNet; for Grad-CAM on tokens, attention
+rollout and ``gae`` its trained TubeViT) and one random-weight r3d_18 clip, each method runs on
+both devices at the same seed; the table gives the Pearson
 correlation of the two maps, their totals and the seconds on each device (after a warm-up
 run). Deterministic methods should agree to float32 rounding (r > 0.999); IBA, SmoothGrad and
 Random draw their noise from per-device generators, so they agree in distribution, not in
@@ -14,19 +15,22 @@ the same seed on the same device, in fp32, bf16 and fp16 (Pearson of the maps, t
 
     python scripts/cuda_check.py [--clips 3]
     python scripts/cuda_check.py --transformers-only
+    python scripts/cuda_check.py --device cpu --clips 1     # the script itself, on a machine without CUDA
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import numpy as np
 import torch
 
 from video_iba import METHODS, attribute
-from video_iba.evaluation.synthetic import (SYNTHETIC_LAYER, TEST_SEEDS, load_tubenet, load_tubenet_readout, make_clip,
-                                            statistics_batches)
+from video_iba.evaluation.synthetic import (SYNTHETIC_LAYER, TEST_SEEDS, TUBEVIT_CAM_LAYER, TUBEVIT_LAYOUT, load_tubenet,
+                                            load_tubenet_readout, load_tubevit, make_clip, statistics_batches)
+from video_iba.methods.baselines import ATTENTION_METHODS
 
 
 def _timed(fn):  # type: ignore[no-untyped-def]
@@ -43,8 +47,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=3)
     p.add_argument("--transformers-only", action="store_true", help="only the transformers' fused attention")
+    p.add_argument("--device", default="cuda", help="the device compared with the CPU (default cuda; cpu checks "
+                                                    "this script on a machine without one)")
     args = p.parse_args()
-    if not torch.cuda.is_available():
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("CUDA is not available here")
     import video_iba
 
@@ -52,37 +59,32 @@ def main() -> None:
         transformers()
         return
 
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print(f"device: {torch.cuda.get_device_name() if dev.type == 'cuda' else dev}, torch {torch.__version__}")
     cpu = load_tubenet()
-    gpu = load_tubenet().cuda()
+    gpu = load_tubenet().to(dev)
     batches = list(statistics_batches())
-    readout_cpu, readout_gpu = load_tubenet_readout(), load_tubenet_readout().to_device("cuda")
+    readout_cpu, readout_gpu = load_tubenet_readout(), load_tubenet_readout().to_device(dev)
     stats_cpu = video_iba.estimate(cpu, batches, layer=SYNTHETIC_LAYER)
-    stats_gpu = video_iba.estimate(gpu, (b.cuda() for b in batches), layer=SYNTHETIC_LAYER)
+    stats_gpu = video_iba.estimate(gpu, (b.to(dev) for b in batches), layer=SYNTHETIC_LAYER)
     diff = float((stats_cpu.mean - stats_gpu.mean.cpu()).abs().max())
-    print(f"statistics at {SYNTHETIC_LAYER}: max |mean_cpu - mean_cuda| = {diff:.2e}")
-    print("| method | clips | Pearson r (mean, min) | total cpu / cuda | s cpu | s cuda |")
-    print("|---|---|---|---|---|---|")
+    print(f"statistics at {SYNTHETIC_LAYER}: max |mean_cpu - mean_{dev.type}| = {diff:.2e}")
+    print(f"| model | method | clips | Pearson r (mean, min) | total cpu / {dev.type} | s cpu | s {dev.type} |")
+    print("|---|---|---|---|---|---|---|")
     clips = [make_clip(s) for s in list(TEST_SEEDS)[: args.clips]]
-    for method in [m for m in METHODS if m != "lrp"]:  # LRP: VGG and ResNet photos only
-        rs, totals, t_cpu, t_gpu = [], [], [], []
-        for c in clips:
-            x = torch.from_numpy(c.x)[None]
-            kw_c: dict = {"layer": SYNTHETIC_LAYER, "stats": stats_cpu} if method == "iba" else {}
-            kw_g: dict = {"layer": SYNTHETIC_LAYER, "stats": stats_gpu} if method == "iba" else {}
-            if method == "readout":
-                kw_c, kw_g = {"readout": readout_cpu}, {"readout": readout_gpu}
-            attribute(method, gpu, x.cuda(), c.label, **kw_g)  # warm-up
-            a, tc = _timed(lambda: attribute(method, cpu, x, c.label, **kw_c))  # noqa: B023
-            b, tg = _timed(lambda: attribute(method, gpu, x.cuda(), c.label, **kw_g))  # noqa: B023
-            va, vb = a.values.numpy().ravel(), b.values.cpu().numpy().ravel()
-            rs.append(float(np.corrcoef(va, vb)[0, 1]) if va.std() > 0 and vb.std() > 0 else float("nan"))
-            totals.append((va.sum(), vb.sum()))
-            t_cpu.append(tc)
-            t_gpu.append(tg)
-        tot = np.mean(totals, axis=0)
-        print(f"| {method} | {len(clips)} | {np.nanmean(rs):.4f}, {np.nanmin(rs):.4f} | {tot[0]:.4g} / {tot[1]:.4g} | "
-              f"{np.mean(t_cpu):.3f} | {np.mean(t_gpu):.3f} |", flush=True)
+
+    def tubenet_kwargs(method: str, on_gpu: bool) -> dict:
+        if method == "iba":
+            return {"layer": SYNTHETIC_LAYER, "stats": stats_gpu if on_gpu else stats_cpu}
+        return {"readout": readout_gpu if on_gpu else readout_cpu} if method == "readout" else {}
+
+    # LRP: VGG and ResNet photos only; the attention methods: on the transformer below
+    _devices("tubenet", [m for m in METHODS if m not in ("lrp", *ATTENTION_METHODS)], cpu, gpu, clips, dev,
+             tubenet_kwargs)
+    layout = {"tokens": TUBEVIT_LAYOUT}
+    _devices("tubevit", ["gradcam", *ATTENTION_METHODS], load_tubevit(), load_tubevit().to(dev), clips, dev,
+             lambda m, _g: {**layout, "cam_layer": TUBEVIT_CAM_LAYER} if m == "gradcam" else layout)
+    if dev.type != "cuda":
+        return
     model = video_iba.load_model("r3d_18", weights="random", device="cuda")
     x = torch.randn(1, 3, 16, 112, 112, device="cuda")
     a, t = _timed(lambda: video_iba.explain(model, x, 0))
@@ -90,6 +92,26 @@ def main() -> None:
     print(f"r3d_18 (random weights) IBA on CUDA: {t:.3f} s, {float(a.bits.sum()):.1f} bits, "
           f"peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
     transformers()
+
+
+def _devices(name: str, methods: list[str], cpu: torch.nn.Module, gpu: torch.nn.Module, clips: list, dev: torch.device,
+             kwargs: Callable[[str, bool], dict]) -> None:
+    """One table row per method: the maps of ``cpu`` and of ``gpu`` (on ``dev``) for the same clips."""
+    for method in methods:
+        rs, totals, t_cpu, t_gpu = [], [], [], []
+        for c in clips:
+            x = torch.from_numpy(c.x)[None]
+            attribute(method, gpu, x.to(dev), c.label, **kwargs(method, True))  # warm-up
+            a, tc = _timed(lambda: attribute(method, cpu, x, c.label, **kwargs(method, False)))  # noqa: B023
+            b, tg = _timed(lambda: attribute(method, gpu, x.to(dev), c.label, **kwargs(method, True)))  # noqa: B023
+            va, vb = a.values.numpy().ravel(), b.values.cpu().numpy().ravel()
+            rs.append(float(np.corrcoef(va, vb)[0, 1]) if va.std() > 0 and vb.std() > 0 else float("nan"))
+            totals.append((va.sum(), vb.sum()))
+            t_cpu.append(tc)
+            t_gpu.append(tg)
+        tot = np.mean(totals, axis=0)
+        print(f"| {name} | {method} | {len(clips)} | {np.nanmean(rs):.4f}, {np.nanmin(rs):.4f} | {tot[0]:.4g} / "
+              f"{tot[1]:.4g} | {np.mean(t_cpu):.3f} | {np.mean(t_gpu):.3f} |", flush=True)
 
 
 def transformers() -> None:
