@@ -29,6 +29,22 @@ def quadrant_photos(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
+def seeded_init(net: nn.Module, seed: int) -> nn.Module:
+    """``net``'s weights drawn again from ``seed`` by torch's own layer initialisation (parameters of
+    no torch layer, such as class tokens and positions: normal, std 0.02), so that a network trained
+    in a test starts the same whatever initialisation its library version applies."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset) and type(m).__module__.startswith("torch.nn"):
+                reset()
+            elif not callable(reset):
+                for p in m.parameters(recurse=False):
+                    p.normal_(0.0, 0.02)
+    return net
+
+
 class TinyCNN(nn.Module):
     """A small image classifier with in-place ReLUs, batch norm and dropout (eval/train differ)."""
 
