@@ -139,6 +139,8 @@ def test_clips_are_prepared_as_the_checkpoints_own_processor_prepares_them(tmp_p
                                                                           kind: str) -> None:  # type: ignore[no-untyped-def]
     # the spec took the family's published normalisation whatever the checkpoint's processor said:
     # a fine-tune saved with another processor saw other inputs than it was trained on
+    if kind != "videomae" and not hasattr(transformers, "VivitVideoProcessor"):
+        pytest.skip("this transformers has no video processors (transformers 5 added them)")
     name, net = _cache(tmp_path, monkeypatch, kind)
     snap = tmp_path / "hub" / ("models--" + name[3:].replace("/", "--")) / "snapshots" / "abc123"
     sizes = dict(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 32})
