@@ -201,8 +201,8 @@ def _explain_parser(sub: Any) -> None:
     ex.option("--method", default="iba",
               help="iba (default: the per-sample information bottleneck, in bits), readout (a trained readout "
                    "bottleneck, --readout CKPT: one forward pass) or a baseline: " + ", ".join(BASELINES)
-                   + " (lrp: VGG and ResNet photos; rollout and gae, its gradient-weighted relevance: transformers attending "
-                   "over all tokens)")
+                   + " (lrp: VGG and ResNet photos; rollout and gae, its gradient-weighted relevance: transformers whose "
+                   "attention spans all tokens, TimeSformer's divided attention included)")
     ex.option("--readout", help="for --method readout: a checkpoint of `video-iba train-readout`")
     _cam_option(ex)
     _bottleneck_options(ex)

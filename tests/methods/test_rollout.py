@@ -49,7 +49,7 @@ def _tiny_videomae() -> torch.nn.Module:
 def _tiny_timesformer() -> torch.nn.Module:
     """A Hugging Face TimeSformer (divided space-time attention) on 4-frame 32 x 32 clips."""
     return transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(
-        image_size=32, patch_size=8, num_frames=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        image_size=32, patch_size=8, num_frames=4, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=32, num_labels=3)).eval()
 
 
@@ -58,6 +58,13 @@ def _eager(net: torch.nn.Module) -> torch.nn.Module:
     copy_ = type(net)._from_config(copy.deepcopy(net.config), attn_implementation="eager").eval()
     copy_.load_state_dict(net.state_dict())
     return copy_
+
+
+def _tiny_swin() -> torch.nn.Module:
+    """A Hugging Face Swin (attention within shifted windows) on 32 x 32 photos."""
+    return transformers.SwinForImageClassification(transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 1], window_size=4,
+        num_labels=3)).eval()
 
 
 def _relevance(attentions: list[np.ndarray], grads: list[np.ndarray], row: np.ndarray) -> np.ndarray:
@@ -196,9 +203,8 @@ def test_networks_that_attend_otherwise_are_refused_before_any_work(tmp_path, ca
     with pytest.raises(UserInputError, match="attention rollout reads the attention of nn.MultiheadAttention blocks "
                                              ".* and this model has no such attention; choose another method"):
         video_iba.attribute("rollout", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
-    times = _tiny_timesformer()
-    with pytest.raises(UserInputError, match="this model's TimeSformer blocks attend otherwise"):
-        video_iba.attribute("rollout", video_iba.wrap_hf(times), torch.randn(1, 3, 4, 32, 32))
+    with pytest.raises(UserInputError, match="this model's Swin blocks attend within shifted windows"):
+        video_iba.attribute("rollout", video_iba.wrap_hf(_tiny_swin()), torch.randn(1, 3, 32, 32))
     with pytest.raises(UserInputError, match="cam_layer= applies to gradcam and guided_gradcam only, not to rollout"):
         video_iba.attribute("rollout", TubeViT().eval(), torch.randn(1, 3, 16, 64, 64), cam_layer="blocks.2")
     with pytest.raises(UserInputError, match="tokens= applies to gradcam, guided_gradcam, rollout and gae only, not "
@@ -326,10 +332,9 @@ def test_gradient_weighted_relevance_refuses_what_rollout_refuses(tmp_path, caps
     with pytest.raises(UserInputError, match="gradient-weighted attention relevance reads the attention of "
                                              "nn.MultiheadAttention blocks .* and this model has no such attention"):
         video_iba.attribute("gae", TinyCNN().eval(), torch.randn(1, 3, 32, 32))
-    times = _tiny_timesformer()
-    with pytest.raises(UserInputError, match="gradient-weighted attention relevance needs self-attention over all "
-                                             "tokens in every block, and this model's TimeSformer blocks attend"):
-        video_iba.attribute("gae", video_iba.wrap_hf(times), torch.randn(1, 3, 4, 32, 32))
+    with pytest.raises(UserInputError, match="gradient-weighted attention relevance needs blocks whose attention "
+                                             "composes over all tokens, and this model's Swin blocks attend"):
+        video_iba.attribute("gae", video_iba.wrap_hf(_tiny_swin()), torch.randn(1, 3, 32, 32))
     # torchvision's ViTs with random weights have a zero head: one line, exit 2, nothing written
     code, _, err = run_cli(["explain", f"{photo_dir}/chelsea.jpg", "--model", "vit_b_32", "--weights", "random",
                             "--method", "gae", "--out", str(tmp_path / "o")], capsys)
@@ -353,3 +358,79 @@ def test_gradient_weighted_relevance_follows_the_head_and_rollout_does_not() -> 
             assert float(result.ssim.max()) < 0.95, result.ssim
         else:
             np.testing.assert_allclose(result.ssim, 1.0, atol=1e-6)
+
+
+def _divided(a: np.ndarray, temporal: bool, places: int, frames: int) -> np.ndarray:
+    """One TimeSformer attention layer (heads averaged) written out over its tokens, one by one: the
+    class token, then each place's frames."""
+    m = np.zeros((1 + places * frames, 1 + places * frames))
+    for p in range(places):
+        for t in range(frames):
+            row = 1 + p * frames + t
+            if temporal:  # a: (places, T, T); the class token does not take part
+                for u in range(frames):
+                    m[row, 1 + p * frames + u] = a[p, t, u]
+                continue
+            # a: (T, 1 + places, 1 + places): frame t's places with the class token, whose row is
+            # the mean over the frames
+            m[row, 0] = a[t, 1 + p, 0]
+            for q in range(places):
+                m[row, 1 + q * frames + t] = a[t, 1 + p, 1 + q]
+            m[0, row] = a[t, 0, 1 + p] / frames
+    if not temporal:
+        m[0, 0] = a[:, 0, 0].mean()
+    return m
+
+
+def test_timesformers_divided_attention_composes_block_by_block() -> None:
+    torch.manual_seed(0)
+    net = _tiny_timesformer()
+    model = video_iba.wrap_hf(net)
+    clip = torch.randn(1, 3, 4, 32, 32)
+    before = snapshot(model)
+    with torch.no_grad():
+        logits = model(clip)
+    # the recorded attention: temporal then spatial in each block; the spatial ones are those the
+    # network itself returns, the temporal ones those of its temporal modules computed by hand
+    inputs = []
+    handles = [layer.temporal_layernorm.register_forward_hook(lambda _m, _i, out: inputs.append(out))
+               for layer in net.timesformer.encoder.layer]
+    with torch.no_grad():
+        own = net(pixel_values=clip.transpose(1, 2), output_attentions=True).attentions
+    for h in handles:
+        h.remove()
+    probe = clip.clone().requires_grad_(True)
+    out, raw = model.attentions(probe)
+    assert len(raw) == 4 and [tuple(a.shape) for a in raw] == [(16, 2, 4, 4), (4, 2, 17, 17)] * 2
+    torch.testing.assert_close(out, logits)
+    for layer, a, h in zip(net.timesformer.encoder.layer, raw[0::2], inputs):
+        module = layer.temporal_attention.attention
+        q, k, _ = module.qkv(h).reshape(16, 4, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        torch.testing.assert_close(a.detach(), torch.softmax(q @ k.transpose(-1, -2) * module.scale, dim=-1))
+    for a, given in zip(raw[1::2], own):
+        torch.testing.assert_close(a.detach(), given)
+    assert snapshot(model)["hooks"] == before["hooks"]
+
+    kinds = [True, False, True, False]
+    mats = [_divided(a.detach().mean(1).double().numpy(), t, 16, 4) for a, t in zip(raw, kinds)]
+    # every grid token's row sums to 1; the class token's to 1 in space, 0 in time (it does not take part)
+    assert all(np.allclose(m_[1:].sum(1), 1) and np.isclose(m_[0].sum(), 0 if t else 1) for m_, t in zip(mats, kinds))
+
+    def on_grid(flow: np.ndarray) -> np.ndarray:  # tokens: each place's frames together, places row-major
+        return flow[1:].reshape(4, 4, 4).transpose(2, 0, 1)
+
+    grid = attention_rollout(model, clip)
+    np.testing.assert_allclose(grid[0, 0].numpy(), on_grid(_reference(mats, np.eye(65)[0])), rtol=1e-5, atol=1e-8)
+    grads = torch.autograd.grad(out[0, 2], raw)
+    weighted = [_divided(np.clip(a.detach().double().numpy() * g.double().numpy(), 0, None).mean(1), t, 16, 4)
+                for a, g, t in zip(raw, grads, kinds)]
+    r = np.eye(65)
+    for w in weighted:
+        r = r + w @ r
+    expected = on_grid(np.eye(65)[0] @ (r - np.eye(65)))
+    np.testing.assert_allclose(attention_relevance(model, clip, 2)[0, 0].numpy(), expected, rtol=1e-4,
+                               atol=1e-6 * float(np.abs(expected).max()))
+    after = snapshot(model)
+    assert after["hooks"] == before["hooks"] and after["requires_grad"] == before["requires_grad"]
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), logits)

@@ -22,7 +22,7 @@ Choices Captum leaves open, fixed here:
   default stride is 1), over ``t x w x w`` tubes for clips; occluded cells are set to 0 in the
   normalised input space (the dataset mean colour); the map is the target-logit drop.
 * Random: uniform noise, seeded.
-* Attention rollout (transformers whose blocks attend over all tokens; see :mod:`.rollout`): the
+* Attention rollout (transformers whose attention composes over all tokens; see :mod:`.rollout`): the
   head's share drawn from each grid token, placed on the input as Grad-CAM's token maps are; the
   same map for every class. ``gae``: its class-specific variant (Chefer et al. 2021), each block's
   attention weighted by the target logit's gradient with respect to it, rectified, averaged over
@@ -67,7 +67,7 @@ from .rollout import (RELEVANCE_NAME, RESIDUAL, ROLLOUT_NAME, attention_relevanc
 log = logging.getLogger(__name__)
 
 #: The baselines, in the order the paper's Table 1 lists them (LRP last, images only), then the
-#: attention methods (transformers whose blocks attend over all tokens).
+#: attention methods (transformers whose attention composes over all tokens).
 BASELINES = ("random", "gradient", "saliency", "smoothgrad", "integrated_gradients", "guided_backprop", "gradcam",
              "guided_gradcam", "occlusion8", "occlusion14", "lrp", "rollout", "gae")
 SMOOTHGRAD_SAMPLES = 50

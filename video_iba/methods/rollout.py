@@ -20,8 +20,10 @@ the relevance starts as ``R = I`` and each block, first to last, adds ``Ā R``. 
 The attention probabilities come from the network's ``nn.MultiheadAttention`` self-attention
 modules (torchvision's ViTs, networks of one's own: asked for their weights for the duration), or
 from a Hugging Face ViT, DeiT, BEiT, DINOv2, VideoMAE or ViViT (its eager attention, which returns
-them). Networks whose blocks attend otherwise (MViT's pooled attention, Swin's windows,
-TimeSformer's divided attention) are refused: their attention does not compose into one rollout.
+them) or TimeSformer, whose divided attention counts as two layers per block (over each place's
+frames, then over each frame's places), each with its residual. Networks whose blocks attend
+otherwise (MViT's pooled attention, Swin's windows) are refused: their attention does not
+compose into one rollout.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def attention_rollout(model: nn.Module, x: torch.Tensor, tokens: TokenLayout | N
     matches their number); a network of one's own without a spec must give it."""
     check_rollout(model)
     with torch.no_grad():
-        _, maps = _attentions(model, x, heads=False)
-    return _on_grid(model, tokens, maps, rollout, ROLLOUT_NAME)
+        _, maps, to_tokens = _attentions(model, x, heads=False)
+        blocks = [to_tokens(i, a.float()) for i, a in enumerate(maps)]
+    return _on_grid(model, tokens, blocks, rollout, ROLLOUT_NAME)
 
 
 def attention_relevance(model: nn.Module, x: torch.Tensor, target: int,
@@ -81,12 +84,11 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, target: int,
 
     def keep(i: int, a: torch.Tensor) -> Callable[[torch.Tensor], None]:
         def weigh(g: torch.Tensor) -> None:  # as the gradient passes: one head-averaged map kept, the gradient freed
-            w = (a.detach().float() * g.float()).clamp(min=0)
-            weighted[i] = w.view(probe.shape[0], -1, *w.shape[-2:]).mean(dim=1).double()
+            weighted[i] = to_tokens(i, (a.detach().float() * g.float()).clamp(min=0)).double()
         return weigh
 
     with torch.enable_grad():
-        logits, maps = _attentions(model, probe, heads=True)
+        logits, maps, to_tokens = _attentions(model, probe, heads=True)
         weighted.extend([None] * len(maps))
         handles = [a.register_hook(keep(i, a)) for i, a in enumerate(maps)]
         try:  # every block's attention lies between the logit and the input: each hook sees its block's gradient
@@ -94,9 +96,8 @@ def attention_relevance(model: nn.Module, x: torch.Tensor, target: int,
         finally:
             for h in handles:
                 h.remove()
-    n, length = probe.shape[0], maps[0].shape[-1]
-    blocks = [w if w is not None else torch.zeros(n, length, length, dtype=torch.float64, device=maps[0].device)
-              for w in weighted]
+    blocks = [w if w is not None else to_tokens(i, torch.zeros_like(a, dtype=torch.float64))
+              for i, (a, w) in enumerate(zip(maps, weighted))]
     del maps
     if not any(bool(w.sum() > 0) for w in blocks):
         raise UserInputError(f"{RELEVANCE_NAME}: no attention weight raises the logit of class {target} (the "
@@ -181,13 +182,17 @@ def _layout(model: nn.Module, tokens: TokenLayout | None, length: int, method: s
     return max(found, key=lambda lay: lay.prefix)
 
 
-def _attentions(model: nn.Module, x: torch.Tensor, heads: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The logits and every block's attention probabilities, first block first: averaged over heads,
-    ``(N, L, L)`` in float32, or (``heads``) each head's as the blocks used them, so that gradients
-    reach them (``(N, heads, L, L)``; ``nn.MultiheadAttention``'s ``(N x heads, L, L)``)."""
+def _attentions(model: nn.Module, x: torch.Tensor, heads: bool
+                ) -> tuple[torch.Tensor, list[torch.Tensor], Callable[[int, torch.Tensor], torch.Tensor]]:
+    """The logits, every attention layer's probabilities in the order they run, and the function
+    that takes the ``i``-th (or anything of its shape) to one ``(N, L, L)`` matrix over the tokens,
+    averaged over heads. The probabilities are averaged over heads already, or (``heads``) each
+    head's as the layers used them, so that gradients reach them (Hugging Face: ``(rows, heads, n,
+    n)``; ``nn.MultiheadAttention``: ``(N x heads, L, L)``)."""
+    n = x.shape[0]
     if isinstance(model, HFClassifier):
         logits, found = model.attentions(x, mean_heads=not heads)
-        return logits, found if heads else [a.float().mean(dim=1) for a in found]
+        return logits, found, lambda i, a: model.token_attention(i, a.mean(dim=1), n)
     found: list[torch.Tensor] = []
     with _weights_of(model, found, heads):
         logits = model(x)
@@ -198,7 +203,7 @@ def _attentions(model: nn.Module, x: torch.Tensor, heads: bool) -> tuple[torch.T
         raise UserInputError(f"attention rollout and its relevance need self-attention over the same tokens in every "
                              f"block, and this model's attention maps have shapes {sorted(lengths)} (queries x keys); "
                              f"choose another method")
-    return logits, found
+    return logits, found, lambda _i, a: a.reshape(n, -1, *a.shape[-2:]).mean(dim=1)
 
 
 #: ``nn.MultiheadAttention.forward``'s arguments after ``query, key, value, key_padding_mask``.

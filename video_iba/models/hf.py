@@ -135,10 +135,12 @@ FAMILY_NAMES = {"videomae": "VideoMAE", "timesformer": "TimeSformer", "vivit": "
                 "swinv2": "Swin V2", "convnext": "ConvNeXt", "convnextv2": "ConvNeXt V2", "resnet": "ResNet",
                 "regnet": "RegNet"}
 
-#: Families whose every block attends over all tokens (class, register and grid tokens alike), so
-#: that attention rollout and its gradient-weighted relevance apply; TimeSformer's divided attention
-#: and Swin's windows do not.
-ROLLOUT_FAMILIES = ("videomae", "vivit", "vit", "deit", "beit", "dinov2", "dinov2_with_registers")
+#: Families whose attention composes into one matrix over all tokens per attention layer, so that
+#: attention rollout and its gradient-weighted relevance apply: every block attends over all tokens
+#: (class, register and grid tokens alike), or, TimeSformer's divided attention, over each place's
+#: frames and then over each frame's places (with the class token; see
+#: :meth:`HFClassifier.token_attention`). Swin's shifted windows do not.
+ROLLOUT_FAMILIES = ("videomae", "vivit", "timesformer", "vit", "deit", "beit", "dinov2", "dinov2_with_registers")
 
 
 @contextlib.contextmanager
@@ -183,8 +185,9 @@ def check_full_attention(base: str, name: str | None = None, method: str = "atte
     """Refuse a family of ``base`` outside :data:`ROLLOUT_FAMILIES` (``name``: the network's, ``method``:
     the method's, for the message)."""
     if base not in ROLLOUT_FAMILIES:
-        raise UserInputError(f"{method} needs self-attention over all tokens in every block, and "
-                             f"{name or 'this model'}'s {FAMILY_NAMES.get(base, base)} blocks attend otherwise; choose "
+        how = "attend within shifted windows" if base.startswith("swin") else "have no attention"
+        raise UserInputError(f"{method} needs blocks whose attention composes over all tokens, and "
+                             f"{name or 'this model'}'s {FAMILY_NAMES.get(base, base)} blocks {how}; choose "
                              f"another method")
 
 
@@ -556,6 +559,8 @@ class HFClassifier(nn.Module):
         ``(N, 1, L, L)``, so that only the averages are held. Families whose attention is not one
         over all tokens (:data:`ROLLOUT_FAMILIES`) are refused."""
         check_full_attention(self.base)
+        if self.base == "timesformer":
+            return self._divided_attentions(x, mean_heads)
         switch = getattr(self.hf, "set_attn_implementation", None)
         before = getattr(self.hf.config, "_attn_implementation", None)
         if callable(switch) and before != "eager":
@@ -582,6 +587,69 @@ class HFClassifier(nn.Module):
         if not found or any(a is None for a in found):
             raise RuntimeError(f"the {self.base} network returned no attention probabilities")
         return out.logits, found
+
+    def _divided_attentions(self, x: torch.Tensor, mean_heads: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """TimeSformer's attention probabilities, each block's temporal attention ``(N x places, heads,
+        T, T)`` then its spatial attention ``(N x T, heads, 1 + places, 1 + places)``: its blocks ask
+        only the spatial one for them, so every self-attention module is asked for the call (and
+        answers its caller as before)."""
+        found: list[torch.Tensor] = []
+        order: list[bool] = []  # whether each was a temporal attention
+
+        def ask(_m: nn.Module, args: tuple[Any, ...], _kw: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            return (args[0],), {"output_attentions": True}
+
+        def record(m: nn.Module, _args: Any, _kwargs: Any, out: Any) -> Any:
+            found.append(out[1].mean(dim=1, keepdim=True) if mean_heads else out[1])
+            order.append(temporal[m])
+            return (out[0],)
+
+        temporal = {m: ".temporal_attention." in f".{name}." for name, m in self.hf.named_modules()
+                    if type(m).__name__ == "TimesformerSelfAttention"}
+        handles = []
+        try:
+            for m in temporal:
+                handles.append(m.register_forward_pre_hook(ask, with_kwargs=True))
+                handles.append(m.register_forward_hook(record, with_kwargs=True))
+            logits = self(x)
+        finally:
+            for h in handles:
+                h.remove()
+        if not found or order != [True, False] * (len(found) // 2):
+            raise RuntimeError(f"the timesformer network's attention ran in the order {order} (temporal: True), not "
+                               f"temporal then spatial in every block")
+        return logits, found
+
+    def token_attention(self, i: int, a: torch.Tensor, n: int) -> torch.Tensor:
+        """The ``i``-th attention of :meth:`attentions` for ``n`` inputs, averaged over heads (``a``: its
+        shape without the heads, or anything of that shape), as one ``(n, L, L)`` matrix over the
+        network's tokens. For TimeSformer (the class token, then places x frames, each place's
+        frames together) a temporal attention mixes each place's frames and leaves the class token's
+        row empty; a spatial attention mixes each frame's places with the class token, whose own row
+        is the mean of its rows in the frames (the block averages the class token's outputs over
+        frames). Other families' attention is one such matrix already."""
+        if self.base != "timesformer":
+            return a
+        if i % 2 == 0:  # temporal: (n x places, T, T)
+            frames = a.shape[-1]
+            places = a.shape[0] // n
+            inner = torch.einsum("bpij,pq->bpiqj", a.reshape(n, places, frames, frames),
+                                 torch.eye(places, dtype=a.dtype, device=a.device))
+            out = a.new_zeros(n, 1 + places * frames, 1 + places * frames)
+            out[:, 1:, 1:] = inner.reshape(n, places * frames, places * frames)
+            return out
+        # spatial: (n x T, 1 + places, 1 + places), the class token first
+        frames = a.shape[0] // n
+        places = a.shape[-1] - 1
+        a = a.reshape(n, frames, 1 + places, 1 + places)
+        out = a.new_zeros(n, 1 + places * frames, 1 + places * frames)
+        out[:, 1:, 1:] = torch.einsum("btpq,ts->bptqs", a[:, :, 1:, 1:],
+                                      torch.eye(frames, dtype=a.dtype, device=a.device)).reshape(
+            n, places * frames, places * frames)
+        out[:, 1:, 0] = a[:, :, 1:, 0].transpose(1, 2).reshape(n, places * frames)
+        out[:, 0, 1:] = a[:, :, 0, 1:].transpose(1, 2).reshape(n, places * frames) / frames
+        out[:, 0, 0] = a[:, :, 0, 0].mean(dim=1)
+        return out
 
     def head_reads(self) -> tuple[tuple[int, ...], bool]:
         """The tokens the classification head reads after the last block: the indices of single
