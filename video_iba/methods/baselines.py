@@ -327,12 +327,15 @@ def _run(key: str, net: nn.Module, model: nn.Module, x: torch.Tensor, target: in
             return up, Unit.GRAD_CAM
         return _guided(net, model, x, target) * up, Unit.GUIDED_GRAD_CAM
     if key in ATTENTION_METHODS:
-        grid = (attention_rollout(model, x, cam[1]) if key == "rollout"
-                else attention_relevance(model, x, target, cam[1]))
+        if key == "rollout":
+            grid, unit = attention_rollout(model, x, cam[1]), Unit.ROLLOUT
+            meta.update({"residual": RESIDUAL, "class_agnostic": True})
+        else:
+            grid, unit = attention_relevance(model, x, target, cam[1]), Unit.ATTENTION_RELEVANCE
+            meta["class_agnostic"] = False
         if x.dim() == 4:
             grid = grid[:, :, 0]
-        meta.update({"residual": RESIDUAL, "class_agnostic": True} if key == "rollout" else {"class_agnostic": False})
-        return _upsample(grid, size)[0, 0], Unit.ROLLOUT if key == "rollout" else Unit.ATTENTION_RELEVANCE
+        return _upsample(grid, size)[0, 0], unit
     if key == "guided_backprop":
         return _guided(net, model, x, target), Unit.GUIDED_GRADIENT
     if key == "lrp":
@@ -389,7 +392,7 @@ def _guided(net: nn.Module, model: nn.Module, x: torch.Tensor, target: int) -> t
 def check_fits(method: str, model: nn.Module, video: bool, name: str | None = None) -> None:
     """Refuse, before any work, a baseline this network cannot take: LRP outside torchvision's VGG
     and ResNet image networks, Guided Backprop and Guided Grad-CAM on a network without ``nn.ReLU``
-    modules, attention rollout and ``gae`` on a network whose blocks do not all attend over all
+    modules, attention rollout and ``gae`` on a network whose attention does not compose over all
     tokens (:func:`~.rollout.check_rollout`). Other methods take any network. ``name`` names the network
     in the message."""
     if method == "lrp":
